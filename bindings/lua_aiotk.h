@@ -1,0 +1,41 @@
+/* Shared by the binding files: the Lua face of libaiotk.
+ *
+ * Error convention (documented in the README): a call that can fail at run
+ * time returns nil, message, code (code is aiotk_code_name: "budget",
+ * "occupied", ...). Wrong argument types raise a Lua error. */
+#ifndef LUA_AIOTK_H
+#define LUA_AIOTK_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "aiotk.h"
+
+#define RING_MT "aiotk.ring"
+#define IMAGE_MT "aiotk.image"
+
+int laiotk_fail(lua_State *L, const aiotk_err *err);
+void laiotk_push_u64hex(lua_State *L, uint64_t v);
+uint64_t laiotk_check_u64(lua_State *L, int idx);
+uint64_t laiotk_opt_field_u64(lua_State *L, int t, const char *k, uint64_t d);
+void laiotk_set_num(lua_State *L, const char *k, double v);
+void laiotk_push_event(lua_State *L, const aiotk_event *e);
+
+/* Ring userdata owns its aiotk_ring. */
+aiotk_ring *laiotk_ring_new(lua_State *L);
+aiotk_ring *laiotk_ring_check(lua_State *L, int idx);
+void laiotk_ring_register(lua_State *L);
+int laiotk_ring_from_table(lua_State *L);
+
+aiotk_image *laiotk_image_new(lua_State *L);
+void laiotk_image_register(lua_State *L);
+int laiotk_image_create(lua_State *L);
+int laiotk_image_read(lua_State *L);
+int laiotk_image_decode(lua_State *L);
+
+void laiotk_lab_register(lua_State *L);
+
+int luaopen_aiotk_core(lua_State *L);
+int luaopen_aiotk_readline(lua_State *L);
+
+#endif

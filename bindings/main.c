@@ -1,0 +1,115 @@
+/* The aiotk host: LuaJIT with aiotk.core preloaded; everything else,
+ * command dispatch included, is Lua (scripts/aiotk/cli.lua). */
+#include "lua_aiotk.h"
+
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int is_dir(const char *p)
+{
+	struct stat st;
+	return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Installed layout (bin/../share/aiotk/scripts) wins over the source tree,
+ * so a build-directory binary uses the scripts it was built from. */
+static void scripts_dir(char *out, size_t len)
+{
+	char exe[4096];
+	const char *env = getenv("AIOTK_SCRIPTS_DIR");
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 64);
+	if (env && *env) {
+		snprintf(out, len, "%s", env);
+		return;
+	}
+	if (n > 0) {
+		exe[n] = 0;
+		char *slash = strrchr(exe, '/');
+		if (slash) {
+			snprintf(slash, sizeof(exe) - (size_t)(slash - exe),
+				 "/../share/aiotk/scripts");
+			if (is_dir(exe)) {
+				snprintf(out, len, "%s", exe);
+				return;
+			}
+		}
+	}
+	snprintf(out, len, "%s", is_dir(AIOTK_SOURCE_SCRIPTS) ?
+		 AIOTK_SOURCE_SCRIPTS : AIOTK_INSTALL_SCRIPTS);
+}
+
+static void preload(lua_State *L, const char *name, lua_CFunction f)
+{
+	lua_getglobal(L, "package");
+	lua_getfield(L, -1, "preload");
+	lua_pushcfunction(L, f);
+	lua_setfield(L, -2, name);
+	lua_pop(L, 2);
+}
+
+static void set_args(lua_State *L, int argc, char **argv)
+{
+	lua_createtable(L, argc, 1);
+	for (int i = 0; i < argc; i++) {
+		lua_pushstring(L, argv[i]);
+		lua_rawseti(L, -2, i);
+	}
+	lua_setglobal(L, "arg");
+}
+
+static int traceback(lua_State *L)
+{
+	const char *msg = lua_tostring(L, 1);
+	if (getenv("AIOTK_TRACE")) {
+		lua_getglobal(L, "debug");
+		lua_getfield(L, -1, "traceback");
+		lua_pushstring(L, msg ? msg : "(error object)");
+		lua_pushinteger(L, 2);
+		lua_call(L, 2, 1);
+	} else if (!msg)
+		lua_pushstring(L, "(error object is not a string)");
+	else
+		lua_pushvalue(L, 1);
+	return 1;
+}
+
+static int run(lua_State *L, const char *dir)
+{
+	char boot[4200];
+	snprintf(boot, sizeof(boot), "%s/aiotk/cli.lua", dir);
+	lua_pushcfunction(L, traceback);
+	if (luaL_loadfile(L, boot)) {
+		fprintf(stderr, "aiotk: cannot load %s: %s\n", boot, lua_tostring(L, -1));
+		return 1;
+	}
+	lua_pushstring(L, dir);
+	lua_getglobal(L, "arg");
+	if (lua_pcall(L, 2, 1, 1)) {
+		fprintf(stderr, "aiotk: %s\n", lua_tostring(L, -1));
+		return 1;
+	}
+	return lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : 0;
+}
+
+int main(int argc, char **argv)
+{
+	char dir[4096];
+	lua_State *L = luaL_newstate();
+	if (!L) {
+		fprintf(stderr, "aiotk: cannot create a Lua state\n");
+		return 1;
+	}
+	luaL_openlibs(L);
+	preload(L, "aiotk.core", luaopen_aiotk_core);
+	preload(L, "aiotk.readline", luaopen_aiotk_readline);
+	scripts_dir(dir, sizeof(dir));
+	set_args(L, argc, argv);
+	int rc = run(L, dir);
+	fflush(stdout);
+	lua_close(L);
+	return rc;
+}

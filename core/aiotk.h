@@ -1,0 +1,239 @@
+/* libaiotk: checkpoint/restore primitives for Linux kernel AIO rings.
+ *
+ * One public header. Every fallible call takes an aiotk_err* and returns 0 on
+ * success or a negative AIOTK_E* code; the message says what, where and what
+ * to do. Nothing here prints, and nothing keeps hidden global state: a
+ * process is reached only through an aiotk_target the caller owns. */
+#ifndef AIOTK_H
+#define AIOTK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define AIOTK_VERSION "0.1.0"
+
+/* ---- errors ---------------------------------------------------------- */
+enum aiotk_code {
+	AIOTK_OK = 0,
+	AIOTK_EINVAL = -1,     /* bad argument or bad saved state */
+	AIOTK_ESYS = -2,       /* a system call failed; errno_ says which */
+	AIOTK_EIMAGE = -3,     /* image unreadable, truncated or corrupt */
+	AIOTK_EBUDGET = -4,    /* fs.aio-max-nr would be exceeded */
+	AIOTK_EIMPOSSIBLE = -5,/* this host cannot make a ring of that size */
+	AIOTK_EOCCUPIED = -6,  /* destination address range is in use */
+	AIOTK_ESTUCK = -7,     /* replay could not reach the saved tail */
+	AIOTK_ENOMEM = -8,
+	AIOTK_ENOTRING = -9,   /* memory at that address is not an AIO ring */
+};
+
+typedef struct aiotk_err {
+	int code;
+	int errno_;        /* errno of the failing system call, or 0 */
+	char msg[512];
+} aiotk_err;
+
+const char *aiotk_code_name(int code);
+int aiotk_fail(aiotk_err *err, int code, int errno_, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* ---- ring layout ----------------------------------------------------- */
+#define AIOTK_RING_MAGIC 0xa10a10a1u
+#define AIOTK_HEADER_LEN 32u
+#define AIOTK_EVENT_LEN 32u
+#define AIOTK_MAX_N 4194304u /* io_setup refuses larger (EINVAL) */
+
+typedef struct aiotk_event {
+	uint64_t data, obj;
+	int64_t res, res2;
+} aiotk_event;
+
+/* ---- geometry: the kernel's io_setup(n) sizing, and its inverse ------ */
+enum aiotk_formula {
+	AIOTK_FORMULA_CURRENT = 0, /* 3.12+: e = 2*max(n, 4*cpus) + 2 */
+	AIOTK_FORMULA_LEGACY = 1,  /* 3.10:  e = n + 2 */
+};
+
+typedef struct aiotk_geom_host {
+	unsigned cpus;       /* possible CPUs */
+	unsigned page_size;
+	enum aiotk_formula formula;
+} aiotk_geom_host;
+
+typedef struct aiotk_geom {
+	uint32_t nr;        /* event slots */
+	uint64_t ring_len;  /* mapping length in bytes */
+	uint64_t pages;
+} aiotk_geom;
+
+int aiotk_geom_ring(const aiotk_geom_host *h, uint32_t n, aiotk_geom *out,
+		    aiotk_err *err);
+/* Smallest n giving a ring of exactly ring_len bytes; AIOTK_EIMPOSSIBLE with
+ * the reason otherwise. */
+int aiotk_geom_min_n(const aiotk_geom_host *h, uint64_t ring_len, uint32_t *n,
+		     aiotk_err *err);
+uint32_t aiotk_geom_nr_for_len(uint64_t ring_len);
+uint64_t aiotk_geom_len_for_nr(uint32_t nr, unsigned page_size);
+/* Free-slot batch the kernel moves between per-CPU caches. */
+uint32_t aiotk_geom_req_batch(const aiotk_geom_host *h, uint32_t nr);
+
+/* ---- host facts ------------------------------------------------------ */
+typedef struct aiotk_host {
+	aiotk_geom_host geom;
+	char release[65];
+	uint64_t aio_max_nr, aio_nr;
+} aiotk_host;
+
+int aiotk_host_probe(aiotk_host *h, aiotk_err *err);
+int aiotk_aio_nr(uint64_t *aio_nr, uint64_t *aio_max_nr, aiotk_err *err);
+int aiotk_set_aio_max_nr(uint64_t v, aiotk_err *err);
+const char *aiotk_formula_name(enum aiotk_formula f);
+
+/* ---- targets: the process the primitives act on ---------------------- */
+typedef struct aiotk_target aiotk_target;
+struct aiotk_target_ops {
+	/* A system call executed by the target; returns -errno on failure. */
+	long (*sys)(aiotk_target *t, long nr, const long a[6]);
+	int (*read)(aiotk_target *t, uint64_t addr, void *buf, size_t len);
+	int (*write)(aiotk_target *t, uint64_t addr, const void *buf, size_t len);
+};
+struct aiotk_target {
+	const struct aiotk_target_ops *ops;
+	int pid;        /* 0: the calling process */
+	void *priv;
+};
+
+void aiotk_target_self(aiotk_target *t);
+long aiotk_sys(aiotk_target *t, long nr, long a0, long a1, long a2, long a3,
+	       long a4, long a5);
+/* read/write return 0 or AIOTK_ESYS with a message naming the address. */
+int aiotk_peek(aiotk_target *t, uint64_t addr, void *buf, size_t len,
+	       aiotk_err *err);
+int aiotk_poke(aiotk_target *t, uint64_t addr, const void *buf, size_t len,
+	       aiotk_err *err);
+
+/* ---- /proc/PID/maps -------------------------------------------------- */
+typedef struct aiotk_vma {
+	uint64_t start, end;
+	char perms[5];
+	char path[256];
+} aiotk_vma;
+
+/* First VMA overlapping [start, start+len), other than one starting at
+ * `skip` (0: none): 1 found, 0 free, <0 error. */
+int aiotk_maps_overlap(int pid, uint64_t start, uint64_t len, uint64_t skip,
+		       aiotk_vma *vma, aiotk_err *err);
+/* Addresses of every AIO ring mapping, in address order. */
+int aiotk_maps_rings(int pid, aiotk_vma *out, size_t max, size_t *count,
+		     aiotk_err *err);
+
+/* ---- ring snapshot --------------------------------------------------- */
+typedef struct aiotk_ring {
+	uint64_t addr;      /* ring start = context id */
+	uint64_t ring_len;  /* mapping length */
+	uint32_t nr, head, tail;
+	uint32_t id, magic, compat_features, incompat_features, header_length;
+	uint32_t n;         /* io_setup argument that made it, 0 if unknown */
+	uint32_t nevents;   /* live events head..tail-1 */
+	aiotk_event *events;
+	aiotk_event *area;  /* whole event area (nr slots), or NULL */
+} aiotk_ring;
+
+enum { AIOTK_SNAP_AREA = 1 };
+uint32_t aiotk_ring_live(uint32_t nr, uint32_t head, uint32_t tail);
+int aiotk_snapshot(aiotk_target *t, uint64_t addr, int flags, aiotk_ring *out,
+		   aiotk_err *err);
+int aiotk_ring_validate(const aiotk_ring *r, unsigned page_size,
+			aiotk_err *err);
+int aiotk_ring_copy(aiotk_ring *dst, const aiotk_ring *src, aiotk_err *err);
+void aiotk_ring_free(aiotk_ring *r);
+
+/* ---- context creation with an exact ring length ---------------------- */
+typedef struct aiotk_converge_result {
+	uint64_t ctx;
+	uint32_t n, nr;
+	unsigned calls;    /* io_setup calls made */
+} aiotk_converge_result;
+
+int aiotk_io_setup(aiotk_target *t, uint32_t n, uint64_t *ctx, aiotk_err *err);
+int aiotk_io_destroy(aiotk_target *t, uint64_t ctx, aiotk_err *err);
+int aiotk_converge(aiotk_target *t, const aiotk_geom_host *model,
+		   uint64_t ring_len, aiotk_converge_result *res,
+		   aiotk_err *err);
+
+/* ---- tail replay ----------------------------------------------------- */
+enum aiotk_req_kind { AIOTK_REQ_AUTO = 0, AIOTK_REQ_POLL, AIOTK_REQ_PWRITE };
+typedef struct aiotk_replay_opts {
+	unsigned batch;           /* requests per io_submit; 0 = 1024 */
+	enum aiotk_req_kind kind; /* AUTO: POLL, PWRITE if POLL is refused */
+	int no_pin;               /* leave CPU affinity alone */
+} aiotk_replay_opts;
+typedef struct aiotk_replay_stats {
+	uint64_t completions;
+	unsigned submits;
+	unsigned nudges;          /* head nudges needed for near-full rings */
+	enum aiotk_req_kind kind;
+} aiotk_replay_stats;
+
+/* Bring a fresh context (kernel tail 0, head 0) to head/tail. */
+int aiotk_replay(aiotk_target *t, uint64_t ctx, uint32_t nr, uint32_t head,
+		 uint32_t tail, const aiotk_replay_opts *o,
+		 aiotk_replay_stats *st, aiotk_err *err);
+/* Copy the saved events (or the whole area) in; never the header. */
+int aiotk_events_write(aiotk_target *t, uint64_t ctx, const aiotk_ring *saved,
+		       aiotk_err *err);
+
+/* ---- moving a ring --------------------------------------------------- */
+enum { AIOTK_REMAP_PLACEHOLDER = 1 }; /* caller owns what is at dest */
+int aiotk_remap(aiotk_target *t, uint64_t ctx, uint64_t len, uint64_t dest,
+		int flags, aiotk_err *err);
+
+/* ---- in-process (or in-target) restore of one ring ------------------- */
+typedef struct aiotk_restore_opts {
+	aiotk_geom_host model;    /* host model; cpus==0: probe */
+	aiotk_replay_opts replay;
+	int remap_flags;
+} aiotk_restore_opts;
+typedef struct aiotk_restore_result {
+	uint64_t ctx;
+	aiotk_converge_result conv;
+	aiotk_replay_stats replay;
+	uint64_t ns_converge, ns_replay, ns_events, ns_remap;
+} aiotk_restore_result;
+
+int aiotk_restore_ring(aiotk_target *t, const aiotk_ring *saved,
+		       const aiotk_restore_opts *o, aiotk_restore_result *res,
+		       aiotk_err *err);
+
+/* ---- images ---------------------------------------------------------- */
+#define AIOTK_IMAGE_FILE "rings.img"
+#define AIOTK_IMAGE_FORMAT 1
+
+typedef struct aiotk_image {
+	uint32_t format;
+	unsigned cpus, page_size;
+	char release[65];
+	enum aiotk_formula formula;
+	uint64_t aio_max_nr;
+	uint64_t time_ns;     /* dump time, CLOCK_REALTIME */
+	int32_t pid;          /* 0: unknown */
+	uint64_t stopped_ns;  /* how long the process was stopped */
+	size_t nrings;
+	aiotk_ring *rings;
+} aiotk_image;
+
+void aiotk_image_init_host(aiotk_image *img, const aiotk_host *h);
+int aiotk_image_add_ring(aiotk_image *img, const aiotk_ring *r,
+			 aiotk_err *err);
+int aiotk_image_write(const char *dir, const aiotk_image *img, aiotk_err *err);
+int aiotk_image_read(const char *dir, aiotk_image *img, aiotk_err *err);
+/* Decode from memory; name is used in messages. */
+int aiotk_image_decode(const uint8_t *buf, size_t len, const char *name,
+		       aiotk_image *img, aiotk_err *err);
+int aiotk_image_encode(const aiotk_image *img, uint8_t **buf, size_t *len,
+		       aiotk_err *err);
+void aiotk_image_free(aiotk_image *img);
+
+/* ---- time ------------------------------------------------------------ */
+uint64_t aiotk_now_ns(void);
+
+#endif

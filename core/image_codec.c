@@ -1,0 +1,303 @@
+/* rings.img in memory: a file magic, then records of
+ *   u32 length | u32 crc32(payload) | payload (protobuf)
+ * record 0 is aiotk_header_entry, records 1..ring_count aiotk_ring_entry.
+ * Every length and value is checked before it is trusted. */
+#include "aiotk.h"
+#include "header.pb-c.h"
+#include "ring.pb-c.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#define FILE_MAGIC 0x4b544f41u  /* "AOTK" little-endian */
+#define MAX_RECORD (1u << 30)   /* far above any ring's record */
+#define MAX_RINGS 65536u        /* more than aio-max-nr allows contexts */
+
+struct cursor {
+	const uint8_t *buf;
+	size_t len, off;
+	const char *name;
+	unsigned index;         /* record number */
+	aiotk_err *err;
+};
+
+static uint32_t get_u32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+static int bad(struct cursor *c, const char *what)
+{
+	return aiotk_fail(c->err, AIOTK_EIMAGE, 0,
+			  "%s: record %u (%s) at offset %zu: %s; the image is damaged, dump again or use a good copy",
+			  c->name, c->index, c->index ? "ring" : "header", c->off,
+			  what);
+}
+
+/* Next record's payload, checked for length and checksum. */
+static int next_record(struct cursor *c, const uint8_t **p, size_t *len)
+{
+	char what[128];
+	if (c->len - c->off < 8) {
+		snprintf(what, sizeof(what), "truncated: %zu bytes where an 8-byte record header should be",
+			 c->len - c->off);
+		return bad(c, what);
+	}
+	uint32_t n = get_u32(c->buf + c->off), crc = get_u32(c->buf + c->off + 4);
+	if (n > MAX_RECORD) {
+		snprintf(what, sizeof(what), "absurd record length %u", n);
+		return bad(c, what);
+	}
+	if (n > c->len - c->off - 8) {
+		snprintf(what, sizeof(what), "truncated: record of %u bytes, %zu left",
+			 n, c->len - c->off - 8);
+		return bad(c, what);
+	}
+	*p = c->buf + c->off + 8;
+	*len = n;
+	if ((uint32_t)crc32(0, *p, n) != crc)
+		return bad(c, "checksum mismatch");
+	return 0;
+}
+
+static int header_from(struct cursor *c, const AiotkHeaderEntry *h,
+		       aiotk_image *img)
+{
+	char what[128];
+	if (h->format != AIOTK_IMAGE_FORMAT) {
+		snprintf(what, sizeof(what), "format %u, this aiotk reads %u",
+			 h->format, AIOTK_IMAGE_FORMAT);
+		return bad(c, what);
+	}
+	if (!h->cpus || h->page_size < 4096 || (h->page_size & (h->page_size - 1)) ||
+	    h->formula > AIOTK_FORMULA_LEGACY || h->ring_count > MAX_RINGS)
+		return bad(c, "host facts out of range (cpus, page size, formula or ring count)");
+	img->format = h->format;
+	img->cpus = h->cpus;
+	img->page_size = h->page_size;
+	snprintf(img->release, sizeof(img->release), "%s", h->release);
+	img->formula = (enum aiotk_formula)h->formula;
+	img->aio_max_nr = h->aio_max_nr;
+	img->time_ns = h->time_ns;
+	img->pid = h->has_pid ? h->pid : 0;
+	img->stopped_ns = h->has_stopped_ns ? h->stopped_ns : 0;
+	return 0;
+}
+
+static int ring_from(struct cursor *c, const AiotkRingEntry *e, aiotk_ring *r,
+		     unsigned page_size)
+{
+	memset(r, 0, sizeof(*r));
+	r->addr = e->addr;
+	r->ring_len = e->ring_len;
+	r->nr = e->nr;
+	r->head = e->head;
+	r->tail = e->tail;
+	r->n = e->has_n ? e->n : 0;
+	r->id = e->has_id ? e->id : 0;
+	r->magic = e->has_magic ? e->magic : AIOTK_RING_MAGIC;
+	r->compat_features = e->has_compat_features ? e->compat_features : 1;
+	r->incompat_features = e->has_incompat_features ? e->incompat_features : 0;
+	r->header_length = e->has_header_length ? e->header_length : AIOTK_HEADER_LEN;
+	r->nevents = (uint32_t)e->n_events;
+	if (e->n_events > UINT32_MAX)
+		return bad(c, "absurd event count");
+	aiotk_err verr;
+	if (aiotk_ring_validate(r, page_size, &verr))
+		return bad(c, verr.msg);
+	if (e->has_area && e->area.len != (size_t)r->nr * AIOTK_EVENT_LEN)
+		return bad(c, "event area length is not nr * 32");
+	r->events = malloc((r->nevents ? r->nevents : 1) * sizeof(aiotk_event));
+	r->area = e->has_area ? malloc(e->area.len) : NULL;
+	if (!r->events || (e->has_area && !r->area))
+		return aiotk_fail(c->err, AIOTK_ENOMEM, 0, "%s: out of memory", c->name);
+	for (uint32_t i = 0; i < r->nevents; i++)
+		r->events[i] = (aiotk_event){ e->events[i]->data, e->events[i]->obj,
+					      e->events[i]->res, e->events[i]->res2 };
+	if (r->area)
+		memcpy(r->area, e->area.data, e->area.len);
+	return 0;
+}
+
+static int decode_rings(struct cursor *c, uint32_t count, aiotk_image *img)
+{
+	img->rings = calloc(count ? count : 1, sizeof(aiotk_ring));
+	if (!img->rings)
+		return aiotk_fail(c->err, AIOTK_ENOMEM, 0, "%s: out of memory", c->name);
+	for (uint32_t i = 0; i < count; i++) {
+		const uint8_t *p;
+		size_t n;
+		c->index = i + 1;
+		int rc = next_record(c, &p, &n);
+		if (rc)
+			return rc;
+		AiotkRingEntry *e = aiotk_ring_entry__unpack(NULL, n, p);
+		if (!e)
+			return bad(c, "not a valid ring record (protobuf)");
+		rc = ring_from(c, e, &img->rings[i], img->page_size);
+		aiotk_ring_entry__free_unpacked(e, NULL);
+		img->nrings = i + 1;
+		if (rc)
+			return rc;
+		c->off += 8 + n;
+	}
+	return 0;
+}
+
+static int decode(struct cursor *c, aiotk_image *img)
+{
+	const uint8_t *p;
+	size_t n;
+	if (c->len < 4 || get_u32(c->buf) != FILE_MAGIC)
+		return aiotk_fail(c->err, AIOTK_EIMAGE, 0,
+				  "%s: not an aiotk image (bad magic); is this a CRIU dump? try --criu",
+				  c->name);
+	c->off = 4;
+	int rc = next_record(c, &p, &n);
+	if (rc)
+		return rc;
+	AiotkHeaderEntry *h = aiotk_header_entry__unpack(NULL, n, p);
+	if (!h)
+		return bad(c, "not a valid header record (protobuf)");
+	rc = header_from(c, h, img);
+	uint32_t count = h->ring_count;
+	aiotk_header_entry__free_unpacked(h, NULL);
+	if (rc)
+		return rc;
+	c->off += 8 + n;
+	if ((rc = decode_rings(c, count, img)))
+		return rc;
+	if (c->off != c->len)
+		return bad(c, "trailing bytes after the last ring record");
+	return 0;
+}
+
+int aiotk_image_decode(const uint8_t *buf, size_t len, const char *name,
+		       aiotk_image *img, aiotk_err *err)
+{
+	struct cursor c = { buf, len, 0, name, 0, err };
+	memset(img, 0, sizeof(*img));
+	int rc = decode(&c, img);
+	if (rc)
+		aiotk_image_free(img);
+	return rc;
+}
+
+/* ---- encoding -------------------------------------------------------- */
+
+static size_t put_record(uint8_t *out, const ProtobufCMessage *m)
+{
+	size_t n = protobuf_c_message_pack(m, out + 8);
+	put_u32(out, (uint32_t)n);
+	put_u32(out + 4, (uint32_t)crc32(0, out + 8, (uInt)n));
+	return 8 + n;
+}
+
+static void header_to(const aiotk_image *img, AiotkHeaderEntry *h)
+{
+	aiotk_header_entry__init(h);
+	h->format = AIOTK_IMAGE_FORMAT;
+	h->cpus = img->cpus;
+	h->page_size = img->page_size;
+	h->release = (char *)img->release;
+	h->formula = img->formula;
+	h->aio_max_nr = img->aio_max_nr;
+	h->time_ns = img->time_ns;
+	h->ring_count = (uint32_t)img->nrings;
+	h->has_pid = img->pid != 0;
+	h->pid = img->pid;
+	h->has_stopped_ns = img->stopped_ns != 0;
+	h->stopped_ns = img->stopped_ns;
+}
+
+/* evs/ptrs are caller storage for r->nevents entries. */
+static void ring_to(const aiotk_ring *r, AiotkRingEntry *e,
+		    AiotkEventEntry *evs, AiotkEventEntry **ptrs)
+{
+	aiotk_ring_entry__init(e);
+	e->addr = r->addr;
+	e->ring_len = r->ring_len;
+	e->nr = r->nr;
+	e->head = r->head;
+	e->tail = r->tail;
+	e->has_n = r->n != 0;
+	e->n = r->n;
+	e->has_id = e->has_magic = e->has_compat_features = 1;
+	e->has_incompat_features = e->has_header_length = 1;
+	e->id = r->id;
+	e->magic = r->magic;
+	e->compat_features = r->compat_features;
+	e->incompat_features = r->incompat_features;
+	e->header_length = r->header_length;
+	for (uint32_t i = 0; i < r->nevents; i++) {
+		aiotk_event_entry__init(&evs[i]);
+		evs[i].data = r->events[i].data;
+		evs[i].obj = r->events[i].obj;
+		evs[i].res = r->events[i].res;
+		evs[i].res2 = r->events[i].res2;
+		ptrs[i] = &evs[i];
+	}
+	e->n_events = r->nevents;
+	e->events = ptrs;
+	e->has_area = r->area != NULL;
+	e->area.len = r->area ? (size_t)r->nr * AIOTK_EVENT_LEN : 0;
+	e->area.data = (uint8_t *)r->area;
+}
+
+static int encode_ring(const aiotk_ring *r, uint8_t **buf, size_t *len,
+		       size_t *cap, aiotk_err *err)
+{
+	AiotkRingEntry e;
+	size_t ne = r->nevents ? r->nevents : 1;
+	AiotkEventEntry *evs = malloc(ne * sizeof(*evs));
+	AiotkEventEntry **ptrs = malloc(ne * sizeof(*ptrs));
+	int rc = 0;
+	if (evs && ptrs) {
+		ring_to(r, &e, evs, ptrs);
+		size_t need = *len + 8 + aiotk_ring_entry__get_packed_size(&e);
+		uint8_t *nb = need > *cap ? realloc(*buf, need * 2) : *buf;
+		if (nb) {
+			*cap = need > *cap ? need * 2 : *cap;
+			*buf = nb;
+			*len += put_record(nb + *len, &e.base);
+		} else
+			rc = aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory encoding ring");
+	} else
+		rc = aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory encoding ring");
+	free(evs);
+	free(ptrs);
+	return rc;
+}
+
+int aiotk_image_encode(const aiotk_image *img, uint8_t **buf, size_t *len,
+		       aiotk_err *err)
+{
+	AiotkHeaderEntry h;
+	header_to(img, &h);
+	size_t cap = 4 + 8 + aiotk_header_entry__get_packed_size(&h) + 4096;
+	*buf = malloc(cap);
+	if (!*buf)
+		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory encoding image");
+	put_u32(*buf, FILE_MAGIC);
+	*len = 4 + put_record(*buf + 4, &h.base);
+	for (size_t i = 0; i < img->nrings; i++) {
+		int rc = encode_ring(&img->rings[i], buf, len, &cap, err);
+		if (rc) {
+			free(*buf);
+			*buf = NULL;
+			return rc;
+		}
+	}
+	return 0;
+}

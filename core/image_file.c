@@ -1,0 +1,159 @@
+/* rings.img on disk: read whole, written atomically (temp, fsync, rename,
+ * fsync dir) so an interrupted dump never leaves a half image. */
+#define _GNU_SOURCE
+#include "aiotk.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_FILE (4ull << 30)
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static int sync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int rc = fsync(fd);
+	close(fd);
+	return rc;
+}
+
+static int store(const char *dir, const uint8_t *buf, size_t len,
+		 aiotk_err *err)
+{
+	char tmp[4096], dst[4096];
+	snprintf(dst, sizeof(dst), "%s/%s", dir, AIOTK_IMAGE_FILE);
+	snprintf(tmp, sizeof(tmp), "%s/.%s.XXXXXX", dir, AIOTK_IMAGE_FILE);
+	int fd = mkstemp(tmp);
+	if (fd < 0)
+		return aiotk_fail(err, AIOTK_ESYS, errno,
+				  "cannot create a file in %s: %s", dir,
+				  strerror(errno));
+	int ok = write_all(fd, buf, len) == 0 && fsync(fd) == 0;
+	int e = errno;
+	ok = (close(fd) == 0) && ok;
+	if (ok && rename(tmp, dst) == 0 && sync_dir(dir) == 0)
+		return 0;
+	e = ok ? errno : e;
+	unlink(tmp);
+	return aiotk_fail(err, AIOTK_ESYS, e, "cannot write %s: %s", dst,
+			  strerror(e));
+}
+
+int aiotk_image_write(const char *dir, const aiotk_image *img, aiotk_err *err)
+{
+	uint8_t *buf;
+	size_t len;
+	if (mkdir(dir, 0755) && errno != EEXIST)
+		return aiotk_fail(err, AIOTK_ESYS, errno,
+				  "cannot create image directory %s: %s", dir,
+				  strerror(errno));
+	int rc = aiotk_image_encode(img, &buf, &len, err);
+	if (rc)
+		return rc;
+	rc = store(dir, buf, len, err);
+	free(buf);
+	return rc;
+}
+
+static int load(const char *path, uint8_t **buf, size_t *len, aiotk_err *err)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return aiotk_fail(err, AIOTK_EIMAGE, errno,
+				  "cannot open %s: %s (is this an aiotk image directory?)",
+				  path, strerror(errno));
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > MAX_FILE) {
+		close(fd);
+		return aiotk_fail(err, AIOTK_EIMAGE, 0,
+				  "%s is not a regular file of sane size", path);
+	}
+	*len = (size_t)st.st_size;
+	*buf = malloc(*len ? *len : 1);
+	size_t got = 0;
+	while (*buf && got < *len) {
+		ssize_t r = read(fd, *buf + got, *len - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	close(fd);
+	if (!*buf || got != *len) {
+		free(*buf);
+		return aiotk_fail(err, AIOTK_EIMAGE, errno, "cannot read %s", path);
+	}
+	return 0;
+}
+
+int aiotk_image_read(const char *dir, aiotk_image *img, aiotk_err *err)
+{
+	char path[4096];
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	snprintf(path, sizeof(path), "%s/%s", dir, AIOTK_IMAGE_FILE);
+	memset(img, 0, sizeof(*img));
+	int rc = load(path, &buf, &len, err);
+	if (rc)
+		return rc;
+	rc = aiotk_image_decode(buf, len, path, img, err);
+	free(buf);
+	return rc;
+}
+
+void aiotk_image_init_host(aiotk_image *img, const aiotk_host *h)
+{
+	struct timespec ts;
+	memset(img, 0, sizeof(*img));
+	img->format = AIOTK_IMAGE_FORMAT;
+	img->cpus = h->geom.cpus;
+	img->page_size = h->geom.page_size;
+	img->formula = h->geom.formula;
+	snprintf(img->release, sizeof(img->release), "%s", h->release);
+	img->aio_max_nr = h->aio_max_nr;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	img->time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int aiotk_image_add_ring(aiotk_image *img, const aiotk_ring *r, aiotk_err *err)
+{
+	aiotk_ring *nr = realloc(img->rings, (img->nrings + 1) * sizeof(*nr));
+	if (!nr)
+		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory adding a ring");
+	img->rings = nr;
+	int rc = aiotk_ring_copy(&img->rings[img->nrings], r, err);
+	if (!rc)
+		img->nrings++;
+	return rc;
+}
+
+void aiotk_image_free(aiotk_image *img)
+{
+	for (size_t i = 0; i < img->nrings; i++)
+		aiotk_ring_free(&img->rings[i]);
+	free(img->rings);
+	img->rings = NULL;
+	img->nrings = 0;
+}

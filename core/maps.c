@@ -1,0 +1,85 @@
+/* /proc/PID/maps: who occupies an address range, and where the rings are. */
+#include "aiotk.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+static FILE *open_maps(int pid, aiotk_err *err)
+{
+	char path[64];
+	if (pid)
+		snprintf(path, sizeof(path), "/proc/%d/maps", pid);
+	else
+		snprintf(path, sizeof(path), "/proc/self/maps");
+	FILE *f = fopen(path, "r");
+	if (!f)
+		aiotk_fail(err, AIOTK_ESYS, errno, "cannot open %s: %s", path,
+			   strerror(errno));
+	return f;
+}
+
+/* One line: "start-end perms offset dev inode   path". */
+static int parse_line(const char *line, aiotk_vma *v)
+{
+	unsigned long long s, e;
+	int used = 0;
+	if (sscanf(line, "%llx-%llx %4s %*s %*s %*s%n", &s, &e, v->perms,
+		   &used) < 3)
+		return -1;
+	v->start = s;
+	v->end = e;
+	const char *p = line + used;
+	while (*p == ' ')
+		p++;
+	snprintf(v->path, sizeof(v->path), "%s", p);
+	v->path[strcspn(v->path, "\n")] = 0;
+	return 0;
+}
+
+static int is_ring(const aiotk_vma *v)
+{
+	return strncmp(v->path, "/[aio]", 6) == 0;
+}
+
+int aiotk_maps_overlap(int pid, uint64_t start, uint64_t len, uint64_t skip,
+		       aiotk_vma *vma, aiotk_err *err)
+{
+	char line[512];
+	FILE *f = open_maps(pid, err);
+	if (!f)
+		return AIOTK_ESYS;
+	int found = 0;
+	while (!found && fgets(line, sizeof(line), f)) {
+		aiotk_vma v;
+		if (parse_line(line, &v))
+			continue;
+		if (v.start < start + len && start < v.end && v.start != skip) {
+			*vma = v;
+			found = 1;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+int aiotk_maps_rings(int pid, aiotk_vma *out, size_t max, size_t *count,
+		     aiotk_err *err)
+{
+	char line[512];
+	FILE *f = open_maps(pid, err);
+	if (!f)
+		return AIOTK_ESYS;
+	size_t n = 0;
+	while (fgets(line, sizeof(line), f)) {
+		aiotk_vma v;
+		if (parse_line(line, &v) || !is_ring(&v))
+			continue;
+		if (n < max)
+			out[n] = v;
+		n++;
+	}
+	fclose(f);
+	*count = n;
+	return 0;
+}

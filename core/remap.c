@@ -1,0 +1,96 @@
+/* Moving a ring to its saved address. MREMAP_FIXED silently unmaps whatever
+ * is at the destination, so the range is checked first. */
+#define _GNU_SOURCE
+#include "aiotk.h"
+
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+
+static int check_free(aiotk_target *t, uint64_t ctx, uint64_t len,
+		      uint64_t dest, int flags, aiotk_err *err)
+{
+	aiotk_vma v;
+	int rc = aiotk_maps_overlap(t->pid, dest, len, ctx, &v, err);
+	if (rc <= 0 || (flags & AIOTK_REMAP_PLACEHOLDER))
+		return rc;
+	return aiotk_fail(err, AIOTK_EOCCUPIED, 0,
+			  "cannot move ring to 0x%llx-0x%llx: 0x%llx-0x%llx %s %s is mapped there; free that range or restore into another process",
+			  (unsigned long long)dest, (unsigned long long)(dest + len),
+			  (unsigned long long)v.start, (unsigned long long)v.end,
+			  v.perms, v.path[0] ? v.path : "(anonymous)");
+}
+
+static int move(aiotk_target *t, uint64_t from, uint64_t len, uint64_t to,
+		aiotk_err *err)
+{
+	long r = aiotk_sys(t, SYS_mremap, (long)from, (long)len, (long)len,
+			   MREMAP_FIXED | MREMAP_MAYMOVE, (long)to, 0);
+	if (r < 0 && r > -4096)
+		return aiotk_fail(err, AIOTK_ESYS, (int)-r,
+				  "mremap of ring 0x%llx to 0x%llx failed: %s",
+				  (unsigned long long)from, (unsigned long long)to,
+				  strerror((int)-r));
+	return 0;
+}
+
+/* mremap refuses overlapping source and destination: when the new ring
+ * sits partly on its own destination, park it elsewhere first. */
+static int step_aside(aiotk_target *t, uint64_t *ctx, uint64_t len,
+		      uint64_t dest, aiotk_err *err)
+{
+	if (*ctx + len <= dest || dest + len <= *ctx)
+		return 0;
+	long r = aiotk_sys(t, SYS_mmap, 0, (long)len, PROT_NONE,
+			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (r < 0 && r > -4096)
+		return aiotk_fail(err, AIOTK_ESYS, (int)-r,
+				  "cannot reserve %llu bytes to move ring 0x%llx aside: %s",
+				  (unsigned long long)len, (unsigned long long)*ctx,
+				  strerror((int)-r));
+	int rc = move(t, *ctx, len, (uint64_t)r, err);
+	if (rc)
+		aiotk_sys(t, SYS_munmap, r, (long)len, 0, 0, 0, 0);
+	else
+		*ctx = (uint64_t)r;
+	return rc;
+}
+
+/* The moved ring must answer as a context and still have its nr. */
+static int check_moved(aiotk_target *t, uint64_t dest, uint32_t nr_before,
+		       aiotk_err *err)
+{
+	uint32_t nr;
+	long r = aiotk_sys(t, SYS_io_getevents, (long)dest, 0, 0, 0, 0, 0);
+	if (r < 0)
+		return aiotk_fail(err, AIOTK_ESYS, (int)-r,
+				  "ring moved to 0x%llx does not answer io_getevents: %s",
+				  (unsigned long long)dest, strerror((int)-r));
+	int rc = aiotk_peek(t, dest + 4, &nr, sizeof(nr), err);
+	if (!rc && nr != nr_before)
+		rc = aiotk_fail(err, AIOTK_ESYS, 0,
+				"ring moved to 0x%llx has nr %u, was %u",
+				(unsigned long long)dest, nr, nr_before);
+	return rc;
+}
+
+int aiotk_remap(aiotk_target *t, uint64_t ctx, uint64_t len, uint64_t dest,
+		int flags, aiotk_err *err)
+{
+	uint32_t nr;
+	if (dest == ctx)
+		return 0;
+	if (!dest || dest % 4096 || !len || len % 4096)
+		return aiotk_fail(err, AIOTK_EINVAL, 0,
+				  "cannot move ring 0x%llx: destination 0x%llx or length %llu is not page aligned",
+				  (unsigned long long)ctx, (unsigned long long)dest,
+				  (unsigned long long)len);
+	int rc = check_free(t, ctx, len, dest, flags, err);
+	if (!rc)
+		rc = aiotk_peek(t, ctx + 4, &nr, sizeof(nr), err);
+	if (!rc)
+		rc = step_aside(t, &ctx, len, dest, err);
+	if (!rc)
+		rc = move(t, ctx, len, dest, err);
+	return rc ? rc : check_moved(t, dest, nr, err);
+}

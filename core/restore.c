@@ -1,0 +1,76 @@
+/* One saved ring rebuilt in a target: converge, replay, events, remap.
+ * Any failure destroys the new context; nothing else was changed. */
+#include "aiotk.h"
+
+#include <string.h>
+
+static int model_for(const aiotk_restore_opts *o, aiotk_geom_host *m,
+		     aiotk_err *err)
+{
+	aiotk_host h;
+	if (o && o->model.cpus) {
+		*m = o->model;
+		return 0;
+	}
+	int rc = aiotk_host_probe(&h, err);
+	if (!rc)
+		*m = h.geom;
+	return rc;
+}
+
+static int steps(aiotk_target *t, const aiotk_ring *saved,
+		 const aiotk_restore_opts *o, aiotk_restore_result *res,
+		 aiotk_err *err)
+{
+	uint64_t t0 = aiotk_now_ns();
+	int rc = aiotk_replay(t, res->ctx, res->conv.nr, saved->head,
+			      saved->tail, &o->replay, &res->replay, err);
+	uint64_t t1 = aiotk_now_ns();
+	if (!rc)
+		rc = aiotk_events_write(t, res->ctx, saved, err);
+	uint64_t t2 = aiotk_now_ns();
+	if (!rc && (rc = aiotk_remap(t, res->ctx, saved->ring_len, saved->addr,
+				     o->remap_flags, err)) == 0)
+		res->ctx = saved->addr;
+	res->ns_replay = t1 - t0;
+	res->ns_events = t2 - t1;
+	res->ns_remap = aiotk_now_ns() - t2;
+	return rc;
+}
+
+int aiotk_restore_ring(aiotk_target *t, const aiotk_ring *saved,
+		       const aiotk_restore_opts *o, aiotk_restore_result *res,
+		       aiotk_err *err)
+{
+	aiotk_restore_opts def;
+	aiotk_geom_host model;
+	memset(&def, 0, sizeof(def));
+	memset(res, 0, sizeof(*res));
+	o = o ? o : &def;
+	int rc = model_for(o, &model, err);
+	if (!rc)
+		rc = aiotk_ring_validate(saved, model.page_size, err);
+	if (rc)
+		return rc;
+	uint64_t t0 = aiotk_now_ns();
+	rc = aiotk_converge(t, &model, saved->ring_len, &res->conv, err);
+	res->ns_converge = aiotk_now_ns() - t0;
+	if (rc)
+		return rc;
+	res->ctx = res->conv.ctx;
+	if (res->conv.nr != saved->nr)
+		rc = aiotk_fail(err, AIOTK_EINVAL, 0,
+				"ring 0x%llx: new ring has nr %u, saved %u",
+				(unsigned long long)saved->addr, res->conv.nr,
+				saved->nr);
+	if (!rc)
+		rc = steps(t, saved, o, res, err);
+	/* If the old id is gone, mremap moved the ring before a check failed:
+	 * then the context lives at the saved address. */
+	if (rc && aiotk_io_destroy(t, res->ctx, NULL) && rc != AIOTK_EOCCUPIED &&
+	    res->ctx != saved->addr)
+		aiotk_io_destroy(t, saved->addr, NULL);
+	if (rc)
+		res->ctx = 0;
+	return rc;
+}

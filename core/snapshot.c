@@ -1,0 +1,182 @@
+/* Reading a live ring: header, live events, optionally the whole area. */
+#include "aiotk.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct header {
+	uint32_t id, nr, head, tail, magic, compat, incompat, header_length;
+};
+
+uint32_t aiotk_ring_live(uint32_t nr, uint32_t head, uint32_t tail)
+{
+	return tail >= head ? tail - head : nr - head + tail;
+}
+
+int aiotk_ring_validate(const aiotk_ring *r, unsigned page_size,
+			aiotk_err *err)
+{
+	unsigned long long a = r->addr;
+	if (r->magic != AIOTK_RING_MAGIC)
+		return aiotk_fail(err, AIOTK_ENOTRING, 0,
+				  "ring 0x%llx: magic 0x%08x is not an AIO ring's (0x%08x)",
+				  a, r->magic, AIOTK_RING_MAGIC);
+	if (r->header_length != AIOTK_HEADER_LEN)
+		return aiotk_fail(err, AIOTK_ENOTRING, 0,
+				  "ring 0x%llx: header_length %u, expected %u",
+				  a, r->header_length, AIOTK_HEADER_LEN);
+	if (!r->addr || r->addr % page_size)
+		return aiotk_fail(err, AIOTK_EINVAL, 0,
+				  "ring 0x%llx: address is not page aligned (%u)",
+				  a, page_size);
+	if (!r->ring_len || r->ring_len % page_size)
+		return aiotk_fail(err, AIOTK_EINVAL, 0,
+				  "ring 0x%llx: length %llu is not a multiple of the page size %u",
+				  a, (unsigned long long)r->ring_len, page_size);
+	if (r->nr != aiotk_geom_nr_for_len(r->ring_len) || r->nr < 2)
+		return aiotk_fail(err, AIOTK_EINVAL, 0,
+				  "ring 0x%llx: nr %u does not match a %llu-byte mapping (%u slots)",
+				  a, r->nr, (unsigned long long)r->ring_len,
+				  aiotk_geom_nr_for_len(r->ring_len));
+	if (r->head >= r->nr || r->tail >= r->nr)
+		return aiotk_fail(err, AIOTK_EINVAL, 0,
+				  "ring 0x%llx: head %u / tail %u out of range for nr %u",
+				  a, r->head, r->tail, r->nr);
+	if (r->nevents != aiotk_ring_live(r->nr, r->head, r->tail))
+		return aiotk_fail(err, AIOTK_EINVAL, 0,
+				  "ring 0x%llx: %u events saved but head %u..tail %u holds %u",
+				  a, r->nevents, r->head, r->tail,
+				  aiotk_ring_live(r->nr, r->head, r->tail));
+	return 0;
+}
+
+/* Slots head..tail-1 of an area at addr (target) or in memory (area). */
+static int read_live(aiotk_target *t, aiotk_ring *r, aiotk_err *err)
+{
+	uint64_t base = r->addr + AIOTK_HEADER_LEN;
+	uint32_t first = r->tail >= r->head ? r->nevents : r->nr - r->head;
+	if (r->area) {
+		memcpy(r->events, r->area + r->head, first * sizeof(aiotk_event));
+		memcpy(r->events + first, r->area,
+		       (r->nevents - first) * sizeof(aiotk_event));
+		return 0;
+	}
+	int rc = aiotk_peek(t, base + (uint64_t)r->head * AIOTK_EVENT_LEN,
+			    r->events, first * sizeof(aiotk_event), err);
+	if (!rc && r->nevents > first)
+		rc = aiotk_peek(t, base, r->events + first,
+				(r->nevents - first) * sizeof(aiotk_event), err);
+	return rc;
+}
+
+static void set_header(aiotk_ring *r, const struct header *h)
+{
+	r->id = h->id;
+	r->nr = h->nr;
+	r->head = h->head;
+	r->tail = h->tail;
+	r->magic = h->magic;
+	r->compat_features = h->compat;
+	r->incompat_features = h->incompat;
+	r->header_length = h->header_length;
+}
+
+/* The mapping must be exactly the ring the header describes: a wrong nr in
+ * a live ring would mean we are not looking at a ring at all. */
+static int check_mapping(aiotk_target *t, const aiotk_ring *r, aiotk_err *err)
+{
+	aiotk_vma v;
+	int rc = aiotk_maps_overlap(t->pid, r->addr, 1, 0, &v, err);
+	if (rc < 0)
+		return rc;
+	if (rc == 0 || v.start != r->addr)
+		return aiotk_fail(err, AIOTK_ENOTRING, 0,
+				  "0x%llx is not the start of a mapping",
+				  (unsigned long long)r->addr);
+	if (v.end - v.start != r->ring_len)
+		return aiotk_fail(err, AIOTK_ENOTRING, 0,
+				  "ring 0x%llx: nr %u means %llu bytes but the mapping is %llu bytes (%s)",
+				  (unsigned long long)r->addr, r->nr,
+				  (unsigned long long)r->ring_len,
+				  (unsigned long long)(v.end - v.start), v.path);
+	return 0;
+}
+
+static int read_once(aiotk_target *t, aiotk_ring *r, int flags,
+		     unsigned page_size, aiotk_err *err)
+{
+	struct header h;
+	int rc = aiotk_peek(t, r->addr, &h, sizeof(h), err);
+	if (rc)
+		return rc;
+	set_header(r, &h);
+	r->ring_len = aiotk_geom_len_for_nr(h.nr, page_size);
+	r->nevents = h.head < h.nr && h.tail < h.nr ?
+		aiotk_ring_live(h.nr, h.head, h.tail) : 0;
+	if ((rc = aiotk_ring_validate(r, page_size, err)) ||
+	    (rc = check_mapping(t, r, err)))
+		return rc;
+	r->events = calloc(r->nevents ? r->nevents : 1, sizeof(aiotk_event));
+	if (flags & AIOTK_SNAP_AREA)
+		r->area = calloc(r->nr, sizeof(aiotk_event));
+	if (!r->events || ((flags & AIOTK_SNAP_AREA) && !r->area))
+		return aiotk_fail(err, AIOTK_ENOMEM, 0,
+				  "ring 0x%llx: out of memory for %u events",
+				  (unsigned long long)r->addr, r->nr);
+	if (r->area && (rc = aiotk_peek(t, r->addr + AIOTK_HEADER_LEN, r->area,
+					(size_t)r->nr * AIOTK_EVENT_LEN, err)))
+		return rc;
+	return read_live(t, r, err);
+}
+
+/* A request completing while we read moves the tail: read again until the
+ * header is the same before and after, so the copy is one consistent state. */
+int aiotk_snapshot(aiotk_target *t, uint64_t addr, int flags, aiotk_ring *out,
+		   aiotk_err *err)
+{
+	aiotk_host host;
+	int rc = aiotk_host_probe(&host, err);
+	if (rc)
+		return rc;
+	for (int attempt = 0; attempt < 8; attempt++) {
+		struct header again;
+		memset(out, 0, sizeof(*out));
+		out->addr = addr;
+		rc = read_once(t, out, flags, host.geom.page_size, err);
+		if (!rc)
+			rc = aiotk_peek(t, addr, &again, sizeof(again), err);
+		if (rc) {
+			aiotk_ring_free(out);
+			return rc;
+		}
+		if (again.tail == out->tail && again.head == out->head)
+			return 0;
+		aiotk_ring_free(out);
+	}
+	return aiotk_fail(err, AIOTK_ESTUCK, 0,
+			  "ring 0x%llx: tail kept moving over 8 reads; requests are completing, stop the process first",
+			  (unsigned long long)addr);
+}
+
+int aiotk_ring_copy(aiotk_ring *dst, const aiotk_ring *src, aiotk_err *err)
+{
+	*dst = *src;
+	dst->events = calloc(src->nevents ? src->nevents : 1, sizeof(aiotk_event));
+	dst->area = src->area ? calloc(src->nr, sizeof(aiotk_event)) : NULL;
+	if (!dst->events || (src->area && !dst->area)) {
+		aiotk_ring_free(dst);
+		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory copying a ring");
+	}
+	memcpy(dst->events, src->events, src->nevents * sizeof(aiotk_event));
+	if (src->area)
+		memcpy(dst->area, src->area, src->nr * sizeof(aiotk_event));
+	return 0;
+}
+
+void aiotk_ring_free(aiotk_ring *r)
+{
+	free(r->events);
+	free(r->area);
+	r->events = NULL;
+	r->area = NULL;
+}

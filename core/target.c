@@ -1,0 +1,38 @@
+/* Target-independent helpers: every primitive reaches its process here. */
+#include "aiotk.h"
+
+#include <string.h>
+#include <unistd.h>
+
+long aiotk_sys(aiotk_target *t, long nr, long a0, long a1, long a2, long a3,
+	       long a4, long a5)
+{
+	const long a[6] = { a0, a1, a2, a3, a4, a5 };
+	return t->ops->sys(t, nr, a);
+}
+
+static int who(aiotk_target *t) { return t->pid ? t->pid : (int)getpid(); }
+
+int aiotk_peek(aiotk_target *t, uint64_t addr, void *buf, size_t len,
+	       aiotk_err *err)
+{
+	int rc = t->ops->read(t, addr, buf, len);
+	if (rc)
+		return aiotk_fail(err, AIOTK_ESYS, -rc,
+				  "cannot read %zu bytes at 0x%llx in process %d: %s",
+				  len, (unsigned long long)addr, who(t),
+				  strerror(-rc));
+	return 0;
+}
+
+int aiotk_poke(aiotk_target *t, uint64_t addr, const void *buf, size_t len,
+	       aiotk_err *err)
+{
+	int rc = t->ops->write(t, addr, buf, len);
+	if (rc)
+		return aiotk_fail(err, AIOTK_ESYS, -rc,
+				  "cannot write %zu bytes at 0x%llx in process %d: %s",
+				  len, (unsigned long long)addr, who(t),
+				  strerror(-rc));
+	return 0;
+}
