@@ -96,7 +96,7 @@ static int image_index(lua_State *L)
 	struct { const char *name; double v; } f[] = {
 		{ "format", img->format }, { "cpus", img->cpus },
 		{ "page_size", img->page_size }, { "aio_max_nr", (double)img->aio_max_nr },
-		{ "time_ns", (double)img->time_ns }, { "pid", img->pid },
+		{ "time", (double)img->time_ns / 1e9 }, { "pid", img->pid },
 		{ "stopped_ns", (double)img->stopped_ns }, { "nrings", (double)img->nrings },
 	};
 	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
@@ -104,6 +104,12 @@ static int image_index(lua_State *L)
 			lua_pushnumber(L, f[i].v);
 			return 1;
 		}
+	if (!strcmp(k, "time_ns")) { /* past 2^53: a decimal string */
+		char buf[24];
+		snprintf(buf, sizeof(buf), "%llu", (unsigned long long)img->time_ns);
+		lua_pushstring(L, buf);
+		return 1;
+	}
 	if (!strcmp(k, "release") || !strcmp(k, "formula")) {
 		lua_pushstring(L, k[0] == 'r' ? img->release : aiotk_formula_name(img->formula));
 		return 1;

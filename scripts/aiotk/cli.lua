@@ -1,0 +1,142 @@
+-- aiotk's command line: the host hands over the scripts directory and argv.
+-- A command is a script COMMAND.lua, looked up in the user's directories
+-- ($AIOTK_PATH, ~/.config/aiotk/scripts) before the shipped ones, so a user
+-- overrides a command or a policy without touching the install.
+local shipped, argv = ...
+
+local function user_dirs()
+	local dirs = {}
+	for d in (os.getenv("AIOTK_PATH") or ""):gmatch("[^:]+") do dirs[#dirs + 1] = d end
+	local home = os.getenv("HOME")
+	if home then dirs[#dirs + 1] = home .. "/.config/aiotk/scripts" end
+	return dirs
+end
+
+local search = user_dirs()
+search[#search + 1] = shipped
+local paths = {}
+for _, d in ipairs(search) do
+	paths[#paths + 1] = d .. "/?.lua;" .. d .. "/?/init.lua"
+end
+package.path = table.concat(paths, ";") .. ";" .. package.path
+
+local aiotk = require "aiotk"
+_G.aiotk = aiotk
+aiotk.scripts_dir = shipped
+aiotk.search_dirs = search
+
+local function readable(path)
+	local f = io.open(path, "r")
+	if f then f:close() return true end
+end
+
+local function find_command(name)
+	if not name:match("^[%w_%-]+$") then return nil end
+	for _, d in ipairs(search) do
+		local p = d .. "/" .. name .. ".lua"
+		if readable(p) then return p end
+	end
+end
+
+-- First comment line of a command script: "-- aiotk NAME: what it does".
+local function summary(path)
+	local f = io.open(path)
+	if not f then return "" end
+	local line = f:read("*l") or ""
+	f:close()
+	return line:match("^%-%- aiotk [%w_%-]+: (.*)") or ""
+end
+
+local function list_commands()
+	local seen, names = {}, {}
+	for _, d in ipairs(search) do
+		local p = io.popen('ls "' .. d .. '" 2>/dev/null')
+		for f in p:lines() do
+			local name = f:match("^([%w_%-]+)%.lua$")
+			if name and not seen[name] then
+				seen[name] = find_command(name)
+				names[#names + 1] = name
+			end
+		end
+		p:close()
+	end
+	table.sort(names)
+	return names, seen
+end
+
+local function usage()
+	local names, where = list_commands()
+	io.write([==[
+usage: aiotk [COMMAND [ARGS...]]     run a command (scripts/COMMAND.lua)
+       aiotk FILE.lua [ARGS...]      run a Lua script with `aiotk` loaded
+       aiotk -e 'CODE'               run a chunk
+       aiotk [repl]                  interactive REPL
+       aiotk help COMMAND            a command's options
+       aiotk --version
+
+commands:
+]==])
+	for _, n in ipairs(names) do
+		local s = summary(where[n])
+		if s ~= "" then io.write(string.format("  %-12s %s\n", n, s)) end
+	end
+	io.write("\nUser commands and policies: $AIOTK_PATH, ~/.config/aiotk/scripts\n")
+	return 0
+end
+
+local function run_file(path, args)
+	local chunk, err = loadfile(path)
+	if not chunk then
+		io.stderr:write("aiotk: ", err, "\n")
+		return 2
+	end
+	_G.arg = args
+	local rc = chunk(unpack(args))
+	io.stdout:flush()
+	if rc == true or rc == nil then return 0 end
+	if rc == false then return 1 end
+	return tonumber(rc) or 0
+end
+
+local function rest(from)
+	local t = { [0] = argv[from - 1] }
+	for i = from, #argv do t[#t + 1] = argv[i] end
+	return t
+end
+
+local function main()
+	local first = argv[1]
+	if first == nil or first == "repl" then
+		return require("aiotk.repl").run()
+	elseif first == "-h" or first == "--help" then
+		return usage()
+	elseif first == "--version" or first == "-v" then
+		print("aiotk " .. aiotk.version)
+		return 0
+	elseif first == "-e" then
+		if not argv[2] then io.stderr:write("aiotk: -e needs a chunk of Lua\n") return 2 end
+		local chunk, err = loadstring(argv[2], "=(-e)")
+		if not chunk then io.stderr:write("aiotk: ", err, "\n") return 2 end
+		_G.arg = rest(3)
+		chunk(unpack(_G.arg))
+		return 0
+	elseif first == "help" then
+		if not argv[2] then return usage() end
+		local path = find_command(argv[2])
+		if not path then
+			io.stderr:write("aiotk: no command '", argv[2], "' (aiotk --help lists them)\n")
+			return 2
+		end
+		return run_file(path, { [0] = argv[2], "--help" })
+	elseif first:match("%.lua$") then
+		return run_file(first, rest(2))
+	end
+	local path = find_command(first)
+	if not path then
+		io.stderr:write("aiotk: no command '", first, "' (aiotk --help lists them)\n")
+		return 2
+	end
+	return run_file(path, rest(2))
+end
+
+return main()

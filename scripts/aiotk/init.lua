@@ -1,0 +1,113 @@
+-- The aiotk Lua library: the core's primitives plus the compositions the
+-- shipped commands and users' scripts share (dump, restore with rollback,
+-- temporary aio-max-nr, tables for JSON and display).
+--
+-- Error convention: anything that can fail at run time returns
+-- nil, message, code (code: "budget", "occupied", "image", "stuck", ...).
+local core = require "aiotk.core"
+
+local M = { core = core, version = core.version, lab = core.lab }
+
+for _, name in ipairs {
+	"host", "geometry", "min_n", "snapshot", "converge", "replay",
+	"write_events", "remap", "restore", "io_setup", "io_destroy", "aio_nr",
+	"set_aio_max_nr", "mapping_at", "rings", "now_ns", "ring", "image",
+	"read_image", "decode_image",
+} do
+	M[name] = core[name]
+end
+
+function M.hex(v) return string.format("0x%x", v) end
+
+-- Snapshot rings of this process into a new image (all rings when `addrs`
+-- is nil) and, with `dir`, write it. Returns the image.
+function M.dump(addrs, dir, opts)
+	opts = opts or {}
+	if not addrs then
+		addrs = {}
+		for _, m in ipairs(assert(core.rings())) do addrs[#addrs + 1] = m.addr end
+	end
+	local img = assert(core.image())
+	for _, addr in ipairs(addrs) do
+		local ring, err, code = core.snapshot(addr, opts.area)
+		if not ring then return nil, err, code end
+		img:add(ring)
+	end
+	if dir then
+		local ok, err, code = img:write(dir)
+		if not ok then return nil, err, code end
+	end
+	return img
+end
+
+-- Restore every ring of `img` (or of the rings list) in this process. All or
+-- nothing: a failure destroys the rings already restored.
+function M.restore_all(rings, opts)
+	opts = opts or {}
+	local done = {}
+	for i, ring in ipairs(rings) do
+		local res, err, code = core.restore(ring, opts)
+		if not res then
+			for j = #done, 1, -1 do core.io_destroy(done[j].ctx) end
+			return nil, string.format("ring %d of %d: %s", i, #rings, err), code
+		end
+		done[#done + 1] = res
+	end
+	return done
+end
+
+-- Run fn with fs.aio-max-nr at least `needed` above aio-nr; the old value
+-- is put back whatever fn does. Returns fn's results (or rethrows).
+function M.with_aio_headroom(needed, fn)
+	local nr, max = assert(core.aio_nr())
+	if nr + needed <= max then return fn() end
+	local ok, err, code = core.set_aio_max_nr(nr + needed)
+	if not ok then return nil, err, code end
+	local results = { n = 0 }
+	local function pack(...) results = { n = select("#", ...), ... } end
+	pack(pcall(fn))
+	core.set_aio_max_nr(max)
+	if not results[1] then error(results[2], 0) end
+	return unpack(results, 2, results.n)
+end
+
+function M.event_table(ev)
+	return { data = ev.data, obj = ev.obj, res = ev.res, res2 = ev.res2 }
+end
+
+-- A plain table for JSON: 64-bit values as "0x..." strings.
+function M.ring_table(r)
+	local t = {
+		addr = string.format("0x%x", r.addr), ring_len = r.ring_len,
+		nr = r.nr, head = r.head, tail = r.tail, n = r.n,
+		wrapped = r.wrapped, events = M.array(r:events()),
+	}
+	return t
+end
+
+function M.image_table(img)
+	local t = {
+		format = img.format,
+		host = {
+			cpus = img.cpus, page_size = img.page_size, release = img.release,
+			formula = img.formula, aio_max_nr = img.aio_max_nr,
+		},
+		time_ns = img.time_ns,
+		pid = img.pid ~= 0 and img.pid or nil,
+		stopped_ns = img.stopped_ns ~= 0 and img.stopped_ns or nil,
+		rings = M.array(),
+	}
+	for i, r in ipairs(img:rings()) do t.rings[i] = M.ring_table(r) end
+	return t
+end
+
+local ARRAY = { __jsontype = "array" }
+
+-- Mark a list so that it encodes as [] even when empty.
+function M.array(t) return setmetatable(t or {}, ARRAY) end
+
+function M.json(value)
+	return require("dkjson").encode(value, { indent = false })
+end
+
+return M
