@@ -34,6 +34,7 @@ int laiotk_image_read(lua_State *L);
 int laiotk_image_decode(lua_State *L);
 
 void laiotk_lab_register(lua_State *L);
+void laiotk_bench_register(lua_State *L);
 
 int luaopen_aiotk_core(lua_State *L);
 int luaopen_aiotk_readline(lua_State *L);

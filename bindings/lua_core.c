@@ -402,5 +402,6 @@ int luaopen_aiotk_core(lua_State *L)
 	lua_pushstring(L, AIOTK_VERSION);
 	lua_setfield(L, -2, "version");
 	laiotk_lab_register(L);
+	laiotk_bench_register(L);
 	return 1;
 }
