@@ -152,9 +152,9 @@ static long submit(struct replay *r, uint64_t count)
 
 /* The kernel counts the ring full although the saved ring held more: slots
  * are stranded in the global pool (fewer than one per-CPU batch). Show it
- * `left` consumed events for one submit, then put head back. */
-static int nudge(struct replay *r, uint64_t done, uint64_t left, long *got,
-		 aiotk_err *err)
+ * the `left` requests still to come as consumed, submit them all, then put
+ * head back; `left` is then at most the stranded count. */
+static int nudge(struct replay *r, uint64_t done, uint64_t left, aiotk_err *err)
 {
 	uint64_t in_ring = done >= r->head ? done - r->head : 0;
 	if (done < r->head || left > in_ring)
@@ -163,12 +163,17 @@ static int nudge(struct replay *r, uint64_t done, uint64_t left, long *got,
 				  (unsigned long long)in_ring, aiotk_ring_live(r->nr, r->head, r->tail));
 	r->st->nudges++;
 	int rc = write_head(r, (uint32_t)((r->head + left) % r->nr), err);
-	*got = rc ? 0 : submit(r, left);
+	long got = 1;
+	uint64_t sent = 0;
+	while (!rc && sent < left && got > 0) {
+		got = submit(r, left - sent < r->batch ? left - sent : r->batch);
+		sent += got > 0 ? (uint64_t)got : 0;
+	}
 	int back = write_head(r, r->head, err);
 	if (rc || back)
 		return rc ? rc : back;
-	if (*got == -EAGAIN || *got == 0)
-		return aiotk_fail(err, AIOTK_ESTUCK, EAGAIN,
+	if (sent < left)
+		return aiotk_fail(err, AIOTK_ESTUCK, (int)(got < 0 ? -got : EAGAIN),
 				  "replay stuck: ring 0x%llx would hold %u of %u slots, more than this host's kernel lets be outstanding (slots stranded per CPU); the ring came from a host with another CPU count",
 				  (unsigned long long)r->ctx,
 				  aiotk_ring_live(r->nr, r->head, r->tail), r->nr);
@@ -200,9 +205,11 @@ static int run(struct replay *r, uint64_t total, int auto_kind, aiotk_err *err)
 				return rc;
 			continue;
 		}
-		if ((got == -EAGAIN || got == 0) &&
-		    (rc = nudge(r, done, left < r->batch ? left : r->batch, &got, err)))
-			return rc;
+		if (got == -EAGAIN || got == 0) {
+			if ((rc = nudge(r, done, left, err)))
+				return rc;
+			got = (long)left;
+		}
 		if (got < 0)
 			return aiotk_fail(err, AIOTK_ESYS, (int)-got,
 					   "io_submit on ring 0x%llx failed after %llu completions: %s",
