@@ -12,8 +12,10 @@ static int check_free(aiotk_target *t, uint64_t ctx, uint64_t len,
 {
 	aiotk_vma v;
 	int rc = aiotk_maps_overlap(t->pid, dest, len, ctx, &v, err);
-	if (rc <= 0 || (flags & AIOTK_REMAP_PLACEHOLDER))
+	if (rc < 0)
 		return rc;
+	if (rc == 0 || (flags & AIOTK_REMAP_PLACEHOLDER))
+		return 0;
 	return aiotk_fail(err, AIOTK_EOCCUPIED, 0,
 			  "cannot move ring to 0x%llx-0x%llx: 0x%llx-0x%llx %s %s is mapped there; free that range or restore into another process",
 			  (unsigned long long)dest, (unsigned long long)(dest + len),
