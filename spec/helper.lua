@@ -1,0 +1,39 @@
+-- Shared by the specs: where the build is, running the aiotk binary.
+local M = {}
+
+M.bin = os.getenv("AIOTK_BIN") or "build/aiotk"
+
+-- Run the aiotk binary; returns exit code, stdout, stderr.
+function M.run(args, env)
+	local out, err = os.tmpname(), os.tmpname()
+	local cmd = string.format("%s %s %s >%s 2>%s", env or "", M.bin, args, out, err)
+	local ok, _, code = os.execute(cmd)
+	-- LuaJIT's os.execute returns the raw wait status.
+	if type(ok) == "number" then code = ok >= 256 and math.floor(ok / 256) or ok end
+	local function slurp(p)
+		local f = io.open(p)
+		local s = f:read("*a")
+		f:close()
+		os.remove(p)
+		return s
+	end
+	return code, slurp(out), slurp(err)
+end
+
+function M.tmpdir()
+	local p = os.tmpname()
+	os.remove(p)
+	assert(os.execute("mkdir -p " .. p) == 0)
+	return p
+end
+
+function M.rmdir(p) os.execute("rm -rf " .. p) end
+
+function M.is_root()
+	local p = io.popen("id -u")
+	local id = p:read("*l")
+	p:close()
+	return id == "0"
+end
+
+return M

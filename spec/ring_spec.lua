@@ -1,0 +1,140 @@
+-- Snapshot, replay and restore through the Lua API, on rings a real libaio
+-- client put in known states.
+local aiotk = require "aiotk"
+local states = require "aiotk.states"
+local helper = require "helper"
+local lab = aiotk.lab
+
+local function restore_and_check(spec)
+	local ctx = assert(states.make(spec))
+	local saved = assert(aiotk.snapshot(ctx))
+	lab.destroy(ctx)
+	local res = assert(aiotk.restore(saved))
+	assert.are.equal(saved.addr, res.ctx)
+	assert.are.equal(1, res.converge.calls)
+	local now = assert(aiotk.snapshot(saved.addr))
+	assert.are.same({ saved.nr, saved.head, saved.tail }, { now.nr, now.head, now.tail })
+	local got = lab.reap(saved.addr, saved.nr)
+	assert.are.same(saved:events(), got)
+	assert.are.equal(1, lab.complete(saved.addr, 1, { data = "0xfeed" }))
+	local after = assert(aiotk.snapshot(saved.addr))
+	assert.are.equal(saved.tail, after.head)
+	assert.are.equal("0x000000000000feed", after:event(1).data)
+	lab.destroy(saved.addr)
+	return saved
+end
+
+describe("snapshot", function()
+	it("reads header and live events of a libaio ring", function()
+		local ctx = assert(states.make { n = 1, complete = 15, reap = 10, index = 0 })
+		local r = assert(aiotk.snapshot(ctx, true))
+		assert.are.same({ 127, 10, 15, 5, 4096 }, { r.nr, r.head, r.tail, #r, r.ring_len })
+		assert.are.equal(0xa10a10a1, r.magic)
+		assert.are.equal(32, r.header_length)
+		assert.are.equal(states.cookie(0, 1, 10), r:event(1).data)
+		assert.are.equal(r:event(1).data, r:slot(10).data)
+		assert.matches("^ring 0x%x+: nr 127, head 10, tail 15, 5 events", tostring(r))
+		lab.destroy(ctx)
+	end)
+
+	it("refuses what is not a ring, without crashing", function()
+		local placeholder = assert(lab.map(4096))
+		local r, err, code = aiotk.snapshot(placeholder)
+		assert.is_nil(r)
+		assert.are.equal("notring", code)
+		assert.matches("magic", err)
+		lab.unmap(placeholder, 4096)
+		r, err, code = aiotk.snapshot(4096)
+		assert.is_nil(r)
+		assert.are.equal("system", code)
+		assert.matches("cannot read", err)
+	end)
+end)
+
+describe("restore", function()
+	for _, spec in ipairs(states.demo) do
+		it("rebuilds the " .. spec.name .. " ring exactly", function()
+			restore_and_check(setmetatable({ index = 1 }, { __index = spec }))
+		end)
+	end
+
+	it("rebuilds a ring fuller than this host makes (126 of 127)", function()
+		local ctx = assert(lab.setup(1))
+		local events = {}
+		for i = 1, 126 do events[i] = { data = string.format("0x%x", i), obj = "0x10", res = i, res2 = 0 } end
+		local ring = assert(aiotk.ring { addr = ctx, nr = 127, head = 50, tail = 49, events = events })
+		lab.destroy(ctx)
+		local res = assert(aiotk.restore(ring))
+		assert.are.equal(1, res.replay.nudges)
+		local r2, _, code = lab.complete(ring.addr, 1)
+		assert.are.equal("budget", code, "a full ring must refuse requests")
+		assert.are.same(ring:events(), lab.reap(ring.addr, 127))
+		lab.destroy(ring.addr)
+	end)
+
+	it("rolls back every ring when one cannot be restored", function()
+		local a = assert(states.make { n = 1, complete = 3 })
+		local b = assert(states.make { n = 64, complete = 3 })
+		local ra, rb = assert(aiotk.snapshot(a)), assert(aiotk.snapshot(b))
+		lab.destroy(a)
+		lab.destroy(b)
+		local blocker = assert(lab.map(4096, rb.addr))
+		assert(lab.poke(blocker, "0x5eed5eed"))
+		local before = #aiotk.rings()
+		local nr_before = aiotk.aio_nr()
+		local ok, err, code = aiotk.restore_all { ra, rb }
+		assert.is_nil(ok)
+		assert.are.equal("occupied", code)
+		assert.matches("ring 2 of 2", err)
+		assert.are.equal(before, #aiotk.rings())
+		assert.are.equal(nr_before, (aiotk.aio_nr()))
+		assert.are.equal("0x000000005eed5eed", lab.peek(blocker))
+		lab.unmap(blocker, 4096)
+	end)
+
+	it("names fs.aio-max-nr when the budget is short, and puts the limit back", function()
+		if not helper.is_root() then
+			pending("needs root to lower fs.aio-max-nr: skipped")
+			return
+		end
+		local ctx = assert(states.make { n = 4096, complete = 10 })
+		local saved = assert(aiotk.snapshot(ctx))
+		lab.destroy(ctx)
+		local nr, max = aiotk.aio_nr()
+		assert(aiotk.set_aio_max_nr(nr + 100))
+		local ok, res, err, code = pcall(aiotk.restore, saved)
+		aiotk.set_aio_max_nr(max)
+		assert.is_true(ok)
+		assert.is_nil(res)
+		assert.are.equal("budget", code)
+		assert.matches("fs.aio%-max%-nr", err)
+		assert.matches("needs 4095", err)
+		assert.are.equal(max, select(2, aiotk.aio_nr()))
+	end)
+
+	it("with_aio_headroom restores the limit even when its function fails", function()
+		if not helper.is_root() then
+			pending("needs root to change fs.aio-max-nr: skipped")
+			return
+		end
+		local _, max = aiotk.aio_nr()
+		local ok = pcall(aiotk.with_aio_headroom, max + 10, function()
+			assert.are.equal(select(1, aiotk.aio_nr()) + max + 10, select(2, aiotk.aio_nr()))
+			error("boom")
+		end)
+		assert.is_false(ok)
+		assert.are.equal(max, select(2, aiotk.aio_nr()))
+	end)
+end)
+
+describe("replay", function()
+	it("reports completions and falls back to PWRITE when asked", function()
+		local ctx = assert(aiotk.io_setup(64))
+		local st = assert(aiotk.replay(ctx, 255, 200, 40, { kind = "pwrite", batch = 16 }))
+		assert.are.equal(255 + 40, st.completions)
+		assert.are.equal("pwrite", st.kind)
+		local r = assert(aiotk.snapshot(ctx))
+		assert.are.same({ 200, 40 }, { r.head, r.tail })
+		aiotk.io_destroy(ctx)
+	end)
+end)
