@@ -27,6 +27,12 @@ function M.tmpdir()
 	return p
 end
 
+function M.write(path, content)
+	local f = assert(io.open(path, "wb"))
+	f:write(content)
+	f:close()
+end
+
 function M.rmdir(p) os.execute("rm -rf " .. p) end
 
 function M.is_root()
