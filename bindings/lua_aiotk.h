@@ -34,6 +34,10 @@ int laiotk_image_read(lua_State *L);
 int laiotk_image_decode(lua_State *L);
 
 void laiotk_lab_register(lua_State *L);
+/* Adds the primitives to the module table on the stack: each as a function
+ * acting on this process and as a method of target userdata. */
+void laiotk_target_register(lua_State *L);
+aiotk_geom_host laiotk_check_model(lua_State *L, int idx);
 void laiotk_bench_register(lua_State *L);
 
 int luaopen_aiotk_core(lua_State *L);

@@ -103,6 +103,14 @@ struct aiotk_target {
 };
 
 void aiotk_target_self(aiotk_target *t);
+/* Process pid, every thread stopped without a signal until detach; system
+ * calls are injected into its main thread (x86_64). */
+int aiotk_target_attach(aiotk_target *t, int pid, aiotk_err *err);
+/* Registers, code and interrupted system calls put back; the process runs. */
+int aiotk_target_detach(aiotk_target *t, aiotk_err *err);
+uint64_t aiotk_target_stopped_ns(const aiotk_target *t);
+int aiotk_target_dead(const aiotk_target *t);
+void aiotk_target_free(aiotk_target *t);
 long aiotk_sys(aiotk_target *t, long nr, long a0, long a1, long a2, long a3,
 	       long a4, long a5);
 /* read/write return 0 or AIOTK_ESYS with a message naming the address. */

@@ -1,0 +1,338 @@
+/* The primitives in Lua, once each, over any target: as functions of
+ * aiotk.core they act on this process; as methods of a target userdata
+ * (aiotk.core.attach(pid), aiotk.core.self()) on that process. */
+#include "lua_aiotk.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define TARGET_MT "aiotk.target"
+
+typedef struct ltarget {
+	aiotk_target t;
+	int attached;
+} ltarget;
+
+static int p_snapshot(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	uint64_t addr = laiotk_check_u64(L, b);
+	int flags = lua_toboolean(L, b + 1) ? AIOTK_SNAP_AREA : 0;
+	aiotk_ring *r = laiotk_ring_new(L);
+	if (aiotk_snapshot(t, addr, flags, r, &err))
+		return laiotk_fail(L, &err);
+	return 1;
+}
+
+static void push_conv(lua_State *L, const aiotk_converge_result *c)
+{
+	lua_createtable(L, 0, 4);
+	laiotk_set_num(L, "ctx", (double)c->ctx);
+	laiotk_set_num(L, "n", c->n);
+	laiotk_set_num(L, "nr", c->nr);
+	laiotk_set_num(L, "calls", c->calls);
+}
+
+static int p_converge(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	aiotk_converge_result res;
+	uint64_t len = laiotk_check_u64(L, b);
+	aiotk_geom_host m = laiotk_check_model(L, b + 1);
+	if (aiotk_converge(t, &m, len, &res, &err))
+		return laiotk_fail(L, &err);
+	push_conv(L, &res);
+	return 1;
+}
+
+static const char *kind_name(enum aiotk_req_kind k)
+{
+	return k == AIOTK_REQ_PWRITE ? "pwrite" : k == AIOTK_REQ_POLL ? "poll" : "auto";
+}
+
+static aiotk_replay_opts check_replay_opts(lua_State *L, int idx)
+{
+	aiotk_replay_opts o = { 0 };
+	if (lua_isnoneornil(L, idx))
+		return o;
+	luaL_checktype(L, idx, LUA_TTABLE);
+	o.batch = (unsigned)laiotk_opt_field_u64(L, idx, "batch", 0);
+	lua_getfield(L, idx, "kind");
+	const char *k = lua_tostring(L, -1);
+	o.kind = !k || !strcmp(k, "auto") ? AIOTK_REQ_AUTO :
+		 !strcmp(k, "poll") ? AIOTK_REQ_POLL :
+		 !strcmp(k, "pwrite") ? AIOTK_REQ_PWRITE :
+		 (luaL_error(L, "replay kind must be auto, poll or pwrite"), AIOTK_REQ_AUTO);
+	lua_pop(L, 1);
+	return o;
+}
+
+static void push_replay_stats(lua_State *L, const aiotk_replay_stats *s)
+{
+	lua_createtable(L, 0, 4);
+	laiotk_set_num(L, "completions", (double)s->completions);
+	laiotk_set_num(L, "submits", s->submits);
+	laiotk_set_num(L, "nudges", s->nudges);
+	lua_pushstring(L, kind_name(s->kind));
+	lua_setfield(L, -2, "kind");
+}
+
+static int p_replay(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	aiotk_replay_stats st;
+	uint64_t ctx = laiotk_check_u64(L, b);
+	uint32_t nr = (uint32_t)luaL_checknumber(L, b + 1);
+	uint32_t head = (uint32_t)luaL_checknumber(L, b + 2);
+	uint32_t tail = (uint32_t)luaL_checknumber(L, b + 3);
+	aiotk_replay_opts o = check_replay_opts(L, b + 4);
+	if (aiotk_replay(t, ctx, nr, head, tail, &o, &st, &err))
+		return laiotk_fail(L, &err);
+	push_replay_stats(L, &st);
+	return 1;
+}
+
+static int p_write_events(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	uint64_t ctx = laiotk_check_u64(L, b);
+	aiotk_ring *r = laiotk_ring_check(L, b + 1);
+	if (aiotk_events_write(t, ctx, r, &err))
+		return laiotk_fail(L, &err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int p_remap(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	uint64_t ctx = laiotk_check_u64(L, b), len = laiotk_check_u64(L, b + 1);
+	uint64_t dest = laiotk_check_u64(L, b + 2);
+	int flags = 0;
+	if (lua_istable(L, b + 3)) {
+		lua_getfield(L, b + 3, "placeholder");
+		flags = lua_toboolean(L, -1) ? AIOTK_REMAP_PLACEHOLDER : 0;
+		lua_pop(L, 1);
+	}
+	if (aiotk_remap(t, ctx, len, dest, flags, &err))
+		return laiotk_fail(L, &err);
+	lua_pushnumber(L, (double)dest);
+	return 1;
+}
+
+static int p_restore(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	aiotk_restore_result res;
+	aiotk_restore_opts o;
+	memset(&o, 0, sizeof(o));
+	aiotk_ring *r = laiotk_ring_check(L, b);
+	if (lua_istable(L, b + 1)) {
+		lua_getfield(L, b + 1, "model");
+		if (lua_istable(L, -1))
+			o.model = laiotk_check_model(L, lua_gettop(L));
+		lua_getfield(L, b + 1, "replay");
+		o.replay = check_replay_opts(L, lua_gettop(L));
+		lua_getfield(L, b + 1, "placeholder");
+		o.remap_flags = lua_toboolean(L, -1) ? AIOTK_REMAP_PLACEHOLDER : 0;
+		lua_pop(L, 3);
+	}
+	if (aiotk_restore_ring(t, r, &o, &res, &err))
+		return laiotk_fail(L, &err);
+	lua_createtable(L, 0, 8);
+	laiotk_set_num(L, "ctx", (double)res.ctx);
+	push_conv(L, &res.conv);
+	lua_setfield(L, -2, "converge");
+	push_replay_stats(L, &res.replay);
+	lua_setfield(L, -2, "replay");
+	laiotk_set_num(L, "ns_converge", (double)res.ns_converge);
+	laiotk_set_num(L, "ns_replay", (double)res.ns_replay);
+	laiotk_set_num(L, "ns_events", (double)res.ns_events);
+	laiotk_set_num(L, "ns_remap", (double)res.ns_remap);
+	return 1;
+}
+
+static int p_io_setup(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	uint64_t ctx;
+	if (aiotk_io_setup(t, (uint32_t)luaL_checknumber(L, b), &ctx, &err))
+		return laiotk_fail(L, &err);
+	lua_pushnumber(L, (double)ctx);
+	return 1;
+}
+
+static int p_io_destroy(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	if (aiotk_io_destroy(t, laiotk_check_u64(L, b), &err))
+		return laiotk_fail(L, &err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int p_mapping_at(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_vma v;
+	aiotk_err err;
+		int rc = aiotk_maps_overlap(t->pid, laiotk_check_u64(L, b),
+				    laiotk_check_u64(L, b + 1), 0, &v, &err);
+	if (rc < 0)
+		return laiotk_fail(L, &err);
+	if (rc == 0) {
+		lua_pushboolean(L, 0);
+		return 1;
+	}
+	lua_createtable(L, 0, 4);
+	laiotk_set_num(L, "start", (double)v.start);
+	laiotk_set_num(L, "finish", (double)v.end);
+	lua_pushstring(L, v.perms);
+	lua_setfield(L, -2, "perms");
+	lua_pushstring(L, v.path);
+	lua_setfield(L, -2, "path");
+	return 1;
+}
+
+static int p_rings(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_vma v[4096];
+	aiotk_err err;
+	size_t n;
+	(void)b;
+	if (aiotk_maps_rings(t->pid, v, 4096, &n, &err))
+		return laiotk_fail(L, &err);
+	lua_createtable(L, (int)n, 0);
+	for (size_t i = 0; i < n && i < 4096; i++) {
+		lua_createtable(L, 0, 2);
+		laiotk_set_num(L, "addr", (double)v[i].start);
+		laiotk_set_num(L, "ring_len", (double)(v[i].end - v[i].start));
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	return 1;
+}
+
+
+static ltarget *check_target(lua_State *L, int idx)
+{
+	return luaL_checkudata(L, idx, TARGET_MT);
+}
+
+/* A detached process target is no longer stopped: refuse to touch it. */
+static aiotk_target *live_target(lua_State *L, int idx)
+{
+	ltarget *lt = check_target(L, idx);
+	if (lt->t.pid && !lt->attached)
+		luaL_error(L, "process %d was detached; attach again", lt->t.pid);
+	return &lt->t;
+}
+
+#define PRIMITIVES(X) X(snapshot) X(converge) X(replay) X(write_events) \
+	X(remap) X(restore) X(io_setup) X(io_destroy) X(mapping_at) X(rings)
+
+#define SELF_FN(name) static int l_##name(lua_State *L) \
+	{ aiotk_target t; aiotk_target_self(&t); return p_##name(L, &t, 1); }
+#define METHOD(name) static int m_##name(lua_State *L) \
+	{ return p_##name(L, live_target(L, 1), 2); }
+#define SELF_REG(name) { #name, l_##name },
+#define METHOD_REG(name) { #name, m_##name },
+PRIMITIVES(SELF_FN)
+PRIMITIVES(METHOD)
+
+static int t_detach(lua_State *L)
+{
+	aiotk_err err;
+	ltarget *lt = check_target(L, 1);
+	if (!lt->attached)
+		return lua_pushboolean(L, 1), 1;
+	lt->attached = 0;
+	if (aiotk_target_detach(&lt->t, &err))
+		return laiotk_fail(L, &err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int t_gc(lua_State *L)
+{
+	ltarget *lt = check_target(L, 1);
+	aiotk_target_free(&lt->t);
+	lt->attached = 0;
+	return 0;
+}
+
+static int t_tostring(lua_State *L)
+{
+	ltarget *lt = check_target(L, 1);
+	if (!lt->t.pid)
+		lua_pushstring(L, "target: this process");
+	else
+		lua_pushfstring(L, "target: process %d (%s)", lt->t.pid,
+				lt->attached ? "stopped" : "detached");
+	return 1;
+}
+
+static const luaL_Reg methods[] = {
+	PRIMITIVES(METHOD_REG) { "detach", t_detach }, { NULL, NULL },
+};
+
+static int t_index(lua_State *L)
+{
+	ltarget *lt = check_target(L, 1);
+	const char *k = luaL_checkstring(L, 2);
+	if (!strcmp(k, "pid"))
+		lua_pushnumber(L, lt->t.pid);
+	else if (!strcmp(k, "stopped_ns"))
+		lua_pushnumber(L, (double)aiotk_target_stopped_ns(&lt->t));
+	else if (!strcmp(k, "dead"))
+		lua_pushboolean(L, aiotk_target_dead(&lt->t));
+	else {
+		for (const luaL_Reg *m = methods; m->name; m++)
+			if (!strcmp(k, m->name)) {
+				lua_pushcfunction(L, m->func);
+				return 1;
+			}
+		return 0;
+	}
+	return 1;
+}
+
+static ltarget *new_target(lua_State *L)
+{
+	ltarget *lt = lua_newuserdata(L, sizeof(*lt));
+	memset(lt, 0, sizeof(*lt));
+	luaL_getmetatable(L, TARGET_MT);
+	lua_setmetatable(L, -2);
+	return lt;
+}
+
+/* attach(pid): every thread of pid stopped until target:detach(). */
+static int l_attach(lua_State *L)
+{
+	aiotk_err err;
+	int pid = (int)luaL_checknumber(L, 1);
+	ltarget *lt = new_target(L);
+	if (aiotk_target_attach(&lt->t, pid, &err))
+		return laiotk_fail(L, &err);
+	lt->attached = 1;
+	return 1;
+}
+
+static int l_self(lua_State *L)
+{
+	aiotk_target_self(&new_target(L)->t);
+	return 1;
+}
+
+void laiotk_target_register(lua_State *L)
+{
+	static const luaL_Reg meta[] = {
+		{ "__gc", t_gc }, { "__tostring", t_tostring }, { "__index", t_index },
+		{ NULL, NULL },
+	};
+	static const luaL_Reg funcs[] = {
+		PRIMITIVES(SELF_REG) { "attach", l_attach }, { "self", l_self }, { NULL, NULL },
+	};
+	if (luaL_newmetatable(L, TARGET_MT))
+		luaL_register(L, NULL, meta);
+	lua_pop(L, 1);
+	luaL_register(L, NULL, funcs);
+}

@@ -1,0 +1,311 @@
+/* A libaio workload for the live-process specs and the demo. It puts rings
+ * into known states, remembers them, then waits for signals:
+ *   SIGUSR1  destroy its contexts (as if restored by a checkpoint tool
+ *            that could not rebuild AIO state), print DESTROYED
+ *   SIGUSR2  verify from the inside and exit 0 (VERIFY OK) or 1
+ * Options:
+ *   --ring N:COMPLETE:REAP:COMPLETE2   io_setup(N), complete, reap, complete
+ *   --threads       a sleeping thread, one blocked in read(), one in
+ *                   epoll_wait(); verify checks none saw EINTR
+ *   --expect FILE   write the remembered ring states to FILE
+ *   --verify-from FILE  verify rings remembered by another process
+ *   --pending       leave one POLL on an empty pipe in flight in ring 0 */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <libaio.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_RINGS 16
+#define MAGIC 0xa10a10a1u
+
+struct ring_hdr { uint32_t id, nr, head, tail, magic, compat, incompat, hlen; };
+
+struct expect {
+	uint64_t addr;
+	uint32_t nr, head, tail, nevents;
+	struct io_event *events;
+};
+
+static struct expect rings[MAX_RINGS];
+static int nrings;
+static io_context_t ctxs[MAX_RINGS];
+static int devnull;
+static volatile int eintr_seen, sleeper_ticks, reader_done, epoller_done;
+static int read_pipe[2], epoll_pipe[2], pend_pipe[2];
+
+static uint64_t cookie(int ring, int phase, int seq)
+{
+	return (uint64_t)(0xA0 + ring) << 56 | (uint64_t)phase << 48 | (uint64_t)seq;
+}
+
+static int complete(io_context_t ctx, int ring, int phase, int count)
+{
+	struct iocb *cbs = calloc(count + 1, sizeof(*cbs));
+	struct iocb **ptrs = calloc(count + 1, sizeof(*ptrs));
+	int done = 0;
+	for (int i = 0; i < count; i++) {
+		io_prep_poll(&cbs[i], devnull, POLLOUT);
+		cbs[i].data = (void *)(uintptr_t)cookie(ring, phase, i);
+		ptrs[i] = &cbs[i];
+	}
+	while (done < count) {
+		int r = io_submit(ctx, count - done, ptrs + done);
+		if (r <= 0)
+			break;
+		done += r;
+	}
+	free(cbs);
+	free(ptrs);
+	return done;
+}
+
+static void remember(int i)
+{
+	struct ring_hdr *h = (void *)ctxs[i];
+	struct io_event *ev = (void *)((char *)h + 32);
+	struct expect *e = &rings[i];
+	e->addr = (uint64_t)(uintptr_t)ctxs[i];
+	e->nr = h->nr;
+	e->head = h->head;
+	e->tail = h->tail;
+	e->nevents = (h->tail + h->nr - h->head) % h->nr;
+	e->events = calloc(e->nevents + 1, sizeof(*ev));
+	for (uint32_t k = 0; k < e->nevents; k++)
+		e->events[k] = ev[(h->head + k) % h->nr];
+}
+
+static int make_ring(const char *spec)
+{
+	int n, c = 0, r = 0, c2 = 0, i = nrings;
+	if (sscanf(spec, "%d:%d:%d:%d", &n, &c, &r, &c2) < 1 || i == MAX_RINGS)
+		return -1;
+	if (io_setup(n, &ctxs[i]))
+		return -1;
+	if (complete(ctxs[i], i, 1, c) != c)
+		return -1;
+	struct io_event *ev = calloc(r + 1, sizeof(*ev));
+	struct timespec zero = { 0, 0 };
+	if (r && io_getevents(ctxs[i], r, r, ev, &zero) != r)
+		return -1;
+	free(ev);
+	if (complete(ctxs[i], i, 2, c2) != c2)
+		return -1;
+	nrings++;
+	return 0;
+}
+
+static void *sleeper(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		struct timespec ts = { 0, 5 * 1000 * 1000 };
+		if (nanosleep(&ts, NULL) && errno == EINTR)
+			eintr_seen++;
+		sleeper_ticks++;
+	}
+	return NULL;
+}
+
+static void *reader(void *arg)
+{
+	char c;
+	(void)arg;
+	for (;;) {
+		ssize_t r = read(read_pipe[0], &c, 1);
+		if (r < 0 && errno == EINTR) {
+			eintr_seen++;
+			continue;
+		}
+		reader_done = r == 1;
+		return NULL;
+	}
+}
+
+static void *epoller(void *arg)
+{
+	struct epoll_event ev = { .events = EPOLLIN }, out;
+	int ep = epoll_create1(0);
+	(void)arg;
+	epoll_ctl(ep, EPOLL_CTL_ADD, epoll_pipe[0], &ev);
+	for (;;) {
+		int r = epoll_wait(ep, &out, 1, -1);
+		if (r < 0 && errno == EINTR) {
+			eintr_seen++;
+			continue;
+		}
+		epoller_done = r == 1;
+		return NULL;
+	}
+}
+
+static int save_expect(const char *path)
+{
+	FILE *f = fopen(path, "wb");
+	if (!f)
+		return -1;
+	fwrite(&nrings, sizeof(nrings), 1, f);
+	for (int i = 0; i < nrings; i++) {
+		fwrite(&rings[i], sizeof(rings[i]), 1, f);
+		fwrite(rings[i].events, sizeof(struct io_event), rings[i].nevents, f);
+	}
+	return fclose(f);
+}
+
+static int load_expect(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f || fread(&nrings, sizeof(nrings), 1, f) != 1)
+		return -1;
+	for (int i = 0; i < nrings; i++) {
+		if (fread(&rings[i], sizeof(rings[i]), 1, f) != 1)
+			return -1;
+		rings[i].events = calloc(rings[i].nevents + 1, sizeof(struct io_event));
+		if (fread(rings[i].events, sizeof(struct io_event), rings[i].nevents, f) != rings[i].nevents)
+			return -1;
+		ctxs[i] = (io_context_t)(uintptr_t)rings[i].addr;
+	}
+	fclose(f);
+	return 0;
+}
+
+#define FAIL(...) do { printf("VERIFY FAIL: " __VA_ARGS__); printf("\n"); return 1; } while (0)
+
+static int verify_ring(int i)
+{
+	struct expect *e = &rings[i];
+	struct ring_hdr *h = (void *)(uintptr_t)e->addr;
+	io_context_t ctx = (io_context_t)(uintptr_t)e->addr;
+	struct timespec zero = { 0, 0 };
+	if (h->magic != MAGIC || h->nr != e->nr || h->head != e->head || h->tail != e->tail)
+		FAIL("ring %d at 0x%llx: header %x nr %u head %u tail %u, expected nr %u head %u tail %u",
+		     i, (unsigned long long)e->addr, h->magic, h->nr, h->head, h->tail, e->nr, e->head, e->tail);
+	struct io_event *got = calloc(e->nr, sizeof(*got));
+	int n = io_getevents(ctx, 0, e->nr, got, &zero);
+	if (n != (int)e->nevents)
+		FAIL("ring %d: io_getevents returned %d, expected %u", i, n, e->nevents);
+	if (memcmp(got, e->events, n * sizeof(*got)))
+		FAIL("ring %d: events differ", i);
+	if (complete(ctx, i, 3, 1) != 1)
+		FAIL("ring %d: the next request was refused", i);
+	struct io_event *slot = (void *)((char *)h + 32);
+	if ((uint64_t)(uintptr_t)slot[e->tail].data != cookie(i, 3, 0))
+		FAIL("ring %d: next completion not at saved tail %u", i, e->tail);
+	if (io_getevents(ctx, 1, 1, got, &zero) != 1)
+		FAIL("ring %d: next completion not delivered", i);
+	free(got);
+	if (io_destroy(ctx))
+		FAIL("ring %d: io_destroy failed", i);
+	return 0;
+}
+
+static int verify(int threads)
+{
+	for (int i = 0; i < nrings; i++)
+		if (verify_ring(i))
+			return 1;
+	if (threads) {
+		int ticks = sleeper_ticks;
+		if (write(read_pipe[1], "x", 1) != 1 || write(epoll_pipe[1], "x", 1) != 1)
+			FAIL("pipes");
+		for (int k = 0; k < 200 && !(reader_done && epoller_done && sleeper_ticks > ticks); k++)
+			usleep(5000);
+		if (!reader_done || !epoller_done || sleeper_ticks <= ticks)
+			FAIL("threads stuck: reader %d epoller %d sleeper %d", reader_done, epoller_done,
+			     sleeper_ticks - ticks);
+	}
+	if (eintr_seen)
+		FAIL("%d system calls saw EINTR", eintr_seen);
+	printf("VERIFY OK %d rings\n", nrings);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	int threads = 0, pending = 0;
+	const char *expect_out = NULL, *expect_in = NULL;
+	sigset_t set;
+	devnull = open("/dev/null", O_WRONLY);
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGUSR2);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--ring") && i + 1 < argc) {
+			if (make_ring(argv[++i])) {
+				fprintf(stderr, "aio_workload: ring %s: %s\n", argv[i], strerror(errno));
+				return 2;
+			}
+		} else if (!strcmp(argv[i], "--threads"))
+			threads = 1;
+		else if (!strcmp(argv[i], "--pending"))
+			pending = 1;
+		else if (!strcmp(argv[i], "--expect") && i + 1 < argc)
+			expect_out = argv[++i];
+		else if (!strcmp(argv[i], "--verify-from") && i + 1 < argc)
+			expect_in = argv[++i];
+		else {
+			fprintf(stderr, "aio_workload: unknown argument %s\n", argv[i]);
+			return 2;
+		}
+	}
+	if (expect_in && load_expect(expect_in)) {
+		fprintf(stderr, "aio_workload: cannot read %s\n", expect_in);
+		return 2;
+	}
+	for (int i = 0; !expect_in && i < nrings; i++)
+		remember(i);
+	if (expect_out && save_expect(expect_out))
+		return 2;
+	if (pending && nrings) {
+		struct iocb cb, *p = &cb;
+		if (pipe(pend_pipe))
+			return 2;
+		io_prep_poll(&cb, pend_pipe[0], POLLIN);
+		cb.data = (void *)(uintptr_t)cookie(0, 7, 0);
+		if (io_submit(ctxs[0], 1, &p) != 1)
+			return 2;
+	}
+	if (threads) {
+		pthread_t t;
+		if (pipe(read_pipe) || pipe(epoll_pipe))
+			return 2;
+		pthread_create(&t, NULL, sleeper, NULL);
+		pthread_create(&t, NULL, reader, NULL);
+		pthread_create(&t, NULL, epoller, NULL);
+	}
+	printf("READY %d", (int)getpid());
+	for (int i = 0; i < nrings; i++)
+		printf(" 0x%llx", (unsigned long long)rings[i].addr);
+	printf("\n");
+	fflush(stdout);
+	for (;;) {
+		int sig = sigwaitinfo(&set, NULL);
+		if (sig < 0) {
+			if (errno == EINTR)
+				eintr_seen++;
+			continue;
+		}
+		if (sig == SIGUSR1) {
+			for (int i = 0; i < nrings; i++)
+				io_destroy(ctxs[i]);
+			printf("DESTROYED\n");
+			fflush(stdout);
+		} else if (sig == SIGUSR2) {
+			int rc = verify(threads);
+			fflush(stdout);
+			return rc;
+		} else
+			return 3;
+	}
+}
