@@ -12,7 +12,7 @@ for _, name in ipairs {
 	"host", "geometry", "min_n", "snapshot", "converge", "replay",
 	"write_events", "remap", "restore", "io_setup", "io_destroy", "aio_nr",
 	"set_aio_max_nr", "mapping_at", "rings", "now_ns", "ring", "image",
-	"read_image", "decode_image",
+	"read_image", "decode_image", "attach", "self",
 } do
 	M[name] = core[name]
 end
@@ -54,6 +54,108 @@ function M.restore_all(rings, opts)
 		done[#done + 1] = res
 	end
 	return done
+end
+
+-- Run fn(target) with process pid stopped; it is let go whatever fn does.
+function M.with_process(pid, fn)
+	local t, err, code = core.attach(pid)
+	if not t then return nil, err, code end
+	local results = { n = 0 }
+	local function pack(...) results = { n = select("#", ...), ... } end
+	pack(pcall(fn, t))
+	local ok, derr, dcode = t:detach()
+	if not results[1] then error(results[2], 0) end
+	if not ok and results[2] then return nil, derr, dcode end
+	return unpack(results, 2, results.n)
+end
+
+-- Dump every ring of process pid (or those `filter(ring)` keeps) to dir.
+-- The process is stopped only while its rings are read.
+function M.dump_process(pid, dir, opts)
+	opts = opts or {}
+	local img = assert(core.image())
+	local stopped
+	local ok, err, code = M.with_process(pid, function(t)
+		local maps, e, c = t:rings()
+		if not maps then return nil, e, c end
+		for _, m in ipairs(maps) do
+			local ring, e2, c2 = t:snapshot(m.addr, opts.area)
+			if not ring then return nil, e2, c2 end
+			if not opts.filter or opts.filter(ring) then img:add(ring) end
+		end
+		stopped = t
+		return true
+	end)
+	if not ok then return nil, err, code end
+	img.pid = pid
+	img.stopped_ns = stopped.stopped_ns
+	if dir then
+		local w, werr, wcode = img:write(dir)
+		if not w then return nil, werr, wcode end
+	end
+	return img
+end
+
+-- What occupies ring's range in target: nil when free.
+local function occupant(t, ring)
+	local m = t:mapping_at(ring.addr, ring.ring_len)
+	return m or nil
+end
+
+local function describe(m)
+	return string.format("0x%x-0x%x %s %s", m.start, m.finish, m.perms,
+		m.path ~= "" and m.path or "(anonymous)")
+end
+
+-- Every destination is checked before anything is changed.
+local function check_destinations(t, rings, replace)
+	local doomed = {}
+	for i, ring in ipairs(rings) do
+		local m = occupant(t, ring)
+		if m then
+			local is_ring = m.path:match("^/%[aio%]") ~= nil
+			if not (replace and is_ring) then
+				return nil, string.format(
+					"ring %d of %d (0x%x, %d bytes): %s is mapped there%s",
+					i, #rings, ring.addr, ring.ring_len, describe(m),
+					is_ring and "; --replace destroys an AIO ring there first" or
+					"; nothing was changed"), "occupied"
+			end
+			doomed[#doomed + 1] = m.start
+		end
+	end
+	return doomed
+end
+
+-- Restore rings into process pid: all or nothing. opts.replace destroys
+-- AIO rings occupying saved addresses; opts.on_ring(i, ring, result, t) is
+-- called after each ring (a hook for logging or tests).
+function M.restore_process(pid, rings, opts)
+	opts = opts or {}
+	local out = {}
+	local ok, err, code = M.with_process(pid, function(t)
+		local doomed, e, c = check_destinations(t, rings, opts.replace)
+		if not doomed then return nil, e, c end
+		for _, addr in ipairs(doomed) do
+			local d, de, dc = t:io_destroy(addr)
+			if not d then return nil, de, dc end
+		end
+		for i, ring in ipairs(rings) do
+			local res, re, rc = t:restore(ring, opts)
+			if not res then
+				for j = #out, 1, -1 do t:io_destroy(out[j].ctx) end
+				out = {}
+				return nil, string.format("ring %d of %d (0x%x): %s", i, #rings, ring.addr, re), rc
+			end
+			out[#out + 1] = res
+			if opts.on_ring then opts.on_ring(i, ring, res, t) end
+		end
+		out.target = t
+		return true
+	end)
+	if not ok then return nil, err, code end
+	out.stopped_ns = out.target.stopped_ns
+	return out
 end
 
 -- Run fn with fs.aio-max-nr at least `needed` above aio-nr; the old value
