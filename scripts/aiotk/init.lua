@@ -145,6 +145,10 @@ function M.restore_process(pid, rings, opts)
 			if not res then
 				for j = #out, 1, -1 do t:io_destroy(out[j].ctx) end
 				out = {}
+				if t.dead then
+					return nil, string.format("the process exited during restore (ring %d of %d: %s)",
+						i, #rings, re), rc
+				end
 				return nil, string.format("ring %d of %d (0x%x): %s", i, #rings, ring.addr, re), rc
 			end
 			out[#out + 1] = res

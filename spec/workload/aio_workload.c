@@ -9,7 +9,9 @@
  *                   epoll_wait(); verify checks none saw EINTR
  *   --expect FILE   write the remembered ring states to FILE
  *   --verify-from FILE  verify rings remembered by another process
- *   --pending       leave one POLL on an empty pipe in flight in ring 0 */
+ *   --pending       leave one POLL on an empty pipe in flight in ring 0
+ *   --occupy-from FILE  map a page holding a marker at each remembered
+ *                   ring address; verify checks the markers are intact */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -208,6 +211,29 @@ static int verify_ring(int i)
 	return 0;
 }
 
+#define MARKER 0x5eed5eed5eed5eedull
+
+static int occupy(void)
+{
+	for (int i = 0; i < nrings; i++) {
+		uint64_t *p = mmap((void *)(uintptr_t)rings[i].addr, 4096, PROT_READ | PROT_WRITE,
+				   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+		if (p == MAP_FAILED)
+			return -1;
+		*p = MARKER;
+	}
+	return 0;
+}
+
+static int verify_occupants(void)
+{
+	for (int i = 0; i < nrings; i++)
+		if (*(uint64_t *)(uintptr_t)rings[i].addr != MARKER)
+			FAIL("occupant at 0x%llx was changed", (unsigned long long)rings[i].addr);
+	printf("VERIFY OK %d occupants intact\n", nrings);
+	return 0;
+}
+
 static int verify(int threads)
 {
 	for (int i = 0; i < nrings; i++)
@@ -231,7 +257,7 @@ static int verify(int threads)
 
 int main(int argc, char **argv)
 {
-	int threads = 0, pending = 0;
+	int threads = 0, pending = 0, occupant = 0;
 	const char *expect_out = NULL, *expect_in = NULL;
 	sigset_t set;
 	devnull = open("/dev/null", O_WRONLY);
@@ -243,7 +269,7 @@ int main(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--ring") && i + 1 < argc) {
 			if (make_ring(argv[++i])) {
-				fprintf(stderr, "aio_workload: ring %s: %s\n", argv[i], strerror(errno));
+				fprintf(stderr, "aio_workload: ring %s could not be set up (aio-nr budget?)\n", argv[i]);
 				return 2;
 			}
 		} else if (!strcmp(argv[i], "--threads"))
@@ -254,6 +280,10 @@ int main(int argc, char **argv)
 			expect_out = argv[++i];
 		else if (!strcmp(argv[i], "--verify-from") && i + 1 < argc)
 			expect_in = argv[++i];
+		else if (!strcmp(argv[i], "--occupy-from") && i + 1 < argc) {
+			expect_in = argv[++i];
+			occupant = 1;
+		}
 		else {
 			fprintf(stderr, "aio_workload: unknown argument %s\n", argv[i]);
 			return 2;
@@ -265,6 +295,10 @@ int main(int argc, char **argv)
 	}
 	for (int i = 0; !expect_in && i < nrings; i++)
 		remember(i);
+	if (occupant && occupy()) {
+		fprintf(stderr, "aio_workload: cannot occupy ring addresses\n");
+		return 2;
+	}
 	if (expect_out && save_expect(expect_out))
 		return 2;
 	if (pending && nrings) {
@@ -302,7 +336,7 @@ int main(int argc, char **argv)
 			printf("DESTROYED\n");
 			fflush(stdout);
 		} else if (sig == SIGUSR2) {
-			int rc = verify(threads);
+			int rc = occupant ? verify_occupants() : verify(threads);
 			fflush(stdout);
 			return rc;
 		} else

@@ -1,0 +1,125 @@
+-- aiotk dump -p / restore -p against real libaio workload processes that
+-- verify themselves from the inside.
+local helper = require "helper"
+local run = helper.run
+
+local RINGS = "--ring 1:15:10:0 --ring 128:333:333:100 --ring 1:120:0:0 " ..
+	"--ring 64:200:200:0 --ring 4096:6000:5000:0"
+
+describe("live process", function()
+	local dir
+	before_each(function() dir = helper.tmpdir() end)
+	after_each(function()
+		helper.reap_workloads()
+		helper.rmdir(dir)
+	end)
+
+	it("dumps, the workload destroys its contexts, restores, and it verifies itself", function()
+		local w = helper.workload(RINGS .. " --threads")
+		local code, out, err = run("dump -p " .. w.pid .. " -D " .. dir)
+		assert.are.equal(0, code, err)
+		assert.matches("dumped 5 ring%(s%)", out)
+		assert.are_not.equal("t", w:state())
+		local show = require("dkjson").decode((select(2, run("show --json " .. dir))))
+		assert.are.equal(w.pid, show.pid)
+		assert.is_true(show.stopped_ns > 0)
+		assert.are.equal("DESTROYED", w:destroy())
+		assert.are.equal(0, w:ring_count())
+		code, out, err = run("restore -p " .. w.pid .. " -D " .. dir)
+		assert.are.equal(0, code, err)
+		assert.matches("restored 5 ring%(s%)", out)
+		assert.are.equal(5, w:ring_count())
+		assert.are_not.equal("t", w:state())
+		assert.are.equal("VERIFY OK 5 rings", w:verify())
+	end)
+
+	it("restores into a second, fresh process at the same addresses", function()
+		local expect = dir .. "/expect"
+		local a = helper.workload(RINGS .. " --expect " .. expect, true)
+		assert.are.equal(0, (run("dump -p " .. a.pid .. " -D " .. dir)))
+		a:finish()
+		local b = helper.workload("--verify-from " .. expect, true)
+		local code, _, err = run("restore -p " .. b.pid .. " -D " .. dir)
+		assert.are.equal(0, code, err)
+		assert.are.equal("VERIFY OK 5 rings", b:verify())
+	end)
+
+	it("refuses an occupied address, names the occupant and leaves it intact", function()
+		local expect = dir .. "/expect"
+		local a = helper.workload("--ring 1:15:10:0 --ring 64:30:5:0 --expect " .. expect, true)
+		assert.are.equal(0, (run("dump -p " .. a.pid .. " -D " .. dir)))
+		a:finish()
+		local b = helper.workload("--occupy-from " .. expect, true)
+		local code, _, err = run("restore -p " .. b.pid .. " -D " .. dir)
+		assert.are.equal(1, code)
+		assert.matches("is mapped there", err)
+		assert.matches("rw%-p", err)
+		assert.are.equal(0, b:ring_count())
+		assert.are_not.equal("t", b:state())
+		assert.are.equal("VERIFY OK 2 occupants intact", b:verify())
+	end)
+
+	it("replaces live rings only with --replace", function()
+		local w = helper.workload("--ring 1:15:10:0 --ring 128:333:333:100")
+		assert.are.equal(0, (run("dump -p " .. w.pid .. " -D " .. dir)))
+		local code, _, err = run("restore -p " .. w.pid .. " -D " .. dir)
+		assert.are.equal(1, code)
+		assert.matches("/%[aio%]", err)
+		assert.matches("%-%-replace", err)
+		code, _, err = run("restore --replace -p " .. w.pid .. " -D " .. dir)
+		assert.are.equal(0, code, err)
+		assert.are.equal(2, w:ring_count())
+		assert.are.equal("VERIFY OK 2 rings", w:verify())
+	end)
+
+	it("reports a target killed during restore, without hanging", function()
+		local w = helper.workload("--ring 1:15:10:0 --ring 64:30:5:0")
+		assert.are.equal(0, (run("dump -p " .. w.pid .. " -D " .. dir)))
+		w:destroy()
+		helper.write(dir .. "/kill.lua", [[
+			local pid, dir = tonumber(arg[1]), arg[2]
+			local rings = assert(aiotk.read_image(dir)):rings()
+			local ok, err = aiotk.restore_process(pid, rings, {
+				on_ring = function(i) if i == 1 then os.execute("kill -9 " .. pid) end end,
+			})
+			io.stderr:write(tostring(err), "\n")
+			return ok and 0 or 1
+		]])
+		local code, _, err = run(dir .. "/kill.lua " .. w.pid .. " " .. dir)
+		assert.are.equal(1, code)
+		assert.matches("exited during restore", err)
+	end)
+
+	it("gives a clear EPERM to an unprivileged user, and the target is unharmed", function()
+		if not helper.is_root() then
+			pending("needs root to start a root workload and drop to nobody: skipped")
+			return
+		end
+		local w = helper.workload("--ring 1:15:10:0")
+		local code, _, err = run("dump -p " .. w.pid .. " -D " .. dir .. "/x",
+			"setpriv --reuid=65534 --regid=65534 --clear-groups")
+		assert.are.equal(1, code)
+		assert.matches("not permitted", err)
+		assert.matches("uid 0", err)
+		assert.are_not.equal("t", w:state())
+		assert.are.equal("VERIFY OK 1 rings", w:verify())
+	end)
+
+	it("says so when there is no such process", function()
+		local code, _, err = run("restore -p 999999 -D " .. dir)
+		assert.are.equal(1, code)
+		assert.matches("rings.img", err)
+		code, _, err = run("dump -p 999999 -D " .. dir)
+		assert.are.equal(1, code)
+		assert.matches("no such process: 999999", err)
+	end)
+
+	it("rebuilds the largest ring (io_setup(65536)) in a live process", function()
+		local w = helper.workload("--ring 65536:100000:60000:0 --threads")
+		assert.are.equal(0, (run("dump -p " .. w.pid .. " -D " .. dir)))
+		w:destroy()
+		local code, _, err = run("restore -p " .. w.pid .. " -D " .. dir)
+		assert.are.equal(0, code, err)
+		assert.are.equal("VERIFY OK 1 rings", w:verify())
+	end)
+end)
