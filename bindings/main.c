@@ -77,6 +77,21 @@ static int traceback(lua_State *L)
 	return 1;
 }
 
+/* The binary's directory, for finding programs installed next to it. */
+static void set_exe_dir(lua_State *L)
+{
+	char exe[4096];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n <= 0)
+		return;
+	exe[n] = 0;
+	char *slash = strrchr(exe, '/');
+	if (slash)
+		*slash = 0;
+	lua_pushstring(L, exe);
+	lua_setglobal(L, "AIOTK_EXE_DIR");
+}
+
 static int run(lua_State *L, const char *dir)
 {
 	char boot[4200];
@@ -108,6 +123,7 @@ int main(int argc, char **argv)
 	preload(L, "aiotk.readline", luaopen_aiotk_readline);
 	scripts_dir(dir, sizeof(dir));
 	set_args(L, argc, argv);
+	set_exe_dir(L);
 	int rc = run(L, dir);
 	fflush(stdout);
 	lua_close(L);

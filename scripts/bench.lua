@@ -52,10 +52,82 @@ local function sweep_row(n)
 		exact = res.nr == g.nr and res.n == assert(core.min_n(g.ring_len)) }
 end
 
+local workload = require "aiotk.workload"
+
+-- How long a dump keeps a process stopped: one ring of each size, and a
+-- process with a few small rings.
+local DUMP_CASES = {
+	{ name = "127 slots", rings = "--ring 1:100:50:0" },
+	{ name = "8319 slots", rings = "--ring 4096:6000:5000:0" },
+	{ name = "131199 slots", rings = "--ring 65536:100000:60000:0" },
+	{ name = "3 small rings", rings = "--ring 1:15:10:0 --ring 64:200:100:0 --ring 128:333:333:100" },
+}
+
+local function dump_row(case)
+	local stopped = {}
+	local dir = os.tmpname()
+	os.remove(dir)
+	for _ = 1, args.reps do
+		local w = assert(workload.start(case.rings .. " --threads"))
+		local img = assert(aiotk.dump_process(w.pid, dir))
+		stopped[#stopped + 1] = img.stopped_ns
+		w:finish()
+	end
+	os.remove(dir .. "/rings.img")
+	os.remove(dir)
+	return { case = case.name, stopped_ns = median(stopped) }
+end
+
+-- Restoring the 131199-slot ring into a live process against the same
+-- restore in this process (the floor: no injection, no ptrace stops).
+local BIG = "65536:100000:60000:0"
+
+local function floor_once()
+	local states = require "aiotk.states"
+	local n, c, r = BIG:match("(%d+):(%d+):(%d+)")
+	local ctx = assert(states.make { n = tonumber(n), complete = tonumber(c), reap = tonumber(r) })
+	local saved = assert(core.snapshot(ctx))
+	core.lab.destroy(ctx)
+	local t0 = core.now_ns()
+	assert(core.restore(saved))
+	local ns = core.now_ns() - t0
+	core.lab.destroy(saved.addr)
+	return ns
+end
+
+local function live_once(dir)
+	local w = assert(workload.start("--ring " .. BIG))
+	assert(aiotk.dump_process(w.pid, dir))
+	w:destroy()
+	local img = assert(aiotk.read_image(dir))
+	local t0 = core.now_ns()
+	local res = assert(aiotk.restore_process(w.pid, img:rings()))
+	local ns = core.now_ns() - t0
+	w:finish()
+	return ns, res.stopped_ns
+end
+
+local function live_restore_row()
+	local floor, live, stopped = {}, {}, {}
+	local dir = os.tmpname()
+	os.remove(dir)
+	for _ = 1, args.reps do
+		floor[#floor + 1] = floor_once()
+		live[#live + 1], stopped[#stopped + 1] = live_once(dir)
+	end
+	os.remove(dir .. "/rings.img")
+	os.remove(dir)
+	local f, l = median(floor), median(live)
+	return { nr = 131199, floor_ns = f, live_ns = l, stopped_ns = median(stopped), ratio = l / f }
+end
+
 local function run()
-	local out = { host = core.host(), kind = args.kind, replay = aiotk.array(), converge = aiotk.array() }
+	local out = { host = core.host(), kind = args.kind, replay = aiotk.array(),
+		converge = aiotk.array(), dump = aiotk.array() }
 	for _, n in ipairs(REPLAY_N) do out.replay[#out.replay + 1] = replay_row(n) end
 	for _, n in ipairs(SWEEP_N) do out.converge[#out.converge + 1] = sweep_row(n) end
+	for _, c in ipairs(DUMP_CASES) do out.dump[#out.dump + 1] = dump_row(c) end
+	out.live_restore = live_restore_row()
 	return out
 end
 
@@ -87,4 +159,13 @@ for _, r in ipairs(out.converge) do
 		tostring(r.exact)))
 end
 print(string.format("io_setup calls per convergence: %.2f", calls / #out.converge))
+print()
+print("process stopped during aiotk dump -p (3 blocked threads):")
+for _, d in ipairs(out.dump) do
+	print(string.format("  %-14s %8.3f ms", d.case, d.stopped_ns / 1e6))
+end
+local lr = out.live_restore
+print()
+print(string.format("restore of the %d-slot ring: in-process floor %.2f ms, into a live process %.2f ms (stopped %.2f ms), ratio %.3f",
+	lr.nr, lr.floor_ns / 1e6, lr.live_ns / 1e6, lr.stopped_ns / 1e6, lr.ratio))
 return 0

@@ -53,7 +53,7 @@ describe("aiotk program", function()
 		code, out = run("show --json " .. dir)
 		assert.are.equal(0, code)
 		local doc = json.decode(out)
-		assert.are.equal(7, #doc.rings)
+		assert.are.equal(6, #doc.rings)
 		for _, r in ipairs(doc.rings) do
 			assert.matches("^0x%x+$", r.addr)
 			assert.is_number(r.ring_len)
@@ -107,6 +107,10 @@ describe("aiotk program", function()
 			assert.are.equal(1, c.calls)
 			assert.is_true(c.exact)
 		end
+		assert.are.equal(4, #b.dump)
+		for _, d in ipairs(b.dump) do assert.is_true(d.stopped_ns > 0) end
+		assert.is_true(b.live_restore.ratio > 0)
+		assert.is_true(b.live_restore.stopped_ns > 0)
 		assert.are.equal(max_before, select(2, require("aiotk.core").aio_nr()))
 	end)
 

@@ -127,6 +127,18 @@ local function check_destinations(t, rings, replace)
 	return doomed
 end
 
+-- A refused injected call in a process under a seccomp filter: say so.
+local function seccomp_hint(pid, err)
+	local f = io.open("/proc/" .. pid .. "/status")
+	local status = f and f:read("*a") or ""
+	if f then f:close() end
+	if status:match("Seccomp:%s*2") and (err:match("not permitted") or err:match("not implemented")) then
+		return err .. string.format("; process %d runs under a seccomp filter (Seccomp: 2 in " ..
+			"/proc/%d/status) that refuses a system call aiotk injects; nothing was changed", pid, pid)
+	end
+	return err
+end
+
 -- Restore rings into process pid: all or nothing. opts.replace destroys
 -- AIO rings occupying saved addresses; opts.on_ring(i, ring, result, t) is
 -- called after each ring (a hook for logging or tests).
@@ -149,7 +161,8 @@ function M.restore_process(pid, rings, opts)
 					return nil, string.format("the process exited during restore (ring %d of %d: %s)",
 						i, #rings, re), rc
 				end
-				return nil, string.format("ring %d of %d (0x%x): %s", i, #rings, ring.addr, re), rc
+				return nil, string.format("ring %d of %d (0x%x): %s", i, #rings, ring.addr,
+					seccomp_hint(pid, re)), rc
 			end
 			out[#out + 1] = res
 			if opts.on_ring then opts.on_ring(i, ring, res, t) end

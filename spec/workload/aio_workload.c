@@ -5,8 +5,9 @@
  *   SIGUSR2  verify from the inside and exit 0 (VERIFY OK) or 1
  * Options:
  *   --ring N:COMPLETE:REAP:COMPLETE2   io_setup(N), complete, reap, complete
- *   --threads       a sleeping thread, one blocked in read(), one in
- *                   epoll_wait(); verify checks none saw EINTR
+ *   --threads       threads blocked in nanosleep, read, epoll_wait, futex
+ *                   and pause; verify checks they run on and saw no EINTR
+ *   --seccomp       install a filter that refuses io_setup with EPERM
  *   --expect FILE   write the remembered ring states to FILE
  *   --verify-from FILE  verify rings remembered by another process
  *   --pending       leave one POLL on an empty pipe in flight in ring 0
@@ -24,7 +25,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <linux/filter.h>
+#include <linux/futex.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,7 +50,8 @@ static struct expect rings[MAX_RINGS];
 static int nrings;
 static io_context_t ctxs[MAX_RINGS];
 static int devnull;
-static volatile int eintr_seen, sleeper_ticks, reader_done, epoller_done;
+static volatile int eintr_seen, sleeper_ticks, reader_done, epoller_done, futex_done;
+static int futex_word;
 static int read_pipe[2], epoll_pipe[2], pend_pipe[2];
 
 static uint64_t cookie(int ring, int phase, int seq)
@@ -151,6 +159,42 @@ static void *epoller(void *arg)
 	}
 }
 
+static void *futex_waiter(void *arg)
+{
+	(void)arg;
+	while (__atomic_load_n(&futex_word, __ATOMIC_SEQ_CST) == 0)
+		if (syscall(SYS_futex, &futex_word, FUTEX_WAIT, 0, NULL, NULL, 0) && errno == EINTR)
+			eintr_seen++;
+	futex_done = 1;
+	return NULL;
+}
+
+/* Blocked in pause() for good: every signal is blocked, so it returns only
+ * if something interrupts it wrongly. */
+static void *pauser(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		pause();
+		eintr_seen++;
+	}
+	return NULL;
+}
+
+static int refuse_io_setup(void)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_io_setup, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { sizeof(f) / sizeof(f[0]), f };
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+		return -1;
+	return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
+}
+
 static int save_expect(const char *path)
 {
 	FILE *f = fopen(path, "wb");
@@ -243,11 +287,14 @@ static int verify(int threads)
 		int ticks = sleeper_ticks;
 		if (write(read_pipe[1], "x", 1) != 1 || write(epoll_pipe[1], "x", 1) != 1)
 			FAIL("pipes");
-		for (int k = 0; k < 200 && !(reader_done && epoller_done && sleeper_ticks > ticks); k++)
+		__atomic_store_n(&futex_word, 1, __ATOMIC_SEQ_CST);
+		syscall(SYS_futex, &futex_word, FUTEX_WAKE, 1, NULL, NULL, 0);
+		for (int k = 0; k < 200 && !(reader_done && epoller_done && futex_done &&
+					     sleeper_ticks > ticks); k++)
 			usleep(5000);
-		if (!reader_done || !epoller_done || sleeper_ticks <= ticks)
-			FAIL("threads stuck: reader %d epoller %d sleeper %d", reader_done, epoller_done,
-			     sleeper_ticks - ticks);
+		if (!reader_done || !epoller_done || !futex_done || sleeper_ticks <= ticks)
+			FAIL("threads stuck: reader %d epoller %d futex %d sleeper %d", reader_done,
+			     epoller_done, futex_done, sleeper_ticks - ticks);
 	}
 	if (eintr_seen)
 		FAIL("%d system calls saw EINTR", eintr_seen);
@@ -257,7 +304,7 @@ static int verify(int threads)
 
 int main(int argc, char **argv)
 {
-	int threads = 0, pending = 0, occupant = 0;
+	int threads = 0, pending = 0, occupant = 0, seccomp = 0;
 	const char *expect_out = NULL, *expect_in = NULL;
 	sigset_t set;
 	devnull = open("/dev/null", O_WRONLY);
@@ -274,6 +321,8 @@ int main(int argc, char **argv)
 			}
 		} else if (!strcmp(argv[i], "--threads"))
 			threads = 1;
+		else if (!strcmp(argv[i], "--seccomp"))
+			seccomp = 1;
 		else if (!strcmp(argv[i], "--pending"))
 			pending = 1;
 		else if (!strcmp(argv[i], "--expect") && i + 1 < argc)
@@ -317,6 +366,12 @@ int main(int argc, char **argv)
 		pthread_create(&t, NULL, sleeper, NULL);
 		pthread_create(&t, NULL, reader, NULL);
 		pthread_create(&t, NULL, epoller, NULL);
+		pthread_create(&t, NULL, futex_waiter, NULL);
+		pthread_create(&t, NULL, pauser, NULL);
+	}
+	if (seccomp && refuse_io_setup()) {
+		fprintf(stderr, "aio_workload: cannot install the seccomp filter\n");
+		return 2;
 	}
 	printf("READY %d", (int)getpid());
 	for (int i = 0; i < nrings; i++)
