@@ -160,7 +160,7 @@ for _, r in ipairs(out.converge) do
 end
 print(string.format("io_setup calls per convergence: %.2f", calls / #out.converge))
 print()
-print("process stopped during aiotk dump -p (3 blocked threads):")
+print("process stopped during aiotk dump -p (workload with 5 blocked threads):")
 for _, d in ipairs(out.dump) do
 	print(string.format("  %-14s %8.3f ms", d.case, d.stopped_ns / 1e6))
 end
