@@ -25,6 +25,7 @@ struct tracee {
 	int tids[MAX_THREADS];
 	int ntids;
 	int pending_sig[MAX_THREADS]; /* signal caught while stopping; re-sent */
+	int main_sig;                 /* one caught while injecting */
 	aiotk_regs saved;             /* main thread, as we found it */
 	uint64_t code_addr, code_word;
 	int code_installed, dead;
@@ -64,7 +65,7 @@ static long wait_trap(struct tracee *p)
 		if (WIFSTOPPED(st) && WSTOPSIG(st) == SIGTRAP && (st >> 16) == 0)
 			return 0;
 		if (WIFSTOPPED(st) && (st >> 16) == 0)
-			p->pending_sig[0] = WSTOPSIG(st);
+			p->main_sig = WSTOPSIG(st);
 		if (ptrace(PTRACE_CONT, p->pid, 0, 0))
 			return -errno;
 	}
@@ -215,7 +216,10 @@ static void release(struct tracee *p)
 			   aiotk_arch_restartable(&r)) {
 			aiotk_arch_set(p->tids[i], &r);
 		}
-		ptrace(PTRACE_DETACH, p->tids[i], 0, p->pending_sig[i]);
+		int sig = p->pending_sig[i];
+		if (p->tids[i] == p->pid && p->main_sig)
+			sig = p->main_sig;
+		ptrace(PTRACE_DETACH, p->tids[i], 0, sig);
 	}
 	p->ntids = 0;
 }
