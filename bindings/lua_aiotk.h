@@ -34,6 +34,7 @@ int laiotk_image_read(lua_State *L);
 int laiotk_image_decode(lua_State *L);
 
 void laiotk_lab_register(lua_State *L);
+void laiotk_criu_register(lua_State *L);
 /* Adds the primitives to the module table on the stack: each as a function
  * acting on this process and as a method of target userdata. */
 void laiotk_target_register(lua_State *L);

@@ -184,6 +184,7 @@ int luaopen_aiotk_core(lua_State *L)
 	lua_pushstring(L, AIOTK_VERSION);
 	lua_setfield(L, -2, "version");
 	laiotk_target_register(L);
+	laiotk_criu_register(L);
 	laiotk_lab_register(L);
 	laiotk_bench_register(L);
 	return 1;

@@ -240,6 +240,43 @@ int aiotk_image_decode(const uint8_t *buf, size_t len, const char *name,
 int aiotk_image_encode(const aiotk_image *img, uint8_t **buf, size_t *len,
 		       aiotk_err *err);
 void aiotk_image_free(aiotk_image *img);
+/* Temporary file beside dst, fsync, rename, fsync of the directory. */
+int aiotk_write_atomic(const char *dst, const uint8_t *buf, size_t len,
+		       aiotk_err *err);
+
+/* ---- CRIU dumps ------------------------------------------------------ */
+typedef struct aiotk_criu_ring {
+	aiotk_ring ring;       /* from the ring's pages: nr, head, tail, events */
+	uint32_t nr_req;       /* CRIU's saved io_setup argument */
+	size_t nr_req_off;     /* where its varint sits in the mm file */
+	size_t nr_req_len;
+} aiotk_criu_ring;
+
+typedef struct aiotk_criu_proc {
+	int pid;
+	char mm_path[512];
+	size_t nrings;
+	aiotk_criu_ring *rings;
+} aiotk_criu_proc;
+
+typedef struct aiotk_criu_dump {
+	size_t nprocs;
+	aiotk_criu_proc *procs;
+} aiotk_criu_dump;
+
+/* Every process image (mm-PID.img) of a CRIU dump directory, with each AIO
+ * ring's bytes found through pagemap-PID.img and pages-ID.img. */
+int aiotk_criu_read(const char *dir, unsigned page_size, aiotk_criu_dump *d,
+		    aiotk_err *err);
+void aiotk_criu_free(aiotk_criu_dump *d);
+/* Decoders over memory (name is used in messages; the fuzz target uses
+ * them). mm: the rings' addresses, lengths and nr_req with their offsets. */
+int aiotk_criu_decode_mm(const uint8_t *buf, size_t len, const char *name,
+			 aiotk_criu_proc *p, aiotk_err *err);
+/* Rewrite nr_req of ring i in an mm file image to n, in place and in the
+ * same number of bytes (a padded varint): every other byte stays. */
+int aiotk_criu_patch_nr_req(uint8_t *buf, size_t len, const aiotk_criu_ring *r,
+			    uint32_t n, aiotk_err *err);
 
 /* ---- time ------------------------------------------------------------ */
 uint64_t aiotk_now_ns(void);

@@ -28,6 +28,14 @@ static int write_all(int fd, const uint8_t *p, size_t n)
 	return 0;
 }
 
+/* mkstemp makes 0600; images are as readable as any other file. */
+static int fchmod_path(const char *path)
+{
+	mode_t um = umask(0);
+	umask(um);
+	return chmod(path, 0666 & ~um);
+}
+
 static int sync_dir(const char *dir)
 {
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -38,12 +46,17 @@ static int sync_dir(const char *dir)
 	return rc;
 }
 
-static int store(const char *dir, const uint8_t *buf, size_t len,
-		 aiotk_err *err)
+int aiotk_write_atomic(const char *dst, const uint8_t *buf, size_t len,
+		       aiotk_err *err)
 {
-	char tmp[4096], dst[4096];
-	snprintf(dst, sizeof(dst), "%s/%s", dir, AIOTK_IMAGE_FILE);
-	snprintf(tmp, sizeof(tmp), "%s/.%s.XXXXXX", dir, AIOTK_IMAGE_FILE);
+	char tmp[4096], dir[4096];
+	snprintf(dir, sizeof(dir), "%s", dst);
+	char *slash = strrchr(dir, '/');
+	if (slash)
+		*slash = 0;
+	else
+		snprintf(dir, sizeof(dir), ".");
+	snprintf(tmp, sizeof(tmp), "%s.XXXXXX", dst);
 	int fd = mkstemp(tmp);
 	if (fd < 0)
 		return aiotk_fail(err, AIOTK_ESYS, errno,
@@ -52,7 +65,7 @@ static int store(const char *dir, const uint8_t *buf, size_t len,
 	int ok = write_all(fd, buf, len) == 0 && fsync(fd) == 0;
 	int e = errno;
 	ok = (close(fd) == 0) && ok;
-	if (ok && rename(tmp, dst) == 0 && sync_dir(dir) == 0)
+	if (ok && fchmod_path(tmp) == 0 && rename(tmp, dst) == 0 && sync_dir(dir) == 0)
 		return 0;
 	e = ok ? errno : e;
 	unlink(tmp);
@@ -71,7 +84,9 @@ int aiotk_image_write(const char *dir, const aiotk_image *img, aiotk_err *err)
 	int rc = aiotk_image_encode(img, &buf, &len, err);
 	if (rc)
 		return rc;
-	rc = store(dir, buf, len, err);
+	char dst[4096];
+	snprintf(dst, sizeof(dst), "%s/%s", dir, AIOTK_IMAGE_FILE);
+	rc = aiotk_write_atomic(dst, buf, len, err);
 	free(buf);
 	return rc;
 }
