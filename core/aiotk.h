@@ -273,6 +273,9 @@ void aiotk_criu_free(aiotk_criu_dump *d);
  * them). mm: the rings' addresses, lengths and nr_req with their offsets. */
 int aiotk_criu_decode_mm(const uint8_t *buf, size_t len, const char *name,
 			 aiotk_criu_proc *p, aiotk_err *err);
+/* pagemap-PID.img: how many PRESENT entries it holds. */
+int aiotk_criu_decode_pagemap(const uint8_t *buf, size_t len, const char *name,
+			      size_t *present, aiotk_err *err);
 /* Rewrite nr_req of ring i in an mm file image to n, in place and in the
  * same number of bytes (a padded varint): every other byte stays. */
 int aiotk_criu_patch_nr_req(uint8_t *buf, size_t len, const aiotk_criu_ring *r,

@@ -93,8 +93,11 @@ static int decode_pagemap(const uint8_t *b, size_t len, const char *path,
 					  path, off, n, len - off - 4);
 		if (head) {
 			CriuPagemapHead *h = criu_pagemap_head__unpack(NULL, n, b + off + 4);
-			if (!h || !h->has_pages_id)
+			if (!h || !h->has_pages_id) {
+				if (h)
+					criu_pagemap_head__free_unpacked(h, NULL);
 				return aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: no pagemap_head.pages_id", path);
+			}
 			pm->pages_id = h->pages_id;
 			criu_pagemap_head__free_unpacked(h, NULL);
 			head = 0;
@@ -108,6 +111,16 @@ static int decode_pagemap(const uint8_t *b, size_t len, const char *path,
 	if (head)
 		return aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: empty pagemap", path);
 	return 0;
+}
+
+int aiotk_criu_decode_pagemap(const uint8_t *buf, size_t len, const char *name,
+			      size_t *present, aiotk_err *err)
+{
+	struct pagemap pm;
+	int rc = decode_pagemap(buf, len, name, &pm, err);
+	*present = pm.n;
+	free(pm.spans);
+	return rc;
 }
 
 /* Copy [addr, addr+len) out of the pages file, page by page. */

@@ -82,7 +82,7 @@ int aiotk_geom_min_n(const aiotk_geom_host *h, uint64_t ring_len, uint32_t *n,
 	aiotk_geom_ring(h, 1, &g, NULL);
 	if (g.ring_len > ring_len)
 		return aiotk_fail(err, AIOTK_EIMPOSSIBLE, 0,
-				  "a %llu-byte ring is smaller than the minimum ring on this host (%llu bytes for io_setup(1) with %u possible CPUs, %u-byte pages, %s formula)",
+				  "a %llu-byte ring is smaller than the minimum ring on that host (%llu bytes for io_setup(1) with %u possible CPUs, %u-byte pages, %s formula)",
 				  (unsigned long long)ring_len,
 				  (unsigned long long)g.ring_len, h->cpus,
 				  h->page_size, aiotk_formula_name(h->formula));

@@ -1,0 +1,157 @@
+-- CRIU dumps: what their rings are, whether CRIU's and aiotk's restores
+-- would work on a host, conversion to aiotk images, and the nr_req fixup.
+local aiotk = require "aiotk"
+local core = aiotk.core
+
+local M = {}
+
+function M.read(dir) return core.criu_read(dir) end
+
+-- Rows for show --criu: the same keys as aiotk's images, plus pid, nr_req.
+function M.table(procs)
+	local rings = aiotk.array()
+	for _, p in ipairs(procs) do
+		for _, c in ipairs(p.rings) do
+			local t = aiotk.ring_table(c.ring)
+			t.pid = p.pid
+			t.nr_req = c.nr_req
+			rings[#rings + 1] = t
+		end
+	end
+	return { rings = rings }
+end
+
+-- Per ring: CRIU's verdict (io_setup(nr_req) must give the same length,
+-- within the budget) and aiotk's (the smallest n exists, within budget).
+function M.check(procs, host)
+	local model = { cpus = host.cpus, page_size = host.page_size, formula = host.formula }
+	local rows = {}
+	for _, p in ipairs(procs) do
+		local criu_sum, aiotk_sum = 0, 0
+		for _, c in ipairs(p.rings) do
+			local r = c.ring
+			local row = { pid = p.pid, addr = r.addr, ring_len = r.ring_len, nr_req = c.nr_req }
+			local g = core.geometry(c.nr_req, model)
+			criu_sum = criu_sum + c.nr_req
+			if not g then
+				row.criu = "impossible: io_setup(" .. c.nr_req .. ") is refused"
+			elseif g.ring_len ~= r.ring_len then
+				row.criu = string.format("fails: io_setup(%d) makes %d bytes, not %d (\"wrong aio\")",
+					c.nr_req, g.ring_len, r.ring_len)
+			end
+			local n, why = core.min_n(r.ring_len, model)
+			if n then
+				aiotk_sum = aiotk_sum + n
+				row.n = n
+			else
+				row.aiotk = "impossible: " .. why
+			end
+			rows[#rows + 1] = row
+		end
+		local room = host.aio_max_nr - (host.aio_nr or 0)
+		for _, row in ipairs(rows) do
+			if row.pid == p.pid then
+				if not row.criu and criu_sum > room then
+					row.criu = string.format("fails: its io_setup calls need %d of fs.aio-max-nr, %d free",
+						criu_sum, room)
+				end
+				if not row.aiotk and aiotk_sum > room then
+					row.aiotk = string.format("needs %d of fs.aio-max-nr, %d free (raise it)", aiotk_sum, room)
+				end
+				row.criu = row.criu or "ok"
+				row.aiotk = row.aiotk or string.format("exact with io_setup(%d)", row.n)
+			end
+		end
+	end
+	return rows
+end
+
+-- One aiotk image per process: OUT itself for one, OUT/PID for several.
+function M.import(procs, out, host)
+	local model = host and { cpus = host.cpus, page_size = host.page_size, formula = host.formula }
+	local written = {}
+	for _, p in ipairs(procs) do
+		local img = assert(core.image())
+		img.pid = p.pid
+		for _, c in ipairs(p.rings) do
+			img:add(c.ring)
+		end
+		local dir = #procs == 1 and out or (out .. "/" .. p.pid)
+		if #procs > 1 then os.execute("mkdir -p '" .. out .. "'") end
+		local ok, err, code = img:write(dir)
+		if not ok then return nil, err, code end
+		written[#written + 1] = { pid = p.pid, dir = dir, rings = #p.rings, model = model }
+	end
+	return written
+end
+
+local function read_file(path)
+	local f, err = io.open(path, "rb")
+	if not f then return nil, err end
+	local s = f:read("*a")
+	f:close()
+	return s
+end
+
+local function list(dir)
+	local names = {}
+	local p = io.popen("ls -A '" .. dir .. "'")
+	for name in p:lines() do names[#names + 1] = name end
+	p:close()
+	return names
+end
+
+-- New mm file contents for every process: nr_req = smallest n on host.
+local function patched_mm(procs, host)
+	local model = { cpus = host.cpus, page_size = host.page_size, formula = host.formula }
+	local out, changes = {}, {}
+	for _, p in ipairs(procs) do
+		local bytes, err = read_file(p.mm_path)
+		if not bytes then return nil, err end
+		for _, c in ipairs(p.rings) do
+			local n, why = core.min_n(c.ring.ring_len, model)
+			if not n then
+				return nil, string.format("%s: ring 0x%x cannot be rebuilt on %s: %s", p.mm_path,
+					c.ring.addr, host.name, why), "impossible"
+			end
+			local perr
+			bytes, perr = core.criu_patch(bytes, c.nr_req_off, c.nr_req_len, n)
+			if not bytes then return nil, p.mm_path .. ": " .. perr end
+			changes[#changes + 1] = { pid = p.pid, addr = c.ring.addr, from = c.nr_req, to = n }
+		end
+		out[p.mm_path:match("[^/]+$")] = bytes
+	end
+	return out, changes
+end
+
+-- Rewrite nr_req in dir (keeping mm-PID.img.orig unless no_backup) or
+-- into a new directory out (dir untouched). Written atomically.
+function M.fixup(dir, procs, host, out, no_backup)
+	local mm, changes, code = patched_mm(procs, host)
+	if not mm then return nil, changes, code end
+	if out then
+		if io.open(out) then return nil, out .. " exists; choose a new output directory" end
+		local tmp = out .. ".tmp" .. tostring(os.time())
+		os.execute("mkdir -p '" .. tmp .. "'")
+		for _, name in ipairs(list(dir)) do
+			local bytes = mm[name] or assert(read_file(dir .. "/" .. name))
+			local ok, err = core.write_atomic(tmp .. "/" .. name, bytes)
+			if not ok then os.execute("rm -rf '" .. tmp .. "'") return nil, err end
+		end
+		local ok, err = os.rename(tmp, out)
+		if not ok then os.execute("rm -rf '" .. tmp .. "'") return nil, err end
+		return changes
+	end
+	for name, bytes in pairs(mm) do
+		local path = dir .. "/" .. name
+		if not no_backup then
+			local ok, err = core.write_atomic(path .. ".orig", assert(read_file(path)))
+			if not ok then return nil, err end
+		end
+		local ok, err = core.write_atomic(path, bytes)
+		if not ok then return nil, err end
+	end
+	return changes
+end
+
+return M
