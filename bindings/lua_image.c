@@ -110,6 +110,10 @@ static int image_index(lua_State *L)
 		lua_pushstring(L, buf);
 		return 1;
 	}
+	if (!strcmp(k, "warnings")) {
+		lua_pushstring(L, img->warnings);
+		return 1;
+	}
 	if (!strcmp(k, "release") || !strcmp(k, "formula")) {
 		lua_pushstring(L, k[0] == 'r' ? img->release : aiotk_formula_name(img->formula));
 		return 1;
@@ -130,6 +134,8 @@ static int image_newindex(lua_State *L)
 		img->pid = (int32_t)luaL_checknumber(L, 3);
 	else if (!strcmp(k, "stopped_ns"))
 		img->stopped_ns = laiotk_check_u64(L, 3);
+	else if (!strcmp(k, "warnings"))
+		snprintf(img->warnings, sizeof(img->warnings), "%s", luaL_checkstring(L, 3));
 	else
 		return luaL_error(L, "image field %s is read-only", k);
 	return 0;

@@ -136,6 +136,7 @@ static int p_restore(lua_State *L, aiotk_target *t, int b)
 		lua_getfield(L, b + 1, "placeholder");
 		o.remap_flags = lua_toboolean(L, -1) ? AIOTK_REMAP_PLACEHOLDER : 0;
 		lua_pop(L, 3);
+		o.grow_len = laiotk_opt_field_u64(L, b + 1, "grow_to", 0);
 	}
 	if (aiotk_restore_ring(t, r, &o, &res, &err))
 		return laiotk_fail(L, &err);
@@ -242,7 +243,7 @@ static int t_detach(lua_State *L)
 {
 	aiotk_err err;
 	ltarget *lt = check_target(L, 1);
-	if (!lt->attached)
+	if (!lt->attached || lt->t.pid < 0)
 		return lua_pushboolean(L, 1), 1;
 	lt->attached = 0;
 	if (aiotk_target_detach(&lt->t, &err))
@@ -264,6 +265,8 @@ static int t_tostring(lua_State *L)
 	ltarget *lt = check_target(L, 1);
 	if (!lt->t.pid)
 		lua_pushstring(L, "target: this process");
+	else if (lt->t.pid < 0)
+		lua_pushstring(L, "target: simulated kernel");
 	else
 		lua_pushfstring(L, "target: process %d (%s)", lt->t.pid,
 				lt->attached ? "stopped" : "detached");
@@ -284,6 +287,8 @@ static int t_index(lua_State *L)
 		lua_pushnumber(L, (double)aiotk_target_stopped_ns(&lt->t));
 	else if (!strcmp(k, "dead"))
 		lua_pushboolean(L, aiotk_target_dead(&lt->t));
+	else if (!strcmp(k, "simulated_contexts"))
+		lua_pushnumber(L, aiotk_target_sim_live(&lt->t));
 	else {
 		for (const luaL_Reg *m = methods; m->name; m++)
 			if (!strcmp(k, m->name)) {
@@ -316,6 +321,18 @@ static int l_attach(lua_State *L)
 	return 1;
 }
 
+/* simulate(model): a simulated kernel sizing rings by model. */
+static int l_simulate(lua_State *L)
+{
+	aiotk_err err;
+	aiotk_geom_host m = laiotk_check_model(L, 1);
+	ltarget *lt = new_target(L);
+	if (aiotk_target_sim(&lt->t, &m, &err))
+		return laiotk_fail(L, &err);
+	lt->attached = 1;
+	return 1;
+}
+
 static int l_self(lua_State *L)
 {
 	aiotk_target_self(&new_target(L)->t);
@@ -329,7 +346,8 @@ void laiotk_target_register(lua_State *L)
 		{ NULL, NULL },
 	};
 	static const luaL_Reg funcs[] = {
-		PRIMITIVES(SELF_REG) { "attach", l_attach }, { "self", l_self }, { NULL, NULL },
+		PRIMITIVES(SELF_REG) { "attach", l_attach }, { "self", l_self },
+		{ "simulate", l_simulate }, { NULL, NULL },
 	};
 	if (luaL_newmetatable(L, TARGET_MT))
 		luaL_register(L, NULL, meta);

@@ -103,6 +103,13 @@ struct aiotk_target {
 };
 
 void aiotk_target_self(aiotk_target *t);
+/* A simulated kernel (for what this machine cannot be: other CPU counts,
+ * page sizes, formulas): io_setup sizes rings by `model`, rings live in
+ * malloc'd memory, io_destroy frees them. Convergence runs on it as on a
+ * real process. aiotk_target_free releases it. */
+int aiotk_target_sim(aiotk_target *t, const aiotk_geom_host *model,
+		     aiotk_err *err);
+unsigned aiotk_target_sim_live(const aiotk_target *t);
 /* Process pid, every thread stopped without a signal until detach; system
  * calls are injected into its main thread (x86_64). */
 int aiotk_target_attach(aiotk_target *t, int pid, aiotk_err *err);
@@ -200,6 +207,9 @@ typedef struct aiotk_restore_opts {
 	aiotk_geom_host model;    /* host model; cpus==0: probe */
 	aiotk_replay_opts replay;
 	int remap_flags;
+	/* Grow in place: make a ring of this length (> the saved one) at the
+	 * saved address, same head, tail and events; 0: exact size. */
+	uint64_t grow_len;
 } aiotk_restore_opts;
 typedef struct aiotk_restore_result {
 	uint64_t ctx;
@@ -225,6 +235,7 @@ typedef struct aiotk_image {
 	uint64_t time_ns;     /* dump time, CLOCK_REALTIME */
 	int32_t pid;          /* 0: unknown */
 	uint64_t stopped_ns;  /* how long the process was stopped */
+	char warnings[1024];  /* e.g. requests in flight at dump time */
 	size_t nrings;
 	aiotk_ring *rings;
 } aiotk_image;

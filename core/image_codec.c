@@ -92,6 +92,7 @@ static int header_from(struct cursor *c, const AiotkHeaderEntry *h,
 	img->time_ns = h->time_ns;
 	img->pid = h->has_pid ? h->pid : 0;
 	img->stopped_ns = h->has_stopped_ns ? h->stopped_ns : 0;
+	snprintf(img->warnings, sizeof(img->warnings), "%s", h->warnings ? h->warnings : "");
 	return 0;
 }
 
@@ -219,6 +220,7 @@ static void header_to(const aiotk_image *img, AiotkHeaderEntry *h)
 	h->pid = img->pid;
 	h->has_stopped_ns = img->stopped_ns != 0;
 	h->stopped_ns = img->stopped_ns;
+	h->warnings = img->warnings[0] ? (char *)img->warnings : NULL;
 }
 
 /* evs/ptrs are caller storage for r->nevents entries. */

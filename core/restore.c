@@ -23,13 +23,17 @@ static int steps(aiotk_target *t, const aiotk_ring *saved,
 		 aiotk_err *err)
 {
 	uint64_t t0 = aiotk_now_ns();
+	/* A grown ring keeps only the live events: its area is longer. */
+	aiotk_ring live = *saved;
+	live.area = o->grow_len ? NULL : saved->area;
+	uint64_t len = o->grow_len ? o->grow_len : saved->ring_len;
 	int rc = aiotk_replay(t, res->ctx, res->conv.nr, saved->head,
 			      saved->tail, &o->replay, &res->replay, err);
 	uint64_t t1 = aiotk_now_ns();
 	if (!rc)
-		rc = aiotk_events_write(t, res->ctx, saved, err);
+		rc = aiotk_events_write(t, res->ctx, &live, err);
 	uint64_t t2 = aiotk_now_ns();
-	if (!rc && (rc = aiotk_remap(t, res->ctx, saved->ring_len, saved->addr,
+	if (!rc && (rc = aiotk_remap(t, res->ctx, len, saved->addr,
 				     o->remap_flags, err)) == 0)
 		res->ctx = saved->addr;
 	res->ns_replay = t1 - t0;
@@ -50,15 +54,24 @@ int aiotk_restore_ring(aiotk_target *t, const aiotk_ring *saved,
 	int rc = model_for(o, &model, err);
 	if (!rc)
 		rc = aiotk_ring_validate(saved, model.page_size, err);
+	if (!rc && o->grow_len && (o->grow_len <= saved->ring_len ||
+				   o->grow_len % model.page_size || saved->tail < saved->head))
+		rc = aiotk_fail(err, AIOTK_EINVAL, 0,
+				"ring 0x%llx cannot grow in place to %llu bytes: %s",
+				(unsigned long long)saved->addr, (unsigned long long)o->grow_len,
+				saved->tail < saved->head ?
+				"it has wrapped, and head..tail would then cover slots it never had" :
+				"the new length must be a larger page multiple");
 	if (rc)
 		return rc;
 	uint64_t t0 = aiotk_now_ns();
-	rc = aiotk_converge(t, &model, saved->ring_len, &res->conv, err);
+	rc = aiotk_converge(t, &model, o->grow_len ? o->grow_len : saved->ring_len,
+			    &res->conv, err);
 	res->ns_converge = aiotk_now_ns() - t0;
 	if (rc)
 		return rc;
 	res->ctx = res->conv.ctx;
-	if (res->conv.nr != saved->nr)
+	if (!o->grow_len && res->conv.nr != saved->nr)
 		rc = aiotk_fail(err, AIOTK_EINVAL, 0,
 				"ring 0x%llx: new ring has nr %u, saved %u",
 				(unsigned long long)saved->addr, res->conv.nr,

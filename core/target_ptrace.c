@@ -273,12 +273,14 @@ int aiotk_target_detach(aiotk_target *t, aiotk_err *err)
 uint64_t aiotk_target_stopped_ns(const aiotk_target *t)
 {
 	const struct tracee *p = t->priv;
-	return p ? p->stopped_ns : 0;
+	return t->pid > 0 && p ? p->stopped_ns : 0;
 }
 
 void aiotk_target_free(aiotk_target *t)
 {
-	if (t->pid && t->priv) {
+	if (t->pid == -1) { /* simulated */
+		free(t->priv);
+	} else if (t->pid && t->priv) {
 		if (T(t)->ntids)
 			aiotk_target_detach(t, NULL);
 		free(t->priv);
@@ -289,5 +291,5 @@ void aiotk_target_free(aiotk_target *t)
 int aiotk_target_dead(const aiotk_target *t)
 {
 	const struct tracee *p = t->priv;
-	return t->pid && p && p->dead;
+	return t->pid > 0 && p && p->dead;
 }

@@ -12,7 +12,7 @@ for _, name in ipairs {
 	"host", "geometry", "min_n", "snapshot", "converge", "replay",
 	"write_events", "remap", "restore", "io_setup", "io_destroy", "aio_nr",
 	"set_aio_max_nr", "mapping_at", "rings", "now_ns", "ring", "image",
-	"read_image", "decode_image", "attach", "self",
+	"read_image", "decode_image", "attach", "self", "simulate",
 } do
 	M[name] = core[name]
 end
@@ -213,6 +213,7 @@ function M.image_table(img)
 		},
 		time_ns = img.time_ns,
 		pid = img.pid ~= 0 and img.pid or nil,
+		warnings = img.warnings ~= "" and img.warnings or nil,
 		stopped_ns = img.stopped_ns ~= 0 and img.stopped_ns or nil,
 		rings = M.array(),
 	}
