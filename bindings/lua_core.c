@@ -1,7 +1,9 @@
 /* aiotk.core: the primitives, one Lua function each. */
 #include "lua_aiotk.h"
 
+#include <errno.h>
 #include <inttypes.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +162,15 @@ static int l_set_aio_max_nr(lua_State *L)
 	return 1;
 }
 
+static int l_sleep_ms(lua_State *L)
+{
+	lua_Number ms = luaL_checknumber(L, 1);
+	struct timespec ts = { (time_t)(ms / 1000), (long)((ms - (time_t)(ms / 1000) * 1000) * 1e6) };
+	while (ms > 0 && nanosleep(&ts, &ts) && errno == EINTR)
+		;
+	return 0;
+}
+
 static int l_now_ns(lua_State *L)
 {
 	lua_pushnumber(L, (double)aiotk_now_ns());
@@ -169,7 +180,7 @@ static int l_now_ns(lua_State *L)
 static const luaL_Reg funcs[] = {
 	{ "host", l_host }, { "geometry", l_geometry }, { "min_n", l_min_n },
 	{ "aio_nr", l_aio_nr }, { "set_aio_max_nr", l_set_aio_max_nr },
-	{ "now_ns", l_now_ns },
+	{ "now_ns", l_now_ns }, { "sleep_ms", l_sleep_ms },
 	{ "ring", laiotk_ring_from_table }, { "image", laiotk_image_create },
 	{ "read_image", laiotk_image_read }, { "decode_image", laiotk_image_decode },
 	{ NULL, NULL },

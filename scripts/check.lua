@@ -1,16 +1,20 @@
 -- aiotk check: will these rings restore on that host? (touches nothing)
 local aiotk = require "aiotk"
 local hostmodel = require "aiotk.hostmodel"
+local plans = require "aiotk.plan"
+local cmd = require "aiotk.cmdutil"
 local argparse = require "argparse"
 
 local parser = argparse("aiotk check",
 	"For every ring of an aiotk image (-D) or a CRIU dump (--criu), say whether and how it " ..
-	"restores on a host (this one unless told): exactly with which io_setup n, or why not. " ..
-	"For CRIU dumps also whether CRIU's own restore would. Exit 0: every ring restores " ..
-	"exactly; 3: not within the host's aio-max-nr budget as it stands; 4: impossible.")
+	"restores on a host (this one unless told): exactly with which io_setup n, grown in " ..
+	"place by how many bytes, or why not, as the policy decides. For CRIU dumps also " ..
+	"whether CRIU's own restore would. Exit 0: every ring restores exactly; 3: restorable " ..
+	"under the policy (grow, skip, raise aio-max-nr), or CRIU dump over budget; 4: impossible.")
 parser:mutex(parser:option("-D --dir", "aiotk image directory"),
 	parser:option("--criu", "CRIU dump directory"))
 hostmodel.options(parser)
+cmd.policy_option(parser)
 parser:flag("--json", "machine-readable output")
 local args = parser:parse({ ... })
 if not args.dir and not args.criu then parser:error("give -D DIR or --criu DIR") end
@@ -19,6 +23,37 @@ local host, herr = hostmodel.from_args(args)
 if not host then
 	io.stderr:write("aiotk check: ", herr, "\n")
 	return 1
+end
+
+if args.dir then
+	local policy, perr = cmd.load_policy(args)
+	local img, err = aiotk.read_image(args.dir)
+	if not policy or not img then
+		io.stderr:write("aiotk check: ", perr or err, "\n")
+		return policy and 1 or 2
+	end
+	local plan = plans.make(img:rings(), host, policy)
+	local verdict = plans.verdict(plan)
+	if args.json then
+		local out = aiotk.array()
+		for i, st in ipairs(plan.steps) do
+			out[i] = { addr = string.format("0x%x", st.addr), ring_len = st.ring_len, action = st.action,
+				n = st.n, grow_to = st.grow_to, grow_bytes = st.grow_bytes, reason = st.reason,
+				text = plans.describe(st) }
+		end
+		print(aiotk.json { host = host, rings = out, budget = plan.budget, exit = verdict })
+		return verdict
+	end
+	print("for " .. hostmodel.describe(host))
+	for _, st in ipairs(plan.steps) do
+		print(string.format("ring 0x%x (%d bytes, %d events): %s", st.addr, st.ring_len, st.events,
+			plans.describe(st)))
+	end
+	local b = plan.budget
+	print(string.format("budget: needs %d of fs.aio-max-nr, %d free%s", b.needed, b.free,
+		b.action == "raise" and string.format(" (the policy raises it by %d)", b.raise_by) or
+		b.action == "fail" and " (not enough)" or ""))
+	return verdict
 end
 
 -- An aiotk image is a CRIU-like list of processes with no nr_req.

@@ -1,20 +1,29 @@
 -- aiotk dump: save the AIO rings of a running process to an image
 local aiotk = require "aiotk"
+local cmd = require "aiotk.cmdutil"
 local argparse = require "argparse"
 
 local parser = argparse("aiotk dump",
 	"Stop every thread of a process (ptrace, no signal), read its AIO rings, let it go, " ..
-	"write the image. The image records how long the process was stopped.")
+	"write the image. The image records how long the process was stopped. Policy hooks: " ..
+	"filter (which rings), in_flight (tails moving while stopped: wait, fail or record).")
 parser:option("-p --pid", "process to dump"):convert(tonumber):count(1)
 parser:option("-D --dir", "image directory to write"):count(1)
 parser:flag("--area", "also save every slot of each ring, not only the live events")
+cmd.policy_option(parser)
 local args = parser:parse({ ... })
 
-local img, err = aiotk.dump_process(args.pid, args.dir, { area = args.area })
+local policy, perr = cmd.load_policy(args)
+if not policy then
+	io.stderr:write("aiotk dump: ", perr, "\n")
+	return 2
+end
+local img, err = aiotk.dump_process(args.pid, args.dir, { area = args.area, policy = policy })
 if not img then
 	io.stderr:write("aiotk dump: ", err, "\n")
 	return 1
 end
-print(string.format("dumped %d ring(s) of process %d to %s; stopped %.3f ms",
-	img.nrings, args.pid, args.dir, img.stopped_ns / 1e6))
+print(string.format("dumped %d ring(s) of process %d to %s; stopped %.3f ms%s",
+	img.nrings, args.pid, args.dir, img.stopped_ns / 1e6,
+	img.warnings ~= "" and ("; warning: " .. img.warnings) or ""))
 return 0

@@ -1,26 +1,48 @@
 -- aiotk restore: rebuild saved AIO rings inside a running process
 local aiotk = require "aiotk"
+local cmd = require "aiotk.cmdutil"
 local argparse = require "argparse"
 
 local parser = argparse("aiotk restore",
-	"Rebuild every ring of an image inside a running process, at its saved address, with " ..
-	"its saved size, head, tail and events. The process makes the system calls itself " ..
-	"(ptrace injection); any failure undoes everything and the process carries on.")
+	"Rebuild the rings of an image inside a running process, at their saved addresses, " ..
+	"with saved size, head, tail and events. The process makes the system calls itself " ..
+	"(ptrace injection); any failure undoes everything and the process carries on. " ..
+	"Follows DIR/plan.json (aiotk migrate) when present, else plans with the policy: " ..
+	"filter, impossible (fail, grow, skip), budget (fail, raise), overfull, order, log.")
 parser:option("-p --pid", "process to restore into"):convert(tonumber):count(1)
 parser:option("-D --dir", "image directory"):count(1)
 parser:flag("--replace", "an AIO ring already at a saved address is destroyed first")
+parser:flag("--no-plan", "ignore DIR/plan.json and plan for this host now")
+cmd.policy_option(parser)
 local args = parser:parse({ ... })
 
+local function fail(msg, code)
+	io.stderr:write("aiotk restore: ", msg, "\n")
+	return code or 1
+end
+
+local policy, perr = cmd.load_policy(args)
+if not policy then return fail(perr, 2) end
 local img, err = aiotk.read_image(args.dir)
-if not img then
-	io.stderr:write("aiotk restore: ", err, "\n")
-	return 1
+if not img then return fail(err) end
+local plan, plerr = nil, nil
+if not args.no_plan then plan, plerr = cmd.read_plan(args.dir) end
+if plerr then return fail(plerr) end
+if plan then
+	local h = assert(aiotk.host())
+	if plan.model.cpus ~= h.cpus or plan.model.page_size ~= h.page_size or plan.model.formula ~= h.formula then
+		return fail(string.format("%s/plan.json was made for a host with %d CPUs, %d-byte pages, %s formula; " ..
+			"this one has %d, %d, %s: run aiotk migrate for this host, or use --no-plan", args.dir,
+			plan.model.cpus, plan.model.page_size, plan.model.formula, h.cpus, h.page_size, h.formula))
+	end
+	-- the budget is today's, not the planning day's
+	plan.budget = require("aiotk.plan").make(img:rings(), h, policy).budget
 end
-local res, rerr = aiotk.restore_process(args.pid, img:rings(), { replace = args.replace })
-if not res then
-	io.stderr:write("aiotk restore: process ", args.pid, ": ", rerr, "\n")
-	return 1
-end
-print(string.format("restored %d ring(s) into process %d; stopped %.3f ms", #res, args.pid,
-	res.stopped_ns / 1e6))
+local res, rerr = aiotk.restore_process(args.pid, img:rings(),
+	{ replace = args.replace, policy = policy, plan = plan })
+if not res then return fail("process " .. args.pid .. ": " .. rerr) end
+local grown = 0
+for _, r in ipairs(res) do if r.grown then grown = grown + 1 end end
+print(string.format("restored %d ring(s) into process %d%s; stopped %.3f ms", #res, args.pid,
+	grown > 0 and string.format(" (%d grown in place)", grown) or "", res.stopped_ns / 1e6))
 return 0

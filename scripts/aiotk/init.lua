@@ -69,20 +69,75 @@ function M.with_process(pid, fn)
 	return unpack(results, 2, results.n)
 end
 
--- Dump every ring of process pid (or those `filter(ring)` keeps) to dir.
--- The process is stopped only while its rings are read.
+local function policy_of(opts)
+	return opts.policy or require("aiotk.policy").load(nil, M.search_dirs)
+end
+
+-- Tails that moved since `rings` were read: requests completing while the
+-- process is stopped.
+local function moved(t, rings)
+	local out = {}
+	for _, r in ipairs(rings) do
+		local now = t:snapshot(r.addr)
+		if not now or now.tail ~= r.tail then out[#out + 1] = { ring = r, now = now } end
+	end
+	return out
+end
+
+local function read_rings(t, policy, opts)
+	local maps, e, c = t:rings()
+	if not maps then return nil, e, c end
+	local rings = {}
+	for _, m in ipairs(maps) do
+		local ring, e2, c2 = t:snapshot(m.addr, opts.area)
+		if not ring then return nil, e2, c2 end
+		if policy.filter(ring, { phase = "dump", pid = t.pid }) then rings[#rings + 1] = ring end
+	end
+	return rings
+end
+
+-- Requests in flight show as tails moving while the process is stopped;
+-- the policy waits for them, fails, or records a warning.
+local function settle(t, rings, policy, opts)
+	core.sleep_ms(policy.settle_ms)
+	local m = moved(t, rings)
+	if #m == 0 then return rings, "" end
+	local what = string.format("ring 0x%x: tail moved from %d to %d while the process was stopped",
+		m[1].ring.addr, m[1].ring.tail, m[1].now and m[1].now.tail or -1)
+	local choice = policy.in_flight(m[1].ring, { pid = t.pid, moved = m })
+	if choice == "fail" then
+		return nil, what .. "; requests were in flight (policy: fail)", "stuck"
+	elseif choice == "record" then
+		policy.log(what .. "; recorded in the image")
+		return rings, what .. "; requests were in flight, this image holds the first reading"
+	end
+	local deadline = core.now_ns() + policy.in_flight_wait_ms * 1e6
+	repeat
+		rings = assert(read_rings(t, policy, opts))
+		core.sleep_ms(math.max(policy.settle_ms, 1))
+		if #moved(t, rings) == 0 then
+			policy.log(what .. "; waited for it to settle")
+			return rings, ""
+		end
+	until core.now_ns() > deadline
+	return nil, what .. string.format("; still moving after %d ms", policy.in_flight_wait_ms), "stuck"
+end
+
+-- Dump the rings of process pid the policy keeps, to dir. The process is
+-- stopped only while its rings are read.
 function M.dump_process(pid, dir, opts)
 	opts = opts or {}
+	local policy = policy_of(opts)
 	local img = assert(core.image())
 	local stopped
 	local ok, err, code = M.with_process(pid, function(t)
-		local maps, e, c = t:rings()
-		if not maps then return nil, e, c end
-		for _, m in ipairs(maps) do
-			local ring, e2, c2 = t:snapshot(m.addr, opts.area)
-			if not ring then return nil, e2, c2 end
-			if not opts.filter or opts.filter(ring) then img:add(ring) end
-		end
+		local rings, e, c = read_rings(t, policy, opts)
+		if not rings then return nil, e, c end
+		local warnings
+		rings, warnings, c = settle(t, rings, policy, opts)
+		if not rings then return nil, warnings, c end
+		for _, r in ipairs(rings) do img:add(r) end
+		img.warnings = warnings
 		stopped = t
 		return true
 	end)
@@ -97,8 +152,8 @@ function M.dump_process(pid, dir, opts)
 end
 
 -- What occupies ring's range in target: nil when free.
-local function occupant(t, ring)
-	local m = t:mapping_at(ring.addr, ring.ring_len)
+local function occupant(t, addr, len)
+	local m = t:mapping_at(addr, len)
 	return m or nil
 end
 
@@ -108,16 +163,17 @@ local function describe(m)
 end
 
 -- Every destination is checked before anything is changed.
-local function check_destinations(t, rings, replace)
+local function check_destinations(t, steps, replace)
 	local doomed = {}
-	for i, ring in ipairs(rings) do
-		local m = occupant(t, ring)
+	for i, s in ipairs(steps) do
+		local len = s.grow_to or s.ring.ring_len
+		local m = occupant(t, s.ring.addr, len)
 		if m then
 			local is_ring = m.path:match("^/%[aio%]") ~= nil
 			if not (replace and is_ring) then
 				return nil, string.format(
 					"ring %d of %d (0x%x, %d bytes): %s is mapped there%s",
-					i, #rings, ring.addr, ring.ring_len, describe(m),
+					i, #steps, s.ring.addr, len, describe(m),
 					is_ring and "; --replace destroys an AIO ring there first" or
 					"; nothing was changed"), "occupied"
 			end
@@ -139,39 +195,83 @@ local function seccomp_hint(pid, err)
 	return err
 end
 
--- Restore rings into process pid: all or nothing. opts.replace destroys
--- AIO rings occupying saved addresses; opts.on_ring(i, ring, result, t) is
--- called after each ring (a hook for logging or tests).
+-- The plan's steps joined with the rings they are about (by address).
+local function steps_for(plan, rings)
+	local by_addr = {}
+	for _, r in ipairs(rings) do by_addr[r.addr] = r end
+	local steps = {}
+	for _, s in ipairs(plan.steps) do
+		local ring = by_addr[s.addr]
+		if not ring then return nil, string.format("the plan names ring 0x%x, which the image lacks", s.addr) end
+		if s.action == "fail" then
+			return nil, string.format("ring 0x%x: %s", s.addr, s.reason or "impossible"), "impossible"
+		end
+		if s.action ~= "skip" then steps[#steps + 1] = { ring = ring, grow_to = s.grow_to } end
+	end
+	return steps
+end
+
+local function apply_budget(plan, policy)
+	local b = plan.budget
+	if b.action == "fail" then
+		return nil, string.format("restoring needs %d of fs.aio-max-nr: aio-nr is %d of %d, %d short; " ..
+			"raise it (sysctl fs.aio-max-nr=%d) or let the policy raise it", b.needed, b.aio_nr,
+			b.aio_max_nr, b.raise_by, b.aio_max_nr + b.raise_by), "budget"
+	elseif b.action == "raise" then
+		local ok, err, code = core.set_aio_max_nr(b.aio_max_nr + b.raise_by)
+		if not ok then return nil, err, code end
+		policy.log(string.format("raised fs.aio-max-nr from %d to %d (by the %d missing)",
+			b.aio_max_nr, b.aio_max_nr + b.raise_by, b.raise_by))
+	end
+	return true
+end
+
+-- Restore rings into process pid, as the plan (made here from the policy
+-- unless given) says: all or nothing. opts.replace destroys AIO rings
+-- occupying saved addresses; opts.on_ring(i, ring, result, t) is called
+-- after each ring.
 function M.restore_process(pid, rings, opts)
 	opts = opts or {}
+	local policy = policy_of(opts)
+	local plan = opts.plan or require("aiotk.plan").make(rings, assert(core.host()), policy)
+	local steps, serr, scode = steps_for(plan, rings)
+	if not steps then return nil, serr, scode end
+	local ok, berr, bcode = apply_budget(plan, policy)
+	if not ok then return nil, berr, bcode end
 	local out = {}
-	local ok, err, code = M.with_process(pid, function(t)
-		local doomed, e, c = check_destinations(t, rings, opts.replace)
+	local rok, err, code = M.with_process(pid, function(t)
+		local doomed, e, c = check_destinations(t, steps, opts.replace)
 		if not doomed then return nil, e, c end
 		for _, addr in ipairs(doomed) do
 			local d, de, dc = t:io_destroy(addr)
 			if not d then return nil, de, dc end
 		end
-		for i, ring in ipairs(rings) do
-			local res, re, rc = t:restore(ring, opts)
+		for i, s in ipairs(steps) do
+			local res, re, rc = t:restore(s.ring, { grow_to = s.grow_to, replay = opts.replay })
 			if not res then
 				for j = #out, 1, -1 do t:io_destroy(out[j].ctx) end
 				out = {}
 				if t.dead then
 					return nil, string.format("the process exited during restore (ring %d of %d: %s)",
-						i, #rings, re), rc
+						i, #steps, re), rc
 				end
-				return nil, string.format("ring %d of %d (0x%x): %s", i, #rings, ring.addr,
+				return nil, string.format("ring %d of %d (0x%x): %s", i, #steps, s.ring.addr,
 					seccomp_hint(pid, re)), rc
 			end
+			res.grown = s.grow_to ~= nil
 			out[#out + 1] = res
-			if opts.on_ring then opts.on_ring(i, ring, res, t) end
+			if s.grow_to then
+				policy.log(string.format("ring 0x%x grew in place from %d to %d bytes", s.ring.addr,
+					s.ring.ring_len, s.grow_to))
+			end
+			if opts.on_ring then opts.on_ring(i, s.ring, res, t) end
 		end
 		out.target = t
 		return true
 	end)
-	if not ok then return nil, err, code end
+	if not rok then return nil, err, code end
 	out.stopped_ns = out.target.stopped_ns
+	out.plan = plan
 	return out
 end
 

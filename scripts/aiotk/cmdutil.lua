@@ -1,0 +1,49 @@
+-- Small pieces the shipped commands share: the --policy option, plan files.
+local aiotk = require "aiotk"
+
+local M = {}
+
+function M.policy_option(parser)
+	parser:option("--policy", "a policy file overriding some hooks of the shipped policy " ..
+		"(see scripts/examples/)")
+end
+
+-- The layered policy, or nil and the error.
+function M.load_policy(args)
+	local ok, p = pcall(require("aiotk.policy").load, args.policy, aiotk.search_dirs)
+	if not ok then return nil, p end
+	return p
+end
+
+M.PLAN_FILE = "plan.json"
+
+-- Plans hold addresses as "0x..." strings: JSON numbers would round them.
+function M.write_plan(dir, plan)
+	local out = { host = plan.host, model = plan.model, budget = plan.budget, steps = aiotk.array() }
+	for i, s in ipairs(plan.steps) do
+		local c = {}
+		for k, v in pairs(s) do c[k] = v end
+		c.addr = string.format("0x%x", s.addr)
+		out.steps[i] = c
+	end
+	local f, err = io.open(dir .. "/" .. M.PLAN_FILE .. ".tmp", "w")
+	if not f then return nil, err end
+	f:write(aiotk.json(out), "\n")
+	f:close()
+	return os.rename(dir .. "/" .. M.PLAN_FILE .. ".tmp", dir .. "/" .. M.PLAN_FILE)
+end
+
+-- The plan next to the image, if there is one.
+function M.read_plan(dir)
+	local f = io.open(dir .. "/" .. M.PLAN_FILE)
+	if not f then return nil end
+	local doc, _, err = require("dkjson").decode(f:read("*a"))
+	f:close()
+	if type(doc) ~= "table" or type(doc.steps) ~= "table" then
+		return nil, dir .. "/" .. M.PLAN_FILE .. ": not a plan (" .. tostring(err) .. ")"
+	end
+	for _, s in ipairs(doc.steps) do s.addr = tonumber(s.addr) end
+	return doc
+end
+
+return M

@@ -1,0 +1,73 @@
+-- The shipped policy: every decision aiotk makes when a ring cannot simply
+-- be rebuilt as saved. A user policy file returns a table holding only the
+-- hooks it changes; everything else stays as here. Layers, later wins:
+-- this file, policy.lua in a user script directory ($AIOTK_PATH,
+-- ~/.config/aiotk/scripts), then --policy FILE.
+local M = {}
+
+-- Which rings to dump or restore. ring: aiotk.ring; ctx.phase is "dump" or
+-- "restore".
+function M.filter(ring, ctx) return true end
+
+-- A ring whose exact size this host cannot make (why: the reason).
+-- "fail" (default), "grow" (the smallest ring this host makes, at the same
+-- address, same head, tail and events; needs the address space after the
+-- ring free, and an unwrapped ring), or "skip".
+function M.impossible(ring, why, host) return "fail" end
+
+-- Not enough fs.aio-max-nr for the restore: b.needed, b.free, b.aio_nr,
+-- b.aio_max_nr. "fail" (default) or "raise" (by exactly what is missing;
+-- needs root; recorded in the log and the plan).
+function M.budget(b, host) return "fail" end
+
+-- The tail moved while the process was stopped for a dump: requests were
+-- in flight. "wait" (default: until it settles, at most in_flight_wait_ms),
+-- "fail", or "record" (keep the first reading and write a warning into the
+-- image).
+function M.in_flight(ring, ctx) return "wait" end
+M.settle_ms = 0           -- extra ms to watch tails after reading (0: re-read once)
+M.in_flight_wait_ms = 500
+
+-- A ring holding more events than this host's kernel lets be outstanding
+-- (slots stranded per CPU: it came from a host with another CPU count).
+-- "nudge" (default: show the kernel the last few requests as consumed for
+-- one submit, then put head back) or "fail".
+function M.overfull(ring, capacity, host) return "nudge" end
+
+-- The order rings are restored in (default: by address).
+function M.order(rings)
+	table.sort(rings, function(a, b) return a.addr < b.addr end)
+	return rings
+end
+
+-- Where messages go.
+function M.log(msg) io.stderr:write("aiotk: ", msg, "\n") end
+
+-- A host model for planning ({cpus=, page_size=, formula=}); nil: the host
+-- being planned for.
+M.model = nil
+
+-- Load the layers. Returns the policy table (a fresh copy).
+function M.load(file, search_dirs)
+	local p = {}
+	for k, v in pairs(M) do if k ~= "load" then p[k] = v end end
+	local function apply(path)
+		local chunk, err = loadfile(path)
+		if not chunk then error("policy " .. path .. ": " .. err, 0) end
+		local over = chunk(p)
+		if type(over) ~= "table" then error("policy " .. path .. " must return a table of hooks", 0) end
+		for k, v in pairs(over) do
+			if p[k] == nil then error(string.format("policy %s: unknown hook '%s'", path, k), 0) end
+			p[k] = v
+		end
+	end
+	for _, d in ipairs(search_dirs or {}) do
+		local path = d .. "/policy.lua"
+		local f = io.open(path)
+		if f then f:close() apply(path) break end
+	end
+	if file then apply(file) end
+	return p
+end
+
+return M
