@@ -43,9 +43,9 @@ end
 -- Where messages go.
 function M.log(msg) io.stderr:write("aiotk: ", msg, "\n") end
 
--- A host model for planning ({cpus=, page_size=, formula=}); nil: the host
--- being planned for.
-M.model = nil
+-- A host model for planning ({cpus=, page_size=, formula=}); false: the
+-- host being planned for.
+M.model = false
 
 -- Load the layers. Returns the policy table (a fresh copy).
 function M.load(file, search_dirs)

@@ -33,7 +33,8 @@ function M.start(args, norandom)
 	end
 	local addrs = {}
 	for a in rest:gmatch("0x%x+") do addrs[#addrs + 1] = tonumber(a) end
-	return setmetatable({ pid = tonumber(pid), pipe = p, addrs = addrs }, Workload)
+	return setmetatable({ pid = tonumber(pid), pipe = p, addrs = addrs,
+		pending_fd = tonumber(rest:match("pending%-fd=(%d+)")) }, Workload)
 end
 
 function Workload:signal(sig) os.execute("kill -" .. sig .. " " .. self.pid .. " 2>/dev/null") end

@@ -8,6 +8,10 @@
  *   --threads       threads blocked in nanosleep, read, epoll_wait, futex
  *                   and pause; verify checks they run on and saw no EINTR
  *   --seccomp       install a filter that refuses io_setup with EPERM
+ *   --gap           keep the page after each ring free (rings made after
+ *                   this option), so a ring can grow in place
+ *   --allow-grow    verify accepts rings grown in place (nr larger than
+ *                   remembered; head, tail and events the same)
  *   --expect FILE   write the remembered ring states to FILE
  *   --verify-from FILE  verify rings remembered by another process
  *   --pending       leave one POLL on an empty pipe in flight in ring 0
@@ -51,7 +55,7 @@ static int nrings;
 static io_context_t ctxs[MAX_RINGS];
 static int devnull;
 static volatile int eintr_seen, sleeper_ticks, reader_done, epoller_done, futex_done;
-static int futex_word;
+static int futex_word, allow_grow, gap;
 static int read_pipe[2], epoll_pipe[2], pend_pipe[2];
 
 static uint64_t cookie(int ring, int phase, int seq)
@@ -100,8 +104,17 @@ static int make_ring(const char *spec)
 	int n, c = 0, r = 0, c2 = 0, i = nrings;
 	if (sscanf(spec, "%d:%d:%d:%d", &n, &c, &r, &c2) < 1 || i == MAX_RINGS)
 		return -1;
+	/* The kernel places the ring in the highest hole that fits (top-down):
+	 * leave a ring-sized hole under one guard page, then drop the guard. */
+	long cpus = sysconf(_SC_NPROCESSORS_CONF), e = 2 * (n > 4 * cpus ? n : 4 * cpus) + 2;
+	size_t len = (size_t)((32 + 32 * e + 4095) / 4096 * 4096);
+	char *area = gap ? mmap(NULL, len + 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : NULL;
+	if (area && area != MAP_FAILED)
+		munmap(area, len);
 	if (io_setup(n, &ctxs[i]))
 		return -1;
+	if (area && area != MAP_FAILED)
+		munmap(area + len, 4096);
 	if (complete(ctxs[i], i, 1, c) != c)
 		return -1;
 	struct io_event *ev = calloc(r + 1, sizeof(*ev));
@@ -233,7 +246,8 @@ static int verify_ring(int i)
 	struct ring_hdr *h = (void *)(uintptr_t)e->addr;
 	io_context_t ctx = (io_context_t)(uintptr_t)e->addr;
 	struct timespec zero = { 0, 0 };
-	if (h->magic != MAGIC || h->nr != e->nr || h->head != e->head || h->tail != e->tail)
+	int nr_ok = allow_grow ? h->nr >= e->nr : h->nr == e->nr;
+	if (h->magic != MAGIC || !nr_ok || h->head != e->head || h->tail != e->tail)
 		FAIL("ring %d at 0x%llx: header %x nr %u head %u tail %u, expected nr %u head %u tail %u",
 		     i, (unsigned long long)e->addr, h->magic, h->nr, h->head, h->tail, e->nr, e->head, e->tail);
 	struct io_event *got = calloc(e->nr, sizeof(*got));
@@ -321,6 +335,10 @@ int main(int argc, char **argv)
 			}
 		} else if (!strcmp(argv[i], "--threads"))
 			threads = 1;
+		else if (!strcmp(argv[i], "--gap"))
+			gap = 1;
+		else if (!strcmp(argv[i], "--allow-grow"))
+			allow_grow = 1;
 		else if (!strcmp(argv[i], "--seccomp"))
 			seccomp = 1;
 		else if (!strcmp(argv[i], "--pending"))
@@ -376,6 +394,8 @@ int main(int argc, char **argv)
 	printf("READY %d", (int)getpid());
 	for (int i = 0; i < nrings; i++)
 		printf(" 0x%llx", (unsigned long long)rings[i].addr);
+	if (pending && nrings)
+		printf(" pending-fd=%d", pend_pipe[1]);
 	printf("\n");
 	fflush(stdout);
 	for (;;) {

@@ -1,0 +1,222 @@
+-- Every policy decision point: for real where this host can produce the
+-- situation, through the geometry model or a simulated kernel where it
+-- cannot (those tests say "simulated" or "model").
+local aiotk = require "aiotk"
+local policy = require "aiotk.policy"
+local plans = require "aiotk.plan"
+local helper = require "helper"
+local json = require "dkjson"
+local run = helper.run
+
+local EXAMPLES = "scripts/examples"
+local FIX = os.getenv("AIOTK_CRIU_FIXTURES") or "../shared/fixtures/criu"
+
+local function dump(w, dir, extra)
+	local code, out, err = run("dump -p " .. w.pid .. " -D " .. dir .. (extra or ""))
+	assert.are.equal(0, code, err)
+	return out
+end
+
+describe("policy", function()
+	local dir
+	before_each(function() dir = helper.tmpdir() end)
+	after_each(function()
+		helper.reap_workloads()
+		helper.rmdir(dir)
+	end)
+
+	it("a user policy file changes one decision and keeps the shipped rest", function()
+		local p = policy.load(EXAMPLES .. "/big-rings-only.lua")
+		assert.are_not.equal(policy.filter, p.filter)
+		for _, hook in ipairs { "impossible", "budget", "in_flight", "overfull", "order", "log" } do
+			assert.are.equal(policy[hook], p[hook], hook)
+		end
+		assert.has_error(function() policy.load(EXAMPLES .. "/../show.lua") end)
+		local w = helper.workload("--ring 1:15:10:0 --ring 4096:100:50:0")
+		dump(w, dir)
+		local code, out = run("check -D " .. dir .. " --json --policy " .. EXAMPLES .. "/big-rings-only.lua")
+		assert.are.equal(0, code)
+		local doc = json.decode(out)
+		assert.are.equal(1, #doc.rings)
+		assert.are.equal(266240, doc.rings[1].ring_len)
+	end)
+
+	it("grows a ring in place in a real workload, forced by a policy file", function()
+		helper.write(dir .. "/grow16.lua", [[
+			-- plan as if this host had 16 CPUs: a one-page ring is then impossible
+			return { model = { cpus = 16 }, impossible = function() return "grow" end }
+		]])
+		local w = helper.workload("--gap --ring 1:15:10:0 --allow-grow")
+		dump(w, dir .. "/img")
+		local code, out = run("check -D " .. dir .. "/img --policy " .. dir .. "/grow16.lua")
+		assert.are.equal(3, code)
+		assert.matches("grow in place by 4096 bytes to 8192", out)
+		assert.are.equal("DESTROYED", w:destroy())
+		local err
+		code, out, err = run("restore -p " .. w.pid .. " -D " .. dir .. "/img --policy " .. dir .. "/grow16.lua")
+		assert.are.equal(0, code, err)
+		assert.matches("1 grown in place", out)
+		assert.matches("grew in place from 4096 to 8192", err)
+		local t = assert(aiotk.attach(w.pid))
+		local r = assert(t:snapshot(w.addrs[1]))
+		t:detach()
+		assert.are.same({ 255, 8192, 10, 15 }, { r.nr, r.ring_len, r.head, r.tail })
+		assert.are.equal("VERIFY OK 1 rings", w:verify())
+	end)
+
+	it("fails on the aio-max-nr budget by default, raises it by exactly what is missing when told", function()
+		if not helper.is_root() then
+			pending("needs root to lower fs.aio-max-nr: skipped")
+			return
+		end
+		local w = helper.workload("--ring 128:333:333:100 --ring 1:15:10:0")
+		dump(w, dir)
+		w:destroy()
+		local nr, max = aiotk.aio_nr()
+		assert(aiotk.set_aio_max_nr(nr + 10))
+		local ok, err = pcall(function()
+			local code, _, e = run("restore -p " .. w.pid .. " -D " .. dir)
+			assert.are.equal(1, code)
+			assert.matches("needs 128 of fs.aio%-max%-nr", e)
+			assert.matches("118 short", e)
+			assert.are.equal(0, w:ring_count())
+			code, _, e = run("restore -p " .. w.pid .. " -D " .. dir .. " --policy " .. EXAMPLES .. "/raise-budget.lua")
+			assert.are.equal(0, code, e)
+			assert.matches("raised fs.aio%-max%-nr from " .. (nr + 10) .. " to " .. (nr + 128), e)
+			assert.are.equal(nr + 128, select(2, aiotk.aio_nr()))
+		end)
+		aiotk.set_aio_max_nr(max)
+		assert(ok, err)
+		assert.are.equal(max, select(2, aiotk.aio_nr()))
+		assert.are.equal("VERIFY OK 2 rings", w:verify())
+	end)
+
+	-- A POLL on an empty pipe is in flight; a writer completes it while
+	-- the process is stopped for the dump.
+	local function in_flight(choice)
+		helper.write(dir .. "/p.lua", string.format(
+			"return { settle_ms = 600, in_flight = function() return %q end }", choice))
+		local w = helper.workload("--ring 1:15:10:0 --pending")
+		os.execute(string.format("(sleep 0.2; printf x > /proc/%d/fd/%d) &", w.pid, w.pending_fd))
+		return w, run("dump -p " .. w.pid .. " -D " .. dir .. "/img --policy " .. dir .. "/p.lua")
+	end
+
+	it("waits for requests in flight to settle (default)", function()
+		local _, code, out, err = in_flight("wait")
+		assert.are.equal(0, code, err)
+		assert.matches("waited for it to settle", err)
+		local r = assert(aiotk.read_image(dir .. "/img")):rings()[1]
+		assert.are.equal(6, #r)
+		assert.are.equal("0xa007000000000000", r:event(6).data)
+		assert.is_nil(out:find("warning"))
+	end)
+
+	it("fails, or records a warning, on requests in flight when told", function()
+		local _, code, _, err = in_flight("fail")
+		assert.are.equal(1, code)
+		assert.matches("in flight", err)
+		helper.reap_workloads()
+		local _, code2, out = in_flight("record")
+		assert.are.equal(0, code2)
+		assert.matches("warning: ring 0x%x+: tail moved from 15 to 16", out)
+		local doc = json.decode((select(2, run("show --json " .. dir .. "/img"))))
+		assert.matches("in flight", doc.warnings)
+		assert.are.equal(5, #doc.rings[1].events)
+	end)
+
+	it("nudges an overfull ring in by default and refuses it with the strict policy", function()
+		local w = helper.workload("--ring 1:120:0:0")
+		dump(w, dir .. "/img")
+		w:destroy()
+		local events = {}
+		for i = 1, 126 do events[i] = { data = string.format("0x%x", i), obj = "0x1", res = i, res2 = 0 } end
+		local img = assert(aiotk.image())
+		img:add(assert(aiotk.ring { addr = w.addrs[1], nr = 127, head = 3, tail = 2, events = events }))
+		assert(img:write(dir .. "/full"))
+		local code, _, err = run("restore -p " .. w.pid .. " -D " .. dir .. "/full --policy " .. EXAMPLES .. "/strict.lua")
+		assert.are.equal(1, code)
+		assert.matches("126 events, more than the 120 this host lets be outstanding", err)
+		assert.are.equal(0, w:ring_count())
+		code, _, err = run("restore -p " .. w.pid .. " -D " .. dir .. "/full")
+		assert.are.equal(0, code, err)
+		local t = assert(aiotk.attach(w.pid))
+		local r = assert(t:snapshot(w.addrs[1]))
+		t:detach()
+		assert.are.same({ 3, 2, 126 }, { r.head, r.tail, #r })
+	end)
+
+	it("model: plans for hosts this machine cannot be (1 to 4096 CPUs, 64 KiB pages, legacy)", function()
+		local ten = {}
+		for i = 1, 10 do ten[i] = { data = "0x1", obj = "0x1", res = 1, res2 = 0 } end
+		local rings = {
+			assert(aiotk.ring { addr = 0x7f0000000000, nr = 127, head = 0, tail = 0 }),
+			assert(aiotk.ring { addr = 0x7f0000100000, nr = 8319, head = 10, tail = 20, events = ten }),
+		}
+		local function actions(host, p)
+			local plan = plans.make(rings, host, p or policy.load())
+			local out = {}
+			for i, s in ipairs(plan.steps) do out[i] = s.action end
+			return out, plans.verdict(plan)
+		end
+		local base = { page_size = 4096, formula = "current", aio_max_nr = 65536, aio_nr = 0 }
+		local function host(t) for k, v in pairs(base) do t[k] = t[k] or v end return t end
+		assert.are.same({ { "exact", "exact" }, 0 }, { actions(host { cpus = 1 }) })
+		assert.are.same({ { "fail", "exact" }, 4 }, { actions(host { cpus = 16 }) })
+		assert.are.same({ { "fail", "fail" }, 4 }, { actions(host { cpus = 4096 }) })
+		assert.are.same({ { "grow", "grow" }, 3 },
+			{ actions(host { cpus = 4096 }, policy.load(EXAMPLES .. "/grow.lua")) })
+		assert.are.same({ { "fail", "fail" }, 4 }, { actions(host { cpus = 2, page_size = 65536 }) })
+		assert.are.same({ { "exact", "exact" }, 0 }, { actions(host { cpus = 64, formula = "legacy" }) })
+		assert.are.same({ { "exact", "exact" }, 4 }, { actions(host { cpus = 1, aio_max_nr = 100 }) })
+		local code, out = run("check -D /nonexistent --cpus 16")
+		assert.are.equal(1, code)
+	end)
+
+	it("simulated kernel: convergence against another formula searches and leaves one context", function()
+		local sim = assert(aiotk.simulate { cpus = 2, formula = "legacy" })
+		local res = assert(sim:converge(8192, { cpus = 2, formula = "current" }))
+		assert.are.same({ 126, 255 }, { res.n, res.nr })
+		assert.is_true(res.calls > 1)
+		assert.are.equal(1, sim.simulated_contexts)
+		-- a model that calls one page impossible is checked against the kernel
+		local one = assert(sim:converge(4096, { cpus = 64, formula = "current" }))
+		assert.are.same({ 1, 127 }, { one.n, one.nr })
+		assert.are.equal(2, sim.simulated_contexts)
+		local big = assert(aiotk.simulate { cpus = 16 })
+		local bad, berr, bcode = big:converge(4096)
+		assert.is_nil(bad)
+		assert.are.equal("impossible", bcode)
+		assert.are.equal(0, big.simulated_contexts)
+	end)
+
+	it("check agrees with restore for the CRIU fixtures and a dumped workload", function()
+		local cases = {}
+		for _, name in ipairs { "nr1", "wrap64", "wrap128", "multi" } do
+			local img = dir .. "/" .. name
+			assert.are.equal(0, (run("import --criu " .. FIX .. "/" .. name .. " -D " .. img)))
+			cases[#cases + 1] = img
+		end
+		local w0 = helper.workload("--ring 1:15:10:0 --ring 128:333:333:100 --ring 4096:6000:5000:0")
+		dump(w0, dir .. "/own")
+		w0:finish()
+		cases[#cases + 1] = dir .. "/own"
+		-- planning as for 16 CPUs makes the one-page rings impossible
+		helper.write(dir .. "/as16.lua", "return { model = { cpus = 16 } }")
+		local verdicts = {}
+		for _, img in ipairs(cases) do
+			for _, p in ipairs { "", " --policy " .. EXAMPLES .. "/strict.lua", " --policy " .. dir .. "/as16.lua" } do
+				local check = run("check -D " .. img .. p)
+				verdicts[check] = true
+				local w = helper.workload("")
+				local code, _, err = run("restore -p " .. w.pid .. " -D " .. img .. p)
+				assert.are.equal(check == 4, code ~= 0, img .. p .. ": check " .. check .. ", restore " .. err)
+				if code == 0 then
+					local want = #assert(aiotk.read_image(img)):rings()
+					assert.are.equal(want, w:ring_count(), img)
+				end
+				w:finish()
+			end
+		end
+		assert.is_true(verdicts[0] and verdicts[4], "both verdicts were exercised")
+	end)
+end)
