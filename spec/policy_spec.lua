@@ -39,6 +39,10 @@ describe("policy", function()
 		local doc = json.decode(out)
 		assert.are.equal(1, #doc.rings)
 		assert.are.equal(266240, doc.rings[1].ring_len)
+		-- the same file as policy.lua in a user script directory
+		os.execute(string.format("mkdir -p %s/user && cp %s/big-rings-only.lua %s/user/policy.lua", dir, EXAMPLES, dir))
+		code, out = run("check -D " .. dir .. " --json", "AIOTK_PATH=" .. dir .. "/user")
+		assert.are.equal(1, #json.decode(out).rings)
 	end)
 
 	it("grows a ring in place in a real workload, forced by a policy file", function()
@@ -166,6 +170,9 @@ describe("policy", function()
 		assert.are.same({ { "grow", "grow" }, 3 },
 			{ actions(host { cpus = 4096 }, policy.load(EXAMPLES .. "/grow.lua")) })
 		assert.are.same({ { "fail", "fail" }, 4 }, { actions(host { cpus = 2, page_size = 65536 }) })
+		local skip = policy.load()
+		skip.impossible = function() return "skip" end
+		assert.are.same({ { "skip", "exact" }, 3 }, { actions(host { cpus = 16 }, skip) })
 		assert.are.same({ { "exact", "exact" }, 0 }, { actions(host { cpus = 64, formula = "legacy" }) })
 		assert.are.same({ { "exact", "exact" }, 4 }, { actions(host { cpus = 1, aio_max_nr = 100 }) })
 		local code, out = run("check -D /nonexistent --cpus 16")
