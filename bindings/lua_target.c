@@ -213,6 +213,20 @@ static int p_rings(lua_State *L, aiotk_target *t, int b)
 }
 
 
+/* header(addr): nr, head and tail only: cheap enough to poll. */
+static int p_header(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	uint32_t h[4];
+	if (aiotk_peek(t, laiotk_check_u64(L, b), h, sizeof(h), &err))
+		return laiotk_fail(L, &err);
+	lua_createtable(L, 0, 3);
+	laiotk_set_num(L, "nr", h[1]);
+	laiotk_set_num(L, "head", h[2]);
+	laiotk_set_num(L, "tail", h[3]);
+	return 1;
+}
+
 static ltarget *check_target(lua_State *L, int idx)
 {
 	return luaL_checkudata(L, idx, TARGET_MT);
@@ -228,7 +242,7 @@ static aiotk_target *live_target(lua_State *L, int idx)
 }
 
 #define PRIMITIVES(X) X(snapshot) X(converge) X(replay) X(write_events) \
-	X(remap) X(restore) X(io_setup) X(io_destroy) X(mapping_at) X(rings)
+	X(remap) X(restore) X(io_setup) X(io_destroy) X(mapping_at) X(rings) X(header)
 
 #define SELF_FN(name) static int l_##name(lua_State *L) \
 	{ aiotk_target t; aiotk_target_self(&t); return p_##name(L, &t, 1); }

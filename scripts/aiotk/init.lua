@@ -78,7 +78,7 @@ end
 local function moved(t, rings)
 	local out = {}
 	for _, r in ipairs(rings) do
-		local now = t:snapshot(r.addr)
+		local now = t:header(r.addr)
 		if not now or now.tail ~= r.tail then out[#out + 1] = { ring = r, now = now } end
 	end
 	return out
