@@ -1,5 +1,6 @@
 -- aiotk bench: replay cost against a bare C loop, io_setup calls per convergence
 local aiotk = require "aiotk"
+local cmd = require "aiotk.cmdutil"
 local argparse = require "argparse"
 local core = aiotk.core
 
@@ -132,10 +133,7 @@ local function run()
 end
 
 local out, err = aiotk.with_aio_headroom(65536 + 64, run)
-if not out then
-	io.stderr:write("aiotk bench: ", err, "\n")
-	return 1
-end
+if not out then return cmd.fail("bench", err) end
 
 if args.json then
 	print(aiotk.json(out))

@@ -20,17 +20,13 @@ local args = parser:parse({ ... })
 if not args.dir and not args.criu then parser:error("give -D DIR or --criu DIR") end
 
 local host, herr = hostmodel.from_args(args)
-if not host then
-	io.stderr:write("aiotk check: ", herr, "\n")
-	return 1
-end
+if not host then return cmd.fail("check", herr) end
 
 if args.dir then
 	local policy, perr = cmd.load_policy(args)
 	local img, err = aiotk.read_image(args.dir)
 	if not policy or not img then
-		io.stderr:write("aiotk check: ", perr or err, "\n")
-		return policy and 1 or 2
+		return cmd.fail("check", perr or err, policy and 1 or 2)
 	end
 	local plan = plans.make(img:rings(), host, policy)
 	local verdict = plans.verdict(plan)
@@ -68,10 +64,7 @@ end
 local criu = require "aiotk.criu"
 local procs, err
 if args.criu then procs, err = criu.read(args.criu) else procs, err = procs_of_image(args.dir) end
-if not procs then
-	io.stderr:write("aiotk check: ", err, "\n")
-	return 1
-end
+if not procs then return cmd.fail("check", err) end
 for _, p in ipairs(procs) do
 	for _, c in ipairs(p.rings) do c.nr_req = c.nr_req or assert(aiotk.min_n(c.ring.ring_len)) end
 end

@@ -1,4 +1,5 @@
 -- aiotk criu-fixup: set CRIU's nr_req to the smallest n, to fit aio-max-nr
+local cmd = require "aiotk.cmdutil"
 local argparse = require "argparse"
 local criu = require "aiotk.criu"
 local hostmodel = require "aiotk.hostmodel"
@@ -15,20 +16,11 @@ hostmodel.options(parser)
 local args = parser:parse({ ... })
 
 local host, herr = hostmodel.from_args(args)
-if not host then
-	io.stderr:write("aiotk criu-fixup: ", herr, "\n")
-	return 1
-end
+if not host then return cmd.fail("criu-fixup", herr) end
 local procs, err = criu.read(args.dir)
-if not procs then
-	io.stderr:write("aiotk criu-fixup: ", err, "\n")
-	return 1
-end
+if not procs then return cmd.fail("criu-fixup", err) end
 local changes, ferr = criu.fixup(args.dir, procs, host, args.output, args.no_backup)
-if not changes then
-	io.stderr:write("aiotk criu-fixup: ", ferr, "\n")
-	return 1
-end
+if not changes then return cmd.fail("criu-fixup", ferr) end
 for _, c in ipairs(changes) do
 	print(string.format("pid %d ring 0x%x: nr_req %d -> %d", c.pid, c.addr, c.from, c.to))
 end

@@ -1,6 +1,7 @@
 -- aiotk demo: dump a libaio process's rings, let it lose them, restore, verify
 local aiotk = require "aiotk"
 local workload = require "aiotk.workload"
+local cmd = require "aiotk.cmdutil"
 local argparse = require "argparse"
 
 local parser = argparse("aiotk demo",
@@ -25,8 +26,7 @@ local function ms(ns) return ns / 1e6 end
 
 local function fail(w, msg)
 	if w then w:finish() end
-	io.stderr:write("aiotk demo: ", msg, "\n")
-	return 1
+	return cmd.fail("demo", msg)
 end
 
 local dir = args.dir

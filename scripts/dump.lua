@@ -14,15 +14,9 @@ cmd.policy_option(parser)
 local args = parser:parse({ ... })
 
 local policy, perr = cmd.load_policy(args)
-if not policy then
-	io.stderr:write("aiotk dump: ", perr, "\n")
-	return 2
-end
+if not policy then return cmd.fail("dump", perr, 2) end
 local img, err = aiotk.dump_process(args.pid, args.dir, { area = args.area, policy = policy })
-if not img then
-	io.stderr:write("aiotk dump: ", err, "\n")
-	return 1
-end
+if not img then return cmd.fail("dump", err) end
 print(string.format("dumped %d ring(s) of process %d to %s; stopped %.3f ms%s",
 	img.nrings, args.pid, args.dir, img.stopped_ns / 1e6,
 	img.warnings ~= "" and ("; warning: " .. img.warnings) or ""))

@@ -1,5 +1,6 @@
 -- aiotk hostinfo: this host's facts that decide how rings restore
 local aiotk = require "aiotk"
+local cmd = require "aiotk.cmdutil"
 local argparse = require "argparse"
 
 local parser = argparse("aiotk hostinfo", "Print this host's facts: possible CPUs, page size, kernel release and ring formula, fs.aio-max-nr and aio-nr.")
@@ -7,10 +8,7 @@ parser:flag("--json", "machine-readable output")
 local args = parser:parse({ ... })
 
 local h, err = aiotk.host()
-if not h then
-	io.stderr:write("aiotk hostinfo: ", err, "\n")
-	return 1
-end
+if not h then return cmd.fail("hostinfo", err) end
 local g = aiotk.geometry(1)
 h.min_ring_len = g.ring_len
 h.min_ring_nr = g.nr

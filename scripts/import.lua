@@ -1,4 +1,5 @@
 -- aiotk import: convert a CRIU dump's AIO rings to aiotk images
+local cmd = require "aiotk.cmdutil"
 local argparse = require "argparse"
 local criu = require "aiotk.criu"
 
@@ -10,15 +11,9 @@ parser:option("-D --dir", "output image directory"):count(1)
 local args = parser:parse({ ... })
 
 local procs, err = criu.read(args.criu)
-if not procs then
-	io.stderr:write("aiotk import: ", err, "\n")
-	return 1
-end
+if not procs then return cmd.fail("import", err) end
 local written, werr = criu.import(procs, args.dir)
-if not written then
-	io.stderr:write("aiotk import: ", werr, "\n")
-	return 1
-end
+if not written then return cmd.fail("import", werr) end
 for _, w in ipairs(written) do
 	print(string.format("process %d: %d ring(s) -> %s", w.pid, w.rings, w.dir))
 end

@@ -15,22 +15,13 @@ cmd.policy_option(parser)
 local args = parser:parse({ ... })
 
 local policy, perr = cmd.load_policy(args)
-if not policy then
-	io.stderr:write("aiotk migrate: ", perr, "\n")
-	return 2
-end
+if not policy then return cmd.fail("migrate", perr, 2) end
 local host, herr = hostmodel.from_args(args)
 local img, err = aiotk.read_image(args.dir)
-if not host or not img then
-	io.stderr:write("aiotk migrate: ", herr or err, "\n")
-	return 1
-end
+if not host or not img then return cmd.fail("migrate", herr or err) end
 local plan = plans.make(img:rings(), host, policy)
 local ok, werr = cmd.write_plan(args.dir, plan)
-if not ok then
-	io.stderr:write("aiotk migrate: ", werr, "\n")
-	return 1
-end
+if not ok then return cmd.fail("migrate", werr) end
 print("plan for " .. hostmodel.describe(host) .. " written to " .. args.dir .. "/" .. cmd.PLAN_FILE)
 for _, s in ipairs(plan.steps) do print(string.format("  ring 0x%x: %s", s.addr, plans.describe(s))) end
 return plans.verdict(plan)

@@ -17,8 +17,7 @@ cmd.policy_option(parser)
 local args = parser:parse({ ... })
 
 local function fail(msg, code)
-	io.stderr:write("aiotk restore: ", msg, "\n")
-	return code or 1
+	return cmd.fail("restore", msg, code or 1)
 end
 
 local policy, perr = cmd.load_policy(args)

@@ -1,5 +1,6 @@
 -- aiotk show: print the rings saved in an image directory
 local aiotk = require "aiotk"
+local cmd = require "aiotk.cmdutil"
 local argparse = require "argparse"
 
 local parser = argparse("aiotk show", "Print the rings saved in an aiotk image directory.")
@@ -29,8 +30,7 @@ if args.criu then
 	local criu = require "aiotk.criu"
 	local procs, cerr = criu.read(args.dir)
 	if not procs then
-		io.stderr:write("aiotk show: ", cerr, "\n")
-		return 1
+		return cmd.fail("show", cerr)
 	end
 	if args.json then
 		print(aiotk.json(criu.table(procs)))
@@ -48,10 +48,7 @@ if args.criu then
 end
 
 local img, err = aiotk.read_image(args.dir)
-if not img then
-	io.stderr:write("aiotk show: ", err, "\n")
-	return 1
-end
+if not img then return cmd.fail("show", err) end
 
 if args.json then
 	print(aiotk.json(aiotk.image_table(img)))

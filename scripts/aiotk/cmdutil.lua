@@ -3,6 +3,12 @@ local aiotk = require "aiotk"
 
 local M = {}
 
+-- "aiotk NAME: msg" on stderr; returns the exit code (default 1).
+function M.fail(name, msg, code)
+	io.stderr:write("aiotk ", name, ": ", tostring(msg), "\n")
+	return code or 1
+end
+
 function M.policy_option(parser)
 	parser:option("--policy", "a policy file overriding some hooks of the shipped policy " ..
 		"(see scripts/examples/)")
