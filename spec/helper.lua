@@ -20,6 +20,15 @@ function M.run(args, env)
 	return code, slurp(out), slurp(err)
 end
 
+-- Run a given aiotk binary as user nobody (uid 65534).
+function M.run_as_nobody(bin, args)
+	local saved = M.bin
+	M.bin = bin
+	local code, out, err = M.run(args, "HOME=/tmp setpriv --reuid=65534 --regid=65534 --clear-groups")
+	M.bin = saved
+	return code, out, err
+end
+
 function M.tmpdir()
 	local p = os.tmpname()
 	os.remove(p)
