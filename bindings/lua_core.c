@@ -130,17 +130,23 @@ static int l_geometry(lua_State *L)
 	return 1;
 }
 
-static int l_min_n(lua_State *L)
+typedef int (*n_search)(const aiotk_geom_host *, uint64_t, uint32_t *, aiotk_err *);
+
+static int search_n(lua_State *L, n_search f)
 {
 	uint64_t len = laiotk_check_u64(L, 1);
 	aiotk_geom_host m = laiotk_check_model(L, 2);
 	uint32_t n;
 	aiotk_err err;
-	if (aiotk_geom_min_n(&m, len, &n, &err))
+	if (f(&m, len, &n, &err))
 		return laiotk_fail(L, &err);
 	lua_pushnumber(L, n);
 	return 1;
 }
+
+/* min_n(len[, model]): smallest n making exactly len; fit_n: at least len. */
+static int l_min_n(lua_State *L) { return search_n(L, aiotk_geom_min_n); }
+static int l_fit_n(lua_State *L) { return search_n(L, aiotk_geom_fit_n); }
 
 static int l_aio_nr(lua_State *L)
 {
@@ -178,7 +184,7 @@ static int l_now_ns(lua_State *L)
 }
 
 static const luaL_Reg funcs[] = {
-	{ "host", l_host }, { "geometry", l_geometry }, { "min_n", l_min_n },
+	{ "host", l_host }, { "geometry", l_geometry }, { "min_n", l_min_n }, { "fit_n", l_fit_n },
 	{ "aio_nr", l_aio_nr }, { "set_aio_max_nr", l_set_aio_max_nr },
 	{ "now_ns", l_now_ns }, { "sleep_ms", l_sleep_ms },
 	{ "ring", laiotk_ring_from_table }, { "image", laiotk_image_create },

@@ -71,6 +71,10 @@ int aiotk_geom_ring(const aiotk_geom_host *h, uint32_t n, aiotk_geom *out,
  * the reason otherwise. */
 int aiotk_geom_min_n(const aiotk_geom_host *h, uint64_t ring_len, uint32_t *n,
 		     aiotk_err *err);
+/* Smallest n giving a ring of at least ring_len bytes (what growing in
+ * place creates); AIOTK_EIMPOSSIBLE past io_setup's limit. */
+int aiotk_geom_fit_n(const aiotk_geom_host *h, uint64_t ring_len, uint32_t *n,
+		     aiotk_err *err);
 uint32_t aiotk_geom_nr_for_len(uint64_t ring_len);
 uint64_t aiotk_geom_len_for_nr(uint32_t nr, unsigned page_size);
 /* Free-slot batch the kernel moves between per-CPU caches. */

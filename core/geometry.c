@@ -66,12 +66,39 @@ uint32_t aiotk_geom_req_batch(const aiotk_geom_host *h, uint32_t nr)
 	return b ? b : 1;
 }
 
-/* Ring length grows monotonically with n, so the smallest n is a binary
- * search over 1..AIOTK_MAX_N. */
+/* Ring length grows monotonically with n: binary search over 1..MAX_N. */
+int aiotk_geom_fit_n(const aiotk_geom_host *h, uint64_t ring_len, uint32_t *n,
+		     aiotk_err *err)
+{
+	aiotk_geom g;
+	int rc = check_host(h, err);
+	if (rc)
+		return rc;
+	aiotk_geom_ring(h, AIOTK_MAX_N, &g, NULL);
+	if (g.ring_len < ring_len)
+		return aiotk_fail(err, AIOTK_EIMPOSSIBLE, 0,
+				  "a %llu-byte ring is larger than io_setup(%u), the kernel's limit, can make (%llu bytes)",
+				  (unsigned long long)ring_len, AIOTK_MAX_N,
+				  (unsigned long long)g.ring_len);
+	uint32_t lo = 1, hi = AIOTK_MAX_N;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		aiotk_geom_ring(h, mid, &g, NULL);
+		if (g.ring_len >= ring_len)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	*n = lo;
+	return 0;
+}
+
+/* The smallest n that fits, if it fits exactly. */
 int aiotk_geom_min_n(const aiotk_geom_host *h, uint64_t ring_len, uint32_t *n,
 		     aiotk_err *err)
 {
 	aiotk_geom g;
+	uint32_t fit;
 	int rc = check_host(h, err);
 	if (rc)
 		return rc;
@@ -86,28 +113,15 @@ int aiotk_geom_min_n(const aiotk_geom_host *h, uint64_t ring_len, uint32_t *n,
 				  (unsigned long long)ring_len,
 				  (unsigned long long)g.ring_len, h->cpus,
 				  h->page_size, aiotk_formula_name(h->formula));
-	uint32_t lo = 1, hi = AIOTK_MAX_N;
-	aiotk_geom_ring(h, hi, &g, NULL);
-	if (g.ring_len < ring_len)
-		return aiotk_fail(err, AIOTK_EIMPOSSIBLE, 0,
-				  "a %llu-byte ring is larger than io_setup(%u), the kernel's limit, can make (%llu bytes)",
-				  (unsigned long long)ring_len, AIOTK_MAX_N,
-				  (unsigned long long)g.ring_len);
-	while (lo < hi) { /* smallest n with len(n) >= ring_len */
-		uint32_t mid = lo + (hi - lo) / 2;
-		aiotk_geom_ring(h, mid, &g, NULL);
-		if (g.ring_len >= ring_len)
-			hi = mid;
-		else
-			lo = mid + 1;
-	}
-	aiotk_geom_ring(h, lo, &g, NULL);
+	if ((rc = aiotk_geom_fit_n(h, ring_len, &fit, err)))
+		return rc;
+	aiotk_geom_ring(h, fit, &g, NULL);
 	if (g.ring_len != ring_len)
 		return aiotk_fail(err, AIOTK_EIMPOSSIBLE, 0,
-				  "no io_setup(n) makes a %llu-byte ring on this host: n=%u gives %llu bytes, n=%u gives less",
-				  (unsigned long long)ring_len, lo,
-				  (unsigned long long)g.ring_len, lo - 1);
-	*n = lo;
+				  "no io_setup(n) makes a %llu-byte ring on that host: n=%u gives %llu bytes, n=%u gives less",
+				  (unsigned long long)ring_len, fit,
+				  (unsigned long long)g.ring_len, fit - 1);
+	*n = fit;
 	return 0;
 }
 

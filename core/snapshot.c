@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct header {
 	uint32_t id, nr, head, tail, magic, compat, incompat, header_length;
@@ -134,15 +135,15 @@ static int read_once(aiotk_target *t, aiotk_ring *r, int flags,
 int aiotk_snapshot(aiotk_target *t, uint64_t addr, int flags, aiotk_ring *out,
 		   aiotk_err *err)
 {
-	aiotk_host host;
-	int rc = aiotk_host_probe(&host, err);
-	if (rc)
-		return rc;
+	/* Only the page size matters here; this runs while a process is
+	 * stopped, so no host probe (several /proc and /sys reads) per ring. */
+	unsigned page = (unsigned)sysconf(_SC_PAGESIZE);
+	int rc;
 	for (int attempt = 0; attempt < 8; attempt++) {
 		struct header again;
 		memset(out, 0, sizeof(*out));
 		out->addr = addr;
-		rc = read_once(t, out, flags, host.geom.page_size, err);
+		rc = read_once(t, out, flags, page, err);
 		if (!rc)
 			rc = aiotk_peek(t, addr, &again, sizeof(again), err);
 		if (rc) {

@@ -2,6 +2,7 @@
 local aiotk = require "aiotk"
 local hostmodel = require "aiotk.hostmodel"
 local plans = require "aiotk.plan"
+local criu = require "aiotk.criu"
 local cmd = require "aiotk.cmdutil"
 local argparse = require "argparse"
 
@@ -10,7 +11,7 @@ local parser = argparse("aiotk check",
 	"restores on a host (this one unless told): exactly with which io_setup n, grown in " ..
 	"place by how many bytes, or why not, as the policy decides. For CRIU dumps also " ..
 	"whether CRIU's own restore would. Exit 0: every ring restores exactly; 3: restorable " ..
-	"under the policy (grow, skip, raise aio-max-nr), or CRIU dump over budget; 4: impossible.")
+	"under the policy (grow, skip, raise aio-max-nr); 4: a restore would fail.")
 parser:mutex(parser:option("-D --dir", "aiotk image directory"),
 	parser:option("--criu", "CRIU dump directory"))
 hostmodel.options(parser)
@@ -21,77 +22,56 @@ if not args.dir and not args.criu then parser:error("give -D DIR or --criu DIR")
 
 local host, herr = hostmodel.from_args(args)
 if not host then return cmd.fail("check", herr) end
+local policy, perr = cmd.load_policy(args)
+if not policy then return cmd.fail("check", perr, 2) end
 
+-- What to plan: one process for an aiotk image, each process of a CRIU dump
+-- (with CRIU's own verdicts beside aiotk's).
+local units = {}
 if args.dir then
-	local policy, perr = cmd.load_policy(args)
 	local img, err = aiotk.read_image(args.dir)
-	if not policy or not img then
-		return cmd.fail("check", perr or err, policy and 1 or 2)
-	end
-	local plan = plans.make(img:rings(), host, policy)
-	local verdict = plans.verdict(plan)
-	if args.json then
-		local out = aiotk.array()
-		for i, st in ipairs(plan.steps) do
-			out[i] = { addr = string.format("0x%x", st.addr), ring_len = st.ring_len, action = st.action,
-				n = st.n, grow_to = st.grow_to, grow_bytes = st.grow_bytes, reason = st.reason,
-				text = plans.describe(st) }
+	if not img then return cmd.fail("check", err) end
+	units[1] = { pid = img.pid ~= 0 and img.pid or nil, rings = img:rings() }
+else
+	local procs, err = criu.read(args.criu)
+	if not procs then return cmd.fail("check", err) end
+	for _, p in ipairs(procs) do
+		local rings, nr_req = {}, {}
+		for _, c in ipairs(p.rings) do
+			rings[#rings + 1] = c.ring
+			nr_req[c.ring.addr] = c.nr_req
 		end
-		print(aiotk.json { host = host, rings = out, budget = plan.budget, exit = verdict })
-		return verdict
+		units[#units + 1] = { pid = p.pid, rings = rings, nr_req = nr_req, criu = criu.criu_verdicts(p, host) }
 	end
-	print("for " .. hostmodel.describe(host))
+end
+
+local verdict, rows, budgets = 0, aiotk.array(), aiotk.array()
+for _, u in ipairs(units) do
+	local plan = plans.make(u.rings, host, policy)
+	verdict = math.max(verdict, plans.verdict(plan))
+	plan.budget.pid = u.pid
+	budgets[#budgets + 1] = plan.budget
 	for _, st in ipairs(plan.steps) do
-		print(string.format("ring 0x%x (%d bytes, %d events): %s", st.addr, st.ring_len, st.events,
-			plans.describe(st)))
+		rows[#rows + 1] = { pid = u.pid, addr = string.format("0x%x", st.addr), ring_len = st.ring_len,
+			events = st.events, action = st.action, exact = st.action == "exact", n = st.n,
+			grow_to = st.grow_to, grow_bytes = st.grow_bytes, reason = st.reason, aiotk = plans.describe(st),
+			nr_req = u.nr_req and u.nr_req[st.addr], criu = u.criu and u.criu[st.addr] }
 	end
-	local b = plan.budget
-	print(string.format("budget: needs %d of fs.aio-max-nr, %d free%s", b.needed, b.free,
-		b.action == "raise" and string.format(" (the policy raises it by %d)", b.raise_by) or
-		b.action == "fail" and " (not enough)" or ""))
-	return verdict
-end
-
--- An aiotk image is a CRIU-like list of processes with no nr_req.
-local function procs_of_image(dir)
-	local img, err = aiotk.read_image(dir)
-	if not img then return nil, err end
-	local rings = {}
-	for _, r in ipairs(img:rings()) do rings[#rings + 1] = { ring = r, nr_req = r.n ~= 0 and r.n or nil } end
-	return { { pid = img.pid, rings = rings } }
-end
-
-local criu = require "aiotk.criu"
-local procs, err
-if args.criu then procs, err = criu.read(args.criu) else procs, err = procs_of_image(args.dir) end
-if not procs then return cmd.fail("check", err) end
-for _, p in ipairs(procs) do
-	for _, c in ipairs(p.rings) do c.nr_req = c.nr_req or assert(aiotk.min_n(c.ring.ring_len)) end
-end
-local rows = criu.check(procs, host)
-
-local worst = 0
-for _, row in ipairs(rows) do
-	local code = row.aiotk:match("^exact") and 0 or row.aiotk:match("^impossible") and 4 or 3
-	worst = math.max(worst, code)
-	row.exact = code == 0
 end
 
 if args.json then
-	local out = aiotk.array()
-	for i, row in ipairs(rows) do
-		out[i] = { pid = row.pid, addr = string.format("0x%x", row.addr), ring_len = row.ring_len,
-			n = row.n, aiotk = row.aiotk, exact = row.exact, criu = args.criu and row.criu or nil,
-			nr_req = args.criu and row.nr_req or nil }
-	end
-	print(aiotk.json { host = host, rings = out })
-	return worst
+	print(aiotk.json { host = host, rings = rows, budget = budgets, exit = verdict })
+	return verdict
 end
-
 print("for " .. hostmodel.describe(host))
-for _, row in ipairs(rows) do
-	print(string.format("ring 0x%x (%d bytes%s): aiotk %s", row.addr, row.ring_len,
-		row.pid and row.pid ~= 0 and (", pid " .. row.pid) or "", row.aiotk))
-	if args.criu then print(string.format("    CRIU (nr_req %d): %s", row.nr_req, row.criu)) end
+for _, r in ipairs(rows) do
+	print(string.format("ring %s (%d bytes, %d events%s): aiotk %s", r.addr, r.ring_len, r.events,
+		r.pid and (", pid " .. r.pid) or "", r.aiotk))
+	if r.criu then print(string.format("    CRIU (nr_req %d): %s", r.nr_req, r.criu)) end
 end
-return worst
+for _, b in ipairs(budgets) do
+	print(string.format("budget%s: needs %d of fs.aio-max-nr, %d free%s", b.pid and (" (pid " .. b.pid .. ")") or "",
+		b.needed, b.free, b.action == "raise" and string.format(" (the policy raises it by %d)", b.raise_by) or
+		b.action == "fail" and " (not enough: a restore would fail)" or ""))
+end
+return verdict

@@ -12,15 +12,9 @@ local parser = argparse("aiotk demo",
 parser:option("-D --dir", "keep the image in this directory")
 local args = parser:parse({ ... })
 
--- name, io_setup n : completed : reaped : completed again
-local RINGS = {
-	{ "empty", "1:0:0:0" },
-	{ "drained", "64:200:200:0" },       -- head == tail != 0
-	{ "plain", "1:15:10:0" },
-	{ "wrapped", "128:333:333:100" },
-	{ "host-full", "1:120:0:0" },         -- as full as this host allows
-	{ "big", "4096:6000:5000:0" },
-}
+-- The shared ring states (aiotk.states): one of each replay case libaio
+-- produces on this host.
+local RINGS = require("aiotk.states").demo
 
 local function ms(ns) return ns / 1e6 end
 
@@ -36,7 +30,9 @@ if not dir then
 end
 
 local specs = {}
-for _, r in ipairs(RINGS) do specs[#specs + 1] = "--ring " .. r[2] end
+for _, r in ipairs(RINGS) do
+	specs[#specs + 1] = string.format("--ring %d:%d:%d:%d", r.n, r.complete or 0, r.reap or 0, r.complete2 or 0)
+end
 local w, err = workload.start(table.concat(specs, " ") .. " --threads")
 if not w then return fail(nil, err) end
 
@@ -58,7 +54,7 @@ print(string.format("  workload destroyed its contexts; restore: stopped %.3f ms
 print(string.format("%-10s %-16s %7s %6s %6s %6s %5s %7s %8s %8s", "ring", "addr", "nr", "head",
 	"tail", "events", "n", "setups", "replay", "total"))
 local by_addr = {}
-for i, a in ipairs(w.addrs) do by_addr[a] = RINGS[i][1] end
+for i, a in ipairs(w.addrs) do by_addr[a] = RINGS[i].name end
 for i, r in ipairs(rings) do
 	local x = res[i]
 	local total = x.ns_converge + x.ns_replay + x.ns_events + x.ns_remap

@@ -21,54 +21,36 @@ function M.table(procs)
 	return { rings = rings }
 end
 
--- Per ring: CRIU's verdict (io_setup(nr_req) must give the same length,
--- within the budget) and aiotk's (the smallest n exists, within budget).
-function M.check(procs, host)
+-- CRIU's own restore on host, per ring of one process: io_setup(nr_req)
+-- must make the same ring length, and the process's io_setup calls must
+-- fit the aio-max-nr budget together. Returns { [addr] = verdict }.
+function M.criu_verdicts(proc, host)
 	local model = { cpus = host.cpus, page_size = host.page_size, formula = host.formula }
-	local rows = {}
-	for _, p in ipairs(procs) do
-		local criu_sum, aiotk_sum = 0, 0
-		for _, c in ipairs(p.rings) do
-			local r = c.ring
-			local row = { pid = p.pid, addr = r.addr, ring_len = r.ring_len, nr_req = c.nr_req }
-			local g = core.geometry(c.nr_req, model)
-			criu_sum = criu_sum + c.nr_req
-			if not g then
-				row.criu = "impossible: io_setup(" .. c.nr_req .. ") is refused"
-			elseif g.ring_len ~= r.ring_len then
-				row.criu = string.format("fails: io_setup(%d) makes %d bytes, not %d (\"wrong aio\")",
-					c.nr_req, g.ring_len, r.ring_len)
-			end
-			local n, why = core.min_n(r.ring_len, model)
-			if n then
-				aiotk_sum = aiotk_sum + n
-				row.n = n
-			else
-				row.aiotk = "impossible: " .. why
-			end
-			rows[#rows + 1] = row
-		end
-		local room = host.aio_max_nr - (host.aio_nr or 0)
-		for _, row in ipairs(rows) do
-			if row.pid == p.pid then
-				if not row.criu and criu_sum > room then
-					row.criu = string.format("fails: its io_setup calls need %d of fs.aio-max-nr, %d free",
-						criu_sum, room)
-				end
-				if not row.aiotk and aiotk_sum > room then
-					row.aiotk = string.format("needs %d of fs.aio-max-nr, %d free (raise it)", aiotk_sum, room)
-				end
-				row.criu = row.criu or "ok"
-				row.aiotk = row.aiotk or string.format("exact with io_setup(%d)", row.n)
-			end
+	local out, sum = {}, 0
+	for _, c in ipairs(proc.rings) do
+		local r = c.ring
+		local g = core.geometry(c.nr_req, model)
+		sum = sum + c.nr_req
+		if not g then
+			out[r.addr] = "impossible: io_setup(" .. c.nr_req .. ") is refused"
+		elseif g.ring_len ~= r.ring_len then
+			out[r.addr] = string.format("fails: io_setup(%d) makes %d bytes, not %d (\"wrong aio\")",
+				c.nr_req, g.ring_len, r.ring_len)
 		end
 	end
-	return rows
+	local room = host.aio_max_nr - (host.aio_nr or 0)
+	for _, c in ipairs(proc.rings) do
+		local addr = c.ring.addr
+		if not out[addr] and sum > room then
+			out[addr] = string.format("fails: its io_setup calls need %d of fs.aio-max-nr, %d free", sum, room)
+		end
+		out[addr] = out[addr] or "ok"
+	end
+	return out
 end
 
 -- One aiotk image per process: OUT itself for one, OUT/PID for several.
-function M.import(procs, out, host)
-	local model = host and { cpus = host.cpus, page_size = host.page_size, formula = host.formula }
+function M.import(procs, out)
 	local written = {}
 	for _, p in ipairs(procs) do
 		local img = assert(core.image())
@@ -80,7 +62,7 @@ function M.import(procs, out, host)
 		if #procs > 1 then os.execute("mkdir -p '" .. out .. "'") end
 		local ok, err, code = img:write(dir)
 		if not ok then return nil, err, code end
-		written[#written + 1] = { pid = p.pid, dir = dir, rings = #p.rings, model = model }
+		written[#written + 1] = { pid = p.pid, dir = dir, rings = #p.rings }
 	end
 	return written
 end

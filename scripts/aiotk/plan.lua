@@ -12,23 +12,12 @@ local function model_of(host, policy)
 		formula = m.formula or host.formula }
 end
 
--- Slots the kernel lets be outstanding in a ring of nr slots on model.
-function M.capacity(nr, model)
-	local batch = math.max(1, math.floor((nr - 1) / (4 * model.cpus)))
-	return (nr - 1) - (nr - 1) % batch
-end
-
--- The smallest ring this host makes that is at least ring_len.
-local function grow_target(ring_len, model)
-	local n = 1
+-- Slots the kernel lets be outstanding in the ring io_setup(n) makes on
+-- model: free slots move between per-CPU caches in req_batch units, and
+-- the remainder of nr - 1 is stranded.
+function M.capacity(n, model)
 	local g = assert(aiotk.geometry(n, model))
-	if g.ring_len >= ring_len then return n, g end
-	local lo, hi = 1, 4194304
-	while lo < hi do
-		local mid = math.floor((lo + hi) / 2)
-		if assert(aiotk.geometry(mid, model)).ring_len >= ring_len then hi = mid else lo = mid + 1 end
-	end
-	return lo, assert(aiotk.geometry(lo, model))
+	return (g.nr - 1) - (g.nr - 1) % g.req_batch
 end
 
 local function ring_step(ring, model, host, policy)
@@ -41,7 +30,8 @@ local function ring_step(ring, model, host, policy)
 		local choice = policy.impossible(ring, why, host)
 		step.reason = why
 		if choice == "grow" then
-			local gn, g = grow_target(ring.ring_len, model)
+			local gn = assert(aiotk.core.fit_n(ring.ring_len, model))
+			local g = assert(aiotk.geometry(gn, model))
 			if ring.wrapped then
 				step.action = "fail"
 				step.reason = why .. "; growing in place is impossible for a wrapped ring"
@@ -55,8 +45,7 @@ local function ring_step(ring, model, host, policy)
 			step.action = "fail"
 		end
 	end
-	local nr = step.grow_to and aiotk.core.geometry(step.n, model).nr or ring.nr
-	local cap = M.capacity(nr, model)
+	local cap = step.n and M.capacity(step.n, model)
 	if step.action ~= "fail" and step.action ~= "skip" and #ring > cap then
 		step.overfull = policy.overfull(ring, cap, host)
 		if step.overfull == "fail" then
