@@ -114,7 +114,7 @@ static int p_remap(lua_State *L, aiotk_target *t, int b)
 		flags = lua_toboolean(L, -1) ? AIOTK_REMAP_PLACEHOLDER : 0;
 		lua_pop(L, 1);
 	}
-	if (aiotk_remap(t, ctx, len, dest, flags, &err))
+	if (aiotk_remap(t, &ctx, len, dest, flags, &err))
 		return laiotk_fail(L, &err);
 	lua_pushnumber(L, (double)dest);
 	return 1;

@@ -47,6 +47,16 @@ typedef struct aiotk_event {
 	int64_t res, res2;
 } aiotk_event;
 
+/* The ring's header as the kernel maps it (struct aio_ring in fs/aio.c):
+ * the one definition every reader and writer of a ring uses, with
+ * offsetof() for single fields. Only head is ever written by aiotk. */
+typedef struct aiotk_ring_header {
+	uint32_t id, nr, head, tail;
+	uint32_t magic, compat_features, incompat_features, header_length;
+} aiotk_ring_header;
+_Static_assert(sizeof(aiotk_ring_header) == AIOTK_HEADER_LEN, "ring header");
+_Static_assert(sizeof(aiotk_event) == AIOTK_EVENT_LEN, "io_event");
+
 /* ---- geometry: the kernel's io_setup(n) sizing, and its inverse ------ */
 enum aiotk_formula {
 	AIOTK_FORMULA_CURRENT = 0, /* 3.12+: e = 2*max(n, 4*cpus) + 2 */
@@ -203,7 +213,9 @@ int aiotk_events_write(aiotk_target *t, uint64_t ctx, const aiotk_ring *saved,
 
 /* ---- moving a ring --------------------------------------------------- */
 enum { AIOTK_REMAP_PLACEHOLDER = 1 }; /* caller owns what is at dest */
-int aiotk_remap(aiotk_target *t, uint64_t ctx, uint64_t len, uint64_t dest,
+/* Move the ring at *ctx to dest; *ctx says where the context lives
+ * afterwards, also on failure (it may have been parked on the way). */
+int aiotk_remap(aiotk_target *t, uint64_t *ctx, uint64_t len, uint64_t dest,
 		int flags, aiotk_err *err);
 
 /* ---- in-process (or in-target) restore of one ring ------------------- */

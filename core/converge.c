@@ -52,7 +52,7 @@ static int probe(aiotk_target *t, uint32_t n, unsigned page_size,
 {
 	int rc = aiotk_io_setup(t, n, ctx, err);
 	if (!rc)
-		rc = aiotk_peek(t, *ctx + 4, nr, sizeof(*nr), err);
+		rc = aiotk_peek(t, *ctx + offsetof(aiotk_ring_header, nr), nr, sizeof(*nr), err);
 	if (rc)
 		return rc;
 	*len = aiotk_geom_len_for_nr(*nr, page_size);

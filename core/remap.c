@@ -1,11 +1,31 @@
-/* Moving a ring to its saved address. MREMAP_FIXED silently unmaps whatever
- * is at the destination, so the range is checked first. */
+/* Moving a ring to its saved address.
+ *
+ * The kernel's rules for moving an AIO ring mapping, measured on this
+ * kernel (spec/c/test_remap.c asserts each one, docs/KERNEL-FACTS.md):
+ *  - mremap(MREMAP_FIXED|MREMAP_MAYMOVE) of the whole ring moves it and the
+ *    context id becomes the new address; the old id gives EINVAL.
+ *  - Source and destination ranges that overlap give EINVAL, whatever lies
+ *    in between. This is the EINVAL of ordinary layouts: io_setup places the
+ *    new ring in the highest hole that fits, which is often the hole the
+ *    destroyed ring left, a page or a few off its old place.
+ *  - MREMAP_FIXED silently unmaps whatever is at the destination, so the
+ *    range is checked first (unless the caller owns a placeholder there).
+ *  - A parking spot the kernel picks (mmap with no hint) may itself overlap
+ *    the destination, for the same top-down reason; so a ring is parked in
+ *    a reservation three times its length, in a third that cannot overlap.
+ * The caller's *ctx always says where the context lives, also on failure,
+ * so that a rollback destroys the right one. */
 #define _GNU_SOURCE
 #include "aiotk.h"
 
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+
+static int overlaps(uint64_t a, uint64_t b, uint64_t len)
+{
+	return a < b + len && b < a + len;
+}
 
 static int check_free(aiotk_target *t, uint64_t ctx, uint64_t len,
 		      uint64_t dest, int flags, aiotk_err *err)
@@ -23,38 +43,47 @@ static int check_free(aiotk_target *t, uint64_t ctx, uint64_t len,
 			  v.perms, v.path[0] ? v.path : "(anonymous)");
 }
 
-static int move(aiotk_target *t, uint64_t from, uint64_t len, uint64_t to,
+static int move(aiotk_target *t, uint64_t *ctx, uint64_t len, uint64_t to,
 		aiotk_err *err)
 {
-	long r = aiotk_sys(t, SYS_mremap, (long)from, (long)len, (long)len,
+	long r = aiotk_sys(t, SYS_mremap, (long)*ctx, (long)len, (long)len,
 			   MREMAP_FIXED | MREMAP_MAYMOVE, (long)to, 0);
 	if (r < 0 && r > -4096)
 		return aiotk_fail(err, AIOTK_ESYS, (int)-r,
 				  "mremap of ring 0x%llx to 0x%llx failed: %s",
-				  (unsigned long long)from, (unsigned long long)to,
+				  (unsigned long long)*ctx, (unsigned long long)to,
 				  strerror((int)-r));
+	*ctx = to;
 	return 0;
 }
 
-/* mremap refuses overlapping source and destination: when the new ring
- * sits partly on its own destination, park it elsewhere first. */
+static void unmap(aiotk_target *t, uint64_t addr, uint64_t len)
+{
+	if (len)
+		aiotk_sys(t, SYS_munmap, (long)addr, (long)len, 0, 0, 0, 0);
+}
+
+/* Park a ring that overlaps its destination somewhere that does not. */
 static int step_aside(aiotk_target *t, uint64_t *ctx, uint64_t len,
 		      uint64_t dest, aiotk_err *err)
 {
-	if (*ctx + len <= dest || dest + len <= *ctx)
+	if (!overlaps(*ctx, dest, len))
 		return 0;
-	long r = aiotk_sys(t, SYS_mmap, 0, (long)len, PROT_NONE,
-			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	long r = aiotk_sys(t, SYS_mmap, 0, (long)(3 * len), PROT_NONE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (r < 0 && r > -4096)
 		return aiotk_fail(err, AIOTK_ESYS, (int)-r,
 				  "cannot reserve %llu bytes to move ring 0x%llx aside: %s",
-				  (unsigned long long)len, (unsigned long long)*ctx,
+				  (unsigned long long)(3 * len), (unsigned long long)*ctx,
 				  strerror((int)-r));
-	int rc = move(t, *ctx, len, (uint64_t)r, err);
+	/* dest is len long: if it touches the first third, it ends before
+	 * the last one. */
+	uint64_t res = (uint64_t)r, spot = overlaps(res, dest, len) ? res + 2 * len : res;
+	int rc = move(t, ctx, len, spot, err);
+	unmap(t, res, spot - res);
+	unmap(t, spot + len, res + 3 * len - (spot + len));
 	if (rc)
-		aiotk_sys(t, SYS_munmap, r, (long)len, 0, 0, 0, 0);
-	else
-		*ctx = (uint64_t)r;
+		unmap(t, spot, len);
 	return rc;
 }
 
@@ -68,7 +97,8 @@ static int check_moved(aiotk_target *t, uint64_t dest, uint32_t nr_before,
 		return aiotk_fail(err, AIOTK_ESYS, (int)-r,
 				  "ring moved to 0x%llx does not answer io_getevents: %s",
 				  (unsigned long long)dest, strerror((int)-r));
-	int rc = aiotk_peek(t, dest + 4, &nr, sizeof(nr), err);
+	int rc = aiotk_peek(t, dest + offsetof(aiotk_ring_header, nr), &nr,
+			    sizeof(nr), err);
 	if (!rc && nr != nr_before)
 		rc = aiotk_fail(err, AIOTK_ESYS, 0,
 				"ring moved to 0x%llx has nr %u, was %u",
@@ -76,22 +106,23 @@ static int check_moved(aiotk_target *t, uint64_t dest, uint32_t nr_before,
 	return rc;
 }
 
-int aiotk_remap(aiotk_target *t, uint64_t ctx, uint64_t len, uint64_t dest,
+int aiotk_remap(aiotk_target *t, uint64_t *ctx, uint64_t len, uint64_t dest,
 		int flags, aiotk_err *err)
 {
 	uint32_t nr;
-	if (dest == ctx)
+	if (dest == *ctx)
 		return 0;
 	if (!dest || dest % 4096 || !len || len % 4096)
 		return aiotk_fail(err, AIOTK_EINVAL, 0,
 				  "cannot move ring 0x%llx: destination 0x%llx or length %llu is not page aligned",
-				  (unsigned long long)ctx, (unsigned long long)dest,
+				  (unsigned long long)*ctx, (unsigned long long)dest,
 				  (unsigned long long)len);
-	int rc = check_free(t, ctx, len, dest, flags, err);
+	int rc = check_free(t, *ctx, len, dest, flags, err);
 	if (!rc)
-		rc = aiotk_peek(t, ctx + 4, &nr, sizeof(nr), err);
+		rc = aiotk_peek(t, *ctx + offsetof(aiotk_ring_header, nr), &nr,
+				sizeof(nr), err);
 	if (!rc)
-		rc = step_aside(t, &ctx, len, dest, err);
+		rc = step_aside(t, ctx, len, dest, err);
 	if (!rc)
 		rc = move(t, ctx, len, dest, err);
 	return rc ? rc : check_moved(t, dest, nr, err);

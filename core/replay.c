@@ -17,7 +17,7 @@
 #endif
 #define DEFAULT_BATCH 1024u
 #define MASK_BYTES 1024u /* affinity masks up to 8192 CPUs */
-#define HEAD_OFF 8       /* offsetof(struct aio_ring, head) */
+#define HEAD_OFF offsetof(aiotk_ring_header, head)
 
 /* Scratch layout in the target: iocbs, their pointers, a path, a byte to
  * write, and two affinity masks (saved and pinned). */

@@ -33,9 +33,9 @@ static int steps(aiotk_target *t, const aiotk_ring *saved,
 	if (!rc)
 		rc = aiotk_events_write(t, res->ctx, &live, err);
 	uint64_t t2 = aiotk_now_ns();
-	if (!rc && (rc = aiotk_remap(t, res->ctx, len, saved->addr,
-				     o->remap_flags, err)) == 0)
-		res->ctx = saved->addr;
+	if (!rc)
+		rc = aiotk_remap(t, &res->ctx, len, saved->addr, o->remap_flags,
+				 err);
 	res->ns_replay = t1 - t0;
 	res->ns_events = t2 - t1;
 	res->ns_remap = aiotk_now_ns() - t2;
@@ -78,12 +78,11 @@ int aiotk_restore_ring(aiotk_target *t, const aiotk_ring *saved,
 				saved->nr);
 	if (!rc)
 		rc = steps(t, saved, o, res, err);
-	/* If the old id is gone, mremap moved the ring before a check failed:
-	 * then the context lives at the saved address. */
-	if (rc && aiotk_io_destroy(t, res->ctx, NULL) && rc != AIOTK_EOCCUPIED &&
-	    res->ctx != saved->addr)
-		aiotk_io_destroy(t, saved->addr, NULL);
-	if (rc)
+	/* res->ctx follows the context wherever remap left it, so this never
+	 * touches what the caller owns at the saved address. */
+	if (rc) {
+		aiotk_io_destroy(t, res->ctx, NULL);
 		res->ctx = 0;
+	}
 	return rc;
 }

@@ -5,9 +5,9 @@
 #include <string.h>
 #include <unistd.h>
 
-struct header {
-	uint32_t id, nr, head, tail, magic, compat, incompat, header_length;
-};
+#include <stddef.h>
+
+typedef aiotk_ring_header header_t;
 
 uint32_t aiotk_ring_live(uint32_t nr, uint32_t head, uint32_t tail)
 {
@@ -70,15 +70,15 @@ static int read_live(aiotk_target *t, aiotk_ring *r, aiotk_err *err)
 	return rc;
 }
 
-static void set_header(aiotk_ring *r, const struct header *h)
+static void set_header(aiotk_ring *r, const header_t *h)
 {
 	r->id = h->id;
 	r->nr = h->nr;
 	r->head = h->head;
 	r->tail = h->tail;
 	r->magic = h->magic;
-	r->compat_features = h->compat;
-	r->incompat_features = h->incompat;
+	r->compat_features = h->compat_features;
+	r->incompat_features = h->incompat_features;
 	r->header_length = h->header_length;
 }
 
@@ -106,7 +106,7 @@ static int check_mapping(aiotk_target *t, const aiotk_ring *r, aiotk_err *err)
 static int read_once(aiotk_target *t, aiotk_ring *r, int flags,
 		     unsigned page_size, aiotk_err *err)
 {
-	struct header h;
+	header_t h;
 	int rc = aiotk_peek(t, r->addr, &h, sizeof(h), err);
 	if (rc)
 		return rc;
@@ -140,7 +140,7 @@ int aiotk_snapshot(aiotk_target *t, uint64_t addr, int flags, aiotk_ring *out,
 	unsigned page = (unsigned)sysconf(_SC_PAGESIZE);
 	int rc;
 	for (int attempt = 0; attempt < 8; attempt++) {
-		struct header again;
+		header_t again;
 		memset(out, 0, sizeof(*out));
 		out->addr = addr;
 		rc = read_once(t, out, flags, page, err);

@@ -60,11 +60,7 @@ end
 
 describe("CRIU dumps", function()
 	local dir
-	before_each(function() dir = helper.tmpdir() end)
-	after_each(function()
-		helper.reap_workloads()
-		helper.rmdir(dir)
-	end)
+	helper.scratch_each(function(d) dir = d end)
 
 	for name, rings in pairs(EXPECTED) do
 		it("decodes fixture " .. name .. " as its README says", function()

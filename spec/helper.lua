@@ -68,4 +68,17 @@ function M.reap_workloads()
 	M.started = {}
 end
 
+-- The set-up most specs share: a fresh directory for each test, handed to
+-- set(dir), and removed after it with every workload the test started.
+function M.scratch_each(set)
+	local d
+	-- busted's hooks live in the calling spec's environment.
+	local env = getfenv(2)
+	env.before_each(function() d = M.tmpdir() set(d) end)
+	env.after_each(function()
+		M.reap_workloads()
+		M.rmdir(d)
+	end)
+end
+
 return M

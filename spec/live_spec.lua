@@ -14,11 +14,7 @@ local RINGS = "--ring 1:15:10:0 --ring 128:333:333:100 --ring 1:120:0:0 " ..
 
 describe("live process", function()
 	local dir
-	before_each(function() dir = helper.tmpdir() end)
-	after_each(function()
-		helper.reap_workloads()
-		helper.rmdir(dir)
-	end)
+	helper.scratch_each(function(d) dir = d end)
 
 	it("dumps, the workload destroys its contexts, restores, and it verifies itself", function()
 		local w = helper.workload(RINGS .. " --threads")

@@ -19,11 +19,7 @@ end
 
 describe("policy", function()
 	local dir
-	before_each(function() dir = helper.tmpdir() end)
-	after_each(function()
-		helper.reap_workloads()
-		helper.rmdir(dir)
-	end)
+	helper.scratch_each(function(d) dir = d end)
 
 	it("a user policy file changes one decision and keeps the shipped rest", function()
 		local p = policy.load(EXAMPLES .. "/big-rings-only.lua")
