@@ -236,7 +236,7 @@ static ltarget *check_target(lua_State *L, int idx)
 static aiotk_target *live_target(lua_State *L, int idx)
 {
 	ltarget *lt = check_target(L, idx);
-	if (lt->t.pid && !lt->attached)
+	if (!lt->attached)
 		luaL_error(L, "process %d was detached; attach again", lt->t.pid);
 	return &lt->t;
 }
@@ -257,7 +257,7 @@ static int t_detach(lua_State *L)
 {
 	aiotk_err err;
 	ltarget *lt = check_target(L, 1);
-	if (!lt->attached || lt->t.pid < 0)
+	if (!lt->attached)
 		return lua_pushboolean(L, 1), 1;
 	lt->attached = 0;
 	if (aiotk_target_detach(&lt->t, &err))
@@ -277,13 +277,11 @@ static int t_gc(lua_State *L)
 static int t_tostring(lua_State *L)
 {
 	ltarget *lt = check_target(L, 1);
-	if (!lt->t.pid)
-		lua_pushstring(L, "target: this process");
-	else if (lt->t.pid < 0)
-		lua_pushstring(L, "target: simulated kernel");
-	else
-		lua_pushfstring(L, "target: process %d (%s)", lt->t.pid,
+	if (lt->t.ops->detach)
+		lua_pushfstring(L, "target: %s %d (%s)", lt->t.ops->kind, lt->t.pid,
 				lt->attached ? "stopped" : "detached");
+	else
+		lua_pushfstring(L, "target: %s", lt->t.ops->kind);
 	return 1;
 }
 
@@ -349,7 +347,9 @@ static int l_simulate(lua_State *L)
 
 static int l_self(lua_State *L)
 {
-	aiotk_target_self(&new_target(L)->t);
+	ltarget *lt = new_target(L);
+	aiotk_target_self(&lt->t);
+	lt->attached = 1;
 	return 1;
 }
 

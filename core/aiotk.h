@@ -105,10 +105,15 @@ const char *aiotk_formula_name(enum aiotk_formula f);
 /* ---- targets: the process the primitives act on ---------------------- */
 typedef struct aiotk_target aiotk_target;
 struct aiotk_target_ops {
+	const char *kind;  /* "this process", "process", "simulated kernel" */
 	/* A system call executed by the target; returns -errno on failure. */
 	long (*sys)(aiotk_target *t, long nr, const long a[6]);
 	int (*read)(aiotk_target *t, uint64_t addr, void *buf, size_t len);
 	int (*write)(aiotk_target *t, uint64_t addr, const void *buf, size_t len);
+	/* Lifetime; NULL where there is nothing to do. */
+	int (*ready)(aiotk_target *t, aiotk_err *err);  /* can sys() run? */
+	int (*detach)(aiotk_target *t, aiotk_err *err);
+	void (*free)(aiotk_target *t);
 };
 struct aiotk_target {
 	const struct aiotk_target_ops *ops;
@@ -125,9 +130,15 @@ int aiotk_target_sim(aiotk_target *t, const aiotk_geom_host *model,
 		     aiotk_err *err);
 unsigned aiotk_target_sim_live(const aiotk_target *t);
 /* Process pid, every thread stopped without a signal until detach; system
- * calls are injected into its main thread (x86_64). */
+ * calls are injected into its main thread (x86_64) without writing code,
+ * so that the process resumes its own context by itself whenever aiotk
+ * dies (core/arch.h). Refuses zombies, kernel threads, exiting processes
+ * and other users' processes, saying which. */
 int aiotk_target_attach(aiotk_target *t, int pid, aiotk_err *err);
-/* Registers, code and interrupted system calls put back; the process runs. */
+/* 0 if system calls can run in the target, else why not. */
+int aiotk_target_ready(aiotk_target *t, aiotk_err *err);
+/* Registers, signal mask and interrupted system calls put back; the
+ * process runs. */
 int aiotk_target_detach(aiotk_target *t, aiotk_err *err);
 uint64_t aiotk_target_stopped_ns(const aiotk_target *t);
 int aiotk_target_dead(const aiotk_target *t);

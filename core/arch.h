@@ -1,8 +1,18 @@
 /* What syscall injection needs from an architecture. One implementation
- * per architecture (arch_x86_64.c); arch_none.c refuses cleanly. */
+ * per architecture (arch_x86_64.c); arch_none.c refuses cleanly.
+ *
+ * Injection never writes code into the target. It runs each system call
+ * from a "syscall; return" sequence already in the target's code, with the
+ * stack pointer at a return frame aiotk wrote below the thread's stack:
+ * the return leads to an rt_sigreturn sequence (also the target's own),
+ * which restores the thread's registers, signal mask and FPU state from
+ * that frame. aiotk stops the thread at the system call's exit (ptrace
+ * syscall stops), so while aiotk lives the return never runs; if aiotk
+ * dies at any instant, the thread returns to its own context by itself. */
 #ifndef AIOTK_ARCH_H
 #define AIOTK_ARCH_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -10,16 +20,35 @@ typedef struct aiotk_regs {
 	uint64_t raw[64]; /* large enough for any user_regs_struct */
 } aiotk_regs;
 
+typedef struct aiotk_gadget {
+	const uint8_t *bytes;
+	size_t len;
+} aiotk_gadget;
+
 extern const char *const aiotk_arch_name;
-/* Instruction bytes: one system call, then a breakpoint (8 bytes). */
-extern const uint8_t aiotk_arch_code[8];
+/* Sequences to look for in the target's executable mappings, each list
+ * ended by {NULL, 0}: a system call followed by a return, and a complete
+ * rt_sigreturn (load its number, system call). */
+extern const aiotk_gadget aiotk_arch_gadget_syscall[];
+extern const aiotk_gadget aiotk_arch_gadget_sigreturn[];
 
 int aiotk_arch_supported(void);
 int aiotk_arch_get(pid_t tid, aiotk_regs *r);
 int aiotk_arch_set(pid_t tid, const aiotk_regs *r);
-uint64_t aiotk_arch_ip(const aiotk_regs *r);
-/* Registers that run system call nr with args at code. */
-void aiotk_arch_prepare(aiotk_regs *r, uint64_t code, long nr, const long a[6]);
+uint64_t aiotk_arch_sp(const aiotk_regs *r);
+/* FPU/vector state of a stopped thread, in the signal frame's format. */
+int aiotk_arch_fpu_get(pid_t tid, uint8_t *buf, size_t cap, size_t *len);
+/* The return frame for `saved` (a pending restart of an interrupted system
+ * call becomes a re-execution of it), blocked signals `mask` and FPU state
+ * `fpu`, laid out below the red zone under the saved stack pointer. `out`
+ * gets the bytes, *at their address in the target; the stack pointer for
+ * injection is *at as well. */
+int aiotk_arch_frame(const aiotk_regs *saved, uint64_t mask,
+		     const uint8_t *fpu, size_t fpu_len, uint64_t sigreturn,
+		     uint8_t *out, size_t cap, uint64_t *at, size_t *len);
+/* Registers that run system call nr with args from `code` with stack `sp`. */
+void aiotk_arch_prepare(aiotk_regs *r, uint64_t code, uint64_t sp, long nr,
+			const long a[6]);
 long aiotk_arch_result(const aiotk_regs *r);
 /* A thread stopped on return from a system call that our stop made fail
  * with EINTR: make the kernel restart it instead. Returns 1 if changed. */

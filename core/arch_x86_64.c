@@ -1,4 +1,4 @@
-/* x86_64 syscall injection: registers, the syscall instruction, restart. */
+/* x86_64 syscall injection: registers, gadgets, restart. */
 #include "arch.h"
 
 #if defined(__x86_64__)
@@ -13,7 +13,15 @@ _Static_assert(sizeof(struct user_regs_struct) <= sizeof(aiotk_regs),
 	       "aiotk_regs too small");
 
 const char *const aiotk_arch_name = "x86_64";
-const uint8_t aiotk_arch_code[8] = { 0x0f, 0x05, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc };
+
+static const uint8_t syscall_ret[] = { 0x0f, 0x05, 0xc3 };             /* syscall; ret */
+static const uint8_t restore_rt_q[] = { 0x48, 0xc7, 0xc0, 0x0f, 0, 0, 0, 0x0f, 0x05 }; /* glibc, musl */
+static const uint8_t restore_rt_l[] = { 0xb8, 0x0f, 0, 0, 0, 0x0f, 0x05 }; /* mov $15,%eax; syscall */
+const aiotk_gadget aiotk_arch_gadget_syscall[] = {
+	{ syscall_ret, sizeof(syscall_ret) }, { NULL, 0 } };
+const aiotk_gadget aiotk_arch_gadget_sigreturn[] = {
+	{ restore_rt_q, sizeof(restore_rt_q) }, { restore_rt_l, sizeof(restore_rt_l) },
+	{ NULL, 0 } };
 
 static struct user_regs_struct *R(aiotk_regs *r) { return (void *)r->raw; }
 static const struct user_regs_struct *C(const aiotk_regs *r) { return (const void *)r->raw; }
@@ -31,9 +39,10 @@ int aiotk_arch_set(pid_t tid, const aiotk_regs *r)
 	return ptrace(PTRACE_SETREGS, tid, 0, C(r)) ? -errno : 0;
 }
 
-uint64_t aiotk_arch_ip(const aiotk_regs *r) { return C(r)->rip; }
+uint64_t aiotk_arch_sp(const aiotk_regs *r) { return C(r)->rsp; }
 
-void aiotk_arch_prepare(aiotk_regs *r, uint64_t code, long nr, const long a[6])
+void aiotk_arch_prepare(aiotk_regs *r, uint64_t code, uint64_t sp, long nr,
+			const long a[6])
 {
 	struct user_regs_struct *g = R(r);
 	g->rax = (uint64_t)nr;
@@ -46,6 +55,7 @@ void aiotk_arch_prepare(aiotk_regs *r, uint64_t code, long nr, const long a[6])
 	g->r8 = (uint64_t)a[4];
 	g->r9 = (uint64_t)a[5];
 	g->rip = code;
+	g->rsp = sp;
 }
 
 long aiotk_arch_result(const aiotk_regs *r) { return (long)C(r)->rax; }

@@ -3,10 +3,28 @@
 #define AIOTK_INTERNAL_H
 
 #include "aiotk.h"
+#include "arch.h"
 
 /* Memory the target itself owns, for syscall arguments it must read. */
 int aiotk_scratch_map(aiotk_target *t, size_t len, uint64_t *addr,
 		      aiotk_err *err);
 void aiotk_scratch_unmap(aiotk_target *t, uint64_t addr, size_t len);
+
+/* fn for each mapping of pid, in address order, until it returns
+ * nonzero (which is returned). */
+int aiotk_maps_each(int pid, int (*fn)(const aiotk_vma *v, void *ctx),
+		    void *ctx, aiotk_err *err);
+
+/* Address of the first of `list`'s sequences found in pid's executable
+ * mappings. */
+int aiotk_find_gadget(int pid, const aiotk_gadget *list, uint64_t *addr,
+		      aiotk_err *err);
+
+/* Whether pid is a process aiotk can stop: it exists, is not a zombie, a
+ * kernel thread or exiting, and runs as a user ptrace allows; the error
+ * says which. */
+int aiotk_check_process(int pid, aiotk_err *err);
+/* Why PTRACE_SEIZE of pid gave EPERM. */
+int aiotk_why_not_permitted(int pid, aiotk_err *err);
 
 #endif

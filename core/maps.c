@@ -42,6 +42,23 @@ static int is_ring(const aiotk_vma *v)
 	return strncmp(v->path, "/[aio]", 6) == 0;
 }
 
+int aiotk_maps_each(int pid, int (*fn)(const aiotk_vma *v, void *ctx),
+		    void *ctx, aiotk_err *err)
+{
+	char line[512];
+	FILE *f = open_maps(pid, err);
+	if (!f)
+		return AIOTK_ESYS;
+	int rc = 0;
+	while (!rc && fgets(line, sizeof(line), f)) {
+		aiotk_vma v;
+		if (!parse_line(line, &v))
+			rc = fn(&v, ctx);
+	}
+	fclose(f);
+	return rc;
+}
+
 int aiotk_maps_overlap(int pid, uint64_t start, uint64_t len, uint64_t skip,
 		       aiotk_vma *vma, aiotk_err *err)
 {

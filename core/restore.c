@@ -51,7 +51,9 @@ int aiotk_restore_ring(aiotk_target *t, const aiotk_ring *saved,
 	memset(&def, 0, sizeof(def));
 	memset(res, 0, sizeof(*res));
 	o = o ? o : &def;
-	int rc = model_for(o, &model, err);
+	int rc = aiotk_target_ready(t, err);
+	if (!rc)
+		rc = model_for(o, &model, err);
 	if (!rc)
 		rc = aiotk_ring_validate(saved, model.page_size, err);
 	if (!rc && o->grow_len && (o->grow_len <= saved->ring_len ||

@@ -36,3 +36,20 @@ int aiotk_poke(aiotk_target *t, uint64_t addr, const void *buf, size_t len,
 				  strerror(-rc));
 	return 0;
 }
+
+int aiotk_target_ready(aiotk_target *t, aiotk_err *err)
+{
+	return t->ops->ready ? t->ops->ready(t, err) : 0;
+}
+
+int aiotk_target_detach(aiotk_target *t, aiotk_err *err)
+{
+	return t->ops && t->ops->detach ? t->ops->detach(t, err) : 0;
+}
+
+void aiotk_target_free(aiotk_target *t)
+{
+	if (t->ops && t->ops->free)
+		t->ops->free(t);
+	t->priv = NULL;
+}

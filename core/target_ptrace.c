@@ -1,11 +1,20 @@
 /* A running process as a target: every thread seized and stopped
- * (PTRACE_SEIZE + PTRACE_INTERRUPT, no signal sent), system calls injected
- * into its main thread, memory through process_vm_readv/writev. Detaching
- * puts back the code bytes and registers exactly, and lets system calls
- * our stop interrupted restart instead of failing with EINTR. */
+ * (PTRACE_SEIZE + PTRACE_INTERRUPT, no signal sent), system calls run by
+ * its main thread, memory through process_vm_readv/writev.
+ *
+ * What holds whatever happens to aiotk (arch.h tells how injection works):
+ *  - No code is written into the target and no signal is held by aiotk: a
+ *    signal that arrives while a thread is being stopped goes on to it.
+ *  - A system call our stop made fail with EINTR is made restartable the
+ *    moment the thread stops, so the kernel restarts it on any resume.
+ *  - While injecting, the main thread's signals are blocked (pending ones
+ *    wait), and its stack holds a return frame; the order of every register
+ *    and mask change keeps "if aiotk dies now, the thread resumes its own
+ *    context" true at each instant.
+ *  - Waits notice a process that dies or execs: the dead leader is reported
+ *    only once its other threads are reaped, and those are ours to reap. */
 #define _GNU_SOURCE
-#include "aiotk.h"
-#include "arch.h"
+#include "internal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -18,17 +27,26 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define MAX_THREADS 4096
+#define OPTIONS (PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEEXEC)
+#define SYSCALL_STOP (SIGTRAP | 0x80)
+#define FRAME_MAX 32768
+
+struct thread {
+	int tid;
+	int gone; /* exited (and reaped) */
+};
 
 struct tracee {
 	int pid;
-	int tids[MAX_THREADS];
-	int ntids;
-	int pending_sig[MAX_THREADS]; /* signal caught while stopping; re-sent */
-	int main_sig;                 /* one caught while injecting */
-	aiotk_regs saved;             /* main thread, as we found it */
-	uint64_t code_addr, code_word;
-	int code_installed, dead;
+	struct thread *th;
+	size_t nth, cap;
+	aiotk_regs saved;   /* main thread as found, EINTR made restartable */
+	uint64_t mask;      /* its blocked signals as found */
+	uint64_t code;      /* the syscall gadget */
+	uint64_t frame;     /* the return frame = the stack pointer to inject with */
+	int armed, blocked, injected, dead, execd;
+	uint64_t deferred;  /* unblockable signals that stopped it mid-injection */
+	aiotk_err why;      /* why it cannot be injected into, if it cannot */
 	uint64_t t_stop, stopped_ns;
 };
 
@@ -50,246 +68,391 @@ static int pt_write(aiotk_target *t, uint64_t a, const void *b, size_t l)
 	return pt_rw(t, a, (void *)b, l, 1);
 }
 
-/* Wait for the main thread to stop at our breakpoint. A signal that
- * arrives meanwhile is kept and re-sent on detach, never lost. */
-static long wait_trap(struct tracee *p)
+/* ---- waiting ----------------------------------------------------------- */
+
+static void reap_exited(struct tracee *p, int except)
+{
+	for (size_t i = 0; i < p->nth; i++) {
+		siginfo_t si;
+		if (p->th[i].gone || p->th[i].tid == except)
+			continue;
+		si.si_pid = 0;
+		if (!waitid(P_PID, (id_t)p->th[i].tid, &si, WEXITED | WNOHANG | __WALL) &&
+		    si.si_pid)
+			p->th[i].gone = 1;
+	}
+}
+
+/* waitpid for one traced thread, reaping the others' exits meanwhile.
+ * SIGCHLD (blocked for the wait) wakes it. */
+static int wait_thread(struct tracee *p, int tid, int *st)
+{
+	sigset_t chld, old;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	pthread_sigmask(SIG_BLOCK, &chld, &old);
+	int r;
+	while ((r = waitpid(tid, st, __WALL | WNOHANG)) == 0) {
+		struct timespec ts = { 0, 20 * 1000 * 1000 };
+		reap_exited(p, tid);
+		sigtimedwait(&chld, NULL, &ts);
+	}
+	int e = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return r < 0 ? -e : 0;
+}
+
+static struct thread *find(struct tracee *p, int tid)
+{
+	for (size_t i = 0; i < p->nth; i++)
+		if (p->th[i].tid == tid)
+			return &p->th[i];
+	return NULL;
+}
+
+static int exited(struct tracee *p, int tid, int st)
+{
+	if (!WIFEXITED(st) && !WIFSIGNALED(st))
+		return 0;
+	struct thread *t = find(p, tid);
+	if (t)
+		t->gone = 1;
+	if (tid == p->pid)
+		p->dead = 1;
+	return 1;
+}
+
+/* The main thread's next syscall stop. Unblockable signals (SIGSTOP, a
+ * fault) are deferred to detach; anything else stops nothing. */
+static long wait_syscall_stop(struct tracee *p)
 {
 	for (;;) {
 		int st;
-		if (waitpid(p->pid, &st, __WALL) < 0)
-			return -errno;
-		if (WIFEXITED(st) || WIFSIGNALED(st)) {
-			p->dead = 1;
+		long rc = wait_thread(p, p->pid, &st);
+		if (rc)
+			return rc;
+		if (exited(p, p->pid, st))
+			return -ESRCH;
+		if (st >> 16 == PTRACE_EVENT_EXEC) {
+			p->execd = 1;
 			return -ESRCH;
 		}
-		if (WIFSTOPPED(st) && WSTOPSIG(st) == SIGTRAP && (st >> 16) == 0)
+		if (WSTOPSIG(st) == SYSCALL_STOP)
 			return 0;
-		if (WIFSTOPPED(st) && (st >> 16) == 0)
-			p->main_sig = WSTOPSIG(st);
-		if (ptrace(PTRACE_CONT, p->pid, 0, 0))
+		if (st >> 16 == 0)
+			p->deferred |= 1ull << (WSTOPSIG(st) - 1);
+		if (ptrace(PTRACE_SYSCALL, p->pid, 0, 0))
 			return -errno;
 	}
 }
 
-static int install_code(struct tracee *p)
+/* ---- injection ------------------------------------------------------- */
+
+static int set_mask(int tid, uint64_t m)
 {
-	uint64_t word;
-	p->code_addr = aiotk_arch_ip(&p->saved);
-	errno = 0;
-	p->code_word = (uint64_t)ptrace(PTRACE_PEEKTEXT, p->pid, p->code_addr, 0);
-	if (errno)
-		return -errno;
-	memcpy(&word, aiotk_arch_code, sizeof(word));
-	/* ptrace writes through read-only text (FOLL_FORCE). */
-	if (ptrace(PTRACE_POKETEXT, p->pid, p->code_addr, word))
-		return -errno;
-	p->code_installed = 1;
-	return 0;
+	return ptrace(PTRACE_SETSIGMASK, tid, sizeof(m), &m) ? -errno : 0;
+}
+
+/* A ptrace request on a stopped tracee fails with ESRCH only once the
+ * thread is dying. */
+static long dying(struct tracee *p, long rc)
+{
+	if (rc == -ESRCH)
+		p->dead = 1;
+	return rc;
+}
+
+static long run_syscall(struct tracee *p, aiotk_regs *r)
+{
+	long rc;
+	/* Registers first: from here a dead aiotk means "run this call, then
+	 * return through the frame", which also puts the mask back. */
+	if ((rc = aiotk_arch_set(p->pid, r)))
+		return rc;
+	p->injected = 1;
+	if (!p->blocked) {
+		if ((rc = set_mask(p->pid, ~0ull)))
+			return rc;
+		p->blocked = 1;
+	}
+	for (int stop = 0; stop < 2; stop++) { /* syscall entry, then exit */
+		if (ptrace(PTRACE_SYSCALL, p->pid, 0, 0))
+			return -errno;
+		if ((rc = wait_syscall_stop(p)))
+			return rc;
+	}
+	return aiotk_arch_get(p->pid, r);
 }
 
 static long pt_sys(aiotk_target *t, long nr, const long a[6])
 {
 	struct tracee *p = T(t);
 	aiotk_regs r = p->saved;
-	if (p->dead)
+	if (p->dead || p->execd)
 		return -ESRCH;
-	int rc = p->code_installed ? 0 : install_code(p);
+	if (!p->armed)
+		return -ENOEXEC;
+	aiotk_arch_prepare(&r, p->code, p->frame, nr, a);
+	long rc = dying(p, run_syscall(p, &r));
+	return rc ? rc : aiotk_arch_result(&r);
+}
+
+/* Gadgets are looked for while the process runs (its code does not move
+ * under a stopped process, and is checked again once stopped). */
+static int check_gadget(struct tracee *p, uint64_t addr, const aiotk_gadget *list)
+{
+	uint8_t buf[16];
+	for (const aiotk_gadget *g = list; g->bytes; g++) {
+		struct iovec l = { buf, g->len }, r = { (void *)(uintptr_t)addr, g->len };
+		if (process_vm_readv(p->pid, &l, 1, &r, 1, 0) == (ssize_t)g->len &&
+		    !memcmp(buf, g->bytes, g->len))
+			return 0;
+	}
+	return aiotk_fail(&p->why, AIOTK_EINVAL, ENOEXEC,
+			  "process %d: its code at 0x%llx changed while it was being stopped",
+			  p->pid, (unsigned long long)addr);
+}
+
+static int frame_fits(struct tracee *p, uint64_t at, size_t len)
+{
+	aiotk_vma v;
+	int rc = aiotk_maps_overlap(p->pid, at, len, 0, &v, &p->why);
+	if (rc == 1 && v.start <= at && v.end >= at + len && v.perms[1] == 'w')
+		return 0;
+	return rc < 0 ? rc : aiotk_fail(&p->why, AIOTK_EINVAL, ENOSPC,
+		"process %d: no room for aiotk's %zu-byte return frame below its main thread's stack pointer", p->pid, len);
+}
+
+/* The return frame, written below the main thread's stack: from then on
+ * injection is possible, and harmless to die in. */
+static int arm(struct tracee *p, uint64_t sigreturn)
+{
+	static __thread uint8_t fpu[FRAME_MAX], frame[FRAME_MAX];
+	size_t fpu_len, len;
+	int rc = check_gadget(p, p->code, aiotk_arch_gadget_syscall);
+	if (!rc)
+		rc = check_gadget(p, sigreturn, aiotk_arch_gadget_sigreturn);
 	if (rc)
 		return rc;
-	aiotk_arch_prepare(&r, p->code_addr, nr, a);
-	if ((rc = aiotk_arch_set(p->pid, &r)))
-		return p->dead = (rc == -ESRCH), rc;
-	if (ptrace(PTRACE_CONT, p->pid, 0, 0))
-		return -errno;
-	long w = wait_trap(p);
-	if (w)
-		return w;
-	if ((rc = aiotk_arch_get(p->pid, &r)))
+	if (ptrace(PTRACE_GETSIGMASK, p->pid, sizeof(p->mask), &p->mask))
+		return aiotk_fail(&p->why, AIOTK_ESYS, errno, "cannot read the signal mask of %d: %s",
+				  p->pid, strerror(errno));
+	if ((rc = aiotk_arch_fpu_get(p->pid, fpu, sizeof(fpu), &fpu_len)) ||
+	    (rc = aiotk_arch_frame(&p->saved, p->mask, fpu, fpu_len, sigreturn, frame,
+				   sizeof(frame), &p->frame, &len)))
+		return aiotk_fail(&p->why, AIOTK_ESYS, -rc, "cannot build the return frame for %d: %s",
+				  p->pid, strerror(-rc));
+	if ((rc = frame_fits(p, p->frame, len)))
 		return rc;
-	return aiotk_arch_result(&r);
+	struct iovec l = { frame, len }, r = { (void *)(uintptr_t)p->frame, len };
+	if (process_vm_writev(p->pid, &l, 1, &r, 1, 0) != (ssize_t)len)
+		return aiotk_fail(&p->why, AIOTK_ESYS, errno, "cannot write the return frame into %d: %s",
+				  p->pid, strerror(errno));
+	p->armed = 1;
+	return 0;
 }
 
-static const struct aiotk_target_ops ptrace_ops = {
-	.sys = pt_sys, .read = pt_read, .write = pt_write,
-};
+/* ---- stopping and letting go ----------------------------------------- */
 
-static int why_not_permitted(int pid, aiotk_err *err)
+static struct thread *add(struct tracee *p, int tid)
 {
-	char path[64], line[256];
-	unsigned uid = (unsigned)-1;
-	int yama = -1;
-	snprintf(path, sizeof(path), "/proc/%d/status", pid);
-	FILE *f = fopen(path, "r");
-	while (f && fgets(line, sizeof(line), f))
-		if (sscanf(line, "Uid: %*u %u", &uid) == 1)
-			break;
-	if (f)
-		fclose(f);
-	f = fopen("/proc/sys/kernel/yama/ptrace_scope", "r");
-	if (f && fscanf(f, "%d", &yama) != 1)
-		yama = -1;
-	if (f)
-		fclose(f);
-	if (uid != (unsigned)-1 && uid != geteuid())
-		return aiotk_fail(err, AIOTK_ESYS, EPERM,
-				  "ptrace of process %d not permitted: it runs as uid %u, you are uid %u without CAP_SYS_PTRACE; run aiotk as root or as that user",
-				  pid, uid, (unsigned)geteuid());
-	if (yama > 0)
-		return aiotk_fail(err, AIOTK_ESYS, EPERM,
-				  "ptrace of process %d not permitted: Yama ptrace_scope is %d (/proc/sys/kernel/yama/ptrace_scope); run as root or set it to 0",
-				  pid, yama);
-	return aiotk_fail(err, AIOTK_ESYS, EPERM,
-			  "ptrace of process %d not permitted (no CAP_SYS_PTRACE, or it is being traced already)",
-			  pid);
+	if (p->nth == p->cap) {
+		size_t cap = p->cap ? 2 * p->cap : 16;
+		struct thread *n = realloc(p->th, cap * sizeof(*n));
+		if (!n)
+			return NULL;
+		p->th = n;
+		p->cap = cap;
+	}
+	p->th[p->nth] = (struct thread){ tid, 0 };
+	return &p->th[p->nth++];
 }
 
-/* Seize and stop one thread. */
+static void make_restartable(int tid)
+{
+	aiotk_regs r;
+	if (aiotk_arch_get(tid, &r) == 0 && aiotk_arch_restartable(&r))
+		aiotk_arch_set(tid, &r);
+}
+
+/* Seize and stop one thread; a signal met on the way goes on to it. */
 static int stop_thread(struct tracee *p, int tid, aiotk_err *err)
 {
-	int st;
-	if (ptrace(PTRACE_SEIZE, tid, 0, 0)) {
+	if (ptrace(PTRACE_SEIZE, tid, 0, OPTIONS)) {
 		if (errno == EPERM)
-			return why_not_permitted(p->pid, err);
+			return aiotk_why_not_permitted(p->pid, err);
 		if (errno == ESRCH)
 			return 0; /* exited meanwhile */
 		return aiotk_fail(err, AIOTK_ESYS, errno, "PTRACE_SEIZE %d: %s", tid, strerror(errno));
 	}
-	p->tids[p->ntids] = tid;
-	p->pending_sig[p->ntids] = 0;
-	if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) || waitpid(tid, &st, __WALL) < 0)
+	if (!add(p, tid)) {
+		ptrace(PTRACE_DETACH, tid, 0, 0);
+		return aiotk_fail(err, AIOTK_ENOMEM, ENOMEM, "out of memory for thread %d", tid);
+	}
+	if (ptrace(PTRACE_INTERRUPT, tid, 0, 0))
 		return aiotk_fail(err, AIOTK_ESYS, errno, "cannot stop thread %d: %s", tid, strerror(errno));
-	if (WIFEXITED(st) || WIFSIGNALED(st))
-		return 0;
-	if ((st >> 16) == 0 && WSTOPSIG(st) != SIGTRAP)
-		p->pending_sig[p->ntids] = WSTOPSIG(st);
-	p->ntids++;
+	for (;;) {
+		int st, rc = wait_thread(p, tid, &st);
+		if (rc)
+			return aiotk_fail(err, AIOTK_ESYS, -rc, "cannot stop thread %d: %s", tid, strerror(-rc));
+		if (exited(p, tid, st))
+			return 0;
+		if (st >> 16 == PTRACE_EVENT_EXEC) {
+			p->execd = 1;
+			return aiotk_fail(err, AIOTK_ESYS, ESRCH,
+					  "process %d executed a new program while being stopped; nothing was changed", p->pid);
+		}
+		if (st >> 16 == PTRACE_EVENT_STOP)
+			break;
+		if (ptrace(PTRACE_CONT, tid, 0, WSTOPSIG(st)))
+			return aiotk_fail(err, AIOTK_ESYS, errno, "cannot stop thread %d: %s", tid, strerror(errno));
+	}
+	make_restartable(tid);
 	return 0;
 }
 
-static int seized(const struct tracee *p, int tid)
+static int opendir_task(int pid, DIR **d, aiotk_err *err)
 {
-	for (int i = 0; i < p->ntids; i++)
-		if (p->tids[i] == tid)
-			return 1;
-	return 0;
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task", pid);
+	*d = opendir(path);
+	return *d ? 0 : aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d exited while being stopped", pid);
 }
 
 /* Threads may be created while we stop others: list until nothing new. */
 static int stop_all(struct tracee *p, aiotk_err *err)
 {
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/task", p->pid);
 	for (int added = 1; added;) {
-		DIR *d = opendir(path);
-		if (!d)
-			return aiotk_fail(err, AIOTK_ESYS, ESRCH, "no such process: %d", p->pid);
+		DIR *d;
+		int rc = opendir_task(p->pid, &d, err);
+		if (rc)
+			return rc;
 		added = 0;
-		for (struct dirent *e; (e = readdir(d));) {
+		for (struct dirent *e; !rc && (e = readdir(d));) {
 			int tid = atoi(e->d_name);
-			if (tid <= 0 || seized(p, tid))
+			if (tid <= 0 || find(p, tid))
 				continue;
-			if (p->ntids == MAX_THREADS) {
-				closedir(d);
-				return aiotk_fail(err, AIOTK_EINVAL, 0, "process %d has more than %d threads", p->pid, MAX_THREADS);
-			}
-			int rc = stop_thread(p, tid, err);
-			if (rc) {
-				closedir(d);
-				return rc;
-			}
+			rc = stop_thread(p, tid, err);
 			added = 1;
 		}
 		closedir(d);
+		if (rc)
+			return rc;
 	}
 	return 0;
 }
 
+/* Every seized thread let go. The main thread gets its mask back while its
+ * registers still lead through the frame, then its registers. */
 static void release(struct tracee *p)
 {
-	for (int i = 0; i < p->ntids; i++) {
-		aiotk_regs r;
-		if (p->tids[i] == p->pid && !p->dead) {
-			r = p->saved;
-			aiotk_arch_restartable(&r);
-			aiotk_arch_set(p->pid, &r);
-		} else if (p->tids[i] != p->pid && aiotk_arch_get(p->tids[i], &r) == 0 &&
-			   aiotk_arch_restartable(&r)) {
-			aiotk_arch_set(p->tids[i], &r);
+	for (size_t i = 0; i < p->nth; i++) {
+		struct thread *t = &p->th[i];
+		if (t->gone)
+			continue;
+		if (t->tid == p->pid && p->blocked)
+			set_mask(t->tid, p->mask);
+		if (t->tid == p->pid && p->injected)
+			aiotk_arch_set(t->tid, &p->saved);
+		if (ptrace(PTRACE_DETACH, t->tid, 0, 0) && errno == ESRCH) {
+			siginfo_t si;
+			waitid(P_PID, (id_t)t->tid, &si, WEXITED | WNOHANG | __WALL);
 		}
-		int sig = p->pending_sig[i];
-		if (p->tids[i] == p->pid && p->main_sig)
-			sig = p->main_sig;
-		ptrace(PTRACE_DETACH, p->tids[i], 0, sig);
 	}
-	p->ntids = 0;
+	for (int sig = 1; sig <= 64; sig++)
+		if (p->deferred >> (sig - 1) & 1)
+			tgkill(p->pid, p->pid, sig);
+	p->nth = 0;
+	p->blocked = p->injected = 0;
+	p->deferred = 0;
 }
+
+static int pt_ready(aiotk_target *t, aiotk_err *err)
+{
+	struct tracee *p = T(t);
+	if (p->dead || p->execd)
+		return aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d %s", p->pid,
+				  p->execd ? "executed a new program" : "exited");
+	if (p->armed)
+		return 0;
+	if (err)
+		*err = p->why;
+	return p->why.code ? p->why.code : AIOTK_EINVAL;
+}
+
+static int pt_detach(aiotk_target *t, aiotk_err *err)
+{
+	struct tracee *p = T(t);
+	if (!p || !p->nth)
+		return 0;
+	int dead = p->dead, execd = p->execd;
+	release(p);
+	p->stopped_ns = aiotk_now_ns() - p->t_stop;
+	if (execd)
+		return aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d executed a new program while stopped", p->pid);
+	if (dead)
+		return aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d exited while stopped", p->pid);
+	return 0;
+}
+
+static void pt_free(aiotk_target *t)
+{
+	struct tracee *p = T(t);
+	if (!p)
+		return;
+	if (p->nth)
+		pt_detach(t, NULL);
+	free(p->th);
+	free(p);
+	t->priv = NULL;
+}
+
+static const struct aiotk_target_ops ptrace_ops = {
+	.kind = "process",
+	.sys = pt_sys, .read = pt_read, .write = pt_write,
+	.ready = pt_ready, .detach = pt_detach, .free = pt_free,
+};
 
 int aiotk_target_attach(aiotk_target *t, int pid, aiotk_err *err)
 {
+	uint64_t sigreturn = 0;
 	if (!aiotk_arch_supported())
 		return aiotk_fail(err, AIOTK_EINVAL, ENOSYS,
 				  "live processes are not supported on this architecture (syscall injection exists for x86_64)");
-	if (pid <= 0 || (kill(pid, 0) && errno == ESRCH))
-		return aiotk_fail(err, AIOTK_ESYS, ESRCH, "no such process: %d", pid);
+	int rc = aiotk_check_process(pid, err);
+	if (rc)
+		return rc;
 	struct tracee *p = calloc(1, sizeof(*p));
 	if (!p)
 		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory");
 	p->pid = pid;
+	int no_gadget = aiotk_find_gadget(pid, aiotk_arch_gadget_syscall, &p->code, &p->why) ||
+			aiotk_find_gadget(pid, aiotk_arch_gadget_sigreturn, &sigreturn, &p->why);
 	p->t_stop = aiotk_now_ns();
-	int rc = stop_all(p, err);
-	if (!rc && !seized(p, pid))
+	rc = stop_all(p, err);
+	if (!rc && (!find(p, pid) || find(p, pid)->gone))
 		rc = aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d exited while being stopped", pid);
 	int g = rc ? 0 : aiotk_arch_get(pid, &p->saved);
 	if (!rc && g)
 		rc = aiotk_fail(err, AIOTK_ESYS, -g, "cannot read registers of %d: %s", pid, strerror(-g));
-	if (rc) {
-		release(p);
-		free(p);
-		return rc;
-	}
+	if (!rc && !no_gadget)
+		arm(p, sigreturn); /* failure kept in p->why: dumps need no injection */
 	t->ops = &ptrace_ops;
 	t->pid = pid;
 	t->priv = p;
-	return 0;
-}
-
-int aiotk_target_detach(aiotk_target *t, aiotk_err *err)
-{
-	struct tracee *p = T(t);
-	int rc = 0;
-	if (!p)
-		return 0;
-	if (p->code_installed && !p->dead &&
-	    ptrace(PTRACE_POKETEXT, p->pid, p->code_addr, p->code_word))
-		rc = aiotk_fail(err, AIOTK_ESYS, errno, "cannot restore code of %d: %s",
-				p->pid, strerror(errno));
-	if (p->dead && !rc)
-		rc = aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d exited while stopped", p->pid);
-	release(p);
-	p->stopped_ns = aiotk_now_ns() - p->t_stop;
+	if (rc)
+		pt_free(t);
 	return rc;
 }
 
 uint64_t aiotk_target_stopped_ns(const aiotk_target *t)
 {
 	const struct tracee *p = t->priv;
-	return t->pid > 0 && p ? p->stopped_ns : 0;
-}
-
-void aiotk_target_free(aiotk_target *t)
-{
-	if (t->pid == -1) { /* simulated */
-		free(t->priv);
-	} else if (t->pid && t->priv) {
-		if (T(t)->ntids)
-			aiotk_target_detach(t, NULL);
-		free(t->priv);
-	}
-	t->priv = NULL;
+	return t->ops == &ptrace_ops && p ? p->stopped_ns : 0;
 }
 
 int aiotk_target_dead(const aiotk_target *t)
 {
 	const struct tracee *p = t->priv;
-	return t->pid > 0 && p && p->dead;
+	return t->ops == &ptrace_ops && p && (p->dead || p->execd);
 }

@@ -41,6 +41,7 @@ static int self_write(aiotk_target *t, uint64_t addr, const void *buf,
 }
 
 static const struct aiotk_target_ops self_ops = {
+	.kind = "this process",
 	.sys = self_sys, .read = self_read, .write = self_write,
 };
 

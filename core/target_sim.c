@@ -62,8 +62,15 @@ static int sim_write(aiotk_target *t, uint64_t addr, const void *buf, size_t len
 	return 0;
 }
 
+static void sim_free(aiotk_target *t)
+{
+	free(t->priv);
+	t->priv = NULL;
+}
+
 static const struct aiotk_target_ops sim_ops = {
-	.sys = sim_sys, .read = sim_read, .write = sim_write,
+	.kind = "simulated kernel",
+	.sys = sim_sys, .read = sim_read, .write = sim_write, .free = sim_free,
 };
 
 int aiotk_target_sim(aiotk_target *t, const aiotk_geom_host *model, aiotk_err *err)

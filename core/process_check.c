@@ -1,0 +1,96 @@
+/* Is this a process aiotk can stop, and if not, why: read from /proc so
+ * that the user is told what the process is (zombie, kernel thread,
+ * exiting, another user's, traced already), not only that ptrace failed. */
+#include "internal.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define PF_EXITING 0x00000004u
+#define PF_KTHREAD 0x00200000u
+
+/* State letter and flags from /proc/PID/stat (fields 3 and 9; the command
+ * name in field 2 may hold spaces and parentheses, so parse after the
+ * last ')'). */
+static int read_stat(int pid, char *state, unsigned *flags)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	char *p = strrchr(buf, ')');
+	if (!p || sscanf(p + 1, " %c %*d %*d %*d %*d %*d %u", state, flags) != 2)
+		return -1;
+	return 0;
+}
+
+/* A "Name: value" line of /proc/PID/status as a number; -1 if absent. */
+static long status_field(int pid, const char *name)
+{
+	char path[64], line[256];
+	long v = -1;
+	size_t len = strlen(name);
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	FILE *f = fopen(path, "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, name, len) && line[len] == ':') {
+			v = strtol(line + len + 1, NULL, 10);
+			break;
+		}
+	if (f)
+		fclose(f);
+	return v;
+}
+
+int aiotk_check_process(int pid, aiotk_err *err)
+{
+	char state = 0;
+	unsigned flags = 0;
+	if (pid <= 0 || read_stat(pid, &state, &flags))
+		return aiotk_fail(err, AIOTK_ESYS, ESRCH, "no such process: %d", pid);
+	if (flags & PF_KTHREAD)
+		return aiotk_fail(err, AIOTK_EINVAL, EPERM,
+				  "process %d is a kernel thread: it has no memory of its own and no AIO rings", pid);
+	if (state == 'Z')
+		return aiotk_fail(err, AIOTK_ESYS, ESRCH,
+				  "process %d is a zombie: it has exited and only waits for its parent to reap it; nothing to dump or restore", pid);
+	if (state == 'X' || (flags & PF_EXITING))
+		return aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d is exiting; nothing to dump or restore", pid);
+	long uid = status_field(pid, "Uid");
+	if (geteuid() != 0 && uid >= 0 && (unsigned long)uid != geteuid())
+		return aiotk_fail(err, AIOTK_ESYS, EPERM,
+				  "process %d runs as uid %ld and you are uid %u: run aiotk as root or as that user",
+				  pid, uid, (unsigned)geteuid());
+	return 0;
+}
+
+int aiotk_why_not_permitted(int pid, aiotk_err *err)
+{
+	int yama = -1;
+	long tracer = status_field(pid, "TracerPid");
+	if (tracer > 0)
+		return aiotk_fail(err, AIOTK_ESYS, EPERM,
+				  "process %d is being traced already, by process %ld (TracerPid in /proc/%d/status): detach that debugger or tracer first",
+				  pid, tracer, pid);
+	FILE *f = fopen("/proc/sys/kernel/yama/ptrace_scope", "r");
+	if (f && fscanf(f, "%d", &yama) != 1)
+		yama = -1;
+	if (f)
+		fclose(f);
+	if (yama > 0 && geteuid() != 0)
+		return aiotk_fail(err, AIOTK_ESYS, EPERM,
+				  "ptrace of process %d not permitted: Yama ptrace_scope is %d (/proc/sys/kernel/yama/ptrace_scope); run as root or set it to 0",
+				  pid, yama);
+	long uid = status_field(pid, "Uid");
+	return aiotk_fail(err, AIOTK_ESYS, EPERM,
+			  "ptrace of process %d (uid %ld) not permitted for uid %u: run aiotk as root, or as that user without a seccomp or LSM rule that forbids ptrace",
+			  pid, uid, (unsigned)geteuid());
+}
