@@ -3,6 +3,7 @@
  * (aiotk.core.attach(pid), aiotk.core.self()) on that process. */
 #include "lua_aiotk.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,7 +40,10 @@ static int p_converge(lua_State *L, aiotk_target *t, int b)
 	aiotk_converge_result res;
 	uint64_t len = laiotk_check_u64(L, b);
 	aiotk_geom_host m = laiotk_check_model(L, b + 1);
-	if (aiotk_converge(t, &m, len, &res, &err))
+	const uint32_t plain = 1; /* what the kernel writes: the ring is the caller's now */
+	if (aiotk_converge(t, &m, len, &res, &err) ||
+	    aiotk_poke(t, res.ctx + offsetof(aiotk_ring_header, compat_features), &plain,
+		       sizeof(plain), &err))
 		return laiotk_fail(L, &err);
 	push_conv(L, &res);
 	return 1;
@@ -196,34 +200,85 @@ static int p_mapping_at(lua_State *L, aiotk_target *t, int b)
 
 static int p_rings(lua_State *L, aiotk_target *t, int b)
 {
-	aiotk_vma v[4096];
 	aiotk_err err;
-	size_t n;
+	size_t n = 0, max;
 	(void)b;
-	if (aiotk_maps_rings(t->pid, v, 4096, &n, &err))
+	/* Count, then read into a buffer that size; grown if rings appear
+	 * between the two (a process that is not stopped). */
+	if (aiotk_maps_rings(t->pid, NULL, 0, &n, &err))
 		return laiotk_fail(L, &err);
+	aiotk_vma *v = NULL;
+	do {
+		max = n + 16;
+		free(v);
+		if (!(v = malloc(max * sizeof(*v))))
+			return luaL_error(L, "out of memory for %d rings", (int)max);
+		if (aiotk_maps_rings(t->pid, v, max, &n, &err)) {
+			free(v);
+			return laiotk_fail(L, &err);
+		}
+	} while (n > max);
 	lua_createtable(L, (int)n, 0);
-	for (size_t i = 0; i < n && i < 4096; i++) {
+	for (size_t i = 0; i < n; i++) {
 		lua_createtable(L, 0, 2);
 		laiotk_set_num(L, "addr", (double)v[i].start);
 		laiotk_set_num(L, "ring_len", (double)(v[i].end - v[i].start));
 		lua_rawseti(L, -2, (int)i + 1);
 	}
+	free(v);
+	return 1;
+}
+
+/* reserve(addr, len): a PROT_NONE placeholder exactly there, or nil and
+ * what is in the way. */
+static int p_reserve(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	if (aiotk_reserve(t, laiotk_check_u64(L, b), laiotk_check_u64(L, b + 1), &err))
+		return laiotk_fail(L, &err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int p_unmap(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	if (aiotk_unmap(t, laiotk_check_u64(L, b), laiotk_check_u64(L, b + 1), &err))
+		return laiotk_fail(L, &err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* park(ctx, len): the ring moved to a fresh address; returns it. */
+static int p_park(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	uint64_t ctx = laiotk_check_u64(L, b);
+	if (aiotk_park(t, &ctx, laiotk_check_u64(L, b + 1), &err))
+		return laiotk_fail(L, &err);
+	lua_pushnumber(L, (double)ctx);
 	return 1;
 }
 
 
-/* header(addr): nr, head and tail only: cheap enough to poll. */
+/* header(addr): the 32-byte header alone, cheap enough to poll. */
 static int p_header(lua_State *L, aiotk_target *t, int b)
 {
 	aiotk_err err;
-	uint32_t h[4];
-	if (aiotk_peek(t, laiotk_check_u64(L, b), h, sizeof(h), &err))
+	aiotk_ring_header h;
+	if (aiotk_peek(t, laiotk_check_u64(L, b), &h, sizeof(h), &err))
 		return laiotk_fail(L, &err);
-	lua_createtable(L, 0, 3);
-	laiotk_set_num(L, "nr", h[1]);
-	laiotk_set_num(L, "head", h[2]);
-	laiotk_set_num(L, "tail", h[3]);
+	lua_createtable(L, 0, 8);
+	laiotk_set_num(L, "id", h.id);
+	laiotk_set_num(L, "nr", h.nr);
+	laiotk_set_num(L, "head", h.head);
+	laiotk_set_num(L, "tail", h.tail);
+	laiotk_set_num(L, "magic", h.magic);
+	laiotk_set_num(L, "compat_features", h.compat_features);
+	laiotk_set_num(L, "incompat_features", h.incompat_features);
+	laiotk_set_num(L, "header_length", h.header_length);
+	lua_pushboolean(L, h.compat_features == AIOTK_RING_BUILDING);
+	lua_setfield(L, -2, "building");
 	return 1;
 }
 
@@ -242,7 +297,8 @@ static aiotk_target *live_target(lua_State *L, int idx)
 }
 
 #define PRIMITIVES(X) X(snapshot) X(converge) X(replay) X(write_events) \
-	X(remap) X(restore) X(io_setup) X(io_destroy) X(mapping_at) X(rings) X(header)
+	X(remap) X(restore) X(io_setup) X(io_destroy) X(mapping_at) X(rings) X(header) \
+	X(reserve) X(unmap) X(park)
 
 #define SELF_FN(name) static int l_##name(lua_State *L) \
 	{ aiotk_target t; aiotk_target_self(&t); return p_##name(L, &t, 1); }

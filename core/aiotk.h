@@ -166,6 +166,12 @@ int aiotk_maps_overlap(int pid, uint64_t start, uint64_t len, uint64_t skip,
 int aiotk_maps_rings(int pid, aiotk_vma *out, size_t max, size_t *count,
 		     aiotk_err *err);
 
+/* compat_features of a context aiotk has made and not yet finished: the
+ * kernel writes 1 there and never reads it; aiotk marks its contexts under
+ * construction so that one left by an interrupted aiotk can be found and
+ * destroyed (restore does that before anything else). */
+#define AIOTK_RING_BUILDING 0x6b74696fu /* "oitk" */
+
 /* ---- ring snapshot --------------------------------------------------- */
 typedef struct aiotk_ring {
 	uint64_t addr;      /* ring start = context id */
@@ -196,6 +202,8 @@ typedef struct aiotk_converge_result {
 
 int aiotk_io_setup(aiotk_target *t, uint32_t n, uint64_t *ctx, aiotk_err *err);
 int aiotk_io_destroy(aiotk_target *t, uint64_t ctx, aiotk_err *err);
+/* The context made is marked AIOTK_RING_BUILDING until the caller finishes
+ * it (aiotk_restore_ring does). */
 int aiotk_converge(aiotk_target *t, const aiotk_geom_host *model,
 		   uint64_t ring_len, aiotk_converge_result *res,
 		   aiotk_err *err);
@@ -228,6 +236,14 @@ enum { AIOTK_REMAP_PLACEHOLDER = 1 }; /* caller owns what is at dest */
  * afterwards, also on failure (it may have been parked on the way). */
 int aiotk_remap(aiotk_target *t, uint64_t *ctx, uint64_t len, uint64_t dest,
 		int flags, aiotk_err *err);
+
+/* A PROT_NONE placeholder at exactly [addr, addr+len), refused (naming
+ * what is there) where anything is mapped; aiotk_unmap removes one. */
+int aiotk_reserve(aiotk_target *t, uint64_t addr, uint64_t len,
+		  aiotk_err *err);
+int aiotk_unmap(aiotk_target *t, uint64_t addr, uint64_t len, aiotk_err *err);
+/* Move the ring at *ctx to a fresh address the kernel picks. */
+int aiotk_park(aiotk_target *t, uint64_t *ctx, uint64_t len, aiotk_err *err);
 
 /* ---- in-process (or in-target) restore of one ring ------------------- */
 typedef struct aiotk_restore_opts {

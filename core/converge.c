@@ -2,6 +2,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/syscall.h>
 
@@ -50,7 +51,11 @@ int aiotk_io_destroy(aiotk_target *t, uint64_t ctx, aiotk_err *err)
 static int probe(aiotk_target *t, uint32_t n, unsigned page_size,
 		 uint64_t *ctx, uint32_t *nr, uint64_t *len, aiotk_err *err)
 {
+	const uint32_t mark = AIOTK_RING_BUILDING;
 	int rc = aiotk_io_setup(t, n, ctx, err);
+	if (!rc)
+		rc = aiotk_poke(t, *ctx + offsetof(aiotk_ring_header, compat_features),
+				&mark, sizeof(mark), err);
 	if (!rc)
 		rc = aiotk_peek(t, *ctx + offsetof(aiotk_ring_header, nr), nr, sizeof(*nr), err);
 	if (rc)

@@ -18,6 +18,8 @@
 #define _GNU_SOURCE
 #include "aiotk.h"
 
+#include <errno.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -126,4 +128,51 @@ int aiotk_remap(aiotk_target *t, uint64_t *ctx, uint64_t len, uint64_t dest,
 	if (!rc)
 		rc = move(t, ctx, len, dest, err);
 	return rc ? rc : check_moved(t, dest, nr, err);
+}
+
+int aiotk_reserve(aiotk_target *t, uint64_t addr, uint64_t len, aiotk_err *err)
+{
+	long r = aiotk_sys(t, SYS_mmap, (long)addr, (long)len, PROT_NONE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+	if (r < 0 && r > -4096) {
+		aiotk_vma v;
+		if ((int)-r == EEXIST && aiotk_maps_overlap(t->pid, addr, len, 0, &v, NULL) == 1)
+			return aiotk_fail(err, AIOTK_EOCCUPIED, EEXIST,
+					  "0x%llx-0x%llx: 0x%llx-0x%llx %s %s is mapped there",
+					  (unsigned long long)addr, (unsigned long long)(addr + len),
+					  (unsigned long long)v.start, (unsigned long long)v.end, v.perms,
+					  v.path[0] ? v.path : "(anonymous)");
+		return aiotk_fail(err, AIOTK_ESYS, (int)-r, "cannot reserve 0x%llx-0x%llx: %s",
+				  (unsigned long long)addr, (unsigned long long)(addr + len),
+				  strerror((int)-r));
+	}
+	if ((uint64_t)r != addr) { /* kernels before 4.17 take the flag as a hint */
+		unmap(t, (uint64_t)r, len);
+		return aiotk_fail(err, AIOTK_EOCCUPIED, EEXIST, "0x%llx-0x%llx is not free",
+				  (unsigned long long)addr, (unsigned long long)(addr + len));
+	}
+	return 0;
+}
+
+int aiotk_unmap(aiotk_target *t, uint64_t addr, uint64_t len, aiotk_err *err)
+{
+	long r = aiotk_sys(t, SYS_munmap, (long)addr, (long)len, 0, 0, 0, 0);
+	if (r < 0 && r > -4096)
+		return aiotk_fail(err, AIOTK_ESYS, (int)-r, "munmap 0x%llx-0x%llx: %s",
+				  (unsigned long long)addr, (unsigned long long)(addr + len),
+				  strerror((int)-r));
+	return 0;
+}
+
+int aiotk_park(aiotk_target *t, uint64_t *ctx, uint64_t len, aiotk_err *err)
+{
+	long r = aiotk_sys(t, SYS_mmap, 0, (long)len, PROT_NONE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (r < 0 && r > -4096)
+		return aiotk_fail(err, AIOTK_ESYS, (int)-r, "cannot reserve %llu bytes to park ring 0x%llx: %s",
+				  (unsigned long long)len, (unsigned long long)*ctx, strerror((int)-r));
+	int rc = move(t, ctx, len, (uint64_t)r, err);
+	if (rc)
+		unmap(t, (uint64_t)r, len);
+	return rc;
 }

@@ -2,6 +2,7 @@
  * Any failure destroys the new context; nothing else was changed. */
 #include "aiotk.h"
 
+#include <stddef.h>
 #include <string.h>
 
 static int model_for(const aiotk_restore_opts *o, aiotk_geom_host *m,
@@ -36,6 +37,11 @@ static int steps(aiotk_target *t, const aiotk_ring *saved,
 	if (!rc)
 		rc = aiotk_remap(t, &res->ctx, len, saved->addr, o->remap_flags,
 				 err);
+	/* Finished: the mark of a context under construction goes. */
+	uint32_t compat = saved->compat_features;
+	if (!rc)
+		rc = aiotk_poke(t, res->ctx + offsetof(aiotk_ring_header, compat_features),
+				&compat, sizeof(compat), err);
 	res->ns_replay = t1 - t0;
 	res->ns_events = t2 - t1;
 	res->ns_remap = aiotk_now_ns() - t2;

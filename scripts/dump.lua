@@ -12,6 +12,7 @@ parser:option("-D --dir", "image directory to write"):count(1)
 parser:flag("--area", "also save every slot of each ring, not only the live events")
 cmd.policy_option(parser)
 local args = parser:parse({ ... })
+aiotk.core.catch_interrupts()
 
 local policy, perr = cmd.load_policy(args)
 if not policy then return cmd.fail("dump", perr, 2) end

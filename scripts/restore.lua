@@ -15,6 +15,7 @@ parser:flag("--replace", "an AIO ring already at a saved address is destroyed fi
 parser:flag("--no-plan", "ignore DIR/plan.json and plan for this host now")
 cmd.policy_option(parser)
 local args = parser:parse({ ... })
+aiotk.core.catch_interrupts()
 
 local function fail(msg, code)
 	return cmd.fail("restore", msg, code or 1)

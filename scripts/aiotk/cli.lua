@@ -3,6 +3,7 @@
 -- ($AIOTK_PATH, ~/.config/aiotk/scripts) before the shipped ones, so a user
 -- overrides a command or a policy without touching the install.
 local shipped, argv = ...
+local core = require "aiotk.core"
 
 local function user_dirs()
 	local dirs = {}
@@ -50,15 +51,13 @@ end
 local function list_commands()
 	local seen, names = {}, {}
 	for _, d in ipairs(search) do
-		local p = io.popen('ls "' .. d .. '" 2>/dev/null')
-		for f in p:lines() do
+		for _, f in ipairs(core.listdir(d) or {}) do
 			local name = f:match("^([%w_%-]+)%.lua$")
 			if name and not seen[name] then
 				seen[name] = find_command(name)
 				names[#names + 1] = name
 			end
 		end
-		p:close()
 	end
 	table.sort(names)
 	return names, seen

@@ -59,7 +59,10 @@ function M.import(procs, out)
 			img:add(c.ring)
 		end
 		local dir = #procs == 1 and out or (out .. "/" .. p.pid)
-		if #procs > 1 then os.execute("mkdir -p '" .. out .. "'") end
+		if #procs > 1 then
+			local ok, err = core.mkdir(out)
+			if not ok then return nil, err end
+		end
 		local ok, err, code = img:write(dir)
 		if not ok then return nil, err, code end
 		written[#written + 1] = { pid = p.pid, dir = dir, rings = #p.rings }
@@ -75,13 +78,6 @@ local function read_file(path)
 	return s
 end
 
-local function list(dir)
-	local names = {}
-	local p = io.popen("ls -A '" .. dir .. "'")
-	for name in p:lines() do names[#names + 1] = name end
-	p:close()
-	return names
-end
 
 -- New mm file contents for every process: nr_req = smallest n on host.
 local function patched_mm(procs, host)
@@ -114,14 +110,17 @@ function M.fixup(dir, procs, host, out, no_backup)
 	if out then
 		if io.open(out) then return nil, out .. " exists; choose a new output directory" end
 		local tmp = out .. ".tmp" .. tostring(os.time())
-		os.execute("mkdir -p '" .. tmp .. "'")
-		for _, name in ipairs(list(dir)) do
+		local names, lerr = core.listdir(dir)
+		if not names then return nil, lerr end
+		local made, merr = core.mkdir(tmp)
+		if not made then return nil, merr end
+		for _, name in ipairs(names) do
 			local bytes = mm[name] or assert(read_file(dir .. "/" .. name))
 			local ok, err = core.write_atomic(tmp .. "/" .. name, bytes)
-			if not ok then os.execute("rm -rf '" .. tmp .. "'") return nil, err end
+			if not ok then core.remove_tree(tmp) return nil, err end
 		end
 		local ok, err = os.rename(tmp, out)
-		if not ok then os.execute("rm -rf '" .. tmp .. "'") return nil, err end
+		if not ok then core.remove_tree(tmp) return nil, err end
 		return changes
 	end
 	for name, bytes in pairs(mm) do

@@ -1,6 +1,10 @@
 -- Driving aio_workload, the libaio program built with aiotk (the demo, the
 -- benchmarks and the specs use it): start it, signal it, read its verdict.
+local core = require "aiotk.core"
 local M = {}
+
+-- A word for sh: single-quoted, any quote inside kept.
+local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
 -- Where the workload binary is: $AIOTK_WORKLOAD, next to the aiotk binary
 -- (build directory), or the installed libexec directory.
@@ -24,7 +28,8 @@ function M.start(args, norandom)
 	local bin, err = M.binary()
 	if not bin then return nil, err end
 	local prefix = norandom and "setarch $(uname -m) -R " or ""
-	local p = io.popen(prefix .. bin .. " " .. args .. " 2>&1", "r")
+	-- args is a list of options (words split on spaces), bin a path
+	local p = io.popen(prefix .. quote(bin) .. " " .. args .. " 2>&1", "r")
 	local line = p and p:read("*l") or ""
 	local pid, rest = line:match("^READY (%d+)(.*)$")
 	if not pid then
@@ -37,7 +42,7 @@ function M.start(args, norandom)
 		pending_fd = tonumber(rest:match("pending%-fd=(%d+)")) }, Workload)
 end
 
-function Workload:signal(sig) os.execute("kill -" .. sig .. " " .. self.pid .. " 2>/dev/null") end
+function Workload:signal(sig) return core.kill(self.pid, sig) end
 function Workload:line() return self.pipe:read("*l") end
 
 -- Destroy its contexts; returns "DESTROYED".

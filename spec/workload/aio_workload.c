@@ -55,7 +55,7 @@ static int nrings;
 static io_context_t ctxs[MAX_RINGS];
 static int devnull;
 static volatile int eintr_seen, sleeper_ticks, reader_done, epoller_done, futex_done;
-static int futex_word, allow_grow, gap;
+static int futex_word, allow_grow, gap, regs_changed;
 static int read_pipe[2], epoll_pipe[2], pend_pipe[2];
 
 static uint64_t cookie(int ring, int phase, int seq)
@@ -213,6 +213,84 @@ static void destroy_all(void)
 			pthread_join(t[i], NULL);
 }
 
+/* rt_sigtimedwait with known values in the registers a system call must
+ * leave alone (rbx, r12-r15, xmm0-15): the main thread waits here, so a
+ * tool that runs system calls in it and puts it back wrongly is caught.
+ * Returns the signal or -errno; *bad counts registers that changed. */
+/* rt_sigtimedwait with known values in the registers a system call must
+ * leave alone (rbx, r12-r15, xmm0-15): the main thread waits here, so a
+ * tool that runs system calls in it and puts it back wrongly is caught.
+ * Returns the signal or -errno; *bad counts registers that changed. */
+struct canary {
+	uint64_t xmm_in[32], xmm_out[32], gp_in[5], gp_out[5];
+};
+
+static long wait_checked(const sigset_t *set, int *bad)
+{
+	struct canary c;
+	long ret;
+	register long r10 __asm__("r10") = 8;
+	for (int i = 0; i < 32; i++)
+		c.xmm_in[i] = 0x0101010101010101ull * (uint64_t)(i + 1) ^ 0x5a00000000000000ull;
+	for (int i = 0; i < 5; i++)
+		c.gp_in[i] = 0xcafe000000000000ull | (uint64_t)(i + 1) << 8 | 0x77;
+	__asm__ volatile(
+		"movdqu 0(%[b]), %%xmm0\n"
+		"movdqu 16(%[b]), %%xmm1\n"
+		"movdqu 32(%[b]), %%xmm2\n"
+		"movdqu 48(%[b]), %%xmm3\n"
+		"movdqu 64(%[b]), %%xmm4\n"
+		"movdqu 80(%[b]), %%xmm5\n"
+		"movdqu 96(%[b]), %%xmm6\n"
+		"movdqu 112(%[b]), %%xmm7\n"
+		"movdqu 128(%[b]), %%xmm8\n"
+		"movdqu 144(%[b]), %%xmm9\n"
+		"movdqu 160(%[b]), %%xmm10\n"
+		"movdqu 176(%[b]), %%xmm11\n"
+		"movdqu 192(%[b]), %%xmm12\n"
+		"movdqu 208(%[b]), %%xmm13\n"
+		"movdqu 224(%[b]), %%xmm14\n"
+		"movdqu 240(%[b]), %%xmm15\n"
+		"mov 512(%[b]), %%rbx\n"
+		"mov 520(%[b]), %%r12\n"
+		"mov 528(%[b]), %%r13\n"
+		"mov 536(%[b]), %%r14\n"
+		"mov 544(%[b]), %%r15\n"
+		"syscall\n"
+		"movdqu %%xmm0, 256(%[b])\n"
+		"movdqu %%xmm1, 272(%[b])\n"
+		"movdqu %%xmm2, 288(%[b])\n"
+		"movdqu %%xmm3, 304(%[b])\n"
+		"movdqu %%xmm4, 320(%[b])\n"
+		"movdqu %%xmm5, 336(%[b])\n"
+		"movdqu %%xmm6, 352(%[b])\n"
+		"movdqu %%xmm7, 368(%[b])\n"
+		"movdqu %%xmm8, 384(%[b])\n"
+		"movdqu %%xmm9, 400(%[b])\n"
+		"movdqu %%xmm10, 416(%[b])\n"
+		"movdqu %%xmm11, 432(%[b])\n"
+		"movdqu %%xmm12, 448(%[b])\n"
+		"movdqu %%xmm13, 464(%[b])\n"
+		"movdqu %%xmm14, 480(%[b])\n"
+		"movdqu %%xmm15, 496(%[b])\n"
+		"mov %%rbx, 552(%[b])\n"
+		"mov %%r12, 560(%[b])\n"
+		"mov %%r13, 568(%[b])\n"
+		"mov %%r14, 576(%[b])\n"
+		"mov %%r15, 584(%[b])\n"
+		: "=a"(ret)
+		: "a"((long)SYS_rt_sigtimedwait), "D"(set), "S"(NULL), "d"(NULL), "r"(r10),
+		  [b] "r"(&c)
+		: "rcx", "r11", "rbx", "r12", "r13", "r14", "r15", "memory", "xmm0", "xmm1",
+		  "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+		  "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
+	for (int i = 0; i < 32; i++)
+		*bad += c.xmm_out[i] != c.xmm_in[i];
+	for (int i = 0; i < 5; i++)
+		*bad += c.gp_out[i] != c.gp_in[i];
+	return ret;
+}
+
 static int refuse_io_setup(void)
 {
 	struct sock_filter f[] = {
@@ -331,6 +409,8 @@ static int verify(int threads)
 	}
 	if (eintr_seen)
 		FAIL("%d system calls saw EINTR", eintr_seen);
+	if (regs_changed)
+		FAIL("%d registers of the main thread changed across a system call", regs_changed);
 	printf("VERIFY OK %d rings\n", nrings);
 	return 0;
 }
@@ -418,9 +498,9 @@ int main(int argc, char **argv)
 	printf("\n");
 	fflush(stdout);
 	for (;;) {
-		int sig = sigwaitinfo(&set, NULL);
+		long sig = wait_checked(&set, &regs_changed);
 		if (sig < 0) {
-			if (errno == EINTR)
+			if (sig == -EINTR)
 				eintr_seen++;
 			continue;
 		}

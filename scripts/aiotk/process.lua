@@ -1,0 +1,328 @@
+-- The process workflows: dump and restore of a running process, where the
+-- policy's decisions are carried out and where the guarantees live: the
+-- process is stopped only while its rings are read or rebuilt, and a
+-- restore either completes or leaves the process as it was (occupants
+-- moved aside are moved back, placeholders removed, new rings destroyed),
+-- also when interrupted by SIGINT, SIGTERM or SIGHUP.
+--
+-- Error convention: nil, message, code (code: "budget", "occupied",
+-- "image", "stuck", "interrupted", ...).
+local core = require "aiotk.core"
+
+local M = {}
+
+-- Run fn(target) with process pid stopped; it is let go whatever fn does.
+function M.with_process(pid, fn)
+	local t, err, code = core.attach(pid)
+	if not t then return nil, err, code end
+	local results = { n = 0 }
+	local function pack(...) results = { n = select("#", ...), ... } end
+	pack(pcall(fn, t))
+	local ok, derr, dcode = t:detach()
+	if not results[1] then error(results[2], 0) end
+	if not ok and results[2] then return nil, derr, dcode end
+	return unpack(results, 2, results.n)
+end
+
+
+local function policy_of(opts)
+	return opts.policy or require("aiotk.policy").load(nil, require("aiotk").search_dirs)
+end
+
+-- Tails that moved since `rings` were read: requests completing while the
+-- process is stopped.
+local function moved(t, rings)
+	local out = {}
+	for _, r in ipairs(rings) do
+		local now = t:header(r.addr)
+		if not now or now.tail ~= r.tail then out[#out + 1] = { ring = r, now = now } end
+	end
+	return out
+end
+
+local function read_rings(t, policy, opts)
+	local maps, e, c = t:rings()
+	if not maps then return nil, e, c end
+	local rings = {}
+	for _, m in ipairs(maps) do
+		local ring, e2, c2 = t:snapshot(m.addr, opts.area)
+		if not ring then return nil, e2, c2 end
+		if policy.filter(ring, { phase = "dump", pid = t.pid }) then rings[#rings + 1] = ring end
+	end
+	return rings
+end
+
+-- Requests in flight show as tails moving while the process is stopped;
+-- the policy waits for them, fails, or records a warning.
+local function settle(t, rings, policy, opts)
+	core.sleep_ms(policy.settle_ms)
+	local m = moved(t, rings)
+	if #m == 0 then return rings, "" end
+	local what = string.format("ring 0x%x: tail moved from %d to %d while the process was stopped",
+		m[1].ring.addr, m[1].ring.tail, m[1].now and m[1].now.tail or -1)
+	local choice = policy.in_flight(m[1].ring, { pid = t.pid, moved = m })
+	if choice == "fail" then
+		return nil, what .. "; requests were in flight (policy: fail)", "stuck"
+	elseif choice == "record" then
+		policy.log(what .. "; recorded in the image")
+		return rings, what .. "; requests were in flight, this image holds the first reading"
+	end
+	local deadline = core.now_ns() + policy.in_flight_wait_ms * 1e6
+	repeat
+		rings = assert(read_rings(t, policy, opts))
+		core.sleep_ms(math.max(policy.settle_ms, 1))
+		if #moved(t, rings) == 0 then
+			policy.log(what .. "; waited for it to settle")
+			return rings, ""
+		end
+	until core.now_ns() > deadline
+	return nil, what .. string.format("; still moving after %d ms", policy.in_flight_wait_ms), "stuck"
+end
+
+-- A refused injected call in a process under a seccomp filter: say so.
+local function seccomp_hint(pid, err)
+	local f = io.open("/proc/" .. pid .. "/status")
+	local status = f and f:read("*a") or ""
+	if f then f:close() end
+	if status:match("Seccomp:%s*2") and (err:match("not permitted") or err:match("not implemented")) then
+		return err .. string.format("; process %d runs under a seccomp filter (Seccomp: 2 in " ..
+			"/proc/%d/status) that refuses a system call aiotk injects; nothing was changed", pid, pid)
+	end
+	return err
+end
+
+-- The plan's steps joined with the rings they are about (by address).
+local function steps_for(plan, rings)
+	local by_addr = {}
+	for _, r in ipairs(rings) do by_addr[r.addr] = r end
+	local steps = {}
+	for _, s in ipairs(plan.steps) do
+		local ring = by_addr[s.addr]
+		if not ring then return nil, string.format("the plan names ring 0x%x, which the image lacks", s.addr) end
+		if s.action == "fail" then
+			return nil, string.format("ring 0x%x: %s", s.addr, s.reason or "impossible"), "impossible"
+		end
+		if s.action ~= "skip" then
+			steps[#steps + 1] = { ring = ring, grow_to = s.grow_to, len = s.grow_to or ring.ring_len }
+		end
+	end
+	return steps
+end
+
+local function apply_budget(plan, policy)
+	local b = plan.budget
+	if b.action == "fail" then
+		return nil, string.format("restoring needs %d of fs.aio-max-nr: aio-nr is %d of %d, %d short; " ..
+			"raise it (sysctl fs.aio-max-nr=%d) or let the policy raise it", b.needed, b.aio_nr,
+			b.aio_max_nr, b.raise_by, b.aio_max_nr + b.raise_by), "budget"
+	elseif b.action == "raise" then
+		local ok, err, code = core.set_aio_max_nr(b.aio_max_nr + b.raise_by)
+		if not ok then return nil, err, code end
+		policy.log(string.format("raised fs.aio-max-nr from %d to %d (by the %d missing)",
+			b.aio_max_nr, b.aio_max_nr + b.raise_by, b.raise_by))
+	end
+	return true
+end
+
+-- The AIO rings in /proc/PID/maps, read without stopping the process.
+local function ring_count(pid)
+	local f = io.open("/proc/" .. pid .. "/maps")
+	if not f then return nil end
+	local n = 0
+	for l in f:lines() do if l:find(" /%[aio%]") then n = n + 1 end end
+	f:close()
+	return n
+end
+
+local function is_dir(path) return core.listdir(path) ~= nil end
+
+-- Dump the rings of process pid the policy keeps, to dir. The process is
+-- stopped only while its rings are read, and not at all when it has none;
+-- a failed dump leaves no directory it created.
+function M.dump_process(pid, dir, opts)
+	opts = opts or {}
+	local policy = policy_of(opts)
+	if ring_count(pid) == 0 then
+		return nil, string.format("process %d has no AIO ring (no /[aio] mapping in /proc/%d/maps); " ..
+			"it was not stopped and nothing was written", pid, pid), "norings"
+	end
+	local img = assert(core.image())
+	local stopped
+	local ok, err, code = M.with_process(pid, function(t)
+		local rings, e, c = read_rings(t, policy, opts)
+		if not rings then return nil, e, c end
+		local warnings
+		rings, warnings, c = settle(t, rings, policy, opts)
+		if not rings then return nil, warnings, c end
+		for _, r in ipairs(rings) do img:add(r) end
+		img.warnings = warnings
+		stopped = t
+		return true
+	end)
+	if not ok then return nil, err, code end
+	img.pid = pid
+	img.stopped_ns = stopped.stopped_ns
+	if dir then
+		local existed = is_dir(dir)
+		local w, werr, wcode = img:write(dir)
+		if not w then
+			if not existed then core.remove_tree(dir) end
+			return nil, werr, wcode
+		end
+	end
+	return img
+end
+
+local function describe(m)
+	return string.format("0x%x-0x%x %s %s", m.start, m.finish, m.perms,
+		m.path ~= "" and m.path or "(anonymous)")
+end
+
+local function is_ring(m) return m.path:match("^/%[aio%]") ~= nil end
+
+-- What each destination holds, checked before anything changes: nothing,
+-- or (with replace) exactly one AIO ring, which is then moved aside.
+-- Returns the occupant per step index.
+local function occupants(t, steps, replace)
+	local out = {}
+	for i, s in ipairs(steps) do
+		local m = t:mapping_at(s.ring.addr, s.len)
+		if m then
+			if not (replace and is_ring(m)) then
+				return nil, string.format(
+					"ring %d of %d (0x%x, %d bytes): %s is mapped there%s",
+					i, #steps, s.ring.addr, s.len, describe(m),
+					is_ring(m) and "; --replace moves an AIO ring there aside and destroys it once all are restored" or
+					"; nothing was changed"), "occupied"
+			end
+			if m.start < s.ring.addr or m.finish > s.ring.addr + s.len then
+				return nil, string.format("ring %d of %d (0x%x, %d bytes): the AIO ring %s there does not fit " ..
+					"the saved range; nothing was changed", i, #steps, s.ring.addr, s.len, describe(m)), "occupied"
+			end
+			out[i] = { addr = m.start, len = m.finish - m.start }
+		end
+	end
+	return out
+end
+
+-- Contexts an interrupted aiotk left under construction: destroyed first.
+local function destroy_leftovers(t, policy)
+	for _, m in ipairs(assert(t:rings())) do
+		local h = t:header(m.addr)
+		if h and h.building then
+			local ok, err, code = t:io_destroy(m.addr)
+			if not ok then return nil, err, code end
+			policy.log(string.format("destroyed ring 0x%x, left under construction by an interrupted aiotk", m.addr))
+		end
+	end
+	return true
+end
+
+-- Everything a restore changed, undone in reverse: what it made, where.
+local Undo = {}
+Undo.__index = Undo
+
+function Undo:rollback(t)
+	for i = #self, 1, -1 do
+		local u = self[i]
+		if u.kind == "ring" then t:io_destroy(u.addr)
+		elseif u.kind == "claim" and not u.used then t:unmap(u.addr, u.len)
+		elseif u.kind == "parked" then t:remap(u.at, u.len, u.addr) end
+	end
+end
+
+local function interrupted()
+	local sig = core.interrupted()
+	if sig then return nil, "interrupted by " .. sig .. "; everything done was undone", "interrupted" end
+	return true
+end
+
+-- The changes, in order: occupants parked, every destination claimed with
+-- a placeholder (so no new ring, parking spot or scratch mapping can land
+-- on one), each ring rebuilt onto its placeholder. Each step is recorded
+-- in undo before the next one starts.
+local function rebuild(t, steps, opts, policy, undo, out)
+	local occ, e, c = occupants(t, steps, opts.replace)
+	if not occ then return nil, e, c end
+	local claims = {}
+	local function claim(i, s)
+		local ok, re, rc = t:reserve(s.ring.addr, s.len)
+		if not ok then return nil, string.format("ring %d of %d: %s", i, #steps, re), rc end
+		claims[i] = { kind = "claim", addr = s.ring.addr, len = s.len }
+		undo[#undo + 1] = claims[i]
+		return true
+	end
+	-- Free destinations first, so that no parking spot lands on one; then
+	-- each occupant parked and its range claimed at once.
+	for pass = 1, 2 do
+		for i, s in ipairs(steps) do
+			local o = occ[i]
+			if pass == 2 and o then
+				local at, pe, pc = t:park(o.addr, o.len)
+				if not at then return nil, pe, pc end
+				undo[#undo + 1] = { kind = "parked", addr = o.addr, len = o.len, at = at }
+			end
+			if (pass == 1) == (o == nil) then
+				local ok, ce, cc = claim(i, s)
+				if not ok then return nil, ce, cc end
+			end
+		end
+	end
+	for i, s in ipairs(steps) do
+		local ok, ie, ic = interrupted()
+		if not ok then return nil, ie, ic end
+		local res, re, rc = t:restore(s.ring, { grow_to = s.grow_to, replay = opts.replay, placeholder = true })
+		if not res then
+			if t.dead then
+				return nil, string.format("the process exited during restore (ring %d of %d: %s)", i, #steps, re), rc
+			end
+			return nil, string.format("ring %d of %d (0x%x): %s", i, #steps, s.ring.addr, seccomp_hint(t.pid, re)), rc
+		end
+		claims[i].used = true
+		undo[#undo + 1] = { kind = "ring", addr = res.ctx }
+		res.grown = s.grow_to ~= nil
+		out[#out + 1] = res
+		if s.grow_to then
+			policy.log(string.format("ring 0x%x grew in place from %d to %d bytes", s.ring.addr, s.ring.ring_len, s.grow_to))
+		end
+		if opts.on_ring then opts.on_ring(i, s.ring, res, t) end
+	end
+	return interrupted()
+end
+
+-- Restore rings into process pid, as the plan (made here from the policy
+-- unless given) says: all or nothing. opts.replace moves AIO rings that
+-- occupy saved addresses aside, and destroys them once every ring is
+-- rebuilt; opts.on_ring(i, ring, result, t) is called after each ring.
+function M.restore_process(pid, rings, opts)
+	opts = opts or {}
+	local policy = policy_of(opts)
+	local plan = opts.plan or require("aiotk.plan").make(rings, assert(core.host()), policy)
+	local steps, serr, scode = steps_for(plan, rings)
+	if not steps then return nil, serr, scode end
+	local ok, berr, bcode = apply_budget(plan, policy)
+	if not ok then return nil, berr, bcode end
+	local out = {}
+	local rok, err, code = M.with_process(pid, function(t)
+		local d, de, dc = destroy_leftovers(t, policy)
+		if not d then return nil, de, dc end
+		local undo = setmetatable({}, Undo)
+		local done, e, c = rebuild(t, steps, opts, policy, undo, out)
+		if not done then
+			undo:rollback(t)
+			out = {}
+			return nil, e, c
+		end
+		for _, u in ipairs(undo) do
+			if u.kind == "parked" then t:io_destroy(u.at) end
+		end
+		out.target = t
+		return true
+	end)
+	if not rok then return nil, err, code end
+	out.stopped_ns = out.target.stopped_ns
+	out.plan = plan
+	return out
+end
+
+return M

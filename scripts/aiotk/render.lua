@@ -1,0 +1,45 @@
+-- Tables for JSON and display: images, rings and events as plain tables
+-- with 64-bit values as "0x..." strings, and JSON encoding.
+local M = {}
+
+function M.event_table(ev)
+	return { data = ev.data, obj = ev.obj, res = ev.res, res2 = ev.res2 }
+end
+
+-- A plain table for JSON: 64-bit values as "0x..." strings.
+function M.ring_table(r)
+	local t = {
+		addr = string.format("0x%x", r.addr), ring_len = r.ring_len,
+		nr = r.nr, head = r.head, tail = r.tail, n = r.n,
+		wrapped = r.wrapped, events = M.array(r:events()),
+	}
+	return t
+end
+
+function M.image_table(img)
+	local t = {
+		format = img.format,
+		host = {
+			cpus = img.cpus, page_size = img.page_size, release = img.release,
+			formula = img.formula, aio_max_nr = img.aio_max_nr,
+		},
+		time_ns = img.time_ns,
+		pid = img.pid ~= 0 and img.pid or nil,
+		warnings = img.warnings ~= "" and img.warnings or nil,
+		stopped_ns = img.stopped_ns ~= 0 and img.stopped_ns or nil,
+		rings = M.array(),
+	}
+	for i, r in ipairs(img:rings()) do t.rings[i] = M.ring_table(r) end
+	return t
+end
+
+local ARRAY = { __jsontype = "array" }
+
+-- Mark a list so that it encodes as [] even when empty.
+function M.array(t) return setmetatable(t or {}, ARRAY) end
+
+function M.json(value)
+	return require("dkjson").encode(value, { indent = false })
+end
+
+return M
