@@ -249,6 +249,42 @@ static int p_unmap(lua_State *L, aiotk_target *t, int b)
 	return 1;
 }
 
+static int p_unpark(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	uint64_t ctx = laiotk_check_u64(L, b);
+	if (aiotk_unpark(t, &ctx, laiotk_check_u64(L, b + 1), laiotk_check_u64(L, b + 2), &err))
+		return laiotk_fail(L, &err);
+	lua_pushnumber(L, (double)ctx);
+	return 1;
+}
+
+/* remove_journals(): journal pages left by a killed aiotk, with their
+ * contexts, removed; returns how many. */
+static int p_remove_journals(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	unsigned n;
+	(void)b;
+	if (aiotk_remove_journals(t, &n, &err))
+		return laiotk_fail(L, &err);
+	lua_pushnumber(L, n);
+	return 1;
+}
+
+/* is_placeholder(mapping): what aiotk_reserve makes. */
+static int p_is_placeholder(lua_State *L, aiotk_target *t, int b)
+{
+	(void)t;
+	luaL_checktype(L, b, LUA_TTABLE);
+	lua_getfield(L, b, "perms");
+	lua_getfield(L, b, "path");
+	const char *perms = lua_tostring(L, -2), *path = lua_tostring(L, -1);
+	lua_pushboolean(L, perms && path && !strcmp(perms, AIOTK_PLACEHOLDER_PERMS) &&
+			       !strcmp(path, AIOTK_PLACEHOLDER_PATH));
+	return 1;
+}
+
 /* park(ctx, len): the ring moved to a fresh address; returns it. */
 static int p_park(lua_State *L, aiotk_target *t, int b)
 {
@@ -298,7 +334,7 @@ static aiotk_target *live_target(lua_State *L, int idx)
 
 #define PRIMITIVES(X) X(snapshot) X(converge) X(replay) X(write_events) \
 	X(remap) X(restore) X(io_setup) X(io_destroy) X(mapping_at) X(rings) X(header) \
-	X(reserve) X(unmap) X(park)
+	X(reserve) X(unmap) X(park) X(unpark) X(is_placeholder) X(remove_journals)
 
 #define SELF_FN(name) static int l_##name(lua_State *L) \
 	{ aiotk_target t; aiotk_target_self(&t); return p_##name(L, &t, 1); }

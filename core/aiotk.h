@@ -202,6 +202,12 @@ typedef struct aiotk_converge_result {
 
 int aiotk_io_setup(aiotk_target *t, uint32_t n, uint64_t *ctx, aiotk_err *err);
 int aiotk_io_destroy(aiotk_target *t, uint64_t ctx, aiotk_err *err);
+/* First 8 bytes of the page io_setup writes a context id into for
+ * aiotk_converge, until the context is marked AIOTK_RING_BUILDING. */
+#define AIOTK_JOURNAL_MAGIC 0x6c6e726a6b746f69ull /* "iotkjrnl" */
+/* Journal pages a killed aiotk left: their contexts destroyed, the pages
+ * unmapped; *removed counts them. */
+int aiotk_remove_journals(aiotk_target *t, unsigned *removed, aiotk_err *err);
 /* The context made is marked AIOTK_RING_BUILDING until the caller finishes
  * it (aiotk_restore_ring does). */
 int aiotk_converge(aiotk_target *t, const aiotk_geom_host *model,
@@ -242,8 +248,15 @@ int aiotk_remap(aiotk_target *t, uint64_t *ctx, uint64_t len, uint64_t dest,
 int aiotk_reserve(aiotk_target *t, uint64_t addr, uint64_t len,
 		  aiotk_err *err);
 int aiotk_unmap(aiotk_target *t, uint64_t addr, uint64_t len, aiotk_err *err);
-/* Move the ring at *ctx to a fresh address the kernel picks. */
+/* Move the ring at *ctx to a fresh address the kernel picks, marked as
+ * aiotk's (AIOTK_RING_BUILDING) until aiotk_unpark moves it back to home,
+ * so that a ring parked by a killed aiotk is recognisable. */
 int aiotk_park(aiotk_target *t, uint64_t *ctx, uint64_t len, aiotk_err *err);
+int aiotk_unpark(aiotk_target *t, uint64_t *ctx, uint64_t len, uint64_t home,
+		 aiotk_err *err);
+/* How aiotk_reserve's placeholders show in /proc/PID/maps. */
+#define AIOTK_PLACEHOLDER_PERMS "---s"
+#define AIOTK_PLACEHOLDER_PATH "/dev/zero (deleted)"
 
 /* ---- in-process (or in-target) restore of one ring ------------------- */
 typedef struct aiotk_restore_opts {

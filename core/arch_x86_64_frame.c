@@ -12,8 +12,11 @@
  *  - uc_stack is handed to sigaltstack and errors other than EFAULT are
  *    ignored: a mode that is not valid leaves the thread's altstack as is.
  *  - fpstate NULL resets the FPU; so the state from PTRACE_GETREGSET
- *    NT_X86_XSTATE goes in, its software-reserved bytes describing it, and
- *    FP_XSTATE_MAGIC2 after it; 64-byte aligned for XRSTOR. */
+ *    NT_X86_XSTATE goes in, 64-byte aligned for XRSTOR, FP_XSTATE_MAGIC2
+ *    after it. The regset leaves the software-reserved bytes (which say
+ *    what the frame holds) unfilled here, so all of them are written:
+ *    without magic1 the kernel restores only the legacy area, and a wrong
+ *    size makes it reset everything. */
 #include "arch.h"
 
 #if defined(__x86_64__)
@@ -123,8 +126,13 @@ int aiotk_arch_frame(const aiotk_regs *saved, uint64_t mask,
 	uint8_t *fp = out + fp_off;
 	memcpy(fp, fpu, xs);
 	struct sw_bytes sw;
+	uint64_t bv;
 	memcpy(&sw, fp + 464, sizeof(sw));
+	memcpy(&bv, fp + XSAVE_HDR, sizeof(bv));
 	sw.magic1 = FP_XSTATE_MAGIC1;
+	/* x87 and SSE always; others in use. Those left out the kernel puts
+	 * in their initial state, which is what an unused one is in. */
+	sw.xfeatures = bv | 3;
 	sw.xstate_size = xs;
 	sw.extended_size = xs + (uint32_t)sizeof(uint32_t);
 	memcpy(fp + 464, &sw, sizeof(sw));

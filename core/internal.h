@@ -9,6 +9,9 @@
 int aiotk_scratch_map(aiotk_target *t, size_t len, uint64_t *addr,
 		      aiotk_err *err);
 void aiotk_scratch_unmap(aiotk_target *t, uint64_t addr, size_t len);
+/* The same, shared: shows as "rw-s /dev/zero (deleted)" (journal pages). */
+int aiotk_scratch_map_shared(aiotk_target *t, size_t len, uint64_t *addr,
+			     aiotk_err *err);
 
 /* fn for each mapping of pid, in address order, until it returns
  * nonzero (which is returned). */

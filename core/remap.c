@@ -132,8 +132,11 @@ int aiotk_remap(aiotk_target *t, uint64_t *ctx, uint64_t len, uint64_t dest,
 
 int aiotk_reserve(aiotk_target *t, uint64_t addr, uint64_t len, aiotk_err *err)
 {
+	/* Shared anonymous and PROT_NONE: "---s /dev/zero (deleted)" in the
+	 * maps, a shape programs do not make, so that one left by a killed
+	 * aiotk is recognisable (AIOTK_PLACEHOLDER_PATH). */
 	long r = aiotk_sys(t, SYS_mmap, (long)addr, (long)len, PROT_NONE,
-			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+			   MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
 	if (r < 0 && r > -4096) {
 		aiotk_vma v;
 		if ((int)-r == EEXIST && aiotk_maps_overlap(t->pid, addr, len, 0, &v, NULL) == 1)
@@ -164,15 +167,33 @@ int aiotk_unmap(aiotk_target *t, uint64_t addr, uint64_t len, aiotk_err *err)
 	return 0;
 }
 
+static int mark(aiotk_target *t, uint64_t ctx, uint32_t v, aiotk_err *err)
+{
+	return aiotk_poke(t, ctx + offsetof(aiotk_ring_header, compat_features), &v,
+			  sizeof(v), err);
+}
+
 int aiotk_park(aiotk_target *t, uint64_t *ctx, uint64_t len, aiotk_err *err)
 {
+	int rc = mark(t, *ctx, AIOTK_RING_BUILDING, err);
+	if (rc)
+		return rc;
 	long r = aiotk_sys(t, SYS_mmap, 0, (long)len, PROT_NONE,
 			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (r < 0 && r > -4096)
 		return aiotk_fail(err, AIOTK_ESYS, (int)-r, "cannot reserve %llu bytes to park ring 0x%llx: %s",
 				  (unsigned long long)len, (unsigned long long)*ctx, strerror((int)-r));
-	int rc = move(t, ctx, len, (uint64_t)r, err);
-	if (rc)
+	rc = move(t, ctx, len, (uint64_t)r, err);
+	if (rc) {
 		unmap(t, (uint64_t)r, len);
+		mark(t, *ctx, 1, NULL);
+	}
 	return rc;
+}
+
+int aiotk_unpark(aiotk_target *t, uint64_t *ctx, uint64_t len, uint64_t home,
+		 aiotk_err *err)
+{
+	int rc = aiotk_remap(t, ctx, len, home, 0, err);
+	return rc ? rc : mark(t, *ctx, 1, err);
 }

@@ -4,17 +4,29 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 
-int aiotk_scratch_map(aiotk_target *t, size_t len, uint64_t *addr,
-		      aiotk_err *err)
+static int map(aiotk_target *t, size_t len, int flags, uint64_t *addr,
+	       aiotk_err *err)
 {
 	long r = aiotk_sys(t, SYS_mmap, 0, (long)len, PROT_READ | PROT_WRITE,
-			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			   flags | MAP_ANONYMOUS, -1, 0);
 	if (r < 0 && r > -4096)
 		return aiotk_fail(err, AIOTK_ESYS, (int)-r,
 				  "cannot map %zu bytes of scratch memory: %s",
 				  len, strerror((int)-r));
 	*addr = (uint64_t)r;
 	return 0;
+}
+
+int aiotk_scratch_map(aiotk_target *t, size_t len, uint64_t *addr,
+		      aiotk_err *err)
+{
+	return map(t, len, MAP_PRIVATE, addr, err);
+}
+
+int aiotk_scratch_map_shared(aiotk_target *t, size_t len, uint64_t *addr,
+			     aiotk_err *err)
+{
+	return map(t, len, MAP_SHARED, addr, err);
 }
 
 void aiotk_scratch_unmap(aiotk_target *t, uint64_t addr, size_t len)

@@ -433,7 +433,9 @@ int aiotk_target_attach(aiotk_target *t, int pid, aiotk_err *err)
 	if (!rc && (!find(p, pid) || find(p, pid)->gone))
 		rc = aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d exited while being stopped", pid);
 	int g = rc ? 0 : aiotk_arch_get(pid, &p->saved);
-	if (!rc && g)
+	if (!rc && g == -ESRCH)
+		rc = aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d exited while being stopped", pid);
+	else if (!rc && g)
 		rc = aiotk_fail(err, AIOTK_ESYS, -g, "cannot read registers of %d: %s", pid, strerror(-g));
 	if (!rc && !no_gadget)
 		arm(p, sigreturn); /* failure kept in p->why: dumps need no injection */

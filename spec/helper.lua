@@ -29,6 +29,48 @@ function M.run_as_nobody(bin, args)
 	return code, out, err
 end
 
+-- Start the aiotk binary in the background; returns its pid and the files
+-- its stdout and stderr go to. Its parent is a shell that exits at once, so
+-- the process is not this one's to reap.
+function M.spawn(args)
+	local out, err = os.tmpname(), os.tmpname()
+	local p = io.popen(string.format("%s %s >%s 2>%s & echo $!", M.bin, args, out, err))
+	local pid = tonumber(p:read("*l"))
+	p:close()
+	return pid, out, err
+end
+
+function M.slurp(path)
+	local f = io.open(path)
+	if not f then return "" end
+	local s = f:read("*a")
+	f:close()
+	return s
+end
+
+-- A /proc/PID/status field, nil once the process is gone.
+function M.status(pid, field)
+	local s = M.slurp("/proc/" .. pid .. "/status")
+	return s:match(field .. ":%s*([^\n]*)")
+end
+
+-- Gone or a zombie: the process runs no more.
+function M.ended(pid)
+	local st = M.status(pid, "State")
+	return st == nil or st:sub(1, 1) == "Z" or st:sub(1, 1) == "X"
+end
+
+-- Poll cond() every 0.2 ms until true or timeout_ms passed; returns whether.
+function M.wait_until(cond, timeout_ms)
+	local core = require "aiotk.core"
+	local deadline = core.now_ns() + timeout_ms * 1e6
+	while not cond() do
+		if core.now_ns() > deadline then return false end
+		core.sleep_ms(0.2)
+	end
+	return true
+end
+
 function M.tmpdir()
 	local p = os.tmpname()
 	os.remove(p)

@@ -205,14 +205,26 @@ local function occupants(t, steps, replace)
 	return out
 end
 
--- Contexts an interrupted aiotk left under construction: destroyed first.
-local function destroy_leftovers(t, policy)
+-- What an interrupted aiotk left: contexts it was building or had parked
+-- (marked), placeholders on saved ranges. Removed first.
+local function remove_leftovers(t, steps, policy)
+	for _, s in ipairs(steps) do
+		local m = t:mapping_at(s.ring.addr, s.len)
+		if m and t:is_placeholder(m) and m.start == s.ring.addr and m.finish == s.ring.addr + s.len then
+			local ok, err, code = t:unmap(m.start, s.len)
+			if not ok then return nil, err, code end
+			policy.log(string.format("removed the placeholder at 0x%x left by an interrupted aiotk", m.start))
+		end
+	end
+	local j, je, jc = t:remove_journals()
+	if not j then return nil, je, jc end
+	if j > 0 then policy.log(string.format("destroyed %d ring(s) an interrupted aiotk had just made", j)) end
 	for _, m in ipairs(assert(t:rings())) do
 		local h = t:header(m.addr)
 		if h and h.building then
 			local ok, err, code = t:io_destroy(m.addr)
 			if not ok then return nil, err, code end
-			policy.log(string.format("destroyed ring 0x%x, left under construction by an interrupted aiotk", m.addr))
+			policy.log(string.format("destroyed ring 0x%x, left built halfway or parked by an interrupted aiotk", m.addr))
 		end
 	end
 	return true
@@ -227,7 +239,7 @@ function Undo:rollback(t)
 		local u = self[i]
 		if u.kind == "ring" then t:io_destroy(u.addr)
 		elseif u.kind == "claim" and not u.used then t:unmap(u.addr, u.len)
-		elseif u.kind == "parked" then t:remap(u.at, u.len, u.addr) end
+		elseif u.kind == "parked" then t:unpark(u.at, u.len, u.addr) end
 	end
 end
 
@@ -273,9 +285,6 @@ local function rebuild(t, steps, opts, policy, undo, out)
 		if not ok then return nil, ie, ic end
 		local res, re, rc = t:restore(s.ring, { grow_to = s.grow_to, replay = opts.replay, placeholder = true })
 		if not res then
-			if t.dead then
-				return nil, string.format("the process exited during restore (ring %d of %d: %s)", i, #steps, re), rc
-			end
 			return nil, string.format("ring %d of %d (0x%x): %s", i, #steps, s.ring.addr, seccomp_hint(t.pid, re)), rc
 		end
 		claims[i].used = true
@@ -304,13 +313,14 @@ function M.restore_process(pid, rings, opts)
 	if not ok then return nil, berr, bcode end
 	local out = {}
 	local rok, err, code = M.with_process(pid, function(t)
-		local d, de, dc = destroy_leftovers(t, policy)
+		local d, de, dc = remove_leftovers(t, steps, policy)
 		if not d then return nil, de, dc end
 		local undo = setmetatable({}, Undo)
 		local done, e, c = rebuild(t, steps, opts, policy, undo, out)
 		if not done then
 			undo:rollback(t)
 			out = {}
+			if t.dead then return nil, "the process exited during restore: " .. e, c end
 			return nil, e, c
 		end
 		for _, u in ipairs(undo) do

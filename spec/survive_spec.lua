@@ -1,0 +1,143 @@
+-- Whatever happens to aiotk or to its target, the target lives on as it
+-- was, and aiotk neither hangs nor harms: aiotk SIGKILLed at random moments
+-- of dump and restore, SIGTERM during a restore, the target killed during
+-- a restore. The targets are multi-threaded libaio workloads that verify
+-- their rings, their threads (no EINTR) and their main thread's registers
+-- from the inside. AIOTK_SURVIVE_RUNS sets the runs per case (default 24).
+local helper = require "helper"
+local core = require "aiotk.core"
+local run = helper.run
+
+local RINGS = "--ring 1:15:10:0 --ring 128:333:333:100 --ring 64:200:200:0 " ..
+	"--ring 4096:6000:5000:0 --ring 256:20:5:0 --threads"
+-- Killed between stopping a thread and making its interrupted call
+-- restartable (microseconds), aiotk leaves EINTR to the calls signal(7)
+-- says fail after any stop and resume (epoll_wait, sigtimedwait); only the
+-- SIGKILL cases accept that, and only from those calls.
+local KILLED = RINGS .. " --tolerate-stop-eintr"
+local NRINGS = 5
+local RUNS = tonumber(os.getenv("AIOTK_SURVIVE_RUNS") or "") or 24
+
+local function tracer(pid) return tonumber(helper.status(pid, "TracerPid") or "0") end
+
+-- A random instant within aiotk's time with the target: once it traces
+-- the target (or has finished), 0 to max_ms later.
+local function random_moment(apid, target, max_ms)
+	helper.wait_until(function() return tracer(target) == apid or helper.ended(apid) end, 5000)
+	local until_ns = core.now_ns() + math.random() * max_ms * 1e6
+	while core.now_ns() < until_ns do end
+end
+
+-- The target runs, is not traced and not stopped.
+local function assert_unharmed(w, context)
+	assert(helper.wait_until(function() return tracer(w.pid) == 0 end, 2000),
+		context .. ": target still traced")
+	local state = w:state()
+	assert(state ~= "t" and state ~= "T" and state ~= "Z" and state ~= "",
+		context .. ": target state " .. state)
+end
+
+-- Wait for aiotk (apid) to end; then its stdout and stderr, files removed.
+local function outcome(apid, out, errf, timeout_ms, ctx)
+	assert(helper.wait_until(function() return helper.ended(apid) end, timeout_ms),
+		ctx .. ": aiotk still running after " .. timeout_ms .. " ms")
+	local o, e = helper.slurp(out), helper.slurp(errf)
+	os.remove(out)
+	os.remove(errf)
+	return o, e
+end
+
+local function ready_to_restore(dir, spec)
+	local w = helper.workload(spec or RINGS)
+	local code, _, err = run("dump -p " .. w.pid .. " -D " .. dir)
+	assert(code == 0, err)
+	assert(w:destroy() == "DESTROYED")
+	return w
+end
+
+describe("survival", function()
+	local dir
+	helper.scratch_each(function(d) dir = d end)
+	local seed = tonumber(os.getenv("AIOTK_SURVIVE_SEED") or "") or os.time()
+	math.randomseed(seed)
+
+	it("aiotk restore SIGKILLed at random moments: the target lives, --replace finishes the job", function()
+		for i = 1, RUNS do
+			local ctx = string.format("run %d (AIOTK_SURVIVE_SEED=%d)", i, seed)
+			local w = ready_to_restore(dir, KILLED)
+			local apid = helper.spawn("restore -p " .. w.pid .. " -D " .. dir)
+			random_moment(apid, w.pid, 12)
+			core.kill(apid, "KILL")
+			assert(helper.wait_until(function() return helper.ended(apid) end, 2000), ctx .. ": aiotk lives")
+			assert_unharmed(w, ctx)
+			local code, _, err = run("restore --replace -p " .. w.pid .. " -D " .. dir)
+			assert(code == 0, ctx .. ": second restore: " .. err)
+			assert(w:ring_count() == NRINGS, ctx .. ": " .. w:ring_count() .. " rings, a leftover")
+			local verdict = w:verify()
+			assert(verdict == "VERIFY OK " .. NRINGS .. " rings", ctx .. ": " .. tostring(verdict))
+		end
+	end)
+
+	it("aiotk dump SIGKILLed at random moments: the target lives and dumps again", function()
+		for i = 1, RUNS do
+			local ctx = string.format("run %d (AIOTK_SURVIVE_SEED=%d)", i, seed)
+			local w = helper.workload(KILLED)
+			local apid = helper.spawn("dump -p " .. w.pid .. " -D " .. dir .. "/killed")
+			random_moment(apid, w.pid, 2)
+			core.kill(apid, "KILL")
+			assert(helper.wait_until(function() return helper.ended(apid) end, 2000), ctx .. ": aiotk lives")
+			assert_unharmed(w, ctx)
+			local code, _, err = run("dump -p " .. w.pid .. " -D " .. dir)
+			assert(code == 0, ctx .. ": " .. err)
+			assert(w:destroy() == "DESTROYED")
+			code, _, err = run("restore -p " .. w.pid .. " -D " .. dir)
+			assert(code == 0, ctx .. ": " .. err)
+			local verdict = w:verify()
+			assert(verdict == "VERIFY OK " .. NRINGS .. " rings", ctx .. ": " .. tostring(verdict))
+			helper.rmdir(dir .. "/killed")
+		end
+	end)
+
+	it("SIGTERM during a restore: it rolls back, detaches and says so", function()
+		local interrupted = 0
+		for i = 1, RUNS do
+			local ctx = string.format("run %d (AIOTK_SURVIVE_SEED=%d)", i, seed)
+			local w = ready_to_restore(dir)
+			local apid, out, errf = helper.spawn("restore -p " .. w.pid .. " -D " .. dir)
+			random_moment(apid, w.pid, 10)
+			core.kill(apid, "TERM")
+			local o, err = outcome(apid, out, errf, 3000, ctx)
+			assert_unharmed(w, ctx)
+			if o:match("^restored") then
+				assert(w:ring_count() == NRINGS, ctx)
+			else
+				interrupted = interrupted + 1
+				assert(err:match("interrupted by SIGTERM; everything done was undone"), ctx .. ": " .. err)
+				assert(w:ring_count() == 0, ctx .. ": rings left after rollback")
+				local code, _, e2 = run("restore -p " .. w.pid .. " -D " .. dir)
+				assert(code == 0, ctx .. ": " .. e2)
+			end
+			local verdict = w:verify()
+			assert(verdict == "VERIFY OK " .. NRINGS .. " rings", ctx .. ": " .. tostring(verdict))
+		end
+		assert(interrupted > 0, "no run was interrupted mid-restore")
+	end)
+
+	it("the target killed during a restore: aiotk exits within a second, saying so", function()
+		local hit = 0
+		for i = 1, RUNS do
+			local ctx = string.format("run %d (AIOTK_SURVIVE_SEED=%d)", i, seed)
+			local w = ready_to_restore(dir)
+			local apid, out, errf = helper.spawn("restore -p " .. w.pid .. " -D " .. dir)
+			random_moment(apid, w.pid, 10)
+			core.kill(w.pid, "KILL")
+			local o, err = outcome(apid, out, errf, 1000, ctx)
+			if not o:match("^restored") then
+				hit = hit + 1
+				assert(err:match("exited") or err:match("no such process"), ctx .. ": " .. err)
+			end
+			w:finish()
+		end
+		assert(hit > 0, "the target never died mid-restore")
+	end)
+end)
