@@ -413,6 +413,16 @@ static ltarget *new_target(lua_State *L)
 	return lt;
 }
 
+/* check_process(pid): true, or nil and why aiotk cannot stop it. */
+static int l_check_process(lua_State *L)
+{
+	aiotk_err err;
+	if (aiotk_check_process((int)luaL_checkinteger(L, 1), &err))
+		return laiotk_fail(L, &err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 /* attach(pid): every thread of pid stopped until target:detach(). */
 static int l_attach(lua_State *L)
 {
@@ -452,7 +462,7 @@ void laiotk_target_register(lua_State *L)
 		{ NULL, NULL },
 	};
 	static const luaL_Reg funcs[] = {
-		PRIMITIVES(SELF_REG) { "attach", l_attach }, { "self", l_self },
+		PRIMITIVES(SELF_REG) { "attach", l_attach }, { "check_process", l_check_process }, { "self", l_self },
 		{ "simulate", l_simulate }, { NULL, NULL },
 	};
 	if (luaL_newmetatable(L, TARGET_MT))

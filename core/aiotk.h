@@ -135,6 +135,10 @@ unsigned aiotk_target_sim_live(const aiotk_target *t);
  * dies (core/arch.h). Refuses zombies, kernel threads, exiting processes
  * and other users' processes, saying which. */
 int aiotk_target_attach(aiotk_target *t, int pid, aiotk_err *err);
+/* Whether pid is a process aiotk can stop: it exists, is not a zombie, a
+ * kernel thread or exiting, and runs as a user ptrace allows; the error
+ * says which. Reads /proc only. */
+int aiotk_check_process(int pid, aiotk_err *err);
 /* 0 if system calls can run in the target, else why not. */
 int aiotk_target_ready(aiotk_target *t, aiotk_err *err);
 /* Registers, signal mask and interrupted system calls put back; the

@@ -36,10 +36,10 @@ static uint32_t u32le(const uint8_t *p)
 static int slurp(const char *path, uint8_t **buf, size_t *len, aiotk_err *err)
 {
 	struct stat st;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* FIFOs: see below */
 	if (fd < 0)
 		return aiotk_fail(err, AIOTK_EIMAGE, errno, "cannot open %s: %s", path, strerror(errno));
-	if (fstat(fd, &st) || st.st_size > MAX_IMG) {
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size > MAX_IMG) {
 		close(fd);
 		return aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: not a readable image of sane size", path);
 	}
@@ -190,7 +190,13 @@ static int read_rings(const char *dir, aiotk_criu_proc *p, unsigned page, aiotk_
 		return rc;
 	}
 	snprintf(pages, sizeof(pages), "%s/pages-%u.img", dir, pm.pages_id);
-	int fd = open(pages, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	int fd = open(pages, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd >= 0 && (fstat(fd, &st) || !S_ISREG(st.st_mode))) {
+		close(fd);
+		fd = -1;
+		errno = EINVAL;
+	}
 	if (fd < 0)
 		rc = aiotk_fail(err, AIOTK_EIMAGE, errno, "cannot open %s (named by %s): %s",
 				pages, path, strerror(errno));

@@ -94,7 +94,9 @@ int aiotk_image_write(const char *dir, const aiotk_image *img, aiotk_err *err)
 static int load(const char *path, uint8_t **buf, size_t *len, aiotk_err *err)
 {
 	struct stat st;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO opens without waiting for a writer, and the
+	 * fstat below refuses it. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return aiotk_fail(err, AIOTK_EIMAGE, errno,
 				  "cannot open %s: %s (is this an aiotk image directory?)",

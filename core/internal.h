@@ -23,10 +23,6 @@ int aiotk_maps_each(int pid, int (*fn)(const aiotk_vma *v, void *ctx),
 int aiotk_find_gadget(int pid, const aiotk_gadget *list, uint64_t *addr,
 		      aiotk_err *err);
 
-/* Whether pid is a process aiotk can stop: it exists, is not a zombie, a
- * kernel thread or exiting, and runs as a user ptrace allows; the error
- * says which. */
-int aiotk_check_process(int pid, aiotk_err *err);
 /* Why PTRACE_SEIZE of pid gave EPERM. */
 int aiotk_why_not_permitted(int pid, aiotk_err *err);
 

@@ -7,7 +7,7 @@ local parser = argparse("aiotk dump",
 	"Stop every thread of a process (ptrace, no signal), read its AIO rings, let it go, " ..
 	"write the image. The image records how long the process was stopped. Policy hooks: " ..
 	"filter (which rings), in_flight (tails moving while stopped: wait, fail or record).")
-parser:option("-p --pid", "process to dump"):convert(tonumber):count(1)
+parser:option("-p --pid", "process to dump"):convert(cmd.pid):count(1)
 parser:option("-D --dir", "image directory to write"):count(1)
 parser:flag("--area", "also save every slot of each ring, not only the live events")
 cmd.policy_option(parser)

@@ -9,7 +9,7 @@ local parser = argparse("aiotk restore",
 	"(ptrace injection); any failure undoes everything and the process carries on. " ..
 	"Follows DIR/plan.json (aiotk migrate) when present, else plans with the policy: " ..
 	"filter, impossible (fail, grow, skip), budget (fail, raise), overfull, order, log.")
-parser:option("-p --pid", "process to restore into"):convert(tonumber):count(1)
+parser:option("-p --pid", "process to restore into"):convert(cmd.pid):count(1)
 parser:option("-D --dir", "image directory"):count(1)
 parser:flag("--replace", "an AIO ring already at a saved address is destroyed first")
 parser:flag("--no-plan", "ignore DIR/plan.json and plan for this host now")

@@ -5,6 +5,12 @@
 local shipped, argv = ...
 local core = require "aiotk.core"
 
+-- Usage errors exit 2, for every command (argparse's own exit is 1).
+rawset(getmetatable(require("argparse")("aiotk")), "error", function(self, msg)
+	io.stderr:write(("%s\n\nError: %s\n"):format(self:get_usage(), msg))
+	os.exit(2)
+end)
+
 local function user_dirs()
 	local dirs = {}
 	for d in (os.getenv("AIOTK_PATH") or ""):gmatch("[^:]+") do dirs[#dirs + 1] = d end

@@ -9,6 +9,18 @@ function M.fail(name, msg, code)
 	return code or 1
 end
 
+-- A PID option's converter: a plain positive decimal within pid_max;
+-- anything else is a usage error (exit 2), never a guess.
+function M.pid(s)
+	local f = io.open("/proc/sys/kernel/pid_max")
+	local max = f and tonumber(f:read("*l")) or 4194304
+	if f then f:close() end
+	if type(s) ~= "string" or not s:match("^[1-9]%d*$") or #s > 10 or tonumber(s) > max then
+		return nil, string.format("'%s' is not a process ID (a decimal from 1 to %d)", tostring(s), max)
+	end
+	return tonumber(s)
+end
+
 function M.policy_option(parser)
 	parser:option("--policy", "a policy file overriding some hooks of the shipped policy " ..
 		"(see scripts/examples/)")

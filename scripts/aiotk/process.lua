@@ -142,6 +142,8 @@ local function is_dir(path) return core.listdir(path) ~= nil end
 function M.dump_process(pid, dir, opts)
 	opts = opts or {}
 	local policy = policy_of(opts)
+	local fit, ferr, fcode = core.check_process(pid)
+	if not fit then return nil, ferr, fcode end
 	if ring_count(pid) == 0 then
 		return nil, string.format("process %d has no AIO ring (no /[aio] mapping in /proc/%d/maps); " ..
 			"it was not stopped and nothing was written", pid, pid), "norings"
