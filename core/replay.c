@@ -1,6 +1,6 @@
 /* Moving a fresh context's private tail to a saved value by completing
  * requests that finish inside io_submit, while holding ring->head where the
- * saved ring has it. See AIO-KERNEL-FACTS "Replaying the tail". */
+ * saved ring has it. See docs/KERNEL-FACTS.md, "Budget and request slots". */
 #define _GNU_SOURCE
 #include "internal.h"
 
