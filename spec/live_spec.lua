@@ -128,13 +128,32 @@ describe("live process", function()
 		assert.are.equal("6", w:status("Threads"))
 	end)
 
+	it("a failed --replace puts the rings it moved aside back, as they were", function()
+		-- the filter refuses io_setup: the restore fails after the live
+		-- rings were parked and their ranges claimed
+		local w = helper.workload("--ring 1:15:10:0 --ring 128:333:333:100 --threads --seccomp")
+		assert.are.equal(0, (run("dump -p " .. w.pid .. " -D " .. dir)))
+		local maps_before = helper.slurp("/proc/" .. w.pid .. "/maps")
+		local code, _, err = run("restore --replace -p " .. w.pid .. " -D " .. dir)
+		assert.are.equal(1, code)
+		assert.matches("seccomp filter", err)
+		assert.are.equal(maps_before, helper.slurp("/proc/" .. w.pid .. "/maps"))
+		assert.are_not.equal("t", w:state())
+		assert.are.equal("VERIFY OK 2 rings", w:verify())
+	end)
+
 	it("says so when there is no such process", function()
-		local code, _, err = run("restore -p 999999 -D " .. dir)
+		-- a free PID below pid_max (no process of ours is touched)
+		local f = io.open("/proc/sys/kernel/pid_max")
+		local free = tonumber(f:read("*l")) - 1
+		f:close()
+		while io.open("/proc/" .. free .. "/stat") do free = free - 1 end
+		local code, _, err = run("restore -p " .. free .. " -D " .. dir)
 		assert.are.equal(1, code)
 		assert.matches("rings.img", err)
-		code, _, err = run("dump -p 999999 -D " .. dir)
+		code, _, err = run("dump -p " .. free .. " -D " .. dir)
 		assert.are.equal(1, code)
-		assert.matches("no such process: 999999", err)
+		assert.matches("no such process: " .. free, err)
 	end)
 
 	it("rebuilds the largest ring (io_setup(65536)) in a live process", function()
