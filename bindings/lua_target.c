@@ -14,6 +14,23 @@ typedef struct ltarget {
 	int attached;
 } ltarget;
 
+/* The two shapes most primitives answer in: true, or where a ring is. */
+static int push_done(lua_State *L, int rc, const aiotk_err *err)
+{
+	if (rc)
+		return laiotk_fail(L, err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int push_addr(lua_State *L, int rc, uint64_t addr, const aiotk_err *err)
+{
+	if (rc)
+		return laiotk_fail(L, err);
+	lua_pushnumber(L, (double)addr);
+	return 1;
+}
+
 static int p_snapshot(lua_State *L, aiotk_target *t, int b)
 {
 	aiotk_err err;
@@ -118,10 +135,8 @@ static int p_remap(lua_State *L, aiotk_target *t, int b)
 		flags = lua_toboolean(L, -1) ? AIOTK_REMAP_PLACEHOLDER : 0;
 		lua_pop(L, 1);
 	}
-	if (aiotk_remap(t, &ctx, len, dest, flags, &err))
-		return laiotk_fail(L, &err);
-	lua_pushnumber(L, (double)dest);
-	return 1;
+	int rc = aiotk_remap(t, &ctx, len, dest, flags, &err);
+	return push_addr(L, rc, ctx, &err);
 }
 
 static int p_restore(lua_State *L, aiotk_target *t, int b)
@@ -170,10 +185,7 @@ static int p_io_setup(lua_State *L, aiotk_target *t, int b)
 static int p_io_destroy(lua_State *L, aiotk_target *t, int b)
 {
 	aiotk_err err;
-	if (aiotk_io_destroy(t, laiotk_check_u64(L, b), &err))
-		return laiotk_fail(L, &err);
-	lua_pushboolean(L, 1);
-	return 1;
+	return push_done(L, aiotk_io_destroy(t, laiotk_check_u64(L, b), &err), &err);
 }
 
 static int p_mapping_at(lua_State *L, aiotk_target *t, int b)
@@ -195,6 +207,9 @@ static int p_mapping_at(lua_State *L, aiotk_target *t, int b)
 	lua_setfield(L, -2, "perms");
 	lua_pushstring(L, v.path);
 	lua_setfield(L, -2, "path");
+	lua_pushboolean(L, !strcmp(v.perms, AIOTK_PLACEHOLDER_PERMS) &&
+			       !strcmp(v.path, AIOTK_SHARED_ANON_PATH));
+	lua_setfield(L, -2, "placeholder");
 	return 1;
 }
 
@@ -234,29 +249,21 @@ static int p_rings(lua_State *L, aiotk_target *t, int b)
 static int p_reserve(lua_State *L, aiotk_target *t, int b)
 {
 	aiotk_err err;
-	if (aiotk_reserve(t, laiotk_check_u64(L, b), laiotk_check_u64(L, b + 1), &err))
-		return laiotk_fail(L, &err);
-	lua_pushboolean(L, 1);
-	return 1;
+	return push_done(L, aiotk_reserve(t, laiotk_check_u64(L, b), laiotk_check_u64(L, b + 1), &err), &err);
 }
 
 static int p_unmap(lua_State *L, aiotk_target *t, int b)
 {
 	aiotk_err err;
-	if (aiotk_unmap(t, laiotk_check_u64(L, b), laiotk_check_u64(L, b + 1), &err))
-		return laiotk_fail(L, &err);
-	lua_pushboolean(L, 1);
-	return 1;
+	return push_done(L, aiotk_unmap(t, laiotk_check_u64(L, b), laiotk_check_u64(L, b + 1), &err), &err);
 }
 
 static int p_unpark(lua_State *L, aiotk_target *t, int b)
 {
 	aiotk_err err;
 	uint64_t ctx = laiotk_check_u64(L, b);
-	if (aiotk_unpark(t, &ctx, laiotk_check_u64(L, b + 1), laiotk_check_u64(L, b + 2), &err))
-		return laiotk_fail(L, &err);
-	lua_pushnumber(L, (double)ctx);
-	return 1;
+	int rc = aiotk_unpark(t, &ctx, laiotk_check_u64(L, b + 1), laiotk_check_u64(L, b + 2), &err);
+	return push_addr(L, rc, ctx, &err);
 }
 
 /* remove_journals(): journal pages left by a killed aiotk, with their
@@ -272,28 +279,13 @@ static int p_remove_journals(lua_State *L, aiotk_target *t, int b)
 	return 1;
 }
 
-/* is_placeholder(mapping): what aiotk_reserve makes. */
-static int p_is_placeholder(lua_State *L, aiotk_target *t, int b)
-{
-	(void)t;
-	luaL_checktype(L, b, LUA_TTABLE);
-	lua_getfield(L, b, "perms");
-	lua_getfield(L, b, "path");
-	const char *perms = lua_tostring(L, -2), *path = lua_tostring(L, -1);
-	lua_pushboolean(L, perms && path && !strcmp(perms, AIOTK_PLACEHOLDER_PERMS) &&
-			       !strcmp(path, AIOTK_PLACEHOLDER_PATH));
-	return 1;
-}
-
 /* park(ctx, len): the ring moved to a fresh address; returns it. */
 static int p_park(lua_State *L, aiotk_target *t, int b)
 {
 	aiotk_err err;
 	uint64_t ctx = laiotk_check_u64(L, b);
-	if (aiotk_park(t, &ctx, laiotk_check_u64(L, b + 1), &err))
-		return laiotk_fail(L, &err);
-	lua_pushnumber(L, (double)ctx);
-	return 1;
+	int rc = aiotk_park(t, &ctx, laiotk_check_u64(L, b + 1), &err);
+	return push_addr(L, rc, ctx, &err);
 }
 
 
@@ -334,7 +326,7 @@ static aiotk_target *live_target(lua_State *L, int idx)
 
 #define PRIMITIVES(X) X(snapshot) X(converge) X(replay) X(write_events) \
 	X(remap) X(restore) X(io_setup) X(io_destroy) X(mapping_at) X(rings) X(header) \
-	X(reserve) X(unmap) X(park) X(unpark) X(is_placeholder) X(remove_journals)
+	X(reserve) X(unmap) X(park) X(unpark) X(remove_journals)
 
 #define SELF_FN(name) static int l_##name(lua_State *L) \
 	{ aiotk_target t; aiotk_target_self(&t); return p_##name(L, &t, 1); }

@@ -258,9 +258,11 @@ int aiotk_unmap(aiotk_target *t, uint64_t addr, uint64_t len, aiotk_err *err);
 int aiotk_park(aiotk_target *t, uint64_t *ctx, uint64_t len, aiotk_err *err);
 int aiotk_unpark(aiotk_target *t, uint64_t *ctx, uint64_t len, uint64_t home,
 		 aiotk_err *err);
-/* How aiotk_reserve's placeholders show in /proc/PID/maps. */
+/* How shared anonymous memory shows in /proc/PID/maps: aiotk's
+ * placeholders (PROT_NONE, "---s") and journal pages ("rw-s") have this
+ * shape, which programs rarely make, so leftovers are recognisable. */
+#define AIOTK_SHARED_ANON_PATH "/dev/zero (deleted)"
 #define AIOTK_PLACEHOLDER_PERMS "---s"
-#define AIOTK_PLACEHOLDER_PATH "/dev/zero (deleted)"
 
 /* ---- in-process (or in-target) restore of one ring ------------------- */
 typedef struct aiotk_restore_opts {

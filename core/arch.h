@@ -35,7 +35,6 @@ extern const aiotk_gadget aiotk_arch_gadget_sigreturn[];
 int aiotk_arch_supported(void);
 int aiotk_arch_get(pid_t tid, aiotk_regs *r);
 int aiotk_arch_set(pid_t tid, const aiotk_regs *r);
-uint64_t aiotk_arch_sp(const aiotk_regs *r);
 /* FPU/vector state of a stopped thread, in the signal frame's format. */
 int aiotk_arch_fpu_get(pid_t tid, uint8_t *buf, size_t cap, size_t *len);
 /* The return frame for `saved` (a pending restart of an interrupted system

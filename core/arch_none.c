@@ -11,7 +11,6 @@ const aiotk_gadget aiotk_arch_gadget_sigreturn[] = { { NULL, 0 } };
 int aiotk_arch_supported(void) { return 0; }
 int aiotk_arch_get(pid_t tid, aiotk_regs *r) { (void)tid; (void)r; return -ENOSYS; }
 int aiotk_arch_set(pid_t tid, const aiotk_regs *r) { (void)tid; (void)r; return -ENOSYS; }
-uint64_t aiotk_arch_sp(const aiotk_regs *r) { (void)r; return 0; }
 int aiotk_arch_fpu_get(pid_t tid, uint8_t *buf, size_t cap, size_t *len)
 {
 	(void)tid; (void)buf; (void)cap; (void)len;

@@ -39,8 +39,6 @@ int aiotk_arch_set(pid_t tid, const aiotk_regs *r)
 	return ptrace(PTRACE_SETREGS, tid, 0, C(r)) ? -errno : 0;
 }
 
-uint64_t aiotk_arch_sp(const aiotk_regs *r) { return C(r)->rsp; }
-
 void aiotk_arch_prepare(aiotk_regs *r, uint64_t code, uint64_t sp, long nr,
 			const long a[6])
 {

@@ -4,7 +4,8 @@
  * The kernel reads the frame at sp - 8 after the `ret` popped its first
  * word: { pretcode, ucontext { flags, link, stack, sigcontext, sigmask } },
  * and the FPU state where sigcontext.fpstate points. Rules it applies,
- * measured here (spec/c/test_inject.c):
+ * measured here (spec/c/test_inject.c and spec/survive_spec.lua kill the
+ * tracer and let the target check its registers; docs/KERNEL-FACTS.md):
  *  - sigreturn sets orig_ax to -1 and points the thread's restart_block at
  *    "return EINTR", so a pending restart cannot survive it: the frame
  *    re-executes the interrupted call instead (ip back over the 2-byte
@@ -15,8 +16,9 @@
  *    NT_X86_XSTATE goes in, 64-byte aligned for XRSTOR, FP_XSTATE_MAGIC2
  *    after it. The regset leaves the software-reserved bytes (which say
  *    what the frame holds) unfilled here, so all of them are written:
- *    without magic1 the kernel restores only the legacy area, and a wrong
- *    size makes it reset everything. */
+ *    without magic1 the kernel restores only the legacy area (x87/SSE),
+ *    and components missing from xfeatures it resets to their initial
+ *    state (measured: xfeatures 0 zeroed all xmm registers). */
 #include "arch.h"
 
 #if defined(__x86_64__)

@@ -23,7 +23,7 @@ static int budget_error(uint32_t n, aiotk_err *err)
  * page starting with AIOTK_JOURNAL_MAGIC), the ring is marked
  * AIOTK_RING_BUILDING, and only then the journal goes. Whenever aiotk dies
  * in between, a journal page or the mark tells a later restore which
- * context to destroy (aiotk_remove_leftovers). */
+ * context to destroy (aiotk_remove_journals, and restore_process). */
 static int io_setup_in(aiotk_target *t, uint32_t n, uint64_t *ctx, int mark,
 		       aiotk_err *err)
 {
@@ -63,7 +63,7 @@ static int collect(const aiotk_vma *v, void *ctx)
 {
 	struct journals *j = ctx;
 	if (v->end - v->start != 4096 || strcmp(v->perms, "rw-s") ||
-	    strcmp(v->path, AIOTK_PLACEHOLDER_PATH))
+	    strcmp(v->path, AIOTK_SHARED_ANON_PATH))
 		return 0;
 	if (j->n == j->cap) {
 		size_t cap = j->cap ? 2 * j->cap : 8;
@@ -82,6 +82,8 @@ int aiotk_remove_journals(aiotk_target *t, unsigned *removed, aiotk_err *err)
 	struct journals j = { NULL, 0, 0 };
 	int rc = aiotk_maps_each(t->pid, collect, &j, err);
 	*removed = 0;
+	if (rc == AIOTK_ENOMEM)
+		aiotk_fail(err, rc, ENOMEM, "out of memory listing the mappings of %d", t->pid);
 	for (size_t i = 0; !rc && i < j.n; i++) {
 		uint64_t head[2];
 		if (aiotk_peek(t, j.addr[i], head, sizeof(head), NULL) ||

@@ -1,5 +1,5 @@
 /* /proc/PID/maps: who occupies an address range, and where the rings are. */
-#include "aiotk.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -59,44 +59,49 @@ int aiotk_maps_each(int pid, int (*fn)(const aiotk_vma *v, void *ctx),
 	return rc;
 }
 
+struct overlap {
+	uint64_t start, len, skip;
+	aiotk_vma *vma;
+};
+
+static int first_overlap(const aiotk_vma *v, void *ctx)
+{
+	struct overlap *o = ctx;
+	if (v->start < o->start + o->len && o->start < v->end && v->start != o->skip) {
+		*o->vma = *v;
+		return 1;
+	}
+	return 0;
+}
+
 int aiotk_maps_overlap(int pid, uint64_t start, uint64_t len, uint64_t skip,
 		       aiotk_vma *vma, aiotk_err *err)
 {
-	char line[512];
-	FILE *f = open_maps(pid, err);
-	if (!f)
-		return AIOTK_ESYS;
-	int found = 0;
-	while (!found && fgets(line, sizeof(line), f)) {
-		aiotk_vma v;
-		if (parse_line(line, &v))
-			continue;
-		if (v.start < start + len && start < v.end && v.start != skip) {
-			*vma = v;
-			found = 1;
-		}
+	struct overlap o = { start, len, skip, vma };
+	return aiotk_maps_each(pid, first_overlap, &o, err);
+}
+
+struct rings {
+	aiotk_vma *out;
+	size_t max, n;
+};
+
+static int add_ring(const aiotk_vma *v, void *ctx)
+{
+	struct rings *r = ctx;
+	if (is_ring(v)) {
+		if (r->n < r->max)
+			r->out[r->n] = *v;
+		r->n++;
 	}
-	fclose(f);
-	return found;
+	return 0;
 }
 
 int aiotk_maps_rings(int pid, aiotk_vma *out, size_t max, size_t *count,
 		     aiotk_err *err)
 {
-	char line[512];
-	FILE *f = open_maps(pid, err);
-	if (!f)
-		return AIOTK_ESYS;
-	size_t n = 0;
-	while (fgets(line, sizeof(line), f)) {
-		aiotk_vma v;
-		if (parse_line(line, &v) || !is_ring(&v))
-			continue;
-		if (n < max)
-			out[n] = v;
-		n++;
-	}
-	fclose(f);
-	*count = n;
-	return 0;
+	struct rings r = { out, max, 0 };
+	int rc = aiotk_maps_each(pid, add_ring, &r, err);
+	*count = r.n;
+	return rc;
 }

@@ -29,6 +29,16 @@ static int overlaps(uint64_t a, uint64_t b, uint64_t len)
 	return a < b + len && b < a + len;
 }
 
+static int occupied(const aiotk_vma *v, const char *what, uint64_t addr,
+		    uint64_t len, const char *advice, aiotk_err *err)
+{
+	return aiotk_fail(err, AIOTK_EOCCUPIED, EEXIST,
+			  "%s 0x%llx-0x%llx: 0x%llx-0x%llx %s %s is mapped there%s",
+			  what, (unsigned long long)addr, (unsigned long long)(addr + len),
+			  (unsigned long long)v->start, (unsigned long long)v->end,
+			  v->perms, v->path[0] ? v->path : "(anonymous)", advice);
+}
+
 static int check_free(aiotk_target *t, uint64_t ctx, uint64_t len,
 		      uint64_t dest, int flags, aiotk_err *err)
 {
@@ -38,11 +48,8 @@ static int check_free(aiotk_target *t, uint64_t ctx, uint64_t len,
 		return rc;
 	if (rc == 0 || (flags & AIOTK_REMAP_PLACEHOLDER))
 		return 0;
-	return aiotk_fail(err, AIOTK_EOCCUPIED, 0,
-			  "cannot move ring to 0x%llx-0x%llx: 0x%llx-0x%llx %s %s is mapped there; free that range or restore into another process",
-			  (unsigned long long)dest, (unsigned long long)(dest + len),
-			  (unsigned long long)v.start, (unsigned long long)v.end,
-			  v.perms, v.path[0] ? v.path : "(anonymous)");
+	return occupied(&v, "cannot move ring to", dest, len,
+			"; free that range or restore into another process", err);
 }
 
 static int move(aiotk_target *t, uint64_t *ctx, uint64_t len, uint64_t to,
@@ -134,17 +141,13 @@ int aiotk_reserve(aiotk_target *t, uint64_t addr, uint64_t len, aiotk_err *err)
 {
 	/* Shared anonymous and PROT_NONE: "---s /dev/zero (deleted)" in the
 	 * maps, a shape programs do not make, so that one left by a killed
-	 * aiotk is recognisable (AIOTK_PLACEHOLDER_PATH). */
+	 * aiotk is recognisable (AIOTK_SHARED_ANON_PATH). */
 	long r = aiotk_sys(t, SYS_mmap, (long)addr, (long)len, PROT_NONE,
 			   MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
 	if (r < 0 && r > -4096) {
 		aiotk_vma v;
 		if ((int)-r == EEXIST && aiotk_maps_overlap(t->pid, addr, len, 0, &v, NULL) == 1)
-			return aiotk_fail(err, AIOTK_EOCCUPIED, EEXIST,
-					  "0x%llx-0x%llx: 0x%llx-0x%llx %s %s is mapped there",
-					  (unsigned long long)addr, (unsigned long long)(addr + len),
-					  (unsigned long long)v.start, (unsigned long long)v.end, v.perms,
-					  v.path[0] ? v.path : "(anonymous)");
+			return occupied(&v, "cannot claim", addr, len, "", err);
 		return aiotk_fail(err, AIOTK_ESYS, (int)-r, "cannot reserve 0x%llx-0x%llx: %s",
 				  (unsigned long long)addr, (unsigned long long)(addr + len),
 				  strerror((int)-r));

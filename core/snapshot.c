@@ -5,10 +5,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <stddef.h>
-
-typedef aiotk_ring_header header_t;
-
 uint32_t aiotk_ring_live(uint32_t nr, uint32_t head, uint32_t tail)
 {
 	return tail >= head ? tail - head : nr - head + tail;
@@ -70,7 +66,7 @@ static int read_live(aiotk_target *t, aiotk_ring *r, aiotk_err *err)
 	return rc;
 }
 
-static void set_header(aiotk_ring *r, const header_t *h)
+static void set_header(aiotk_ring *r, const aiotk_ring_header *h)
 {
 	r->id = h->id;
 	r->nr = h->nr;
@@ -106,7 +102,7 @@ static int check_mapping(aiotk_target *t, const aiotk_ring *r, aiotk_err *err)
 static int read_once(aiotk_target *t, aiotk_ring *r, int flags,
 		     unsigned page_size, aiotk_err *err)
 {
-	header_t h;
+	aiotk_ring_header h;
 	int rc = aiotk_peek(t, r->addr, &h, sizeof(h), err);
 	if (rc)
 		return rc;
@@ -140,7 +136,7 @@ int aiotk_snapshot(aiotk_target *t, uint64_t addr, int flags, aiotk_ring *out,
 	unsigned page = (unsigned)sysconf(_SC_PAGESIZE);
 	int rc;
 	for (int attempt = 0; attempt < 8; attempt++) {
-		header_t again;
+		aiotk_ring_header again;
 		memset(out, 0, sizeof(*out));
 		out->addr = addr;
 		rc = read_once(t, out, flags, page, err);

@@ -1,4 +1,5 @@
 -- Shared by the specs: where the build is, running the aiotk binary.
+local core = require "aiotk.core"
 local M = {}
 
 M.bin = os.getenv("AIOTK_BIN") or "build/aiotk"
@@ -62,7 +63,6 @@ end
 
 -- Poll cond() every 0.2 ms until true or timeout_ms passed; returns whether.
 function M.wait_until(cond, timeout_ms)
-	local core = require "aiotk.core"
 	local deadline = core.now_ns() + timeout_ms * 1e6
 	while not cond() do
 		if core.now_ns() > deadline then return false end
@@ -74,7 +74,7 @@ end
 function M.tmpdir()
 	local p = os.tmpname()
 	os.remove(p)
-	assert(os.execute("mkdir -p " .. p) == 0)
+	assert(core.mkdir(p))
 	return p
 end
 
@@ -84,7 +84,7 @@ function M.write(path, content)
 	f:close()
 end
 
-function M.rmdir(p) os.execute("rm -rf " .. p) end
+function M.rmdir(p) core.remove_tree(p) end
 
 function M.is_root()
 	local p = io.popen("id -u")

@@ -61,39 +61,48 @@ describe("survival", function()
 	local seed = tonumber(os.getenv("AIOTK_SURVIVE_SEED") or "") or os.time()
 	math.randomseed(seed)
 
+	-- aiotk ARGS against workload w; sig goes to aiotk, or to the target
+	-- when `at_target`, at a random moment; aiotk's stdout and stderr once
+	-- it has ended (within timeout_ms).
+	local function interrupt(args, w, max_ms, sig, at_target, timeout_ms, ctx)
+		local apid, out, errf = helper.spawn(args)
+		random_moment(apid, w.pid, max_ms)
+		core.kill(at_target and w.pid or apid, sig)
+		return outcome(apid, out, errf, timeout_ms, ctx)
+	end
+
+	local function assert_verifies(w, ctx)
+		local verdict = w:verify()
+		assert(verdict == "VERIFY OK " .. NRINGS .. " rings", ctx .. ": " .. tostring(verdict))
+	end
+
+	local function context(i) return string.format("run %d (AIOTK_SURVIVE_SEED=%d)", i, seed) end
+
 	it("aiotk restore SIGKILLed at random moments: the target lives, --replace finishes the job", function()
 		for i = 1, RUNS do
-			local ctx = string.format("run %d (AIOTK_SURVIVE_SEED=%d)", i, seed)
+			local ctx = context(i)
 			local w = ready_to_restore(dir, KILLED)
-			local apid = helper.spawn("restore -p " .. w.pid .. " -D " .. dir)
-			random_moment(apid, w.pid, 12)
-			core.kill(apid, "KILL")
-			assert(helper.wait_until(function() return helper.ended(apid) end, 2000), ctx .. ": aiotk lives")
+			interrupt("restore -p " .. w.pid .. " -D " .. dir, w, 12, "KILL", false, 2000, ctx)
 			assert_unharmed(w, ctx)
 			local code, _, err = run("restore --replace -p " .. w.pid .. " -D " .. dir)
 			assert(code == 0, ctx .. ": second restore: " .. err)
 			assert(w:ring_count() == NRINGS, ctx .. ": " .. w:ring_count() .. " rings, a leftover")
-			local verdict = w:verify()
-			assert(verdict == "VERIFY OK " .. NRINGS .. " rings", ctx .. ": " .. tostring(verdict))
+			assert_verifies(w, ctx)
 		end
 	end)
 
 	it("aiotk dump SIGKILLed at random moments: the target lives and dumps again", function()
 		for i = 1, RUNS do
-			local ctx = string.format("run %d (AIOTK_SURVIVE_SEED=%d)", i, seed)
+			local ctx = context(i)
 			local w = helper.workload(KILLED)
-			local apid = helper.spawn("dump -p " .. w.pid .. " -D " .. dir .. "/killed")
-			random_moment(apid, w.pid, 2)
-			core.kill(apid, "KILL")
-			assert(helper.wait_until(function() return helper.ended(apid) end, 2000), ctx .. ": aiotk lives")
+			interrupt("dump -p " .. w.pid .. " -D " .. dir .. "/killed", w, 2, "KILL", false, 2000, ctx)
 			assert_unharmed(w, ctx)
 			local code, _, err = run("dump -p " .. w.pid .. " -D " .. dir)
 			assert(code == 0, ctx .. ": " .. err)
 			assert(w:destroy() == "DESTROYED")
 			code, _, err = run("restore -p " .. w.pid .. " -D " .. dir)
 			assert(code == 0, ctx .. ": " .. err)
-			local verdict = w:verify()
-			assert(verdict == "VERIFY OK " .. NRINGS .. " rings", ctx .. ": " .. tostring(verdict))
+			assert_verifies(w, ctx)
 			helper.rmdir(dir .. "/killed")
 		end
 	end)
@@ -101,12 +110,9 @@ describe("survival", function()
 	it("SIGTERM during a restore: it rolls back, detaches and says so", function()
 		local interrupted = 0
 		for i = 1, RUNS do
-			local ctx = string.format("run %d (AIOTK_SURVIVE_SEED=%d)", i, seed)
+			local ctx = context(i)
 			local w = ready_to_restore(dir)
-			local apid, out, errf = helper.spawn("restore -p " .. w.pid .. " -D " .. dir)
-			random_moment(apid, w.pid, 10)
-			core.kill(apid, "TERM")
-			local o, err = outcome(apid, out, errf, 3000, ctx)
+			local o, err = interrupt("restore -p " .. w.pid .. " -D " .. dir, w, 10, "TERM", false, 3000, ctx)
 			assert_unharmed(w, ctx)
 			if o:match("^restored") then
 				assert(w:ring_count() == NRINGS, ctx)
@@ -117,8 +123,7 @@ describe("survival", function()
 				local code, _, e2 = run("restore -p " .. w.pid .. " -D " .. dir)
 				assert(code == 0, ctx .. ": " .. e2)
 			end
-			local verdict = w:verify()
-			assert(verdict == "VERIFY OK " .. NRINGS .. " rings", ctx .. ": " .. tostring(verdict))
+			assert_verifies(w, ctx)
 		end
 		assert(interrupted > 0, "no run was interrupted mid-restore")
 	end)
@@ -126,12 +131,9 @@ describe("survival", function()
 	it("the target killed during a restore: aiotk exits within a second, saying so", function()
 		local hit = 0
 		for i = 1, RUNS do
-			local ctx = string.format("run %d (AIOTK_SURVIVE_SEED=%d)", i, seed)
+			local ctx = context(i)
 			local w = ready_to_restore(dir)
-			local apid, out, errf = helper.spawn("restore -p " .. w.pid .. " -D " .. dir)
-			random_moment(apid, w.pid, 10)
-			core.kill(w.pid, "KILL")
-			local o, err = outcome(apid, out, errf, 1000, ctx)
+			local o, err = interrupt("restore -p " .. w.pid .. " -D " .. dir, w, 10, "KILL", true, 1000, ctx)
 			if not o:match("^restored") then
 				hit = hit + 1
 				assert(err:match("exited") or err:match("no such process"), ctx .. ": " .. err)

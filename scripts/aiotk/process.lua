@@ -212,7 +212,7 @@ end
 local function remove_leftovers(t, steps, policy)
 	for _, s in ipairs(steps) do
 		local m = t:mapping_at(s.ring.addr, s.len)
-		if m and t:is_placeholder(m) and m.start == s.ring.addr and m.finish == s.ring.addr + s.len then
+		if m and m.placeholder and m.start == s.ring.addr and m.finish == s.ring.addr + s.len then
 			local ok, err, code = t:unmap(m.start, s.len)
 			if not ok then return nil, err, code end
 			policy.log(string.format("removed the placeholder at 0x%x left by an interrupted aiotk", m.start))
@@ -268,18 +268,20 @@ local function rebuild(t, steps, opts, policy, undo, out)
 	end
 	-- Free destinations first, so that no parking spot lands on one; then
 	-- each occupant parked and its range claimed at once.
-	for pass = 1, 2 do
-		for i, s in ipairs(steps) do
-			local o = occ[i]
-			if pass == 2 and o then
-				local at, pe, pc = t:park(o.addr, o.len)
-				if not at then return nil, pe, pc end
-				undo[#undo + 1] = { kind = "parked", addr = o.addr, len = o.len, at = at }
-			end
-			if (pass == 1) == (o == nil) then
-				local ok, ce, cc = claim(i, s)
-				if not ok then return nil, ce, cc end
-			end
+	for i, s in ipairs(steps) do
+		if not occ[i] then
+			local ok, ce, cc = claim(i, s)
+			if not ok then return nil, ce, cc end
+		end
+	end
+	for i, s in ipairs(steps) do
+		local o = occ[i]
+		if o then
+			local at, pe, pc = t:park(o.addr, o.len)
+			if not at then return nil, pe, pc end
+			undo[#undo + 1] = { kind = "parked", addr = o.addr, len = o.len, at = at }
+			local ok, ce, cc = claim(i, s)
+			if not ok then return nil, ce, cc end
 		end
 	end
 	for i, s in ipairs(steps) do

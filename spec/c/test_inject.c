@@ -1,0 +1,111 @@
+/* Syscall injection against a real process (aio_workload, whose main
+ * thread checks its registers across its wait): the target runs on as it
+ * was when the tracer dies right after attaching, right after an injected
+ * call, or detaches cleanly. "Dies" is a tracer child that _exits while
+ * still attached, as a SIGKILLed aiotk would. */
+#define _GNU_SOURCE
+#include "aiotk.h"
+#include "check.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char *workload;
+
+/* aio_workload with a ring and blocked threads; its READY line read. */
+static pid_t start(FILE **out)
+{
+	int fd[2];
+	if (pipe(fd))
+		return -1;
+	pid_t pid = fork();
+	if (pid == 0) {
+		dup2(fd[1], 1);
+		close(fd[0]);
+		execl(workload, workload, "--ring", "64:30:5:0", "--threads", (char *)NULL);
+		_exit(127);
+	}
+	close(fd[1]);
+	*out = fdopen(fd[0], "r");
+	char line[256];
+	if (!fgets(line, sizeof(line), *out) || strncmp(line, "READY", 5))
+		return -1;
+	return pid;
+}
+
+enum how { DIE_AT_ONCE, DIE_AFTER_CALL, DETACH_AFTER_CALL };
+
+/* The tracer, in a child process: 0 if the injected getpid answered the
+ * target's pid. */
+static int tracer(pid_t target, enum how how)
+{
+	aiotk_target t;
+	aiotk_err err;
+	if (aiotk_target_attach(&t, target, &err) || aiotk_target_ready(&t, &err)) {
+		fprintf(stderr, "tracer: %s\n", err.msg);
+		return 2;
+	}
+	if (how == DIE_AT_ONCE)
+		return 0;
+	long r = aiotk_sys(&t, SYS_getpid, 0, 0, 0, 0, 0, 0);
+	if (how == DETACH_AFTER_CALL && aiotk_target_detach(&t, &err))
+		return 3;
+	return r == target ? 0 : 1;
+}
+
+static int traced_by(pid_t pid)
+{
+	char path[64], line[256];
+	int tracer = -1;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "TracerPid: %d", &tracer) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return tracer;
+}
+
+static void run(enum how how, const char *name)
+{
+	FILE *out;
+	pid_t w = start(&out);
+	CHECK(w > 0, "%s: workload did not start", name);
+	if (w <= 0)
+		return;
+	pid_t tp = fork();
+	if (tp == 0)
+		_exit(tracer(w, how)); /* no detach: the kernel lets the target go */
+	int st;
+	waitpid(tp, &st, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: tracer status 0x%x", name, st);
+	for (int i = 0; i < 200 && traced_by(w) != 0; i++)
+		usleep(1000);
+	CHECK(traced_by(w) == 0, "%s: still traced", name);
+	kill(w, SIGUSR2);
+	char line[256] = "";
+	if (!fgets(line, sizeof(line), out))
+		strcpy(line, "(nothing)");
+	waitpid(w, &st, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 && !strncmp(line, "VERIFY OK", 9),
+	      "%s: target status 0x%x, said %s", name, st, line);
+	fclose(out);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		fprintf(stderr, "usage: test_inject PATH-TO-aio_workload\n");
+		return 2;
+	}
+	workload = argv[1];
+	run(DIE_AT_ONCE, "tracer dies after attaching");
+	run(DIE_AFTER_CALL, "tracer dies after an injected call");
+	run(DETACH_AFTER_CALL, "tracer detaches after an injected call");
+	return check_report();
+}
