@@ -43,6 +43,7 @@ struct tracee {
 	aiotk_regs saved;   /* main thread as found, EINTR made restartable */
 	uint64_t mask;      /* its blocked signals as found */
 	uint64_t code;      /* the syscall gadget */
+	uint64_t sigreturn; /* the rt_sigreturn gadget */
 	uint64_t frame;     /* the return frame = the stack pointer to inject with */
 	int armed, blocked, injected, dead, execd;
 	uint64_t deferred;  /* unblockable signals that stopped it mid-injection */
@@ -184,14 +185,25 @@ static long run_syscall(struct tracee *p, aiotk_regs *r)
 	return aiotk_arch_get(p->pid, r);
 }
 
+static int arm(struct tracee *p);
+
+/* The frame is written at the first system call, so that a dump, which
+ * makes none, writes nothing into the target. */
+static int armed(struct tracee *p)
+{
+	if (p->armed)
+		return 0;
+	return p->why.code ? p->why.code : arm(p);
+}
+
 static long pt_sys(aiotk_target *t, long nr, const long a[6])
 {
 	struct tracee *p = T(t);
 	aiotk_regs r = p->saved;
 	if (p->dead || p->execd)
 		return -ESRCH;
-	if (!p->armed)
-		return -ENOEXEC;
+	if (armed(p))
+		return p->why.errno_ == ESRCH ? dying(p, -ESRCH) : -ENOEXEC;
 	aiotk_arch_prepare(&r, p->code, p->frame, nr, a);
 	long rc = dying(p, run_syscall(p, &r));
 	return rc ? rc : aiotk_arch_result(&r);
@@ -204,8 +216,10 @@ static int check_gadget(struct tracee *p, uint64_t addr, const aiotk_gadget *lis
 	uint8_t buf[16];
 	for (const aiotk_gadget *g = list; g->bytes; g++) {
 		struct iovec l = { buf, g->len }, r = { (void *)(uintptr_t)addr, g->len };
-		if (process_vm_readv(p->pid, &l, 1, &r, 1, 0) == (ssize_t)g->len &&
-		    !memcmp(buf, g->bytes, g->len))
+		ssize_t n = process_vm_readv(p->pid, &l, 1, &r, 1, 0);
+		if (n < 0 && errno == ESRCH)
+			return aiotk_fail(&p->why, AIOTK_ESYS, ESRCH, "process %d exited", p->pid);
+		if (n == (ssize_t)g->len && !memcmp(buf, g->bytes, g->len))
 			return 0;
 	}
 	return aiotk_fail(&p->why, AIOTK_EINVAL, ENOEXEC,
@@ -225,8 +239,9 @@ static int frame_fits(struct tracee *p, uint64_t at, size_t len)
 
 /* The return frame, written below the main thread's stack: from then on
  * injection is possible, and harmless to die in. */
-static int arm(struct tracee *p, uint64_t sigreturn)
+static int arm(struct tracee *p)
 {
+	uint64_t sigreturn = p->sigreturn;
 	static __thread uint8_t fpu[FRAME_MAX], frame[FRAME_MAX];
 	size_t fpu_len, len;
 	int rc = check_gadget(p, p->code, aiotk_arch_gadget_syscall);
@@ -373,11 +388,12 @@ static int pt_ready(aiotk_target *t, aiotk_err *err)
 	if (p->dead || p->execd)
 		return aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d %s", p->pid,
 				  p->execd ? "executed a new program" : "exited");
-	if (p->armed)
-		return 0;
-	if (err)
+	int rc = armed(p);
+	if (rc && p->why.errno_ == ESRCH)
+		p->dead = 1;
+	if (rc && err)
 		*err = p->why;
-	return p->why.code ? p->why.code : AIOTK_EINVAL;
+	return rc;
 }
 
 static int pt_detach(aiotk_target *t, aiotk_err *err)
@@ -415,7 +431,6 @@ static const struct aiotk_target_ops ptrace_ops = {
 
 int aiotk_target_attach(aiotk_target *t, int pid, aiotk_err *err)
 {
-	uint64_t sigreturn = 0;
 	if (!aiotk_arch_supported())
 		return aiotk_fail(err, AIOTK_EINVAL, ENOSYS,
 				  "live processes are not supported on this architecture (syscall injection exists for x86_64)");
@@ -426,8 +441,10 @@ int aiotk_target_attach(aiotk_target *t, int pid, aiotk_err *err)
 	if (!p)
 		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory");
 	p->pid = pid;
-	int no_gadget = aiotk_find_gadget(pid, aiotk_arch_gadget_syscall, &p->code, &p->why) ||
-			aiotk_find_gadget(pid, aiotk_arch_gadget_sigreturn, &sigreturn, &p->why);
+	/* Read while the process runs, to keep it out of the stopped time;
+	 * a failure is kept in p->why, since dumps need no injection. */
+	if (!aiotk_find_gadget(pid, aiotk_arch_gadget_syscall, &p->code, &p->why))
+		aiotk_find_gadget(pid, aiotk_arch_gadget_sigreturn, &p->sigreturn, &p->why);
 	p->t_stop = aiotk_now_ns();
 	rc = stop_all(p, err);
 	if (!rc && (!find(p, pid) || find(p, pid)->gone))
@@ -437,8 +454,6 @@ int aiotk_target_attach(aiotk_target *t, int pid, aiotk_err *err)
 		rc = aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d exited while being stopped", pid);
 	else if (!rc && g)
 		rc = aiotk_fail(err, AIOTK_ESYS, -g, "cannot read registers of %d: %s", pid, strerror(-g));
-	if (!rc && !no_gadget)
-		arm(p, sigreturn); /* failure kept in p->why: dumps need no injection */
 	t->ops = &ptrace_ops;
 	t->pid = pid;
 	t->priv = p;

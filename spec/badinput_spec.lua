@@ -46,6 +46,8 @@ describe("bad input", function()
 		local bin = require("aiotk.workload").binary()
 		local p = io.popen("sh -c 'echo $$; " .. bin .. " --ring 1:3:1:0 >/dev/null & echo $!; exec sleep 2'")
 		local parent, pid = tonumber(p:read("*l")), tonumber(p:read("*l"))
+		-- once the shell is sleep, nothing reaps the child before we look
+		assert(helper.wait_until(function() return helper.slurp("/proc/" .. parent .. "/comm") == "sleep\n" end, 2000))
 		core.kill(pid, "KILL")
 		assert(helper.wait_until(function() return (helper.status(pid, "State") or ""):match("^Z") end, 2000))
 		local code, _, err = run("dump -p " .. pid .. " -D " .. dir .. "/x")
