@@ -75,6 +75,9 @@ int aiotk_why_not_permitted(int pid, aiotk_err *err)
 {
 	int yama = -1;
 	long tracer = status_field(pid, "TracerPid");
+	if (tracer == getpid())
+		return aiotk_fail(err, AIOTK_ESYS, ESRCH,
+				  "a thread of process %d is exiting and cannot be stopped; try again", pid);
 	if (tracer > 0)
 		return aiotk_fail(err, AIOTK_ESYS, EPERM,
 				  "process %d is being traced already, by process %ld (TracerPid in /proc/%d/status): detach that debugger or tracer first",

@@ -294,6 +294,10 @@ static void make_restartable(int tid)
 static int stop_thread(struct tracee *p, int tid, aiotk_err *err)
 {
 	if (ptrace(PTRACE_SEIZE, tid, 0, OPTIONS)) {
+		/* EPERM also for a thread that is exiting: when the process is
+		 * going, say that rather than blame permissions. */
+		if (errno == EPERM && aiotk_check_process(p->pid, NULL))
+			return aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d exited while being stopped", p->pid);
 		if (errno == EPERM)
 			return aiotk_why_not_permitted(p->pid, err);
 		if (errno == ESRCH)
