@@ -193,7 +193,15 @@ static int armed(struct tracee *p)
 {
 	if (p->armed)
 		return 0;
-	return p->why.code ? p->why.code : arm(p);
+	int rc = p->why.code ? p->why.code : arm(p);
+	/* A process dying under it fails the frame's steps in several ways
+	 * (ESRCH from ptrace before /proc shows it exiting, EFAULT, an empty
+	 * maps file): say what happened. */
+	if (rc && (p->why.errno_ == ESRCH || aiotk_check_process(p->pid, NULL))) {
+		p->dead = 1;
+		aiotk_fail(&p->why, AIOTK_ESYS, ESRCH, "process %d exited", p->pid);
+	}
+	return rc;
 }
 
 static long pt_sys(aiotk_target *t, long nr, const long a[6])
@@ -203,7 +211,7 @@ static long pt_sys(aiotk_target *t, long nr, const long a[6])
 	if (p->dead || p->execd)
 		return -ESRCH;
 	if (armed(p))
-		return p->why.errno_ == ESRCH ? dying(p, -ESRCH) : -ENOEXEC;
+		return p->dead ? -ESRCH : -ENOEXEC;
 	aiotk_arch_prepare(&r, p->code, p->frame, nr, a);
 	long rc = dying(p, run_syscall(p, &r));
 	return rc ? rc : aiotk_arch_result(&r);
@@ -393,8 +401,6 @@ static int pt_ready(aiotk_target *t, aiotk_err *err)
 		return aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d %s", p->pid,
 				  p->execd ? "executed a new program" : "exited");
 	int rc = armed(p);
-	if (rc && p->why.errno_ == ESRCH)
-		p->dead = 1;
 	if (rc && err)
 		*err = p->why;
 	return rc;

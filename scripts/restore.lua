@@ -11,7 +11,9 @@ local parser = argparse("aiotk restore",
 	"filter, impossible (fail, grow, skip), budget (fail, raise), overfull, order, log.")
 parser:option("-p --pid", "process to restore into"):convert(cmd.pid):count(1)
 parser:option("-D --dir", "image directory"):count(1)
-parser:flag("--replace", "an AIO ring already at a saved address is destroyed first")
+parser:flag("--replace", "an AIO ring already at a saved address is moved aside, and destroyed " ..
+	"once every ring is rebuilt (put back if the restore fails); also finishes a restore " ..
+	"an interrupted aiotk left halfway")
 parser:flag("--no-plan", "ignore DIR/plan.json and plan for this host now")
 cmd.policy_option(parser)
 local args = parser:parse({ ... })

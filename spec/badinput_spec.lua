@@ -57,13 +57,19 @@ describe("bad input", function()
 		p:close()
 	end)
 
-	it("a dump that cannot write its image leaves no directory behind", function()
+	it("a dump that fails on a full disk leaves no directory behind", function()
 		local w = helper.workload("--ring 1:3:1:0")
-		-- the image directory's parent is a file: the write fails
-		helper.write(dir .. "/file", "")
-		local code, _, err = run("dump -p " .. w.pid .. " -D " .. dir .. "/file/img")
-		assert.are.equal(1, code)
-		assert.is_truthy(#err > 0)
+		-- a full 8 KiB tmpfs in a private mount namespace: gone with it
+		local mnt = dir .. "/mnt"
+		assert(core.mkdir(mnt))
+		local p = io.popen(string.format("unshare -m sh -c 'mount -t tmpfs -o size=8k tmpfs %s && " ..
+			"head -c 8192 /dev/zero >%s/fill 2>/dev/null; %s dump -p %d -D %s/new 2>&1; " ..
+			"echo exit=$?; ls -A %s'", mnt, mnt, helper.bin, w.pid, mnt, mnt))
+		local out = p:read("*a")
+		p:close()
+		assert.matches("No space left on device", out)
+		assert.matches("exit=1\n", out)
+		assert.matches("exit=1\nfill\n$", out) -- only the filler: no new/
 		assert.are.equal("VERIFY OK 1 rings", w:verify())
 	end)
 end)

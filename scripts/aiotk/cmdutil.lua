@@ -15,7 +15,7 @@ function M.pid(s)
 	local f = io.open("/proc/sys/kernel/pid_max")
 	local max = f and tonumber(f:read("*l")) or 4194304
 	if f then f:close() end
-	if type(s) ~= "string" or not s:match("^[1-9]%d*$") or #s > 10 or tonumber(s) >= max then
+	if type(s) ~= "string" or not s:match("^[1-9]%d*$") or tonumber(s) >= max then
 		return nil, string.format("'%s' is not a process ID (a decimal from 1 to %d)", tostring(s), max - 1)
 	end
 	return tonumber(s)
