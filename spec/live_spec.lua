@@ -92,6 +92,29 @@ describe("live process", function()
 		assert.matches("exited during restore", err)
 	end)
 
+	it("undoes everything when a callback raises mid-restore", function()
+		local w = helper.workload("--ring 1:15:10:0 --ring 64:30:5:0 --threads")
+		assert.are.equal(0, (run("dump -p " .. w.pid .. " -D " .. dir)))
+		w:destroy()
+		helper.write(dir .. "/raise.lua", [[
+			local pid, dir = tonumber(arg[1]), arg[2]
+			local rings = assert(aiotk.read_image(dir)):rings()
+			local ok, err = pcall(aiotk.restore_process, pid, rings, {
+				on_ring = function(i) if i == 2 then error("hook failed") end end,
+			})
+			io.stderr:write(tostring(err), "\n")
+			return ok and 0 or 1
+		]])
+		local code, _, err = run(dir .. "/raise.lua " .. w.pid .. " " .. dir)
+		assert.are.equal(1, code)
+		assert.matches("hook failed", err)
+		assert.are.equal(0, w:ring_count())
+		assert.are.equal("0", w:status("TracerPid"))
+		code, _, err = run("restore -p " .. w.pid .. " -D " .. dir)
+		assert.are.equal(0, code, err)
+		assert.are.equal("VERIFY OK 2 rings", w:verify())
+	end)
+
 	it("gives a clear EPERM to an unprivileged user, and the target is unharmed", function()
 		if not helper.is_root() then
 			pending("needs root to start a root workload and drop to nobody: skipped")

@@ -320,7 +320,13 @@ function M.restore_process(pid, rings, opts)
 		local d, de, dc = remove_leftovers(t, steps, policy)
 		if not d then return nil, de, dc end
 		local undo = setmetatable({}, Undo)
-		local done, e, c = rebuild(t, steps, opts, policy, undo, out)
+		-- A hook or callback that raises is a failure like any other: the
+		-- undo runs, then the error goes on.
+		local called, done, e, c = pcall(rebuild, t, steps, opts, policy, undo, out)
+		if not called then
+			undo:rollback(t)
+			error(done, 0)
+		end
 		if not done then
 			undo:rollback(t)
 			out = {}

@@ -2,7 +2,10 @@
  * thread checks its registers across its wait): the target runs on as it
  * was when the tracer dies right after attaching, right after an injected
  * call, or detaches cleanly. "Dies" is a tracer child that _exits while
- * still attached, as a SIGKILLed aiotk would. */
+ * still attached, as a SIGKILLed aiotk would. And a target that executes
+ * a new program again and again (this program, re-executed) while being
+ * attached to: every attach either works or says it exec'd, within a
+ * second, and leaves the process untraced. */
 #define _GNU_SOURCE
 #include "aiotk.h"
 #include "check.h"
@@ -97,8 +100,51 @@ static void run(enum how how, const char *name)
 	fclose(out);
 }
 
+/* --exec-loop: execute this program again every 200 us, for ever. */
+static void exec_loop(const char *self)
+{
+	usleep(200);
+	execl(self, self, "--exec-loop", (char *)NULL);
+	_exit(127);
+}
+
+static void attach_while_execing(const char *self)
+{
+	pid_t loop = fork();
+	if (loop == 0)
+		exec_loop(self);
+	int ok = 0, execd = 0, other = 0;
+	for (int i = 0; i < 300; i++) {
+		aiotk_target t;
+		aiotk_err err;
+		alarm(1); /* a hang fails the test (SIGALRM ends it) */
+		int rc = aiotk_target_attach(&t, loop, &err);
+		if (!rc) {
+			ok++;
+			aiotk_target_detach(&t, NULL);
+			aiotk_target_free(&t);
+		} else if (strstr(err.msg, "executed a new program")) {
+			execd++;
+		} else {
+			other++;
+			fprintf(stderr, "attach %d: %s\n", i, err.msg);
+		}
+		alarm(0);
+		int st;
+		CHECK(waitpid(loop, &st, WNOHANG) == 0, "attach %d: the target died (status 0x%x)", i, st);
+		CHECK(traced_by(loop) == 0, "attach %d left it traced", i);
+	}
+	kill(loop, SIGKILL);
+	waitpid(loop, NULL, 0);
+	printf("attach while execing: %d attached, %d saw the exec, %d other\n", ok, execd, other);
+	CHECK(other == 0, "%d attaches failed otherwise", other);
+	CHECK(execd > 0, "no attach met an exec in 300 tries");
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 2 && !strcmp(argv[1], "--exec-loop"))
+		exec_loop("/proc/self/exe");
 	if (argc < 2) {
 		fprintf(stderr, "usage: test_inject PATH-TO-aio_workload\n");
 		return 2;
@@ -107,5 +153,6 @@ int main(int argc, char **argv)
 	run(DIE_AT_ONCE, "tracer dies after attaching");
 	run(DIE_AFTER_CALL, "tracer dies after an injected call");
 	run(DETACH_AFTER_CALL, "tracer detaches after an injected call");
+	attach_while_execing("/proc/self/exe");
 	return check_report();
 }
