@@ -113,16 +113,18 @@ static int l_remove_tree(lua_State *L)
 static void on_signal(int sig) { interrupted_by = sig; }
 
 /* catch_interrupts(): from now on SIGINT, SIGTERM and SIGHUP only set the
- * flag that interrupted() reads. */
+ * flag that interrupted() reads. One that was ignored when aiotk started
+ * (nohup, a background job's SIGINT) stays ignored. */
 static int l_catch_interrupts(lua_State *L)
 {
-	struct sigaction sa;
+	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
+	struct sigaction sa, old;
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sa.sa_flags = SA_RESTART;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		if (!sigaction(sigs[i], NULL, &old) && old.sa_handler != SIG_IGN)
+			sigaction(sigs[i], &sa, NULL);
 	(void)L;
 	return 0;
 }

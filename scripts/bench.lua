@@ -127,6 +127,41 @@ local function live_restore_row()
 	return { nr = 131199, floor_ns = f, live_ns = l, stopped_ns = median(stopped), ratio = l / f }
 end
 
+-- A restore that fails at its last ring, against the same restore that
+-- succeeds: what the rollback adds to the time the process is stopped.
+-- MySQL InnoDB's layout, 8 x io_setup(256).
+local INNODB = string.rep("--ring 256:20:5:0 ", 8)
+
+local function restore_once(dir, fail)
+	local w = assert(workload.start(INNODB))
+	assert(aiotk.dump_process(w.pid, dir))
+	w:destroy()
+	local rings = assert(aiotk.read_image(dir)):rings()
+	local t0 = core.now_ns()
+	local ok, res = pcall(aiotk.restore_process, w.pid, rings, {
+		on_ring = fail and function(i) if i == #rings then error("the last ring fails") end end,
+	})
+	local ns = core.now_ns() - t0
+	assert(ok ~= fail, "the restore did not " .. (fail and "fail" or "succeed"))
+	assert(w:ring_count() == (fail and 0 or #rings))
+	w:finish()
+	return ns, ok and res.stopped_ns or nil
+end
+
+local function failed_restore_row()
+	local good, stopped, bad = {}, {}, {}
+	local dir = os.tmpname()
+	os.remove(dir)
+	for _ = 1, args.reps do
+		good[#good + 1], stopped[#stopped + 1] = restore_once(dir, false)
+		bad[#bad + 1] = restore_once(dir, true)
+	end
+	core.remove_tree(dir)
+	local g, b = median(good), median(bad)
+	return { case = "8 x io_setup(256)", rings = 8, ok_ns = g, ok_stopped_ns = median(stopped),
+		failed_ns = b, rollback_ns = b - g, rollback_ns_per_ring = (b - g) / 8 }
+end
+
 local function run()
 	local out = { host = core.host(), kind = args.kind, replay = aiotk.array(),
 		converge = aiotk.array(), dump = aiotk.array() }
@@ -134,6 +169,7 @@ local function run()
 	for _, n in ipairs(SWEEP_N) do out.converge[#out.converge + 1] = sweep_row(n) end
 	for _, c in ipairs(DUMP_CASES) do out.dump[#out.dump + 1] = dump_row(c) end
 	out.live_restore = live_restore_row()
+	out.failed_restore = failed_restore_row()
 	return out
 end
 
@@ -171,4 +207,8 @@ local lr = out.live_restore
 print()
 print(string.format("restore of the %d-slot ring: in-process floor %.2f ms, into a live process %.2f ms (stopped %.2f ms), ratio %.3f",
 	lr.nr, lr.floor_ns / 1e6, lr.live_ns / 1e6, lr.stopped_ns / 1e6, lr.ratio))
+local fr = out.failed_restore
+print(string.format("restore of %s failing at its last ring: %.2f ms against %.2f ms when it succeeds (stopped %.2f ms); rollback %.2f ms, %.2f ms a ring (io_destroy)",
+	fr.case, fr.failed_ns / 1e6, fr.ok_ns / 1e6, fr.ok_stopped_ns / 1e6, fr.rollback_ns / 1e6,
+	fr.rollback_ns_per_ring / 1e6))
 return 0
