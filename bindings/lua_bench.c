@@ -17,8 +17,6 @@
 #endif
 #define BATCH 1024
 
-struct ring_head { uint32_t id, nr, head, tail; };
-
 static void prep(struct iocb *cbs, struct iocb **ptrs, int fd, int pwrite)
 {
 	static char byte;
@@ -45,7 +43,7 @@ static int bare_replay(lua_State *L)
 		return luaL_error(L, "io_setup(%d) failed", (int)n);
 	int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
 	prep(cbs, ptrs, fd, pwrite);
-	volatile struct ring_head *ring = (void *)(uintptr_t)ctx;
+	volatile aiotk_ring_header *ring = (void *)(uintptr_t)ctx;
 	uint64_t total = ring->nr - 1, done = 0;
 	cpu_set_t old, one;
 	sched_getaffinity(0, sizeof(old), &old);

@@ -127,6 +127,7 @@ static int l_geometry(lua_State *L)
 	laiotk_set_num(L, "ring_len", (double)g.ring_len);
 	laiotk_set_num(L, "pages", (double)g.pages);
 	laiotk_set_num(L, "req_batch", aiotk_geom_req_batch(&m, g.nr));
+	laiotk_set_num(L, "capacity", aiotk_geom_capacity(&m, g.nr));
 	return 1;
 }
 

@@ -78,6 +78,9 @@ static aiotk_replay_opts check_replay_opts(lua_State *L, int idx)
 		return o;
 	luaL_checktype(L, idx, LUA_TTABLE);
 	o.batch = (unsigned)laiotk_opt_field_u64(L, idx, "batch", 0);
+	lua_getfield(L, idx, "nudge");
+	o.no_nudge = !lua_isnil(L, -1) && !lua_toboolean(L, -1);
+	lua_pop(L, 1);
 	lua_getfield(L, idx, "kind");
 	const char *k = lua_tostring(L, -1);
 	o.kind = !k || !strcmp(k, "auto") ? AIOTK_REQ_AUTO :
@@ -200,16 +203,21 @@ static int p_mapping_at(lua_State *L, aiotk_target *t, int b)
 		lua_pushboolean(L, 0);
 		return 1;
 	}
-	lua_createtable(L, 0, 4);
+	lua_createtable(L, 0, 7);
 	laiotk_set_num(L, "start", (double)v.start);
 	laiotk_set_num(L, "finish", (double)v.end);
 	lua_pushstring(L, v.perms);
 	lua_setfield(L, -2, "perms");
 	lua_pushstring(L, v.path);
 	lua_setfield(L, -2, "path");
-	lua_pushboolean(L, !strcmp(v.perms, AIOTK_PLACEHOLDER_PERMS) &&
-			       !strcmp(v.path, AIOTK_SHARED_ANON_PATH));
+	lua_pushboolean(L, aiotk_vma_is_placeholder(&v));
 	lua_setfield(L, -2, "placeholder");
+	lua_pushboolean(L, aiotk_vma_is_ring(&v));
+	lua_setfield(L, -2, "ring");
+	char d[320];
+	aiotk_vma_describe(&v, d, sizeof(d));
+	lua_pushstring(L, d);
+	lua_setfield(L, -2, "desc");
 	return 1;
 }
 

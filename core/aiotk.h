@@ -89,6 +89,10 @@ uint32_t aiotk_geom_nr_for_len(uint64_t ring_len);
 uint64_t aiotk_geom_len_for_nr(uint32_t nr, unsigned page_size);
 /* Free-slot batch the kernel moves between per-CPU caches. */
 uint32_t aiotk_geom_req_batch(const aiotk_geom_host *h, uint32_t nr);
+/* Events a fresh ring of nr slots can hold on h: nr - 1, less the slots
+ * that can be stranded in per-CPU caches (fewer than one req_batch). A
+ * saved ring fuller than this needs a nudge to be rebuilt. */
+uint32_t aiotk_geom_capacity(const aiotk_geom_host *h, uint32_t nr);
 
 /* ---- host facts ------------------------------------------------------ */
 typedef struct aiotk_host {
@@ -162,6 +166,12 @@ typedef struct aiotk_vma {
 	char path[256];
 } aiotk_vma;
 
+/* What a mapping is, by the kernel's and aiotk's names for it. */
+int aiotk_vma_is_ring(const aiotk_vma *v);
+int aiotk_vma_is_placeholder(const aiotk_vma *v);
+/* "0x...-0x... perms path": how messages name a mapping. */
+void aiotk_vma_describe(const aiotk_vma *v, char *buf, size_t len);
+
 /* First VMA overlapping [start, start+len), other than one starting at
  * `skip` (0: none): 1 found, 0 free, <0 error. */
 int aiotk_maps_overlap(int pid, uint64_t start, uint64_t len, uint64_t skip,
@@ -224,6 +234,8 @@ typedef struct aiotk_replay_opts {
 	unsigned batch;           /* requests per io_submit; 0 = 1024 */
 	enum aiotk_req_kind kind; /* AUTO: POLL, PWRITE if POLL is refused */
 	int no_pin;               /* leave CPU affinity alone */
+	int no_nudge;             /* a ring fuller than this kernel allows
+				   * fails (AIOTK_ESTUCK) instead of nudging */
 } aiotk_replay_opts;
 typedef struct aiotk_replay_stats {
 	uint64_t completions;

@@ -3,7 +3,7 @@
  * pages-ID.img, where PRESENT entries' pages follow each other in order.
  * An entry may span several rings, or a ring several entries. */
 #define _GNU_SOURCE
-#include "aiotk.h"
+#include "internal.h"
 #include "criu_pagemap.pb-c.h"
 
 #include <dirent.h>
@@ -149,16 +149,9 @@ static int ring_bytes(const struct pagemap *pm, int fd, uint64_t addr, uint64_t 
 static int ring_from_bytes(aiotk_ring *r, const uint8_t *b, unsigned page,
 			   const char *what, aiotk_err *err)
 {
-	uint32_t h[8];
-	memcpy(h, b, sizeof(h));
-	r->id = h[0];
-	r->nr = h[1];
-	r->head = h[2];
-	r->tail = h[3];
-	r->magic = h[4];
-	r->compat_features = h[5];
-	r->incompat_features = h[6];
-	r->header_length = h[7];
+	aiotk_ring_header h;
+	memcpy(&h, b, sizeof(h));
+	aiotk_ring_set_header(r, &h);
 	r->nevents = r->head < r->nr && r->tail < r->nr ? aiotk_ring_live(r->nr, r->head, r->tail) : 0;
 	aiotk_err v;
 	if (aiotk_ring_validate(r, page, &v))

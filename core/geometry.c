@@ -66,6 +66,12 @@ uint32_t aiotk_geom_req_batch(const aiotk_geom_host *h, uint32_t nr)
 	return b ? b : 1;
 }
 
+uint32_t aiotk_geom_capacity(const aiotk_geom_host *h, uint32_t nr)
+{
+	uint32_t b = aiotk_geom_req_batch(h, nr);
+	return (nr - 1) - (nr - 1) % b;
+}
+
 /* Ring length grows monotonically with n: binary search over 1..MAX_N. */
 int aiotk_geom_fit_n(const aiotk_geom_host *h, uint64_t ring_len, uint32_t *n,
 		     aiotk_err *err)

@@ -23,6 +23,9 @@ int aiotk_maps_each(int pid, int (*fn)(const aiotk_vma *v, void *ctx),
 int aiotk_find_gadget(int pid, const aiotk_gadget *list, uint64_t *addr,
 		      aiotk_err *err);
 
+/* The header fields of r, from a header as the kernel lays it out. */
+void aiotk_ring_set_header(aiotk_ring *r, const aiotk_ring_header *h);
+
 /* Why PTRACE_SEIZE of pid gave EPERM. */
 int aiotk_why_not_permitted(int pid, aiotk_err *err);
 

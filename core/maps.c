@@ -37,9 +37,22 @@ static int parse_line(const char *line, aiotk_vma *v)
 	return 0;
 }
 
-static int is_ring(const aiotk_vma *v)
+int aiotk_vma_is_ring(const aiotk_vma *v)
 {
 	return strncmp(v->path, "/[aio]", 6) == 0;
+}
+
+int aiotk_vma_is_placeholder(const aiotk_vma *v)
+{
+	return !strcmp(v->perms, AIOTK_PLACEHOLDER_PERMS) &&
+	       !strcmp(v->path, AIOTK_SHARED_ANON_PATH);
+}
+
+void aiotk_vma_describe(const aiotk_vma *v, char *buf, size_t len)
+{
+	snprintf(buf, len, "0x%llx-0x%llx %s %s", (unsigned long long)v->start,
+		 (unsigned long long)v->end, v->perms,
+		 v->path[0] ? v->path : "(anonymous)");
 }
 
 int aiotk_maps_each(int pid, int (*fn)(const aiotk_vma *v, void *ctx),
@@ -89,7 +102,7 @@ struct rings {
 static int add_ring(const aiotk_vma *v, void *ctx)
 {
 	struct rings *r = ctx;
-	if (is_ring(v)) {
+	if (aiotk_vma_is_ring(v)) {
 		if (r->n < r->max)
 			r->out[r->n] = *v;
 		r->n++;

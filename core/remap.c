@@ -32,11 +32,12 @@ static int overlaps(uint64_t a, uint64_t b, uint64_t len)
 static int occupied(const aiotk_vma *v, const char *what, uint64_t addr,
 		    uint64_t len, const char *advice, aiotk_err *err)
 {
+	char d[320];
+	aiotk_vma_describe(v, d, sizeof(d));
 	return aiotk_fail(err, AIOTK_EOCCUPIED, EEXIST,
-			  "%s 0x%llx-0x%llx: 0x%llx-0x%llx %s %s is mapped there%s",
-			  what, (unsigned long long)addr, (unsigned long long)(addr + len),
-			  (unsigned long long)v->start, (unsigned long long)v->end,
-			  v->perms, v->path[0] ? v->path : "(anonymous)", advice);
+			  "%s 0x%llx-0x%llx: %s is mapped there%s", what,
+			  (unsigned long long)addr, (unsigned long long)(addr + len),
+			  d, advice);
 }
 
 static int check_free(aiotk_target *t, uint64_t ctx, uint64_t len,

@@ -31,6 +31,7 @@ struct replay {
 	uint64_t ctx;
 	uint32_t nr, head, tail;
 	unsigned batch;
+	int no_nudge;
 	enum aiotk_req_kind kind;
 	struct layout l;
 	long fd;
@@ -157,6 +158,12 @@ static long submit(struct replay *r, uint64_t count)
 static int nudge(struct replay *r, uint64_t done, uint64_t left, aiotk_err *err)
 {
 	uint64_t in_ring = done >= r->head ? done - r->head : 0;
+	if (r->no_nudge)
+		return aiotk_fail(err, AIOTK_ESTUCK, EAGAIN,
+				  "replay stuck at %llu of %u events: ring 0x%llx holds more than this host's kernel lets be outstanding, and nudging is off (policy overfull: fail)",
+				  (unsigned long long)in_ring,
+				  aiotk_ring_live(r->nr, r->head, r->tail),
+				  (unsigned long long)r->ctx);
 	if (done < r->head || left > in_ring)
 		return aiotk_fail(err, AIOTK_ESTUCK, EAGAIN,
 				  "replay stuck at %llu of %u events: the kernel refuses more requests",
@@ -249,6 +256,7 @@ int aiotk_replay(aiotk_target *t, uint64_t ctx, uint32_t nr, uint32_t head,
 	struct replay r = {
 		.t = t, .ctx = ctx, .nr = nr, .head = head, .tail = tail,
 		.batch = o->batch ? o->batch : DEFAULT_BATCH,
+		.no_nudge = o->no_nudge,
 		.kind = o->kind == AIOTK_REQ_PWRITE ? AIOTK_REQ_PWRITE : AIOTK_REQ_POLL,
 		.fd = -1, .st = st,
 	};

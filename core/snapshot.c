@@ -1,5 +1,5 @@
 /* Reading a live ring: header, live events, optionally the whole area. */
-#include "aiotk.h"
+#include "internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -66,7 +66,7 @@ static int read_live(aiotk_target *t, aiotk_ring *r, aiotk_err *err)
 	return rc;
 }
 
-static void set_header(aiotk_ring *r, const aiotk_ring_header *h)
+void aiotk_ring_set_header(aiotk_ring *r, const aiotk_ring_header *h)
 {
 	r->id = h->id;
 	r->nr = h->nr;
@@ -106,7 +106,7 @@ static int read_once(aiotk_target *t, aiotk_ring *r, int flags,
 	int rc = aiotk_peek(t, r->addr, &h, sizeof(h), err);
 	if (rc)
 		return rc;
-	set_header(r, &h);
+	aiotk_ring_set_header(r, &h);
 	r->ring_len = aiotk_geom_len_for_nr(h.nr, page_size);
 	r->nevents = h.head < h.nr && h.tail < h.nr ?
 		aiotk_ring_live(h.nr, h.head, h.tail) : 0;

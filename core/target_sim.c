@@ -29,12 +29,12 @@ static long sim_sys(aiotk_target *t, long nr, const long a[6])
 	case SYS_io_setup: {
 		if (aiotk_geom_ring(&s->model, (uint32_t)a[0], &g, NULL))
 			return -EINVAL;
-		uint32_t *ring = calloc(1, g.ring_len);
+		aiotk_ring_header *ring = calloc(1, g.ring_len);
 		if (!ring)
 			return -ENOMEM;
-		ring[1] = g.nr;
-		ring[4] = AIOTK_RING_MAGIC;
-		ring[7] = AIOTK_HEADER_LEN;
+		ring->nr = g.nr;
+		ring->magic = AIOTK_RING_MAGIC;
+		ring->header_length = AIOTK_HEADER_LEN;
 		uint64_t ctx = (uint64_t)(uintptr_t)ring;
 		memcpy((void *)(uintptr_t)a[1], &ctx, sizeof(ctx));
 		s->live++;

@@ -31,14 +31,9 @@ local plan, plerr = nil, nil
 if not args.no_plan then plan, plerr = cmd.read_plan(args.dir) end
 if plerr then return fail(plerr) end
 if plan then
-	local h = assert(aiotk.host())
-	if plan.model.cpus ~= h.cpus or plan.model.page_size ~= h.page_size or plan.model.formula ~= h.formula then
-		return fail(string.format("%s/plan.json was made for a host with %d CPUs, %d-byte pages, %s formula; " ..
-			"this one has %d, %d, %s: run aiotk migrate for this host, or use --no-plan", args.dir,
-			plan.model.cpus, plan.model.page_size, plan.model.formula, h.cpus, h.page_size, h.formula))
-	end
-	-- the budget is today's, not the planning day's
-	plan.budget = require("aiotk.plan").make(img:rings(), h, policy).budget
+	plan, plerr = require("aiotk.plan").for_host(plan, img:rings(), assert(aiotk.host()), policy,
+		args.dir .. "/" .. cmd.PLAN_FILE)
+	if not plan then return fail(plerr) end
 end
 local res, rerr = aiotk.restore_process(args.pid, img:rings(),
 	{ replace = args.replace, policy = policy, plan = plan })

@@ -222,4 +222,48 @@ describe("policy", function()
 		end
 		assert.is_true(verdicts[0] and verdicts[4], "both verdicts were exercised")
 	end)
+
+	it("a hook answering outside its list, or a key of the wrong type, is an error naming it", function()
+		helper.write(dir .. "/typo.lua", [[return { budget = function() return "rasie" end }]])
+		local p = policy.load(dir .. "/typo.lua")
+		local ok, err = pcall(p.budget, {}, {})
+		assert.is_false(ok)
+		assert.matches("typo.lua: hook budget answered 'rasie'; it must answer one of: fail, raise", err, 1, true)
+		for hook, allowed in pairs(policy.ANSWERS) do
+			helper.write(dir .. "/nil.lua", "return { " .. hook .. " = function() end }")
+			local ok2, err2 = pcall(policy.load(dir .. "/nil.lua")[hook])
+			assert.is_false(ok2, hook)
+			assert.matches("hook " .. hook .. " answered nil; it must answer one of: " ..
+				table.concat(allowed, ", "), err2, 1, true)
+		end
+		helper.write(dir .. "/type.lua", [[return { in_flight_wait_ms = "500" }]])
+		local lok, lerr = pcall(policy.load, dir .. "/type.lua")
+		assert.is_false(lok)
+		assert.matches("in_flight_wait_ms must be a number, not a string", lerr, 1, true)
+		-- through the command: exit 1 with the message, the process untouched
+		local w = helper.workload("--ring 1:3:0:0")
+		dump(w, dir .. "/img")
+		w:destroy()
+		helper.write(dir .. "/grow.lua", [[return { model = { cpus = 16 }, impossible = function() return "expand" end }]])
+		local code, _, cerr = run("restore -p " .. w.pid .. " -D " .. dir .. "/img --policy " .. dir .. "/grow.lua")
+		assert.are.equal(1, code)
+		assert.matches("hook impossible answered 'expand'", cerr, 1, true)
+		assert.are.equal(0, w:ring_count())
+	end)
+
+	it("strict in-process restore: replay with nudge = false refuses an overfull ring, leaves nothing", function()
+		local lab = aiotk.lab
+		local ctx = assert(lab.setup(1))
+		local events = {}
+		for i = 1, 126 do events[i] = { data = string.format("0x%x", i), obj = "0x10", res = i, res2 = 0 } end
+		local ring = assert(aiotk.ring { addr = ctx, nr = 127, head = 50, tail = 49, events = events })
+		lab.destroy(ctx)
+		local before = assert(aiotk.aio_nr())
+		local res, err, code = aiotk.restore(ring, { replay = { nudge = false } })
+		assert.is_nil(res)
+		assert.are.equal("stuck", code)
+		assert.matches("nudging is off", err, 1, true)
+		assert.are.equal(before, (assert(aiotk.aio_nr())))
+		assert.is_false(aiotk.mapping_at(ring.addr, ring.ring_len))
+	end)
 end)

@@ -44,11 +44,7 @@ function M.write_plan(dir, plan)
 		c.addr = string.format("0x%x", s.addr)
 		out.steps[i] = c
 	end
-	local f, err = io.open(dir .. "/" .. M.PLAN_FILE .. ".tmp", "w")
-	if not f then return nil, err end
-	f:write(aiotk.json(out), "\n")
-	f:close()
-	return os.rename(dir .. "/" .. M.PLAN_FILE .. ".tmp", dir .. "/" .. M.PLAN_FILE)
+	return aiotk.core.write_atomic(dir .. "/" .. M.PLAN_FILE, aiotk.json(out) .. "\n")
 end
 
 -- The plan next to the image, if there is one.

@@ -1,6 +1,8 @@
 -- CRIU dumps: what their rings are, whether CRIU's and aiotk's restores
 -- would work on a host, conversion to aiotk images, and the nr_req fixup.
 local aiotk = require "aiotk"
+local hostmodel = require "aiotk.hostmodel"
+local plans = require "aiotk.plan"
 local core = aiotk.core
 
 local M = {}
@@ -25,7 +27,7 @@ end
 -- must make the same ring length, and the process's io_setup calls must
 -- fit the aio-max-nr budget together. Returns { [addr] = verdict }.
 function M.criu_verdicts(proc, host)
-	local model = { cpus = host.cpus, page_size = host.page_size, formula = host.formula }
+	local model = hostmodel.model(host)
 	local out, sum = {}, 0
 	for _, c in ipairs(proc.rings) do
 		local r = c.ring
@@ -38,11 +40,11 @@ function M.criu_verdicts(proc, host)
 				c.nr_req, g.ring_len, r.ring_len)
 		end
 	end
-	local room = host.aio_max_nr - (host.aio_nr or 0)
+	local b = plans.budget(sum, host)
 	for _, c in ipairs(proc.rings) do
 		local addr = c.ring.addr
-		if not out[addr] and sum > room then
-			out[addr] = string.format("fails: its io_setup calls need %d of fs.aio-max-nr, %d free", sum, room)
+		if not out[addr] and b.short > 0 then
+			out[addr] = string.format("fails: its io_setup calls need %d of fs.aio-max-nr, %d free", sum, b.free)
 		end
 		out[addr] = out[addr] or "ok"
 	end
@@ -81,7 +83,7 @@ end
 
 -- New mm file contents for every process: nr_req = smallest n on host.
 local function patched_mm(procs, host)
-	local model = { cpus = host.cpus, page_size = host.page_size, formula = host.formula }
+	local model = hostmodel.model(host)
 	local out, changes = {}, {}
 	for _, p in ipairs(procs) do
 		local bytes, err = read_file(p.mm_path)

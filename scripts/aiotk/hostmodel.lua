@@ -40,7 +40,13 @@ function M.from_args(args)
 	return h
 end
 
-function M.model(h) return { cpus = h.cpus, page_size = h.page_size, formula = h.formula } end
+-- The geometry model of host h (what io_setup(n) makes there); a policy's
+-- `model` fields, when set, stand in for the host's.
+function M.model(h, policy)
+	local m = policy and policy.model or {}
+	return { cpus = m.cpus or h.cpus, page_size = m.page_size or h.page_size,
+		formula = m.formula or h.formula }
+end
 
 function M.describe(h)
 	return string.format("%s: %d CPUs, %d-byte pages, %s formula, aio-max-nr %d (aio-nr %d)",

@@ -3,21 +3,29 @@
 -- budget, decided by the policy. Pure: touches nothing. check prints a
 -- plan, migrate writes one, restore follows one.
 local aiotk = require "aiotk"
+local hostmodel = require "aiotk.hostmodel"
 
 local M = {}
 
-local function model_of(host, policy)
-	local m = policy.model or {}
-	return { cpus = m.cpus or host.cpus, page_size = m.page_size or host.page_size,
-		formula = m.formula or host.formula }
+-- Events the ring io_setup(n) makes on model can hold (core geometry).
+function M.capacity(n, model)
+	return assert(aiotk.geometry(n, model)).capacity
 end
 
--- Slots the kernel lets be outstanding in the ring io_setup(n) makes on
--- model: free slots move between per-CPU caches in req_batch units, and
--- the remainder of nr - 1 is stranded.
-function M.capacity(n, model)
-	local g = assert(aiotk.geometry(n, model))
-	return (g.nr - 1) - (g.nr - 1) % g.req_batch
+-- The aio-max-nr budget for io_setup calls asking `needed` in all on host:
+-- { needed, free, aio_nr, aio_max_nr, short } (short: 0 when it fits).
+function M.budget(needed, host)
+	local aio_nr = host.aio_nr or 0
+	local free = host.aio_max_nr - aio_nr
+	return { needed = needed, free = free, aio_nr = aio_nr, aio_max_nr = host.aio_max_nr,
+		short = needed > free and needed - free or 0 }
+end
+
+-- What to tell a user whose restore does not fit the budget b.
+function M.budget_message(b)
+	return string.format("restoring needs %d of fs.aio-max-nr: aio-nr is %d of %d, %d short; " ..
+		"raise it (sysctl fs.aio-max-nr=%d) or let the policy raise it", b.needed, b.aio_nr,
+		b.aio_max_nr, b.short, b.aio_max_nr + b.short)
 end
 
 local function ring_step(ring, model, host, policy)
@@ -46,8 +54,12 @@ local function ring_step(ring, model, host, policy)
 		end
 	end
 	local cap = step.n and M.capacity(step.n, model)
+	-- A ring within capacity never needs a nudge; the replay is told so,
+	-- and a kernel refusing it anyway is an error, not a silent nudge.
+	step.nudge = false
 	if step.action ~= "fail" and step.action ~= "skip" and #ring > cap then
 		step.overfull = policy.overfull(ring, cap, host)
+		step.nudge = step.overfull == "nudge"
 		if step.overfull == "fail" then
 			step.action = "fail"
 			step.reason = string.format("%d events, more than the %d this host lets be outstanding",
@@ -59,7 +71,7 @@ end
 
 -- plan(rings, host, policy) -> { host=, steps={...}, budget={...} }
 function M.make(rings, host, policy)
-	local model = model_of(host, policy)
+	local model = hostmodel.model(host, policy)
 	local kept = {}
 	for _, r in ipairs(rings) do
 		if policy.filter(r, { phase = "restore" }) then kept[#kept + 1] = r end
@@ -72,14 +84,58 @@ function M.make(rings, host, policy)
 		if s.action == "exact" or s.action == "grow" then needed = needed + s.n end
 		plan.steps[#plan.steps + 1] = s
 	end
-	local free = host.aio_max_nr - (host.aio_nr or 0)
-	plan.budget = { needed = needed, free = free, aio_nr = host.aio_nr or 0,
-		aio_max_nr = host.aio_max_nr, action = "ok" }
-	if needed > free then
-		plan.budget.action = policy.budget(plan.budget, host) == "raise" and "raise" or "fail"
-		plan.budget.raise_by = needed - free
-	end
+	plan.budget = M.decide_budget(needed, host, policy)
 	return plan
+end
+
+-- The budget with the policy's decision: action "ok", "raise" (raise_by)
+-- or "fail".
+function M.decide_budget(needed, host, policy)
+	local b = M.budget(needed, host)
+	b.action = "ok"
+	if b.short > 0 then
+		b.action = policy.budget(b, host)
+		b.raise_by = b.short
+	end
+	return b
+end
+
+-- A plan made elsewhere (aiotk migrate), checked against the host it is
+-- now followed on; its budget is re-decided with today's aio-nr.
+function M.for_host(plan, rings, host, policy, where)
+	local m, h = plan.model, hostmodel.model(host, policy)
+	if m.cpus ~= h.cpus or m.page_size ~= h.page_size or m.formula ~= h.formula then
+		return nil, string.format("%s was made for a host with %d CPUs, %d-byte pages, %s formula; " ..
+			"this one has %d, %d, %s: run aiotk migrate for this host, or use --no-plan", where,
+			m.cpus, m.page_size, m.formula, h.cpus, h.page_size, h.formula), "plan"
+	end
+	local needed = 0
+	for _, s in ipairs(plan.steps) do
+		if s.action == "exact" or s.action == "grow" then needed = needed + s.n end
+	end
+	plan.budget = M.decide_budget(needed, host, policy)
+	return plan
+end
+
+-- Following a plan: its steps joined with the rings they are about (by
+-- address), skipped rings left out; a failing step stops everything.
+function M.follow(plan, rings)
+	local by_addr = {}
+	for _, r in ipairs(rings) do by_addr[r.addr] = r end
+	local steps = {}
+	for _, s in ipairs(plan.steps) do
+		local ring = by_addr[s.addr]
+		if not ring then return nil, string.format("the plan names ring 0x%x, which the image lacks", s.addr), "plan" end
+		if s.action == "fail" then
+			return nil, string.format("ring 0x%x: %s", s.addr, s.reason or "impossible"), "impossible"
+		end
+		if s.action ~= "skip" then
+			-- plans written before the nudge field allow it, as they did
+			steps[#steps + 1] = { ring = ring, grow_to = s.grow_to, len = s.grow_to or ring.ring_len,
+				nudge = s.nudge ~= false }
+		end
+	end
+	return steps
 end
 
 -- 0: every ring exact and within budget; 3: restorable under the policy

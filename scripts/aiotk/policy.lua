@@ -47,10 +47,44 @@ function M.log(msg) io.stderr:write("aiotk: ", msg, "\n") end
 -- host being planned for.
 M.model = false
 
--- Load the layers. Returns the policy table (a fresh copy).
+-- The answers each deciding hook may give. An answer outside its list is
+-- an error naming the hook, never a silent default.
+local ANSWERS = {
+	impossible = { "fail", "grow", "skip" },
+	budget = { "fail", "raise" },
+	in_flight = { "wait", "fail", "record" },
+	overfull = { "nudge", "fail" },
+}
+M.ANSWERS = ANSWERS
+
+local function checked(name, fn, allowed, path)
+	local set = {}
+	for _, a in ipairs(allowed) do set[a] = true end
+	return function(...)
+		local answer = fn(...)
+		if not set[answer] then
+			error(string.format("policy %s: hook %s answered %s; it must answer one of: %s", path, name,
+				type(answer) == "string" and ("'" .. answer .. "'") or tostring(answer),
+				table.concat(allowed, ", ")), 0)
+		end
+		return answer
+	end
+end
+
+-- What a layer may set key k to: the shipped value's type (model: a
+-- table, or false).
+local function check_type(path, k, v)
+	local want = k == "model" and "table" or type(M[k])
+	if type(v) ~= want and not (k == "model" and v == false) then
+		error(string.format("policy %s: %s must be a %s, not a %s", path, k, want, type(v)), 0)
+	end
+end
+
+-- Load the layers. Returns the policy table (a fresh copy); the deciding
+-- hooks a layer overrides are wrapped so that their answers are checked.
 function M.load(file, search_dirs)
 	local p = {}
-	for k, v in pairs(M) do if k ~= "load" then p[k] = v end end
+	for k, v in pairs(M) do if k ~= "load" and k ~= "ANSWERS" then p[k] = v end end
 	local function apply(path)
 		local chunk, err = loadfile(path)
 		if not chunk then error("policy " .. path .. ": " .. err, 0) end
@@ -58,7 +92,8 @@ function M.load(file, search_dirs)
 		if type(over) ~= "table" then error("policy " .. path .. " must return a table of hooks", 0) end
 		for k, v in pairs(over) do
 			if p[k] == nil then error(string.format("policy %s: unknown hook '%s'", path, k), 0) end
-			p[k] = v
+			check_type(path, k, v)
+			p[k] = (ANSWERS[k] and type(v) == "function") and checked(k, v, ANSWERS[k], path) or v
 		end
 	end
 	for _, d in ipairs(search_dirs or {}) do

@@ -91,30 +91,10 @@ local function seccomp_hint(pid, err)
 	return err
 end
 
--- The plan's steps joined with the rings they are about (by address).
-local function steps_for(plan, rings)
-	local by_addr = {}
-	for _, r in ipairs(rings) do by_addr[r.addr] = r end
-	local steps = {}
-	for _, s in ipairs(plan.steps) do
-		local ring = by_addr[s.addr]
-		if not ring then return nil, string.format("the plan names ring 0x%x, which the image lacks", s.addr) end
-		if s.action == "fail" then
-			return nil, string.format("ring 0x%x: %s", s.addr, s.reason or "impossible"), "impossible"
-		end
-		if s.action ~= "skip" then
-			steps[#steps + 1] = { ring = ring, grow_to = s.grow_to, len = s.grow_to or ring.ring_len }
-		end
-	end
-	return steps
-end
-
 local function apply_budget(plan, policy)
 	local b = plan.budget
 	if b.action == "fail" then
-		return nil, string.format("restoring needs %d of fs.aio-max-nr: aio-nr is %d of %d, %d short; " ..
-			"raise it (sysctl fs.aio-max-nr=%d) or let the policy raise it", b.needed, b.aio_nr,
-			b.aio_max_nr, b.raise_by, b.aio_max_nr + b.raise_by), "budget"
+		return nil, require("aiotk.plan").budget_message(b), "budget"
 	elseif b.action == "raise" then
 		local ok, err, code = core.set_aio_max_nr(b.aio_max_nr + b.raise_by)
 		if not ok then return nil, err, code end
@@ -175,13 +155,6 @@ function M.dump_process(pid, dir, opts)
 	return img
 end
 
-local function describe(m)
-	return string.format("0x%x-0x%x %s %s", m.start, m.finish, m.perms,
-		m.path ~= "" and m.path or "(anonymous)")
-end
-
-local function is_ring(m) return m.path:match("^/%[aio%]") ~= nil end
-
 -- What each destination holds, checked before anything changes: nothing,
 -- or (with replace) exactly one AIO ring, which is then moved aside.
 -- Returns the occupant per step index.
@@ -190,16 +163,16 @@ local function occupants(t, steps, replace)
 	for i, s in ipairs(steps) do
 		local m = t:mapping_at(s.ring.addr, s.len)
 		if m then
-			if not (replace and is_ring(m)) then
+			if not (replace and m.ring) then
 				return nil, string.format(
 					"ring %d of %d (0x%x, %d bytes): %s is mapped there%s",
-					i, #steps, s.ring.addr, s.len, describe(m),
-					is_ring(m) and "; --replace moves an AIO ring there aside and destroys it once all are restored" or
+					i, #steps, s.ring.addr, s.len, m.desc,
+					m.ring and "; --replace moves an AIO ring there aside and destroys it once all are restored" or
 					"; nothing was changed"), "occupied"
 			end
 			if m.start < s.ring.addr or m.finish > s.ring.addr + s.len then
 				return nil, string.format("ring %d of %d (0x%x, %d bytes): the AIO ring %s there does not fit " ..
-					"the saved range; nothing was changed", i, #steps, s.ring.addr, s.len, describe(m)), "occupied"
+					"the saved range; nothing was changed", i, #steps, s.ring.addr, s.len, m.desc), "occupied"
 			end
 			out[i] = { addr = m.start, len = m.finish - m.start }
 		end
@@ -287,7 +260,9 @@ local function rebuild(t, steps, opts, policy, undo, out)
 	for i, s in ipairs(steps) do
 		local ok, ie, ic = interrupted()
 		if not ok then return nil, ie, ic end
-		local res, re, rc = t:restore(s.ring, { grow_to = s.grow_to, replay = opts.replay, placeholder = true })
+		local replay = { nudge = s.nudge }
+		for k, v in pairs(opts.replay or {}) do replay[k] = v end
+		local res, re, rc = t:restore(s.ring, { grow_to = s.grow_to, replay = replay, placeholder = true })
 		if not res then
 			return nil, string.format("ring %d of %d (0x%x): %s", i, #steps, s.ring.addr, seccomp_hint(t.pid, re)), rc
 		end
@@ -310,8 +285,9 @@ end
 function M.restore_process(pid, rings, opts)
 	opts = opts or {}
 	local policy = policy_of(opts)
-	local plan = opts.plan or require("aiotk.plan").make(rings, assert(core.host()), policy)
-	local steps, serr, scode = steps_for(plan, rings)
+	local plans = require "aiotk.plan"
+	local plan = opts.plan or plans.make(rings, assert(core.host()), policy)
+	local steps, serr, scode = plans.follow(plan, rings)
 	if not steps then return nil, serr, scode end
 	local ok, berr, bcode = apply_budget(plan, policy)
 	if not ok then return nil, berr, bcode end

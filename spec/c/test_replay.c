@@ -108,6 +108,24 @@ static void one_case(uint32_t n, uint32_t h, uint32_t t, const aiotk_replay_opts
 	aiotk_io_destroy(&self, ctx, &err);
 }
 
+/* With nudging off, a ring as full as this host makes still replays, and
+ * one fuller than that is refused with ESTUCK, not nudged in. */
+static void strict_refuses_nudge(void)
+{
+	aiotk_replay_opts strict = { .no_nudge = 1 };
+	aiotk_replay_stats st;
+	aiotk_err err;
+	uint64_t ctx;
+	CHECK(!aiotk_io_setup(&self, 1, &ctx, &err), "io_setup: %s", err.msg);
+	uint32_t nr = ((aiotk_ring_header *)(uintptr_t)ctx)->nr;
+	int rc = aiotk_replay(&self, ctx, nr, 0, nr - 1, &strict, &st, &err);
+	CHECK(rc == AIOTK_ESTUCK, "strict near-full replay gave %d, not ESTUCK", rc);
+	CHECK(strstr(err.msg, "nudging is off") != NULL, "message: %s", err.msg);
+	CHECK(st.nudges == 0, "strict replay nudged %u times", st.nudges);
+	aiotk_io_destroy(&self, ctx, &err);
+	one_case(1, 0, nr - 7, &strict);
+}
+
 int main(void)
 {
 	static const uint32_t sizes[] = { 1, 64, 4096 };
@@ -133,12 +151,13 @@ int main(void)
 		one_case(n, nr - 1, 0, NULL);          /* wrapped to slot 0 */
 		one_case(n, 10, 5, NULL);              /* wrapped, nr - 5 events */
 	}
-	aiotk_replay_opts pw = { 0, AIOTK_REQ_PWRITE, 0 };
+	aiotk_replay_opts pw = { .kind = AIOTK_REQ_PWRITE };
 	one_case(64, 200, 40, &pw);
-	aiotk_replay_opts tiny = { 1, AIOTK_REQ_POLL, 0 };
+	aiotk_replay_opts tiny = { .batch = 1, .kind = AIOTK_REQ_POLL };
 	one_case(1, 100, 99, &tiny);
-	aiotk_replay_opts odd = { 7, AIOTK_REQ_AUTO, 0 };
+	aiotk_replay_opts odd = { .batch = 7 };
 	one_case(64, 3, 2, &odd);
+	strict_refuses_nudge();
 	/* Out-of-range saved state is refused before anything is submitted. */
 	aiotk_err err;
 	uint64_t ctx;
