@@ -4,7 +4,7 @@
  * The kernel reads the frame at sp - 8 after the `ret` popped its first
  * word: { pretcode, ucontext { flags, link, stack, sigcontext, sigmask } },
  * and the FPU state where sigcontext.fpstate points. Rules it applies,
- * measured here (spec/c/test_inject.c and spec/survive_spec.lua kill the
+ * measured here (spec/c/test_inject.c and spec/lua/survive_spec.lua kill the
  * tracer and let the target check its registers; docs/KERNEL-FACTS.md):
  *  - sigreturn sets orig_ax to -1 and points the thread's restart_block at
  *    "return EINTR", so a pending restart cannot survive it: the frame

@@ -1,5 +1,5 @@
--- Snapshot, replay and restore through the Lua API, on rings a real libaio
--- client put in known states.
+-- Restore through the Lua API: rings rebuilt exactly, all-or-nothing, the
+-- aio-max-nr budget.
 local aiotk = require "aiotk"
 local states = require "aiotk.states"
 local helper = require "helper"
@@ -23,33 +23,6 @@ local function restore_and_check(spec)
 	lab.destroy(saved.addr)
 	return saved
 end
-
-describe("snapshot", function()
-	it("reads header and live events of a libaio ring", function()
-		local ctx = assert(states.make { n = 1, complete = 15, reap = 10, index = 0 })
-		local r = assert(aiotk.snapshot(ctx, true))
-		assert.are.same({ 127, 10, 15, 5, 4096 }, { r.nr, r.head, r.tail, #r, r.ring_len })
-		assert.are.equal(0xa10a10a1, r.magic)
-		assert.are.equal(32, r.header_length)
-		assert.are.equal(states.cookie(0, 1, 10), r:event(1).data)
-		assert.are.equal(r:event(1).data, r:slot(10).data)
-		assert.matches("^ring 0x%x+: nr 127, head 10, tail 15, 5 events", tostring(r))
-		lab.destroy(ctx)
-	end)
-
-	it("refuses what is not a ring, without crashing", function()
-		local placeholder = assert(lab.map(4096))
-		local r, err, code = aiotk.snapshot(placeholder)
-		assert.is_nil(r)
-		assert.are.equal("notring", code)
-		assert.matches("magic", err)
-		lab.unmap(placeholder, 4096)
-		r, err, code = aiotk.snapshot(4096)
-		assert.is_nil(r)
-		assert.are.equal("system", code)
-		assert.matches("cannot read", err)
-	end)
-end)
 
 describe("restore", function()
 	for _, spec in ipairs(states.demo) do
@@ -124,51 +97,5 @@ describe("restore", function()
 		end)
 		assert.is_false(ok)
 		assert.are.equal(max, select(2, aiotk.aio_nr()))
-	end)
-end)
-
-describe("replay", function()
-	it("reports completions and falls back to PWRITE when asked", function()
-		local ctx = assert(aiotk.io_setup(64))
-		local st = assert(aiotk.replay(ctx, 255, 200, 40, { kind = "pwrite", batch = 16 }))
-		assert.are.equal(255 + 40, st.completions)
-		assert.are.equal("pwrite", st.kind)
-		local r = assert(aiotk.snapshot(ctx))
-		assert.are.same({ 200, 40 }, { r.head, r.tail })
-		aiotk.io_destroy(ctx)
-	end)
-end)
-
-describe("remap", function()
-	it("moves a ring to a free address; the old id stops answering", function()
-		local ctx = assert(states.make { n = 1, complete = 4, reap = 1 })
-		local dest = assert(lab.map(4096))   -- find a free page, then free it
-		lab.unmap(dest, 4096)
-		assert.are.equal(dest, assert(aiotk.remap(ctx, 4096, dest)))
-		local r = assert(aiotk.snapshot(dest))
-		assert.are.same({ 127, 1, 4 }, { r.nr, r.head, r.tail })
-		assert.is_false(aiotk.mapping_at(ctx, 4096))
-		assert.are.equal(3, #lab.reap(dest, 10))
-		-- the old id is no context any more (libaio would crash reading it)
-		local gone, _, code = aiotk.io_destroy(ctx)
-		assert.is_nil(gone)
-		assert.are.equal("system", code)
-		lab.destroy(dest)
-	end)
-
-	it("refuses an occupied destination and names the occupant", function()
-		local ctx = assert(lab.setup(1))
-		local other = assert(lab.map(8192))
-		local ok, err, code = aiotk.remap(ctx, 4096, other + 4096)
-		assert.is_nil(ok)
-		assert.are.equal("occupied", code)
-		-- the kernel may have merged our mapping with a neighbour: the named
-		-- range must cover the destination
-		local s, e = err:match(": 0x(%x+)%-0x(%x+) rw%-p %(anonymous%) is mapped there")
-		assert.is_not_nil(s, err)
-		assert.is_true(tonumber(s, 16) <= other + 4096 and other + 8192 <= tonumber(e, 16), err)
-		assert(aiotk.snapshot(ctx))
-		lab.unmap(other, 8192)
-		lab.destroy(ctx)
 	end)
 end)
