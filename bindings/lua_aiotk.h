@@ -41,6 +41,7 @@ void laiotk_target_register(lua_State *L);
 aiotk_geom_host laiotk_check_model(lua_State *L, int idx);
 void laiotk_bench_register(lua_State *L);
 void laiotk_proc_register(lua_State *L);
+void laiotk_kview_register(lua_State *L);
 
 int luaopen_aiotk_core(lua_State *L);
 int luaopen_aiotk_readline(lua_State *L);

@@ -206,5 +206,6 @@ int luaopen_aiotk_core(lua_State *L)
 	laiotk_lab_register(L);
 	laiotk_bench_register(L);
 	laiotk_proc_register(L);
+	laiotk_kview_register(L);
 	return 1;
 }

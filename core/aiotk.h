@@ -24,6 +24,7 @@ enum aiotk_code {
 	AIOTK_ESTUCK = -7,     /* replay could not reach the saved tail */
 	AIOTK_ENOMEM = -8,
 	AIOTK_ENOTRING = -9,   /* memory at that address is not an AIO ring */
+	AIOTK_EUNSUPPORTED = -10, /* this host, kernel or build cannot do it */
 };
 
 typedef struct aiotk_err {
@@ -227,6 +228,54 @@ int aiotk_remove_journals(aiotk_target *t, unsigned *removed, aiotk_err *err);
 int aiotk_converge(aiotk_target *t, const aiotk_geom_host *model,
 		   uint64_t ring_len, aiotk_converge_result *res,
 		   aiotk_err *err);
+
+/* ---- the kernel's view of a process's contexts (BPF) ---------------- */
+/* Read from struct kioctx by a CO-RE BPF task iterator: needs BTF
+ * (/sys/kernel/btf/vmlinux), CAP_BPF and CAP_PERFMON, kernel 6.1+ (task
+ * iterators limited to one thread). Does not stop or ptrace the process.
+ * See docs/KERNEL-FACTS.md, "The kernel's side of a context". */
+enum aiotk_kreq_kind { AIOTK_KREQ_OTHER = 0, AIOTK_KREQ_POLL = 1 };
+typedef struct aiotk_kreq {      /* a cancellable request in flight */
+	uint64_t obj, data;      /* the user's iocb address and aio_data */
+	enum aiotk_kreq_kind kind;
+	uint32_t events;         /* POLL: the kernel's mask (asked | ERR | HUP) */
+	int iocb_ok;             /* the iocb at obj was read and names data: */
+	uint16_t opcode;         /*   its aio_lio_opcode, */
+	uint32_t fd;             /*   aio_fildes, */
+	uint64_t buf;            /*   aio_buf (POLL: the events asked for) */
+} aiotk_kreq;
+typedef struct aiotk_kctx {
+	uint64_t user_id;        /* the context id = the ring's address */
+	uint64_t mmap_base, mmap_size;
+	uint32_t max_reqs;       /* the n given to io_setup */
+	uint32_t nr_events;      /* the ring's nr */
+	uint32_t req_batch, tail, completed_events;
+	uint32_t reqs_available; /* free slots in the global pool */
+	uint32_t cpu_available;  /* free slots in the per-CPU caches */
+	/* Submitted and not completed: nr_events - 1 - reqs_available -
+	 * cpu_available - completed_events (completed_events holds slots of
+	 * completions not yet given back). -1: the counters, read without the
+	 * kernel's locks, did not add up (read again). */
+	int64_t in_flight;
+	uint32_t ncancel;        /* cancellable in flight (active_reqs) */
+	uint32_t nreqs;          /* of which listed in reqs[] */
+	aiotk_kreq *reqs;
+} aiotk_kctx;
+typedef struct aiotk_kview {
+	size_t n;
+	aiotk_kctx *ctx;         /* in ioctx_table order */
+} aiotk_kview;
+
+typedef struct aiotk_kviewer aiotk_kviewer; /* the loaded BPF program */
+/* Load the program once; AIOTK_EUNSUPPORTED naming why when this host,
+ * kernel or build cannot. */
+int aiotk_kviewer_open(aiotk_kviewer **out, aiotk_err *err);
+void aiotk_kviewer_close(aiotk_kviewer *v);
+/* Every context of process pid. Not thread-safe per viewer. */
+int aiotk_kview_read(aiotk_kviewer *v, int pid, aiotk_kview *out,
+		     aiotk_err *err);
+const aiotk_kctx *aiotk_kview_find(const aiotk_kview *kv, uint64_t ctx);
+void aiotk_kview_free(aiotk_kview *kv);
 
 /* ---- tail replay ----------------------------------------------------- */
 enum aiotk_req_kind { AIOTK_REQ_AUTO = 0, AIOTK_REQ_POLL, AIOTK_REQ_PWRITE };

@@ -17,6 +17,7 @@ const char *aiotk_code_name(int code)
 	case AIOTK_ESTUCK: return "stuck";
 	case AIOTK_ENOMEM: return "nomem";
 	case AIOTK_ENOTRING: return "notring";
+	case AIOTK_EUNSUPPORTED: return "unsupported";
 	}
 	return "unknown";
 }

@@ -474,7 +474,9 @@ int main(int argc, char **argv)
 	if (expect_out && save_expect(expect_out))
 		return 2;
 	if (pending && nrings) {
-		struct iocb cb, *p = &cb;
+		/* libaio's contract: the iocb lives until its completion */
+		static struct iocb cb;
+		struct iocb *p = &cb;
 		if (pipe(pend_pipe))
 			return 2;
 		io_prep_poll(&cb, pend_pipe[0], POLLIN);

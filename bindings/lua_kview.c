@@ -1,0 +1,116 @@
+/* The kernel view in Lua: core.kviewer() loads the BPF program (or returns
+ * nil, why, "unsupported"); viewer:read(pid) gives one table per context.
+ * Addresses and user data are "0x..." strings (they do not fit a double). */
+#include "lua_aiotk.h"
+
+#include <string.h>
+
+#define KVIEWER_MT "aiotk.kviewer"
+
+typedef struct { aiotk_kviewer *v; } lkviewer;
+
+static lkviewer *check_viewer(lua_State *L)
+{
+	lkviewer *lv = luaL_checkudata(L, 1, KVIEWER_MT);
+	if (!lv->v)
+		luaL_error(L, "kernel viewer is closed");
+	return lv;
+}
+
+static void push_req(lua_State *L, const aiotk_kreq *q)
+{
+	lua_createtable(L, 0, 8);
+	laiotk_push_u64hex(L, q->obj);
+	lua_setfield(L, -2, "obj");
+	laiotk_push_u64hex(L, q->data);
+	lua_setfield(L, -2, "data");
+	lua_pushstring(L, q->kind == AIOTK_KREQ_POLL ? "poll" : "other");
+	lua_setfield(L, -2, "kind");
+	laiotk_set_num(L, "events", q->events);
+	lua_pushboolean(L, q->iocb_ok);
+	lua_setfield(L, -2, "iocb_ok");
+	if (q->iocb_ok) {
+		laiotk_set_num(L, "opcode", q->opcode);
+		laiotk_set_num(L, "fd", q->fd);
+		laiotk_push_u64hex(L, q->buf);
+		lua_setfield(L, -2, "buf");
+	}
+}
+
+static void push_ctx(lua_State *L, const aiotk_kctx *c)
+{
+	lua_createtable(L, 0, 14);
+	laiotk_set_num(L, "addr", (double)c->user_id);
+	laiotk_set_num(L, "mmap_base", (double)c->mmap_base);
+	laiotk_set_num(L, "mmap_size", (double)c->mmap_size);
+	laiotk_set_num(L, "n", c->max_reqs);
+	laiotk_set_num(L, "nr", c->nr_events);
+	laiotk_set_num(L, "req_batch", c->req_batch);
+	laiotk_set_num(L, "kernel_tail", c->tail);
+	laiotk_set_num(L, "completed_events", c->completed_events);
+	laiotk_set_num(L, "reqs_available", c->reqs_available);
+	laiotk_set_num(L, "cpu_available", c->cpu_available);
+	if (c->in_flight >= 0)
+		laiotk_set_num(L, "in_flight", (double)c->in_flight);
+	laiotk_set_num(L, "cancellable", c->ncancel);
+	lua_createtable(L, (int)c->nreqs, 0);
+	for (uint32_t i = 0; i < c->nreqs; i++) {
+		push_req(L, &c->reqs[i]);
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	lua_setfield(L, -2, "pending");
+}
+
+static int kv_read(lua_State *L)
+{
+	lkviewer *lv = check_viewer(L);
+	int pid = (int)luaL_checkinteger(L, 2);
+	aiotk_kview kv;
+	aiotk_err err;
+	if (aiotk_kview_read(lv->v, pid, &kv, &err))
+		return laiotk_fail(L, &err);
+	lua_createtable(L, (int)kv.n, 0);
+	for (size_t i = 0; i < kv.n; i++) {
+		push_ctx(L, &kv.ctx[i]);
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	aiotk_kview_free(&kv);
+	return 1;
+}
+
+static int kv_close(lua_State *L)
+{
+	lkviewer *lv = luaL_checkudata(L, 1, KVIEWER_MT);
+	aiotk_kviewer_close(lv->v);
+	lv->v = NULL;
+	return 0;
+}
+
+static int l_kviewer(lua_State *L)
+{
+	aiotk_err err;
+	lkviewer *lv = lua_newuserdata(L, sizeof(*lv));
+	lv->v = NULL;
+	luaL_getmetatable(L, KVIEWER_MT);
+	lua_setmetatable(L, -2);
+	if (aiotk_kviewer_open(&lv->v, &err))
+		return laiotk_fail(L, &err);
+	return 1;
+}
+
+void laiotk_kview_register(lua_State *L)
+{
+	static const luaL_Reg methods[] = {
+		{ "read", kv_read }, { "close", kv_close }, { NULL, NULL },
+	};
+	if (luaL_newmetatable(L, KVIEWER_MT)) {
+		lua_pushcfunction(L, kv_close);
+		lua_setfield(L, -2, "__gc");
+		lua_newtable(L);
+		luaL_register(L, NULL, methods);
+		lua_setfield(L, -2, "__index");
+	}
+	lua_pop(L, 1);
+	lua_pushcfunction(L, l_kviewer);
+	lua_setfield(L, -2, "kviewer");
+}
