@@ -1,6 +1,8 @@
 /* aiotk.ring userdata: one saved or snapshotted ring. */
 #include "lua_aiotk.h"
 
+#include <linux/aio_abi.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,8 +79,47 @@ static int ring_slot(lua_State *L)
 	return 1;
 }
 
+/* ring:captured() -> { {obj=, data=, opcode=, fd=, buf=}, ... }: the
+ * requests in flight at dump, decoded from their saved iocbs. */
+static int ring_captured(lua_State *L)
+{
+	aiotk_ring *r = laiotk_ring_check(L, 1);
+	lua_createtable(L, (int)r->ncaptured, 0);
+	for (uint32_t i = 0; i < r->ncaptured; i++) {
+		struct iocb cb;
+		memcpy(&cb, r->captured[i].iocb, sizeof(cb));
+		lua_createtable(L, 0, 5);
+		laiotk_push_u64hex(L, r->captured[i].obj);
+		lua_setfield(L, -2, "obj");
+		laiotk_push_u64hex(L, cb.aio_data);
+		lua_setfield(L, -2, "data");
+		laiotk_set_num(L, "opcode", cb.aio_lio_opcode);
+		laiotk_set_num(L, "fd", cb.aio_fildes);
+		laiotk_push_u64hex(L, cb.aio_buf);
+		lua_setfield(L, -2, "buf");
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	return 1;
+}
+
+/* ring:note_kernel{n=, kernel_tail=}: what the kernel view said at dump. */
+static int ring_note_kernel(lua_State *L)
+{
+	aiotk_ring *r = laiotk_ring_check(L, 1);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	r->n = (uint32_t)laiotk_opt_field_u64(L, 2, "n", r->n);
+	lua_getfield(L, 2, "kernel_tail");
+	if (!lua_isnil(L, -1)) {
+		r->has_kernel_tail = 1;
+		r->kernel_tail = (uint32_t)luaL_checknumber(L, -1);
+	}
+	lua_pop(L, 1);
+	return 0;
+}
+
 static const luaL_Reg methods[] = {
 	{ "event", ring_event }, { "events", ring_events }, { "slot", ring_slot },
+	{ "captured", ring_captured }, { "note_kernel", ring_note_kernel },
 	{ NULL, NULL },
 };
 
@@ -101,6 +142,16 @@ static int ring_index(lua_State *L)
 		}
 	if (!strcmp(k, "wrapped")) {
 		lua_pushboolean(L, r->tail < r->head);
+		return 1;
+	}
+	if (!strcmp(k, "kernel_tail")) {
+		if (!r->has_kernel_tail)
+			return 0;
+		lua_pushnumber(L, r->kernel_tail);
+		return 1;
+	}
+	if (!strcmp(k, "ncaptured")) {
+		lua_pushnumber(L, r->ncaptured);
 		return 1;
 	}
 	if (!strcmp(k, "has_area")) {

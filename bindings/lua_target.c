@@ -332,9 +332,25 @@ static aiotk_target *live_target(lua_State *L, int idx)
 	return &lt->t;
 }
 
+/* t:capture(ring, obj): the iocb at obj saved with ring. */
+static int p_capture(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	aiotk_ring *r = laiotk_ring_check(L, b);
+	return push_done(L, aiotk_ring_capture(t, r, laiotk_check_u64(L, b + 1), &err), &err);
+}
+
+/* t:resubmit(ctx, ring): ring's captured requests submitted on ctx. */
+static int p_resubmit(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	uint64_t ctx = laiotk_check_u64(L, b);
+	return push_done(L, aiotk_resubmit(t, ctx, laiotk_ring_check(L, b + 1), &err), &err);
+}
+
 #define PRIMITIVES(X) X(snapshot) X(converge) X(replay) X(write_events) \
 	X(remap) X(restore) X(io_setup) X(io_destroy) X(mapping_at) X(rings) X(header) \
-	X(reserve) X(unmap) X(park) X(unpark) X(remove_journals)
+	X(reserve) X(unmap) X(park) X(unpark) X(remove_journals) X(capture) X(resubmit)
 
 #define SELF_FN(name) static int l_##name(lua_State *L) \
 	{ aiotk_target t; aiotk_target_self(&t); return p_##name(L, &t, 1); }

@@ -188,6 +188,13 @@ int aiotk_maps_rings(int pid, aiotk_vma *out, size_t max, size_t *count,
 #define AIOTK_RING_BUILDING 0x6b74696fu /* "oitk" */
 
 /* ---- ring snapshot --------------------------------------------------- */
+#define AIOTK_IOCB_LEN 64u
+/* A request in flight at dump that may never complete on its own. */
+typedef struct aiotk_captured {
+	uint64_t obj;                   /* the user's iocb address */
+	uint8_t iocb[AIOTK_IOCB_LEN];   /* struct iocb as it was there */
+} aiotk_captured;
+
 typedef struct aiotk_ring {
 	uint64_t addr;      /* ring start = context id */
 	uint64_t ring_len;  /* mapping length */
@@ -197,7 +204,18 @@ typedef struct aiotk_ring {
 	uint32_t nevents;   /* live events head..tail-1 */
 	aiotk_event *events;
 	aiotk_event *area;  /* whole event area (nr slots), or NULL */
+	int has_kernel_tail;
+	uint32_t kernel_tail;  /* the kernel's private tail at dump */
+	uint32_t ncaptured;
+	aiotk_captured *captured;
 } aiotk_ring;
+/* Append the iocb at obj in t (read now) to r's captured requests. */
+int aiotk_ring_capture(aiotk_target *t, aiotk_ring *r, uint64_t obj,
+		       aiotk_err *err);
+/* Submit r's captured requests again on context ctx: each iocb written
+ * back at its address, then one io_submit. */
+int aiotk_resubmit(aiotk_target *t, uint64_t ctx, const aiotk_ring *r,
+		   aiotk_err *err);
 
 enum { AIOTK_SNAP_AREA = 1 };
 uint32_t aiotk_ring_live(uint32_t nr, uint32_t head, uint32_t tail);
@@ -225,6 +243,11 @@ int aiotk_io_destroy(aiotk_target *t, uint64_t ctx, aiotk_err *err);
 int aiotk_remove_journals(aiotk_target *t, unsigned *removed, aiotk_err *err);
 /* The context made is marked AIOTK_RING_BUILDING until the caller finishes
  * it (aiotk_restore_ring does). */
+/* The same, trying io_setup(want_n) first (the n recorded at dump): kept
+ * when it makes exactly ring_len bytes. want_n 0: no preference. */
+int aiotk_converge_n(aiotk_target *t, const aiotk_geom_host *model,
+		     uint64_t ring_len, uint32_t want_n,
+		     aiotk_converge_result *res, aiotk_err *err);
 int aiotk_converge(aiotk_target *t, const aiotk_geom_host *model,
 		   uint64_t ring_len, aiotk_converge_result *res,
 		   aiotk_err *err);

@@ -207,10 +207,28 @@ int aiotk_converge(aiotk_target *t, const aiotk_geom_host *model,
 		   uint64_t ring_len, aiotk_converge_result *res,
 		   aiotk_err *err)
 {
+	return aiotk_converge_n(t, model, ring_len, 0, res, err);
+}
+
+int aiotk_converge_n(aiotk_target *t, const aiotk_geom_host *model,
+		     uint64_t ring_len, uint32_t want_n,
+		     aiotk_converge_result *res, aiotk_err *err)
+{
 	struct search s = { .t = t, .target_len = ring_len,
 			    .page_size = model->page_size };
 	uint32_t n = 1;
-	int cmp, rc = aiotk_geom_min_n(model, ring_len, &n, err);
+	int cmp, rc;
+	if (want_n) {
+		rc = try_n(&s, want_n, &cmp, err);
+		if (rc)
+			return rc;
+		if (s.best.ctx) {
+			*res = s.best;
+			res->calls = s.calls;
+			return 0;
+		}
+	}
+	rc = aiotk_geom_min_n(model, ring_len, &n, err);
 	if (rc == AIOTK_EINVAL)
 		return rc;
 	/* An impossible verdict from the model is checked against the kernel. */

@@ -128,6 +128,20 @@ static int ring_from(struct cursor *c, const AiotkRingEntry *e, aiotk_ring *r,
 					      e->events[i]->res, e->events[i]->res2 };
 	if (r->area)
 		memcpy(r->area, e->area.data, e->area.len);
+	r->has_kernel_tail = e->has_kernel_tail;
+	r->kernel_tail = e->kernel_tail;
+	if (e->n_captured > r->nr)
+		return bad(c, "more captured requests than ring slots");
+	r->captured = e->n_captured ? calloc(e->n_captured, sizeof(aiotk_captured)) : NULL;
+	if (e->n_captured && !r->captured)
+		return aiotk_fail(c->err, AIOTK_ENOMEM, 0, "%s: out of memory", c->name);
+	for (size_t i = 0; i < e->n_captured; i++) {
+		if (e->captured[i]->iocb.len != AIOTK_IOCB_LEN)
+			return bad(c, "a captured request's iocb is not 64 bytes");
+		r->captured[i].obj = e->captured[i]->obj;
+		memcpy(r->captured[i].iocb, e->captured[i]->iocb.data, AIOTK_IOCB_LEN);
+	}
+	r->ncaptured = (uint32_t)e->n_captured;
 	return 0;
 }
 
@@ -223,9 +237,11 @@ static void header_to(const aiotk_image *img, AiotkHeaderEntry *h)
 	h->warnings = img->warnings[0] ? (char *)img->warnings : NULL;
 }
 
-/* evs/ptrs are caller storage for r->nevents entries. */
+/* evs/ptrs are caller storage for r->nevents entries, cap/cptrs for
+ * r->ncaptured. */
 static void ring_to(const aiotk_ring *r, AiotkRingEntry *e,
-		    AiotkEventEntry *evs, AiotkEventEntry **ptrs)
+		    AiotkEventEntry *evs, AiotkEventEntry **ptrs,
+		    AiotkCapturedEntry *cap, AiotkCapturedEntry **cptrs)
 {
 	aiotk_ring_entry__init(e);
 	e->addr = r->addr;
@@ -255,6 +271,17 @@ static void ring_to(const aiotk_ring *r, AiotkRingEntry *e,
 	e->has_area = r->area != NULL;
 	e->area.len = r->area ? (size_t)r->nr * AIOTK_EVENT_LEN : 0;
 	e->area.data = (uint8_t *)r->area;
+	e->has_kernel_tail = r->has_kernel_tail;
+	e->kernel_tail = r->kernel_tail;
+	for (uint32_t i = 0; i < r->ncaptured; i++) {
+		aiotk_captured_entry__init(&cap[i]);
+		cap[i].obj = r->captured[i].obj;
+		cap[i].iocb.len = AIOTK_IOCB_LEN;
+		cap[i].iocb.data = (uint8_t *)r->captured[i].iocb;
+		cptrs[i] = &cap[i];
+	}
+	e->n_captured = r->ncaptured;
+	e->captured = cptrs;
 }
 
 static int encode_ring(const aiotk_ring *r, uint8_t **buf, size_t *len,
@@ -262,11 +289,14 @@ static int encode_ring(const aiotk_ring *r, uint8_t **buf, size_t *len,
 {
 	AiotkRingEntry e;
 	size_t ne = r->nevents ? r->nevents : 1;
+	size_t nc = r->ncaptured ? r->ncaptured : 1;
 	AiotkEventEntry *evs = malloc(ne * sizeof(*evs));
 	AiotkEventEntry **ptrs = malloc(ne * sizeof(*ptrs));
+	AiotkCapturedEntry *caps = malloc(nc * sizeof(*caps));
+	AiotkCapturedEntry **cptrs = malloc(nc * sizeof(*cptrs));
 	int rc = 0;
-	if (evs && ptrs) {
-		ring_to(r, &e, evs, ptrs);
+	if (evs && ptrs && caps && cptrs) {
+		ring_to(r, &e, evs, ptrs, caps, cptrs);
 		size_t need = *len + 8 + aiotk_ring_entry__get_packed_size(&e);
 		uint8_t *nb = need > *cap ? realloc(*buf, need * 2) : *buf;
 		if (nb) {
@@ -279,6 +309,8 @@ static int encode_ring(const aiotk_ring *r, uint8_t **buf, size_t *len,
 		rc = aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory encoding ring");
 	free(evs);
 	free(ptrs);
+	free(caps);
+	free(cptrs);
 	return rc;
 }
 

@@ -160,13 +160,16 @@ int aiotk_ring_copy(aiotk_ring *dst, const aiotk_ring *src, aiotk_err *err)
 	*dst = *src;
 	dst->events = calloc(src->nevents ? src->nevents : 1, sizeof(aiotk_event));
 	dst->area = src->area ? calloc(src->nr, sizeof(aiotk_event)) : NULL;
-	if (!dst->events || (src->area && !dst->area)) {
+	dst->captured = src->ncaptured ? calloc(src->ncaptured, sizeof(aiotk_captured)) : NULL;
+	if (!dst->events || (src->area && !dst->area) || (src->ncaptured && !dst->captured)) {
 		aiotk_ring_free(dst);
 		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory copying a ring");
 	}
 	memcpy(dst->events, src->events, src->nevents * sizeof(aiotk_event));
 	if (src->area)
 		memcpy(dst->area, src->area, src->nr * sizeof(aiotk_event));
+	if (src->ncaptured)
+		memcpy(dst->captured, src->captured, src->ncaptured * sizeof(aiotk_captured));
 	return 0;
 }
 
@@ -174,6 +177,9 @@ void aiotk_ring_free(aiotk_ring *r)
 {
 	free(r->events);
 	free(r->area);
+	free(r->captured);
 	r->events = NULL;
 	r->area = NULL;
+	r->captured = NULL;
+	r->ncaptured = 0;
 }

@@ -36,13 +36,24 @@ end
 local w, err = workload.start(table.concat(specs, " ") .. " --threads")
 if not w then return fail(nil, err) end
 
-local img, derr = aiotk.dump_process(w.pid, dir)
+-- An error raised inside a step still ends the workload (a popen'd child
+-- left running would keep this command waiting for it at exit).
+local function guarded(fn, ...)
+	local r = { n = select("#", ...), pcall(fn, ...) }
+	if not r[1] then
+		w:finish()
+		error(r[2], 0)
+	end
+	return unpack(r, 2)
+end
+
+local img, derr = guarded(aiotk.dump_process, w.pid, dir)
 if not img then return fail(w, derr) end
 local gone = w:destroy()
 if gone ~= "DESTROYED" or w:ring_count() ~= 0 then return fail(w, "workload kept its rings") end
 
 local rings = img:rings()
-local res, rerr = aiotk.restore_process(w.pid, rings)
+local res, rerr = guarded(aiotk.restore_process, w.pid, rings)
 if not res then return fail(w, rerr) end
 local state = w:state()
 local verdict = w:verify() or "no answer"

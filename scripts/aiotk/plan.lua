@@ -31,7 +31,15 @@ end
 local function ring_step(ring, model, host, policy)
 	local step = { addr = ring.addr, ring_len = ring.ring_len, nr = ring.nr, head = ring.head,
 		tail = ring.tail, events = #ring }
-	local n, why = aiotk.min_n(ring.ring_len, model)
+	-- The n the process gave io_setup (recorded from the kernel at dump)
+	-- when it makes the same ring here; else the smallest n that does.
+	local n, why
+	local g = ring.n > 0 and aiotk.geometry(ring.n, model)
+	if g and g.ring_len == ring.ring_len then
+		n = ring.n
+	else
+		n, why = aiotk.min_n(ring.ring_len, model)
+	end
 	if n then
 		step.action, step.n = "exact", n
 	else

@@ -20,11 +20,16 @@ function M.impossible(ring, why, host) return "fail" end
 -- needs root; recorded in the log and the plan).
 function M.budget(b, host) return "fail" end
 
--- The tail moved while the process was stopped for a dump: requests were
--- in flight. "wait" (default: until it settles, at most in_flight_wait_ms),
--- "fail", or "record" (keep the first reading and write a warning into the
--- image).
-function M.in_flight(ring, ctx) return "wait" end
+-- Requests were in flight while the process was stopped for a dump.
+-- ctx.kernel_view: true with ctx.in_flight, per ring {addr, count,
+-- finishing (disk I/O, finishes on its own), cancellable (POLL, may never
+-- finish), pending}; false when only a moving tail showed it (ctx.moved).
+-- "capture" (default: wait at most in_flight_wait_ms for the finishing
+-- ones, save the cancellable ones with the ring, resubmitted at restore),
+-- "wait" (for all of them), "fail", or "record" (dump without them and
+-- write a warning into the image). Without the kernel view capture means
+-- wait.
+function M.in_flight(ring, ctx) return "capture" end
 M.settle_ms = 0           -- extra ms to watch tails after reading (0: re-read once)
 M.in_flight_wait_ms = 500
 
@@ -52,7 +57,7 @@ M.model = false
 local ANSWERS = {
 	impossible = { "fail", "grow", "skip" },
 	budget = { "fail", "raise" },
-	in_flight = { "wait", "fail", "record" },
+	in_flight = { "capture", "wait", "fail", "record" },
 	overfull = { "nudge", "fail" },
 }
 M.ANSWERS = ANSWERS

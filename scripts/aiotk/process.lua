@@ -8,6 +8,7 @@
 -- Error convention: nil, message, code (code: "budget", "occupied",
 -- "image", "stuck", "interrupted", ...).
 local core = require "aiotk.core"
+local kernel = require "aiotk.kernel"
 
 local M = {}
 
@@ -52,17 +53,18 @@ local function read_rings(t, policy, opts)
 	return rings
 end
 
--- Requests in flight show as tails moving while the process is stopped;
--- the policy waits for them, fails, or records a warning.
-local function settle(t, rings, policy, opts)
+-- Without the kernel view, requests in flight show only as tails moving
+-- while the process is stopped; the policy waits for them, fails, or
+-- records a warning.
+local function settle_by_tails(t, rings, policy, opts)
 	core.sleep_ms(policy.settle_ms)
 	local m = moved(t, rings)
 	if #m == 0 then return rings, "" end
 	local what = string.format("ring 0x%x: tail moved from %d to %d while the process was stopped",
 		m[1].ring.addr, m[1].ring.tail, m[1].now and m[1].now.tail or -1)
-	local choice = policy.in_flight(m[1].ring, { pid = t.pid, moved = m })
+	local choice = policy.in_flight(m[1].ring, { pid = t.pid, moved = m, kernel_view = false })
 	if choice == "fail" then
-		return nil, what .. "; requests were in flight (policy: fail)", "stuck"
+		return nil, what .. "; requests were in flight (policy: fail)", "in_flight"
 	elseif choice == "record" then
 		policy.log(what .. "; recorded in the image")
 		return rings, what .. "; requests were in flight, this image holds the first reading"
@@ -76,7 +78,125 @@ local function settle(t, rings, policy, opts)
 			return rings, ""
 		end
 	until core.now_ns() > deadline
-	return nil, what .. string.format("; still moving after %d ms", policy.in_flight_wait_ms), "stuck"
+	return nil, what .. string.format("; still moving after %d ms", policy.in_flight_wait_ms), "in_flight"
+end
+
+-- Per ring with requests in flight: count, those that finish on their own
+-- (disk I/O) and the cancellable ones (POLL), from the kernel view kv.
+local function in_flight_facts(kv, rings)
+	local out = {}
+	for _, r in ipairs(rings) do
+		local c = kv[r.addr]
+		if c and (c.in_flight or 0) > 0 then
+			local finishing, cancellable = kernel.split(c)
+			out[#out + 1] = { ring = r, addr = r.addr, count = c.in_flight, finishing = finishing,
+				cancellable = cancellable, pending = c.pending }
+		end
+	end
+	return out
+end
+
+local function describe_in_flight(f)
+	return string.format("ring 0x%x: %d request(s) in flight (%d that finish on their own, such as " ..
+		"disk reads and writes; %d cancellable, such as POLL)", f.addr, f.count, f.finishing, f.cancellable)
+end
+
+-- Waits until no request the choice waits for is in flight (capture: those
+-- that finish on their own; wait: all), at most in_flight_wait_ms.
+local function wait_in_flight(t, rings, choice, policy)
+	local start = core.now_ns()
+	local deadline = start + policy.in_flight_wait_ms * 1e6
+	while true do
+		local kv, err, code = kernel.read(t.pid)
+		if not kv then return nil, err, code end
+		local left
+		for _, f in ipairs(in_flight_facts(kv, rings)) do
+			if (choice == "wait" and f.count or f.finishing) > 0 then left = f break end
+		end
+		local waited = (core.now_ns() - start) / 1e6
+		if not left then return waited end
+		if core.now_ns() > deadline then
+			return nil, describe_in_flight(left) .. string.format("; still in flight after %d ms " ..
+				"(policy in_flight_wait_ms); the image would lose them, so nothing was written", waited),
+				"in_flight"
+		end
+		core.sleep_ms(1)
+	end
+end
+
+-- The rings as they are now, with the kernel's n and tail noted, and the
+-- cancellable requests captured (when `capture`). A completion landing
+-- between the ring reads and the kernel read shows as a kernel tail that
+-- differs from a ring's: read again.
+local function final_reading(t, policy, opts, capture)
+	for _ = 1, 8 do
+		local rings, e, c = read_rings(t, policy, opts)
+		if not rings then return nil, e, c end
+		local kv, kerr, kcode = kernel.read(t.pid)
+		if not kv then return nil, kerr, kcode end
+		local stable = true
+		for _, r in ipairs(rings) do
+			local k = kv[r.addr]
+			if k and k.kernel_tail ~= r.tail then stable = false end
+		end
+		if stable then
+			for _, r in ipairs(rings) do
+				local k = kv[r.addr]
+				if k then r:note_kernel { n = k.n, kernel_tail = k.kernel_tail } end
+				if k and capture and k.cancellable > 0 then
+					if #k.pending < k.cancellable then
+						return nil, string.format("ring 0x%x: %d cancellable requests in flight, more than " ..
+							"the kernel view lists (%d); nothing was written", r.addr, k.cancellable, #k.pending),
+							"in_flight"
+					end
+					for _, q in ipairs(k.pending) do
+						if not q.iocb_ok then
+							return nil, string.format("ring 0x%x: the iocb of the request in flight at %s no " ..
+								"longer holds its data %s (the process reused its memory), so it cannot be " ..
+								"captured; nothing was written", r.addr, q.obj, q.data), "in_flight"
+						end
+						local ok, cerr, ccode = t:capture(r, q.obj)
+						if not ok then return nil, cerr, ccode end
+					end
+				end
+			end
+			return rings
+		end
+	end
+	return nil, "ring tails kept moving while the process was stopped; nothing was written", "in_flight"
+end
+
+-- With the kernel view: the exact requests in flight, and the policy's
+-- answer: capture (wait for those that finish on their own, save the
+-- cancellable ones with the ring), wait (for all), fail, or record.
+local function settle(t, rings, policy, opts)
+	local kv, why = kernel.read(t.pid)
+	if not kv then
+		policy.log("no kernel view (" .. why .. "): " .. kernel.WITHOUT)
+		return settle_by_tails(t, rings, policy, opts)
+	end
+	local facts = in_flight_facts(kv, rings)
+	if #facts == 0 then
+		local out, e, c = final_reading(t, policy, opts, false)
+		return out, out and "" or e, c
+	end
+	local choice = policy.in_flight(facts[1].ring, { pid = t.pid, in_flight = facts, kernel_view = true })
+	local what = describe_in_flight(facts[1])
+	if choice == "fail" then
+		return nil, what .. "; the image would lose them (policy in_flight: fail)", "in_flight"
+	elseif choice == "record" then
+		local list = {}
+		for i, f in ipairs(facts) do list[i] = describe_in_flight(f) end
+		local warning = table.concat(list, "; ") .. "; not in this image (policy in_flight: record)"
+		policy.log(warning)
+		local out, e, c = final_reading(t, policy, opts, false)
+		return out, out and warning or e, c
+	end
+	local waited, werr, wcode = wait_in_flight(t, rings, choice, policy)
+	if not waited then return nil, werr, wcode end
+	if waited > 0 then policy.log(string.format("%s; waited %.1f ms for them to settle", what, waited)) end
+	local out, e, c = final_reading(t, policy, opts, choice == "capture")
+	return out, out and "" or e, c
 end
 
 -- A refused injected call in a process under a seccomp filter: say so.
@@ -130,6 +250,7 @@ function M.dump_process(pid, dir, opts)
 	end
 	local img = assert(core.image())
 	local stopped
+	kernel.open() -- loaded before the process is stopped, not while
 	local ok, err, code = M.with_process(pid, function(t)
 		local rings, e, c = read_rings(t, policy, opts)
 		if not rings then return nil, e, c end

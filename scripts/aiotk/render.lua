@@ -12,7 +12,9 @@ function M.ring_table(r)
 		addr = string.format("0x%x", r.addr), ring_len = r.ring_len,
 		nr = r.nr, head = r.head, tail = r.tail, n = r.n,
 		wrapped = r.wrapped, events = M.array(r:events()),
+		kernel_tail = r.kernel_tail,
 	}
+	if r.ncaptured > 0 then t.captured = M.array(r:captured()) end
 	return t
 end
 
