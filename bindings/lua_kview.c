@@ -1,9 +1,13 @@
 /* The kernel view in Lua: core.kviewer() loads the BPF program (or returns
  * nil, why, "unsupported"); viewer:read(pid) gives one table per context.
  * Addresses and user data are "0x..." strings (they do not fit a double). */
+#define _GNU_SOURCE
 #include "lua_aiotk.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #define KVIEWER_MT "aiotk.kviewer"
 
@@ -98,6 +102,41 @@ static int l_kviewer(lua_State *L)
 	return 1;
 }
 
+/* core.live_rings(pid) -> { {addr=, len=, nr=, head=, tail=}, ... }: the
+ * rings of a running process and their headers, read with
+ * process_vm_readv, without stopping it. */
+static int l_live_rings(lua_State *L)
+{
+	int pid = (int)luaL_checkinteger(L, 1);
+	size_t n = 0, max = 1024;
+	aiotk_err err;
+	aiotk_vma *v = malloc(max * sizeof(*v));
+	if (!v)
+		return luaL_error(L, "out of memory");
+	if (aiotk_maps_rings(pid, v, max, &n, &err)) {
+		free(v);
+		return laiotk_fail(L, &err);
+	}
+	n = n > max ? max : n;
+	lua_createtable(L, (int)n, 0);
+	for (size_t i = 0; i < n; i++) {
+		aiotk_ring_header h;
+		struct iovec local = { &h, sizeof(h) };
+		struct iovec remote = { (void *)(uintptr_t)v[i].start, sizeof(h) };
+		lua_createtable(L, 0, 5);
+		laiotk_set_num(L, "addr", (double)v[i].start);
+		laiotk_set_num(L, "ring_len", (double)(v[i].end - v[i].start));
+		if (process_vm_readv(pid, &local, 1, &remote, 1, 0) == (ssize_t)sizeof(h)) {
+			laiotk_set_num(L, "nr", h.nr);
+			laiotk_set_num(L, "head", h.head);
+			laiotk_set_num(L, "tail", h.tail);
+		}
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	free(v);
+	return 1;
+}
+
 void laiotk_kview_register(lua_State *L)
 {
 	static const luaL_Reg methods[] = {
@@ -113,4 +152,6 @@ void laiotk_kview_register(lua_State *L)
 	lua_pop(L, 1);
 	lua_pushcfunction(L, l_kviewer);
 	lua_setfield(L, -2, "kviewer");
+	lua_pushcfunction(L, l_live_rings);
+	lua_setfield(L, -2, "live_rings");
 }

@@ -169,13 +169,78 @@ static int lab_peek(lua_State *L)
 	return 1;
 }
 
+/* lab.poll(ctx, k) -> pollset: k POLLs on one empty pipe, in flight until
+ * pollset:fire() writes the pipe; the iocbs live in the pollset. */
+#define POLLSET_MT "aiotk.lab.pollset"
+typedef struct {
+	int fds[2];
+	unsigned k;
+	struct iocb cbs[];
+} pollset;
+
+static int ps_fire(lua_State *L)
+{
+	pollset *ps = luaL_checkudata(L, 1, POLLSET_MT);
+	if (ps->fds[1] < 0 || write(ps->fds[1], "x", 1) != 1)
+		return sys_fail(L, errno ? errno : EBADF, "writing the poll pipe");
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int ps_gc(lua_State *L)
+{
+	pollset *ps = luaL_checkudata(L, 1, POLLSET_MT);
+	for (int i = 0; i < 2; i++)
+		if (ps->fds[i] >= 0)
+			close(ps->fds[i]);
+	ps->fds[0] = ps->fds[1] = -1;
+	return 0;
+}
+
+static int lab_poll(lua_State *L)
+{
+	io_context_t ctx = check_ctx(L, 1);
+	unsigned k = (unsigned)luaL_checkinteger(L, 2);
+	pollset *ps = lua_newuserdata(L, sizeof(*ps) + k * sizeof(struct iocb));
+	ps->fds[0] = ps->fds[1] = -1;
+	ps->k = k;
+	if (luaL_newmetatable(L, POLLSET_MT)) {
+		lua_pushcfunction(L, ps_gc);
+		lua_setfield(L, -2, "__gc");
+		lua_newtable(L);
+		lua_pushcfunction(L, ps_fire);
+		lua_setfield(L, -2, "fire");
+		lua_pushcfunction(L, ps_gc);
+		lua_setfield(L, -2, "close");
+		lua_setfield(L, -2, "__index");
+	}
+	lua_setmetatable(L, -2);
+	if (pipe2(ps->fds, O_CLOEXEC))
+		return sys_fail(L, errno, "pipe");
+	for (unsigned i = 0; i < k; i++) {
+		struct iocb *p = &ps->cbs[i];
+		io_prep_poll(p, ps->fds[0], POLLIN);
+		p->data = (void *)(uintptr_t)(0x9011000000000000ull + i);
+		int got = io_submit(ctx, 1, &p);
+		if (got != 1) {
+			lua_pushnil(L);
+			lua_pushfstring(L, "io_submit of POLL %d of %d: %s", (int)i + 1, (int)k,
+					strerror(got < 0 ? -got : EAGAIN));
+			lua_pushstring(L, got == -EAGAIN ? "budget" : "system");
+			return 3;
+		}
+	}
+	return 1;
+}
+
 void laiotk_lab_register(lua_State *L)
 {
 	static const luaL_Reg f[] = {
 		{ "setup", lab_setup }, { "destroy", lab_destroy },
 		{ "complete", lab_complete }, { "reap", lab_reap },
 		{ "map", lab_map }, { "unmap", lab_unmap },
-		{ "poke", lab_poke }, { "peek", lab_peek }, { NULL, NULL },
+		{ "poke", lab_poke }, { "peek", lab_peek }, { "poll", lab_poll },
+		{ NULL, NULL },
 	};
 	lua_newtable(L);
 	luaL_register(L, NULL, f);

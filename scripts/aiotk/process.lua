@@ -345,6 +345,24 @@ local function interrupted()
 	return true
 end
 
+-- The kernel's side of a rebuilt ring, where it can be seen: its private
+-- tail must be the saved tail (the next completion lands at the saved
+-- slot) and, when the dump recorded it, its n the saved n.
+local function kernel_check(t, ring, policy)
+	local kv = kernel.read(t.pid)
+	local k = kv and kv[ring.addr]
+	if not k then return true end
+	if k.kernel_tail ~= ring.tail then
+		return nil, string.format("the kernel's tail is %d after the rebuild, the saved tail %d",
+			k.kernel_tail, ring.tail), "stuck"
+	end
+	if ring.n > 0 and k.n ~= ring.n then
+		policy.log(string.format("ring 0x%x: rebuilt with io_setup(%d), not the recorded %d " ..
+			"(this host makes that length from another n)", ring.addr, k.n, ring.n))
+	end
+	return true
+end
+
 -- The changes, in order: occupants parked, every destination claimed with
 -- a placeholder (so no new ring, parking spot or scratch mapping can land
 -- on one), each ring rebuilt onto its placeholder. Each step is recorded
@@ -389,6 +407,13 @@ local function rebuild(t, steps, opts, policy, undo, out)
 		end
 		claims[i].used = true
 		undo[#undo + 1] = { kind = "ring", addr = res.ctx }
+		local kok, ke, kc = kernel_check(t, s.ring, policy)
+		if not kok then return nil, string.format("ring %d of %d (0x%x): %s", i, #steps, s.ring.addr, ke), kc end
+		if s.ring.ncaptured > 0 then
+			local rok, rse, rsc = t:resubmit(res.ctx, s.ring)
+			if not rok then return nil, string.format("ring %d of %d: %s", i, #steps, rse), rsc end
+			res.resubmitted = s.ring.ncaptured
+		end
 		res.grown = s.grow_to ~= nil
 		out[#out + 1] = res
 		if s.grow_to then
@@ -412,6 +437,7 @@ function M.restore_process(pid, rings, opts)
 	if not steps then return nil, serr, scode end
 	local ok, berr, bcode = apply_budget(plan, policy)
 	if not ok then return nil, berr, bcode end
+	kernel.open() -- loaded before the process is stopped, not while
 	local out = {}
 	local rok, err, code = M.with_process(pid, function(t)
 		local d, de, dc = remove_leftovers(t, steps, policy)

@@ -18,7 +18,8 @@
  *                   remembered; head, tail and events the same)
  *   --expect FILE   write the remembered ring states to FILE
  *   --verify-from FILE  verify rings remembered by another process
- *   --pending       leave one POLL on an empty pipe in flight in ring 0
+ *   --pending       leave one POLL on an empty pipe in flight in ring 0;
+ *                   verify then writes the pipe and expects its completion
  *   --occupy-from FILE  map a page holding a marker at each remembered
  *                   ring address; verify checks the markers are intact */
 #define _GNU_SOURCE
@@ -341,6 +342,26 @@ static int load_expect(const char *path)
 
 #define FAIL(...) do { printf("VERIFY FAIL: " __VA_ARGS__); printf("\n"); return 1; } while (0)
 
+/* The POLL left in flight (--pending) must still be in flight, on the same
+ * iocb: writing its pipe completes it with its iocb address and data. */
+static struct iocb pend_cb;
+static int pend_live;
+
+static int verify_pending(io_context_t ctx)
+{
+	struct timespec two = { 2, 0 };
+	struct io_event ev;
+	if (write(pend_pipe[1], "x", 1) != 1)
+		FAIL("pending pipe");
+	if (io_getevents(ctx, 1, 1, &ev, &two) != 1)
+		FAIL("the POLL in flight at dump never completed");
+	if (ev.obj != &pend_cb || (uint64_t)(uintptr_t)ev.data != cookie(0, 7, 0))
+		FAIL("the POLL completed with obj %p data 0x%llx, not %p 0x%llx", (void *)ev.obj,
+		     (unsigned long long)(uintptr_t)ev.data, (void *)&pend_cb,
+		     (unsigned long long)cookie(0, 7, 0));
+	return 0;
+}
+
 static int verify_ring(int i)
 {
 	struct expect *e = &rings[i];
@@ -365,6 +386,8 @@ static int verify_ring(int i)
 	if (io_getevents(ctx, 1, 1, got, &zero) != 1)
 		FAIL("ring %d: next completion not delivered", i);
 	free(got);
+	if (i == 0 && pend_live && verify_pending(ctx))
+		return 1;
 	if (io_destroy(ctx))
 		FAIL("ring %d: io_destroy failed", i);
 	return 0;
@@ -475,14 +498,14 @@ int main(int argc, char **argv)
 		return 2;
 	if (pending && nrings) {
 		/* libaio's contract: the iocb lives until its completion */
-		static struct iocb cb;
-		struct iocb *p = &cb;
+		struct iocb *p = &pend_cb;
 		if (pipe(pend_pipe))
 			return 2;
-		io_prep_poll(&cb, pend_pipe[0], POLLIN);
-		cb.data = (void *)(uintptr_t)cookie(0, 7, 0);
+		io_prep_poll(&pend_cb, pend_pipe[0], POLLIN);
+		pend_cb.data = (void *)(uintptr_t)cookie(0, 7, 0);
 		if (io_submit(ctxs[0], 1, &p) != 1)
 			return 2;
+		pend_live = 1;
 	}
 	if (threads) {
 		pthread_t t;
