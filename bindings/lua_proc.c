@@ -139,12 +139,18 @@ static int l_interrupted(lua_State *L)
 	return 1;
 }
 
+static int l_getpid(lua_State *L)
+{
+	lua_pushinteger(L, getpid());
+	return 1;
+}
+
 void laiotk_proc_register(lua_State *L)
 {
 	static const luaL_Reg f[] = {
 		{ "kill", l_kill }, { "mkdir", l_mkdir }, { "listdir", l_listdir },
 		{ "remove_tree", l_remove_tree }, { "catch_interrupts", l_catch_interrupts },
-		{ "interrupted", l_interrupted }, { NULL, NULL },
+		{ "interrupted", l_interrupted }, { "getpid", l_getpid }, { NULL, NULL },
 	};
 	luaL_register(L, NULL, f);
 }

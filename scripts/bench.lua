@@ -162,6 +162,32 @@ local function failed_restore_row()
 		failed_ns = b, rollback_ns = b - g, rollback_ns_per_ring = (b - g) / 8 }
 end
 
+-- One kernel-view read (BPF iterator run + records) of this process with
+-- k contexts, against reading the same rings' headers from the process
+-- side (/proc/PID/maps + process_vm_readv), measured alike. The program
+-- load (verification) is paid once per command and reported apart.
+local function kview_row(k, pid)
+	local kernel = require "aiotk.kernel"
+	local t0 = core.now_ns()
+	local v, why = kernel.open()
+	local load_ns = core.now_ns() - t0
+	if not v then return { contexts = k, error = why } end
+	local ctxs = {}
+	for i = 1, k do ctxs[i] = assert(core.lab.setup(1)) end
+	local reads, maps = {}, {}
+	for i = 1, args.reps * 5 do
+		t0 = core.now_ns()
+		assert(v:read(pid))
+		reads[i] = core.now_ns() - t0
+		t0 = core.now_ns()
+		assert(core.live_rings(pid))
+		maps[i] = core.now_ns() - t0
+	end
+	for _, c in ipairs(ctxs) do core.lab.destroy(c) end
+	local r, m = median(reads), median(maps)
+	return { contexts = k, read_ns = r, ring_side_ns = m, ratio = r / m, load_ns = load_ns }
+end
+
 local function run()
 	local out = { host = core.host(), kind = args.kind, replay = aiotk.array(),
 		converge = aiotk.array(), dump = aiotk.array() }
@@ -170,6 +196,7 @@ local function run()
 	for _, c in ipairs(DUMP_CASES) do out.dump[#out.dump + 1] = dump_row(c) end
 	out.live_restore = live_restore_row()
 	out.failed_restore = failed_restore_row()
+	out.kernel_view = aiotk.array { kview_row(1, core.getpid()), kview_row(64, core.getpid()) }
 	return out
 end
 
@@ -211,4 +238,16 @@ local fr = out.failed_restore
 print(string.format("restore of %s failing at its last ring: %.2f ms against %.2f ms when it succeeds (stopped %.2f ms); rollback %.2f ms, %.2f ms a ring (io_destroy)",
 	fr.case, fr.failed_ns / 1e6, fr.ok_ns / 1e6, fr.ok_stopped_ns / 1e6, fr.rollback_ns / 1e6,
 	fr.rollback_ns_per_ring / 1e6))
+print()
+for _, k in ipairs(out.kernel_view) do
+	if k.error then
+		print(string.format("kernel view, %d context(s): unavailable (%s)", k.contexts, k.error))
+	else
+		print(string.format("kernel view, %2d context(s): one read %.3f ms; ring side (maps + headers) %.3f ms; ratio %.2f",
+			k.contexts, k.read_ns / 1e6, k.ring_side_ns / 1e6, k.ratio))
+	end
+end
+if out.kernel_view[1].load_ns then
+	print(string.format("kernel view program load (once per command): %.1f ms", out.kernel_view[1].load_ns / 1e6))
+end
 return 0

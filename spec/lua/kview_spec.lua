@@ -9,15 +9,8 @@ local json = require "dkjson"
 local run = helper.run
 local lab = aiotk.lab
 
-local function self_pid()
-	local f = assert(io.open("/proc/self/stat"))
-	local pid = tonumber(f:read("*l"):match("^(%d+)"))
-	f:close()
-	return pid
-end
-
 local function view(ctx)
-	local kv = assert(kernel.read(self_pid()))
+	local kv = assert(kernel.read(aiotk.core.getpid()))
 	return assert(kv[ctx], "the kernel view lists the context")
 end
 
