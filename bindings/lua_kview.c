@@ -45,8 +45,6 @@ static void push_ctx(lua_State *L, const aiotk_kctx *c)
 {
 	lua_createtable(L, 0, 14);
 	laiotk_set_num(L, "addr", (double)c->user_id);
-	laiotk_set_num(L, "mmap_base", (double)c->mmap_base);
-	laiotk_set_num(L, "mmap_size", (double)c->mmap_size);
 	laiotk_set_num(L, "n", c->max_reqs);
 	laiotk_set_num(L, "nr", c->nr_events);
 	laiotk_set_num(L, "req_batch", c->req_batch);

@@ -181,8 +181,10 @@ typedef struct {
 static int ps_fire(lua_State *L)
 {
 	pollset *ps = luaL_checkudata(L, 1, POLLSET_MT);
-	if (ps->fds[1] < 0 || write(ps->fds[1], "x", 1) != 1)
-		return sys_fail(L, errno ? errno : EBADF, "writing the poll pipe");
+	if (ps->fds[1] < 0)
+		return sys_fail(L, EBADF, "writing the poll pipe (closed)");
+	if (write(ps->fds[1], "x", 1) != 1)
+		return sys_fail(L, errno, "writing the poll pipe");
 	lua_pushboolean(L, 1);
 	return 1;
 }

@@ -269,7 +269,6 @@ typedef struct aiotk_kreq {      /* a cancellable request in flight */
 } aiotk_kreq;
 typedef struct aiotk_kctx {
 	uint64_t user_id;        /* the context id = the ring's address */
-	uint64_t mmap_base, mmap_size;
 	uint32_t max_reqs;       /* the n given to io_setup */
 	uint32_t nr_events;      /* the ring's nr */
 	uint32_t req_batch, tail, completed_events;
@@ -297,7 +296,6 @@ void aiotk_kviewer_close(aiotk_kviewer *v);
 /* Every context of process pid. Not thread-safe per viewer. */
 int aiotk_kview_read(aiotk_kviewer *v, int pid, aiotk_kview *out,
 		     aiotk_err *err);
-const aiotk_kctx *aiotk_kview_find(const aiotk_kview *kv, uint64_t ctx);
 void aiotk_kview_free(aiotk_kview *kv);
 
 /* ---- tail replay ----------------------------------------------------- */

@@ -167,8 +167,7 @@ static int add_ctx(aiotk_kview *kv, const struct aiotk_kview_ctx_rec *r,
 	kv->ctx = grown;
 	aiotk_kctx *c = &kv->ctx[kv->n++];
 	*c = (aiotk_kctx){
-		.user_id = r->user_id, .mmap_base = r->mmap_base,
-		.mmap_size = r->mmap_size, .max_reqs = r->max_reqs,
+		.user_id = r->user_id, .max_reqs = r->max_reqs,
 		.nr_events = r->nr_events, .req_batch = r->req_batch,
 		.tail = r->tail, .completed_events = r->completed_events,
 		.reqs_available = r->reqs_available,
@@ -304,14 +303,6 @@ int aiotk_kview_read(aiotk_kviewer *v, int pid, aiotk_kview *out, aiotk_err *err
 }
 
 #endif
-
-const aiotk_kctx *aiotk_kview_find(const aiotk_kview *kv, uint64_t ctx)
-{
-	for (size_t i = 0; i < kv->n; i++)
-		if (kv->ctx[i].user_id == ctx)
-			return &kv->ctx[i];
-	return NULL;
-}
 
 void aiotk_kview_free(aiotk_kview *kv)
 {

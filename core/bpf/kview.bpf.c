@@ -48,7 +48,7 @@ struct walk {
 	struct seq_file *seq;
 	struct kioctx_table *tab;
 	__u64 pcpu_raw, node, head;
-	__u32 nr, budget, ncancel, shown;
+	__u32 nr, budget, ncancel;
 };
 
 struct cpus {
@@ -92,10 +92,8 @@ static long one_req(__u32 i, struct walk *w)
 			r.kind = AIOTK_KVIEW_KIND_POLL;
 			r.events = BPF_CORE_READ(req, poll.events);
 		}
-		if (!bpf_seq_write(w->seq, &r, sizeof(r))) {
+		if (!bpf_seq_write(w->seq, &r, sizeof(r)))
 			w->budget--;
-			w->shown++;
-		}
 	}
 	struct list_head *n = (void *)w->node;
 	w->node = (__u64)BPF_CORE_READ(n, next);
@@ -114,12 +112,10 @@ static long one_ctx(__u32 i, struct walk *w)
 		return 0;
 	w->head = addr_of(ctx) + bpf_core_field_offset(struct kioctx, active_reqs);
 	w->node = (__u64)BPF_CORE_READ(ctx, active_reqs.next);
-	w->ncancel = w->shown = 0;
+	w->ncancel = 0;
 	bpf_loop(AIOTK_KVIEW_MAX_WALK, one_req, w, 0);
-	struct aiotk_kview_ctx_rec r = { .type = AIOTK_KVIEW_CTX, .slot = slot };
+	struct aiotk_kview_ctx_rec r = { .type = AIOTK_KVIEW_CTX };
 	r.user_id = BPF_CORE_READ(ctx, user_id);
-	r.mmap_base = BPF_CORE_READ(ctx, mmap_base);
-	r.mmap_size = BPF_CORE_READ(ctx, mmap_size);
 	r.max_reqs = BPF_CORE_READ(ctx, max_reqs);
 	r.nr_events = BPF_CORE_READ(ctx, nr_events);
 	r.req_batch = BPF_CORE_READ(ctx, req_batch);
@@ -128,7 +124,6 @@ static long one_ctx(__u32 i, struct walk *w)
 	r.reqs_available = BPF_CORE_READ(ctx, reqs_available.counter);
 	r.cpu_available = cpu_available(w, (__u64)BPF_CORE_READ(ctx, cpu));
 	r.ncancel = w->ncancel;
-	r.shown = w->shown;
 	bpf_seq_write(w->seq, &r, sizeof(r));
 	return 0;
 }

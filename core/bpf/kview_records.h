@@ -20,11 +20,11 @@ struct aiotk_kview_req_rec {
 
 /* One context: struct kioctx's fields aiotk needs. */
 struct aiotk_kview_ctx_rec {
-	__u32 type, slot;            /* slot in mm->ioctx_table */
-	__u64 user_id, mmap_base, mmap_size;
+	__u32 type, pad;
+	__u64 user_id;
 	__u32 max_reqs, nr_events, req_batch, tail;
-	__u32 completed_events, reqs_available, cpu_available, ncancel;
-	__u32 shown, pad;            /* requests written (<= ncancel) */
+	__u32 completed_events, reqs_available, cpu_available;
+	__u32 ncancel;               /* all on the list; fewer may be written */
 };
 
 /* After the last context of a read: where the table ends. */

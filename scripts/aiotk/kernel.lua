@@ -29,7 +29,7 @@ function M.read(pid)
 	if not list then return nil, err, code end
 	local by = {}
 	for _, c in ipairs(list) do by[c.addr] = c end
-	return by, list
+	return by
 end
 
 -- Requests in flight on context c that finish on their own (disk reads

@@ -102,18 +102,18 @@ local function describe_in_flight(f)
 end
 
 -- Waits until no request the choice waits for is in flight (capture: those
--- that finish on their own; wait: all), at most in_flight_wait_ms.
-local function wait_in_flight(t, rings, choice, policy)
+-- that finish on their own; wait: all), at most in_flight_wait_ms. kv is
+-- the reading to start from. Returns the ms waited (0: nothing to wait for).
+local function wait_in_flight(t, rings, choice, policy, kv)
 	local start = core.now_ns()
 	local deadline = start + policy.in_flight_wait_ms * 1e6
+	local read_again = false
 	while true do
-		local kv, err, code = kernel.read(t.pid)
-		if not kv then return nil, err, code end
 		local left
 		for _, f in ipairs(in_flight_facts(kv, rings)) do
 			if (choice == "wait" and f.count or f.finishing) > 0 then left = f break end
 		end
-		local waited = (core.now_ns() - start) / 1e6
+		local waited = read_again and (core.now_ns() - start) / 1e6 or 0
 		if not left then return waited end
 		if core.now_ns() > deadline then
 			return nil, describe_in_flight(left) .. string.format("; still in flight after %d ms " ..
@@ -121,47 +121,61 @@ local function wait_in_flight(t, rings, choice, policy)
 				"in_flight"
 		end
 		core.sleep_ms(1)
+		local err, code
+		read_again = true
+		kv, err, code = kernel.read(t.pid)
+		if not kv then return nil, err, code end
 	end
 end
 
--- The rings as they are now, with the kernel's n and tail noted, and the
--- cancellable requests captured (when `capture`). A completion landing
--- between the ring reads and the kernel read shows as a kernel tail that
--- differs from a ring's: read again.
-local function final_reading(t, policy, opts, capture)
-	for _ = 1, 8 do
-		local rings, e, c = read_rings(t, policy, opts)
-		if not rings then return nil, e, c end
-		local kv, kerr, kcode = kernel.read(t.pid)
-		if not kv then return nil, kerr, kcode end
-		local stable = true
-		for _, r in ipairs(rings) do
-			local k = kv[r.addr]
-			if k and k.kernel_tail ~= r.tail then stable = false end
-		end
-		if stable then
-			for _, r in ipairs(rings) do
-				local k = kv[r.addr]
-				if k then r:note_kernel { n = k.n, kernel_tail = k.kernel_tail } end
-				if k and capture and k.cancellable > 0 then
-					if #k.pending < k.cancellable then
-						return nil, string.format("ring 0x%x: %d cancellable requests in flight, more than " ..
-							"the kernel view lists (%d); nothing was written", r.addr, k.cancellable, #k.pending),
-							"in_flight"
-					end
-					for _, q in ipairs(k.pending) do
-						if not q.iocb_ok then
-							return nil, string.format("ring 0x%x: the iocb of the request in flight at %s no " ..
-								"longer holds its data %s (the process reused its memory), so it cannot be " ..
-								"captured; nothing was written", r.addr, q.obj, q.data), "in_flight"
-						end
-						local ok, cerr, ccode = t:capture(r, q.obj)
-						if not ok then return nil, cerr, ccode end
-					end
-				end
+-- The kernel's n and tail noted on each ring, and (with capture) the
+-- cancellable requests in flight saved with it.
+local function note_kernel(t, rings, kv, capture)
+	for _, r in ipairs(rings) do
+		local k = kv[r.addr]
+		if k then r:note_kernel { n = k.n, kernel_tail = k.kernel_tail } end
+		if k and capture and k.cancellable > 0 then
+			if #k.pending < k.cancellable then
+				return nil, string.format("ring 0x%x: %d cancellable requests in flight, more than " ..
+					"the kernel view lists (%d); nothing was written", r.addr, k.cancellable, #k.pending),
+					"in_flight"
 			end
-			return rings
+			for _, q in ipairs(k.pending) do
+				if not q.iocb_ok then
+					return nil, string.format("ring 0x%x: the iocb of the request in flight at %s no " ..
+						"longer holds its data %s (the process reused its memory), so it cannot be " ..
+						"captured; nothing was written", r.addr, q.obj, q.data), "in_flight"
+				end
+				local ok, cerr, ccode = t:capture(r, q.obj)
+				if not ok then return nil, cerr, ccode end
+			end
 		end
+	end
+	return rings
+end
+
+local function tails_agree(rings, kv)
+	for _, r in ipairs(rings) do
+		local k = kv[r.addr]
+		if k and k.kernel_tail ~= r.tail then return false end
+	end
+	return true
+end
+
+-- The reading the image gets: `rings` and `kv` when given and consistent,
+-- else read again. A completion landing between the ring reads and the
+-- kernel read shows as a kernel tail that differs from a ring's.
+local function final_reading(t, policy, opts, capture, rings, kv)
+	for _ = 1, 8 do
+		if not rings then
+			local e, c
+			rings, e, c = read_rings(t, policy, opts)
+			if not rings then return nil, e, c end
+			kv, e, c = kernel.read(t.pid)
+			if not kv then return nil, e, c end
+		end
+		if tails_agree(rings, kv) then return note_kernel(t, rings, kv, capture) end
+		rings = nil
 	end
 	return nil, "ring tails kept moving while the process was stopped; nothing was written", "in_flight"
 end
@@ -177,7 +191,7 @@ local function settle(t, rings, policy, opts)
 	end
 	local facts = in_flight_facts(kv, rings)
 	if #facts == 0 then
-		local out, e, c = final_reading(t, policy, opts, false)
+		local out, e, c = final_reading(t, policy, opts, false, rings, kv)
 		return out, out and "" or e, c
 	end
 	local choice = policy.in_flight(facts[1].ring, { pid = t.pid, in_flight = facts, kernel_view = true })
@@ -189,13 +203,15 @@ local function settle(t, rings, policy, opts)
 		for i, f in ipairs(facts) do list[i] = describe_in_flight(f) end
 		local warning = table.concat(list, "; ") .. "; not in this image (policy in_flight: record)"
 		policy.log(warning)
-		local out, e, c = final_reading(t, policy, opts, false)
+		local out, e, c = final_reading(t, policy, opts, false, rings, kv)
 		return out, out and warning or e, c
 	end
-	local waited, werr, wcode = wait_in_flight(t, rings, choice, policy)
+	local waited, werr, wcode = wait_in_flight(t, rings, choice, policy, kv)
 	if not waited then return nil, werr, wcode end
-	if waited > 0 then policy.log(string.format("%s; waited %.1f ms for them to settle", what, waited)) end
-	local out, e, c = final_reading(t, policy, opts, choice == "capture")
+	-- Nothing waited for: the first reading stands (its tails are checked).
+	local first = waited == 0
+	if not first then policy.log(string.format("%s; waited %.1f ms for them to settle", what, waited)) end
+	local out, e, c = final_reading(t, policy, opts, choice == "capture", first and rings, first and kv)
 	return out, out and "" or e, c
 end
 
