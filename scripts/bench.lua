@@ -167,9 +167,8 @@ end
 -- side (/proc/PID/maps + process_vm_readv), measured alike. The program
 -- load (verification) is paid once per command and reported apart.
 local function kview_row(k, pid)
-	local kernel = require "aiotk.kernel"
 	local t0 = core.now_ns()
-	local v, why = kernel.open()
+	local v, why = core.kviewer()
 	local load_ns = core.now_ns() - t0
 	if not v then return { contexts = k, error = why } end
 	local ctxs = {}
@@ -184,6 +183,7 @@ local function kview_row(k, pid)
 		maps[i] = core.now_ns() - t0
 	end
 	for _, c in ipairs(ctxs) do core.lab.destroy(c) end
+	v:close()
 	local r, m = median(reads), median(maps)
 	return { contexts = k, read_ns = r, ring_side_ns = m, ratio = r / m, load_ns = load_ns }
 end
