@@ -159,6 +159,7 @@ static int p_restore(lua_State *L, aiotk_target *t, int b)
 		o.remap_flags = lua_toboolean(L, -1) ? AIOTK_REMAP_PLACEHOLDER : 0;
 		lua_pop(L, 3);
 		o.grow_len = laiotk_opt_field_u64(L, b + 1, "grow_to", 0);
+		o.n = (uint32_t)laiotk_opt_field_u64(L, b + 1, "n", 0);
 	}
 	if (aiotk_restore_ring(t, r, &o, &res, &err))
 		return laiotk_fail(L, &err);

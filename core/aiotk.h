@@ -351,6 +351,9 @@ typedef struct aiotk_restore_opts {
 	aiotk_geom_host model;    /* host model; cpus==0: probe */
 	aiotk_replay_opts replay;
 	int remap_flags;
+	/* The n to try first (the plan's); 0: the saved ring's, unless it
+	 * grows. Kept only when it makes the ring length wanted. */
+	uint32_t n;
 	/* Grow in place: make a ring of this length (> the saved one) at the
 	 * saved address, same head, tail and events; 0: exact size. */
 	uint64_t grow_len;

@@ -73,8 +73,9 @@ int aiotk_restore_ring(aiotk_target *t, const aiotk_ring *saved,
 	if (rc)
 		return rc;
 	uint64_t t0 = aiotk_now_ns();
+	uint32_t want_n = o->n ? o->n : o->grow_len ? 0 : saved->n;
 	rc = aiotk_converge_n(t, &model, o->grow_len ? o->grow_len : saved->ring_len,
-			      o->grow_len ? 0 : saved->n, &res->conv, err);
+			      want_n, &res->conv, err);
 	res->ns_converge = aiotk_now_ns() - t0;
 	if (rc)
 		return rc;

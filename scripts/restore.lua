@@ -31,7 +31,7 @@ local plan, plerr = nil, nil
 if not args.no_plan then plan, plerr = cmd.read_plan(args.dir) end
 if plerr then return fail(plerr) end
 if plan then
-	plan, plerr = require("aiotk.plan").for_host(plan, img:rings(), assert(aiotk.host()), policy,
+	plan, plerr = require("aiotk.plan").for_host(plan, assert(aiotk.host()), policy,
 		args.dir .. "/" .. cmd.PLAN_FILE)
 	if not plan then return fail(plerr) end
 end

@@ -77,6 +77,15 @@ local function ring_step(ring, model, host, policy)
 	return step
 end
 
+-- What the rebuilt rings ask of fs.aio-max-nr: the sum of their n.
+local function needed_of(steps)
+	local needed = 0
+	for _, s in ipairs(steps) do
+		if s.action == "exact" or s.action == "grow" then needed = needed + s.n end
+	end
+	return needed
+end
+
 -- plan(rings, host, policy) -> { host=, steps={...}, budget={...} }
 function M.make(rings, host, policy)
 	local model = hostmodel.model(host, policy)
@@ -86,13 +95,10 @@ function M.make(rings, host, policy)
 	end
 	kept = policy.order(kept)
 	local plan = { host = host, model = model, steps = aiotk.array() }
-	local needed = 0
 	for _, r in ipairs(kept) do
-		local s = ring_step(r, model, host, policy)
-		if s.action == "exact" or s.action == "grow" then needed = needed + s.n end
-		plan.steps[#plan.steps + 1] = s
+		plan.steps[#plan.steps + 1] = ring_step(r, model, host, policy)
 	end
-	plan.budget = M.decide_budget(needed, host, policy)
+	plan.budget = M.decide_budget(needed_of(plan.steps), host, policy)
 	return plan
 end
 
@@ -110,18 +116,14 @@ end
 
 -- A plan made elsewhere (aiotk migrate), checked against the host it is
 -- now followed on; its budget is re-decided with today's aio-nr.
-function M.for_host(plan, rings, host, policy, where)
+function M.for_host(plan, host, policy, where)
 	local m, h = plan.model, hostmodel.model(host, policy)
 	if m.cpus ~= h.cpus or m.page_size ~= h.page_size or m.formula ~= h.formula then
 		return nil, string.format("%s was made for a host with %d CPUs, %d-byte pages, %s formula; " ..
 			"this one has %d, %d, %s: run aiotk migrate for this host, or use --no-plan", where,
 			m.cpus, m.page_size, m.formula, h.cpus, h.page_size, h.formula), "plan"
 	end
-	local needed = 0
-	for _, s in ipairs(plan.steps) do
-		if s.action == "exact" or s.action == "grow" then needed = needed + s.n end
-	end
-	plan.budget = M.decide_budget(needed, host, policy)
+	plan.budget = M.decide_budget(needed_of(plan.steps), host, policy)
 	return plan
 end
 
@@ -139,8 +141,8 @@ function M.follow(plan, rings)
 		end
 		if s.action ~= "skip" then
 			-- plans written before the nudge field allow it, as they did
-			steps[#steps + 1] = { ring = ring, grow_to = s.grow_to, len = s.grow_to or ring.ring_len,
-				nudge = s.nudge ~= false }
+			steps[#steps + 1] = { ring = ring, n = s.n, grow_to = s.grow_to,
+				len = s.grow_to or ring.ring_len, nudge = s.nudge ~= false }
 		end
 	end
 	return steps

@@ -417,7 +417,8 @@ local function rebuild(t, steps, opts, policy, undo, out)
 		if not ok then return nil, ie, ic end
 		local replay = { nudge = s.nudge }
 		for k, v in pairs(opts.replay or {}) do replay[k] = v end
-		local res, re, rc = t:restore(s.ring, { grow_to = s.grow_to, replay = replay, placeholder = true })
+		local res, re, rc = t:restore(s.ring, { n = s.n, grow_to = s.grow_to, replay = replay,
+			placeholder = true })
 		if not res then
 			return nil, string.format("ring %d of %d (0x%x): %s", i, #steps, s.ring.addr, seccomp_hint(t.pid, re)), rc
 		end

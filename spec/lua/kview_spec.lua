@@ -112,5 +112,15 @@ describe("kernel view", function()
 		assert.matches("CAP_BPF", doc.kernel_view_error)
 		assert.are.same({ 1, 3 }, { #doc.rings, doc.rings[1].tail })
 		assert.is_nil(doc.rings[1].n)
+		-- a dump says in one line what it cannot know, and falls back to tails
+		local dcode, _, derr = run("dump -p " .. w.pid .. " -D " .. dir .. "/img",
+			"setpriv --bounding-set=-bpf,-perfmon,-sys_admin")
+		assert.are.equal(0, dcode, derr)
+		local _, nlines = derr:gsub("no kernel view", "")
+		assert.are.equal(1, nlines, derr)
+		assert.matches("CAP_BPF.*io_setup's n, the kernel's tail and requests in flight", derr)
+		local saved = json.decode((select(2, run("show --json " .. dir .. "/img")))).rings[1]
+		assert.are.same({ 3, 3 }, { saved.tail, #saved.events })
+		assert.is_nil(saved.kernel_tail)
 	end)
 end)

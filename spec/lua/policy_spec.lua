@@ -92,18 +92,24 @@ describe("policy", function()
 		assert.are.equal("VERIFY OK 2 rings", w:verify())
 	end)
 
-	-- A POLL on an empty pipe is in flight; a writer completes it while
-	-- the process is stopped for the dump.
-	local function in_flight(choice)
+	-- A POLL on an empty pipe is in flight; with `complete`, a writer
+	-- completes it once the process is stopped for the dump (it waits for
+	-- the tracing stop, at most 5 s, so the dump's start-up time does not
+	-- matter).
+	local function in_flight(choice, complete)
 		helper.write(dir .. "/p.lua", string.format(
 			"return { settle_ms = 600, in_flight = function() return %q end }", choice))
 		local w = helper.workload("--ring 1:15:10:0 --pending")
-		os.execute(string.format("(sleep 0.2; printf x > /proc/%d/fd/%d) &", w.pid, w.pending_fd))
+		if complete then
+			os.execute(string.format("(i=0; while [ $i -lt 500 ] && ! grep -q 'tracing stop' /proc/%d/status; " ..
+				"do i=$((i+1)); sleep 0.01; done; sleep 0.05; printf x > /proc/%d/fd/%d) &",
+				w.pid, w.pid, w.pending_fd))
+		end
 		return w, run("dump -p " .. w.pid .. " -D " .. dir .. "/img --policy " .. dir .. "/p.lua")
 	end
 
 	it("waits for requests in flight to settle (default)", function()
-		local _, code, out, err = in_flight("wait")
+		local _, code, out, err = in_flight("wait", true)
 		assert.are.equal(0, code, err)
 		assert.matches("ring 0x%x+: 1 request%(s%) in flight %(0 that finish on their own, such as disk " ..
 			"reads and writes; 1 cancellable, such as POLL%); waited [%d.]+ ms for them to settle", err)
