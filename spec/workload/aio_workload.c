@@ -28,6 +28,7 @@
 #include <libaio.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -104,7 +105,7 @@ static void remember(int i)
 		e->events[k] = ev[(h->head + k) % h->nr];
 }
 
-static int make_ring(const char *spec)
+static int make_ring_pinned(const char *spec)
 {
 	int n, c = 0, r = 0, c2 = 0, i = nrings;
 	if (sscanf(spec, "%d:%d:%d:%d", &n, &c, &r, &c2) < 1 || i == MAX_RINGS)
@@ -131,6 +132,25 @@ static int make_ring(const char *spec)
 		return -1;
 	nrings++;
 	return 0;
+}
+
+/* Free request slots are cached per CPU in batches (kioctx.req_batch, up to
+ * nr/8 on 2 CPUs), so a thread that migrates while filling a ring can be
+ * refused well before nr - 1 outstanding. Filling from one CPU makes the
+ * capacity the layouts are drawn against exact. */
+static int make_ring(const char *spec)
+{
+	cpu_set_t was, one;
+	int pinned = !sched_getaffinity(0, sizeof(was), &was);
+	if (pinned) {
+		CPU_ZERO(&one);
+		CPU_SET(sched_getcpu(), &one);
+		pinned = !sched_setaffinity(0, sizeof(one), &one);
+	}
+	int r = make_ring_pinned(spec);
+	if (pinned)
+		sched_setaffinity(0, sizeof(was), &was);
+	return r;
 }
 
 static void *sleeper(void *arg)
