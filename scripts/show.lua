@@ -34,53 +34,14 @@ if (args.pid == nil) == (args.dir == nil) then
 	return 2
 end
 
--- The live view of process pid: rings from /proc/PID/maps and their
--- headers, joined with the kernel's view of each context.
-local function live(pid)
-	local rings, err = aiotk.core.live_rings(pid)
-	if not rings then return nil, err end
-	local kernel = require "aiotk.kernel"
-	local kv, why = kernel.read(pid)
-	local out = { pid = pid, kernel_view = kv ~= nil, kernel_view_error = not kv and why or nil,
-		rings = aiotk.array() }
-	for i, r in ipairs(rings) do
-		local k = kv and kv[r.addr]
-		local row = { addr = aiotk.hex(r.addr), ring_len = r.ring_len, nr = r.nr, head = r.head,
-			tail = r.tail }
-		if k then
-			row.n, row.kernel_tail, row.in_flight = k.n, k.kernel_tail, k.in_flight
-			row.cancellable = k.cancellable
-			row.pending = aiotk.array()
-			for j, q in ipairs(k.pending) do
-				row.pending[j] = { obj = q.obj, data = q.data, opcode = q.opcode, fd = q.fd,
-					events = q.events, kind = q.kind }
-			end
-		end
-		out.rings[i] = row
-	end
-	return out
-end
-
 if args.pid then
-	local v, err = live(args.pid)
+	local v, err = aiotk.view(args.pid)
 	if not v then return cmd.fail("show", err) end
 	if args.json then
 		print(aiotk.json(v))
 		return 0
 	end
-	print(string.format("process %d: %d AIO ring(s)%s", v.pid, #v.rings,
-		v.kernel_view and "" or ("; no kernel view (" .. v.kernel_view_error .. "): " ..
-		require("aiotk.kernel").WITHOUT)))
-	print(string.format("%-18s %7s %7s %7s %7s %11s %9s", "addr", "nr", "head", "tail", "n",
-		"kernel_tail", "in_flight"))
-	for _, r in ipairs(v.rings) do
-		print(string.format("%-18s %7s %7s %7s %7s %11s %9s", r.addr, r.nr or "?", r.head or "?",
-			r.tail or "?", r.n or "-", r.kernel_tail or "-", r.in_flight or "-"))
-		for _, q in ipairs(r.pending or {}) do
-			print(string.format("    pending %s obj %s data %s fd %s events 0x%x", q.kind, q.obj, q.data,
-				q.fd or "?", q.events))
-		end
-	end
+	io.write(tostring(v))
 	return 0
 end
 

@@ -18,6 +18,8 @@ for _, name in ipairs {
 	M[name] = core[name]
 end
 
+M.view = require("aiotk.kernel").view
+
 function M.hex(v) return string.format("0x%x", v) end
 
 -- Snapshot rings of this process into a new image (all rings when `addrs`

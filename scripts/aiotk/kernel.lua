@@ -39,4 +39,53 @@ function M.split(c)
 	return math.max((c.in_flight or 0) - cancellable, 0), cancellable
 end
 
+-- The live view as `aiotk show -p` prints it (and the REPL shows it).
+local View = {}
+
+function View.__tostring(v)
+	local out = { string.format("process %d: %d AIO ring(s)%s\n", v.pid, #v.rings,
+		v.kernel_view and "" or ("; no kernel view (" .. v.kernel_view_error .. "): " .. M.WITHOUT)),
+		string.format("%-18s %7s %7s %7s %7s %11s %9s\n", "addr", "nr", "head", "tail", "n",
+			"kernel_tail", "in_flight") }
+	for _, r in ipairs(v.rings) do
+		out[#out + 1] = string.format("%-18s %7s %7s %7s %7s %11s %9s\n", r.addr, r.nr or "?",
+			r.head or "?", r.tail or "?", r.n or "-", r.kernel_tail or "-", r.in_flight or "-")
+		for _, q in ipairs(r.pending or {}) do
+			out[#out + 1] = string.format("    pending %s obj %s data %s fd %s events 0x%x\n", q.kind,
+				q.obj, q.data, q.fd or "?", q.events)
+		end
+	end
+	return table.concat(out)
+end
+
+-- The live view of process pid (or of a target's process), as `aiotk show
+-- -p` prints it: rings from /proc/PID/maps and their headers, read without
+-- stopping it, joined with the kernel's view of each context. 64-bit
+-- values are "0x..." strings.
+function M.view(pid)
+	if type(pid) ~= "number" then pid = pid.pid end
+	local render = require "aiotk.render"
+	local rings, err, code = core.live_rings(pid)
+	if not rings then return nil, err, code end
+	local kv, why = M.read(pid)
+	local out = { pid = pid, kernel_view = kv ~= nil, kernel_view_error = not kv and why or nil,
+		rings = render.array() }
+	for i, r in ipairs(rings) do
+		local k = kv and kv[r.addr]
+		local row = { addr = string.format("0x%x", r.addr), ring_len = r.ring_len, nr = r.nr,
+			head = r.head, tail = r.tail }
+		if k then
+			row.n, row.kernel_tail, row.in_flight = k.n, k.kernel_tail, k.in_flight
+			row.cancellable = k.cancellable
+			row.pending = render.array()
+			for j, q in ipairs(k.pending) do
+				row.pending[j] = { obj = q.obj, data = q.data, opcode = q.opcode, fd = q.fd,
+					events = q.events, kind = q.kind }
+			end
+		end
+		out.rings[i] = row
+	end
+	return setmetatable(out, View)
+end
+
 return M

@@ -183,8 +183,14 @@ end
 -- With the kernel view: the exact requests in flight, and the policy's
 -- answer: capture (wait for those that finish on their own, save the
 -- cancellable ones with the ring), wait (for all), fail, or record.
-local function settle(t, rings, policy, opts)
+-- report gets, per ring address, what the process had when it was
+-- stopped: unreaped events and (with the kernel view) requests in flight.
+local function settle(t, rings, policy, opts, report)
 	local kv, why = kernel.read(t.pid)
+	for _, r in ipairs(rings) do
+		local k = kv and kv[r.addr]
+		report[r.addr] = { unreaped = #r, in_flight = k and k.in_flight or nil }
+	end
 	if not kv then
 		policy.log("no kernel view (" .. why .. "): " .. kernel.WITHOUT)
 		return settle_by_tails(t, rings, policy, opts)
@@ -211,6 +217,7 @@ local function settle(t, rings, policy, opts)
 	-- Nothing waited for: the first reading stands (its tails are checked).
 	local first = waited == 0
 	if not first then policy.log(string.format("%s; waited %.1f ms for them to settle", what, waited)) end
+	report.waited_ms = waited
 	local out, e, c = final_reading(t, policy, opts, choice == "capture", first and rings, first and kv)
 	return out, out and "" or e, c
 end
@@ -254,7 +261,9 @@ local function is_dir(path) return core.listdir(path) ~= nil end
 
 -- Dump the rings of process pid the policy keeps, to dir. The process is
 -- stopped only while its rings are read, and not at all when it has none;
--- a failed dump leaves no directory it created.
+-- a failed dump leaves no directory it created. Returns the image and a
+-- report: { [ring addr] = { unreaped =, in_flight = } when stopped,
+-- waited_ms = time waited for requests in flight }.
 function M.dump_process(pid, dir, opts)
 	opts = opts or {}
 	local policy = policy_of(opts)
@@ -265,13 +274,13 @@ function M.dump_process(pid, dir, opts)
 			"it was not stopped and nothing was written", pid, pid), "norings"
 	end
 	local img = assert(core.image())
-	local stopped
+	local stopped, report = nil, { waited_ms = 0 }
 	kernel.open() -- loaded before the process is stopped, not while
 	local ok, err, code = M.with_process(pid, function(t)
 		local rings, e, c = read_rings(t, policy, opts)
 		if not rings then return nil, e, c end
 		local warnings
-		rings, warnings, c = settle(t, rings, policy, opts)
+		rings, warnings, c = settle(t, rings, policy, opts, report)
 		if not rings then return nil, warnings, c end
 		for _, r in ipairs(rings) do img:add(r) end
 		img.warnings = warnings
@@ -289,7 +298,40 @@ function M.dump_process(pid, dir, opts)
 			return nil, werr, wcode
 		end
 	end
-	return img
+	return img, report
+end
+
+-- Compare process pid's rings with image img (aiotk.verify): read with the
+-- process stopped, ring side and kernel side from one consistent reading.
+-- Returns the differences and { kernel_view, kernel_view_error,
+-- stopped_ns }, or nil, message, code.
+function M.verify_process(pid, img)
+	local fit, ferr, fcode = core.check_process(pid)
+	if not fit then return nil, ferr, fcode end
+	kernel.open()
+	local live, kv, why, stopped
+	local ok, err, code = M.with_process(pid, function(t)
+		stopped = t
+		for _ = 1, 8 do
+			local maps, e, c = t:rings()
+			if not maps then return nil, e, c end
+			live = {}
+			for _, m in ipairs(maps) do
+				local ring, e2, c2 = t:snapshot(m.addr)
+				if not ring then return nil, e2, c2 end
+				live[m.addr] = ring
+			end
+			kv, why = kernel.read(pid)
+			local list = {}
+			for _, r in pairs(live) do list[#list + 1] = r end
+			if not kv or tails_agree(list, kv) then return true end
+		end
+		return nil, "ring tails kept moving while the process was stopped", "in_flight"
+	end)
+	if not ok then return nil, err, code end
+	local diffs = require("aiotk.verify").compare(img:rings(), live, kv)
+	return diffs, { kernel_view = kv ~= nil, kernel_view_error = not kv and why or nil,
+		stopped_ns = stopped.stopped_ns }
 end
 
 -- What each destination holds, checked before anything changes: nothing,

@@ -12,6 +12,8 @@ local function show(v)
 	end
 	if type(v) == "userdata" then return tostring(v) end
 	if type(v) ~= "table" then return inspect(v) end
+	local mt = getmetatable(v)
+	if mt and mt.__tostring then return tostring(v) end
 	return inspect(v, {
 		process = function(item)
 			if type(item) == "userdata" then return tostring(item) end

@@ -123,4 +123,42 @@ function M.scratch_each(set)
 	end)
 end
 
+local function sh(cmd)
+	local p = io.popen(cmd .. " 2>&1")
+	local out = p:read("*a")
+	local ok = p:close()
+	return ok == true or ok == 0, out
+end
+
+-- A block device whose reads this test can hold in flight: a loop device
+-- over a file of `blocks` 4096-byte blocks (block i filled with byte i+1)
+-- and a blkio (cgroup v1) group limiting its reads to `iops`. Processes
+-- join with `--join d.procs`. d:teardown() removes the group, the loop
+-- device and the file; call it on every path (busted's finally).
+function M.throttled_disk(blocks, iops)
+	local d = { file = os.tmpname(), cgroup = "/sys/fs/cgroup/blkio/aiotk-spec-" .. core.getpid() }
+	function d:teardown()
+		if self.dev then sh("losetup -d " .. self.dev) end
+		if self.made then
+			-- its processes were killed; an exiting one leaves it a moment later
+			M.wait_until(function() return os.remove(self.cgroup) end, 5000)
+		end
+		os.remove(self.file)
+	end
+	local f = assert(io.open(d.file, "wb"))
+	for i = 0, blocks - 1 do f:write(string.rep(string.char((i + 1) % 256), 4096)) end
+	f:close()
+	local ok, out = sh("losetup -f --show " .. d.file)
+	if not ok then d:teardown() error("losetup: " .. out) end
+	d.dev = out:match("(/dev/loop%d+)")
+	local mm = M.slurp("/sys/block/" .. d.dev:match("loop%d+") .. "/dev"):match("(%d+:%d+)")
+	d.made = core.mkdir(d.cgroup)
+	if not d.made then d:teardown() error("cannot make " .. d.cgroup .. " (blkio cgroup v1 needed)") end
+	d.procs = d.cgroup .. "/cgroup.procs"
+	local lf = io.open(d.cgroup .. "/blkio.throttle.read_iops_device", "w")
+	local written = lf and lf:write(mm .. " " .. iops .. "\n") and lf:close()
+	if not written then d:teardown() error("cannot throttle " .. d.dev .. " in " .. d.cgroup) end
+	return d
+end
+
 return M

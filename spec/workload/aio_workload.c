@@ -21,7 +21,13 @@
  *   --pending       leave one POLL on an empty pipe in flight in ring 0;
  *                   verify then writes the pipe and expects its completion
  *   --occupy-from FILE  map a page holding a marker at each remembered
- *                   ring address; verify checks the markers are intact */
+ *                   ring address; verify checks the markers are intact
+ *   --join FILE     write its pid to FILE first (a cgroup's cgroup.procs)
+ *   --disk PATH:K   one more ring, io_setup(K), with K O_DIRECT 4096-byte
+ *                   reads of PATH in flight (block i filled with byte i+1);
+ *                   remembered when told to destroy, so completions that
+ *                   land after start count; verify checks every read
+ *                   completed with its iocb, data and the bytes of its block */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -95,6 +101,7 @@ static void remember(int i)
 	struct ring_hdr *h = (void *)ctxs[i];
 	struct io_event *ev = (void *)((char *)h + 32);
 	struct expect *e = &rings[i];
+	free(e->events);
 	e->addr = (uint64_t)(uintptr_t)ctxs[i];
 	e->nr = h->nr;
 	e->head = h->head;
@@ -151,6 +158,57 @@ static int make_ring(const char *spec)
 	if (pinned)
 		sched_setaffinity(0, sizeof(was), &was);
 	return r;
+}
+
+#define DISK_BLOCK 4096
+static int disk_ring = -1, disk_k;
+static struct iocb *disk_cbs;
+static unsigned char *disk_buf;
+
+static int start_disk(const char *spec)
+{
+	char path[256];
+	int i = nrings;
+	if (sscanf(spec, "%255[^:]:%d", path, &disk_k) != 2 || disk_k < 1 || i == MAX_RINGS)
+		return -1;
+	int fd = open(path, O_RDONLY | O_DIRECT);
+	disk_cbs = calloc(disk_k, sizeof(*disk_cbs));
+	struct iocb **ptrs = calloc(disk_k, sizeof(*ptrs));
+	if (fd < 0 || !disk_cbs || !ptrs ||
+	    posix_memalign((void **)&disk_buf, DISK_BLOCK, (size_t)disk_k * DISK_BLOCK) ||
+	    io_setup(disk_k, &ctxs[i]))
+		return -1;
+	memset(disk_buf, 0, (size_t)disk_k * DISK_BLOCK);
+	for (int k = 0; k < disk_k; k++) {
+		io_prep_pread(&disk_cbs[k], fd, disk_buf + (size_t)k * DISK_BLOCK, DISK_BLOCK,
+			      (long long)k * DISK_BLOCK);
+		disk_cbs[k].data = (void *)(uintptr_t)cookie(i, 4, k);
+		ptrs[k] = &disk_cbs[k];
+	}
+	if (io_submit(ctxs[i], disk_k, ptrs) != disk_k)
+		return -1;
+	free(ptrs);
+	disk_ring = i;
+	nrings++;
+	return 0;
+}
+
+/* Each read completed once, whole, on its own iocb and data, and its
+ * buffer holds its block. */
+static int disk_events_ok(const struct io_event *ev, int n)
+{
+	if (n != disk_k)
+		return 0;
+	for (int j = 0; j < n; j++) {
+		long k = (struct iocb *)ev[j].obj - disk_cbs;
+		if (k < 0 || k >= disk_k || ev[j].res != DISK_BLOCK ||
+		    (uint64_t)(uintptr_t)ev[j].data != cookie(disk_ring, 4, (int)k))
+			return 0;
+		for (int b = 0; b < DISK_BLOCK; b++)
+			if (disk_buf[k * DISK_BLOCK + b] != (unsigned char)(k + 1))
+				return 0;
+	}
+	return 1;
 }
 
 static void *sleeper(void *arg)
@@ -398,6 +456,8 @@ static int verify_ring(int i)
 		FAIL("ring %d: io_getevents returned %d, expected %u", i, n, e->nevents);
 	if (memcmp(got, e->events, n * sizeof(*got)))
 		FAIL("ring %d: events differ", i);
+	if (i == disk_ring && !disk_events_ok(got, n))
+		FAIL("ring %d: the %d disk reads did not all complete whole with their data", i, disk_k);
 	if (complete(ctx, i, 3, 1) != 1)
 		FAIL("ring %d: the next request was refused", i);
 	struct io_event *slot = (void *)((char *)h + 32);
@@ -489,7 +549,18 @@ int main(int argc, char **argv)
 			allow_grow = 1;
 		else if (!strcmp(argv[i], "--seccomp"))
 			seccomp = 1;
-		else if (!strcmp(argv[i], "--pending"))
+		else if (!strcmp(argv[i], "--join") && i + 1 < argc) {
+			FILE *f = fopen(argv[++i], "w");
+			if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f)) {
+				fprintf(stderr, "aio_workload: cannot join %s\n", argv[i]);
+				return 2;
+			}
+		} else if (!strcmp(argv[i], "--disk") && i + 1 < argc) {
+			if (start_disk(argv[++i])) {
+				fprintf(stderr, "aio_workload: disk reads %s could not be started\n", argv[i]);
+				return 2;
+			}
+		} else if (!strcmp(argv[i], "--pending"))
 			pending = 1;
 		else if (!strcmp(argv[i], "--expect") && i + 1 < argc)
 			expect_out = argv[++i];
@@ -556,6 +627,8 @@ int main(int argc, char **argv)
 			continue;
 		}
 		if (sig == SIGUSR1) {
+			if (disk_ring >= 0 && !expect_in)
+				remember(disk_ring);
 			destroy_all();
 			printf("DESTROYED\n");
 			fflush(stdout);
