@@ -132,10 +132,11 @@ end
 
 -- A block device whose reads this test can hold in flight: a loop device
 -- over a file of `blocks` 4096-byte blocks (block i filled with byte i+1)
--- and a blkio (cgroup v1) group limiting its reads to `iops`. Processes
+-- and a blkio (cgroup v1) group limiting its reads (and with writes_too
+-- its writes) to `iops` a second. Processes
 -- join with `--join d.procs`. d:teardown() removes the group, the loop
 -- device and the file; call it on every path (busted's finally).
-function M.throttled_disk(blocks, iops)
+function M.throttled_disk(blocks, iops, writes_too)
 	local d = { file = os.tmpname(), cgroup = "/sys/fs/cgroup/blkio/aiotk-spec-" .. core.getpid() }
 	function d:teardown()
 		if self.dev then sh("losetup -d " .. self.dev) end
@@ -155,9 +156,11 @@ function M.throttled_disk(blocks, iops)
 	d.made = core.mkdir(d.cgroup)
 	if not d.made then d:teardown() error("cannot make " .. d.cgroup .. " (blkio cgroup v1 needed)") end
 	d.procs = d.cgroup .. "/cgroup.procs"
-	local lf = io.open(d.cgroup .. "/blkio.throttle.read_iops_device", "w")
-	local written = lf and lf:write(mm .. " " .. iops .. "\n") and lf:close()
-	if not written then d:teardown() error("cannot throttle " .. d.dev .. " in " .. d.cgroup) end
+	for _, dir in ipairs(writes_too and { "read", "write" } or { "read" }) do
+		local lf = io.open(d.cgroup .. "/blkio.throttle." .. dir .. "_iops_device", "w")
+		local written = lf and lf:write(mm .. " " .. iops .. "\n") and lf:close()
+		if not written then d:teardown() error("cannot throttle " .. d.dev .. " in " .. d.cgroup) end
+	end
 	return d
 end
 
