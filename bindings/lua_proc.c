@@ -11,7 +11,9 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t interrupted_by;
@@ -145,12 +147,32 @@ static int l_getpid(lua_State *L)
 	return 1;
 }
 
+/* subreaper(): orphans of this process's descendants become its children
+ * (and so reapable by reap) instead of going to PID 1. */
+static int l_subreaper(lua_State *L)
+{
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
+		return push_errno(L, "prctl", "PR_SET_CHILD_SUBREAPER");
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* reap(pid): collects child pid if it has exited; true once it has. */
+static int l_reap(lua_State *L)
+{
+	int pid = (int)luaL_checkinteger(L, 1), st;
+	pid_t r = waitpid(pid, &st, WNOHANG | __WALL);
+	lua_pushboolean(L, r == pid || (r < 0 && errno == ECHILD));
+	return 1;
+}
+
 void laiotk_proc_register(lua_State *L)
 {
 	static const luaL_Reg f[] = {
 		{ "kill", l_kill }, { "mkdir", l_mkdir }, { "listdir", l_listdir },
 		{ "remove_tree", l_remove_tree }, { "catch_interrupts", l_catch_interrupts },
-		{ "interrupted", l_interrupted }, { "getpid", l_getpid }, { NULL, NULL },
+		{ "interrupted", l_interrupted }, { "getpid", l_getpid }, { "subreaper", l_subreaper },
+		{ "reap", l_reap }, { NULL, NULL },
 	};
 	luaL_register(L, NULL, f);
 }

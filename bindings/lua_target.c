@@ -452,6 +452,30 @@ static int l_attach(lua_State *L)
 	return 1;
 }
 
+/* adopt(pid): a process this one already traces and holds stopped. */
+static int l_adopt(lua_State *L)
+{
+	aiotk_err err;
+	int pid = (int)luaL_checknumber(L, 1);
+	ltarget *lt = new_target(L);
+	if (aiotk_target_adopt(&lt->t, pid, &err))
+		return laiotk_fail(L, &err);
+	lt->attached = 1;
+	return 1;
+}
+
+/* frozen(pid): a process someone else holds stopped; read-only. */
+static int l_frozen(lua_State *L)
+{
+	aiotk_err err;
+	int pid = (int)luaL_checknumber(L, 1);
+	ltarget *lt = new_target(L);
+	if (aiotk_target_frozen(&lt->t, pid, &err))
+		return laiotk_fail(L, &err);
+	lt->attached = 1;
+	return 1;
+}
+
 /* simulate(model): a simulated kernel sizing rings by model. */
 static int l_simulate(lua_State *L)
 {
@@ -479,7 +503,8 @@ void laiotk_target_register(lua_State *L)
 		{ NULL, NULL },
 	};
 	static const luaL_Reg funcs[] = {
-		PRIMITIVES(SELF_REG) { "attach", l_attach }, { "check_process", l_check_process }, { "self", l_self },
+		PRIMITIVES(SELF_REG) { "attach", l_attach }, { "adopt", l_adopt }, { "frozen", l_frozen },
+		{ "check_process", l_check_process }, { "self", l_self },
 		{ "simulate", l_simulate }, { NULL, NULL },
 	};
 	if (luaL_newmetatable(L, TARGET_MT))

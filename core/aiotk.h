@@ -140,6 +140,14 @@ unsigned aiotk_target_sim_live(const aiotk_target *t);
  * dies (core/arch.h). Refuses zombies, kernel threads, exiting processes
  * and other users' processes, saying which. */
 int aiotk_target_attach(aiotk_target *t, int pid, aiotk_err *err);
+/* Process pid, already traced and held in a ptrace stop by the caller
+ * (CRIU's restore, before it resumes the tasks): system calls injected as
+ * with attach; detach puts the main thread's registers and mask back and
+ * leaves every thread to the caller. */
+int aiotk_target_adopt(aiotk_target *t, int pid, aiotk_err *err);
+/* Process pid, held stopped by someone else (CRIU's dump): memory only,
+ * no system calls; detach does nothing. */
+int aiotk_target_frozen(aiotk_target *t, int pid, aiotk_err *err);
 /* Whether pid is a process aiotk can stop: it exists, is not a zombie, a
  * kernel thread or exiting, and runs as a user ptrace allows; the error
  * says which. Reads /proc only. */

@@ -46,6 +46,7 @@ struct tracee {
 	uint64_t sigreturn; /* the rt_sigreturn gadget */
 	uint64_t frame;     /* the return frame = the stack pointer to inject with */
 	int armed, blocked, injected, dead, execd;
+	int adopted;        /* stopped and traced by the caller, not by us */
 	uint64_t deferred;  /* unblockable signals that stopped it mid-injection */
 	aiotk_err why;      /* why it cannot be injected into, if it cannot */
 	uint64_t t_stop, stopped_ns;
@@ -381,6 +382,8 @@ static void release(struct tracee *p)
 			set_mask(t->tid, p->mask);
 		if (t->tid == p->pid && p->injected)
 			aiotk_arch_set(t->tid, &p->saved);
+		if (p->adopted)
+			continue; /* the caller's to let go */
 		if (ptrace(PTRACE_DETACH, t->tid, 0, 0) && errno == ESRCH) {
 			siginfo_t si;
 			waitid(P_PID, (id_t)t->tid, &si, WEXITED | WNOHANG | __WALL);
@@ -470,6 +473,37 @@ int aiotk_target_attach(aiotk_target *t, int pid, aiotk_err *err)
 	if (rc)
 		pt_free(t);
 	return rc;
+}
+
+/* The caller (CRIU's restore, running its plugins) traces every thread of
+ * pid and holds them in a ptrace stop: injection goes through its main
+ * thread as for attach, and detach puts that thread's mask and registers
+ * back and leaves it stopped, traced by the caller. */
+int aiotk_target_adopt(aiotk_target *t, int pid, aiotk_err *err)
+{
+	if (!aiotk_arch_supported())
+		return aiotk_fail(err, AIOTK_EINVAL, ENOSYS,
+				  "live processes are not supported on this architecture (syscall injection exists for x86_64)");
+	struct tracee *p = calloc(1, sizeof(*p));
+	if (!p || !add(p, pid)) {
+		free(p);
+		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory");
+	}
+	p->pid = pid;
+	p->adopted = 1;
+	if (!aiotk_find_gadget(pid, aiotk_arch_gadget_syscall, &p->code, &p->why))
+		aiotk_find_gadget(pid, aiotk_arch_gadget_sigreturn, &p->sigreturn, &p->why);
+	p->t_stop = aiotk_now_ns();
+	t->ops = &ptrace_ops;
+	t->pid = pid;
+	t->priv = p;
+	int g = aiotk_arch_get(pid, &p->saved);
+	if (g) {
+		pt_free(t);
+		return aiotk_fail(err, AIOTK_ESYS, -g, "process %d is not held in a ptrace stop by this "
+				  "process (cannot read its registers: %s)", pid, strerror(-g));
+	}
+	return 0;
 }
 
 uint64_t aiotk_target_stopped_ns(const aiotk_target *t)

@@ -11,21 +11,8 @@ rawset(getmetatable(require("argparse")("aiotk")), "error", function(self, msg)
 	os.exit(2)
 end)
 
-local function user_dirs()
-	local dirs = {}
-	for d in (os.getenv("AIOTK_PATH") or ""):gmatch("[^:]+") do dirs[#dirs + 1] = d end
-	local home = os.getenv("HOME")
-	if home then dirs[#dirs + 1] = home .. "/.config/aiotk/scripts" end
-	return dirs
-end
-
-local search = user_dirs()
-search[#search + 1] = shipped
-local paths = {}
-for _, d in ipairs(search) do
-	paths[#paths + 1] = d .. "/?.lua;" .. d .. "/?/init.lua"
-end
-package.path = table.concat(paths, ";") .. ";" .. package.path
+package.path = shipped .. "/?.lua;" .. package.path
+local search = require("aiotk.search").install(shipped)
 
 local aiotk = require "aiotk"
 _G.aiotk = aiotk

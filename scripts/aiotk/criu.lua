@@ -81,15 +81,25 @@ local function read_file(path)
 end
 
 
--- New mm file contents for every process: nr_req = smallest n on host.
-local function patched_mm(procs, host)
+-- The n io_setup gets for ring c on host: the n recorded at dump when it
+-- makes the same ring there (the process's aio-nr share as before), else
+-- the smallest n that does.
+local function n_for(c, model, recorded)
+	local g = recorded and core.geometry(recorded, model)
+	if g and g.ring_len == c.ring.ring_len then return recorded end
+	return core.min_n(c.ring.ring_len, model)
+end
+
+-- New mm file contents for every process: nr_req = n_for each ring;
+-- recorded(pid, addr) gives the n recorded at dump, if any.
+local function patched_mm(procs, host, recorded)
 	local model = hostmodel.model(host)
 	local out, changes = {}, {}
 	for _, p in ipairs(procs) do
 		local bytes, err = read_file(p.mm_path)
 		if not bytes then return nil, err end
 		for _, c in ipairs(p.rings) do
-			local n, why = core.min_n(c.ring.ring_len, model)
+			local n, why = n_for(c, model, recorded and recorded(p.pid, c.ring.addr))
 			if not n then
 				return nil, string.format("%s: ring 0x%x cannot be rebuilt on %s: %s", p.mm_path,
 					c.ring.addr, host.name, why), "impossible"
@@ -105,9 +115,11 @@ local function patched_mm(procs, host)
 end
 
 -- Rewrite nr_req in dir (keeping mm-PID.img.orig unless no_backup) or
--- into a new directory out (dir untouched). Written atomically.
-function M.fixup(dir, procs, host, out, no_backup)
-	local mm, changes, code = patched_mm(procs, host)
+-- into a new directory out (dir untouched). Written atomically. An existing
+-- .orig is kept as it is: it holds the dump as CRIU wrote it, so fixing
+-- again (for another host) starts from the same facts and can be undone.
+function M.fixup(dir, procs, host, out, no_backup, recorded)
+	local mm, changes, code = patched_mm(procs, host, recorded)
 	if not mm then return nil, changes, code end
 	if out then
 		if io.open(out) then return nil, out .. " exists; choose a new output directory" end
@@ -127,7 +139,7 @@ function M.fixup(dir, procs, host, out, no_backup)
 	end
 	for name, bytes in pairs(mm) do
 		local path = dir .. "/" .. name
-		if not no_backup then
+		if not no_backup and not read_file(path .. ".orig") then
 			local ok, err = core.write_atomic(path .. ".orig", assert(read_file(path)))
 			if not ok then return nil, err end
 		end

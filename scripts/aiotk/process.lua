@@ -259,6 +259,35 @@ end
 
 local function is_dir(path) return core.listdir(path) ~= nil end
 
+-- The rings of target t the policy keeps, settled (requests in flight
+-- waited for or captured), in a new image; and the report (dump_process).
+local function dump_rings(t, policy, opts)
+	local rings, e, c = read_rings(t, policy, opts)
+	if not rings then return nil, e, c end
+	local report = { waited_ms = 0 }
+	local warnings
+	rings, warnings, c = settle(t, rings, policy, opts, report)
+	if not rings then return nil, warnings, c end
+	local img = assert(core.image())
+	for _, r in ipairs(rings) do img:add(r) end
+	img.warnings = warnings
+	return img, report
+end
+
+-- img written to dir; a failed write leaves no directory it created.
+local function write_new(img, dir)
+	if not dir then return true end
+	local existed = is_dir(dir)
+	local ok, err, code = img:write(dir)
+	if not ok and not existed then core.remove_tree(dir) end
+	return ok, err, code
+end
+
+local function no_rings(pid)
+	return string.format("process %d has no AIO ring (no /[aio] mapping in /proc/%d/maps); " ..
+		"it was not stopped and nothing was written", pid, pid)
+end
+
 -- Dump the rings of process pid the policy keeps, to dir. The process is
 -- stopped only while its rings are read, and not at all when it has none;
 -- a failed dump leaves no directory it created. Returns the image and a
@@ -269,35 +298,36 @@ function M.dump_process(pid, dir, opts)
 	local policy = policy_of(opts)
 	local fit, ferr, fcode = core.check_process(pid)
 	if not fit then return nil, ferr, fcode end
-	if ring_count(pid) == 0 then
-		return nil, string.format("process %d has no AIO ring (no /[aio] mapping in /proc/%d/maps); " ..
-			"it was not stopped and nothing was written", pid, pid), "norings"
-	end
-	local img = assert(core.image())
-	local stopped, report = nil, { waited_ms = 0 }
+	if ring_count(pid) == 0 then return nil, no_rings(pid), "norings" end
+	local img, report, stopped
 	kernel.open() -- loaded before the process is stopped, not while
 	local ok, err, code = M.with_process(pid, function(t)
-		local rings, e, c = read_rings(t, policy, opts)
-		if not rings then return nil, e, c end
-		local warnings
-		rings, warnings, c = settle(t, rings, policy, opts, report)
-		if not rings then return nil, warnings, c end
-		for _, r in ipairs(rings) do img:add(r) end
-		img.warnings = warnings
 		stopped = t
-		return true
+		img, report, code = dump_rings(t, policy, opts)
+		return img, report, code
 	end)
 	if not ok then return nil, err, code end
 	img.pid = pid
 	img.stopped_ns = stopped.stopped_ns
-	if dir then
-		local existed = is_dir(dir)
-		local w, werr, wcode = img:write(dir)
-		if not w then
-			if not existed then core.remove_tree(dir) end
-			return nil, werr, wcode
-		end
-	end
+	local w, werr, wcode = write_new(img, dir)
+	if not w then return nil, werr, wcode end
+	return img, report
+end
+
+-- The same for a process another tool holds stopped (CRIU, at its
+-- CHECKPOINT_DEVICES hook): read only, never stopped or resumed by aiotk.
+function M.dump_frozen(pid, dir, opts)
+	opts = opts or {}
+	local policy = policy_of(opts)
+	if ring_count(pid) == 0 then return nil, no_rings(pid), "norings" end
+	kernel.open()
+	local t, terr, tcode = core.frozen(pid)
+	if not t then return nil, terr, tcode end
+	local img, report, code = dump_rings(t, policy, opts)
+	if not img then return nil, report, code end
+	img.pid = pid
+	local w, werr, wcode = write_new(img, dir)
+	if not w then return nil, werr, wcode end
 	return img, report
 end
 

@@ -123,12 +123,16 @@ function M.scratch_each(set)
 	end)
 end
 
-local function sh(cmd)
-	local p = io.popen(cmd .. " 2>&1")
+-- Run a shell command; returns whether it exited 0, and its output
+-- (stdout and stderr). LuaJIT's popen close does not give the status.
+function M.sh(cmd)
+	local p = io.popen("{ " .. cmd .. "; } 2>&1; echo \"[exit $?]\"")
 	local out = p:read("*a")
-	local ok = p:close()
-	return ok == true or ok == 0, out
+	p:close()
+	local code = tonumber(out:match("%[exit (%d+)%]\n?$"))
+	return code == 0, (out:gsub("%[exit %d+%]\n?$", ""))
 end
+local sh = M.sh
 
 -- A block device whose reads this test can hold in flight: a loop device
 -- over a file of `blocks` 4096-byte blocks (block i filled with byte i+1)

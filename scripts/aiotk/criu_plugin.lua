@@ -1,0 +1,140 @@
+-- aiotk inside CRIU: what the plugin aiotk_criu.so (plugins/criu) does at
+-- CRIU's hooks, with the same layered policy as the aiotk commands
+-- (shipped, the user's policy.lua, then the file $AIOTK_POLICY names).
+--   dump, CHECKPOINT_DEVICES(pid): the task is frozen by CRIU; record each
+--     ring's n and kernel tail, wait for requests that finish on their own,
+--     capture cancellable ones (policy in_flight), in DIR/aiotk-PID;
+--   restore, at init (before any mm image is read): each ring's nr_req
+--     becomes the n recorded at dump, or the smallest n that makes the ring
+--     here, so io_setup fits fs.aio-max-nr; a ring this host cannot make
+--     fails the restore before anything is restored, naming it;
+--   restore, RESUME_DEVICES_LATE(pid): captured requests are submitted
+--     again inside the restored task, before it resumes.
+-- Each function returns true, "none" (nothing of aiotk's to do: CRIU's
+-- -ENOTSUP), or nil and the message CRIU logs as the failure.
+local aiotk = require "aiotk"
+local core = aiotk.core
+local process = require "aiotk.process"
+local criu = require "aiotk.criu"
+
+local M = {}
+
+M.STAGES = { [0] = "dump", [1] = "pre-dump", [2] = "restore" }
+M.PREFIX = "aiotk-" -- DIR/aiotk-PID: aiotk's image of process PID
+
+local state = { log = function() end }
+
+local function logf(level, fmt, ...) state.log(level, string.format(fmt, ...)) end
+
+function M.image_dir(pid) return state.dir .. "/" .. M.PREFIX .. pid end
+
+-- The aiotk images of this dump, by pid.
+local function images()
+	local out = {}
+	for _, name in ipairs(core.listdir(state.dir) or {}) do
+		local pid = name:sub(1, #M.PREFIX) == M.PREFIX and tonumber(name:sub(#M.PREFIX + 1):match("^%d+$"))
+		local img = pid and aiotk.read_image(state.dir .. "/" .. name)
+		if img then out[pid] = img end
+	end
+	return out
+end
+
+local function ring_of(img, addr)
+	for _, r in ipairs(img and img:rings() or {}) do
+		if r.addr == addr then return r end
+	end
+end
+
+-- nr_req of every ring: the recorded n where it makes the same ring here.
+local function fix_images()
+	local procs, err = criu.read(state.dir)
+	if not procs then
+		-- no mm images (not a dump with processes): nothing of ours
+		if err and err:match("no mm%-") then return "none" end
+		return nil, err
+	end
+	local with = {}
+	for _, p in ipairs(procs) do if #p.rings > 0 then with[#with + 1] = p end end
+	if #with == 0 then return "none" end
+	procs = with
+	local imgs = images()
+	local host = assert(aiotk.host())
+	host.name = "this host"
+	local changes, ferr = criu.fixup(state.dir, procs, host, nil, false, function(pid, addr)
+		local r = ring_of(imgs[pid], addr)
+		return r and r.n ~= 0 and r.n or nil
+	end)
+	if not changes then return nil, ferr end
+	for _, c in ipairs(changes) do
+		logf("info", "pid %d ring 0x%x: nr_req %d -> %d%s", c.pid, c.addr, c.from, c.to,
+			ring_of(imgs[c.pid], c.addr) and ring_of(imgs[c.pid], c.addr).n == c.to and " (recorded at dump)" or "")
+	end
+	return true
+end
+
+-- stage: CRIU's CR_PLUGIN_STAGE__*; dir: its image directory; log(level,
+-- msg): CRIU's log; shipped: the shipped scripts directory.
+function M.init(stage, dir, log, shipped)
+	state.stage, state.dir, state.log = M.STAGES[stage], dir, log or state.log
+	if shipped then aiotk.search_dirs = require("aiotk.search").install(shipped) end
+	local ok, p = pcall(require("aiotk.policy").load, os.getenv("AIOTK_POLICY"), aiotk.search_dirs)
+	if not ok then return nil, p end
+	state.policy = p
+	p.log = function(msg) state.log("info", msg) end
+	if state.stage == "restore" then return fix_images() end
+	return true
+end
+
+function M.checkpoint(pid)
+	if state.stage ~= "dump" then return "none" end
+	local img, report, code = process.dump_frozen(pid, M.image_dir(pid), { policy = state.policy })
+	if not img then
+		if code == "norings" then return "none" end
+		return nil, report
+	end
+	local captured = 0
+	for _, r in ipairs(img:rings()) do captured = captured + r.ncaptured end
+	logf("info", "process %d: %d AIO ring(s) recorded in %s, %d request(s) in flight captured, " ..
+		"waited %.1f ms for the others", pid, img.nrings, M.image_dir(pid), captured, report.waited_ms)
+	return true
+end
+
+-- The image whose rings are the restored task's: by pid, else by address
+-- (a task restored under another pid keeps its ring addresses).
+local function image_of(pid)
+	local live = core.live_rings(pid) or {}
+	if #live == 0 then return nil end
+	local imgs = images()
+	if imgs[pid] then return imgs[pid] end
+	for _, img in pairs(imgs) do
+		if ring_of(img, live[1].addr) then return img end
+	end
+end
+
+function M.resume(pid)
+	if state.stage ~= "restore" then return "none" end
+	local img = image_of(pid)
+	local todo = {}
+	for _, r in ipairs(img and img:rings() or {}) do
+		if r.ncaptured > 0 then todo[#todo + 1] = r end
+	end
+	if #todo == 0 then return "none" end
+	local t, err = core.adopt(pid)
+	if not t then return nil, err end
+	local n = 0
+	for _, r in ipairs(todo) do
+		local ok, rerr = t:resubmit(r.addr, r)
+		if not ok then
+			t:detach()
+			return nil, string.format("process %d ring 0x%x: captured requests not submitted again: %s",
+				pid, r.addr, rerr)
+		end
+		n = n + r.ncaptured
+	end
+	local ok, derr = t:detach()
+	if not ok then return nil, derr end
+	logf("info", "process %d: %d captured request(s) in flight again", pid, n)
+	return true
+end
+
+return M

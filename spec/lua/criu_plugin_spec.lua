@@ -1,0 +1,137 @@
+-- aiotk inside real CRIU 4.2 (built from ../shared/criu, or a criu 4.x
+-- named by $AIOTK_CRIU): `criu dump` and `criu restore -d` of live libaio
+-- workloads, plain and with the plugin (criu -L build/criu).
+local helper = require "helper"
+local core = require "aiotk.core"
+local json = require "dkjson"
+
+local sh = helper.sh
+
+-- The criu binary: $AIOTK_CRIU, else the shared build script (quick once
+-- built), else nil and why.
+local function find_criu()
+	local env = os.getenv("AIOTK_CRIU")
+	if env and env ~= "" then return env end
+	local script = (os.getenv("AIOTK_SHARED") or "../shared") .. "/criu/build-criu"
+	if not core.listdir((script:gsub("/[^/]+$", ""))) then
+		return nil, script .. " not found and AIOTK_CRIU not set"
+	end
+	local ok, out = sh("sh " .. script)
+	local path = out:match("([^\n]+)\n?$")
+	if not ok or not path then return nil, "build-criu failed: " .. out:sub(-400) end
+	return path
+end
+
+local CRIU, WHY = find_criu()
+-- Workloads and the processes CRIU restores end up children of this one
+-- (not of PID 1, which may never reap them), so their PIDs come free.
+core.subreaper()
+
+-- Gone and reaped: CRIU can give its PID to a restored process.
+local function gone(pid)
+	return helper.wait_until(function() return core.reap(pid) and helper.status(pid, "Pid") == nil end, 5000)
+end
+-- criu runs in the image directory: the plugin's directory must be absolute.
+local PLUGIN_DIR = (os.getenv("AIOTK_BIN") or "build/aiotk"):gsub("/aiotk$", "") .. "/criu"
+if PLUGIN_DIR:sub(1, 1) ~= "/" then PLUGIN_DIR = os.getenv("PWD") .. "/" .. PLUGIN_DIR end
+
+-- A workload outside this process tree (its own session, stdout a file),
+-- as CRIU needs: a restored process must not find its PID held by a
+-- zombie child of the test.
+local function detached_workload(args, out)
+	local bin = require("aiotk.workload").binary()
+	local ok, o = sh(string.format("setsid %s --tolerate-stop-eintr %s >%s 2>&1 </dev/null & echo $!",
+		bin, args, out))
+	assert(ok, o)
+	local pid = tonumber(o:match("(%d+)"))
+	assert(helper.wait_until(function() return helper.slurp(out):match("^READY") end, 10000),
+		"workload did not start: " .. helper.slurp(out))
+	return pid
+end
+
+-- criu ARGS, with aiotk's plugin or with an empty plugin directory (so
+-- that no installed plugin plays a part either way).
+local EMPTY = os.tmpname()
+os.remove(EMPTY)
+core.mkdir(EMPTY)
+local function criu(args, plugin)
+	return sh(string.format("%s %s -L %s -v4 -o criu.log", CRIU, args, plugin and PLUGIN_DIR or EMPTY))
+end
+
+-- Ask a (restored) workload to verify itself; its verdict line.
+local function verdict(pid, out)
+	core.kill(pid, "USR2")
+	helper.wait_until(function() return helper.slurp(out):match("VERIFY [^\n]*\n") end, 10000)
+	return helper.slurp(out):match("(VERIFY [^\n]*)")
+end
+
+describe("real CRIU with aiotk's plugin", function()
+	local dir, pids
+	before_each(function()
+		dir, pids = helper.tmpdir(), {}
+	end)
+	after_each(function()
+		for _, p in ipairs(pids) do
+			if not helper.ended(p) then core.kill(p, "KILL") end
+		end
+		for _, p in ipairs(pids) do gone(p) end
+		helper.rmdir(dir)
+	end)
+
+	local function need_criu()
+		if not CRIU then pending("needs CRIU 4.x: " .. WHY) return false end
+		return true
+	end
+
+	it("restores an io_setup(65535) ring beside an io_setup(1) one under the default fs.aio-max-nr, which plain CRIU cannot", function()
+		if not need_criu() then return end
+		local nr, max = assert(core.aio_nr())
+		assert(nr == 0 and max == 65536, "needs aio-nr 0 of the default 65536, have " .. nr .. " of " .. max)
+		local spec = "--ring 65535:131189:130189:0 --ring 1:3:1:0"
+		for _, plugin in ipairs { false, true } do
+			local img = dir .. (plugin and "/with" or "/plain")
+			assert(core.mkdir(img))
+			local out = dir .. (plugin and "/with.out" or "/plain.out")
+			local pid = detached_workload(spec, out)
+			pids[#pids + 1] = pid
+			local ok, o = criu("dump -t " .. pid .. " -D " .. img, plugin)
+			assert(ok, "criu dump: " .. o .. "\n" .. helper.slurp(img .. "/criu.log"):sub(-3000))
+			assert(gone(pid), "the dumped process is still there")
+			assert(helper.wait_until(function() return core.aio_nr() == 0 end, 5000))
+			ok, o = criu("restore -d -D " .. img, plugin)
+			local log = helper.slurp(img .. "/criu.log")
+			if not plugin then
+				assert.is_false(ok, "plain CRIU restored it")
+				assert.matches("Ring setup failed with %-11", log)
+			else
+				assert(ok, "criu restore with the plugin: " .. o .. log:sub(-3000))
+				assert.matches("aiotk: pid %d+ ring 0x%x+: nr_req 65598 %-> 65535 %(recorded at dump%)", log)
+				assert.are.equal("VERIFY OK 2 rings", verdict(pid, out))
+			end
+		end
+	end)
+
+	it("carries a POLL in flight across criu dump and restore; plain CRIU loses it", function()
+		if not need_criu() then return end
+		for _, plugin in ipairs { false, true } do
+			local img = dir .. (plugin and "/with" or "/plain")
+			assert(core.mkdir(img))
+			local out = dir .. (plugin and "/with.out" or "/plain.out")
+			local pid = detached_workload("--ring 1:15:10:0 --pending", out)
+			pids[#pids + 1] = pid
+			local ok, o = criu("dump -t " .. pid .. " -D " .. img, plugin)
+			assert(ok, "criu dump: " .. o .. "\n" .. helper.slurp(img .. "/criu.log"):sub(-3000))
+			assert(gone(pid), "the dumped process is still there")
+			ok, o = criu("restore -d -D " .. img, plugin)
+			assert(ok, "criu restore: " .. o .. helper.slurp(img .. "/criu.log"):sub(-3000))
+			local v = verdict(pid, out)
+			if plugin then
+				assert.matches("aiotk: process %d+: 1 captured request%(s%) in flight again",
+					helper.slurp(img .. "/criu.log"))
+				assert.are.equal("VERIFY OK 1 rings", v)
+			else
+				assert.are.equal("VERIFY FAIL: the POLL in flight at dump never completed", v)
+			end
+		end
+	end)
+end)
