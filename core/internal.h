@@ -26,6 +26,11 @@ int aiotk_find_gadget(int pid, const aiotk_gadget *list, uint64_t *addr,
 /* The header fields of r, from a header as the kernel lays it out. */
 void aiotk_ring_set_header(aiotk_ring *r, const aiotk_ring_header *h);
 
+/* len bytes at addr in process pid, read (wr 0) or written, whole or
+ * not at all (-EFAULT); -errno on failure. Even for this process: a wrong
+ * address then gives EFAULT instead of SIGSEGV. */
+int aiotk_vm_rw(int pid, uint64_t addr, void *buf, size_t len, int wr);
+
 /* Why PTRACE_SEIZE of pid gave EPERM. */
 int aiotk_why_not_permitted(int pid, aiotk_err *err);
 

@@ -1,7 +1,10 @@
 /* Target-independent helpers: every primitive reaches its process here. */
-#include "aiotk.h"
+#define _GNU_SOURCE
+#include "internal.h"
 
+#include <errno.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 long aiotk_sys(aiotk_target *t, long nr, long a0, long a1, long a2, long a3,
@@ -9,6 +12,16 @@ long aiotk_sys(aiotk_target *t, long nr, long a0, long a1, long a2, long a3,
 {
 	const long a[6] = { a0, a1, a2, a3, a4, a5 };
 	return t->ops->sys(t, nr, a);
+}
+
+int aiotk_vm_rw(int pid, uint64_t addr, void *buf, size_t len, int wr)
+{
+	struct iovec local = { buf, len }, remote = { (void *)(uintptr_t)addr, len };
+	ssize_t n = wr ? process_vm_writev(pid, &local, 1, &remote, 1, 0)
+		       : process_vm_readv(pid, &local, 1, &remote, 1, 0);
+	if (n < 0)
+		return -errno;
+	return (size_t)n == len ? 0 : -EFAULT;
 }
 
 static int who(aiotk_target *t) { return t->pid ? t->pid : (int)getpid(); }

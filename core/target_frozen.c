@@ -3,25 +3,14 @@
  * call, nothing to let go. aiotk never stops or resumes it: its lifetime
  * is the holder's. */
 #define _GNU_SOURCE
-#include "aiotk.h"
+#include "internal.h"
 
 #include <errno.h>
-#include <sys/uio.h>
 
-static int fz_rw(aiotk_target *t, uint64_t addr, void *buf, size_t len, int wr)
-{
-	struct iovec local = { buf, len }, remote = { (void *)(uintptr_t)addr, len };
-	ssize_t n = wr ? process_vm_writev(t->pid, &local, 1, &remote, 1, 0)
-		       : process_vm_readv(t->pid, &local, 1, &remote, 1, 0);
-	if (n < 0)
-		return -errno;
-	return (size_t)n == len ? 0 : -EFAULT;
-}
-
-static int fz_read(aiotk_target *t, uint64_t a, void *b, size_t l) { return fz_rw(t, a, b, l, 0); }
+static int fz_read(aiotk_target *t, uint64_t a, void *b, size_t l) { return aiotk_vm_rw(t->pid, a, b, l, 0); }
 static int fz_write(aiotk_target *t, uint64_t a, const void *b, size_t l)
 {
-	return fz_rw(t, a, (void *)b, l, 1);
+	return aiotk_vm_rw(t->pid, a, (void *)b, l, 1);
 }
 
 static long fz_sys(aiotk_target *t, long nr, const long a[6])

@@ -54,20 +54,10 @@ struct tracee {
 
 static struct tracee *T(aiotk_target *t) { return t->priv; }
 
-static int pt_rw(aiotk_target *t, uint64_t addr, void *buf, size_t len, int wr)
-{
-	struct iovec local = { buf, len }, remote = { (void *)(uintptr_t)addr, len };
-	ssize_t n = wr ? process_vm_writev(t->pid, &local, 1, &remote, 1, 0)
-		       : process_vm_readv(t->pid, &local, 1, &remote, 1, 0);
-	if (n < 0)
-		return -errno;
-	return (size_t)n == len ? 0 : -EFAULT;
-}
-
-static int pt_read(aiotk_target *t, uint64_t a, void *b, size_t l) { return pt_rw(t, a, b, l, 0); }
+static int pt_read(aiotk_target *t, uint64_t a, void *b, size_t l) { return aiotk_vm_rw(t->pid, a, b, l, 0); }
 static int pt_write(aiotk_target *t, uint64_t a, const void *b, size_t l)
 {
-	return pt_rw(t, a, (void *)b, l, 1);
+	return aiotk_vm_rw(t->pid, a, (void *)b, l, 1);
 }
 
 /* ---- waiting ----------------------------------------------------------- */

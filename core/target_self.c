@@ -1,7 +1,7 @@
 /* The calling process as a target. Memory goes through process_vm_readv/
- * writev even here: a wrong address then gives EFAULT instead of SIGSEGV. */
+ * writev even here (aiotk_vm_rw). */
 #define _GNU_SOURCE
-#include "aiotk.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <string.h>
@@ -16,28 +16,17 @@ static long self_sys(aiotk_target *t, long nr, const long a[6])
 	return r == -1 ? -errno : r;
 }
 
-static int self_rw(uint64_t addr, void *buf, size_t len, int write)
-{
-	struct iovec local = { buf, len };
-	struct iovec remote = { (void *)(uintptr_t)addr, len };
-	ssize_t n = write ? process_vm_writev(getpid(), &local, 1, &remote, 1, 0)
-			  : process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
-	if (n < 0)
-		return -errno;
-	return (size_t)n == len ? 0 : -EFAULT;
-}
-
 static int self_read(aiotk_target *t, uint64_t addr, void *buf, size_t len)
 {
 	(void)t;
-	return self_rw(addr, buf, len, 0);
+	return aiotk_vm_rw(getpid(), addr, buf, len, 0);
 }
 
 static int self_write(aiotk_target *t, uint64_t addr, const void *buf,
 		      size_t len)
 {
 	(void)t;
-	return self_rw(addr, (void *)buf, len, 1);
+	return aiotk_vm_rw(getpid(), addr, (void *)buf, len, 1);
 }
 
 static const struct aiotk_target_ops self_ops = {
