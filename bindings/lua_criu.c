@@ -2,6 +2,7 @@
  * atomic file write the fixup uses. */
 #include "lua_aiotk.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -24,6 +25,9 @@ static void push_proc(lua_State *L, const aiotk_criu_proc *p)
 		laiotk_set_num(L, "nr_req", c->nr_req);
 		laiotk_set_num(L, "nr_req_off", (double)c->nr_req_off);
 		laiotk_set_num(L, "nr_req_len", (double)c->nr_req_len);
+		lua_pushstring(L, c->pages_path);
+		lua_setfield(L, -2, "pages_path");
+		laiotk_set_num(L, "header_off", (double)c->header_off);
 		lua_rawseti(L, -2, (int)i + 1);
 	}
 	lua_setfield(L, -2, "rings");
@@ -43,6 +47,32 @@ static int l_criu_read(lua_State *L)
 		lua_rawseti(L, -2, (int)i + 1);
 	}
 	aiotk_criu_free(&d);
+	return 1;
+}
+
+/* criu_decode_mm(bytes, name) -> { {addr=, ring_len=, nr_req=, nr_req_off=,
+ * nr_req_len=}, ... }: the rings of an mm file image, without their pages. */
+static int l_criu_decode_mm(lua_State *L)
+{
+	size_t len;
+	aiotk_err err;
+	aiotk_criu_proc p;
+	const char *s = luaL_checklstring(L, 1, &len);
+	if (aiotk_criu_decode_mm((const uint8_t *)s, len, luaL_checkstring(L, 2), &p, &err)) {
+		free(p.rings);
+		return laiotk_fail(L, &err);
+	}
+	lua_createtable(L, (int)p.nrings, 0);
+	for (size_t i = 0; i < p.nrings; i++) {
+		lua_createtable(L, 0, 5);
+		laiotk_set_num(L, "addr", (double)p.rings[i].ring.addr);
+		laiotk_set_num(L, "ring_len", (double)p.rings[i].ring.ring_len);
+		laiotk_set_num(L, "nr_req", p.rings[i].nr_req);
+		laiotk_set_num(L, "nr_req_off", (double)p.rings[i].nr_req_off);
+		laiotk_set_num(L, "nr_req_len", (double)p.rings[i].nr_req_len);
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	free(p.rings);
 	return 1;
 }
 
@@ -73,6 +103,40 @@ static int l_criu_patch(lua_State *L)
 	return 1;
 }
 
+/* criu_grow(bytes, name, addr, new_len, n) -> mm file bytes with the ring
+ * at addr new_len long and nr_req n. */
+static int l_criu_grow(lua_State *L)
+{
+	size_t len, out_len;
+	uint8_t *out;
+	aiotk_err err;
+	const char *s = luaL_checklstring(L, 1, &len);
+	const char *name = luaL_checkstring(L, 2);
+	uint64_t addr = laiotk_check_u64(L, 3), new_len = laiotk_check_u64(L, 4);
+	uint32_t n = (uint32_t)luaL_checknumber(L, 5);
+	if (aiotk_criu_grow_mm((const uint8_t *)s, len, name, addr, new_len, n, &out, &out_len, &err))
+		return laiotk_fail(L, &err);
+	lua_pushlstring(L, (const char *)out, out_len);
+	free(out);
+	return 1;
+}
+
+/* criu_set_header_nr(pages_path, header_off, addr, nr): the saved ring
+ * header's nr, in place. */
+static int l_criu_set_header_nr(lua_State *L)
+{
+	aiotk_criu_ring r;
+	aiotk_err err;
+	memset(&r, 0, sizeof(r));
+	snprintf(r.pages_path, sizeof(r.pages_path), "%s", luaL_checkstring(L, 1));
+	r.header_off = laiotk_check_u64(L, 2);
+	r.ring.addr = laiotk_check_u64(L, 3);
+	if (aiotk_criu_set_header_nr(&r, (uint32_t)luaL_checknumber(L, 4), &err))
+		return laiotk_fail(L, &err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 static int l_write_atomic(lua_State *L)
 {
 	size_t len;
@@ -88,7 +152,9 @@ static int l_write_atomic(lua_State *L)
 void laiotk_criu_register(lua_State *L)
 {
 	static const luaL_Reg f[] = {
-		{ "criu_read", l_criu_read }, { "criu_patch", l_criu_patch },
+		{ "criu_read", l_criu_read }, { "criu_patch", l_criu_patch }, { "criu_grow", l_criu_grow },
+		{ "criu_decode_mm", l_criu_decode_mm },
+		{ "criu_set_header_nr", l_criu_set_header_nr },
 		{ "write_atomic", l_write_atomic }, { NULL, NULL },
 	};
 	luaL_register(L, NULL, f);

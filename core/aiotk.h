@@ -416,6 +416,8 @@ typedef struct aiotk_criu_ring {
 	uint32_t nr_req;       /* CRIU's saved io_setup argument */
 	size_t nr_req_off;     /* where its varint sits in the mm file */
 	size_t nr_req_len;
+	char pages_path[1024]; /* the pages file holding its header, */
+	uint64_t header_off;   /* at this offset */
 } aiotk_criu_ring;
 
 typedef struct aiotk_criu_proc {
@@ -446,6 +448,16 @@ int aiotk_criu_decode_pagemap(const uint8_t *buf, size_t len, const char *name,
  * same number of bytes (a padded varint): every other byte stays. */
 int aiotk_criu_patch_nr_req(uint8_t *buf, size_t len, const aiotk_criu_ring *r,
 			    uint32_t n, aiotk_err *err);
+/* A new mm file image in which the ring at addr is new_len bytes long (its
+ * VMA's end and aio_ring_entry.ring_len) and asks io_setup(nr_req); every
+ * other field is copied byte for byte. AIOTK_EOCCUPIED when another VMA
+ * of the dump lies in the range the ring grows into. *out is malloc'd. */
+int aiotk_criu_grow_mm(const uint8_t *buf, size_t len, const char *name, uint64_t addr,
+		       uint64_t new_len, uint32_t nr_req, uint8_t **out, size_t *out_len,
+		       aiotk_err *err);
+/* The ring header's nr in the dump's saved pages: r->pages_path at
+ * r->header_off (found by aiotk_criu_read), written in place and synced. */
+int aiotk_criu_set_header_nr(const aiotk_criu_ring *r, uint32_t nr, aiotk_err *err);
 
 /* ---- time ------------------------------------------------------------ */
 uint64_t aiotk_now_ns(void);

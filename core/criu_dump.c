@@ -7,6 +7,7 @@
 #include "criu_pagemap.pb-c.h"
 
 #include <dirent.h>
+#include <stddef.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -123,20 +124,37 @@ int aiotk_criu_decode_pagemap(const uint8_t *buf, size_t len, const char *name,
 	return rc;
 }
 
-/* Copy [addr, addr+len) out of the pages file, page by page. */
-static int ring_bytes(const struct pagemap *pm, int fd, uint64_t addr, uint64_t len,
-		      unsigned page, uint8_t *out, const char *what, aiotk_err *err)
+/* Where page a sits in the pages file; -1 when the dump has no such page. */
+static off_t page_at(const struct pagemap *pm, uint64_t a, unsigned page)
 {
+	for (size_t i = 0; i < pm->n; i++)
+		if (a >= pm->spans[i].vaddr && a < pm->spans[i].vaddr + pm->spans[i].pages * page)
+			return (off_t)((pm->spans[i].file_off * page) + (a - pm->spans[i].vaddr));
+	return -1;
+}
+
+/* Copy [addr, addr+len) out of the pages file, page by page. A page the
+ * dump does not hold reads as zeros, as CRIU restores it (never-touched
+ * memory, or the part of a ring aiotk grew); *missing gets the first such
+ * offset into the ring (len when none), for the caller to check against
+ * the live events. The header's page must be there. */
+static int ring_bytes(const struct pagemap *pm, int fd, uint64_t addr, uint64_t len,
+		      unsigned page, uint8_t *out, uint64_t *missing, const char *what,
+		      aiotk_err *err)
+{
+	*missing = len;
 	for (uint64_t a = addr; a < addr + len; a += page) {
-		const struct span *s = NULL;
-		for (size_t i = 0; i < pm->n && !s; i++)
-			if (a >= pm->spans[i].vaddr && a < pm->spans[i].vaddr + pm->spans[i].pages * page)
-				s = &pm->spans[i];
-		if (!s)
+		off_t at = page_at(pm, a, page);
+		if (at < 0 && a == addr)
 			return aiotk_fail(err, AIOTK_EIMAGE, 0,
-					  "%s: page 0x%llx of ring 0x%llx is not in the dump's pages",
+					  "%s: the header page 0x%llx of ring 0x%llx is not in the dump's pages",
 					  what, (unsigned long long)a, (unsigned long long)addr);
-		off_t at = (off_t)((s->file_off * page) + (a - s->vaddr));
+		if (at < 0) {
+			memset(out + (a - addr), 0, page);
+			if (*missing == len)
+				*missing = a - addr;
+			continue;
+		}
 		if (pread(fd, out + (a - addr), page, at) != (ssize_t)page)
 			return aiotk_fail(err, AIOTK_EIMAGE, 0,
 					  "%s: pages file ends before page 0x%llx of ring 0x%llx",
@@ -145,8 +163,9 @@ static int ring_bytes(const struct pagemap *pm, int fd, uint64_t addr, uint64_t 
 	return 0;
 }
 
-/* The ring's own header and events, as they were in memory. */
-static int ring_from_bytes(aiotk_ring *r, const uint8_t *b, unsigned page,
+/* The ring's own header and events, as they were in memory; no live
+ * event may lie at or past `missing` (the first page the dump lacks). */
+static int ring_from_bytes(aiotk_ring *r, const uint8_t *b, unsigned page, uint64_t missing,
 			   const char *what, aiotk_err *err)
 {
 	aiotk_ring_header h;
@@ -161,8 +180,14 @@ static int ring_from_bytes(aiotk_ring *r, const uint8_t *b, unsigned page,
 	if (!r->area || !r->events)
 		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory");
 	memcpy(r->area, b + AIOTK_HEADER_LEN, (size_t)r->nr * sizeof(aiotk_event));
-	for (uint32_t i = 0; i < r->nevents; i++)
-		r->events[i] = r->area[(r->head + i) % r->nr];
+	for (uint32_t i = 0; i < r->nevents; i++) {
+		uint32_t slot = (r->head + i) % r->nr;
+		if (AIOTK_HEADER_LEN + (uint64_t)(slot + 1) * sizeof(aiotk_event) > missing)
+			return aiotk_fail(err, AIOTK_EIMAGE, 0,
+					  "%s: live event slot %u of ring 0x%llx lies in a page the dump does not hold",
+					  what, slot, (unsigned long long)r->addr);
+		r->events[i] = r->area[slot];
+	}
 	return 0;
 }
 
@@ -201,9 +226,12 @@ static int read_rings(const char *dir, aiotk_criu_proc *p, unsigned page, aiotk_
 					p->mm_path, (unsigned long long)r->addr, (unsigned long long)r->ring_len);
 			break;
 		}
-		rc = ring_bytes(&pm, fd, r->addr, r->ring_len, page, bytes, pages, err);
+		uint64_t missing;
+		rc = ring_bytes(&pm, fd, r->addr, r->ring_len, page, bytes, &missing, pages, err);
 		if (!rc)
-			rc = ring_from_bytes(r, bytes, page, p->mm_path, err);
+			rc = ring_from_bytes(r, bytes, page, missing, p->mm_path, err);
+		snprintf(p->rings[i].pages_path, sizeof(p->rings[i].pages_path), "%s", pages);
+		p->rings[i].header_off = (uint64_t)page_at(&pm, r->addr, page);
 		free(bytes);
 	}
 	if (fd >= 0)
@@ -278,6 +306,18 @@ int aiotk_criu_read(const char *dir, unsigned page_size, aiotk_criu_dump *d, aio
 	if (rc)
 		aiotk_criu_free(d);
 	return rc;
+}
+
+int aiotk_criu_set_header_nr(const aiotk_criu_ring *r, uint32_t nr, aiotk_err *err)
+{
+	int fd = open(r->pages_path, O_WRONLY | O_CLOEXEC);
+	off_t at = (off_t)(r->header_off + offsetof(aiotk_ring_header, nr));
+	int ok = fd >= 0 && pwrite(fd, &nr, sizeof(nr), at) == (ssize_t)sizeof(nr) && !fsync(fd);
+	int e = errno;
+	if (fd >= 0)
+		close(fd);
+	return ok ? 0 : aiotk_fail(err, AIOTK_ESYS, e, "cannot write the header of ring 0x%llx in %s: %s",
+				   (unsigned long long)r->ring.addr, r->pages_path, strerror(e));
 }
 
 void aiotk_criu_free(aiotk_criu_dump *d)

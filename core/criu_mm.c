@@ -164,3 +164,150 @@ int aiotk_criu_patch_nr_req(uint8_t *buf, size_t len, const aiotk_criu_ring *r,
 	}
 	return 0;
 }
+
+/* ---- growing a ring in the image --------------------------------------- */
+
+struct out { uint8_t *b; size_t n, cap; };
+
+static int put(struct out *o, const void *p, size_t n)
+{
+	if (o->n + n > o->cap) {
+		size_t cap = (o->n + n) * 2 + 64;
+		uint8_t *b = realloc(o->b, cap);
+		if (!b)
+			return -1;
+		o->b = b;
+		o->cap = cap;
+	}
+	memcpy(o->b + o->n, p, n);
+	o->n += n;
+	return 0;
+}
+
+static int put_varint(struct out *o, uint64_t v)
+{
+	uint8_t b[10];
+	size_t n = 0;
+	do {
+		b[n] = (uint8_t)(v & 0x7f);
+		v >>= 7;
+		if (v)
+			b[n] |= 0x80;
+		n++;
+	} while (v);
+	return put(o, b, n);
+}
+
+/* The submessage [start, end) with varint fields a (and b, unless 0) set
+ * to va (vb); every other field copied byte for byte. */
+static int rewrite_sub(const uint8_t *m, size_t start, size_t end, uint32_t a, uint64_t va,
+		       uint32_t b, uint64_t vb, struct out *o)
+{
+	size_t off = start;
+	struct field f;
+	while (off < end) {
+		size_t key_at = off;
+		if (next_field(m, end, &off, &f))
+			return -1;
+		if (f.type == 0 && (f.num == a || (b && f.num == b))) {
+			if (put_varint(o, (uint64_t)f.num << 3) || put_varint(o, f.num == a ? va : vb))
+				return -1;
+		} else if (put(o, m + key_at, off - key_at))
+			return -1;
+	}
+	return 0;
+}
+
+/* A top-level field 14 (vma) or 16 (aio) about the ring at addr: its
+ * start (vma) or id (aio) is field 1. */
+static int about(const uint8_t *m, const struct field *f, uint64_t addr)
+{
+	size_t off = f->start, end = f->start + f->len;
+	struct field g;
+	while (off < end && !next_field(m, end, &off, &g))
+		if (g.num == 1 && g.type == 0)
+			return g.value == addr;
+	return 0;
+}
+
+/* The VMA that keeps the ring at addr from growing to new_len, if any. */
+static const CriuVmaEntry *in_the_way(const CriuMmEntry *m, uint64_t addr, uint64_t new_len)
+{
+	for (size_t v = 0; v < m->n_vmas; v++) {
+		const CriuVmaEntry *e = m->vmas[v];
+		if (e->start != addr && e->start < addr + new_len && e->end > addr)
+			return e;
+	}
+	return NULL;
+}
+
+static int grow_entry(const uint8_t *m, size_t n, uint64_t addr, uint64_t new_len, uint32_t nr_req,
+		      struct out *o)
+{
+	size_t off = 0;
+	struct field f;
+	while (off < n) {
+		size_t key_at = off;
+		if (next_field(m, n, &off, &f))
+			return -1;
+		int vma = f.num == 14 && f.type == 2, aio = f.num == 16 && f.type == 2;
+		if (!(vma || aio) || !about(m, &f, addr)) {
+			if (put(o, m + key_at, off - key_at))
+				return -1;
+			continue;
+		}
+		struct out sub = { 0 };
+		int rc = vma ? rewrite_sub(m, f.start, f.start + f.len, 2, addr + new_len, 0, 0, &sub)
+			     : rewrite_sub(m, f.start, f.start + f.len, 2, nr_req, 3, new_len, &sub);
+		if (!rc)
+			rc = put_varint(o, (uint64_t)f.num << 3 | 2) || put_varint(o, sub.n) ||
+			     put(o, sub.b, sub.n);
+		free(sub.b);
+		if (rc)
+			return -1;
+	}
+	return 0;
+}
+
+int aiotk_criu_grow_mm(const uint8_t *buf, size_t len, const char *name, uint64_t addr,
+		       uint64_t new_len, uint32_t nr_req, uint8_t **out, size_t *out_len,
+		       aiotk_err *err)
+{
+	aiotk_criu_proc p;
+	int rc = aiotk_criu_decode_mm(buf, len, name, &p, err);
+	if (rc)
+		return rc;
+	free(p.rings);
+	uint32_t n = u32le(buf + 8);
+	CriuMmEntry *m = criu_mm_entry__unpack(NULL, n, buf + 12);
+	if (!m)
+		return aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: mm entry is not valid protobuf", name);
+	const CriuVmaEntry *v = in_the_way(m, addr, new_len);
+	if (v)
+		rc = aiotk_fail(err, AIOTK_EOCCUPIED, 0,
+				"%s: ring 0x%llx cannot grow to %llu bytes: the mapping 0x%llx-0x%llx follows it",
+				name, (unsigned long long)addr, (unsigned long long)new_len,
+				(unsigned long long)v->start, (unsigned long long)v->end);
+	criu_mm_entry__free_unpacked(m, NULL);
+	if (rc)
+		return rc;
+	struct out o = { 0 }, e = { 0 };
+	uint8_t size[4];
+	if (put(&o, buf, 8) || grow_entry(buf + 12, n, addr, new_len, nr_req, &e) ||
+	    e.n > UINT32_MAX) {
+		free(o.b);
+		free(e.b);
+		return aiotk_fail(err, AIOTK_ENOMEM, 0, "%s: cannot rewrite the mm entry", name);
+	}
+	for (int i = 0; i < 4; i++)
+		size[i] = (uint8_t)(e.n >> (8 * i));
+	rc = put(&o, size, 4) || put(&o, e.b, e.n) || put(&o, buf + 12 + n, len - 12 - n);
+	free(e.b);
+	if (rc) {
+		free(o.b);
+		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory");
+	}
+	*out = o.b;
+	*out_len = o.n;
+	return 0;
+}

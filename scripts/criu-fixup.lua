@@ -1,28 +1,44 @@
--- aiotk criu-fixup: set CRIU's nr_req to the smallest n, to fit aio-max-nr
+-- aiotk criu-fixup: fit a CRIU dump's AIO rings to a host (nr_req, or grow)
 local cmd = require "aiotk.cmdutil"
 local argparse = require "argparse"
 local criu = require "aiotk.criu"
 local hostmodel = require "aiotk.hostmodel"
 
 local parser = argparse("aiotk criu-fixup",
-	"Rewrite every aio_ring_entry.nr_req of a CRIU dump to the smallest io_setup n that " ..
-	"rebuilds that ring on the target host (this one unless told), so that CRIU's own " ..
-	"restore fits fs.aio-max-nr. Only those bytes change. With -o the result is a new " ..
-	"directory; without, files are replaced atomically and mm-PID.img.orig is kept.")
+	"Make every AIO ring of a CRIU dump restorable by CRIU on the target host (this one unless " ..
+	"told): aio_ring_entry.nr_req becomes the smallest io_setup n that rebuilds that ring there, " ..
+	"so CRIU's restore fits fs.aio-max-nr (only those bytes change); a ring smaller than that " ..
+	"host can make (more possible CPUs) grows when the policy's impossible hook says grow: its " ..
+	"VMA end, ring_len and nr_req in the mm image and the header's nr in the saved pages, only " ..
+	"into address space the dump leaves free. With -o the result is a new directory; without, " ..
+	"files are replaced atomically and the first mm-PID.img.orig is kept, so --undo can put the " ..
+	"dump back as CRIU wrote it (and a fixup for another host starts from there).")
 parser:argument("dir", "CRIU dump directory")
 parser:option("-o --output", "write the fixed dump here (must not exist)")
 parser:flag("--no-backup", "in place: do not keep mm-PID.img.orig")
+parser:flag("--undo", "put back the dump as CRIU wrote it (from mm-PID.img.orig), then stop")
+cmd.policy_option(parser)
 hostmodel.options(parser)
 local args = parser:parse({ ... })
 
+local policy, perr = cmd.load_policy(args)
+if not policy then return cmd.fail("criu-fixup", perr, 2) end
+if args.undo then
+	local back, uerr = criu.undo(args.dir)
+	if not back then return cmd.fail("criu-fixup", uerr) end
+	print(#back == 0 and "nothing to undo in " .. args.dir or
+		string.format("put back %s from .orig", table.concat(back, ", ")))
+	return 0
+end
 local host, herr = hostmodel.from_args(args)
 if not host then return cmd.fail("criu-fixup", herr) end
 local procs, err = criu.read(args.dir)
 if not procs then return cmd.fail("criu-fixup", err) end
-local changes, ferr = criu.fixup(args.dir, procs, host, args.output, args.no_backup)
+local changes, ferr = criu.fixup(args.dir, procs, host, args.output, args.no_backup, nil, policy)
 if not changes then return cmd.fail("criu-fixup", ferr) end
 for _, c in ipairs(changes) do
-	print(string.format("pid %d ring 0x%x: nr_req %d -> %d", c.pid, c.addr, c.from, c.to))
+	print(string.format("pid %d ring 0x%x: nr_req %d -> %d%s", c.pid, c.addr, c.from, c.to,
+		c.grown_to and string.format(", grown from %d to %d bytes", c.grown_from, c.grown_to) or ""))
 end
 print("written to " .. (args.output or args.dir))
 return 0

@@ -81,46 +81,95 @@ local function read_file(path)
 end
 
 
--- The n io_setup gets for ring c on host: the n recorded at dump when it
--- makes the same ring there (the process's aio-nr share as before), else
--- the smallest n that does.
-local function n_for(c, model, recorded)
-	local g = recorded and core.geometry(recorded, model)
-	if g and g.ring_len == c.ring.ring_len then return recorded end
-	return core.min_n(c.ring.ring_len, model)
+-- The plan for one process's rings on host (aiotk.plan, the same
+-- decisions as an aiotk restore): the n recorded at dump where it makes
+-- the same ring there, else the smallest n that does; a ring this host
+-- cannot make that small grows when the policy's impossible hook says so.
+-- CRIU restores every ring, so a ring the policy skips is an error.
+local function proc_plan(p, host, policy, recorded)
+	local rings = {}
+	for _, c in ipairs(p.rings) do
+		local n = recorded and recorded(p.pid, c.ring.addr)
+		if n then c.ring:note_kernel { n = n } end
+		rings[#rings + 1] = c.ring
+	end
+	local plan = plans.make(rings, host, policy)
+	local by = {}
+	for _, s in ipairs(plan.steps) do by[s.addr] = s end
+	for _, c in ipairs(p.rings) do
+		local s = by[c.ring.addr]
+		local why = not s and "the policy's filter leaves it out" or s.action == "skip" and
+			"the policy's impossible hook skips it" or s.action == "fail" and s.reason
+		if why then
+			return nil, string.format("%s: ring 0x%x cannot be restored by CRIU on %s: %s%s", p.mm_path,
+				c.ring.addr, host.name, why, s and s.action == "skip" and
+				" (CRIU restores every ring of a process)" or ""), "impossible"
+		end
+	end
+	return by
 end
 
--- New mm file contents for every process: nr_req = n_for each ring;
--- recorded(pid, addr) gives the n recorded at dump, if any.
-local function patched_mm(procs, host, recorded)
-	local model = hostmodel.model(host)
-	local out, changes = {}, {}
+-- What a grown ring's saved header needs: nr for its new length, at
+-- header_off of the pages file `pages` (a name inside the dump). The pages
+-- file is only ever patched in place there; undo() puts nr back.
+local function header_change(c, new_len)
+	return { pages = c.pages_path:match("[^/]+$"), header_off = c.header_off, addr = c.ring.addr,
+		nr = (new_len - 32) / 32 }
+end
+
+local function set_headers(dir, headers)
+	for _, h in ipairs(headers) do
+		local ok, err = core.criu_set_header_nr(dir .. "/" .. h.pages, h.header_off, h.addr, h.nr)
+		if not ok then return nil, err end
+	end
+	return true
+end
+
+-- New mm file contents for every process, following each ring's plan
+-- step; recorded(pid, addr) gives the n recorded at dump, if any.
+local function patched_mm(procs, host, recorded, policy)
+	policy = policy or require("aiotk.policy").load(nil, aiotk.search_dirs)
+	local out, changes, headers = {}, {}, {}
 	for _, p in ipairs(procs) do
 		local bytes, err = read_file(p.mm_path)
 		if not bytes then return nil, err end
+		local steps, perr, pcode = proc_plan(p, host, policy, recorded)
+		if not steps then return nil, perr, pcode end
+		-- grow first: it re-encodes the entry, so nr_req offsets move
 		for _, c in ipairs(p.rings) do
-			local n, why = n_for(c, model, recorded and recorded(p.pid, c.ring.addr))
-			if not n then
-				return nil, string.format("%s: ring 0x%x cannot be rebuilt on %s: %s", p.mm_path,
-					c.ring.addr, host.name, why), "impossible"
+			local s = steps[c.ring.addr]
+			if s.action == "grow" then
+				local gerr
+				bytes, gerr = core.criu_grow(bytes, p.mm_path, c.ring.addr, s.grow_to, s.n)
+				if not bytes then return nil, gerr, "occupied" end
+				headers[#headers + 1] = header_change(c, s.grow_to)
+				changes[#changes + 1] = { pid = p.pid, addr = c.ring.addr, from = c.nr_req, to = s.n,
+					grown_from = c.ring.ring_len, grown_to = s.grow_to }
 			end
-			local perr
-			bytes, perr = core.criu_patch(bytes, c.nr_req_off, c.nr_req_len, n)
-			if not bytes then return nil, p.mm_path .. ": " .. perr end
-			changes[#changes + 1] = { pid = p.pid, addr = c.ring.addr, from = c.nr_req, to = n }
+		end
+		local again = assert(core.criu_decode_mm(bytes, p.mm_path))
+		for i, c in ipairs(p.rings) do
+			local s = steps[c.ring.addr]
+			if s.action == "exact" then
+				local at = again[i]
+				local perr2
+				bytes, perr2 = core.criu_patch(bytes, at.nr_req_off, at.nr_req_len, s.n)
+				if not bytes then return nil, p.mm_path .. ": " .. perr2 end
+				changes[#changes + 1] = { pid = p.pid, addr = c.ring.addr, from = c.nr_req, to = s.n }
+			end
 		end
 		out[p.mm_path:match("[^/]+$")] = bytes
 	end
-	return out, changes
+	return out, changes, headers
 end
 
 -- Rewrite nr_req in dir (keeping mm-PID.img.orig unless no_backup) or
 -- into a new directory out (dir untouched). Written atomically. An existing
 -- .orig is kept as it is: it holds the dump as CRIU wrote it, so fixing
 -- again (for another host) starts from the same facts and can be undone.
-function M.fixup(dir, procs, host, out, no_backup, recorded)
-	local mm, changes, code = patched_mm(procs, host, recorded)
-	if not mm then return nil, changes, code end
+function M.fixup(dir, procs, host, out, no_backup, recorded, policy)
+	local mm, changes, headers = patched_mm(procs, host, recorded, policy)
+	if not mm then return nil, changes, headers end
 	if out then
 		if io.open(out) then return nil, out .. " exists; choose a new output directory" end
 		local tmp = out .. ".tmp" .. tostring(os.time())
@@ -133,20 +182,65 @@ function M.fixup(dir, procs, host, out, no_backup, recorded)
 			local ok, err = core.write_atomic(tmp .. "/" .. name, bytes)
 			if not ok then core.remove_tree(tmp) return nil, err end
 		end
+		local hok, herr = set_headers(tmp, headers)
+		if not hok then core.remove_tree(tmp) return nil, herr end
 		local ok, err = os.rename(tmp, out)
 		if not ok then core.remove_tree(tmp) return nil, err end
 		return changes
 	end
-	for name, bytes in pairs(mm) do
+	for name in pairs(mm) do
 		local path = dir .. "/" .. name
 		if not no_backup and not read_file(path .. ".orig") then
 			local ok, err = core.write_atomic(path .. ".orig", assert(read_file(path)))
 			if not ok then return nil, err end
 		end
-		local ok, err = core.write_atomic(path, bytes)
+	end
+	local hok, herr = set_headers(dir, headers)
+	if not hok then return nil, herr end
+	for name, bytes in pairs(mm) do
+		local ok, err = core.write_atomic(dir .. "/" .. name, bytes)
 		if not ok then return nil, err end
 	end
 	return changes
+end
+
+-- Put back what fixup changed in dir, from each mm-PID.img.orig: the mm
+-- images, and the saved header nr of rings it grew. Returns the names of
+-- the mm images put back (none when nothing was changed).
+function M.undo(dir)
+	local names, lerr = core.listdir(dir)
+	if not names then return nil, lerr end
+	local origs = {}
+	for _, name in ipairs(names) do
+		local mm = name:match("^(mm%-%d+%.img)%.orig$")
+		if mm then origs[mm] = dir .. "/" .. name end
+	end
+	if not next(origs) then return {} end
+	local procs, err = M.read(dir)
+	if not procs then return nil, err end
+	local put_back = {}
+	for _, p in ipairs(procs) do
+		local name = p.mm_path:match("[^/]+$")
+		local orig = origs[name] and assert(read_file(origs[name]))
+		if orig then
+			local rings, derr = core.criu_decode_mm(orig, origs[name])
+			if not rings then return nil, derr end
+			local now = {}
+			for _, c in ipairs(p.rings) do now[c.ring.addr] = c end
+			for _, o in ipairs(rings) do
+				local c = now[o.addr]
+				if c and c.ring.ring_len ~= o.ring_len then
+					local ok, herr = core.criu_set_header_nr(c.pages_path, c.header_off, o.addr,
+						(o.ring_len - 32) / 32)
+					if not ok then return nil, herr end
+				end
+			end
+			local ok, werr = core.write_atomic(p.mm_path, orig)
+			if not ok then return nil, werr end
+			put_back[#put_back + 1] = name
+		end
+	end
+	return put_back
 end
 
 return M

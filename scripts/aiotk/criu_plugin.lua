@@ -47,6 +47,9 @@ end
 
 -- nr_req of every ring: the recorded n where it makes the same ring here.
 local function fix_images()
+	-- from the dump as CRIU wrote it, whatever host an earlier fixup was for
+	local back, uerr = criu.undo(state.dir)
+	if not back then return nil, uerr end
 	local procs, err = criu.read(state.dir)
 	if not procs then
 		-- no mm images (not a dump with processes): nothing of ours
@@ -63,11 +66,13 @@ local function fix_images()
 	local changes, ferr = criu.fixup(state.dir, procs, host, nil, false, function(pid, addr)
 		local r = ring_of(imgs[pid], addr)
 		return r and r.n ~= 0 and r.n or nil
-	end)
+	end, state.policy)
 	if not changes then return nil, ferr end
 	for _, c in ipairs(changes) do
-		logf("info", "pid %d ring 0x%x: nr_req %d -> %d%s", c.pid, c.addr, c.from, c.to,
-			ring_of(imgs[c.pid], c.addr) and ring_of(imgs[c.pid], c.addr).n == c.to and " (recorded at dump)" or "")
+		local r = ring_of(imgs[c.pid], c.addr)
+		logf("info", "pid %d ring 0x%x: nr_req %d -> %d%s%s", c.pid, c.addr, c.from, c.to,
+			r and r.n == c.to and " (recorded at dump)" or "",
+			c.grown_to and string.format(", grown from %d to %d bytes", c.grown_from, c.grown_to) or "")
 	end
 	return true
 end

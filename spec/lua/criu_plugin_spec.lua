@@ -54,8 +54,9 @@ end
 local EMPTY = os.tmpname()
 os.remove(EMPTY)
 core.mkdir(EMPTY)
-local function criu(args, plugin)
-	return sh(string.format("%s %s -L %s -v4 -o criu.log", CRIU, args, plugin and PLUGIN_DIR or EMPTY))
+local function criu(args, plugin, env)
+	return sh(string.format("%s %s %s -L %s -v4 -o criu.log", env or "", CRIU, args,
+		plugin and PLUGIN_DIR or EMPTY))
 end
 
 -- Ask a (restored) workload to verify itself; its verdict line.
@@ -133,5 +134,49 @@ describe("real CRIU with aiotk's plugin", function()
 				assert.are.equal("VERIFY FAIL: the POLL in flight at dump never completed", v)
 			end
 		end
+	end)
+
+	it("fails the dump, naming ring, count and kind, when the policy says a request may not be lost", function()
+		if not need_criu() then return end
+		local img = dir .. "/img"
+		assert(core.mkdir(img))
+		helper.write(dir .. "/p.lua", [[return { in_flight = function() return "fail" end }]])
+		local out = dir .. "/w.out"
+		local pid = detached_workload("--ring 1:15:10:0 --pending", out)
+		pids[#pids + 1] = pid
+		local ok = criu("dump -t " .. pid .. " -D " .. img, true, "AIOTK_POLICY=" .. dir .. "/p.lua")
+		assert.is_false(ok)
+		local log = helper.slurp(img .. "/criu.log")
+		assert.matches("aiotk: ring 0x%x+: 1 request%(s%) in flight %(0 that finish on their own.-1 " ..
+			"cancellable.-%(policy in_flight: fail%)", log)
+		assert.matches("Dumping FAILED", log)
+		-- CRIU let it go, unharmed: it still verifies itself, its POLL included
+		assert.are.equal("VERIFY OK 1 rings", verdict(pid, out))
+	end)
+
+	it("restores a ring grown in the images for a host with 16 possible CPUs: longer ring, same head, tail, events", function()
+		if not need_criu() then return end
+		local img = dir .. "/img"
+		assert(core.mkdir(img))
+		helper.write(dir .. "/grow.lua", [[return { impossible = function() return "grow" end }]])
+		local out = dir .. "/w.out"
+		-- --gap: the page after the ring is free, so it has room to grow
+		local pid = detached_workload("--allow-grow --gap --ring 1:3:1:0", out)
+		pids[#pids + 1] = pid
+		assert(criu("dump -t " .. pid .. " -D " .. img))
+		assert(gone(pid))
+		local code, o, err = helper.run("criu-fixup " .. img .. " --cpus 16 --policy " .. dir .. "/grow.lua")
+		assert.are.equal(0, code, err)
+		assert.matches("nr_req 62 %-> 1, grown from 4096 to 8192 bytes", o)
+		local doc = json.decode((select(2, helper.run("show --criu --json " .. img))))
+		local r = doc.rings[1]
+		assert.are.same({ 8192, 255, 1, 3, 2 }, { r.ring_len, r.nr, r.head, r.tail, #r.events })
+		-- then for this host (2 CPUs): the grown ring keeps its length, nr_req fits it here
+		code, o, err = helper.run("criu-fixup " .. img)
+		assert.are.equal(0, code, err)
+		assert.matches("nr_req 1 %-> 63", o)
+		local ok, ro = criu("restore -d -D " .. img)
+		assert(ok, "criu restore: " .. ro .. helper.slurp(img .. "/criu.log"):sub(-3000))
+		assert.are.equal("VERIFY OK 1 rings", verdict(pid, out))
 	end)
 end)

@@ -163,6 +163,27 @@ describe("CRIU dumps", function()
 		assert.are.equal(0, code, err)
 		assert.are.equal(orig, slurp(d .. "/mm-2368.img.orig"))
 		assert.are.equal(63, assert(criu.read(d))[1].rings[1].nr_req)
+		-- a second fixup (another host) keeps the first original; --undo puts it back
+		assert.are.equal(0, (run("criu-fixup " .. d .. " --cpus 4")))
+		assert.are.equal(orig, slurp(d .. "/mm-2368.img.orig"))
+		assert.are.equal(0, (run("criu-fixup --undo " .. d)))
+		assert.are.equal(orig, slurp(d .. "/mm-2368.img"))
+	end)
+
+	it("criu-fixup for a host with more CPUs grows a ring only under the grow policy and into free space", function()
+		helper.write(dir .. "/grow.lua", [[return { impossible = function() return "grow" end }]])
+		local d = copy_fixture("nr1", dir)
+		local orig = slurp(d .. "/mm-2289.img")
+		local code, _, err = run("criu-fixup " .. d .. " --cpus 16")
+		assert.are.equal(1, code)
+		assert.matches("ring 0x7fa85395a000 cannot be restored by CRIU on the given host: a 4096%-byte ring " ..
+			"is smaller than the minimum ring on that host %(8192 bytes", err)
+		-- the fixture's ring is followed by a mapping: growing is refused, naming it
+		code, _, err = run("criu-fixup " .. d .. " --cpus 16 --policy " .. dir .. "/grow.lua")
+		assert.are.equal(1, code)
+		assert.matches("ring 0x7fa85395a000 cannot grow to 8192 bytes: the mapping 0x7fa85395b000%-0x7fa85395d000 follows it", err)
+		assert.are.equal(orig, slurp(d .. "/mm-2289.img"))
+		assert.is_nil(io.open(d .. "/mm-2289.img.orig"))
 	end)
 
 	it("refuses bad dumps with the file and what is wrong", function()
