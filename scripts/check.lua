@@ -10,7 +10,9 @@ local parser = argparse("aiotk check",
 	"For every ring of an aiotk image (-D) or a CRIU dump (--criu), say whether and how it " ..
 	"restores on a host (this one unless told): exactly with which io_setup n, grown in " ..
 	"place by how many bytes, or why not, as the policy decides. For CRIU dumps also " ..
-	"whether CRIU's own restore would. Exit 0: every ring restores exactly; 3: restorable " ..
+	"whether CRIU's own restore would, and CRIU's restore with aiotk's plugin (aiotk_criu.so: " ..
+	"nr_req set to the n recorded at dump or the smallest n, rings grown in the images where " ..
+	"the policy says so and the dump leaves room). Exit 0: every ring restores exactly; 3: restorable " ..
 	"under the policy (grow, skip, raise aio-max-nr); 4: a restore would fail.")
 parser:mutex(parser:option("-D --dir", "aiotk image directory"),
 	parser:option("--criu", "CRIU dump directory"))
@@ -41,7 +43,9 @@ else
 			rings[#rings + 1] = c.ring
 			nr_req[c.ring.addr] = c.nr_req
 		end
-		units[#units + 1] = { pid = p.pid, rings = rings, nr_req = nr_req, criu = criu.criu_verdicts(p, host) }
+		local with, with_budget = criu.plugin_verdicts(p, host, policy, criu.recorded(args.criu))
+		units[#units + 1] = { pid = p.pid, rings = rings, nr_req = nr_req, criu = criu.criu_verdicts(p, host),
+			plugin = with, plugin_budget = with_budget }
 	end
 end
 
@@ -55,7 +59,8 @@ for _, u in ipairs(units) do
 		rows[#rows + 1] = { pid = u.pid, addr = string.format("0x%x", st.addr), ring_len = st.ring_len,
 			events = st.events, action = st.action, exact = st.action == "exact", n = st.n,
 			grow_to = st.grow_to, grow_bytes = st.grow_bytes, reason = st.reason, aiotk = plans.describe(st),
-			nr_req = u.nr_req and u.nr_req[st.addr], criu = u.criu and u.criu[st.addr] }
+			nr_req = u.nr_req and u.nr_req[st.addr], criu = u.criu and u.criu[st.addr],
+			criu_with_plugin = u.plugin and u.plugin[st.addr] }
 	end
 end
 
@@ -68,6 +73,7 @@ for _, r in ipairs(rows) do
 	print(string.format("ring %s (%d bytes, %d events%s): aiotk %s", r.addr, r.ring_len, r.events,
 		r.pid and (", pid " .. r.pid) or "", r.aiotk))
 	if r.criu then print(string.format("    CRIU (nr_req %d): %s", r.nr_req, r.criu)) end
+	if r.criu_with_plugin then print("    CRIU with aiotk's plugin: " .. r.criu_with_plugin) end
 end
 for _, b in ipairs(budgets) do
 	print(string.format("budget%s: needs %d of fs.aio-max-nr, %d free%s", b.pid and (" (pid " .. b.pid .. ")") or "",

@@ -85,7 +85,7 @@ end
 -- decisions as an aiotk restore): the n recorded at dump where it makes
 -- the same ring there, else the smallest n that does; a ring this host
 -- cannot make that small grows when the policy's impossible hook says so.
--- CRIU restores every ring, so a ring the policy skips is an error.
+-- Returns the steps by ring address and the budget.
 local function proc_plan(p, host, policy, recorded)
 	local rings = {}
 	for _, c in ipairs(p.rings) do
@@ -96,17 +96,20 @@ local function proc_plan(p, host, policy, recorded)
 	local plan = plans.make(rings, host, policy)
 	local by = {}
 	for _, s in ipairs(plan.steps) do by[s.addr] = s end
-	for _, c in ipairs(p.rings) do
-		local s = by[c.ring.addr]
-		local why = not s and "the policy's filter leaves it out" or s.action == "skip" and
-			"the policy's impossible hook skips it" or s.action == "fail" and s.reason
-		if why then
-			return nil, string.format("%s: ring 0x%x cannot be restored by CRIU on %s: %s%s", p.mm_path,
-				c.ring.addr, host.name, why, s and s.action == "skip" and
-				" (CRIU restores every ring of a process)" or ""), "impossible"
-		end
-	end
-	return by
+	return by, plan.budget
+end
+
+-- Why CRIU cannot restore ring c under step s, or nil. CRIU restores
+-- every ring, so a ring the policy leaves out or skips cannot be.
+local function refusal(s)
+	if not s then return "the policy's filter leaves it out (CRIU restores every ring of a process)" end
+	if s.action == "skip" then return "the policy's impossible hook skips it (CRIU restores every ring)" end
+	if s.action == "fail" then return s.reason end
+end
+
+local function refused(p, c, host, why)
+	return string.format("%s: ring 0x%x cannot be restored by CRIU on %s: %s", p.mm_path, c.ring.addr,
+		host.name, why)
 end
 
 -- What a grown ring's saved header needs: nr for its new length, at
@@ -133,8 +136,11 @@ local function patched_mm(procs, host, recorded, policy)
 	for _, p in ipairs(procs) do
 		local bytes, err = read_file(p.mm_path)
 		if not bytes then return nil, err end
-		local steps, perr, pcode = proc_plan(p, host, policy, recorded)
-		if not steps then return nil, perr, pcode end
+		local steps = proc_plan(p, host, policy, recorded)
+		for _, c in ipairs(p.rings) do
+			local why = refusal(steps[c.ring.addr])
+			if why then return nil, refused(p, c, host, why), "impossible" end
+		end
 		-- grow first: it re-encodes the entry, so nr_req offsets move
 		for _, c in ipairs(p.rings) do
 			local s = steps[c.ring.addr]
@@ -161,6 +167,57 @@ local function patched_mm(procs, host, recorded, policy)
 		out[p.mm_path:match("[^/]+$")] = bytes
 	end
 	return out, changes, headers
+end
+
+-- The n recorded at dump by aiotk's CRIU plugin (DIR/aiotk-PID images),
+-- as recorded(pid, addr) for fixup and plugin_verdicts.
+M.PREFIX = "aiotk-"
+
+function M.plugin_images(dir)
+	local out = {}
+	for _, name in ipairs(core.listdir(dir) or {}) do
+		local pid = name:sub(1, #M.PREFIX) == M.PREFIX and tonumber(name:sub(#M.PREFIX + 1):match("^%d+$"))
+		local img = pid and aiotk.read_image(dir .. "/" .. name)
+		if img then out[pid] = img end
+	end
+	return out
+end
+
+function M.ring_of(img, addr)
+	for _, r in ipairs(img and img:rings() or {}) do
+		if r.addr == addr then return r end
+	end
+end
+
+function M.recorded(dir)
+	local imgs = M.plugin_images(dir)
+	return function(pid, addr)
+		local r = M.ring_of(imgs[pid], addr)
+		return r and r.n ~= 0 and r.n or nil
+	end
+end
+
+-- What CRIU's restore with aiotk's plugin does on host, per ring of one
+-- process: { [addr] = verdict }, and the budget its io_setup calls need.
+function M.plugin_verdicts(p, host, policy, recorded)
+	local steps, budget = proc_plan(p, host, policy, recorded)
+	local bytes = read_file(p.mm_path)
+	local out = {}
+	for _, c in ipairs(p.rings) do
+		local s = steps[c.ring.addr]
+		local why = refusal(s)
+		if not why and s.action == "grow" then
+			local ok, gerr = core.criu_grow(bytes, p.mm_path, c.ring.addr, s.grow_to, s.n)
+			why = not ok and gerr:gsub("^[^:]*: ", "") or nil
+		end
+		if not why and budget.action == "fail" then
+			why = string.format("its io_setup calls need %d of fs.aio-max-nr, %d free", budget.needed, budget.free)
+		end
+		out[c.ring.addr] = why and ("fails: " .. why) or string.format("ok: io_setup(%d)%s%s", s.n,
+			recorded and recorded(p.pid, c.ring.addr) == s.n and " (recorded at dump)" or "",
+			s.action == "grow" and string.format(", grown to %d bytes in the images", s.grow_to) or "")
+	end
+	return out, budget
 end
 
 -- Rewrite nr_req in dir (keeping mm-PID.img.orig unless no_backup) or

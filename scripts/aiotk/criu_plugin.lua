@@ -20,7 +20,7 @@ local criu = require "aiotk.criu"
 local M = {}
 
 M.STAGES = { [0] = "dump", [1] = "pre-dump", [2] = "restore" }
-M.PREFIX = "aiotk-" -- DIR/aiotk-PID: aiotk's image of process PID
+M.PREFIX = criu.PREFIX -- DIR/aiotk-PID: aiotk's image of process PID
 
 local state = { log = function() end }
 
@@ -28,22 +28,8 @@ local function logf(level, fmt, ...) state.log(level, string.format(fmt, ...)) e
 
 function M.image_dir(pid) return state.dir .. "/" .. M.PREFIX .. pid end
 
--- The aiotk images of this dump, by pid.
-local function images()
-	local out = {}
-	for _, name in ipairs(core.listdir(state.dir) or {}) do
-		local pid = name:sub(1, #M.PREFIX) == M.PREFIX and tonumber(name:sub(#M.PREFIX + 1):match("^%d+$"))
-		local img = pid and aiotk.read_image(state.dir .. "/" .. name)
-		if img then out[pid] = img end
-	end
-	return out
-end
-
-local function ring_of(img, addr)
-	for _, r in ipairs(img and img:rings() or {}) do
-		if r.addr == addr then return r end
-	end
-end
+local function images() return criu.plugin_images(state.dir) end
+local ring_of = criu.ring_of
 
 -- nr_req of every ring: the recorded n where it makes the same ring here.
 local function fix_images()
@@ -63,10 +49,8 @@ local function fix_images()
 	local imgs = images()
 	local host = assert(aiotk.host())
 	host.name = "this host"
-	local changes, ferr = criu.fixup(state.dir, procs, host, nil, false, function(pid, addr)
-		local r = ring_of(imgs[pid], addr)
-		return r and r.n ~= 0 and r.n or nil
-	end, state.policy)
+	local changes, ferr = criu.fixup(state.dir, procs, host, nil, false, criu.recorded(state.dir),
+		state.policy)
 	if not changes then return nil, ferr end
 	for _, c in ipairs(changes) do
 		local r = ring_of(imgs[c.pid], c.addr)

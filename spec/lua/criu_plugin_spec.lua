@@ -99,6 +99,15 @@ describe("real CRIU with aiotk's plugin", function()
 			assert(ok, "criu dump: " .. o .. "\n" .. helper.slurp(img .. "/criu.log"):sub(-3000))
 			assert(gone(pid), "the dumped process is still there")
 			assert(helper.wait_until(function() return core.aio_nr() == 0 end, 5000))
+			if plugin then
+				-- check says so before anything is restored
+				local code, co = helper.run("check --json --criu " .. img)
+				assert.are.equal(0, code, co)
+				local doc = json.decode(co)
+				local big = doc.rings[1].ring_len > 4096 and doc.rings[1] or doc.rings[2]
+				assert.matches("^fails: its io_setup calls need 65660 of fs.aio%-max%-nr", big.criu)
+				assert.are.equal("ok: io_setup(65535) (recorded at dump)", big.criu_with_plugin)
+			end
 			ok, o = criu("restore -d -D " .. img, plugin)
 			local log = helper.slurp(img .. "/criu.log")
 			if not plugin then

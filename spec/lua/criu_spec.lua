@@ -102,13 +102,23 @@ describe("CRIU dumps", function()
 		assert.are.equal(0, code)
 		local doc = json.decode(out)
 		assert.matches("4410 of fs.aio%-max%-nr", doc.rings[1].criu)
+		assert.are.equal("ok: io_setup(4095)", doc.rings[1].criu_with_plugin)
 		assert.is_true(doc.rings[1].exact)
 		-- neither fits 4000: restore would fail (4), unless the policy raises it (3)
 		code, out = run("check --criu " .. FIX .. "/multi --aio-max-nr 4000")
 		assert.are.equal(4, code)
 		assert.matches("needs 4223 of fs.aio%-max%-nr, 4000 free", out)
+		assert.matches("CRIU with aiotk's plugin: fails: its io_setup calls need 4223 of fs.aio%-max%-nr, 4000 free", out)
 		code = run("check --criu " .. FIX .. "/multi --aio-max-nr 4000 --policy scripts/examples/raise-budget.lua")
 		assert.are.equal(3, code)
+		-- more CPUs: the plugin grows a ring only where the dump leaves room
+		helper.write(dir .. "/grow.lua", [[return { impossible = function() return "grow" end }]])
+		code, out = run("check --criu " .. FIX .. "/multi --cpus 16 --json --policy " .. dir .. "/grow.lua")
+		doc = json.decode(out)
+		assert.are.same({ "ok: io_setup(4095)", "ok: io_setup(127)" },
+			{ doc.rings[1].criu_with_plugin, doc.rings[2].criu_with_plugin })
+		assert.matches("^fails: ring 0x7f6695fe4000 cannot grow to 8192 bytes: the mapping 0x7f6695fe5000%-0x7f6695fe7000 follows it",
+			doc.rings[3].criu_with_plugin)
 	end)
 
 	it("imports a fixture and restores it into a live workload that verifies it", function()
