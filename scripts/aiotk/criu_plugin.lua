@@ -126,4 +126,72 @@ function M.resume(pid)
 	return true
 end
 
+-- ---- the action-script path (criu --action-script aiotk-criu-hook) ----
+-- For users who cannot install the plugin. At pre-restore it does the
+-- plugin's restore-side rewrite. At post-dump CRIU has saved the memory
+-- but the tasks are still frozen: it records each ring's n from the kernel
+-- view (beside CRIU's images, for pre-restore) and finds requests the
+-- image lacks: still in flight, or completed after CRIU read the ring
+-- (live tail past the saved one). It cannot wait or capture any more, so
+-- such a dump fails (CRIU then lets the tasks run on) unless the policy's
+-- in_flight hook answers "record".
+
+-- Requests CRIU's image of ring c lacks, from the kernel context k.
+local function lost(c, k)
+	local landed = (k.kernel_tail - c.ring.tail) % c.ring.nr
+	return (k.in_flight or 0) + landed, landed
+end
+
+local function post_dump()
+	local procs, err = criu.read(state.dir)
+	if not procs then return nil, err end
+	local kernel = require "aiotk.kernel"
+	local failures = {}
+	for _, p in ipairs(procs) do
+		local kv, why = #p.rings > 0 and kernel.read(p.pid)
+		if #p.rings > 0 and not kv then
+			logf("warn", "process %d: no kernel view (%s): %s", p.pid, why, kernel.WITHOUT)
+		elseif kv then
+			local img = assert(core.image())
+			img.pid = p.pid
+			for _, c in ipairs(p.rings) do
+				local k = kv[c.ring.addr]
+				if k then
+					c.ring:note_kernel { n = k.n }
+					local count, landed = lost(c, k)
+					if count > 0 then
+						local what = string.format("process %d ring 0x%x: %d request(s) not in CRIU's image " ..
+							"(%d completed after CRIU read the ring, %d still in flight)", p.pid, c.ring.addr,
+							count, landed, k.in_flight or 0)
+						local answer = state.policy.in_flight(c.ring, { pid = p.pid, hook = "post-dump",
+							kernel_view = true, in_flight = { { ring = c.ring, addr = c.ring.addr, count = count } } })
+						if answer == "record" then
+							logf("warn", "%s; recorded (policy in_flight: record)", what)
+						else
+							failures[#failures + 1] = what .. "; the action script cannot wait for or capture " ..
+								"them once the memory is saved (aiotk's CRIU plugin can), so the dump fails"
+						end
+					end
+				end
+				img:add(c.ring)
+			end
+			local ok, werr = img:write(M.image_dir(p.pid))
+			if not ok then return nil, werr end
+			logf("info", "process %d: io_setup's n of %d ring(s) recorded in %s", p.pid, #p.rings,
+				M.image_dir(p.pid))
+		end
+	end
+	if #failures > 0 then return nil, table.concat(failures, "; ") end
+	return true
+end
+
+-- CRIU's action-script call: action is $CRTOOLS_SCRIPT_ACTION.
+function M.action(action, dir, log, shipped)
+	local stage = action == "post-dump" and 0 or action == "pre-restore" and 2 or nil
+	if not stage then return "none" end
+	local ok, err = M.init(stage, dir, log, shipped)
+	if not ok or ok == "none" or stage == 2 then return ok, err end
+	return post_dump()
+end
+
 return M

@@ -58,6 +58,7 @@ local function criu(args, plugin, env)
 	return sh(string.format("%s %s %s -L %s -v4 -o criu.log", env or "", CRIU, args,
 		plugin and PLUGIN_DIR or EMPTY))
 end
+local HOOK = PLUGIN_DIR:gsub("/criu$", "") .. "/aiotk-criu-hook"
 
 -- Ask a (restored) workload to verify itself; its verdict line.
 local function verdict(pid, out)
@@ -187,5 +188,37 @@ describe("real CRIU with aiotk's plugin", function()
 		local ok, ro = criu("restore -d -D " .. img)
 		assert(ok, "criu restore: " .. ro .. helper.slurp(img .. "/criu.log"):sub(-3000))
 		assert.are.equal("VERIFY OK 1 rings", verdict(pid, out))
+	end)
+
+	it("the action-script path: n recorded at post-dump, nr_req rewritten at pre-restore, lost requests fail the dump", function()
+		if not need_criu() then return end
+		local img = dir .. "/img"
+		assert(core.mkdir(img))
+		local out = dir .. "/w.out"
+		local pid = detached_workload("--ring 64:3:1:0 --ring 100:5:0:0", out)
+		pids[#pids + 1] = pid
+		local before = assert(core.aio_nr())
+		local ok, o = criu("dump -t " .. pid .. " -D " .. img .. " --action-script " .. HOOK)
+		assert(ok, o .. helper.slurp(img .. "/criu.log"):sub(-2000))
+		assert.matches("aiotk: process %d+: io_setup's n of 2 ring%(s%) recorded", helper.slurp(img .. "/criu.log"))
+		assert(gone(pid))
+		ok, o = criu("restore -d -D " .. img .. " --action-script " .. HOOK)
+		local log = helper.slurp(img .. "/criu.log")
+		assert(ok, o .. log:sub(-3000))
+		assert.matches("nr_req 126 %-> 64 %(recorded at dump%)", log)
+		assert.matches("nr_req 126 %-> 100 %(recorded at dump%)", log)
+		assert.are.equal(before, (core.aio_nr()), "the same share of fs.aio-nr as before the dump")
+		assert.are.equal("VERIFY OK 2 rings", verdict(pid, out))
+		-- a POLL in flight is not in CRIU's image: the hook fails the dump and the process runs on
+		local img2 = dir .. "/img2"
+		assert(core.mkdir(img2))
+		local out2 = dir .. "/w2.out"
+		local pid2 = detached_workload("--ring 1:15:10:0 --pending", out2)
+		pids[#pids + 1] = pid2
+		ok = criu("dump -t " .. pid2 .. " -D " .. img2 .. " --action-script " .. HOOK)
+		assert.is_false(ok)
+		assert.matches("ring 0x%x+: 1 request%(s%) not in CRIU's image %(0 completed after CRIU read the ring, " ..
+			"1 still in flight%).-the dump fails", helper.slurp(img2 .. "/criu.log"))
+		assert.are.equal("VERIFY OK 1 rings", verdict(pid2, out2))
 	end)
 end)
