@@ -1,15 +1,20 @@
 -- Where aiotk finds commands, policies and modules: $AIOTK_PATH (colon-
--- separated), the user's ~/.config/aiotk/scripts, then the shipped
--- scripts, in that order, so a user overrides a command or a policy
--- without touching the install. The command line and the CRIU plugin
--- both start here.
+-- separated), the user's ~/.config/aiotk/scripts, the machine's /etc/aiotk
+-- (where a container host puts the policy CRIU's plugin follows, since
+-- runc and Podman do not pass a user's environment to CRIU), then the
+-- shipped scripts, in that order, so a user overrides a command or a
+-- policy without touching the install. The command line and the CRIU
+-- plugin both start here.
 local M = {}
+
+M.SYSTEM = "/etc/aiotk"
 
 function M.dirs(shipped)
 	local dirs = {}
 	for d in (os.getenv("AIOTK_PATH") or ""):gmatch("[^:]+") do dirs[#dirs + 1] = d end
 	local home = os.getenv("HOME")
 	if home then dirs[#dirs + 1] = home .. "/.config/aiotk/scripts" end
+	dirs[#dirs + 1] = M.SYSTEM
 	dirs[#dirs + 1] = shipped
 	return dirs
 end
