@@ -5,39 +5,12 @@ local helper = require "helper"
 local core = require "aiotk.core"
 local json = require "dkjson"
 
+local C = require "criu_helper"
+local gone, criu, HOOK = C.gone, C.criu, C.HOOK
 local sh = helper.sh
 
--- The criu binary: $AIOTK_CRIU, else the shared build script (quick once
--- built), else nil and why.
-local function find_criu()
-	local env = os.getenv("AIOTK_CRIU")
-	if env and env ~= "" then return env end
-	local script = (os.getenv("AIOTK_SHARED") or "../shared") .. "/criu/build-criu"
-	if not core.listdir((script:gsub("/[^/]+$", ""))) then
-		return nil, script .. " not found and AIOTK_CRIU not set"
-	end
-	local ok, out = sh("sh " .. script)
-	local path = out:match("([^\n]+)\n?$")
-	if not ok or not path then return nil, "build-criu failed: " .. out:sub(-400) end
-	return path
-end
-
-local CRIU, WHY = find_criu()
--- Workloads and the processes CRIU restores end up children of this one
--- (not of PID 1, which may never reap them), so their PIDs come free.
-core.subreaper()
-
--- Gone and reaped: CRIU can give its PID to a restored process.
-local function gone(pid)
-	return helper.wait_until(function() return core.reap(pid) and helper.status(pid, "Pid") == nil end, 5000)
-end
--- criu runs in the image directory: the plugin's directory must be absolute.
-local PLUGIN_DIR = (os.getenv("AIOTK_BIN") or "build/aiotk"):gsub("/aiotk$", "") .. "/criu"
-if PLUGIN_DIR:sub(1, 1) ~= "/" then PLUGIN_DIR = os.getenv("PWD") .. "/" .. PLUGIN_DIR end
-
--- A workload outside this process tree (its own session, stdout a file),
--- as CRIU needs: a restored process must not find its PID held by a
--- zombie child of the test.
+-- A workload as CRIU dumps it without --shell-job: in its own session,
+-- stdout a file (restored by path), nothing else inherited.
 local function detached_workload(args, out)
 	local bin = require("aiotk.workload").binary()
 	local ok, o = sh(string.format("setsid %s --tolerate-stop-eintr %s >%s 2>&1 </dev/null & echo $!",
@@ -48,17 +21,6 @@ local function detached_workload(args, out)
 		"workload did not start: " .. helper.slurp(out))
 	return pid
 end
-
--- criu ARGS, with aiotk's plugin or with an empty plugin directory (so
--- that no installed plugin plays a part either way).
-local EMPTY = os.tmpname()
-os.remove(EMPTY)
-core.mkdir(EMPTY)
-local function criu(args, plugin, env)
-	return sh(string.format("%s %s %s -L %s -v4 -o criu.log", env or "", CRIU, args,
-		plugin and PLUGIN_DIR or EMPTY))
-end
-local HOOK = PLUGIN_DIR:gsub("/criu$", "") .. "/aiotk-criu-hook"
 
 -- Ask a (restored) workload to verify itself; its verdict line.
 local function verdict(pid, out)
@@ -80,10 +42,7 @@ describe("real CRIU with aiotk's plugin", function()
 		helper.rmdir(dir)
 	end)
 
-	local function need_criu()
-		if not CRIU then pending("needs CRIU 4.x: " .. WHY) return false end
-		return true
-	end
+	local function need_criu() return C.need(pending) end
 
 	it("restores an io_setup(65535) ring beside an io_setup(1) one under the default fs.aio-max-nr, which plain CRIU cannot", function()
 		if not need_criu() then return end

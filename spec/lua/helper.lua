@@ -137,12 +137,22 @@ local sh = M.sh
 -- A block device whose reads this test can hold in flight: a loop device
 -- over a file of `blocks` 4096-byte blocks (block i filled with byte i+1)
 -- and a blkio (cgroup v1) group limiting its reads (and with writes_too
--- its writes) to `iops` a second. Processes
--- join with `--join d.procs`. d:teardown() removes the group, the loop
--- device and the file; call it on every path (busted's finally).
-function M.throttled_disk(blocks, iops, writes_too)
-	local d = { file = os.tmpname(), cgroup = "/sys/fs/cgroup/blkio/aiotk-spec-" .. core.getpid() }
+-- its writes) to `iops` a second; with_fs, an ext4 on it mounted at d.mnt.
+-- Processes join with `--join d.procs` (or by writing their pid there).
+-- d:teardown() unmounts and removes the group, the loop device and the
+-- file; call it on every path (busted's finally).
+local disks = 0
+
+function M.throttled_disk(blocks, iops, writes_too, with_fs)
+	disks = disks + 1
+	local d = { file = os.tmpname(), cgroup = string.format("/sys/fs/cgroup/blkio/aiotk-spec-%d-%d",
+		core.getpid(), disks) }
 	function d:teardown()
+		if self.mnt then
+			-- its processes were killed; the last one may take a moment to let go
+			M.wait_until(function() return sh("umount " .. self.mnt) end, 5000)
+			os.remove(self.mnt)
+		end
 		if self.dev then sh("losetup -d " .. self.dev) end
 		if self.made then
 			-- its processes were killed; an exiting one leaves it a moment later
@@ -156,6 +166,14 @@ function M.throttled_disk(blocks, iops, writes_too)
 	local ok, out = sh("losetup -f --show " .. d.file)
 	if not ok then d:teardown() error("losetup: " .. out) end
 	d.dev = out:match("(/dev/loop%d+)")
+	if with_fs then
+		-- CRIU restores files by path, not an open block device: a file
+		-- system on the throttled device, mounted for the test
+		local mnt = M.tmpdir()
+		local fok, fout = sh("mkfs.ext4 -q " .. d.dev .. " && mount " .. d.dev .. " " .. mnt)
+		if not fok then os.remove(mnt) d:teardown() error("mkfs/mount: " .. fout) end
+		d.mnt = mnt
+	end
 	local mm = M.slurp("/sys/block/" .. d.dev:match("loop%d+") .. "/dev"):match("(%d+:%d+)")
 	d.made = core.mkdir(d.cgroup)
 	if not d.made then d:teardown() error("cannot make " .. d.cgroup .. " (blkio cgroup v1 needed)") end
