@@ -4,17 +4,42 @@
 #include "lua_aiotk.h"
 
 #include <editline/readline.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
 static lua_State *complete_L;
 static int complete_ref = LUA_NOREF;
 
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+}
+
+/* readline(prompt) -> line; nil at end of input; nil, "interrupt" when
+ * Ctrl-C cancelled the line. SIGINT is caught only while reading (without
+ * SA_RESTART, so libedit's read returns and readline gives up the line);
+ * elsewhere it keeps its meaning. */
 static int l_readline(lua_State *L)
 {
+	struct sigaction sa, old;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_sigint;
+	sigemptyset(&sa.sa_mask);
+	interrupted = 0;
+	sigaction(SIGINT, &sa, &old);
 	char *line = readline(luaL_optstring(L, 1, "> "));
-	if (!line)
-		return 0;
+	sigaction(SIGINT, &old, NULL);
+	if (!line) {
+		if (!interrupted)
+			return 0;
+		lua_pushnil(L);
+		lua_pushliteral(L, "interrupt");
+		return 2;
+	}
 	lua_pushstring(L, line);
 	free(line);
 	return 1;

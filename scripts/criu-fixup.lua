@@ -18,6 +18,7 @@ parser:option("-o --output", "write the fixed dump here (must not exist)")
 parser:flag("--no-backup", "in place: do not keep mm-PID.img.orig")
 parser:flag("--undo", "put back the dump as CRIU wrote it (from mm-PID.img.orig), then stop")
 cmd.policy_option(parser)
+cmd.json_flag(parser)
 hostmodel.options(parser)
 local args = parser:parse({ ... })
 
@@ -36,6 +37,16 @@ local procs, err = criu.read(args.dir)
 if not procs then return cmd.fail("criu-fixup", err) end
 local changes, ferr = criu.fixup(args.dir, procs, host, args.output, args.no_backup, nil, policy)
 if not changes then return cmd.fail("criu-fixup", ferr) end
+if args.json then
+	local aiotk = require "aiotk"
+	local list = aiotk.array()
+	for i, c in ipairs(changes) do
+		list[i] = { pid = c.pid, addr = aiotk.hex(c.addr), nr_req_from = c.from, nr_req_to = c.to,
+			grown_from = c.grown_from, grown_to = c.grown_to }
+	end
+	print(aiotk.json { dir = args.dir, output = args.output or args.dir, changes = list })
+	return 0
+end
 for _, c in ipairs(changes) do
 	print(string.format("pid %d ring 0x%x: nr_req %d -> %d%s", c.pid, c.addr, c.from, c.to,
 		c.grown_to and string.format(", grown from %d to %d bytes", c.grown_from, c.grown_to) or ""))

@@ -16,6 +16,7 @@ parser:flag("--replace", "an AIO ring already at a saved address is moved aside,
 	"an interrupted aiotk left halfway")
 parser:flag("--no-plan", "ignore DIR/plan.json and plan for this host now")
 cmd.policy_option(parser)
+cmd.json_flag(parser)
 local args = parser:parse({ ... })
 aiotk.core.catch_interrupts()
 
@@ -40,6 +41,15 @@ local res, rerr = aiotk.restore_process(args.pid, img:rings(),
 if not res then return fail("process " .. args.pid .. ": " .. rerr) end
 local grown = 0
 for _, r in ipairs(res) do if r.grown then grown = grown + 1 end end
+if args.json then
+	local rings = aiotk.array()
+	for i, r in ipairs(res) do
+		rings[i] = { addr = aiotk.hex(r.ctx), n = r.converge.n, nr = r.converge.nr,
+			io_setup_calls = r.converge.calls, grown = r.grown, resubmitted = r.resubmitted or 0 }
+	end
+	print(aiotk.json { pid = args.pid, dir = args.dir, stopped_ns = res.stopped_ns, rings = rings })
+	return 0
+end
 print(string.format("restored %d ring(s) into process %d%s; stopped %.3f ms", #res, args.pid,
 	grown > 0 and string.format(" (%d grown in place)", grown) or "", res.stopped_ns / 1e6))
 return 0

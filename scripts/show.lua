@@ -5,7 +5,9 @@ local argparse = require "argparse"
 
 local parser = argparse("aiotk show", "Print the rings saved in an aiotk image directory, " ..
 	"or (-p) the rings of a running process as it and the kernel see them, without stopping it.")
-parser:argument("dir", "image directory (holds rings.img), or a CRIU dump with --criu"):args "?"
+parser:argument("dir", "image directory (holds rings.img), a CRIU dump directory (mm-PID.img, " ..
+	"recognised by itself) or one mm-PID.img of it"):args "?"
+parser:option("-D --dir", "the same as the DIR argument", nil, nil, nil, nil):target "dir_opt"
 parser:option("-p --pid", "a running process: its rings and the kernel's view of each " ..
 	"(io_setup's n, the kernel's tail, requests in flight); needs BPF (root)"):convert(cmd.pid)
 parser:flag("--criu", "DIR is a CRIU dump directory: show its AIO rings")
@@ -29,6 +31,11 @@ local function ring_rows(rings)
 	end
 end
 
+if args.dir and args.dir_opt then
+	io.stderr:write("aiotk show: give the directory once (DIR or -D DIR)\n")
+	return 2
+end
+args.dir = args.dir or args.dir_opt
 if (args.pid == nil) == (args.dir == nil) then
 	io.stderr:write("aiotk show: give an image directory or -p PID (one of them)\n")
 	return 2
@@ -45,14 +52,33 @@ if args.pid then
 	return 0
 end
 
+-- A CRIU dump needs no --criu: a directory with mm-PID.img files and no
+-- rings.img, or one mm-PID.img (that process only).
+local only_pid
+do
+	local d, pid = args.dir:match("^(.-)/?mm%-(%d+)%.img$")
+	if pid then
+		args.dir, only_pid, args.criu = d ~= "" and d or ".", tonumber(pid), true
+	elseif not args.criu and not io.open(args.dir .. "/rings.img") then
+		for _, name in ipairs(aiotk.core.listdir(args.dir) or {}) do
+			if name:match("^mm%-%d+%.img$") then args.criu = true break end
+		end
+	end
+end
+
 if args.criu then
 	local criu = require "aiotk.criu"
 	local procs, cerr = criu.read(args.dir)
 	if not procs then
 		return cmd.fail("show", cerr)
 	end
+	if only_pid then
+		local kept = {}
+		for _, p in ipairs(procs) do if p.pid == only_pid then kept[1] = p end end
+		procs = kept
+	end
 	if args.json then
-		print(aiotk.json(criu.table(procs)))
+		print(aiotk.json(criu.table(procs, args.dir)))
 		return 0
 	end
 	local rows = {}

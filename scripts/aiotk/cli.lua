@@ -56,18 +56,25 @@ local function list_commands()
 	return names, seen
 end
 
-local function usage()
-	local names, where = list_commands()
-	io.write([==[
-usage: aiotk [COMMAND [ARGS...]]     run a command (scripts/COMMAND.lua)
-       aiotk FILE.lua [ARGS...]      run a Lua script with `aiotk` loaded
-       aiotk -e 'CODE'               run a chunk
-       aiotk [repl]                  interactive REPL
-       aiotk help COMMAND            a command's options
+local USAGE = [==[
+usage: aiotk [OPTIONS] [COMMAND [ARGS...]]  run a command (scripts/COMMAND.lua)
+       aiotk [OPTIONS] FILE.lua [ARGS...]   run a Lua script with `aiotk` loaded
+       aiotk -e 'CODE'                      run a chunk
+       aiotk [repl]                         interactive REPL (aiotk help repl)
+       aiotk help COMMAND                   a command's options
        aiotk --version
 
+options (before the command):
+  -q, --quiet           only errors on stderr
+  -v, --verbose         also debug lines
+  --log-file FILE       also append every message, timestamped, to FILE
+
 commands:
-]==])
+]==]
+
+local function usage()
+	local names, where = list_commands()
+	io.write(USAGE)
 	for _, n in ipairs(names) do
 		local s = summary(where[n])
 		if s ~= "" then io.write(string.format("  %-12s %s\n", n, s)) end
@@ -96,13 +103,71 @@ local function rest(from)
 	return t
 end
 
+-- Levenshtein distance, for "did you mean".
+local function distance(a, b)
+	local prev = {}
+	for j = 0, #b do prev[j] = j end
+	for i = 1, #a do
+		local cur = { [0] = i }
+		for j = 1, #b do
+			local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
+			cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+		end
+		prev = cur
+	end
+	return prev[#b]
+end
+
+local function no_command(name)
+	local best, bd = nil, 3
+	for _, n in ipairs((list_commands())) do
+		local d = distance(name, n)
+		if d < bd or (d == bd and best and n < best) then best, bd = n, d end
+		if n:sub(1, #name) == name and #name >= 2 and bd > 0 then best, bd = n, 0 end
+	end
+	io.stderr:write("aiotk: no command '", name, "'", best and ("; did you mean '" .. best .. "'?") or "",
+		" (aiotk --help lists them)\n")
+	return 2
+end
+
+-- Options before the command: -q, -v, --log-file FILE. Returns the index
+-- of the first other argument, or nil and a usage message.
+local function global_options()
+	local log = require "aiotk.log"
+	local i = 1
+	while argv[i] do
+		local a = argv[i]
+		if a == "-q" or a == "--quiet" then log.level = log.QUIET
+		elseif a == "-v" or a == "--verbose" then log.level = log.VERBOSE
+		elseif a == "--log-file" then
+			if not argv[i + 1] then return nil, "--log-file needs a FILE" end
+			log.file = argv[i + 1]
+			i = i + 1
+		elseif a:match("^%-%-log%-file=") then log.file = a:match("=(.*)")
+		else break end
+		i = i + 1
+	end
+	return i
+end
+
 local function main()
+	local from, gerr = global_options()
+	if not from then io.stderr:write("aiotk: ", gerr, "\n") return 2 end
+	if from > 1 then
+		local shifted = {}
+		for i = from, #argv do shifted[#shifted + 1] = argv[i] end
+		argv = shifted
+	end
 	local first = argv[1]
 	if first == nil or first == "repl" then
 		return require("aiotk.repl").run()
 	elseif first == "-h" or first == "--help" then
 		return usage()
-	elseif first == "--version" or first == "-v" then
+	elseif first == "--list-commands" then
+		-- for completion and the man page: one name per line
+		for _, n in ipairs((list_commands())) do print(n) end
+		return 0
+	elseif first == "--version" then
 		print("aiotk " .. aiotk.version)
 		return 0
 	elseif first == "-e" then
@@ -114,20 +179,18 @@ local function main()
 		return 0
 	elseif first == "help" then
 		if not argv[2] then return usage() end
-		local path = find_command(argv[2])
-		if not path then
-			io.stderr:write("aiotk: no command '", argv[2], "' (aiotk --help lists them)\n")
-			return 2
+		if argv[2] == "repl" then
+			io.write(require("aiotk.repl").HELP)
+			return 0
 		end
+		local path = find_command(argv[2])
+		if not path then return no_command(argv[2]) end
 		return run_file(path, { [0] = argv[2], "--help" })
 	elseif first:match("%.lua$") then
 		return run_file(first, rest(2))
 	end
 	local path = find_command(first)
-	if not path then
-		io.stderr:write("aiotk: no command '", first, "' (aiotk --help lists them)\n")
-		return 2
-	end
+	if not path then return no_command(first) end
 	return run_file(path, rest(2))
 end
 

@@ -5,7 +5,7 @@ local M = {}
 
 -- "aiotk NAME: msg" on stderr; returns the exit code (default 1).
 function M.fail(name, msg, code)
-	io.stderr:write("aiotk ", name, ": ", tostring(msg), "\n")
+	require("aiotk.log").error("aiotk " .. name .. ": ", tostring(msg))
 	return code or 1
 end
 
@@ -19,6 +19,10 @@ function M.pid(s)
 		return nil, string.format("'%s' is not a process ID (a decimal from 1 to %d)", tostring(s), max - 1)
 	end
 	return tonumber(s)
+end
+
+function M.json_flag(parser)
+	parser:flag("--json", "machine-readable output; 64-bit values are \"0x...\" strings")
 end
 
 function M.policy_option(parser)

@@ -9,18 +9,20 @@ local M = {}
 
 function M.read(dir) return core.criu_read(dir) end
 
--- Rows for show --criu: the same keys as aiotk's images, plus pid, nr_req.
-function M.table(procs)
-	local rings = aiotk.array()
-	for _, p in ipairs(procs) do
-		for _, c in ipairs(p.rings) do
+-- show --criu --json: the dump directory, and per process (pid, its mm
+-- image) its rings with the same keys as aiotk's images, plus nr_req.
+function M.table(procs, dir)
+	local out = { source = dir, processes = aiotk.array() }
+	for i, p in ipairs(procs) do
+		local rings = aiotk.array()
+		for j, c in ipairs(p.rings) do
 			local t = aiotk.ring_table(c.ring)
-			t.pid = p.pid
 			t.nr_req = c.nr_req
-			rings[#rings + 1] = t
+			rings[j] = t
 		end
+		out.processes[i] = { pid = p.pid, mm = p.mm_path, rings = rings }
 	end
-	return { rings = rings }
+	return out
 end
 
 -- CRIU's own restore on host, per ring of one process: io_setup(nr_req)

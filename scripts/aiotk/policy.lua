@@ -1,8 +1,8 @@
 -- The shipped policy: every decision aiotk makes when a ring cannot simply
 -- be rebuilt as saved. A user policy file returns a table holding only the
 -- hooks it changes; everything else stays as here. Layers, later wins:
--- this file, policy.lua in a user script directory ($AIOTK_PATH,
--- ~/.config/aiotk/scripts), then --policy FILE.
+-- this file, the first policy.lua in $AIOTK_PATH, ~/.config/aiotk/scripts
+-- or /etc/aiotk, then --policy FILE (the CRIU plugin: $AIOTK_POLICY).
 local M = {}
 
 -- Which rings to dump or restore. ring: aiotk.ring; ctx.phase is "dump" or
@@ -31,7 +31,7 @@ function M.budget(b, host) return "fail" end
 -- wait.
 function M.in_flight(ring, ctx) return "capture" end
 M.settle_ms = 0           -- extra ms to watch tails after reading (0: re-read once)
-M.in_flight_wait_ms = 500
+M.in_flight_wait_ms = 500 -- the longest a dump keeps a process stopped waiting for requests
 
 -- A ring holding more events than this host's kernel lets be outstanding
 -- (slots stranded per CPU: it came from a host with another CPU count).
@@ -46,7 +46,7 @@ function M.order(rings)
 end
 
 -- Where messages go.
-function M.log(msg) io.stderr:write("aiotk: ", msg, "\n") end
+function M.log(msg) require("aiotk.log").info(msg) end
 
 -- A host model for planning ({cpus=, page_size=, formula=}); false: the
 -- host being planned for.

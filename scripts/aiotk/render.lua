@@ -10,7 +10,7 @@ end
 function M.ring_table(r)
 	local t = {
 		addr = string.format("0x%x", r.addr), ring_len = r.ring_len,
-		nr = r.nr, head = r.head, tail = r.tail, n = r.n,
+		nr = r.nr, head = r.head, tail = r.tail, n = r.n ~= 0 and r.n or M.null,
 		wrapped = r.wrapped, events = M.array(r:events()),
 		kernel_tail = r.kernel_tail,
 	}
@@ -40,8 +40,30 @@ local ARRAY = { __jsontype = "array" }
 -- Mark a list so that it encodes as [] even when empty.
 function M.array(t) return setmetatable(t or {}, ARRAY) end
 
+-- JSON's null, for values that are unknown (not zero, not absent).
+M.null = require("dkjson").null
+
+-- Every string key used anywhere in value, sorted: dkjson writes keys in
+-- this order, so the same data always encodes to the same text.
+local function keys_of(value, seen, out)
+	if type(value) ~= "table" or seen[value] then return out end
+	seen[value] = true
+	for k, v in pairs(value) do
+		if type(k) == "string" and not out[k] then
+			out[k] = true
+			out[#out + 1] = k
+		end
+		keys_of(v, seen, out)
+	end
+	return out
+end
+
 function M.json(value)
-	return require("dkjson").encode(value, { indent = false })
+	local order = keys_of(value, {}, {})
+	local list = {}
+	for i = 1, #order do list[i] = order[i] end
+	table.sort(list)
+	return require("dkjson").encode(value, { indent = false, keyorder = list })
 end
 
 return M

@@ -138,7 +138,7 @@ describe("real CRIU with aiotk's plugin", function()
 		assert.are.equal(0, code, err)
 		assert.matches("nr_req 62 %-> 1, grown from 4096 to 8192 bytes", o)
 		local doc = json.decode((select(2, helper.run("show --criu --json " .. img))))
-		local r = doc.rings[1]
+		local r = doc.processes[1].rings[1]
 		assert.are.same({ 8192, 255, 1, 3, 2 }, { r.ring_len, r.nr, r.head, r.tail, #r.events })
 		-- then for this host (2 CPUs): the grown ring keeps its length, nr_req fits it here
 		code, o, err = helper.run("criu-fixup " .. img)

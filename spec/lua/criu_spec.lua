@@ -78,17 +78,24 @@ describe("CRIU dumps", function()
 		end)
 	end
 
-	it("shows CRIU rings as JSON with aiotk's keys plus pid and nr_req", function()
+	it("shows CRIU rings as JSON: the source, each process with its rings (aiotk's keys plus nr_req)", function()
 		local code, out = run("show --criu --json " .. FIX .. "/multi")
 		assert.are.equal(0, code)
 		local doc = json.decode(out)
-		assert.are.equal(3, #doc.rings)
-		for _, r in ipairs(doc.rings) do
-			assert.are.equal(2340, r.pid)
+		assert.are.equal(FIX .. "/multi", doc.source)
+		assert.are.equal(1, #doc.processes)
+		local p = doc.processes[1]
+		assert.are.same({ 2340, FIX .. "/multi/mm-2340.img", 3 }, { p.pid, p.mm, #p.rings })
+		for _, r in ipairs(p.rings) do
 			assert.matches("^0x%x+$", r.addr)
 			assert.is_number(r.nr_req)
 			assert.are.equal((r.tail - r.head) % r.nr, #r.events)
 		end
+		-- stable: the same dump gives the same text; CRIU dumps are recognised without --criu
+		assert.are.equal(out, select(2, run("show --criu --json " .. FIX .. "/multi")))
+		assert.are.equal(out, select(2, run("show --json -D " .. FIX .. "/multi")))
+		local one = json.decode((select(2, run("show --json " .. FIX .. "/multi/mm-2340.img"))))
+		assert.are.same(doc.processes, one.processes)
 	end)
 
 	it("checks CRIU's and aiotk's restore for a host", function()

@@ -1,0 +1,149 @@
+-- The Lua API's documentation, in one table: the REPL's help and help(fn)
+-- read it, and docs/SCRIPTING.md's reference is generated from it (with
+-- the policy hooks, whose text lives beside them in policy.lua), so the
+-- two cannot drift. Each entry: name (how to reach it), call (its
+-- signature), text (what it returns or does).
+local M = {}
+
+M.CONVENTION = "Every call that can fail at run time returns nil, message, code (code: invalid, " ..
+	"system, image, budget, impossible, occupied, stuck, nomem, notring, unsupported, and from " ..
+	"the process workflows in_flight, interrupted, plan, norings). Wrong argument types raise a " ..
+	"Lua error. Addresses are numbers (exact below 2^53); 64-bit cookies are \"0x...\" strings, " ..
+	"and any 64-bit argument accepts either."
+
+M.entries = {
+	{ "aiotk.version", "aiotk.version", "the library's version string" },
+	{ "aiotk.host", "aiotk.host()", "{cpus, page_size, formula, release, aio_max_nr, aio_nr} of this host" },
+	{ "aiotk.geometry", "aiotk.geometry(n[, model])", "{nr, ring_len, pages, req_batch, capacity} of " ..
+		"io_setup(n) (capacity: events a fresh ring holds before slots strand in per-CPU caches); " ..
+		"model = {cpus=, page_size=, formula=\"current\"|\"legacy\"}, missing fields from this host" },
+	{ "aiotk.min_n", "aiotk.min_n(ring_len[, model])", "the smallest n giving that ring, or nil, " ..
+		"reason, \"impossible\"" },
+	{ "aiotk.snapshot", "aiotk.snapshot(addr[, whole_area])", "a ring of this process: .addr " ..
+		".ring_len .nr .head .tail .n .magic .id .wrapped .kernel_tail .ncaptured, #ring live events, " ..
+		"ring:event(i), ring:events(), ring:slot(k), ring:captured() ({obj, data, opcode, fd, buf} " ..
+		"per request captured in flight), ring:note_kernel{n=, kernel_tail=}" },
+	{ "aiotk.ring", "aiotk.ring{addr=, nr=, head=, tail=, events={...}}", "a ring state built by hand (validated)" },
+	{ "aiotk.converge", "aiotk.converge(ring_len[, model])", "{ctx, n, nr, calls}: a new context " ..
+		"with exactly that ring length" },
+	{ "aiotk.replay", "aiotk.replay(ctx, nr, head, tail[, {kind=, batch=, nudge=}])", "{completions, " ..
+		"submits, nudges, kind}: the context's head and tail brought to the saved ones; nudge=false " ..
+		"fails (stuck) a ring fuller than this kernel allows" },
+	{ "aiotk.write_events", "aiotk.write_events(ctx, ring)", "copies saved events in (never the header)" },
+	{ "aiotk.remap", "aiotk.remap(ctx, len, dest[, {placeholder=true}])", "moves a ring; refuses an " ..
+		"occupied range, naming the occupant" },
+	{ "aiotk.restore", "aiotk.restore(ring[, {model=, replay=, placeholder=, n=}])", "converge, replay, " ..
+		"events and remap with rollback: {ctx, converge, replay, ns_converge, ns_replay, ns_events, " ..
+		"ns_remap}; n: the io_setup n to try first (default the ring's recorded n)" },
+	{ "aiotk.restore_all", "aiotk.restore_all(rings[, opts])", "every ring or none" },
+	{ "aiotk.dump", "aiotk.dump(addrs|nil, dir)", "snapshots of this process's rings (all when nil) " ..
+		"in a new image, written to dir" },
+	{ "aiotk.image", "aiotk.image()", "a new image: img:add(ring), img:write(dir), img:rings(), " ..
+		"img.cpus .page_size .release .pid .stopped_ns .nrings .warnings" },
+	{ "aiotk.read_image", "aiotk.read_image(dir)", "the image in dir/rings.img" },
+	{ "aiotk.decode_image", "aiotk.decode_image(bytes)", "an image from its encoded bytes" },
+	{ "aiotk.io_setup", "aiotk.io_setup(n)", "a new context of this process (its address)" },
+	{ "aiotk.io_destroy", "aiotk.io_destroy(ctx)", "destroys a context of this process" },
+	{ "aiotk.rings", "aiotk.rings()", "this process's AIO rings: {addr, ring_len} each" },
+	{ "aiotk.mapping_at", "aiotk.mapping_at(addr, len)", "what this process maps over [addr, addr+len): " ..
+		"{start, finish, perms, path, ring, placeholder, desc}, or false" },
+	{ "aiotk.aio_nr", "aiotk.aio_nr()", "fs.aio-nr, fs.aio-max-nr" },
+	{ "aiotk.set_aio_max_nr", "aiotk.set_aio_max_nr(n)", "sets fs.aio-max-nr (root)" },
+	{ "aiotk.with_aio_headroom", "aiotk.with_aio_headroom(n, fn)", "runs fn with fs.aio-max-nr raised " ..
+		"if needed, always put back" },
+	{ "aiotk.now_ns", "aiotk.now_ns()", "a monotonic clock in nanoseconds" },
+	{ "aiotk.hex", "aiotk.hex(v)", "\"0x...\" of a number" },
+	{ "aiotk.json", "aiotk.json(value)", "JSON text, keys sorted (the same data, the same text); " ..
+		"aiotk.null is JSON's null" },
+	{ "aiotk.array", "aiotk.array([t])", "marks t as a list, so that it encodes as [] even when empty" },
+	{ "aiotk.attach", "aiotk.attach(pid)", "a target: process pid stopped until t:detach(), with the " ..
+		"primitives as methods: t:rings(), t:snapshot(addr), t:restore(ring), t:converge(...), " ..
+		"t:replay(...), t:remap(...), t:io_destroy(ctx), t:mapping_at(addr, len), t:capture(ring, obj), " ..
+		"t:resubmit(ctx, ring); t.pid, t.stopped_ns, t.dead" },
+	{ "aiotk.self", "aiotk.self()", "this process as a target" },
+	{ "aiotk.simulate", "aiotk.simulate(model)", "a simulated kernel as a target (io_setup sized by " ..
+		"model): sim:converge(len[, guess_model]), sim.simulated_contexts" },
+	{ "aiotk.with_process", "aiotk.with_process(pid, fn)", "fn(target) with the process stopped; always let go" },
+	{ "aiotk.dump_process", "aiotk.dump_process(pid, dir[, {policy=, area=}])", "the image of pid's " ..
+		"rings, and a report: per ring address {unreaped, in_flight} when stopped, waited_ms" },
+	{ "aiotk.restore_process", "aiotk.restore_process(pid, rings[, {replace=, policy=, plan=, on_ring=}])",
+		"all or nothing; on_ring(i, ring, result, target) after each ring" },
+	{ "aiotk.verify_process", "aiotk.verify_process(pid, img)", "differences, {kernel_view, " ..
+		"kernel_view_error, stopped_ns}: pid's rings against img, ring side and kernel side" },
+	{ "aiotk.view", "aiotk.view(pid|target)", "the live view of `aiotk show -p` (prints as its table): " ..
+		"per ring addr, nr, head, tail and from the kernel n, kernel_tail, in_flight, pending" },
+	{ "aiotk.core.kviewer", "aiotk.core.kviewer()", "the kernel view (BPF): viewer:read(pid) gives per " ..
+		"context {addr, n, nr, req_batch, kernel_tail, completed_events, reqs_available, cpu_available, " ..
+		"in_flight, cancellable, pending}; require \"aiotk.kernel\" caches one (kernel.read(pid))" },
+	{ "aiotk.core.live_rings", "aiotk.core.live_rings(pid)", "{addr, ring_len, nr, head, tail} per ring " ..
+		"of a running process, read without stopping it" },
+	{ "aiotk.lab", "aiotk.lab.*", "a real libaio client for experiments: setup(n), complete(ctx, count, " ..
+		"{data=}), reap(ctx, max), destroy(ctx), poll(ctx, k) (k POLLs in flight until :fire())" },
+	{ "policy", "require \"aiotk.policy\"", "policy.load(file, dirs): the layered policy; " ..
+		"policy.ANSWERS: what each deciding hook may answer" },
+	{ "plan", "require \"aiotk.plan\"", "plan.make(rings, host, policy), plan.verdict(p), " ..
+		"plan.budget(needed, host), plan.for_host(plan, host, policy, where), plan.follow(plan, rings)" },
+	{ "criu", "require \"aiotk.criu\"", "criu.read(dir), criu.table(procs, dir), criu.fixup(...), " ..
+		"criu.undo(dir), criu.plugin_verdicts(proc, host, policy, recorded)" },
+}
+
+-- The entry for a name ("aiotk.snapshot", "snapshot") or for a function.
+function M.find(what)
+	local aiotk = require "aiotk"
+	for _, e in ipairs(M.entries) do
+		if type(what) == "string" and (e[1] == what or e[1] == "aiotk." .. what) then return e end
+		if type(what) == "function" then
+			local v = aiotk
+			for part in e[1]:gmatch("[^.]+") do
+				if part ~= "aiotk" then v = type(v) == "table" and v[part] or nil end
+			end
+			if v == what then return e end
+		end
+	end
+end
+
+function M.text(e) return e[2] .. "\n    " .. e[3] .. "\n" end
+
+-- The policy hooks as policy.lua documents them: the comment block above
+-- each hook or setting, with its allowed answers.
+function M.hooks()
+	local path = package.searchpath and package.searchpath("aiotk.policy", package.path)
+	local f = path and io.open(path)
+	if not f then return {} end
+	local out, comment = {}, {}
+	for line in f:lines() do
+		local c = line:match("^%-%- ?(.*)")
+		local name = line:match("^function M%.([%w_]+)") or line:match("^M%.([%w_]+) = ")
+		if c then
+			comment[#comment + 1] = c
+		elseif name and name ~= "ANSWERS" and name ~= "load" then
+			local inline = line:match("%-%- ?(.*)$")
+			if inline then comment[#comment + 1] = inline end
+			out[#out + 1] = { name = name, text = table.concat(comment, " "),
+				answers = require("aiotk.policy").ANSWERS[name] }
+			comment = {}
+		else
+			comment = {}
+		end
+	end
+	f:close()
+	return out
+end
+
+-- The reference part of docs/SCRIPTING.md.
+function M.markdown()
+	local out = { "## Reference (generated by `aiotk docs`)\n\n", M.CONVENTION, "\n\n",
+		"| call | returns |\n|---|---|\n" }
+	local function cell(s) return (s:gsub("|", "\\|")) end
+	for _, e in ipairs(M.entries) do
+		out[#out + 1] = string.format("| `%s` | %s |\n", cell(e[2]), cell(e[3]))
+	end
+	out[#out + 1] = "\n### Policy hooks and settings\n\n| hook | answers | what it decides |\n|---|---|---|\n"
+	for _, h in ipairs(M.hooks()) do
+		out[#out + 1] = string.format("| `%s` | %s | %s |\n", h.name,
+			h.answers and table.concat(h.answers, ", ") or "-", cell(h.text))
+	end
+	return table.concat(out)
+end
+
+return M
