@@ -13,7 +13,8 @@ local parser = argparse("aiotk criu-fixup",
 	"into address space the dump leaves free. With -o the result is a new directory; without, " ..
 	"files are replaced atomically and the first mm-PID.img.orig is kept, so --undo can put the " ..
 	"dump back as CRIU wrote it (and a fixup for another host starts from there).")
-parser:argument("dir", "CRIU dump directory")
+parser:argument("dir", "CRIU dump directory"):args "?"
+parser:option("-D --dir", "the same as the DIR argument"):target "dir_opt"
 parser:option("-o --output", "write the fixed dump here (must not exist)")
 parser:flag("--no-backup", "in place: do not keep mm-PID.img.orig")
 parser:flag("--undo", "put back the dump as CRIU wrote it (from mm-PID.img.orig), then stop")
@@ -22,6 +23,11 @@ cmd.json_flag(parser)
 hostmodel.options(parser)
 local args = parser:parse({ ... })
 
+if (args.dir == nil) == (args.dir_opt == nil) then
+	io.stderr:write("aiotk criu-fixup: give the CRIU dump directory once (DIR or -D DIR)\n")
+	return 2
+end
+args.dir = args.dir or args.dir_opt
 local policy, perr = cmd.load_policy(args)
 if not policy then return cmd.fail("criu-fixup", perr, 2) end
 if args.undo then

@@ -10,6 +10,7 @@ local parser = argparse("aiotk demo",
 	"restore into it, and let it verify itself: header fields, io_getevents returns " ..
 	"exactly the saved events, the next request lands at the saved tail, no EINTR.")
 parser:option("-D --dir", "keep the image in this directory")
+parser:flag("--json", "machine-readable report: stopped times, per ring its state and costs, the verdict")
 local args = parser:parse({ ... })
 
 -- The shared ring states (aiotk.states): one of each replay case libaio
@@ -58,6 +59,24 @@ if not res then return fail(w, rerr) end
 local state = w:state()
 local verdict = w:verify() or "no answer"
 
+local ok = verdict:match("^VERIFY OK") ~= nil and state ~= "t"
+if args.json then
+	if not args.dir then
+		os.remove(dir .. "/rings.img")
+		os.remove(dir)
+	end
+	local list = aiotk.array()
+	for i, r in ipairs(rings) do
+		local x = res[i]
+		list[i] = { name = nil, addr = aiotk.hex(r.addr), nr = r.nr, head = r.head, tail = r.tail,
+			events = #r, n = x.converge.n, io_setup_calls = x.converge.calls, replay_ns = x.ns_replay,
+			total_ns = x.ns_converge + x.ns_replay + x.ns_events + x.ns_remap }
+		for j, a in ipairs(w.addrs) do if a == r.addr then list[i].name = RINGS[j].name end end
+	end
+	print(aiotk.json { pid = w.pid, dump_stopped_ns = img.stopped_ns, restore_stopped_ns = res.stopped_ns,
+		rings = list, verdict = verdict, ok = ok, image = args.dir or aiotk.null })
+	return ok and 0 or 1
+end
 print(string.format("aiotk demo: workload %d with %d rings and 3 blocked threads", w.pid, #rings))
 print(string.format("  dump: stopped %.3f ms, image %s", ms(img.stopped_ns), dir))
 print(string.format("  workload destroyed its contexts; restore: stopped %.3f ms, state after: %s",
@@ -76,7 +95,6 @@ if not args.dir then
 	os.remove(dir .. "/rings.img")
 	os.remove(dir)
 end
-local ok = verdict:match("^VERIFY OK") ~= nil and state ~= "t"
 print("workload: " .. verdict)
 print(ok and "all rings verified" or "verification FAILED")
 return ok and 0 or 1

@@ -59,10 +59,14 @@ do
 	local d, pid = args.dir:match("^(.-)/?mm%-(%d+)%.img$")
 	if pid then
 		args.dir, only_pid, args.criu = d ~= "" and d or ".", tonumber(pid), true
-	elseif not args.criu and not io.open(args.dir .. "/rings.img") then
-		for _, name in ipairs(aiotk.core.listdir(args.dir) or {}) do
-			if name:match("^mm%-%d+%.img$") then args.criu = true break end
+	elseif not args.criu then
+		-- by name only: opening rings.img could block (a FIFO)
+		local names, mm = aiotk.core.listdir(args.dir) or {}, false
+		for _, name in ipairs(names) do
+			if name == "rings.img" then mm = false break end
+			if name:match("^mm%-%d+%.img$") then mm = true end
 		end
+		args.criu = mm
 	end
 end
 

@@ -117,7 +117,11 @@ static int open_state(const char *scripts)
 	lua_pushcfunction(L, luaopen_aiotk_core);
 	lua_setfield(L, -2, "aiotk.core");
 	lua_pop(L, 1);
-	snprintf(path, sizeof(path), "%s/?.lua;%s/?/init.lua", scripts, scripts);
+	/* the shipped scripts first, then LuaJIT's own path (lua-argparse,
+	 * dkjson, inspect) */
+	lua_getfield(L, -1, "path");
+	snprintf(path, sizeof(path), "%s/?.lua;%s/?/init.lua;%s", scripts, scripts, lua_tostring(L, -1));
+	lua_pop(L, 1);
 	lua_pushstring(L, path);
 	lua_setfield(L, -2, "path");
 	lua_pop(L, 1);

@@ -43,13 +43,15 @@ end
 local View = {}
 
 function View.__tostring(v)
+	local render = require "aiotk.render"
 	local out = { string.format("process %d: %d AIO ring(s)%s\n", v.pid, #v.rings,
 		v.kernel_view and "" or ("; no kernel view (" .. v.kernel_view_error .. "): " .. M.WITHOUT)),
 		string.format("%-18s %7s %7s %7s %7s %11s %9s\n", "addr", "nr", "head", "tail", "n",
 			"kernel_tail", "in_flight") }
 	for _, r in ipairs(v.rings) do
+		local function known(v) return v ~= nil and v ~= render.null and v or "-" end
 		out[#out + 1] = string.format("%-18s %7s %7s %7s %7s %11s %9s\n", r.addr, r.nr or "?",
-			r.head or "?", r.tail or "?", r.n or "-", r.kernel_tail or "-", r.in_flight or "-")
+			r.head or "?", r.tail or "?", known(r.n), known(r.kernel_tail), known(r.in_flight))
 		for _, q in ipairs(r.pending or {}) do
 			out[#out + 1] = string.format("    pending %s obj %s data %s fd %s events 0x%x\n", q.kind,
 				q.obj, q.data, q.fd or "?", q.events)
@@ -74,7 +76,10 @@ function M.view(pid)
 		local k = kv and kv[r.addr]
 		local row = { addr = string.format("0x%x", r.addr), ring_len = r.ring_len, nr = r.nr,
 			head = r.head, tail = r.tail }
-		if k then
+		if not k then
+			-- unknown without the kernel view: null in JSON, "-" in the table
+			row.n, row.kernel_tail, row.in_flight = render.null, render.null, render.null
+		else
 			row.n, row.kernel_tail, row.in_flight = k.n, k.kernel_tail, k.in_flight
 			row.cancellable = k.cancellable
 			row.pending = render.array()

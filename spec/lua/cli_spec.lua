@@ -118,9 +118,140 @@ describe("aiotk program", function()
 		local code, out = run([[-e 'local r = require "aiotk.repl"; print(table.concat(r.complete("aiotk.sn"), ","))']])
 		assert.are.equal(0, code)
 		assert.are.equal("aiotk.snapshot\n", out)
-		code, out = run("repl", "HOME=/tmp printf 'aiotk.geometry(1).nr\\nx = aiotk.lab.setup(1)\\naiotk.snapshot(x)\\n' |")
+		local home = helper.tmpdir()
+		code, out = run("repl", "printf 'aiotk.geometry(1).nr\\nx = aiotk.lab.setup(1)\\naiotk.snapshot(x)\\n' | HOME=" .. home)
 		assert.are.equal(0, code)
 		assert.matches("127", out)
 		assert.matches("ring 0x%x+: nr 127", out)
+		assert.matches("aiotk.snapshot%(x%)", helper.slurp(home .. "/.aiotk_history"))
+		helper.rmdir(home)
+	end)
+
+	-- The REPL on a terminal (script(1) gives it a pty): input is typed
+	-- with pauses, so that Ctrl-C arrives while a line is being edited.
+	local function repl_session(home, steps)
+		local parts = {}
+		for _, st in ipairs(steps) do
+			parts[#parts + 1] = string.format("printf '%s'; sleep 0.3", st)
+		end
+		local _, out = helper.sh(string.format("(%s) | HOME=%s script -qfec '%s' /dev/null", table.concat(parts, "; "),
+			home, helper.bin))
+		return out
+	end
+
+	it("REPL: errors with message and traceback, continuation lines, Ctrl-C cancels, help, hex, history as it goes", function()
+		local home = helper.tmpdir()
+		local out = repl_session(home, {
+			"function twice(x)\\n", "return 2 * x\\n", "end\\n", "twice(21)\\n",
+			"function bad() error([[deep]]) end\\n", "bad()\\n",
+			"half typed", "\\003", "1 + 1\\n",
+			"help(aiotk.snapshot)\\n", "help\\n", "{ addr = 0x7f0000001000 }\\n",
+		})
+		assert.matches("  %.%.%.> return 2 %* x", out)
+		assert.matches("\n42\r?\n", out)
+		assert.matches("error: repl:1: deep\r?\nstack traceback:", out)
+		assert.is_nil(out:find("error: 1", 1, true))
+		assert.matches("half typed%^C\r?\naiotk> 1 %+ 1\r?\n2\r?\n", out)
+		assert.matches("aiotk%.snapshot%(addr%[, whole_area%]%)", out)
+		assert.matches("Ctrl%-C +cancels the line", out)
+		assert.matches('addr = "0x7f0000001000"', out)
+		-- history holds every finished line, written as they were entered
+		-- (libedit writes a space as \\040)
+		local hist = helper.slurp(home .. "/.aiotk_history"):gsub("\\040", " ")
+		assert.matches("twice%(21%)", hist)
+		assert.matches("function twice%(x%) return 2 %* x end", hist)
+		assert.is_nil(hist:find("half typed", 1, true))
+		helper.rmdir(home)
+	end)
+
+	it("keeps the REPL's history when it is killed mid-session", function()
+		local home = helper.tmpdir()
+		helper.sh(string.format("(printf 'answer = 42\\n'; sleep 0.5; pkill -KILL -f 'aiotk-history-probe'; sleep 0.2) | " ..
+			"HOME=%s script -qfec 'exec -a aiotk-history-probe %s' /dev/null", home, helper.bin))
+		assert.matches("answer = 42", (helper.slurp(home .. "/.aiotk_history"):gsub("\\040", " ")))
+		helper.rmdir(home)
+	end)
+
+	it("usage errors exit 2 for every command, with did-you-mean for command names", function()
+		for _, args in ipairs { "dump", "dump -p abc -D /tmp/x", "dump -p 1 -D /tmp/x --frob", "restore -p 1",
+			"show", "verify -p 1", "check", "import --criu /tmp", "criu-fixup", "migrate", "bench --reps x",
+			"hostinfo --nope", "docs --nope", "criu-hook --nope", "--log-file" } do
+			local code, _, err = run(args)
+			assert.are.equal(2, code, args .. ": " .. err)
+		end
+		local code, _, err = run("shwo")
+		assert.are.equal(2, code)
+		assert.matches("no command 'shwo'; did you mean 'show'%?", err)
+		code, _, err = run("help dmup")
+		assert.are.equal(2, code)
+		assert.matches("did you mean 'dump'", err)
+		local hout
+		code, hout = run("help repl")
+		assert.are.equal(0, code)
+		assert.matches("Ctrl%-C", hout)
+	end)
+
+	it("-q silences messages, --log-file keeps them, -v adds nothing harmful", function()
+		local dir = helper.tmpdir()
+		local w = helper.workload("--ring 1:5:0:0 --pending")
+		finally(function() helper.reap_workloads() helper.rmdir(dir) end)
+		local code, _, err = run("dump -p " .. w.pid .. " -D " .. dir .. "/a --policy scripts/examples/record-in-flight.lua")
+		assert.are.equal(0, code, err)
+		assert.matches("aiotk: ring 0x%x+: 1 request", err)
+		code, _, err = run("-q --log-file " .. dir .. "/log dump -p " .. w.pid .. " -D " .. dir ..
+			"/b --policy scripts/examples/record-in-flight.lua")
+		assert.are.equal(0, code)
+		assert.are.equal("", err)
+		assert.matches("^%d+%-%d+%-%d+T[%d:]+Z info ring 0x%x+: 1 request", helper.slurp(dir .. "/log"))
+		code = run("-v hostinfo")
+		assert.are.equal(0, code)
+	end)
+
+	it("JSON is stable (sorted keys, the same text twice) and unknown values are null", function()
+		local dir = helper.tmpdir()
+		local img = dir .. "/img"
+		assert.are.equal(0, (run("import --criu " .. (os.getenv("AIOTK_CRIU_FIXTURES") or "../shared/fixtures/criu") ..
+			"/nr1 -D " .. img)))
+		local _, a = run("show --json " .. img)
+		local _, b = run("show --json " .. img)
+		assert.are.equal(a, b)
+		assert.matches('"n":null', a, 1, true)
+		local keys = {}
+		for k in a:match('"host":(%b{})'):gmatch('"([%w_]+)":') do keys[#keys + 1] = k end
+		assert.is_true(#keys >= 5)
+		local sorted = { unpack(keys) }
+		table.sort(sorted)
+		assert.are.same(sorted, keys)
+		for _, c in ipairs { "hostinfo --json", "check --json -D " .. img, "migrate --json -D " .. img } do
+			local code, out = run(c)
+			assert.is_true(code == 0 or code == 3, c)
+			assert.is_table(json.decode(out), c)
+		end
+		helper.rmdir(dir)
+	end)
+
+	it("bash completion: commands, options from --help, ring PIDs after -p, directories", function()
+		local w = helper.workload("--ring 1:1:0:0")
+		finally(function() helper.reap_workloads() end)
+		local function complete(words, cword)
+			local _, out = helper.sh(string.format("PATH=%s:$PATH bash -c 'source completion/aiotk; " ..
+				"COMP_WORDS=(%s); COMP_CWORD=%d; _aiotk; printf \"%%s\\n\" \"${COMPREPLY[@]}\"'",
+				helper.bin:gsub("/aiotk$", ""), words, cword))
+			return out
+		end
+		assert.are.equal("show\n", complete("aiotk sh", 1))
+		assert.matches("criu%-fixup\ncriu%-hook\n", complete("aiotk cr", 1))
+		local opts = complete("aiotk dump -", 2)
+		for _, o in ipairs { "-p", "--pid", "-D", "--dir", "--json", "--policy" } do
+			assert.matches("\n" .. o:gsub("%-", "%%-") .. "\n", "\n" .. opts)
+		end
+		assert.matches("\n" .. w.pid .. "\n", "\n" .. complete("aiotk show -p ''", 3))
+		assert.matches("spec\n", complete("aiotk show -D sp", 3))
+		assert.are.equal("repl\n", complete("aiotk help rep", 2))
+	end)
+
+	it("docs/SCRIPTING.md's reference is the one aiotk docs generates", function()
+		local code, _, err = run("docs --check docs/SCRIPTING.md")
+		assert.are.equal(0, code, err)
 	end)
 end)
