@@ -2,7 +2,8 @@
 -- -G DEB) into a scratch directory: its contents and Depends, apt can
 -- install it, and from its files aiotk runs the demo, man aiotk names
 -- every command, a C program builds with pkg-config, a CMake project with
--- find_package(aiotk), and plain luajit can require "aiotk". The package
+-- find_package(aiotk), plain luajit can require "aiotk", and real CRIU loads
+-- its plugin. The package
 -- is unpacked into a directory (dpkg-deb -x), not installed: the machine
 -- is left as it was.
 local helper = require "helper"
@@ -103,5 +104,36 @@ target_link_libraries(geom PRIVATE aiotk::aiotk)
 			"print(a.version, a.geometry(1).nr)'", root, root, root, MULTIARCH))
 		assert(ok, out)
 		assert.matches("^%d+%.%d+%.%d+\t127\n$", out)
+	end)
+
+	it("its CRIU plugin works from the package's files with real CRIU", function()
+		local C = require "criu_helper"
+		if not C.need(pending) then return end
+		local core = require "aiotk.core"
+		local img, out = T .. "/criu", T .. "/w.out"
+		assert(core.mkdir(img))
+		local ok, o = sh(string.format("setsid %s/usr/libexec/aiotk/aio_workload --tolerate-stop-eintr " ..
+			"--ring 64:3:1:0 >%s 2>&1 </dev/null & echo $!", root, out))
+		assert(ok, o)
+		local pid = tonumber(o:match("%d+"))
+		finally(function()
+			if not helper.ended(pid) then core.kill(pid, "KILL") end
+			C.gone(pid)
+		end)
+		assert(helper.wait_until(function() return helper.slurp(out):match("^READY") end, 5000))
+		local env = "AIOTK_SCRIPTS_DIR=" .. root .. "/usr/share/aiotk/scripts"
+		local function criu(args)
+			return sh(string.format("%s %s %s -L %s/usr/lib/criu -v4 -o criu.log", env, C.CRIU, args, root))
+		end
+		ok, o = criu("dump -t " .. pid .. " -D " .. img)
+		assert(ok, o .. helper.slurp(img .. "/criu.log"):sub(-1500))
+		assert.matches("aiotk: process %d+: 1 AIO ring%(s%) recorded", helper.slurp(img .. "/criu.log"))
+		assert(C.gone(pid))
+		ok, o = criu("restore -d -D " .. img)
+		assert(ok, o .. helper.slurp(img .. "/criu.log"):sub(-1500))
+		assert.matches("nr_req 126 %-> 64 %(recorded at dump%)", helper.slurp(img .. "/criu.log"))
+		core.kill(pid, "USR2")
+		assert(helper.wait_until(function() return helper.slurp(out):match("VERIFY") end, 5000))
+		assert.matches("VERIFY OK 1 rings", helper.slurp(out))
 	end)
 end)
