@@ -166,8 +166,8 @@ describe("aiotk program", function()
 
 	it("keeps the REPL's history when it is killed mid-session", function()
 		local home = helper.tmpdir()
-		helper.sh(string.format("(printf 'answer = 42\\n'; sleep 0.5; pkill -KILL -f 'aiotk-history-probe'; sleep 0.2) | " ..
-			"HOME=%s script -qfec 'exec -a aiotk-history-probe %s' /dev/null", home, helper.bin))
+		-- the REPL kills itself with SIGKILL, as an outside kill would
+		repl_session(home, { "answer = 42\\n", "aiotk.core.kill(aiotk.core.getpid(), [[KILL]])\\n" })
 		assert.matches("answer = 42", (helper.slurp(home .. "/.aiotk_history"):gsub("\\040", " ")))
 		helper.rmdir(home)
 	end)
