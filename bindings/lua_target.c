@@ -440,41 +440,24 @@ static int l_check_process(lua_State *L)
 	return 1;
 }
 
+/* A target for process pid (argument 1), made by open. */
+static int pid_target(lua_State *L, int (*open)(aiotk_target *, int, aiotk_err *))
+{
+	aiotk_err err;
+	int pid = (int)luaL_checknumber(L, 1);
+	ltarget *lt = new_target(L);
+	if (open(&lt->t, pid, &err))
+		return laiotk_fail(L, &err);
+	lt->attached = 1;
+	return 1;
+}
+
 /* attach(pid): every thread of pid stopped until target:detach(). */
-static int l_attach(lua_State *L)
-{
-	aiotk_err err;
-	int pid = (int)luaL_checknumber(L, 1);
-	ltarget *lt = new_target(L);
-	if (aiotk_target_attach(&lt->t, pid, &err))
-		return laiotk_fail(L, &err);
-	lt->attached = 1;
-	return 1;
-}
-
+static int l_attach(lua_State *L) { return pid_target(L, aiotk_target_attach); }
 /* adopt(pid): a process this one already traces and holds stopped. */
-static int l_adopt(lua_State *L)
-{
-	aiotk_err err;
-	int pid = (int)luaL_checknumber(L, 1);
-	ltarget *lt = new_target(L);
-	if (aiotk_target_adopt(&lt->t, pid, &err))
-		return laiotk_fail(L, &err);
-	lt->attached = 1;
-	return 1;
-}
-
+static int l_adopt(lua_State *L) { return pid_target(L, aiotk_target_adopt); }
 /* frozen(pid): a process someone else holds stopped; read-only. */
-static int l_frozen(lua_State *L)
-{
-	aiotk_err err;
-	int pid = (int)luaL_checknumber(L, 1);
-	ltarget *lt = new_target(L);
-	if (aiotk_target_frozen(&lt->t, pid, &err))
-		return laiotk_fail(L, &err);
-	lt->attached = 1;
-	return 1;
-}
+static int l_frozen(lua_State *L) { return pid_target(L, aiotk_target_frozen); }
 
 /* simulate(model): a simulated kernel sizing rings by model. */
 static int l_simulate(lua_State *L)

@@ -122,25 +122,35 @@ static int rings_from(const CriuMmEntry *m, const char *name, aiotk_criu_proc *p
 	return 0;
 }
 
-int aiotk_criu_decode_mm(const uint8_t *buf, size_t len, const char *name,
-			 aiotk_criu_proc *p, aiotk_err *err)
+/* The file's mm entry: *n bytes at buf + 12, unpacked into *m. */
+static int unpack_mm(const uint8_t *buf, size_t len, const char *name, uint32_t *n,
+		     CriuMmEntry **m, aiotk_err *err)
 {
-	p->nrings = 0;
-	p->rings = NULL;
 	if (len < 12 || u32le(buf) != IMG_MAGIC || u32le(buf + 4) != MM_MAGIC)
 		return aiotk_fail(err, AIOTK_EIMAGE, 0,
 				  "%s: not a CRIU mm image (magic 0x%08x 0x%08x, expected 0x%08x 0x%08x)",
 				  name, len >= 4 ? u32le(buf) : 0, len >= 8 ? u32le(buf + 4) : 0,
 				  IMG_MAGIC, MM_MAGIC);
-	uint32_t n = u32le(buf + 8);
-	if (n > len - 12)
+	*n = u32le(buf + 8);
+	if (*n > len - 12)
 		return aiotk_fail(err, AIOTK_EIMAGE, 0,
 				  "%s: mm entry of %u bytes, only %zu in the file (truncated)",
-				  name, n, len - 12);
-	CriuMmEntry *m = criu_mm_entry__unpack(NULL, n, buf + 12);
-	if (!m)
-		return aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: mm entry is not valid protobuf", name);
-	int rc = rings_from(m, name, p, err);
+				  name, *n, len - 12);
+	*m = criu_mm_entry__unpack(NULL, *n, buf + 12);
+	return *m ? 0 : aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: mm entry is not valid protobuf", name);
+}
+
+int aiotk_criu_decode_mm(const uint8_t *buf, size_t len, const char *name,
+			 aiotk_criu_proc *p, aiotk_err *err)
+{
+	uint32_t n;
+	CriuMmEntry *m;
+	p->nrings = 0;
+	p->rings = NULL;
+	int rc = unpack_mm(buf, len, name, &n, &m, err);
+	if (rc)
+		return rc;
+	rc = rings_from(m, name, p, err);
 	criu_mm_entry__free_unpacked(m, NULL);
 	if (!rc && locate_nr_req(buf, 12, 12 + n, p))
 		rc = aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: cannot walk the mm entry", name);
@@ -273,21 +283,26 @@ int aiotk_criu_grow_mm(const uint8_t *buf, size_t len, const char *name, uint64_
 		       uint64_t new_len, uint32_t nr_req, uint8_t **out, size_t *out_len,
 		       aiotk_err *err)
 {
-	aiotk_criu_proc p;
-	int rc = aiotk_criu_decode_mm(buf, len, name, &p, err);
+	uint32_t n;
+	CriuMmEntry *m;
+	aiotk_criu_proc p = { 0 };
+	int rc = unpack_mm(buf, len, name, &n, &m, err);
 	if (rc)
 		return rc;
-	free(p.rings);
-	uint32_t n = u32le(buf + 8);
-	CriuMmEntry *m = criu_mm_entry__unpack(NULL, n, buf + 12);
-	if (!m)
-		return aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: mm entry is not valid protobuf", name);
-	const CriuVmaEntry *v = in_the_way(m, addr, new_len);
+	rc = rings_from(m, name, &p, err);
+	int found = 0;
+	for (size_t i = 0; !rc && i < p.nrings; i++)
+		found |= p.rings[i].ring.addr == addr;
+	if (!rc && !found)
+		rc = aiotk_fail(err, AIOTK_EINVAL, 0, "%s: no AIO ring at 0x%llx", name,
+				(unsigned long long)addr);
+	const CriuVmaEntry *v = rc ? NULL : in_the_way(m, addr, new_len);
 	if (v)
 		rc = aiotk_fail(err, AIOTK_EOCCUPIED, 0,
 				"%s: ring 0x%llx cannot grow to %llu bytes: the mapping 0x%llx-0x%llx follows it",
 				name, (unsigned long long)addr, (unsigned long long)new_len,
 				(unsigned long long)v->start, (unsigned long long)v->end);
+	free(p.rings);
 	criu_mm_entry__free_unpacked(m, NULL);
 	if (rc)
 		return rc;

@@ -37,13 +37,14 @@ if args.dir then
 else
 	local procs, err = criu.read(args.criu)
 	if not procs then return cmd.fail("check", err) end
+	local recorded = criu.recorded(args.criu)
 	for _, p in ipairs(procs) do
 		local rings, nr_req = {}, {}
 		for _, c in ipairs(p.rings) do
 			rings[#rings + 1] = c.ring
 			nr_req[c.ring.addr] = c.nr_req
 		end
-		local with, with_budget = criu.plugin_verdicts(p, host, policy, criu.recorded(args.criu))
+		local with, with_budget = criu.plugin_verdicts(p, host, policy, recorded)
 		units[#units + 1] = { pid = p.pid, rings = rings, nr_req = nr_req, criu = criu.criu_verdicts(p, host),
 			plugin = with, plugin_budget = with_budget }
 	end

@@ -7,7 +7,7 @@ local parser = argparse("aiotk show", "Print the rings saved in an aiotk image d
 	"or (-p) the rings of a running process as it and the kernel see them, without stopping it.")
 parser:argument("dir", "image directory (holds rings.img), a CRIU dump directory (mm-PID.img, " ..
 	"recognised by itself) or one mm-PID.img of it"):args "?"
-parser:option("-D --dir", "the same as the DIR argument", nil, nil, nil, nil):target "dir_opt"
+parser:option("-D --dir", "the same as the DIR argument"):target "dir_opt"
 parser:option("-p --pid", "a running process: its rings and the kernel's view of each " ..
 	"(io_setup's n, the kernel's tail, requests in flight); needs BPF (root)"):convert(cmd.pid)
 parser:flag("--criu", "DIR is a CRIU dump directory: show its AIO rings")

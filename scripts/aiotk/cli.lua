@@ -118,12 +118,17 @@ local function distance(a, b)
 	return prev[#b]
 end
 
+-- The closest command within two edits, else one the name begins.
 local function no_command(name)
 	local best, bd = nil, 3
 	for _, n in ipairs((list_commands())) do
 		local d = distance(name, n)
-		if d < bd or (d == bd and best and n < best) then best, bd = n, d end
-		if n:sub(1, #name) == name and #name >= 2 and bd > 0 then best, bd = n, 0 end
+		if d < bd then best, bd = n, d end
+	end
+	if not best and #name >= 2 then
+		for _, n in ipairs((list_commands())) do
+			if n:sub(1, #name) == name then best = n break end
+		end
 	end
 	io.stderr:write("aiotk: no command '", name, "'", best and ("; did you mean '" .. best .. "'?") or "",
 		" (aiotk --help lists them)\n")

@@ -203,12 +203,13 @@ end
 -- process: { [addr] = verdict }, and the budget its io_setup calls need.
 function M.plugin_verdicts(p, host, policy, recorded)
 	local steps, budget = proc_plan(p, host, policy, recorded)
-	local bytes = read_file(p.mm_path)
+	local bytes -- the mm image, read only if a ring would grow
 	local out = {}
 	for _, c in ipairs(p.rings) do
 		local s = steps[c.ring.addr]
 		local why = refusal(s)
 		if not why and s.action == "grow" then
+			bytes = bytes or assert(read_file(p.mm_path))
 			local ok, gerr = core.criu_grow(bytes, p.mm_path, c.ring.addr, s.grow_to, s.n)
 			why = not ok and gerr:gsub("^[^:]*: ", "") or nil
 		end

@@ -46,16 +46,14 @@ local function fix_images()
 	for _, p in ipairs(procs) do if #p.rings > 0 then with[#with + 1] = p end end
 	if #with == 0 then return "none" end
 	procs = with
-	local imgs = images()
+	local recorded = criu.recorded(state.dir)
 	local host = assert(aiotk.host())
 	host.name = "this host"
-	local changes, ferr = criu.fixup(state.dir, procs, host, nil, false, criu.recorded(state.dir),
-		state.policy)
+	local changes, ferr = criu.fixup(state.dir, procs, host, nil, false, recorded, state.policy)
 	if not changes then return nil, ferr end
 	for _, c in ipairs(changes) do
-		local r = ring_of(imgs[c.pid], c.addr)
 		logf("info", "pid %d ring 0x%x: nr_req %d -> %d%s%s", c.pid, c.addr, c.from, c.to,
-			r and r.n == c.to and " (recorded at dump)" or "",
+			recorded(c.pid, c.addr) == c.to and " (recorded at dump)" or "",
 			c.grown_to and string.format(", grown from %d to %d bytes", c.grown_from, c.grown_to) or "")
 	end
 	return true
@@ -142,13 +140,32 @@ local function lost(c, k)
 	return (k.in_flight or 0) + landed, landed
 end
 
+-- The post-dump check of ring c of process pid against its kernel
+-- context k; the failure to report, if any.
+local function check_ring(pid, c, k)
+	local count, landed = lost(c, k)
+	if count == 0 then return nil end
+	local what = string.format("process %d ring 0x%x: %d request(s) not in CRIU's image " ..
+		"(%d completed after CRIU read the ring, %d still in flight)", pid, c.ring.addr,
+		count, landed, k.in_flight or 0)
+	local answer = state.policy.in_flight(c.ring, { pid = pid, hook = "post-dump", kernel_view = true,
+		in_flight = { { ring = c.ring, addr = c.ring.addr, count = count } } })
+	if answer == "record" then
+		logf("warn", "%s; recorded (policy in_flight: record)", what)
+		return nil
+	end
+	return what .. "; the action script cannot wait for or capture them once the memory is " ..
+		"saved (aiotk's CRIU plugin can), so the dump fails"
+end
+
 local function post_dump()
 	local procs, err = criu.read(state.dir)
 	if not procs then return nil, err end
 	local kernel = require "aiotk.kernel"
 	local failures = {}
 	for _, p in ipairs(procs) do
-		local kv, why = #p.rings > 0 and kernel.read(p.pid)
+		local kv, why
+		if #p.rings > 0 then kv, why = kernel.read(p.pid) end
 		if #p.rings > 0 and not kv then
 			logf("warn", "process %d: no kernel view (%s): %s", p.pid, why, kernel.WITHOUT)
 		elseif kv then
@@ -158,20 +175,7 @@ local function post_dump()
 				local k = kv[c.ring.addr]
 				if k then
 					c.ring:note_kernel { n = k.n }
-					local count, landed = lost(c, k)
-					if count > 0 then
-						local what = string.format("process %d ring 0x%x: %d request(s) not in CRIU's image " ..
-							"(%d completed after CRIU read the ring, %d still in flight)", p.pid, c.ring.addr,
-							count, landed, k.in_flight or 0)
-						local answer = state.policy.in_flight(c.ring, { pid = p.pid, hook = "post-dump",
-							kernel_view = true, in_flight = { { ring = c.ring, addr = c.ring.addr, count = count } } })
-						if answer == "record" then
-							logf("warn", "%s; recorded (policy in_flight: record)", what)
-						else
-							failures[#failures + 1] = what .. "; the action script cannot wait for or capture " ..
-								"them once the memory is saved (aiotk's CRIU plugin can), so the dump fails"
-						end
-					end
+					failures[#failures + 1] = check_ring(p.pid, c, k)
 				end
 				img:add(c.ring)
 			end

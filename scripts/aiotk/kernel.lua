@@ -44,12 +44,12 @@ local View = {}
 
 function View.__tostring(v)
 	local render = require "aiotk.render"
+	local function known(x) return x ~= nil and x ~= render.null and x or "-" end
 	local out = { string.format("process %d: %d AIO ring(s)%s\n", v.pid, #v.rings,
 		v.kernel_view and "" or ("; no kernel view (" .. v.kernel_view_error .. "): " .. M.WITHOUT)),
 		string.format("%-18s %7s %7s %7s %7s %11s %9s\n", "addr", "nr", "head", "tail", "n",
 			"kernel_tail", "in_flight") }
 	for _, r in ipairs(v.rings) do
-		local function known(v) return v ~= nil and v ~= render.null and v or "-" end
 		out[#out + 1] = string.format("%-18s %7s %7s %7s %7s %11s %9s\n", r.addr, r.nr or "?",
 			r.head or "?", r.tail or "?", known(r.n), known(r.kernel_tail), known(r.in_flight))
 		for _, q in ipairs(r.pending or {}) do

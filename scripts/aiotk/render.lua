@@ -43,27 +43,24 @@ function M.array(t) return setmetatable(t or {}, ARRAY) end
 -- JSON's null, for values that are unknown (not zero, not absent).
 M.null = require("dkjson").null
 
--- Every string key used anywhere in value, sorted: dkjson writes keys in
--- this order, so the same data always encodes to the same text.
-local function keys_of(value, seen, out)
-	if type(value) ~= "table" or seen[value] then return out end
+-- Every string key used anywhere in value, as a set.
+local function keys_of(value, seen, keys)
+	if type(value) ~= "table" or seen[value] then return keys end
 	seen[value] = true
 	for k, v in pairs(value) do
-		if type(k) == "string" and not out[k] then
-			out[k] = true
-			out[#out + 1] = k
-		end
-		keys_of(v, seen, out)
+		if type(k) == "string" then keys[k] = true end
+		keys_of(v, seen, keys)
 	end
-	return out
+	return keys
 end
 
+-- dkjson writes keys in the order given, so with every key sorted the
+-- same data always encodes to the same text.
 function M.json(value)
-	local order = keys_of(value, {}, {})
-	local list = {}
-	for i = 1, #order do list[i] = order[i] end
-	table.sort(list)
-	return require("dkjson").encode(value, { indent = false, keyorder = list })
+	local order = {}
+	for k in pairs(keys_of(value, {}, {})) do order[#order + 1] = k end
+	table.sort(order)
+	return require("dkjson").encode(value, { indent = false, keyorder = order })
 end
 
 return M

@@ -11,11 +11,6 @@ local C = require "criu_helper"
 
 local IOPS, BLOCKS = 30, 64 -- 16 in flight drain in about 0.5 s
 
-local function have_fio()
-	local ok = helper.sh("command -v fio")
-	return ok
-end
-
 -- fio in its own IPC namespace (it keeps job state in SysV shared memory,
 -- which CRIU dumps only in a namespace of the dumped tree) and session,
 -- in the disk's blkio group. Returns unshare's pid and fio's.
@@ -47,7 +42,7 @@ describe("fio checkpointed by real CRIU on a slow device", function()
 
 	it("loses writes in flight with plain CRIU (fio hangs); with the plugin fio finishes and verifies", function()
 		if not C.need(pending) then return end
-		if not have_fio() then pending("fio is not installed (apt-get install fio)") return end
+		if not helper.need_program(pending, "fio") then return end
 		helper.write(dir .. "/wait.lua", "return { in_flight_wait_ms = 5000 }")
 		-- one finally for both rounds (busted keeps one per test): every
 		-- process killed and reaped, then every disk torn down

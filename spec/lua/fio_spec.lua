@@ -7,13 +7,6 @@ local json = require "dkjson"
 local core = require "aiotk.core"
 local run = helper.run
 
-local function have_fio()
-	local p = io.popen("command -v fio")
-	local path = p:read("*l")
-	p:close()
-	return path
-end
-
 -- fio in the disk's blkio group, writing then verifying 6 MiB; returns its
 -- pid and a function that waits for it and returns its JSON report.
 local function start_fio(disk, out)
@@ -38,10 +31,7 @@ describe("fio under repeated dumps", function()
 	helper.scratch_each(function(d) dir = d end)
 
 	it("every dump holds the events unreaped and in flight at its stop; fio finishes and verifies", function()
-		if not have_fio() then
-			pending("fio is not installed (apt-get install fio)")
-			return
-		end
+		if not helper.need_program(pending, "fio") then return end
 		local disk = helper.throttled_disk(1536, 1000, true)
 		local pid, finish
 		finally(function()

@@ -134,6 +134,14 @@ function M.sh(cmd)
 end
 local sh = M.sh
 
+-- For busted: true when program is installed, else marks the test
+-- pending, saying which package brings it.
+function M.need_program(pending, program, package)
+	if sh("command -v " .. program) then return true end
+	pending(program .. " is not installed (apt-get install " .. (package or program) .. ")")
+	return false
+end
+
 -- A block device whose reads this test can hold in flight: a loop device
 -- over a file of `blocks` 4096-byte blocks (block i filled with byte i+1)
 -- and a blkio (cgroup v1) group limiting its reads (and with writes_too
