@@ -73,11 +73,23 @@ aiotk_geom_host laiotk_check_model(lua_State *L, int idx)
 {
 	aiotk_host h;
 	aiotk_err err;
-	if (aiotk_host_probe(&h, &err))
+	memset(&h, 0, sizeof(h));
+	if (!lua_isnoneornil(L, idx))
+		luaL_checktype(L, idx, LUA_TTABLE);
+	/* A whole model (core.host() gives one) needs no probe: restores pass
+	 * theirs for each ring while the process is stopped. */
+	int whole = !lua_isnoneornil(L, idx) &&
+		    laiotk_opt_field_u64(L, idx, "cpus", 0) &&
+		    laiotk_opt_field_u64(L, idx, "page_size", 0);
+	if (whole) {
+		lua_getfield(L, idx, "formula");
+		whole = lua_isstring(L, -1);
+		lua_pop(L, 1);
+	}
+	if (!whole && aiotk_host_probe(&h, &err))
 		luaL_error(L, "%s", err.msg);
 	if (lua_isnoneornil(L, idx))
 		return h.geom;
-	luaL_checktype(L, idx, LUA_TTABLE);
 	h.geom.cpus = (unsigned)laiotk_opt_field_u64(L, idx, "cpus", h.geom.cpus);
 	h.geom.page_size = (unsigned)laiotk_opt_field_u64(L, idx, "page_size",
 							  h.geom.page_size);

@@ -36,8 +36,9 @@ static int p_snapshot(lua_State *L, aiotk_target *t, int b)
 	aiotk_err err;
 	uint64_t addr = laiotk_check_u64(L, b);
 	int flags = lua_toboolean(L, b + 1) ? AIOTK_SNAP_AREA : 0;
+	uint64_t len = lua_isnoneornil(L, b + 2) ? 0 : laiotk_check_u64(L, b + 2);
 	aiotk_ring *r = laiotk_ring_new(L);
-	if (aiotk_snapshot(t, addr, flags, r, &err))
+	if (aiotk_snapshot_len(t, addr, len, flags, r, &err))
 		return laiotk_fail(L, &err);
 	return 1;
 }
@@ -192,18 +193,11 @@ static int p_io_destroy(lua_State *L, aiotk_target *t, int b)
 	return push_done(L, aiotk_io_destroy(t, laiotk_check_u64(L, b), &err), &err);
 }
 
-static int p_mapping_at(lua_State *L, aiotk_target *t, int b)
+/* A mapping as Lua sees it: start, finish, perms, path, placeholder,
+ * ring, journal, desc. */
+static void push_vma(lua_State *L, const aiotk_vma *vp)
 {
-	aiotk_vma v;
-	aiotk_err err;
-		int rc = aiotk_maps_overlap(t->pid, laiotk_check_u64(L, b),
-				    laiotk_check_u64(L, b + 1), 0, &v, &err);
-	if (rc < 0)
-		return laiotk_fail(L, &err);
-	if (rc == 0) {
-		lua_pushboolean(L, 0);
-		return 1;
-	}
+	aiotk_vma v = *vp;
 	lua_createtable(L, 0, 7);
 	laiotk_set_num(L, "start", (double)v.start);
 	laiotk_set_num(L, "finish", (double)v.end);
@@ -215,10 +209,44 @@ static int p_mapping_at(lua_State *L, aiotk_target *t, int b)
 	lua_setfield(L, -2, "placeholder");
 	lua_pushboolean(L, aiotk_vma_is_ring(&v));
 	lua_setfield(L, -2, "ring");
+	lua_pushboolean(L, aiotk_vma_is_journal(&v));
+	lua_setfield(L, -2, "journal");
 	char d[320];
 	aiotk_vma_describe(&v, d, sizeof(d));
 	lua_pushstring(L, d);
 	lua_setfield(L, -2, "desc");
+}
+
+static int p_mapping_at(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_vma v;
+	aiotk_err err;
+	int rc = aiotk_maps_overlap(t->pid, laiotk_check_u64(L, b),
+				    laiotk_check_u64(L, b + 1), 0, &v, &err);
+	if (rc < 0)
+		return laiotk_fail(L, &err);
+	if (rc == 0)
+		lua_pushboolean(L, 0);
+	else
+		push_vma(L, &v);
+	return 1;
+}
+
+/* mappings(): every mapping, as mapping_at gives one, from one read. */
+static int p_mappings(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_vma *v;
+	aiotk_err err;
+	size_t n;
+	(void)b;
+	if (aiotk_maps_list(t->pid, &v, &n, &err))
+		return laiotk_fail(L, &err);
+	lua_createtable(L, (int)n, 0);
+	for (size_t i = 0; i < n; i++) {
+		push_vma(L, &v[i]);
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	free(v);
 	return 1;
 }
 
@@ -350,11 +378,16 @@ static int p_resubmit(lua_State *L, aiotk_target *t, int b)
 }
 
 #define PRIMITIVES(X) X(snapshot) X(converge) X(replay) X(write_events) \
-	X(remap) X(restore) X(io_setup) X(io_destroy) X(mapping_at) X(rings) X(header) \
+	X(remap) X(restore) X(io_setup) X(io_destroy) X(mapping_at) X(mappings) X(rings) X(header) \
 	X(reserve) X(unmap) X(park) X(unpark) X(remove_journals) X(capture) X(resubmit)
 
+/* The functions of aiotk.core act on this process through one self
+ * target kept in the registry (core.self() returns it), so that its
+ * workspace serves every call until the state closes or
+ * core.self():release(). */
+static aiotk_target *shared_self(lua_State *L);
 #define SELF_FN(name) static int l_##name(lua_State *L) \
-	{ aiotk_target t; aiotk_target_self(&t); return p_##name(L, &t, 1); }
+	{ return p_##name(L, shared_self(L), 1); }
 #define METHOD(name) static int m_##name(lua_State *L) \
 	{ return p_##name(L, live_target(L, 1), 2); }
 #define SELF_REG(name) { #name, l_##name },
@@ -373,6 +406,15 @@ static int t_detach(lua_State *L)
 		return laiotk_fail(L, &err);
 	lua_pushboolean(L, 1);
 	return 1;
+}
+
+/* t:release(): the workspace (scratch memory, /dev/null descriptor) put
+ * back now rather than at detach. */
+static int t_release(lua_State *L)
+{
+	aiotk_err err;
+	ltarget *lt = check_target(L, 1);
+	return push_done(L, aiotk_target_release(&lt->t, &err), &err);
 }
 
 static int t_gc(lua_State *L)
@@ -395,7 +437,7 @@ static int t_tostring(lua_State *L)
 }
 
 static const luaL_Reg methods[] = {
-	PRIMITIVES(METHOD_REG) { "detach", t_detach }, { NULL, NULL },
+	PRIMITIVES(METHOD_REG) { "detach", t_detach }, { "release", t_release }, { NULL, NULL },
 };
 
 static int t_index(lua_State *L)
@@ -471,12 +513,29 @@ static int l_simulate(lua_State *L)
 	return 1;
 }
 
+#define SELF_KEY "aiotk.self"
+
+/* self(): this process as a target, the one aiotk.core's functions use. */
 static int l_self(lua_State *L)
 {
+	lua_getfield(L, LUA_REGISTRYINDEX, SELF_KEY);
+	if (!lua_isnil(L, -1))
+		return 1;
+	lua_pop(L, 1);
 	ltarget *lt = new_target(L);
 	aiotk_target_self(&lt->t);
 	lt->attached = 1;
+	lua_pushvalue(L, -1);
+	lua_setfield(L, LUA_REGISTRYINDEX, SELF_KEY);
 	return 1;
+}
+
+static aiotk_target *shared_self(lua_State *L)
+{
+	l_self(L);
+	ltarget *lt = check_target(L, -1);
+	lua_pop(L, 1); /* still referenced from the registry */
+	return &lt->t;
 }
 
 void laiotk_target_register(lua_State *L)

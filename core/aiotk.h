@@ -124,6 +124,10 @@ struct aiotk_target {
 	const struct aiotk_target_ops *ops;
 	int pid;        /* 0: the calling process */
 	void *priv;
+	/* What rings rebuilt in this target share (scratch memory, a
+	 * /dev/null descriptor), kept from the first ring that needs it until
+	 * aiotk_target_release. */
+	struct aiotk_workspace *ws;
 };
 
 void aiotk_target_self(aiotk_target *t);
@@ -154,8 +158,12 @@ int aiotk_target_frozen(aiotk_target *t, int pid, aiotk_err *err);
 int aiotk_check_process(int pid, aiotk_err *err);
 /* 0 if system calls can run in the target, else why not. */
 int aiotk_target_ready(aiotk_target *t, aiotk_err *err);
-/* Registers, signal mask and interrupted system calls put back; the
- * process runs. */
+/* The workspace's memory unmapped and descriptor closed in the target
+ * (detach and free do it; the self target keeps it between calls until
+ * then). */
+int aiotk_target_release(aiotk_target *t, aiotk_err *err);
+/* The workspace released, then registers, signal mask and interrupted
+ * system calls put back; the process runs. */
 int aiotk_target_detach(aiotk_target *t, aiotk_err *err);
 uint64_t aiotk_target_stopped_ns(const aiotk_target *t);
 int aiotk_target_dead(const aiotk_target *t);
@@ -178,6 +186,9 @@ typedef struct aiotk_vma {
 /* What a mapping is, by the kernel's and aiotk's names for it. */
 int aiotk_vma_is_ring(const aiotk_vma *v);
 int aiotk_vma_is_placeholder(const aiotk_vma *v);
+/* Shaped like a journal page (converge.c): whether it is one, its first
+ * bytes tell. */
+int aiotk_vma_is_journal(const aiotk_vma *v);
 /* "0x...-0x... perms path": how messages name a mapping. */
 void aiotk_vma_describe(const aiotk_vma *v, char *buf, size_t len);
 
@@ -185,6 +196,9 @@ void aiotk_vma_describe(const aiotk_vma *v, char *buf, size_t len);
  * `skip` (0: none): 1 found, 0 free, <0 error. */
 int aiotk_maps_overlap(int pid, uint64_t start, uint64_t len, uint64_t skip,
 		       aiotk_vma *vma, aiotk_err *err);
+/* Every mapping, in address order, from one read of the maps; *out is
+ * the caller's to free(). */
+int aiotk_maps_list(int pid, aiotk_vma **out, size_t *count, aiotk_err *err);
 /* Addresses of every AIO ring mapping, in address order. */
 int aiotk_maps_rings(int pid, aiotk_vma *out, size_t max, size_t *count,
 		     aiotk_err *err);
@@ -229,6 +243,11 @@ enum { AIOTK_SNAP_AREA = 1 };
 uint32_t aiotk_ring_live(uint32_t nr, uint32_t head, uint32_t tail);
 int aiotk_snapshot(aiotk_target *t, uint64_t addr, int flags, aiotk_ring *out,
 		   aiotk_err *err);
+/* The same, with the mapping's length as the caller read it from the maps
+ * while the process was stopped (aiotk_maps_rings): not read again per
+ * ring. 0: read it. */
+int aiotk_snapshot_len(aiotk_target *t, uint64_t addr, uint64_t ring_len,
+		       int flags, aiotk_ring *out, aiotk_err *err);
 int aiotk_ring_validate(const aiotk_ring *r, unsigned page_size,
 			aiotk_err *err);
 int aiotk_ring_copy(aiotk_ring *dst, const aiotk_ring *src, aiotk_err *err);

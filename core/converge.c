@@ -19,33 +19,34 @@ static int budget_error(uint32_t n, aiotk_err *err)
 }
 
 /* io_setup(n) in the target. With `mark`, the context is aiotk's to
- * finish: the kernel writes its id into a journal page (a shared anonymous
- * page starting with AIOTK_JOURNAL_MAGIC), the ring is marked
- * AIOTK_RING_BUILDING, and only then the journal goes. Whenever aiotk dies
- * in between, a journal page or the mark tells a later restore which
- * context to destroy (aiotk_remove_journals, and restore_process). */
+ * finish: the kernel writes its id into the journal page (a shared page
+ * starting with AIOTK_JOURNAL_MAGIC, the workspace's), the ring is marked
+ * AIOTK_RING_BUILDING, and only then the journal's slot is cleared.
+ * Whenever aiotk dies in between, the journal or the mark tells a later
+ * restore which context to destroy (aiotk_remove_journals, and
+ * restore_process). */
 static int io_setup_in(aiotk_target *t, uint32_t n, uint64_t *ctx, int mark,
 		       aiotk_err *err)
 {
-	uint64_t scratch, head[2] = { AIOTK_JOURNAL_MAGIC, 0 };
+	uint64_t journal;
+	const uint64_t none = 0;
 	const uint32_t building = AIOTK_RING_BUILDING;
-	int rc = aiotk_scratch_map_shared(t, 4096, &scratch, err);
+	int rc = aiotk_ws_journal(t, &journal, err);
 	if (rc)
 		return rc;
-	rc = aiotk_poke(t, scratch, head, sizeof(head), err);
-	long r = rc ? 0 : aiotk_sys(t, SYS_io_setup, n, (long)(scratch + 8), 0, 0, 0, 0);
-	if (!rc && r == -EAGAIN)
-		rc = budget_error(n, err);
-	else if (!rc && r < 0)
-		rc = aiotk_fail(err, r == -EINVAL ? AIOTK_EINVAL : AIOTK_ESYS,
-				(int)-r, "io_setup(%u) failed: %s", n,
-				strerror((int)-r));
-	if (!rc)
-		rc = aiotk_peek(t, scratch + 8, ctx, sizeof(*ctx), err);
+	long r = aiotk_sys(t, SYS_io_setup, n, (long)(journal + AIOTK_WS_SLOT), 0, 0, 0, 0);
+	if (r == -EAGAIN)
+		return budget_error(n, err);
+	if (r < 0)
+		return aiotk_fail(err, r == -EINVAL ? AIOTK_EINVAL : AIOTK_ESYS,
+				  (int)-r, "io_setup(%u) failed: %s", n,
+				  strerror((int)-r));
+	rc = aiotk_peek(t, journal + AIOTK_WS_SLOT, ctx, sizeof(*ctx), err);
 	if (!rc && mark)
 		rc = aiotk_poke(t, *ctx + offsetof(aiotk_ring_header, compat_features),
 				&building, sizeof(building), err);
-	aiotk_scratch_unmap(t, scratch, 4096);
+	if (!rc)
+		rc = aiotk_poke(t, journal + AIOTK_WS_SLOT, &none, sizeof(none), err);
 	return rc;
 }
 
@@ -54,48 +55,28 @@ int aiotk_io_setup(aiotk_target *t, uint32_t n, uint64_t *ctx, aiotk_err *err)
 	return io_setup_in(t, n, ctx, 0, err);
 }
 
-struct journals {
-	uint64_t *addr;
-	size_t n, cap;
-};
-
-static int collect(const aiotk_vma *v, void *ctx)
-{
-	struct journals *j = ctx;
-	if (v->end - v->start != 4096 || strcmp(v->perms, "rw-s") ||
-	    strcmp(v->path, AIOTK_SHARED_ANON_PATH))
-		return 0;
-	if (j->n == j->cap) {
-		size_t cap = j->cap ? 2 * j->cap : 8;
-		uint64_t *a = realloc(j->addr, cap * sizeof(*a));
-		if (!a)
-			return AIOTK_ENOMEM;
-		j->addr = a;
-		j->cap = cap;
-	}
-	j->addr[j->n++] = v->start;
-	return 0;
-}
-
 int aiotk_remove_journals(aiotk_target *t, unsigned *removed, aiotk_err *err)
 {
-	struct journals j = { NULL, 0, 0 };
-	int rc = aiotk_maps_each(t->pid, collect, &j, err);
+	aiotk_vma *v;
+	size_t n;
+	uint64_t own = aiotk_ws_own_journal(t);
 	*removed = 0;
-	if (rc == AIOTK_ENOMEM)
-		aiotk_fail(err, rc, ENOMEM, "out of memory listing the mappings of %d", t->pid);
-	for (size_t i = 0; !rc && i < j.n; i++) {
+	int rc = aiotk_maps_list(t->pid, &v, &n, err);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < n; i++) {
 		uint64_t head[2];
-		if (aiotk_peek(t, j.addr[i], head, sizeof(head), NULL) ||
+		if (!aiotk_vma_is_journal(&v[i]) || v[i].start == own ||
+		    aiotk_peek(t, v[i].start, head, sizeof(head), NULL) ||
 		    head[0] != AIOTK_JOURNAL_MAGIC)
 			continue;
 		if (head[1])
 			aiotk_io_destroy(t, head[1], NULL); /* gone already: fine */
-		aiotk_scratch_unmap(t, j.addr[i], 4096);
+		aiotk_scratch_unmap(t, v[i].start, 4096);
 		(*removed)++;
 	}
-	free(j.addr);
-	return rc < 0 ? rc : 0;
+	free(v);
+	return 0;
 }
 
 int aiotk_io_destroy(aiotk_target *t, uint64_t ctx, aiotk_err *err)

@@ -13,6 +13,29 @@ void aiotk_scratch_unmap(aiotk_target *t, uint64_t addr, size_t len);
 int aiotk_scratch_map_shared(aiotk_target *t, size_t len, uint64_t *addr,
 			     aiotk_err *err);
 
+/* The target's workspace (workspace.c), made at first use: the journal
+ * page io_setup writes context ids into (its first 16 bytes; the rest of
+ * the page is aiotk's), and n replay requests of `kind` whose pointer
+ * array is at *ptrs. */
+int aiotk_ws_journal(aiotk_target *t, uint64_t *journal, aiotk_err *err);
+/* The journal page's layout: the journal, then system call arguments. */
+enum {
+	AIOTK_WS_SLOT = 8,          /* io_setup writes the new id here */
+	AIOTK_WS_PATH = 16,         /* "/dev/null" */
+	AIOTK_WS_BYTE = 32,         /* PWRITE's byte */
+	AIOTK_WS_CPU = 48,          /* getcpu's answer (the replay's pin) */
+	AIOTK_WS_MASK_OLD = 1024,   /* affinity masks, MASK_BYTES each */
+	AIOTK_WS_MASK_NEW = 2048,
+	AIOTK_WS_MASK_BYTES = 1024, /* up to 8192 CPUs */
+};
+/* The workspace released if it lies in [addr, addr+len) (a ring is to go
+ * there; the next ring makes a new one): 1 if it did. */
+int aiotk_ws_vacate(aiotk_target *t, uint64_t addr, uint64_t len);
+/* The journal page of t's workspace, 0 if none: not a leftover. */
+uint64_t aiotk_ws_own_journal(const aiotk_target *t);
+int aiotk_ws_requests(aiotk_target *t, enum aiotk_req_kind kind, unsigned n,
+		      uint64_t *ptrs, aiotk_err *err);
+
 /* fn for each mapping of pid, in address order, until it returns
  * nonzero (which is returned). */
 int aiotk_maps_each(int pid, int (*fn)(const aiotk_vma *v, void *ctx),
@@ -30,6 +53,10 @@ void aiotk_ring_set_header(aiotk_ring *r, const aiotk_ring_header *h);
  * not at all (-EFAULT); -errno on failure. Even for this process: a wrong
  * address then gives EFAULT instead of SIGSEGV. */
 int aiotk_vm_rw(int pid, uint64_t addr, void *buf, size_t len, int wr);
+
+/* Whether t's system calls already run pinned to one CPU (a process
+ * target co-located with aiotk, target_ptrace.c): the replay need not pin. */
+int aiotk_target_pinned(const aiotk_target *t);
 
 /* Why PTRACE_SEIZE of pid gave EPERM. */
 int aiotk_why_not_permitted(int pid, aiotk_err *err);

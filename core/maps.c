@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static FILE *open_maps(int pid, aiotk_err *err)
@@ -45,6 +46,12 @@ int aiotk_vma_is_ring(const aiotk_vma *v)
 int aiotk_vma_is_placeholder(const aiotk_vma *v)
 {
 	return !strcmp(v->perms, AIOTK_PLACEHOLDER_PERMS) &&
+	       !strcmp(v->path, AIOTK_SHARED_ANON_PATH);
+}
+
+int aiotk_vma_is_journal(const aiotk_vma *v)
+{
+	return v->end - v->start == 4096 && !strcmp(v->perms, "rw-s") &&
 	       !strcmp(v->path, AIOTK_SHARED_ANON_PATH);
 }
 
@@ -117,4 +124,39 @@ int aiotk_maps_rings(int pid, aiotk_vma *out, size_t max, size_t *count,
 	int rc = aiotk_maps_each(pid, add_ring, &r, err);
 	*count = r.n;
 	return rc;
+}
+
+struct list {
+	aiotk_vma *v;
+	size_t n, cap;
+};
+
+static int append(const aiotk_vma *v, void *ctx)
+{
+	struct list *l = ctx;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 64;
+		aiotk_vma *nv = realloc(l->v, cap * sizeof(*nv));
+		if (!nv)
+			return AIOTK_ENOMEM;
+		l->v = nv;
+		l->cap = cap;
+	}
+	l->v[l->n++] = *v;
+	return 0;
+}
+
+int aiotk_maps_list(int pid, aiotk_vma **out, size_t *count, aiotk_err *err)
+{
+	struct list l = { NULL, 0, 0 };
+	int rc = aiotk_maps_each(pid, append, &l, err);
+	if (rc == AIOTK_ENOMEM)
+		aiotk_fail(err, rc, ENOMEM, "out of memory listing the mappings of %d", pid);
+	if (rc < 0) {
+		free(l.v);
+		return rc;
+	}
+	*out = l.v;
+	*count = l.n;
+	return 0;
 }

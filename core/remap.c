@@ -16,7 +16,7 @@
  * The caller's *ctx always says where the context lives, also on failure,
  * so that a rollback destroys the right one. */
 #define _GNU_SOURCE
-#include "aiotk.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -44,11 +44,14 @@ static int check_free(aiotk_target *t, uint64_t ctx, uint64_t len,
 		      uint64_t dest, int flags, aiotk_err *err)
 {
 	aiotk_vma v;
-	int rc = aiotk_maps_overlap(t->pid, dest, len, ctx, &v, err);
-	if (rc < 0)
-		return rc;
-	if (rc == 0 || (flags & AIOTK_REMAP_PLACEHOLDER))
+	/* Onto a placeholder the caller made, there is nothing to look at. */
+	if (flags & AIOTK_REMAP_PLACEHOLDER)
 		return 0;
+	int rc = aiotk_maps_overlap(t->pid, dest, len, ctx, &v, err);
+	if (rc == 1 && aiotk_ws_vacate(t, dest, len))
+		rc = aiotk_maps_overlap(t->pid, dest, len, ctx, &v, err);
+	if (rc <= 0)
+		return rc;
 	return occupied(&v, "cannot move ring to", dest, len,
 			"; free that range or restore into another process", err);
 }
@@ -143,6 +146,7 @@ int aiotk_reserve(aiotk_target *t, uint64_t addr, uint64_t len, aiotk_err *err)
 	/* Shared anonymous and PROT_NONE: "---s /dev/zero (deleted)" in the
 	 * maps, a shape programs do not make, so that one left by a killed
 	 * aiotk is recognisable (AIOTK_SHARED_ANON_PATH). */
+	aiotk_ws_vacate(t, addr, len);
 	long r = aiotk_sys(t, SYS_mmap, (long)addr, (long)len, PROT_NONE,
 			   MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
 	if (r < 0 && r > -4096) {

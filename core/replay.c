@@ -12,19 +12,9 @@
 #include <string.h>
 #include <sys/syscall.h>
 
-#ifndef IOCB_CMD_POLL
-#define IOCB_CMD_POLL 5
-#endif
 #define DEFAULT_BATCH 1024u
-#define MASK_BYTES 1024u /* affinity masks up to 8192 CPUs */
+#define MASK_BYTES AIOTK_WS_MASK_BYTES
 #define HEAD_OFF offsetof(aiotk_ring_header, head)
-
-/* Scratch layout in the target: iocbs, their pointers, a path, a byte to
- * write, and two affinity masks (saved and pinned). */
-struct layout {
-	uint64_t base, iocbs, ptrs, path, byte, mask_old, mask_new, cpu;
-	size_t len;
-};
 
 struct replay {
 	aiotk_target *t;
@@ -33,50 +23,16 @@ struct replay {
 	unsigned batch;
 	int no_nudge;
 	enum aiotk_req_kind kind;
-	struct layout l;
-	long fd;
+	uint64_t ptrs;    /* the workspace's iocb pointers */
+	uint64_t args;    /* the journal page: pin()'s arguments go there */
 	long mask_len;    /* >0: affinity saved and must be put back */
 	aiotk_replay_stats *st;
 };
 
-static void plan_layout(struct layout *l, unsigned batch)
+/* Requests for the batch size the work needs, from the workspace. */
+static int requests(struct replay *r, aiotk_err *err)
 {
-	l->iocbs = 0;
-	l->ptrs = l->iocbs + (uint64_t)batch * sizeof(struct iocb);
-	l->path = l->ptrs + (uint64_t)batch * sizeof(uint64_t);
-	l->byte = l->path + 16;
-	l->cpu = l->byte + 16;
-	l->mask_old = l->cpu + 16;
-	l->mask_new = l->mask_old + MASK_BYTES;
-	l->len = (l->mask_new + MASK_BYTES + 4095) / 4096 * 4096;
-}
-
-static int write_iocbs(struct replay *r, aiotk_err *err)
-{
-	struct iocb cb;
-	size_t cbs_len = r->batch * sizeof(cb), len = cbs_len + r->batch * 8;
-	uint8_t *buf = malloc(len);
-	if (!buf)
-		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory for iocbs");
-	memset(&cb, 0, sizeof(cb));
-	cb.aio_fildes = (uint32_t)r->fd;
-	if (r->kind == AIOTK_REQ_POLL) {
-		cb.aio_lio_opcode = IOCB_CMD_POLL;
-		cb.aio_buf = POLLOUT;
-	} else {
-		cb.aio_lio_opcode = IOCB_CMD_PWRITE;
-		cb.aio_buf = r->l.base + r->l.byte;
-		cb.aio_nbytes = 1;
-	}
-	for (unsigned i = 0; i < r->batch; i++) {
-		uint64_t at = r->l.base + r->l.iocbs + i * sizeof(cb);
-		memcpy(buf + i * sizeof(cb), &cb, sizeof(cb));
-		memcpy(buf + cbs_len + i * 8, &at, 8);
-	}
-	/* iocbs and pointers are contiguous in the layout: one write. */
-	int rc = aiotk_poke(r->t, r->l.base + r->l.iocbs, buf, len, err);
-	free(buf);
-	return rc;
+	return aiotk_ws_requests(r->t, r->kind, r->batch, &r->ptrs, err);
 }
 
 /* Stay on one CPU: free slots cached per CPU would otherwise be stranded. */
@@ -84,23 +40,25 @@ static int pin(struct replay *r, aiotk_err *err)
 {
 	uint32_t cpu;
 	uint8_t mask[MASK_BYTES] = { 0 };
+	int rc = aiotk_ws_journal(r->t, &r->args, err);
+	if (rc)
+		return rc;
 	long n = aiotk_sys(r->t, SYS_sched_getaffinity, 0, MASK_BYTES,
-			   (long)(r->l.base + r->l.mask_old), 0, 0, 0);
-	long c = aiotk_sys(r->t, SYS_getcpu, (long)(r->l.base + r->l.cpu), 0,
+			   (long)(r->args + AIOTK_WS_MASK_OLD), 0, 0, 0);
+	long c = aiotk_sys(r->t, SYS_getcpu, (long)(r->args + AIOTK_WS_CPU), 0,
 			   0, 0, 0, 0);
-	int rc = n < 0 || c < 0 ? aiotk_fail(err, AIOTK_ESYS, (int)-(n < 0 ? n : c),
+	rc = n < 0 || c < 0 ? aiotk_fail(err, AIOTK_ESYS, (int)-(n < 0 ? n : c),
 					 "cannot read the CPU affinity to pin the replay")
-				: aiotk_peek(r->t, r->l.base + r->l.cpu, &cpu,
-					     sizeof(cpu), err);
+			    : aiotk_peek(r->t, r->args + AIOTK_WS_CPU, &cpu, sizeof(cpu), err);
 	if (rc)
 		return rc;
 	if (cpu >= MASK_BYTES * 8)
 		return aiotk_fail(err, AIOTK_EINVAL, 0, "CPU %u is beyond the pin mask", cpu);
 	mask[cpu / 8] = (uint8_t)(1u << (cpu % 8));
-	if ((rc = aiotk_poke(r->t, r->l.base + r->l.mask_new, mask, sizeof(mask), err)))
+	if ((rc = aiotk_poke(r->t, r->args + AIOTK_WS_MASK_NEW, mask, sizeof(mask), err)))
 		return rc;
 	long s = aiotk_sys(r->t, SYS_sched_setaffinity, 0, MASK_BYTES,
-			   (long)(r->l.base + r->l.mask_new), 0, 0, 0);
+			   (long)(r->args + AIOTK_WS_MASK_NEW), 0, 0, 0);
 	if (s < 0)
 		return aiotk_fail(err, AIOTK_ESYS, (int)-s,
 				  "cannot pin the replay to CPU %u: %s", cpu,
@@ -109,34 +67,12 @@ static int pin(struct replay *r, aiotk_err *err)
 	return 0;
 }
 
-static int set_up(struct replay *r, aiotk_err *err)
-{
-	static const char devnull[16] = "/dev/null";
-	plan_layout(&r->l, r->batch);
-	int rc = aiotk_scratch_map(r->t, r->l.len, &r->l.base, err);
-	if (!rc)
-		rc = aiotk_poke(r->t, r->l.base + r->l.path, devnull,
-				sizeof(devnull), err);
-	if (rc)
-		return rc;
-	r->fd = aiotk_sys(r->t, SYS_openat, AT_FDCWD,
-			  (long)(r->l.base + r->l.path), O_WRONLY | O_CLOEXEC,
-			  0, 0, 0);
-	if (r->fd < 0)
-		return aiotk_fail(err, AIOTK_ESYS, (int)-r->fd,
-				  "cannot open /dev/null for replay requests: %s",
-				  strerror((int)-r->fd));
-	return write_iocbs(r, err);
-}
-
-static void tear_down(struct replay *r)
+static void unpin(struct replay *r)
 {
 	if (r->mask_len > 0)
 		aiotk_sys(r->t, SYS_sched_setaffinity, 0, r->mask_len,
-			  (long)(r->l.base + r->l.mask_old), 0, 0, 0);
-	if (r->fd >= 0)
-		aiotk_sys(r->t, SYS_close, r->fd, 0, 0, 0, 0, 0);
-	aiotk_scratch_unmap(r->t, r->l.base, r->l.len);
+			  (long)(r->args + AIOTK_WS_MASK_OLD), 0, 0, 0);
+	r->mask_len = 0;
 }
 
 static int write_head(struct replay *r, uint32_t head, aiotk_err *err)
@@ -148,7 +84,7 @@ static long submit(struct replay *r, uint64_t count)
 {
 	r->st->submits++;
 	return aiotk_sys(r->t, SYS_io_submit, (long)r->ctx, (long)count,
-			 (long)(r->l.base + r->l.ptrs), 0, 0, 0);
+			 (long)r->ptrs, 0, 0, 0);
 }
 
 /* The kernel counts the ring full although the saved ring held more: slots
@@ -191,7 +127,7 @@ static int nudge(struct replay *r, uint64_t done, uint64_t left, aiotk_err *err)
 static int fall_back(struct replay *r, aiotk_err *err)
 {
 	r->kind = AIOTK_REQ_PWRITE;
-	return write_iocbs(r, err);
+	return requests(r, err);
 }
 
 static int run(struct replay *r, uint64_t total, int auto_kind, aiotk_err *err)
@@ -258,21 +194,23 @@ int aiotk_replay(aiotk_target *t, uint64_t ctx, uint32_t nr, uint32_t head,
 		.batch = o->batch ? o->batch : DEFAULT_BATCH,
 		.no_nudge = o->no_nudge,
 		.kind = o->kind == AIOTK_REQ_PWRITE ? AIOTK_REQ_PWRITE : AIOTK_REQ_POLL,
-		.fd = -1, .st = st,
+		.st = st,
 	};
 	if (r.batch > DEFAULT_BATCH * 4)
 		r.batch = DEFAULT_BATCH * 4;
 	/* Behind head means a full turn first: the kernel must have seen
 	 * every slot before tail, or it counts slots free that are not. */
 	uint64_t total = tail >= head ? tail : (uint64_t)nr + tail;
+	if (total < r.batch)
+		r.batch = (unsigned)total;
 	int rc = 0;
 	if (total) {
-		rc = set_up(&r, err);
-		if (!rc && !o->no_pin)
+		rc = requests(&r, err);
+		if (!rc && !o->no_pin && !aiotk_target_pinned(t))
 			rc = pin(&r, err);
 		if (!rc)
 			rc = run(&r, total, o->kind == AIOTK_REQ_AUTO, err);
-		tear_down(&r);
+		unpin(&r);
 	}
 	st->kind = r.kind;
 	return rc ? rc : check_result(&r, err);

@@ -4,10 +4,17 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 
+/* Scratch memory is asked for low in the address space (a hint, not
+ * MAP_FIXED): without one the kernel places it top-down, in the hole a
+ * destroyed ring just left, which is where a restore is about to put a
+ * ring back. Taken, the hint gives way to the kernel's choice, and a
+ * remap onto the workspace moves it (aiotk_ws_vacate). */
+#define SCRATCH_HINT 0x10000000ull
+
 static int map(aiotk_target *t, size_t len, int flags, uint64_t *addr,
 	       aiotk_err *err)
 {
-	long r = aiotk_sys(t, SYS_mmap, 0, (long)len, PROT_READ | PROT_WRITE,
+	long r = aiotk_sys(t, SYS_mmap, (long)SCRATCH_HINT, (long)len, PROT_READ | PROT_WRITE,
 			   flags | MAP_ANONYMOUS, -1, 0);
 	if (r < 0 && r > -4096)
 		return aiotk_fail(err, AIOTK_ESYS, (int)-r,

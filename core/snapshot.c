@@ -80,9 +80,19 @@ void aiotk_ring_set_header(aiotk_ring *r, const aiotk_ring_header *h)
 
 /* The mapping must be exactly the ring the header describes: a wrong nr in
  * a live ring would mean we are not looking at a ring at all. */
-static int check_mapping(aiotk_target *t, const aiotk_ring *r, aiotk_err *err)
+static int check_mapping(aiotk_target *t, const aiotk_ring *r,
+			 uint64_t known_len, aiotk_err *err)
 {
 	aiotk_vma v;
+	if (known_len) {
+		if (known_len == r->ring_len)
+			return 0;
+		return aiotk_fail(err, AIOTK_ENOTRING, 0,
+				  "ring 0x%llx: nr %u means %llu bytes but the mapping is %llu bytes",
+				  (unsigned long long)r->addr, r->nr,
+				  (unsigned long long)r->ring_len,
+				  (unsigned long long)known_len);
+	}
 	int rc = aiotk_maps_overlap(t->pid, r->addr, 1, 0, &v, err);
 	if (rc < 0)
 		return rc;
@@ -100,7 +110,7 @@ static int check_mapping(aiotk_target *t, const aiotk_ring *r, aiotk_err *err)
 }
 
 static int read_once(aiotk_target *t, aiotk_ring *r, int flags,
-		     unsigned page_size, aiotk_err *err)
+		     unsigned page_size, uint64_t known_len, aiotk_err *err)
 {
 	aiotk_ring_header h;
 	int rc = aiotk_peek(t, r->addr, &h, sizeof(h), err);
@@ -111,7 +121,7 @@ static int read_once(aiotk_target *t, aiotk_ring *r, int flags,
 	r->nevents = h.head < h.nr && h.tail < h.nr ?
 		aiotk_ring_live(h.nr, h.head, h.tail) : 0;
 	if ((rc = aiotk_ring_validate(r, page_size, err)) ||
-	    (rc = check_mapping(t, r, err)))
+	    (rc = check_mapping(t, r, known_len, err)))
 		return rc;
 	r->events = calloc(r->nevents ? r->nevents : 1, sizeof(aiotk_event));
 	if (flags & AIOTK_SNAP_AREA)
@@ -131,6 +141,12 @@ static int read_once(aiotk_target *t, aiotk_ring *r, int flags,
 int aiotk_snapshot(aiotk_target *t, uint64_t addr, int flags, aiotk_ring *out,
 		   aiotk_err *err)
 {
+	return aiotk_snapshot_len(t, addr, 0, flags, out, err);
+}
+
+int aiotk_snapshot_len(aiotk_target *t, uint64_t addr, uint64_t ring_len,
+		       int flags, aiotk_ring *out, aiotk_err *err)
+{
 	/* Only the page size matters here; this runs while a process is
 	 * stopped, so no host probe (several /proc and /sys reads) per ring. */
 	unsigned page = (unsigned)sysconf(_SC_PAGESIZE);
@@ -139,7 +155,7 @@ int aiotk_snapshot(aiotk_target *t, uint64_t addr, int flags, aiotk_ring *out,
 		aiotk_ring_header again;
 		memset(out, 0, sizeof(*out));
 		out->addr = addr;
-		rc = read_once(t, out, flags, page, err);
+		rc = read_once(t, out, flags, page, ring_len, err);
 		if (!rc)
 			rc = aiotk_peek(t, addr, &again, sizeof(again), err);
 		if (rc) {

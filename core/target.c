@@ -57,11 +57,17 @@ int aiotk_target_ready(aiotk_target *t, aiotk_err *err)
 
 int aiotk_target_detach(aiotk_target *t, aiotk_err *err)
 {
-	return t->ops && t->ops->detach ? t->ops->detach(t, err) : 0;
+	aiotk_err rerr;
+	int released = aiotk_target_release(t, &rerr);
+	int rc = t->ops && t->ops->detach ? t->ops->detach(t, err) : 0;
+	if (!rc && released && err)
+		*err = rerr;
+	return rc ? rc : released;
 }
 
 void aiotk_target_free(aiotk_target *t)
 {
+	aiotk_target_release(t, NULL);
 	if (t->ops && t->ops->free)
 		t->ops->free(t);
 	t->priv = NULL;

@@ -39,5 +39,6 @@ int aiotk_target_frozen(aiotk_target *t, int pid, aiotk_err *err)
 	t->ops = &frozen_ops;
 	t->pid = pid;
 	t->priv = NULL;
+	t->ws = NULL;
 	return 0;
 }

@@ -17,12 +17,14 @@
 #include "internal.h"
 
 #include <dirent.h>
+#include <sched.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ptrace.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -30,10 +32,12 @@
 #define OPTIONS (PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEEXEC)
 #define SYSCALL_STOP (SIGTRAP | 0x80)
 #define FRAME_MAX 32768
+#define MASK_BYTES 1024 /* affinity masks up to 8192 CPUs */
 
 struct thread {
 	int tid;
-	int gone; /* exited (and reaped) */
+	int gone;     /* exited (and reaped) */
+	int stopping; /* asked to stop, not yet waited for */
 };
 
 struct tracee {
@@ -50,6 +54,12 @@ struct tracee {
 	uint64_t deferred;  /* unblockable signals that stopped it mid-injection */
 	aiotk_err why;      /* why it cannot be injected into, if it cannot */
 	uint64_t t_stop, stopped_ns;
+	/* Co-location (colocate()): the main thread's affinity as found
+	 * (mask_len > 0: it was pinned), and aiotk's own. */
+	uint8_t cpus[MASK_BYTES];
+	long mask_len;
+	cpu_set_t own;
+	int own_pinned;
 };
 
 static struct tracee *T(aiotk_target *t) { return t->priv; }
@@ -68,10 +78,16 @@ static void reap_exited(struct tracee *p, int except)
 		siginfo_t si;
 		if (p->th[i].gone || p->th[i].tid == except)
 			continue;
+		/* A traced thread's stop is reported to any wait, WEXITED or
+		 * not: look first (WNOWAIT), and reap only an exit, so that a
+		 * stop still to be waited for is not swallowed here. */
 		si.si_pid = 0;
-		if (!waitid(P_PID, (id_t)p->th[i].tid, &si, WEXITED | WNOHANG | __WALL) &&
-		    si.si_pid)
-			p->th[i].gone = 1;
+		if (waitid(P_PID, (id_t)p->th[i].tid, &si, WEXITED | WNOHANG | __WALL | WNOWAIT) ||
+		    !si.si_pid || (si.si_code != CLD_EXITED && si.si_code != CLD_KILLED &&
+				   si.si_code != CLD_DUMPED))
+			continue;
+		waitid(P_PID, (id_t)p->th[i].tid, &si, WEXITED | WNOHANG | __WALL);
+		p->th[i].gone = 1;
 	}
 }
 
@@ -84,9 +100,12 @@ static int wait_thread(struct tracee *p, int tid, int *st)
 	sigaddset(&chld, SIGCHLD);
 	pthread_sigmask(SIG_BLOCK, &chld, &old);
 	int r;
-	while ((r = waitpid(tid, st, __WALL | WNOHANG)) == 0) {
+	/* The others are reaped only when tid keeps us waiting: a stop is
+	 * normally reported at the first SIGCHLD. */
+	for (int round = 0; (r = waitpid(tid, st, __WALL | WNOHANG)) == 0; round++) {
 		struct timespec ts = { 0, 20 * 1000 * 1000 };
-		reap_exited(p, tid);
+		if (round)
+			reap_exited(p, tid);
 		sigtimedwait(&chld, NULL, &ts);
 	}
 	int e = errno;
@@ -195,17 +214,70 @@ static int armed(struct tracee *p)
 	return rc;
 }
 
+static long inject(struct tracee *p, long nr, const long a[6])
+{
+	aiotk_regs r = p->saved;
+	aiotk_arch_prepare(&r, p->code, p->frame, nr, a);
+	long rc = dying(p, run_syscall(p, &r));
+	return rc ? rc : aiotk_arch_result(&r);
+}
+
 static long pt_sys(aiotk_target *t, long nr, const long a[6])
 {
 	struct tracee *p = T(t);
-	aiotk_regs r = p->saved;
 	if (p->dead || p->execd)
 		return -ESRCH;
 	if (armed(p))
 		return p->dead ? -ESRCH : -ENOEXEC;
-	aiotk_arch_prepare(&r, p->code, p->frame, nr, a);
-	long rc = dying(p, run_syscall(p, &r));
-	return rc ? rc : aiotk_arch_result(&r);
+	return inject(p, nr, a);
+}
+
+static long pt_sys_at(struct tracee *p, long nr, long a0, long a1, long a2)
+{
+	const long a[6] = { a0, a1, a2, 0, 0, 0 };
+	return inject(p, nr, a);
+}
+
+/* Injected system calls cost two ptrace stops each. With the main thread
+ * on another CPU every stop is a cross-CPU wakeup, which this machine
+ * measured at 80-140 us an injection against about 20 us with aiotk and
+ * the main thread on one CPU: so both are pinned to aiotk's CPU until
+ * release (which puts both masks back). Refused (a cpuset without that
+ * CPU), the process is left as it was and only runs slower. The replay's
+ * own pinning (per-CPU request slots) is then already done. The masks'
+ * argument memory is the stack below the return frame. */
+static void colocate(struct tracee *p)
+{
+	int cpu = sched_getcpu();
+	uint64_t at = p->frame - MASK_BYTES;
+	uint8_t one[MASK_BYTES] = { 0 };
+	cpu_set_t me;
+	if (cpu < 0 || cpu >= MASK_BYTES * 8 || sched_getaffinity(0, sizeof(p->own), &p->own))
+		return;
+	long n = pt_sys_at(p, SYS_sched_getaffinity, 0, MASK_BYTES, (long)at);
+	if (n <= 0 || aiotk_vm_rw(p->pid, at, p->cpus, (size_t)n, 0))
+		return;
+	one[cpu / 8] = (uint8_t)(1u << (cpu % 8));
+	if (aiotk_vm_rw(p->pid, at, one, sizeof(one), 1) ||
+	    pt_sys_at(p, SYS_sched_setaffinity, 0, MASK_BYTES, (long)at))
+		return;
+	p->mask_len = n;
+	CPU_ZERO(&me);
+	CPU_SET(cpu, &me);
+	p->own_pinned = !sched_setaffinity(0, sizeof(me), &me);
+}
+
+/* Both masks back, before the registers go back. */
+static void uncolocate(struct tracee *p)
+{
+	uint64_t at = p->frame - MASK_BYTES;
+	if (p->mask_len > 0 && !p->dead && !p->execd &&
+	    !aiotk_vm_rw(p->pid, at, p->cpus, (size_t)p->mask_len, 1))
+		pt_sys_at(p, SYS_sched_setaffinity, 0, p->mask_len, (long)at);
+	p->mask_len = 0;
+	if (p->own_pinned)
+		sched_setaffinity(0, sizeof(p->own), &p->own);
+	p->own_pinned = 0;
 }
 
 /* Gadgets are looked for while the process runs (its code does not move
@@ -256,13 +328,14 @@ static int arm(struct tracee *p)
 				   sizeof(frame), &p->frame, &len)))
 		return aiotk_fail(&p->why, AIOTK_ESYS, -rc, "cannot build the return frame for %d: %s",
 				  p->pid, strerror(-rc));
-	if ((rc = frame_fits(p, p->frame, len)))
+	if ((rc = frame_fits(p, p->frame - MASK_BYTES, len + MASK_BYTES)))
 		return rc;
 	struct iovec l = { frame, len }, r = { (void *)(uintptr_t)p->frame, len };
 	if (process_vm_writev(p->pid, &l, 1, &r, 1, 0) != (ssize_t)len)
 		return aiotk_fail(&p->why, AIOTK_ESYS, errno, "cannot write the return frame into %d: %s",
 				  p->pid, strerror(errno));
 	p->armed = 1;
+	colocate(p);
 	return 0;
 }
 
@@ -278,7 +351,7 @@ static struct thread *add(struct tracee *p, int tid)
 		p->th = n;
 		p->cap = cap;
 	}
-	p->th[p->nth] = (struct thread){ tid, 0 };
+	p->th[p->nth] = (struct thread){ tid, 0, 0 };
 	return &p->th[p->nth++];
 }
 
@@ -289,8 +362,10 @@ static void make_restartable(int tid)
 		aiotk_arch_set(tid, &r);
 }
 
-/* Seize and stop one thread; a signal met on the way goes on to it. */
-static int stop_thread(struct tracee *p, int tid, aiotk_err *err)
+/* Seize one thread and ask it to stop; it is waited for later, so that
+ * the threads of a process stop together rather than one after another
+ * (each wakeup of an idle CPU costs tens of microseconds here). */
+static int seize_thread(struct tracee *p, int tid, aiotk_err *err)
 {
 	if (ptrace(PTRACE_SEIZE, tid, 0, OPTIONS)) {
 		/* EPERM also for a thread that is exiting: when the process is
@@ -303,14 +378,29 @@ static int stop_thread(struct tracee *p, int tid, aiotk_err *err)
 			return 0; /* exited meanwhile */
 		return aiotk_fail(err, AIOTK_ESYS, errno, "PTRACE_SEIZE %d: %s", tid, strerror(errno));
 	}
-	if (!add(p, tid)) {
+	struct thread *t = add(p, tid);
+	if (!t) {
 		ptrace(PTRACE_DETACH, tid, 0, 0);
 		return aiotk_fail(err, AIOTK_ENOMEM, ENOMEM, "out of memory for thread %d", tid);
 	}
+	t->stopping = 1;
 	if (ptrace(PTRACE_INTERRUPT, tid, 0, 0))
 		return aiotk_fail(err, AIOTK_ESYS, errno, "cannot stop thread %d: %s", tid, strerror(errno));
+	return 0;
+}
+
+/* A seized thread's stop; a signal met on the way goes on to it. */
+static int wait_stopped(struct tracee *p, struct thread *th, aiotk_err *err)
+{
+	int tid = th->tid;
+	th->stopping = 0;
 	for (;;) {
-		int st, rc = wait_thread(p, tid, &st);
+		int st, rc = th->gone ? 0 : wait_thread(p, tid, &st);
+		/* Reaped already (an exit seen while waiting for another). */
+		if (th->gone || rc == -ECHILD) {
+			th->gone = 1;
+			return 0;
+		}
 		if (rc)
 			return aiotk_fail(err, AIOTK_ESYS, -rc, "cannot stop thread %d: %s", tid, strerror(-rc));
 		if (exited(p, tid, st))
@@ -337,7 +427,8 @@ static int opendir_task(int pid, DIR **d, aiotk_err *err)
 	return *d ? 0 : aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d exited while being stopped", pid);
 }
 
-/* Threads may be created while we stop others: list until nothing new. */
+/* Threads may be created while we stop others: list until nothing new.
+ * Each round asks every new thread to stop, then waits for them all. */
 static int stop_all(struct tracee *p, aiotk_err *err)
 {
 	for (int added = 1; added;) {
@@ -350,10 +441,13 @@ static int stop_all(struct tracee *p, aiotk_err *err)
 			int tid = atoi(e->d_name);
 			if (tid <= 0 || find(p, tid))
 				continue;
-			rc = stop_thread(p, tid, err);
+			rc = seize_thread(p, tid, err);
 			added = 1;
 		}
 		closedir(d);
+		for (size_t i = 0; !rc && i < p->nth; i++)
+			if (p->th[i].stopping)
+				rc = wait_stopped(p, &p->th[i], err);
 		if (rc)
 			return rc;
 	}
@@ -364,10 +458,21 @@ static int stop_all(struct tracee *p, aiotk_err *err)
  * registers still lead through the frame, then its registers. */
 static void release(struct tracee *p)
 {
+	uncolocate(p);
 	for (size_t i = 0; i < p->nth; i++) {
 		struct thread *t = &p->th[i];
 		if (t->gone)
 			continue;
+		/* Asked to stop when stopping failed elsewhere: only a stopped
+		 * thread can be detached. */
+		if (t->stopping) {
+			int st;
+			t->stopping = 0;
+			if (wait_thread(p, t->tid, &st) || exited(p, t->tid, st)) {
+				t->gone = 1;
+				continue;
+			}
+		}
 		if (t->tid == p->pid && p->blocked)
 			set_mask(t->tid, p->mask);
 		if (t->tid == p->pid && p->injected)
@@ -460,6 +565,7 @@ int aiotk_target_attach(aiotk_target *t, int pid, aiotk_err *err)
 	t->ops = &ptrace_ops;
 	t->pid = pid;
 	t->priv = p;
+	t->ws = NULL;
 	if (rc)
 		pt_free(t);
 	return rc;
@@ -487,6 +593,7 @@ int aiotk_target_adopt(aiotk_target *t, int pid, aiotk_err *err)
 	t->ops = &ptrace_ops;
 	t->pid = pid;
 	t->priv = p;
+	t->ws = NULL;
 	int g = aiotk_arch_get(pid, &p->saved);
 	if (g) {
 		pt_free(t);
@@ -506,4 +613,10 @@ int aiotk_target_dead(const aiotk_target *t)
 {
 	const struct tracee *p = t->priv;
 	return t->ops == &ptrace_ops && p && (p->dead || p->execd);
+}
+
+int aiotk_target_pinned(const aiotk_target *t)
+{
+	const struct tracee *p = t->priv;
+	return t->ops == &ptrace_ops && p && p->mask_len > 0;
 }

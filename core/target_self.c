@@ -39,4 +39,5 @@ void aiotk_target_self(aiotk_target *t)
 	t->ops = &self_ops;
 	t->pid = 0;
 	t->priv = NULL;
+	t->ws = NULL;
 }

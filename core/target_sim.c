@@ -86,6 +86,7 @@ int aiotk_target_sim(aiotk_target *t, const aiotk_geom_host *model, aiotk_err *e
 	t->ops = &sim_ops;
 	t->pid = -1; /* neither this process nor a real one */
 	t->priv = s;
+	t->ws = NULL;
 	return 0;
 }
 

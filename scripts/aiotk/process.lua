@@ -46,7 +46,7 @@ local function read_rings(t, policy, opts)
 	if not maps then return nil, e, c end
 	local rings = {}
 	for _, m in ipairs(maps) do
-		local ring, e2, c2 = t:snapshot(m.addr, opts.area)
+		local ring, e2, c2 = t:snapshot(m.addr, opts.area, m.ring_len)
 		if not ring then return nil, e2, c2 end
 		if policy.filter(ring, { phase = "dump", pid = t.pid }) then rings[#rings + 1] = ring end
 	end
@@ -347,7 +347,7 @@ function M.verify_process(pid, img)
 			if not maps then return nil, e, c end
 			live = {}
 			for _, m in ipairs(maps) do
-				local ring, e2, c2 = t:snapshot(m.addr)
+				local ring, e2, c2 = t:snapshot(m.addr, false, m.ring_len)
 				if not ring then return nil, e2, c2 end
 				live[m.addr] = ring
 			end
@@ -364,13 +364,20 @@ function M.verify_process(pid, img)
 		stopped_ns = stopped.stopped_ns }
 end
 
+-- The first of maps (t:mappings()) overlapping [addr, addr+len).
+local function mapping_in(maps, addr, len)
+	for _, m in ipairs(maps) do
+		if m.start < addr + len and addr < m.finish then return m end
+	end
+end
+
 -- What each destination holds, checked before anything changes: nothing,
 -- or (with replace) exactly one AIO ring, which is then moved aside.
 -- Returns the occupant per step index.
-local function occupants(t, steps, replace)
+local function occupants(maps, steps, replace)
 	local out = {}
 	for i, s in ipairs(steps) do
-		local m = t:mapping_at(s.ring.addr, s.len)
+		local m = mapping_in(maps, s.ring.addr, s.len)
 		if m then
 			if not (replace and m.ring) then
 				return nil, string.format(
@@ -390,29 +397,46 @@ local function occupants(t, steps, replace)
 end
 
 -- What an interrupted aiotk left: contexts it was building or had parked
--- (marked), placeholders on saved ranges. Removed first.
+-- (marked), placeholders on saved ranges, journal pages. Removed first.
+-- Returns the mappings as they are then (one read of the maps when
+-- nothing was left, which is the usual case).
 local function remove_leftovers(t, steps, policy)
+	local maps, me, mc = t:mappings()
+	if not maps then return nil, me, mc end
+	local removed = false
 	for _, s in ipairs(steps) do
-		local m = t:mapping_at(s.ring.addr, s.len)
+		local m = mapping_in(maps, s.ring.addr, s.len)
 		if m and m.placeholder and m.start == s.ring.addr and m.finish == s.ring.addr + s.len then
 			local ok, err, code = t:unmap(m.start, s.len)
 			if not ok then return nil, err, code end
+			removed = true
 			policy.log(string.format("removed the placeholder at 0x%x left by an interrupted aiotk", m.start))
 		end
 	end
-	local j, je, jc = t:remove_journals()
-	if not j then return nil, je, jc end
-	if j > 0 then policy.log(string.format("destroyed %d ring(s) an interrupted aiotk had just made", j)) end
-	for _, m in ipairs(assert(t:rings())) do
-		local h = t:header(m.addr)
-		if h and h.building then
-			local ok, err, code = t:io_destroy(m.addr)
-			if not ok then return nil, err, code end
-			policy.log(string.format("destroyed ring 0x%x, left built halfway or parked by an interrupted aiotk", m.addr))
+	local journals = false
+	for _, m in ipairs(maps) do journals = journals or m.journal end
+	if journals then
+		local j, je, jc = t:remove_journals()
+		if not j then return nil, je, jc end
+		if j > 0 then
+			removed = true
+			policy.log(string.format("destroyed %d ring(s) an interrupted aiotk had just made", j))
 		end
 	end
-	return true
+	for _, m in ipairs(maps) do
+		local h = m.ring and t:header(m.start)
+		if h and h.building then
+			local ok, err, code = t:io_destroy(m.start)
+			if not ok then return nil, err, code end
+			removed = true
+			policy.log(string.format("destroyed ring 0x%x, left built halfway or parked by an interrupted aiotk", m.start))
+		end
+	end
+	if removed then return t:mappings() end
+	return maps
 end
+
+local EXITED = "the process exited during restore: "
 
 -- Everything a restore changed, undone in reverse: what it made, where.
 local Undo = {}
@@ -433,20 +457,23 @@ local function interrupted()
 	return true
 end
 
--- The kernel's side of a rebuilt ring, where it can be seen: its private
--- tail must be the saved tail (the next completion lands at the saved
--- slot) and, when the dump recorded it, its n the saved n.
-local function kernel_check(t, ring, policy)
+-- The kernel's side of the rebuilt rings, where it can be seen (one
+-- reading for all): each private tail must be the saved tail (the next
+-- completion lands at the saved slot) and, when the dump recorded it, its
+-- n the saved n.
+local function kernel_check(t, steps, policy)
 	local kv = kernel.read(t.pid)
-	local k = kv and kv[ring.addr]
-	if not k then return true end
-	if k.kernel_tail ~= ring.tail then
-		return nil, string.format("the kernel's tail is %d after the rebuild, the saved tail %d",
-			k.kernel_tail, ring.tail), "stuck"
-	end
-	if ring.n > 0 and k.n ~= ring.n then
-		policy.log(string.format("ring 0x%x: rebuilt with io_setup(%d), not the recorded %d " ..
-			"(this host makes that length from another n)", ring.addr, k.n, ring.n))
+	for i, s in ipairs(steps) do
+		local ring = s.ring
+		local k = kv and kv[ring.addr]
+		if k and k.kernel_tail ~= ring.tail then
+			return nil, string.format("ring %d of %d (0x%x): the kernel's tail is %d after the rebuild, " ..
+				"the saved tail %d", i, #steps, ring.addr, k.kernel_tail, ring.tail), "stuck"
+		end
+		if k and ring.n > 0 and k.n ~= ring.n then
+			policy.log(string.format("ring 0x%x: rebuilt with io_setup(%d), not the recorded %d " ..
+				"(this host makes that length from another n)", ring.addr, k.n, ring.n))
+		end
 	end
 	return true
 end
@@ -455,8 +482,8 @@ end
 -- a placeholder (so no new ring, parking spot or scratch mapping can land
 -- on one), each ring rebuilt onto its placeholder. Each step is recorded
 -- in undo before the next one starts.
-local function rebuild(t, steps, opts, policy, undo, out)
-	local occ, e, c = occupants(t, steps, opts.replace)
+local function rebuild(t, maps, steps, opts, policy, undo, out)
+	local occ, e, c = occupants(maps, steps, opts.replace)
 	if not occ then return nil, e, c end
 	local claims = {}
 	local function claim(i, s)
@@ -484,20 +511,27 @@ local function rebuild(t, steps, opts, policy, undo, out)
 			if not ok then return nil, ce, cc end
 		end
 	end
+	local results = {}
 	for i, s in ipairs(steps) do
 		local ok, ie, ic = interrupted()
 		if not ok then return nil, ie, ic end
 		local replay = { nudge = s.nudge }
 		for k, v in pairs(opts.replay or {}) do replay[k] = v end
 		local res, re, rc = t:restore(s.ring, { n = s.n, grow_to = s.grow_to, replay = replay,
-			placeholder = true })
+			placeholder = true, model = opts.model })
 		if not res then
 			return nil, string.format("ring %d of %d (0x%x): %s", i, #steps, s.ring.addr, seccomp_hint(t.pid, re)), rc
 		end
 		claims[i].used = true
 		undo[#undo + 1] = { kind = "ring", addr = res.ctx }
-		local kok, ke, kc = kernel_check(t, s.ring, policy)
-		if not kok then return nil, string.format("ring %d of %d (0x%x): %s", i, #steps, s.ring.addr, ke), kc end
+		results[i] = res
+	end
+	-- Checked before any captured request goes back in: one that completes
+	-- at once would move the tail being checked.
+	local kok, ke, kc = kernel_check(t, steps, policy)
+	if not kok then return nil, ke, kc end
+	for i, s in ipairs(steps) do
+		local res = results[i]
 		if s.ring.ncaptured > 0 then
 			local rok, rse, rsc = t:resubmit(res.ctx, s.ring)
 			if not rok then return nil, string.format("ring %d of %d: %s", i, #steps, rse), rsc end
@@ -528,13 +562,17 @@ function M.restore_process(pid, rings, opts)
 	if not ok then return nil, berr, bcode end
 	kernel.open() -- loaded before the process is stopped, not while
 	local out = {}
+	-- This host's model for every ring, read before the process stops.
+	local ropts = setmetatable({ model = assert(core.host()) }, { __index = opts })
+	local target
 	local rok, err, code = M.with_process(pid, function(t)
-		local d, de, dc = remove_leftovers(t, steps, policy)
-		if not d then return nil, de, dc end
+		target = t
+		local maps, de, dc = remove_leftovers(t, steps, policy)
+		if not maps then return nil, de, dc end
 		local undo = setmetatable({}, Undo)
 		-- A hook or callback that raises is a failure like any other: the
 		-- undo runs, then the error goes on.
-		local called, done, e, c = pcall(rebuild, t, steps, opts, policy, undo, out)
+		local called, done, e, c = pcall(rebuild, t, maps, steps, ropts, policy, undo, out)
 		if not called then
 			undo:rollback(t)
 			error(done, 0)
@@ -542,7 +580,7 @@ function M.restore_process(pid, rings, opts)
 		if not done then
 			undo:rollback(t)
 			out = {}
-			if t.dead then return nil, "the process exited during restore: " .. e, c end
+			if t.dead then return nil, EXITED .. e, c end
 			return nil, e, c
 		end
 		for _, u in ipairs(undo) do
@@ -551,7 +589,11 @@ function M.restore_process(pid, rings, opts)
 		out.target = t
 		return true
 	end)
-	if not rok then return nil, err, code end
+	if not rok then
+		-- Killed after its last system call, it shows only at detach.
+		if target and target.dead and not err:find(EXITED, 1, true) then err = EXITED .. err end
+		return nil, err, code
+	end
 	out.stopped_ns = out.target.stopped_ns
 	out.plan = plan
 	return out

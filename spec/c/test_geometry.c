@@ -134,5 +134,6 @@ int main(void)
 	inverse_is_smallest(&host.geom);
 	simulated_other_hosts();
 	bad_input(&host.geom);
+	aiotk_target_free(&self); /* its workspace */
 	return check_report();
 }

@@ -94,5 +94,6 @@ int main(void)
 	const uint32_t ns[] = { 1, 64, 256, 4096, 16384, 65535 };
 	for (size_t i = 0; i < sizeof(ns) / sizeof(ns[0]); i++)
 		overlap_every_offset(ns[i]);
+	aiotk_target_free(&self); /* its workspace */
 	return check_report();
 }

@@ -165,5 +165,6 @@ int main(void)
 	CHECK(aiotk_replay(&self, ctx, 127, 127, 0, NULL, NULL, &err) == AIOTK_EINVAL, "head = nr");
 	CHECK(aiotk_replay(&self, ctx, 127, 0, 200, NULL, NULL, &err) == AIOTK_EINVAL, "tail > nr");
 	aiotk_io_destroy(&self, ctx, &err);
+	aiotk_target_free(&self); /* its workspace */
 	return check_report();
 }

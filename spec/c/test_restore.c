@@ -193,5 +193,6 @@ int main(void)
 	budget_rollback();
 	occupied_rollback();
 	bad_saved_state();
+	aiotk_target_free(&self); /* its workspace */
 	return check_report();
 }
