@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int laiotk_fail(lua_State *L, const aiotk_err *err)
 {
@@ -161,6 +162,15 @@ static int search_n(lua_State *L, n_search f)
 static int l_min_n(lua_State *L) { return search_n(L, aiotk_geom_min_n); }
 static int l_fit_n(lua_State *L) { return search_n(L, aiotk_geom_fit_n); }
 
+/* ring_len(nr[, page_size]): the mapping length of a ring of nr slots. */
+static int l_ring_len(lua_State *L)
+{
+	uint32_t nr = (uint32_t)luaL_checknumber(L, 1);
+	unsigned page = (unsigned)luaL_optnumber(L, 2, (lua_Number)sysconf(_SC_PAGESIZE));
+	lua_pushnumber(L, (double)aiotk_geom_len_for_nr(nr, page));
+	return 1;
+}
+
 static int l_aio_nr(lua_State *L)
 {
 	uint64_t nr, max;
@@ -198,6 +208,7 @@ static int l_now_ns(lua_State *L)
 
 static const luaL_Reg funcs[] = {
 	{ "host", l_host }, { "geometry", l_geometry }, { "min_n", l_min_n }, { "fit_n", l_fit_n },
+	{ "ring_len", l_ring_len },
 	{ "aio_nr", l_aio_nr }, { "set_aio_max_nr", l_set_aio_max_nr },
 	{ "now_ns", l_now_ns }, { "sleep_ms", l_sleep_ms },
 	{ "ring", laiotk_ring_from_table }, { "image", laiotk_image_create },

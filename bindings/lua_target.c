@@ -43,6 +43,41 @@ static int p_snapshot(lua_State *L, aiotk_target *t, int b)
 	return 1;
 }
 
+/* snapshot_many({ {addr=, ring_len=}, ... }[, whole_area]) -> rings, read
+ * together (aiotk_snapshot_many): a dump's stopped window. */
+static int p_snapshot_many(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	luaL_checktype(L, b, LUA_TTABLE);
+	size_t n = lua_objlen(L, b);
+	int flags = lua_toboolean(L, b + 1) ? AIOTK_SNAP_AREA : 0;
+	uint64_t *addr = calloc(n ? n : 1, sizeof(*addr)), *len = calloc(n ? n : 1, sizeof(*len));
+	aiotk_ring *out = calloc(n ? n : 1, sizeof(*out));
+	if (!addr || !len || !out) {
+		free(addr), free(len), free(out);
+		return luaL_error(L, "out of memory for %d rings", (int)n);
+	}
+	for (size_t i = 0; i < n; i++) {
+		lua_rawgeti(L, b, (int)i + 1);
+		addr[i] = laiotk_opt_field_u64(L, lua_gettop(L), "addr", 0);
+		len[i] = laiotk_opt_field_u64(L, lua_gettop(L), "ring_len", 0);
+		lua_pop(L, 1);
+	}
+	int rc = aiotk_snapshot_many(t, addr, len, n, flags, out, &err);
+	free(addr), free(len);
+	if (rc) {
+		free(out);
+		return laiotk_fail(L, &err);
+	}
+	lua_createtable(L, (int)n, 0);
+	for (size_t i = 0; i < n; i++) {
+		*laiotk_ring_new(L) = out[i]; /* the userdata owns the events now */
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	free(out);
+	return 1;
+}
+
 static void push_conv(lua_State *L, const aiotk_converge_result *c)
 {
 	lua_createtable(L, 0, 4);
@@ -377,7 +412,7 @@ static int p_resubmit(lua_State *L, aiotk_target *t, int b)
 	return push_done(L, aiotk_resubmit(t, ctx, laiotk_ring_check(L, b + 1), &err), &err);
 }
 
-#define PRIMITIVES(X) X(snapshot) X(converge) X(replay) X(write_events) \
+#define PRIMITIVES(X) X(snapshot) X(snapshot_many) X(converge) X(replay) X(write_events) \
 	X(remap) X(restore) X(io_setup) X(io_destroy) X(mapping_at) X(mappings) X(rings) X(header) \
 	X(reserve) X(unmap) X(park) X(unpark) X(remove_journals) X(capture) X(resubmit)
 

@@ -248,6 +248,10 @@ int aiotk_snapshot(aiotk_target *t, uint64_t addr, int flags, aiotk_ring *out,
  * ring. 0: read it. */
 int aiotk_snapshot_len(aiotk_target *t, uint64_t addr, uint64_t ring_len,
 		       int flags, aiotk_ring *out, aiotk_err *err);
+/* n rings at once (a dump's), out[0..n) filled or, on error, all freed;
+ * len as for aiotk_snapshot_len, NULL: read the maps. */
+int aiotk_snapshot_many(aiotk_target *t, const uint64_t *addr, const uint64_t *len,
+			size_t n, int flags, aiotk_ring *out, aiotk_err *err);
 int aiotk_ring_validate(const aiotk_ring *r, unsigned page_size,
 			aiotk_err *err);
 int aiotk_ring_copy(aiotk_ring *dst, const aiotk_ring *src, aiotk_err *err);

@@ -58,6 +58,9 @@ int aiotk_vm_rw(int pid, uint64_t addr, void *buf, size_t len, int wr);
  * target co-located with aiotk, target_ptrace.c): the replay need not pin. */
 int aiotk_target_pinned(const aiotk_target *t);
 
+/* Whether t is this process (target_self.c). */
+int aiotk_target_is_self(const aiotk_target *t);
+
 /* Why PTRACE_SEIZE of pid gave EPERM. */
 int aiotk_why_not_permitted(int pid, aiotk_err *err);
 

@@ -25,6 +25,10 @@ struct replay {
 	enum aiotk_req_kind kind;
 	uint64_t ptrs;    /* the workspace's iocb pointers */
 	uint64_t args;    /* the journal page: pin()'s arguments go there */
+	/* This process's own ring, checked to be one: head is stored into it
+	 * directly (process_vm_writev into a ring page slows the io_submit
+	 * after it by tens of microseconds). */
+	volatile aiotk_ring_header *direct;
 	long mask_len;    /* >0: affinity saved and must be put back */
 	aiotk_replay_stats *st;
 };
@@ -33,6 +37,20 @@ struct replay {
 static int requests(struct replay *r, aiotk_err *err)
 {
 	return aiotk_ws_requests(r->t, r->kind, r->batch, &r->ptrs, err);
+}
+
+/* The journal page's argument area; in this process it is aiotk's own
+ * mapping, read and written directly. */
+static int arg_rw(struct replay *r, unsigned off, void *buf, size_t len, int wr,
+		  aiotk_err *err)
+{
+	uint8_t *at = (uint8_t *)(uintptr_t)(r->args + off);
+	if (aiotk_target_is_self(r->t)) {
+		memcpy(wr ? at : buf, wr ? buf : at, len);
+		return 0;
+	}
+	return wr ? aiotk_poke(r->t, r->args + off, buf, len, err)
+		  : aiotk_peek(r->t, r->args + off, buf, len, err);
 }
 
 /* Stay on one CPU: free slots cached per CPU would otherwise be stranded. */
@@ -47,15 +65,15 @@ static int pin(struct replay *r, aiotk_err *err)
 			   (long)(r->args + AIOTK_WS_MASK_OLD), 0, 0, 0);
 	long c = aiotk_sys(r->t, SYS_getcpu, (long)(r->args + AIOTK_WS_CPU), 0,
 			   0, 0, 0, 0);
-	rc = n < 0 || c < 0 ? aiotk_fail(err, AIOTK_ESYS, (int)-(n < 0 ? n : c),
-					 "cannot read the CPU affinity to pin the replay")
-			    : aiotk_peek(r->t, r->args + AIOTK_WS_CPU, &cpu, sizeof(cpu), err);
-	if (rc)
+	if (n < 0 || c < 0)
+		return aiotk_fail(err, AIOTK_ESYS, (int)-(n < 0 ? n : c),
+				  "cannot read the CPU affinity to pin the replay");
+	if ((rc = arg_rw(r, AIOTK_WS_CPU, &cpu, sizeof(cpu), 0, err)))
 		return rc;
 	if (cpu >= MASK_BYTES * 8)
 		return aiotk_fail(err, AIOTK_EINVAL, 0, "CPU %u is beyond the pin mask", cpu);
 	mask[cpu / 8] = (uint8_t)(1u << (cpu % 8));
-	if ((rc = aiotk_poke(r->t, r->args + AIOTK_WS_MASK_NEW, mask, sizeof(mask), err)))
+	if ((rc = arg_rw(r, AIOTK_WS_MASK_NEW, mask, sizeof(mask), 1, err)))
 		return rc;
 	long s = aiotk_sys(r->t, SYS_sched_setaffinity, 0, MASK_BYTES,
 			   (long)(r->args + AIOTK_WS_MASK_NEW), 0, 0, 0);
@@ -77,7 +95,35 @@ static void unpin(struct replay *r)
 
 static int write_head(struct replay *r, uint32_t head, aiotk_err *err)
 {
+	if (r->direct) {
+		r->direct->head = head;
+		return 0;
+	}
 	return aiotk_poke(r->t, r->ctx + HEAD_OFF, &head, sizeof(head), err);
+}
+
+/* In this process, the ring is read once through process_vm_readv (a
+ * wrong address then fails instead of faulting) and then used directly. */
+static int check_direct(struct replay *r, aiotk_err *err)
+{
+	unsigned char in_core;
+	if (!aiotk_target_is_self(r->t))
+		return 0;
+	/* A live context of this process whose id page is mapped: its ring.
+	 * Not process_vm_readv: that too slows the submits after it. */
+	long ctx_ok = aiotk_sys(r->t, SYS_io_getevents, (long)r->ctx, 0, 0, 0, 0, 0);
+	long mapped = ctx_ok ? ctx_ok : aiotk_sys(r->t, SYS_mincore, (long)r->ctx, 4096,
+						 (long)&in_core, 0, 0, 0);
+	if (ctx_ok || mapped)
+		return aiotk_fail(err, AIOTK_EINVAL, (int)-(ctx_ok ? ctx_ok : mapped),
+				  "replay: 0x%llx is not a live AIO context of this process: %s",
+				  (unsigned long long)r->ctx, strerror((int)-(ctx_ok ? ctx_ok : mapped)));
+	volatile aiotk_ring_header *h = (volatile aiotk_ring_header *)(uintptr_t)r->ctx;
+	if (h->nr != r->nr)
+		return aiotk_fail(err, AIOTK_EINVAL, 0, "replay: ring 0x%llx has nr %u, not %u",
+				  (unsigned long long)r->ctx, h->nr, r->nr);
+	r->direct = h;
+	return 0;
 }
 
 static long submit(struct replay *r, uint64_t count)
@@ -130,18 +176,31 @@ static int fall_back(struct replay *r, aiotk_err *err)
 	return requests(r, err);
 }
 
+/* Head is written only when the kernel runs short of free slots (a short
+ * count, or EAGAIN), not before every batch: the kernel reads ring->head
+ * only then (to give back the slots of reaped events), and each write is
+ * a process_vm_writev into a ring page, which also slows the io_submit
+ * after it (docs/KERNEL-FACTS.md, "Costs"). */
+static int follow_head(struct replay *r, uint64_t done, uint32_t *head_now,
+		       int *moved, aiotk_err *err)
+{
+	uint32_t want = done < r->head ? (uint32_t)done : r->head;
+	*moved = want != *head_now;
+	if (!*moved)
+		return 0;
+	*head_now = want;
+	return write_head(r, want, err);
+}
+
 static int run(struct replay *r, uint64_t total, int auto_kind, aiotk_err *err)
 {
 	uint64_t done = 0;
 	uint32_t head_now = 0;
+	int moved, rc;
 	while (done < total) {
-		uint32_t want_head = done < r->head ? (uint32_t)done : r->head;
-		int rc = want_head != head_now ? write_head(r, want_head, err) : 0;
-		if (rc)
-			return rc;
-		head_now = want_head;
 		uint64_t left = total - done;
-		long got = submit(r, left < r->batch ? left : r->batch);
+		uint64_t ask = left < r->batch ? left : r->batch;
+		long got = submit(r, ask);
 		if (got == -EINVAL && auto_kind && done == 0 &&
 		    r->kind == AIOTK_REQ_POLL) {
 			if ((rc = fall_back(r, err)))
@@ -149,6 +208,10 @@ static int run(struct replay *r, uint64_t total, int auto_kind, aiotk_err *err)
 			continue;
 		}
 		if (got == -EAGAIN || got == 0) {
+			if ((rc = follow_head(r, done, &head_now, &moved, err)))
+				return rc;
+			if (moved)
+				continue; /* slots given back: try again */
 			if ((rc = nudge(r, done, left, err)))
 				return rc;
 			got = (long)left;
@@ -159,6 +222,10 @@ static int run(struct replay *r, uint64_t total, int auto_kind, aiotk_err *err)
 					   (unsigned long long)r->ctx,
 					   (unsigned long long)done, strerror((int)-got));
 		done += (uint64_t)got;
+		/* Short: the kernel ran out of slots; the next batch needs them. */
+		if ((uint64_t)got < ask && done < total &&
+		    (rc = follow_head(r, done, &head_now, &moved, err)))
+			return rc;
 	}
 	r->st->completions = done;
 	/* The last batch may have carried done past head: settle it. */
@@ -167,8 +234,8 @@ static int run(struct replay *r, uint64_t total, int auto_kind, aiotk_err *err)
 
 static int check_result(struct replay *r, aiotk_err *err)
 {
-	uint32_t ht[2];
-	int rc = aiotk_peek(r->t, r->ctx + HEAD_OFF, ht, sizeof(ht), err);
+	uint32_t ht[2] = { r->direct ? r->direct->head : 0, r->direct ? r->direct->tail : 0 };
+	int rc = r->direct ? 0 : aiotk_peek(r->t, r->ctx + HEAD_OFF, ht, sizeof(ht), err);
 	if (!rc && (ht[0] != r->head || ht[1] != r->tail))
 		rc = aiotk_fail(err, AIOTK_ESTUCK, 0,
 				"replay ended at head %u tail %u, wanted %u/%u",
@@ -205,7 +272,9 @@ int aiotk_replay(aiotk_target *t, uint64_t ctx, uint32_t nr, uint32_t head,
 		r.batch = (unsigned)total;
 	int rc = 0;
 	if (total) {
-		rc = requests(&r, err);
+		rc = check_direct(&r, err);
+		if (!rc)
+			rc = requests(&r, err);
 		if (!rc && !o->no_pin && !aiotk_target_pinned(t))
 			rc = pin(&r, err);
 		if (!rc)

@@ -1,8 +1,10 @@
 /* Reading a live ring: header, live events, optionally the whole area. */
+#define _GNU_SOURCE
 #include "internal.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 uint32_t aiotk_ring_live(uint32_t nr, uint32_t head, uint32_t tail)
@@ -198,4 +200,125 @@ void aiotk_ring_free(aiotk_ring *r)
 	r->area = NULL;
 	r->captured = NULL;
 	r->ncaptured = 0;
+}
+
+/* ---- many rings at once ---------------------------------------------- */
+/* A dump reads every ring while the process is stopped. One ring costs
+ * three process_vm_readv (header, live events, header again); n rings are
+ * read with three in all, each naming every ring's range. Anything out of
+ * the ordinary (a short read, a ring that moved, the whole area asked
+ * for) is read ring by ring, which says exactly what went wrong. */
+#define MANY_MAX 256 /* rings per batch: 2 iovecs each stays under IOV_MAX */
+
+static int one_by_one(aiotk_target *t, const uint64_t *addr, const uint64_t *len,
+		      size_t n, int flags, aiotk_ring *out, aiotk_err *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		int rc = aiotk_snapshot_len(t, addr[i], len ? len[i] : 0, flags, &out[i], err);
+		if (rc) {
+			while (i--)
+				aiotk_ring_free(&out[i]);
+			return rc;
+		}
+	}
+	return 0;
+}
+
+/* The process whose memory t reads with process_vm_readv, or -1. */
+static int mem_pid(const aiotk_target *t)
+{
+	return aiotk_target_is_self(t) ? (int)getpid() : t->pid > 0 ? t->pid : -1;
+}
+
+static int read_headers(int pid, const uint64_t *addr, size_t n, aiotk_ring_header *h)
+{
+	struct iovec local = { h, n * sizeof(*h) }, remote[MANY_MAX];
+	for (size_t i = 0; i < n; i++)
+		remote[i] = (struct iovec){ (void *)(uintptr_t)addr[i], sizeof(*h) };
+	return process_vm_readv(pid, &local, 1, remote, n, 0) == (ssize_t)(n * sizeof(*h));
+}
+
+/* out[i] from header h[i]: checked, events allocated, their ranges added. */
+static int prepare(aiotk_target *t, aiotk_ring *r, const aiotk_ring_header *h,
+		   uint64_t known_len, unsigned page, struct iovec *remote,
+		   size_t *nremote, aiotk_err *err)
+{
+	aiotk_ring_set_header(r, h);
+	r->ring_len = aiotk_geom_len_for_nr(h->nr, page);
+	r->nevents = h->head < h->nr && h->tail < h->nr ? aiotk_ring_live(h->nr, h->head, h->tail) : 0;
+	int rc = aiotk_ring_validate(r, page, err);
+	if (!rc)
+		rc = check_mapping(t, r, known_len, err);
+	if (rc)
+		return rc;
+	if (!(r->events = calloc(r->nevents ? r->nevents : 1, sizeof(aiotk_event))))
+		return aiotk_fail(err, AIOTK_ENOMEM, 0, "ring 0x%llx: out of memory for %u events",
+				  (unsigned long long)r->addr, r->nr);
+	uint64_t base = r->addr + AIOTK_HEADER_LEN;
+	uint32_t first = r->tail >= r->head ? r->nevents : r->nr - r->head;
+	if (first)
+		remote[(*nremote)++] = (struct iovec){
+			(void *)(uintptr_t)(base + (uint64_t)r->head * AIOTK_EVENT_LEN),
+			first * sizeof(aiotk_event) };
+	if (r->nevents > first)
+		remote[(*nremote)++] = (struct iovec){ (void *)(uintptr_t)base,
+			(r->nevents - first) * sizeof(aiotk_event) };
+	return 0;
+}
+
+static int read_events(int pid, aiotk_ring *out, size_t n, const struct iovec *remote,
+		       size_t nremote)
+{
+	struct iovec local[2 * MANY_MAX];
+	size_t nl = 0, want = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t first = out[i].tail >= out[i].head ? out[i].nevents : out[i].nr - out[i].head;
+		if (first)
+			local[nl++] = (struct iovec){ out[i].events, first * sizeof(aiotk_event) };
+		if (out[i].nevents > first)
+			local[nl++] = (struct iovec){ out[i].events + first,
+				(out[i].nevents - first) * sizeof(aiotk_event) };
+		want += out[i].nevents * sizeof(aiotk_event);
+	}
+	return !want || process_vm_readv(pid, local, nl, remote, nremote, 0) == (ssize_t)want;
+}
+
+static int batch(aiotk_target *t, int pid, const uint64_t *addr, const uint64_t *len,
+		 size_t n, aiotk_ring *out, aiotk_err *err)
+{
+	aiotk_ring_header h[MANY_MAX], again[MANY_MAX];
+	struct iovec remote[2 * MANY_MAX];
+	size_t nremote = 0;
+	unsigned page = (unsigned)sysconf(_SC_PAGESIZE);
+	int rc = 0;
+	if (!read_headers(pid, addr, n, h))
+		return 1;
+	memset(out, 0, n * sizeof(*out));
+	for (size_t i = 0; !rc && i < n; i++) {
+		out[i].addr = addr[i];
+		rc = prepare(t, &out[i], &h[i], len ? len[i] : 0, page, remote, &nremote, err);
+	}
+	if (!rc && (!read_events(pid, out, n, remote, nremote) || !read_headers(pid, addr, n, again)))
+		rc = 1;
+	for (size_t i = 0; !rc && i < n; i++) {
+		if (again[i].head == h[i].head && again[i].tail == h[i].tail)
+			continue;
+		aiotk_ring_free(&out[i]);  /* it moved: read on its own */
+		rc = aiotk_snapshot_len(t, addr[i], len ? len[i] : 0, 0, &out[i], err);
+	}
+	if (rc)
+		for (size_t i = 0; i < n; i++)
+			aiotk_ring_free(&out[i]);
+	return rc;
+}
+
+int aiotk_snapshot_many(aiotk_target *t, const uint64_t *addr, const uint64_t *len,
+			size_t n, int flags, aiotk_ring *out, aiotk_err *err)
+{
+	int pid = mem_pid(t);
+	if (pid < 0 || (flags & AIOTK_SNAP_AREA) || n > MANY_MAX || n == 0)
+		return one_by_one(t, addr, len, n, flags, out, err);
+	int rc = batch(t, pid, addr, len, n, out, err);
+	/* 1: a read came short; ring by ring says which and why. */
+	return rc == 1 ? one_by_one(t, addr, len, n, flags, out, err) : rc;
 }

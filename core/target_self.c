@@ -41,3 +41,8 @@ void aiotk_target_self(aiotk_target *t)
 	t->priv = NULL;
 	t->ws = NULL;
 }
+
+int aiotk_target_is_self(const aiotk_target *t)
+{
+	return t->ops == &self_ops;
+}

@@ -41,13 +41,29 @@ local function moved(t, rings)
 	return out
 end
 
-local function read_rings(t, policy, opts)
-	local maps, e, c = t:rings()
+-- The rings to read, in address order: from the kernel view when there is
+-- one (the dump reads it anyway; one BPF read costs less than reading the
+-- maps of a process with many mappings), else from /proc/PID/maps.
+local function ring_list(t, kv)
+	if not kv then return t:rings() end
+	local list = {}
+	for addr, c in pairs(kv) do list[#list + 1] = { addr = addr, ring_len = core.ring_len(c.nr), nr = c.nr } end
+	table.sort(list, function(a, b) return a.addr < b.addr end)
+	return list
+end
+
+local function read_rings(t, policy, opts, kv)
+	local maps, e, c = ring_list(t, kv)
 	if not maps then return nil, e, c end
+	local read, e2, c2 = t:snapshot_many(maps, opts.area)
+	if not read then return nil, e2, c2 end
 	local rings = {}
-	for _, m in ipairs(maps) do
-		local ring, e2, c2 = t:snapshot(m.addr, opts.area, m.ring_len)
-		if not ring then return nil, e2, c2 end
+	for i, m in ipairs(maps) do
+		local ring = read[i]
+		if m.nr and ring.nr ~= m.nr then
+			return nil, string.format("ring 0x%x: its header says nr %d, the kernel %d; not a ring " ..
+				"aiotk can read", m.addr, ring.nr, m.nr), "notring"
+		end
 		if policy.filter(ring, { phase = "dump", pid = t.pid }) then rings[#rings + 1] = ring end
 	end
 	return rings
@@ -169,10 +185,10 @@ local function final_reading(t, policy, opts, capture, rings, kv)
 	for _ = 1, 8 do
 		if not rings then
 			local e, c
-			rings, e, c = read_rings(t, policy, opts)
-			if not rings then return nil, e, c end
 			kv, e, c = kernel.read(t.pid)
 			if not kv then return nil, e, c end
+			rings, e, c = read_rings(t, policy, opts, kv)
+			if not rings then return nil, e, c end
 		end
 		if tails_agree(rings, kv) then return note_kernel(t, rings, kv, capture) end
 		rings = nil
@@ -185,8 +201,7 @@ end
 -- cancellable ones with the ring), wait (for all), fail, or record.
 -- report gets, per ring address, what the process had when it was
 -- stopped: unreaped events and (with the kernel view) requests in flight.
-local function settle(t, rings, policy, opts, report)
-	local kv, why = kernel.read(t.pid)
+local function settle(t, rings, policy, opts, report, kv, why)
 	for _, r in ipairs(rings) do
 		local k = kv and kv[r.addr]
 		report[r.addr] = { unreaped = #r, in_flight = k and k.in_flight or nil }
@@ -260,18 +275,24 @@ end
 local function is_dir(path) return core.listdir(path) ~= nil end
 
 -- The rings of target t the policy keeps, settled (requests in flight
--- waited for or captured), in a new image; and the report (dump_process).
+-- waited for or captured), their warnings, and the report (dump_process).
 local function dump_rings(t, policy, opts)
-	local rings, e, c = read_rings(t, policy, opts)
+	local kv, why = kernel.read(t.pid)
+	local rings, e, c = read_rings(t, policy, opts, kv)
 	if not rings then return nil, e, c end
 	local report = { waited_ms = 0 }
 	local warnings
-	rings, warnings, c = settle(t, rings, policy, opts, report)
+	rings, warnings, c = settle(t, rings, policy, opts, report, kv, why)
 	if not rings then return nil, warnings, c end
+	return rings, warnings, report
+end
+
+-- An image of rings, made once the process runs again.
+local function image_of(rings, warnings)
 	local img = assert(core.image())
 	for _, r in ipairs(rings) do img:add(r) end
 	img.warnings = warnings
-	return img, report
+	return img
 end
 
 -- img written to dir; a failed write leaves no directory it created.
@@ -299,14 +320,15 @@ function M.dump_process(pid, dir, opts)
 	local fit, ferr, fcode = core.check_process(pid)
 	if not fit then return nil, ferr, fcode end
 	if ring_count(pid) == 0 then return nil, no_rings(pid), "norings" end
-	local img, report, stopped
+	local rings, warnings, report, stopped
 	kernel.open() -- loaded before the process is stopped, not while
 	local ok, err, code = M.with_process(pid, function(t)
 		stopped = t
-		img, report, code = dump_rings(t, policy, opts)
-		return img, report, code
+		rings, warnings, report = dump_rings(t, policy, opts)
+		return rings, warnings, report
 	end)
 	if not ok then return nil, err, code end
+	local img = image_of(rings, warnings)
 	img.pid = pid
 	img.stopped_ns = stopped.stopped_ns
 	local w, werr, wcode = write_new(img, dir)
@@ -323,8 +345,9 @@ function M.dump_frozen(pid, dir, opts)
 	kernel.open()
 	local t, terr, tcode = core.frozen(pid)
 	if not t then return nil, terr, tcode end
-	local img, report, code = dump_rings(t, policy, opts)
-	if not img then return nil, report, code end
+	local rings, warnings, report = dump_rings(t, policy, opts)
+	if not rings then return nil, warnings, report end
+	local img = image_of(rings, warnings)
 	img.pid = pid
 	local w, werr, wcode = write_new(img, dir)
 	if not w then return nil, werr, wcode end
