@@ -7,8 +7,9 @@ local core = aiotk.core
 local parser = argparse("aiotk bench",
 	"Replay cost per event against a bare C loop of the same request kind, measured in " ..
 	"this run, for rings of 127 to 131199 slots; io_setup calls per convergence over a " ..
-	"sweep of n. Raises fs.aio-max-nr for the run if io_setup(65536) would not fit, and " ..
-	"puts it back.")
+	"sweep of n; how long dumps stop a process (by aiotk's clock and by a thread of the " ..
+	"process); restores into a live process against the same restore in-process. Raises " ..
+	"fs.aio-max-nr for the run if io_setup(65536) would not fit, and puts it back.")
 parser:flag("--json", "machine-readable output")
 parser:option("--reps", "measurements per ring size (median is reported)", "7"):convert(tonumber)
 parser:option("--kind", "request kind: poll or pwrite", "poll"):choices { "poll", "pwrite" }
@@ -59,81 +60,110 @@ local function sweep_row(n)
 end
 
 local workload = require "aiotk.workload"
+local states = require "aiotk.states"
 
--- How long a dump keeps a process stopped: one ring of each size, and a
--- process with a few small rings.
-local DUMP_CASES = {
-	{ name = "127 slots", rings = "--ring 1:100:50:0" },
-	{ name = "8319 slots", rings = "--ring 4096:6000:5000:0" },
-	{ name = "131199 slots", rings = "--ring 65536:100000:60000:0" },
-	{ name = "3 small rings", rings = "--ring 1:15:10:0 --ring 64:200:100:0 --ring 128:333:333:100" },
+-- Ring sets, as aio_workload's --ring N:COMPLETE:REAP:COMPLETE2 specs.
+local SETS = {
+	big = { name = "131199 slots, 40000 events", rings = { "65536:100000:60000:0" } },
+	big1000 = { name = "io_setup(65535), 1000 events", rings = { "65535:61000:60000:0" } },
+	innodb = { name = "8 x io_setup(256)", rings = { "256:20:5:0", "256:20:5:0", "256:20:5:0",
+		"256:20:5:0", "256:20:5:0", "256:20:5:0", "256:20:5:0", "256:20:5:0" } },
+	small = { name = "3 small rings", rings = { "1:15:10:0", "64:200:100:0", "128:333:333:100" } },
 }
 
-local function dump_row(case)
-	local stopped = {}
-	local dir = os.tmpname()
-	os.remove(dir)
-	for _ = 1, args.reps do
-		local w = assert(workload.start(case.rings .. " --threads"))
-		local img = assert(aiotk.dump_process(w.pid, dir))
-		stopped[#stopped + 1] = img.stopped_ns
-		w:finish()
-	end
-	os.remove(dir .. "/rings.img")
-	os.remove(dir)
-	return { case = case.name, stopped_ns = median(stopped) }
+local function ring_args(set)
+	local out = {}
+	for _, r in ipairs(set.rings) do out[#out + 1] = "--ring " .. r end
+	return table.concat(out, " ")
 end
 
--- Restoring the 131199-slot ring into a live process against the same
--- restore in this process (the floor: no injection, no ptrace stops).
-local BIG = "65536:100000:60000:0"
+-- How long a dump keeps a process stopped (the workload has 5 threads
+-- blocked in system calls), by aiotk's clock and by a thread of the
+-- process that measures its own freeze (aio_workload --freeze-probe).
+local DUMP_CASES = { SETS.big1000, SETS.innodb, SETS.small, SETS.big }
 
-local function floor_once()
-	local states = require "aiotk.states"
-	local n, c, r = BIG:match("(%d+):(%d+):(%d+)")
-	local ctx = assert(states.make { n = tonumber(n), complete = tonumber(c), reap = tonumber(r) })
-	local saved = assert(core.snapshot(ctx))
-	core.lab.destroy(ctx)
+local function dump_row(set)
+	local stopped, freeze = {}, {}
+	local dir = os.tmpname()
+	local probe = os.tmpname()
+	os.remove(dir)
+	for _ = 1, args.reps do
+		local w = assert(workload.start(ring_args(set) .. " --threads --freeze-probe " .. probe))
+		local t0 = core.now_ns()
+		local img = assert(aiotk.dump_process(w.pid, dir))
+		local t1 = core.now_ns()
+		stopped[#stopped + 1] = img.stopped_ns
+		freeze[#freeze + 1] = w:freeze_ns(probe, t0, t1)
+		w:finish()
+	end
+	core.remove_tree(dir)
+	os.remove(probe)
+	return { case = set.name, rings = #set.rings, stopped_ns = median(stopped), freeze_ns = median(freeze),
+		reps = args.reps }
+end
+
+-- Restoring rings into a live process against the same restore in this
+-- process (the floor: the same placeholders and rebuild, no injection, no
+-- ptrace stops), back to back. Both start from the same saved rings.
+local function saved_rings(set)
+	local ctxs, saved = {}, {}
+	for i, spec in ipairs(set.rings) do
+		local n, c, r, c2 = spec:match("(%d+):(%d+):(%d+):(%d+)")
+		ctxs[i] = assert(states.make { n = tonumber(n), complete = tonumber(c), reap = tonumber(r),
+			complete2 = tonumber(c2), index = i - 1 })
+		saved[i] = assert(core.snapshot(ctxs[i]))
+	end
+	for _, ctx in ipairs(ctxs) do core.lab.destroy(ctx) end
+	return saved
+end
+
+local function floor_once(set, host)
+	local saved = saved_rings(set)
 	local t0 = core.now_ns()
-	assert(core.restore(saved))
+	for _, r in ipairs(saved) do assert(core.reserve(r.addr, r.ring_len)) end
+	for _, r in ipairs(saved) do assert(core.restore(r, { placeholder = true, model = host })) end
 	local ns = core.now_ns() - t0
-	core.lab.destroy(saved.addr)
+	for _, r in ipairs(saved) do core.lab.destroy(r.addr) end
 	return ns
 end
 
-local function live_once(dir)
-	local w = assert(workload.start("--ring " .. BIG))
+local function live_once(set, dir, probe)
+	local w = assert(workload.start(ring_args(set) .. " --freeze-probe " .. probe))
 	assert(aiotk.dump_process(w.pid, dir))
 	w:destroy()
 	local img = assert(aiotk.read_image(dir))
 	local t0 = core.now_ns()
 	local res = assert(aiotk.restore_process(w.pid, img:rings()))
-	local ns = core.now_ns() - t0
+	local t1 = core.now_ns()
+	local freeze = w:freeze_ns(probe, t0, t1)
 	w:finish()
-	return ns, res.stopped_ns
+	return t1 - t0, res.stopped_ns, freeze
 end
 
-local function live_restore_row()
-	local floor, live, stopped = {}, {}, {}
+local LIVE_CASES = { SETS.big, SETS.innodb, SETS.small }
+
+local function live_restore_row(set, host)
+	local floor, live, stopped, freeze, ratios = {}, {}, {}, {}, {}
 	local dir = os.tmpname()
+	local probe = os.tmpname()
 	os.remove(dir)
-	for _ = 1, args.reps do
-		floor[#floor + 1] = floor_once()
-		live[#live + 1], stopped[#stopped + 1] = live_once(dir)
+	for i = 1, args.reps do
+		floor[i] = floor_once(set, host)
+		live[i], stopped[i], freeze[i] = live_once(set, dir, probe)
+		ratios[i] = live[i] / floor[i]
 	end
-	os.remove(dir .. "/rings.img")
-	os.remove(dir)
-	local f, l = median(floor), median(live)
-	return { nr = 131199, floor_ns = f, live_ns = l, stopped_ns = median(stopped), ratio = l / f }
+	core.remove_tree(dir)
+	os.remove(probe)
+	return { case = set.name, rings = #set.rings, floor_ns = median(floor), live_ns = median(live),
+		stopped_ns = median(stopped), freeze_ns = median(freeze), ratio = median(ratios), reps = args.reps }
 end
 
 -- A restore that fails at its last ring, against the same restore that
 -- succeeds: what the rollback adds to the time the process is stopped.
 -- MySQL InnoDB's layout, 8 x io_setup(256).
-local INNODB = string.rep("--ring 256:20:5:0 ", 8)
 
 local function restore_once(dir, fail)
-	local w = assert(workload.start(INNODB))
+	local w = assert(workload.start(ring_args(SETS.innodb)))
 	assert(aiotk.dump_process(w.pid, dir))
 	w:destroy()
 	local rings = assert(aiotk.read_image(dir)):rings()
@@ -194,7 +224,8 @@ local function run()
 	for _, n in ipairs(REPLAY_N) do out.replay[#out.replay + 1] = replay_row(n) end
 	for _, n in ipairs(SWEEP_N) do out.converge[#out.converge + 1] = sweep_row(n) end
 	for _, c in ipairs(DUMP_CASES) do out.dump[#out.dump + 1] = dump_row(c) end
-	out.live_restore = live_restore_row()
+	out.live_restore = aiotk.array()
+	for _, c in ipairs(LIVE_CASES) do out.live_restore[#out.live_restore + 1] = live_restore_row(c, out.host) end
 	out.failed_restore = failed_restore_row()
 	out.kernel_view = aiotk.array { kview_row(1, core.getpid()), kview_row(64, core.getpid()) }
 	return out
@@ -226,14 +257,16 @@ for _, r in ipairs(out.converge) do
 end
 print(string.format("io_setup calls per convergence: %.2f", calls / #out.converge))
 print()
-print("process stopped during aiotk dump -p (workload with 5 blocked threads):")
+print("process stopped during aiotk dump -p (workload with 5 blocked threads), by aiotk's clock and as the process saw it:")
 for _, d in ipairs(out.dump) do
-	print(string.format("  %-14s %8.3f ms", d.case, d.stopped_ns / 1e6))
+	print(string.format("  %-30s stopped %7.3f ms   froze %7.3f ms", d.case, d.stopped_ns / 1e6, d.freeze_ns / 1e6))
 end
-local lr = out.live_restore
 print()
-print(string.format("restore of the %d-slot ring: in-process floor %.2f ms, into a live process %.2f ms (stopped %.2f ms), ratio %.3f",
-	lr.nr, lr.floor_ns / 1e6, lr.live_ns / 1e6, lr.stopped_ns / 1e6, lr.ratio))
+print("restore into a live process against the same restore in this process (floor); ratio: median of back-to-back pairs:")
+for _, l in ipairs(out.live_restore) do
+	print(string.format("  %-30s floor %7.3f ms   live %7.3f ms   ratio %6.3f   stopped %7.3f ms   froze %7.3f ms",
+		l.case, l.floor_ns / 1e6, l.live_ns / 1e6, l.ratio, l.stopped_ns / 1e6, l.freeze_ns / 1e6))
+end
 local fr = out.failed_restore
 print(string.format("restore of %s failing at its last ring: %.2f ms against %.2f ms when it succeeds (stopped %.2f ms); rollback %.2f ms, %.2f ms a ring (io_destroy)",
 	fr.case, fr.failed_ns / 1e6, fr.ok_ns / 1e6, fr.ok_stopped_ns / 1e6, fr.rollback_ns / 1e6,

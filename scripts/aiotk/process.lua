@@ -419,6 +419,26 @@ local function occupants(maps, steps, replace)
 	return out
 end
 
+-- The free destinations (no occupant) in address order, those that touch
+-- joined: { addr, len, members = step indexes }.
+local function free_runs(steps, occ)
+	local idx = {}
+	for i in ipairs(steps) do if not occ[i] then idx[#idx + 1] = i end end
+	table.sort(idx, function(a, b) return steps[a].ring.addr < steps[b].ring.addr end)
+	local runs, cur = {}, nil
+	for _, i in ipairs(idx) do
+		local s = steps[i]
+		if cur and cur.addr + cur.len == s.ring.addr then
+			cur.len = cur.len + s.len
+			cur.members[#cur.members + 1] = i
+		else
+			cur = { addr = s.ring.addr, len = s.len, members = { i } }
+			runs[#runs + 1] = cur
+		end
+	end
+	return runs
+end
+
 -- What an interrupted aiotk left: contexts it was building or had parked
 -- (marked), placeholders on saved ranges, journal pages. Removed first.
 -- Returns the mappings as they are then (one read of the maps when
@@ -427,13 +447,15 @@ local function remove_leftovers(t, steps, policy)
 	local maps, me, mc = t:mappings()
 	if not maps then return nil, me, mc end
 	local removed = false
-	for _, s in ipairs(steps) do
-		local m = mapping_in(maps, s.ring.addr, s.len)
-		if m and m.placeholder and m.start == s.ring.addr and m.finish == s.ring.addr + s.len then
-			local ok, err, code = t:unmap(m.start, s.len)
-			if not ok then return nil, err, code end
-			removed = true
-			policy.log(string.format("removed the placeholder at 0x%x left by an interrupted aiotk", m.start))
+	-- A placeholder covers one saved range or a run of touching ones.
+	for _, run in ipairs(free_runs(steps, {})) do
+		for _, m in ipairs(maps) do
+			if m.placeholder and m.start >= run.addr and m.finish <= run.addr + run.len then
+				local ok, err, code = t:unmap(m.start, m.finish - m.start)
+				if not ok then return nil, err, code end
+				removed = true
+				policy.log(string.format("removed the placeholder at 0x%x left by an interrupted aiotk", m.start))
+			end
 		end
 	end
 	local journals = false
@@ -469,7 +491,9 @@ function Undo:rollback(t)
 	for i = #self, 1, -1 do
 		local u = self[i]
 		if u.kind == "ring" then t:io_destroy(u.addr)
-		elseif u.kind == "claim" and not u.used then t:unmap(u.addr, u.len)
+		-- A placeholder partly used: its rings are destroyed (above, in
+		-- reverse order) before what is left of it goes.
+		elseif u.kind == "claim" and u.left > 0 then t:unmap(u.addr, u.len)
 		elseif u.kind == "parked" then t:unpark(u.at, u.len, u.addr) end
 	end
 end
@@ -509,20 +533,23 @@ local function rebuild(t, maps, steps, opts, policy, undo, out)
 	local occ, e, c = occupants(maps, steps, opts.replace)
 	if not occ then return nil, e, c end
 	local claims = {}
-	local function claim(i, s)
-		local ok, re, rc = t:reserve(s.ring.addr, s.len)
-		if not ok then return nil, string.format("ring %d of %d: %s", i, #steps, re), rc end
-		claims[i] = { kind = "claim", addr = s.ring.addr, len = s.len }
-		undo[#undo + 1] = claims[i]
+	-- One placeholder over destinations members (step indexes) that lie
+	-- side by side from addr on; it is used up once all are rebuilt.
+	local function claim(members, addr, len)
+		local ok, re, rc = t:reserve(addr, len)
+		if not ok then return nil, string.format("ring %d of %d: %s", members[1], #steps, re), rc end
+		local c = { kind = "claim", addr = addr, len = len, left = #members }
+		for _, i in ipairs(members) do claims[i] = c end
+		undo[#undo + 1] = c
 		return true
 	end
-	-- Free destinations first, so that no parking spot lands on one; then
-	-- each occupant parked and its range claimed at once.
-	for i, s in ipairs(steps) do
-		if not occ[i] then
-			local ok, ce, cc = claim(i, s)
-			if not ok then return nil, ce, cc end
-		end
+	-- Free destinations first, so that no parking spot lands on one (those
+	-- that touch, as rings a program made one after another do, under one
+	-- placeholder: one injected mmap for the run); then each occupant
+	-- parked and its range claimed at once.
+	for _, run in ipairs(free_runs(steps, occ)) do
+		local ok, ce, cc = claim(run.members, run.addr, run.len)
+		if not ok then return nil, ce, cc end
 	end
 	for i, s in ipairs(steps) do
 		local o = occ[i]
@@ -530,7 +557,7 @@ local function rebuild(t, maps, steps, opts, policy, undo, out)
 			local at, pe, pc = t:park(o.addr, o.len)
 			if not at then return nil, pe, pc end
 			undo[#undo + 1] = { kind = "parked", addr = o.addr, len = o.len, at = at }
-			local ok, ce, cc = claim(i, s)
+			local ok, ce, cc = claim({ i }, s.ring.addr, s.len)
 			if not ok then return nil, ce, cc end
 		end
 	end
@@ -545,7 +572,7 @@ local function rebuild(t, maps, steps, opts, policy, undo, out)
 		if not res then
 			return nil, string.format("ring %d of %d (0x%x): %s", i, #steps, s.ring.addr, seccomp_hint(t.pid, re)), rc
 		end
-		claims[i].used = true
+		claims[i].left = claims[i].left - 1
 		undo[#undo + 1] = { kind = "ring", addr = res.ctx }
 		results[i] = res
 	end

@@ -65,6 +65,22 @@ function Workload:finish()
 	self.closed = true
 end
 
+-- The longest freeze its --freeze-probe thread saw overlapping the
+-- CLOCK_MONOTONIC window [from, to] (core.now_ns), in ns; 0 if none.
+function Workload:freeze_ns(file, from, to)
+	-- The probe writes a freeze once it wakes after it: let it.
+	core.sleep_ms(5)
+	local f = io.open(file)
+	if not f then return 0 end
+	local longest = 0
+	for a, b in f:read("*a"):gmatch("(%d+) (%d+)") do
+		a, b = tonumber(a), tonumber(b)
+		if a < to and b > from and b - a > longest then longest = b - a end
+	end
+	f:close()
+	return longest
+end
+
 function Workload:status(field)
 	local f = io.open("/proc/" .. self.pid .. "/status")
 	if not f then return nil end

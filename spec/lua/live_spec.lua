@@ -1,6 +1,7 @@
 -- aiotk dump -p / restore -p against real libaio workload processes that
 -- verify themselves from the inside.
 local helper = require "helper"
+local core = require "aiotk.core"
 local run = helper.run
 
 -- The shipped scripts directory, for copies of the program.
@@ -163,6 +164,47 @@ describe("live process", function()
 		assert.are.equal(maps_before, helper.slurp("/proc/" .. w.pid .. "/maps"))
 		assert.are_not.equal("t", w:state())
 		assert.are.equal("VERIFY OK 2 rings", w:verify())
+	end)
+
+	-- What aiotk puts into a process to rebuild its rings (scratch memory,
+	-- a /dev/null descriptor, its main thread pinned next to aiotk's CPU)
+	-- is gone after the restore, whether it succeeds or fails, and aiotk's
+	-- own CPU affinity is back too.
+	local function traces(pid)
+		local maps = {}
+		for l in helper.slurp("/proc/" .. pid .. "/maps"):gmatch("[^\n]+") do
+			if not l:find("/%[aio%]") then maps[#maps + 1] = l end
+		end
+		local fds = {}
+		for _, fd in ipairs(core.listdir("/proc/" .. pid .. "/fd")) do fds[#fds + 1] = fd end
+		table.sort(fds)
+		local cpus = {}
+		for _, tid in ipairs(core.listdir("/proc/" .. pid .. "/task")) do
+			cpus[#cpus + 1] = tid .. ":" .. helper.status(tid, "Cpus_allowed_list")
+		end
+		table.sort(cpus)
+		return { maps = table.concat(maps, "\n"), fds = table.concat(fds, " "), cpus = table.concat(cpus, " "),
+			aiotk_cpus = helper.status("self", "Cpus_allowed_list") }
+	end
+
+	it("leaves nothing of its own in the process, restored or not", function()
+		local aiotk = require "aiotk"
+		local w = helper.workload("--ring 1:15:10:0 --ring 256:20:5:0 --ring 256:20:5:0 --threads")
+		assert(aiotk.dump_process(w.pid, dir))
+		w:destroy()
+		-- After the destroy: the workload's own destroying threads leave
+		-- their stacks mapped.
+		local before = traces(w.pid)
+		local rings = assert(aiotk.read_image(dir)):rings()
+		local ok, err = pcall(aiotk.restore_process, w.pid, rings, {
+			on_ring = function(i) if i == #rings then error("the last ring fails") end end })
+		assert.is_false(ok, err)
+		assert.are.same(before, traces(w.pid))
+		assert.are.equal(0, w:ring_count())
+		local res = assert(aiotk.restore_process(w.pid, rings))
+		assert.are.equal(3, #res)
+		assert.are.same(before, traces(w.pid))
+		assert.are.equal("VERIFY OK 3 rings", w:verify())
 	end)
 
 	it("says so when there is no such process", function()

@@ -27,7 +27,11 @@
  *                   reads of PATH in flight (block i filled with byte i+1);
  *                   remembered when told to destroy, so completions that
  *                   land after start count; verify checks every read
- *                   completed with its iocb, data and the bytes of its block */
+ *                   completed with its iocb, data and the bytes of its block
+ *   --freeze-probe FILE  a thread that wakes every 20 us and appends to FILE
+ *                   "FROM TO" (CLOCK_MONOTONIC ns) for every wait of over
+ *                   100 us between two wakeups: how long it was frozen, as
+ *                   the process itself saw it (aiotk bench) */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -267,6 +271,32 @@ static void *futex_waiter(void *arg)
 
 /* Blocked in pause() for good: every signal is blocked, so it returns only
  * if something interrupts it wrongly. */
+static int probe_fd = -1;
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void *freeze_probe(void *arg)
+{
+	(void)arg;
+	const struct timespec tick = { 0, 20000 };
+	prctl(PR_SET_TIMERSLACK, 1UL); /* wake on time, not 50 us late */
+	uint64_t last = mono_ns();
+	for (;;) {
+		nanosleep(&tick, NULL);
+		uint64_t now = mono_ns();
+		if (now - last > 100000)
+			dprintf(probe_fd, "%llu %llu\n", (unsigned long long)last,
+				(unsigned long long)now);
+		last = now;
+	}
+	return NULL;
+}
+
 static void *pauser(void *arg)
 {
 	(void)arg;
@@ -563,6 +593,12 @@ int main(int argc, char **argv)
 				fprintf(stderr, "aio_workload: disk reads %s could not be started\n", argv[i]);
 				return 2;
 			}
+		} else if (!strcmp(argv[i], "--freeze-probe") && i + 1 < argc) {
+			probe_fd = open(argv[++i], O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+			if (probe_fd < 0) {
+				fprintf(stderr, "aio_workload: cannot write %s\n", argv[i]);
+				return 2;
+			}
 		} else if (!strcmp(argv[i], "--pending"))
 			pending = 1;
 		else if (!strcmp(argv[i], "--expect") && i + 1 < argc)
@@ -610,6 +646,10 @@ int main(int argc, char **argv)
 		pthread_create(&t, NULL, epoller, NULL);
 		pthread_create(&t, NULL, futex_waiter, NULL);
 		pthread_create(&t, NULL, pauser, NULL);
+	}
+	if (probe_fd >= 0) {
+		pthread_t t;
+		pthread_create(&t, NULL, freeze_probe, NULL);
 	}
 	if (seccomp && refuse_io_setup()) {
 		fprintf(stderr, "aio_workload: cannot install the seccomp filter\n");
