@@ -178,38 +178,84 @@ static int p_remap(lua_State *L, aiotk_target *t, int b)
 	return push_addr(L, rc, ctx, &err);
 }
 
+/* restore's options table at idx (absent: the defaults). */
+static aiotk_restore_opts check_restore_opts(lua_State *L, int idx)
+{
+	aiotk_restore_opts o;
+	memset(&o, 0, sizeof(o));
+	if (!lua_istable(L, idx))
+		return o;
+	lua_getfield(L, idx, "model");
+	if (lua_istable(L, -1))
+		o.model = laiotk_check_model(L, lua_gettop(L));
+	lua_getfield(L, idx, "replay");
+	o.replay = check_replay_opts(L, lua_gettop(L));
+	lua_getfield(L, idx, "placeholder");
+	o.remap_flags = lua_toboolean(L, -1) ? AIOTK_REMAP_PLACEHOLDER : 0;
+	lua_pop(L, 3);
+	o.grow_len = laiotk_opt_field_u64(L, idx, "grow_to", 0);
+	o.n = (uint32_t)laiotk_opt_field_u64(L, idx, "n", 0);
+	return o;
+}
+
+static void push_restore_result(lua_State *L, const aiotk_restore_result *res)
+{
+	lua_createtable(L, 0, 8);
+	laiotk_set_num(L, "ctx", (double)res->ctx);
+	push_conv(L, &res->conv);
+	lua_setfield(L, -2, "converge");
+	push_replay_stats(L, &res->replay);
+	lua_setfield(L, -2, "replay");
+	laiotk_set_num(L, "ns_converge", (double)res->ns_converge);
+	laiotk_set_num(L, "ns_replay", (double)res->ns_replay);
+	laiotk_set_num(L, "ns_events", (double)res->ns_events);
+	laiotk_set_num(L, "ns_remap", (double)res->ns_remap);
+}
+
 static int p_restore(lua_State *L, aiotk_target *t, int b)
 {
 	aiotk_err err;
 	aiotk_restore_result res;
-	aiotk_restore_opts o;
-	memset(&o, 0, sizeof(o));
 	aiotk_ring *r = laiotk_ring_check(L, b);
-	if (lua_istable(L, b + 1)) {
-		lua_getfield(L, b + 1, "model");
-		if (lua_istable(L, -1))
-			o.model = laiotk_check_model(L, lua_gettop(L));
-		lua_getfield(L, b + 1, "replay");
-		o.replay = check_replay_opts(L, lua_gettop(L));
-		lua_getfield(L, b + 1, "placeholder");
-		o.remap_flags = lua_toboolean(L, -1) ? AIOTK_REMAP_PLACEHOLDER : 0;
-		lua_pop(L, 3);
-		o.grow_len = laiotk_opt_field_u64(L, b + 1, "grow_to", 0);
-		o.n = (uint32_t)laiotk_opt_field_u64(L, b + 1, "n", 0);
-	}
+	aiotk_restore_opts o = check_restore_opts(L, b + 1);
 	if (aiotk_restore_ring(t, r, &o, &res, &err))
 		return laiotk_fail(L, &err);
-	lua_createtable(L, 0, 8);
-	laiotk_set_num(L, "ctx", (double)res.ctx);
-	push_conv(L, &res.conv);
-	lua_setfield(L, -2, "converge");
-	push_replay_stats(L, &res.replay);
-	lua_setfield(L, -2, "replay");
-	laiotk_set_num(L, "ns_converge", (double)res.ns_converge);
-	laiotk_set_num(L, "ns_replay", (double)res.ns_replay);
-	laiotk_set_num(L, "ns_events", (double)res.ns_events);
-	laiotk_set_num(L, "ns_remap", (double)res.ns_remap);
+	push_restore_result(L, &res);
 	return 1;
+}
+
+/* restore_all({ {ring=, n=, grow_to=, replay=, placeholder=, model=}, ...
+ * }) -> results; or nil, message, code, results of the rings made before
+ * the one that failed (aiotk_restore_rings). */
+static int p_restore_all(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	luaL_checktype(L, b, LUA_TTABLE);
+	size_t n = lua_objlen(L, b), done = 0;
+	aiotk_ring **saved = calloc(n ? n : 1, sizeof(*saved));
+	aiotk_restore_opts *o = calloc(n ? n : 1, sizeof(*o));
+	aiotk_restore_result *res = calloc(n ? n : 1, sizeof(*res));
+	if (!saved || !o || !res) {
+		free(saved), free(o), free(res);
+		return luaL_error(L, "out of memory for %d rings", (int)n);
+	}
+	for (size_t i = 0; i < n; i++) {
+		lua_rawgeti(L, b, (int)i + 1);
+		lua_getfield(L, -1, "ring");
+		saved[i] = laiotk_ring_check(L, lua_gettop(L));
+		lua_pop(L, 1);
+		o[i] = check_restore_opts(L, lua_gettop(L));
+		lua_pop(L, 1);
+	}
+	int rc = aiotk_restore_rings(t, saved, o, n, res, &done, &err);
+	int nret = rc ? laiotk_fail(L, &err) : 0;
+	lua_createtable(L, (int)done, 0);
+	for (size_t i = 0; i < done; i++) {
+		push_restore_result(L, &res[i]);
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	free(saved), free(o), free(res);
+	return nret + 1;
 }
 
 static int p_io_setup(lua_State *L, aiotk_target *t, int b)
@@ -413,7 +459,7 @@ static int p_resubmit(lua_State *L, aiotk_target *t, int b)
 }
 
 #define PRIMITIVES(X) X(snapshot) X(snapshot_many) X(converge) X(replay) X(write_events) \
-	X(remap) X(restore) X(io_setup) X(io_destroy) X(mapping_at) X(mappings) X(rings) X(header) \
+	X(remap) X(restore) X(restore_all) X(io_setup) X(io_destroy) X(mapping_at) X(mappings) X(rings) X(header) \
 	X(reserve) X(unmap) X(park) X(unpark) X(remove_journals) X(capture) X(resubmit)
 
 /* The functions of aiotk.core act on this process through one self

@@ -399,6 +399,13 @@ typedef struct aiotk_restore_result {
 int aiotk_restore_ring(aiotk_target *t, const aiotk_ring *saved,
 		       const aiotk_restore_opts *o, aiotk_restore_result *res,
 		       aiotk_err *err);
+/* saved[0..n) rebuilt in order, each as aiotk_restore_ring would, o[i]
+ * for ring i: *done of them are (res[0..*done)); a failure leaves ring
+ * *done unmade. Rings the restorer can do alone (exact size from a known
+ * n, POLL; core/restorer.c) are rebuilt inside the target in one run. */
+int aiotk_restore_rings(aiotk_target *t, aiotk_ring *const *saved,
+			const aiotk_restore_opts *o, size_t n,
+			aiotk_restore_result *res, size_t *done, aiotk_err *err);
 
 /* ---- images ---------------------------------------------------------- */
 #define AIOTK_IMAGE_FILE "rings.img"

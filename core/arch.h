@@ -35,8 +35,10 @@ extern const aiotk_gadget aiotk_arch_gadget_sigreturn[];
 int aiotk_arch_supported(void);
 int aiotk_arch_get(pid_t tid, aiotk_regs *r);
 int aiotk_arch_set(pid_t tid, const aiotk_regs *r);
-/* FPU/vector state of a stopped thread, in the signal frame's format. */
+/* FPU/vector state of a stopped thread, in the signal frame's format;
+ * and put back. */
 int aiotk_arch_fpu_get(pid_t tid, uint8_t *buf, size_t cap, size_t *len);
+int aiotk_arch_fpu_set(pid_t tid, const uint8_t *buf, size_t len);
 /* The return frame for `saved` (a pending restart of an interrupted system
  * call becomes a re-execution of it), blocked signals `mask` and FPU state
  * `fpu`, laid out below the red zone under the saved stack pointer. `out`

@@ -16,6 +16,12 @@ int aiotk_arch_fpu_get(pid_t tid, uint8_t *buf, size_t cap, size_t *len)
 	(void)tid; (void)buf; (void)cap; (void)len;
 	return -ENOSYS;
 }
+int aiotk_arch_fpu_set(pid_t tid, const uint8_t *buf, size_t len)
+{
+	(void)tid; (void)buf; (void)len;
+	return -ENOSYS;
+}
+
 int aiotk_arch_frame(const aiotk_regs *saved, uint64_t mask, const uint8_t *fpu,
 		     size_t fpu_len, uint64_t sigreturn, uint8_t *out, size_t cap,
 		     uint64_t *at, size_t *len)

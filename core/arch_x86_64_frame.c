@@ -70,6 +70,12 @@ int aiotk_arch_fpu_get(pid_t tid, uint8_t *buf, size_t cap, size_t *len)
 	return v.iov_len < XSAVE_MIN ? -EIO : 0;
 }
 
+int aiotk_arch_fpu_set(pid_t tid, const uint8_t *buf, size_t len)
+{
+	struct iovec v = { (void *)buf, len };
+	return ptrace(PTRACE_SETREGSET, tid, NT_X86_XSTATE, &v) ? -errno : 0;
+}
+
 /* End of the last component the state uses (CPUID leaf 0xD gives each
  * component's offset and size in the standard format): the kernel refuses
  * a frame claiming more than the thread's own xstate size. */

@@ -58,6 +58,17 @@ int aiotk_vm_rw(int pid, uint64_t addr, void *buf, size_t len, int wr);
  * target co-located with aiotk, target_ptrace.c): the replay need not pin. */
 int aiotk_target_pinned(const aiotk_target *t);
 
+/* The restorer (restorer.c): its code as this process has it (entry is
+ * aiotk_restorer_main's offset), and, for a process target, the return
+ * frame and quiet signal it ends with, and its run. */
+struct aiotk_rjob;
+void aiotk_restorer_main(struct aiotk_rjob *job);
+int aiotk_restorer_code(const uint8_t **code, size_t *len, size_t *entry);
+int aiotk_target_restorer_exit(aiotk_target *t, uint64_t *exit_sp, int *sig,
+			       aiotk_err *err);
+int aiotk_target_run_restorer(aiotk_target *t, uint64_t entry, uint64_t job,
+			      uint64_t sp, int sig, aiotk_err *err);
+
 /* Whether t is this process (target_self.c). */
 int aiotk_target_is_self(const aiotk_target *t);
 

@@ -27,6 +27,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define OPTIONS (PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEEXEC)
@@ -38,6 +39,7 @@ struct thread {
 	int tid;
 	int gone;     /* exited (and reaped) */
 	int stopping; /* asked to stop, not yet waited for */
+	int dying;    /* killed while stopped: to be reaped */
 };
 
 struct tracee {
@@ -49,7 +51,8 @@ struct tracee {
 	uint64_t code;      /* the syscall gadget */
 	uint64_t sigreturn; /* the rt_sigreturn gadget */
 	uint64_t frame;     /* the return frame = the stack pointer to inject with */
-	int armed, blocked, injected, dead, execd;
+	int armed, injected, dead, execd;
+	int blocked;        /* mask changed: 1 all blocked, 2 the restorer's */
 	int adopted;        /* stopped and traced by the caller, not by us */
 	uint64_t deferred;  /* unblockable signals that stopped it mid-injection */
 	aiotk_err why;      /* why it cannot be injected into, if it cannot */
@@ -181,7 +184,7 @@ static long run_syscall(struct tracee *p, aiotk_regs *r)
 	if ((rc = aiotk_arch_set(p->pid, r)))
 		return rc;
 	p->injected = 1;
-	if (!p->blocked) {
+	if (p->blocked != 1) {
 		if ((rc = set_mask(p->pid, ~0ull)))
 			return rc;
 		p->blocked = 1;
@@ -280,6 +283,106 @@ static void uncolocate(struct tracee *p)
 	p->own_pinned = 0;
 }
 
+/* ---- the restorer (restorer.c) --------------------------------------- */
+
+/* A signal the process neither catches nor blocks for good: the default
+ * action of these three is to ignore them, so one sent by a restorer that
+ * a dead aiotk left running changes nothing. 0: none is free. */
+static int quiet_signal(int pid)
+{
+	static const int candidates[] = { SIGURG, SIGWINCH, SIGCHLD };
+	char path[64], line[256];
+	unsigned long long caught = ~0ull;
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	FILE *f = fopen(path, "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, "SigCgt:", 7))
+			caught = strtoull(line + 7, NULL, 16);
+	if (f)
+		fclose(f);
+	for (size_t i = 0; i < sizeof(candidates) / sizeof(candidates[0]); i++)
+		if (!(caught >> (candidates[i] - 1) & 1))
+			return candidates[i];
+	return 0;
+}
+
+int aiotk_target_restorer_exit(aiotk_target *t, uint64_t *exit_sp, int *sig,
+			       aiotk_err *err)
+{
+	struct tracee *p = T(t);
+	if (!aiotk_target_pinned(t)) /* a co-located process target */
+		return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0, "no restorer in this target");
+	if (armed(p))
+		return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0, "process %d cannot be injected into", p->pid);
+	if (!(*sig = quiet_signal(p->pid)))
+		return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0,
+				  "process %d catches SIGURG, SIGWINCH and SIGCHLD", p->pid);
+	*exit_sp = p->frame;
+	return 0;
+}
+
+/* Runs the code at entry(job) on stack sp in the main thread until it
+ * signals sig (restorer.c); any other signal on the way waits for detach,
+ * a fault is an error (the thread's context is put back all the same). */
+static long run_code(struct tracee *p, aiotk_regs *r, int sig);
+
+int aiotk_target_run_restorer(aiotk_target *t, uint64_t entry, uint64_t job,
+			      uint64_t sp, int sig, aiotk_err *err)
+{
+	struct tracee *p = T(t);
+	const long a[6] = { (long)job, 0, 0, 0, 0, 0 };
+	static __thread uint8_t fpu[FRAME_MAX];
+	size_t fpu_len;
+	aiotk_regs r = p->saved;
+	aiotk_arch_prepare(&r, entry, sp, 0, a);
+	/* Compiled code may use vector registers; the thread's go back after
+	 * (registers alone are put back at detach). */
+	long rc = aiotk_arch_fpu_get(p->pid, fpu, sizeof(fpu), &fpu_len);
+	if (!rc)
+		rc = run_code(p, &r, sig);
+	long back = rc == -ESRCH ? 0 : aiotk_arch_fpu_set(p->pid, fpu, fpu_len);
+	if (rc == 1)
+		return aiotk_fail(err, AIOTK_ESYS, EFAULT,
+				  "aiotk's restorer faulted in process %d; its rings are rolled back", p->pid);
+	if (!rc && back)
+		rc = back;
+	if (rc)
+		return aiotk_fail(err, AIOTK_ESYS, (int)-dying(p, rc), "process %d: %s", p->pid,
+				  rc == -ESRCH ? "exited while its rings were rebuilt" : strerror((int)-rc));
+	return 0;
+}
+
+/* The main thread at registers r until it stops with sig: 0; 1 if it
+ * faulted instead; -errno. Other signals wait for detach. */
+static long run_code(struct tracee *p, aiotk_regs *r, int sig)
+{
+	long rc = aiotk_arch_set(p->pid, r);
+	p->injected = 1;
+	if (!rc && !(rc = set_mask(p->pid, ~(1ull << (sig - 1)))))
+		p->blocked = 2; /* all but sig: the next injection blocks all again */
+	if (!rc && ptrace(PTRACE_CONT, p->pid, 0, 0))
+		rc = -errno;
+	for (int st; !rc;) {
+		if ((rc = wait_thread(p, p->pid, &st)))
+			break;
+		if (exited(p, p->pid, st) || st >> 16 == PTRACE_EVENT_EXEC) {
+			p->execd = st >> 16 == PTRACE_EVENT_EXEC;
+			rc = -ESRCH;
+			break;
+		}
+		int s = WSTOPSIG(st);
+		if (st >> 16 == 0 && s == sig)
+			break; /* done; the signal is not delivered */
+		if (st >> 16 == 0 && (s == SIGSEGV || s == SIGBUS || s == SIGILL || s == SIGFPE))
+			return 1;
+		if (st >> 16 == 0)
+			p->deferred |= 1ull << (s - 1);
+		if (ptrace(PTRACE_CONT, p->pid, 0, 0))
+			rc = -errno;
+	}
+	return rc;
+}
+
 /* Gadgets are looked for while the process runs (its code does not move
  * under a stopped process, and is checked again once stopped). */
 static int check_gadget(struct tracee *p, uint64_t addr, const aiotk_gadget *list)
@@ -351,7 +454,7 @@ static struct thread *add(struct tracee *p, int tid)
 		p->th = n;
 		p->cap = cap;
 	}
-	p->th[p->nth] = (struct thread){ tid, 0, 0 };
+	p->th[p->nth] = (struct thread){ tid, 0, 0, 0 };
 	return &p->th[p->nth++];
 }
 
@@ -454,6 +557,32 @@ static int stop_all(struct tracee *p, aiotk_err *err)
 	return 0;
 }
 
+/* Threads killed while stopped exit within moments; the leader's exit is
+ * reported only after the others'. Waited for a second at most. */
+static void reap_dying(struct tracee *p)
+{
+	for (int round = 0; round < 1000; round++) {
+		int left = 0;
+		for (size_t i = 0; i < p->nth; i++) {
+			siginfo_t si;
+			struct thread *t = &p->th[i];
+			if (!t->dying || t->gone)
+				continue;
+			si.si_pid = 0;
+			if (!waitid(P_PID, (id_t)t->tid, &si, WEXITED | WNOHANG | __WALL) && si.si_pid)
+				t->gone = 1;
+			else if (errno == ECHILD)
+				t->gone = 1;
+			else
+				left++;
+		}
+		if (!left)
+			return;
+		struct timespec ms = { 0, 1000000 };
+		nanosleep(&ms, NULL);
+	}
+}
+
 /* Every seized thread let go. The main thread gets its mask back while its
  * registers still lead through the frame, then its registers. */
 static void release(struct tracee *p)
@@ -479,11 +608,14 @@ static void release(struct tracee *p)
 			aiotk_arch_set(t->tid, &p->saved);
 		if (p->adopted)
 			continue; /* the caller's to let go */
+		/* Not in its stop any more: killed (SIGKILL pending). Its exit
+		 * is ours to reap, or its parent would wait for ever. */
 		if (ptrace(PTRACE_DETACH, t->tid, 0, 0) && errno == ESRCH) {
-			siginfo_t si;
-			waitid(P_PID, (id_t)t->tid, &si, WEXITED | WNOHANG | __WALL);
+			t->dying = 1;
+			p->dead |= t->tid == p->pid;
 		}
 	}
+	reap_dying(p);
 	for (int sig = 1; sig <= 64; sig++)
 		if (p->deferred >> (sig - 1) & 1)
 			tgkill(p->pid, p->pid, sig);
@@ -509,8 +641,8 @@ static int pt_detach(aiotk_target *t, aiotk_err *err)
 	struct tracee *p = T(t);
 	if (!p || !p->nth)
 		return 0;
-	int dead = p->dead, execd = p->execd;
 	release(p);
+	int dead = p->dead, execd = p->execd;
 	p->stopped_ns = aiotk_now_ns() - p->t_stop;
 	if (execd)
 		return aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d executed a new program while stopped", p->pid);

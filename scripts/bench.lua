@@ -120,8 +120,12 @@ end
 local function floor_once(set, host)
 	local saved = saved_rings(set)
 	local t0 = core.now_ns()
-	for _, r in ipairs(saved) do assert(core.reserve(r.addr, r.ring_len)) end
-	for _, r in ipairs(saved) do assert(core.restore(r, { placeholder = true, model = host })) end
+	local jobs = {}
+	for i, r in ipairs(saved) do
+		assert(core.reserve(r.addr, r.ring_len))
+		jobs[i] = { ring = r, placeholder = true, model = host }
+	end
+	assert(core.restore_all(jobs))
 	local ns = core.now_ns() - t0
 	for _, r in ipairs(saved) do core.lab.destroy(r.addr) end
 	return ns

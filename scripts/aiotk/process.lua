@@ -561,21 +561,28 @@ local function rebuild(t, maps, steps, opts, policy, undo, out)
 			if not ok then return nil, ce, cc end
 		end
 	end
-	local results = {}
+	local ok, ie, ic = interrupted()
+	if not ok then return nil, ie, ic end
+	-- All rings in one call: those the restorer can rebuild by itself go
+	-- into the process in one run (core/restorer.c).
+	local jobs = {}
 	for i, s in ipairs(steps) do
-		local ok, ie, ic = interrupted()
-		if not ok then return nil, ie, ic end
 		local replay = { nudge = s.nudge }
 		for k, v in pairs(opts.replay or {}) do replay[k] = v end
-		local res, re, rc = t:restore(s.ring, { n = s.n, grow_to = s.grow_to, replay = replay,
-			placeholder = true, model = opts.model })
-		if not res then
-			return nil, string.format("ring %d of %d (0x%x): %s", i, #steps, s.ring.addr, seccomp_hint(t.pid, re)), rc
-		end
+		jobs[i] = { ring = s.ring, n = s.n, grow_to = s.grow_to, replay = replay, placeholder = true,
+			model = opts.model }
+	end
+	local results, re, rc, made = t:restore_all(jobs)
+	for i, res in ipairs(results or made) do
 		claims[i].left = claims[i].left - 1
 		undo[#undo + 1] = { kind = "ring", addr = res.ctx }
-		results[i] = res
 	end
+	if not results then
+		local i = #made + 1
+		return nil, string.format("ring %d of %d (0x%x): %s", i, #steps, steps[i].ring.addr, seccomp_hint(t.pid, re)), rc
+	end
+	ok, ie, ic = interrupted()
+	if not ok then return nil, ie, ic end
 	-- Checked before any captured request goes back in: one that completes
 	-- at once would move the tail being checked.
 	local kok, ke, kc = kernel_check(t, steps, policy)
