@@ -54,10 +54,6 @@ void aiotk_ring_set_header(aiotk_ring *r, const aiotk_ring_header *h);
  * address then gives EFAULT instead of SIGSEGV. */
 int aiotk_vm_rw(int pid, uint64_t addr, void *buf, size_t len, int wr);
 
-/* Whether t's system calls already run pinned to one CPU (a process
- * target co-located with aiotk, target_ptrace.c): the replay need not pin. */
-int aiotk_target_pinned(const aiotk_target *t);
-
 /* The restorer (restorer.c): its code as this process has it (entry is
  * aiotk_restorer_main's offset), and, for a process target, the return
  * frame and quiet signal it ends with, and its run. */

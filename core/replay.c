@@ -275,7 +275,7 @@ int aiotk_replay(aiotk_target *t, uint64_t ctx, uint32_t nr, uint32_t head,
 		rc = check_direct(&r, err);
 		if (!rc)
 			rc = requests(&r, err);
-		if (!rc && !o->no_pin && !aiotk_target_pinned(t))
+		if (!rc && !o->no_pin)
 			rc = pin(&r, err);
 		if (!rc)
 			rc = run(&r, total, o->kind == AIOTK_REQ_AUTO, err);

@@ -33,7 +33,6 @@
 #define OPTIONS (PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEEXEC)
 #define SYSCALL_STOP (SIGTRAP | 0x80)
 #define FRAME_MAX 32768
-#define MASK_BYTES 1024 /* affinity masks up to 8192 CPUs */
 
 struct thread {
 	int tid;
@@ -57,15 +56,13 @@ struct tracee {
 	uint64_t deferred;  /* unblockable signals that stopped it mid-injection */
 	aiotk_err why;      /* why it cannot be injected into, if it cannot */
 	uint64_t t_stop, stopped_ns;
-	/* Co-location (colocate()): the main thread's affinity as found
-	 * (mask_len > 0: it was pinned), and aiotk's own. */
-	uint8_t cpus[MASK_BYTES];
-	long mask_len;
-	cpu_set_t own;
-	int own_pinned;
+	/* colocate(): aiotk's and the main thread's affinity as found */
+	cpu_set_t own, theirs;
+	int own_pinned, their_pinned;
 };
 
 static struct tracee *T(aiotk_target *t) { return t->priv; }
+static const struct aiotk_target_ops ptrace_ops;
 
 static int pt_read(aiotk_target *t, uint64_t a, void *b, size_t l) { return aiotk_vm_rw(t->pid, a, b, l, 0); }
 static int pt_write(aiotk_target *t, uint64_t a, const void *b, size_t l)
@@ -235,52 +232,39 @@ static long pt_sys(aiotk_target *t, long nr, const long a[6])
 	return inject(p, nr, a);
 }
 
-static long pt_sys_at(struct tracee *p, long nr, long a0, long a1, long a2)
-{
-	const long a[6] = { a0, a1, a2, 0, 0, 0 };
-	return inject(p, nr, a);
-}
 
 /* Injected system calls cost two ptrace stops each. With the main thread
  * on another CPU every stop is a cross-CPU wakeup, which this machine
  * measured at 80-140 us an injection against about 20 us with aiotk and
- * the main thread on one CPU: so both are pinned to aiotk's CPU until
- * release (which puts both masks back). Refused (a cpuset without that
- * CPU), the process is left as it was and only runs slower. The replay's
- * own pinning (per-CPU request slots) is then already done. The masks'
- * argument memory is the stack below the return frame. */
+ * the main thread on one CPU. aiotk alone moving to the thread's CPU is
+ * not enough (resumed while aiotk runs there, the thread is woken on the
+ * idle one), so both are pinned to aiotk's CPU, the thread's mask set
+ * from here (sched_setaffinity on its tid: no injection), and both masks
+ * go back at release. Refused (another user's thread without
+ * CAP_SYS_NICE, a cpuset without that CPU), it only runs slower. */
 static void colocate(struct tracee *p)
 {
 	int cpu = sched_getcpu();
-	uint64_t at = p->frame - MASK_BYTES;
-	uint8_t one[MASK_BYTES] = { 0 };
-	cpu_set_t me;
-	if (cpu < 0 || cpu >= MASK_BYTES * 8 || sched_getaffinity(0, sizeof(p->own), &p->own))
+	cpu_set_t one;
+	if (cpu < 0 || sched_getaffinity(0, sizeof(p->own), &p->own) ||
+	    sched_getaffinity(p->pid, sizeof(p->theirs), &p->theirs))
 		return;
-	long n = pt_sys_at(p, SYS_sched_getaffinity, 0, MASK_BYTES, (long)at);
-	if (n <= 0 || aiotk_vm_rw(p->pid, at, p->cpus, (size_t)n, 0))
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	if (sched_setaffinity(p->pid, sizeof(one), &one))
 		return;
-	one[cpu / 8] = (uint8_t)(1u << (cpu % 8));
-	if (aiotk_vm_rw(p->pid, at, one, sizeof(one), 1) ||
-	    pt_sys_at(p, SYS_sched_setaffinity, 0, MASK_BYTES, (long)at))
-		return;
-	p->mask_len = n;
-	CPU_ZERO(&me);
-	CPU_SET(cpu, &me);
-	p->own_pinned = !sched_setaffinity(0, sizeof(me), &me);
+	p->their_pinned = 1;
+	p->own_pinned = !sched_setaffinity(0, sizeof(one), &one);
 }
 
-/* Both masks back, before the registers go back. */
+/* Both masks back. */
 static void uncolocate(struct tracee *p)
 {
-	uint64_t at = p->frame - MASK_BYTES;
-	if (p->mask_len > 0 && !p->dead && !p->execd &&
-	    !aiotk_vm_rw(p->pid, at, p->cpus, (size_t)p->mask_len, 1))
-		pt_sys_at(p, SYS_sched_setaffinity, 0, p->mask_len, (long)at);
-	p->mask_len = 0;
+	if (p->their_pinned && !p->dead)
+		sched_setaffinity(p->pid, sizeof(p->theirs), &p->theirs);
 	if (p->own_pinned)
 		sched_setaffinity(0, sizeof(p->own), &p->own);
-	p->own_pinned = 0;
+	p->own_pinned = p->their_pinned = 0;
 }
 
 /* ---- the restorer (restorer.c) --------------------------------------- */
@@ -310,7 +294,7 @@ int aiotk_target_restorer_exit(aiotk_target *t, uint64_t *exit_sp, int *sig,
 			       aiotk_err *err)
 {
 	struct tracee *p = T(t);
-	if (!aiotk_target_pinned(t)) /* a co-located process target */
+	if (t->ops != &ptrace_ops)
 		return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0, "no restorer in this target");
 	if (armed(p))
 		return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0, "process %d cannot be injected into", p->pid);
@@ -431,7 +415,7 @@ static int arm(struct tracee *p)
 				   sizeof(frame), &p->frame, &len)))
 		return aiotk_fail(&p->why, AIOTK_ESYS, -rc, "cannot build the return frame for %d: %s",
 				  p->pid, strerror(-rc));
-	if ((rc = frame_fits(p, p->frame - MASK_BYTES, len + MASK_BYTES)))
+	if ((rc = frame_fits(p, p->frame, len)))
 		return rc;
 	struct iovec l = { frame, len }, r = { (void *)(uintptr_t)p->frame, len };
 	if (process_vm_writev(p->pid, &l, 1, &r, 1, 0) != (ssize_t)len)
@@ -747,8 +731,3 @@ int aiotk_target_dead(const aiotk_target *t)
 	return t->ops == &ptrace_ops && p && (p->dead || p->execd);
 }
 
-int aiotk_target_pinned(const aiotk_target *t)
-{
-	const struct tracee *p = t->priv;
-	return t->ops == &ptrace_ops && p && p->mask_len > 0;
-}

@@ -121,7 +121,8 @@ describe("aiotk program", function()
 		for _, l in ipairs(b.live_restore) do
 			lives[l.case] = l
 			assert.is_true(l.ratio > 0 and l.floor_ns > 0 and l.stopped_ns > 0)
-			assert.is_true(math.abs(l.ratio - l.live_ns / l.floor_ns) < l.ratio, "ratio of pairs near the medians'")
+			assert.is_true(math.abs(l.ratio - l.stopped_ns / l.floor_ns) < l.ratio, "ratio of pairs near the medians'")
+			assert.is_true(l.live_ns >= l.stopped_ns and l.total_ratio >= l.ratio * 0.5)
 		end
 		assert.is_table(lives["131199 slots, 40000 events"])
 		assert.is_table(lives["8 x io_setup(256)"])
