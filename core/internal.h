@@ -40,6 +40,10 @@ int aiotk_ws_requests(aiotk_target *t, enum aiotk_req_kind kind, unsigned n,
  * nonzero (which is returned). */
 int aiotk_maps_each(int pid, int (*fn)(const aiotk_vma *v, void *ctx),
 		    void *ctx, aiotk_err *err);
+/* The same from the maps' text (what aiotk_maps_each falls back to on
+ * kernels without PROCMAP_QUERY; the tests compare the two). */
+int aiotk_maps_each_text(int pid, int (*fn)(const aiotk_vma *v, void *ctx),
+			 void *ctx, aiotk_err *err);
 
 /* Address of the first of `list`'s sequences found in pid's executable
  * mappings. */

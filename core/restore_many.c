@@ -18,12 +18,15 @@
 #define MAX_BATCH 1024u
 
 /* What the restorer can do alone: the exact size from the saved (or
- * given) n on this model, POLL requests, the events only. */
+ * given) n on this model, POLL requests, onto a placeholder the caller
+ * holds (it moves rings without looking: nothing else, its own memory
+ * included, can be there). */
 static int eligible(const aiotk_ring *saved, const aiotk_restore_opts *o)
 {
 	aiotk_geom g;
 	uint32_t n = o->n ? o->n : saved->n;
 	return !o->grow_len && n && o->replay.kind != AIOTK_REQ_PWRITE &&
+	       (o->remap_flags & AIOTK_REMAP_PLACEHOLDER) &&
 	       o->model.cpus && saved->nr >= 2 &&
 	       !aiotk_geom_ring(&o->model, n, &g, NULL) && g.nr == saved->nr &&
 	       g.ring_len == saved->ring_len;

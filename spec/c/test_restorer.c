@@ -1,0 +1,200 @@
+/* The restorer (core/restorer.c) in this process against the real kernel:
+ * rings of every shape rebuilt exactly by aiotk_restore_rings; its code,
+ * copied to another address and run from there in a child, still rebuilds
+ * a ring (so it refers to nothing outside itself, as running it inside
+ * another process needs); and the maps read through PROCMAP_QUERY are the
+ * maps' text, mapping for mapping. */
+#define _GNU_SOURCE
+#include "aiotk.h"
+#include "check.h"
+#include "internal.h"
+#include "restorer.h"
+
+#include <fcntl.h>
+#include <libaio.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static aiotk_target self;
+static int devnull;
+
+/* io_setup(n), `complete` POLLs completed, `reap` of them reaped. */
+static uint64_t make_ring(unsigned n, unsigned complete, unsigned reap)
+{
+	io_context_t ctx = 0;
+	struct iocb cb, *p = &cb;
+	struct io_event ev;
+	CHECK(io_setup((int)n, &ctx) == 0, "io_setup(%u)", n);
+	for (unsigned i = 0; i < complete; i++) {
+		io_prep_poll(&cb, devnull, POLLOUT);
+		cb.data = (void *)(uintptr_t)(0x1000 + i);
+		CHECK(io_submit(ctx, 1, &p) == 1, "submit %u", i);
+		if (i < reap)
+			CHECK(io_getevents(ctx, 1, 1, &ev, NULL) == 1, "reap %u", i);
+	}
+	return (uint64_t)(uintptr_t)ctx;
+}
+
+static void same_ring(const aiotk_ring *want, const char *what)
+{
+	aiotk_ring got;
+	aiotk_err err;
+	int rc = aiotk_snapshot(&self, want->addr, 0, &got, &err);
+	CHECK_OK(rc, err);
+	if (rc)
+		return;
+	CHECK(got.nr == want->nr && got.head == want->head && got.tail == want->tail &&
+	      got.compat_features == want->compat_features, "%s: header %u/%u/%u", what,
+	      got.nr, got.head, got.tail);
+	CHECK(got.nevents == want->nevents &&
+	      !memcmp(got.events, want->events, want->nevents * sizeof(aiotk_event)),
+	      "%s: events", what);
+	aiotk_ring_free(&got);
+}
+
+/* Saved rings of several shapes (empty, plain, head == tail, wrapped),
+ * destroyed, then rebuilt onto placeholders in one call. */
+static void rebuild_shapes(void)
+{
+	const unsigned spec[][3] = { { 1, 0, 0 }, { 1, 15, 10 }, { 256, 300, 300 }, { 64, 200, 100 },
+				     { 1, 200, 190 }, { 4096, 6000, 5000 } };
+	enum { N = sizeof(spec) / sizeof(spec[0]) };
+	aiotk_ring saved[N], *list[N];
+	aiotk_restore_opts o[N];
+	aiotk_restore_result res[N];
+	aiotk_host host;
+	aiotk_err err;
+	uint64_t ctx[N];
+	size_t done;
+	CHECK_OK(aiotk_host_probe(&host, &err), err);
+	for (int i = 0; i < N; i++) {
+		ctx[i] = make_ring(spec[i][0], spec[i][1], spec[i][2]);
+		CHECK_OK(aiotk_snapshot(&self, ctx[i], 0, &saved[i], &err), err);
+		saved[i].n = spec[i][0];
+		list[i] = &saved[i];
+		memset(&o[i], 0, sizeof(o[i]));
+		o[i].model = host.geom;
+		o[i].remap_flags = AIOTK_REMAP_PLACEHOLDER;
+	}
+	for (int i = 0; i < N; i++)
+		io_destroy((io_context_t)(uintptr_t)ctx[i]);
+	for (int i = 0; i < N; i++)
+		CHECK_OK(aiotk_reserve(&self, saved[i].addr, saved[i].ring_len, &err), err);
+	int rc = aiotk_restore_rings(&self, list, o, N, res, &done, &err);
+	CHECK_OK(rc, err);
+	CHECK(done == N, "%zu of %d rings rebuilt", done, N);
+	for (int i = 0; i < N; i++) {
+		CHECK(res[i].ctx == saved[i].addr, "ring %d at its address", i);
+		/* the restorer answered for it (one io_setup of the saved n) */
+		CHECK(res[i].conv.calls == 1 && res[i].conv.n == spec[i][0], "ring %d: n %u", i, res[i].conv.n);
+		same_ring(&saved[i], "rebuilt");
+		io_destroy((io_context_t)(uintptr_t)saved[i].addr);
+		aiotk_ring_free(&saved[i]);
+	}
+}
+
+/* The restorer's code copied elsewhere and run from there, in a child. */
+static void runs_anywhere(void)
+{
+	const uint8_t *code;
+	size_t len, entry;
+	aiotk_ring saved;
+	aiotk_err err;
+	CHECK(aiotk_restorer_code(&code, &len, &entry) == 0 && len > 0, "restorer code");
+	uint64_t ctx = make_ring(64, 200, 100);
+	CHECK_OK(aiotk_snapshot(&self, ctx, 0, &saved, &err), err);
+	io_destroy((io_context_t)(uintptr_t)ctx);
+	/* As aiotk_restore_rings's callers do: the destination held, so that
+	 * nothing else (here the copy) lands where the ring goes. */
+	CHECK_OK(aiotk_reserve(&self, saved.addr, saved.ring_len, &err), err);
+	pid_t child = fork();
+	if (child == 0) {
+		uint8_t *copy = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		memcpy(copy, code, len);
+		mprotect(copy, len, PROT_READ | PROT_EXEC);
+		size_t jl = sizeof(struct aiotk_rjob) + sizeof(struct aiotk_rjob_ring) +
+			    saved.nevents * sizeof(aiotk_event);
+		struct aiotk_rjob *job = calloc(1, jl + 1024 * 72);
+		struct aiotk_rjob_ring *r = &job->ring[0];
+		job->cbs = (uint64_t)(uintptr_t)job + jl;
+		job->journal_magic = AIOTK_JOURNAL_MAGIC;
+		strcpy(job->path, "/dev/null");
+		job->batch = 1024, job->nrings = 1, job->building = AIOTK_RING_BUILDING;
+		r->dest = saved.addr, r->len = saved.ring_len, r->n = 64, r->nr = saved.nr;
+		r->head = saved.head, r->tail = saved.tail, r->compat = saved.compat_features;
+		r->first = saved.head, r->count = saved.nevents;
+		r->events = (uint64_t)(uintptr_t)(job->ring + 1);
+		memcpy(job->ring + 1, saved.events, saved.nevents * sizeof(aiotk_event));
+		((void (*)(struct aiotk_rjob *))(copy + entry))(job);
+		const aiotk_ring_header *h = (const void *)(uintptr_t)saved.addr;
+		if (job->done != 1)
+			fprintf(stderr, "relocated: step %u status %lld setup %lld\n", r->step,
+				(long long)r->status, (long long)job->setup_status);
+		_exit(job->done == 1 && h->head == saved.head && h->tail == saved.tail &&
+		      !memcmp((const uint8_t *)h + AIOTK_HEADER_LEN + saved.head * AIOTK_EVENT_LEN,
+			      saved.events, sizeof(aiotk_event)) ? 0 : 1);
+	}
+	int st = 0;
+	waitpid(child, &st, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "relocated restorer: status 0x%x", st);
+	aiotk_unmap(&self, saved.addr, saved.ring_len, &err);
+	aiotk_ring_free(&saved);
+}
+
+struct list { aiotk_vma v[512]; int n; };
+
+/* The gate page ([vsyscall]) is in the text only: not a mapping of the
+ * process's own, and nothing aiotk looks at. */
+static int add(const aiotk_vma *v, void *ctx)
+{
+	struct list *l = ctx;
+	if (l->n < 512 && strcmp(v->path, "[vsyscall]"))
+		l->v[l->n++] = *v;
+	return 0;
+}
+
+/* Rings, a placeholder, a journal-shaped page and files: both readers
+ * agree on every mapping. */
+static void maps_by_query(void)
+{
+	static struct list a, b;
+	aiotk_err err;
+	uint64_t ctx = make_ring(1, 0, 0);
+	CHECK_OK(aiotk_reserve(&self, 0x200000000ull, 8192, &err), err);
+	void *j = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	CHECK_OK(aiotk_maps_each(0, add, &a, &err), err);
+	CHECK_OK(aiotk_maps_each_text(0, add, &b, &err), err);
+	CHECK(a.n == b.n && a.n > 5, "%d and %d mappings", a.n, b.n);
+	int ring = 0, placeholder = 0, journal = 0;
+	for (int i = 0; i < a.n && i < b.n; i++) {
+		CHECK(a.v[i].start == b.v[i].start && a.v[i].end == b.v[i].end &&
+		      !strcmp(a.v[i].perms, b.v[i].perms) && !strcmp(a.v[i].path, b.v[i].path),
+		      "mapping %d: %llx %s '%s' against %llx %s '%s'", i,
+		      (unsigned long long)a.v[i].start, a.v[i].perms, a.v[i].path,
+		      (unsigned long long)b.v[i].start, b.v[i].perms, b.v[i].path);
+		ring += aiotk_vma_is_ring(&a.v[i]);
+		placeholder += aiotk_vma_is_placeholder(&a.v[i]);
+		journal += aiotk_vma_is_journal(&a.v[i]);
+	}
+	CHECK(ring >= 1 && placeholder == 1 && journal >= 1, "ring %d placeholder %d journal %d",
+	      ring, placeholder, journal);
+	munmap(j, 4096);
+	aiotk_unmap(&self, 0x200000000ull, 8192, &err);
+	io_destroy((io_context_t)(uintptr_t)ctx);
+}
+
+int main(void)
+{
+	aiotk_target_self(&self);
+	devnull = open("/dev/null", O_WRONLY);
+	rebuild_shapes();
+	runs_anywhere();
+	maps_by_query();
+	aiotk_target_free(&self);
+	return check_report();
+}
