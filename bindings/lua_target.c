@@ -133,6 +133,7 @@ static void push_replay_stats(lua_State *L, const aiotk_replay_stats *s)
 	laiotk_set_num(L, "completions", (double)s->completions);
 	laiotk_set_num(L, "submits", s->submits);
 	laiotk_set_num(L, "nudges", s->nudges);
+	laiotk_set_num(L, "ns", (double)s->ns);
 	lua_pushstring(L, kind_name(s->kind));
 	lua_setfield(L, -2, "kind");
 }
@@ -498,6 +499,14 @@ static int t_release(lua_State *L)
 	return push_done(L, aiotk_target_release(&lt->t, &err), &err);
 }
 
+/* t:pin(): this process's thread pinned to its CPU until t:release(). */
+static int t_pin(lua_State *L)
+{
+	aiotk_err err;
+	ltarget *lt = check_target(L, 1);
+	return push_done(L, aiotk_target_pin(&lt->t, &err), &err);
+}
+
 static int t_gc(lua_State *L)
 {
 	ltarget *lt = check_target(L, 1);
@@ -518,7 +527,8 @@ static int t_tostring(lua_State *L)
 }
 
 static const luaL_Reg methods[] = {
-	PRIMITIVES(METHOD_REG) { "detach", t_detach }, { "release", t_release }, { NULL, NULL },
+	PRIMITIVES(METHOD_REG) { "detach", t_detach }, { "release", t_release },
+	{ "pin", t_pin }, { NULL, NULL },
 };
 
 static int t_index(lua_State *L)

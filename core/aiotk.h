@@ -162,6 +162,10 @@ int aiotk_target_ready(aiotk_target *t, aiotk_err *err);
  * (detach and free do it; the self target keeps it between calls until
  * then). */
 int aiotk_target_release(aiotk_target *t, aiotk_err *err);
+/* This process as a target: the calling thread pinned to its CPU until
+ * aiotk_target_release, so that replays made meanwhile need not pin and
+ * unpin each time (a process target is pinned while stopped anyway). */
+int aiotk_target_pin(aiotk_target *t, aiotk_err *err);
 /* The workspace released, then registers, signal mask and interrupted
  * system calls put back; the process runs. */
 int aiotk_target_detach(aiotk_target *t, aiotk_err *err);
@@ -343,6 +347,7 @@ typedef struct aiotk_replay_stats {
 	unsigned submits;
 	unsigned nudges;          /* head nudges needed for near-full rings */
 	enum aiotk_req_kind kind;
+	uint64_t ns;              /* time taken, set-up included */
 } aiotk_replay_stats;
 
 /* Bring a fresh context (kernel tail 0, head 0) to head/tail. */

@@ -69,6 +69,12 @@ int aiotk_target_restorer_exit(aiotk_target *t, uint64_t *exit_sp, int *sig,
 int aiotk_target_run_restorer(aiotk_target *t, uint64_t entry, uint64_t job,
 			      uint64_t sp, int sig, aiotk_err *err);
 
+/* Whether t's system calls run pinned to one CPU already (a stopped
+ * process co-located with aiotk, or this process after
+ * aiotk_target_pin): the replay need not pin. */
+int aiotk_target_pinned(const aiotk_target *t);
+int aiotk_ws_pinned(const aiotk_target *t);
+
 /* Whether t is this process (target_self.c). */
 int aiotk_target_is_self(const aiotk_target *t);
 

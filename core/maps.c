@@ -106,7 +106,10 @@ static int each_by_query(int pid, int (*fn)(const aiotk_vma *v, void *ctx),
 	if (fd < 0)
 		return 1; /* the text path says why */
 	*rc = 0;
-	static __thread char name[4096]; /* PATH_MAX: a longer one is an error */
+	/* PATH_MAX: a longer one is an error. On the stack: thread-local
+	 * storage of a dlopen()ed library is allocated at first use, which
+	 * would map memory in the middle of a question about the maps. */
+	char name[4096];
 	for (uint64_t at = 0, first = 1; !*rc; first = 0) {
 		aiotk_vma v;
 		struct aiotk_procmap_query q = { .size = sizeof(q), .query_flags = COVERING_OR_NEXT,

@@ -93,37 +93,25 @@ static void unpin(struct replay *r)
 	r->mask_len = 0;
 }
 
+/* In this process the ring is used directly once io_submit has accepted
+ * ctx: a context of this process, so its ring is mapped at ctx (libaio
+ * reads it there too). process_vm_readv/writev into a ring page, and even
+ * mincore or a read before the first submit, cost microseconds to tens of
+ * them each (the ring's user pages fault in on first touch). */
+static void check_direct(struct replay *r)
+{
+	if (!r->direct && r->st->submits && aiotk_target_is_self(r->t))
+		r->direct = (volatile aiotk_ring_header *)(uintptr_t)r->ctx;
+}
+
 static int write_head(struct replay *r, uint32_t head, aiotk_err *err)
 {
+	check_direct(r);
 	if (r->direct) {
 		r->direct->head = head;
 		return 0;
 	}
 	return aiotk_poke(r->t, r->ctx + HEAD_OFF, &head, sizeof(head), err);
-}
-
-/* In this process, the ring is read once through process_vm_readv (a
- * wrong address then fails instead of faulting) and then used directly. */
-static int check_direct(struct replay *r, aiotk_err *err)
-{
-	unsigned char in_core;
-	if (!aiotk_target_is_self(r->t))
-		return 0;
-	/* A live context of this process whose id page is mapped: its ring.
-	 * Not process_vm_readv: that too slows the submits after it. */
-	long ctx_ok = aiotk_sys(r->t, SYS_io_getevents, (long)r->ctx, 0, 0, 0, 0, 0);
-	long mapped = ctx_ok ? ctx_ok : aiotk_sys(r->t, SYS_mincore, (long)r->ctx, 4096,
-						 (long)&in_core, 0, 0, 0);
-	if (ctx_ok || mapped)
-		return aiotk_fail(err, AIOTK_EINVAL, (int)-(ctx_ok ? ctx_ok : mapped),
-				  "replay: 0x%llx is not a live AIO context of this process: %s",
-				  (unsigned long long)r->ctx, strerror((int)-(ctx_ok ? ctx_ok : mapped)));
-	volatile aiotk_ring_header *h = (volatile aiotk_ring_header *)(uintptr_t)r->ctx;
-	if (h->nr != r->nr)
-		return aiotk_fail(err, AIOTK_EINVAL, 0, "replay: ring 0x%llx has nr %u, not %u",
-				  (unsigned long long)r->ctx, h->nr, r->nr);
-	r->direct = h;
-	return 0;
 }
 
 static long submit(struct replay *r, uint64_t count)
@@ -249,6 +237,7 @@ int aiotk_replay(aiotk_target *t, uint64_t ctx, uint32_t nr, uint32_t head,
 {
 	aiotk_replay_opts def = { 0 };
 	aiotk_replay_stats ignore;
+	uint64_t t0 = aiotk_now_ns();
 	o = o ? o : &def;
 	st = st ? st : &ignore;
 	memset(st, 0, sizeof(*st));
@@ -272,17 +261,17 @@ int aiotk_replay(aiotk_target *t, uint64_t ctx, uint32_t nr, uint32_t head,
 		r.batch = (unsigned)total;
 	int rc = 0;
 	if (total) {
-		rc = check_direct(&r, err);
-		if (!rc)
-			rc = requests(&r, err);
-		if (!rc && !o->no_pin)
+		rc = requests(&r, err);
+		if (!rc && !o->no_pin && !aiotk_target_pinned(t))
 			rc = pin(&r, err);
 		if (!rc)
 			rc = run(&r, total, o->kind == AIOTK_REQ_AUTO, err);
 		unpin(&r);
 	}
 	st->kind = r.kind;
-	return rc ? rc : check_result(&r, err);
+	rc = rc ? rc : check_result(&r, err);
+	st->ns = aiotk_now_ns() - t0;
+	return rc;
 }
 
 int aiotk_events_write(aiotk_target *t, uint64_t ctx, const aiotk_ring *saved,

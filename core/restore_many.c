@@ -157,7 +157,7 @@ static int run_restorer(aiotk_target *t, aiotk_ring *const *saved,
 		res[i].ctx = job->ring[i].ctx;
 		res[i].conv = (aiotk_converge_result){ job->ring[i].ctx, job->ring[i].n, job->ring[i].nr, 1 };
 		res[i].replay = (aiotk_replay_stats){ job->ring[i].completions,
-			(unsigned)job->ring[i].submits, 0, AIOTK_REQ_POLL };
+			(unsigned)job->ring[i].submits, 0, AIOTK_REQ_POLL, 0 };
 	}
 	*done = rc ? 0 : job->done;
 	/* The ring it stopped at is left to the ring-by-ring path. */

@@ -731,3 +731,11 @@ int aiotk_target_dead(const aiotk_target *t)
 	return t->ops == &ptrace_ops && p && (p->dead || p->execd);
 }
 
+
+int aiotk_target_pinned(const aiotk_target *t)
+{
+	const struct tracee *p = t->priv;
+	if (t->ops == &ptrace_ops)
+		return p && p->their_pinned;
+	return aiotk_ws_pinned(t);
+}

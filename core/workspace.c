@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <linux/aio_abi.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -27,6 +28,8 @@
 #define PAGE 4096u
 
 struct aiotk_workspace {
+	cpu_set_t mask;       /* this process's affinity, while pinned */
+	int pinned;           /* aiotk_target_pin on this process */
 	uint64_t journal;     /* 0: not mapped */
 	long fd;              /* -1: not open */
 	uint64_t cbs;         /* iocbs, then cap pointers */
@@ -165,6 +168,32 @@ int aiotk_ws_vacate(aiotk_target *t, uint64_t addr, uint64_t len)
 	return 1;
 }
 
+int aiotk_target_pin(aiotk_target *t, aiotk_err *err)
+{
+	struct aiotk_workspace *w;
+	cpu_set_t one;
+	if (!aiotk_target_is_self(t) || aiotk_target_pinned(t))
+		return 0; /* a process target is pinned while stopped */
+	if (!(w = ws_of(t, err)))
+		return AIOTK_ENOMEM;
+	int cpu = sched_getcpu();
+	if (cpu < 0 || sched_getaffinity(0, sizeof(w->mask), &w->mask))
+		return aiotk_fail(err, AIOTK_ESYS, errno, "cannot read this thread's CPU affinity: %s",
+				  strerror(errno));
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	if (sched_setaffinity(0, sizeof(one), &one))
+		return aiotk_fail(err, AIOTK_ESYS, errno, "cannot pin this thread to CPU %d: %s",
+				  cpu, strerror(errno));
+	w->pinned = 1;
+	return 0;
+}
+
+int aiotk_ws_pinned(const aiotk_target *t)
+{
+	return t->ws && t->ws->pinned;
+}
+
 uint64_t aiotk_ws_own_journal(const aiotk_target *t)
 {
 	return t->ws ? t->ws->journal : 0;
@@ -177,6 +206,8 @@ int aiotk_target_release(aiotk_target *t, aiotk_err *err)
 	if (!w)
 		return 0;
 	t->ws = NULL;
+	if (w->pinned)
+		sched_setaffinity(0, sizeof(w->mask), &w->mask);
 	/* A target that can no longer run system calls (gone, or a process
 	 * that exited) keeps nothing to put back. */
 	if (aiotk_target_ready(t, NULL) == 0) {
