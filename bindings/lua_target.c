@@ -314,19 +314,39 @@ static int p_mapping_at(lua_State *L, aiotk_target *t, int b)
 	return 1;
 }
 
-/* mappings(): every mapping, as mapping_at gives one, from one read. */
+/* Whether v overlaps one of the { addr, len } ranges in the table at idx. */
+static int in_ranges(lua_State *L, int idx, const aiotk_vma *v)
+{
+	size_t n = lua_objlen(L, idx);
+	for (size_t i = 1; i <= n; i++) {
+		lua_rawgeti(L, idx, (int)i);
+		uint64_t a = laiotk_opt_field_u64(L, lua_gettop(L), "addr", 0);
+		uint64_t l = laiotk_opt_field_u64(L, lua_gettop(L), "len", 0);
+		lua_pop(L, 1);
+		if (v->start < a + l && a < v->end)
+			return 1;
+	}
+	return 0;
+}
+
+/* mappings([ranges]): every mapping, as mapping_at gives one, from one
+ * read; with ranges ({ {addr=, len=}, ... }), only those overlapping one
+ * of them, the rings and the journal pages (what a restore looks at). */
 static int p_mappings(lua_State *L, aiotk_target *t, int b)
 {
 	aiotk_vma *v;
 	aiotk_err err;
 	size_t n;
-	(void)b;
+	int some = lua_istable(L, b), k = 0;
 	if (aiotk_maps_list(t->pid, &v, &n, &err))
 		return laiotk_fail(L, &err);
-	lua_createtable(L, (int)n, 0);
+	lua_createtable(L, some ? 0 : (int)n, 0);
 	for (size_t i = 0; i < n; i++) {
+		if (some && !aiotk_vma_is_ring(&v[i]) && !aiotk_vma_is_journal(&v[i]) &&
+		    !in_ranges(L, b, &v[i]))
+			continue;
 		push_vma(L, &v[i]);
-		lua_rawseti(L, -2, (int)i + 1);
+		lua_rawseti(L, -2, ++k);
 	}
 	free(v);
 	return 1;

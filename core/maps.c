@@ -96,45 +96,64 @@ struct aiotk_procmap_query {
 #define COVERING_OR_NEXT 0x10
 enum { VMA_R = 1, VMA_W = 2, VMA_X = 4, VMA_S = 8 };
 
+static void vma_from_query(aiotk_vma *v, const struct aiotk_procmap_query *q, const char *name)
+{
+	size_t nl = q->vma_name_size ? strnlen(name, sizeof(v->path) - 1) : 0;
+	memcpy(v->path, name, nl); /* truncated as the text path would be */
+	v->path[nl] = 0;
+	v->start = q->vma_start, v->end = q->vma_end;
+	v->perms[0] = q->vma_flags & VMA_R ? 'r' : '-';
+	v->perms[1] = q->vma_flags & VMA_W ? 'w' : '-';
+	v->perms[2] = q->vma_flags & VMA_X ? 'x' : '-';
+	v->perms[3] = q->vma_flags & VMA_S ? 's' : 'p';
+	v->perms[4] = 0;
+}
+
+static int open_query(int pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), pid ? "/proc/%d/maps" : "/proc/self/maps", pid);
+	return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+/* The first mapping ending above `at`: 0, -errno (ENOENT: none). */
+static int query_next(int fd, uint64_t at, aiotk_vma *v)
+{
+	char name[4096]; /* on the stack: see each_by_query */
+	struct aiotk_procmap_query q = { .size = sizeof(q), .query_flags = COVERING_OR_NEXT,
+		.query_addr = at, .vma_name_addr = (uint64_t)(uintptr_t)name,
+		.vma_name_size = sizeof(name) };
+	if (ioctl(fd, AIOTK_PROCMAP_QUERY, &q))
+		return -errno;
+	vma_from_query(v, &q, name);
+	return 0;
+}
+
 /* 1: the kernel has no PROCMAP_QUERY (read the text instead). */
 static int each_by_query(int pid, int (*fn)(const aiotk_vma *v, void *ctx),
 			 void *ctx, int *rc, aiotk_err *err)
 {
-	char path[64];
-	snprintf(path, sizeof(path), pid ? "/proc/%d/maps" : "/proc/self/maps", pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* A name buffer of PATH_MAX, on the stack (query_next): thread-local
+	 * storage of a dlopen()ed library is allocated at first use, which
+	 * would map memory in the middle of a question about the maps. */
+	int fd = open_query(pid);
 	if (fd < 0)
 		return 1; /* the text path says why */
 	*rc = 0;
-	/* PATH_MAX: a longer one is an error. On the stack: thread-local
-	 * storage of a dlopen()ed library is allocated at first use, which
-	 * would map memory in the middle of a question about the maps. */
-	char name[4096];
 	for (uint64_t at = 0, first = 1; !*rc; first = 0) {
 		aiotk_vma v;
-		struct aiotk_procmap_query q = { .size = sizeof(q), .query_flags = COVERING_OR_NEXT,
-			.query_addr = at, .vma_name_addr = (uint64_t)(uintptr_t)name,
-			.vma_name_size = sizeof(name) };
-		if (ioctl(fd, AIOTK_PROCMAP_QUERY, &q)) {
-			int e = errno;
+		int q = query_next(fd, at, &v);
+		if (q) {
 			close(fd);
-			if (first && e != ENOENT)
+			if (first && q != -ENOENT)
 				return 1;
-			if (e != ENOENT)
-				*rc = aiotk_fail(err, AIOTK_ESYS, e, "cannot query %s: %s", path, strerror(e));
+			if (q != -ENOENT)
+				*rc = aiotk_fail(err, AIOTK_ESYS, -q, "cannot query the maps of %d: %s",
+						 pid, strerror(-q));
 			return 0;
 		}
-		size_t nl = q.vma_name_size ? strnlen(name, sizeof(v.path) - 1) : 0;
-		memcpy(v.path, name, nl); /* truncated as the text path would be */
-		v.path[nl] = 0;
-		v.start = q.vma_start, v.end = q.vma_end;
-		v.perms[0] = q.vma_flags & VMA_R ? 'r' : '-';
-		v.perms[1] = q.vma_flags & VMA_W ? 'w' : '-';
-		v.perms[2] = q.vma_flags & VMA_X ? 'x' : '-';
-		v.perms[3] = q.vma_flags & VMA_S ? 's' : 'p';
-		v.perms[4] = 0;
 		*rc = fn(&v, ctx);
-		at = q.vma_end;
+		at = v.end;
 	}
 	close(fd);
 	return 0;
@@ -168,6 +187,17 @@ int aiotk_maps_overlap(int pid, uint64_t start, uint64_t len, uint64_t skip,
 		       aiotk_vma *vma, aiotk_err *err)
 {
 	struct overlap o = { start, len, skip, vma };
+	/* With PROCMAP_QUERY: the mapping at or after start, one or two
+	 * ioctls instead of a walk over all of them. */
+	int fd = open_query(pid), q = fd < 0 ? -ENOTTY : query_next(fd, start, vma);
+	if (!q && vma->start == skip)
+		q = query_next(fd, vma->end, vma);
+	if (fd >= 0)
+		close(fd);
+	if (q == -ENOENT || (!q && vma->start >= start + len))
+		return 0;
+	if (!q)
+		return 1;
 	return aiotk_maps_each(pid, first_overlap, &o, err);
 }
 

@@ -444,7 +444,9 @@ end
 -- Returns the mappings as they are then (one read of the maps when
 -- nothing was left, which is the usual case).
 local function remove_leftovers(t, steps, policy)
-	local maps, me, mc = t:mappings()
+	local ranges = {}
+	for i, s in ipairs(steps) do ranges[i] = { addr = s.ring.addr, len = s.len } end
+	local maps, me, mc = t:mappings(ranges)
 	if not maps then return nil, me, mc end
 	local removed = false
 	-- A placeholder covers one saved range or a run of touching ones.
@@ -477,7 +479,7 @@ local function remove_leftovers(t, steps, policy)
 			policy.log(string.format("destroyed ring 0x%x, left built halfway or parked by an interrupted aiotk", m.start))
 		end
 	end
-	if removed then return t:mappings() end
+	if removed then return t:mappings(ranges) end
 	return maps
 end
 
