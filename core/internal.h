@@ -9,6 +9,9 @@
 int aiotk_scratch_map(aiotk_target *t, size_t len, uint64_t *addr,
 		      aiotk_err *err);
 void aiotk_scratch_unmap(aiotk_target *t, uint64_t addr, size_t len);
+/* The same, also executable; refused where a policy forbids writable
+ * code (then map it writable, write, mprotect). */
+int aiotk_scratch_map_exec(aiotk_target *t, size_t len, uint64_t *addr);
 /* The same, shared: shows as "rw-s /dev/zero (deleted)" (journal pages). */
 int aiotk_scratch_map_shared(aiotk_target *t, size_t len, uint64_t *addr,
 			     aiotk_err *err);

@@ -11,10 +11,10 @@
  * remap onto the workspace moves it (aiotk_ws_vacate). */
 #define SCRATCH_HINT 0x10000000ull
 
-static int map(aiotk_target *t, size_t len, int flags, uint64_t *addr,
-	       aiotk_err *err)
+static int map_prot(aiotk_target *t, size_t len, int prot, int flags, uint64_t *addr,
+		    aiotk_err *err)
 {
-	long r = aiotk_sys(t, SYS_mmap, (long)SCRATCH_HINT, (long)len, PROT_READ | PROT_WRITE,
+	long r = aiotk_sys(t, SYS_mmap, (long)SCRATCH_HINT, (long)len, prot,
 			   flags | MAP_ANONYMOUS, -1, 0);
 	if (r < 0 && r > -4096)
 		return aiotk_fail(err, AIOTK_ESYS, (int)-r,
@@ -24,10 +24,21 @@ static int map(aiotk_target *t, size_t len, int flags, uint64_t *addr,
 	return 0;
 }
 
+static int map(aiotk_target *t, size_t len, int flags, uint64_t *addr,
+	       aiotk_err *err)
+{
+	return map_prot(t, len, PROT_READ | PROT_WRITE, flags, addr, err);
+}
+
 int aiotk_scratch_map(aiotk_target *t, size_t len, uint64_t *addr,
 		      aiotk_err *err)
 {
 	return map(t, len, MAP_PRIVATE, addr, err);
+}
+
+int aiotk_scratch_map_exec(aiotk_target *t, size_t len, uint64_t *addr)
+{
+	return map_prot(t, len, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE, addr, NULL);
 }
 
 int aiotk_scratch_map_shared(aiotk_target *t, size_t len, uint64_t *addr,

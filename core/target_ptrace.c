@@ -514,6 +514,33 @@ static int opendir_task(int pid, DIR **d, aiotk_err *err)
 	return *d ? 0 : aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d exited while being stopped", pid);
 }
 
+/* The threads listed while the process still runs (so that the listing
+ * is not in the stopped time): asked to stop, then waited for. */
+static int stop_listed(struct tracee *p, const int *tids, size_t n, aiotk_err *err)
+{
+	int rc = 0;
+	for (size_t i = 0; !rc && i < n; i++)
+		if (!find(p, tids[i]))
+			rc = seize_thread(p, tids[i], err);
+	for (size_t i = 0; !rc && i < p->nth; i++)
+		if (p->th[i].stopping)
+			rc = wait_stopped(p, &p->th[i], err);
+	return rc;
+}
+
+static size_t list_threads(int pid, int *tids, size_t max)
+{
+	DIR *d;
+	size_t n = 0;
+	if (opendir_task(pid, &d, NULL))
+		return 0;
+	for (struct dirent *e; n < max && (e = readdir(d));)
+		if (atoi(e->d_name) > 0)
+			tids[n++] = atoi(e->d_name);
+	closedir(d);
+	return n;
+}
+
 /* Threads may be created while we stop others: list until nothing new.
  * Each round asks every new thread to stop, then waits for them all. */
 static int stop_all(struct tracee *p, aiotk_err *err)
@@ -669,8 +696,12 @@ int aiotk_target_attach(aiotk_target *t, int pid, aiotk_err *err)
 	 * a failure is kept in p->why, since dumps need no injection. */
 	if (!aiotk_find_gadget(pid, aiotk_arch_gadget_syscall, &p->code, &p->why))
 		aiotk_find_gadget(pid, aiotk_arch_gadget_sigreturn, &p->sigreturn, &p->why);
+	int tids[64];
+	size_t ntids = list_threads(pid, tids, 64);
 	p->t_stop = aiotk_now_ns();
-	rc = stop_all(p, err);
+	rc = stop_listed(p, tids, ntids, err);
+	if (!rc)
+		rc = stop_all(p, err);
 	if (!rc && (!find(p, pid) || find(p, pid)->gone))
 		rc = aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d exited while being stopped", pid);
 	int g = rc ? 0 : aiotk_arch_get(pid, &p->saved);
