@@ -79,15 +79,19 @@ end
 -- How long a dump keeps a process stopped (the workload has 5 threads
 -- blocked in system calls), by aiotk's clock and by a thread of the
 -- process that measures its own freeze (aio_workload --freeze-probe).
-local DUMP_CASES = { SETS.big1000, SETS.innodb, SETS.small, SETS.big }
+local DUMP_CASES = { { set = SETS.big1000, threads = true }, { set = SETS.innodb, threads = true },
+	{ set = SETS.innodb, threads = false }, { set = SETS.small, threads = true },
+	{ set = SETS.big, threads = true } }
 
-local function dump_row(set)
+local function dump_row(c)
+	local set = c.set
 	local stopped, freeze = {}, {}
 	local dir = os.tmpname()
 	local probe = os.tmpname()
 	os.remove(dir)
 	for _ = 1, args.reps do
-		local w = assert(workload.start(ring_args(set) .. " --threads --freeze-probe " .. probe))
+		local w = assert(workload.start(ring_args(set) .. (c.threads and " --threads" or "") ..
+			" --freeze-probe " .. probe))
 		local t0 = core.now_ns()
 		local img = assert(aiotk.dump_process(w.pid, dir))
 		local t1 = core.now_ns()
@@ -97,7 +101,9 @@ local function dump_row(set)
 	end
 	core.remove_tree(dir)
 	os.remove(probe)
-	return { case = set.name, rings = #set.rings, stopped_ns = median(stopped), freeze_ns = median(freeze),
+	-- threads: the process's threads besides the main one and the probe
+	return { case = set.name .. (c.threads and "" or ", one thread"), rings = #set.rings,
+		threads = c.threads and 5 or 0, stopped_ns = median(stopped), freeze_ns = median(freeze),
 		reps = args.reps }
 end
 
@@ -271,9 +277,9 @@ for _, r in ipairs(out.converge) do
 end
 print(string.format("io_setup calls per convergence: %.2f", calls / #out.converge))
 print()
-print("process stopped during aiotk dump -p (workload with 5 blocked threads), by aiotk's clock and as the process saw it:")
+print("process stopped during aiotk dump -p (5 threads blocked in system calls unless \"one thread\"; the probe thread besides), by aiotk's clock and as the process saw it:")
 for _, d in ipairs(out.dump) do
-	print(string.format("  %-30s stopped %7.3f ms   froze %7.3f ms", d.case, d.stopped_ns / 1e6, d.freeze_ns / 1e6))
+	print(string.format("  %-42s stopped %7.3f ms   froze %7.3f ms", d.case, d.stopped_ns / 1e6, d.freeze_ns / 1e6))
 end
 print()
 print("restore into a live process: stopped (aiotk's clock) and froze (the process's) against the same rebuild in this process (floor); ratio = stopped / floor, whole = the whole call / floor (medians of back-to-back pairs):")

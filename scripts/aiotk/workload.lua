@@ -66,19 +66,21 @@ function Workload:finish()
 end
 
 -- The longest freeze its --freeze-probe thread saw overlapping the
--- CLOCK_MONOTONIC window [from, to] (core.now_ns), in ns; 0 if none.
+-- CLOCK_MONOTONIC window [from, to] (core.now_ns), in ns; 0 if none. The
+-- probe writes a freeze once it wakes after it: waited for, 0.2 s at most.
 function Workload:freeze_ns(file, from, to)
-	-- The probe writes a freeze once it wakes after it: let it.
-	core.sleep_ms(5)
-	local f = io.open(file)
-	if not f then return 0 end
-	local longest = 0
-	for a, b in f:read("*a"):gmatch("(%d+) (%d+)") do
-		a, b = tonumber(a), tonumber(b)
-		if a < to and b > from and b - a > longest then longest = b - a end
+	for _ = 1, 40 do
+		core.sleep_ms(5)
+		local f = io.open(file)
+		local longest = 0
+		for a, b in (f and f:read("*a") or ""):gmatch("(%d+) (%d+)") do
+			a, b = tonumber(a), tonumber(b)
+			if a < to and b > from and b - a > longest then longest = b - a end
+		end
+		if f then f:close() end
+		if longest > 0 then return longest end
 	end
-	f:close()
-	return longest
+	return 0
 end
 
 function Workload:status(field)

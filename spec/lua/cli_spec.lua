@@ -118,6 +118,7 @@ describe("aiotk program", function()
 		end
 		assert.is_table(dumps["io_setup(65535), 1000 events"])
 		assert.is_table(dumps["8 x io_setup(256)"])
+		assert.is_table(dumps["8 x io_setup(256), one thread"])
 		for _, l in ipairs(b.live_restore) do
 			lives[l.case] = l
 			assert.is_true(l.ratio > 0 and l.floor_ns > 0 and l.stopped_ns > 0)
