@@ -59,8 +59,13 @@ M.entries = {
 	{ "aiotk.attach", "aiotk.attach(pid)", "a target: process pid stopped until t:detach(), with the " ..
 		"primitives as methods: t:rings(), t:snapshot(addr), t:restore(ring), t:converge(...), " ..
 		"t:replay(...), t:remap(...), t:io_destroy(ctx), t:mapping_at(addr, len), t:capture(ring, obj), " ..
-		"t:resubmit(ctx, ring); t.pid, t.stopped_ns, t.dead" },
-	{ "aiotk.self", "aiotk.self()", "this process as a target" },
+		"t:resubmit(ctx, ring), t:snapshot_many({ {addr=, ring_len=}, ... }) (a dump's rings read " ..
+		"together), t:restore_all({ {ring=, n=, placeholder=, model=}, ... }) (rings rebuilt in order, " ..
+		"those the restorer can do in one run inside the process), t:mappings([ranges]), t:release() " ..
+		"(its workspace back now rather than at detach); t.pid, t.stopped_ns, t.dead" },
+	{ "aiotk.self", "aiotk.self()", "this process as a target (the one aiotk's functions use); " ..
+		"self:pin() keeps this thread on its CPU until self:release(), so a series of replays " ..
+		"pins once (as aiotk bench does)" },
 	{ "aiotk.simulate", "aiotk.simulate(model)", "a simulated kernel as a target (io_setup sized by " ..
 		"model): sim:converge(len[, guess_model]), sim.simulated_contexts" },
 	{ "aiotk.with_process", "aiotk.with_process(pid, fn)", "fn(target) with the process stopped; always let go" },
