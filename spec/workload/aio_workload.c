@@ -272,6 +272,7 @@ static void *futex_waiter(void *arg)
 /* Blocked in pause() for good: every signal is blocked, so it returns only
  * if something interrupts it wrongly. */
 static int probe_fd = -1;
+static volatile int probe_started; /* READY only once it is measuring */
 
 static uint64_t mono_ns(void)
 {
@@ -286,6 +287,7 @@ static void *freeze_probe(void *arg)
 	const struct timespec tick = { 0, 20000 };
 	prctl(PR_SET_TIMERSLACK, 1UL); /* wake on time, not 50 us late */
 	uint64_t last = mono_ns();
+	__atomic_store_n(&probe_started, 1, __ATOMIC_RELEASE);
 	for (;;) {
 		nanosleep(&tick, NULL);
 		uint64_t now = mono_ns();
@@ -650,6 +652,8 @@ int main(int argc, char **argv)
 	if (probe_fd >= 0) {
 		pthread_t t;
 		pthread_create(&t, NULL, freeze_probe, NULL);
+		while (!__atomic_load_n(&probe_started, __ATOMIC_ACQUIRE))
+			sched_yield();
 	}
 	if (seccomp && refuse_io_setup()) {
 		fprintf(stderr, "aio_workload: cannot install the seccomp filter\n");
