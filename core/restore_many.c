@@ -163,6 +163,9 @@ static int run_restorer(aiotk_target *t, aiotk_ring *const *saved,
 			(unsigned)job->ring[i].submits, 0, AIOTK_REQ_POLL, 0 };
 	}
 	*done = rc ? 0 : job->done;
+	/* A set-up that failed in the process fails for every run there. */
+	if (!rc && job->setup_status)
+		rc = AIOTK_EUNSUPPORTED;
 	/* The ring it stopped at is left to the ring-by-ring path. */
 	if (!rc && job->done < n && job->ring[job->done].ctx)
 		aiotk_io_destroy(t, job->ring[job->done].ctx, NULL);
@@ -174,16 +177,17 @@ int aiotk_restore_rings(aiotk_target *t, aiotk_ring *const *saved,
 			const aiotk_restore_opts *o, size_t n,
 			aiotk_restore_result *res, size_t *done, aiotk_err *err)
 {
+	int usable = 1;
 	*done = 0;
 	while (*done < n) {
 		size_t i = *done, run = 0;
-		while (i + run < n && eligible(saved[i + run], &o[i + run]))
+		while (usable && i + run < n && eligible(saved[i + run], &o[i + run]))
 			run++;
 		size_t ok = 0;
 		/* A restorer that cannot run here (no quiet signal, no
 		 * executable memory) leaves every ring to the other path. */
 		if (run && run_restorer(t, saved + i, o + i, run, res + i, &ok, NULL))
-			ok = 0;
+			usable = 0;
 		*done += ok;
 		if (ok == run && run)
 			continue;
