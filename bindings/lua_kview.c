@@ -80,6 +80,14 @@ static int kv_read(lua_State *L)
 	return 1;
 }
 
+/* v:prepare(pid): the iterator for pid made before it is stopped. */
+static int kv_prepare(lua_State *L)
+{
+	lkviewer *lv = check_viewer(L);
+	lua_pushboolean(L, aiotk_kview_prepare(lv->v, (int)luaL_checkinteger(L, 2)) == 0);
+	return 1;
+}
+
 static int kv_close(lua_State *L)
 {
 	lkviewer *lv = luaL_checkudata(L, 1, KVIEWER_MT);
@@ -138,7 +146,8 @@ static int l_live_rings(lua_State *L)
 void laiotk_kview_register(lua_State *L)
 {
 	static const luaL_Reg methods[] = {
-		{ "read", kv_read }, { "close", kv_close }, { NULL, NULL },
+		{ "read", kv_read }, { "prepare", kv_prepare }, { "close", kv_close },
+		{ NULL, NULL },
 	};
 	if (luaL_newmetatable(L, KVIEWER_MT)) {
 		lua_pushcfunction(L, kv_close);

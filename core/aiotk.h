@@ -328,6 +328,10 @@ typedef struct aiotk_kviewer aiotk_kviewer; /* the loaded BPF program */
  * kernel or build cannot. */
 int aiotk_kviewer_open(aiotk_kviewer **out, aiotk_err *err);
 void aiotk_kviewer_close(aiotk_kviewer *v);
+/* The iterator for process pid made now, before it is stopped, so that
+ * reads while it is stopped need not make one; -errno, reads then make
+ * their own. */
+int aiotk_kview_prepare(aiotk_kviewer *v, int pid);
 /* Every context of process pid. Not thread-safe per viewer. */
 int aiotk_kview_read(aiotk_kviewer *v, int pid, aiotk_kview *out,
 		     aiotk_err *err);

@@ -25,6 +25,10 @@
 
 struct aiotk_kviewer {
 	struct kview_bpf *skel;
+	/* The iterator bound to one thread, made before its process is
+	 * stopped (aiotk_kview_prepare) and reused by every read of it. */
+	struct bpf_link *link;
+	int link_tid;
 };
 
 /* The core never prints; libbpf's own messages are dropped and its errno
@@ -75,6 +79,8 @@ int aiotk_kviewer_open(aiotk_kviewer **out, aiotk_err *err)
 void aiotk_kviewer_close(aiotk_kviewer *v)
 {
 	if (v) {
+		if (v->link)
+			bpf_link__destroy(v->link);
 		kview_bpf__destroy(v->skel);
 		free(v);
 	}
@@ -106,16 +112,34 @@ static int slurp(int fd, struct bytes *b, aiotk_err *err)
 }
 
 /* One run of the iterator on thread tid, from table slot `first`. */
-static int run_chunk(aiotk_kviewer *v, int tid, uint32_t first,
-		     struct bytes *b, aiotk_err *err)
+static struct bpf_link *attach_to(aiotk_kviewer *v, int tid)
 {
 	union bpf_iter_link_info li;
 	memset(&li, 0, sizeof(li));
 	li.task.tid = (uint32_t)tid;
 	DECLARE_LIBBPF_OPTS(bpf_iter_attach_opts, o, .link_info = &li,
 			    .link_info_len = sizeof(li));
+	return bpf_program__attach_iter(v->skel->progs.kview, &o);
+}
+
+int aiotk_kview_prepare(aiotk_kviewer *v, int pid)
+{
+	if (v->link && v->link_tid == pid)
+		return 0;
+	if (v->link)
+		bpf_link__destroy(v->link);
+	v->link = attach_to(v, pid);
+	v->link_tid = v->link ? pid : 0;
+	return v->link ? 0 : -errno;
+}
+
+static int run_chunk(aiotk_kviewer *v, int tid, uint32_t first,
+		     struct bytes *b, aiotk_err *err)
+{
+	/* The program reads `first` when it runs: a prepared link serves. */
 	v->skel->bss->first = first;
-	struct bpf_link *link = bpf_program__attach_iter(v->skel->progs.kview, &o);
+	int own = !(v->link && v->link_tid == tid);
+	struct bpf_link *link = own ? attach_to(v, tid) : v->link;
 	if (!link) {
 		int e = errno;
 		if (e == ESRCH || e == ENOENT)
@@ -132,7 +156,8 @@ static int run_chunk(aiotk_kviewer *v, int tid, uint32_t first,
 		rc = slurp(fd, b, err);
 	if (fd >= 0)
 		close(fd);
-	bpf_link__destroy(link);
+	if (own)
+		bpf_link__destroy(link);
 	return rc;
 }
 
@@ -294,6 +319,12 @@ int aiotk_kviewer_open(aiotk_kviewer **out, aiotk_err *err)
 }
 
 void aiotk_kviewer_close(aiotk_kviewer *v) { (void)v; }
+
+int aiotk_kview_prepare(aiotk_kviewer *v, int pid)
+{
+	(void)v, (void)pid;
+	return -ENOSYS;
+}
 
 int aiotk_kview_read(aiotk_kviewer *v, int pid, aiotk_kview *out, aiotk_err *err)
 {

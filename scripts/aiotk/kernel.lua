@@ -21,6 +21,14 @@ function M.open()
 	return M.viewer, M.why
 end
 
+-- The viewer loaded and its iterator for process pid made, before pid is
+-- stopped: the reads made while it is stopped then cost less.
+function M.prepare(pid)
+	local v = M.open()
+	if v then v:prepare(pid) end
+	return v
+end
+
 -- { [addr] = context } of process pid, or nil, why, code.
 function M.read(pid)
 	local v, why = M.open()

@@ -321,7 +321,7 @@ function M.dump_process(pid, dir, opts)
 	if not fit then return nil, ferr, fcode end
 	if ring_count(pid) == 0 then return nil, no_rings(pid), "norings" end
 	local rings, warnings, report, stopped
-	kernel.open() -- loaded before the process is stopped, not while
+	kernel.prepare(pid) -- loaded (and its iterator made) before the process is stopped
 	local ok, err, code = M.with_process(pid, function(t)
 		stopped = t
 		rings, warnings, report = dump_rings(t, policy, opts)
@@ -342,7 +342,7 @@ function M.dump_frozen(pid, dir, opts)
 	opts = opts or {}
 	local policy = policy_of(opts)
 	if ring_count(pid) == 0 then return nil, no_rings(pid), "norings" end
-	kernel.open()
+	kernel.prepare(pid)
 	local t, terr, tcode = core.frozen(pid)
 	if not t then return nil, terr, tcode end
 	local rings, warnings, report = dump_rings(t, policy, opts)
@@ -361,7 +361,7 @@ end
 function M.verify_process(pid, img)
 	local fit, ferr, fcode = core.check_process(pid)
 	if not fit then return nil, ferr, fcode end
-	kernel.open()
+	kernel.prepare(pid)
 	local live, kv, why, stopped
 	local ok, err, code = M.with_process(pid, function(t)
 		stopped = t
@@ -619,7 +619,7 @@ function M.restore_process(pid, rings, opts)
 	if not steps then return nil, serr, scode end
 	local ok, berr, bcode = apply_budget(plan, policy)
 	if not ok then return nil, berr, bcode end
-	kernel.open() -- loaded before the process is stopped, not while
+	kernel.prepare(pid) -- loaded (and its iterator made) before the process is stopped
 	local out = {}
 	-- This host's model for every ring, read before the process stops.
 	local ropts = setmetatable({ model = assert(core.host()) }, { __index = opts })
