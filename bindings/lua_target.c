@@ -31,6 +31,14 @@ static int push_addr(lua_State *L, int rc, uint64_t addr, const aiotk_err *err)
 	return 1;
 }
 
+/* n (at least 1) zeroed elements of size bytes, in a userdata left on
+ * the stack: collected with it, also when a bad argument raises. */
+static void *scratch(lua_State *L, size_t n, size_t size)
+{
+	size_t len = (n ? n : 1) * size;
+	return memset(lua_newuserdata(L, len), 0, len);
+}
+
 static int p_snapshot(lua_State *L, aiotk_target *t, int b)
 {
 	aiotk_err err;
@@ -45,36 +53,28 @@ static int p_snapshot(lua_State *L, aiotk_target *t, int b)
 
 /* snapshot_many({ {addr=, ring_len=}, ... }[, whole_area]) -> rings, read
  * together (aiotk_snapshot_many): a dump's stopped window. */
+
 static int p_snapshot_many(lua_State *L, aiotk_target *t, int b)
 {
 	aiotk_err err;
 	luaL_checktype(L, b, LUA_TTABLE);
 	size_t n = lua_objlen(L, b);
 	int flags = lua_toboolean(L, b + 1) ? AIOTK_SNAP_AREA : 0;
-	uint64_t *addr = calloc(n ? n : 1, sizeof(*addr)), *len = calloc(n ? n : 1, sizeof(*len));
-	aiotk_ring *out = calloc(n ? n : 1, sizeof(*out));
-	if (!addr || !len || !out) {
-		free(addr), free(len), free(out);
-		return luaL_error(L, "out of memory for %d rings", (int)n);
-	}
+	uint64_t *addr = scratch(L, n, sizeof(*addr)), *len = scratch(L, n, sizeof(*len));
+	aiotk_ring *out = scratch(L, n, sizeof(*out));
 	for (size_t i = 0; i < n; i++) {
 		lua_rawgeti(L, b, (int)i + 1);
 		addr[i] = laiotk_opt_field_u64(L, lua_gettop(L), "addr", 0);
 		len[i] = laiotk_opt_field_u64(L, lua_gettop(L), "ring_len", 0);
 		lua_pop(L, 1);
 	}
-	int rc = aiotk_snapshot_many(t, addr, len, n, flags, out, &err);
-	free(addr), free(len);
-	if (rc) {
-		free(out);
+	if (aiotk_snapshot_many(t, addr, len, n, flags, out, &err))
 		return laiotk_fail(L, &err);
-	}
 	lua_createtable(L, (int)n, 0);
 	for (size_t i = 0; i < n; i++) {
 		*laiotk_ring_new(L) = out[i]; /* the userdata owns the events now */
 		lua_rawseti(L, -2, (int)i + 1);
 	}
-	free(out);
 	return 1;
 }
 
@@ -233,13 +233,9 @@ static int p_restore_all(lua_State *L, aiotk_target *t, int b)
 	aiotk_err err;
 	luaL_checktype(L, b, LUA_TTABLE);
 	size_t n = lua_objlen(L, b), done = 0;
-	aiotk_ring **saved = calloc(n ? n : 1, sizeof(*saved));
-	aiotk_restore_opts *o = calloc(n ? n : 1, sizeof(*o));
-	aiotk_restore_result *res = calloc(n ? n : 1, sizeof(*res));
-	if (!saved || !o || !res) {
-		free(saved), free(o), free(res);
-		return luaL_error(L, "out of memory for %d rings", (int)n);
-	}
+	aiotk_ring **saved = scratch(L, n, sizeof(*saved));
+	aiotk_restore_opts *o = scratch(L, n, sizeof(*o));
+	aiotk_restore_result *res = scratch(L, n, sizeof(*res));
 	for (size_t i = 0; i < n; i++) {
 		lua_rawgeti(L, b, (int)i + 1);
 		lua_getfield(L, -1, "ring");
@@ -255,7 +251,6 @@ static int p_restore_all(lua_State *L, aiotk_target *t, int b)
 		push_restore_result(L, &res[i]);
 		lua_rawseti(L, -2, (int)i + 1);
 	}
-	free(saved), free(o), free(res);
 	return nret + 1;
 }
 
@@ -277,24 +272,23 @@ static int p_io_destroy(lua_State *L, aiotk_target *t, int b)
 
 /* A mapping as Lua sees it: start, finish, perms, path, placeholder,
  * ring, journal, desc. */
-static void push_vma(lua_State *L, const aiotk_vma *vp)
+static void push_vma(lua_State *L, const aiotk_vma *v)
 {
-	aiotk_vma v = *vp;
-	lua_createtable(L, 0, 7);
-	laiotk_set_num(L, "start", (double)v.start);
-	laiotk_set_num(L, "finish", (double)v.end);
-	lua_pushstring(L, v.perms);
+	lua_createtable(L, 0, 8);
+	laiotk_set_num(L, "start", (double)v->start);
+	laiotk_set_num(L, "finish", (double)v->end);
+	lua_pushstring(L, v->perms);
 	lua_setfield(L, -2, "perms");
-	lua_pushstring(L, v.path);
+	lua_pushstring(L, v->path);
 	lua_setfield(L, -2, "path");
-	lua_pushboolean(L, aiotk_vma_is_placeholder(&v));
+	lua_pushboolean(L, aiotk_vma_is_placeholder(v));
 	lua_setfield(L, -2, "placeholder");
-	lua_pushboolean(L, aiotk_vma_is_ring(&v));
+	lua_pushboolean(L, aiotk_vma_is_ring(v));
 	lua_setfield(L, -2, "ring");
-	lua_pushboolean(L, aiotk_vma_is_journal(&v));
+	lua_pushboolean(L, aiotk_vma_is_journal(v));
 	lua_setfield(L, -2, "journal");
 	char d[320];
-	aiotk_vma_describe(&v, d, sizeof(d));
+	aiotk_vma_describe(v, d, sizeof(d));
 	lua_pushstring(L, d);
 	lua_setfield(L, -2, "desc");
 }
@@ -314,21 +308,6 @@ static int p_mapping_at(lua_State *L, aiotk_target *t, int b)
 	return 1;
 }
 
-/* Whether v overlaps one of the { addr, len } ranges in the table at idx. */
-static int in_ranges(lua_State *L, int idx, const aiotk_vma *v)
-{
-	size_t n = lua_objlen(L, idx);
-	for (size_t i = 1; i <= n; i++) {
-		lua_rawgeti(L, idx, (int)i);
-		uint64_t a = laiotk_opt_field_u64(L, lua_gettop(L), "addr", 0);
-		uint64_t l = laiotk_opt_field_u64(L, lua_gettop(L), "len", 0);
-		lua_pop(L, 1);
-		if (v->start < a + l && a < v->end)
-			return 1;
-	}
-	return 0;
-}
-
 /* mappings([ranges]): every mapping, as mapping_at gives one, from one
  * read; with ranges ({ {addr=, len=}, ... }), only those overlapping one
  * of them, the rings and the journal pages (what a restore looks at). */
@@ -336,14 +315,24 @@ static int p_mappings(lua_State *L, aiotk_target *t, int b)
 {
 	aiotk_vma *v;
 	aiotk_err err;
-	size_t n;
+	size_t n, nr = lua_istable(L, b) ? lua_objlen(L, b) : 0;
 	int some = lua_istable(L, b), k = 0;
+	/* The ranges read first: nothing raises once the list is allocated. */
+	uint64_t *range = scratch(L, 2 * nr, sizeof(*range));
+	for (size_t i = 0; i < nr; i++) {
+		lua_rawgeti(L, b, (int)i + 1);
+		range[2 * i] = laiotk_opt_field_u64(L, lua_gettop(L), "addr", 0);
+		range[2 * i + 1] = laiotk_opt_field_u64(L, lua_gettop(L), "len", 0);
+		lua_pop(L, 1);
+	}
 	if (aiotk_maps_list(t->pid, &v, &n, &err))
 		return laiotk_fail(L, &err);
 	lua_createtable(L, some ? 0 : (int)n, 0);
 	for (size_t i = 0; i < n; i++) {
-		if (some && !aiotk_vma_is_ring(&v[i]) && !aiotk_vma_is_journal(&v[i]) &&
-		    !in_ranges(L, b, &v[i]))
+		int keep = !some || aiotk_vma_is_ring(&v[i]) || aiotk_vma_is_journal(&v[i]);
+		for (size_t r = 0; !keep && r < nr; r++)
+			keep = v[i].start < range[2 * r] + range[2 * r + 1] && range[2 * r] < v[i].end;
+		if (!keep)
 			continue;
 		push_vma(L, &v[i]);
 		lua_rawseti(L, -2, ++k);

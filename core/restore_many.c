@@ -81,13 +81,6 @@ static unsigned batch_for(aiotk_ring *const *saved, size_t n)
 	return most < MAX_BATCH ? (unsigned)most : MAX_BATCH;
 }
 
-/* In this process: the routine called directly. */
-static int run_here(struct aiotk_rjob *job)
-{
-	aiotk_restorer_main(job);
-	return 0;
-}
-
 /* In a process target: code, stack and job in one fresh mapping (code
  * made executable once written), run, answer read back, mapping gone. */
 static int run_there(aiotk_target *t, struct aiotk_rjob *job, size_t len,
@@ -147,9 +140,9 @@ static int run_restorer(aiotk_target *t, aiotk_ring *const *saved,
 		return aiotk_fail(err, AIOTK_ENOMEM, ENOMEM, "out of memory for the restorer's job");
 	job->batch = batch;
 	int rc = 0;
-	if (aiotk_target_is_self(t)) {
+	if (aiotk_target_is_self(t)) { /* in this process: called directly */
 		fill_job(job, (uint64_t)(uintptr_t)job, saved, o, n);
-		rc = run_here(job);
+		aiotk_restorer_main(job);
 	} else {
 		rc = run_there(t, job, len, saved, o, n, err);
 		/* 1: it ran and failed (a fault): the rings it finished stand. */

@@ -101,8 +101,8 @@ RS_INLINE void rs_events(struct aiotk_rjob_ring *r, volatile aiotk_ring_header *
 {
 	volatile uint64_t *slots = (volatile uint64_t *)((volatile uint8_t *)h + AIOTK_HEADER_LEN);
 	const volatile uint64_t *ev = (const volatile uint64_t *)(uintptr_t)r->events;
-	for (uint32_t i = 0; i < r->count; i++) {
-		uint64_t slot = (r->first + i) % r->nr;
+	uint64_t slot = r->first;
+	for (uint32_t i = 0; i < r->count; i++, slot = slot + 1 == r->nr ? 0 : slot + 1) {
 		for (unsigned w = 0; w < 4; w++)
 			slots[slot * 4 + w] = ev[(uint64_t)i * 4 + w];
 	}
@@ -114,7 +114,8 @@ RS_INLINE long rs_kit_open(struct aiotk_rjob *job, struct rs_kit *k)
 	if (r < 0 && r > -4096)
 		return r;
 	k->journal = (volatile uint64_t *)(uintptr_t)r;
-	k->journal[1] = 0;
+	/* The journal's layout (internal.h): magic, then the slot. */
+	k->journal[AIOTK_WS_SLOT / 8] = 0;
 	k->journal[0] = job->journal_magic;
 	if ((k->fd = rs_sys(SYS_openat, -100 /* AT_FDCWD */, (long)job->path,
 			    01 | 02000000 /* O_WRONLY | O_CLOEXEC */, 0, 0)) < 0)
@@ -160,7 +161,7 @@ RS_INLINE void rs_kit_close(struct rs_kit *k)
 
 RS_INLINE int rs_ring(struct aiotk_rjob *job, struct rs_kit *k, struct aiotk_rjob_ring *r)
 {
-	volatile uint64_t *slot = &k->journal[1];
+	volatile uint64_t *slot = &k->journal[AIOTK_WS_SLOT / 8];
 	long rc = rs_sys(SYS_io_setup, r->n, (long)slot, 0, 0, 0);
 	if (rc < 0)
 		return rs_fail(r, AIOTK_RSTEP_SETUP, rc);

@@ -49,22 +49,32 @@ int aiotk_ring_validate(const aiotk_ring *r, unsigned page_size,
 	return 0;
 }
 
+/* The live slots head..tail-1 as at most two runs (slot, count): the one
+ * from head, and the one from slot 0 when the ring has wrapped. */
+static unsigned segments(const aiotk_ring *r, uint32_t slot[2], uint32_t count[2])
+{
+	uint32_t first = r->tail >= r->head ? r->nevents : r->nr - r->head;
+	unsigned n = 0;
+	if (first)
+		slot[n] = r->head, count[n++] = first;
+	if (r->nevents > first)
+		slot[n] = 0, count[n++] = r->nevents - first;
+	return n;
+}
+
 /* Slots head..tail-1 of an area at addr (target) or in memory (area). */
 static int read_live(aiotk_target *t, aiotk_ring *r, aiotk_err *err)
 {
-	uint64_t base = r->addr + AIOTK_HEADER_LEN;
-	uint32_t first = r->tail >= r->head ? r->nevents : r->nr - r->head;
-	if (r->area) {
-		memcpy(r->events, r->area + r->head, first * sizeof(aiotk_event));
-		memcpy(r->events + first, r->area,
-		       (r->nevents - first) * sizeof(aiotk_event));
-		return 0;
+	uint32_t slot[2], count[2];
+	aiotk_event *to = r->events;
+	int rc = 0;
+	for (unsigned i = 0, n = segments(r, slot, count); !rc && i < n; to += count[i++]) {
+		if (r->area)
+			memcpy(to, r->area + slot[i], count[i] * sizeof(aiotk_event));
+		else
+			rc = aiotk_peek(t, r->addr + AIOTK_HEADER_LEN + (uint64_t)slot[i] * AIOTK_EVENT_LEN,
+					to, count[i] * sizeof(aiotk_event), err);
 	}
-	int rc = aiotk_peek(t, base + (uint64_t)r->head * AIOTK_EVENT_LEN,
-			    r->events, first * sizeof(aiotk_event), err);
-	if (!rc && r->nevents > first)
-		rc = aiotk_peek(t, base, r->events + first,
-				(r->nevents - first) * sizeof(aiotk_event), err);
 	return rc;
 }
 
@@ -111,19 +121,18 @@ static int check_mapping(aiotk_target *t, const aiotk_ring *r,
 	return 0;
 }
 
-static int read_once(aiotk_target *t, aiotk_ring *r, int flags,
-		     unsigned page_size, uint64_t known_len, aiotk_err *err)
+/* r from header h as read at r->addr: checked, its buffers allocated. */
+static int from_header(aiotk_target *t, aiotk_ring *r, const aiotk_ring_header *h,
+		       int flags, unsigned page_size, uint64_t known_len, aiotk_err *err)
 {
-	aiotk_ring_header h;
-	int rc = aiotk_peek(t, r->addr, &h, sizeof(h), err);
+	aiotk_ring_set_header(r, h);
+	r->ring_len = aiotk_geom_len_for_nr(h->nr, page_size);
+	r->nevents = h->head < h->nr && h->tail < h->nr ?
+		aiotk_ring_live(h->nr, h->head, h->tail) : 0;
+	int rc = aiotk_ring_validate(r, page_size, err);
+	if (!rc)
+		rc = check_mapping(t, r, known_len, err);
 	if (rc)
-		return rc;
-	aiotk_ring_set_header(r, &h);
-	r->ring_len = aiotk_geom_len_for_nr(h.nr, page_size);
-	r->nevents = h.head < h.nr && h.tail < h.nr ?
-		aiotk_ring_live(h.nr, h.head, h.tail) : 0;
-	if ((rc = aiotk_ring_validate(r, page_size, err)) ||
-	    (rc = check_mapping(t, r, known_len, err)))
 		return rc;
 	r->events = calloc(r->nevents ? r->nevents : 1, sizeof(aiotk_event));
 	if (flags & AIOTK_SNAP_AREA)
@@ -132,10 +141,20 @@ static int read_once(aiotk_target *t, aiotk_ring *r, int flags,
 		return aiotk_fail(err, AIOTK_ENOMEM, 0,
 				  "ring 0x%llx: out of memory for %u events",
 				  (unsigned long long)r->addr, r->nr);
-	if (r->area && (rc = aiotk_peek(t, r->addr + AIOTK_HEADER_LEN, r->area,
-					(size_t)r->nr * AIOTK_EVENT_LEN, err)))
-		return rc;
-	return read_live(t, r, err);
+	return 0;
+}
+
+static int read_once(aiotk_target *t, aiotk_ring *r, int flags,
+		     unsigned page_size, uint64_t known_len, aiotk_err *err)
+{
+	aiotk_ring_header h;
+	int rc = aiotk_peek(t, r->addr, &h, sizeof(h), err);
+	if (!rc)
+		rc = from_header(t, r, &h, flags, page_size, known_len, err);
+	if (!rc && r->area)
+		rc = aiotk_peek(t, r->addr + AIOTK_HEADER_LEN, r->area,
+				(size_t)r->nr * AIOTK_EVENT_LEN, err);
+	return rc ? rc : read_live(t, r, err);
 }
 
 /* A request completing while we read moves the tail: read again until the
@@ -238,57 +257,30 @@ static int read_headers(int pid, const uint64_t *addr, size_t n, aiotk_ring_head
 	return process_vm_readv(pid, &local, 1, remote, n, 0) == (ssize_t)(n * sizeof(*h));
 }
 
-/* out[i] from header h[i]: checked, events allocated, their ranges added. */
-static int prepare(aiotk_target *t, aiotk_ring *r, const aiotk_ring_header *h,
-		   uint64_t known_len, unsigned page, struct iovec *remote,
-		   size_t *nremote, aiotk_err *err)
+/* Every ring's live events, read with one call: the runs segments() gives,
+ * remote in the target and local in each ring's events. */
+static int read_events(int pid, aiotk_ring *out, size_t n)
 {
-	aiotk_ring_set_header(r, h);
-	r->ring_len = aiotk_geom_len_for_nr(h->nr, page);
-	r->nevents = h->head < h->nr && h->tail < h->nr ? aiotk_ring_live(h->nr, h->head, h->tail) : 0;
-	int rc = aiotk_ring_validate(r, page, err);
-	if (!rc)
-		rc = check_mapping(t, r, known_len, err);
-	if (rc)
-		return rc;
-	if (!(r->events = calloc(r->nevents ? r->nevents : 1, sizeof(aiotk_event))))
-		return aiotk_fail(err, AIOTK_ENOMEM, 0, "ring 0x%llx: out of memory for %u events",
-				  (unsigned long long)r->addr, r->nr);
-	uint64_t base = r->addr + AIOTK_HEADER_LEN;
-	uint32_t first = r->tail >= r->head ? r->nevents : r->nr - r->head;
-	if (first)
-		remote[(*nremote)++] = (struct iovec){
-			(void *)(uintptr_t)(base + (uint64_t)r->head * AIOTK_EVENT_LEN),
-			first * sizeof(aiotk_event) };
-	if (r->nevents > first)
-		remote[(*nremote)++] = (struct iovec){ (void *)(uintptr_t)base,
-			(r->nevents - first) * sizeof(aiotk_event) };
-	return 0;
-}
-
-static int read_events(int pid, aiotk_ring *out, size_t n, const struct iovec *remote,
-		       size_t nremote)
-{
-	struct iovec local[2 * MANY_MAX];
-	size_t nl = 0, want = 0;
+	struct iovec local[2 * MANY_MAX], remote[2 * MANY_MAX];
+	size_t k = 0, want = 0;
 	for (size_t i = 0; i < n; i++) {
-		uint32_t first = out[i].tail >= out[i].head ? out[i].nevents : out[i].nr - out[i].head;
-		if (first)
-			local[nl++] = (struct iovec){ out[i].events, first * sizeof(aiotk_event) };
-		if (out[i].nevents > first)
-			local[nl++] = (struct iovec){ out[i].events + first,
-				(out[i].nevents - first) * sizeof(aiotk_event) };
-		want += out[i].nevents * sizeof(aiotk_event);
+		uint32_t slot[2], count[2];
+		aiotk_event *to = out[i].events;
+		for (unsigned j = 0, m = segments(&out[i], slot, count); j < m; to += count[j++], k++) {
+			size_t len = count[j] * sizeof(aiotk_event);
+			local[k] = (struct iovec){ to, len };
+			remote[k] = (struct iovec){ (void *)(uintptr_t)(out[i].addr + AIOTK_HEADER_LEN +
+				(uint64_t)slot[j] * AIOTK_EVENT_LEN), len };
+			want += len;
+		}
 	}
-	return !want || process_vm_readv(pid, local, nl, remote, nremote, 0) == (ssize_t)want;
+	return !want || process_vm_readv(pid, local, k, remote, k, 0) == (ssize_t)want;
 }
 
 static int batch(aiotk_target *t, int pid, const uint64_t *addr, const uint64_t *len,
 		 size_t n, aiotk_ring *out, aiotk_err *err)
 {
 	aiotk_ring_header h[MANY_MAX], again[MANY_MAX];
-	struct iovec remote[2 * MANY_MAX];
-	size_t nremote = 0;
 	unsigned page = (unsigned)sysconf(_SC_PAGESIZE);
 	int rc = 0;
 	if (!read_headers(pid, addr, n, h))
@@ -296,9 +288,9 @@ static int batch(aiotk_target *t, int pid, const uint64_t *addr, const uint64_t 
 	memset(out, 0, n * sizeof(*out));
 	for (size_t i = 0; !rc && i < n; i++) {
 		out[i].addr = addr[i];
-		rc = prepare(t, &out[i], &h[i], len ? len[i] : 0, page, remote, &nremote, err);
+		rc = from_header(t, &out[i], &h[i], 0, page, len ? len[i] : 0, err);
 	}
-	if (!rc && (!read_events(pid, out, n, remote, nremote) || !read_headers(pid, addr, n, again)))
+	if (!rc && (!read_events(pid, out, n) || !read_headers(pid, addr, n, again)))
 		rc = 1;
 	for (size_t i = 0; !rc && i < n; i++) {
 		if (again[i].head == h[i].head && again[i].tail == h[i].tail)
