@@ -226,17 +226,23 @@ static int p_restore(lua_State *L, aiotk_target *t, int b)
 }
 
 /* restore_all({ {ring=, n=, grow_to=, replay=, placeholder=, model=}, ...
- * }) -> results; or nil, message, code, results of the rings made before
- * the one that failed (aiotk_restore_rings). */
+ * }[, claims]) -> results; or nil, message, code, results of the rings
+ * made before the one that failed (aiotk_restore_rings). claims: {
+ * {addr=, len=}, ... }, placeholders taken before any ring; each one held
+ * gets made = true, whatever the outcome. */
 static int p_restore_all(lua_State *L, aiotk_target *t, int b)
 {
 	aiotk_err err;
 	luaL_checktype(L, b, LUA_TTABLE);
-	size_t n = lua_objlen(L, b), done = 0;
-	aiotk_ring **saved = scratch(L, n, sizeof(*saved));
-	aiotk_restore_opts *o = scratch(L, n, sizeof(*o));
-	aiotk_restore_result *res = scratch(L, n, sizeof(*res));
-	for (size_t i = 0; i < n; i++) {
+	int has_claims = !lua_isnoneornil(L, b + 1);
+	if (has_claims)
+		luaL_checktype(L, b + 1, LUA_TTABLE);
+	aiotk_rebuild rb = { .n = lua_objlen(L, b), .nclaims = has_claims ? lua_objlen(L, b + 1) : 0 };
+	aiotk_ring **saved = scratch(L, rb.n, sizeof(*saved));
+	aiotk_restore_opts *o = scratch(L, rb.n, sizeof(*o));
+	aiotk_range *claim = scratch(L, rb.nclaims, sizeof(*claim));
+	rb.res = scratch(L, rb.n, sizeof(*rb.res));
+	for (size_t i = 0; i < rb.n; i++) {
 		lua_rawgeti(L, b, (int)i + 1);
 		lua_getfield(L, -1, "ring");
 		saved[i] = laiotk_ring_check(L, lua_gettop(L));
@@ -244,11 +250,26 @@ static int p_restore_all(lua_State *L, aiotk_target *t, int b)
 		o[i] = check_restore_opts(L, lua_gettop(L));
 		lua_pop(L, 1);
 	}
-	int rc = aiotk_restore_rings(t, saved, o, n, res, &done, &err);
+	for (size_t i = 0; i < rb.nclaims; i++) {
+		lua_rawgeti(L, b + 1, (int)i + 1);
+		claim[i].addr = laiotk_opt_field_u64(L, lua_gettop(L), "addr", 0);
+		claim[i].len = laiotk_opt_field_u64(L, lua_gettop(L), "len", 0);
+		if (!claim[i].len)
+			return luaL_error(L, "claim %d: a range wants addr= and len= (bytes, not 0)", (int)i + 1);
+		lua_pop(L, 1);
+	}
+	rb.saved = saved, rb.o = o, rb.claim = claim;
+	int rc = aiotk_restore_rings(t, &rb, &err);
+	for (size_t i = 0; i < rb.claimed; i++) {
+		lua_rawgeti(L, b + 1, (int)i + 1);
+		lua_pushboolean(L, 1);
+		lua_setfield(L, -2, "made");
+		lua_pop(L, 1);
+	}
 	int nret = rc ? laiotk_fail(L, &err) : 0;
-	lua_createtable(L, (int)done, 0);
-	for (size_t i = 0; i < done; i++) {
-		push_restore_result(L, &res[i]);
+	lua_createtable(L, (int)rb.done, 0);
+	for (size_t i = 0; i < rb.done; i++) {
+		push_restore_result(L, &rb.res[i]);
 		lua_rawseti(L, -2, (int)i + 1);
 	}
 	return nret + 1;
@@ -325,7 +346,8 @@ static int p_mappings(lua_State *L, aiotk_target *t, int b)
 		range[2 * i + 1] = laiotk_opt_field_u64(L, lua_gettop(L), "len", 0);
 		lua_pop(L, 1);
 	}
-	if (aiotk_maps_list(t->pid, &v, &n, &err))
+	if ((some ? aiotk_maps_list_for(t->pid, range, nr, &v, &n, &err)
+		  : aiotk_maps_list(t->pid, &v, &n, &err)))
 		return laiotk_fail(L, &err);
 	lua_createtable(L, some ? 0 : (int)n, 0);
 	for (size_t i = 0; i < n; i++) {

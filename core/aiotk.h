@@ -203,6 +203,12 @@ int aiotk_maps_overlap(int pid, uint64_t start, uint64_t len, uint64_t skip,
 /* Every mapping, in address order, from one read of the maps; *out is
  * the caller's to free(). */
 int aiotk_maps_list(int pid, aiotk_vma **out, size_t *count, aiotk_err *err);
+/* The shared mappings (rings, journals and placeholders are shared) and
+ * every mapping overlapping one of the n ranges (start, length pairs in
+ * range[]), in address order, without looking at the other private ones;
+ * *out is the caller's to free(). */
+int aiotk_maps_list_for(int pid, const uint64_t *range, size_t n, aiotk_vma **out,
+			size_t *count, aiotk_err *err);
 /* Addresses of every AIO ring mapping, in address order. */
 int aiotk_maps_rings(int pid, aiotk_vma *out, size_t max, size_t *count,
 		     aiotk_err *err);
@@ -408,13 +414,24 @@ typedef struct aiotk_restore_result {
 int aiotk_restore_ring(aiotk_target *t, const aiotk_ring *saved,
 		       const aiotk_restore_opts *o, aiotk_restore_result *res,
 		       aiotk_err *err);
-/* saved[0..n) rebuilt in order, each as aiotk_restore_ring would, o[i]
- * for ring i: *done of them are (res[0..*done)); a failure leaves ring
- * *done unmade. Rings the restorer can do alone (exact size from a known
- * n, POLL; core/restorer.c) are rebuilt inside the target in one run. */
-int aiotk_restore_rings(aiotk_target *t, aiotk_ring *const *saved,
-			const aiotk_restore_opts *o, size_t n,
-			aiotk_restore_result *res, size_t *done, aiotk_err *err);
+typedef struct aiotk_range { uint64_t addr, len; } aiotk_range;
+/* Many rings rebuilt in one call (aiotk_restore_rings). */
+typedef struct aiotk_rebuild {
+	aiotk_ring *const *saved;     /* saved[0..n), rebuilt in order */
+	const aiotk_restore_opts *o;  /* o[i] for ring i */
+	size_t n;
+	const aiotk_range *claim;     /* placeholders taken before any ring */
+	size_t nclaims;
+	aiotk_restore_result *res;    /* out: res[0..done) */
+	size_t done, claimed;         /* out: rings made, placeholders held */
+} aiotk_rebuild;
+/* b->claim[] held as aiotk_reserve holds one, then b->saved[] rebuilt as
+ * aiotk_restore_ring would: b->claimed and b->done say how far it got,
+ * whatever it returns (a failed claim fails the call before any ring; a
+ * failed ring leaves ring b->done unmade). Rings the restorer can do
+ * alone (exact size from a known n, POLL; core/restorer.c) are rebuilt
+ * inside the target in one run, which takes the placeholders too. */
+int aiotk_restore_rings(aiotk_target *t, aiotk_rebuild *b, aiotk_err *err);
 
 /* ---- images ---------------------------------------------------------- */
 #define AIOTK_IMAGE_FILE "rings.img"

@@ -47,6 +47,9 @@ int aiotk_arch_fpu_set(pid_t tid, const uint8_t *buf, size_t len);
 int aiotk_arch_frame(const aiotk_regs *saved, uint64_t mask,
 		     const uint8_t *fpu, size_t fpu_len, uint64_t sigreturn,
 		     uint8_t *out, size_t cap, uint64_t *at, size_t *len);
+/* Reads once what building a frame needs from the CPU, so that it is not
+ * read while a process is stopped. */
+void aiotk_arch_frame_prepare(void);
 /* Registers that run system call nr with args from `code` with stack `sp`. */
 void aiotk_arch_prepare(aiotk_regs *r, uint64_t code, uint64_t sp, long nr,
 			const long a[6]);

@@ -30,6 +30,7 @@ int aiotk_arch_frame(const aiotk_regs *saved, uint64_t mask, const uint8_t *fpu,
 	(void)out; (void)cap; (void)at; (void)len;
 	return -ENOSYS;
 }
+void aiotk_arch_frame_prepare(void) {}
 void aiotk_arch_prepare(aiotk_regs *r, uint64_t code, uint64_t sp, long nr,
 			const long a[6])
 {

@@ -25,6 +25,7 @@
 #include <cpuid.h>
 #include <elf.h>
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/ptrace.h>
 #include <sys/uio.h>
@@ -76,21 +77,35 @@ int aiotk_arch_fpu_set(pid_t tid, const uint8_t *buf, size_t len)
 	return ptrace(PTRACE_SETREGSET, tid, NT_X86_XSTATE, &v) ? -errno : 0;
 }
 
-/* End of the last component the state uses (CPUID leaf 0xD gives each
- * component's offset and size in the standard format): the kernel refuses
- * a frame claiming more than the thread's own xstate size. */
+/* Where each state component ends in the standard format (CPUID leaf 0xD:
+ * offset + size; 0 for none). Read once: a CPUID in a virtual machine
+ * exits to the hypervisor (about 9 us each measured here), and the frame
+ * is built while the process is stopped. */
+static uint32_t component_end[64];
+static pthread_once_t components_once = PTHREAD_ONCE_INIT;
+
+static void read_components(void)
+{
+	for (unsigned i = 2; i < 64; i++) {
+		unsigned a, b, c, d;
+		if (__get_cpuid_count(0xd, i, &a, &b, &c, &d))
+			component_end[i] = b + a;
+	}
+}
+
+void aiotk_arch_frame_prepare(void) { pthread_once(&components_once, read_components); }
+
+/* End of the last component the state uses: the kernel refuses a frame
+ * claiming more than the thread's own xstate size. */
 static uint32_t used_size(const uint8_t *fpu, size_t len)
 {
 	uint64_t bv;
 	uint32_t end = XSAVE_MIN;
+	aiotk_arch_frame_prepare();
 	memcpy(&bv, fpu + XSAVE_HDR, sizeof(bv));
-	for (unsigned i = 2; i < 64; i++) {
-		unsigned a, b, c, d;
-		if (!(bv >> i & 1) || !__get_cpuid_count(0xd, i, &a, &b, &c, &d))
-			continue;
-		if (b + a > end)
-			end = b + a;
-	}
+	for (unsigned i = 2; i < 64; i++)
+		if (bv >> i & 1 && component_end[i] > end)
+			end = component_end[i];
 	return end > len ? (uint32_t)len : end;
 }
 

@@ -5,6 +5,16 @@
 #include "aiotk.h"
 #include "arch.h"
 
+#include <sys/mman.h>
+/* How a placeholder is made (mmap prot and flags; MAP_NORESERVE: it costs
+ * no commit charge), by aiotk_reserve and by the restorer alike. */
+#define AIOTK_PLACEHOLDER_PROT PROT_NONE
+#define AIOTK_PLACEHOLDER_FLAGS (MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE)
+/* What a placeholder's mmap at addr returned (r), as aiotk_reserve says
+ * it: 0, or why the range could not be claimed (its occupant named). */
+int aiotk_claim_result(aiotk_target *t, uint64_t addr, uint64_t len, long r,
+		       aiotk_err *err);
+
 /* Memory the target itself owns, for syscall arguments it must read. */
 int aiotk_scratch_map(aiotk_target *t, size_t len, uint64_t *addr,
 		      aiotk_err *err);

@@ -116,11 +116,13 @@ static int open_query(int pid)
 	return open(path, O_RDONLY | O_CLOEXEC);
 }
 
-/* The first mapping ending above `at`: 0, -errno (ENOENT: none). */
-static int query_next(int fd, uint64_t at, aiotk_vma *v)
+/* The first mapping ending above `at` (with QUERY_SHARED, the first shared
+ * one: the kernel skips the others itself): 0, -errno (ENOENT: none). */
+#define QUERY_SHARED 0x08
+static int query_next(int fd, uint64_t at, uint64_t flags, aiotk_vma *v)
 {
 	char name[4096]; /* on the stack: see each_by_query */
-	struct aiotk_procmap_query q = { .size = sizeof(q), .query_flags = COVERING_OR_NEXT,
+	struct aiotk_procmap_query q = { .size = sizeof(q), .query_flags = COVERING_OR_NEXT | flags,
 		.query_addr = at, .vma_name_addr = (uint64_t)(uintptr_t)name,
 		.vma_name_size = sizeof(name) };
 	if (ioctl(fd, AIOTK_PROCMAP_QUERY, &q))
@@ -130,7 +132,7 @@ static int query_next(int fd, uint64_t at, aiotk_vma *v)
 }
 
 /* 1: the kernel has no PROCMAP_QUERY (read the text instead). */
-static int each_by_query(int pid, int (*fn)(const aiotk_vma *v, void *ctx),
+static int each_by_query(int pid, uint64_t flags, int (*fn)(const aiotk_vma *v, void *ctx),
 			 void *ctx, int *rc, aiotk_err *err)
 {
 	/* A name buffer of PATH_MAX, on the stack (query_next): thread-local
@@ -142,9 +144,11 @@ static int each_by_query(int pid, int (*fn)(const aiotk_vma *v, void *ctx),
 	*rc = 0;
 	for (uint64_t at = 0, first = 1; !*rc; first = 0) {
 		aiotk_vma v;
-		int q = query_next(fd, at, &v);
+		int q = query_next(fd, at, flags, &v);
 		if (q) {
 			close(fd);
+			/* ENOENT at once: no mapping of that kind, unless the
+			 * kernel has no query (ENOTTY) */
 			if (first && q != -ENOENT)
 				return 1;
 			if (q != -ENOENT)
@@ -163,9 +167,33 @@ int aiotk_maps_each(int pid, int (*fn)(const aiotk_vma *v, void *ctx),
 		    void *ctx, aiotk_err *err)
 {
 	int rc;
-	if (!each_by_query(pid, fn, ctx, &rc, err))
+	if (!each_by_query(pid, 0, fn, ctx, &rc, err))
 		return rc;
 	return aiotk_maps_each_text(pid, fn, ctx, err);
+}
+
+struct shared_only {
+	int (*fn)(const aiotk_vma *v, void *ctx);
+	void *ctx;
+};
+
+static int if_shared(const aiotk_vma *v, void *ctx)
+{
+	struct shared_only *s = ctx;
+	return v->perms[3] == 's' ? s->fn(v, s->ctx) : 0;
+}
+
+/* Rings, journals and placeholders are all shared mappings; a process's
+ * other mappings (code, heap, stacks: most of them) are private, and with
+ * PROCMAP_QUERY are not even looked at. */
+static int each_shared(int pid, int (*fn)(const aiotk_vma *v, void *ctx), void *ctx,
+		       aiotk_err *err)
+{
+	int rc;
+	struct shared_only s = { fn, ctx };
+	if (!each_by_query(pid, QUERY_SHARED, fn, ctx, &rc, err))
+		return rc;
+	return aiotk_maps_each_text(pid, if_shared, &s, err);
 }
 
 struct overlap {
@@ -189,9 +217,9 @@ int aiotk_maps_overlap(int pid, uint64_t start, uint64_t len, uint64_t skip,
 	struct overlap o = { start, len, skip, vma };
 	/* With PROCMAP_QUERY: the mapping at or after start, one or two
 	 * ioctls instead of a walk over all of them. */
-	int fd = open_query(pid), q = fd < 0 ? -ENOTTY : query_next(fd, start, vma);
+	int fd = open_query(pid), q = fd < 0 ? -ENOTTY : query_next(fd, start, 0, vma);
 	if (!q && vma->start == skip)
-		q = query_next(fd, vma->end, vma);
+		q = query_next(fd, vma->end, 0, vma);
 	if (fd >= 0)
 		close(fd);
 	if (q == -ENOENT || (!q && vma->start >= start + len))
@@ -221,7 +249,7 @@ int aiotk_maps_rings(int pid, aiotk_vma *out, size_t max, size_t *count,
 		     aiotk_err *err)
 {
 	struct rings r = { out, max, 0 };
-	int rc = aiotk_maps_each(pid, add_ring, &r, err);
+	int rc = each_shared(pid, add_ring, &r, err);
 	*count = r.n;
 	return rc;
 }
@@ -246,17 +274,80 @@ static int append(const aiotk_vma *v, void *ctx)
 	return 0;
 }
 
-int aiotk_maps_list(int pid, aiotk_vma **out, size_t *count, aiotk_err *err)
+static int listed(struct list *l, int rc, int pid, aiotk_vma **out, size_t *count,
+		  aiotk_err *err)
 {
-	struct list l = { NULL, 0, 0 };
-	int rc = aiotk_maps_each(pid, append, &l, err);
 	if (rc == AIOTK_ENOMEM)
 		aiotk_fail(err, rc, ENOMEM, "out of memory listing the mappings of %d", pid);
 	if (rc < 0) {
-		free(l.v);
+		free(l->v);
 		return rc;
 	}
-	*out = l.v;
-	*count = l.n;
+	*out = l->v;
+	*count = l->n;
 	return 0;
+}
+
+int aiotk_maps_list(int pid, aiotk_vma **out, size_t *count, aiotk_err *err)
+{
+	struct list l = { NULL, 0, 0 };
+	return listed(&l, aiotk_maps_each(pid, append, &l, err), pid, out, count, err);
+}
+
+/* The private mappings overlapping [start, start + len), appended (the
+ * shared ones are listed already): 0, AIOTK_ENOMEM, or 1 if the query
+ * failed (the text is read instead). */
+static int private_in(int fd, uint64_t start, uint64_t len, struct list *l)
+{
+	aiotk_vma v;
+	for (uint64_t at = start; at < start + len; at = v.end) {
+		int q = query_next(fd, at, 0, &v);
+		if (q || v.start >= start + len)
+			return q && q != -ENOENT;
+		if (v.perms[3] != 's' && append(&v, l))
+			return AIOTK_ENOMEM;
+	}
+	return 0;
+}
+
+static int by_start(const void *a, const void *b)
+{
+	const aiotk_vma *x = a, *y = b;
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+struct in_ranges {
+	const uint64_t *range;
+	size_t n;
+	struct list *l;
+};
+
+static int append_if_shared_or_in(const aiotk_vma *v, void *ctx)
+{
+	struct in_ranges *r = ctx;
+	int keep = v->perms[3] == 's';
+	for (size_t i = 0; !keep && i < r->n; i++)
+		keep = v->start < r->range[2 * i] + r->range[2 * i + 1] && r->range[2 * i] < v->end;
+	return keep ? append(v, r->l) : 0;
+}
+
+int aiotk_maps_list_for(int pid, const uint64_t *range, size_t n, aiotk_vma **out,
+			size_t *count, aiotk_err *err)
+{
+	struct list l = { NULL, 0, 0 };
+	int fd = open_query(pid), rc = each_shared(pid, append, &l, err);
+	int q = fd < 0;
+	for (size_t i = 0; !rc && !q && i < n; i++)
+		if ((q = private_in(fd, range[2 * i], range[2 * i + 1], &l)) == AIOTK_ENOMEM)
+			rc = q;
+	if (fd >= 0)
+		close(fd);
+	if (!rc && q) { /* no query: every mapping read, those wanted kept */
+		struct in_ranges r = { range, n, &l };
+		l.n = 0;
+		rc = aiotk_maps_each_text(pid, append_if_shared_or_in, &r, err);
+	}
+	if (!rc && l.n)
+		qsort(l.v, l.n, sizeof(*l.v), by_start);
+	return listed(&l, rc, pid, out, count, err);
 }

@@ -141,14 +141,9 @@ int aiotk_remap(aiotk_target *t, uint64_t *ctx, uint64_t len, uint64_t dest,
 	return rc ? rc : check_moved(t, dest, nr, err);
 }
 
-int aiotk_reserve(aiotk_target *t, uint64_t addr, uint64_t len, aiotk_err *err)
+int aiotk_claim_result(aiotk_target *t, uint64_t addr, uint64_t len, long r,
+		       aiotk_err *err)
 {
-	/* Shared anonymous and PROT_NONE: "---s /dev/zero (deleted)" in the
-	 * maps, a shape programs do not make, so that one left by a killed
-	 * aiotk is recognisable (AIOTK_SHARED_ANON_PATH). */
-	aiotk_ws_vacate(t, addr, len);
-	long r = aiotk_sys(t, SYS_mmap, (long)addr, (long)len, PROT_NONE,
-			   MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
 	if (r < 0 && r > -4096) {
 		aiotk_vma v;
 		if ((int)-r == EEXIST && aiotk_maps_overlap(t->pid, addr, len, 0, &v, NULL) == 1)
@@ -163,6 +158,17 @@ int aiotk_reserve(aiotk_target *t, uint64_t addr, uint64_t len, aiotk_err *err)
 				  (unsigned long long)addr, (unsigned long long)(addr + len));
 	}
 	return 0;
+}
+
+int aiotk_reserve(aiotk_target *t, uint64_t addr, uint64_t len, aiotk_err *err)
+{
+	/* Shared anonymous and PROT_NONE: "---s /dev/zero (deleted)" in the
+	 * maps, a shape programs do not make, so that one left by a killed
+	 * aiotk is recognisable (AIOTK_SHARED_ANON_PATH). */
+	aiotk_ws_vacate(t, addr, len);
+	long r = aiotk_sys(t, SYS_mmap, (long)addr, (long)len, AIOTK_PLACEHOLDER_PROT,
+			   AIOTK_PLACEHOLDER_FLAGS, -1, 0);
+	return aiotk_claim_result(t, addr, len, r, err);
 }
 
 int aiotk_unmap(aiotk_target *t, uint64_t addr, uint64_t len, aiotk_err *err)

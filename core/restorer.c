@@ -31,6 +31,7 @@
 #define RS_INLINE static inline __attribute__((always_inline))
 #define MREMAP_MOVE_FIXED 3 /* MREMAP_MAYMOVE | MREMAP_FIXED */
 #define E_AGAIN 11
+#define E_EXIST 17
 #define E_INVAL 22
 
 /* Five arguments; the sixth (r9: mmap's offset) is always 0. */
@@ -192,11 +193,37 @@ RS_INLINE int rs_ring(struct aiotk_rjob *job, struct rs_kit *k, struct aiotk_rjo
 	return 0;
 }
 
-/* The entry point: job's rings in order, up to the first that fails. */
+/* The placeholders, before anything else is mapped (the kit's journal
+ * page could land on a free destination otherwise). A kernel that takes
+ * MAP_FIXED_NOREPLACE as a hint (before 4.17) answers elsewhere: that
+ * mapping goes, and the claim failed. */
+RS_INLINE int rs_claim(struct aiotk_rjob *job)
+{
+	const volatile uint64_t *c = (const volatile uint64_t *)(uintptr_t)job->claims;
+	for (uint32_t i = 0; i < job->nclaims; i++) {
+		long r = rs_sys(SYS_mmap, (long)c[2 * i], (long)c[2 * i + 1], AIOTK_PLACEHOLDER_PROT,
+				AIOTK_PLACEHOLDER_FLAGS, -1);
+		if (r != (long)c[2 * i]) {
+			if (!(r < 0 && r > -4096)) {
+				rs_sys(SYS_munmap, r, (long)c[2 * i + 1], 0, 0, 0);
+				r = -E_EXIST;
+			}
+			job->claim_status = r;
+			return -1;
+		}
+		job->claimed = i + 1;
+	}
+	return 0;
+}
+
+/* The entry point: the placeholders, then job's rings in order, up to the
+ * first that fails. */
 RS void aiotk_restorer_main(struct aiotk_rjob *job)
 {
 	struct rs_kit k;
 	k.journal = 0, k.ptrs = 0, k.fd = -1, k.mask_len = 0;
+	if (rs_claim(job))
+		goto done;
 	job->setup_status = rs_kit_open(job, &k);
 	for (uint32_t i = 0; !job->setup_status && i < job->nrings; i++) {
 		if (rs_ring(job, &k, &job->ring[i]))
@@ -204,6 +231,7 @@ RS void aiotk_restorer_main(struct aiotk_rjob *job)
 		job->done = i + 1;
 	}
 	rs_kit_close(&k);
+done:
 	job->finished = 1;
 	if (!job->exit_sp)
 		return;

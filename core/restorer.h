@@ -37,24 +37,29 @@ struct aiotk_rjob_ring {
 	uint32_t pad2;
 };
 
-/* The routine sets up what the replay needs itself (a journal page, a
- * /dev/null descriptor, the iocbs, the pin) and puts it back at its end:
- * no system call is injected for it. */
+/* The routine first takes the placeholders it is given (as aiotk_reserve
+ * does), then sets up what the replay needs itself (a journal page, a
+ * /dev/null descriptor, the iocbs, the pin) and puts that back at its end:
+ * no system call is injected for any of it. */
 struct aiotk_rjob {
 	/* in */
 	uint64_t cbs;         /* room for `batch` iocbs and their pointers */
 	uint64_t exit_sp;     /* in a target: its return frame (arch.h); 0 here */
 	uint64_t journal_magic; /* AIOTK_JOURNAL_MAGIC */
+	uint64_t claims;      /* nclaims (address, length) pairs to hold first */
 	char path[16];        /* "/dev/null" */
 	uint32_t batch, nrings;
 	uint32_t building;    /* AIOTK_RING_BUILDING */
 	int32_t pid;          /* in a target: signal `sig` to its main thread */
 	int32_t sig;          /* when done (aiotk waits for that stop) */
-	uint32_t pad;
+	uint32_t nclaims;
 	/* out */
 	int64_t setup_status; /* -errno of a failed set-up call, else 0 */
+	int64_t claim_status; /* -errno of claims[claimed] if it failed, else 0 */
+	uint32_t claimed;     /* placeholders held, from the first */
 	uint32_t done;        /* rings finished, from the first */
 	uint32_t finished;    /* the routine reached its end */
+	uint32_t pad;
 	struct aiotk_rjob_ring ring[];
 };
 

@@ -56,6 +56,7 @@ struct tracee {
 	uint64_t deferred;  /* unblockable signals that stopped it mid-injection */
 	aiotk_err why;      /* why it cannot be injected into, if it cannot */
 	uint64_t t_stop, stopped_ns;
+	int quiet;          /* quiet_signal(), read before the stop */
 	/* colocate(): aiotk's and the main thread's affinity as found */
 	cpu_set_t own, theirs;
 	int own_pinned, their_pinned;
@@ -271,7 +272,13 @@ static void uncolocate(struct tracee *p)
 
 /* A signal the process neither catches nor blocks for good: the default
  * action of these three is to ignore them, so one sent by a restorer that
- * a dead aiotk left running changes nothing. 0: none is free. */
+ * a dead aiotk left running changes nothing. 0: none is free. Read before
+ * the process is stopped (/proc/PID/status costs 20-30 us here): while
+ * aiotk lives the signal only stops the thread for aiotk and is never
+ * delivered, so a handler installed in the moments before the stop could
+ * matter only if aiotk also died during the restorer's run, and then it
+ * gets one spurious signal of a kind handlers take as a hint to look
+ * (window size, urgent data, a child's exit). */
 static int quiet_signal(int pid)
 {
 	static const int candidates[] = { SIGURG, SIGWINCH, SIGCHLD };
@@ -298,7 +305,7 @@ int aiotk_target_restorer_exit(aiotk_target *t, uint64_t *exit_sp, int *sig,
 		return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0, "no restorer in this target");
 	if (armed(p))
 		return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0, "process %d cannot be injected into", p->pid);
-	if (!(*sig = quiet_signal(p->pid)))
+	if (!(*sig = p->quiet))
 		return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0,
 				  "process %d catches SIGURG, SIGWINCH and SIGCHLD", p->pid);
 	*exit_sp = p->frame;
@@ -696,6 +703,8 @@ int aiotk_target_attach(aiotk_target *t, int pid, aiotk_err *err)
 	 * a failure is kept in p->why, since dumps need no injection. */
 	if (!aiotk_find_gadget(pid, aiotk_arch_gadget_syscall, &p->code, &p->why))
 		aiotk_find_gadget(pid, aiotk_arch_gadget_sigreturn, &p->sigreturn, &p->why);
+	aiotk_arch_frame_prepare();
+	p->quiet = quiet_signal(pid);
 	int tids[64];
 	size_t ntids = list_threads(pid, tids, 64);
 	p->t_stop = aiotk_now_ns();
@@ -736,6 +745,8 @@ int aiotk_target_adopt(aiotk_target *t, int pid, aiotk_err *err)
 	p->adopted = 1;
 	if (!aiotk_find_gadget(pid, aiotk_arch_gadget_syscall, &p->code, &p->why))
 		aiotk_find_gadget(pid, aiotk_arch_gadget_sigreturn, &p->sigreturn, &p->why);
+	aiotk_arch_frame_prepare();
+	p->quiet = quiet_signal(pid);
 	p->t_stop = aiotk_now_ns();
 	t->ops = &ptrace_ops;
 	t->pid = pid;

@@ -122,15 +122,26 @@ local function saved_rings(set)
 	return saved
 end
 
+-- One placeholder over rings that touch, as a restore claims them.
+local function claims_for(saved)
+	local sorted, out = {}, {}
+	for i, r in ipairs(saved) do sorted[i] = r end
+	table.sort(sorted, function(a, b) return a.addr < b.addr end)
+	for _, r in ipairs(sorted) do
+		local last = out[#out]
+		if last and last.addr + last.len == r.addr then last.len = last.len + r.ring_len
+		else out[#out + 1] = { addr = r.addr, len = r.ring_len } end
+	end
+	return out
+end
+
 local function floor_once(set, host)
 	local saved = saved_rings(set)
+	local claims = claims_for(saved)
 	local t0 = core.now_ns()
 	local jobs = {}
-	for i, r in ipairs(saved) do
-		assert(core.reserve(r.addr, r.ring_len))
-		jobs[i] = { ring = r, placeholder = true, model = host }
-	end
-	assert(core.restore_all(jobs))
+	for i, r in ipairs(saved) do jobs[i] = { ring = r, placeholder = true, model = host } end
+	assert(core.restore_all(jobs, claims))
 	local ns = core.now_ns() - t0
 	for _, r in ipairs(saved) do core.lab.destroy(r.addr) end
 	return ns

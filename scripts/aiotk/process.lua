@@ -537,19 +537,24 @@ local function rebuild(t, maps, steps, opts, policy, undo, out)
 	local claims = {}
 	-- One placeholder over destinations members (step indexes) that lie
 	-- side by side from addr on; it is used up once all are rebuilt.
-	local function claim(members, addr, len)
-		local ok, re, rc = t:reserve(addr, len)
-		if not ok then return nil, string.format("ring %d of %d: %s", members[1], #steps, re), rc end
+	local function held(members, addr, len)
 		local c = { kind = "claim", addr = addr, len = len, left = #members }
 		for _, i in ipairs(members) do claims[i] = c end
 		undo[#undo + 1] = c
+	end
+	local function claim(members, addr, len)
+		local ok, re, rc = t:reserve(addr, len)
+		if not ok then return nil, string.format("ring %d of %d: %s", members[1], #steps, re), rc end
+		held(members, addr, len)
 		return true
 	end
-	-- Free destinations first, so that no parking spot lands on one (those
-	-- that touch, as rings a program made one after another do, under one
-	-- placeholder: one injected mmap for the run); then each occupant
-	-- parked and its range claimed at once.
-	for _, run in ipairs(free_runs(steps, occ)) do
+	-- Free destinations are claimed first, so that no parking spot lands
+	-- on one (those that touch, as rings a program made one after another
+	-- do, under one placeholder); then each occupant is parked and its
+	-- range claimed at once. With nothing to park, the claims go with the
+	-- rebuild: the restorer takes them first thing in its run.
+	local runs, parking = free_runs(steps, occ), next(occ) ~= nil
+	for _, run in ipairs(parking and runs or {}) do
 		local ok, ce, cc = claim(run.members, run.addr, run.len)
 		if not ok then return nil, ce, cc end
 	end
@@ -574,7 +579,14 @@ local function rebuild(t, maps, steps, opts, policy, undo, out)
 		jobs[i] = { ring = s.ring, n = s.n, grow_to = s.grow_to, replay = replay, placeholder = true,
 			model = opts.model }
 	end
-	local results, re, rc, made = t:restore_all(jobs)
+	local pending = parking and {} or runs
+	local results, re, rc, made = t:restore_all(jobs, pending)
+	for _, run in ipairs(pending) do
+		if run.made then held(run.members, run.addr, run.len)
+		elseif not results then
+			return nil, string.format("ring %d of %d: %s", run.members[1], #steps, re), rc
+		end
+	end
 	for i, res in ipairs(results or made) do
 		claims[i].left = claims[i].left - 1
 		undo[#undo + 1] = { kind = "ring", addr = res.ctx }

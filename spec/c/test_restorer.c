@@ -73,7 +73,6 @@ static void rebuild_shapes(void)
 	aiotk_host host;
 	aiotk_err err;
 	uint64_t ctx[N];
-	size_t done;
 	CHECK_OK(aiotk_host_probe(&host, &err), err);
 	for (int i = 0; i < N; i++) {
 		ctx[i] = make_ring(spec[i][0], spec[i][1], spec[i][2]);
@@ -86,11 +85,14 @@ static void rebuild_shapes(void)
 	}
 	for (int i = 0; i < N; i++)
 		io_destroy((io_context_t)(uintptr_t)ctx[i]);
+	/* the placeholders taken by the restorer, as a live restore has them */
+	aiotk_range claim[N];
 	for (int i = 0; i < N; i++)
-		CHECK_OK(aiotk_reserve(&self, saved[i].addr, saved[i].ring_len, &err), err);
-	int rc = aiotk_restore_rings(&self, list, o, N, res, &done, &err);
+		claim[i] = (aiotk_range){ saved[i].addr, saved[i].ring_len };
+	aiotk_rebuild b = { .saved = list, .o = o, .n = N, .claim = claim, .nclaims = N, .res = res };
+	int rc = aiotk_restore_rings(&self, &b, &err);
 	CHECK_OK(rc, err);
-	CHECK(done == N, "%zu of %d rings rebuilt", done, N);
+	CHECK(b.done == N && b.claimed == N, "%zu of %d rings rebuilt, %zu claimed", b.done, N, b.claimed);
 	for (int i = 0; i < N; i++) {
 		CHECK(res[i].ctx == saved[i].addr, "ring %d at its address", i);
 		/* the restorer answered for it (one io_setup of the saved n) */
@@ -99,6 +101,44 @@ static void rebuild_shapes(void)
 		io_destroy((io_context_t)(uintptr_t)saved[i].addr);
 		aiotk_ring_free(&saved[i]);
 	}
+}
+
+/* A claim on an occupied range fails the call before any ring is made,
+ * naming the occupant; the claims before it are held (and said to be),
+ * those after it never taken. */
+static void claim_refused(void)
+{
+	aiotk_ring saved, *list[1] = { &saved };
+	aiotk_restore_opts o;
+	aiotk_restore_result res;
+	aiotk_host host;
+	aiotk_err err;
+	CHECK_OK(aiotk_host_probe(&host, &err), err);
+	uint64_t ctx = make_ring(64, 30, 10);
+	CHECK_OK(aiotk_snapshot(&self, ctx, 0, &saved, &err), err);
+	saved.n = 64;
+	io_destroy((io_context_t)(uintptr_t)ctx);
+	memset(&o, 0, sizeof(o));
+	o.model = host.geom;
+	o.remap_flags = AIOTK_REMAP_PLACEHOLDER;
+	uint8_t *area = mmap(NULL, 3 * 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint64_t a = (uint64_t)(uintptr_t)area;
+	munmap(area, 4096); /* free, then the occupied page, then free */
+	munmap(area + 2 * 4096, 4096);
+	aiotk_range claim[3] = { { a, 4096 }, { a + 4096, 4096 }, { a + 2 * 4096, 4096 } };
+	aiotk_rebuild b = { .saved = list, .o = &o, .n = 1, .claim = claim, .nclaims = 3, .res = &res };
+	int rc = aiotk_restore_rings(&self, &b, &err);
+	CHECK(rc == AIOTK_EOCCUPIED && b.claimed == 1 && b.done == 0, "rc %d, %zu claimed, %zu done", rc,
+	      b.claimed, b.done);
+	CHECK(rc && strstr(err.msg, "cannot claim") && strstr(err.msg, "r--p"), "message: %s", err.msg);
+	aiotk_vma v;
+	CHECK(aiotk_maps_overlap(0, a, 4096, 0, &v, NULL) == 1 && aiotk_vma_is_placeholder(&v),
+	      "the first claim is held");
+	CHECK(aiotk_maps_overlap(0, a + 2 * 4096, 4096, 0, &v, NULL) == 0, "the third was never taken");
+	CHECK(aiotk_maps_overlap(0, saved.addr, saved.ring_len, 0, &v, NULL) != 1 || !aiotk_vma_is_ring(&v),
+	      "no ring made");
+	aiotk_unmap(&self, a, 2 * 4096, &err);
+	aiotk_ring_free(&saved);
 }
 
 /* The restorer's code copied elsewhere and run from there, in a child. */
@@ -199,6 +239,7 @@ int main(void)
 	aiotk_target_self(&self);
 	devnull = open("/dev/null", O_WRONLY);
 	rebuild_shapes();
+	claim_refused();
 	runs_anywhere();
 	maps_by_query();
 	aiotk_target_free(&self);

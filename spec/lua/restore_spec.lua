@@ -65,6 +65,37 @@ describe("restore", function()
 		lab.unmap(blocker, 4096)
 	end)
 
+	it("takes the placeholders it is given before any ring, and says which it holds", function()
+		local core = aiotk.core
+		local a = assert(states.make { n = 64, complete = 30, reap = 10 })
+		local ra = assert(aiotk.snapshot(a))
+		lab.destroy(a)
+		local blocker = assert(lab.map(4096, ra.addr))
+		assert(lab.poke(blocker, "0x5eed5eed"))
+		local free = assert(lab.map(4096))
+		lab.unmap(free, 4096)
+		local claims = { { addr = free, len = 4096 }, { addr = ra.addr, len = ra.ring_len } }
+		local before = #aiotk.rings()
+		local res, err, code = core.restore_all({ { ring = ra, placeholder = true, model = core.host() } }, claims)
+		assert.is_nil(res)
+		assert.are.equal("occupied", code)
+		assert.matches("cannot claim 0x%x+%-0x%x+: 0x%x+%-0x%x+ r[w-]%-p", err)
+		assert.is_true(claims[1].made)
+		assert.is_nil(claims[2].made)
+		assert.are.equal(before, #aiotk.rings())
+		assert.are.equal("0x000000005eed5eed", lab.peek(blocker))
+		local held = core.mapping_at(free, 4096)
+		assert.is_true(held and held.placeholder)
+		assert(core.unmap(free, 4096))
+		lab.unmap(blocker, 4096)
+		-- with the range free, the same call holds both and rebuilds the ring there
+		local ok = assert(core.restore_all({ { ring = ra, placeholder = true, model = core.host() } },
+			{ { addr = ra.addr, len = ra.ring_len } }))
+		assert.are.equal(ra.addr, ok[1].ctx)
+		assert.are.same(ra:events(), lab.reap(ra.addr, ra.nr))
+		lab.destroy(ra.addr)
+	end)
+
 	it("names fs.aio-max-nr when the budget is short, and puts the limit back", function()
 		if not helper.is_root() then
 			pending("needs root to lower fs.aio-max-nr: skipped")

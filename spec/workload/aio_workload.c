@@ -331,16 +331,13 @@ static void destroy_all(void)
 /* rt_sigtimedwait with known values in the registers a system call must
  * leave alone (rbx, r12-r15, xmm0-15): the main thread waits here, so a
  * tool that runs system calls in it and puts it back wrongly is caught.
- * Returns the signal or -errno; *bad counts registers that changed. */
-/* rt_sigtimedwait with known values in the registers a system call must
- * leave alone (rbx, r12-r15, xmm0-15): the main thread waits here, so a
- * tool that runs system calls in it and puts it back wrongly is caught.
- * Returns the signal or -errno; *bad counts registers that changed. */
+ * Waits at most *timeout. Returns the signal or -errno; *bad counts
+ * registers that changed. */
 struct canary {
 	uint64_t xmm_in[32], xmm_out[32], gp_in[5], gp_out[5];
 };
 
-static long wait_checked(const sigset_t *set, int *bad)
+static long wait_checked(const sigset_t *set, const struct timespec *timeout, int *bad)
 {
 	struct canary c;
 	long ret;
@@ -394,7 +391,7 @@ static long wait_checked(const sigset_t *set, int *bad)
 		"mov %%r14, 576(%[b])\n"
 		"mov %%r15, 584(%[b])\n"
 		: "=a"(ret)
-		: "a"((long)SYS_rt_sigtimedwait), "D"(set), "S"(NULL), "d"(NULL), "r"(r10),
+		: "a"((long)SYS_rt_sigtimedwait), "D"(set), "S"(NULL), "d"(timeout), "r"(r10),
 		  [b] "r"(&c)
 		: "rcx", "r11", "rbx", "r12", "r13", "r14", "r15", "memory", "xmm0", "xmm1",
 		  "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
@@ -404,6 +401,13 @@ static long wait_checked(const sigset_t *set, int *bad)
 	for (int i = 0; i < 5; i++)
 		*bad += c.gp_out[i] != c.gp_in[i];
 	return ret;
+}
+
+/* Its stdout a pipe nobody reads any more. */
+static int reader_gone(void)
+{
+	struct pollfd p = { .fd = 1, .events = 0 };
+	return poll(&p, 1, 0) == 1 && (p.revents & POLLERR);
 }
 
 static int refuse_io_setup(void)
@@ -666,8 +670,17 @@ int main(int argc, char **argv)
 		printf(" pending-fd=%d", pend_pipe[1]);
 	printf("\n");
 	fflush(stdout);
+	/* Woken now and then to see whether whoever started it is still
+	 * reading its output: a driver that fails before it kills the
+	 * workload closes its pipe and then waits for it to exit. */
+	const struct timespec second = { 1, 0 };
 	for (;;) {
-		long sig = wait_checked(&set, &regs_changed);
+		long sig = wait_checked(&set, &second, &regs_changed);
+		if (sig == -EAGAIN) {
+			if (reader_gone())
+				return 4;
+			continue;
+		}
 		if (sig < 0) {
 			if (sig == -EINTR)
 				stop_eintr++;
