@@ -57,9 +57,10 @@ struct tracee {
 	aiotk_err why;      /* why it cannot be injected into, if it cannot */
 	uint64_t t_stop, stopped_ns;
 	int quiet;          /* quiet_signal(), read before the stop */
-	/* colocate(): aiotk's and the main thread's affinity as found */
+	/* pin_self(), colocate(): aiotk's and the main thread's affinity as
+	 * found, and the CPU both are pinned to */
 	cpu_set_t own, theirs;
-	int own_pinned, their_pinned;
+	int own_pinned, their_pinned, cpu;
 };
 
 static struct tracee *T(aiotk_target *t) { return t->priv; }
@@ -239,33 +240,47 @@ static long pt_sys(aiotk_target *t, long nr, const long a[6])
  * measured at 80-140 us an injection against about 20 us with aiotk and
  * the main thread on one CPU. aiotk alone moving to the thread's CPU is
  * not enough (resumed while aiotk runs there, the thread is woken on the
- * idle one), so both are pinned to aiotk's CPU, the thread's mask set
- * from here (sched_setaffinity on its tid: no injection), and both masks
- * go back at release. Refused (another user's thread without
- * CAP_SYS_NICE, a cpuset without that CPU), it only runs slower. */
-static void colocate(struct tracee *p)
+ * idle one), so both are pinned to aiotk's CPU. aiotk pins itself before
+ * the process stops and lets go after it runs again (its own mask is
+ * nobody else's concern: 10-20 us out of the stop); the thread's mask is
+ * set from here (sched_setaffinity on its tid: no injection) once it is
+ * stopped, and put back before it runs, so the process never sees it.
+ * Refused (another user's thread without CAP_SYS_NICE, a cpuset without
+ * that CPU), it only runs slower. */
+static void pin_self(struct tracee *p)
 {
-	int cpu = sched_getcpu();
 	cpu_set_t one;
-	if (cpu < 0 || sched_getaffinity(0, sizeof(p->own), &p->own) ||
-	    sched_getaffinity(p->pid, sizeof(p->theirs), &p->theirs))
+	p->cpu = sched_getcpu();
+	if (p->cpu < 0 || sched_getaffinity(0, sizeof(p->own), &p->own))
 		return;
 	CPU_ZERO(&one);
-	CPU_SET(cpu, &one);
-	if (sched_setaffinity(p->pid, sizeof(one), &one))
-		return;
-	p->their_pinned = 1;
+	CPU_SET(p->cpu, &one);
 	p->own_pinned = !sched_setaffinity(0, sizeof(one), &one);
 }
 
-/* Both masks back. */
+static void unpin_self(struct tracee *p)
+{
+	if (p->own_pinned)
+		sched_setaffinity(0, sizeof(p->own), &p->own);
+	p->own_pinned = 0;
+}
+
+static void colocate(struct tracee *p)
+{
+	cpu_set_t one;
+	if (!p->own_pinned || sched_getaffinity(p->pid, sizeof(p->theirs), &p->theirs))
+		return;
+	CPU_ZERO(&one);
+	CPU_SET(p->cpu, &one);
+	p->their_pinned = !sched_setaffinity(p->pid, sizeof(one), &one);
+}
+
+/* The thread's mask back, while it is still stopped. */
 static void uncolocate(struct tracee *p)
 {
 	if (p->their_pinned && !p->dead)
 		sched_setaffinity(p->pid, sizeof(p->theirs), &p->theirs);
-	if (p->own_pinned)
-		sched_setaffinity(0, sizeof(p->own), &p->own);
-	p->own_pinned = p->their_pinned = 0;
+	p->their_pinned = 0;
 }
 
 /* ---- the restorer (restorer.c) --------------------------------------- */
@@ -662,6 +677,7 @@ static int pt_detach(aiotk_target *t, aiotk_err *err)
 	release(p);
 	int dead = p->dead, execd = p->execd;
 	p->stopped_ns = aiotk_now_ns() - p->t_stop;
+	unpin_self(p);
 	if (execd)
 		return aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d executed a new program while stopped", p->pid);
 	if (dead)
@@ -676,6 +692,7 @@ static void pt_free(aiotk_target *t)
 		return;
 	if (p->nth)
 		pt_detach(t, NULL);
+	unpin_self(p);
 	free(p->th);
 	free(p);
 	t->priv = NULL;
@@ -705,6 +722,7 @@ int aiotk_target_attach(aiotk_target *t, int pid, aiotk_err *err)
 		aiotk_find_gadget(pid, aiotk_arch_gadget_sigreturn, &p->sigreturn, &p->why);
 	aiotk_arch_frame_prepare();
 	p->quiet = quiet_signal(pid);
+	pin_self(p);
 	int tids[64];
 	size_t ntids = list_threads(pid, tids, 64);
 	p->t_stop = aiotk_now_ns();
@@ -747,6 +765,7 @@ int aiotk_target_adopt(aiotk_target *t, int pid, aiotk_err *err)
 		aiotk_find_gadget(pid, aiotk_arch_gadget_sigreturn, &p->sigreturn, &p->why);
 	aiotk_arch_frame_prepare();
 	p->quiet = quiet_signal(pid);
+	pin_self(p);
 	p->t_stop = aiotk_now_ns();
 	t->ops = &ptrace_ops;
 	t->pid = pid;
