@@ -159,8 +159,9 @@ static int run_there(aiotk_target *t, aiotk_rebuild *b, struct aiotk_rjob *job,
 				"process %d refuses executable memory (%s)", t->pid, strerror((int)-p));
 	/* The stack as a call leaves it: 8 bytes off 16-byte alignment. */
 	int ran = rc ? rc : aiotk_target_run_restorer(t, base + entry, at, at - 72, sig, err);
-	/* The answer even after a failed run: which rings exist, and where. */
-	if (!rc && (rc = aiotk_peek(t, at, job, len, err)))
+	/* The answer even after a failed run: which rings exist, and where
+	 * (the header and the rings; the events the job carried stay). */
+	if (!rc && (rc = aiotk_peek(t, at, job, sizeof(*job) + n * sizeof(job->ring[0]), err)))
 		return rc; /* nothing more to be done in that process */
 	aiotk_scratch_unmap(t, base, total);
 	return rc ? rc : ran ? 1 : 0;
@@ -232,6 +233,12 @@ int aiotk_restore_rings(aiotk_target *t, aiotk_rebuild *b, aiotk_err *err)
 {
 	int usable = 1;
 	b->done = b->claimed = 0;
+	/* In this process a claim costs no injection, and the claims go first:
+	 * the job's buffer, allocated next, could land on a free destination
+	 * (seen: a 4 MiB job in the hole a destroyed 4 MiB ring left). */
+	int rc = aiotk_target_is_self(t) ? claim_each(t, b, err) : 0;
+	if (rc)
+		return rc;
 	for (;;) {
 		size_t i = b->done, run = 0, ok = 0;
 		while (usable && i + run < b->n && eligible(b->saved[i + run], &b->o[i + run]))
@@ -239,7 +246,7 @@ int aiotk_restore_rings(aiotk_target *t, aiotk_rebuild *b, aiotk_err *err)
 		/* A restorer that cannot run here (no quiet signal, no
 		 * executable memory) leaves every ring to the other path. */
 		int claim_rc = 0;
-		int rc = run ? run_restorer(t, b, i, run, &ok, &claim_rc, err) : 0;
+		rc = run ? run_restorer(t, b, i, run, &ok, &claim_rc, err) : 0;
 		if (claim_rc)
 			return claim_rc;
 		usable &= !rc;

@@ -10,6 +10,7 @@
 #include "internal.h"
 #include "restorer.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <libaio.h>
 #include <poll.h>
@@ -85,7 +86,7 @@ static void rebuild_shapes(void)
 	}
 	for (int i = 0; i < N; i++)
 		io_destroy((io_context_t)(uintptr_t)ctx[i]);
-	/* the placeholders taken by the restorer, as a live restore has them */
+	/* the placeholders passed as claims, as a live restore passes them */
 	aiotk_range claim[N];
 	for (int i = 0; i < N; i++)
 		claim[i] = (aiotk_range){ saved[i].addr, saved[i].ring_len };
@@ -139,6 +140,36 @@ static void claim_refused(void)
 	      "no ring made");
 	aiotk_unmap(&self, a, 2 * 4096, &err);
 	aiotk_ring_free(&saved);
+}
+
+/* The routine's own claims (a live target's restorer takes them in its
+ * run): the free one held as a placeholder, the occupied one refused with
+ * EEXIST, and nothing after it done, no ring made. */
+static void routine_claims(void)
+{
+	uint8_t *area = mmap(NULL, 2 * 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint64_t a = (uint64_t)(uintptr_t)area;
+	munmap(area, 4096);
+	size_t jl = sizeof(struct aiotk_rjob) + sizeof(struct aiotk_rjob_ring) + 4 * sizeof(uint64_t);
+	struct aiotk_rjob *job = calloc(1, jl + 16 * 72);
+	uint64_t *c = (uint64_t *)(job->ring + 1);
+	c[0] = a, c[1] = 4096, c[2] = a + 4096, c[3] = 4096;
+	job->claims = (uint64_t)(uintptr_t)c, job->nclaims = 2;
+	job->cbs = (uint64_t)(uintptr_t)job + jl, job->batch = 16, job->nrings = 1;
+	job->journal_magic = AIOTK_JOURNAL_MAGIC, job->building = AIOTK_RING_BUILDING;
+	strcpy(job->path, "/dev/null");
+	job->ring[0].n = 1, job->ring[0].nr = 127, job->ring[0].len = 8192, job->ring[0].dest = a;
+	aiotk_restorer_main(job);
+	CHECK(job->claimed == 1 && job->claim_status == -EEXIST && job->done == 0 && !job->ring[0].ctx &&
+	      job->finished, "claimed %u status %lld done %u", job->claimed, (long long)job->claim_status,
+	      job->done);
+	aiotk_vma v;
+	CHECK(aiotk_maps_overlap(0, a, 4096, 0, &v, NULL) == 1 && aiotk_vma_is_placeholder(&v),
+	      "the free range is held by a placeholder");
+	CHECK(aiotk_maps_overlap(0, a + 4096, 4096, 0, &v, NULL) == 1 && !strcmp(v.perms, "r--p"),
+	      "the occupant is untouched");
+	munmap(area, 2 * 4096);
+	free(job);
 }
 
 /* The restorer's code copied elsewhere and run from there, in a child. */
@@ -240,6 +271,7 @@ int main(void)
 	devnull = open("/dev/null", O_WRONLY);
 	rebuild_shapes();
 	claim_refused();
+	routine_claims();
 	runs_anywhere();
 	maps_by_query();
 	aiotk_target_free(&self);
