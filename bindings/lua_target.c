@@ -572,6 +572,8 @@ static int t_index(lua_State *L)
 		lua_pushnumber(L, (double)aiotk_target_stopped_ns(&lt->t));
 	else if (!strcmp(k, "dead"))
 		lua_pushboolean(L, aiotk_target_dead(&lt->t));
+	else if (!strcmp(k, "cpu_latency_held"))
+		lua_pushboolean(L, aiotk_target_latency_held(&lt->t));
 	else if (!strcmp(k, "simulated_contexts"))
 		lua_pushnumber(L, aiotk_target_sim_live(&lt->t));
 	else {
@@ -616,8 +618,25 @@ static int pid_target(lua_State *L, int (*open)(aiotk_target *, int, aiotk_err *
 	return 1;
 }
 
-/* attach(pid): every thread of pid stopped until target:detach(). */
-static int l_attach(lua_State *L) { return pid_target(L, aiotk_target_attach); }
+/* attach(pid[, {cpu_latency=}]): every thread of pid stopped until
+ * target:detach(); cpu_latency: hold the CPUs out of deep idle meanwhile
+ * (aiotk_attach_opts). */
+static int l_attach(lua_State *L)
+{
+	aiotk_err err;
+	int pid = (int)luaL_checknumber(L, 1);
+	aiotk_attach_opts o = { 0 };
+	if (lua_istable(L, 2)) {
+		lua_getfield(L, 2, "cpu_latency");
+		o.hold_cpu_latency = lua_toboolean(L, -1);
+		lua_pop(L, 1);
+	}
+	ltarget *lt = new_target(L);
+	if (aiotk_target_attach_with(&lt->t, pid, &o, &err))
+		return laiotk_fail(L, &err);
+	lt->attached = 1;
+	return 1;
+}
 /* adopt(pid): a process this one already traces and holds stopped. */
 static int l_adopt(lua_State *L) { return pid_target(L, aiotk_target_adopt); }
 /* frozen(pid): a process someone else holds stopped; read-only. */

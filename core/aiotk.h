@@ -144,6 +144,17 @@ unsigned aiotk_target_sim_live(const aiotk_target *t);
  * dies (core/arch.h). Refuses zombies, kernel threads, exiting processes
  * and other users' processes, saying which. */
 int aiotk_target_attach(aiotk_target *t, int pid, aiotk_err *err);
+typedef struct aiotk_attach_opts {
+	/* Keep every CPU out of deep idle from just before the stop until the
+	 * process runs again (/dev/cpu_dma_latency; root): wakeups of idle
+	 * CPUs are a large part of a stop on virtual machines. */
+	int hold_cpu_latency;
+} aiotk_attach_opts;
+/* attach with options; NULL: all off, as aiotk_target_attach. */
+int aiotk_target_attach_with(aiotk_target *t, int pid, const aiotk_attach_opts *o,
+			     aiotk_err *err);
+/* Whether the CPU latency request is held for t (it could be opened). */
+int aiotk_target_latency_held(const aiotk_target *t);
 /* Process pid, already traced and held in a ptrace stop by the caller
  * (CRIU's restore, before it resumes the tasks): system calls injected as
  * with attach; detach puts the main thread's registers and mask back and

@@ -15,6 +15,11 @@
 int aiotk_claim_result(aiotk_target *t, uint64_t addr, uint64_t len, long r,
 		       aiotk_err *err);
 
+/* A request that keeps every CPU out of deep idle states until released
+ * (cpu_latency.c): a descriptor, or -1 where it cannot be had. */
+int aiotk_cpu_latency_hold(void);
+void aiotk_cpu_latency_release(int fd);
+
 /* Memory the target itself owns, for syscall arguments it must read. */
 int aiotk_scratch_map(aiotk_target *t, size_t len, uint64_t *addr,
 		      aiotk_err *err);

@@ -57,6 +57,7 @@ struct tracee {
 	aiotk_err why;      /* why it cannot be injected into, if it cannot */
 	uint64_t t_stop, stopped_ns;
 	int quiet;          /* quiet_signal(), read before the stop */
+	int latency_fd;     /* aiotk_cpu_latency_hold(), or -1 */
 	/* pin_self(), colocate(): aiotk's and the main thread's affinity as
 	 * found, and the CPU both are pinned to */
 	cpu_set_t own, theirs;
@@ -678,6 +679,8 @@ static int pt_detach(aiotk_target *t, aiotk_err *err)
 	int dead = p->dead, execd = p->execd;
 	p->stopped_ns = aiotk_now_ns() - p->t_stop;
 	unpin_self(p);
+	aiotk_cpu_latency_release(p->latency_fd);
+	p->latency_fd = -1;
 	if (execd)
 		return aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d executed a new program while stopped", p->pid);
 	if (dead)
@@ -693,6 +696,7 @@ static void pt_free(aiotk_target *t)
 	if (p->nth)
 		pt_detach(t, NULL);
 	unpin_self(p);
+	aiotk_cpu_latency_release(p->latency_fd);
 	free(p->th);
 	free(p);
 	t->priv = NULL;
@@ -706,6 +710,12 @@ static const struct aiotk_target_ops ptrace_ops = {
 
 int aiotk_target_attach(aiotk_target *t, int pid, aiotk_err *err)
 {
+	return aiotk_target_attach_with(t, pid, NULL, err);
+}
+
+int aiotk_target_attach_with(aiotk_target *t, int pid, const aiotk_attach_opts *o,
+			     aiotk_err *err)
+{
 	if (!aiotk_arch_supported())
 		return aiotk_fail(err, AIOTK_EINVAL, ENOSYS,
 				  "live processes are not supported on this architecture (syscall injection exists for x86_64)");
@@ -716,6 +726,7 @@ int aiotk_target_attach(aiotk_target *t, int pid, aiotk_err *err)
 	if (!p)
 		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory");
 	p->pid = pid;
+	p->latency_fd = o && o->hold_cpu_latency ? aiotk_cpu_latency_hold() : -1;
 	/* Read while the process runs, to keep it out of the stopped time;
 	 * a failure is kept in p->why, since dumps need no injection. */
 	if (!aiotk_find_gadget(pid, aiotk_arch_gadget_syscall, &p->code, &p->why))
@@ -761,6 +772,7 @@ int aiotk_target_adopt(aiotk_target *t, int pid, aiotk_err *err)
 	}
 	p->pid = pid;
 	p->adopted = 1;
+	p->latency_fd = -1;
 	if (!aiotk_find_gadget(pid, aiotk_arch_gadget_syscall, &p->code, &p->why))
 		aiotk_find_gadget(pid, aiotk_arch_gadget_sigreturn, &p->sigreturn, &p->why);
 	aiotk_arch_frame_prepare();
@@ -792,6 +804,12 @@ int aiotk_target_dead(const aiotk_target *t)
 	return t->ops == &ptrace_ops && p && (p->dead || p->execd);
 }
 
+
+int aiotk_target_latency_held(const aiotk_target *t)
+{
+	const struct tracee *p = t->priv;
+	return t->ops == &ptrace_ops && p && p->latency_fd >= 0;
+}
 
 int aiotk_target_pinned(const aiotk_target *t)
 {

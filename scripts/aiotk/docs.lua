@@ -56,7 +56,8 @@ M.entries = {
 	{ "aiotk.json", "aiotk.json(value)", "JSON text, keys sorted (the same data, the same text); " ..
 		"aiotk.null is JSON's null" },
 	{ "aiotk.array", "aiotk.array([t])", "marks t as a list, so that it encodes as [] even when empty" },
-	{ "aiotk.attach", "aiotk.attach(pid)", "a target: process pid stopped until t:detach(), with the " ..
+	{ "aiotk.attach", "aiotk.attach(pid[, {cpu_latency=}])", "a target: process pid stopped until t:detach() " ..
+		"(cpu_latency: CPUs held out of deep idle meanwhile, t.cpu_latency_held says whether), with the " ..
 		"primitives as methods: t:rings(), t:snapshot(addr), t:restore(ring), t:converge(...), " ..
 		"t:replay(...), t:remap(...), t:io_destroy(ctx), t:mapping_at(addr, len), t:capture(ring, obj), " ..
 		"t:resubmit(ctx, ring), t:snapshot_many({ {addr=, ring_len=}, ... }) (a dump's rings read " ..
@@ -68,7 +69,7 @@ M.entries = {
 		"pins once (as aiotk bench does)" },
 	{ "aiotk.simulate", "aiotk.simulate(model)", "a simulated kernel as a target (io_setup sized by " ..
 		"model): sim:converge(len[, guess_model]), sim.simulated_contexts" },
-	{ "aiotk.with_process", "aiotk.with_process(pid, fn)", "fn(target) with the process stopped; always let go" },
+	{ "aiotk.with_process", "aiotk.with_process(pid, fn[, {cpu_latency=}])", "fn(target) with the process stopped (cpu_latency: CPUs held out of deep idle meanwhile); always let go" },
 	{ "aiotk.dump_process", "aiotk.dump_process(pid, dir[, {policy=, area=}])", "the image of pid's " ..
 		"rings, and a report: per ring address {unreaped, in_flight} when stopped, waited_ms" },
 	{ "aiotk.restore_process", "aiotk.restore_process(pid, rings[, {replace=, policy=, plan=, on_ring=}])",

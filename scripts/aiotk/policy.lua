@@ -45,6 +45,12 @@ function M.order(rings)
 	return rings
 end
 
+-- Hold every CPU out of deep idle states while a process is stopped (a
+-- /dev/cpu_dma_latency request of 0, root only, dropped by the kernel when
+-- aiotk lets go or dies): waking an idle CPU is a large part of a stop on
+-- virtual machines. false: leave the CPUs alone.
+M.cpu_latency = true
+
 -- Where messages go.
 function M.log(msg) require("aiotk.log").info(msg) end
 

@@ -13,8 +13,8 @@ local kernel = require "aiotk.kernel"
 local M = {}
 
 -- Run fn(target) with process pid stopped; it is let go whatever fn does.
-function M.with_process(pid, fn)
-	local t, err, code = core.attach(pid)
+function M.with_process(pid, fn, opts)
+	local t, err, code = core.attach(pid, opts)
 	if not t then return nil, err, code end
 	local results = { n = 0 }
 	local function pack(...) results = { n = select("#", ...), ... } end
@@ -326,7 +326,7 @@ function M.dump_process(pid, dir, opts)
 		stopped = t
 		rings, warnings, report = dump_rings(t, policy, opts)
 		return rings, warnings, report
-	end)
+	end, { cpu_latency = policy.cpu_latency })
 	if not ok then return nil, err, code end
 	local img = image_of(rings, warnings)
 	img.pid = pid
@@ -659,7 +659,7 @@ function M.restore_process(pid, rings, opts)
 		end
 		out.target = t
 		return true
-	end)
+	end, { cpu_latency = policy.cpu_latency })
 	if not rok then
 		-- Killed after its last system call, it shows only at detach.
 		if target and target.dead and not err:find(EXITED, 1, true) then err = EXITED .. err end

@@ -55,6 +55,18 @@ function M.status(pid, field)
 	return s:match(field .. ":%s*([^\n]*)")
 end
 
+-- The CPU latency every request on /dev/cpu_dma_latency adds up to, in
+-- us (the kernel's default when none holds it: 2000000000); nil when it
+-- cannot be read (not root).
+function M.cpu_latency()
+	local f = io.open("/dev/cpu_dma_latency", "rb")
+	local b = f and f:read(4)
+	if f then f:close() end
+	if not b or #b < 4 then return nil end
+	local v = b:byte(1) + b:byte(2) * 256 + b:byte(3) * 65536 + b:byte(4) * 16777216
+	return v >= 2 ^ 31 and v - 2 ^ 32 or v
+end
+
 -- Gone or a zombie: the process runs no more.
 function M.ended(pid)
 	local st = M.status(pid, "State")

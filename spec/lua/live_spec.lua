@@ -207,6 +207,39 @@ describe("live process", function()
 		assert.are.equal("VERIFY OK 3 rings", w:verify())
 	end)
 
+	it("holds the CPUs out of deep idle only while the process is stopped, and as the policy says", function()
+		local aiotk = require "aiotk"
+		if not helper.is_root() then
+			pending("needs root for /dev/cpu_dma_latency: skipped")
+			return
+		end
+		local idle = helper.cpu_latency()
+		assert.is_number(idle)
+		local w = helper.workload("--ring 256:20:5:0")
+		local seen = {}
+		for _, hold in ipairs { true, false } do
+			assert(aiotk.with_process(w.pid, function(t)
+				seen[#seen + 1] = { held = t.cpu_latency_held, latency = helper.cpu_latency() }
+				return true
+			end, { cpu_latency = hold }))
+			assert.are.equal(idle, helper.cpu_latency())
+		end
+		assert.are.same({ { held = true, latency = 0 }, { held = false, latency = idle } }, seen)
+		-- a dump holds it as its policy says (the filter hook runs while
+		-- the process is stopped)
+		local policy = require "aiotk.policy"
+		assert.is_true(policy.cpu_latency)
+		for _, hold in ipairs { true, false } do
+			local p, during = policy.load(nil), {}
+			p.cpu_latency = hold
+			p.filter = function() during[#during + 1] = helper.cpu_latency() return true end
+			assert(aiotk.dump_process(w.pid, dir .. "/" .. tostring(hold), { policy = p }))
+			assert.are.same({ hold and 0 or idle }, during)
+			assert.are.equal(idle, helper.cpu_latency())
+		end
+		assert.are.equal("VERIFY OK 1 rings", w:verify())
+	end)
+
 	it("says so when there is no such process", function()
 		-- a free PID below pid_max (no process of ours is touched)
 		local f = io.open("/proc/sys/kernel/pid_max")

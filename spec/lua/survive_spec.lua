@@ -28,10 +28,16 @@ local function random_moment(apid, target, max_ms)
 	while core.now_ns() < until_ns do end
 end
 
--- The target runs, is not traced and not stopped.
+-- What /dev/cpu_dma_latency says with no aiotk holding it.
+local IDLE_LATENCY = helper.cpu_latency()
+
+-- The target runs, is not traced and not stopped; aiotk's hold on the
+-- CPUs' idle states went with it.
 local function assert_unharmed(w, context)
 	assert(helper.wait_until(function() return tracer(w.pid) == 0 end, 2000),
 		context .. ": target still traced")
+	assert(helper.cpu_latency() == IDLE_LATENCY, context .. ": CPU latency request left: " ..
+		tostring(helper.cpu_latency()))
 	local state = w:state()
 	assert(state ~= "t" and state ~= "T" and state ~= "Z" and state ~= "",
 		context .. ": target state " .. state)
