@@ -570,6 +570,8 @@ static int t_index(lua_State *L)
 		lua_pushnumber(L, lt->t.pid);
 	else if (!strcmp(k, "stopped_ns"))
 		lua_pushnumber(L, (double)aiotk_target_stopped_ns(&lt->t));
+	else if (!strcmp(k, "stopped_at_ns"))
+		lua_pushnumber(L, (double)aiotk_target_stopped_at_ns(&lt->t));
 	else if (!strcmp(k, "dead"))
 		lua_pushboolean(L, aiotk_target_dead(&lt->t));
 	else if (!strcmp(k, "cpu_latency_held"))

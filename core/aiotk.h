@@ -181,6 +181,8 @@ int aiotk_target_pin(aiotk_target *t, aiotk_err *err);
  * system calls put back; the process runs. */
 int aiotk_target_detach(aiotk_target *t, aiotk_err *err);
 uint64_t aiotk_target_stopped_ns(const aiotk_target *t);
+/* When that stop began (aiotk_now_ns's clock, CLOCK_MONOTONIC); 0 if none. */
+uint64_t aiotk_target_stopped_at_ns(const aiotk_target *t);
 int aiotk_target_dead(const aiotk_target *t);
 void aiotk_target_free(aiotk_target *t);
 long aiotk_sys(aiotk_target *t, long nr, long a0, long a1, long a2, long a3,

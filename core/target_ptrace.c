@@ -798,6 +798,12 @@ uint64_t aiotk_target_stopped_ns(const aiotk_target *t)
 	return t->ops == &ptrace_ops && p ? p->stopped_ns : 0;
 }
 
+uint64_t aiotk_target_stopped_at_ns(const aiotk_target *t)
+{
+	const struct tracee *p = t->priv;
+	return t->ops == &ptrace_ops && p ? p->t_stop : 0;
+}
+
 int aiotk_target_dead(const aiotk_target *t)
 {
 	const struct tracee *p = t->priv;

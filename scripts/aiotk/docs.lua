@@ -63,7 +63,7 @@ M.entries = {
 		"t:resubmit(ctx, ring), t:snapshot_many({ {addr=, ring_len=}, ... }) (a dump's rings read " ..
 		"together), t:restore_all({ {ring=, n=, placeholder=, model=}, ... }) (rings rebuilt in order, " ..
 		"those the restorer can do in one run inside the process), t:mappings([ranges]), t:release() " ..
-		"(its workspace back now rather than at detach); t.pid, t.stopped_ns, t.dead" },
+		"(its workspace back now rather than at detach); t.pid, t.stopped_ns, t.stopped_at_ns (when the stop began, core.now_ns's clock), t.dead" },
 	{ "aiotk.self", "aiotk.self()", "this process as a target (the one aiotk's functions use); " ..
 		"self:pin() keeps this thread on its CPU until self:release(), so a series of replays " ..
 		"pins once (as aiotk bench does)" },

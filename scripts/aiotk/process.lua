@@ -333,6 +333,7 @@ function M.dump_process(pid, dir, opts)
 	img.stopped_ns = stopped.stopped_ns
 	local w, werr, wcode = write_new(img, dir)
 	if not w then return nil, werr, wcode end
+	report.stopped_at_ns = stopped.stopped_at_ns
 	return img, report
 end
 
@@ -666,6 +667,7 @@ function M.restore_process(pid, rings, opts)
 		return nil, err, code
 	end
 	out.stopped_ns = out.target.stopped_ns
+	out.stopped_at_ns = out.target.stopped_at_ns
 	out.plan = plan
 	return out
 end

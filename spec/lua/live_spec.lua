@@ -218,11 +218,16 @@ describe("live process", function()
 		local w = helper.workload("--ring 256:20:5:0")
 		local seen = {}
 		for _, hold in ipairs { true, false } do
+			local before, target = core.now_ns(), nil
 			assert(aiotk.with_process(w.pid, function(t)
 				seen[#seen + 1] = { held = t.cpu_latency_held, latency = helper.cpu_latency() }
+				target = t
 				return true
 			end, { cpu_latency = hold }))
 			assert.are.equal(idle, helper.cpu_latency())
+			-- the stop's start and length, on core.now_ns's clock
+			assert.is_true(target.stopped_at_ns > before and
+				target.stopped_at_ns + target.stopped_ns < core.now_ns())
 		end
 		assert.are.same({ { held = true, latency = 0 }, { held = false, latency = idle } }, seen)
 		-- a dump holds it as its policy says (the filter hook runs while
