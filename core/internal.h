@@ -82,10 +82,14 @@ int aiotk_vm_rw(int pid, uint64_t addr, void *buf, size_t len, int wr);
 struct aiotk_rjob;
 void aiotk_restorer_main(struct aiotk_rjob *job);
 int aiotk_restorer_code(const uint8_t **code, size_t *len, size_t *entry);
-int aiotk_target_restorer_exit(aiotk_target *t, uint64_t *exit_sp, int *sig,
-			       aiotk_err *err);
+int aiotk_target_restorer_exit(aiotk_target *t, uint64_t *exit_sp, uint64_t *gadget,
+			       int *sig, aiotk_err *err);
 int aiotk_target_run_restorer(aiotk_target *t, uint64_t entry, uint64_t job,
 			      uint64_t sp, int sig, aiotk_err *err);
+/* After a run that ended at its signal: the routine's tail (its own
+ * munmap) run to that call's exit. 0, or -errno (then the mapping may
+ * still be there). */
+long aiotk_target_end_restorer(aiotk_target *t);
 
 /* Whether t's system calls run pinned to one CPU already (a stopped
  * process co-located with aiotk, or this process after

@@ -131,10 +131,10 @@ static int run_there(aiotk_target *t, aiotk_rebuild *b, struct aiotk_rjob *job,
 {
 	const uint8_t *code;
 	size_t code_len, entry;
-	uint64_t exit_sp, base;
+	uint64_t exit_sp, gadget, base;
 	int sig, rwx, rc = aiotk_restorer_code(&code, &code_len, &entry);
 	if (!rc)
-		rc = aiotk_target_restorer_exit(t, &exit_sp, &sig, err);
+		rc = aiotk_target_restorer_exit(t, &exit_sp, &gadget, &sig, err);
 	if (rc)
 		return rc;
 	size_t code_pages = (code_len + PAGE - 1) / PAGE * PAGE;
@@ -149,6 +149,7 @@ static int run_there(aiotk_target *t, aiotk_rebuild *b, struct aiotk_rjob *job,
 		 b->nclaims - b->claimed);
 	len = job_len(b->saved + from, n, b->nclaims - b->claimed);
 	job->exit_sp = exit_sp, job->pid = t->pid, job->sig = sig;
+	job->gadget = gadget, job->self_base = base, job->self_len = total;
 	rc = aiotk_poke(t, base, code, code_len, err);
 	if (!rc)
 		rc = aiotk_poke(t, at, job, len, err);
@@ -163,7 +164,10 @@ static int run_there(aiotk_target *t, aiotk_rebuild *b, struct aiotk_rjob *job,
 	 * (the header and the rings; the events the job carried stay). */
 	if (!rc && (rc = aiotk_peek(t, at, job, sizeof(*job) + n * sizeof(job->ring[0]), err)))
 		return rc; /* nothing more to be done in that process */
-	aiotk_scratch_unmap(t, base, total);
+	/* Ended at its signal, it unmaps itself; otherwise the mapping goes
+	 * by an injected call. */
+	if (rc || ran || aiotk_target_end_restorer(t))
+		aiotk_scratch_unmap(t, base, total);
 	return rc ? rc : ran ? 1 : 0;
 }
 

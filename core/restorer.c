@@ -15,9 +15,11 @@
  *
  * In a target its end signals the main thread with `sig`, a signal that
  * process neither catches nor would notice (default action: ignore), and
- * then returns through the return frame: aiotk takes over at that signal
- * stop; a dead aiotk leaves the thread to ignore the signal and resume its
- * own context, as with a single injected call (arch.h). */
+ * then unmaps its own mapping and returns through the return frame: aiotk
+ * takes over at that signal stop, reads the answer, and lets it run to
+ * the munmap's exit; a dead aiotk leaves the thread to ignore the signal,
+ * unmap the routine and resume its own context, as with a single injected
+ * call (arch.h). */
 #include "restorer.h"
 #include "internal.h"
 
@@ -236,7 +238,14 @@ done:
 	if (!job->exit_sp)
 		return;
 	rs_sys(SYS_tgkill, job->pid, job->pid, job->sig, 0, 0);
-	__asm__ volatile("mov %0, %%rsp\n\tret" : : "r"(job->exit_sp) : "memory");
+	/* Its own mapping goes last, through the process's `syscall; ret`
+	 * (the code doing it lives in that mapping), whose ret leads into the
+	 * return frame: aiotk resumes it from the signal stop to that call's
+	 * exit; a dead aiotk leaves nothing of it behind either. */
+	__asm__ volatile("mov %0, %%rsp\n\tjmp *%1"
+			 : : "r"(job->exit_sp), "r"(job->gadget), "a"((long)SYS_munmap),
+			   "D"(job->self_base), "S"(job->self_len)
+			 : "memory");
 	__builtin_unreachable();
 }
 

@@ -47,6 +47,8 @@ struct aiotk_rjob {
 	uint64_t exit_sp;     /* in a target: its return frame (arch.h); 0 here */
 	uint64_t journal_magic; /* AIOTK_JOURNAL_MAGIC */
 	uint64_t claims;      /* nclaims (address, length) pairs to hold first */
+	uint64_t gadget;      /* in a target: a `syscall; ret` of its own code */
+	uint64_t self_base, self_len; /* in a target: the mapping it runs from */
 	char path[16];        /* "/dev/null" */
 	uint32_t batch, nrings;
 	uint32_t building;    /* AIOTK_RING_BUILDING */

@@ -313,8 +313,8 @@ static int quiet_signal(int pid)
 	return 0;
 }
 
-int aiotk_target_restorer_exit(aiotk_target *t, uint64_t *exit_sp, int *sig,
-			       aiotk_err *err)
+int aiotk_target_restorer_exit(aiotk_target *t, uint64_t *exit_sp, uint64_t *gadget,
+			       int *sig, aiotk_err *err)
 {
 	struct tracee *p = T(t);
 	if (t->ops != &ptrace_ops)
@@ -325,6 +325,18 @@ int aiotk_target_restorer_exit(aiotk_target *t, uint64_t *exit_sp, int *sig,
 		return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0,
 				  "process %d catches SIGURG, SIGWINCH and SIGCHLD", p->pid);
 	*exit_sp = p->frame;
+	*gadget = p->code;
+	return 0;
+}
+
+long aiotk_target_end_restorer(aiotk_target *t)
+{
+	struct tracee *p = T(t);
+	for (int stop = 0; stop < 2; stop++) { /* the munmap's entry, then exit */
+		long rc = ptrace(PTRACE_SYSCALL, p->pid, 0, 0) ? -errno : wait_syscall_stop(p);
+		if (rc)
+			return dying(p, rc);
+	}
 	return 0;
 }
 
