@@ -58,6 +58,10 @@ struct tracee {
 	uint64_t t_stop, stopped_ns;
 	int quiet;          /* quiet_signal(), read before the stop */
 	int latency_fd;     /* aiotk_cpu_latency_hold(), or -1 */
+	/* The main thread's FPU state as arm() found it: injected calls leave
+	 * it as is, so it is what a restorer run puts back. */
+	uint8_t fpu[FRAME_MAX];
+	size_t fpu_len;
 	/* pin_self(), colocate(): aiotk's and the main thread's affinity as
 	 * found, and the CPU both are pinned to */
 	cpu_set_t own, theirs;
@@ -350,16 +354,13 @@ int aiotk_target_run_restorer(aiotk_target *t, uint64_t entry, uint64_t job,
 {
 	struct tracee *p = T(t);
 	const long a[6] = { (long)job, 0, 0, 0, 0, 0 };
-	static __thread uint8_t fpu[FRAME_MAX];
-	size_t fpu_len;
 	aiotk_regs r = p->saved;
 	aiotk_arch_prepare(&r, entry, sp, 0, a);
-	/* Compiled code may use vector registers; the thread's go back after
-	 * (registers alone are put back at detach). */
-	long rc = aiotk_arch_fpu_get(p->pid, fpu, sizeof(fpu), &fpu_len);
-	if (!rc)
-		rc = run_code(p, &r, sig);
-	long back = rc == -ESRCH ? 0 : aiotk_arch_fpu_set(p->pid, fpu, fpu_len);
+	/* Compiled code may use vector registers (the routine is built not
+	 * to); the thread's go back after, from arm()'s copy (registers alone
+	 * are put back at detach). */
+	long rc = run_code(p, &r, sig);
+	long back = rc == -ESRCH ? 0 : aiotk_arch_fpu_set(p->pid, p->fpu, p->fpu_len);
 	if (rc == 1)
 		return aiotk_fail(err, AIOTK_ESYS, EFAULT,
 				  "aiotk's restorer faulted in process %d; its rings are rolled back", p->pid);
@@ -435,8 +436,8 @@ static int frame_fits(struct tracee *p, uint64_t at, size_t len)
 static int arm(struct tracee *p)
 {
 	uint64_t sigreturn = p->sigreturn;
-	static __thread uint8_t fpu[FRAME_MAX], frame[FRAME_MAX];
-	size_t fpu_len, len;
+	static __thread uint8_t frame[FRAME_MAX];
+	size_t len;
 	int rc = check_gadget(p, p->code, aiotk_arch_gadget_syscall);
 	if (!rc)
 		rc = check_gadget(p, sigreturn, aiotk_arch_gadget_sigreturn);
@@ -445,8 +446,8 @@ static int arm(struct tracee *p)
 	if (ptrace(PTRACE_GETSIGMASK, p->pid, sizeof(p->mask), &p->mask))
 		return aiotk_fail(&p->why, AIOTK_ESYS, errno, "cannot read the signal mask of %d: %s",
 				  p->pid, strerror(errno));
-	if ((rc = aiotk_arch_fpu_get(p->pid, fpu, sizeof(fpu), &fpu_len)) ||
-	    (rc = aiotk_arch_frame(&p->saved, p->mask, fpu, fpu_len, sigreturn, frame,
+	if ((rc = aiotk_arch_fpu_get(p->pid, p->fpu, sizeof(p->fpu), &p->fpu_len)) ||
+	    (rc = aiotk_arch_frame(&p->saved, p->mask, p->fpu, p->fpu_len, sigreturn, frame,
 				   sizeof(frame), &p->frame, &len)))
 		return aiotk_fail(&p->why, AIOTK_ESYS, -rc, "cannot build the return frame for %d: %s",
 				  p->pid, strerror(-rc));
