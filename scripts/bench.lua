@@ -77,6 +77,11 @@ local states = require "aiotk.states"
 -- as many measurements as the big rings' replay does.
 local STOP_REPS = args.reps * 2 + 1
 
+-- Contexts destroyed just before (the last measurement's) are freed by
+-- deferred work on this CPU that would land in the next one: every
+-- measurement of a stop or a rebuild waits it out.
+local SETTLE_MS = 20
+
 -- Ring sets, as aio_workload's --ring N:COMPLETE:REAP:COMPLETE2 specs.
 local SETS = {
 	big = { name = "131199 slots, 40000 events", rings = { "65536:100000:60000:0" } },
@@ -111,6 +116,7 @@ local function dump_row(c)
 	for _ = 1, STOP_REPS do
 		local w = assert(workload.start(ring_args(set) .. (c.threads and " --threads" or "") ..
 			" --freeze-probe " .. probe))
+		core.sleep_ms(SETTLE_MS)
 		local img, report = assert(aiotk.dump_process(w.pid, dir))
 		stopped[#stopped + 1] = img.stopped_ns
 		freeze[#freeze + 1] = w:freeze_ns(probe, report.stopped_at_ns, report.stopped_at_ns + img.stopped_ns)
@@ -158,11 +164,6 @@ local function saved_rings(set, claim)
 	for _, c in ipairs(claims) do assert(core.reserve(c.addr, c.len)) end
 	return saved, core.now_ns() - t0
 end
-
--- Contexts destroyed just before (the last pair's) are freed by deferred
--- work on this CPU that would land in the next measurement: both sides
--- wait it out.
-local SETTLE_MS = 20
 
 local function floor_once(set, host)
 	local saved, claim_ns = saved_rings(set, true)
