@@ -38,6 +38,7 @@ struct thread {
 	int tid;
 	int gone;     /* exited (and reaped) */
 	int stopping; /* asked to stop, not yet waited for */
+	int seized;   /* traced, not yet asked to stop */
 	int dying;    /* killed while stopped: to be reaped */
 };
 
@@ -474,7 +475,7 @@ static struct thread *add(struct tracee *p, int tid)
 		p->th = n;
 		p->cap = cap;
 	}
-	p->th[p->nth] = (struct thread){ tid, 0, 0, 0 };
+	p->th[p->nth] = (struct thread){ .tid = tid };
 	return &p->th[p->nth++];
 }
 
@@ -485,9 +486,10 @@ static void make_restartable(int tid)
 		aiotk_arch_set(tid, &r);
 }
 
-/* Seize one thread and ask it to stop; it is waited for later, so that
- * the threads of a process stop together rather than one after another
- * (each wakeup of an idle CPU costs tens of microseconds here). */
+/* Seize one thread (it runs on, traced); it is asked to stop by
+ * ask_to_stop and waited for later, so that the threads of a process stop
+ * together rather than one after another (each wakeup of an idle CPU costs
+ * tens of microseconds here). */
 static int seize_thread(struct tracee *p, int tid, aiotk_err *err)
 {
 	if (ptrace(PTRACE_SEIZE, tid, 0, OPTIONS)) {
@@ -506,10 +508,25 @@ static int seize_thread(struct tracee *p, int tid, aiotk_err *err)
 		ptrace(PTRACE_DETACH, tid, 0, 0);
 		return aiotk_fail(err, AIOTK_ENOMEM, ENOMEM, "out of memory for thread %d", tid);
 	}
-	t->stopping = 1;
-	if (ptrace(PTRACE_INTERRUPT, tid, 0, 0))
-		return aiotk_fail(err, AIOTK_ESYS, errno, "cannot stop thread %d: %s", tid, strerror(errno));
+	t->seized = 1;
 	return 0;
+}
+
+/* Every seized thread asked to stop, even after a failure (a thread can
+ * be let go only once stopped); the first error is kept. */
+static int ask_to_stop(struct tracee *p, int rc, aiotk_err *err)
+{
+	for (size_t i = 0; i < p->nth; i++) {
+		struct thread *t = &p->th[i];
+		if (!t->seized)
+			continue;
+		t->seized = 0;
+		t->stopping = 1;
+		if (ptrace(PTRACE_INTERRUPT, t->tid, 0, 0) && !rc)
+			rc = aiotk_fail(err, AIOTK_ESYS, errno, "cannot stop thread %d: %s", t->tid,
+					strerror(errno));
+	}
+	return rc;
 }
 
 /* A seized thread's stop; a signal met on the way goes on to it. */
@@ -550,14 +567,17 @@ static int opendir_task(int pid, DIR **d, aiotk_err *err)
 	return *d ? 0 : aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d exited while being stopped", pid);
 }
 
-/* The threads listed while the process still runs (so that the listing
- * is not in the stopped time): asked to stop, then waited for. */
+/* The threads listed and seized while the process still runs (so that
+ * neither is in the stopped time: PTRACE_SEIZE does not stop a thread),
+ * then asked to stop (the stop starts there), then waited for. */
 static int stop_listed(struct tracee *p, const int *tids, size_t n, aiotk_err *err)
 {
 	int rc = 0;
 	for (size_t i = 0; !rc && i < n; i++)
 		if (!find(p, tids[i]))
 			rc = seize_thread(p, tids[i], err);
+	p->t_stop = aiotk_now_ns();
+	rc = ask_to_stop(p, rc, err);
 	for (size_t i = 0; !rc && i < p->nth; i++)
 		if (p->th[i].stopping)
 			rc = wait_stopped(p, &p->th[i], err);
@@ -595,6 +615,7 @@ static int stop_all(struct tracee *p, aiotk_err *err)
 			added = 1;
 		}
 		closedir(d);
+		rc = ask_to_stop(p, rc, err);
 		for (size_t i = 0; !rc && i < p->nth; i++)
 			if (p->th[i].stopping)
 				rc = wait_stopped(p, &p->th[i], err);
@@ -749,7 +770,6 @@ int aiotk_target_attach_with(aiotk_target *t, int pid, const aiotk_attach_opts *
 	pin_self(p);
 	int tids[64];
 	size_t ntids = list_threads(pid, tids, 64);
-	p->t_stop = aiotk_now_ns();
 	rc = stop_listed(p, tids, ntids, err);
 	if (!rc)
 		rc = stop_all(p, err);
