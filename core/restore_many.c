@@ -97,7 +97,8 @@ static int on_a_claim(uint64_t base, size_t len, const aiotk_range *claim, size_
 	return 0;
 }
 
-/* Each claim not yet held, by an injected call. */
+/* Each claim not yet held, by aiotk_reserve (in a process, an injected
+ * call each). */
 static int claim_each(aiotk_target *t, aiotk_rebuild *b, aiotk_err *err)
 {
 	for (int rc; b->claimed < b->nclaims; b->claimed++)
