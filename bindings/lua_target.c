@@ -53,7 +53,6 @@ static int p_snapshot(lua_State *L, aiotk_target *t, int b)
 
 /* snapshot_many({ {addr=, ring_len=}, ... }[, whole_area]) -> rings, read
  * together (aiotk_snapshot_many): a dump's stopped window. */
-
 static int p_snapshot_many(lua_State *L, aiotk_target *t, int b)
 {
 	aiotk_err err;
@@ -351,10 +350,8 @@ static int p_mappings(lua_State *L, aiotk_target *t, int b)
 		return laiotk_fail(L, &err);
 	lua_createtable(L, some ? 0 : (int)n, 0);
 	for (size_t i = 0; i < n; i++) {
-		int keep = !some || aiotk_vma_is_ring(&v[i]) || aiotk_vma_is_journal(&v[i]);
-		for (size_t r = 0; !keep && r < nr; r++)
-			keep = v[i].start < range[2 * r] + range[2 * r + 1] && range[2 * r] < v[i].end;
-		if (!keep)
+		if (some && !aiotk_vma_is_ring(&v[i]) && !aiotk_vma_is_journal(&v[i]) &&
+		    !aiotk_vma_in_ranges(&v[i], range, nr))
 			continue;
 		push_vma(L, &v[i]);
 		lua_rawseti(L, -2, ++k);
@@ -608,16 +605,22 @@ static int l_check_process(lua_State *L)
 	return 1;
 }
 
+/* The target userdata on the stack, opened (rc) or why not. */
+static int opened(lua_State *L, ltarget *lt, int rc, const aiotk_err *err)
+{
+	if (rc)
+		return laiotk_fail(L, err);
+	lt->attached = 1;
+	return 1;
+}
+
 /* A target for process pid (argument 1), made by open. */
 static int pid_target(lua_State *L, int (*open)(aiotk_target *, int, aiotk_err *))
 {
 	aiotk_err err;
 	int pid = (int)luaL_checknumber(L, 1);
 	ltarget *lt = new_target(L);
-	if (open(&lt->t, pid, &err))
-		return laiotk_fail(L, &err);
-	lt->attached = 1;
-	return 1;
+	return opened(L, lt, open(&lt->t, pid, &err), &err);
 }
 
 /* attach(pid[, {cpu_latency=}]): every thread of pid stopped until
@@ -634,10 +637,7 @@ static int l_attach(lua_State *L)
 		lua_pop(L, 1);
 	}
 	ltarget *lt = new_target(L);
-	if (aiotk_target_attach_with(&lt->t, pid, &o, &err))
-		return laiotk_fail(L, &err);
-	lt->attached = 1;
-	return 1;
+	return opened(L, lt, aiotk_target_attach_with(&lt->t, pid, &o, &err), &err);
 }
 /* adopt(pid): a process this one already traces and holds stopped. */
 static int l_adopt(lua_State *L) { return pid_target(L, aiotk_target_adopt); }

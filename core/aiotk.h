@@ -222,6 +222,8 @@ int aiotk_maps_list(int pid, aiotk_vma **out, size_t *count, aiotk_err *err);
  * *out is the caller's to free(). */
 int aiotk_maps_list_for(int pid, const uint64_t *range, size_t n, aiotk_vma **out,
 			size_t *count, aiotk_err *err);
+/* Whether v overlaps one of the n ranges (start, length pairs). */
+int aiotk_vma_in_ranges(const aiotk_vma *v, const uint64_t *range, size_t n);
 /* Addresses of every AIO ring mapping, in address order. */
 int aiotk_maps_rings(int pid, aiotk_vma *out, size_t max, size_t *count,
 		     aiotk_err *err);

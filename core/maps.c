@@ -316,6 +316,14 @@ static int by_start(const void *a, const void *b)
 	return x->start < y->start ? -1 : x->start > y->start;
 }
 
+int aiotk_vma_in_ranges(const aiotk_vma *v, const uint64_t *range, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v->start < range[2 * i] + range[2 * i + 1] && range[2 * i] < v->end)
+			return 1;
+	return 0;
+}
+
 struct in_ranges {
 	const uint64_t *range;
 	size_t n;
@@ -325,10 +333,20 @@ struct in_ranges {
 static int append_if_shared_or_in(const aiotk_vma *v, void *ctx)
 {
 	struct in_ranges *r = ctx;
-	int keep = v->perms[3] == 's';
-	for (size_t i = 0; !keep && i < r->n; i++)
-		keep = v->start < r->range[2 * i] + r->range[2 * i + 1] && r->range[2 * i] < v->end;
+	int keep = v->perms[3] == 's' || aiotk_vma_in_ranges(v, r->range, r->n);
 	return keep ? append(v, r->l) : 0;
+}
+
+/* Sorted, each mapping once (a private one over two touching ranges is
+ * found from both). */
+static void sort_unique(struct list *l)
+{
+	size_t k = 0;
+	qsort(l->v, l->n, sizeof(*l->v), by_start);
+	for (size_t i = 0; i < l->n; i++)
+		if (!k || l->v[i].start != l->v[k - 1].start)
+			l->v[k++] = l->v[i];
+	l->n = k;
 }
 
 int aiotk_maps_list_for(int pid, const uint64_t *range, size_t n, aiotk_vma **out,
@@ -348,6 +366,6 @@ int aiotk_maps_list_for(int pid, const uint64_t *range, size_t n, aiotk_vma **ou
 		rc = aiotk_maps_each_text(pid, append_if_shared_or_in, &r, err);
 	}
 	if (!rc && l.n)
-		qsort(l.v, l.n, sizeof(*l.v), by_start);
+		sort_unique(&l);
 	return listed(&l, rc, pid, out, count, err);
 }

@@ -138,9 +138,11 @@ static int run_there(aiotk_target *t, aiotk_rebuild *b, struct aiotk_rjob *job,
 		rc = aiotk_target_restorer_exit(t, &exit_sp, &gadget, &sig, err);
 	if (rc)
 		return rc;
+	/* Room for the job with every claim still to take; map_restorer may
+	 * take some first, and the job is then shorter. */
 	size_t code_pages = (code_len + PAGE - 1) / PAGE * PAGE;
-	size_t len = job_len(b->saved + from, n, b->nclaims);
-	size_t total = code_pages + STACK_LEN + (len + cbs_len(job->batch) + PAGE - 1) / PAGE * PAGE;
+	size_t room = job_len(b->saved + from, n, b->nclaims - b->claimed);
+	size_t total = code_pages + STACK_LEN + (room + cbs_len(job->batch) + PAGE - 1) / PAGE * PAGE;
 	/* Writable and executable at once where the process's policy allows
 	 * (one system call fewer), else made executable once written. */
 	if ((rc = map_restorer(t, b, total, &base, &rwx, claim_rc, err)))
@@ -148,7 +150,7 @@ static int run_there(aiotk_target *t, aiotk_rebuild *b, struct aiotk_rjob *job,
 	uint64_t at = base + code_pages + STACK_LEN;
 	fill_job(job, at, b->saved + from, b->o + from, n, b->claim + b->claimed,
 		 b->nclaims - b->claimed);
-	len = job_len(b->saved + from, n, b->nclaims - b->claimed);
+	size_t len = job_len(b->saved + from, n, b->nclaims - b->claimed);
 	job->exit_sp = exit_sp, job->pid = t->pid, job->sig = sig;
 	job->gadget = gadget, job->self_base = base, job->self_len = total;
 	rc = aiotk_poke(t, base, code, code_len, err);

@@ -567,6 +567,16 @@ static int opendir_task(int pid, DIR **d, aiotk_err *err)
 	return *d ? 0 : aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d exited while being stopped", pid);
 }
 
+/* The seized threads asked to stop, then each waited for. */
+static int stop_seized(struct tracee *p, int rc, aiotk_err *err)
+{
+	rc = ask_to_stop(p, rc, err);
+	for (size_t i = 0; !rc && i < p->nth; i++)
+		if (p->th[i].stopping)
+			rc = wait_stopped(p, &p->th[i], err);
+	return rc;
+}
+
 /* The threads listed and seized while the process still runs (so that
  * neither is in the stopped time: PTRACE_SEIZE does not stop a thread),
  * then asked to stop (the stop starts there), then waited for. */
@@ -577,11 +587,7 @@ static int stop_listed(struct tracee *p, const int *tids, size_t n, aiotk_err *e
 		if (!find(p, tids[i]))
 			rc = seize_thread(p, tids[i], err);
 	p->t_stop = aiotk_now_ns();
-	rc = ask_to_stop(p, rc, err);
-	for (size_t i = 0; !rc && i < p->nth; i++)
-		if (p->th[i].stopping)
-			rc = wait_stopped(p, &p->th[i], err);
-	return rc;
+	return stop_seized(p, rc, err);
 }
 
 static size_t list_threads(int pid, int *tids, size_t max)
@@ -615,11 +621,7 @@ static int stop_all(struct tracee *p, aiotk_err *err)
 			added = 1;
 		}
 		closedir(d);
-		rc = ask_to_stop(p, rc, err);
-		for (size_t i = 0; !rc && i < p->nth; i++)
-			if (p->th[i].stopping)
-				rc = wait_stopped(p, &p->th[i], err);
-		if (rc)
+		if ((rc = stop_seized(p, rc, err)))
 			return rc;
 	}
 	return 0;

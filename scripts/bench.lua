@@ -133,18 +133,6 @@ end
 -- Restoring rings into a live process against the same restore in this
 -- process (the floor: the same placeholders and rebuild, no injection, no
 -- ptrace stops), back to back. Both start from the same saved rings.
--- One placeholder over rings that touch, as a restore claims them.
-local function claims_for(saved)
-	local sorted, out = {}, {}
-	for i, r in ipairs(saved) do sorted[i] = r end
-	table.sort(sorted, function(a, b) return a.addr < b.addr end)
-	for _, r in ipairs(sorted) do
-		local last = out[#out]
-		if last and last.addr + last.len == r.addr then last.len = last.len + r.ring_len
-		else out[#out + 1] = { addr = r.addr, len = r.ring_len } end
-	end
-	return out
-end
 
 -- The rings of set made here, saved and destroyed; with claim, their
 -- ranges held at once (as a restore holds them before anything else: an
@@ -158,7 +146,10 @@ local function saved_rings(set, claim)
 			complete2 = tonumber(c2), index = i - 1 })
 		saved[i] = assert(core.snapshot(ctxs[i]))
 	end
-	local claims = claim and claims_for(saved) or {}
+	-- one placeholder over rings that touch, as a restore claims them
+	local ranges = {}
+	for i, r in ipairs(saved) do ranges[i] = { addr = r.addr, len = r.ring_len } end
+	local claims = claim and aiotk.joined_ranges(ranges) or {}
 	for _, ctx in ipairs(ctxs) do core.lab.destroy(ctx) end
 	local t0 = core.now_ns()
 	for _, c in ipairs(claims) do assert(core.reserve(c.addr, c.len)) end

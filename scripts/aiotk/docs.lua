@@ -69,6 +69,9 @@ M.entries = {
 		"pins once (as aiotk bench does)" },
 	{ "aiotk.simulate", "aiotk.simulate(model)", "a simulated kernel as a target (io_setup sized by " ..
 		"model): sim:converge(len[, guess_model]), sim.simulated_contexts" },
+	{ "aiotk.joined_ranges", "aiotk.joined_ranges(ranges[, skip])", "ranges ({ {addr=, len=}, ... }) in " ..
+		"address order with those that touch joined ({ addr, len, members }), indexes in skip left out: " ..
+		"the placeholders a restore holds" },
 	{ "aiotk.with_process", "aiotk.with_process(pid, fn[, {cpu_latency=}])", "fn(target) with the process stopped (cpu_latency: CPUs held out of deep idle meanwhile); always let go" },
 	{ "aiotk.dump_process", "aiotk.dump_process(pid, dir[, {policy=, area=}])", "the image of pid's " ..
 		"rings, and a report: per ring address {unreaped, in_flight} when stopped, waited_ms" },

@@ -420,24 +420,32 @@ local function occupants(maps, steps, replace)
 	return out
 end
 
--- The free destinations (no occupant) in address order, those that touch
--- joined: { addr, len, members = step indexes }.
-local function free_runs(steps, occ)
+-- ranges ({ {addr=, len=}, ... }) in address order, those that touch
+-- joined, those whose index is in skip left out: { {addr, len, members =
+-- indexes into ranges}, ... }. A restore holds one placeholder per run.
+function M.joined_ranges(ranges, skip)
 	local idx = {}
-	for i in ipairs(steps) do if not occ[i] then idx[#idx + 1] = i end end
-	table.sort(idx, function(a, b) return steps[a].ring.addr < steps[b].ring.addr end)
+	for i in ipairs(ranges) do if not (skip and skip[i]) then idx[#idx + 1] = i end end
+	table.sort(idx, function(a, b) return ranges[a].addr < ranges[b].addr end)
 	local runs, cur = {}, nil
 	for _, i in ipairs(idx) do
-		local s = steps[i]
-		if cur and cur.addr + cur.len == s.ring.addr then
-			cur.len = cur.len + s.len
+		local r = ranges[i]
+		if cur and cur.addr + cur.len == r.addr then
+			cur.len = cur.len + r.len
 			cur.members[#cur.members + 1] = i
 		else
-			cur = { addr = s.ring.addr, len = s.len, members = { i } }
+			cur = { addr = r.addr, len = r.len, members = { i } }
 			runs[#runs + 1] = cur
 		end
 	end
 	return runs
+end
+
+-- The saved range of each step.
+local function ranges_of(steps)
+	local ranges = {}
+	for i, s in ipairs(steps) do ranges[i] = { addr = s.ring.addr, len = s.len } end
+	return ranges
 end
 
 -- What an interrupted aiotk left: contexts it was building or had parked
@@ -445,13 +453,12 @@ end
 -- Returns the mappings as they are then (one read of the maps when
 -- nothing was left, which is the usual case).
 local function remove_leftovers(t, steps, policy)
-	local ranges = {}
-	for i, s in ipairs(steps) do ranges[i] = { addr = s.ring.addr, len = s.len } end
+	local ranges = ranges_of(steps)
 	local maps, me, mc = t:mappings(ranges)
 	if not maps then return nil, me, mc end
 	local removed = false
 	-- A placeholder covers one saved range or a run of touching ones.
-	for _, run in ipairs(free_runs(steps, {})) do
+	for _, run in ipairs(M.joined_ranges(ranges)) do
 		for _, m in ipairs(maps) do
 			if m.placeholder and m.start >= run.addr and m.finish <= run.addr + run.len then
 				local ok, err, code = t:unmap(m.start, m.finish - m.start)
@@ -554,7 +561,7 @@ local function rebuild(t, maps, steps, opts, policy, undo, out)
 	-- do, under one placeholder); then each occupant is parked and its
 	-- range claimed at once. With nothing to park, the claims go with the
 	-- rebuild: the restorer takes them first thing in its run.
-	local runs, parking = free_runs(steps, occ), next(occ) ~= nil
+	local runs, parking = M.joined_ranges(ranges_of(steps), occ), next(occ) ~= nil
 	for _, run in ipairs(parking and runs or {}) do
 		local ok, ce, cc = claim(run.members, run.addr, run.len)
 		if not ok then return nil, ce, cc end

@@ -3,7 +3,7 @@
  * copied to another address and run from there in a child, still rebuilds
  * a ring (so it refers to nothing outside itself, as running it inside
  * another process needs); and the maps read through PROCMAP_QUERY are the
- * maps' text, mapping for mapping. */
+ * maps' text, mapping for mapping, also when asked for only some. */
 #define _GNU_SOURCE
 #include "aiotk.h"
 #include "check.h"
@@ -260,6 +260,26 @@ static void maps_by_query(void)
 	}
 	CHECK(ring >= 1 && placeholder == 1 && journal >= 1, "ring %d placeholder %d journal %d",
 	      ring, placeholder, journal);
+	/* Asked for two touching ranges under one private mapping: the
+	 * shared mappings and that one, once. */
+	void *two = mmap(NULL, 8192, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint64_t t2 = (uint64_t)(uintptr_t)two;
+	const uint64_t range[4] = { t2, 4096, t2 + 4096, 4096 };
+	aiotk_vma *l;
+	size_t nl, covering = 0, shared = 0, want_shared = 0;
+	CHECK_OK(aiotk_maps_list_for(0, range, 2, &l, &nl, &err), err);
+	for (size_t i = 0; i < nl; i++) {
+		covering += l[i].start <= t2 && l[i].end >= t2 + 8192;
+		shared += l[i].perms[3] == 's';
+		CHECK(l[i].perms[3] == 's' || aiotk_vma_in_ranges(&l[i], range, 2), "mapping %zu wanted", i);
+		CHECK(!i || l[i].start > l[i - 1].start, "mapping %zu in order, once", i);
+	}
+	for (int i = 0; i < b.n; i++)
+		want_shared += b.v[i].perms[3] == 's';
+	CHECK(covering == 1 && shared == want_shared, "%zu covering, %zu of %zu shared", covering, shared,
+	      want_shared);
+	free(l);
+	munmap(two, 8192);
 	munmap(j, 4096);
 	aiotk_unmap(&self, spot, 8192, &err);
 	io_destroy((io_context_t)(uintptr_t)ctx);

@@ -65,6 +65,14 @@ describe("restore", function()
 		lab.unmap(blocker, 4096)
 	end)
 
+	it("joins touching ranges into one placeholder each, in address order", function()
+		local runs = aiotk.joined_ranges({ { addr = 0x30000, len = 0x1000 }, { addr = 0x10000, len = 0x2000 },
+			{ addr = 0x12000, len = 0x1000 }, { addr = 0x31000, len = 0x1000 }, { addr = 0x40000, len = 0x1000 } },
+			{ [4] = true })
+		assert.are.same({ { addr = 0x10000, len = 0x3000, members = { 2, 3 } },
+			{ addr = 0x30000, len = 0x1000, members = { 1 } }, { addr = 0x40000, len = 0x1000, members = { 5 } } }, runs)
+	end)
+
 	it("takes the placeholders it is given before any ring, and says which it holds", function()
 		local core = aiotk.core
 		local a = assert(states.make { n = 64, complete = 30, reap = 10 })
