@@ -38,6 +38,8 @@ void laiotk_criu_register(lua_State *L);
 /* Adds the primitives to the module table on the stack: each as a function
  * acting on this process and as a method of target userdata. */
 void laiotk_target_register(lua_State *L);
+/* The target at idx, refused (a Lua error) once detached. */
+aiotk_target *laiotk_target_live(lua_State *L, int idx);
 aiotk_geom_host laiotk_check_model(lua_State *L, int idx);
 void laiotk_bench_register(lua_State *L);
 void laiotk_proc_register(lua_State *L);

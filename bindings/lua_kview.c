@@ -80,6 +80,60 @@ static int kv_read(lua_State *L)
 	return 1;
 }
 
+#define READING_MT "aiotk.reading"
+
+/* v:read_stopped(t[, whole_area]) -> reading: what a dump reads while
+ * target t is stopped (aiotk_read_stopped), kept in C until
+ * reading:take() once t runs again, so that the stop holds no Lua work. */
+static int kv_read_stopped(lua_State *L)
+{
+	lkviewer *lv = check_viewer(L);
+	aiotk_target *t = laiotk_target_live(L, 2);
+	int flags = lua_toboolean(L, 3) ? AIOTK_SNAP_AREA : 0;
+	aiotk_err err;
+	aiotk_reading *r = lua_newuserdata(L, sizeof(*r));
+	memset(r, 0, sizeof(*r));
+	luaL_getmetatable(L, READING_MT);
+	lua_setmetatable(L, -2);
+	if (aiotk_read_stopped(t, lv->v, flags, r, &err))
+		return laiotk_fail(L, &err);
+	return 1;
+}
+
+static int reading_settled(lua_State *L)
+{
+	aiotk_reading *r = luaL_checkudata(L, 1, READING_MT);
+	lua_pushboolean(L, r->settled);
+	return 1;
+}
+
+/* reading:take() -> contexts (as v:read gives them), rings (ring
+ * userdata, which own their events from then on); the reading is empty
+ * after. */
+static int reading_take(lua_State *L)
+{
+	aiotk_reading *r = luaL_checkudata(L, 1, READING_MT);
+	lua_createtable(L, (int)r->kv.n, 0);
+	for (size_t i = 0; i < r->kv.n; i++) {
+		push_ctx(L, &r->kv.ctx[i]);
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	lua_createtable(L, (int)r->n, 0);
+	for (size_t i = 0; i < r->n; i++) {
+		*laiotk_ring_new(L) = r->rings[i];
+		memset(&r->rings[i], 0, sizeof(r->rings[i]));
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	aiotk_reading_free(r);
+	return 2;
+}
+
+static int reading_gc(lua_State *L)
+{
+	aiotk_reading_free(luaL_checkudata(L, 1, READING_MT));
+	return 0;
+}
+
 /* v:prepare(pid): the iterator for pid made before it is stopped. */
 static int kv_prepare(lua_State *L)
 {
@@ -143,20 +197,30 @@ static int l_live_rings(lua_State *L)
 	return 1;
 }
 
-void laiotk_kview_register(lua_State *L)
+/* A metatable whose methods are its __index, collected by gc. */
+static void class(lua_State *L, const char *name, lua_CFunction gc, const luaL_Reg *methods)
 {
-	static const luaL_Reg methods[] = {
-		{ "read", kv_read }, { "prepare", kv_prepare }, { "close", kv_close },
-		{ NULL, NULL },
-	};
-	if (luaL_newmetatable(L, KVIEWER_MT)) {
-		lua_pushcfunction(L, kv_close);
+	if (luaL_newmetatable(L, name)) {
+		lua_pushcfunction(L, gc);
 		lua_setfield(L, -2, "__gc");
 		lua_newtable(L);
 		luaL_register(L, NULL, methods);
 		lua_setfield(L, -2, "__index");
 	}
 	lua_pop(L, 1);
+}
+
+void laiotk_kview_register(lua_State *L)
+{
+	static const luaL_Reg methods[] = {
+		{ "read", kv_read }, { "prepare", kv_prepare }, { "close", kv_close },
+		{ "read_stopped", kv_read_stopped }, { NULL, NULL },
+	};
+	static const luaL_Reg reading_methods[] = {
+		{ "settled", reading_settled }, { "take", reading_take }, { NULL, NULL },
+	};
+	class(L, READING_MT, reading_gc, reading_methods);
+	class(L, KVIEWER_MT, kv_close, methods);
 	lua_pushcfunction(L, l_kviewer);
 	lua_setfield(L, -2, "kviewer");
 	lua_pushcfunction(L, l_live_rings);

@@ -471,6 +471,8 @@ static aiotk_target *live_target(lua_State *L, int idx)
 	return &lt->t;
 }
 
+aiotk_target *laiotk_target_live(lua_State *L, int idx) { return live_target(L, idx); }
+
 /* t:capture(ring, obj): the iocb at obj saved with ring. */
 static int p_capture(lua_State *L, aiotk_target *t, int b)
 {

@@ -358,6 +358,22 @@ int aiotk_kview_read(aiotk_kviewer *v, int pid, aiotk_kview *out,
 		     aiotk_err *err);
 void aiotk_kview_free(aiotk_kview *kv);
 
+/* ---- a dump's reading of a stopped process ---------------------------- */
+typedef struct aiotk_reading {
+	aiotk_kview kv;     /* its contexts, in address order */
+	size_t n;
+	aiotk_ring *rings;  /* rings[i] is the ring of kv.ctx[i] */
+	/* No request in flight and each ring's nr and tail the kernel's: the
+	 * rings carry the kernel's n and tail and are what the image holds.
+	 * 0: the caller reads again, deciding while the process is stopped. */
+	int settled;
+} aiotk_reading;
+/* The kernel view of t's process, then the rings it names (flags as for
+ * aiotk_snapshot), in one call: the least a dump keeps a process stopped. */
+int aiotk_read_stopped(aiotk_target *t, aiotk_kviewer *v, int flags, aiotk_reading *out,
+		       aiotk_err *err);
+void aiotk_reading_free(aiotk_reading *r);
+
 /* ---- tail replay ----------------------------------------------------- */
 enum aiotk_req_kind { AIOTK_REQ_AUTO = 0, AIOTK_REQ_POLL, AIOTK_REQ_PWRITE };
 typedef struct aiotk_replay_opts {

@@ -108,13 +108,14 @@ static int wait_thread(struct tracee *p, int tid, int *st)
 	sigaddset(&chld, SIGCHLD);
 	pthread_sigmask(SIG_BLOCK, &chld, &old);
 	int r;
-	/* The others are reaped only when tid keeps us waiting: a stop is
-	 * normally reported at the first SIGCHLD. */
-	for (int round = 0; (r = waitpid(tid, st, __WALL | WNOHANG)) == 0; round++) {
+	/* The others' exits are reaped only once tid has kept us waiting a
+	 * whole timeout: the SIGCHLD of another thread's stop (threads stop
+	 * in any order) would otherwise cost a wait per thread each time. */
+	for (int timed_out = 0; (r = waitpid(tid, st, __WALL | WNOHANG)) == 0;) {
 		struct timespec ts = { 0, 20 * 1000 * 1000 };
-		if (round)
+		if (timed_out)
 			reap_exited(p, tid);
-		sigtimedwait(&chld, NULL, &ts);
+		timed_out = sigtimedwait(&chld, NULL, &ts) < 0 && errno == EAGAIN;
 	}
 	int e = errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);

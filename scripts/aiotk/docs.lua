@@ -83,7 +83,9 @@ M.entries = {
 		"per ring addr, nr, head, tail and from the kernel n, kernel_tail, in_flight, pending" },
 	{ "aiotk.core.kviewer", "aiotk.core.kviewer()", "the kernel view (BPF): viewer:read(pid) gives per " ..
 		"context {addr, n, nr, req_batch, kernel_tail, completed_events, reqs_available, cpu_available, " ..
-		"in_flight, cancellable, pending}; require \"aiotk.kernel\" caches one (kernel.read(pid))" },
+		"in_flight, cancellable, pending}; viewer:read_stopped(t[, whole_area]) reads stopped target t's " ..
+		"contexts and rings in one call (reading:settled(), reading:take() -> contexts, rings); " ..
+		"require \"aiotk.kernel\" caches one (kernel.read(pid), kernel.read_stopped(t))" },
 	{ "aiotk.core.live_rings", "aiotk.core.live_rings(pid)", "{addr, ring_len, nr, head, tail} per ring " ..
 		"of a running process, read without stopping it" },
 	{ "aiotk.lab", "aiotk.lab.*", "a real libaio client for experiments: setup(n), complete(ctx, count, " ..

@@ -41,6 +41,17 @@ function M.read(pid)
 	return by
 end
 
+-- The kernel view of stopped target t and the rings it names, read in
+-- one C call (core/reading.c), when that reading is settled: no request
+-- in flight and every ring's tail the kernel's. reading:take() gives the
+-- contexts and rings once t runs again. nil otherwise (no kernel view, or
+-- something for the policy to decide while t is stopped).
+function M.read_stopped(t, area)
+	local v = M.open()
+	local reading = v and v:read_stopped(t, area)
+	return reading and reading:settled() and reading or nil
+end
+
 -- Requests in flight on context c that finish on their own (disk reads
 -- and writes) and those that may never (cancellable: POLL).
 function M.split(c)

@@ -287,6 +287,21 @@ local function dump_rings(t, policy, opts)
 	return rings, warnings, report
 end
 
+-- What dump_rings gives, from a settled reading (kernel.read_stopped),
+-- made once the process runs again: nothing was in flight, so nothing
+-- the policy decides needed the process stopped.
+local function kept_rings(reading, policy, pid)
+	local contexts, all = reading:take()
+	local rings, report = {}, { waited_ms = 0 }
+	for i, r in ipairs(all) do
+		if policy.filter(r, { phase = "dump", pid = pid }) then
+			rings[#rings + 1] = r
+			report[r.addr] = { unreaped = #r, in_flight = contexts[i].in_flight }
+		end
+	end
+	return rings, "", report
+end
+
 -- An image of rings, made once the process runs again.
 local function image_of(rings, warnings)
 	local img = assert(core.image())
@@ -320,14 +335,17 @@ function M.dump_process(pid, dir, opts)
 	local fit, ferr, fcode = core.check_process(pid)
 	if not fit then return nil, ferr, fcode end
 	if ring_count(pid) == 0 then return nil, no_rings(pid), "norings" end
-	local rings, warnings, report, stopped
+	local rings, warnings, report, stopped, reading
 	kernel.prepare(pid) -- loaded (and its iterator made) before the process is stopped
 	local ok, err, code = M.with_process(pid, function(t)
 		stopped = t
+		reading = kernel.read_stopped(t, opts.area)
+		if reading then return true end
 		rings, warnings, report = dump_rings(t, policy, opts)
 		return rings, warnings, report
 	end, { cpu_latency = policy.cpu_latency })
 	if not ok then return nil, err, code end
+	if reading then rings, warnings, report = kept_rings(reading, policy, pid) end
 	local img = image_of(rings, warnings)
 	img.pid = pid
 	img.stopped_ns = stopped.stopped_ns

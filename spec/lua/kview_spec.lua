@@ -94,6 +94,48 @@ describe("kernel view", function()
 		assert.are.equal("VERIFY OK 1 rings", w:verify())
 	end)
 
+	it("reads a quiet stopped process in one call: its rings in address order, with the kernel's n and tail, as ring-by-ring reads see them", function()
+		local w = helper.workload("--ring 64:3:1:0 --ring 100:5:0:0 --ring 1:15:10:0")
+		kernel.prepare(w.pid)
+		local t = assert(aiotk.core.attach(w.pid))
+		local reading = assert(kernel.read_stopped(t), "nothing is in flight: the reading is settled")
+		local kv = assert(kernel.read(w.pid))
+		local one_by_one = {}
+		for i, m in ipairs(assert(t:rings())) do one_by_one[i] = assert(t:snapshot(m.addr)) end
+		assert(t:detach())
+		-- taken once the process runs again: the rings were read while it was stopped
+		local contexts, rings = reading:take()
+		assert.are.equal(3, #rings)
+		assert.are.equal(3, #contexts)
+		for i, r in ipairs(rings) do
+			local want, k = one_by_one[i], kv[one_by_one[i].addr]
+			assert.are.same({ want.addr, want.nr, want.head, want.tail, want:events() },
+				{ r.addr, r.nr, r.head, r.tail, r:events() })
+			assert.are.same({ k.n, k.kernel_tail, 0 }, { r.n, r.kernel_tail, contexts[i].in_flight })
+			assert.is_true(i == 1 or rings[i - 1].addr < r.addr)
+		end
+		assert.are.same({ 64, 100, 1 }, (function()
+			local by = {}
+			for _, r in ipairs(rings) do by[#by + 1] = r end
+			table.sort(by, function(a, b) return a.tail < b.tail end)
+			return { by[1].n, by[2].n, by[3].n }
+		end)())
+		local none, left = reading:take()
+		assert.are.same({ {}, {} }, { none, left })
+		local ok = pcall(kernel.read_stopped, t)
+		assert.is_false(ok, "a detached target is refused")
+	end)
+
+	it("leaves a reading with a request in flight to the policy: not settled, and the dump still captures it", function()
+		local w = helper.workload("--ring 1:15:10:0 --pending")
+		kernel.prepare(w.pid)
+		local t = assert(aiotk.core.attach(w.pid))
+		assert.is_nil(kernel.read_stopped(t))
+		assert(t:detach())
+		local img = assert(aiotk.dump_process(w.pid, dir .. "/img"))
+		assert.are.equal(1, img:rings()[1].ncaptured)
+	end)
+
 	it("fails a dump that would lose requests when the policy says fail, naming ring, count and kind", function()
 		helper.write(dir .. "/p.lua", [[return { in_flight = function() return "fail" end }]])
 		local w = helper.workload("--ring 1:15:10:0 --pending")

@@ -230,19 +230,21 @@ describe("live process", function()
 				target.stopped_at_ns + target.stopped_ns < core.now_ns())
 		end
 		assert.are.same({ { held = true, latency = 0 }, { held = false, latency = idle } }, seen)
-		-- a dump holds it as its policy says (the filter hook runs while
-		-- the process is stopped)
+		-- a dump holds it as its policy says (with a request in flight the
+		-- in_flight hook runs while the process is stopped)
 		local policy = require "aiotk.policy"
 		assert.is_true(policy.cpu_latency)
+		local pending = helper.workload("--ring 1:15:10:0 --pending")
 		for _, hold in ipairs { true, false } do
 			local p, during = policy.load(nil), {}
 			p.cpu_latency = hold
-			p.filter = function() during[#during + 1] = helper.cpu_latency() return true end
-			assert(aiotk.dump_process(w.pid, dir .. "/" .. tostring(hold), { policy = p }))
+			p.in_flight = function() during[#during + 1] = helper.cpu_latency() return "capture" end
+			assert(aiotk.dump_process(pending.pid, dir .. "/" .. tostring(hold), { policy = p }))
 			assert.are.same({ hold and 0 or idle }, during)
 			assert.are.equal(idle, helper.cpu_latency())
 		end
 		assert.are.equal("VERIFY OK 1 rings", w:verify())
+		assert.are.equal("VERIFY OK 1 rings", pending:verify())
 	end)
 
 	it("says so when there is no such process", function()

@@ -41,6 +41,24 @@ describe("policy", function()
 		assert.are.equal(1, #json.decode(out).rings)
 	end)
 
+	it("dumps only the rings the filter keeps, with or without a request in flight", function()
+		helper.write(dir .. "/big.lua", [[
+			return { filter = function(ring, ctx)
+				assert(ctx.phase == "dump" and ctx.pid > 0)
+				return ring.nr > 1000
+			end }
+		]])
+		for _, extra in ipairs { "", " --pending" } do
+			local w = helper.workload("--ring 1:15:10:0 --ring 4096:100:50:0" .. extra)
+			local img = dir .. "/img" .. #extra
+			dump(w, img, " --policy " .. dir .. "/big.lua")
+			local rings = assert(aiotk.read_image(img)):rings()
+			assert.are.equal(1, #rings, extra)
+			assert.are.same({ 8319, 50 }, { rings[1].nr, #rings[1] })
+			assert.are.equal("VERIFY OK 2 rings", w:verify())
+		end
+	end)
+
 	it("grows a ring in place in a real workload, forced by a policy file", function()
 		helper.write(dir .. "/grow16.lua", [[
 			-- plan as if this host had 16 CPUs: a one-page ring is then impossible
