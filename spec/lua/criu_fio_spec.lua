@@ -17,7 +17,7 @@ local IOPS, BLOCKS = 30, 64 -- 16 in flight drain in about 0.5 s
 local function start_fio(disk, out)
 	local ok, o = helper.sh(string.format("sh -c 'echo $$ > %s; exec unshare --ipc --fork setsid fio " ..
 		"--name=aiotk --filename=%s/data --ioengine=libaio --direct=1 --iodepth=16 --rw=randwrite " ..
-		"--bs=4k --size=%dk --verify=crc32c --thread --output-format=json --output=%s' " ..
+		"--bs=4k --size=%dk --verify=crc32c --verify_state_save=0 --thread --output-format=json --output=%s' " ..
 		"</dev/null >/dev/null 2>&1 & echo $!", disk.procs, disk.mnt, BLOCKS * 4, out))
 	assert(ok, o)
 	local u = tonumber(o:match("%d+"))

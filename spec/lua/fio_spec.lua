@@ -12,7 +12,7 @@ local run = helper.run
 local function start_fio(disk, out)
 	local cmd = string.format("sh -c 'echo $$; echo $$ > %s; exec fio --name=aiotk --filename=%s " ..
 		"--ioengine=libaio --direct=1 --iodepth=16 --rw=randwrite --bs=4k --size=6M " ..
-		"--verify=crc32c --thread --output-format=json --output=%s'", disk.procs, disk.dev, out)
+		"--verify=crc32c --verify_state_save=0 --thread --output-format=json --output=%s'", disk.procs, disk.dev, out)
 	local p = io.popen(cmd)
 	local pid = tonumber(p:read("*l"))
 	return pid, function()
