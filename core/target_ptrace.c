@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ptrace.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -68,6 +69,7 @@ struct tracee {
 	 * found, and the CPU both are pinned to */
 	cpu_set_t own, theirs;
 	int own_pinned, their_pinned, cpu;
+	DIR *task;          /* /proc/PID/task, list_threads() to detach */
 };
 
 static struct tracee *T(aiotk_target *t) { return t->priv; }
@@ -600,41 +602,61 @@ static int stop_listed(struct tracee *p, const int *tids, size_t n, aiotk_err *e
 	return stop_seized(p, rc, err);
 }
 
-static size_t list_threads(int pid, int *tids, size_t max)
+/* The process's task directory, opened while it still runs and kept
+ * until detach: in the stop it is only looked at (thread_count). */
+static size_t list_threads(struct tracee *p, int *tids, size_t max)
 {
-	DIR *d;
 	size_t n = 0;
-	if (opendir_task(pid, &d, NULL))
+	if (opendir_task(p->pid, &p->task, NULL))
 		return 0;
-	for (struct dirent *e; n < max && (e = readdir(d));)
+	for (struct dirent *e; n < max && (e = readdir(p->task));)
 		if (atoi(e->d_name) > 0)
 			tids[n++] = atoi(e->d_name);
-	closedir(d);
 	return n;
+}
+
+/* Every thread of the process is one we hold: the task directory's link
+ * count is 2 + the process's thread count (proc_task_getattr), so one
+ * fstat replaces a listing in the stop. Threads we reaped are no longer
+ * counted; any other difference (or a kernel that counts otherwise) means
+ * a listing. */
+static int holds_all(struct tracee *p)
+{
+	struct stat st;
+	nlink_t alive = 0;
+	for (size_t i = 0; i < p->nth; i++)
+		alive += !p->th[i].gone;
+	return p->task && !fstat(dirfd(p->task), &st) && st.st_nlink == 2 + alive;
 }
 
 /* Threads may be created while we stop others: list until nothing new.
  * Each round asks every new thread to stop, then waits for them all. */
 static int stop_all(struct tracee *p, aiotk_err *err)
 {
-	for (int added = 1; added;) {
-		DIR *d;
-		int rc = opendir_task(p->pid, &d, err);
+	for (int added = 1; added && !holds_all(p);) {
+		int rc = p->task ? 0 : opendir_task(p->pid, &p->task, err);
 		if (rc)
 			return rc;
+		rewinddir(p->task);
 		added = 0;
-		for (struct dirent *e; !rc && (e = readdir(d));) {
+		for (struct dirent *e; !rc && (e = readdir(p->task));) {
 			int tid = atoi(e->d_name);
 			if (tid <= 0 || find(p, tid))
 				continue;
 			rc = seize_thread(p, tid, err);
 			added = 1;
 		}
-		closedir(d);
 		if ((rc = stop_seized(p, rc, err)))
 			return rc;
 	}
 	return 0;
+}
+
+static void close_task(struct tracee *p)
+{
+	if (p->task)
+		closedir(p->task);
+	p->task = NULL;
 }
 
 /* Threads killed while stopped exit within moments; the leader's exit is
@@ -724,6 +746,7 @@ static int pt_detach(aiotk_target *t, aiotk_err *err)
 	release(p);
 	int dead = p->dead, execd = p->execd;
 	p->stopped_ns = aiotk_now_ns() - p->t_stop;
+	close_task(p);
 	unpin_self(p);
 	aiotk_cpu_latency_release(p->latency_fd);
 	p->latency_fd = -1;
@@ -742,6 +765,7 @@ static void pt_free(aiotk_target *t)
 	if (p->nth)
 		pt_detach(t, NULL);
 	unpin_self(p);
+	close_task(p);
 	aiotk_cpu_latency_release(p->latency_fd);
 	free(p->th);
 	free(p);
@@ -781,7 +805,7 @@ int aiotk_target_attach_with(aiotk_target *t, int pid, const aiotk_attach_opts *
 	p->quiet = quiet_signal(pid);
 	pin_self(p);
 	int tids[64];
-	size_t ntids = list_threads(pid, tids, 64);
+	size_t ntids = list_threads(p, tids, 64);
 	rc = stop_listed(p, tids, ntids, err);
 	if (!rc)
 		rc = stop_all(p, err);

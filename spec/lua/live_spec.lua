@@ -207,6 +207,28 @@ describe("live process", function()
 		assert.are.equal("VERIFY OK 3 rings", w:verify())
 	end)
 
+	it("holds every thread while stopped, also threads made while it stops the others", function()
+		local aiotk = require "aiotk"
+		local w = helper.workload("--ring 256:20:5:0 --threads --spawner")
+		local me = tostring(core.getpid())
+		local counts = {}
+		for i = 1, 30 do
+			assert(aiotk.with_process(w.pid, function()
+				local tasks = core.listdir("/proc/" .. w.pid .. "/task")
+				for _, tid in ipairs(tasks) do
+					local status = helper.slurp("/proc/" .. w.pid .. "/task/" .. tid .. "/status")
+					assert.are.equal(me, status:match("TracerPid:%s*(%d+)"), "thread " .. tid .. " is traced by aiotk")
+					assert.matches("State:%s*t", status, "thread " .. tid .. " is stopped")
+				end
+				counts[i] = #tasks
+				return true
+			end))
+		end
+		table.sort(counts)
+		assert.is_true(counts[#counts] > counts[1], "threads came and went between the stops")
+		assert.are.equal("VERIFY OK 1 rings", w:verify())
+	end)
+
 	it("holds the CPUs out of deep idle only while the process is stopped, and as the policy says", function()
 		local aiotk = require "aiotk"
 		if not helper.is_root() then

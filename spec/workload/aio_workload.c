@@ -7,6 +7,7 @@
  *   --ring N:COMPLETE:REAP:COMPLETE2   io_setup(N), complete, reap, complete
  *   --threads       threads blocked in nanosleep, read, epoll_wait, futex
  *                   and pause; verify checks they run on and saw no EINTR
+ *   --spawner       a thread that makes a short-lived thread every 100 us
  *   --seccomp       install a filter that refuses io_setup with EPERM
  *   --tolerate-stop-eintr  accept EINTR from epoll_wait and sigtimedwait,
  *                   which signal(7) lists as failing after any stop and
@@ -309,6 +310,32 @@ static void *pauser(void *arg)
 	return NULL;
 }
 
+/* --spawner: short-lived threads made without pause, so that threads
+ * are created while a tracer stops the others. */
+static void *short_lived(void *arg)
+{
+	struct timespec ms = { 0, 1000000 };
+	(void)arg;
+	nanosleep(&ms, NULL);
+	return NULL;
+}
+
+static void *spawner(void *arg)
+{
+	pthread_attr_t a;
+	(void)arg;
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&a, 64 * 1024);
+	for (;;) {
+		pthread_t t;
+		struct timespec us = { 0, 100000 };
+		pthread_create(&t, &a, short_lived, NULL);
+		nanosleep(&us, NULL);
+	}
+	return NULL;
+}
+
 static void *destroyer(void *arg)
 {
 	io_destroy(*(io_context_t *)arg);
@@ -560,7 +587,7 @@ static int verify(int threads)
 
 int main(int argc, char **argv)
 {
-	int threads = 0, pending = 0, occupant = 0, seccomp = 0;
+	int threads = 0, pending = 0, occupant = 0, seccomp = 0, spawn = 0;
 	const char *expect_out = NULL, *expect_in = NULL;
 	sigset_t set;
 	/* Nothing inherited beyond stdio: CRIU dumps every open file, and a
@@ -580,6 +607,8 @@ int main(int argc, char **argv)
 			}
 		} else if (!strcmp(argv[i], "--threads"))
 			threads = 1;
+		else if (!strcmp(argv[i], "--spawner"))
+			spawn = 1;
 		else if (!strcmp(argv[i], "--tolerate-stop-eintr"))
 			tolerate_stop_eintr = 1;
 		else if (!strcmp(argv[i], "--gap"))
@@ -652,6 +681,10 @@ int main(int argc, char **argv)
 		pthread_create(&t, NULL, epoller, NULL);
 		pthread_create(&t, NULL, futex_waiter, NULL);
 		pthread_create(&t, NULL, pauser, NULL);
+	}
+	if (spawn) {
+		pthread_t t;
+		pthread_create(&t, NULL, spawner, NULL);
 	}
 	if (probe_fd >= 0) {
 		pthread_t t;
