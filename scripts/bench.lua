@@ -160,9 +160,8 @@ local function saved_rings(set, claim)
 	return saved, core.now_ns() - t0
 end
 
-local function floor_once(set, host)
-	local saved, claim_ns = saved_rings(set, true)
-	core.sleep_ms(SETTLE_MS)
+-- The floor: saved rings (their claims held, claim_ns) rebuilt here.
+local function floor_run(saved, claim_ns, host)
 	local t0 = core.now_ns()
 	local jobs = {}
 	for i, r in ipairs(saved) do jobs[i] = { ring = r, placeholder = true, model = host } end
@@ -172,17 +171,21 @@ local function floor_once(set, host)
 	return ns
 end
 
-local function live_once(set, dir, probe)
+-- A workload with set's rings, dumped, its rings destroyed: ready for the
+-- restore into it.
+local function live_ready(set, dir, probe)
 	local w = assert(workload.start(ring_args(set) .. " --freeze-probe " .. probe))
 	assert(aiotk.dump_process(w.pid, dir))
 	w:destroy()
-	local img = assert(aiotk.read_image(dir))
-	core.sleep_ms(SETTLE_MS)
+	return { w = w, rings = assert(aiotk.read_image(dir)):rings() }
+end
+
+local function live_run(l, probe)
 	local t0 = core.now_ns()
-	local res = assert(aiotk.restore_process(w.pid, img:rings()))
+	local res = assert(aiotk.restore_process(l.w.pid, l.rings))
 	local t1 = core.now_ns()
-	local freeze = w:freeze_ns(probe, res.stopped_at_ns, res.stopped_at_ns + res.stopped_ns)
-	w:finish()
+	local freeze = l.w:freeze_ns(probe, res.stopped_at_ns, res.stopped_at_ns + res.stopped_ns)
+	l.w:finish()
 	return t1 - t0, res.stopped_ns, freeze
 end
 
@@ -195,10 +198,21 @@ local function live_restore_row(set, host)
 	os.remove(dir)
 	local totals = {}
 	for i = 1, LIVE_REPS do
-		-- either may run first, as in the replay pairs
-		if i % 2 == 1 then floor[i] = floor_once(set, host) end
-		live[i], stopped[i], freeze[i] = live_once(set, dir, probe)
-		if i % 2 == 0 then floor[i] = floor_once(set, host) end
+		-- Both sides made ready first, then timed back to back with only
+		-- the settle between (either first, as in the replay pairs): with
+		-- their set-up between them too, single pairs spread twice as wide.
+		local l = live_ready(set, dir, probe)
+		local saved, claim_ns = saved_rings(set, true)
+		core.sleep_ms(SETTLE_MS)
+		if i % 2 == 1 then
+			floor[i] = floor_run(saved, claim_ns, host)
+			core.sleep_ms(SETTLE_MS)
+		end
+		live[i], stopped[i], freeze[i] = live_run(l, probe)
+		if i % 2 == 0 then
+			core.sleep_ms(SETTLE_MS)
+			floor[i] = floor_run(saved, claim_ns, host)
+		end
 		ratios[i] = stopped[i] / floor[i]
 		totals[i] = live[i] / floor[i]
 	end
