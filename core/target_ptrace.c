@@ -48,7 +48,7 @@ struct tracee {
 	struct thread *th;
 	size_t nth, cap;
 	aiotk_regs saved;   /* main thread as found, EINTR made restartable */
-	int have_saved;
+	int have_saved;     /* saved read by make_restartable */
 	uint64_t mask;      /* its blocked signals as found */
 	uint64_t code;      /* the syscall gadget */
 	uint64_t sigreturn; /* the rt_sigreturn gadget */
@@ -603,7 +603,7 @@ static int stop_listed(struct tracee *p, const int *tids, size_t n, aiotk_err *e
 }
 
 /* The process's task directory, opened while it still runs and kept
- * until detach: in the stop it is only looked at (thread_count). */
+ * until detach: in the stop, holds_all looks at it first. */
 static size_t list_threads(struct tracee *p, int *tids, size_t max)
 {
 	size_t n = 0;
