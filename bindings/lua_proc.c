@@ -157,6 +157,18 @@ static int l_subreaper(lua_State *L)
 	return 1;
 }
 
+/* guardian(): the pid of the process that puts a pinned thread's CPU mask
+ * back if this one dies (forked at the first attach), or nil. */
+static int l_guardian(lua_State *L)
+{
+	int pid = aiotk_guardian_pid();
+	if (pid)
+		lua_pushinteger(L, pid);
+	else
+		lua_pushnil(L);
+	return 1;
+}
+
 /* reap(pid): collects child pid if it has exited; true once it has. */
 static int l_reap(lua_State *L)
 {
@@ -172,7 +184,7 @@ void laiotk_proc_register(lua_State *L)
 		{ "kill", l_kill }, { "mkdir", l_mkdir }, { "listdir", l_listdir },
 		{ "remove_tree", l_remove_tree }, { "catch_interrupts", l_catch_interrupts },
 		{ "interrupted", l_interrupted }, { "getpid", l_getpid }, { "subreaper", l_subreaper },
-		{ "reap", l_reap }, { NULL, NULL },
+		{ "reap", l_reap }, { "guardian", l_guardian }, { NULL, NULL },
 	};
 	luaL_register(L, NULL, f);
 }

@@ -155,6 +155,10 @@ int aiotk_target_attach_with(aiotk_target *t, int pid, const aiotk_attach_opts *
 			     aiotk_err *err);
 /* Whether the CPU latency request is held for t (it could be opened). */
 int aiotk_target_latency_held(const aiotk_target *t);
+/* The process that puts a stopped process's main thread's CPU mask back
+ * if this one dies while it is pinned (core/guardian.c), forked at the
+ * first attach; 0: none (then no thread is pinned). */
+int aiotk_guardian_pid(void);
 /* Process pid, already traced and held in a ptrace stop by the caller
  * (CRIU's restore, before it resumes the tasks): system calls injected as
  * with attach; detach puts the main thread's registers and mask back and

@@ -20,6 +20,16 @@ int aiotk_claim_result(aiotk_target *t, uint64_t addr, uint64_t len, long r,
 int aiotk_cpu_latency_hold(void);
 void aiotk_cpu_latency_release(int fd);
 
+/* The guardian (guardian.c): a process that puts a thread's CPU mask
+ * back if aiotk dies while it holds that thread pinned. Started once per
+ * process (0, or -errno); each pin is told before it is made (nonzero:
+ * no guardian, so no pin) and each unpin after it is undone. */
+#include <sched.h>
+int aiotk_guard_start(void);
+int aiotk_guard_pin(int tid, uint64_t start, const cpu_set_t *was, const cpu_set_t *pin);
+void aiotk_guard_unpin(int tid);
+uint64_t aiotk_thread_start(int tid); /* /proc/TID/stat's starttime; 0 unknown */
+
 /* Memory the target itself owns, for syscall arguments it must read. */
 int aiotk_scratch_map(aiotk_target *t, size_t len, uint64_t *addr,
 		      aiotk_err *err);

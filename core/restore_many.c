@@ -148,6 +148,7 @@ static int run_there(aiotk_target *t, aiotk_rebuild *b, struct aiotk_rjob *job,
 	if ((rc = map_restorer(t, b, total, &base, &rwx, claim_rc, err)))
 		return rc;
 	uint64_t at = base + code_pages + STACK_LEN;
+	job->pinned = (uint32_t)aiotk_target_pinned(t); /* (the mmap pinned it, if it can be) */
 	fill_job(job, at, b->saved + from, b->o + from, n, b->claim + b->claimed,
 		 b->nclaims - b->claimed);
 	size_t len = job_len(b->saved + from, n, b->nclaims - b->claimed);
@@ -224,6 +225,7 @@ static int run_restorer(aiotk_target *t, aiotk_rebuild *b, size_t from, size_t n
 	if (aiotk_target_is_self(t)) { /* in this process: called directly */
 		fill_job(job, (uint64_t)(uintptr_t)job, b->saved + from, b->o + from, n,
 			 b->claim + b->claimed, nclaims);
+		job->pinned = (uint32_t)aiotk_target_pinned(t);
 		aiotk_restorer_main(job);
 	} else {
 		rc = run_there(t, b, job, from, n, claim_rc, err);

@@ -139,6 +139,9 @@ RS_INLINE long rs_kit_open(struct aiotk_rjob *job, struct rs_kit *k)
 	/* One CPU: free slots cached per CPU would otherwise be stranded. */
 	unsigned cpu = 0;
 	volatile uint8_t one[128];
+	k->mask_len = 0;
+	if (job->pinned)
+		return 0;
 	k->mask_len = rs_sys(SYS_sched_getaffinity, 0, sizeof(k->mask), (long)k->mask, 0, 0);
 	if (k->mask_len > 0 && !rs_sys(SYS_getcpu, (long)&cpu, 0, 0, 0, 0) && cpu < 1024) {
 		for (unsigned i = 0; i < sizeof(one); i++)

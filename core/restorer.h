@@ -39,7 +39,8 @@ struct aiotk_rjob_ring {
 
 /* The routine first takes the placeholders it is given (as aiotk_reserve
  * does), then sets up what the replay needs itself (a journal page, a
- * /dev/null descriptor, the iocbs, the pin) and puts that back at its end:
+ * /dev/null descriptor, the iocbs, the pin unless aiotk holds one) and
+ * puts that back at its end:
  * no system call is injected for any of it. */
 struct aiotk_rjob {
 	/* in */
@@ -55,6 +56,10 @@ struct aiotk_rjob {
 	int32_t pid;          /* in a target: signal `sig` to its main thread */
 	int32_t sig;          /* when done (aiotk waits for that stop) */
 	uint32_t nclaims;
+	uint32_t pinned;      /* 1: aiotk holds the thread on one CPU already,
+			       * so the routine does not pin it (a pin of its
+			       * own, put back at its end, would put aiotk's
+			       * back after the guardian undid it) */
 	/* out */
 	int64_t setup_status; /* -errno of a failed set-up call, else 0 */
 	int64_t claim_status; /* -errno of claims[claimed] if it failed, else 0 */

@@ -69,6 +69,7 @@ struct tracee {
 	 * found, and the CPU both are pinned to */
 	cpu_set_t own, theirs;
 	int own_pinned, their_pinned, cpu;
+	uint64_t start;     /* the main thread's start time, for the guardian */
 	DIR *task;          /* /proc/PID/task, list_threads() to detach */
 };
 
@@ -275,6 +276,10 @@ static void unpin_self(struct tracee *p)
 	p->own_pinned = 0;
 }
 
+/* The main thread pinned to aiotk's CPU, the guardian told first (it
+ * puts the mask back if aiotk dies meanwhile): without one, no pin. In a
+ * process CRIU holds (adopted) CRIU's own death ends it, and no guardian
+ * is forked inside CRIU. */
 static void colocate(struct tracee *p)
 {
 	cpu_set_t one;
@@ -282,7 +287,11 @@ static void colocate(struct tracee *p)
 		return;
 	CPU_ZERO(&one);
 	CPU_SET(p->cpu, &one);
+	if (!p->adopted && aiotk_guard_pin(p->pid, p->start, &p->theirs, &one))
+		return;
 	p->their_pinned = !sched_setaffinity(p->pid, sizeof(one), &one);
+	if (!p->their_pinned && !p->adopted)
+		aiotk_guard_unpin(p->pid);
 }
 
 /* The thread's mask back, while it is still stopped. */
@@ -290,6 +299,8 @@ static void uncolocate(struct tracee *p)
 {
 	if (p->their_pinned && !p->dead)
 		sched_setaffinity(p->pid, sizeof(p->theirs), &p->theirs);
+	if (p->their_pinned && !p->adopted)
+		aiotk_guard_unpin(p->pid);
 	p->their_pinned = 0;
 }
 
@@ -803,6 +814,8 @@ int aiotk_target_attach_with(aiotk_target *t, int pid, const aiotk_attach_opts *
 		aiotk_find_gadget(pid, aiotk_arch_gadget_sigreturn, &p->sigreturn, &p->why);
 	aiotk_arch_frame_prepare();
 	p->quiet = quiet_signal(pid);
+	aiotk_guard_start(); /* without one, the main thread is not pinned */
+	p->start = aiotk_thread_start(pid);
 	pin_self(p);
 	int tids[64];
 	size_t ntids = list_threads(p, tids, 64);

@@ -207,6 +207,25 @@ describe("live process", function()
 		assert.are.equal("VERIFY OK 3 rings", w:verify())
 	end)
 
+	it("forks one guardian for its pins, which holds nothing of aiotk's but its socket", function()
+		local aiotk = require "aiotk"
+		local w = helper.workload("--ring 256:20:5:0")
+		assert(aiotk.with_process(w.pid, function() return true end))
+		local g = core.guardian()
+		assert.is_number(g)
+		assert(aiotk.with_process(w.pid, function() return true end))
+		assert.are.equal(g, core.guardian(), "one guardian for every attach")
+		assert.are.equal(tostring(core.getpid()), helper.status(g, "PPid"))
+		-- its own session (a signal to aiotk's process group is not for it),
+		-- no descriptor but its socket (no output of aiotk's held open)
+		assert.are.equal(tostring(g), (helper.slurp("/proc/" .. g .. "/stat"):match("%) %S+ %d+ %d+ (%d+)")))
+		local fds = core.listdir("/proc/" .. g .. "/fd")
+		table.sort(fds)
+		assert.are.same({ "0" }, fds)
+		assert.matches("^socket:", select(2, helper.sh("readlink /proc/" .. g .. "/fd/0")))
+		assert.are.equal("VERIFY OK 1 rings", w:verify())
+	end)
+
 	it("holds every thread while stopped, also threads made while it stops the others", function()
 		local aiotk = require "aiotk"
 		local w = helper.workload("--ring 256:20:5:0 --threads --spawner")

@@ -35,11 +35,16 @@ end
 -- What /dev/cpu_dma_latency says with no aiotk holding it.
 local IDLE_LATENCY = helper.cpu_latency()
 
--- The target runs, is not traced and not stopped; aiotk's hold on the
--- CPUs' idle states went with it.
+local function cpus(pid) return helper.status(pid, "Cpus_allowed_list") end
+
+-- The target runs, is not traced and not stopped, its main thread has its
+-- CPU mask (w.cpus, as the workload started); aiotk's hold on the CPUs'
+-- idle states went with it.
 local function assert_unharmed(w, context)
 	assert(helper.wait_until(function() return tracer(w.pid) == 0 end, 2000),
 		context .. ": target still traced")
+	assert(helper.wait_until(function() return cpus(w.pid) == w.cpus end, 2000),
+		context .. ": the main thread's CPUs are " .. tostring(cpus(w.pid)) .. ", were " .. w.cpus)
 	assert(helper.cpu_latency() == IDLE_LATENCY, context .. ": CPU latency request left: " ..
 		tostring(helper.cpu_latency()))
 	local state = w:state()
@@ -57,8 +62,14 @@ local function outcome(apid, out, errf, timeout_ms, ctx)
 	return o, e
 end
 
+local function workload(spec)
+	local w = helper.workload(spec)
+	w.cpus = cpus(w.pid)
+	return w
+end
+
 local function ready_to_restore(dir, spec)
-	local w = helper.workload(spec or RINGS)
+	local w = workload(spec or RINGS)
 	local code, _, err = run("dump -p " .. w.pid .. " -D " .. dir)
 	assert(code == 0, err)
 	assert(w:destroy() == "DESTROYED")
@@ -101,10 +112,30 @@ describe("survival", function()
 		end
 	end)
 
+	it("aiotk SIGKILLed while it holds the main thread on its CPU: the guardian gives the thread its CPUs back", function()
+		local w = ready_to_restore(dir, SLOW)
+		if not w.cpus:find("[-,]") then
+			pending("one CPU: a pin changes nothing to see; skipped")
+			return
+		end
+		local apid, out, errf = helper.spawn("restore -p " .. w.pid .. " -D " .. dir)
+		local pinned = helper.wait_until(function()
+			local c = cpus(w.pid)
+			return c and not c:find("[-,]") or helper.ended(apid)
+		end, 5000)
+		assert(pinned and not helper.ended(apid), "the restore never pinned the main thread")
+		core.kill(apid, "KILL")
+		outcome(apid, out, errf, 2000, "pinned")
+		assert_unharmed(w, "killed while pinned")
+		local code, _, err = run("restore --replace -p " .. w.pid .. " -D " .. dir)
+		assert(code == 0, err)
+		assert_verifies(w, "killed while pinned", NRINGS + 1)
+	end)
+
 	it("aiotk dump SIGKILLed at random moments: the target lives and dumps again", function()
 		for i = 1, RUNS do
 			local ctx = context(i)
-			local w = helper.workload(KILLED)
+			local w = workload(KILLED)
 			interrupt("dump -p " .. w.pid .. " -D " .. dir .. "/killed", w, 2, "KILL", false, 2000, ctx)
 			assert_unharmed(w, ctx)
 			local code, _, err = run("dump -p " .. w.pid .. " -D " .. dir)
