@@ -144,7 +144,9 @@ int aiotk_guard_start(void)
 		sigprocmask(SIG_SETMASK, &all, NULL);
 		setsid(); /* signals to aiotk's process group are not for it */
 		dup2(p[0], 0);
-		syscall(SYS_close_range, 1, ~0U, 0);
+		if (syscall(SYS_close_range, 1, ~0U, 0)) /* before Linux 5.9 */
+			for (int fd = 1; fd < 4096; fd++)
+				close(fd);
 		watch(0);
 	}
 	close(p[0]);

@@ -29,6 +29,10 @@ int aiotk_guard_start(void);
 int aiotk_guard_pin(int tid, uint64_t start, const cpu_set_t *was, const cpu_set_t *pin);
 void aiotk_guard_unpin(int tid);
 uint64_t aiotk_thread_start(int tid); /* /proc/TID/stat's starttime; 0 unknown */
+/* Thread tid is exiting or gone (process_check.c): it runs no more of
+ * its program, so it need not be stopped (and cannot be: ptrace refuses
+ * an exiting thread with EPERM). */
+int aiotk_thread_exiting(int tid);
 
 /* Memory the target itself owns, for syscall arguments it must read. */
 int aiotk_scratch_map(aiotk_target *t, size_t len, uint64_t *addr,
@@ -110,7 +114,7 @@ int aiotk_ws_pinned(const aiotk_target *t);
 /* Whether t is this process (target_self.c). */
 int aiotk_target_is_self(const aiotk_target *t);
 
-/* Why PTRACE_SEIZE of pid gave EPERM. */
-int aiotk_why_not_permitted(int pid, aiotk_err *err);
+/* Why PTRACE_SEIZE of thread tid of process pid gave EPERM. */
+int aiotk_why_not_permitted(int pid, int tid, aiotk_err *err);
 
 #endif

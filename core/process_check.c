@@ -49,6 +49,13 @@ static long status_field(int pid, const char *name)
 	return v;
 }
 
+int aiotk_thread_exiting(int tid)
+{
+	char state = 0;
+	unsigned flags = 0;
+	return read_stat(tid, &state, &flags) || state == 'X' || state == 'Z' || (flags & PF_EXITING);
+}
+
 int aiotk_check_process(int pid, aiotk_err *err)
 {
 	char state = 0;
@@ -71,10 +78,15 @@ int aiotk_check_process(int pid, aiotk_err *err)
 	return 0;
 }
 
-int aiotk_why_not_permitted(int pid, aiotk_err *err)
+int aiotk_why_not_permitted(int pid, int tid, aiotk_err *err)
 {
 	int yama = -1;
 	long tracer = status_field(pid, "TracerPid");
+	long by = tid == pid ? tracer : status_field(tid, "TracerPid");
+	if (by > 0 && by != getpid())
+		return aiotk_fail(err, AIOTK_ESYS, EPERM,
+				  "thread %d of process %d is being traced already, by process %ld (TracerPid in /proc/%d/task/%d/status): detach that debugger or tracer first; nothing was changed",
+				  tid, pid, by, pid, tid);
 	if (tracer == getpid())
 		return aiotk_fail(err, AIOTK_ESYS, ESRCH,
 				  "a thread of process %d is exiting and cannot be stopped; try again", pid);

@@ -520,8 +520,10 @@ static int seize_thread(struct tracee *p, int tid, aiotk_err *err)
 		 * going, say that rather than blame permissions. */
 		if (errno == EPERM && aiotk_check_process(p->pid, NULL))
 			return aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d exited while being stopped", p->pid);
+		if (errno == EPERM && aiotk_thread_exiting(tid))
+			return 0; /* a thread on its way out, as threads of a pool end */
 		if (errno == EPERM)
-			return aiotk_why_not_permitted(p->pid, err);
+			return aiotk_why_not_permitted(p->pid, tid, err);
 		if (errno == ESRCH)
 			return 0; /* exited meanwhile */
 		return aiotk_fail(err, AIOTK_ESYS, errno, "PTRACE_SEIZE %d: %s", tid, strerror(errno));
@@ -652,10 +654,11 @@ static int stop_all(struct tracee *p, aiotk_err *err)
 		added = 0;
 		for (struct dirent *e; !rc && (e = readdir(p->task));) {
 			int tid = atoi(e->d_name);
+			size_t held = p->nth;
 			if (tid <= 0 || find(p, tid))
 				continue;
 			rc = seize_thread(p, tid, err);
-			added = 1;
+			added |= p->nth > held; /* not for one that was exiting */
 		}
 		if ((rc = stop_seized(p, rc, err)))
 			return rc;
@@ -706,14 +709,14 @@ static void release(struct tracee *p)
 		if (t->gone)
 			continue;
 		/* Asked to stop when stopping failed elsewhere: only a stopped
-		 * thread can be detached. */
+		 * thread can be detached, and it is waited for as any other (a
+		 * signal met on the way goes on to it, the call our stop broke
+		 * is made restartable; seen: EINTR left in a workload's threads
+		 * by attaches that failed half way). */
 		if (t->stopping) {
-			int st;
-			t->stopping = 0;
-			if (wait_thread(p, t->tid, &st) || exited(p, t->tid, st)) {
-				t->gone = 1;
+			wait_stopped(p, t, NULL);
+			if (t->gone)
 				continue;
-			}
 		}
 		if (t->tid == p->pid && p->blocked)
 			set_mask(t->tid, p->mask);
