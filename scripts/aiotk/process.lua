@@ -196,16 +196,23 @@ local function final_reading(t, policy, opts, capture, rings, kv)
 	return nil, "ring tails kept moving while the process was stopped; nothing was written", "in_flight"
 end
 
+-- What ring r held at the stop: its unreaped events and (with the kernel
+-- view k) the requests in flight, from one instant: the kernel's tail and
+-- counters are read together, the ring a little after, and a completion
+-- landing between the two would count once unreaped and once in flight
+-- (head cannot move while the process is stopped).
+local function at_stop(r, k)
+	if not k then return { unreaped = #r } end
+	return { unreaped = (k.kernel_tail - r.head) % r.nr, in_flight = k.in_flight }
+end
+
 -- With the kernel view: the exact requests in flight, and the policy's
 -- answer: capture (wait for those that finish on their own, save the
 -- cancellable ones with the ring), wait (for all), fail, or record.
 -- report gets, per ring address, what the process had when it was
 -- stopped: unreaped events and (with the kernel view) requests in flight.
 local function settle(t, rings, policy, opts, report, kv, why)
-	for _, r in ipairs(rings) do
-		local k = kv and kv[r.addr]
-		report[r.addr] = { unreaped = #r, in_flight = k and k.in_flight or nil }
-	end
+	for _, r in ipairs(rings) do report[r.addr] = at_stop(r, kv and kv[r.addr]) end
 	if not kv then
 		policy.log("no kernel view (" .. why .. "): " .. kernel.WITHOUT)
 		return settle_by_tails(t, rings, policy, opts)
@@ -296,7 +303,7 @@ local function kept_rings(reading, policy, pid)
 	for i, r in ipairs(all) do
 		if policy.filter(r, { phase = "dump", pid = pid }) then
 			rings[#rings + 1] = r
-			report[r.addr] = { unreaped = #r, in_flight = contexts[i].in_flight }
+			report[r.addr] = at_stop(r, contexts[i])
 		end
 	end
 	return rings, "", report
