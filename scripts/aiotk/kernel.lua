@@ -36,20 +36,24 @@ function M.read(pid)
 	if not v then return nil, why, "unsupported" end
 	local list, err, code = v:read(pid)
 	if not list then return nil, err, code end
+	return M.by_addr(list)
+end
+
+-- { [addr] = context } of a list of contexts.
+function M.by_addr(list)
 	local by = {}
 	for _, c in ipairs(list) do by[c.addr] = c end
 	return by
 end
 
 -- The kernel view of stopped target t and the rings it names, read in
--- one C call (core/reading.c), when that reading is settled: no request
--- in flight and every ring's tail the kernel's. reading:take() gives the
--- contexts and rings once t runs again. nil otherwise (no kernel view, or
--- something for the policy to decide while t is stopped).
+-- one C call (core/reading.c): reading:settled() says whether nothing
+-- was in flight and every ring's tail was the kernel's; reading:take()
+-- gives the contexts and rings. nil without a kernel view or when the
+-- read failed (a read ring by ring then says why).
 function M.read_stopped(t, area)
 	local v = M.open()
-	local reading = v and v:read_stopped(t, area)
-	return reading and reading:settled() and reading or nil
+	return v and v:read_stopped(t, area) or nil
 end
 
 -- Requests in flight on context c that finish on their own (disk reads

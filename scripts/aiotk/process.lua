@@ -52,21 +52,27 @@ local function ring_list(t, kv)
 	return list
 end
 
-local function read_rings(t, policy, opts, kv)
-	local maps, e, c = ring_list(t, kv)
-	if not maps then return nil, e, c end
-	local read, e2, c2 = t:snapshot_many(maps, opts.area)
-	if not read then return nil, e2, c2 end
+-- The rings read (read[i] from listed[i]: {addr, nr}) the policy keeps,
+-- each checked against the nr the kernel gives it.
+local function kept(listed, read, policy, pid)
 	local rings = {}
-	for i, m in ipairs(maps) do
+	for i, m in ipairs(listed) do
 		local ring = read[i]
 		if m.nr and ring.nr ~= m.nr then
 			return nil, string.format("ring 0x%x: its header says nr %d, the kernel %d; not a ring " ..
 				"aiotk can read", m.addr, ring.nr, m.nr), "notring"
 		end
-		if policy.filter(ring, { phase = "dump", pid = t.pid }) then rings[#rings + 1] = ring end
+		if policy.filter(ring, { phase = "dump", pid = pid }) then rings[#rings + 1] = ring end
 	end
 	return rings
+end
+
+local function read_rings(t, policy, opts, kv)
+	local maps, e, c = ring_list(t, kv)
+	if not maps then return nil, e, c end
+	local read, e2, c2 = t:snapshot_many(maps, opts.area)
+	if not read then return nil, e2, c2 end
+	return kept(maps, read, policy, t.pid)
 end
 
 -- Without the kernel view, requests in flight show only as tails moving
@@ -283,9 +289,17 @@ local function is_dir(path) return core.listdir(path) ~= nil end
 
 -- The rings of target t the policy keeps, settled (requests in flight
 -- waited for or captured), their warnings, and the report (dump_process).
-local function dump_rings(t, policy, opts)
-	local kv, why = kernel.read(t.pid)
-	local rings, e, c = read_rings(t, policy, opts, kv)
+-- reading: the first reading (kernel.read_stopped), when there is one.
+local function dump_rings(t, policy, opts, reading)
+	local kv, why, rings, e, c
+	if reading then
+		local contexts, all = reading:take()
+		kv = kernel.by_addr(contexts)
+		rings, e, c = kept(contexts, all, policy, t.pid)
+	else
+		kv, why = kernel.read(t.pid)
+		rings, e, c = read_rings(t, policy, opts, kv)
+	end
 	if not rings then return nil, e, c end
 	local report = { waited_ms = 0 }
 	local warnings
@@ -299,13 +313,9 @@ end
 -- the policy decides needed the process stopped.
 local function kept_rings(reading, policy, pid)
 	local contexts, all = reading:take()
-	local rings, report = {}, { waited_ms = 0 }
-	for i, r in ipairs(all) do
-		if policy.filter(r, { phase = "dump", pid = pid }) then
-			rings[#rings + 1] = r
-			report[r.addr] = at_stop(r, contexts[i])
-		end
-	end
+	local rings, report = assert(kept(contexts, all, policy, pid)), { waited_ms = 0 }
+	local kv = kernel.by_addr(contexts)
+	for _, r in ipairs(rings) do report[r.addr] = at_stop(r, kv[r.addr]) end
 	return rings, "", report
 end
 
@@ -342,17 +352,20 @@ function M.dump_process(pid, dir, opts)
 	local fit, ferr, fcode = core.check_process(pid)
 	if not fit then return nil, ferr, fcode end
 	if ring_count(pid) == 0 then return nil, no_rings(pid), "norings" end
-	local rings, warnings, report, stopped, reading
+	local rings, warnings, report, stopped, settled
 	kernel.prepare(pid) -- loaded (and its iterator made) before the process is stopped
 	local ok, err, code = M.with_process(pid, function(t)
 		stopped = t
-		reading = kernel.read_stopped(t, opts.area)
-		if reading then return true end
-		rings, warnings, report = dump_rings(t, policy, opts)
+		local reading = kernel.read_stopped(t, opts.area)
+		if reading and reading:settled() then
+			settled = reading
+			return true
+		end
+		rings, warnings, report = dump_rings(t, policy, opts, reading)
 		return rings, warnings, report
 	end, { cpu_latency = policy.cpu_latency })
 	if not ok then return nil, err, code end
-	if reading then rings, warnings, report = kept_rings(reading, policy, pid) end
+	if settled then rings, warnings, report = kept_rings(settled, policy, pid) end
 	local img = image_of(rings, warnings)
 	img.pid = pid
 	img.stopped_ns = stopped.stopped_ns
