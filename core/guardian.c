@@ -42,35 +42,6 @@ struct guard_rec {
 /* One per process, as the guardian is; core.guardian() shows it. */
 static struct { int fd; pid_t pid; } guard = { -1, 0 };
 
-/* Field 22 of /proc/TID/stat (after the command's closing parenthesis,
- * which may itself hold spaces and parentheses); 0 if unreadable. */
-uint64_t aiotk_thread_start(int tid)
-{
-	char path[40], buf[1024];
-	int n = 0;
-	for (int t = tid; t; t /= 10)
-		n++;
-	memcpy(path, "/proc/", 6);
-	for (int i = n, t = tid; i > 0; i--, t /= 10)
-		path[6 + i - 1] = (char)('0' + t % 10);
-	memcpy(path + 6 + n, "/stat", 6);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	ssize_t len = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (len <= 0)
-		return 0;
-	buf[len] = 0;
-	char *p = strrchr(buf, ')');
-	for (int field = 2; p && field < 22; field++)
-		p = strchr(p + 1, ' ');
-	uint64_t v = 0;
-	for (p = p ? p + 1 : NULL; p && *p >= '0' && *p <= '9'; p++)
-		v = v * 10 + (uint64_t)(*p - '0');
-	return v;
-}
-
 static void undo(const struct guard_rec *r)
 {
 	cpu_set_t now;

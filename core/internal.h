@@ -28,7 +28,9 @@ void aiotk_cpu_latency_release(int fd);
 int aiotk_guard_start(void);
 int aiotk_guard_pin(int tid, uint64_t start, const cpu_set_t *was, const cpu_set_t *pin);
 void aiotk_guard_unpin(int tid);
-uint64_t aiotk_thread_start(int tid); /* /proc/TID/stat's starttime; 0 unknown */
+/* /proc/TID/stat's start time (process_check.c, safe in the guardian);
+ * 0 unknown. */
+uint64_t aiotk_thread_start(int tid);
 /* Thread tid is exiting or gone (process_check.c): it runs no more of
  * its program, so it need not be stopped (and cannot be: ptrace refuses
  * an exiting thread with EPERM). */

@@ -4,6 +4,8 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
@@ -12,23 +14,52 @@
 #define PF_EXITING 0x00000004u
 #define PF_KTHREAD 0x00200000u
 
-/* State letter and flags from /proc/PID/stat (fields 3 and 9; the command
- * name in field 2 may hold spaces and parentheses, so parse after the
- * last ')'). */
-static int read_stat(int pid, char *state, unsigned *flags)
+/* What aiotk reads of /proc/TID/stat: state, flags and start time
+ * (fields 3, 9 and 22). Counted after the last ')': the command name
+ * (field 2) may hold spaces and parentheses. Only open, read and close,
+ * so that the guardian (guardian.c, a forked process) may call it. */
+struct proc_stat {
+	char state;
+	unsigned flags;
+	uint64_t start;
+};
+
+static int read_stat(int tid, struct proc_stat *out)
 {
-	char path[64], buf[1024];
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	FILE *f = fopen(path, "r");
-	if (!f)
+	char path[32] = "/proc/", buf[1024];
+	size_t n = 6;
+	for (int d = 1000000000; d; d /= 10)
+		if (tid >= d || d == 1 || n > 6)
+			path[n++] = (char)('0' + tid / d % 10);
+	memcpy(path + n, "/stat", 6);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		return -1;
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = 0;
-	char *p = strrchr(buf, ')');
-	if (!p || sscanf(p + 1, " %c %*d %*d %*d %*d %*d %u", state, flags) != 2)
+	ssize_t len = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	char *p = len > 0 ? (buf[len] = 0, strrchr(buf, ')')) : NULL;
+	if (!p || p[1] != ' ' || !p[2])
 		return -1;
+	memset(out, 0, sizeof(*out));
+	out->state = p[2];
+	p += 2; /* at field 3; each space after starts the next field */
+	for (int field = 3; (p = strchr(p + 1, ' ')) && field < 22;) {
+		uint64_t v = 0;
+		field++;
+		for (const char *q = p + 1; *q >= '0' && *q <= '9'; q++)
+			v = v * 10 + (uint64_t)(*q - '0');
+		if (field == 9)
+			out->flags = (unsigned)v;
+		else if (field == 22)
+			out->start = v;
+	}
 	return 0;
+}
+
+uint64_t aiotk_thread_start(int tid)
+{
+	struct proc_stat st;
+	return read_stat(tid, &st) ? 0 : st.start;
 }
 
 /* A "Name: value" line of /proc/PID/status as a number; -1 if absent. */
@@ -51,17 +82,17 @@ static long status_field(int pid, const char *name)
 
 int aiotk_thread_exiting(int tid)
 {
-	char state = 0;
-	unsigned flags = 0;
-	return read_stat(tid, &state, &flags) || state == 'X' || state == 'Z' || (flags & PF_EXITING);
+	struct proc_stat st;
+	return read_stat(tid, &st) || st.state == 'X' || st.state == 'Z' || (st.flags & PF_EXITING);
 }
 
 int aiotk_check_process(int pid, aiotk_err *err)
 {
-	char state = 0;
-	unsigned flags = 0;
-	if (pid <= 0 || read_stat(pid, &state, &flags))
+	struct proc_stat st;
+	if (pid <= 0 || read_stat(pid, &st))
 		return aiotk_fail(err, AIOTK_ESYS, ESRCH, "no such process: %d", pid);
+	char state = st.state;
+	unsigned flags = st.flags;
 	if (flags & PF_KTHREAD)
 		return aiotk_fail(err, AIOTK_EINVAL, EPERM,
 				  "process %d is a kernel thread: it has no memory of its own and no AIO rings", pid);

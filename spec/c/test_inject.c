@@ -9,8 +9,11 @@
 #define _GNU_SOURCE
 #include "aiotk.h"
 #include "check.h"
+#include "internal.h"
 
 #include <signal.h>
+#include <stdint.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -141,6 +144,49 @@ static void attach_while_execing(const char *self)
 	CHECK(execd > 0, "no attach met an exec in 300 tries");
 }
 
+/* /proc/TID/stat as aiotk reads it (start time, exiting) for a child
+ * whose name holds what fools a naive parse: ") (" and spaces. */
+static void stat_fields(void)
+{
+	int go[2];
+	if (pipe(go))
+		return;
+	pid_t pid = fork();
+	if (pid == 0) {
+		char c;
+		prctl(PR_SET_NAME, "a) b (c 9 9", 0, 0, 0);
+		close(go[1]);
+		if (read(go[0], &c, 1) < 0)
+			_exit(1);
+		_exit(0);
+	}
+	close(go[0]);
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	unsigned long long start = 0;
+	for (int tries = 0; tries < 1000; tries++) { /* until the name is set */
+		FILE *f = fopen(path, "r");
+		size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+		if (f)
+			fclose(f);
+		buf[n] = 0;
+		char *p = strstr(buf, "9 9)");
+		if (p && sscanf(p + 4, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+				&start) == 1)
+			break;
+		usleep(1000);
+	}
+	CHECK(start && aiotk_thread_start(pid) == start, "start time %llu, aiotk read %llu", start,
+	      (unsigned long long)aiotk_thread_start(pid));
+	CHECK(!aiotk_thread_exiting(pid), "a sleeping child is not exiting");
+	close(go[1]);
+	for (int tries = 0; tries < 1000 && !aiotk_thread_exiting(pid); tries++)
+		usleep(1000);
+	CHECK(aiotk_thread_exiting(pid), "an exited child (a zombie) is");
+	waitpid(pid, NULL, 0);
+	CHECK(aiotk_thread_exiting(pid) && !aiotk_thread_start(pid), "a reaped one is gone");
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 2 && !strcmp(argv[1], "--exec-loop"))
@@ -150,6 +196,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	workload = argv[1];
+	stat_fields();
 	run(DIE_AT_ONCE, "tracer dies after attaching");
 	run(DIE_AFTER_CALL, "tracer dies after an injected call");
 	run(DETACH_AFTER_CALL, "tracer detaches after an injected call");
