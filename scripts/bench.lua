@@ -12,7 +12,8 @@ local parser = argparse("aiotk bench",
 	"fs.aio-max-nr for the run if io_setup(65536) would not fit, and puts it back.")
 parser:flag("--json", "machine-readable output")
 parser:option("--reps", "measurements per ring size (median is reported; twice that and one " ..
-	"more for rings of 8319+ slots, dumps and restores into a live process)", "7"):convert(tonumber)
+	"more for rings of 8319+ slots and dumps, four times that and one for restores into a live " ..
+	"process)", "7"):convert(tonumber)
 parser:option("--kind", "request kind: poll or pwrite", "poll"):choices { "poll", "pwrite" }
 local args = parser:parse({ ... })
 
