@@ -141,7 +141,7 @@ unsigned aiotk_target_sim_live(const aiotk_target *t);
 /* Process pid, every thread stopped without a signal until detach; system
  * calls are injected into its main thread (x86_64) without writing code,
  * so that the process resumes its own context by itself whenever aiotk
- * dies (core/arch.h). Refuses zombies, kernel threads, exiting processes
+ * dies (core/target/arch.h). Refuses zombies, kernel threads, exiting processes
  * and other users' processes, saying which. */
 int aiotk_target_attach(aiotk_target *t, int pid, aiotk_err *err);
 typedef struct aiotk_attach_opts {
@@ -156,7 +156,7 @@ int aiotk_target_attach_with(aiotk_target *t, int pid, const aiotk_attach_opts *
 /* Whether the CPU latency request is held for t (it could be opened). */
 int aiotk_target_latency_held(const aiotk_target *t);
 /* The process that puts a stopped process's main thread's CPU mask back
- * if this one dies while it is pinned (core/guardian.c), forked at the
+ * if this one dies while it is pinned (core/target/guardian.c), forked at the
  * first attach; 0: none (then no thread is pinned). */
 int aiotk_guardian_pid(void);
 /* Process pid, already traced and held in a ptrace stop by the caller
@@ -464,7 +464,7 @@ typedef struct aiotk_rebuild {
  * aiotk_restore_ring would: b->claimed and b->done say how far it got,
  * whatever it returns (a failed claim fails the call before any ring; a
  * failed ring leaves ring b->done unmade). Rings the restorer can do
- * alone (exact size from a known n, POLL; core/restorer.c) are rebuilt
+ * alone (exact size from a known n, POLL; core/aio/rebuild/restorer.c) are rebuilt
  * inside the target in one run, which takes the placeholders too. */
 int aiotk_restore_rings(aiotk_target *t, aiotk_rebuild *b, aiotk_err *err);
 

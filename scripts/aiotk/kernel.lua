@@ -1,4 +1,4 @@
--- The kernel's view of a process's AIO contexts (core/kview.c, a BPF
+-- The kernel's view of a process's AIO contexts (core/aio/kview/kview.c, a BPF
 -- iterator): io_setup's n, the kernel's private tail, requests in flight.
 -- The BPF program is loaded once per aiotk process (about 0.1 s of
 -- verification), before any process is stopped.
@@ -47,7 +47,7 @@ function M.by_addr(list)
 end
 
 -- The kernel view of stopped target t and the rings it names, read in
--- one C call (core/reading.c): reading:settled() says whether nothing
+-- one C call (core/aio/kview/reading.c): reading:settled() says whether nothing
 -- was in flight and every ring's tail was the kernel's; reading:take()
 -- gives the contexts and rings. nil without a kernel view or when the
 -- read failed (a read ring by ring then says why).

@@ -617,7 +617,7 @@ local function rebuild(t, maps, steps, opts, policy, undo, out)
 	local ok, ie, ic = interrupted()
 	if not ok then return nil, ie, ic end
 	-- All rings in one call: those the restorer can rebuild by itself go
-	-- into the process in one run (core/restorer.c).
+	-- into the process in one run (core/aio/rebuild/restorer.c).
 	local jobs = {}
 	for i, s in ipairs(steps) do
 		local replay = { nudge = s.nudge }

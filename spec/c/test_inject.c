@@ -9,7 +9,7 @@
 #define _GNU_SOURCE
 #include "aiotk.h"
 #include "check.h"
-#include "internal.h"
+#include "aio/rebuild/rebuild.h"
 
 #include <signal.h>
 #include <stdint.h>

@@ -1,5 +1,5 @@
 /* The kernel's rules for moving AIO rings (measured here, relied on by
- * core/remap.c), and aiotk_remap against each layout they make hard: a new
+ * core/aio/rebuild/remap.c), and aiotk_remap against each layout they make hard: a new
  * ring overlapping its own destination by every page offset, for ring
  * sizes from 1 to 1025 pages. */
 #define _GNU_SOURCE

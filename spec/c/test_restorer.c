@@ -1,4 +1,4 @@
-/* The restorer (core/restorer.c) in this process against the real kernel:
+/* The restorer (core/aio/rebuild/restorer.c) in this process against the real kernel:
  * rings of every shape rebuilt exactly by aiotk_restore_rings; its code,
  * copied to another address and run from there in a child, still rebuilds
  * a ring (so it refers to nothing outside itself, as running it inside
@@ -7,8 +7,8 @@
 #define _GNU_SOURCE
 #include "aiotk.h"
 #include "check.h"
-#include "internal.h"
-#include "restorer.h"
+#include "aio/rebuild/rebuild.h"
+#include "aio/rebuild/restorer.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,0 +1,69 @@
+/* x86_64 syscall injection: registers, gadgets, restart. */
+#include "target/arch.h"
+
+#if defined(__x86_64__)
+#include <errno.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/user.h>
+
+#define ERESTARTNOHAND 514 /* kernel-internal: restart unless a handler runs */
+
+_Static_assert(sizeof(struct user_regs_struct) <= sizeof(aiotk_regs),
+	       "aiotk_regs too small");
+
+const char *const aiotk_arch_name = "x86_64";
+
+static const uint8_t syscall_ret[] = { 0x0f, 0x05, 0xc3 };             /* syscall; ret */
+static const uint8_t restore_rt_q[] = { 0x48, 0xc7, 0xc0, 0x0f, 0, 0, 0, 0x0f, 0x05 }; /* glibc, musl */
+static const uint8_t restore_rt_l[] = { 0xb8, 0x0f, 0, 0, 0, 0x0f, 0x05 }; /* mov $15,%eax; syscall */
+const aiotk_gadget aiotk_arch_gadget_syscall[] = {
+	{ syscall_ret, sizeof(syscall_ret) }, { NULL, 0 } };
+const aiotk_gadget aiotk_arch_gadget_sigreturn[] = {
+	{ restore_rt_q, sizeof(restore_rt_q) }, { restore_rt_l, sizeof(restore_rt_l) },
+	{ NULL, 0 } };
+
+static struct user_regs_struct *R(aiotk_regs *r) { return (void *)r->raw; }
+static const struct user_regs_struct *C(const aiotk_regs *r) { return (const void *)r->raw; }
+
+int aiotk_arch_supported(void) { return 1; }
+
+int aiotk_arch_get(pid_t tid, aiotk_regs *r)
+{
+	memset(r, 0, sizeof(*r));
+	return ptrace(PTRACE_GETREGS, tid, 0, R(r)) ? -errno : 0;
+}
+
+int aiotk_arch_set(pid_t tid, const aiotk_regs *r)
+{
+	return ptrace(PTRACE_SETREGS, tid, 0, C(r)) ? -errno : 0;
+}
+
+void aiotk_arch_prepare(aiotk_regs *r, uint64_t code, uint64_t sp, long nr,
+			const long a[6])
+{
+	struct user_regs_struct *g = R(r);
+	g->rax = (uint64_t)nr;
+	/* No syscall to restart: the kernel must not rewind our ip. */
+	g->orig_rax = (uint64_t)-1;
+	g->rdi = (uint64_t)a[0];
+	g->rsi = (uint64_t)a[1];
+	g->rdx = (uint64_t)a[2];
+	g->r10 = (uint64_t)a[3];
+	g->r8 = (uint64_t)a[4];
+	g->r9 = (uint64_t)a[5];
+	g->rip = code;
+	g->rsp = sp;
+}
+
+long aiotk_arch_result(const aiotk_regs *r) { return (long)C(r)->rax; }
+
+int aiotk_arch_restartable(aiotk_regs *r)
+{
+	struct user_regs_struct *g = R(r);
+	if ((int64_t)g->orig_rax < 0 || (int64_t)g->rax != -EINTR)
+		return 0;
+	g->rax = (uint64_t)-ERESTARTNOHAND;
+	return 1;
+}
+#endif

@@ -1,0 +1,84 @@
+/* Targets and injection, shared inside the core; not part of the public
+ * API. */
+#ifndef AIOTK_TARGET_H
+#define AIOTK_TARGET_H
+
+#include "base/base.h"
+#include "target/arch.h"
+
+#include <sched.h>
+
+/* A request that keeps every CPU out of deep idle states until released
+ * (cpu_latency.c): a descriptor, or -1 where it cannot be had. */
+int aiotk_cpu_latency_hold(void);
+void aiotk_cpu_latency_release(int fd);
+
+/* The guardian (guardian.c): a process that puts a thread's CPU mask
+ * back if aiotk dies while it holds that thread pinned. Started once per
+ * process (0, or -errno); each pin is told before it is made (nonzero:
+ * no guardian, so no pin) and each unpin after it is undone. */
+int aiotk_guard_start(void);
+int aiotk_guard_pin(int tid, uint64_t start, const cpu_set_t *was, const cpu_set_t *pin);
+void aiotk_guard_unpin(int tid);
+/* /proc/TID/stat's start time (process_check.c, safe in the guardian);
+ * 0 unknown. */
+uint64_t aiotk_thread_start(int tid);
+/* Thread tid is exiting or gone (process_check.c): it runs no more of
+ * its program, so it need not be stopped (and cannot be: ptrace refuses
+ * an exiting thread with EPERM). */
+int aiotk_thread_exiting(int tid);
+/* Why PTRACE_SEIZE of thread tid of process pid gave EPERM. */
+int aiotk_why_not_permitted(int pid, int tid, aiotk_err *err);
+
+/* Memory the target itself owns, for syscall arguments it must read. */
+int aiotk_scratch_map(aiotk_target *t, size_t len, uint64_t *addr,
+		      aiotk_err *err);
+void aiotk_scratch_unmap(aiotk_target *t, uint64_t addr, size_t len);
+/* The same, also executable; refused where a policy forbids writable
+ * code (then map it writable, write, mprotect). */
+int aiotk_scratch_map_exec(aiotk_target *t, size_t len, uint64_t *addr);
+/* The same, shared: shows as "rw-s /dev/zero (deleted)" (journal pages). */
+int aiotk_scratch_map_shared(aiotk_target *t, size_t len, uint64_t *addr,
+			     aiotk_err *err);
+
+/* fn for each mapping of pid, in address order, until it returns
+ * nonzero (which is returned). */
+int aiotk_maps_each(int pid, int (*fn)(const aiotk_vma *v, void *ctx),
+		    void *ctx, aiotk_err *err);
+/* The same from the maps' text (what aiotk_maps_each falls back to on
+ * kernels without PROCMAP_QUERY; the tests compare the two). */
+int aiotk_maps_each_text(int pid, int (*fn)(const aiotk_vma *v, void *ctx),
+			 void *ctx, aiotk_err *err);
+
+/* Address of the first of `list`'s sequences found in pid's executable
+ * mappings. */
+int aiotk_find_gadget(int pid, const aiotk_gadget *list, uint64_t *addr,
+		      aiotk_err *err);
+
+/* len bytes at addr in process pid, read (wr 0) or written, whole or
+ * not at all (-EFAULT); -errno on failure. Even for this process: a wrong
+ * address then gives EFAULT instead of SIGSEGV. */
+int aiotk_vm_rw(int pid, uint64_t addr, void *buf, size_t len, int wr);
+
+/* A routine copied into a process target and run there (the restorer):
+ * the return frame and quiet signal it ends with, and its run. */
+int aiotk_target_restorer_exit(aiotk_target *t, uint64_t *exit_sp, uint64_t *gadget,
+			       int *sig, aiotk_err *err);
+int aiotk_target_run_restorer(aiotk_target *t, uint64_t entry, uint64_t job,
+			      uint64_t sp, int sig, aiotk_err *err);
+/* After a run that ended at its signal: the routine's tail (its own
+ * munmap) run to that call's exit. 0, or -errno (then the mapping may
+ * still be there). */
+long aiotk_target_end_restorer(aiotk_target *t);
+
+/* Whether t's system calls run pinned to one CPU already (a stopped
+ * process co-located with aiotk, or this process after
+ * aiotk_target_pin, whose pin the workspace holds): the replay need not
+ * pin. */
+int aiotk_target_pinned(const aiotk_target *t);
+int aiotk_ws_pinned(const aiotk_target *t);
+
+/* Whether t is this process (target_self.c). */
+int aiotk_target_is_self(const aiotk_target *t);
+
+#endif

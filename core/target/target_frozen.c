@@ -1,0 +1,44 @@
+/* A process someone else holds stopped (CRIU, during its dump), as a
+ * read-only target: memory through process_vm_readv/writev, no system
+ * call, nothing to let go. aiotk never stops or resumes it: its lifetime
+ * is the holder's. */
+#define _GNU_SOURCE
+#include "target/target.h"
+
+#include <errno.h>
+
+static int fz_read(aiotk_target *t, uint64_t a, void *b, size_t l) { return aiotk_vm_rw(t->pid, a, b, l, 0); }
+static int fz_write(aiotk_target *t, uint64_t a, const void *b, size_t l)
+{
+	return aiotk_vm_rw(t->pid, a, (void *)b, l, 1);
+}
+
+static long fz_sys(aiotk_target *t, long nr, const long a[6])
+{
+	(void)t, (void)nr, (void)a;
+	return -EPERM;
+}
+
+static int fz_ready(aiotk_target *t, aiotk_err *err)
+{
+	return aiotk_fail(err, AIOTK_EINVAL, EPERM,
+			  "process %d is held stopped by another tool; aiotk reads it but runs no "
+			  "system call in it", t->pid);
+}
+
+static const struct aiotk_target_ops frozen_ops = {
+	.kind = "frozen process",
+	.sys = fz_sys, .read = fz_read, .write = fz_write, .ready = fz_ready,
+};
+
+int aiotk_target_frozen(aiotk_target *t, int pid, aiotk_err *err)
+{
+	int rc = aiotk_check_process(pid, err);
+	if (rc)
+		return rc;
+	t->ops = &frozen_ops;
+	t->pid = pid;
+	t->priv = NULL;
+	t->ws = NULL;
+	return 0;
+}
