@@ -1,8 +1,10 @@
 /* Shared by the binding files: the Lua face of libaiotk.
  *
  * Error convention (documented in the README): a call that can fail at run
- * time returns nil, message, code (code is aiotk_code_name: "budget",
- * "occupied", ...). Wrong argument types raise a Lua error. */
+ * time returns nil, message, code, errno (code is aiotk_code_name: "budget",
+ * "occupied", ...; errno that of the failing system call, 0 if none):
+ * callers decide on code and errno, never on the message's text. Wrong
+ * argument types raise a Lua error. */
 #ifndef LUA_AIOTK_H
 #define LUA_AIOTK_H
 

@@ -14,7 +14,8 @@ int laiotk_fail(lua_State *L, const aiotk_err *err)
 	lua_pushnil(L);
 	lua_pushstring(L, err->msg);
 	lua_pushstring(L, aiotk_code_name(err->code));
-	return 3;
+	lua_pushinteger(L, err->errno_);
+	return 4;
 }
 
 void laiotk_push_u64hex(lua_State *L, uint64_t v)
@@ -171,6 +172,13 @@ static int l_ring_len(lua_State *L)
 	return 1;
 }
 
+/* nr_for_len(ring_len): the slots of a ring of that mapping length. */
+static int l_nr_for_len(lua_State *L)
+{
+	lua_pushnumber(L, (double)aiotk_geom_nr_for_len(laiotk_check_u64(L, 1)));
+	return 1;
+}
+
 static int l_aio_nr(lua_State *L)
 {
 	uint64_t nr, max;
@@ -208,7 +216,7 @@ static int l_now_ns(lua_State *L)
 
 static const luaL_Reg funcs[] = {
 	{ "host", l_host }, { "geometry", l_geometry }, { "min_n", l_min_n }, { "fit_n", l_fit_n },
-	{ "ring_len", l_ring_len },
+	{ "ring_len", l_ring_len }, { "nr_for_len", l_nr_for_len },
 	{ "aio_nr", l_aio_nr }, { "set_aio_max_nr", l_set_aio_max_nr },
 	{ "now_ns", l_now_ns }, { "sleep_ms", l_sleep_ms },
 	{ "ring", laiotk_ring_from_table }, { "image", laiotk_image_create },

@@ -25,6 +25,7 @@ enum aiotk_code {
 	AIOTK_ENOMEM = -8,
 	AIOTK_ENOTRING = -9,   /* memory at that address is not an AIO ring */
 	AIOTK_EUNSUPPORTED = -10, /* this host, kernel or build cannot do it */
+	AIOTK_EEMPTY = -11,    /* the place holds nothing of what was asked for */
 };
 
 typedef struct aiotk_err {

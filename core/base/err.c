@@ -18,6 +18,7 @@ const char *aiotk_code_name(int code)
 	case AIOTK_ENOMEM: return "nomem";
 	case AIOTK_ENOTRING: return "notring";
 	case AIOTK_EUNSUPPORTED: return "unsupported";
+	case AIOTK_EEMPTY: return "empty";
 	}
 	return "unknown";
 }

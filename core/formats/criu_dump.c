@@ -274,14 +274,18 @@ static int list_pids(const char *dir, int **pids, size_t *n, aiotk_err *err)
 		if (sscanf(e->d_name, "mm-%d.%7s", &pid, tail) != 2 || strcmp(tail, "img"))
 			continue;
 		int *np = realloc(*pids, (*n + 1) * sizeof(int));
-		if (!np)
-			break;
+		if (!np) {
+			closedir(d);
+			free(*pids);
+			*pids = NULL;
+			return aiotk_fail(err, AIOTK_ENOMEM, ENOMEM, "%s: out of memory listing mm-PID.img files", dir);
+		}
 		*pids = np;
 		(*pids)[(*n)++] = pid;
 	}
 	closedir(d);
 	if (!*n)
-		return aiotk_fail(err, AIOTK_EIMAGE, 0,
+		return aiotk_fail(err, AIOTK_EEMPTY, 0,
 				  "%s: no mm-PID.img files; is this a CRIU dump directory?", dir);
 	qsort(*pids, *n, sizeof(int), cmp_int);
 	return 0;
@@ -290,7 +294,7 @@ static int list_pids(const char *dir, int **pids, size_t *n, aiotk_err *err)
 int aiotk_criu_read(const char *dir, unsigned page_size, aiotk_criu_dump *d, aiotk_err *err)
 {
 	int *pids = NULL;
-	size_t n;
+	size_t n = 0;
 	memset(d, 0, sizeof(*d));
 	int rc = list_pids(dir, &pids, &n, err);
 	if (rc)

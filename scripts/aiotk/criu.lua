@@ -115,19 +115,52 @@ local function refused(p, c, host, why)
 end
 
 -- What a grown ring's saved header needs: nr for its new length, at
--- header_off of the pages file `pages` (a name inside the dump). The pages
--- file is only ever patched in place there; undo() puts nr back.
+-- header_off of the pages file `pages` (a name inside the dump), and the
+-- nr it holds now. The pages file is only ever patched in place there;
+-- the journal keeps the nr CRIU wrote, for undo().
 local function header_change(c, new_len)
 	return { pages = c.pages_path:match("[^/]+$"), header_off = c.header_off, addr = c.ring.addr,
-		nr = (new_len - 32) / 32 }
+		nr = core.nr_for_len(new_len), was = c.ring.nr }
 end
 
-local function set_headers(dir, headers)
+local function set_headers(dir, headers, field)
 	for _, h in ipairs(headers) do
-		local ok, err = core.criu_set_header_nr(dir .. "/" .. h.pages, h.header_off, h.addr, h.nr)
+		local ok, err = core.criu_set_header_nr(dir .. "/" .. h.pages, h.header_off, h.addr, h[field])
 		if not ok then return nil, err end
 	end
 	return true
+end
+
+-- The saved ring headers an in-place fixup patches, as CRIU wrote them
+-- (DIR/aiotk-fixup-headers.json: pages, header_off, addr, was), written
+-- before the first header changes: with the mm-PID.img.orig copies it is
+-- all undo() needs, whichever step a fixup stopped at. Entries of an
+-- earlier fixup are kept: they hold CRIU's values.
+M.HEADER_JOURNAL = "aiotk-fixup-headers.json"
+
+local function read_journal(dir)
+	local bytes = read_file(dir .. "/" .. M.HEADER_JOURNAL)
+	if not bytes then return {} end
+	local list = require("dkjson").decode(bytes)
+	if type(list) ~= "table" then
+		return nil, dir .. "/" .. M.HEADER_JOURNAL .. ": not a header journal aiotk wrote; " ..
+			"the dump's ring headers cannot be put back from it"
+	end
+	return list
+end
+
+local function journal_headers(dir, headers)
+	if #headers == 0 then return true end
+	local list, err = read_journal(dir)
+	if not list then return nil, err end
+	local have = {}
+	for _, h in ipairs(list) do have[h.pages .. "@" .. h.header_off] = true end
+	for _, h in ipairs(headers) do
+		if not have[h.pages .. "@" .. h.header_off] then
+			list[#list + 1] = { pages = h.pages, header_off = h.header_off, addr = h.addr, was = h.was }
+		end
+	end
+	return core.write_atomic(dir .. "/" .. M.HEADER_JOURNAL, aiotk.json(aiotk.array(list)))
 end
 
 -- New mm file contents for every process, following each ring's plan
@@ -227,6 +260,9 @@ end
 -- into a new directory out (dir untouched). Written atomically. An existing
 -- .orig is kept as it is: it holds the dump as CRIU wrote it, so fixing
 -- again (for another host) starts from the same facts and can be undone.
+-- In place, what undo() needs (the .orig copies, the header journal) is
+-- written before anything it puts back changes, so a fixup stopped at any
+-- step can be undone.
 function M.fixup(dir, procs, host, out, no_backup, recorded, policy)
 	local mm, changes, headers = patched_mm(procs, host, recorded, policy)
 	if not mm then return nil, changes, headers end
@@ -242,7 +278,7 @@ function M.fixup(dir, procs, host, out, no_backup, recorded, policy)
 			local ok, err = core.write_atomic(tmp .. "/" .. name, bytes)
 			if not ok then core.remove_tree(tmp) return nil, err end
 		end
-		local hok, herr = set_headers(tmp, headers)
+		local hok, herr = set_headers(tmp, headers, "nr")
 		if not hok then core.remove_tree(tmp) return nil, herr end
 		local ok, err = os.rename(tmp, out)
 		if not ok then core.remove_tree(tmp) return nil, err end
@@ -255,7 +291,11 @@ function M.fixup(dir, procs, host, out, no_backup, recorded, policy)
 			if not ok then return nil, err end
 		end
 	end
-	local hok, herr = set_headers(dir, headers)
+	if not no_backup then
+		local jok, jerr = journal_headers(dir, headers)
+		if not jok then return nil, jerr end
+	end
+	local hok, herr = set_headers(dir, headers, "nr")
 	if not hok then return nil, herr end
 	for name, bytes in pairs(mm) do
 		local ok, err = core.write_atomic(dir .. "/" .. name, bytes)
@@ -264,42 +304,29 @@ function M.fixup(dir, procs, host, out, no_backup, recorded, policy)
 	return changes
 end
 
--- Put back what fixup changed in dir, from each mm-PID.img.orig: the mm
--- images, and the saved header nr of rings it grew. Returns the names of
+-- Put back what fixup changed in dir: the saved ring headers from the
+-- header journal, then the mm images from each mm-PID.img.orig, then the
+-- journal goes (so an undo stopped on the way can be run again). Reads
+-- nothing else of the dump, which may be half fixed. Returns the names of
 -- the mm images put back (none when nothing was changed).
 function M.undo(dir)
 	local names, lerr = core.listdir(dir)
 	if not names then return nil, lerr end
-	local origs = {}
+	local headers, jerr = read_journal(dir)
+	if not headers then return nil, jerr end
+	local hok, herr = set_headers(dir, headers, "was")
+	if not hok then return nil, herr end
+	local put_back = {}
+	table.sort(names)
 	for _, name in ipairs(names) do
 		local mm = name:match("^(mm%-%d+%.img)%.orig$")
-		if mm then origs[mm] = dir .. "/" .. name end
-	end
-	if not next(origs) then return {} end
-	local procs, err = M.read(dir)
-	if not procs then return nil, err end
-	local put_back = {}
-	for _, p in ipairs(procs) do
-		local name = p.mm_path:match("[^/]+$")
-		local orig = origs[name] and assert(read_file(origs[name]))
-		if orig then
-			local rings, derr = core.criu_decode_mm(orig, origs[name])
-			if not rings then return nil, derr end
-			local now = {}
-			for _, c in ipairs(p.rings) do now[c.ring.addr] = c end
-			for _, o in ipairs(rings) do
-				local c = now[o.addr]
-				if c and c.ring.ring_len ~= o.ring_len then
-					local ok, herr = core.criu_set_header_nr(c.pages_path, c.header_off, o.addr,
-						(o.ring_len - 32) / 32)
-					if not ok then return nil, herr end
-				end
-			end
-			local ok, werr = core.write_atomic(p.mm_path, orig)
+		if mm then
+			local ok, werr = core.write_atomic(dir .. "/" .. mm, assert(read_file(dir .. "/" .. name)))
 			if not ok then return nil, werr end
-			put_back[#put_back + 1] = name
+			put_back[#put_back + 1] = mm
 		end
 	end
+	os.remove(dir .. "/" .. M.HEADER_JOURNAL)
 	return put_back
 end
 

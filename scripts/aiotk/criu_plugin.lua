@@ -36,12 +36,10 @@ local function fix_images()
 	-- from the dump as CRIU wrote it, whatever host an earlier fixup was for
 	local back, uerr = criu.undo(state.dir)
 	if not back then return nil, uerr end
-	local procs, err = criu.read(state.dir)
-	if not procs then
-		-- no mm images (not a dump with processes): nothing of ours
-		if err and err:match("no mm%-") then return "none" end
-		return nil, err
-	end
+	local procs, err, code = criu.read(state.dir)
+	-- no mm images (not a dump with processes): nothing of ours
+	if code == "empty" then return "none" end
+	if not procs then return nil, err end
 	local with = {}
 	for _, p in ipairs(procs) do if #p.rings > 0 then with[#with + 1] = p end end
 	if #with == 0 then return "none" end

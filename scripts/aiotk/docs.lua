@@ -5,9 +5,11 @@
 -- signature), text (what it returns or does).
 local M = {}
 
-M.CONVENTION = "Every call that can fail at run time returns nil, message, code (code: invalid, " ..
-	"system, image, budget, impossible, occupied, stuck, nomem, notring, unsupported, and from " ..
-	"the process workflows in_flight, interrupted, plan, norings). Wrong argument types raise a " ..
+M.CONVENTION = "Every call that can fail at run time returns nil, message, code, errno (code: " ..
+	"invalid, system, image, budget, impossible, occupied, stuck, nomem, notring, unsupported, " ..
+	"empty, and from the process workflows in_flight, interrupted, plan, norings; errno: the " ..
+	"failing system call's, 0 if none). Decide on code and errno, never on the message's text, " ..
+	"which is for people. Wrong argument types raise a Lua error. " ..
 	"Lua error. Addresses are numbers (exact below 2^53); 64-bit cookies are \"0x...\" strings, " ..
 	"and any 64-bit argument accepts either."
 

@@ -27,7 +27,11 @@ describe("policy", function()
 		for _, hook in ipairs { "impossible", "budget", "in_flight", "overfull", "order", "log" } do
 			assert.are.equal(policy[hook], p[hook], hook)
 		end
-		assert.has_error(function() policy.load(EXAMPLES .. "/../show.lua") end)
+		-- a file that is no policy is refused by name, saying what a policy is
+		helper.write(dir .. "/not-policy.lua", "return 'show'")
+		local ok, err = pcall(policy.load, dir .. "/not-policy.lua")
+		assert.is_false(ok)
+		assert.are.equal("policy " .. dir .. "/not-policy.lua must return a table of hooks", err)
 		local w = helper.workload("--ring 1:15:10:0 --ring 4096:100:50:0")
 		dump(w, dir)
 		local code, out = run("check -D " .. dir .. " --json --policy " .. EXAMPLES .. "/big-rings-only.lua")
