@@ -224,6 +224,21 @@ static const luaL_Reg funcs[] = {
 	{ NULL, NULL },
 };
 
+/* core.errno: the errno values Lua decides on, by name (the fourth value
+ * of a failure is one of them or another errno). */
+static void push_errno_names(lua_State *L)
+{
+	static const struct { const char *name; int v; } names[] = {
+		{ "EPERM", EPERM }, { "ENOENT", ENOENT }, { "ESRCH", ESRCH }, { "EINTR", EINTR },
+		{ "EAGAIN", EAGAIN }, { "ENOMEM", ENOMEM }, { "EACCES", EACCES }, { "EFAULT", EFAULT },
+		{ "EBUSY", EBUSY }, { "EEXIST", EEXIST }, { "EINVAL", EINVAL }, { "ENOSPC", ENOSPC },
+		{ "ENOSYS", ENOSYS }, { "EOPNOTSUPP", EOPNOTSUPP },
+	};
+	lua_createtable(L, 0, (int)(sizeof(names) / sizeof(names[0])));
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		laiotk_set_num(L, names[i].name, names[i].v);
+}
+
 int luaopen_aiotk_core(lua_State *L)
 {
 	laiotk_ring_register(L);
@@ -232,6 +247,8 @@ int luaopen_aiotk_core(lua_State *L)
 	luaL_register(L, NULL, funcs);
 	lua_pushstring(L, AIOTK_VERSION);
 	lua_setfield(L, -2, "version");
+	push_errno_names(L);
+	lua_setfield(L, -2, "errno");
 	laiotk_target_register(L);
 	laiotk_criu_register(L);
 	laiotk_lab_register(L);

@@ -32,7 +32,7 @@ end
 
 -- The layered policy, or nil and the error.
 function M.load_policy(args)
-	local ok, p = pcall(require("aiotk.policy").load, args.policy, aiotk.search_dirs)
+	local ok, p = pcall(require("aiotk.policy").current, args.policy)
 	if not ok then return nil, p end
 	return p
 end

@@ -166,7 +166,7 @@ end
 -- New mm file contents for every process, following each ring's plan
 -- step; recorded(pid, addr) gives the n recorded at dump, if any.
 local function patched_mm(procs, host, recorded, policy)
-	policy = policy or require("aiotk.policy").load(nil, aiotk.search_dirs)
+	policy = policy or require("aiotk.policy").current()
 	local out, changes, headers = {}, {}, {}
 	for _, p in ipairs(procs) do
 		local bytes, err = read_file(p.mm_path)

@@ -14,7 +14,7 @@
 -- -ENOTSUP), or nil and the message CRIU logs as the failure.
 local aiotk = require "aiotk"
 local core = aiotk.core
-local process = require "aiotk.process"
+local dump = require "aiotk.dump"
 local criu = require "aiotk.criu"
 
 local M = {}
@@ -62,7 +62,7 @@ end
 function M.init(stage, dir, log, shipped)
 	state.stage, state.dir, state.log = M.STAGES[stage], dir, log or state.log
 	if shipped then aiotk.search_dirs = require("aiotk.search").install(shipped) end
-	local ok, p = pcall(require("aiotk.policy").load, os.getenv("AIOTK_POLICY"), aiotk.search_dirs)
+	local ok, p = pcall(require("aiotk.policy").current, os.getenv("AIOTK_POLICY"))
 	if not ok then return nil, p end
 	state.policy = p
 	p.log = function(msg) state.log("info", msg) end
@@ -72,7 +72,7 @@ end
 
 function M.checkpoint(pid)
 	if state.stage ~= "dump" then return "none" end
-	local img, report, code = process.dump_frozen(pid, M.image_dir(pid), { policy = state.policy })
+	local img, report, code = dump.dump_frozen(pid, M.image_dir(pid), { policy = state.policy })
 	if not img then
 		if code == "norings" then return "none" end
 		return nil, report
@@ -146,8 +146,10 @@ local function check_ring(pid, c, k)
 	local what = string.format("process %d ring 0x%x: %d request(s) not in CRIU's image " ..
 		"(%d completed after CRIU read the ring, %d still in flight)", pid, c.ring.addr,
 		count, landed, k.in_flight or 0)
+	local fact = require("aiotk.kernel").in_flight_fact(c.ring, k)
+	fact.count, fact.landed = count, landed
 	local answer = state.policy.in_flight(c.ring, { pid = pid, hook = "post-dump", kernel_view = true,
-		in_flight = { { ring = c.ring, addr = c.ring.addr, count = count } } })
+		in_flight = { fact } })
 	if answer == "record" then
 		logf("warn", "%s; recorded (policy in_flight: record)", what)
 		return nil

@@ -1,7 +1,8 @@
 -- The aiotk Lua library, the front module: the core's primitives, this
 -- process's dump and restore, temporary aio-max-nr; with the process
--- workflows (aiotk.process: where dump and restore policy is enforced) and
--- the tables for JSON and display (aiotk.render) merged in.
+-- workflows (aiotk.dump, aiotk.restore, aiotk.verify: where dump and
+-- restore policy is carried out) and the tables for JSON and display
+-- (aiotk.render) merged in.
 --
 -- Error convention: anything that can fail at run time returns
 -- nil, message, code (code: "budget", "occupied", "image", "stuck", ...).
@@ -74,8 +75,15 @@ function M.with_aio_headroom(needed, fn)
 	return unpack(results, 2, results.n)
 end
 
-for _, part in ipairs { "aiotk.process", "aiotk.render" } do
-	for k, v in pairs(require(part)) do M[k] = v end
+-- The process workflows (each module their home), by name.
+for part, names in pairs {
+	["aiotk.process"] = { "with_process" },
+	["aiotk.dump"] = { "dump_process", "dump_frozen" },
+	["aiotk.restore"] = { "restore_process", "joined_ranges" },
+	["aiotk.verify"] = { "verify_process" },
+} do
+	for _, name in ipairs(names) do M[name] = require(part)[name] end
 end
+for k, v in pairs(require "aiotk.render") do M[k] = v end
 
 return M

@@ -63,6 +63,15 @@ function M.split(c)
 	return math.max((c.in_flight or 0) - cancellable, 0), cancellable
 end
 
+-- What the policy's in_flight hook is told of ring r's requests in
+-- flight, from its context c (policy.lua documents the fields): the one
+-- shape for a dump and for CRIU's action script.
+function M.in_flight_fact(r, c)
+	local finishing, cancellable = M.split(c)
+	return { ring = r, addr = r.addr, count = c.in_flight or 0, finishing = finishing,
+		cancellable = cancellable, pending = c.pending }
+end
+
 -- The live view as `aiotk show -p` prints it (and the REPL shows it).
 local View = {}
 

@@ -21,9 +21,14 @@ function M.impossible(ring, why, host) return "fail" end
 function M.budget(b, host) return "fail" end
 
 -- Requests were in flight while the process was stopped for a dump.
--- ctx.kernel_view: true with ctx.in_flight, per ring {addr, count,
--- finishing (disk I/O, finishes on its own), cancellable (POLL, may never
--- finish), pending}; false when only a moving tail showed it (ctx.moved).
+-- ctx.pid; ctx.kernel_view: true with ctx.in_flight, per ring with
+-- requests in flight {ring, addr, count, finishing (disk I/O, finishes on
+-- its own), cancellable (POLL, may never finish), pending (the
+-- cancellable ones: obj, data, opcode, fd, events, kind)}; false when only
+-- a moving tail showed it (ctx.moved: {ring, now} per ring). ctx.hook is
+-- "post-dump" when CRIU's action script asks, after CRIU saved the
+-- memory: each ring's count then includes `landed` (completions after
+-- CRIU read the ring), and only "record" lets the dump stand.
 -- "capture" (default: wait at most in_flight_wait_ms for the finishing
 -- ones, save the cancellable ones with the ring, resubmitted at restore),
 -- "wait" (for all of them), "fail", or "record" (dump without them and
@@ -91,11 +96,18 @@ local function check_type(path, k, v)
 	end
 end
 
+-- The policy in force: the layers in aiotk's search directories (shipped,
+-- then the user's policy.lua), then file. Commands, workflows and the
+-- CRIU plugin all load it here.
+function M.current(file)
+	return M.load(file, require("aiotk").search_dirs)
+end
+
 -- Load the layers. Returns the policy table (a fresh copy); the deciding
 -- hooks a layer overrides are wrapped so that their answers are checked.
 function M.load(file, search_dirs)
 	local p = {}
-	for k, v in pairs(M) do if k ~= "load" and k ~= "ANSWERS" then p[k] = v end end
+	for k, v in pairs(M) do if k ~= "load" and k ~= "current" and k ~= "ANSWERS" then p[k] = v end end
 	local function apply(path)
 		local chunk, err = loadfile(path)
 		if not chunk then error("policy " .. path .. ": " .. err, 0) end

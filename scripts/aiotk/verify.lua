@@ -3,6 +3,10 @@
 -- (io_setup's n, the kernel's tail, the captured requests in flight again).
 -- Each difference is one table { ring = "0x...", what = field, image =
 -- saved value, live = value now }, so a caller can list or count them.
+local core = require "aiotk.core"
+local kernel = require "aiotk.kernel"
+local process = require "aiotk.process"
+
 local M = {}
 
 local function hex(v) return string.format("0x%x", v) end
@@ -93,6 +97,39 @@ function M.compare(img_rings, live, kv)
 	table.sort(extra)
 	for _, addr in ipairs(extra) do differ(out, hex(addr), "ring", "not in the image", "present") end
 	return out
+end
+
+-- Compare process pid's rings with image img (aiotk.verify): read with the
+-- process stopped, ring side and kernel side from one consistent reading.
+-- Returns the differences and { kernel_view, kernel_view_error,
+-- stopped_ns }, or nil, message, code.
+function M.verify_process(pid, img)
+	local fit, ferr, fcode = core.check_process(pid)
+	if not fit then return nil, ferr, fcode end
+	kernel.prepare(pid)
+	local live, kv, why, stopped
+	local ok, err, code = process.with_process(pid, function(t)
+		stopped = t
+		for _ = 1, 8 do
+			local maps, e, c = t:rings()
+			if not maps then return nil, e, c end
+			live = {}
+			for _, m in ipairs(maps) do
+				local ring, e2, c2 = t:snapshot(m.addr, false, m.ring_len)
+				if not ring then return nil, e2, c2 end
+				live[m.addr] = ring
+			end
+			kv, why = kernel.read(pid)
+			local list = {}
+			for _, r in pairs(live) do list[#list + 1] = r end
+			if not kv or process.tails_agree(list, kv) then return true end
+		end
+		return nil, "ring tails kept moving while the process was stopped", "in_flight"
+	end)
+	if not ok then return nil, err, code end
+	local diffs = M.compare(img:rings(), live, kv)
+	return diffs, { kernel_view = kv ~= nil, kernel_view_error = not kv and why or nil,
+		stopped_ns = stopped.stopped_ns }
 end
 
 return M

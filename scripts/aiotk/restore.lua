@@ -1,0 +1,361 @@
+-- Restore into a running process: all or nothing. Every destination is
+-- checked, then claimed, before anything is built; the changes are
+-- recorded in an undo list as they are made, and any failure, a hook that
+-- raises, or SIGINT, SIGTERM or SIGHUP undoes them in reverse (occupants
+-- moved back, placeholders removed, new rings destroyed).
+local core = require "aiotk.core"
+local kernel = require "aiotk.kernel"
+local process = require "aiotk.process"
+
+local M = {}
+
+-- A refused injected call (EPERM, ENOSYS: what seccomp filters answer) in
+-- a process under a seccomp filter: say so.
+local function seccomp_hint(pid, err, errno)
+	if errno ~= core.errno.EPERM and errno ~= core.errno.ENOSYS then return err end
+	local f = io.open("/proc/" .. pid .. "/status")
+	local status = f and f:read("*a") or ""
+	if f then f:close() end
+	if status:match("Seccomp:%s*2") then
+		return err .. string.format("; process %d runs under a seccomp filter (Seccomp: 2 in " ..
+			"/proc/%d/status) that refuses a system call aiotk injects; nothing was changed", pid, pid)
+	end
+	return err
+end
+
+local function apply_budget(plan, policy)
+	local b = plan.budget
+	if b.action == "fail" then
+		return nil, require("aiotk.plan").budget_message(b), "budget"
+	elseif b.action == "raise" then
+		local ok, err, code = core.set_aio_max_nr(b.aio_max_nr + b.raise_by)
+		if not ok then return nil, err, code end
+		policy.log(string.format("raised fs.aio-max-nr from %d to %d (by the %d missing)",
+			b.aio_max_nr, b.aio_max_nr + b.raise_by, b.raise_by))
+	end
+	return true
+end
+
+-- The first of maps (t:mappings()) overlapping [addr, addr+len).
+local function mapping_in(maps, addr, len)
+	for _, m in ipairs(maps) do
+		if m.start < addr + len and addr < m.finish then return m end
+	end
+end
+
+-- What each destination holds, checked before anything changes: nothing,
+-- or (with replace) exactly one AIO ring, which is then moved aside.
+-- Returns the occupant per step index.
+local function occupants(maps, steps, replace)
+	local out = {}
+	for i, s in ipairs(steps) do
+		local m = mapping_in(maps, s.ring.addr, s.len)
+		if m then
+			if not (replace and m.ring) then
+				return nil, string.format(
+					"ring %d of %d (0x%x, %d bytes): %s is mapped there%s",
+					i, #steps, s.ring.addr, s.len, m.desc,
+					m.ring and "; --replace moves an AIO ring there aside and destroys it once all are restored" or
+					"; nothing was changed"), "occupied"
+			end
+			if m.start < s.ring.addr or m.finish > s.ring.addr + s.len then
+				return nil, string.format("ring %d of %d (0x%x, %d bytes): the AIO ring %s there does not fit " ..
+					"the saved range; nothing was changed", i, #steps, s.ring.addr, s.len, m.desc), "occupied"
+			end
+			out[i] = { addr = m.start, len = m.finish - m.start }
+		end
+	end
+	return out
+end
+
+-- ranges ({ {addr=, len=}, ... }) in address order, those that touch
+-- joined, those whose index is in skip left out: { {addr, len, members =
+-- indexes into ranges}, ... }. A restore holds one placeholder per run.
+function M.joined_ranges(ranges, skip)
+	local idx = {}
+	for i in ipairs(ranges) do if not (skip and skip[i]) then idx[#idx + 1] = i end end
+	table.sort(idx, function(a, b) return ranges[a].addr < ranges[b].addr end)
+	local runs, cur = {}, nil
+	for _, i in ipairs(idx) do
+		local r = ranges[i]
+		if cur and cur.addr + cur.len == r.addr then
+			cur.len = cur.len + r.len
+			cur.members[#cur.members + 1] = i
+		else
+			cur = { addr = r.addr, len = r.len, members = { i } }
+			runs[#runs + 1] = cur
+		end
+	end
+	return runs
+end
+
+-- The saved range of each step.
+local function ranges_of(steps)
+	local ranges = {}
+	for i, s in ipairs(steps) do ranges[i] = { addr = s.ring.addr, len = s.len } end
+	return ranges
+end
+
+-- What an interrupted aiotk left: contexts it was building or had parked
+-- (marked), placeholders on saved ranges, journal pages. Removed first.
+-- Returns the mappings as they are then (one read of the maps when
+-- nothing was left, which is the usual case).
+local function remove_leftovers(t, steps, policy)
+	local ranges = ranges_of(steps)
+	local maps, me, mc = t:mappings(ranges)
+	if not maps then return nil, me, mc end
+	local removed = false
+	-- A placeholder covers one saved range or a run of touching ones.
+	for _, run in ipairs(M.joined_ranges(ranges)) do
+		for _, m in ipairs(maps) do
+			if m.placeholder and m.start >= run.addr and m.finish <= run.addr + run.len then
+				local ok, err, code = t:unmap(m.start, m.finish - m.start)
+				if not ok then return nil, err, code end
+				removed = true
+				policy.log(string.format("removed the placeholder at 0x%x left by an interrupted aiotk", m.start))
+			end
+		end
+	end
+	local journals = false
+	for _, m in ipairs(maps) do journals = journals or m.journal end
+	if journals then
+		local j, je, jc = t:remove_journals()
+		if not j then return nil, je, jc end
+		if j > 0 then
+			removed = true
+			policy.log(string.format("destroyed %d ring(s) an interrupted aiotk had just made", j))
+		end
+	end
+	for _, m in ipairs(maps) do
+		local h = m.ring and t:header(m.start)
+		if h and h.building then
+			local ok, err, code = t:io_destroy(m.start)
+			if not ok then return nil, err, code end
+			removed = true
+			policy.log(string.format("destroyed ring 0x%x, left built halfway or parked by an interrupted aiotk", m.start))
+		end
+	end
+	if removed then return t:mappings(ranges) end
+	return maps
+end
+
+local EXITED = "the process exited during restore: "
+
+-- Everything a restore changed, undone in reverse: what it made, where.
+local Undo = {}
+Undo.__index = Undo
+
+function Undo:rollback(t)
+	for i = #self, 1, -1 do
+		local u = self[i]
+		if u.kind == "ring" then t:io_destroy(u.addr)
+		-- A placeholder partly used: its rings are destroyed (above, in
+		-- reverse order) before what is left of it goes.
+		elseif u.kind == "claim" and u.left > 0 then t:unmap(u.addr, u.len)
+		elseif u.kind == "parked" then t:unpark(u.at, u.len, u.addr) end
+	end
+end
+
+local function interrupted()
+	local sig = core.interrupted()
+	if sig then return nil, "interrupted by " .. sig .. "; everything done was undone", "interrupted" end
+	return true
+end
+
+-- The kernel's side of the rebuilt rings, where it can be seen (one
+-- reading for all): each private tail must be the saved tail (the next
+-- completion lands at the saved slot) and, when the dump recorded it, its
+-- n the saved n.
+local function kernel_check(t, steps, policy)
+	local kv = kernel.read(t.pid)
+	for i, s in ipairs(steps) do
+		local ring = s.ring
+		local k = kv and kv[ring.addr]
+		if k and k.kernel_tail ~= ring.tail then
+			return nil, string.format("ring %d of %d (0x%x): the kernel's tail is %d after the rebuild, " ..
+				"the saved tail %d", i, #steps, ring.addr, k.kernel_tail, ring.tail), "stuck"
+		end
+		if k and ring.n > 0 and k.n ~= ring.n then
+			policy.log(string.format("ring 0x%x: rebuilt with io_setup(%d), not the recorded %d " ..
+				"(this host makes that length from another n)", ring.addr, k.n, ring.n))
+		end
+	end
+	return true
+end
+
+-- A placeholder over the destinations of steps `members` (indexes), which
+-- lie side by side from addr on: held until each of its rings is made.
+function Undo:held(members, addr, len)
+	local c = { kind = "claim", addr = addr, len = len, left = #members }
+	for _, i in ipairs(members) do self.claims[i] = c end
+	self[#self + 1] = c
+end
+
+-- Ring i made, as context ctx, on its placeholder.
+function Undo:made_ring(i, ctx)
+	self.claims[i].left = self.claims[i].left - 1
+	self[#self + 1] = { kind = "ring", addr = ctx }
+end
+
+local function claim(t, nsteps, undo, members, addr, len)
+	local ok, re, rc = t:reserve(addr, len)
+	if not ok then return nil, string.format("ring %d of %d: %s", members[1], nsteps, re), rc end
+	undo:held(members, addr, len)
+	return true
+end
+
+-- Every destination claimed with a placeholder, so that no new ring,
+-- parking spot or scratch mapping can land on one: free ones first (those
+-- that touch, as rings a program made one after another do, under one
+-- placeholder), then each occupant parked and its range claimed at once.
+-- With nothing to park the claims are left to the rebuild (the restorer
+-- takes them first thing in its run): the runs still to claim.
+local function claim_destinations(t, steps, occ, undo)
+	local runs = M.joined_ranges(ranges_of(steps), occ)
+	if next(occ) == nil then return runs end
+	for _, run in ipairs(runs) do
+		local ok, ce, cc = claim(t, #steps, undo, run.members, run.addr, run.len)
+		if not ok then return nil, ce, cc end
+	end
+	for i, s in ipairs(steps) do
+		local o = occ[i]
+		if o then
+			local at, pe, pc = t:park(o.addr, o.len)
+			if not at then return nil, pe, pc end
+			undo[#undo + 1] = { kind = "parked", addr = o.addr, len = o.len, at = at }
+			local ok, ce, cc = claim(t, #steps, undo, { i }, s.ring.addr, s.len)
+			if not ok then return nil, ce, cc end
+		end
+	end
+	return {}
+end
+
+local function jobs_of(steps, opts)
+	local jobs = {}
+	for i, s in ipairs(steps) do
+		local replay = { nudge = s.nudge }
+		for k, v in pairs(opts.replay or {}) do replay[k] = v end
+		jobs[i] = { ring = s.ring, n = s.n, grow_to = s.grow_to, replay = replay, placeholder = true,
+			model = opts.model }
+	end
+	return jobs
+end
+
+-- All rings in one call: those the restorer can rebuild by itself go into
+-- the process in one run (core/aio/rebuild/restorer.c), after it takes
+-- the pending claims. Each claim held and ring made goes into undo.
+local function rebuild_rings(t, steps, opts, pending, undo)
+	local results, re, rc, rerrno, made = t:restore_all(jobs_of(steps, opts), pending)
+	for _, run in ipairs(pending) do
+		if run.made then undo:held(run.members, run.addr, run.len)
+		elseif not results then
+			return nil, string.format("ring %d of %d: %s", run.members[1], #steps, re), rc
+		end
+	end
+	for i, res in ipairs(results or made) do undo:made_ring(i, res.ctx) end
+	if not results then
+		local i = #made + 1
+		return nil, string.format("ring %d of %d (0x%x): %s", i, #steps, steps[i].ring.addr,
+			seccomp_hint(t.pid, re, rerrno)), rc
+	end
+	return results
+end
+
+-- The rebuilt rings finished: the kernel's side checked first (a captured
+-- request that completes at once would move the tail being checked), then
+-- captured requests submitted again, each ring reported.
+local function finish_rings(t, steps, results, opts, policy, out)
+	local ok, ke, kc = kernel_check(t, steps, policy)
+	if not ok then return nil, ke, kc end
+	for i, s in ipairs(steps) do
+		local res = results[i]
+		if s.ring.ncaptured > 0 then
+			local rok, rse, rsc = t:resubmit(res.ctx, s.ring)
+			if not rok then return nil, string.format("ring %d of %d: %s", i, #steps, rse), rsc end
+			res.resubmitted = s.ring.ncaptured
+		end
+		res.grown = s.grow_to ~= nil
+		out[#out + 1] = res
+		if s.grow_to then
+			policy.log(string.format("ring 0x%x grew in place from %d to %d bytes", s.ring.addr,
+				s.ring.ring_len, s.grow_to))
+		end
+		if opts.on_ring then opts.on_ring(i, s.ring, res, t) end
+	end
+	return true
+end
+
+-- The changes, in order: occupants parked and destinations claimed, each
+-- ring rebuilt onto its placeholder, then finished; each recorded in undo
+-- before the next one starts, with a look for an interrupting signal
+-- between them.
+local function rebuild(t, maps, steps, opts, policy, undo, out)
+	local occ, e, c = occupants(maps, steps, opts.replace)
+	if not occ then return nil, e, c end
+	local pending, ce, cc = claim_destinations(t, steps, occ, undo)
+	if not pending then return nil, ce, cc end
+	local ok, ie, ic = interrupted()
+	if not ok then return nil, ie, ic end
+	local results, re, rc = rebuild_rings(t, steps, opts, pending, undo)
+	if not results then return nil, re, rc end
+	ok, ie, ic = interrupted()
+	if not ok then return nil, ie, ic end
+	local fok, fe, fc = finish_rings(t, steps, results, opts, policy, out)
+	if not fok then return nil, fe, fc end
+	return interrupted()
+end
+
+-- Restore rings into process pid, as the plan (made here from the policy
+-- unless given) says: all or nothing. opts.replace moves AIO rings that
+-- occupy saved addresses aside, and destroys them once every ring is
+-- rebuilt; opts.on_ring(i, ring, result, t) is called after each ring.
+function M.restore_process(pid, rings, opts)
+	opts = opts or {}
+	local policy = process.policy(opts)
+	local plans = require "aiotk.plan"
+	local plan = opts.plan or plans.make(rings, assert(core.host()), policy)
+	local steps, serr, scode = plans.follow(plan, rings)
+	if not steps then return nil, serr, scode end
+	local ok, berr, bcode = apply_budget(plan, policy)
+	if not ok then return nil, berr, bcode end
+	kernel.prepare(pid) -- loaded (and its iterator made) before the process is stopped
+	local out = {}
+	-- This host's model for every ring, read before the process stops.
+	local ropts = setmetatable({ model = assert(core.host()) }, { __index = opts })
+	local target, exit_said
+	local rok, err, code = process.with_process(pid, function(t)
+		target = t
+		local maps, de, dc = remove_leftovers(t, steps, policy)
+		if not maps then return nil, de, dc end
+		local undo = setmetatable({ claims = {} }, Undo)
+		-- A hook or callback that raises is a failure like any other: the
+		-- undo runs, then the error goes on.
+		local called, done, e, c = pcall(rebuild, t, maps, steps, ropts, policy, undo, out)
+		if not called then
+			undo:rollback(t)
+			error(done, 0)
+		end
+		if not done then
+			undo:rollback(t)
+			out = {}
+			exit_said = t.dead
+			if t.dead then return nil, EXITED .. e, c end
+			return nil, e, c
+		end
+		for _, u in ipairs(undo) do
+			if u.kind == "parked" then t:io_destroy(u.at) end
+		end
+		out.target = t
+		return true
+	end, { cpu_latency = policy.cpu_latency })
+	if not rok then
+		-- Killed after its last system call, it shows only at detach.
+		if target and target.dead and not exit_said then err = EXITED .. err end
+		return nil, err, code
+	end
+	out.stopped_ns = out.target.stopped_ns
+	out.stopped_at_ns = out.target.stopped_at_ns
+	out.plan = plan
+	return out
+end
+return M
