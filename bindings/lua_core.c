@@ -172,6 +172,26 @@ static int l_ring_len(lua_State *L)
 	return 1;
 }
 
+/* budget_need(needed, aio_nr, aio_max_nr), budget_short(who, needed,
+ * aio_nr, aio_max_nr): the budget's sentences (aiotk_budget_need). */
+static int l_budget_need(lua_State *L)
+{
+	char buf[128];
+	aiotk_budget_need(buf, sizeof(buf), laiotk_check_u64(L, 1), laiotk_check_u64(L, 2),
+			  laiotk_check_u64(L, 3));
+	lua_pushstring(L, buf);
+	return 1;
+}
+
+static int l_budget_short(lua_State *L)
+{
+	char buf[400];
+	aiotk_budget_short(buf, sizeof(buf), luaL_checkstring(L, 1), laiotk_check_u64(L, 2),
+			   laiotk_check_u64(L, 3), laiotk_check_u64(L, 4));
+	lua_pushstring(L, buf);
+	return 1;
+}
+
 /* nr_for_len(ring_len): the slots of a ring of that mapping length. */
 static int l_nr_for_len(lua_State *L)
 {
@@ -217,6 +237,7 @@ static int l_now_ns(lua_State *L)
 static const luaL_Reg funcs[] = {
 	{ "host", l_host }, { "geometry", l_geometry }, { "min_n", l_min_n }, { "fit_n", l_fit_n },
 	{ "ring_len", l_ring_len }, { "nr_for_len", l_nr_for_len },
+	{ "budget_need", l_budget_need }, { "budget_short", l_budget_short },
 	{ "aio_nr", l_aio_nr }, { "set_aio_max_nr", l_set_aio_max_nr },
 	{ "now_ns", l_now_ns }, { "sleep_ms", l_sleep_ms },
 	{ "ring", laiotk_ring_from_table }, { "image", laiotk_image_create },

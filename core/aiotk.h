@@ -107,6 +107,15 @@ int aiotk_host_probe(aiotk_host *h, aiotk_err *err);
 int aiotk_aio_nr(uint64_t *aio_nr, uint64_t *aio_max_nr, aiotk_err *err);
 int aiotk_set_aio_max_nr(uint64_t v, aiotk_err *err);
 const char *aiotk_formula_name(enum aiotk_formula f);
+/* The sentences every message about the fs.aio-max-nr budget is made of
+ * (the core's and the Lua side's), into buf: "N of fs.aio-max-nr needed,
+ * F free", and "WHO: N of ... needed, F free (aio-nr is A of M), S short;
+ * raise it (sysctl fs.aio-max-nr=X)", to which the caller adds its other
+ * way out. */
+void aiotk_budget_need(char *buf, size_t len, uint64_t needed, uint64_t aio_nr,
+		       uint64_t aio_max_nr);
+void aiotk_budget_short(char *buf, size_t len, const char *who, uint64_t needed,
+			uint64_t aio_nr, uint64_t aio_max_nr);
 
 /* ---- targets: the process the primitives act on ---------------------- */
 typedef struct aiotk_target aiotk_target;

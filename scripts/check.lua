@@ -77,8 +77,8 @@ for _, r in ipairs(rows) do
 	if r.criu_with_plugin then print("    CRIU with aiotk's plugin: " .. r.criu_with_plugin) end
 end
 for _, b in ipairs(budgets) do
-	print(string.format("budget%s: needs %d of fs.aio-max-nr, %d free%s", b.pid and (" (pid " .. b.pid .. ")") or "",
-		b.needed, b.free, b.action == "raise" and string.format(" (the policy raises it by %d)", b.raise_by) or
+	print(string.format("budget%s: %s%s", b.pid and (" (pid " .. b.pid .. ")") or "",
+		require("aiotk.plan").budget_need(b), b.action == "raise" and string.format(" (the policy raises it by %d)", b.raise_by) or
 		b.action == "fail" and " (not enough: a restore would fail)" or ""))
 end
 return verdict

@@ -65,6 +65,24 @@ int aiotk_aio_nr(uint64_t *aio_nr, uint64_t *aio_max_nr, aiotk_err *err)
 	return rc;
 }
 
+void aiotk_budget_need(char *buf, size_t len, uint64_t needed, uint64_t aio_nr,
+		       uint64_t aio_max_nr)
+{
+	snprintf(buf, len, "%llu of fs.aio-max-nr needed, %llu free", (unsigned long long)needed,
+		 (unsigned long long)(aio_max_nr > aio_nr ? aio_max_nr - aio_nr : 0));
+}
+
+void aiotk_budget_short(char *buf, size_t len, const char *who, uint64_t needed,
+			uint64_t aio_nr, uint64_t aio_max_nr)
+{
+	char need[96];
+	uint64_t want = aio_nr + needed;
+	aiotk_budget_need(need, sizeof(need), needed, aio_nr, aio_max_nr);
+	snprintf(buf, len, "%s: %s (aio-nr is %llu of %llu), %llu short; raise it (sysctl fs.aio-max-nr=%llu)",
+		 who, need, (unsigned long long)aio_nr, (unsigned long long)aio_max_nr,
+		 (unsigned long long)(want > aio_max_nr ? want - aio_max_nr : 0), (unsigned long long)want);
+}
+
 int aiotk_set_aio_max_nr(uint64_t v, aiotk_err *err)
 {
 	FILE *f = fopen(AIO_MAX_NR, "w");

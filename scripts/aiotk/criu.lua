@@ -46,7 +46,7 @@ function M.criu_verdicts(proc, host)
 	for _, c in ipairs(proc.rings) do
 		local addr = c.ring.addr
 		if not out[addr] and b.short > 0 then
-			out[addr] = string.format("fails: its io_setup calls need %d of fs.aio-max-nr, %d free", sum, b.free)
+			out[addr] = "fails: its io_setup calls: " .. plans.budget_need(b)
 		end
 		out[addr] = out[addr] or "ok"
 	end
@@ -247,7 +247,7 @@ function M.plugin_verdicts(p, host, policy, recorded)
 			why = not ok and gerr:gsub("^[^:]*: ", "") or nil
 		end
 		if not why and budget.action == "fail" then
-			why = string.format("its io_setup calls need %d of fs.aio-max-nr, %d free", budget.needed, budget.free)
+			why = "its io_setup calls: " .. plans.budget_need(budget)
 		end
 		out[c.ring.addr] = why and ("fails: " .. why) or string.format("ok: io_setup(%d)%s%s", s.n,
 			recorded and recorded(p.pid, c.ring.addr) == s.n and " (recorded at dump)" or "",

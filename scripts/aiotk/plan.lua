@@ -4,6 +4,7 @@
 -- plan, migrate writes one, restore follows one.
 local aiotk = require "aiotk"
 local hostmodel = require "aiotk.hostmodel"
+local core = aiotk.core
 
 local M = {}
 
@@ -21,11 +22,15 @@ function M.budget(needed, host)
 		short = needed > free and needed - free or 0 }
 end
 
+-- How the budget b reads in every message (the core's sentences).
+function M.budget_need(b)
+	return core.budget_need(b.needed, b.aio_nr, b.aio_max_nr)
+end
+
 -- What to tell a user whose restore does not fit the budget b.
 function M.budget_message(b)
-	return string.format("restoring needs %d of fs.aio-max-nr: aio-nr is %d of %d, %d short; " ..
-		"raise it (sysctl fs.aio-max-nr=%d) or let the policy raise it", b.needed, b.aio_nr,
-		b.aio_max_nr, b.short, b.aio_max_nr + b.short)
+	return core.budget_short("restoring", b.needed, b.aio_nr, b.aio_max_nr) ..
+		" or let the policy raise it"
 end
 
 local function ring_step(ring, model, host, policy)

@@ -100,7 +100,7 @@ describe("policy", function()
 			local code, _, e = run("restore -p " .. w.pid .. " -D " .. dir)
 			assert.are.equal(1, code)
 			-- the n each ring was made with (128 and 1), recorded at dump
-			assert.matches("needs 129 of fs.aio%-max%-nr", e)
+			assert.matches("129 of fs.aio%-max%-nr needed", e)
 			assert.matches("119 short", e)
 			assert.are.equal(0, w:ring_count())
 			code, _, e = run("restore -p " .. w.pid .. " -D " .. dir .. " --policy " .. EXAMPLES .. "/raise-budget.lua")

@@ -120,7 +120,7 @@ describe("restore", function()
 		assert.is_nil(res)
 		assert.are.equal("budget", code)
 		assert.matches("fs.aio%-max%-nr", err)
-		assert.matches("needs 4095", err)
+		assert.matches("4095 of fs.aio%-max%-nr needed", err)
 		assert.are.equal(max, select(2, aiotk.aio_nr()))
 	end)
 

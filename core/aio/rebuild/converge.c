@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -10,12 +11,11 @@
 static int budget_error(uint32_t n, aiotk_err *err)
 {
 	uint64_t nr = 0, max = 0;
+	char who[32], msg[300];
 	aiotk_aio_nr(&nr, &max, NULL);
-	return aiotk_fail(err, AIOTK_EBUDGET, EAGAIN,
-			  "io_setup(%u) exceeds fs.aio-max-nr: it needs %u, aio-nr is %llu of %llu (short by %llu); raise it (sysctl fs.aio-max-nr=%llu) or free AIO contexts",
-			  n, n, (unsigned long long)nr, (unsigned long long)max,
-			  (unsigned long long)(nr + n > max ? nr + n - max : 0),
-			  (unsigned long long)(nr + n));
+	snprintf(who, sizeof(who), "io_setup(%u)", n);
+	aiotk_budget_short(msg, sizeof(msg), who, n, nr, max);
+	return aiotk_fail(err, AIOTK_EBUDGET, EAGAIN, "%s or free AIO contexts", msg);
 }
 
 /* io_setup(n) in the target. With `mark`, the context is aiotk's to
