@@ -48,6 +48,9 @@ void laiotk_proc_register(lua_State *L);
 void laiotk_kview_register(lua_State *L);
 
 int luaopen_aiotk_core(lua_State *L);
+/* Where the scripts are for a binary at path self (NULL: unknown) that,
+ * installed, finds them at rel from its own directory (scripts_dir.c). */
+void laiotk_scripts_dir(const char *self, const char *rel, char *out, size_t len);
 int luaopen_aiotk_readline(lua_State *L);
 
 #endif

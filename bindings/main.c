@@ -2,6 +2,7 @@
  * command dispatch included, is Lua (scripts/aiotk/cli.lua). */
 #include "lua_aiotk.h"
 
+#include <limits.h>
 #include <lualib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,37 +10,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int is_dir(const char *p)
+/* This program's path, for laiotk_scripts_dir; NULL if unknown. */
+static const char *self_path(char *buf, size_t len)
 {
-	struct stat st;
-	return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-/* Installed layout (bin/../share/aiotk/scripts) wins over the source tree,
- * so a build-directory binary uses the scripts it was built from. */
-static void scripts_dir(char *out, size_t len)
-{
-	char exe[4096];
-	const char *env = getenv("AIOTK_SCRIPTS_DIR");
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 64);
-	if (env && *env) {
-		snprintf(out, len, "%s", env);
-		return;
-	}
-	if (n > 0) {
-		exe[n] = 0;
-		char *slash = strrchr(exe, '/');
-		if (slash) {
-			snprintf(slash, sizeof(exe) - (size_t)(slash - exe),
-				 "/../share/aiotk/scripts");
-			if (is_dir(exe)) {
-				snprintf(out, len, "%s", exe);
-				return;
-			}
-		}
-	}
-	snprintf(out, len, "%s", is_dir(AIOTK_SOURCE_SCRIPTS) ?
-		 AIOTK_SOURCE_SCRIPTS : AIOTK_INSTALL_SCRIPTS);
+	ssize_t n = readlink("/proc/self/exe", buf, len - 1);
+	if (n <= 0)
+		return NULL;
+	buf[n] = 0;
+	return buf;
 }
 
 static void preload(lua_State *L, const char *name, lua_CFunction f)
@@ -112,7 +90,7 @@ static int run(lua_State *L, const char *dir)
 
 int main(int argc, char **argv)
 {
-	char dir[4096];
+	char dir[PATH_MAX], exe[PATH_MAX];
 	lua_State *L = luaL_newstate();
 	if (!L) {
 		fprintf(stderr, "aiotk: cannot create a Lua state\n");
@@ -121,7 +99,7 @@ int main(int argc, char **argv)
 	luaL_openlibs(L);
 	preload(L, "aiotk.core", luaopen_aiotk_core);
 	preload(L, "aiotk.readline", luaopen_aiotk_readline);
-	scripts_dir(dir, sizeof(dir));
+	laiotk_scripts_dir(self_path(exe, sizeof(exe)), AIOTK_SCRIPTS_FROM_BIN, dir, sizeof(dir));
 	set_args(L, argc, argv);
 	set_exe_dir(L);
 	int rc = run(L, dir);

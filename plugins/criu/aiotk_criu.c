@@ -45,26 +45,11 @@ static int l_log(lua_State *S)
 	return 0;
 }
 
-static int is_dir(const char *p)
+/* The path this plugin was loaded from, for laiotk_scripts_dir. */
+static const char *self_path(void)
 {
-	struct stat st;
-	return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-/* $AIOTK_SCRIPTS_DIR; the source tree's scripts for a plugin loaded from
- * the build directory; else the installed ones. */
-static void scripts_dir(char *out, size_t len)
-{
-	const char *env = getenv("AIOTK_SCRIPTS_DIR");
 	Dl_info self;
-	if (env && *env) {
-		snprintf(out, len, "%s", env);
-		return;
-	}
-	int from_build = dladdr((void *)scripts_dir, &self) && self.dli_fname &&
-			 !strncmp(self.dli_fname, AIOTK_BUILD_DIR "/", strlen(AIOTK_BUILD_DIR) + 1);
-	snprintf(out, len, "%s", from_build && is_dir(AIOTK_SOURCE_SCRIPTS) ? AIOTK_SOURCE_SCRIPTS
-									   : AIOTK_INSTALL_SCRIPTS);
+	return dladdr((void *)self_path, &self) ? self.dli_fname : NULL;
 }
 
 static int image_dir(char *out, size_t len)
@@ -150,7 +135,7 @@ static int aiotk_init(int stage)
 		say(CRIU_LOG_ERROR, "CRIU gave no image directory");
 		return -1;
 	}
-	scripts_dir(scripts, sizeof(scripts));
+	laiotk_scripts_dir(self_path(), AIOTK_SCRIPTS_FROM_PLUGIN, scripts, sizeof(scripts));
 	if (open_state(scripts)) {
 		close_state();
 		return -1;

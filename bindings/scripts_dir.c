@@ -1,0 +1,42 @@
+/* Where aiotk's Lua scripts are, for the aiotk program and the CRIU
+ * plugin alike: one rule. */
+#include "lua_aiotk.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static int is_dir(const char *p)
+{
+	struct stat st;
+	return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* In order: $AIOTK_SCRIPTS_DIR; the source tree's scripts for a binary of
+ * the build tree (it runs the scripts it was built with); the installed
+ * scripts found from the binary's own directory (`rel`, the path from
+ * where it is installed to the scripts: a relocated prefix still works);
+ * the configured install path. */
+void laiotk_scripts_dir(const char *self, const char *rel, char *out, size_t len)
+{
+	const char *env = getenv("AIOTK_SCRIPTS_DIR");
+	char path[PATH_MAX];
+	if (env && *env) {
+		snprintf(out, len, "%s", env);
+		return;
+	}
+	if (self && !strncmp(self, AIOTK_BUILD_DIR "/", strlen(AIOTK_BUILD_DIR) + 1) &&
+	    is_dir(AIOTK_SOURCE_SCRIPTS)) {
+		snprintf(out, len, "%s", AIOTK_SOURCE_SCRIPTS);
+		return;
+	}
+	const char *slash = self ? strrchr(self, '/') : NULL;
+	if (slash && snprintf(path, sizeof(path), "%.*s/%s", (int)(slash - self), self, rel) <
+			     (int)sizeof(path) && is_dir(path)) {
+		snprintf(out, len, "%s", path);
+		return;
+	}
+	snprintf(out, len, "%s", AIOTK_INSTALL_SCRIPTS);
+}
