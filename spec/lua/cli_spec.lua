@@ -275,4 +275,18 @@ describe("aiotk program", function()
 		local code, _, err = run("docs --check docs/SCRIPTING.md")
 		assert.are.equal(0, code, err)
 	end)
+
+	it("docs/ARCHITECTURE.md names every file of core/, bindings/, plugins/criu/ and scripts/aiotk/", function()
+		local map = helper.slurp("docs/ARCHITECTURE.md")
+		local ok, files = helper.sh("git ls-files core bindings plugins/criu scripts/aiotk")
+		assert(ok, files)
+		local missing = {}
+		for path in files:gmatch("[^\n]+") do
+			local name = path:match("[^/]+$")
+			if not map:find("`" .. name .. "`", 1, true) and not map:find(name .. "`", 1, true) then
+				missing[#missing + 1] = path
+			end
+		end
+		assert.are.same({}, missing)
+	end)
 end)
