@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,8 +24,9 @@ static int push_errno(lua_State *L, const char *what, const char *path)
 	int e = errno;
 	lua_pushnil(L);
 	lua_pushfstring(L, "%s %s: %s", what, path, strerror(e));
-	lua_pushstring(L, "system");
-	return 3;
+	lua_pushstring(L, aiotk_code_name(AIOTK_ESYS));
+	lua_pushinteger(L, e);
+	return 4;
 }
 
 /* kill(pid, sig): sig is a number or a name such as "KILL", "USR1". */
@@ -90,6 +92,18 @@ static int l_listdir(lua_State *L)
 		free(list[i]);
 	}
 	free(list);
+	return 1;
+}
+
+/* readlink(path): what the link says. */
+static int l_readlink(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	char buf[PATH_MAX];
+	ssize_t n = readlink(path, buf, sizeof(buf) - 1);
+	if (n < 0)
+		return push_errno(L, "cannot read link", path);
+	lua_pushlstring(L, buf, (size_t)n);
 	return 1;
 }
 
@@ -182,6 +196,7 @@ void laiotk_proc_register(lua_State *L)
 {
 	static const luaL_Reg f[] = {
 		{ "kill", l_kill }, { "mkdir", l_mkdir }, { "listdir", l_listdir },
+		{ "readlink", l_readlink },
 		{ "remove_tree", l_remove_tree }, { "catch_interrupts", l_catch_interrupts },
 		{ "interrupted", l_interrupted }, { "getpid", l_getpid }, { "subreaper", l_subreaper },
 		{ "reap", l_reap }, { "guardian", l_guardian }, { NULL, NULL },

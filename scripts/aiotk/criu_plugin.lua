@@ -15,6 +15,7 @@
 local aiotk = require "aiotk"
 local core = aiotk.core
 local dump = require "aiotk.dump"
+local process = require "aiotk.process"
 local criu = require "aiotk.criu"
 
 local M = {}
@@ -70,9 +71,13 @@ function M.init(stage, dir, log, shipped)
 	return true
 end
 
+-- CRIU names a task by its real PID here and by its number in its own
+-- PID namespace in its images (mm-PID.img) and at restore: aiotk's image
+-- is filed under the latter, so that a container's restore finds it.
 function M.checkpoint(pid)
 	if state.stage ~= "dump" then return "none" end
-	local img, report, code = dump.dump_frozen(pid, M.image_dir(pid), { policy = state.policy })
+	local vpid = process.ns_pid(pid) or pid
+	local img, report, code = dump.dump_frozen(pid, M.image_dir(vpid), { policy = state.policy })
 	if not img then
 		if code == "norings" then return "none" end
 		return nil, report
@@ -80,17 +85,19 @@ function M.checkpoint(pid)
 	local captured = 0
 	for _, r in ipairs(img:rings()) do captured = captured + r.ncaptured end
 	logf("info", "process %d: %d AIO ring(s) recorded in %s, %d request(s) in flight captured, " ..
-		"waited %.1f ms for the others", pid, img.nrings, M.image_dir(pid), captured, report.waited_ms)
+		"waited %.1f ms for the others", pid, img.nrings, M.image_dir(vpid), captured, report.waited_ms)
 	return true
 end
 
--- The image whose rings are the restored task's: by pid, else by address
--- (a task restored under another pid keeps its ring addresses).
+-- The image whose rings are the restored task's: by its number in its
+-- PID namespace, else by address (a task restored under another pid keeps
+-- its ring addresses).
 local function image_of(pid)
 	local live = core.live_rings(pid) or {}
 	if #live == 0 then return nil end
 	local imgs = images()
-	if imgs[pid] then return imgs[pid] end
+	local vpid = process.ns_pid(pid)
+	if vpid and imgs[vpid] then return imgs[vpid] end
 	for _, img in pairs(imgs) do
 		if ring_of(img, live[1].addr) then return img end
 	end
@@ -162,10 +169,19 @@ local function post_dump()
 	local procs, err = criu.read(state.dir)
 	if not procs then return nil, err end
 	local kernel = require "aiotk.kernel"
+	-- p.pid numbers the task in its own PID namespace; the kernel view
+	-- wants it as this process sees it ($CRTOOLS_INIT_PID: the root task's)
+	local root = tonumber(os.getenv("CRTOOLS_INIT_PID") or "")
 	local failures = {}
 	for _, p in ipairs(procs) do
 		local kv, why
-		if #p.rings > 0 then kv, why = kernel.read(p.pid) end
+		local pid = p.pid
+		if root then pid = process.host_pid(p.pid, root) end
+		if #p.rings > 0 and not pid then
+			why = "no task numbered " .. p.pid .. " in the PID namespace of CRIU's root task " .. root
+		elseif #p.rings > 0 then
+			kv, why = kernel.read(pid)
+		end
 		if #p.rings > 0 and not kv then
 			logf("warn", "process %d: no kernel view (%s): %s", p.pid, why, kernel.WITHOUT)
 		elseif kv then

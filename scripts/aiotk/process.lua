@@ -22,6 +22,42 @@ function M.with_process(pid, fn, opts)
 	return unpack(results, 2, results.n)
 end
 
+-- Process pid's NSpid: its number in each PID namespace from the
+-- outermost (this one's) in, as /proc/PID/status says; nil once gone.
+local function ns_pids(pid)
+	local f = io.open("/proc/" .. pid .. "/status")
+	if not f then return nil end
+	local s = f:read("*a")
+	f:close()
+	local list = {}
+	for n in (s:match("\nNSpid:([^\n]*)") or tostring(pid)):gmatch("%d+") do list[#list + 1] = tonumber(n) end
+	return list
+end
+
+-- Process pid (as this process sees it) as its own PID namespace numbers
+-- it: what CRIU files its images under (mm-PID.img) and restores it as.
+-- The same number outside containers; nil once gone.
+function M.ns_pid(pid)
+	local list = ns_pids(pid)
+	return list and list[#list]
+end
+
+local function pid_ns(pid) return core.readlink("/proc/" .. pid .. "/ns/pid") end
+
+-- The process this process sees as the one numbered vpid in the PID
+-- namespace of process `root` (CRIU's root task: the dump's tree lives
+-- there); vpid itself when root is in this namespace.
+function M.host_pid(vpid, root)
+	local mine = ns_pids(root)
+	if not mine or #mine == 1 then return vpid end
+	local ns = pid_ns(root)
+	for _, name in ipairs(core.listdir("/proc") or {}) do
+		local pid = tonumber(name)
+		local list = pid and ns_pids(pid)
+		if list and #list == #mine and list[#list] == vpid and pid_ns(pid) == ns then return pid end
+	end
+end
+
 -- The policy a workflow follows: the caller's, else the layers in force.
 function M.policy(opts)
 	return opts.policy or require("aiotk.policy").current()
