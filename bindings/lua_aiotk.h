@@ -18,6 +18,9 @@
 
 int laiotk_fail(lua_State *L, const aiotk_err *err);
 void laiotk_push_u64hex(lua_State *L, uint64_t v);
+/* The write flags of an options table at idx ({sync = false}:
+ * AIOTK_WRITE_NOSYNC); none: 0. */
+int laiotk_write_flags(lua_State *L, int idx);
 uint64_t laiotk_check_u64(lua_State *L, int idx);
 uint64_t laiotk_opt_field_u64(lua_State *L, int t, const char *k, uint64_t d);
 void laiotk_set_num(lua_State *L, const char *k, double v);

@@ -18,6 +18,17 @@ int laiotk_fail(lua_State *L, const aiotk_err *err)
 	return 4;
 }
 
+int laiotk_write_flags(lua_State *L, int idx)
+{
+	if (lua_isnoneornil(L, idx))
+		return 0;
+	luaL_checktype(L, idx, LUA_TTABLE);
+	lua_getfield(L, idx, "sync");
+	int nosync = lua_isboolean(L, -1) && !lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	return nosync ? AIOTK_WRITE_NOSYNC : 0;
+}
+
 void laiotk_push_u64hex(lua_State *L, uint64_t v)
 {
 	char buf[24];
@@ -270,6 +281,8 @@ int luaopen_aiotk_core(lua_State *L)
 	lua_setfield(L, -2, "version");
 	push_errno_names(L);
 	lua_setfield(L, -2, "errno");
+	lua_pushstring(L, AIOTK_CRIU_STAMP);
+	lua_setfield(L, -2, "CRIU_STAMP");
 	laiotk_target_register(L);
 	laiotk_criu_register(L);
 	laiotk_lab_register(L);

@@ -143,9 +143,42 @@ static int l_write_atomic(lua_State *L)
 	aiotk_err err;
 	const char *path = luaL_checkstring(L, 1);
 	const char *s = luaL_checklstring(L, 2, &len);
-	if (aiotk_write_atomic(path, (const uint8_t *)s, len, &err))
+	if (aiotk_write_file(path, (const uint8_t *)s, len, laiotk_write_flags(L, 3), &err))
 		return laiotk_fail(L, &err);
 	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* criu_stamp(dir, host, {needs=, rings=, captured=, policy=}): the stamp
+ * of a dump fitted to host (aiotk_criu_stamp_write). */
+static int l_criu_stamp(lua_State *L)
+{
+	aiotk_err err;
+	aiotk_geom_host g = laiotk_check_model(L, 2);
+	aiotk_criu_stamp s = { .cpus = g.cpus, .page_size = g.page_size, .formula = g.formula };
+	luaL_checktype(L, 3, LUA_TTABLE);
+	s.needs = laiotk_opt_field_u64(L, 3, "needs", 0);
+	s.rings = (uint32_t)laiotk_opt_field_u64(L, 3, "rings", 0);
+	s.captured = (uint32_t)laiotk_opt_field_u64(L, 3, "captured", 0);
+	lua_getfield(L, 3, "policy");
+	snprintf(s.policy, sizeof(s.policy), "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+	lua_pop(L, 1);
+	if (aiotk_criu_stamp_write(luaL_checkstring(L, 1), &s, &err))
+		return laiotk_fail(L, &err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* criu_stamp_fits(dir): whether the dump's stamp says it needs nothing
+ * more on this host; false, why when not (no stamp: code "empty"). */
+static int l_criu_stamp_fits(lua_State *L)
+{
+	aiotk_err err;
+	aiotk_criu_stamp s;
+	aiotk_host h;
+	if (aiotk_criu_stamp_read(luaL_checkstring(L, 1), &s, &err) || aiotk_host_probe(&h, &err))
+		return laiotk_fail(L, &err);
+	lua_pushboolean(L, aiotk_criu_stamp_fits(&s, &h));
 	return 1;
 }
 
@@ -155,7 +188,8 @@ void laiotk_criu_register(lua_State *L)
 		{ "criu_read", l_criu_read }, { "criu_patch", l_criu_patch }, { "criu_grow", l_criu_grow },
 		{ "criu_decode_mm", l_criu_decode_mm },
 		{ "criu_set_header_nr", l_criu_set_header_nr },
-		{ "write_atomic", l_write_atomic }, { NULL, NULL },
+		{ "write_atomic", l_write_atomic }, { "criu_stamp", l_criu_stamp },
+		{ "criu_stamp_fits", l_criu_stamp_fits }, { NULL, NULL },
 	};
 	luaL_register(L, NULL, f);
 }

@@ -48,10 +48,11 @@ static int image_add(lua_State *L)
 	return 1;
 }
 
+/* img:write(dir[, {sync = false}]) */
 static int image_write(lua_State *L)
 {
 	aiotk_err err;
-	if (aiotk_image_write(luaL_checkstring(L, 2), check(L, 1), &err))
+	if (aiotk_image_write_flags(luaL_checkstring(L, 2), check(L, 1), laiotk_write_flags(L, 3), &err))
 		return laiotk_fail(L, &err);
 	lua_pushboolean(L, 1);
 	return 1;

@@ -500,6 +500,13 @@ void aiotk_image_init_host(aiotk_image *img, const aiotk_host *h);
 int aiotk_image_add_ring(aiotk_image *img, const aiotk_ring *r,
 			 aiotk_err *err);
 int aiotk_image_write(const char *dir, const aiotk_image *img, aiotk_err *err);
+/* How a file is replaced: always whole (a temporary file renamed over
+ * it); synced to disk (file and directory) unless AIOTK_WRITE_NOSYNC,
+ * for files beside others nobody syncs (a CRIU dump's images: syncing
+ * aiotk's alone, about 8 ms each here, would only lengthen CRIU's freeze). */
+enum { AIOTK_WRITE_NOSYNC = 1 };
+int aiotk_image_write_flags(const char *dir, const aiotk_image *img, int flags,
+			    aiotk_err *err);
 int aiotk_image_read(const char *dir, aiotk_image *img, aiotk_err *err);
 /* Decode from memory; name is used in messages. */
 int aiotk_image_decode(const uint8_t *buf, size_t len, const char *name,
@@ -508,6 +515,8 @@ int aiotk_image_encode(const aiotk_image *img, uint8_t **buf, size_t *len,
 		       aiotk_err *err);
 void aiotk_image_free(aiotk_image *img);
 /* Temporary file beside dst, fsync, rename, fsync of the directory. */
+int aiotk_write_file(const char *dst, const uint8_t *buf, size_t len, int flags,
+		     aiotk_err *err);
 int aiotk_write_atomic(const char *dst, const uint8_t *buf, size_t len,
 		       aiotk_err *err);
 
@@ -559,6 +568,26 @@ int aiotk_criu_grow_mm(const uint8_t *buf, size_t len, const char *name, uint64_
 /* The ring header's nr in the dump's saved pages: r->pages_path at
  * r->header_off (found by aiotk_criu_read), written in place and synced. */
 int aiotk_criu_set_header_nr(const aiotk_criu_ring *r, uint32_t nr, aiotk_err *err);
+
+/* The stamp aiotk's CRIU plugin leaves in a dump it fitted, at the dump's
+ * end, to the host it was made on (every nr_req the n recorded at dump):
+ * a restore on a host of the same geometry whose fs.aio-max-nr has room
+ * for `needs` more has nothing to do, and the plugin then starts no Lua
+ * state (core/formats/criu_stamp.c). Any other change of the dump by
+ * aiotk removes it. */
+#define AIOTK_CRIU_STAMP "aiotk-fitted.stamp"
+typedef struct aiotk_criu_stamp {
+	unsigned cpus, page_size;
+	enum aiotk_formula formula;
+	uint64_t needs;          /* the n of every ring, summed */
+	uint32_t rings, captured; /* rings, and requests captured in flight */
+	char policy[256];        /* $AIOTK_POLICY at dump, "" if unset */
+} aiotk_criu_stamp;
+int aiotk_criu_stamp_write(const char *dir, const aiotk_criu_stamp *s, aiotk_err *err);
+/* AIOTK_EEMPTY when the dump has none. */
+int aiotk_criu_stamp_read(const char *dir, aiotk_criu_stamp *s, aiotk_err *err);
+/* Whether the stamped dump needs nothing more on host h. */
+int aiotk_criu_stamp_fits(const aiotk_criu_stamp *s, const aiotk_host *h);
 
 /* ---- time ------------------------------------------------------------ */
 uint64_t aiotk_now_ns(void);

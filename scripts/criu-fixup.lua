@@ -41,7 +41,8 @@ local host, herr = hostmodel.from_args(args)
 if not host then return cmd.fail("criu-fixup", herr) end
 local procs, err = criu.read(args.dir)
 if not procs then return cmd.fail("criu-fixup", err) end
-local changes, ferr = criu.fixup(args.dir, procs, host, args.output, args.no_backup, nil, policy)
+local changes, ferr = criu.fixup(args.dir, procs, host,
+	{ out = args.output, no_backup = args.no_backup, policy = policy })
 if not changes then return cmd.fail("criu-fixup", ferr) end
 if args.json then
 	local aiotk = require "aiotk"

@@ -49,6 +49,13 @@ static int sync_dir(const char *dir)
 int aiotk_write_atomic(const char *dst, const uint8_t *buf, size_t len,
 		       aiotk_err *err)
 {
+	return aiotk_write_file(dst, buf, len, 0, err);
+}
+
+int aiotk_write_file(const char *dst, const uint8_t *buf, size_t len, int flags,
+		     aiotk_err *err)
+{
+	int sync = !(flags & AIOTK_WRITE_NOSYNC);
 	char tmp[4096], dir[4096];
 	snprintf(dir, sizeof(dir), "%s", dst);
 	char *slash = strrchr(dir, '/');
@@ -62,10 +69,10 @@ int aiotk_write_atomic(const char *dst, const uint8_t *buf, size_t len,
 		return aiotk_fail(err, AIOTK_ESYS, errno,
 				  "cannot create a file in %s: %s", dir,
 				  strerror(errno));
-	int ok = write_all(fd, buf, len) == 0 && fsync(fd) == 0;
+	int ok = write_all(fd, buf, len) == 0 && (!sync || fsync(fd) == 0);
 	int e = errno;
 	ok = (close(fd) == 0) && ok;
-	if (ok && fchmod_path(tmp) == 0 && rename(tmp, dst) == 0 && sync_dir(dir) == 0)
+	if (ok && fchmod_path(tmp) == 0 && rename(tmp, dst) == 0 && (!sync || sync_dir(dir) == 0))
 		return 0;
 	e = ok ? errno : e;
 	unlink(tmp);
@@ -74,6 +81,12 @@ int aiotk_write_atomic(const char *dst, const uint8_t *buf, size_t len,
 }
 
 int aiotk_image_write(const char *dir, const aiotk_image *img, aiotk_err *err)
+{
+	return aiotk_image_write_flags(dir, img, 0, err);
+}
+
+int aiotk_image_write_flags(const char *dir, const aiotk_image *img, int flags,
+			    aiotk_err *err)
 {
 	uint8_t *buf;
 	size_t len;
@@ -86,7 +99,7 @@ int aiotk_image_write(const char *dir, const aiotk_image *img, aiotk_err *err)
 		return rc;
 	char dst[4096];
 	snprintf(dst, sizeof(dst), "%s/%s", dir, AIOTK_IMAGE_FILE);
-	rc = aiotk_write_atomic(dst, buf, len, err);
+	rc = aiotk_write_file(dst, buf, len, flags, err);
 	free(buf);
 	return rc;
 }

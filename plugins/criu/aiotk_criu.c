@@ -128,6 +128,24 @@ static void close_state(void)
 	module_ref = LUA_NOREF;
 }
 
+/* A restore of a dump the plugin fitted, at the dump's end, to a host
+ * like this one (its stamp: same geometry, room in fs.aio-max-nr, no
+ * request captured in flight, the same $AIOTK_POLICY): nothing for the
+ * Lua side to decide, so no Lua state is made; CRIU's restore time stays
+ * its own. Anything else goes the Lua way, which decides and says why. */
+static int fitted_here(const char *dir)
+{
+	aiotk_criu_stamp s;
+	aiotk_host h;
+	const char *policy = getenv("AIOTK_POLICY");
+	if (aiotk_criu_stamp_read(dir, &s, NULL) || s.captured || aiotk_host_probe(&h, NULL) ||
+	    strcmp(s.policy, policy ? policy : "") || !aiotk_criu_stamp_fits(&s, &h))
+		return 0;
+	say(CRIU_LOG_INFO, "%u AIO ring(s) fitted to this host at dump (%s): nothing to do",
+	    s.rings, AIOTK_CRIU_STAMP);
+	return 1;
+}
+
 static int aiotk_init(int stage)
 {
 	char scripts[4096], dir[4096];
@@ -135,6 +153,8 @@ static int aiotk_init(int stage)
 		say(CRIU_LOG_ERROR, "CRIU gave no image directory");
 		return -1;
 	}
+	if (stage == CR_PLUGIN_STAGE__RESTORE && fitted_here(dir))
+		return 0;
 	laiotk_scripts_dir(self_path(), AIOTK_SCRIPTS_FROM_PLUGIN, scripts, sizeof(scripts));
 	if (open_state(scripts)) {
 		close_state();
@@ -150,7 +170,9 @@ static int aiotk_init(int stage)
 
 static void aiotk_fini(int stage, int ret)
 {
-	(void)stage, (void)ret;
+	/* a failed dump is CRIU's to report; its images are not used */
+	if (stage == CR_PLUGIN_STAGE__DUMP && ret == 0 && L)
+		call("finish", 0);
 	close_state();
 }
 

@@ -149,7 +149,7 @@ local function read_journal(dir)
 	return list
 end
 
-local function journal_headers(dir, headers)
+local function journal_headers(dir, headers, w)
 	if #headers == 0 then return true end
 	local list, err = read_journal(dir)
 	if not list then return nil, err end
@@ -160,7 +160,7 @@ local function journal_headers(dir, headers)
 			list[#list + 1] = { pages = h.pages, header_off = h.header_off, addr = h.addr, was = h.was }
 		end
 	end
-	return core.write_atomic(dir .. "/" .. M.HEADER_JOURNAL, aiotk.json(aiotk.array(list)))
+	return core.write_atomic(dir .. "/" .. M.HEADER_JOURNAL, aiotk.json(aiotk.array(list)), w)
 end
 
 -- New mm file contents for every process, following each ring's plan
@@ -199,7 +199,8 @@ local function patched_mm(procs, host, recorded, policy)
 				changes[#changes + 1] = { pid = p.pid, addr = c.ring.addr, from = c.nr_req, to = s.n }
 			end
 		end
-		out[p.mm_path:match("[^/]+$")] = bytes
+		-- only what changes is written (a process without rings is not)
+		if #p.rings > 0 then out[p.mm_path:match("[^/]+$")] = bytes end
 	end
 	return out, changes, headers
 end
@@ -256,72 +257,94 @@ function M.plugin_verdicts(p, host, policy, recorded)
 	return out, budget
 end
 
--- Rewrite nr_req in dir (keeping mm-PID.img.orig unless no_backup) or
--- into a new directory out (dir untouched). Written atomically. An existing
--- .orig is kept as it is: it holds the dump as CRIU wrote it, so fixing
--- again (for another host) starts from the same facts and can be undone.
--- In place, what undo() needs (the .orig copies, the header journal) is
--- written before anything it puts back changes, so a fixup stopped at any
--- step can be undone.
-function M.fixup(dir, procs, host, out, no_backup, recorded, policy)
-	local mm, changes, headers = patched_mm(procs, host, recorded, policy)
-	if not mm then return nil, changes, headers end
-	if out then
-		if io.open(out) then return nil, out .. " exists; choose a new output directory" end
-		local tmp = out .. ".tmp" .. tostring(os.time())
-		local names, lerr = core.listdir(dir)
-		if not names then return nil, lerr end
-		local made, merr = core.mkdir(tmp)
-		if not made then return nil, merr end
-		for _, name in ipairs(names) do
+-- The fixed dump written whole into a new directory out (dir untouched).
+local function fixup_copy(dir, out, mm, headers, w)
+	if io.open(out) then return nil, out .. " exists; choose a new output directory" end
+	local tmp = out .. ".tmp" .. tostring(os.time())
+	local names, lerr = core.listdir(dir)
+	if not names then return nil, lerr end
+	local made, merr = core.mkdir(tmp)
+	if not made then return nil, merr end
+	for _, name in ipairs(names) do
+		if name ~= core.CRIU_STAMP then
 			local bytes = mm[name] or assert(read_file(dir .. "/" .. name))
-			local ok, err = core.write_atomic(tmp .. "/" .. name, bytes)
+			local ok, err = core.write_atomic(tmp .. "/" .. name, bytes, w)
 			if not ok then core.remove_tree(tmp) return nil, err end
 		end
-		local hok, herr = set_headers(tmp, headers, "nr")
-		if not hok then core.remove_tree(tmp) return nil, herr end
-		local ok, err = os.rename(tmp, out)
-		if not ok then core.remove_tree(tmp) return nil, err end
-		return changes
 	end
+	local hok, herr = set_headers(tmp, headers, "nr")
+	if not hok then core.remove_tree(tmp) return nil, herr end
+	local ok, err = os.rename(tmp, out)
+	if not ok then core.remove_tree(tmp) return nil, err end
+	return true
+end
+
+-- The dump fixed in place: what undo() needs (the .orig copies, the
+-- header journal) is written before anything it puts back changes, and
+-- the plugin's stamp goes first, so a fixup stopped at any step can be
+-- undone and no stamp speaks for a dump that changed.
+local function fixup_in_place(dir, mm, headers, no_backup, w)
+	os.remove(dir .. "/" .. core.CRIU_STAMP)
 	for name in pairs(mm) do
 		local path = dir .. "/" .. name
 		if not no_backup and not read_file(path .. ".orig") then
-			local ok, err = core.write_atomic(path .. ".orig", assert(read_file(path)))
+			local ok, err = core.write_atomic(path .. ".orig", assert(read_file(path)), w)
 			if not ok then return nil, err end
 		end
 	end
 	if not no_backup then
-		local jok, jerr = journal_headers(dir, headers)
+		local jok, jerr = journal_headers(dir, headers, w)
 		if not jok then return nil, jerr end
 	end
 	local hok, herr = set_headers(dir, headers, "nr")
 	if not hok then return nil, herr end
 	for name, bytes in pairs(mm) do
-		local ok, err = core.write_atomic(dir .. "/" .. name, bytes)
+		local ok, err = core.write_atomic(dir .. "/" .. name, bytes, w)
 		if not ok then return nil, err end
 	end
+	return true
+end
+
+-- Rewrite nr_req (and grow rings) for host: in dir, keeping
+-- mm-PID.img.orig unless opts.no_backup, or into a new directory opts.out
+-- (dir untouched). Written atomically, synced unless opts.sync == false
+-- (inside CRIU, beside its own images, which nobody syncs). An existing
+-- .orig is kept as it is: it holds the dump as CRIU wrote it, so fixing
+-- again (for another host) starts from the same facts and can be undone.
+-- opts.recorded(pid, addr): the n recorded at dump; opts.policy.
+function M.fixup(dir, procs, host, opts)
+	opts = opts or {}
+	local mm, changes, headers = patched_mm(procs, host, opts.recorded, opts.policy)
+	if not mm then return nil, changes, headers end
+	local w = { sync = opts.sync }
+	local ok, err
+	if opts.out then ok, err = fixup_copy(dir, opts.out, mm, headers, w)
+	else ok, err = fixup_in_place(dir, mm, headers, opts.no_backup, w) end
+	if not ok then return nil, err end
 	return changes
 end
 
 -- Put back what fixup changed in dir: the saved ring headers from the
 -- header journal, then the mm images from each mm-PID.img.orig, then the
 -- journal goes (so an undo stopped on the way can be run again). Reads
--- nothing else of the dump, which may be half fixed. Returns the names of
--- the mm images put back (none when nothing was changed).
-function M.undo(dir)
+-- nothing else of the dump, which may be half fixed; an mm image that is
+-- its .orig already is not written. Returns the names of the mm images
+-- put back (none when nothing was changed). opts.sync as for fixup.
+function M.undo(dir, opts)
 	local names, lerr = core.listdir(dir)
 	if not names then return nil, lerr end
 	local headers, jerr = read_journal(dir)
 	if not headers then return nil, jerr end
+	os.remove(dir .. "/" .. core.CRIU_STAMP)
 	local hok, herr = set_headers(dir, headers, "was")
 	if not hok then return nil, herr end
 	local put_back = {}
 	table.sort(names)
 	for _, name in ipairs(names) do
 		local mm = name:match("^(mm%-%d+%.img)%.orig$")
-		if mm then
-			local ok, werr = core.write_atomic(dir .. "/" .. mm, assert(read_file(dir .. "/" .. name)))
+		local orig = mm and assert(read_file(dir .. "/" .. name))
+		if orig and orig ~= read_file(dir .. "/" .. mm) then
+			local ok, werr = core.write_atomic(dir .. "/" .. mm, orig, { sync = opts and opts.sync })
 			if not ok then return nil, werr end
 			put_back[#put_back + 1] = mm
 		end

@@ -32,10 +32,14 @@ function M.image_dir(pid) return state.dir .. "/" .. M.PREFIX .. pid end
 local function images() return criu.plugin_images(state.dir) end
 local ring_of = criu.ring_of
 
+-- What the plugin writes lives beside CRIU's images, which nobody syncs:
+-- syncing aiotk's alone would only lengthen CRIU's freeze and restore.
+local WRITE = { sync = false }
+
 -- nr_req of every ring: the recorded n where it makes the same ring here.
 local function fix_images()
 	-- from the dump as CRIU wrote it, whatever host an earlier fixup was for
-	local back, uerr = criu.undo(state.dir)
+	local back, uerr = criu.undo(state.dir, WRITE)
 	if not back then return nil, uerr end
 	local procs, err, code = criu.read(state.dir)
 	-- no mm images (not a dump with processes): nothing of ours
@@ -48,7 +52,8 @@ local function fix_images()
 	local recorded = criu.recorded(state.dir)
 	local host = assert(aiotk.host())
 	host.name = "this host"
-	local changes, ferr = criu.fixup(state.dir, procs, host, nil, false, recorded, state.policy)
+	local changes, ferr = criu.fixup(state.dir, procs, host,
+		{ recorded = recorded, policy = state.policy, sync = false })
 	if not changes then return nil, ferr end
 	for _, c in ipairs(changes) do
 		logf("info", "pid %d ring 0x%x: nr_req %d -> %d%s%s", c.pid, c.addr, c.from, c.to,
@@ -68,16 +73,63 @@ function M.init(stage, dir, log, shipped)
 	state.policy = p
 	p.log = function(msg) state.log("info", msg) end
 	if state.stage == "restore" then return fix_images() end
+	-- CRIU runs init before it freezes the tasks: the kernel view's BPF
+	-- program is loaded and verified now (about 0.1 s), so that
+	-- CHECKPOINT_DEVICES, inside the freeze, only reads.
+	if state.stage == "dump" then require("aiotk.kernel").open() end
 	return true
 end
 
 -- CRIU names a task by its real PID here and by its number in its own
 -- PID namespace in its images (mm-PID.img) and at restore: aiotk's image
 -- is filed under the latter, so that a container's restore finds it.
+-- At the dump's end (CRIU's fini: images written, tasks still frozen):
+-- the dump fitted to this host (each nr_req the n recorded at dump, as a
+-- restore here would set it) and stamped, so that a restore on a host
+-- like this one, with room in fs.aio-max-nr, needs no Lua state at all
+-- (plugins/criu/aiotk_criu.c). Any process with rings the plugin did not
+-- record, or a ring the policy would not restore here, leaves no stamp:
+-- the restore then decides as always.
+local function fit_and_stamp()
+	local procs, err, code = criu.read(state.dir)
+	if code == "empty" then return "none" end
+	if not procs then return nil, err end
+	local recorded, needs, rings = criu.recorded(state.dir), 0, 0
+	for _, p in ipairs(procs) do
+		for _, c in ipairs(p.rings) do
+			local n = recorded(p.pid, c.ring.addr)
+			if not n then return nil, string.format("pid %d ring 0x%x: no n recorded", p.pid, c.ring.addr) end
+			needs, rings = needs + n, rings + 1
+		end
+	end
+	local host = assert(aiotk.host())
+	host.name = "this host"
+	local changes, ferr = criu.fixup(state.dir, procs, host,
+		{ recorded = recorded, policy = state.policy, sync = false })
+	if not changes then return nil, ferr end
+	local captured = 0
+	for _, img in pairs(images()) do
+		for _, r in ipairs(img:rings()) do captured = captured + r.ncaptured end
+	end
+	local facts = { needs = needs, rings = rings, captured = captured, policy = os.getenv("AIOTK_POLICY") }
+	local ok, serr = core.criu_stamp(state.dir, host, facts)
+	if not ok then return nil, serr end
+	logf("info", "%d AIO ring(s) fitted to this host (nr_req the n recorded at dump); stamped", rings)
+	return true
+end
+
+-- The dump stays good either way: without the stamp a restore fits it.
+function M.finish()
+	if state.stage ~= "dump" then return "none" end
+	local ok, why = fit_and_stamp()
+	if not ok then logf("warn", "the dump is not fitted to this host at dump (%s); a restore fits it", why) end
+	return ok or "none"
+end
+
 function M.checkpoint(pid)
 	if state.stage ~= "dump" then return "none" end
 	local vpid = process.ns_pid(pid) or pid
-	local img, report, code = dump.dump_frozen(pid, M.image_dir(vpid), { policy = state.policy })
+	local img, report, code = dump.dump_frozen(pid, M.image_dir(vpid), { policy = state.policy, sync = false })
 	if not img then
 		if code == "norings" then return "none" end
 		return nil, report
@@ -195,7 +247,7 @@ local function post_dump()
 				end
 				img:add(c.ring)
 			end
-			local ok, werr = img:write(M.image_dir(p.pid))
+			local ok, werr = img:write(M.image_dir(p.pid), WRITE)
 			if not ok then return nil, werr end
 			logf("info", "process %d: io_setup's n of %d ring(s) recorded in %s", p.pid, #p.rings,
 				M.image_dir(p.pid))
