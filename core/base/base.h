@@ -6,9 +6,14 @@
 
 #include "aiotk.h"
 
+/* Inlined even without optimisation: the restorer (aio/rebuild/restorer.c)
+ * runs copied into another process and may call nothing out of line, and
+ * it uses the helpers below. */
+#define AIOTK_INLINE static inline __attribute__((always_inline))
+
 /* A raw system call's result that is -errno: the kernel returns errors as
  * -1..-4095 and every other value (an address from mmap, say) as success. */
-static inline int aiotk_sys_failed(long r)
+AIOTK_INLINE int aiotk_sys_failed(long r)
 {
 	return r < 0 && r > -4096;
 }
@@ -18,7 +23,7 @@ static inline int aiotk_sys_failed(long r)
  * injection is built (target/arch.h). Ring lengths use the host's page
  * size from aio/geometry.c instead. */
 #define AIOTK_PAGE 4096u
-static inline uint64_t aiotk_page_round(uint64_t len)
+AIOTK_INLINE uint64_t aiotk_page_round(uint64_t len)
 {
 	return (len + AIOTK_PAGE - 1) / AIOTK_PAGE * AIOTK_PAGE;
 }

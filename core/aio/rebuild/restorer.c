@@ -30,14 +30,13 @@
 
 #define RS __attribute__((section("aiotk_restorer"), used, noinline, \
 			  no_sanitize("address", "undefined"), no_stack_protector))
-#define RS_INLINE static inline __attribute__((always_inline))
 #define MREMAP_MOVE_FIXED 3 /* MREMAP_MAYMOVE | MREMAP_FIXED */
 #define E_AGAIN 11
 #define E_EXIST 17
 #define E_INVAL 22
 
 /* Five arguments; the sixth (r9: mmap's offset) is always 0. */
-RS_INLINE long rs_sys(long nr, long a, long b, long c, long d, long e)
+AIOTK_INLINE long rs_sys(long nr, long a, long b, long c, long d, long e)
 {
 	register long r10 __asm__("r10") = d;
 	register long r8 __asm__("r8") = e;
@@ -50,7 +49,7 @@ RS_INLINE long rs_sys(long nr, long a, long b, long c, long d, long e)
 	return ret;
 }
 
-RS_INLINE int rs_fail(struct aiotk_rjob_ring *r, uint32_t step, long status)
+AIOTK_INLINE int rs_fail(struct aiotk_rjob_ring *r, uint32_t step, long status)
 {
 	r->step = step;
 	r->status = status;
@@ -68,7 +67,7 @@ struct rs_kit {
 
 /* The replay of replay.c, for a ring of this process: head written only
  * when the kernel runs short of slots. */
-RS_INLINE int rs_replay(struct aiotk_rjob *job, struct rs_kit *k,
+AIOTK_INLINE int rs_replay(struct aiotk_rjob *job, struct rs_kit *k,
 			struct aiotk_rjob_ring *r, volatile aiotk_ring_header *h)
 {
 	uint64_t total = r->tail >= r->head ? r->tail : (uint64_t)r->nr + r->tail;
@@ -100,7 +99,7 @@ RS_INLINE int rs_replay(struct aiotk_rjob *job, struct rs_kit *k,
 	return 0;
 }
 
-RS_INLINE void rs_events(struct aiotk_rjob_ring *r, volatile aiotk_ring_header *h)
+AIOTK_INLINE void rs_events(struct aiotk_rjob_ring *r, volatile aiotk_ring_header *h)
 {
 	volatile uint64_t *slots = (volatile uint64_t *)((volatile uint8_t *)h + AIOTK_HEADER_LEN);
 	const volatile uint64_t *ev = (const volatile uint64_t *)(uintptr_t)r->events;
@@ -111,10 +110,10 @@ RS_INLINE void rs_events(struct aiotk_rjob_ring *r, volatile aiotk_ring_header *
 	}
 }
 
-RS_INLINE long rs_kit_open(struct aiotk_rjob *job, struct rs_kit *k)
+AIOTK_INLINE long rs_kit_open(struct aiotk_rjob *job, struct rs_kit *k)
 {
 	long r = rs_sys(SYS_mmap, 0, 4096, 3 /* PROT_READ|WRITE */, 0x21 /* MAP_SHARED|ANONYMOUS */, -1);
-	if (r < 0 && r > -4096)
+	if (aiotk_sys_failed(r))
 		return r;
 	k->journal = (volatile uint64_t *)(uintptr_t)r;
 	/* The journal's layout (internal.h): magic, then the slot. */
@@ -155,7 +154,7 @@ RS_INLINE long rs_kit_open(struct aiotk_rjob *job, struct rs_kit *k)
 	return 0;
 }
 
-RS_INLINE void rs_kit_close(struct rs_kit *k)
+AIOTK_INLINE void rs_kit_close(struct rs_kit *k)
 {
 	if (k->mask_len > 0)
 		rs_sys(SYS_sched_setaffinity, 0, k->mask_len, (long)k->mask, 0, 0);
@@ -165,7 +164,7 @@ RS_INLINE void rs_kit_close(struct rs_kit *k)
 		rs_sys(SYS_munmap, (long)(uintptr_t)k->journal, 4096, 0, 0, 0);
 }
 
-RS_INLINE int rs_ring(struct aiotk_rjob *job, struct rs_kit *k, struct aiotk_rjob_ring *r)
+AIOTK_INLINE int rs_ring(struct aiotk_rjob *job, struct rs_kit *k, struct aiotk_rjob_ring *r)
 {
 	volatile uint64_t *slot = &k->journal[AIOTK_WS_SLOT / 8];
 	long rc = rs_sys(SYS_io_setup, r->n, (long)slot, 0, 0, 0);
@@ -185,7 +184,7 @@ RS_INLINE int rs_ring(struct aiotk_rjob *job, struct rs_kit *k, struct aiotk_rjo
 			return rs_fail(r, AIOTK_RSTEP_OVERLAP, 0);
 		rc = rs_sys(SYS_mremap, (long)r->ctx, (long)r->len, (long)r->len,
 			    MREMAP_MOVE_FIXED, (long)r->dest);
-		if (rc < 0 && rc > -4096)
+		if (aiotk_sys_failed(rc))
 			return rs_fail(r, AIOTK_RSTEP_MOVE, rc);
 		r->ctx = r->dest;
 		h = (volatile aiotk_ring_header *)(uintptr_t)r->ctx;
@@ -202,14 +201,14 @@ RS_INLINE int rs_ring(struct aiotk_rjob *job, struct rs_kit *k, struct aiotk_rjo
  * page could land on a free destination otherwise). A kernel that takes
  * MAP_FIXED_NOREPLACE as a hint (before 4.17) answers elsewhere: that
  * mapping goes, and the claim failed. */
-RS_INLINE int rs_claim(struct aiotk_rjob *job)
+AIOTK_INLINE int rs_claim(struct aiotk_rjob *job)
 {
 	const volatile uint64_t *c = (const volatile uint64_t *)(uintptr_t)job->claims;
 	for (uint32_t i = 0; i < job->nclaims; i++) {
 		long r = rs_sys(SYS_mmap, (long)c[2 * i], (long)c[2 * i + 1], AIOTK_PLACEHOLDER_PROT,
 				AIOTK_PLACEHOLDER_FLAGS, -1);
 		if (r != (long)c[2 * i]) {
-			if (!(r < 0 && r > -4096)) {
+			if (!aiotk_sys_failed(r)) {
 				rs_sys(SYS_munmap, r, (long)c[2 * i + 1], 0, 0, 0);
 				r = -E_EXIST;
 			}
