@@ -20,12 +20,18 @@ AIOTK_INLINE int aiotk_sys_failed(long r)
 
 /* The page size the injected mappings (journal page, scratch, the
  * restorer's room) are rounded to: x86_64's, the only architecture whose
- * injection is built (target/arch.h). Ring lengths use the host's page
- * size from aio/geometry.c instead. */
+ * injection is built (target/arch.h), and the least alignment any mapping
+ * has (aiotk_remap checks it before mremap does). Ring lengths use the
+ * host's page size from aio/geometry.c instead. */
 #define AIOTK_PAGE 4096u
 AIOTK_INLINE uint64_t aiotk_page_round(uint64_t len)
 {
 	return (len + AIOTK_PAGE - 1) / AIOTK_PAGE * AIOTK_PAGE;
 }
+
+/* The journal page io_setup writes new context ids into (aio/rebuild:
+ * converge.c says why, workspace.c and the restorer map it): one page,
+ * and a leftover one is recognised by that length (target/maps.c). */
+#define AIOTK_JOURNAL_LEN AIOTK_PAGE
 
 #endif

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +50,7 @@ static int sync_dir(const char *dir)
 int aiotk_write_atomic(const char *dst, const uint8_t *buf, size_t len,
 		       aiotk_err *err)
 {
-	char tmp[4096], dir[4096];
+	char tmp[PATH_MAX], dir[PATH_MAX];
 	snprintf(dir, sizeof(dir), "%s", dst);
 	char *slash = strrchr(dir, '/');
 	if (slash)
@@ -84,7 +85,7 @@ int aiotk_image_write(const char *dir, const aiotk_image *img, aiotk_err *err)
 	int rc = aiotk_image_encode(img, &buf, &len, err);
 	if (rc)
 		return rc;
-	char dst[4096];
+	char dst[PATH_MAX];
 	snprintf(dst, sizeof(dst), "%s/%s", dir, AIOTK_IMAGE_FILE);
 	rc = aiotk_write_atomic(dst, buf, len, err);
 	free(buf);
@@ -127,7 +128,7 @@ static int load(const char *path, uint8_t **buf, size_t *len, aiotk_err *err)
 
 int aiotk_image_read(const char *dir, aiotk_image *img, aiotk_err *err)
 {
-	char path[4096];
+	char path[PATH_MAX];
 	uint8_t *buf = NULL;
 	size_t len = 0;
 	snprintf(path, sizeof(path), "%s/%s", dir, AIOTK_IMAGE_FILE);

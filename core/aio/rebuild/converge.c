@@ -72,7 +72,7 @@ int aiotk_remove_journals(aiotk_target *t, unsigned *removed, aiotk_err *err)
 			continue;
 		if (head[1])
 			aiotk_io_destroy(t, head[1], NULL); /* gone already: fine */
-		aiotk_scratch_unmap(t, v[i].start, 4096);
+		aiotk_scratch_unmap(t, v[i].start, AIOTK_JOURNAL_LEN);
 		(*removed)++;
 	}
 	free(v);

@@ -125,7 +125,7 @@ int aiotk_remap(aiotk_target *t, uint64_t *ctx, uint64_t len, uint64_t dest,
 	uint32_t nr;
 	if (dest == *ctx)
 		return 0;
-	if (!dest || dest % 4096 || !len || len % 4096)
+	if (!dest || dest % AIOTK_PAGE || !len || len % AIOTK_PAGE)
 		return aiotk_fail(err, AIOTK_EINVAL, 0,
 				  "cannot move ring 0x%llx: destination 0x%llx or length %llu is not page aligned",
 				  (unsigned long long)*ctx, (unsigned long long)dest,

@@ -13,7 +13,6 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 
-#define PAGE 4096u
 #define STACK_LEN 16384u
 #define MAX_BATCH 1024u
 
@@ -140,9 +139,9 @@ static int run_there(aiotk_target *t, aiotk_rebuild *b, struct aiotk_rjob *job,
 		return rc;
 	/* Room for the job with every claim still to take; map_restorer may
 	 * take some first, and the job is then shorter. */
-	size_t code_pages = (code_len + PAGE - 1) / PAGE * PAGE;
+	size_t code_pages = aiotk_page_round(code_len);
 	size_t room = job_len(b->saved + from, n, b->nclaims - b->claimed);
-	size_t total = code_pages + STACK_LEN + (room + cbs_len(job->batch) + PAGE - 1) / PAGE * PAGE;
+	size_t total = code_pages + STACK_LEN + aiotk_page_round(room + cbs_len(job->batch));
 	/* Writable and executable at once where the process's policy allows
 	 * (one system call fewer), else made executable once written. */
 	if ((rc = map_restorer(t, b, total, &base, &rwx, claim_rc, err)))

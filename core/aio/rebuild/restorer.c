@@ -112,11 +112,11 @@ AIOTK_INLINE void rs_events(struct aiotk_rjob_ring *r, volatile aiotk_ring_heade
 
 AIOTK_INLINE long rs_kit_open(struct aiotk_rjob *job, struct rs_kit *k)
 {
-	long r = rs_sys(SYS_mmap, 0, 4096, 3 /* PROT_READ|WRITE */, 0x21 /* MAP_SHARED|ANONYMOUS */, -1);
+	long r = rs_sys(SYS_mmap, 0, AIOTK_JOURNAL_LEN, 3 /* PROT_READ|WRITE */, 0x21 /* MAP_SHARED|ANONYMOUS */, -1);
 	if (aiotk_sys_failed(r))
 		return r;
 	k->journal = (volatile uint64_t *)(uintptr_t)r;
-	/* The journal's layout (internal.h): magic, then the slot. */
+	/* The journal's layout (rebuild.h): magic, then the slot. */
 	k->journal[AIOTK_WS_SLOT / 8] = 0;
 	k->journal[0] = job->journal_magic;
 	if ((k->fd = rs_sys(SYS_openat, -100 /* AT_FDCWD */, (long)job->path,
@@ -161,7 +161,7 @@ AIOTK_INLINE void rs_kit_close(struct rs_kit *k)
 	if (k->fd >= 0)
 		rs_sys(SYS_close, k->fd, 0, 0, 0, 0);
 	if (k->journal)
-		rs_sys(SYS_munmap, (long)(uintptr_t)k->journal, 4096, 0, 0, 0);
+		rs_sys(SYS_munmap, (long)(uintptr_t)k->journal, AIOTK_JOURNAL_LEN, 0, 0, 0);
 }
 
 AIOTK_INLINE int rs_ring(struct aiotk_rjob *job, struct rs_kit *k, struct aiotk_rjob_ring *r)

@@ -25,7 +25,6 @@
 #ifndef IOCB_CMD_POLL
 #define IOCB_CMD_POLL 5
 #endif
-#define PAGE 4096u
 
 struct aiotk_workspace {
 	cpu_set_t mask;       /* this process's affinity, while pinned */
@@ -61,12 +60,12 @@ int aiotk_ws_journal(aiotk_target *t, uint64_t *journal, aiotk_err *err)
 		return AIOTK_ENOMEM;
 	if (!w->journal) {
 		uint64_t at;
-		int rc = aiotk_scratch_map_shared(t, PAGE, &at, err);
+		int rc = aiotk_scratch_map_shared(t, AIOTK_JOURNAL_LEN, &at, err);
 		if (rc)
 			return rc;
 		if ((rc = aiotk_poke(t, at + AIOTK_WS_PATH, devnull, sizeof(devnull), err)) ||
 		    (rc = aiotk_poke(t, at, head, sizeof(head), err))) {
-			aiotk_scratch_unmap(t, at, PAGE);
+			aiotk_scratch_unmap(t, at, AIOTK_JOURNAL_LEN);
 			return rc;
 		}
 		w->journal = at;
@@ -117,7 +116,7 @@ static int write_cbs(aiotk_target *t, struct aiotk_workspace *w, unsigned n,
 		     aiotk_err *err)
 {
 	size_t len = (size_t)n * (sizeof(struct iocb) + 8);
-	size_t map_len = (len + PAGE - 1) / PAGE * PAGE;
+	size_t map_len = aiotk_page_round(len);
 	if (map_len > w->cbs_len) {
 		uint64_t at;
 		int rc = aiotk_scratch_map(t, map_len, &at, err);
@@ -161,7 +160,7 @@ static int within(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 int aiotk_ws_vacate(aiotk_target *t, uint64_t addr, uint64_t len)
 {
 	struct aiotk_workspace *w = t->ws;
-	if (!w || !(within(w->journal, w->journal ? PAGE : 0, addr, len) ||
+	if (!w || !(within(w->journal, w->journal ? AIOTK_JOURNAL_LEN : 0, addr, len) ||
 		    within(w->cbs, w->cbs_len, addr, len)))
 		return 0;
 	aiotk_target_release(t, NULL);
@@ -214,7 +213,7 @@ int aiotk_target_release(aiotk_target *t, aiotk_err *err)
 		if (w->fd >= 0)
 			rc = aiotk_sys(t, SYS_close, w->fd, 0, 0, 0, 0, 0);
 		aiotk_scratch_unmap(t, w->cbs, w->cbs_len);
-		aiotk_scratch_unmap(t, w->journal, PAGE);
+		aiotk_scratch_unmap(t, w->journal, AIOTK_JOURNAL_LEN);
 	}
 	free(w);
 	if (rc < 0)
