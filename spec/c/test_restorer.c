@@ -151,7 +151,7 @@ static void routine_claims(void)
 	uint64_t a = (uint64_t)(uintptr_t)area;
 	munmap(area, 4096);
 	size_t jl = sizeof(struct aiotk_rjob) + sizeof(struct aiotk_rjob_ring) + 4 * sizeof(uint64_t);
-	struct aiotk_rjob *job = calloc(1, jl + 16 * 72);
+	struct aiotk_rjob *job = calloc(1, jl + 16 * AIOTK_REQ_ROOM);
 	uint64_t *c = (uint64_t *)(job->ring + 1);
 	c[0] = a, c[1] = 4096, c[2] = a + 4096, c[3] = 4096;
 	job->claims = (uint64_t)(uintptr_t)c, job->nclaims = 2;
@@ -193,7 +193,7 @@ static void runs_anywhere(void)
 		mprotect(copy, len, PROT_READ | PROT_EXEC);
 		size_t jl = sizeof(struct aiotk_rjob) + sizeof(struct aiotk_rjob_ring) +
 			    saved.nevents * sizeof(aiotk_event);
-		struct aiotk_rjob *job = calloc(1, jl + 1024 * 72);
+		struct aiotk_rjob *job = calloc(1, jl + 1024 * AIOTK_REQ_ROOM);
 		struct aiotk_rjob_ring *r = &job->ring[0];
 		job->cbs = (uint64_t)(uintptr_t)job + jl;
 		job->journal_magic = AIOTK_JOURNAL_MAGIC;

@@ -7,6 +7,11 @@
 #include "target/target.h"
 
 #include <sys/mman.h>
+
+/* The replay's requests as the workspace and the restorer lay them out:
+ * n iocbs (iocb.h), then the n pointers io_submit takes; each needs this
+ * room. */
+#define AIOTK_REQ_ROOM (AIOTK_IOCB_LEN + sizeof(uint64_t))
 /* How a placeholder is made (mmap prot and flags; MAP_NORESERVE: it costs
  * no commit charge), by aiotk_reserve and by the restorer alike. */
 #define AIOTK_PLACEHOLDER_PROT PROT_NONE

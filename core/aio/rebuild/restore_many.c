@@ -42,7 +42,7 @@ static size_t job_len(aiotk_ring *const *saved, size_t n, size_t nclaims)
 	return (len + 63) / 64 * 64;
 }
 
-static size_t cbs_len(unsigned batch) { return (size_t)batch * (64 + 8); }
+static size_t cbs_len(unsigned batch) { return (size_t)batch * AIOTK_REQ_ROOM; }
 
 /* The job for rings saved[0..n) and the claims, laid out for address `at`
  * in the target. */

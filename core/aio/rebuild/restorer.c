@@ -22,6 +22,7 @@
  * call (arch.h). */
 #include "aio/rebuild/restorer.h"
 #include "aio/rebuild/rebuild.h"
+#include "aio/rebuild/iocb.h"
 
 #include <stddef.h>
 
@@ -122,19 +123,13 @@ AIOTK_INLINE long rs_kit_open(struct aiotk_rjob *job, struct rs_kit *k)
 	if ((k->fd = rs_sys(SYS_openat, -100 /* AT_FDCWD */, (long)job->path,
 			    01 | 02000000 /* O_WRONLY | O_CLOEXEC */, 0, 0)) < 0)
 		return k->fd;
-	volatile struct iocb_words { uint64_t w[8]; } *cb =
-		(volatile struct iocb_words *)(uintptr_t)job->cbs;
-	volatile uint64_t *ptr = (volatile uint64_t *)(uintptr_t)(job->cbs + (uint64_t)job->batch * 64);
+	volatile struct iocb *cb = (volatile struct iocb *)(uintptr_t)job->cbs;
+	volatile uint64_t *ptr = (volatile uint64_t *)(cb + job->batch);
 	for (uint32_t i = 0; i < job->batch; i++) {
-		for (unsigned w = 0; w < 8; w++)
-			cb[i].w[w] = 0;
-		/* struct iocb: aio_lio_opcode (u16) at 16, aio_fildes (u32) at
-		 * 20, aio_buf at 24; POLL = 5, POLLOUT = 4 */
-		cb[i].w[2] = 5ull | (uint64_t)(uint32_t)k->fd << 32;
-		cb[i].w[3] = 4;
-		ptr[i] = job->cbs + (uint64_t)i * 64;
+		aiotk_iocb_poll(&cb[i], (uint32_t)k->fd);
+		ptr[i] = (uint64_t)(uintptr_t)&cb[i];
 	}
-	k->ptrs = job->cbs + (uint64_t)job->batch * 64;
+	k->ptrs = (uint64_t)(uintptr_t)ptr;
 	/* One CPU: free slots cached per CPU would otherwise be stranded. */
 	unsigned cpu = 0;
 	volatile uint8_t one[128];

@@ -5,14 +5,12 @@
  * flight". */
 #define _GNU_SOURCE
 #include "aio/rebuild/rebuild.h"
+#include "aio/rebuild/iocb.h"
 
 #include <errno.h>
-#include <linux/aio_abi.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
-
-_Static_assert(sizeof(struct iocb) == AIOTK_IOCB_LEN, "struct iocb");
 
 int aiotk_ring_capture(aiotk_target *t, aiotk_ring *r, uint64_t obj,
 		       aiotk_err *err)

@@ -12,19 +12,15 @@
  *    the largest batch asked for so far, of the last kind asked for. */
 #define _GNU_SOURCE
 #include "aio/rebuild/rebuild.h"
+#include "aio/rebuild/iocb.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/aio_abi.h>
-#include <poll.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 
-#ifndef IOCB_CMD_POLL
-#define IOCB_CMD_POLL 5
-#endif
 
 struct aiotk_workspace {
 	cpu_set_t mask;       /* this process's affinity, while pinned */
@@ -94,12 +90,8 @@ static void fill(uint8_t *buf, unsigned n, const struct aiotk_workspace *w,
 		 uint64_t base)
 {
 	struct iocb cb;
-	memset(&cb, 0, sizeof(cb));
-	cb.aio_fildes = (uint32_t)w->fd;
-	if (w->kind == AIOTK_REQ_POLL) {
-		cb.aio_lio_opcode = IOCB_CMD_POLL;
-		cb.aio_buf = POLLOUT;
-	} else {
+	aiotk_iocb_poll(&cb, (uint32_t)w->fd);
+	if (w->kind != AIOTK_REQ_POLL) {
 		cb.aio_lio_opcode = IOCB_CMD_PWRITE;
 		cb.aio_buf = w->journal + AIOTK_WS_BYTE;
 		cb.aio_nbytes = 1;
@@ -107,7 +99,7 @@ static void fill(uint8_t *buf, unsigned n, const struct aiotk_workspace *w,
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t at = base + i * sizeof(cb);
 		memcpy(buf + i * sizeof(cb), &cb, sizeof(cb));
-		memcpy(buf + (size_t)n * sizeof(cb) + i * 8, &at, 8);
+		memcpy(buf + (size_t)n * sizeof(cb) + i * sizeof(at), &at, sizeof(at));
 	}
 }
 
@@ -115,7 +107,7 @@ static void fill(uint8_t *buf, unsigned n, const struct aiotk_workspace *w,
 static int write_cbs(aiotk_target *t, struct aiotk_workspace *w, unsigned n,
 		     aiotk_err *err)
 {
-	size_t len = (size_t)n * (sizeof(struct iocb) + 8);
+	size_t len = (size_t)n * AIOTK_REQ_ROOM;
 	size_t map_len = aiotk_page_round(len);
 	if (map_len > w->cbs_len) {
 		uint64_t at;
