@@ -51,7 +51,13 @@ typedef struct aiotk_event {
 
 /* The ring's header as the kernel maps it (struct aio_ring in fs/aio.c):
  * the one definition every reader and writer of a ring uses, with
- * offsetof() for single fields. Only head is ever written by aiotk. */
+ * offsetof() for single fields. aiotk writes two of its fields, and only
+ * in a ring it is building or moving aside: head, during the replay
+ * (aiotk_replay: the kernel reads head to give back the slots of reaped
+ * events), and compat_features, the building mark (AIOTK_RING_BUILDING
+ * below: the kernel writes 1 there at io_setup and never reads it). The
+ * kernel reads id and keeps its own tail, so neither is written, nor is a
+ * finished ring's header. docs/KERNEL-FACTS.md, "Rings". */
 typedef struct aiotk_ring_header {
 	uint32_t id, nr, head, tail;
 	uint32_t magic, compat_features, incompat_features, header_length;
@@ -242,11 +248,34 @@ int aiotk_vma_in_ranges(const aiotk_vma *v, const uint64_t *range, size_t n);
 int aiotk_maps_rings(int pid, aiotk_vma *out, size_t max, size_t *count,
 		     aiotk_err *err);
 
-/* compat_features of a context aiotk has made and not yet finished: the
- * kernel writes 1 there and never reads it; aiotk marks its contexts under
- * construction so that one left by an interrupted aiotk can be found and
- * destroyed (restore does that before anything else). */
+/* The building mark: compat_features of a context aiotk has made and not
+ * yet finished, or has parked (aiotk_park). The kernel writes 1 there at
+ * io_setup and never reads it, nor does libaio; a context left marked by
+ * an interrupted aiotk can so be found and destroyed (restore does that
+ * before anything else). Taken off, the field gets the saved ring's value,
+ * or what io_setup wrote (AIOTK_RING_COMPAT). */
 #define AIOTK_RING_BUILDING 0x6b74696fu /* "oitk" */
+#define AIOTK_RING_COMPAT 1u
+/* The mark on a header in this process's memory: put on, taken off (to
+ * compat), tested. Always inlined: the restorer, which calls nothing out
+ * of line (core/aio/rebuild/restorer.c), uses them. */
+static inline __attribute__((always_inline)) void
+aiotk_header_mark(volatile aiotk_ring_header *h)
+{
+	h->compat_features = AIOTK_RING_BUILDING;
+}
+static inline __attribute__((always_inline)) void
+aiotk_header_unmark(volatile aiotk_ring_header *h, uint32_t compat)
+{
+	h->compat_features = compat;
+}
+static inline int aiotk_header_marked(const aiotk_ring_header *h)
+{
+	return h->compat_features == AIOTK_RING_BUILDING;
+}
+/* The same on the ring of context ctx in t. */
+int aiotk_ring_mark(aiotk_target *t, uint64_t ctx, aiotk_err *err);
+int aiotk_ring_unmark(aiotk_target *t, uint64_t ctx, uint32_t compat, aiotk_err *err);
 
 /* ---- ring snapshot --------------------------------------------------- */
 #define AIOTK_IOCB_LEN 64u

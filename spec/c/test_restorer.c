@@ -156,7 +156,7 @@ static void routine_claims(void)
 	c[0] = a, c[1] = 4096, c[2] = a + 4096, c[3] = 4096;
 	job->claims = (uint64_t)(uintptr_t)c, job->nclaims = 2;
 	job->cbs = (uint64_t)(uintptr_t)job + jl, job->batch = 16, job->nrings = 1;
-	job->journal_magic = AIOTK_JOURNAL_MAGIC, job->building = AIOTK_RING_BUILDING;
+	job->journal_magic = AIOTK_JOURNAL_MAGIC;
 	strcpy(job->path, "/dev/null");
 	job->ring[0].n = 1, job->ring[0].nr = 127, job->ring[0].len = 8192, job->ring[0].dest = a;
 	aiotk_restorer_main(job);
@@ -198,7 +198,7 @@ static void runs_anywhere(void)
 		job->cbs = (uint64_t)(uintptr_t)job + jl;
 		job->journal_magic = AIOTK_JOURNAL_MAGIC;
 		strcpy(job->path, "/dev/null");
-		job->batch = 1024, job->nrings = 1, job->building = AIOTK_RING_BUILDING;
+		job->batch = 1024, job->nrings = 1;
 		r->dest = saved.addr, r->len = saved.ring_len, r->n = 64, r->nr = saved.nr;
 		r->head = saved.head, r->tail = saved.tail, r->compat = saved.compat_features;
 		r->first = saved.head, r->count = saved.nevents;

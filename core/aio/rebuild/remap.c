@@ -181,15 +181,9 @@ int aiotk_unmap(aiotk_target *t, uint64_t addr, uint64_t len, aiotk_err *err)
 	return 0;
 }
 
-static int mark(aiotk_target *t, uint64_t ctx, uint32_t v, aiotk_err *err)
-{
-	return aiotk_poke(t, ctx + offsetof(aiotk_ring_header, compat_features), &v,
-			  sizeof(v), err);
-}
-
 int aiotk_park(aiotk_target *t, uint64_t *ctx, uint64_t len, aiotk_err *err)
 {
-	int rc = mark(t, *ctx, AIOTK_RING_BUILDING, err);
+	int rc = aiotk_ring_mark(t, *ctx, err);
 	if (rc)
 		return rc;
 	long r = aiotk_sys(t, SYS_mmap, 0, (long)len, PROT_NONE,
@@ -200,7 +194,7 @@ int aiotk_park(aiotk_target *t, uint64_t *ctx, uint64_t len, aiotk_err *err)
 	rc = move(t, ctx, len, (uint64_t)r, err);
 	if (rc) {
 		unmap(t, (uint64_t)r, len);
-		mark(t, *ctx, 1, NULL);
+		aiotk_ring_unmark(t, *ctx, AIOTK_RING_COMPAT, NULL);
 	}
 	return rc;
 }
@@ -209,5 +203,5 @@ int aiotk_unpark(aiotk_target *t, uint64_t *ctx, uint64_t len, uint64_t home,
 		 aiotk_err *err)
 {
 	int rc = aiotk_remap(t, ctx, len, home, 0, err);
-	return rc ? rc : mark(t, *ctx, 1, err);
+	return rc ? rc : aiotk_ring_unmark(t, *ctx, AIOTK_RING_COMPAT, err);
 }

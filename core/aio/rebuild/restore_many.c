@@ -53,7 +53,6 @@ static void fill_job(struct aiotk_rjob *job, uint64_t at, aiotk_ring *const *sav
 	static const char devnull[16] = "/dev/null";
 	size_t off = sizeof(*job) + n * sizeof(job->ring[0]);
 	job->nrings = (uint32_t)n;
-	job->building = AIOTK_RING_BUILDING;
 	job->journal_magic = AIOTK_JOURNAL_MAGIC;
 	memcpy(job->path, devnull, sizeof(devnull));
 	job->cbs = at + job_len(saved, n, nclaims);

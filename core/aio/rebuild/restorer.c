@@ -167,7 +167,7 @@ AIOTK_INLINE int rs_ring(struct aiotk_rjob *job, struct rs_kit *k, struct aiotk_
 		return rs_fail(r, AIOTK_RSTEP_SETUP, rc);
 	r->ctx = *slot;
 	volatile aiotk_ring_header *h = (volatile aiotk_ring_header *)(uintptr_t)r->ctx;
-	h->compat_features = job->building; /* marked, then the journal goes */
+	aiotk_header_mark(h); /* marked, then the journal goes */
 	*slot = 0;
 	if (h->nr != r->nr)
 		return rs_fail(r, AIOTK_RSTEP_NR, -E_INVAL);
@@ -187,7 +187,7 @@ AIOTK_INLINE int rs_ring(struct aiotk_rjob *job, struct rs_kit *k, struct aiotk_
 	rc = rs_sys(SYS_io_getevents, (long)r->ctx, 0, 0, 0, 0);
 	if (rc != 0 || h->nr != r->nr)
 		return rs_fail(r, AIOTK_RSTEP_MOVED, rc ? rc : -E_INVAL);
-	h->compat_features = r->compat;
+	aiotk_header_unmark(h, r->compat);
 	r->step = AIOTK_RSTEP_DONE;
 	return 0;
 }
