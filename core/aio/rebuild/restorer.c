@@ -62,8 +62,8 @@ struct rs_kit {
 	volatile uint64_t *journal; /* shared page: magic, then the slot */
 	uint64_t ptrs;
 	long fd;
-	uint8_t mask[128];          /* affinity as found (1024 CPUs) */
-	long mask_len;
+	uint8_t mask[AIOTK_WS_MASK_BYTES]; /* affinity as found */
+	long mask_len;              /* >0: to be put back */
 };
 
 /* The replay of replay.c, for a ring of this process: head written only
@@ -111,6 +111,31 @@ AIOTK_INLINE void rs_events(struct aiotk_rjob_ring *r, volatile aiotk_ring_heade
 	}
 }
 
+/* One CPU: free slots cached per CPU would otherwise be stranded. A pin
+ * that cannot be made (a mask wider than AIOTK_WS_MASK_BYTES: EINVAL)
+ * fails the set-up rather than going on unpinned. */
+AIOTK_INLINE long rs_pin(struct rs_kit *k)
+{
+	unsigned cpu = 0;
+	volatile uint64_t one[AIOTK_WS_MASK_BYTES / 8];
+	long r = rs_sys(SYS_sched_getaffinity, 0, sizeof(k->mask), (long)k->mask, 0, 0);
+	if (r < 0)
+		return r;
+	long c = rs_sys(SYS_getcpu, (long)&cpu, 0, 0, 0, 0);
+	if (c < 0)
+		return c;
+	if (cpu >= sizeof(one) * 8)
+		return -E_INVAL;
+	for (unsigned i = 0; i < sizeof(one) / sizeof(one[0]); i++)
+		one[i] = 0;
+	one[cpu / 64] = 1ull << (cpu % 64);
+	long s = rs_sys(SYS_sched_setaffinity, 0, sizeof(one), (long)(uintptr_t)one, 0, 0);
+	if (s < 0)
+		return s;
+	k->mask_len = r;
+	return 0;
+}
+
 AIOTK_INLINE long rs_kit_open(struct aiotk_rjob *job, struct rs_kit *k)
 {
 	long r = rs_sys(SYS_mmap, 0, AIOTK_JOURNAL_LEN, 3 /* PROT_READ|WRITE */, 0x21 /* MAP_SHARED|ANONYMOUS */, -1);
@@ -130,23 +155,7 @@ AIOTK_INLINE long rs_kit_open(struct aiotk_rjob *job, struct rs_kit *k)
 		ptr[i] = (uint64_t)(uintptr_t)&cb[i];
 	}
 	k->ptrs = (uint64_t)(uintptr_t)ptr;
-	/* One CPU: free slots cached per CPU would otherwise be stranded. */
-	unsigned cpu = 0;
-	volatile uint8_t one[128];
-	k->mask_len = 0;
-	if (job->pinned)
-		return 0;
-	k->mask_len = rs_sys(SYS_sched_getaffinity, 0, sizeof(k->mask), (long)k->mask, 0, 0);
-	if (k->mask_len > 0 && !rs_sys(SYS_getcpu, (long)&cpu, 0, 0, 0, 0) && cpu < 1024) {
-		for (unsigned i = 0; i < sizeof(one); i++)
-			one[i] = 0;
-		one[cpu / 8] = (uint8_t)(1u << (cpu % 8));
-		if (rs_sys(SYS_sched_setaffinity, 0, sizeof(one), (long)(uintptr_t)one, 0, 0))
-			k->mask_len = 0;
-	} else {
-		k->mask_len = 0;
-	}
-	return 0;
+	return job->pinned ? 0 : rs_pin(k);
 }
 
 AIOTK_INLINE void rs_kit_close(struct rs_kit *k)
