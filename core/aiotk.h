@@ -130,11 +130,13 @@ struct aiotk_target_ops {
 	/* A system call executed by the target; returns -errno on failure. */
 	long (*sys)(aiotk_target *t, long nr, const long a[6]);
 	int (*read)(aiotk_target *t, uint64_t addr, void *buf, size_t len);
+	/* NULL: a read-only target; aiotk_poke refuses, with read_only's why. */
 	int (*write)(aiotk_target *t, uint64_t addr, const void *buf, size_t len);
 	/* Lifetime; NULL where there is nothing to do. */
 	int (*ready)(aiotk_target *t, aiotk_err *err);  /* can sys() run? */
 	int (*detach)(aiotk_target *t, aiotk_err *err);
 	void (*free)(aiotk_target *t);
+	const char *read_only;
 };
 struct aiotk_target {
 	const struct aiotk_target_ops *ops;
@@ -180,8 +182,9 @@ int aiotk_guardian_pid(void);
  * with attach; detach puts the main thread's registers and mask back and
  * leaves every thread to the caller. */
 int aiotk_target_adopt(aiotk_target *t, int pid, aiotk_err *err);
-/* Process pid, held stopped by someone else (CRIU's dump): memory only,
- * no system calls; detach does nothing. */
+/* Process pid, held stopped by someone else (CRIU's dump): its memory
+ * read, never written (aiotk_poke refuses: AIOTK_EINVAL, EPERM), no
+ * system calls; detach does nothing. */
 int aiotk_target_frozen(aiotk_target *t, int pid, aiotk_err *err);
 /* Whether pid is a process aiotk can stop: it exists, is not a zombie, a
  * kernel thread or exiting, and runs as a user ptrace allows; the error
@@ -207,7 +210,9 @@ int aiotk_target_dead(const aiotk_target *t);
 void aiotk_target_free(aiotk_target *t);
 long aiotk_sys(aiotk_target *t, long nr, long a0, long a1, long a2, long a3,
 	       long a4, long a5);
-/* read/write return 0 or AIOTK_ESYS with a message naming the address. */
+/* read/write return 0 or AIOTK_ESYS with a message naming the address;
+ * a write to a read-only target (aiotk_target_frozen) is refused with
+ * AIOTK_EINVAL (errno EPERM) saying why. */
 int aiotk_peek(aiotk_target *t, uint64_t addr, void *buf, size_t len,
 	       aiotk_err *err);
 int aiotk_poke(aiotk_target *t, uint64_t addr, const void *buf, size_t len,
