@@ -2,8 +2,16 @@
  *
  * One public header. Every fallible call takes an aiotk_err* and returns 0 on
  * success or a negative AIOTK_E* code; the message says what, where and what
- * to do. Nothing here prints, and nothing keeps hidden global state: a
- * process is reached only through an aiotk_target the caller owns. */
+ * to do. Nothing here prints. A process is reached only through an
+ * aiotk_target the caller owns; the process-wide state, all of it:
+ *  - the guardian (core/target/guardian.c): one process per process using
+ *    aiotk, forked at the first attach and reaped at exit by an atexit
+ *    handler; aiotk_guardian_pid() names it (Lua: core.guardian()).
+ *  - libbpf's print hook, which is process-wide: aiotk_kviewer_open sets
+ *    one that drops libbpf's messages. A caller wanting them sets its own
+ *    (libbpf_set_print) after.
+ * Besides, caches that change nothing a caller sees: the CPU's xsave
+ * layout, read once, and per-thread scratch buffers. */
 #ifndef AIOTK_H
 #define AIOTK_H
 
@@ -394,7 +402,8 @@ typedef struct aiotk_kview {
 
 typedef struct aiotk_kviewer aiotk_kviewer; /* the loaded BPF program */
 /* Load the program once; AIOTK_EUNSUPPORTED naming why when this host,
- * kernel or build cannot. */
+ * kernel or build cannot. Sets libbpf's process-wide print hook to one
+ * that drops its messages (see the top of this header). */
 int aiotk_kviewer_open(aiotk_kviewer **out, aiotk_err *err);
 void aiotk_kviewer_close(aiotk_kviewer *v);
 /* The iterator for process pid made now, before it is stopped, so that
