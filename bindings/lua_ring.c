@@ -225,7 +225,7 @@ int laiotk_ring_from_table(lua_State *L)
 	r->tail = (uint32_t)laiotk_opt_field_u64(L, 1, "tail", 0);
 	r->n = (uint32_t)laiotk_opt_field_u64(L, 1, "n", 0);
 	r->magic = AIOTK_RING_MAGIC;
-	r->compat_features = 1;
+	r->compat_features = AIOTK_RING_COMPAT;
 	r->header_length = AIOTK_HEADER_LEN;
 	events_from(L, 1, r);
 	if (aiotk_ring_validate(r, page, &err))

@@ -92,10 +92,9 @@ static int p_converge(lua_State *L, aiotk_target *t, int b)
 	aiotk_converge_result res;
 	uint64_t len = laiotk_check_u64(L, b);
 	aiotk_geom_host m = laiotk_check_model(L, b + 1);
-	const uint32_t plain = 1; /* what the kernel writes: the ring is the caller's now */
+	/* Unmarked: the ring is the caller's now. */
 	if (aiotk_converge(t, &m, len, &res, &err) ||
-	    aiotk_poke(t, res.ctx + offsetof(aiotk_ring_header, compat_features), &plain,
-		       sizeof(plain), &err))
+	    aiotk_ring_unmark(t, res.ctx, AIOTK_RING_COMPAT, &err))
 		return laiotk_fail(L, &err);
 	push_conv(L, &res);
 	return 1;
@@ -452,7 +451,7 @@ static int p_header(lua_State *L, aiotk_target *t, int b)
 	laiotk_set_num(L, "compat_features", h.compat_features);
 	laiotk_set_num(L, "incompat_features", h.incompat_features);
 	laiotk_set_num(L, "header_length", h.header_length);
-	lua_pushboolean(L, h.compat_features == AIOTK_RING_BUILDING);
+	lua_pushboolean(L, aiotk_header_marked(&h));
 	lua_setfield(L, -2, "building");
 	return 1;
 }

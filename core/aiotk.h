@@ -2,8 +2,16 @@
  *
  * One public header. Every fallible call takes an aiotk_err* and returns 0 on
  * success or a negative AIOTK_E* code; the message says what, where and what
- * to do. Nothing here prints, and nothing keeps hidden global state: a
- * process is reached only through an aiotk_target the caller owns. */
+ * to do. Nothing here prints. A process is reached only through an
+ * aiotk_target the caller owns; the process-wide state, all of it:
+ *  - the guardian (core/target/guardian.c): one process per process using
+ *    aiotk, forked at the first attach and reaped at exit by an atexit
+ *    handler; aiotk_guardian_pid() names it (Lua: core.guardian()).
+ *  - libbpf's print hook, which is process-wide: aiotk_kviewer_open sets
+ *    one that drops libbpf's messages. A caller wanting them sets its own
+ *    (libbpf_set_print) after.
+ * Besides, caches that change nothing a caller sees: the CPU's xsave
+ * layout, read once, and per-thread scratch buffers. */
 #ifndef AIOTK_H
 #define AIOTK_H
 
@@ -51,7 +59,13 @@ typedef struct aiotk_event {
 
 /* The ring's header as the kernel maps it (struct aio_ring in fs/aio.c):
  * the one definition every reader and writer of a ring uses, with
- * offsetof() for single fields. Only head is ever written by aiotk. */
+ * offsetof() for single fields. aiotk writes two of its fields, and only
+ * in a ring it is building or moving aside: head, during the replay
+ * (aiotk_replay: the kernel reads head to give back the slots of reaped
+ * events), and compat_features, the building mark (AIOTK_RING_BUILDING
+ * below: the kernel writes 1 there at io_setup and never reads it). The
+ * kernel reads id and keeps its own tail, so neither is written, nor is a
+ * finished ring's header. docs/KERNEL-FACTS.md, "Rings". */
 typedef struct aiotk_ring_header {
 	uint32_t id, nr, head, tail;
 	uint32_t magic, compat_features, incompat_features, header_length;
@@ -124,11 +138,13 @@ struct aiotk_target_ops {
 	/* A system call executed by the target; returns -errno on failure. */
 	long (*sys)(aiotk_target *t, long nr, const long a[6]);
 	int (*read)(aiotk_target *t, uint64_t addr, void *buf, size_t len);
+	/* NULL: a read-only target; aiotk_poke refuses, with read_only's why. */
 	int (*write)(aiotk_target *t, uint64_t addr, const void *buf, size_t len);
 	/* Lifetime; NULL where there is nothing to do. */
 	int (*ready)(aiotk_target *t, aiotk_err *err);  /* can sys() run? */
 	int (*detach)(aiotk_target *t, aiotk_err *err);
 	void (*free)(aiotk_target *t);
+	const char *read_only;
 };
 struct aiotk_target {
 	const struct aiotk_target_ops *ops;
@@ -174,8 +190,9 @@ int aiotk_guardian_pid(void);
  * with attach; detach puts the main thread's registers and mask back and
  * leaves every thread to the caller. */
 int aiotk_target_adopt(aiotk_target *t, int pid, aiotk_err *err);
-/* Process pid, held stopped by someone else (CRIU's dump): memory only,
- * no system calls; detach does nothing. */
+/* Process pid, held stopped by someone else (CRIU's dump): its memory
+ * read, never written (aiotk_poke refuses: AIOTK_EINVAL, EPERM), no
+ * system calls; detach does nothing. */
 int aiotk_target_frozen(aiotk_target *t, int pid, aiotk_err *err);
 /* Whether pid is a process aiotk can stop: it exists, is not a zombie, a
  * kernel thread or exiting, and runs as a user ptrace allows; the error
@@ -201,7 +218,9 @@ int aiotk_target_dead(const aiotk_target *t);
 void aiotk_target_free(aiotk_target *t);
 long aiotk_sys(aiotk_target *t, long nr, long a0, long a1, long a2, long a3,
 	       long a4, long a5);
-/* read/write return 0 or AIOTK_ESYS with a message naming the address. */
+/* read/write return 0 or AIOTK_ESYS with a message naming the address;
+ * a write to a read-only target (aiotk_target_frozen) is refused with
+ * AIOTK_EINVAL (errno EPERM) saying why. */
 int aiotk_peek(aiotk_target *t, uint64_t addr, void *buf, size_t len,
 	       aiotk_err *err);
 int aiotk_poke(aiotk_target *t, uint64_t addr, const void *buf, size_t len,
@@ -242,11 +261,34 @@ int aiotk_vma_in_ranges(const aiotk_vma *v, const uint64_t *range, size_t n);
 int aiotk_maps_rings(int pid, aiotk_vma *out, size_t max, size_t *count,
 		     aiotk_err *err);
 
-/* compat_features of a context aiotk has made and not yet finished: the
- * kernel writes 1 there and never reads it; aiotk marks its contexts under
- * construction so that one left by an interrupted aiotk can be found and
- * destroyed (restore does that before anything else). */
+/* The building mark: compat_features of a context aiotk has made and not
+ * yet finished, or has parked (aiotk_park). The kernel writes 1 there at
+ * io_setup and never reads it, nor does libaio; a context left marked by
+ * an interrupted aiotk can so be found and destroyed (restore does that
+ * before anything else). Taken off, the field gets the saved ring's value,
+ * or what io_setup wrote (AIOTK_RING_COMPAT). */
 #define AIOTK_RING_BUILDING 0x6b74696fu /* "oitk" */
+#define AIOTK_RING_COMPAT 1u
+/* The mark on a header in this process's memory: put on, taken off (to
+ * compat), tested. Always inlined: the restorer, which calls nothing out
+ * of line (core/aio/rebuild/restorer.c), uses them. */
+static inline __attribute__((always_inline)) void
+aiotk_header_mark(volatile aiotk_ring_header *h)
+{
+	h->compat_features = AIOTK_RING_BUILDING;
+}
+static inline __attribute__((always_inline)) void
+aiotk_header_unmark(volatile aiotk_ring_header *h, uint32_t compat)
+{
+	h->compat_features = compat;
+}
+static inline int aiotk_header_marked(const aiotk_ring_header *h)
+{
+	return h->compat_features == AIOTK_RING_BUILDING;
+}
+/* The same on the ring of context ctx in t. */
+int aiotk_ring_mark(aiotk_target *t, uint64_t ctx, aiotk_err *err);
+int aiotk_ring_unmark(aiotk_target *t, uint64_t ctx, uint32_t compat, aiotk_err *err);
 
 /* ---- ring snapshot --------------------------------------------------- */
 #define AIOTK_IOCB_LEN 64u
@@ -360,7 +402,8 @@ typedef struct aiotk_kview {
 
 typedef struct aiotk_kviewer aiotk_kviewer; /* the loaded BPF program */
 /* Load the program once; AIOTK_EUNSUPPORTED naming why when this host,
- * kernel or build cannot. */
+ * kernel or build cannot. Sets libbpf's process-wide print hook to one
+ * that drops its messages (see the top of this header). */
 int aiotk_kviewer_open(aiotk_kviewer **out, aiotk_err *err);
 void aiotk_kviewer_close(aiotk_kviewer *v);
 /* The iterator for process pid made now, before it is stopped, so that

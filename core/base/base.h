@@ -6,21 +6,32 @@
 
 #include "aiotk.h"
 
+/* Inlined even without optimisation: the restorer (aio/rebuild/restorer.c)
+ * runs copied into another process and may call nothing out of line, and
+ * it uses the helpers below. */
+#define AIOTK_INLINE static inline __attribute__((always_inline))
+
 /* A raw system call's result that is -errno: the kernel returns errors as
  * -1..-4095 and every other value (an address from mmap, say) as success. */
-static inline int aiotk_sys_failed(long r)
+AIOTK_INLINE int aiotk_sys_failed(long r)
 {
 	return r < 0 && r > -4096;
 }
 
 /* The page size the injected mappings (journal page, scratch, the
  * restorer's room) are rounded to: x86_64's, the only architecture whose
- * injection is built (target/arch.h). Ring lengths use the host's page
- * size from aio/geometry.c instead. */
+ * injection is built (target/arch.h), and the least alignment any mapping
+ * has (aiotk_remap checks it before mremap does). Ring lengths use the
+ * host's page size from aio/geometry.c instead. */
 #define AIOTK_PAGE 4096u
-static inline uint64_t aiotk_page_round(uint64_t len)
+AIOTK_INLINE uint64_t aiotk_page_round(uint64_t len)
 {
 	return (len + AIOTK_PAGE - 1) / AIOTK_PAGE * AIOTK_PAGE;
 }
+
+/* The journal page io_setup writes new context ids into (aio/rebuild:
+ * converge.c says why, workspace.c and the restorer map it): one page,
+ * and a leftover one is recognised by that length (target/maps.c). */
+#define AIOTK_JOURNAL_LEN AIOTK_PAGE
 
 #endif

@@ -108,7 +108,7 @@ static int ring_from(struct cursor *c, const AiotkRingEntry *e, aiotk_ring *r,
 	r->n = e->has_n ? e->n : 0;
 	r->id = e->has_id ? e->id : 0;
 	r->magic = e->has_magic ? e->magic : AIOTK_RING_MAGIC;
-	r->compat_features = e->has_compat_features ? e->compat_features : 1;
+	r->compat_features = e->has_compat_features ? e->compat_features : AIOTK_RING_COMPAT;
 	r->incompat_features = e->has_incompat_features ? e->incompat_features : 0;
 	r->header_length = e->has_header_length ? e->header_length : AIOTK_HEADER_LEN;
 	r->nevents = (uint32_t)e->n_events;

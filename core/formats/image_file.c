@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,7 +57,7 @@ int aiotk_write_file(const char *dst, const uint8_t *buf, size_t len, int flags,
 		     aiotk_err *err)
 {
 	int sync = !(flags & AIOTK_WRITE_NOSYNC);
-	char tmp[4096], dir[4096];
+	char tmp[PATH_MAX], dir[PATH_MAX];
 	snprintf(dir, sizeof(dir), "%s", dst);
 	char *slash = strrchr(dir, '/');
 	if (slash)
@@ -97,7 +98,7 @@ int aiotk_image_write_flags(const char *dir, const aiotk_image *img, int flags,
 	int rc = aiotk_image_encode(img, &buf, &len, err);
 	if (rc)
 		return rc;
-	char dst[4096];
+	char dst[PATH_MAX];
 	snprintf(dst, sizeof(dst), "%s/%s", dir, AIOTK_IMAGE_FILE);
 	rc = aiotk_write_file(dst, buf, len, flags, err);
 	free(buf);
@@ -140,7 +141,7 @@ static int load(const char *path, uint8_t **buf, size_t *len, aiotk_err *err)
 
 int aiotk_image_read(const char *dir, aiotk_image *img, aiotk_err *err)
 {
-	char path[4096];
+	char path[PATH_MAX];
 	uint8_t *buf = NULL;
 	size_t len = 0;
 	snprintf(path, sizeof(path), "%s/%s", dir, AIOTK_IMAGE_FILE);

@@ -39,7 +39,8 @@ struct guard_rec {
 	cpu_set_t was, pin;
 };
 
-/* One per process, as the guardian is; core.guardian() shows it. */
+/* One per process, as the guardian is: aiotk.h lists it among the
+ * process-wide state; aiotk_guardian_pid (Lua: core.guardian()) shows it. */
 static struct { int fd; pid_t pid; } guard = { -1, 0 };
 
 static void undo(const struct guard_rec *r)

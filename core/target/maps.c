@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,7 +55,7 @@ int aiotk_vma_is_placeholder(const aiotk_vma *v)
 
 int aiotk_vma_is_journal(const aiotk_vma *v)
 {
-	return v->end - v->start == 4096 && !strcmp(v->perms, "rw-s") &&
+	return v->end - v->start == AIOTK_JOURNAL_LEN && !strcmp(v->perms, "rw-s") &&
 	       !strcmp(v->path, AIOTK_SHARED_ANON_PATH);
 }
 
@@ -121,7 +122,7 @@ static int open_query(int pid)
 #define QUERY_SHARED 0x08
 static int query_next(int fd, uint64_t at, uint64_t flags, aiotk_vma *v)
 {
-	char name[4096]; /* on the stack: see each_by_query */
+	char name[PATH_MAX]; /* on the stack: see each_by_query */
 	struct aiotk_procmap_query q = { .size = sizeof(q), .query_flags = COVERING_OR_NEXT | flags,
 		.query_addr = at, .vma_name_addr = (uint64_t)(uintptr_t)name,
 		.vma_name_size = sizeof(name) };

@@ -16,7 +16,7 @@ static int map_prot(aiotk_target *t, size_t len, int prot, int flags, uint64_t *
 {
 	long r = aiotk_sys(t, SYS_mmap, (long)SCRATCH_HINT, (long)len, prot,
 			   flags | MAP_ANONYMOUS, -1, 0);
-	if (r < 0 && r > -4096)
+	if (aiotk_sys_failed(r))
 		return aiotk_fail(err, AIOTK_ESYS, (int)-r,
 				  "cannot map %zu bytes of scratch memory: %s",
 				  len, strerror((int)-r));

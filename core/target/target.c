@@ -41,6 +41,10 @@ int aiotk_peek(aiotk_target *t, uint64_t addr, void *buf, size_t len,
 int aiotk_poke(aiotk_target *t, uint64_t addr, const void *buf, size_t len,
 	       aiotk_err *err)
 {
+	if (!t->ops->write)
+		return aiotk_fail(err, AIOTK_EINVAL, EPERM,
+				  "refused to write %zu bytes at 0x%llx in process %d: %s",
+				  len, (unsigned long long)addr, who(t), t->ops->read_only);
 	int rc = t->ops->write(t, addr, buf, len);
 	if (rc)
 		return aiotk_fail(err, AIOTK_ESYS, -rc,

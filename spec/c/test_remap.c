@@ -45,6 +45,28 @@ static void kernel_rules(void)
 	io_destroy((io_context_t)spot);
 }
 
+/* The building mark (aiotk.h): a parked ring carries it and still
+ * answers (the kernel never reads compat_features), and is unmarked to
+ * the kernel's own value when it goes home. */
+static void parked_is_marked(void)
+{
+	io_context_t ctx = 0;
+	aiotk_err err;
+	CHECK(io_setup(64, &ctx) == 0, "io_setup");
+	uint64_t home = (uint64_t)(uintptr_t)ctx, at = home, len = ring_len(ctx);
+	const aiotk_ring_header *h = (const void *)ctx;
+	CHECK(!aiotk_header_marked(h) && h->compat_features == AIOTK_RING_COMPAT, "fresh: %#x",
+	      h->compat_features);
+	CHECK_OK(aiotk_park(&self, &at, len, &err), err);
+	h = (const void *)(uintptr_t)at;
+	CHECK(at != home && aiotk_header_marked(h) && getevents0(at) == 0, "parked at 0x%llx: %#x",
+	      (unsigned long long)at, h->compat_features);
+	CHECK_OK(aiotk_unpark(&self, &at, len, home, &err), err);
+	h = (const void *)(uintptr_t)at;
+	CHECK(at == home && h->compat_features == AIOTK_RING_COMPAT, "home: %#x", h->compat_features);
+	io_destroy((io_context_t)(uintptr_t)at);
+}
+
 /* A ring with `len` free bytes on each side: moved into the middle of a
  * reservation whose outer thirds are then released. */
 static uint64_t centred_ring(uint32_t n, uint64_t *len)
@@ -90,6 +112,7 @@ int main(void)
 {
 	aiotk_target_self(&self);
 	kernel_rules();
+	parked_is_marked();
 	/* 1, 2, 5, 65, 257 and 1025 pages on 2 possible CPUs. */
 	const uint32_t ns[] = { 1, 64, 256, 4096, 16384, 65535 };
 	for (size_t i = 0; i < sizeof(ns) / sizeof(ns[0]); i++)

@@ -32,8 +32,9 @@ struct aiotk_kviewer {
 	int link_tid;
 };
 
-/* The core never prints; libbpf's own messages are dropped and its errno
- * is turned into a sentence. */
+/* The core never prints; libbpf's own messages are dropped (its hook is
+ * process-wide: aiotk.h lists it as such) and its errno is turned into a
+ * sentence. */
 static int quiet(enum libbpf_print_level l, const char *f, va_list a)
 {
 	(void)l, (void)f, (void)a;

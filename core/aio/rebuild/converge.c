@@ -30,7 +30,6 @@ static int io_setup_in(aiotk_target *t, uint32_t n, uint64_t *ctx, int mark,
 {
 	uint64_t journal;
 	const uint64_t none = 0;
-	const uint32_t building = AIOTK_RING_BUILDING;
 	int rc = aiotk_ws_journal(t, &journal, err);
 	if (rc)
 		return rc;
@@ -43,11 +42,32 @@ static int io_setup_in(aiotk_target *t, uint32_t n, uint64_t *ctx, int mark,
 				  strerror((int)-r));
 	rc = aiotk_peek(t, journal + AIOTK_WS_SLOT, ctx, sizeof(*ctx), err);
 	if (!rc && mark)
-		rc = aiotk_poke(t, *ctx + offsetof(aiotk_ring_header, compat_features),
-				&building, sizeof(building), err);
+		rc = aiotk_ring_mark(t, *ctx, err);
 	if (!rc)
 		rc = aiotk_poke(t, journal + AIOTK_WS_SLOT, &none, sizeof(none), err);
 	return rc;
+}
+
+/* The mark's field of ctx's ring written in t, as h has it. */
+static int put_compat(aiotk_target *t, uint64_t ctx, const aiotk_ring_header *h,
+		      aiotk_err *err)
+{
+	return aiotk_poke(t, ctx + offsetof(aiotk_ring_header, compat_features),
+			  &h->compat_features, sizeof(h->compat_features), err);
+}
+
+int aiotk_ring_mark(aiotk_target *t, uint64_t ctx, aiotk_err *err)
+{
+	aiotk_ring_header h;
+	aiotk_header_mark(&h);
+	return put_compat(t, ctx, &h, err);
+}
+
+int aiotk_ring_unmark(aiotk_target *t, uint64_t ctx, uint32_t compat, aiotk_err *err)
+{
+	aiotk_ring_header h;
+	aiotk_header_unmark(&h, compat);
+	return put_compat(t, ctx, &h, err);
 }
 
 int aiotk_io_setup(aiotk_target *t, uint32_t n, uint64_t *ctx, aiotk_err *err)
@@ -72,7 +92,7 @@ int aiotk_remove_journals(aiotk_target *t, unsigned *removed, aiotk_err *err)
 			continue;
 		if (head[1])
 			aiotk_io_destroy(t, head[1], NULL); /* gone already: fine */
-		aiotk_scratch_unmap(t, v[i].start, 4096);
+		aiotk_scratch_unmap(t, v[i].start, AIOTK_JOURNAL_LEN);
 		(*removed)++;
 	}
 	free(v);

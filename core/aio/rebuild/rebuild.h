@@ -7,6 +7,11 @@
 #include "target/target.h"
 
 #include <sys/mman.h>
+
+/* The replay's requests as the workspace and the restorer lay them out:
+ * n iocbs (iocb.h), then the n pointers io_submit takes; each needs this
+ * room. */
+#define AIOTK_REQ_ROOM (AIOTK_IOCB_LEN + sizeof(uint64_t))
 /* How a placeholder is made (mmap prot and flags; MAP_NORESERVE: it costs
  * no commit charge), by aiotk_reserve and by the restorer alike. */
 #define AIOTK_PLACEHOLDER_PROT PROT_NONE
@@ -29,8 +34,14 @@ enum {
 	AIOTK_WS_CPU = 48,          /* getcpu's answer (the replay's pin) */
 	AIOTK_WS_MASK_OLD = 1024,   /* affinity masks, MASK_BYTES each */
 	AIOTK_WS_MASK_NEW = 2048,
-	AIOTK_WS_MASK_BYTES = 1024, /* up to 8192 CPUs */
+	/* The CPU masks the replay's pin reads and writes, here and on the
+	 * restorer's stack: 8192 CPUs, x86_64's largest NR_CPUS
+	 * (CONFIG_MAXSMP). A host beyond it is not pinned silently: the
+	 * restorer stops at its set-up (setup_status -EINVAL), leaving its
+	 * rings to replay.c, which fails saying so. */
+	AIOTK_WS_MASK_BYTES = 1024,
 };
+_Static_assert(AIOTK_WS_MASK_NEW + AIOTK_WS_MASK_BYTES <= AIOTK_JOURNAL_LEN, "journal page");
 /* The workspace released if it lies in [addr, addr+len) (a ring is to go
  * there; the next ring makes a new one): 1 if it did. */
 int aiotk_ws_vacate(aiotk_target *t, uint64_t addr, uint64_t len);

@@ -61,7 +61,7 @@ static int move(aiotk_target *t, uint64_t *ctx, uint64_t len, uint64_t to,
 {
 	long r = aiotk_sys(t, SYS_mremap, (long)*ctx, (long)len, (long)len,
 			   MREMAP_FIXED | MREMAP_MAYMOVE, (long)to, 0);
-	if (r < 0 && r > -4096)
+	if (aiotk_sys_failed(r))
 		return aiotk_fail(err, AIOTK_ESYS, (int)-r,
 				  "mremap of ring 0x%llx to 0x%llx failed: %s",
 				  (unsigned long long)*ctx, (unsigned long long)to,
@@ -84,7 +84,7 @@ static int step_aside(aiotk_target *t, uint64_t *ctx, uint64_t len,
 		return 0;
 	long r = aiotk_sys(t, SYS_mmap, 0, (long)(3 * len), PROT_NONE,
 			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (r < 0 && r > -4096)
+	if (aiotk_sys_failed(r))
 		return aiotk_fail(err, AIOTK_ESYS, (int)-r,
 				  "cannot reserve %llu bytes to move ring 0x%llx aside: %s",
 				  (unsigned long long)(3 * len), (unsigned long long)*ctx,
@@ -125,7 +125,7 @@ int aiotk_remap(aiotk_target *t, uint64_t *ctx, uint64_t len, uint64_t dest,
 	uint32_t nr;
 	if (dest == *ctx)
 		return 0;
-	if (!dest || dest % 4096 || !len || len % 4096)
+	if (!dest || dest % AIOTK_PAGE || !len || len % AIOTK_PAGE)
 		return aiotk_fail(err, AIOTK_EINVAL, 0,
 				  "cannot move ring 0x%llx: destination 0x%llx or length %llu is not page aligned",
 				  (unsigned long long)*ctx, (unsigned long long)dest,
@@ -144,7 +144,7 @@ int aiotk_remap(aiotk_target *t, uint64_t *ctx, uint64_t len, uint64_t dest,
 int aiotk_claim_result(aiotk_target *t, uint64_t addr, uint64_t len, long r,
 		       aiotk_err *err)
 {
-	if (r < 0 && r > -4096) {
+	if (aiotk_sys_failed(r)) {
 		aiotk_vma v;
 		if ((int)-r == EEXIST && aiotk_maps_overlap(t->pid, addr, len, 0, &v, NULL) == 1)
 			return occupied(&v, "cannot claim", addr, len, "", err);
@@ -174,33 +174,27 @@ int aiotk_reserve(aiotk_target *t, uint64_t addr, uint64_t len, aiotk_err *err)
 int aiotk_unmap(aiotk_target *t, uint64_t addr, uint64_t len, aiotk_err *err)
 {
 	long r = aiotk_sys(t, SYS_munmap, (long)addr, (long)len, 0, 0, 0, 0);
-	if (r < 0 && r > -4096)
+	if (aiotk_sys_failed(r))
 		return aiotk_fail(err, AIOTK_ESYS, (int)-r, "munmap 0x%llx-0x%llx: %s",
 				  (unsigned long long)addr, (unsigned long long)(addr + len),
 				  strerror((int)-r));
 	return 0;
 }
 
-static int mark(aiotk_target *t, uint64_t ctx, uint32_t v, aiotk_err *err)
-{
-	return aiotk_poke(t, ctx + offsetof(aiotk_ring_header, compat_features), &v,
-			  sizeof(v), err);
-}
-
 int aiotk_park(aiotk_target *t, uint64_t *ctx, uint64_t len, aiotk_err *err)
 {
-	int rc = mark(t, *ctx, AIOTK_RING_BUILDING, err);
+	int rc = aiotk_ring_mark(t, *ctx, err);
 	if (rc)
 		return rc;
 	long r = aiotk_sys(t, SYS_mmap, 0, (long)len, PROT_NONE,
 			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (r < 0 && r > -4096)
+	if (aiotk_sys_failed(r))
 		return aiotk_fail(err, AIOTK_ESYS, (int)-r, "cannot reserve %llu bytes to park ring 0x%llx: %s",
 				  (unsigned long long)len, (unsigned long long)*ctx, strerror((int)-r));
 	rc = move(t, ctx, len, (uint64_t)r, err);
 	if (rc) {
 		unmap(t, (uint64_t)r, len);
-		mark(t, *ctx, 1, NULL);
+		aiotk_ring_unmark(t, *ctx, AIOTK_RING_COMPAT, NULL);
 	}
 	return rc;
 }
@@ -209,5 +203,5 @@ int aiotk_unpark(aiotk_target *t, uint64_t *ctx, uint64_t len, uint64_t home,
 		 aiotk_err *err)
 {
 	int rc = aiotk_remap(t, ctx, len, home, 0, err);
-	return rc ? rc : mark(t, *ctx, 1, err);
+	return rc ? rc : aiotk_ring_unmark(t, *ctx, AIOTK_RING_COMPAT, err);
 }

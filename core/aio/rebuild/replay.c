@@ -6,14 +6,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/aio_abi.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 
 #define DEFAULT_BATCH 1024u
-#define MASK_BYTES AIOTK_WS_MASK_BYTES
 #define HEAD_OFF offsetof(aiotk_ring_header, head)
 
 struct replay {
@@ -53,29 +50,40 @@ static int arg_rw(struct replay *r, unsigned off, void *buf, size_t len, int wr,
 		  : aiotk_peek(r->t, r->args + off, buf, len, err);
 }
 
+/* This host's CPUs do not fit the pin mask (sched_getaffinity says
+ * EINVAL, or getcpu names a CPU beyond it). */
+static int too_many_cpus(aiotk_err *err)
+{
+	return aiotk_fail(err, AIOTK_EUNSUPPORTED, EINVAL,
+			  "cannot pin the replay to one CPU: this host has more CPUs than aiotk's pin mask holds (%u; AIOTK_WS_MASK_BYTES in core/aio/rebuild/rebuild.h), and unpinned, slots cached per CPU would be stranded; build aiotk with a larger mask",
+			  AIOTK_WS_MASK_BYTES * 8);
+}
+
 /* Stay on one CPU: free slots cached per CPU would otherwise be stranded. */
 static int pin(struct replay *r, aiotk_err *err)
 {
 	uint32_t cpu;
-	uint8_t mask[MASK_BYTES] = { 0 };
+	uint8_t mask[AIOTK_WS_MASK_BYTES] = { 0 };
 	int rc = aiotk_ws_journal(r->t, &r->args, err);
 	if (rc)
 		return rc;
-	long n = aiotk_sys(r->t, SYS_sched_getaffinity, 0, MASK_BYTES,
+	long n = aiotk_sys(r->t, SYS_sched_getaffinity, 0, AIOTK_WS_MASK_BYTES,
 			   (long)(r->args + AIOTK_WS_MASK_OLD), 0, 0, 0);
 	long c = aiotk_sys(r->t, SYS_getcpu, (long)(r->args + AIOTK_WS_CPU), 0,
 			   0, 0, 0, 0);
+	if (n == -EINVAL)
+		return too_many_cpus(err);
 	if (n < 0 || c < 0)
 		return aiotk_fail(err, AIOTK_ESYS, (int)-(n < 0 ? n : c),
 				  "cannot read the CPU affinity to pin the replay");
 	if ((rc = arg_rw(r, AIOTK_WS_CPU, &cpu, sizeof(cpu), 0, err)))
 		return rc;
-	if (cpu >= MASK_BYTES * 8)
-		return aiotk_fail(err, AIOTK_EINVAL, 0, "CPU %u is beyond the pin mask", cpu);
+	if (cpu >= AIOTK_WS_MASK_BYTES * 8)
+		return too_many_cpus(err);
 	mask[cpu / 8] = (uint8_t)(1u << (cpu % 8));
 	if ((rc = arg_rw(r, AIOTK_WS_MASK_NEW, mask, sizeof(mask), 1, err)))
 		return rc;
-	long s = aiotk_sys(r->t, SYS_sched_setaffinity, 0, MASK_BYTES,
+	long s = aiotk_sys(r->t, SYS_sched_setaffinity, 0, AIOTK_WS_MASK_BYTES,
 			   (long)(r->args + AIOTK_WS_MASK_NEW), 0, 0, 0);
 	if (s < 0)
 		return aiotk_fail(err, AIOTK_ESYS, (int)-s,

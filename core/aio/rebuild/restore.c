@@ -38,10 +38,8 @@ static int steps(aiotk_target *t, const aiotk_ring *saved,
 		rc = aiotk_remap(t, &res->ctx, len, saved->addr, o->remap_flags,
 				 err);
 	/* Finished: the mark of a context under construction goes. */
-	uint32_t compat = saved->compat_features;
 	if (!rc)
-		rc = aiotk_poke(t, res->ctx + offsetof(aiotk_ring_header, compat_features),
-				&compat, sizeof(compat), err);
+		rc = aiotk_ring_unmark(t, res->ctx, saved->compat_features, err);
 	res->ns_replay = t1 - t0;
 	res->ns_events = t2 - t1;
 	res->ns_remap = aiotk_now_ns() - t2;

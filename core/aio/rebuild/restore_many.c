@@ -13,7 +13,6 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 
-#define PAGE 4096u
 #define STACK_LEN 16384u
 #define MAX_BATCH 1024u
 
@@ -43,7 +42,7 @@ static size_t job_len(aiotk_ring *const *saved, size_t n, size_t nclaims)
 	return (len + 63) / 64 * 64;
 }
 
-static size_t cbs_len(unsigned batch) { return (size_t)batch * (64 + 8); }
+static size_t cbs_len(unsigned batch) { return (size_t)batch * AIOTK_REQ_ROOM; }
 
 /* The job for rings saved[0..n) and the claims, laid out for address `at`
  * in the target. */
@@ -54,7 +53,6 @@ static void fill_job(struct aiotk_rjob *job, uint64_t at, aiotk_ring *const *sav
 	static const char devnull[16] = "/dev/null";
 	size_t off = sizeof(*job) + n * sizeof(job->ring[0]);
 	job->nrings = (uint32_t)n;
-	job->building = AIOTK_RING_BUILDING;
 	job->journal_magic = AIOTK_JOURNAL_MAGIC;
 	memcpy(job->path, devnull, sizeof(devnull));
 	job->cbs = at + job_len(saved, n, nclaims);
@@ -140,9 +138,9 @@ static int run_there(aiotk_target *t, aiotk_rebuild *b, struct aiotk_rjob *job,
 		return rc;
 	/* Room for the job with every claim still to take; map_restorer may
 	 * take some first, and the job is then shorter. */
-	size_t code_pages = (code_len + PAGE - 1) / PAGE * PAGE;
+	size_t code_pages = aiotk_page_round(code_len);
 	size_t room = job_len(b->saved + from, n, b->nclaims - b->claimed);
-	size_t total = code_pages + STACK_LEN + (room + cbs_len(job->batch) + PAGE - 1) / PAGE * PAGE;
+	size_t total = code_pages + STACK_LEN + aiotk_page_round(room + cbs_len(job->batch));
 	/* Writable and executable at once where the process's policy allows
 	 * (one system call fewer), else made executable once written. */
 	if ((rc = map_restorer(t, b, total, &base, &rwx, claim_rc, err)))

@@ -22,6 +22,7 @@
  * call (arch.h). */
 #include "aio/rebuild/restorer.h"
 #include "aio/rebuild/rebuild.h"
+#include "aio/rebuild/iocb.h"
 
 #include <stddef.h>
 
@@ -30,14 +31,13 @@
 
 #define RS __attribute__((section("aiotk_restorer"), used, noinline, \
 			  no_sanitize("address", "undefined"), no_stack_protector))
-#define RS_INLINE static inline __attribute__((always_inline))
 #define MREMAP_MOVE_FIXED 3 /* MREMAP_MAYMOVE | MREMAP_FIXED */
 #define E_AGAIN 11
 #define E_EXIST 17
 #define E_INVAL 22
 
 /* Five arguments; the sixth (r9: mmap's offset) is always 0. */
-RS_INLINE long rs_sys(long nr, long a, long b, long c, long d, long e)
+AIOTK_INLINE long rs_sys(long nr, long a, long b, long c, long d, long e)
 {
 	register long r10 __asm__("r10") = d;
 	register long r8 __asm__("r8") = e;
@@ -50,7 +50,7 @@ RS_INLINE long rs_sys(long nr, long a, long b, long c, long d, long e)
 	return ret;
 }
 
-RS_INLINE int rs_fail(struct aiotk_rjob_ring *r, uint32_t step, long status)
+AIOTK_INLINE int rs_fail(struct aiotk_rjob_ring *r, uint32_t step, long status)
 {
 	r->step = step;
 	r->status = status;
@@ -62,13 +62,13 @@ struct rs_kit {
 	volatile uint64_t *journal; /* shared page: magic, then the slot */
 	uint64_t ptrs;
 	long fd;
-	uint8_t mask[128];          /* affinity as found (1024 CPUs) */
-	long mask_len;
+	uint8_t mask[AIOTK_WS_MASK_BYTES]; /* affinity as found */
+	long mask_len;              /* >0: to be put back */
 };
 
 /* The replay of replay.c, for a ring of this process: head written only
  * when the kernel runs short of slots. */
-RS_INLINE int rs_replay(struct aiotk_rjob *job, struct rs_kit *k,
+AIOTK_INLINE int rs_replay(struct aiotk_rjob *job, struct rs_kit *k,
 			struct aiotk_rjob_ring *r, volatile aiotk_ring_header *h)
 {
 	uint64_t total = r->tail >= r->head ? r->tail : (uint64_t)r->nr + r->tail;
@@ -100,7 +100,7 @@ RS_INLINE int rs_replay(struct aiotk_rjob *job, struct rs_kit *k,
 	return 0;
 }
 
-RS_INLINE void rs_events(struct aiotk_rjob_ring *r, volatile aiotk_ring_header *h)
+AIOTK_INLINE void rs_events(struct aiotk_rjob_ring *r, volatile aiotk_ring_header *h)
 {
 	volatile uint64_t *slots = (volatile uint64_t *)((volatile uint8_t *)h + AIOTK_HEADER_LEN);
 	const volatile uint64_t *ev = (const volatile uint64_t *)(uintptr_t)r->events;
@@ -111,61 +111,64 @@ RS_INLINE void rs_events(struct aiotk_rjob_ring *r, volatile aiotk_ring_header *
 	}
 }
 
-RS_INLINE long rs_kit_open(struct aiotk_rjob *job, struct rs_kit *k)
+/* One CPU: free slots cached per CPU would otherwise be stranded. A pin
+ * that cannot be made (a mask wider than AIOTK_WS_MASK_BYTES: EINVAL)
+ * fails the set-up rather than going on unpinned. */
+AIOTK_INLINE long rs_pin(struct rs_kit *k)
 {
-	long r = rs_sys(SYS_mmap, 0, 4096, 3 /* PROT_READ|WRITE */, 0x21 /* MAP_SHARED|ANONYMOUS */, -1);
-	if (r < 0 && r > -4096)
+	unsigned cpu = 0;
+	volatile uint64_t one[AIOTK_WS_MASK_BYTES / 8];
+	long r = rs_sys(SYS_sched_getaffinity, 0, sizeof(k->mask), (long)k->mask, 0, 0);
+	if (r < 0)
+		return r;
+	long c = rs_sys(SYS_getcpu, (long)&cpu, 0, 0, 0, 0);
+	if (c < 0)
+		return c;
+	if (cpu >= sizeof(one) * 8)
+		return -E_INVAL;
+	for (unsigned i = 0; i < sizeof(one) / sizeof(one[0]); i++)
+		one[i] = 0;
+	one[cpu / 64] = 1ull << (cpu % 64);
+	long s = rs_sys(SYS_sched_setaffinity, 0, sizeof(one), (long)(uintptr_t)one, 0, 0);
+	if (s < 0)
+		return s;
+	k->mask_len = r;
+	return 0;
+}
+
+AIOTK_INLINE long rs_kit_open(struct aiotk_rjob *job, struct rs_kit *k)
+{
+	long r = rs_sys(SYS_mmap, 0, AIOTK_JOURNAL_LEN, 3 /* PROT_READ|WRITE */, 0x21 /* MAP_SHARED|ANONYMOUS */, -1);
+	if (aiotk_sys_failed(r))
 		return r;
 	k->journal = (volatile uint64_t *)(uintptr_t)r;
-	/* The journal's layout (internal.h): magic, then the slot. */
+	/* The journal's layout (rebuild.h): magic, then the slot. */
 	k->journal[AIOTK_WS_SLOT / 8] = 0;
 	k->journal[0] = job->journal_magic;
 	if ((k->fd = rs_sys(SYS_openat, -100 /* AT_FDCWD */, (long)job->path,
 			    01 | 02000000 /* O_WRONLY | O_CLOEXEC */, 0, 0)) < 0)
 		return k->fd;
-	volatile struct iocb_words { uint64_t w[8]; } *cb =
-		(volatile struct iocb_words *)(uintptr_t)job->cbs;
-	volatile uint64_t *ptr = (volatile uint64_t *)(uintptr_t)(job->cbs + (uint64_t)job->batch * 64);
+	volatile struct iocb *cb = (volatile struct iocb *)(uintptr_t)job->cbs;
+	volatile uint64_t *ptr = (volatile uint64_t *)(cb + job->batch);
 	for (uint32_t i = 0; i < job->batch; i++) {
-		for (unsigned w = 0; w < 8; w++)
-			cb[i].w[w] = 0;
-		/* struct iocb: aio_lio_opcode (u16) at 16, aio_fildes (u32) at
-		 * 20, aio_buf at 24; POLL = 5, POLLOUT = 4 */
-		cb[i].w[2] = 5ull | (uint64_t)(uint32_t)k->fd << 32;
-		cb[i].w[3] = 4;
-		ptr[i] = job->cbs + (uint64_t)i * 64;
+		aiotk_iocb_poll(&cb[i], (uint32_t)k->fd);
+		ptr[i] = (uint64_t)(uintptr_t)&cb[i];
 	}
-	k->ptrs = job->cbs + (uint64_t)job->batch * 64;
-	/* One CPU: free slots cached per CPU would otherwise be stranded. */
-	unsigned cpu = 0;
-	volatile uint8_t one[128];
-	k->mask_len = 0;
-	if (job->pinned)
-		return 0;
-	k->mask_len = rs_sys(SYS_sched_getaffinity, 0, sizeof(k->mask), (long)k->mask, 0, 0);
-	if (k->mask_len > 0 && !rs_sys(SYS_getcpu, (long)&cpu, 0, 0, 0, 0) && cpu < 1024) {
-		for (unsigned i = 0; i < sizeof(one); i++)
-			one[i] = 0;
-		one[cpu / 8] = (uint8_t)(1u << (cpu % 8));
-		if (rs_sys(SYS_sched_setaffinity, 0, sizeof(one), (long)(uintptr_t)one, 0, 0))
-			k->mask_len = 0;
-	} else {
-		k->mask_len = 0;
-	}
-	return 0;
+	k->ptrs = (uint64_t)(uintptr_t)ptr;
+	return job->pinned ? 0 : rs_pin(k);
 }
 
-RS_INLINE void rs_kit_close(struct rs_kit *k)
+AIOTK_INLINE void rs_kit_close(struct rs_kit *k)
 {
 	if (k->mask_len > 0)
 		rs_sys(SYS_sched_setaffinity, 0, k->mask_len, (long)k->mask, 0, 0);
 	if (k->fd >= 0)
 		rs_sys(SYS_close, k->fd, 0, 0, 0, 0);
 	if (k->journal)
-		rs_sys(SYS_munmap, (long)(uintptr_t)k->journal, 4096, 0, 0, 0);
+		rs_sys(SYS_munmap, (long)(uintptr_t)k->journal, AIOTK_JOURNAL_LEN, 0, 0, 0);
 }
 
-RS_INLINE int rs_ring(struct aiotk_rjob *job, struct rs_kit *k, struct aiotk_rjob_ring *r)
+AIOTK_INLINE int rs_ring(struct aiotk_rjob *job, struct rs_kit *k, struct aiotk_rjob_ring *r)
 {
 	volatile uint64_t *slot = &k->journal[AIOTK_WS_SLOT / 8];
 	long rc = rs_sys(SYS_io_setup, r->n, (long)slot, 0, 0, 0);
@@ -173,7 +176,7 @@ RS_INLINE int rs_ring(struct aiotk_rjob *job, struct rs_kit *k, struct aiotk_rjo
 		return rs_fail(r, AIOTK_RSTEP_SETUP, rc);
 	r->ctx = *slot;
 	volatile aiotk_ring_header *h = (volatile aiotk_ring_header *)(uintptr_t)r->ctx;
-	h->compat_features = job->building; /* marked, then the journal goes */
+	aiotk_header_mark(h); /* marked, then the journal goes */
 	*slot = 0;
 	if (h->nr != r->nr)
 		return rs_fail(r, AIOTK_RSTEP_NR, -E_INVAL);
@@ -185,7 +188,7 @@ RS_INLINE int rs_ring(struct aiotk_rjob *job, struct rs_kit *k, struct aiotk_rjo
 			return rs_fail(r, AIOTK_RSTEP_OVERLAP, 0);
 		rc = rs_sys(SYS_mremap, (long)r->ctx, (long)r->len, (long)r->len,
 			    MREMAP_MOVE_FIXED, (long)r->dest);
-		if (rc < 0 && rc > -4096)
+		if (aiotk_sys_failed(rc))
 			return rs_fail(r, AIOTK_RSTEP_MOVE, rc);
 		r->ctx = r->dest;
 		h = (volatile aiotk_ring_header *)(uintptr_t)r->ctx;
@@ -193,7 +196,7 @@ RS_INLINE int rs_ring(struct aiotk_rjob *job, struct rs_kit *k, struct aiotk_rjo
 	rc = rs_sys(SYS_io_getevents, (long)r->ctx, 0, 0, 0, 0);
 	if (rc != 0 || h->nr != r->nr)
 		return rs_fail(r, AIOTK_RSTEP_MOVED, rc ? rc : -E_INVAL);
-	h->compat_features = r->compat;
+	aiotk_header_unmark(h, r->compat);
 	r->step = AIOTK_RSTEP_DONE;
 	return 0;
 }
@@ -202,14 +205,14 @@ RS_INLINE int rs_ring(struct aiotk_rjob *job, struct rs_kit *k, struct aiotk_rjo
  * page could land on a free destination otherwise). A kernel that takes
  * MAP_FIXED_NOREPLACE as a hint (before 4.17) answers elsewhere: that
  * mapping goes, and the claim failed. */
-RS_INLINE int rs_claim(struct aiotk_rjob *job)
+AIOTK_INLINE int rs_claim(struct aiotk_rjob *job)
 {
 	const volatile uint64_t *c = (const volatile uint64_t *)(uintptr_t)job->claims;
 	for (uint32_t i = 0; i < job->nclaims; i++) {
 		long r = rs_sys(SYS_mmap, (long)c[2 * i], (long)c[2 * i + 1], AIOTK_PLACEHOLDER_PROT,
 				AIOTK_PLACEHOLDER_FLAGS, -1);
 		if (r != (long)c[2 * i]) {
-			if (!(r < 0 && r > -4096)) {
+			if (!aiotk_sys_failed(r)) {
 				rs_sys(SYS_munmap, r, (long)c[2 * i + 1], 0, 0, 0);
 				r = -E_EXIST;
 			}

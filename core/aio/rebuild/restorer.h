@@ -52,7 +52,6 @@ struct aiotk_rjob {
 	uint64_t self_base, self_len; /* in a target: the mapping it runs from */
 	char path[16];        /* "/dev/null" */
 	uint32_t batch, nrings;
-	uint32_t building;    /* AIOTK_RING_BUILDING */
 	int32_t pid;          /* in a target: signal `sig` to its main thread */
 	int32_t sig;          /* when done (aiotk waits for that stop) */
 	uint32_t nclaims;

@@ -5,14 +5,12 @@
  * flight". */
 #define _GNU_SOURCE
 #include "aio/rebuild/rebuild.h"
+#include "aio/rebuild/iocb.h"
 
 #include <errno.h>
-#include <linux/aio_abi.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
-
-_Static_assert(sizeof(struct iocb) == AIOTK_IOCB_LEN, "struct iocb");
 
 int aiotk_ring_capture(aiotk_target *t, aiotk_ring *r, uint64_t obj,
 		       aiotk_err *err)
@@ -45,7 +43,7 @@ int aiotk_resubmit(aiotk_target *t, uint64_t ctx, const aiotk_ring *r,
 				AIOTK_IOCB_LEN, err);
 	}
 	if (!rc)
-		rc = aiotk_scratch_map(t, (len + 4095) / 4096 * 4096, &scratch, err);
+		rc = aiotk_scratch_map(t, aiotk_page_round(len), &scratch, err);
 	if (!rc) {
 		rc = aiotk_poke(t, scratch, ptrs, len, err);
 		long got = rc ? 0 : aiotk_sys(t, SYS_io_submit, (long)ctx,
@@ -55,7 +53,7 @@ int aiotk_resubmit(aiotk_target *t, uint64_t ctx, const aiotk_ring *r,
 					"ring 0x%llx: resubmitting %u captured request(s) in flight at dump: io_submit gave %ld (%s); is the file descriptor the iocb names still open?",
 					(unsigned long long)r->addr, r->ncaptured, got,
 					got < 0 ? strerror((int)-got) : "some refused");
-		aiotk_scratch_unmap(t, scratch, (len + 4095) / 4096 * 4096);
+		aiotk_scratch_unmap(t, scratch, aiotk_page_round(len));
 	}
 	free(ptrs);
 	return rc;

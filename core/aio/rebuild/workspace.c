@@ -12,20 +12,15 @@
  *    the largest batch asked for so far, of the last kind asked for. */
 #define _GNU_SOURCE
 #include "aio/rebuild/rebuild.h"
+#include "aio/rebuild/iocb.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/aio_abi.h>
-#include <poll.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 
-#ifndef IOCB_CMD_POLL
-#define IOCB_CMD_POLL 5
-#endif
-#define PAGE 4096u
 
 struct aiotk_workspace {
 	cpu_set_t mask;       /* this process's affinity, while pinned */
@@ -61,12 +56,12 @@ int aiotk_ws_journal(aiotk_target *t, uint64_t *journal, aiotk_err *err)
 		return AIOTK_ENOMEM;
 	if (!w->journal) {
 		uint64_t at;
-		int rc = aiotk_scratch_map_shared(t, PAGE, &at, err);
+		int rc = aiotk_scratch_map_shared(t, AIOTK_JOURNAL_LEN, &at, err);
 		if (rc)
 			return rc;
 		if ((rc = aiotk_poke(t, at + AIOTK_WS_PATH, devnull, sizeof(devnull), err)) ||
 		    (rc = aiotk_poke(t, at, head, sizeof(head), err))) {
-			aiotk_scratch_unmap(t, at, PAGE);
+			aiotk_scratch_unmap(t, at, AIOTK_JOURNAL_LEN);
 			return rc;
 		}
 		w->journal = at;
@@ -95,12 +90,8 @@ static void fill(uint8_t *buf, unsigned n, const struct aiotk_workspace *w,
 		 uint64_t base)
 {
 	struct iocb cb;
-	memset(&cb, 0, sizeof(cb));
-	cb.aio_fildes = (uint32_t)w->fd;
-	if (w->kind == AIOTK_REQ_POLL) {
-		cb.aio_lio_opcode = IOCB_CMD_POLL;
-		cb.aio_buf = POLLOUT;
-	} else {
+	aiotk_iocb_poll(&cb, (uint32_t)w->fd);
+	if (w->kind != AIOTK_REQ_POLL) {
 		cb.aio_lio_opcode = IOCB_CMD_PWRITE;
 		cb.aio_buf = w->journal + AIOTK_WS_BYTE;
 		cb.aio_nbytes = 1;
@@ -108,7 +99,7 @@ static void fill(uint8_t *buf, unsigned n, const struct aiotk_workspace *w,
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t at = base + i * sizeof(cb);
 		memcpy(buf + i * sizeof(cb), &cb, sizeof(cb));
-		memcpy(buf + (size_t)n * sizeof(cb) + i * 8, &at, 8);
+		memcpy(buf + (size_t)n * sizeof(cb) + i * sizeof(at), &at, sizeof(at));
 	}
 }
 
@@ -116,8 +107,8 @@ static void fill(uint8_t *buf, unsigned n, const struct aiotk_workspace *w,
 static int write_cbs(aiotk_target *t, struct aiotk_workspace *w, unsigned n,
 		     aiotk_err *err)
 {
-	size_t len = (size_t)n * (sizeof(struct iocb) + 8);
-	size_t map_len = (len + PAGE - 1) / PAGE * PAGE;
+	size_t len = (size_t)n * AIOTK_REQ_ROOM;
+	size_t map_len = aiotk_page_round(len);
 	if (map_len > w->cbs_len) {
 		uint64_t at;
 		int rc = aiotk_scratch_map(t, map_len, &at, err);
@@ -161,7 +152,7 @@ static int within(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 int aiotk_ws_vacate(aiotk_target *t, uint64_t addr, uint64_t len)
 {
 	struct aiotk_workspace *w = t->ws;
-	if (!w || !(within(w->journal, w->journal ? PAGE : 0, addr, len) ||
+	if (!w || !(within(w->journal, w->journal ? AIOTK_JOURNAL_LEN : 0, addr, len) ||
 		    within(w->cbs, w->cbs_len, addr, len)))
 		return 0;
 	aiotk_target_release(t, NULL);
@@ -214,7 +205,7 @@ int aiotk_target_release(aiotk_target *t, aiotk_err *err)
 		if (w->fd >= 0)
 			rc = aiotk_sys(t, SYS_close, w->fd, 0, 0, 0, 0, 0);
 		aiotk_scratch_unmap(t, w->cbs, w->cbs_len);
-		aiotk_scratch_unmap(t, w->journal, PAGE);
+		aiotk_scratch_unmap(t, w->journal, AIOTK_JOURNAL_LEN);
 	}
 	free(w);
 	if (rc < 0)
