@@ -415,6 +415,80 @@ int aiotk_kview_read(aiotk_kviewer *v, int pid, aiotk_kview *out,
 		     aiotk_err *err);
 void aiotk_kview_free(aiotk_kview *kv);
 
+/* ---- the kernel's view of a process's io_uring instances (BPF) ------ */
+/* Read from struct io_ring_ctx by a CO-RE BPF task_file iterator loaded
+ * with the AIO view (one aiotk_kviewer, one load, both programs): the same
+ * needs (BTF, CAP_BPF and CAP_PERFMON, Linux 6.1+). Does not stop or ptrace
+ * the process. See docs/KERNEL-FACTS.md, "io_uring: the kernel's side of an
+ * instance". Parts a kernel lays out otherwise are left out, and `have`
+ * says which were read (AIOTK_URING_HAVE_*). */
+enum {
+	AIOTK_URING_HAVE_RINGS = 1,   /* the counters in ring memory */
+	AIOTK_URING_HAVE_FILES = 2,   /* registered files */
+	AIOTK_URING_HAVE_BUFS = 4,    /* registered buffers */
+	AIOTK_URING_HAVE_ISSUER = 8,  /* submitter_tid */
+	AIOTK_URING_HAVE_REQS = 16,   /* requests in cancel_table */
+};
+typedef struct aiotk_uring_file { /* a used slot of the registered files */
+	uint32_t slot;
+	int fd;                  /* the same file's fd in the process; -1: none */
+} aiotk_uring_file;
+typedef struct aiotk_uring_buf {  /* a used slot of the registered buffers */
+	uint32_t slot;
+	uint64_t ubuf, len;
+} aiotk_uring_buf;
+typedef struct aiotk_uring_req {  /* a request in cancel_table: a POLL_ADD or
+				   * a request waiting on an armed poll */
+	uint8_t opcode;          /* IORING_OP_* */
+	uint64_t user_data;
+	int fd;                  /* the SQE's fd (a slot with IOSQE_FIXED_FILE) */
+	int file_fd;             /* its file's fd in the process; -1: none */
+	uint32_t poll_events;    /* the kernel's mask */
+	uint64_t flags;          /* the kernel's REQ_F_* */
+} aiotk_uring_req;
+typedef struct aiotk_uring_map {  /* a mapping of the instance's file */
+	uint64_t start, end;
+	uint64_t offset;         /* 0: SQ ring, 0x8000000: CQ ring,
+				  * 0x10000000: SQEs, 0x80000000 | bgid << 16:
+				  * a provided-buffer ring */
+} aiotk_uring_map;
+typedef struct aiotk_uring {
+	int fd;
+	uint64_t ino;            /* its anon inode, as /proc/PID/maps shows it */
+	unsigned have;           /* AIOTK_URING_HAVE_* */
+	uint32_t flags;          /* IORING_SETUP_* */
+	uint32_t sq_entries, cq_entries;
+	/* Free-running counters in ring memory (what user space sees and
+	 * writes: sq_tail, cq_head), and the kernel's private ones, which it
+	 * publishes as sq_head and cq_tail. */
+	uint32_t sq_head, sq_tail, cq_head, cq_tail;
+	uint32_t cached_sq_head, cached_cq_tail;
+	uint32_t sq_dropped, cq_overflow, sq_flags, cq_flags;
+	int submitter_tid;       /* SINGLE_ISSUER's owner thread; 0: none yet */
+	int sq_thread_pid;       /* SQPOLL's thread; 0: no SQPOLL, -1: gone */
+	int sq_cpu;              /* SQPOLL's CPU, -1: any */
+	uint32_t sq_thread_idle; /* SQPOLL's idle time, in jiffies */
+	int has_eventfd, eventfd_async;
+	uint32_t nr_files, nr_bufs;  /* table sizes, used slots or not */
+	size_t nfiles, nbufs;        /* used slots listed (at most 512 and 256) */
+	aiotk_uring_file *files;
+	aiotk_uring_buf *bufs;
+	uint32_t nreqs_total;        /* in cancel_table */
+	size_t nreqs;                /* of which listed (at most 256) */
+	aiotk_uring_req *reqs;
+	size_t nmaps;                /* from /proc/PID/maps, by inode */
+	aiotk_uring_map *maps;
+} aiotk_uring;
+typedef struct aiotk_uring_view {
+	size_t n;
+	aiotk_uring *ring;       /* in fd order */
+} aiotk_uring_view;
+/* Every io_uring instance process pid has open (not those it holds only
+ * through a mapping or a registered ring fd after closing its fd). */
+int aiotk_uring_view_read(aiotk_kviewer *v, int pid, aiotk_uring_view *out,
+			  aiotk_err *err);
+void aiotk_uring_view_free(aiotk_uring_view *uv);
+
 /* ---- a dump's reading of a stopped process ---------------------------- */
 typedef struct aiotk_reading {
 	aiotk_kview kv;     /* its contexts, in address order */

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "aio/aio.h"
 #include "target/target.h"
+#include "uring/uring.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -76,6 +77,11 @@ int aiotk_kviewer_open(aiotk_kviewer **out, aiotk_err *err)
 	}
 	*out = v;
 	return 0;
+}
+
+struct kview_bpf *aiotk_kviewer_skel(aiotk_kviewer *v)
+{
+	return v->skel;
 }
 
 void aiotk_kviewer_close(aiotk_kviewer *v)

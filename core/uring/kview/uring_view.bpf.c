@@ -1,0 +1,248 @@
+/* The kernel's side of a process's io_uring instances: a task_file
+ * iterator, limited at attach to one process, picks the files whose
+ * f_op->mmap is io_uring's and reads their struct io_ring_ctx. Linked
+ * with kview.bpf.c into one object (CMakeLists.txt), so that one load
+ * gives both views; loaded by core/aio/kview/kview.c, run by
+ * core/uring/kview/uring_view.c. Records are in uring_view_records.h.
+ *
+ * As in kview.bpf.c nothing takes the kernel's locks: every read is a
+ * probe read and every walk is bounded, so an instance changing under
+ * the walk gives at worst an inconsistent record. Fields that moved
+ * between kernels are read only where this kernel has them (CO-RE field
+ * checks); the record's `have` says what was read. */
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+
+#include "uring_view_records.h"
+
+/* kallsyms has no io_uring_fops (data), but has the function it points
+ * mmap to: a file is an io_uring when its f_op->mmap is this. Weak, so a
+ * kernel without io_uring still loads (and shows none). */
+extern const void io_uring_mmap __ksym __weak;
+
+/* FFS_NOWAIT and FFS_ISREG live in the low bits of a slot's file_ptr. */
+#define SLOT_FILE_MASK (~3ull)
+
+static __u64 uv_addr(const void *p)
+{
+	__u64 slot = (__u64)p, out = 0;
+	bpf_probe_read_kernel(&out, sizeof(out), &slot);
+	return out;
+}
+
+/* A counter read back as the verifier sees a probe read: any value. A
+ * budget compared with the counter itself is tracked exactly, and every
+ * value is a state of its own (a million instructions before 256
+ * requests); compared with this copy, one state serves them all. */
+static __u32 opaque(const __u32 *p)
+{
+	__u32 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), p);
+	return v;
+}
+
+struct slots {
+	struct seq_file *seq;
+	struct io_rsrc_node **nodes;
+	__u32 nr, written;
+};
+
+static struct io_rsrc_node *slot_node(struct slots *s, __u32 i)
+{
+	struct io_rsrc_node *node = 0;
+	bpf_probe_read_kernel(&node, sizeof(node), &s->nodes[i]);
+	return node;
+}
+
+static long one_file(__u32 i, struct slots *s)
+{
+	if (i >= s->nr || opaque(&s->written) >= AIOTK_UVIEW_FILE_BUDGET)
+		return 1;
+	struct io_rsrc_node *node = slot_node(s, i);
+	if (!node)
+		return 0;
+	struct aiotk_uview_file_rec r = { .type = AIOTK_UVIEW_FILE, .slot = i };
+	r.file = BPF_CORE_READ(node, file_ptr) & SLOT_FILE_MASK;
+	if (!bpf_seq_write(s->seq, &r, sizeof(r)))
+		s->written++;
+	return 0;
+}
+
+static long one_buf(__u32 i, struct slots *s)
+{
+	if (i >= s->nr || opaque(&s->written) >= AIOTK_UVIEW_BUF_BUDGET)
+		return 1;
+	struct io_rsrc_node *node = slot_node(s, i);
+	struct io_mapped_ubuf *imu = node ? BPF_CORE_READ(node, buf) : 0;
+	if (!imu)
+		return 0;
+	struct aiotk_uview_buf_rec r = { .type = AIOTK_UVIEW_BUF, .slot = i };
+	r.ubuf = BPF_CORE_READ(imu, ubuf);
+	r.len = BPF_CORE_READ(imu, len);
+	if (!bpf_seq_write(s->seq, &r, sizeof(r)))
+		s->written++;
+	return 0;
+}
+
+struct reqs {
+	struct seq_file *seq;
+	__u64 hbs, bucket_size, node;
+	__u32 nbuckets, count, written;
+};
+
+static __u32 poll_events(struct io_kiocb *req, __u32 opcode)
+{
+	if (opcode == IORING_OP_POLL_ADD) {
+		struct io_poll *p = (void *)&req->cmd;
+		return BPF_CORE_READ(p, events);
+	}
+	struct async_poll *ap = BPF_CORE_READ(req, apoll);
+	return ap ? BPF_CORE_READ(ap, poll.events) : 0;
+}
+
+static long one_req(__u32 i, struct reqs *q)
+{
+	if (!q->node)
+		return 1;
+	struct io_kiocb *req = (void *)(q->node -
+		bpf_core_field_offset(struct io_kiocb, hash_node));
+	q->count++;
+	if (opaque(&q->written) < AIOTK_UVIEW_REQ_BUDGET) {
+		struct aiotk_uview_req_rec r = { .type = AIOTK_UVIEW_REQ };
+		r.opcode = BPF_CORE_READ(req, opcode);
+		r.user_data = BPF_CORE_READ(req, cqe.user_data);
+		r.fd = BPF_CORE_READ(req, cqe.fd);
+		r.file = (__u64)BPF_CORE_READ(req, file);
+		r.flags = BPF_CORE_READ(req, flags);
+		r.poll_events = poll_events(req, r.opcode);
+		if (!bpf_seq_write(q->seq, &r, sizeof(r)))
+			q->written++;
+	}
+	struct hlist_node *n = (void *)q->node;
+	q->node = (__u64)BPF_CORE_READ(n, next);
+	return 0;
+}
+
+static long one_bucket(__u32 i, struct reqs *q)
+{
+	if (i >= q->nbuckets)
+		return 1;
+	struct io_hash_bucket *b = (void *)(q->hbs + i * q->bucket_size);
+	q->node = (__u64)BPF_CORE_READ(b, list.first);
+	bpf_loop(AIOTK_UVIEW_MAX_CHAIN, one_req, q, 0);
+	return 0;
+}
+
+/* Requests in cancel_table: POLL_ADD and requests waiting on an armed
+ * poll. Requests running in io-wq or the block layer are on no list. */
+static __u32 walk_reqs(struct seq_file *seq, struct io_ring_ctx *ctx)
+{
+	struct reqs q = { .seq = seq };
+	q.hbs = (__u64)BPF_CORE_READ(ctx, cancel_table.hbs);
+	q.nbuckets = 1u << (BPF_CORE_READ(ctx, cancel_table.hash_bits) & 31);
+	q.bucket_size = bpf_core_type_size(struct io_hash_bucket);
+	if (q.hbs)
+		bpf_loop(AIOTK_UVIEW_MAX_BUCKETS, one_bucket, &q, 0);
+	return q.count;
+}
+
+static void read_sqpoll(struct io_ring_ctx *ctx, struct aiotk_uview_ring_rec *r)
+{
+	struct io_sq_data *sqd = BPF_CORE_READ(ctx, sq_data);
+	if (!sqd)
+		return;
+	struct task_struct *t = BPF_CORE_READ(sqd, thread);
+	r->sq_thread_pid = t ? BPF_CORE_READ(t, pid) : -1;
+	r->sq_cpu = BPF_CORE_READ(sqd, sq_cpu);
+	r->sq_thread_idle = BPF_CORE_READ(sqd, sq_thread_idle);
+}
+
+static void read_counters(struct io_ring_ctx *ctx, struct aiotk_uview_ring_rec *r)
+{
+	struct io_rings *rings = BPF_CORE_READ(ctx, rings);
+	r->cached_sq_head = BPF_CORE_READ(ctx, cached_sq_head);
+	r->cached_cq_tail = BPF_CORE_READ(ctx, cached_cq_tail);
+	if (!rings)
+		return;
+	r->have |= AIOTK_UVIEW_HAVE_RINGS;
+	r->sq_head = BPF_CORE_READ(rings, sq.head);
+	r->sq_tail = BPF_CORE_READ(rings, sq.tail);
+	r->cq_head = BPF_CORE_READ(rings, cq.head);
+	r->cq_tail = BPF_CORE_READ(rings, cq.tail);
+	r->sq_dropped = BPF_CORE_READ(rings, sq_dropped);
+	r->cq_overflow = BPF_CORE_READ(rings, cq_overflow);
+	r->sq_flags = BPF_CORE_READ(rings, sq_flags.counter);
+	r->cq_flags = BPF_CORE_READ(rings, cq_flags);
+}
+
+static void read_ctx(struct io_ring_ctx *ctx, struct aiotk_uview_ring_rec *r)
+{
+	r->flags = BPF_CORE_READ(ctx, flags);
+	r->sq_entries = BPF_CORE_READ(ctx, sq_entries);
+	r->cq_entries = BPF_CORE_READ(ctx, cq_entries);
+	read_counters(ctx, r);
+	if (bpf_core_field_exists(ctx->submitter_task)) {
+		struct task_struct *t = BPF_CORE_READ(ctx, submitter_task);
+		r->have |= AIOTK_UVIEW_HAVE_ISSUER;
+		r->submitter_tid = t ? BPF_CORE_READ(t, pid) : 0;
+	}
+	struct io_ev_fd *ev = BPF_CORE_READ(ctx, io_ev_fd);
+	r->has_evfd = !!ev;
+	r->evfd_async = ev ? BPF_CORE_READ(ev, eventfd_async) : 0;
+	read_sqpoll(ctx, r);
+}
+
+/* Slot records after the ring's: the 6.13+ tables (io_rsrc_data). */
+static void write_tables(struct seq_file *seq, struct io_ring_ctx *ctx,
+			 struct aiotk_uview_ring_rec *r)
+{
+	struct slots s = { .seq = seq };
+	if (bpf_core_field_exists(ctx->file_table.data)) {
+		r->have |= AIOTK_UVIEW_HAVE_FILES;
+		s.nodes = BPF_CORE_READ(ctx, file_table.data.nodes);
+		s.nr = r->nr_files = BPF_CORE_READ(ctx, file_table.data.nr);
+		if (s.nodes)
+			bpf_loop(1u << 20, one_file, &s, 0);
+	}
+	if (bpf_core_field_exists(ctx->buf_table.nodes)) {
+		r->have |= AIOTK_UVIEW_HAVE_BUFS;
+		s.written = 0;
+		s.nodes = BPF_CORE_READ(ctx, buf_table.nodes);
+		s.nr = r->nr_bufs = BPF_CORE_READ(ctx, buf_table.nr);
+		if (s.nodes)
+			bpf_loop(1u << 16, one_buf, &s, 0);
+	}
+}
+
+SEC("iter/task_file")
+int uring_view(struct bpf_iter__task_file *it)
+{
+	struct file *file = it->file;
+	if (!file)
+		return 0;
+	struct seq_file *seq = it->meta->seq;
+	__u64 mmap = (__u64)BPF_CORE_READ(file, f_op, mmap);
+	if (!mmap || mmap != (__u64)&io_uring_mmap) {
+		struct aiotk_uview_fd_rec f = { .type = AIOTK_UVIEW_FD, .fd = it->fd };
+		f.file = uv_addr(file);
+		bpf_seq_write(seq, &f, sizeof(f));
+		return 0;
+	}
+	struct io_ring_ctx *ctx = BPF_CORE_READ(file, private_data);
+	if (!ctx)
+		return 0;
+	/* Its slots and requests first, its own record last (as kview
+	 * does): the counts it carries are known only after the walks. */
+	struct aiotk_uview_ring_rec r = { .type = AIOTK_UVIEW_RING, .fd = it->fd };
+	write_tables(seq, ctx, &r);
+	if (bpf_core_field_exists(ctx->cancel_table)) {
+		r.have |= AIOTK_UVIEW_HAVE_REQS;
+		r.nreqs = walk_reqs(seq, ctx);
+	}
+	r.ino = BPF_CORE_READ(file, f_inode, i_ino);
+	r.file = uv_addr(file);
+	read_ctx(ctx, &r);
+	bpf_seq_write(seq, &r, sizeof(r));
+	return 0;
+}

@@ -1,0 +1,344 @@
+/* The kernel's view of a process's io_uring instances: runs the task_file
+ * iterator of uring_view.bpf.c (loaded with the AIO view by
+ * aiotk_kviewer_open) on one process and turns its records into
+ * aiotk_uring_view. The ring mappings' addresses are not kept by the
+ * kernel (it keeps its own pages); they come from /proc/PID/maps, matched
+ * by the instance's anon inode. The process is neither stopped nor traced. */
+#define _GNU_SOURCE
+#include "uring/uring.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void free_ring(aiotk_uring *u);
+
+#ifdef AIOTK_HAVE_BPF
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "uring/kview/uring_view_records.h"
+#include "kview.skel.h"
+
+/* The public bits are the records' bits: one is read into the other. */
+_Static_assert((int)AIOTK_URING_HAVE_RINGS == (int)AIOTK_UVIEW_HAVE_RINGS &&
+	       (int)AIOTK_URING_HAVE_FILES == (int)AIOTK_UVIEW_HAVE_FILES &&
+	       (int)AIOTK_URING_HAVE_BUFS == (int)AIOTK_UVIEW_HAVE_BUFS &&
+	       (int)AIOTK_URING_HAVE_ISSUER == (int)AIOTK_UVIEW_HAVE_ISSUER &&
+	       (int)AIOTK_URING_HAVE_REQS == (int)AIOTK_UVIEW_HAVE_REQS, "have bits");
+
+/* Everything one run of the iterator wrote. */
+struct out {
+	char *p;
+	size_t len;
+};
+
+static int run_iter(aiotk_kviewer *v, int pid, struct out *o, aiotk_err *err)
+{
+	union bpf_iter_link_info li;
+	memset(&li, 0, sizeof(li));
+	li.task.pid = (uint32_t)pid; /* every thread; shared fd tables once */
+	DECLARE_LIBBPF_OPTS(bpf_iter_attach_opts, opts, .link_info = &li,
+			    .link_info_len = sizeof(li));
+	struct bpf_link *link =
+		bpf_program__attach_iter(aiotk_kviewer_skel(v)->progs.uring_view, &opts);
+	if (!link) {
+		int e = errno;
+		if (e == ESRCH || e == ENOENT)
+			return aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d: no such process", pid);
+		return aiotk_fail(err, AIOTK_EUNSUPPORTED, e,
+				  "this kernel cannot run a task_file iterator on one process (%s; needs Linux 6.1 or later)",
+				  strerror(e));
+	}
+	FILE *mem = open_memstream(&o->p, &o->len);
+	int rc = 0, fd = bpf_iter_create(bpf_link__fd(link));
+	if (fd < 0 || !mem)
+		rc = aiotk_fail(err, AIOTK_ESYS, errno, "creating the io_uring view's iterator: %s",
+				strerror(errno));
+	char buf[32768];
+	ssize_t got;
+	while (!rc && ((got = read(fd, buf, sizeof(buf))) > 0 || (got < 0 && errno == EINTR)))
+		if (got > 0 && fwrite(buf, 1, (size_t)got, mem) != (size_t)got)
+			rc = aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory");
+	if (!rc && got < 0)
+		rc = aiotk_fail(err, AIOTK_ESYS, errno, "reading the io_uring view's iterator: %s",
+				strerror(errno));
+	if (mem)
+		fclose(mem);
+	if (fd >= 0)
+		close(fd);
+	bpf_link__destroy(link);
+	return rc;
+}
+
+/* Records as they arrive: the process's files, and the slots and
+ * requests of the instance whose record comes next. */
+struct parse {
+	struct aiotk_uview_fd_rec *fds;
+	size_t nfds;
+	uint64_t *file_ptr, *req_file; /* beside pending.files / .reqs */
+	aiotk_uring pending;
+};
+
+static int grow(void *pp, size_t n, size_t size, aiotk_err *err)
+{
+	void *g = realloc(*(void **)pp, (n + 1) * size);
+	if (!g)
+		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory");
+	*(void **)pp = g;
+	return 0;
+}
+
+static int add_fd(struct parse *ps, const struct aiotk_uview_fd_rec *r, aiotk_err *err)
+{
+	int rc = grow(&ps->fds, ps->nfds, sizeof(*r), err);
+	if (!rc)
+		ps->fds[ps->nfds++] = *r;
+	return rc;
+}
+
+static int add_file(struct parse *ps, const struct aiotk_uview_file_rec *r, aiotk_err *err)
+{
+	aiotk_uring *u = &ps->pending;
+	int rc = grow(&u->files, u->nfiles, sizeof(*u->files), err);
+	if (!rc)
+		rc = grow(&ps->file_ptr, u->nfiles, sizeof(*ps->file_ptr), err);
+	if (rc)
+		return rc;
+	ps->file_ptr[u->nfiles] = r->file;
+	u->files[u->nfiles++] = (aiotk_uring_file){ .slot = r->slot, .fd = -1 };
+	return 0;
+}
+
+static int add_buf(struct parse *ps, const struct aiotk_uview_buf_rec *r, aiotk_err *err)
+{
+	aiotk_uring *u = &ps->pending;
+	int rc = grow(&u->bufs, u->nbufs, sizeof(*u->bufs), err);
+	if (!rc)
+		u->bufs[u->nbufs++] = (aiotk_uring_buf){ .slot = r->slot, .ubuf = r->ubuf,
+							 .len = r->len };
+	return rc;
+}
+
+static int add_req(struct parse *ps, const struct aiotk_uview_req_rec *r, aiotk_err *err)
+{
+	aiotk_uring *u = &ps->pending;
+	int rc = grow(&u->reqs, u->nreqs, sizeof(*u->reqs), err);
+	if (!rc)
+		rc = grow(&ps->req_file, u->nreqs, sizeof(*ps->req_file), err);
+	if (rc)
+		return rc;
+	ps->req_file[u->nreqs] = r->file;
+	u->reqs[u->nreqs++] = (aiotk_uring_req){
+		.opcode = (uint8_t)r->opcode, .user_data = r->user_data, .fd = r->fd,
+		.file_fd = -1, .poll_events = r->poll_events, .flags = r->flags };
+	return 0;
+}
+
+/* The fd of the file at address file, among the records read so far and
+ * the instances (a registered ring); -1 if the process has it in no fd. */
+static int fd_of(const struct parse *ps, const aiotk_uring_view *uv,
+		 const uint64_t *ring_file, uint64_t file)
+{
+	for (size_t i = 0; file && i < ps->nfds; i++)
+		if (ps->fds[i].file == file)
+			return (int)ps->fds[i].fd;
+	for (size_t i = 0; file && i < uv->n; i++)
+		if (ring_file[i] == file)
+			return uv->ring[i].fd;
+	return -1;
+}
+
+static void fill_ring(aiotk_uring *u, const struct aiotk_uview_ring_rec *r)
+{
+	u->fd = (int)r->fd, u->ino = r->ino, u->have = r->have, u->flags = r->flags;
+	u->sq_entries = r->sq_entries, u->cq_entries = r->cq_entries;
+	u->sq_head = r->sq_head, u->sq_tail = r->sq_tail;
+	u->cq_head = r->cq_head, u->cq_tail = r->cq_tail;
+	u->cached_sq_head = r->cached_sq_head, u->cached_cq_tail = r->cached_cq_tail;
+	u->sq_dropped = r->sq_dropped, u->cq_overflow = r->cq_overflow;
+	u->sq_flags = r->sq_flags, u->cq_flags = r->cq_flags;
+	u->submitter_tid = r->submitter_tid;
+	u->sq_thread_pid = r->sq_thread_pid, u->sq_cpu = r->sq_cpu;
+	u->sq_thread_idle = r->sq_thread_idle;
+	u->has_eventfd = (int)r->has_evfd, u->eventfd_async = (int)r->evfd_async;
+	u->nr_files = r->nr_files, u->nr_bufs = r->nr_bufs, u->nreqs_total = r->nreqs;
+}
+
+/* The pending slots and requests become the instance r names. Their file
+ * addresses are kept in ring_file/file_ptr/req_file until every fd is
+ * known (resolve). */
+struct addrs {
+	uint64_t *ring_file;
+	uint64_t **file_ptr, **req_file;
+};
+
+static int add_ring(struct parse *ps, aiotk_uring_view *uv, struct addrs *a,
+		    const struct aiotk_uview_ring_rec *r, aiotk_err *err)
+{
+	int rc = grow(&uv->ring, uv->n, sizeof(*uv->ring), err);
+	if (!rc)
+		rc = grow(&a->ring_file, uv->n, sizeof(*a->ring_file), err);
+	if (!rc)
+		rc = grow(&a->file_ptr, uv->n, sizeof(*a->file_ptr), err);
+	if (!rc)
+		rc = grow(&a->req_file, uv->n, sizeof(*a->req_file), err);
+	if (rc)
+		return rc;
+	fill_ring(&ps->pending, r);
+	a->ring_file[uv->n] = r->file;
+	a->file_ptr[uv->n] = ps->file_ptr;
+	a->req_file[uv->n] = ps->req_file;
+	uv->ring[uv->n++] = ps->pending;
+	memset(&ps->pending, 0, sizeof(ps->pending));
+	ps->file_ptr = ps->req_file = NULL;
+	return 0;
+}
+
+static void resolve(const struct parse *ps, aiotk_uring_view *uv, const struct addrs *a)
+{
+	for (size_t i = 0; i < uv->n; i++) {
+		aiotk_uring *u = &uv->ring[i];
+		for (size_t j = 0; j < u->nfiles; j++)
+			u->files[j].fd = fd_of(ps, uv, a->ring_file, a->file_ptr[i][j]);
+		for (size_t j = 0; j < u->nreqs; j++)
+			u->reqs[j].file_fd = fd_of(ps, uv, a->ring_file, a->req_file[i][j]);
+	}
+}
+
+/* The size of a record of this type; 0: unknown. */
+static size_t rec_size(uint32_t type)
+{
+	switch (type) {
+	case AIOTK_UVIEW_FD: return sizeof(struct aiotk_uview_fd_rec);
+	case AIOTK_UVIEW_RING: return sizeof(struct aiotk_uview_ring_rec);
+	case AIOTK_UVIEW_FILE: return sizeof(struct aiotk_uview_file_rec);
+	case AIOTK_UVIEW_BUF: return sizeof(struct aiotk_uview_buf_rec);
+	case AIOTK_UVIEW_REQ: return sizeof(struct aiotk_uview_req_rec);
+	}
+	return 0;
+}
+
+static int one_rec(struct parse *ps, aiotk_uring_view *uv, struct addrs *a,
+		   uint32_t type, const void *p, aiotk_err *err)
+{
+	switch (type) {
+	case AIOTK_UVIEW_FD: return add_fd(ps, p, err);
+	case AIOTK_UVIEW_FILE: return add_file(ps, p, err);
+	case AIOTK_UVIEW_BUF: return add_buf(ps, p, err);
+	case AIOTK_UVIEW_REQ: return add_req(ps, p, err);
+	default: return add_ring(ps, uv, a, p, err);
+	}
+}
+
+static int parse(const struct out *o, aiotk_uring_view *uv, aiotk_err *err)
+{
+	struct parse ps = { 0 };
+	struct addrs a = { 0 };
+	int rc = 0;
+	for (size_t at = 0; !rc && at < o->len;) {
+		uint32_t type = 0;
+		size_t size = 0;
+		if (at + sizeof(type) <= o->len)
+			memcpy(&type, o->p + at, sizeof(type)), size = rec_size(type);
+		if (!size || at + size > o->len) {
+			rc = aiotk_fail(err, AIOTK_EIMAGE, 0,
+					"io_uring view record %u at byte %zu is unknown or cut short",
+					type, at);
+			break;
+		}
+		/* Records are copied out: the stream gives no alignment. */
+		union {
+			struct aiotk_uview_fd_rec fd;
+			struct aiotk_uview_ring_rec ring;
+			struct aiotk_uview_file_rec file;
+			struct aiotk_uview_buf_rec buf;
+			struct aiotk_uview_req_rec req;
+		} rec;
+		memcpy(&rec, o->p + at, size);
+		rc = one_rec(&ps, uv, &a, type, &rec, err);
+		at += size;
+	}
+	if (!rc)
+		resolve(&ps, uv, &a);
+	for (size_t i = 0; i < uv->n; i++)
+		free(a.file_ptr[i]), free(a.req_file[i]);
+	free(a.ring_file), free(a.file_ptr), free(a.req_file);
+	free(ps.fds), free(ps.file_ptr), free(ps.req_file);
+	free_ring(&ps.pending);
+	return rc;
+}
+
+/* "start-end perms offset dev inode anon_inode:[io_uring]" lines, each
+ * given to the instance with that inode. */
+static int add_maps(int pid, aiotk_uring_view *uv, aiotk_err *err)
+{
+	char path[64], line[512];
+	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return aiotk_fail(err, AIOTK_ESYS, errno, "%s: %s", path, strerror(errno));
+	int rc = 0;
+	while (!rc && fgets(line, sizeof(line), f)) {
+		unsigned long long start, end, offset, ino;
+		if (!strstr(line, "anon_inode:[io_uring]") ||
+		    sscanf(line, "%llx-%llx %*s %llx %*s %llu", &start, &end, &offset, &ino) != 4)
+			continue;
+		for (size_t i = 0; !rc && i < uv->n; i++) {
+			aiotk_uring *u = &uv->ring[i];
+			if (u->ino != ino || (rc = grow(&u->maps, u->nmaps, sizeof(*u->maps), err)))
+				continue;
+			u->maps[u->nmaps++] = (aiotk_uring_map){ start, end, offset };
+		}
+	}
+	fclose(f);
+	return rc;
+}
+
+int aiotk_uring_view_read(aiotk_kviewer *v, int pid, aiotk_uring_view *out,
+			  aiotk_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	struct out o = { 0 };
+	int rc = run_iter(v, pid, &o, err);
+	if (!rc)
+		rc = parse(&o, out, err);
+	free(o.p);
+	if (!rc)
+		rc = add_maps(pid, out, err);
+	if (rc)
+		aiotk_uring_view_free(out);
+	return rc;
+}
+
+#else /* !AIOTK_HAVE_BPF */
+
+int aiotk_uring_view_read(aiotk_kviewer *v, int pid, aiotk_uring_view *out,
+			  aiotk_err *err)
+{
+	(void)v, (void)pid;
+	memset(out, 0, sizeof(*out));
+	return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0,
+			  "this aiotk was built without BPF (clang, bpftool or libbpf-dev were missing at build time)");
+}
+
+#endif
+
+static void free_ring(aiotk_uring *u)
+{
+	free(u->files);
+	free(u->bufs);
+	free(u->reqs);
+	free(u->maps);
+}
+
+void aiotk_uring_view_free(aiotk_uring_view *uv)
+{
+	for (size_t i = 0; i < uv->n; i++)
+		free_ring(&uv->ring[i]);
+	free(uv->ring);
+	uv->ring = NULL;
+	uv->n = 0;
+}

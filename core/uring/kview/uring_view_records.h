@@ -1,0 +1,79 @@
+/* Records the io_uring view's iterator (uring_view.bpf.c) writes and
+ * uring_view.c reads: the one definition both sides compile. Plain
+ * fixed-size types only. Per io_uring file, in this order: its FILE, BUF
+ * and REQ records, then its RING record; every other file of the process
+ * gives one FD record (to name registered files by their fd). */
+#ifndef AIOTK_UVIEW_RECORDS_H
+#define AIOTK_UVIEW_RECORDS_H
+
+/* One io_uring file's records must fit the iterator's 32 KiB buffer. */
+#define AIOTK_UVIEW_FILE_BUDGET 512u   /* registered file slots written */
+#define AIOTK_UVIEW_BUF_BUDGET 256u    /* registered buffer slots written */
+#define AIOTK_UVIEW_REQ_BUDGET 256u    /* requests in flight written */
+#define AIOTK_UVIEW_MAX_BUCKETS 4096u  /* cancel_table buckets walked */
+#define AIOTK_UVIEW_MAX_CHAIN 1024u    /* requests walked per bucket */
+
+enum {
+	AIOTK_UVIEW_FD = 1, AIOTK_UVIEW_RING = 2, AIOTK_UVIEW_FILE = 3,
+	AIOTK_UVIEW_BUF = 4, AIOTK_UVIEW_REQ = 5,
+};
+
+/* What this kernel let the program read (bits of ring.have). */
+enum {
+	AIOTK_UVIEW_HAVE_RINGS = 1,   /* ctx->rings: the counters in ring memory */
+	AIOTK_UVIEW_HAVE_FILES = 2,   /* file_table.data (6.13+ layout) */
+	AIOTK_UVIEW_HAVE_BUFS = 4,    /* buf_table (6.13+ layout) */
+	AIOTK_UVIEW_HAVE_ISSUER = 8,  /* submitter_task */
+	AIOTK_UVIEW_HAVE_REQS = 16,   /* cancel_table */
+};
+
+/* A file of the process that is not an io_uring: its address names it. */
+struct aiotk_uview_fd_rec {
+	__u32 type, fd;
+	__u64 file;
+};
+
+/* One io_uring instance: struct io_ring_ctx and its struct io_rings. */
+struct aiotk_uview_ring_rec {
+	__u32 type, fd;
+	__u64 ino;                     /* its anon inode (the maps line's) */
+	__u32 have, flags;             /* AIOTK_UVIEW_HAVE_*, ctx->flags */
+	__u32 sq_entries, cq_entries;
+	__u32 sq_head, sq_tail, cq_head, cq_tail; /* ring memory */
+	__u32 cached_sq_head, cached_cq_tail;     /* the kernel's own */
+	__u32 sq_dropped, cq_overflow, sq_flags, cq_flags;
+	__u32 nr_files, nr_bufs;       /* table sizes (slots, used or not) */
+	__u32 has_evfd, evfd_async;
+	__s32 submitter_tid;           /* 0: none */
+	__s32 sq_thread_pid;           /* SQPOLL: 0 none, -1 thread gone */
+	__s32 sq_cpu;
+	__u32 sq_thread_idle;          /* jiffies */
+	__u32 nreqs;                   /* in cancel_table; fewer may be written */
+	__u32 pad;
+	__u64 file;                    /* its struct file (a registered ring's) */
+};
+
+/* A used slot of the registered file table. */
+struct aiotk_uview_file_rec {
+	__u32 type, slot;
+	__u64 file;
+};
+
+/* A used slot of the registered buffer table. */
+struct aiotk_uview_buf_rec {
+	__u32 type, slot;
+	__u64 ubuf;
+	__u64 len;
+};
+
+/* A request in cancel_table (POLL_ADD and armed polls, 6.0+). */
+struct aiotk_uview_req_rec {
+	__u32 type, opcode;
+	__u64 user_data;
+	__u64 file;                    /* req->file */
+	__u64 flags;                   /* req->flags (REQ_F_*) */
+	__s32 fd;                      /* sqe->fd as given */
+	__u32 poll_events;             /* the kernel's mask */
+};
+
+#endif

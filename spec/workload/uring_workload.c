@@ -1,0 +1,202 @@
+/* An io_uring workload for the io_uring view's test: three instances in
+ * known states, each fact printed as a line "name value" on stdout, then
+ * "READY"; it then waits for a signal, its instances untouched, so that a
+ * test can read them from outside while it runs.
+ *
+ *   a: flags 0, 8 entries; registered files (a sparse table: a pipe's
+ *      read end, an empty slot, /dev/null) and two buffers; an eventfd;
+ *      a POLL_ADD in flight on the pipe nobody writes; five NOPs done of
+ *      which two reaped; two NOPs prepared and not submitted.
+ *   b: SINGLE_ISSUER | DEFER_TASKRUN | CQSIZE (as fio sets up), made and
+ *      used by a second thread, which is then its owner; one registered
+ *      file and one buffer; three NOPs done, none reaped.
+ *   c: SQPOLL on CPU 1, its poller thread's tid printed. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <liburing.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#define POLL_DATA 0xfeedbeef12345678ull
+
+static void die(const char *what, int rc)
+{
+	fprintf(stderr, "uring_workload: %s: %s\n", what, strerror(rc < 0 ? -rc : rc));
+	exit(1);
+}
+
+static void nops(struct io_uring *r, unsigned n, int submit)
+{
+	for (unsigned i = 0; i < n; i++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(r);
+		if (!sqe)
+			die("io_uring_get_sqe", EBUSY);
+		io_uring_prep_nop(sqe);
+		io_uring_sqe_set_data64(sqe, 100 + i);
+	}
+	int rc = submit ? io_uring_submit(r) : 0;
+	if (rc < 0)
+		die("io_uring_submit", rc);
+}
+
+/* What the ring memory says (what the kernel will be compared with). */
+static void print_ring(const char *name, struct io_uring *r)
+{
+	printf("%s.fd %d\n%s.flags %u\n", name, r->ring_fd, name, r->flags);
+	printf("%s.sq_entries %u\n%s.cq_entries %u\n", name, r->sq.ring_entries, name,
+	       r->cq.ring_entries);
+	printf("%s.sq_head %u\n%s.sq_tail %u\n", name, *r->sq.khead, name, *r->sq.ktail);
+	printf("%s.cq_head %u\n%s.cq_tail %u\n", name, *r->cq.khead, name, *r->cq.ktail);
+	printf("%s.sq_dropped %u\n%s.cq_overflow %u\n", name, *r->sq.kdropped, name,
+	       *r->cq.koverflow);
+	printf("%s.sqe_tail %u\n", name, r->sq.sqe_tail); /* prepared, not all submitted */
+	/* The CQ ring shares the SQ ring's mapping under IORING_FEAT_SINGLE_MMAP. */
+	printf("%s.sq_ring %llu\n%s.cq_ring %llu\n%s.sqes %llu\n",
+	       name, (unsigned long long)(uintptr_t)r->sq.ring_ptr,
+	       name, (unsigned long long)(uintptr_t)r->cq.ring_ptr,
+	       name, (unsigned long long)(uintptr_t)r->sq.sqes);
+}
+
+static void print_bufs(const char *name, const struct iovec *iov, int n)
+{
+	printf("%s.nbufs %d\n", name, n);
+	for (int i = 0; i < n; i++)
+		printf("%s.buf%d %llu %zu\n", name, i,
+		       (unsigned long long)(uintptr_t)iov[i].iov_base, iov[i].iov_len);
+}
+
+static struct io_uring a, b, c;
+static int pipe_fd[2];
+
+static void make_a(void)
+{
+	int rc = io_uring_queue_init(8, &a, 0);
+	if (rc)
+		die("io_uring_queue_init a", rc);
+	int null_fd = open("/dev/null", O_RDWR);
+	int files[3] = { pipe_fd[0], -1, null_fd };
+	if ((rc = io_uring_register_files(&a, files, 3)))
+		die("register_files a", rc);
+	static struct iovec iov[2];
+	iov[0] = (struct iovec){ aligned_alloc(4096, 4096), 4096 };
+	iov[1] = (struct iovec){ aligned_alloc(4096, 8192), 8192 };
+	if ((rc = io_uring_register_buffers(&a, iov, 2)))
+		die("register_buffers a", rc);
+	int efd = eventfd(0, EFD_CLOEXEC);
+	if ((rc = io_uring_register_eventfd(&a, efd)))
+		die("register_eventfd a", rc);
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&a);
+	io_uring_prep_poll_add(sqe, pipe_fd[0], POLLIN);
+	io_uring_sqe_set_data64(sqe, POLL_DATA);
+	nops(&a, 5, 1);
+	io_uring_cq_advance(&a, 2);
+	nops(&a, 2, 0);
+	print_ring("a", &a);
+	printf("a.nr_files 3\na.file0 %d\na.file2 %d\n", pipe_fd[0], null_fd);
+	print_bufs("a", iov, 2);
+	printf("a.eventfd %d\na.poll_fd %d\na.poll_data %llu\n", efd, pipe_fd[0],
+	       (unsigned long long)POLL_DATA);
+}
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t made = PTHREAD_COND_INITIALIZER;
+static int b_done;
+
+/* The owner of b: makes it, uses it, then waits as the process does. */
+static void *owner(void *unused)
+{
+	(void)unused;
+	struct io_uring_params p = { .flags = IORING_SETUP_SINGLE_ISSUER |
+		IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE, .cq_entries = 64 };
+	int rc = io_uring_queue_init_params(16, &b, &p);
+	if (rc)
+		die("io_uring_queue_init b", rc);
+	if ((rc = io_uring_register_files(&b, &pipe_fd[1], 1)))
+		die("register_files b", rc);
+	static struct iovec iov = { 0, 65536 };
+	iov.iov_base = aligned_alloc(4096, 65536);
+	if ((rc = io_uring_register_buffers(&b, &iov, 1)))
+		die("register_buffers b", rc);
+	nops(&b, 3, 1);
+	pthread_mutex_lock(&lock);
+	print_ring("b", &b);
+	printf("b.owner_tid %ld\nb.nr_files 1\nb.file0 %d\n", (long)syscall(SYS_gettid),
+	       pipe_fd[1]);
+	print_bufs("b", &iov, 1);
+	b_done = 1;
+	pthread_cond_signal(&made);
+	pthread_mutex_unlock(&lock);
+	for (;;)
+		pause();
+	return NULL;
+}
+
+/* The SQPOLL thread is a thread of this process named iou-sqp-PID. */
+static long find_sqpoll(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	long found = 0;
+	while (d && !found && (e = readdir(d))) {
+		char path[300], comm[64] = "";
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (f && fgets(comm, sizeof(comm), f) && !strncmp(comm, "iou-sqp", 7))
+			found = atol(e->d_name);
+		if (f)
+			fclose(f);
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/* It names itself when it first runs, which may be after setup returned. */
+static long sqpoll_tid(void)
+{
+	long tid = 0;
+	for (int i = 0; i < 1000 && !(tid = find_sqpoll()); i++)
+		usleep(1000);
+	return tid;
+}
+
+static void make_c(void)
+{
+	struct io_uring_params p = { .flags = IORING_SETUP_SQPOLL | IORING_SETUP_SQ_AFF,
+		.sq_thread_cpu = 1, .sq_thread_idle = 2000 };
+	int rc = io_uring_queue_init_params(4, &c, &p);
+	if (rc)
+		die("io_uring_queue_init c", rc);
+	print_ring("c", &c);
+	printf("c.sq_cpu 1\nc.sq_thread_idle_ms 2000\nc.sqpoll_tid %ld\n", sqpoll_tid());
+}
+
+int main(void)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (pipe(pipe_fd))
+		die("pipe", errno);
+	printf("pid %d\n", (int)getpid());
+	make_a();
+	pthread_t t;
+	if (pthread_create(&t, NULL, owner, NULL))
+		die("pthread_create", EAGAIN);
+	pthread_mutex_lock(&lock);
+	while (!b_done)
+		pthread_cond_wait(&made, &lock);
+	pthread_mutex_unlock(&lock);
+	make_c();
+	printf("READY\n");
+	fflush(stdout);
+	for (;;)
+		pause();
+}
