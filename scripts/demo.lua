@@ -69,7 +69,8 @@ if args.json then
 	for i, r in ipairs(rings) do
 		local x = res[i]
 		list[i] = { name = nil, addr = aiotk.hex(r.addr), nr = r.nr, head = r.head, tail = r.tail,
-			events = #r, n = x.converge.n, io_setup_calls = x.converge.calls, replay_ns = x.ns_replay,
+			events = #r, n = x.converge.n, io_setup_calls = x.converge.calls, setup_ns = x.ns_converge,
+			replay_ns = x.ns_replay, events_ns = x.ns_events, move_ns = x.ns_remap,
 			total_ns = x.ns_converge + x.ns_replay + x.ns_events + x.ns_remap }
 		for j, a in ipairs(w.addrs) do if a == r.addr then list[i].name = RINGS[j].name end end
 	end
@@ -81,15 +82,16 @@ print(string.format("aiotk demo: workload %d with %d rings and 3 blocked threads
 print(string.format("  dump: stopped %.3f ms, image %s", ms(img.stopped_ns), dir))
 print(string.format("  workload destroyed its contexts; restore: stopped %.3f ms, state after: %s",
 	ms(res.stopped_ns), state))
-print(string.format("%-10s %-16s %7s %6s %6s %6s %5s %7s %8s %8s", "ring", "addr", "nr", "head",
-	"tail", "events", "n", "setups", "replay", "total"))
+-- per ring, inside the process: io_setup, replay, events written, move
+print(string.format("%-10s %-16s %7s %6s %6s %6s %5s %7s %8s %8s %8s %8s", "ring", "addr", "nr", "head",
+	"tail", "events", "n", "setups", "setup_us", "replay_us", "events_us", "move_us"))
 local by_addr = {}
 for i, a in ipairs(w.addrs) do by_addr[a] = RINGS[i].name end
 for i, r in ipairs(rings) do
 	local x = res[i]
-	local total = x.ns_converge + x.ns_replay + x.ns_events + x.ns_remap
-	print(string.format("%-10s 0x%-14x %7d %6d %6d %6d %5d %7d %6.2fms %6.2fms", by_addr[r.addr] or "?",
-		r.addr, r.nr, r.head, r.tail, #r, x.converge.n, x.converge.calls, ms(x.ns_replay), ms(total)))
+	print(string.format("%-10s 0x%-14x %7d %6d %6d %6d %5d %7d %8.1f %9.1f %9.1f %8.1f", by_addr[r.addr] or "?",
+		r.addr, r.nr, r.head, r.tail, #r, x.converge.n, x.converge.calls, x.ns_converge / 1e3,
+		x.ns_replay / 1e3, x.ns_events / 1e3, x.ns_remap / 1e3))
 end
 if not args.dir then
 	os.remove(dir .. "/rings.img")

@@ -44,6 +44,21 @@ describe("aiotk program", function()
 		helper.rmdir(dir)
 	end)
 
+	it("the demo's JSON gives each ring's own phase times, the restorer's included", function()
+		local code, out, err = run("demo --json")
+		assert.are.equal(0, code, err)
+		local doc = json.decode(out)
+		assert.are.equal(6, #doc.rings)
+		for _, r in ipairs(doc.rings) do
+			-- every ring pays an io_setup and its check after the move; a
+			-- ring with a tail to reach pays its replay (the restorer's
+			-- rings used to report 0 for all)
+			assert.is_true(r.setup_ns > 0 and r.move_ns > 0, r.name)
+			if r.tail > 0 then assert.is_true(r.replay_ns > 0, r.name) end
+			assert.are.equal(r.setup_ns + r.replay_ns + r.events_ns + r.move_ns, r.total_ns)
+		end
+	end)
+
 	it("runs the demo, keeps its image, and shows it as JSON", function()
 		local dir = helper.tmpdir() .. "/img"
 		local code, out, err = run("demo -D " .. dir)

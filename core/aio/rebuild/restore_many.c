@@ -191,8 +191,11 @@ static int take_answer(aiotk_target *t, aiotk_rebuild *b, const struct aiotk_rjo
 		memset(&res[i], 0, sizeof(res[i]));
 		res[i].ctx = job->ring[i].ctx;
 		res[i].conv = (aiotk_converge_result){ job->ring[i].ctx, job->ring[i].n, job->ring[i].nr, 1 };
+		const uint64_t *at = job->ring[i].at;
 		res[i].replay = (aiotk_replay_stats){ job->ring[i].completions,
-			(unsigned)job->ring[i].submits, 0, AIOTK_REQ_POLL, 0 };
+			(unsigned)job->ring[i].submits, 0, AIOTK_REQ_POLL, at[2] - at[1] };
+		res[i].ns_converge = at[1] - at[0], res[i].ns_replay = at[2] - at[1];
+		res[i].ns_events = at[3] - at[2], res[i].ns_remap = at[4] - at[3];
 	}
 	*ok = job->done;
 	if (job->done < n && job->ring[job->done].ctx)

@@ -35,6 +35,9 @@ struct aiotk_rjob_ring {
 	uint64_t submits, completions;
 	uint32_t step;        /* enum aiotk_rstep reached */
 	uint32_t pad2;
+	/* CLOCK_MONOTONIC at the start of each phase and at the end (the
+	 * phases of aiotk_restore_result: converge, replay, events, remap) */
+	uint64_t at[5];
 };
 
 /* The routine first takes the placeholders it is given (as aiotk_reserve
