@@ -36,6 +36,22 @@ local ring_of = criu.ring_of
 -- syncing aiotk's alone would only lengthen CRIU's freeze and restore.
 local WRITE = { sync = false }
 
+-- The dump's rings (procs) fitted to this host in place, each change
+-- logged: nr_req the recorded n where it makes the same ring here.
+local function fit_here(procs, recorded)
+	local host = assert(aiotk.host())
+	host.name = "this host"
+	local changes, ferr = criu.fixup(state.dir, procs, host,
+		{ recorded = recorded, policy = state.policy, sync = false })
+	if not changes then return nil, ferr end
+	for _, c in ipairs(changes) do
+		logf("info", "pid %d ring 0x%x: nr_req %d -> %d%s%s", c.pid, c.addr, c.from, c.to,
+			recorded(c.pid, c.addr) == c.to and " (recorded at dump)" or "",
+			c.grown_to and string.format(", grown from %d to %d bytes", c.grown_from, c.grown_to) or "")
+	end
+	return true
+end
+
 -- nr_req of every ring: the recorded n where it makes the same ring here.
 local function fix_images()
 	-- from the dump as CRIU wrote it, whatever host an earlier fixup was for
@@ -49,18 +65,7 @@ local function fix_images()
 	for _, p in ipairs(procs) do if #p.rings > 0 then with[#with + 1] = p end end
 	if #with == 0 then return "none" end
 	procs = with
-	local recorded = criu.recorded(state.dir)
-	local host = assert(aiotk.host())
-	host.name = "this host"
-	local changes, ferr = criu.fixup(state.dir, procs, host,
-		{ recorded = recorded, policy = state.policy, sync = false })
-	if not changes then return nil, ferr end
-	for _, c in ipairs(changes) do
-		logf("info", "pid %d ring 0x%x: nr_req %d -> %d%s%s", c.pid, c.addr, c.from, c.to,
-			recorded(c.pid, c.addr) == c.to and " (recorded at dump)" or "",
-			c.grown_to and string.format(", grown from %d to %d bytes", c.grown_from, c.grown_to) or "")
-	end
-	return true
+	return fit_here(procs, criu.recorded(state.dir))
 end
 
 -- stage: CRIU's CR_PLUGIN_STAGE__*; dir: its image directory; log(level,
@@ -102,11 +107,9 @@ local function fit_and_stamp()
 			needs, rings = needs + n, rings + 1
 		end
 	end
+	local fitted, ferr = fit_here(procs, recorded)
+	if not fitted then return nil, ferr end
 	local host = assert(aiotk.host())
-	host.name = "this host"
-	local changes, ferr = criu.fixup(state.dir, procs, host,
-		{ recorded = recorded, policy = state.policy, sync = false })
-	if not changes then return nil, ferr end
 	local captured = 0
 	for _, img in pairs(images()) do
 		for _, r in ipairs(img:rings()) do captured = captured + r.ncaptured end
