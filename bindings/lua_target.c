@@ -223,9 +223,24 @@ static int p_restore(lua_State *L, aiotk_target *t, int b)
 	return 1;
 }
 
+/* Where a restorer's run in the process went (aiotk_rebuild), in ns. */
+static void push_rebuild_phases(lua_State *L, const aiotk_rebuild *rb)
+{
+	lua_createtable(L, 0, 8);
+	laiotk_set_num(L, "load", (double)rb->ns_load);
+	laiotk_set_num(L, "enter", (double)rb->ns_enter);
+	laiotk_set_num(L, "claims", (double)rb->ns_claims);
+	laiotk_set_num(L, "kit", (double)rb->ns_kit);
+	laiotk_set_num(L, "rings", (double)rb->ns_rings);
+	laiotk_set_num(L, "close", (double)rb->ns_close);
+	laiotk_set_num(L, "exit", (double)rb->ns_exit);
+	laiotk_set_num(L, "answer", (double)rb->ns_answer);
+}
+
 /* restore_all({ {ring=, n=, grow_to=, replay=, placeholder=, model=}, ...
- * }[, claims]) -> results; or nil, message, code, results of the rings
- * made before the one that failed (aiotk_restore_rings). claims: {
+ * }[, claims]) -> results; or nil, message, code, errno, results of the
+ * rings made before the one that failed (aiotk_restore_rings). Either
+ * list carries .phases: where the restorer's run went. claims: {
  * {addr=, len=}, ... }, placeholders taken before any ring; each one held
  * gets made = true, whatever the outcome. */
 static int p_restore_all(lua_State *L, aiotk_target *t, int b)
@@ -270,6 +285,8 @@ static int p_restore_all(lua_State *L, aiotk_target *t, int b)
 		push_restore_result(L, &rb.res[i]);
 		lua_rawseti(L, -2, (int)i + 1);
 	}
+	push_rebuild_phases(L, &rb);
+	lua_setfield(L, -2, "phases");
 	return nret + 1;
 }
 

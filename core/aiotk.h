@@ -586,6 +586,13 @@ typedef struct aiotk_rebuild {
 	size_t nclaims;
 	aiotk_restore_result *res;    /* out: res[0..done) */
 	size_t done, claimed;         /* out: rings made, placeholders held */
+	/* out, where the restorer ran in a process (0 elsewhere), in ns:
+	 * copying it in (mapping, code, job), from there to its first
+	 * instruction (the injected start), its claims, its set-up (journal,
+	 * /dev/null, iocbs, pin), its rings (res[] has each one's phases), its
+	 * clean-up, from its end to aiotk seeing it (its signal's stop), and
+	 * reading its answer back with its mapping gone */
+	uint64_t ns_load, ns_enter, ns_claims, ns_kit, ns_rings, ns_close, ns_exit, ns_answer;
 } aiotk_rebuild;
 /* b->claim[] held as aiotk_reserve holds one, then b->saved[] rebuilt as
  * aiotk_restore_ring would: b->claimed and b->done say how far it got,

@@ -181,19 +181,52 @@ local function live_ready(set, dir, probe)
 	return { w = w, rings = assert(aiotk.read_image(dir)):rings() }
 end
 
+-- Where a live restore's stop went, phase by phase: aiotk's phases
+-- (restore.lua), the restorer's run inside them (load: copied in; enter:
+-- to its first instruction; claims, kit: its set-up; close; exit: to
+-- aiotk seeing its end; answer: read back) and, summed over the rings,
+-- each ring's io_setup, replay, events written and move.
+local PHASES = { "stop", "look", "claims", "load", "enter", "r.claims", "kit", "setup", "replay", "events",
+	"move", "close", "exit", "answer", "check", "finish", "detach" }
+
+local function phases_of(res)
+	local by = {}
+	for _, p in ipairs(res.phases) do by[p.phase] = p.ns end
+	local r = res.restorer or {}
+	by.load, by.enter, by["r.claims"], by.kit = r.load, r.enter, r.claims, r.kit
+	by.close, by.exit, by.answer = r.close, r.exit, r.answer
+	by.setup, by.replay, by.events, by.move = 0, 0, 0, 0
+	for _, x in ipairs(res) do
+		by.setup, by.replay = by.setup + x.ns_converge, by.replay + x.ns_replay
+		by.events, by.move = by.events + x.ns_events, by.move + x.ns_remap
+	end
+	return by
+end
+
 local function live_run(l, probe)
 	local t0 = core.now_ns()
 	local res = assert(aiotk.restore_process(l.w.pid, l.rings))
 	local t1 = core.now_ns()
 	local freeze = l.w:freeze_ns(probe, res.stopped_at_ns, res.stopped_at_ns + res.stopped_ns)
 	l.w:finish()
-	return t1 - t0, res.stopped_ns, freeze
+	return t1 - t0, res.stopped_ns, freeze, phases_of(res)
+end
+
+-- The median of each phase over the runs.
+local function phase_medians(runs)
+	local out = {}
+	for _, name in ipairs(PHASES) do
+		local v = {}
+		for i, r in ipairs(runs) do v[i] = r[name] or 0 end
+		out[name] = median(v)
+	end
+	return out
 end
 
 local LIVE_CASES = { SETS.big, SETS.innodb, SETS.small }
 
 local function live_restore_row(set, host)
-	local floor, live, stopped, freeze, ratios = {}, {}, {}, {}, {}
+	local floor, live, stopped, freeze, ratios, phases = {}, {}, {}, {}, {}, {}
 	local dir = os.tmpname()
 	local probe = os.tmpname()
 	os.remove(dir)
@@ -209,7 +242,7 @@ local function live_restore_row(set, host)
 			floor[i] = floor_run(saved, claim_ns, host)
 			core.sleep_ms(SETTLE_MS)
 		end
-		live[i], stopped[i], freeze[i] = live_run(l, probe)
+		live[i], stopped[i], freeze[i], phases[i] = live_run(l, probe)
 		if i % 2 == 0 then
 			core.sleep_ms(SETTLE_MS)
 			floor[i] = floor_run(saved, claim_ns, host)
@@ -224,7 +257,7 @@ local function live_restore_row(set, host)
 	-- (policy, plan, reading the process's code) against it.
 	return { case = set.name, rings = #set.rings, floor_ns = median(floor), live_ns = median(live),
 		stopped_ns = median(stopped), freeze_ns = median(freeze), ratio = median(ratios),
-		total_ratio = median(totals), reps = LIVE_REPS }
+		total_ratio = median(totals), reps = LIVE_REPS, phases_ns = phase_medians(phases) }
 end
 
 -- A restore that fails at its last ring, against the same restore that
@@ -340,6 +373,12 @@ print("restore into a live process: stopped (aiotk's clock) and froze (the proce
 for _, l in ipairs(out.live_restore) do
 	print(string.format("  %-30s floor %7.3f ms   stopped %7.3f ms   froze %7.3f ms   ratio %6.3f   whole %7.3f ms (%.2f)",
 		l.case, l.floor_ns / 1e6, l.stopped_ns / 1e6, l.freeze_ns / 1e6, l.ratio, l.live_ns / 1e6, l.total_ratio))
+end
+print("  where the stop goes (medians, us): " .. table.concat(PHASES, " "))
+for _, l in ipairs(out.live_restore) do
+	local v = {}
+	for i, name in ipairs(PHASES) do v[i] = string.format("%.0f", l.phases_ns[name] / 1e3) end
+	print(string.format("  %-30s %s", l.case, table.concat(v, " ")))
 end
 local fr = out.failed_restore
 print(string.format("restore of %s failing at its last ring: %.2f ms against %.2f ms when it succeeds (stopped %.2f ms); rollback %.2f ms, %.2f ms a ring (io_destroy)",

@@ -197,6 +197,15 @@ function Undo:made_ring(i, ctx)
 	self[#self + 1] = { kind = "ring", addr = ctx }
 end
 
+-- out.phases: where the time went while the process was stopped, phase
+-- by phase ({phase=, ns=}; aiotk bench prints it); out.restorer: the
+-- restorer's own run, by its phases (t:restore_all's).
+local function lap(out, name)
+	local now, p = core.now_ns(), out.phases
+	p[#p + 1] = { phase = name, ns = now - p.since }
+	p.since = now
+end
+
 local function claim(t, nsteps, undo, members, addr, len)
 	local ok, re, rc = t:reserve(addr, len)
 	if not ok then return nil, string.format("ring %d of %d: %s", members[1], nsteps, re), rc end
@@ -244,8 +253,9 @@ end
 -- All rings in one call: those the restorer can rebuild by itself go into
 -- the process in one run (core/aio/rebuild/restorer.c), after it takes
 -- the pending claims. Each claim held and ring made goes into undo.
-local function rebuild_rings(t, steps, opts, pending, undo)
+local function rebuild_rings(t, steps, opts, pending, undo, out)
 	local results, re, rc, rerrno, made = t:restore_all(jobs_of(steps, opts), pending)
+	out.restorer = (results or made).phases
 	for _, run in ipairs(pending) do
 		if run.made then undo:held(run.members, run.addr, run.len)
 		elseif not results then
@@ -267,6 +277,7 @@ end
 local function finish_rings(t, steps, results, opts, policy, out)
 	local ok, ke, kc = kernel_check(t, steps, policy)
 	if not ok then return nil, ke, kc end
+	lap(out, "check")
 	for i, s in ipairs(steps) do
 		local res = results[i]
 		if s.ring.ncaptured > 0 then
@@ -294,14 +305,17 @@ local function rebuild(t, maps, steps, opts, policy, undo, out)
 	if not occ then return nil, e, c end
 	local pending, ce, cc = claim_destinations(t, steps, occ, undo)
 	if not pending then return nil, ce, cc end
+	lap(out, "claims")
 	local ok, ie, ic = interrupted()
 	if not ok then return nil, ie, ic end
-	local results, re, rc = rebuild_rings(t, steps, opts, pending, undo)
+	local results, re, rc = rebuild_rings(t, steps, opts, pending, undo, out)
 	if not results then return nil, re, rc end
+	lap(out, "rebuild")
 	ok, ie, ic = interrupted()
 	if not ok then return nil, ie, ic end
 	local fok, fe, fc = finish_rings(t, steps, results, opts, policy, out)
 	if not fok then return nil, fe, fc end
+	lap(out, "finish")
 	return interrupted()
 end
 
@@ -325,8 +339,11 @@ function M.restore_process(pid, rings, opts)
 	local target, exit_said
 	local rok, err, code = process.with_process(pid, function(t)
 		target = t
+		out.phases = { since = t.stopped_at_ns }
+		lap(out, "stop")
 		local maps, de, dc = remove_leftovers(t, steps, policy)
 		if not maps then return nil, de, dc end
+		lap(out, "look")
 		local undo = setmetatable({ claims = {} }, Undo)
 		-- A hook or callback that raises is a failure like any other: the
 		-- undo runs, then the error goes on.
@@ -355,6 +372,9 @@ function M.restore_process(pid, rings, opts)
 	end
 	out.stopped_ns = out.target.stopped_ns
 	out.stopped_at_ns = out.target.stopped_at_ns
+	local p = out.phases
+	p[#p + 1] = { phase = "detach", ns = out.stopped_at_ns + out.stopped_ns - p.since }
+	p.since = nil
 	out.plan = plan
 	return out
 end

@@ -122,6 +122,22 @@ static int map_restorer(aiotk_target *t, aiotk_rebuild *b, size_t total, uint64_
 	}
 }
 
+/* Where a run's time went, by the clocks of this process and of the
+ * restorer (both CLOCK_MONOTONIC): t[0] when aiotk began to copy it in,
+ * t[1] when it was ready to run, t[2] when aiotk saw its end. */
+static void time_run(aiotk_rebuild *b, const struct aiotk_rjob *job, const uint64_t t[3])
+{
+	uint64_t rings_end = job->done ? job->ring[job->done - 1].at[4] : job->at_kit;
+	b->ns_load += t[1] - t[0];
+	b->ns_enter += job->at_start - t[1];
+	b->ns_claims += job->at_claimed - job->at_start;
+	b->ns_kit += job->at_kit - job->at_claimed;
+	b->ns_rings += rings_end - job->at_kit;
+	b->ns_close += job->at_end - rings_end;
+	b->ns_exit += t[2] - job->at_end;
+	b->ns_answer += aiotk_now_ns() - t[2];
+}
+
 /* In a process target: code, stack and job in one fresh mapping (code
  * made executable once written), run, answer read back, mapping gone.
  * 1: it ran and faulted. */
@@ -130,7 +146,7 @@ static int run_there(aiotk_target *t, aiotk_rebuild *b, struct aiotk_rjob *job,
 {
 	const uint8_t *code;
 	size_t code_len, entry;
-	uint64_t exit_sp, gadget, base;
+	uint64_t exit_sp, gadget, base, at_ns[3] = { aiotk_now_ns(), 0, 0 };
 	int sig, rwx, rc = aiotk_restorer_code(&code, &code_len, &entry);
 	if (!rc)
 		rc = aiotk_target_restorer_exit(t, &exit_sp, &gadget, &sig, err);
@@ -160,8 +176,10 @@ static int run_there(aiotk_target *t, aiotk_rebuild *b, struct aiotk_rjob *job,
 	if (!rc && p < 0)
 		rc = aiotk_fail(err, AIOTK_EUNSUPPORTED, (int)-p,
 				"process %d refuses executable memory (%s)", t->pid, strerror((int)-p));
+	at_ns[1] = aiotk_now_ns();
 	/* The stack as a call leaves it: 8 bytes off 16-byte alignment. */
 	int ran = rc ? rc : aiotk_target_run_restorer(t, base + entry, at, at - 72, sig, err);
+	at_ns[2] = aiotk_now_ns();
 	/* The answer even after a failed run: which rings exist, and where
 	 * (the header and the rings; the events the job carried stay). */
 	if (!rc && (rc = aiotk_peek(t, at, job, sizeof(*job) + n * sizeof(job->ring[0]), err)))
@@ -170,6 +188,8 @@ static int run_there(aiotk_target *t, aiotk_rebuild *b, struct aiotk_rjob *job,
 	 * by an injected call. */
 	if (rc || ran || aiotk_target_end_restorer(t))
 		aiotk_scratch_unmap(t, base, total);
+	if (!rc && !ran)
+		time_run(b, job, at_ns);
 	return rc ? rc : ran ? 1 : 0;
 }
 

@@ -245,9 +245,12 @@ RS void aiotk_restorer_main(struct aiotk_rjob *job)
 {
 	struct rs_kit k;
 	k.journal = 0, k.ptrs = 0, k.fd = -1, k.mask_len = 0;
+	job->at_start = rs_now();
 	if (rs_claim(job))
 		goto done;
+	job->at_claimed = rs_now();
 	job->setup_status = rs_kit_open(job, &k);
+	job->at_kit = rs_now();
 	for (uint32_t i = 0; !job->setup_status && i < job->nrings; i++) {
 		if (rs_ring(job, &k, &job->ring[i]))
 			break;
@@ -255,6 +258,7 @@ RS void aiotk_restorer_main(struct aiotk_rjob *job)
 	}
 	rs_kit_close(&k);
 done:
+	job->at_end = rs_now();
 	job->finished = 1;
 	if (!job->exit_sp)
 		return;

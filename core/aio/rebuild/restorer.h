@@ -69,6 +69,9 @@ struct aiotk_rjob {
 	uint32_t done;        /* rings finished, from the first */
 	uint32_t finished;    /* the routine reached its end */
 	uint32_t pad;
+	/* CLOCK_MONOTONIC at its start, once the claims are held, once its
+	 * kit is ready, and at its end (before its own unmap) */
+	uint64_t at_start, at_claimed, at_kit, at_end;
 	struct aiotk_rjob_ring ring[];
 };
 
