@@ -236,4 +236,40 @@ describe("aiotk's CRIU plugin across PID namespaces", function()
 		assert_restored { dumped = dumped, pid = host_pid(), dump_log = dump_log,
 			restore_log = helper.slurp(img .. "/restore.log"), output = output }
 	end)
+
+	it("criu dump of PID 1 of a PID namespace, criu restore into a fresh one under a new host PID; exact n, POLL delivered", function()
+		if not ready("unshare") then return end
+		local img, out = dir .. "/img", dir .. "/w.out"
+		assert(core.mkdir(img))
+		local bin = assert(require("aiotk.workload").binary())
+		-- the workload is PID 1 of the new namespace and leads its own
+		-- session there (CRIU dumps no session led from outside); unshare
+		-- stays outside as its parent
+		local ok, o = sh(string.format("unshare --pid --fork setsid sh -c 'exec %s %s >%s 2>&1 </dev/null' " ..
+			">/dev/null 2>&1 </dev/null & echo $!", bin, ARGS, out))
+		assert(ok, o)
+		local output = function() return helper.slurp(out) end
+		wait_ready(output)
+		local dumped = child_of(tonumber(o:match("%d+")))
+		assert(dumped, "no child of unshare")
+		ok, o = C.criu("dump -t " .. dumped .. " -D " .. img, true, TIMEOUT)
+		local dump_log = helper.slurp(img .. "/criu.log")
+		assert(ok, o .. dump_log:sub(-3000))
+		assert(C.gone(dumped), "the dumped process is still there")
+		ok, o = C.criu("restore -d -D " .. img, true, TIMEOUT)
+		local restore_log = helper.slurp(img .. "/criu.log")
+		assert(ok, o .. restore_log:sub(-3000))
+		-- restored as a child of this process (its subreaper)
+		local exe = select(2, sh("realpath " .. bin)):match("[^\n]+")
+		local pid
+		for _, name in ipairs(core.listdir("/proc")) do
+			local p = tonumber(name)
+			if p and helper.status(p, "PPid") == tostring(core.getpid()) and
+				core.readlink("/proc/" .. p .. "/exe") == exe then pid = p end
+		end
+		finally(function() if pid and not helper.ended(pid) then core.kill(pid, "KILL") end end)
+		assert(pid, "no restored workload")
+		assert_restored { dumped = dumped, pid = pid, dump_log = dump_log, restore_log = restore_log,
+			output = output }
+	end)
 end)
