@@ -13,7 +13,8 @@
 -- sets it up. Nothing machine-wide is left behind on any path: /etc/criu
 -- is put back as it was, runc's and Podman's state, storage and runtime
 -- directories live in the test's directory, and what they write outside
--- it anyway (runc's cgroups, Podman's blob info cache) is removed.
+-- it anyway (the containers' and conmon's cgroups, the blob info cache of
+-- Podman's import) is removed when this run made it.
 local helper = require "helper"
 local core = require "aiotk.core"
 local json = require "dkjson"
@@ -33,15 +34,23 @@ local function exists(p)
 	return core.listdir(p) ~= nil
 end
 
--- Children of this process that ended (it is their subreaper: the shells
--- holding a container's stdout, conmon, unshare, the tasks CRIU restored)
--- are collected, so none is left to PID 1, which reaps nothing.
+-- Children of this process (it is their subreaper: the shells holding a
+-- container's stdout, conmon, unshare, the tasks CRIU restored) are
+-- collected as they end, for up to 5 s, so none is left to PID 1, which
+-- reaps nothing.
 local function reap_children()
 	local me = tostring(core.getpid())
-	for _, name in ipairs(core.listdir("/proc") or {}) do
-		local pid = tonumber(name)
-		if pid and helper.status(pid, "PPid") == me and helper.ended(pid) then core.reap(pid) end
-	end
+	helper.wait_until(function()
+		local live = false
+		for _, name in ipairs(core.listdir("/proc") or {}) do
+			local pid = tonumber(name)
+			if pid and helper.status(pid, "PPid") == me then
+				if helper.ended(pid) then core.reap(pid) else live = true end
+			end
+		end
+		if live then core.sleep_ms(20) end
+		return not live
+	end, 5000)
 end
 
 -- /etc/criu/runc.conf with `content` (runc passes that file to CRIU on
@@ -63,8 +72,18 @@ local function runc_conf(content)
 	return put_back
 end
 
--- Paths outside the test's directory that runc, Podman or CRIU would make:
--- the ones this run made are removed (deepest first), the others left.
+-- A cgroup directory and the groups below it, deepest first (a group
+-- goes once its processes are gone: an exiting one leaves a moment later).
+local function remove_cgroup(p)
+	for _, name in ipairs(core.listdir(p) or {}) do
+		if core.listdir(p .. "/" .. name) then remove_cgroup(p .. "/" .. name) end
+	end
+	helper.wait_until(function() return os.remove(p) end, 5000)
+end
+
+-- Paths outside the test's directory that runc, Podman or CRIU would
+-- make, parents first: the ones this run made are removed, the others
+-- left. Returns the function that does it, which lists what still differs.
 local function made_here(paths)
 	local before = {}
 	for _, p in ipairs(paths) do before[p] = exists(p) end
@@ -73,8 +92,7 @@ local function made_here(paths)
 			local p = paths[i]
 			if not before[p] and exists(p) then
 				if p:match("^/sys/fs/cgroup/") then
-					-- its processes were killed; an exiting one leaves it a moment later
-					helper.wait_until(function() return os.remove(p) end, 5000)
+					remove_cgroup(p)
 				else
 					helper.rmdir(p)
 					os.remove(p)
@@ -89,13 +107,12 @@ local function made_here(paths)
 	end
 end
 
--- The cgroup directories a container named `name` gets under each
--- controller (cgroup v1), its children (Podman's conmon) after it.
-local function cgroups(name)
-	local list = {}
+-- The cgroup a container's runtime makes for cgroups path /name under
+-- each controller (cgroup v1 and v2 side by side here), and more paths.
+local function cgroups(name, more)
+	local list = more or {}
 	for _, c in ipairs(core.listdir("/sys/fs/cgroup") or {}) do
 		list[#list + 1] = "/sys/fs/cgroup/" .. c .. "/" .. name
-		list[#list + 1] = "/sys/fs/cgroup/" .. c .. "/" .. name .. "/conmon"
 	end
 	return list
 end
@@ -126,7 +143,7 @@ local function make_rootfs(root)
 end
 
 -- The process's PIDs in each PID namespace it is in, outermost first.
-local function ns_pids(pid) return (helper.status(pid, "NSpid") or ""):gsub("%s+", " ") end
+local function ns_pids(pid) return ((helper.status(pid, "NSpid") or ""):gsub("%s+", " ")) end
 
 -- What each case proves once restored. c: dumped (the host's PID at dump),
 -- pid (the host's PID now), dump_log, restore_log, output() (what the
@@ -271,5 +288,73 @@ describe("aiotk's CRIU plugin across PID namespaces", function()
 		assert(pid, "no restored workload")
 		assert_restored { dumped = dumped, pid = pid, dump_log = dump_log, restore_log = restore_log,
 			output = output }
+	end)
+
+	it("Podman: an image from a directory, checkpoint --export, the archive moved, restore --import; exact n, POLL delivered", function()
+		if not ready("podman", "runc") then return end
+		-- criu for Podman and the runc it runs: found on PATH
+		local bin = dir .. "/bin"
+		assert(core.mkdir(bin))
+		local ok, o = sh("ln -s " .. C.CRIU .. " " .. bin .. "/criu")
+		assert(ok, o)
+		-- storage (vfs: plain directories), state, runc's state and
+		-- libpod's in the test's directory; cgroupfs without systemd here;
+		-- no events journal
+		local podman = string.format("PATH=%s:$PATH %spodman --root %s/storage --runroot %s/run --tmpdir %s/tmp " ..
+			"--storage-driver vfs --cgroup-manager cgroupfs --events-backend none --runtime runc " ..
+			"--runtime-flag root=%s/runc ", bin, TIMEOUT, dir, dir, dir, dir)
+		local function inspect(field)
+			local iok, io_ = sh(podman .. "container inspect --format '{{." .. field .. "}}' " .. ID)
+			assert(iok, io_)
+			return io_:match("[^\n]+")
+		end
+		local tag = "localhost/" .. ID .. ":latest"
+		make_rootfs(dir .. "/rootfs")
+		local put_back = runc_conf("libdir " .. C.PLUGIN_DIR .. "\n")
+		-- what Podman writes outside --root and the others anyway: the
+		-- blob info cache of the import, the conmon and container cgroups
+		local left = made_here(cgroups(ID, { "/run/runc", "/run/containers", "/run/libpod",
+			"/var/lib/containers", "/var/lib/containers/cache",
+			"/var/lib/containers/cache/blob-info-cache-v1.boltdb" }))
+		finally(function()
+			sh(podman .. "rm -f " .. ID)
+			sh(podman .. "rmi -f " .. tag)
+			put_back()
+			assert.are.same({}, left(), "left behind")
+		end)
+		ok, o = sh("tar -C " .. dir .. "/rootfs -cf " .. dir .. "/rootfs.tar . && " .. podman .. "import " ..
+			dir .. "/rootfs.tar " .. tag)
+		assert(ok, o)
+		-- Podman's default limits (nofile 1048576, nproc 4194304) are above
+		-- this machine's hard limits, which only CAP_SYS_RESOURCE may raise
+		ok, o = sh(podman .. "run -d --name " .. ID .. " --network none --ulimit nofile=20000:20000 " ..
+			"--ulimit nproc=4096:4096 --cgroup-parent /" .. ID .. " " .. tag .. " /aio_workload " .. ARGS)
+		assert(ok, o)
+		-- what the workload prints, from Podman's log of the container
+		local log = inspect("HostConfig.LogConfig.Path")
+		wait_ready(function() return helper.slurp(log) end)
+		local dumped = tonumber(inspect("State.Pid"))
+		local archive = dir .. "/here/" .. ID .. ".tar.zst"
+		assert(core.mkdir(dir .. "/here"))
+		ok, o = sh(podman .. "container checkpoint --keep --export " .. archive .. " " .. ID)
+		local dump_log = helper.slurp(inspect("StaticDir") .. "/dump.log")
+		assert(ok, o .. dump_log:sub(-3000))
+		assert(C.gone(dumped), "the checkpointed container's process is still there")
+		-- aiotk's image of the task travels inside the archive (Podman
+		-- compresses it with zstd by default)
+		ok, o = sh("tar --zstd -tf " .. archive)
+		assert(ok, o)
+		assert.matches("checkpoint/aiotk%-1/", o)
+		-- taken to another host: the container is not there, the archive
+		-- arrives as a copy elsewhere
+		ok, o = sh(podman .. "rm " .. ID .. " && mkdir " .. dir .. "/there && cp " .. archive .. " " .. dir ..
+			"/there/ && rm " .. archive)
+		assert(ok, o)
+		ok, o = sh(podman .. "container restore --keep --import " .. dir .. "/there/" .. ID .. ".tar.zst")
+		local restore_log = helper.slurp(inspect("StaticDir") .. "/restore.log")
+		assert(ok, o .. restore_log:sub(-3000))
+		log = inspect("HostConfig.LogConfig.Path")
+		assert_restored { dumped = dumped, pid = tonumber(inspect("State.Pid")), dump_log = dump_log,
+			restore_log = restore_log, output = function() return helper.slurp(log) end }
 	end)
 end)
