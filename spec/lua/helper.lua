@@ -169,10 +169,15 @@ function M.throttled_disk(blocks, iops, writes_too, with_fs)
 		core.getpid(), disks) }
 	function d:teardown()
 		if self.mnt then
-			-- its processes were killed; the last one may take a moment to let go
-			M.wait_until(function() return sh("umount " .. self.mnt) end, 5000)
+			-- its processes were killed; the last one may take a moment to let go.
+			-- One that does not (a process the test did not know of) must not
+			-- leave the mount for good: detached now, gone with its last user.
+			if not M.wait_until(function() return sh("umount " .. self.mnt) end, 5000) then
+				sh("umount -l " .. self.mnt)
+			end
 			os.remove(self.mnt)
 		end
+		-- (a busy device goes when it is let go: losetup -d sets autoclear)
 		if self.dev then sh("losetup -d " .. self.dev) end
 		if self.made then
 			-- its processes were killed; an exiting one leaves it a moment later
