@@ -113,9 +113,11 @@ local function wait_in_flight(t, rings, choice, policy, kv)
 		local waited = read_again and (core.now_ns() - start) / 1e6 or 0
 		if not left then return waited end
 		if core.now_ns() > deadline then
-			return nil, describe_in_flight(left) .. string.format("; still in flight after %d ms " ..
-				"(policy in_flight_wait_ms); the image would lose them, so nothing was written", waited),
-				"in_flight"
+			-- what lets it wait longer, and what that costs
+			return nil, describe_in_flight(left) .. string.format("; still in flight after %d ms; the " ..
+				"image would lose them, so nothing was written. A larger in_flight_wait_ms in the policy " ..
+				"(now %d) lets the dump wait longer for them, and the process stays stopped (frozen under " ..
+				"CRIU) up to that long", waited, policy.in_flight_wait_ms), "in_flight"
 		end
 		core.sleep_ms(1)
 		local err, code
