@@ -38,8 +38,9 @@ if M.PLUGIN_DIR:sub(1, 1) ~= "/" then M.PLUGIN_DIR = os.getenv("PWD") .. "/" .. 
 M.HOOK = M.PLUGIN_DIR:gsub("/criu$", "") .. "/aiotk-criu-hook"
 
 -- An empty plugin directory, so that no installed plugin plays a part.
-M.EMPTY = os.tmpname()
-os.remove(M.EMPTY)
+-- One per build tree, kept: a directory made per run would be left
+-- behind by every spec (Lua has no exit hook).
+M.EMPTY = M.PLUGIN_DIR:gsub("/criu$", "") .. "/criu-none"
 core.mkdir(M.EMPTY)
 
 -- criu ARGS (logging to criu.log in the image directory), with aiotk's

@@ -34,7 +34,6 @@ describe("MariaDB under a sysbench write load, checkpointed by real CRIU", funct
 	setup(function() dir = helper.tmpdir() end)
 	teardown(function()
 		helper.rmdir(dir)
-		os.remove(C.EMPTY) -- criu_helper's empty plugin directory
 	end)
 
 	local function need()
