@@ -49,6 +49,12 @@ aiotk_geom_host laiotk_check_model(lua_State *L, int idx);
 void laiotk_bench_register(lua_State *L);
 void laiotk_proc_register(lua_State *L);
 void laiotk_kview_register(lua_State *L);
+/* The viewer at idx, refused (a Lua error) once closed. */
+aiotk_kviewer *laiotk_kviewer_check(lua_State *L, int idx);
+/* io_uring instances (lua_uring.c): one instance as a table, and
+ * viewer:uring(pid). */
+void laiotk_push_uring(lua_State *L, const aiotk_uring *u);
+int laiotk_kv_uring(lua_State *L);
 
 int luaopen_aiotk_core(lua_State *L);
 /* Where the scripts are for a binary at path self (NULL: unknown) that,

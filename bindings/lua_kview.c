@@ -13,12 +13,18 @@
 
 typedef struct { aiotk_kviewer *v; } lkviewer;
 
-static lkviewer *check_viewer(lua_State *L)
+aiotk_kviewer *laiotk_kviewer_check(lua_State *L, int idx)
 {
-	lkviewer *lv = luaL_checkudata(L, 1, KVIEWER_MT);
+	lkviewer *lv = luaL_checkudata(L, idx, KVIEWER_MT);
 	if (!lv->v)
 		luaL_error(L, "kernel viewer is closed");
-	return lv;
+	return lv->v;
+}
+
+static lkviewer *check_viewer(lua_State *L)
+{
+	laiotk_kviewer_check(L, 1);
+	return lua_touserdata(L, 1);
 }
 
 static void push_req(lua_State *L, const aiotk_kreq *q)
@@ -214,7 +220,8 @@ void laiotk_kview_register(lua_State *L)
 {
 	static const luaL_Reg methods[] = {
 		{ "read", kv_read }, { "prepare", kv_prepare }, { "close", kv_close },
-		{ "read_stopped", kv_read_stopped }, { NULL, NULL },
+		{ "read_stopped", kv_read_stopped }, { "uring", laiotk_kv_uring },
+		{ NULL, NULL },
 	};
 	static const luaL_Reg reading_methods[] = {
 		{ "settled", reading_settled }, { "take", reading_take }, { NULL, NULL },

@@ -432,6 +432,7 @@ enum {
 typedef struct aiotk_uring_file { /* a used slot of the registered files */
 	uint32_t slot;
 	int fd;                  /* the same file's fd in the process; -1: none */
+	char path[256];          /* what /proc/PID/fd/FD names; "": no fd */
 } aiotk_uring_file;
 typedef struct aiotk_uring_buf {  /* a used slot of the registered buffers */
 	uint32_t slot;

@@ -85,7 +85,13 @@ M.entries = {
 		"per ring addr, nr, head, tail and from the kernel n, kernel_tail, in_flight, pending" },
 	{ "aiotk.core.kviewer", "aiotk.core.kviewer()", "the kernel view (BPF): viewer:read(pid) gives per " ..
 		"context {addr, n, nr, req_batch, kernel_tail, completed_events, reqs_available, cpu_available, " ..
-		"in_flight, cancellable, pending}; viewer:read_stopped(t[, whole_area]) reads stopped target t's " ..
+		"in_flight, cancellable, pending}; viewer:uring(pid) gives per io_uring instance (fd order, the " ..
+		"process not stopped) {fd, ino, flags, have (set: rings, files, bufs, issuer, reqs), sq_entries, " ..
+		"cq_entries, sq_head, sq_tail, cq_head, cq_tail (ring memory), cached_sq_head, cached_cq_tail " ..
+		"(the kernel's own), sq_dropped, cq_overflow, sq_flags, cq_flags, submitter_tid, sq_thread_pid, " ..
+		"sq_cpu, sq_thread_idle (jiffies; SQPOLL only), eventfd {async} if registered, nr_files, nr_bufs, " ..
+		"files {slot, fd, path}, bufs {slot, addr, len}, in_flight, reqs {opcode, user_data, fd, file_fd, " ..
+		"poll_events, flags}, maps {start, end, offset}}; viewer:read_stopped(t[, whole_area]) reads stopped target t's " ..
 		"contexts and rings in one call (reading:settled(), reading:take() -> contexts, rings); " ..
 		"require \"aiotk.kernel\" caches one (kernel.read(pid), kernel.read_stopped(t))" },
 	{ "aiotk.core.live_rings", "aiotk.core.live_rings(pid)", "{addr, ring_len, nr, head, tail} per ring " ..

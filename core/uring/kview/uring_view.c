@@ -297,6 +297,21 @@ static int add_maps(int pid, aiotk_uring_view *uv, aiotk_err *err)
 	return rc;
 }
 
+/* Each registered file's path, through the fd the process has it at (the
+ * kernel view gives file pointers, which the fds were matched by). A file
+ * closed since keeps its path empty. */
+static void add_paths(int pid, aiotk_uring_view *uv)
+{
+	for (size_t i = 0; i < uv->n; i++)
+		for (size_t j = 0; j < uv->ring[i].nfiles; j++) {
+			aiotk_uring_file *f = &uv->ring[i].files[j];
+			char link[64];
+			snprintf(link, sizeof(link), "/proc/%d/fd/%d", pid, f->fd);
+			ssize_t n = f->fd < 0 ? -1 : readlink(link, f->path, sizeof(f->path) - 1);
+			f->path[n > 0 ? n : 0] = 0;
+		}
+}
+
 int aiotk_uring_view_read(aiotk_kviewer *v, int pid, aiotk_uring_view *out,
 			  aiotk_err *err)
 {
@@ -308,6 +323,8 @@ int aiotk_uring_view_read(aiotk_kviewer *v, int pid, aiotk_uring_view *out,
 	free(o.p);
 	if (!rc)
 		rc = add_maps(pid, out, err);
+	if (!rc)
+		add_paths(pid, out);
 	if (rc)
 		aiotk_uring_view_free(out);
 	return rc;
