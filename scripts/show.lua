@@ -9,7 +9,8 @@ parser:argument("dir", "image directory (holds rings.img), a CRIU dump directory
 	"recognised by itself) or one mm-PID.img of it"):args "?"
 parser:option("-D --dir", "the same as the DIR argument"):target "dir_opt"
 parser:option("-p --pid", "a running process: its rings and the kernel's view of each " ..
-	"(io_setup's n, the kernel's tail, requests in flight); needs BPF (root)"):convert(cmd.pid)
+	"(io_setup's n, the kernel's tail, requests in flight), and its io_uring instances; needs BPF " ..
+	"(root)"):convert(cmd.pid)
 parser:flag("--criu", "DIR is a CRIU dump directory: show its AIO rings")
 parser:flag("--json", "machine-readable output; 64-bit values are \"0x...\" strings")
 parser:option("--events", "events to list per ring in the table (0: none)", "4"):convert(tonumber)

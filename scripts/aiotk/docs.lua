@@ -82,7 +82,13 @@ M.entries = {
 	{ "aiotk.verify_process", "aiotk.verify_process(pid, img)", "differences, {kernel_view, " ..
 		"kernel_view_error, stopped_ns}: pid's rings against img, ring side and kernel side" },
 	{ "aiotk.view", "aiotk.view(pid|target)", "the live view of `aiotk show -p` (prints as its table): " ..
-		"per ring addr, nr, head, tail and from the kernel n, kernel_tail, in_flight, pending" },
+		"per ring addr, nr, head, tail and from the kernel n, kernel_tail, in_flight, pending; urings: per " ..
+		"io_uring instance viewer:uring's fields with flag_names, sqpoll {tid, cpu, idle_jiffies}, " ..
+		"buf_rings {bgid, addr}, maps with their kind (sq_ring, cq_ring, sqes, buf_ring), reqs with op, " ..
+		"rebuildable and why not (null without the kernel view)" },
+	{ "aiotk.uring", "require \"aiotk.uring\"", "io_uring names and rules: uring.op_name(opcode), " ..
+		"uring.flag_names(flags), uring.rebuild(req) (the SQE facts a restore submits again, or nil, why), " ..
+		"uring.row(instance), uring.text(row)" },
 	{ "aiotk.core.kviewer", "aiotk.core.kviewer()", "the kernel view (BPF): viewer:read(pid) gives per " ..
 		"context {addr, n, nr, req_batch, kernel_tail, completed_events, reqs_available, cpu_available, " ..
 		"in_flight, cancellable, pending}; viewer:uring(pid) gives per io_uring instance (fd order, the " ..
