@@ -203,8 +203,7 @@ static int l_live_rings(lua_State *L)
 	return 1;
 }
 
-/* A metatable whose methods are its __index, collected by gc. */
-static void class(lua_State *L, const char *name, lua_CFunction gc, const luaL_Reg *methods)
+void laiotk_class(lua_State *L, const char *name, lua_CFunction gc, const luaL_Reg *methods)
 {
 	if (luaL_newmetatable(L, name)) {
 		lua_pushcfunction(L, gc);
@@ -221,13 +220,14 @@ void laiotk_kview_register(lua_State *L)
 	static const luaL_Reg methods[] = {
 		{ "read", kv_read }, { "prepare", kv_prepare }, { "close", kv_close },
 		{ "read_stopped", kv_read_stopped }, { "uring", laiotk_kv_uring },
-		{ NULL, NULL },
+		{ "uring_stopped", laiotk_kv_uring_stopped }, { NULL, NULL },
 	};
 	static const luaL_Reg reading_methods[] = {
 		{ "settled", reading_settled }, { "take", reading_take }, { NULL, NULL },
 	};
-	class(L, READING_MT, reading_gc, reading_methods);
-	class(L, KVIEWER_MT, kv_close, methods);
+	laiotk_class(L, READING_MT, reading_gc, reading_methods);
+	laiotk_class(L, KVIEWER_MT, kv_close, methods);
+	laiotk_uring_register(L);
 	lua_pushcfunction(L, l_kviewer);
 	lua_setfield(L, -2, "kviewer");
 	lua_pushcfunction(L, l_live_rings);

@@ -83,6 +83,8 @@ static void push_maps(lua_State *L, const aiotk_uring *u)
 		laiotk_set_num(L, "start", (double)u->maps[i].start);
 		laiotk_set_num(L, "end", (double)u->maps[i].end);
 		laiotk_set_num(L, "offset", (double)u->maps[i].offset);
+		if (u->maps[i].data)
+			laiotk_set_num(L, "saved", (double)(u->maps[i].end - u->maps[i].start));
 		lua_rawseti(L, -2, (int)i + 1);
 	}
 	lua_setfield(L, -2, "maps");
@@ -146,4 +148,106 @@ int laiotk_kv_uring(lua_State *L)
 	}
 	aiotk_uring_view_free(&uv);
 	return 1;
+}
+
+/* ---- instances read from a stopped process, and in images ------------- */
+#define URINGS_MT "aiotk.urings"
+
+static aiotk_uring_view *check_set(lua_State *L, int idx)
+{
+	return luaL_checkudata(L, idx, URINGS_MT);
+}
+
+/* viewer:uring_stopped(t) -> set: the instances of stopped target t's
+ * process with their ring memory read through t, kept in C (set:list()
+ * gives their tables, img:add_urings(set) saves them). */
+int laiotk_kv_uring_stopped(lua_State *L)
+{
+	aiotk_kviewer *v = laiotk_kviewer_check(L, 1);
+	aiotk_target *t = laiotk_target_live(L, 2);
+	aiotk_err err;
+	aiotk_uring_view *uv = lua_newuserdata(L, sizeof(*uv));
+	memset(uv, 0, sizeof(*uv));
+	luaL_getmetatable(L, URINGS_MT);
+	lua_setmetatable(L, -2);
+	if (aiotk_uring_view_read(v, t->pid, uv, &err))
+		return laiotk_fail(L, &err);
+	for (size_t i = 0; i < uv->n; i++)
+		if (aiotk_uring_read_memory(t, &uv->ring[i], &err))
+			return laiotk_fail(L, &err);
+	return 1;
+}
+
+static void push_list(lua_State *L, const aiotk_uring *u, size_t n)
+{
+	lua_createtable(L, (int)n, 0);
+	for (size_t i = 0; i < n; i++) {
+		laiotk_push_uring(L, &u[i]);
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+}
+
+static int set_list(lua_State *L)
+{
+	aiotk_uring_view *uv = check_set(L, 1);
+	push_list(L, uv->ring, uv->n);
+	return 1;
+}
+
+static int set_gc(lua_State *L)
+{
+	aiotk_uring_view_free(check_set(L, 1));
+	return 0;
+}
+
+/* img:add_urings(set[, keep]): the set's instances saved in the image;
+ * keep (a list of booleans by index), when given, says which. */
+int laiotk_image_add_urings(lua_State *L)
+{
+	aiotk_image *img = luaL_checkudata(L, 1, IMAGE_MT);
+	aiotk_uring_view *uv = check_set(L, 2);
+	aiotk_err err;
+	for (size_t i = 0; i < uv->n; i++) {
+		int keep = 1;
+		if (lua_istable(L, 3)) {
+			lua_rawgeti(L, 3, (int)i + 1);
+			keep = lua_toboolean(L, -1);
+			lua_pop(L, 1);
+		}
+		if (keep && aiotk_image_add_uring(img, &uv->ring[i], &err))
+			return laiotk_fail(L, &err);
+	}
+	lua_pushvalue(L, 1);
+	return 1;
+}
+
+/* img:urings() -> the saved instances as tables (each map with `saved`,
+ * its byte count, when its memory is in the image). */
+int laiotk_image_urings(lua_State *L)
+{
+	aiotk_image *img = luaL_checkudata(L, 1, IMAGE_MT);
+	push_list(L, img->urings, img->nurings);
+	return 1;
+}
+
+/* img:uring_memory(i, j) -> the saved bytes of mapping j of instance i
+ * (1-based), or nil when not saved. */
+int laiotk_image_uring_memory(lua_State *L)
+{
+	aiotk_image *img = luaL_checkudata(L, 1, IMAGE_MT);
+	lua_Integer i = luaL_checkinteger(L, 2), j = luaL_checkinteger(L, 3);
+	luaL_argcheck(L, i >= 1 && (size_t)i <= img->nurings, 2, "no such io_uring instance");
+	const aiotk_uring *u = &img->urings[i - 1];
+	luaL_argcheck(L, j >= 1 && (size_t)j <= u->nmaps, 3, "no such mapping");
+	const aiotk_uring_map *m = &u->maps[j - 1];
+	if (!m->data)
+		return 0;
+	lua_pushlstring(L, (const char *)m->data, (size_t)(m->end - m->start));
+	return 1;
+}
+
+void laiotk_uring_register(lua_State *L)
+{
+	static const luaL_Reg methods[] = { { "list", set_list }, { NULL, NULL } };
+	laiotk_class(L, URINGS_MT, set_gc, methods);
 }

@@ -114,4 +114,9 @@ for _, r in ipairs(img:rings()) do
 	rows[#rows + 1] = { pid = img.pid ~= 0 and img.pid or nil, ring = r, n = r.n ~= 0 and r.n or nil }
 end
 ring_rows(rows)
+if img.nurings > 0 then
+	local uring = require "aiotk.uring"
+	print(string.format("%d io_uring instance(s)", img.nurings))
+	for _, u in ipairs(img:urings()) do io.write(uring.text(uring.row(u))) end
+end
 return 0

@@ -41,7 +41,10 @@ M.entries = {
 	{ "aiotk.dump", "aiotk.dump(addrs|nil, dir)", "snapshots of this process's rings (all when nil) " ..
 		"in a new image, written to dir" },
 	{ "aiotk.image", "aiotk.image()", "a new image: img:add(ring), img:write(dir), img:rings(), " ..
-		"img.cpus .page_size .release .pid .stopped_ns .nrings .warnings" },
+		"img.cpus .page_size .release .pid .stopped_ns .nrings .warnings; io_uring instances: " ..
+		"img:add_urings(set[, keep]) (set from viewer:uring_stopped, keep: booleans by index), " ..
+		"img:urings() (as viewer:uring gives them, each map with saved: its byte count), " ..
+		"img:uring_memory(i, j) (the saved bytes of mapping j of instance i), img.nurings" },
 	{ "aiotk.read_image", "aiotk.read_image(dir)", "the image in dir/rings.img" },
 	{ "aiotk.decode_image", "aiotk.decode_image(bytes)", "an image from its encoded bytes" },
 	{ "aiotk.io_setup", "aiotk.io_setup(n)", "a new context of this process (its address)" },
@@ -97,7 +100,8 @@ M.entries = {
 		"(the kernel's own), sq_dropped, cq_overflow, sq_flags, cq_flags, submitter_tid, sq_thread_pid, " ..
 		"sq_cpu, sq_thread_idle (jiffies; SQPOLL only), eventfd {async} if registered, nr_files, nr_bufs, " ..
 		"files {slot, fd, path}, bufs {slot, addr, len}, in_flight, reqs {opcode, user_data, fd, file_fd, " ..
-		"poll_events, flags}, maps {start, end, offset}}; viewer:read_stopped(t[, whole_area]) reads stopped target t's " ..
+		"poll_events, flags}, maps {start, end, offset}}; viewer:uring_stopped(t) reads the same of stopped " ..
+		"target t's process with each mapping's bytes (a set: set:list()); viewer:read_stopped(t[, whole_area]) reads stopped target t's " ..
 		"contexts and rings in one call (reading:settled(), reading:take() -> contexts, rings); " ..
 		"require \"aiotk.kernel\" caches one (kernel.read(pid), kernel.read_stopped(t))" },
 	{ "aiotk.core.live_rings", "aiotk.core.live_rings(pid)", "{addr, ring_len, nr, head, tail} per ring " ..

@@ -98,7 +98,8 @@ function M.row(u)
 	end
 	for i, m in ipairs(u.maps) do
 		local kind, bgid = M.map_kind(m.offset)
-		row.maps[i] = { start = hex(m.start), ["end"] = hex(m["end"]), offset = hex(m.offset), kind = kind }
+		row.maps[i] = { start = hex(m.start), ["end"] = hex(m["end"]), offset = hex(m.offset), kind = kind,
+			saved = m.saved }
 		if bgid then row.buf_rings[#row.buf_rings + 1] = { bgid = bgid, addr = hex(m.start) } end
 	end
 	return row
@@ -122,7 +123,10 @@ function M.text(r)
 			q.rebuildable and "" or (" (cannot be rebuilt: " .. q.why .. ")"))
 	end
 	if r.in_flight > #r.reqs then add("... %d more in flight", r.in_flight - #r.reqs) end
-	for _, m in ipairs(r.maps) do add("map %s-%s offset %s %s", m.start, m["end"], m.offset, m.kind) end
+	for _, m in ipairs(r.maps) do
+		add("map %s-%s offset %s %s%s", m.start, m["end"], m.offset, m.kind,
+			m.saved and string.format(" (%d bytes saved)", m.saved) or "")
+	end
 	return table.concat(out)
 end
 
