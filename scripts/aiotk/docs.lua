@@ -79,7 +79,8 @@ M.entries = {
 		"the placeholders a restore holds" },
 	{ "aiotk.with_process", "aiotk.with_process(pid, fn[, {cpu_latency=}])", "fn(target) with the process stopped (cpu_latency: CPUs held out of deep idle meanwhile); always let go" },
 	{ "aiotk.dump_process", "aiotk.dump_process(pid, dir[, {policy=, area=}])", "the image of pid's " ..
-		"rings, and a report: per ring address {unreaped, in_flight} when stopped, waited_ms" },
+		"rings and io_uring instances (with their ring memory), and a report: per ring address {unreaped, " ..
+		"in_flight} when stopped, waited_ms, urings {fd, in_flight, unreaped}" },
 	{ "aiotk.restore_process", "aiotk.restore_process(pid, rings[, {replace=, policy=, plan=, on_ring=}])",
 		"all or nothing; on_ring(i, ring, result, target) after each ring" },
 	{ "aiotk.verify_process", "aiotk.verify_process(pid, img)", "differences, {kernel_view, " ..

@@ -56,6 +56,14 @@ function M.read_stopped(t, area)
 	return v and v:read_stopped(t, area) or nil
 end
 
+-- The io_uring instances of stopped target t with their ring memory (a
+-- set kept in C: set:list(), img:add_urings(set)), or nil, why, code.
+function M.urings_stopped(t)
+	local v, why = M.open()
+	if not v then return nil, why, "unsupported" end
+	return v:uring_stopped(t)
+end
+
 -- Requests in flight on context c that finish on their own (disk reads
 -- and writes) and those that may never (cancellable: POLL).
 function M.split(c)

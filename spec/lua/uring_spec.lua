@@ -110,6 +110,47 @@ describe("io_uring", function()
 		assert.are.equal(back:encode(), assert(aiotk.decode_image(back:encode())):encode())
 	end)
 
+	it("dump -p saves a process with io_uring instances and no AIO ring; --json lists them", function()
+		w = start()
+		local code, out, err = run("dump -p " .. w.pid .. " -D " .. dir .. "/img")
+		assert.are.equal(0, code, err)
+		assert.truthy(out:find("and 3 io_uring instance(s)", 1, true), out)
+		local img = assert(require("aiotk").read_image(dir .. "/img"))
+		local fds = {}
+		for i, u in ipairs(img:urings()) do fds[u.fd] = i end
+		assert.are.same({ 3, 2 }, { check_saved(img, fds[w.facts["a.fd"][1]], w, "a") })
+		assert.are.same({ 3, 0 }, { check_saved(img, fds[w.facts["b.fd"][1]], w, "b") })
+		assert.are.equal("", img.warnings)
+		local jcode, jout, jerr = run("dump -p " .. w.pid .. " -D " .. dir .. "/json --json")
+		assert.are.equal(0, jcode, jerr)
+		local doc = json.decode(jout)
+		assert.are.equal(3, #doc.urings)
+		local a = by_fd(doc.urings, w.facts["a.fd"][1])
+		assert.are.same({ "POLL_ADD", true }, { a.reqs[1].op, a.reqs[1].rebuildable })
+	end)
+
+	it("dump fails by default on requests in flight that cannot be rebuilt, and records them when the policy says so", function()
+		w = start()
+		-- the POLL_ADD made to look like a request a restore cannot rebuild
+		local uring = require "aiotk.uring"
+		local saved = uring.rebuild
+		local policy = dir .. "/record.lua"
+		helper.write(policy, "return { in_flight = function(ring, ctx) return ctx.io_uring and 'record' or 'capture' end }")
+		local ok, e = pcall(function()
+			uring.rebuild = function() return nil, "test: not rebuildable" end
+			local aiotk = require "aiotk"
+			local img, err, code = aiotk.dump_process(w.pid, dir .. "/fail")
+			assert.is_nil(img)
+			assert.are.equal("in_flight", code)
+			assert.truthy(err:find("test: not rebuildable", 1, true), err)
+			local pol = require("aiotk.policy").load(policy, {})
+			local img2 = assert(aiotk.dump_process(w.pid, dir .. "/record", { policy = pol }))
+			assert.truthy(img2.warnings:find("not in this image", 1, true), img2.warnings)
+		end)
+		uring.rebuild = saved
+		if not ok then error(e, 0) end
+	end)
+
 	it("reads an image made before io_uring records existed, and writes it again byte for byte", function()
 		local fixture = "spec/fixtures/image-before-uring/rings.img"
 		local bytes = helper.slurp(fixture)
