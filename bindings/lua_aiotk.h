@@ -49,6 +49,20 @@ aiotk_geom_host laiotk_check_model(lua_State *L, int idx);
 void laiotk_bench_register(lua_State *L);
 void laiotk_proc_register(lua_State *L);
 void laiotk_kview_register(lua_State *L);
+/* A metatable name whose methods are its __index, collected by gc. */
+void laiotk_class(lua_State *L, const char *name, lua_CFunction gc, const luaL_Reg *methods);
+/* The viewer at idx, refused (a Lua error) once closed. */
+aiotk_kviewer *laiotk_kviewer_check(lua_State *L, int idx);
+/* io_uring instances (lua_uring.c): one instance as a table, and
+ * viewer:uring(pid). */
+void laiotk_push_uring(lua_State *L, const aiotk_uring *u);
+int laiotk_kv_uring(lua_State *L);
+/* viewer:uring_stopped(t), and the image's io_uring methods. */
+int laiotk_kv_uring_stopped(lua_State *L);
+int laiotk_image_add_urings(lua_State *L);
+int laiotk_image_urings(lua_State *L);
+int laiotk_image_uring_memory(lua_State *L);
+void laiotk_uring_register(lua_State *L);
 
 int luaopen_aiotk_core(lua_State *L);
 /* Where the scripts are for a binary at path self (NULL: unknown) that,

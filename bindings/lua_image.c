@@ -30,8 +30,8 @@ static int image_tostring(lua_State *L)
 	aiotk_image *img = check(L, 1);
 	char buf[200];
 	snprintf(buf, sizeof(buf),
-		 "aiotk image: %zu ring%s, from %s (%u CPUs, %u-byte pages)%s",
-		 img->nrings, img->nrings == 1 ? "" : "s", img->release,
+		 "aiotk image: %zu ring%s, %zu io_uring, from %s (%u CPUs, %u-byte pages)%s",
+		 img->nrings, img->nrings == 1 ? "" : "s", img->nurings, img->release,
 		 img->cpus, img->page_size, img->pid ? ", process" : "");
 	lua_pushstring(L, buf);
 	return 1;
@@ -87,7 +87,9 @@ static int image_rings(lua_State *L)
 
 static const luaL_Reg methods[] = {
 	{ "add", image_add }, { "write", image_write }, { "rings", image_rings },
-	{ "encode", image_encode }, { NULL, NULL },
+	{ "encode", image_encode }, { "add_urings", laiotk_image_add_urings },
+	{ "urings", laiotk_image_urings }, { "uring_memory", laiotk_image_uring_memory },
+	{ NULL, NULL },
 };
 
 static int image_index(lua_State *L)
@@ -99,6 +101,7 @@ static int image_index(lua_State *L)
 		{ "page_size", img->page_size }, { "aio_max_nr", (double)img->aio_max_nr },
 		{ "time", (double)img->time_ns / 1e9 }, { "pid", img->pid },
 		{ "stopped_ns", (double)img->stopped_ns }, { "nrings", (double)img->nrings },
+		{ "nurings", (double)img->nurings },
 	};
 	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
 		if (!strcmp(k, f[i].name)) {

@@ -13,12 +13,18 @@
 
 typedef struct { aiotk_kviewer *v; } lkviewer;
 
-static lkviewer *check_viewer(lua_State *L)
+aiotk_kviewer *laiotk_kviewer_check(lua_State *L, int idx)
 {
-	lkviewer *lv = luaL_checkudata(L, 1, KVIEWER_MT);
+	lkviewer *lv = luaL_checkudata(L, idx, KVIEWER_MT);
 	if (!lv->v)
 		luaL_error(L, "kernel viewer is closed");
-	return lv;
+	return lv->v;
+}
+
+static lkviewer *check_viewer(lua_State *L)
+{
+	laiotk_kviewer_check(L, 1);
+	return lua_touserdata(L, 1);
 }
 
 static void push_req(lua_State *L, const aiotk_kreq *q)
@@ -197,8 +203,7 @@ static int l_live_rings(lua_State *L)
 	return 1;
 }
 
-/* A metatable whose methods are its __index, collected by gc. */
-static void class(lua_State *L, const char *name, lua_CFunction gc, const luaL_Reg *methods)
+void laiotk_class(lua_State *L, const char *name, lua_CFunction gc, const luaL_Reg *methods)
 {
 	if (luaL_newmetatable(L, name)) {
 		lua_pushcfunction(L, gc);
@@ -214,13 +219,15 @@ void laiotk_kview_register(lua_State *L)
 {
 	static const luaL_Reg methods[] = {
 		{ "read", kv_read }, { "prepare", kv_prepare }, { "close", kv_close },
-		{ "read_stopped", kv_read_stopped }, { NULL, NULL },
+		{ "read_stopped", kv_read_stopped }, { "uring", laiotk_kv_uring },
+		{ "uring_stopped", laiotk_kv_uring_stopped }, { NULL, NULL },
 	};
 	static const luaL_Reg reading_methods[] = {
 		{ "settled", reading_settled }, { "take", reading_take }, { NULL, NULL },
 	};
-	class(L, READING_MT, reading_gc, reading_methods);
-	class(L, KVIEWER_MT, kv_close, methods);
+	laiotk_class(L, READING_MT, reading_gc, reading_methods);
+	laiotk_class(L, KVIEWER_MT, kv_close, methods);
+	laiotk_uring_register(L);
 	lua_pushcfunction(L, l_kviewer);
 	lua_setfield(L, -2, "kviewer");
 	lua_pushcfunction(L, l_live_rings);

@@ -432,6 +432,7 @@ enum {
 typedef struct aiotk_uring_file { /* a used slot of the registered files */
 	uint32_t slot;
 	int fd;                  /* the same file's fd in the process; -1: none */
+	char path[256];          /* what /proc/PID/fd/FD names; "": no fd */
 } aiotk_uring_file;
 typedef struct aiotk_uring_buf {  /* a used slot of the registered buffers */
 	uint32_t slot;
@@ -451,6 +452,8 @@ typedef struct aiotk_uring_map {  /* a mapping of the instance's file */
 	uint64_t offset;         /* 0: SQ ring, 0x8000000: CQ ring,
 				  * 0x10000000: SQEs, 0x80000000 | bgid << 16:
 				  * a provided-buffer ring */
+	uint8_t *data;           /* its end - start bytes (aiotk_uring_read_memory,
+				  * images); NULL: not read */
 } aiotk_uring_map;
 typedef struct aiotk_uring {
 	int fd;
@@ -488,6 +491,12 @@ typedef struct aiotk_uring_view {
 int aiotk_uring_view_read(aiotk_kviewer *v, int pid, aiotk_uring_view *out,
 			  aiotk_err *err);
 void aiotk_uring_view_free(aiotk_uring_view *uv);
+/* The bytes of each of u's mappings, read from t (stopped, or frozen):
+ * the ring memory a rebuild writes back. */
+int aiotk_uring_read_memory(aiotk_target *t, aiotk_uring *u, aiotk_err *err);
+/* A deep copy (lists and mapping bytes), and its release. */
+int aiotk_uring_copy(aiotk_uring *dst, const aiotk_uring *src, aiotk_err *err);
+void aiotk_uring_free(aiotk_uring *u);
 
 /* ---- a dump's reading of a stopped process ---------------------------- */
 typedef struct aiotk_reading {
@@ -618,11 +627,15 @@ typedef struct aiotk_image {
 	char warnings[1024];  /* e.g. requests in flight at dump time */
 	size_t nrings;
 	aiotk_ring *rings;
+	size_t nurings;       /* io_uring instances, with their ring memory */
+	aiotk_uring *urings;
 } aiotk_image;
 
 void aiotk_image_init_host(aiotk_image *img, const aiotk_host *h);
 int aiotk_image_add_ring(aiotk_image *img, const aiotk_ring *r,
 			 aiotk_err *err);
+/* A copy of u kept (aiotk_uring_copy). */
+int aiotk_image_add_uring(aiotk_image *img, const aiotk_uring *u, aiotk_err *err);
 int aiotk_image_write(const char *dir, const aiotk_image *img, aiotk_err *err);
 /* How a file is replaced: always whole (a temporary file renamed over
  * it); synced to disk (file and directory) unless AIOTK_WRITE_NOSYNC,

@@ -32,7 +32,8 @@ if args.json then
 	print(aiotk.json(out))
 	return 0
 end
-print(string.format("dumped %d ring(s) of process %d to %s; stopped %.3f ms%s",
-	img.nrings, args.pid, args.dir, img.stopped_ns / 1e6,
+print(string.format("dumped %d ring(s)%s of process %d to %s; stopped %.3f ms%s",
+	img.nrings, img.nurings > 0 and string.format(" and %d io_uring instance(s)", img.nurings) or "",
+	args.pid, args.dir, img.stopped_ns / 1e6,
 	img.warnings ~= "" and ("; warning: " .. img.warnings) or ""))
 return 0

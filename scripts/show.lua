@@ -9,7 +9,8 @@ parser:argument("dir", "image directory (holds rings.img), a CRIU dump directory
 	"recognised by itself) or one mm-PID.img of it"):args "?"
 parser:option("-D --dir", "the same as the DIR argument"):target "dir_opt"
 parser:option("-p --pid", "a running process: its rings and the kernel's view of each " ..
-	"(io_setup's n, the kernel's tail, requests in flight); needs BPF (root)"):convert(cmd.pid)
+	"(io_setup's n, the kernel's tail, requests in flight), and its io_uring instances; needs BPF " ..
+	"(root)"):convert(cmd.pid)
 parser:flag("--criu", "DIR is a CRIU dump directory: show its AIO rings")
 parser:flag("--json", "machine-readable output; 64-bit values are \"0x...\" strings")
 parser:option("--events", "events to list per ring in the table (0: none)", "4"):convert(tonumber)
@@ -113,4 +114,9 @@ for _, r in ipairs(img:rings()) do
 	rows[#rows + 1] = { pid = img.pid ~= 0 and img.pid or nil, ring = r, n = r.n ~= 0 and r.n or nil }
 end
 ring_rows(rows)
+if img.nurings > 0 then
+	local uring = require "aiotk.uring"
+	print(string.format("%d io_uring instance(s)", img.nurings))
+	for _, u in ipairs(img:urings()) do io.write(uring.text(uring.row(u))) end
+end
 return 0

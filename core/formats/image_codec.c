@@ -1,8 +1,11 @@
 /* rings.img in memory: a file magic, then records of
  *   u32 length | u32 crc32(payload) | payload (protobuf)
- * record 0 is aiotk_header_entry, records 1..ring_count aiotk_ring_entry.
- * Every length and value is checked before it is trusted. */
+ * record 0 is aiotk_header_entry, records 1..ring_count aiotk_ring_entry,
+ * then uring_count aiotk_uring_entry (none in images made before io_uring
+ * was known, which so read as before). Every length and value is checked
+ * before it is trusted. */
 #include "aiotk.h"
+#include "formats/formats.h"
 #include "header.pb-c.h"
 #include "ring.pb-c.h"
 
@@ -14,6 +17,7 @@
 #define FILE_MAGIC 0x4b544f41u  /* "AOTK" little-endian */
 #define MAX_RECORD (1u << 30)   /* far above any ring's record */
 #define MAX_RINGS 65536u        /* more than aio-max-nr allows contexts */
+#define MAX_URINGS 65536u       /* more than a process has fds, by default */
 
 struct cursor {
 	const uint8_t *buf;
@@ -21,6 +25,7 @@ struct cursor {
 	const char *name;
 	unsigned index;         /* record number */
 	aiotk_err *err;
+	const char *kind;       /* of the records being read */
 };
 
 static uint32_t get_u32(const uint8_t *p)
@@ -41,7 +46,7 @@ static int bad(struct cursor *c, const char *what)
 {
 	return aiotk_fail(c->err, AIOTK_EIMAGE, 0,
 			  "%s: record %u (%s) at offset %zu: %s; the image is damaged, dump again or use a good copy",
-			  c->name, c->index, c->index ? "ring" : "header", c->off,
+			  c->name, c->index, c->kind, c->off,
 			  what);
 }
 
@@ -81,7 +86,8 @@ static int header_from(struct cursor *c, const AiotkHeaderEntry *h,
 		return bad(c, what);
 	}
 	if (!h->cpus || h->page_size < 4096 || (h->page_size & (h->page_size - 1)) ||
-	    h->formula > AIOTK_FORMULA_LEGACY || h->ring_count > MAX_RINGS)
+	    h->formula > AIOTK_FORMULA_LEGACY || h->ring_count > MAX_RINGS ||
+	    h->uring_count > MAX_URINGS)
 		return bad(c, "host facts out of range (cpus, page size, formula or ring count)");
 	img->format = h->format;
 	img->cpus = h->cpus;
@@ -170,6 +176,33 @@ static int decode_rings(struct cursor *c, uint32_t count, aiotk_image *img)
 	return 0;
 }
 
+static int decode_urings(struct cursor *c, uint32_t count, aiotk_image *img)
+{
+	c->kind = "io_uring";
+	img->urings = calloc(count ? count : 1, sizeof(aiotk_uring));
+	if (!img->urings)
+		return aiotk_fail(c->err, AIOTK_ENOMEM, 0, "%s: out of memory", c->name);
+	for (uint32_t i = 0; i < count; i++) {
+		const uint8_t *p;
+		const char *why;
+		size_t n;
+		c->index = (unsigned)img->nrings + i + 1;
+		int rc = next_record(c, &p, &n);
+		if (rc)
+			return rc;
+		AiotkUringEntry *e = aiotk_uring_entry__unpack(NULL, n, p);
+		if (!e)
+			return bad(c, "not a valid io_uring record (protobuf)");
+		rc = uring_from_entry(e, &img->urings[i], &why);
+		aiotk_uring_entry__free_unpacked(e, NULL);
+		if (rc)
+			return bad(c, why);
+		img->nurings = i + 1;
+		c->off += 8 + n;
+	}
+	return 0;
+}
+
 static int decode(struct cursor *c, aiotk_image *img)
 {
 	const uint8_t *p;
@@ -186,22 +219,23 @@ static int decode(struct cursor *c, aiotk_image *img)
 	if (!h)
 		return bad(c, "not a valid header record (protobuf)");
 	rc = header_from(c, h, img);
-	uint32_t count = h->ring_count;
+	uint32_t count = h->ring_count, ucount = h->has_uring_count ? h->uring_count : 0;
 	aiotk_header_entry__free_unpacked(h, NULL);
 	if (rc)
 		return rc;
 	c->off += 8 + n;
-	if ((rc = decode_rings(c, count, img)))
+	c->kind = "ring";
+	if ((rc = decode_rings(c, count, img)) || (rc = decode_urings(c, ucount, img)))
 		return rc;
 	if (c->off != c->len)
-		return bad(c, "trailing bytes after the last ring record");
+		return bad(c, "trailing bytes after the last record");
 	return 0;
 }
 
 int aiotk_image_decode(const uint8_t *buf, size_t len, const char *name,
 		       aiotk_image *img, aiotk_err *err)
 {
-	struct cursor c = { buf, len, 0, name, 0, err };
+	struct cursor c = { buf, len, 0, name, 0, err, "header" };
 	memset(img, 0, sizeof(*img));
 	int rc = decode(&c, img);
 	if (rc)
@@ -230,6 +264,9 @@ static void header_to(const aiotk_image *img, AiotkHeaderEntry *h)
 	h->aio_max_nr = img->aio_max_nr;
 	h->time_ns = img->time_ns;
 	h->ring_count = (uint32_t)img->nrings;
+	/* absent without io_uring: such images stay byte for byte as before */
+	h->has_uring_count = img->nurings != 0;
+	h->uring_count = (uint32_t)img->nurings;
 	h->has_pid = img->pid != 0;
 	h->pid = img->pid;
 	h->has_stopped_ns = img->stopped_ns != 0;
@@ -284,6 +321,31 @@ static void ring_to(const aiotk_ring *r, AiotkRingEntry *e,
 	e->captured = cptrs;
 }
 
+/* m appended to *buf as a record, *buf grown as needed. */
+static int append(const ProtobufCMessage *m, uint8_t **buf, size_t *len, size_t *cap,
+		  aiotk_err *err)
+{
+	size_t need = *len + 8 + protobuf_c_message_get_packed_size(m);
+	uint8_t *nb = need > *cap ? realloc(*buf, need * 2) : *buf;
+	if (!nb)
+		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory encoding the image");
+	*cap = need > *cap ? need * 2 : *cap;
+	*buf = nb;
+	*len += put_record(nb + *len, m);
+	return 0;
+}
+
+static int encode_uring(const aiotk_uring *u, uint8_t **buf, size_t *len, size_t *cap,
+			aiotk_err *err)
+{
+	AiotkUringEntry *e = uring_entry_new(u);
+	if (!e)
+		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory encoding io_uring fd %d", u->fd);
+	int rc = append(&e->base, buf, len, cap, err);
+	uring_entry_free(e);
+	return rc;
+}
+
 static int encode_ring(const aiotk_ring *r, uint8_t **buf, size_t *len,
 		       size_t *cap, aiotk_err *err)
 {
@@ -297,14 +359,7 @@ static int encode_ring(const aiotk_ring *r, uint8_t **buf, size_t *len,
 	int rc = 0;
 	if (evs && ptrs && caps && cptrs) {
 		ring_to(r, &e, evs, ptrs, caps, cptrs);
-		size_t need = *len + 8 + aiotk_ring_entry__get_packed_size(&e);
-		uint8_t *nb = need > *cap ? realloc(*buf, need * 2) : *buf;
-		if (nb) {
-			*cap = need > *cap ? need * 2 : *cap;
-			*buf = nb;
-			*len += put_record(nb + *len, &e.base);
-		} else
-			rc = aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory encoding ring");
+		rc = append(&e.base, buf, len, cap, err);
 	} else
 		rc = aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory encoding ring");
 	free(evs);
@@ -325,8 +380,9 @@ int aiotk_image_encode(const aiotk_image *img, uint8_t **buf, size_t *len,
 		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory encoding image");
 	put_u32(*buf, FILE_MAGIC);
 	*len = 4 + put_record(*buf + 4, &h.base);
-	for (size_t i = 0; i < img->nrings; i++) {
-		int rc = encode_ring(&img->rings[i], buf, len, &cap, err);
+	for (size_t i = 0; i < img->nrings + img->nurings; i++) {
+		int rc = i < img->nrings ? encode_ring(&img->rings[i], buf, len, &cap, err)
+					 : encode_uring(&img->urings[i - img->nrings], buf, len, &cap, err);
 		if (rc) {
 			free(*buf);
 			*buf = NULL;

@@ -180,11 +180,27 @@ int aiotk_image_add_ring(aiotk_image *img, const aiotk_ring *r, aiotk_err *err)
 	return rc;
 }
 
+int aiotk_image_add_uring(aiotk_image *img, const aiotk_uring *u, aiotk_err *err)
+{
+	aiotk_uring *nu = realloc(img->urings, (img->nurings + 1) * sizeof(*nu));
+	if (!nu)
+		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory adding an io_uring instance");
+	img->urings = nu;
+	int rc = aiotk_uring_copy(&img->urings[img->nurings], u, err);
+	if (!rc)
+		img->nurings++;
+	return rc;
+}
+
 void aiotk_image_free(aiotk_image *img)
 {
 	for (size_t i = 0; i < img->nrings; i++)
 		aiotk_ring_free(&img->rings[i]);
+	for (size_t i = 0; i < img->nurings; i++)
+		aiotk_uring_free(&img->urings[i]);
 	free(img->rings);
+	free(img->urings);
 	img->rings = NULL;
-	img->nrings = 0;
+	img->urings = NULL;
+	img->nrings = img->nurings = 0;
 }

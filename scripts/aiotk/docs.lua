@@ -41,7 +41,10 @@ M.entries = {
 	{ "aiotk.dump", "aiotk.dump(addrs|nil, dir)", "snapshots of this process's rings (all when nil) " ..
 		"in a new image, written to dir" },
 	{ "aiotk.image", "aiotk.image()", "a new image: img:add(ring), img:write(dir), img:rings(), " ..
-		"img.cpus .page_size .release .pid .stopped_ns .nrings .warnings" },
+		"img.cpus .page_size .release .pid .stopped_ns .nrings .warnings; io_uring instances: " ..
+		"img:add_urings(set[, keep]) (set from viewer:uring_stopped, keep: booleans by index), " ..
+		"img:urings() (as viewer:uring gives them, each map with saved: its byte count), " ..
+		"img:uring_memory(i, j) (the saved bytes of mapping j of instance i), img.nurings" },
 	{ "aiotk.read_image", "aiotk.read_image(dir)", "the image in dir/rings.img" },
 	{ "aiotk.decode_image", "aiotk.decode_image(bytes)", "an image from its encoded bytes" },
 	{ "aiotk.io_setup", "aiotk.io_setup(n)", "a new context of this process (its address)" },
@@ -76,16 +79,30 @@ M.entries = {
 		"the placeholders a restore holds" },
 	{ "aiotk.with_process", "aiotk.with_process(pid, fn[, {cpu_latency=}])", "fn(target) with the process stopped (cpu_latency: CPUs held out of deep idle meanwhile); always let go" },
 	{ "aiotk.dump_process", "aiotk.dump_process(pid, dir[, {policy=, area=}])", "the image of pid's " ..
-		"rings, and a report: per ring address {unreaped, in_flight} when stopped, waited_ms" },
+		"rings and io_uring instances (with their ring memory), and a report: per ring address {unreaped, " ..
+		"in_flight} when stopped, waited_ms, urings {fd, in_flight, unreaped}" },
 	{ "aiotk.restore_process", "aiotk.restore_process(pid, rings[, {replace=, policy=, plan=, on_ring=}])",
 		"all or nothing; on_ring(i, ring, result, target) after each ring" },
 	{ "aiotk.verify_process", "aiotk.verify_process(pid, img)", "differences, {kernel_view, " ..
 		"kernel_view_error, stopped_ns}: pid's rings against img, ring side and kernel side" },
 	{ "aiotk.view", "aiotk.view(pid|target)", "the live view of `aiotk show -p` (prints as its table): " ..
-		"per ring addr, nr, head, tail and from the kernel n, kernel_tail, in_flight, pending" },
+		"per ring addr, nr, head, tail and from the kernel n, kernel_tail, in_flight, pending; urings: per " ..
+		"io_uring instance viewer:uring's fields with flag_names, sqpoll {tid, cpu, idle_jiffies}, " ..
+		"buf_rings {bgid, addr}, maps with their kind (sq_ring, cq_ring, sqes, buf_ring), reqs with op, " ..
+		"rebuildable and why not (null without the kernel view)" },
+	{ "aiotk.uring", "require \"aiotk.uring\"", "io_uring names and rules: uring.op_name(opcode), " ..
+		"uring.flag_names(flags), uring.rebuild(req) (the SQE facts a restore submits again, or nil, why), " ..
+		"uring.row(instance), uring.text(row)" },
 	{ "aiotk.core.kviewer", "aiotk.core.kviewer()", "the kernel view (BPF): viewer:read(pid) gives per " ..
 		"context {addr, n, nr, req_batch, kernel_tail, completed_events, reqs_available, cpu_available, " ..
-		"in_flight, cancellable, pending}; viewer:read_stopped(t[, whole_area]) reads stopped target t's " ..
+		"in_flight, cancellable, pending}; viewer:uring(pid) gives per io_uring instance (fd order, the " ..
+		"process not stopped) {fd, ino, flags, have (set: rings, files, bufs, issuer, reqs), sq_entries, " ..
+		"cq_entries, sq_head, sq_tail, cq_head, cq_tail (ring memory), cached_sq_head, cached_cq_tail " ..
+		"(the kernel's own), sq_dropped, cq_overflow, sq_flags, cq_flags, submitter_tid, sq_thread_pid, " ..
+		"sq_cpu, sq_thread_idle (jiffies; SQPOLL only), eventfd {async} if registered, nr_files, nr_bufs, " ..
+		"files {slot, fd, path}, bufs {slot, addr, len}, in_flight, reqs {opcode, user_data, fd, file_fd, " ..
+		"poll_events, flags}, maps {start, end, offset}}; viewer:uring_stopped(t) reads the same of stopped " ..
+		"target t's process with each mapping's bytes (a set: set:list()); viewer:read_stopped(t[, whole_area]) reads stopped target t's " ..
 		"contexts and rings in one call (reading:settled(), reading:take() -> contexts, rings); " ..
 		"require \"aiotk.kernel\" caches one (kernel.read(pid), kernel.read_stopped(t))" },
 	{ "aiotk.core.live_rings", "aiotk.core.live_rings(pid)", "{addr, ring_len, nr, head, tail} per ring " ..

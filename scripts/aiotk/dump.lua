@@ -271,8 +271,46 @@ local function write_new(img, dir)
 end
 
 local function no_rings(pid)
-	return string.format("process %d has no AIO ring (no /[aio] mapping in /proc/%d/maps); " ..
-		"it was not stopped and nothing was written", pid, pid)
+	return string.format("process %d has no AIO ring nor io_uring instance (no /[aio] nor " ..
+		"anon_inode:[io_uring] mapping in /proc/%d/maps); it was not stopped and nothing was written",
+		pid, pid)
+end
+
+-- The io_uring instances read while the process was stopped (set), and
+-- the policy's answer for the requests in flight a restore cannot submit
+-- again (uring.rebuild): "fail" (the shipped answer for them), "record"
+-- (a warning in the image); "capture" and "wait" cannot bring them back
+-- either, so they fail too, saying so. Returns the warning, or nil, why,
+-- code. report.urings gets each instance's fd and what it had in flight.
+local function decide_urings(set, policy, pid, report)
+	local uring = require "aiotk.uring"
+	local lost = {}
+	report.urings = {}
+	for _, u in ipairs(set:list()) do
+		report.urings[#report.urings + 1] = { fd = u.fd, in_flight = u.in_flight,
+			unreaped = (u.cq_tail - u.cq_head) % 2 ^ 32 }
+		for _, q in ipairs(u.reqs) do
+			local sqe, why = uring.rebuild(q)
+			if not sqe then lost[#lost + 1] = { fd = u.fd, req = q, why = why } end
+		end
+		if u.in_flight > #u.reqs then
+			lost[#lost + 1] = { fd = u.fd, why = string.format("%d request(s) not listed by the " ..
+				"kernel view", u.in_flight - #u.reqs) }
+		end
+	end
+	if #lost == 0 then return "" end
+	local words = {}
+	for i, l in ipairs(lost) do
+		words[i] = string.format("io_uring fd %d: %s%s", l.fd, l.req and ("user_data " .. l.req.user_data .. ": ") or "", l.why)
+	end
+	local what = table.concat(words, "; ")
+	local choice = policy.in_flight(nil, { pid = pid, kernel_view = true, io_uring = lost })
+	if choice ~= "record" then
+		return nil, what .. "; a restore could not submit them again (policy in_flight: " .. choice ..
+			"); nothing was written", "in_flight"
+	end
+	policy.log(what .. "; not in this image (policy in_flight: record)")
+	return what .. "; not in this image (policy in_flight: record)"
 end
 
 -- Dump the rings of process pid the policy keeps, to dir. The process is
@@ -285,11 +323,17 @@ function M.dump_process(pid, dir, opts)
 	local policy = process.policy(opts)
 	local fit, ferr, fcode = core.check_process(pid)
 	if not fit then return nil, ferr, fcode end
-	if process.ring_count(pid) == 0 then return nil, no_rings(pid), "norings" end
-	local rings, warnings, report, stopped, settled
+	local has_urings = (process.uring_map_count(pid) or 0) > 0
+	if process.ring_count(pid) == 0 and not has_urings then return nil, no_rings(pid), "norings" end
+	local rings, warnings, report, stopped, settled, urings
 	kernel.prepare(pid) -- loaded (and its iterator made) before the process is stopped
 	local ok, err, code = process.with_process(pid, function(t)
 		stopped = t
+		if has_urings then
+			local uerr, ucode
+			urings, uerr, ucode = kernel.urings_stopped(t)
+			if not urings then return nil, "its io_uring instances: " .. uerr, ucode end
+		end
 		local reading = kernel.read_stopped(t, opts.area)
 		if reading and reading:settled() then
 			settled = reading
@@ -300,7 +344,13 @@ function M.dump_process(pid, dir, opts)
 	end, { cpu_latency = policy.cpu_latency })
 	if not ok then return nil, err, code end
 	if settled then rings, warnings, report = kept_rings(settled, policy, pid) end
+	if urings then
+		local uwarn, uerr, ucode = decide_urings(urings, policy, pid, report)
+		if not uwarn then return nil, uerr, ucode end
+		warnings = table.concat({ warnings, uwarn }, warnings ~= "" and uwarn ~= "" and "; " or "")
+	end
 	local img = image_of(rings, warnings)
+	if urings then img:add_urings(urings) end
 	img.pid = pid
 	img.stopped_ns = stopped.stopped_ns
 	local w, werr, wcode = write_new(img, dir)

@@ -56,6 +56,14 @@ function M.read_stopped(t, area)
 	return v and v:read_stopped(t, area) or nil
 end
 
+-- The io_uring instances of stopped target t with their ring memory (a
+-- set kept in C: set:list(), img:add_urings(set)), or nil, why, code.
+function M.urings_stopped(t)
+	local v, why = M.open()
+	if not v then return nil, why, "unsupported" end
+	return v:uring_stopped(t)
+end
+
 -- Requests in flight on context c that finish on their own (disk reads
 -- and writes) and those that may never (cancellable: POLL).
 function M.split(c)
@@ -90,13 +98,31 @@ function View.__tostring(v)
 				q.obj, q.data, q.fd or "?", q.events)
 		end
 	end
+	if v.urings ~= render.null then
+		out[#out + 1] = string.format("%d io_uring instance(s)\n", #v.urings)
+		for _, u in ipairs(v.urings) do out[#out + 1] = require("aiotk.uring").text(u) end
+	end
 	return table.concat(out)
+end
+
+-- The io_uring instances of process pid as the live view lists them
+-- (aiotk.uring.row), or nil, why, code.
+function M.urings(pid)
+	local v, why = M.open()
+	if not v then return nil, why, "unsupported" end
+	local list, err, code = v:uring(pid)
+	if not list then return nil, err, code end
+	local uring, render = require "aiotk.uring", require "aiotk.render"
+	local rows = render.array()
+	for i, u in ipairs(list) do rows[i] = uring.row(u) end
+	return rows
 end
 
 -- The live view of process pid (or of a target's process), as `aiotk show
 -- -p` prints it: rings from /proc/PID/maps and their headers, read without
--- stopping it, joined with the kernel's view of each context. 64-bit
--- values are "0x..." strings.
+-- stopping it, joined with the kernel's view of each context, and its
+-- io_uring instances (urings, from the kernel view). 64-bit values are
+-- "0x..." strings.
 function M.view(pid)
 	if type(pid) ~= "number" then pid = pid.pid end
 	local render = require "aiotk.render"
@@ -122,6 +148,12 @@ function M.view(pid)
 			end
 		end
 		out.rings[i] = row
+	end
+	out.urings = render.null -- unknown without the kernel view
+	if kv then
+		local urings, uerr, ucode = M.urings(pid)
+		if not urings then return nil, uerr, ucode end
+		out.urings = urings
 	end
 	return setmetatable(out, View)
 end

@@ -33,8 +33,14 @@ function M.budget(b, host) return "fail" end
 -- ones, save the cancellable ones with the ring, resubmitted at restore),
 -- "wait" (for all of them), "fail", or "record" (dump without them and
 -- write a warning into the image). Without the kernel view capture means
--- wait.
-function M.in_flight(ring, ctx) return "capture" end
+-- wait. io_uring: ring is nil and ctx.io_uring lists the requests in
+-- flight a restore cannot submit again ({fd, req, why} each; a POLL_ADD
+-- on its own can be, and is saved with its instance): "fail" (default)
+-- or "record"; any other answer fails, as nothing could bring them back.
+function M.in_flight(ring, ctx)
+	if ctx.io_uring then return "fail" end
+	return "capture"
+end
 M.settle_ms = 0           -- extra ms to watch tails after reading (0: re-read once)
 M.in_flight_wait_ms = 500 -- the longest a dump keeps a process stopped waiting for requests
 

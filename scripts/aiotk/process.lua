@@ -63,15 +63,21 @@ function M.policy(opts)
 	return opts.policy or require("aiotk.policy").current()
 end
 
--- The AIO rings in /proc/PID/maps, read without stopping the process.
-function M.ring_count(pid)
+-- The mappings in /proc/PID/maps whose name matches pattern, read without
+-- stopping the process.
+local function count_maps(pid, pattern)
 	local f = io.open("/proc/" .. pid .. "/maps")
 	if not f then return nil end
 	local n = 0
-	for l in f:lines() do if l:find(" /%[aio%]") then n = n + 1 end end
+	for l in f:lines() do if l:find(pattern) then n = n + 1 end end
 	f:close()
 	return n
 end
+
+-- The AIO rings.
+function M.ring_count(pid) return count_maps(pid, " /%[aio%]") end
+-- The io_uring mappings (two or three per instance).
+function M.uring_map_count(pid) return count_maps(pid, "anon_inode:%[io_uring%]") end
 
 function M.tails_agree(rings, kv)
 	for _, r in ipairs(rings) do

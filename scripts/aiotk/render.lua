@@ -32,6 +32,11 @@ function M.image_table(img)
 		rings = M.array(),
 	}
 	for i, r in ipairs(img:rings()) do t.rings[i] = M.ring_table(r) end
+	if img.nurings > 0 then
+		local uring = require "aiotk.uring"
+		t.urings = M.array()
+		for i, u in ipairs(img:urings()) do t.urings[i] = uring.row(u) end
+	end
 	return t
 end
 

@@ -26,6 +26,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #ifndef AIOTK_LIBFUZZER
 #include "xorshift.h"
 
+/* An io_uring instance with one of each list and a mapping's bytes. */
+static const aiotk_uring *seed_uring(void)
+{
+	static aiotk_uring_file file = { 0, 3, "/dev/null" };
+	static aiotk_uring_buf ubuf = { 1, 0x10000, 4096 };
+	static aiotk_uring_req req = { 6, 0xfeed, 3, 3, 0xc0000001, 0x1000000 };
+	static uint8_t bytes[64];
+	static aiotk_uring_map map = { 0x7f0000100000ull, 0x7f0000100040ull, 0, bytes };
+	static aiotk_uring u = { .fd = 5, .sq_entries = 8, .cq_entries = 16, .sq_head = 6,
+		.sq_tail = 6, .cq_head = 2, .cq_tail = 5, .nfiles = 1, .files = &file,
+		.nbufs = 1, .bufs = &ubuf, .nreqs = 1, .reqs = &req, .nmaps = 1, .maps = &map };
+	return &u;
+}
+
 static void seed_image(uint8_t **buf, size_t *len)
 {
 	aiotk_image img;
@@ -47,6 +61,7 @@ static void seed_image(uint8_t **buf, size_t *len)
 	r.events = calloc(r.nevents, sizeof(aiotk_event));
 	aiotk_image_add_ring(&img, &r, NULL);
 	aiotk_image_add_ring(&img, &r, NULL);
+	aiotk_image_add_uring(&img, seed_uring(), NULL);
 	aiotk_image_encode(&img, buf, len, NULL);
 	aiotk_image_free(&img);
 	aiotk_ring_free(&r);

@@ -64,6 +64,19 @@ static void print_ring(const char *name, struct io_uring *r)
 	       name, (unsigned long long)(uintptr_t)r->sq.ring_ptr,
 	       name, (unsigned long long)(uintptr_t)r->cq.ring_ptr,
 	       name, (unsigned long long)(uintptr_t)r->sq.sqes);
+	/* Where the CQEs and the sq_array are, and what the ring memory holds
+	 * there: each unreaped CQE's user_data and res, each SQE prepared and
+	 * not submitted's user_data (what an image must have saved). */
+	printf("%s.cqes %llu\n%s.sq_array %llu\n", name,
+	       (unsigned long long)(uintptr_t)r->cq.cqes, name,
+	       (unsigned long long)(uintptr_t)r->sq.array);
+	for (unsigned h = *r->cq.khead, i = 0; h != *r->cq.ktail; h++, i++) {
+		struct io_uring_cqe *cqe = &r->cq.cqes[h & *r->cq.kring_mask];
+		printf("%s.cqe%u %llu %d\n", name, i, (unsigned long long)cqe->user_data, cqe->res);
+	}
+	for (unsigned t = r->sq.sqe_head, i = 0; t != r->sq.sqe_tail; t++, i++)
+		printf("%s.prepared%u %llu\n", name, i,
+		       (unsigned long long)r->sq.sqes[t & *r->sq.kring_mask].user_data);
 }
 
 static void print_bufs(const char *name, const struct iovec *iov, int n)

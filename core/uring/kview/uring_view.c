@@ -13,8 +13,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static void free_ring(aiotk_uring *u);
-
 #ifdef AIOTK_HAVE_BPF
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -267,7 +265,7 @@ static int parse(const struct out *o, aiotk_uring_view *uv, aiotk_err *err)
 		free(a.file_ptr[i]), free(a.req_file[i]);
 	free(a.ring_file), free(a.file_ptr), free(a.req_file);
 	free(ps.fds), free(ps.file_ptr), free(ps.req_file);
-	free_ring(&ps.pending);
+	aiotk_uring_free(&ps.pending);
 	return rc;
 }
 
@@ -290,11 +288,26 @@ static int add_maps(int pid, aiotk_uring_view *uv, aiotk_err *err)
 			aiotk_uring *u = &uv->ring[i];
 			if (u->ino != ino || (rc = grow(&u->maps, u->nmaps, sizeof(*u->maps), err)))
 				continue;
-			u->maps[u->nmaps++] = (aiotk_uring_map){ start, end, offset };
+			u->maps[u->nmaps++] = (aiotk_uring_map){ start, end, offset, NULL };
 		}
 	}
 	fclose(f);
 	return rc;
+}
+
+/* Each registered file's path, through the fd the process has it at (the
+ * kernel view gives file pointers, which the fds were matched by). A file
+ * closed since keeps its path empty. */
+static void add_paths(int pid, aiotk_uring_view *uv)
+{
+	for (size_t i = 0; i < uv->n; i++)
+		for (size_t j = 0; j < uv->ring[i].nfiles; j++) {
+			aiotk_uring_file *f = &uv->ring[i].files[j];
+			char link[64];
+			snprintf(link, sizeof(link), "/proc/%d/fd/%d", pid, f->fd);
+			ssize_t n = f->fd < 0 ? -1 : readlink(link, f->path, sizeof(f->path) - 1);
+			f->path[n > 0 ? n : 0] = 0;
+		}
 }
 
 int aiotk_uring_view_read(aiotk_kviewer *v, int pid, aiotk_uring_view *out,
@@ -308,6 +321,8 @@ int aiotk_uring_view_read(aiotk_kviewer *v, int pid, aiotk_uring_view *out,
 	free(o.p);
 	if (!rc)
 		rc = add_maps(pid, out, err);
+	if (!rc)
+		add_paths(pid, out);
 	if (rc)
 		aiotk_uring_view_free(out);
 	return rc;
@@ -326,18 +341,10 @@ int aiotk_uring_view_read(aiotk_kviewer *v, int pid, aiotk_uring_view *out,
 
 #endif
 
-static void free_ring(aiotk_uring *u)
-{
-	free(u->files);
-	free(u->bufs);
-	free(u->reqs);
-	free(u->maps);
-}
-
 void aiotk_uring_view_free(aiotk_uring_view *uv)
 {
 	for (size_t i = 0; i < uv->n; i++)
-		free_ring(&uv->ring[i]);
+		aiotk_uring_free(&uv->ring[i]);
 	free(uv->ring);
 	uv->ring = NULL;
 	uv->n = 0;

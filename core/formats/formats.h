@@ -1,0 +1,16 @@
+/* formats: what the image codec's parts share (internal). */
+#ifndef AIOTK_FORMATS_H
+#define AIOTK_FORMATS_H
+
+#include "aiotk.h"
+#include "uring.pb-c.h"
+
+/* An io_uring instance as its protobuf record, pointing into u (nothing
+ * copied): valid while u is; uring_entry_free releases what it allocated. */
+AiotkUringEntry *uring_entry_new(const aiotk_uring *u);
+void uring_entry_free(AiotkUringEntry *e);
+/* The instance a record holds, checked; on failure why says what is wrong
+ * and u holds nothing. */
+int uring_from_entry(const AiotkUringEntry *e, aiotk_uring *u, const char **why);
+
+#endif

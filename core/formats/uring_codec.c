@@ -1,0 +1,207 @@
+/* io_uring records of an image (images/uring.proto) to and from
+ * aiotk_uring. Every count and length is checked before it is trusted. */
+#include "formats/formats.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Storage for one record's sub-messages, freed in one piece. */
+struct entry_store {
+	AiotkUringEntry e;
+	AiotkUringFileEntry *files, **fptr;
+	AiotkUringBufEntry *bufs, **bptr;
+	AiotkUringReqEntry *reqs, **rptr;
+	AiotkUringMapEntry *maps, **mptr;
+};
+
+static void files_to(const aiotk_uring *u, struct entry_store *s)
+{
+	for (size_t i = 0; i < u->nfiles; i++) {
+		aiotk_uring_file_entry__init(&s->files[i]);
+		s->files[i].slot = u->files[i].slot;
+		s->files[i].fd = u->files[i].fd;
+		s->files[i].path = u->files[i].path[0] ? (char *)u->files[i].path : NULL;
+		s->fptr[i] = &s->files[i];
+	}
+	s->e.n_files = u->nfiles, s->e.files = s->fptr;
+}
+
+static void bufs_to(const aiotk_uring *u, struct entry_store *s)
+{
+	for (size_t i = 0; i < u->nbufs; i++) {
+		aiotk_uring_buf_entry__init(&s->bufs[i]);
+		s->bufs[i].slot = u->bufs[i].slot;
+		s->bufs[i].addr = u->bufs[i].ubuf;
+		s->bufs[i].len = u->bufs[i].len;
+		s->bptr[i] = &s->bufs[i];
+	}
+	s->e.n_bufs = u->nbufs, s->e.bufs = s->bptr;
+}
+
+static void reqs_to(const aiotk_uring *u, struct entry_store *s)
+{
+	for (size_t i = 0; i < u->nreqs; i++) {
+		const aiotk_uring_req *q = &u->reqs[i];
+		AiotkUringReqEntry *r = &s->reqs[i];
+		aiotk_uring_req_entry__init(r);
+		r->opcode = q->opcode, r->user_data = q->user_data, r->fd = q->fd;
+		r->has_file_fd = r->has_poll_events = r->has_flags = 1;
+		r->file_fd = q->file_fd, r->poll_events = q->poll_events, r->flags = q->flags;
+		s->rptr[i] = r;
+	}
+	s->e.n_reqs = u->nreqs, s->e.reqs = s->rptr;
+}
+
+static void maps_to(const aiotk_uring *u, struct entry_store *s)
+{
+	for (size_t i = 0; i < u->nmaps; i++) {
+		const aiotk_uring_map *m = &u->maps[i];
+		AiotkUringMapEntry *r = &s->maps[i];
+		aiotk_uring_map_entry__init(r);
+		r->start = m->start, r->end = m->end, r->offset = m->offset;
+		r->has_data = m->data != NULL;
+		r->data.data = m->data, r->data.len = m->data ? (size_t)(m->end - m->start) : 0;
+		s->mptr[i] = r;
+	}
+	s->e.n_maps = u->nmaps, s->e.maps = s->mptr;
+}
+
+static void scalars_to(const aiotk_uring *u, AiotkUringEntry *e)
+{
+	e->fd = u->fd, e->flags = u->flags;
+	e->sq_entries = u->sq_entries, e->cq_entries = u->cq_entries;
+	e->sq_head = u->sq_head, e->sq_tail = u->sq_tail;
+	e->cq_head = u->cq_head, e->cq_tail = u->cq_tail;
+	/* Every optional field is written: a reader tells 0 from unknown by
+	 * `have`, as the view does. */
+	e->has_ino = e->has_have = e->has_cached_sq_head = e->has_cached_cq_tail = 1;
+	e->has_sq_dropped = e->has_cq_overflow = e->has_sq_flags = e->has_cq_flags = 1;
+	e->has_submitter_tid = e->has_sq_thread_pid = e->has_sq_cpu = e->has_sq_thread_idle = 1;
+	e->has_has_eventfd = e->has_eventfd_async = 1;
+	e->has_nr_files = e->has_nr_bufs = e->has_nreqs_total = 1;
+	e->ino = u->ino, e->have = u->have;
+	e->cached_sq_head = u->cached_sq_head, e->cached_cq_tail = u->cached_cq_tail;
+	e->sq_dropped = u->sq_dropped, e->cq_overflow = u->cq_overflow;
+	e->sq_flags = u->sq_flags, e->cq_flags = u->cq_flags;
+	e->submitter_tid = u->submitter_tid, e->sq_thread_pid = u->sq_thread_pid;
+	e->sq_cpu = u->sq_cpu, e->sq_thread_idle = u->sq_thread_idle;
+	e->has_eventfd = u->has_eventfd, e->eventfd_async = u->eventfd_async;
+	e->nr_files = u->nr_files, e->nr_bufs = u->nr_bufs, e->nreqs_total = u->nreqs_total;
+}
+
+#define ALLOC(p, n) ((p) = calloc((n) ? (n) : 1, sizeof(*(p))))
+
+AiotkUringEntry *uring_entry_new(const aiotk_uring *u)
+{
+	struct entry_store *s = calloc(1, sizeof(*s));
+	if (!s || !ALLOC(s->files, u->nfiles) || !ALLOC(s->fptr, u->nfiles) ||
+	    !ALLOC(s->bufs, u->nbufs) || !ALLOC(s->bptr, u->nbufs) ||
+	    !ALLOC(s->reqs, u->nreqs) || !ALLOC(s->rptr, u->nreqs) ||
+	    !ALLOC(s->maps, u->nmaps) || !ALLOC(s->mptr, u->nmaps)) {
+		uring_entry_free(s ? &s->e : NULL);
+		return NULL;
+	}
+	aiotk_uring_entry__init(&s->e);
+	scalars_to(u, &s->e);
+	files_to(u, s);
+	bufs_to(u, s);
+	reqs_to(u, s);
+	maps_to(u, s);
+	return &s->e;
+}
+
+void uring_entry_free(AiotkUringEntry *e)
+{
+	struct entry_store *s = (struct entry_store *)e; /* e is its first member */
+	if (!s)
+		return;
+	free(s->files), free(s->fptr), free(s->bufs), free(s->bptr);
+	free(s->reqs), free(s->rptr), free(s->maps), free(s->mptr);
+	free(s);
+}
+
+/* ---- decoding -------------------------------------------------------- */
+
+/* Far above what the kernel allows (IORING_MAX_ENTRIES 32768, CQ twice
+ * that; 64 K registered files by default, 16 K buffers). */
+#define MAX_ENTRIES 65536u
+#define MAX_LIST (1u << 20)
+#define MAX_MAP (64ull << 20)
+
+static int pow2(uint32_t v) { return v && v <= MAX_ENTRIES && !(v & (v - 1)); }
+
+static void scalars_from(const AiotkUringEntry *e, aiotk_uring *u)
+{
+	u->fd = e->fd, u->ino = e->ino, u->have = e->have, u->flags = e->flags;
+	u->sq_entries = e->sq_entries, u->cq_entries = e->cq_entries;
+	u->sq_head = e->sq_head, u->sq_tail = e->sq_tail;
+	u->cq_head = e->cq_head, u->cq_tail = e->cq_tail;
+	u->cached_sq_head = e->cached_sq_head, u->cached_cq_tail = e->cached_cq_tail;
+	u->sq_dropped = e->sq_dropped, u->cq_overflow = e->cq_overflow;
+	u->sq_flags = e->sq_flags, u->cq_flags = e->cq_flags;
+	u->submitter_tid = e->submitter_tid, u->sq_thread_pid = e->sq_thread_pid;
+	u->sq_cpu = e->sq_cpu, u->sq_thread_idle = e->sq_thread_idle;
+	u->has_eventfd = e->has_eventfd, u->eventfd_async = e->eventfd_async;
+	u->nr_files = e->nr_files, u->nr_bufs = e->nr_bufs, u->nreqs_total = e->nreqs_total;
+}
+
+static const char *lists_from(const AiotkUringEntry *e, aiotk_uring *u)
+{
+	if (e->n_files > MAX_LIST || e->n_bufs > MAX_LIST || e->n_reqs > MAX_LIST ||
+	    e->n_maps > 64)
+		return "absurd list length in an io_uring record";
+	if (!ALLOC(u->files, e->n_files) || !ALLOC(u->bufs, e->n_bufs) ||
+	    !ALLOC(u->reqs, e->n_reqs) || !ALLOC(u->maps, e->n_maps))
+		return "out of memory";
+	for (size_t i = 0; i < e->n_files; i++, u->nfiles++) {
+		const AiotkUringFileEntry *f = e->files[i];
+		u->files[i] = (aiotk_uring_file){ .slot = f->slot, .fd = f->fd };
+		if (f->path && strlen(f->path) >= sizeof(u->files[i].path))
+			return "a registered file's path is too long";
+		strcpy(u->files[i].path, f->path ? f->path : "");
+	}
+	for (size_t i = 0; i < e->n_bufs; i++, u->nbufs++)
+		u->bufs[i] = (aiotk_uring_buf){ e->bufs[i]->slot, e->bufs[i]->addr, e->bufs[i]->len };
+	for (size_t i = 0; i < e->n_reqs; i++, u->nreqs++) {
+		const AiotkUringReqEntry *r = e->reqs[i];
+		if (r->opcode > 255)
+			return "a request's opcode is out of range";
+		u->reqs[i] = (aiotk_uring_req){ (uint8_t)r->opcode, r->user_data, r->fd,
+			r->has_file_fd ? r->file_fd : -1, r->poll_events, r->flags };
+	}
+	return NULL;
+}
+
+static const char *maps_from(const AiotkUringEntry *e, aiotk_uring *u)
+{
+	for (size_t i = 0; i < e->n_maps; i++) {
+		const AiotkUringMapEntry *m = e->maps[i];
+		if (m->end <= m->start || m->end - m->start > MAX_MAP)
+			return "a mapping's range is empty or too large";
+		if (m->has_data && m->data.len != m->end - m->start)
+			return "a mapping's saved bytes are not its length";
+		aiotk_uring_map *d = &u->maps[u->nmaps++];
+		*d = (aiotk_uring_map){ m->start, m->end, m->offset, NULL };
+		if (m->has_data && !(d->data = malloc(m->data.len)))
+			return "out of memory";
+		if (d->data)
+			memcpy(d->data, m->data.data, m->data.len);
+	}
+	return NULL;
+}
+
+int uring_from_entry(const AiotkUringEntry *e, aiotk_uring *u, const char **why)
+{
+	memset(u, 0, sizeof(*u));
+	*why = NULL;
+	if (!pow2(e->sq_entries) || !pow2(e->cq_entries) || e->cq_entries < e->sq_entries)
+		*why = "io_uring sizes out of range (entries must be powers of two, cq at least sq)";
+	scalars_from(e, u);
+	if (!*why)
+		*why = lists_from(e, u);
+	if (!*why)
+		*why = maps_from(e, u);
+	if (*why)
+		aiotk_uring_free(u);
+	return *why ? -1 : 0;
+}

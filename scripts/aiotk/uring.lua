@@ -1,0 +1,133 @@
+-- io_uring instances as aiotk shows, saves and checks them: the kernel's
+-- names for opcodes and setup flags, which requests in flight a restore
+-- can submit again, and an instance as a plain table for JSON and display
+-- (64-bit values and addresses as "0x..." strings).
+local render = require "aiotk.render"
+
+local M = {}
+
+local function hex(v) return string.format("0x%x", v) end
+
+-- IORING_OP_* by number (include/uapi/linux/io_uring.h, Linux 6.18).
+M.OPCODES = { [0] = "NOP", "READV", "WRITEV", "FSYNC", "READ_FIXED", "WRITE_FIXED", "POLL_ADD",
+	"POLL_REMOVE", "SYNC_FILE_RANGE", "SENDMSG", "RECVMSG", "TIMEOUT", "TIMEOUT_REMOVE", "ACCEPT",
+	"ASYNC_CANCEL", "LINK_TIMEOUT", "CONNECT", "FALLOCATE", "OPENAT", "CLOSE", "FILES_UPDATE",
+	"STATX", "READ", "WRITE", "FADVISE", "MADVISE", "SEND", "RECV", "OPENAT2", "EPOLL_CTL",
+	"SPLICE", "PROVIDE_BUFFERS", "REMOVE_BUFFERS", "TEE", "SHUTDOWN", "RENAMEAT", "UNLINKAT",
+	"MKDIRAT", "SYMLINKAT", "LINKAT", "MSG_RING", "FSETXATTR", "SETXATTR", "FGETXATTR", "GETXATTR",
+	"SOCKET", "URING_CMD", "SEND_ZC", "SENDMSG_ZC", "READ_MULTISHOT", "WAITID", "FUTEX_WAIT",
+	"FUTEX_WAKE", "FUTEX_WAITV", "FIXED_FD_INSTALL", "FTRUNCATE", "BIND", "LISTEN", "RECV_ZC",
+	"EPOLL_WAIT", "READV_FIXED", "WRITEV_FIXED", "PIPE" }
+
+-- IORING_SETUP_* bits, lowest first.
+M.SETUP = { "IOPOLL", "SQPOLL", "SQ_AFF", "CQSIZE", "CLAMP", "ATTACH_WQ", "R_DISABLED",
+	"SUBMIT_ALL", "COOP_TASKRUN", "TASKRUN_FLAG", "SQE128", "CQE32", "SINGLE_ISSUER",
+	"DEFER_TASKRUN", "NO_MMAP", "REGISTERED_FD_ONLY", "NO_SQARRAY", "HYBRID_IOPOLL", "CQE_MIXED" }
+
+function M.op_name(opcode) return M.OPCODES[opcode] or ("OP_" .. opcode) end
+
+function M.flag_names(flags)
+	local out = render.array()
+	for i, name in ipairs(M.SETUP) do
+		if math.floor(flags / 2 ^ (i - 1)) % 2 == 1 then out[#out + 1] = name end
+	end
+	return out
+end
+
+-- What a mapping of the instance's file is, by its mmap offset.
+function M.map_kind(offset)
+	if offset == 0 then return "sq_ring" end
+	if offset == 0x8000000 then return "cq_ring" end
+	if offset == 0x10000000 then return "sqes" end
+	if offset >= 0x80000000 then return "buf_ring", math.floor((offset - 0x80000000) / 65536) end
+	return "other"
+end
+
+-- How the kernel keeps a POLL_ADD (io_uring/poll.c, io_poll_parse_events):
+-- the user's mask, EPOLLONESHOT unless multishot, EPOLLET unless level,
+-- and the bits it always adds (IO_POLL_UNMASK: ERR, HUP, NVAL, RDHUP).
+local EPOLLONESHOT, EPOLLET = 0x40000000, 0x80000000
+
+local function bit(v, b) return math.floor(v / b) % 2 == 1 end
+
+-- A request's IOSQE_* flags, the low bits of the kernel's REQ_F_*.
+local function sqe_flags(q)
+	local f = tonumber(q.flags) or 0
+	return { fixed_file = bit(f, 1), linked = bit(f, 4) or bit(f, 8) }
+end
+
+-- Whether a restore can submit request q (a viewer:uring reqs entry) again,
+-- and what for: the SQE's facts, or nil and why not. Only a POLL_ADD on
+-- its own: everything it needs is in the kernel's record of it. Other
+-- requests waiting on a poll (accept, recv, multishot or not) need
+-- arguments the kernel keeps elsewhere (buffer groups, addresses).
+function M.rebuild(q)
+	local f = sqe_flags(q)
+	if q.opcode ~= 6 then
+		return nil, M.op_name(q.opcode) .. " waiting on its file: its arguments are not in the kernel view"
+	end
+	if f.linked then return nil, "POLL_ADD linked to other requests" end
+	local ev, events = q.poll_events, q.poll_events
+	for _, b in ipairs { EPOLLET, EPOLLONESHOT, 0x2000, 0x20, 0x10, 0x08 } do
+		if bit(events, b) then events = events - b end
+	end
+	return { opcode = q.opcode, user_data = q.user_data, fd = q.fd, fixed_file = f.fixed_file,
+		events = events, multishot = not bit(ev, EPOLLONESHOT), level = not bit(ev, EPOLLET) }
+end
+
+-- An instance (viewer:uring) as a plain table for JSON and display.
+function M.row(u)
+	local row = { fd = u.fd, ino = u.ino, flags = u.flags, flag_names = M.flag_names(u.flags),
+		have = u.have, submitter_tid = u.submitter_tid, nr_files = u.nr_files, nr_bufs = u.nr_bufs,
+		in_flight = u.in_flight, eventfd = u.eventfd, files = render.array(), bufs = render.array(),
+		reqs = render.array(), maps = render.array(), buf_rings = render.array() }
+	for _, k in ipairs { "sq_entries", "cq_entries", "sq_head", "sq_tail", "cq_head", "cq_tail",
+		"cached_sq_head", "cached_cq_tail", "sq_dropped", "cq_overflow", "sq_flags", "cq_flags" } do
+		row[k] = u[k]
+	end
+	if u.sq_thread_pid then
+		row.sqpoll = { tid = u.sq_thread_pid, cpu = u.sq_cpu, idle_jiffies = u.sq_thread_idle }
+	end
+	for i, f in ipairs(u.files) do row.files[i] = { slot = f.slot, fd = f.fd, path = f.path } end
+	for i, b in ipairs(u.bufs) do row.bufs[i] = { slot = b.slot, addr = hex(b.addr), len = b.len } end
+	for i, q in ipairs(u.reqs) do
+		local sqe, why = M.rebuild(q)
+		row.reqs[i] = { opcode = q.opcode, op = M.op_name(q.opcode), user_data = q.user_data,
+			fd = q.fd, file_fd = q.file_fd, poll_events = q.poll_events, flags = q.flags,
+			rebuildable = sqe ~= nil, why = why }
+	end
+	for i, m in ipairs(u.maps) do
+		local kind, bgid = M.map_kind(m.offset)
+		row.maps[i] = { start = hex(m.start), ["end"] = hex(m["end"]), offset = hex(m.offset), kind = kind,
+			saved = m.saved }
+		if bgid then row.buf_rings[#row.buf_rings + 1] = { bgid = bgid, addr = hex(m.start) } end
+	end
+	return row
+end
+
+-- An instance row as `aiotk show -p` prints it.
+function M.text(r)
+	local out = { string.format("fd %d: flags 0x%x (%s), sq %d entries head %d tail %d (kernel head %d), " ..
+		"cq %d entries head %d tail %d (kernel tail %d), dropped %d, overflow %d\n", r.fd, r.flags,
+		table.concat(r.flag_names, "|"), r.sq_entries, r.sq_head, r.sq_tail, r.cached_sq_head,
+		r.cq_entries, r.cq_head, r.cq_tail, r.cached_cq_tail, r.sq_dropped, r.cq_overflow) }
+	local function add(fmt, ...) out[#out + 1] = "    " .. string.format(fmt, ...) .. "\n" end
+	if r.submitter_tid and r.submitter_tid ~= 0 then add("owner thread %d", r.submitter_tid) end
+	if r.sqpoll then add("sqpoll thread %d cpu %d idle %d jiffies", r.sqpoll.tid, r.sqpoll.cpu, r.sqpoll.idle_jiffies) end
+	if r.eventfd then add("eventfd registered%s", r.eventfd.async and " (async)" or "") end
+	for _, f in ipairs(r.files) do add("file slot %d: fd %d %s", f.slot, f.fd, f.path or "") end
+	for _, b in ipairs(r.bufs) do add("buffer slot %d: %s len %d", b.slot, b.addr, b.len) end
+	for _, b in ipairs(r.buf_rings) do add("buffer ring group %d at %s", b.bgid, b.addr) end
+	for _, q in ipairs(r.reqs) do
+		add("in flight %s user_data %s fd %d events 0x%x%s", q.op, q.user_data, q.fd, q.poll_events,
+			q.rebuildable and "" or (" (cannot be rebuilt: " .. q.why .. ")"))
+	end
+	if r.in_flight > #r.reqs then add("... %d more in flight", r.in_flight - #r.reqs) end
+	for _, m in ipairs(r.maps) do
+		add("map %s-%s offset %s %s%s", m.start, m["end"], m.offset, m.kind,
+			m.saved and string.format(" (%d bytes saved)", m.saved) or "")
+	end
+	return table.concat(out)
+end
+
+return M

@@ -1,0 +1,210 @@
+-- io_uring instances through aiotk's commands, against the liburing
+-- workload (spec/workload/uring_workload.c), which prints what it knows of
+-- its own instances: show -p lists them as the workload sees them.
+local core = require "aiotk.core"
+local helper = require "helper"
+local json = require "dkjson"
+local run = helper.run
+
+local BIN = (helper.bin:match("^(.*)/[^/]*$") or ".") .. "/uring_workload"
+
+-- The workload started, its facts read ("name value [value]" lines up to
+-- READY): { pid =, facts = { [name] = { v, v2 } }, pipe = }.
+local function start()
+	local p = assert(io.popen(BIN, "r"))
+	local w = { pipe = p, facts = {} }
+	for line in p:lines() do
+		if line == "READY" then break end
+		local name, v, v2 = line:match("^(%S+) (%d+) ?(%d*)$")
+		if name then w.facts[name] = { tonumber(v), tonumber(v2), raw = v } end
+	end
+	w.pid = w.facts.pid and w.facts.pid[1]
+	assert(w.pid, "the io_uring workload did not start")
+	return w
+end
+
+local function stop(w)
+	core.kill(w.pid, "KILL")
+	w.pipe:close()
+end
+
+local function by_fd(list, fd)
+	for _, u in ipairs(list) do if u.fd == fd then return u end end
+	error("no instance with fd " .. fd)
+end
+
+-- The little-endian u64 at byte off (0-based) of s, as a number (exact
+-- below 2^53: these are small).
+local function u64le(s, off)
+	local v = 0
+	for i = 8, 1, -1 do v = v * 256 + s:byte(off + i) end
+	return v
+end
+
+-- The saved bytes of the mapping of kind `kind` of image instance i.
+local function memory(img, i, kind)
+	for j, m in ipairs(img:urings()[i].maps) do
+		if require("aiotk.uring").map_kind(m.offset) == kind then
+			return assert(img:uring_memory(i, j), kind .. " not saved"), m.start
+		end
+	end
+	error("no " .. kind .. " mapping")
+end
+
+-- Image instance i against workload instance `name`: counters, and the
+-- ring memory holding what the workload knows it left there (unreaped
+-- CQEs, SQEs prepared and not submitted).
+local function check_saved(img, i, w, name)
+	local function f(k) return w.facts[name .. "." .. k] end
+	local u = img:urings()[i]
+	for _, k in ipairs { "fd", "flags", "sq_entries", "cq_entries", "sq_head", "sq_tail", "cq_head", "cq_tail" } do
+		assert.are.equal(f(k)[1], u[k], name .. "." .. k)
+	end
+	local ring, start = memory(img, i, "sq_ring")
+	local cqes = f("cqes")[1] - start
+	local n = 0
+	while f("cqe" .. n) do
+		local slot = (u.cq_head + n) % u.cq_entries
+		assert.are.equal(f("cqe" .. n)[1], u64le(ring, cqes + slot * 16), name .. " cqe " .. n)
+		n = n + 1
+	end
+	assert.are.equal(u.cq_tail - u.cq_head, n, name .. ": every unreaped CQE listed")
+	local sqes = memory(img, i, "sqes")
+	local k, tail = 0, f("sqe_tail")[1]
+	while f("prepared" .. k) do
+		local count = 0
+		while f("prepared" .. count) do count = count + 1 end
+		local index = (tail - count + k) % u.sq_entries
+		assert.are.equal(f("prepared" .. k)[1], u64le(sqes, index * 64 + 32), name .. " prepared " .. k)
+		k = k + 1
+	end
+	return n, k
+end
+
+describe("io_uring", function()
+	local w, dir
+	before_each(function() dir = helper.tmpdir() end)
+	after_each(function()
+		if w then stop(w) end
+		w = nil
+		helper.rmdir(dir)
+	end)
+
+	it("an image holds each instance and its ring memory, read through the stopped process", function()
+		w = start()
+		local aiotk = require "aiotk"
+		local v = assert(core.kviewer())
+		local set
+		assert(aiotk.with_process(w.pid, function(t) set = assert(v:uring_stopped(t)) return true end))
+		local img = assert(core.image())
+		img:add_urings(set)
+		assert(img:write(dir))
+		local back = assert(aiotk.read_image(dir))
+		assert.are.same({ 0, 3 }, { back.nrings, back.nurings })
+		local fds = {}
+		for i, u in ipairs(back:urings()) do fds[u.fd] = i end
+		assert.are.same({ 3, 2 }, { check_saved(back, fds[w.facts["a.fd"][1]], w, "a") })
+		assert.are.same({ 3, 0 }, { check_saved(back, fds[w.facts["b.fd"][1]], w, "b") })
+		local a = back:urings()[fds[w.facts["a.fd"][1]]]
+		assert.are.same({ "/dev/null", 1 }, { a.files[2].path, #a.reqs })
+		assert.are.equal(back:encode(), assert(aiotk.decode_image(back:encode())):encode())
+	end)
+
+	it("dump -p saves a process with io_uring instances and no AIO ring; --json lists them", function()
+		w = start()
+		local code, out, err = run("dump -p " .. w.pid .. " -D " .. dir .. "/img")
+		assert.are.equal(0, code, err)
+		assert.truthy(out:find("and 3 io_uring instance(s)", 1, true), out)
+		local img = assert(require("aiotk").read_image(dir .. "/img"))
+		local fds = {}
+		for i, u in ipairs(img:urings()) do fds[u.fd] = i end
+		assert.are.same({ 3, 2 }, { check_saved(img, fds[w.facts["a.fd"][1]], w, "a") })
+		assert.are.same({ 3, 0 }, { check_saved(img, fds[w.facts["b.fd"][1]], w, "b") })
+		assert.are.equal("", img.warnings)
+		local jcode, jout, jerr = run("dump -p " .. w.pid .. " -D " .. dir .. "/json --json")
+		assert.are.equal(0, jcode, jerr)
+		local doc = json.decode(jout)
+		assert.are.equal(3, #doc.urings)
+		local a = by_fd(doc.urings, w.facts["a.fd"][1])
+		assert.are.same({ "POLL_ADD", true }, { a.reqs[1].op, a.reqs[1].rebuildable })
+	end)
+
+	it("dump fails by default on requests in flight that cannot be rebuilt, and records them when the policy says so", function()
+		w = start()
+		-- the POLL_ADD made to look like a request a restore cannot rebuild
+		local uring = require "aiotk.uring"
+		local saved = uring.rebuild
+		local policy = dir .. "/record.lua"
+		helper.write(policy, "return { in_flight = function(ring, ctx) return ctx.io_uring and 'record' or 'capture' end }")
+		local ok, e = pcall(function()
+			uring.rebuild = function() return nil, "test: not rebuildable" end
+			local aiotk = require "aiotk"
+			local img, err, code = aiotk.dump_process(w.pid, dir .. "/fail")
+			assert.is_nil(img)
+			assert.are.equal("in_flight", code)
+			assert.truthy(err:find("test: not rebuildable", 1, true), err)
+			local pol = require("aiotk.policy").load(policy, {})
+			local img2 = assert(aiotk.dump_process(w.pid, dir .. "/record", { policy = pol }))
+			assert.truthy(img2.warnings:find("not in this image", 1, true), img2.warnings)
+		end)
+		uring.rebuild = saved
+		if not ok then error(e, 0) end
+	end)
+
+	it("reads an image made before io_uring records existed, and writes it again byte for byte", function()
+		local fixture = "spec/fixtures/image-before-uring/rings.img"
+		local bytes = helper.slurp(fixture)
+		local img = assert(require("aiotk").read_image("spec/fixtures/image-before-uring"))
+		assert.are.same({ 1, 0, 42 }, { img.nrings, img.nurings, img.pid })
+		assert.are.equal(bytes, img:encode())
+	end)
+
+	it("show -p --json lists each instance as the workload sees it, without stopping it", function()
+		w = start()
+		local f = function(k) return w.facts[k] and w.facts[k][1] end
+		local code, out, err = run("show -p " .. w.pid .. " --json")
+		assert.are.equal(0, code, err)
+		local doc = json.decode(out)
+		assert.are.equal(3, #doc.urings)
+		assert.are_not.equal("T", (helper.status(w.pid, "State") or ""):sub(1, 1))
+		for _, name in ipairs { "a", "b", "c" } do
+			local u = by_fd(doc.urings, f(name .. ".fd"))
+			for _, k in ipairs { "flags", "sq_entries", "cq_entries", "sq_head", "sq_tail", "cq_head",
+				"cq_tail", "sq_dropped", "cq_overflow" } do
+				assert.are.equal(f(name .. "." .. k), u[k], name .. "." .. k)
+			end
+			assert.are.same({ u.sq_head, u.cq_tail }, { u.cached_sq_head, u.cached_cq_tail })
+			local maps = {}
+			for _, m in ipairs(u.maps) do maps[m.kind] = tonumber(m.start) end
+			assert.are.equal(f(name .. ".sq_ring"), maps.sq_ring)
+			assert.are.equal(f(name .. ".sqes"), maps.sqes)
+		end
+		local a = by_fd(doc.urings, f("a.fd"))
+		assert.are.same({ 3, 2 }, { a.nr_files, #a.files })
+		assert.are.same({ 0, f("a.file0") }, { a.files[1].slot, a.files[1].fd })
+		assert.are.same({ 2, f("a.file2"), "/dev/null" }, { a.files[2].slot, a.files[2].fd, a.files[2].path })
+		assert.are.equal(f("a.nbufs"), #a.bufs)
+		for i, b in ipairs(a.bufs) do
+			local want = w.facts["a.buf" .. (i - 1)]
+			assert.are.same({ want[1], want[2] }, { tonumber(b.addr), b.len })
+		end
+		assert.is_table(a.eventfd)
+		assert.are.equal(1, a.in_flight)
+		local q = a.reqs[1]
+		assert.are.same({ "POLL_ADD", f("a.poll_fd"), true }, { q.op, q.fd, q.rebuildable })
+		-- 64 bits: through a uint64_t, not a double
+		assert.are.equal("0x" .. bit.tohex(loadstring("return " .. w.facts["a.poll_data"].raw .. "ULL")()),
+			q.user_data)
+		local b = by_fd(doc.urings, f("b.fd"))
+		assert.are.same({ "CQSIZE", "SINGLE_ISSUER", "DEFER_TASKRUN" }, b.flag_names)
+		assert.are.equal(f("b.owner_tid"), b.submitter_tid)
+		assert.are.same({ 0, f("b.file0") }, { b.files[1].slot, b.files[1].fd })
+		local c = by_fd(doc.urings, f("c.fd"))
+		assert.are.same({ f("c.sqpoll_tid"), f("c.sq_cpu") }, { c.sqpoll.tid, c.sqpoll.cpu })
+		-- the table says the same
+		local tcode, text = run("show -p " .. w.pid)
+		assert.are.equal(0, tcode)
+		assert.truthy(text:find("3 io_uring instance(s)", 1, true))
+		assert.truthy(text:find("in flight POLL_ADD user_data 0xfeedbeef12345678", 1, true))
+	end)
+end)
