@@ -61,6 +61,8 @@ struct tracee {
 	uint64_t t_stop, stopped_ns;
 	int quiet;          /* quiet_signal(), read before the stop */
 	int latency_fd;     /* aiotk_cpu_latency_hold(), or -1 */
+	void (*seized)(int pid, void *arg); /* aiotk_attach_opts.seized */
+	void *seized_arg;
 	/* The main thread's FPU state as arm() found it: injected calls leave
 	 * it as is, so it is what a restorer run puts back. */
 	uint8_t fpu[FRAME_MAX];
@@ -611,6 +613,8 @@ static int stop_listed(struct tracee *p, const int *tids, size_t n, aiotk_err *e
 	for (size_t i = 0; !rc && i < n; i++)
 		if (!find(p, tids[i]))
 			rc = seize_thread(p, tids[i], err);
+	if (!rc && p->seized)
+		p->seized(p->pid, p->seized_arg);
 	p->t_stop = aiotk_now_ns();
 	return stop_seized(p, rc, err);
 }
@@ -811,6 +815,8 @@ int aiotk_target_attach_with(aiotk_target *t, int pid, const aiotk_attach_opts *
 		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory");
 	p->pid = pid;
 	p->latency_fd = o && o->hold_cpu_latency ? aiotk_cpu_latency_hold() : -1;
+	p->seized = o ? o->seized : NULL;
+	p->seized_arg = o ? o->seized_arg : NULL;
 	/* Read while the process runs, to keep it out of the stopped time;
 	 * a failure is kept in p->why, since dumps need no injection. */
 	if (!aiotk_find_gadget(pid, aiotk_arch_gadget_syscall, &p->code, &p->why))

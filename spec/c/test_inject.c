@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <sys/prctl.h>
 #include <stdio.h>
+#include <errno.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -111,6 +112,82 @@ static void exec_loop(const char *self)
 	_exit(127);
 }
 
+/* --exec-when-told: execute this program (--idle) once a byte comes on
+ * stdin; --idle: wait to be killed. */
+static void exec_when_told(const char *self)
+{
+	char c;
+	if (read(0, &c, 1) == 1)
+		execl(self, self, "--idle", (char *)NULL);
+	_exit(127);
+}
+
+/* The attach's seized hook: the target told to exec, and waited for
+ * until it sits in its exec event's stop (PTRACE_O_TRACEEXEC), so the
+ * stop that follows meets the exec every time. */
+static void exec_now(int pid, void *arg)
+{
+	char path[64], buf[512];
+	int *go = arg;
+	CHECK(write(*go, "x", 1) == 1, "cannot tell %d to exec", pid);
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	for (int tries = 0; tries < 5000; tries++) {
+		FILE *f = fopen(path, "r");
+		char *close_paren = f && fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
+		if (f)
+			fclose(f);
+		if (close_paren && close_paren[2] == 't')
+			return;
+		usleep(1000);
+	}
+	CHECK(0, "process %d never reached its exec event", pid);
+}
+
+/* A process that executes a new program between aiotk's seize and stop:
+ * the attach says so, leaves it untraced and running its new program. */
+static void attach_meets_exec(const char *self)
+{
+	int go[2];
+	CHECK(pipe(go) == 0, "pipe");
+	pid_t child = fork();
+	if (child == 0) {
+		dup2(go[0], 0);
+		close(go[1]);
+		exec_when_told(self);
+	}
+	close(go[0]);
+	aiotk_target t;
+	aiotk_err err;
+	aiotk_attach_opts o = { .seized = exec_now, .seized_arg = &go[1] };
+	alarm(10);
+	int rc = aiotk_target_attach_with(&t, child, &o, &err);
+	alarm(0);
+	CHECK(rc == AIOTK_ESYS && err.errno_ == ESRCH && strstr(err.msg, "executed a new program"),
+	      "attach met an exec: rc %d, %s", rc, rc ? err.msg : "attached");
+	if (!rc)
+		aiotk_target_free(&t);
+	char path[64], cmd[256] = "";
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", child);
+	for (int tries = 0; tries < 1000 && !memmem(cmd, sizeof(cmd), "--idle", 6); tries++) {
+		FILE *f = fopen(path, "r");
+		if (f) {
+			(void)!fread(cmd, 1, sizeof(cmd) - 1, f);
+			fclose(f);
+		}
+		usleep(1000);
+	}
+	int st;
+	CHECK(waitpid(child, &st, WNOHANG) == 0, "the target died (status 0x%x)", st);
+	CHECK(traced_by(child) == 0, "the attach left it traced");
+	CHECK(memmem(cmd, sizeof(cmd), "--idle", 6) != NULL, "it does not run its new program");
+	close(go[1]);
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+}
+
+/* The same race left to chance, many times: each attach either works or
+ * says it met the exec (how often it met one depends on the machine, and
+ * is reported, not asserted: attach_meets_exec makes it happen). */
 static void attach_while_execing(const char *self)
 {
 	pid_t loop = fork();
@@ -141,7 +218,6 @@ static void attach_while_execing(const char *self)
 	waitpid(loop, NULL, 0);
 	printf("attach while execing: %d attached, %d saw the exec, %d other\n", ok, execd, other);
 	CHECK(other == 0, "%d attaches failed otherwise", other);
-	CHECK(execd > 0, "no attach met an exec in 300 tries");
 }
 
 /* /proc/TID/stat as aiotk reads it (start time, exiting) for a child
@@ -191,6 +267,11 @@ int main(int argc, char **argv)
 {
 	if (argc == 2 && !strcmp(argv[1], "--exec-loop"))
 		exec_loop("/proc/self/exe");
+	if (argc == 2 && !strcmp(argv[1], "--exec-when-told"))
+		exec_when_told("/proc/self/exe");
+	if (argc == 2 && !strcmp(argv[1], "--idle"))
+		for (;;)
+			pause();
 	if (argc < 2) {
 		fprintf(stderr, "usage: test_inject PATH-TO-aio_workload\n");
 		return 2;
@@ -200,6 +281,7 @@ int main(int argc, char **argv)
 	run(DIE_AT_ONCE, "tracer dies after attaching");
 	run(DIE_AFTER_CALL, "tracer dies after an injected call");
 	run(DETACH_AFTER_CALL, "tracer detaches after an injected call");
+	attach_meets_exec("/proc/self/exe");
 	attach_while_execing("/proc/self/exe");
 	return check_report();
 }
