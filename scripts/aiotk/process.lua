@@ -9,8 +9,32 @@ local core = require "aiotk.core"
 
 local M = {}
 
+-- How long a thread a failed restore left in the process may take to
+-- destroy its contexts (about 35 ms each) before aiotk gives up on it.
+local UNDO_WAIT_MS = 10000
+
+-- Until the threads a failed restore left in process pid to destroy its
+-- rings (named "aiotk-undo") have ended: they unmap themselves at their
+-- end, so fs.aio-nr is back and no ring of aiotk's is left. Waited for
+-- before any stop too: a thread stopped inside io_destroy stops only when
+-- the call returns, and the marked rings it is destroying are its own.
+function M.wait_undo_threads(pid)
+	local deadline = core.now_ns() + UNDO_WAIT_MS * 1e6
+	while #core.undo_threads(pid) > 0 do
+		if core.now_ns() > deadline then
+			return nil, string.format("process %d: aiotk's thread %d still destroys the rings of a " ..
+				"failed restore after %d ms; try again later", pid, core.undo_threads(pid)[1] or 0,
+				UNDO_WAIT_MS), "busy"
+		end
+		core.sleep_ms(2)
+	end
+	return true
+end
+
 -- Run fn(target) with process pid stopped; it is let go whatever fn does.
 function M.with_process(pid, fn, opts)
+	local waited, werr, wcode = M.wait_undo_threads(pid)
+	if not waited then return nil, werr, wcode end
 	local t, err, code = core.attach(pid, opts)
 	if not t then return nil, err, code end
 	local results = { n = 0 }
