@@ -366,8 +366,8 @@ int aiotk_remove_journals(aiotk_target *t, unsigned *removed, aiotk_err *err);
  * munmap-then-exit code in the process): the caller destroys them. */
 int aiotk_destroy_later(aiotk_target *t, const uint64_t *ctx, size_t n, int *tid,
 			aiotk_err *err);
-/* The destroyer threads alive in process pid (up to max of their tids in
- * tids, *n of them): 0, or -errno. */
+/* The destroyer threads alive in process pid, known by their mappings
+ * (up to max of their tids in tids, *n of them): 0, or -errno. */
 int aiotk_destroyers(int pid, int *tids, size_t max, size_t *n);
 /* The context made is marked AIOTK_RING_BUILDING until the caller finishes
  * it (aiotk_restore_ring does). */

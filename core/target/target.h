@@ -75,10 +75,11 @@ long aiotk_target_end_restorer(aiotk_target *t);
  * injected clone): where such a thread can end without leaving anything
  * (the process's munmap-then-exit code, arch.h), or why none is made
  * there (AIOTK_EUNSUPPORTED); then the thread, starting at entry with its
- * stack below stack_top and arg in its sixth argument register. */
+ * stack below stack_top and arg in its sixth argument register, its tid
+ * written at tid_at (an int32) by the kernel before it runs. */
 int aiotk_target_thread_exit(aiotk_target *t, uint64_t *exit_code, aiotk_err *err);
 int aiotk_target_spawn(aiotk_target *t, uint64_t entry, uint64_t stack_top, uint64_t arg,
-		       int *tid, aiotk_err *err);
+		       uint64_t tid_at, int *tid, aiotk_err *err);
 /* The same mapping as aiotk_scratch_map_shared, also executable (the
  * destroyer's code, stack and job in one mapping a later aiotk
  * recognises); refused where a policy forbids writable code. */

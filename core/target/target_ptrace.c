@@ -399,17 +399,19 @@ int aiotk_target_thread_exit(aiotk_target *t, uint64_t *exit_code, aiotk_err *er
  * is not traced (no PTRACE_O_TRACECLONE, CLONE_UNTRACED), and starts with
  * the main thread's mask as injection leaves it (all blocked). It starts
  * at the `ret` of the process's `syscall; ret`, so its first act is to
- * pop the slot at its stack pointer: entry is written there. */
+ * pop the slot at its stack pointer: entry is written there. The kernel
+ * writes its tid at tid_at before it can run (CLONE_PARENT_SETTID), also
+ * if aiotk dies during the call. */
 int aiotk_target_spawn(aiotk_target *t, uint64_t entry, uint64_t stack_top, uint64_t arg,
-		       int *tid, aiotk_err *err)
+		       uint64_t tid_at, int *tid, aiotk_err *err)
 {
 	const long flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD |
-			   CLONE_SYSVSEM | CLONE_UNTRACED;
+			   CLONE_SYSVSEM | CLONE_UNTRACED | CLONE_PARENT_SETTID;
 	uint64_t sp = (stack_top - 16) & ~15ull;
 	int rc = aiotk_poke(t, sp, &entry, sizeof(entry), err);
 	if (rc)
 		return rc;
-	long r = aiotk_sys(t, SYS_clone, flags, (long)sp, 0, 0, 0, (long)arg);
+	long r = aiotk_sys(t, SYS_clone, flags, (long)sp, (long)tid_at, 0, 0, (long)arg);
 	if (r <= 0)
 		return aiotk_fail(err, r == -ESRCH ? AIOTK_ESYS : AIOTK_EUNSUPPORTED, (int)-r,
 				  "process %d: no thread could be made in it: %s", t->pid,

@@ -5,13 +5,14 @@
 #include "aio/rebuild/destroyer.h"
 #include "aio/rebuild/rebuild.h"
 
-#include <dirent.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <unistd.h>
 
 /* The routine's calls are shallow: two pages are plenty. */
 #define STACK_LEN 8192u
@@ -62,42 +63,12 @@ int aiotk_destroy_later(aiotk_target *t, const uint64_t *ctx, size_t n, int *tid
 	memcpy(job->ctx, ctx, n * sizeof(uint64_t));
 	rc = load(t, job, job_len, code, code_len, base, err);
 	if (!rc)
-		rc = aiotk_target_spawn(t, base + code_at + entry, base + total, base, tid, err);
+		rc = aiotk_target_spawn(t, base + code_at + entry, base + total, base,
+					base + offsetof(struct aiotk_djob, tid), tid, err);
 	if (rc)
 		aiotk_scratch_unmap(t, base, total);
 	free(job);
 	return rc;
-}
-
-/* Thread tid of pid is a destroyer (by its name). */
-static int is_destroyer(int pid, int tid)
-{
-	char path[96], name[32] = "";
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/comm", pid, tid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return 0;
-	int ok = fgets(name, sizeof(name), f) != NULL;
-	fclose(f);
-	name[strcspn(name, "\n")] = 0;
-	return ok && !strcmp(name, AIOTK_DESTROYER_NAME);
-}
-
-int aiotk_destroyers(int pid, int *tids, size_t max, size_t *n)
-{
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/task", pid);
-	DIR *d = opendir(path);
-	*n = 0;
-	if (!d)
-		return -errno;
-	for (struct dirent *e; (e = readdir(d));) {
-		int tid = atoi(e->d_name);
-		if (tid > 0 && is_destroyer(pid, tid) && *n < max)
-			tids[(*n)++] = tid;
-	}
-	closedir(d);
-	return 0;
 }
 
 int aiotk_vma_is_destroyer(const aiotk_vma *v)
@@ -105,15 +76,48 @@ int aiotk_vma_is_destroyer(const aiotk_vma *v)
 	return !strcmp(v->perms, "rwxs") && !strcmp(v->path, AIOTK_SHARED_ANON_PATH);
 }
 
+static int thread_alive(int pid, int tid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task/%d", pid, tid);
+	return tid > 0 && access(path, F_OK) == 0;
+}
+
+/* A destroyer's mapping at v in pid: its job's head in *head. */
+static int read_head(int pid, const aiotk_vma *v, struct aiotk_djob *head)
+{
+	return aiotk_vma_is_destroyer(v) && !aiotk_vm_rw(pid, v->start, head, sizeof(*head), 0) &&
+	       head->magic == AIOTK_DESTROYER_MAGIC;
+}
+
+struct found { int pid; int *tids; size_t max, n; };
+
+static int collect(const aiotk_vma *v, void *ctx)
+{
+	struct found *f = ctx;
+	struct aiotk_djob head;
+	if (read_head(f->pid, v, &head) && thread_alive(f->pid, head.tid) && f->n < f->max)
+		f->tids[f->n++] = head.tid;
+	return 0;
+}
+
+int aiotk_destroyers(int pid, int *tids, size_t max, size_t *n)
+{
+	struct found f = { pid, tids, max, 0 };
+	int rc = aiotk_maps_each(pid, collect, &f, NULL);
+	*n = f.n;
+	return rc < 0 ? rc : 0;
+}
+
 /* A destroyer's mapping whose thread never ran or is gone (it unmaps
  * itself at its end, so only a killed aiotk leaves one: before the clone,
  * or with a clone that failed): removed. Its contexts are still marked,
- * and go with the other marked ones. 1 if removed. */
+ * and go with the other marked ones. One whose thread lives (a thread
+ * this stop holds) stays. 1 if removed. */
 int aiotk_remove_destroyer(aiotk_target *t, const aiotk_vma *v)
 {
 	struct aiotk_djob head;
-	if (!aiotk_vma_is_destroyer(v) || aiotk_peek(t, v->start, &head, sizeof(head), NULL) ||
-	    head.magic != AIOTK_DESTROYER_MAGIC || (head.tid > 0 && is_destroyer(t->pid, head.tid)))
+	if (!read_head(t->pid, v, &head) || thread_alive(t->pid, head.tid))
 		return 0;
 	aiotk_scratch_unmap(t, v->start, v->end - v->start);
 	return 1;

@@ -51,7 +51,6 @@ DS __attribute__((used)) static void destroyer_main(struct aiotk_djob *job)
 {
 	uint64_t all = ~0ull;
 	aiotk_routine_sys(SYS_rt_sigprocmask, SIG_SETMASK_, (long)&all, 0, sizeof(all), 0);
-	job->tid = (int32_t)aiotk_routine_sys(SYS_gettid, 0, 0, 0, 0, 0);
 	aiotk_routine_sys(SYS_prctl, PR_SET_NAME_, (long)job->name, 0, 0, 0);
 	for (uint32_t i = 0; i < job->n; i++) {
 		if (ds_marked(job, job->ctx[i]))

@@ -10,7 +10,8 @@
 
 /* The mapping's first 8 bytes. */
 #define AIOTK_DESTROYER_MAGIC 0x646e75646b746f69ull /* "iotkdund" */
-/* The thread's name while it lives (/proc/PID/task/TID/comm). */
+/* The thread's name while it lives (/proc/PID/task/TID/comm), for
+ * people and tools; aiotk knows its threads by their mappings. */
 #define AIOTK_DESTROYER_NAME "aiotk-undo"
 
 struct aiotk_djob {
@@ -21,7 +22,9 @@ struct aiotk_djob {
 	uint64_t exit_code;
 	char name[16];
 	int32_t pid;          /* the process: headers are read through it */
-	int32_t tid;          /* out: the thread, written first thing */
+	/* The thread: written by the clone that makes it (CLONE_PARENT_SETTID)
+	 * before it runs, so a mapping with a live tid has a live thread. */
+	int32_t tid;
 	uint32_t n;           /* contexts in ctx[] */
 	uint32_t done;        /* out: how many were handled, from the first */
 	uint32_t skipped;     /* out: of those, left alone (no longer marked) */
