@@ -69,6 +69,37 @@ function M.cpu_latency()
 	return v >= 2 ^ 31 and v - 2 ^ 32 or v
 end
 
+-- Whether process pid holds a request on /dev/cpu_dma_latency (an open
+-- descriptor of it). What the device reads is every holder's on the
+-- machine at once, others' included: a check of aiotk's own hold looks
+-- at aiotk's processes, not at that.
+function M.holds_latency(pid)
+	for _, fd in ipairs(core.listdir("/proc/" .. pid .. "/fd") or {}) do
+		if core.readlink("/proc/" .. pid .. "/fd/" .. fd) == "/dev/cpu_dma_latency" then return true end
+	end
+	return false
+end
+
+local function descends(pid, root)
+	for _ = 1, 64 do
+		if pid == root then return true end
+		pid = tonumber(M.status(pid, "PPid") or "0")
+		if not pid or pid <= 1 then return false end
+	end
+	return false
+end
+
+-- The processes of root's tree (root included; orphans this subreaper
+-- collects, a killed aiotk's guardian among them) that hold a request.
+function M.latency_holders(root)
+	local out = {}
+	for _, name in ipairs(core.listdir("/proc") or {}) do
+		local pid = tonumber(name)
+		if pid and descends(pid, root) and M.holds_latency(pid) then out[#out + 1] = pid end
+	end
+	return out
+end
+
 -- Gone or a zombie: the process runs no more.
 function M.ended(pid)
 	local st = M.status(pid, "State")
