@@ -285,7 +285,7 @@ function M.dump_process(pid, dir, opts)
 	if not fit then return nil, ferr, fcode end
 	if process.ring_count(pid) == 0 then return nil, no_rings(pid), "norings" end
 	local rings, warnings, report, stopped, settled
-	kernel.prepare(pid) -- loaded (and its iterator made) before the process is stopped
+	kernel.prepare(pid, policy) -- opened (and its iterator made) before the process is stopped
 	local ok, err, code = process.with_process(pid, function(t)
 		stopped = t
 		local reading = kernel.read_stopped(t, opts.area)
@@ -313,7 +313,7 @@ function M.dump_frozen(pid, dir, opts)
 	opts = opts or {}
 	local policy = process.policy(opts)
 	if process.ring_count(pid) == 0 then return nil, no_rings(pid), "norings" end
-	kernel.prepare(pid)
+	kernel.prepare(pid, policy)
 	local t, terr, tcode = core.frozen(pid)
 	if not t then return nil, terr, tcode end
 	local rings, warnings, report = dump_rings(t, policy, opts)
