@@ -409,12 +409,13 @@ int aiotk_kviewer_open(aiotk_kviewer **out, aiotk_err *err);
  * bpffs directory, e.g. /sys/fs/bpf) in a directory of their own named
  * aiotk_kview_pin_name() (aiotk's version and a hash of the BPF object:
  * another build never takes them), mode 0700. A viewer opens that pin
- * when it is there and whole (about 1 ms), else loads (about 0.1 s) and
+ * when it is there and whole (under 1 ms), else loads (about 0.1 s) and
  * pins what it loaded; a pin it cannot use (not its owner's, mode wider
- * than 0700, not the programs it names) is replaced. Pinning needs root
- * (write access to pin_dir); without it, or without bpffs at pin_dir,
- * the viewer loads as aiotk_kviewer_open does and says why in
- * aiotk_kviewer_info. docs/KERNEL-FACTS.md, "Loading the kernel view". */
+ * than 0700, not the programs it names) is replaced. A pin is used only
+ * with CAP_BPF and CAP_PERFMON in effect (what a load needs), and made
+ * only with write access to pin_dir (root); otherwise, or without bpffs
+ * at pin_dir, the viewer loads as aiotk_kviewer_open does and says why
+ * in aiotk_kviewer_info. docs/KERNEL-FACTS.md, "Loading the kernel view". */
 typedef struct aiotk_kviewer_opts {
 	const char *pin_dir;  /* NULL: load for this viewer only, pin nothing */
 	int mount;            /* pin_dir an empty directory, not bpffs: mount

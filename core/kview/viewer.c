@@ -238,6 +238,7 @@ static int make_pin(aiotk_kviewer *v, const char *path)
 {
 	char tmp[512], p[600];
 	snprintf(tmp, sizeof(tmp), "%s-tmp-%d", path, (int)getpid());
+	remove_pin_dir(tmp); /* a killed process's of this PID, if any */
 	if (mkdir(tmp, 0700))
 		return -1;
 	int rc = 0;
