@@ -56,11 +56,15 @@ local name = core.kview_pin_name()
 for _, e in ipairs(core.listdir(dir) or {}) do
 	if e:match("^aiotk%-") and e ~= name then others[#others + 1] = dir .. "/" .. e end
 end
+-- ENOTEMPTY/EEXIST at the rename: another command pinned them meanwhile
+if info.pin_error and (info.pin_error:match("not empty") or info.pin_error:match("exists")) then
+	info.pin_error = "another command pinned them at the same time; the next one opens that pin"
+end
 local how = info.from_pin and "opened from its pin" or
-	info.pinned and "loaded, and pinned for the next commands" or
-	(opts and "loaded; not pinned: " .. (info.no_bpffs and ("no bpffs at " .. dir .. " (" ..
-		info.pin_error .. ")") or info.pin_error or "?")) or
-	"loaded; not pinned (kview_pin is false or $AIOTK_KVIEW_PIN=off)"
+	info.pinned and "loaded, and pinned for the next commands" or "loaded"
+local why_not = not info.from_pin and not info.pinned and (not opts and
+	"kview_pin is false or $AIOTK_KVIEW_PIN=off" or info.no_bpffs and
+	("no bpffs at " .. dir .. " (" .. (info.pin_error or "?") .. ")") or info.pin_error or "?")
 if args.json then
 	print(aiotk.json { how = info.from_pin and "pin" or "load", pinned = info.pinned,
 		from_pin = info.from_pin, replaced = info.replaced, mounted = info.mounted,
@@ -71,7 +75,10 @@ if args.json then
 end
 print(string.format("kernel view: %s in %.1f ms (programs %d and %d)", how, ns / 1e6,
 	info.prog_ids[1], info.prog_ids[2]))
-if info.pin then print("pin: " .. info.pin .. (info.replaced and " (replaced an unusable one)" or "")) end
+if why_not then print("not pinned: " .. why_not) end
+if info.from_pin or info.pinned then
+	print("pin: " .. info.pin .. (info.replaced and " (replaced an unusable one)" or ""))
+end
 if info.mounted then print("mounted bpffs at " .. dir) end
 for _, o in ipairs(others) do print("another build's pin: " .. o .. " (aiotk kview --unpin --all removes it)") end
 return 0
