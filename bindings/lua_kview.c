@@ -156,15 +156,80 @@ static int kv_close(lua_State *L)
 	return 0;
 }
 
+/* core.kviewer([{pin = DIR, mount = bool}]): loaded, or opened from its
+ * pin under DIR (made there if missing; with mount, bpffs mounted on an
+ * empty DIR first: aiotk_kviewer_open_opts). */
 static int l_kviewer(lua_State *L)
 {
 	aiotk_err err;
+	aiotk_kviewer_opts o = { 0 };
+	if (lua_istable(L, 1)) {
+		lua_getfield(L, 1, "pin");
+		o.pin_dir = lua_tostring(L, -1); /* kept alive by the table */
+		lua_getfield(L, 1, "mount");
+		o.mount = lua_toboolean(L, -1);
+		lua_pop(L, 2);
+	}
 	lkviewer *lv = lua_newuserdata(L, sizeof(*lv));
 	lv->v = NULL;
 	luaL_getmetatable(L, KVIEWER_MT);
 	lua_setmetatable(L, -2);
-	if (aiotk_kviewer_open(&lv->v, &err))
+	if (aiotk_kviewer_open_opts(&lv->v, &o, &err))
 		return laiotk_fail(L, &err);
+	return 1;
+}
+
+/* v:info() -> { from_pin=, pinned=, replaced=, no_bpffs=, mounted=, pin=,
+ * pin_error=, prog_ids = { aio, uring }, open_ns= }: how this viewer got
+ * its programs (aiotk_kviewer_info). */
+static int kv_info(lua_State *L)
+{
+	aiotk_kviewer_info i;
+	aiotk_kviewer_info_get(check_viewer(L)->v, &i);
+	lua_createtable(L, 0, 9);
+	lua_pushboolean(L, i.from_pin);
+	lua_setfield(L, -2, "from_pin");
+	lua_pushboolean(L, i.pinned);
+	lua_setfield(L, -2, "pinned");
+	lua_pushboolean(L, i.replaced);
+	lua_setfield(L, -2, "replaced");
+	lua_pushboolean(L, i.no_bpffs);
+	lua_setfield(L, -2, "no_bpffs");
+	lua_pushboolean(L, i.mounted);
+	lua_setfield(L, -2, "mounted");
+	if (i.pin_path[0]) {
+		lua_pushstring(L, i.pin_path);
+		lua_setfield(L, -2, "pin");
+	}
+	if (i.pin_errno) {
+		lua_pushstring(L, strerror(i.pin_errno));
+		lua_setfield(L, -2, "pin_error");
+	}
+	lua_createtable(L, 2, 0);
+	for (int k = 0; k < 2; k++) {
+		lua_pushnumber(L, i.prog_id[k]);
+		lua_rawseti(L, -2, k + 1);
+	}
+	lua_setfield(L, -2, "prog_ids");
+	laiotk_set_num(L, "open_ns", (double)i.open_ns);
+	return 1;
+}
+
+/* core.kview_pin_name() -> this build's pin directory name. */
+static int l_kview_pin_name(lua_State *L)
+{
+	lua_pushstring(L, aiotk_kview_pin_name());
+	return 1;
+}
+
+/* core.kview_unpin(dir[, all]) -> how many pins were removed. */
+static int l_kview_unpin(lua_State *L)
+{
+	int removed = 0;
+	aiotk_err err;
+	if (aiotk_kview_unpin(luaL_checkstring(L, 1), lua_toboolean(L, 2), &removed, &err))
+		return laiotk_fail(L, &err);
+	lua_pushinteger(L, removed);
 	return 1;
 }
 
@@ -220,7 +285,7 @@ void laiotk_kview_register(lua_State *L)
 	static const luaL_Reg methods[] = {
 		{ "read", kv_read }, { "prepare", kv_prepare }, { "close", kv_close },
 		{ "read_stopped", kv_read_stopped }, { "uring", laiotk_kv_uring },
-		{ "uring_stopped", laiotk_kv_uring_stopped }, { NULL, NULL },
+		{ "uring_stopped", laiotk_kv_uring_stopped }, { "info", kv_info }, { NULL, NULL },
 	};
 	static const luaL_Reg reading_methods[] = {
 		{ "settled", reading_settled }, { "take", reading_take }, { NULL, NULL },
@@ -232,4 +297,8 @@ void laiotk_kview_register(lua_State *L)
 	lua_setfield(L, -2, "kviewer");
 	lua_pushcfunction(L, l_live_rings);
 	lua_setfield(L, -2, "live_rings");
+	lua_pushcfunction(L, l_kview_pin_name);
+	lua_setfield(L, -2, "kview_pin_name");
+	lua_pushcfunction(L, l_kview_unpin);
+	lua_setfield(L, -2, "kview_unpin");
 }

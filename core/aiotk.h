@@ -428,6 +428,46 @@ typedef struct aiotk_kviewer aiotk_kviewer; /* the loaded BPF program */
  * kernel or build cannot. Sets libbpf's process-wide print hook to one
  * that drops its messages (see the top of this header). */
 int aiotk_kviewer_open(aiotk_kviewer **out, aiotk_err *err);
+/* The programs kept loaded between commands: pinned under pin_dir (a
+ * bpffs directory, e.g. /sys/fs/bpf) in a directory of their own named
+ * aiotk_kview_pin_name() (aiotk's version and a hash of the BPF object:
+ * another build never takes them), mode 0700. A viewer opens that pin
+ * when it is there and whole (under 1 ms), else loads (about 0.1 s) and
+ * pins what it loaded; a pin it cannot use (not its owner's, mode wider
+ * than 0700, not the programs it names) is replaced. A pin is used only
+ * with CAP_BPF and CAP_PERFMON in effect (what a load needs), and made
+ * only with write access to pin_dir (root); otherwise, or without bpffs
+ * at pin_dir, the viewer loads as aiotk_kviewer_open does and says why
+ * in aiotk_kviewer_info. docs/KERNEL-FACTS.md, "Loading the kernel view". */
+typedef struct aiotk_kviewer_opts {
+	const char *pin_dir;  /* NULL: load for this viewer only, pin nothing */
+	int mount;            /* pin_dir an empty directory, not bpffs: mount
+			       * one there (mode 0700), as systemd does at boot
+			       * on /sys/fs/bpf and bpftool does to pin */
+} aiotk_kviewer_opts;
+int aiotk_kviewer_open_opts(aiotk_kviewer **out, const aiotk_kviewer_opts *o,
+			    aiotk_err *err);
+typedef struct aiotk_kviewer_info {
+	int from_pin;          /* opened from a pin: nothing was loaded */
+	int pinned;            /* loaded, and pinned for later viewers */
+	int pin_errno;         /* a pin was asked and neither happened: why */
+	int replaced;          /* a pin at the same path was unusable, removed */
+	int no_bpffs;          /* pin_dir is not bpffs (and none was mounted) */
+	int mounted;           /* this viewer mounted bpffs at pin_dir */
+	char pin_path[256];    /* the pin's directory ("" if none was asked) */
+	uint32_t prog_id[2];   /* the kernel's ids of the AIO and io_uring programs */
+	uint64_t open_ns;      /* how long aiotk_kviewer_open_opts took */
+} aiotk_kviewer_info;
+void aiotk_kviewer_info_get(const aiotk_kviewer *v, aiotk_kviewer_info *out);
+/* This build's pin directory name: "aiotk-VERSION-HASH", the version's
+ * dots as underscores (bpffs refuses dots), HASH 16 hex digits of the BPF
+ * object's FNV-1a hash; "" without BPF. */
+const char *aiotk_kview_pin_name(void);
+/* Remove pins under pin_dir: this build's (all 0; with its unfinished
+ * "-tmp-PID" ones) or every "aiotk-*" directory (all 1); *removed counts
+ * the directories removed. Programs in use stay loaded until their users
+ * exit. A pin_dir that is not bpffs holds none: 0, nothing removed. */
+int aiotk_kview_unpin(const char *pin_dir, int all, int *removed, aiotk_err *err);
 void aiotk_kviewer_close(aiotk_kviewer *v);
 /* The iterator for process pid made now, before it is stopped, so that
  * reads while it is stopped need not make one; -errno, reads then make

@@ -15,6 +15,8 @@ parser:option("--reps", "measurements per ring size (median is reported; twice t
 	"more for rings of 8319+ slots and dumps, four times that and one for restores into a live " ..
 	"process)", "7"):convert(tonumber)
 parser:option("--kind", "request kind: poll or pwrite", "poll"):choices { "poll", "pwrite" }
+parser:flag("--whole", "only the whole commands: show -p and dump -p of a 2-ring process, " ..
+	"restore -p of the 131199-slot ring, each a fresh aiotk as a user runs it")
 local args = parser:parse({ ... })
 
 local REPLAY_N = { 1, 64, 128, 4096, 65534, 65536 }
@@ -324,7 +326,101 @@ local function kview_row(k, pid)
 	return { contexts = k, read_ns = r, ring_side_ns = m, ratio = r / m, load_ns = load_ns }
 end
 
+-- Whole commands as a user runs them: a fresh aiotk process each (LuaJIT,
+-- the policy, the kernel view opened from its pin, the work, exit), timed
+-- around the shell that execs it, beside the time the process stayed
+-- stopped as the command reports it (--json). The shell's own part is
+-- measured alike (`exec true`) and reported, not subtracted.
+SETS.two = { name = "2 rings", rings = { "1:15:10:0", "64:200:100:0" } }
+
+local function timed(cmdline)
+	local out = os.tmpname()
+	local t0 = core.now_ns()
+	local status = os.execute("exec " .. cmdline .. " >" .. out .. " 2>&1")
+	local ns = core.now_ns() - t0
+	local f = io.open(out)
+	local text = f and f:read("*a") or ""
+	if f then f:close() end
+	os.remove(out)
+	assert(status == 0 or status == true, cmdline .. ": " .. text)
+	return ns, text
+end
+
+local function stopped_of(text)
+	return assert(require("dkjson").decode(text)).stopped_ns
+end
+
+-- How this run's commands get the kernel view: this process opens it as
+-- they do first (making the pin when there is none), then again.
+local function kview_how()
+	local kernel = require "aiotk.kernel"
+	local opts = kernel.pin_opts()
+	local t0 = core.now_ns()
+	local v, why = core.kviewer(opts)
+	local first_ns = core.now_ns() - t0
+	if not v then return { error = why } end
+	local first = v:info()
+	v:close()
+	t0 = core.now_ns()
+	v = assert(core.kviewer(opts))
+	local again_ns = core.now_ns() - t0
+	local info = v:info()
+	v:close()
+	return { from_pin = info.from_pin, pin = info.pin, pin_error = info.pin_error,
+		first_ns = first_ns, first_loaded = not first.from_pin, open_ns = again_ns }
+end
+
+local function whole_commands(host)
+	local bin = (AIOTK_EXE_DIR or ".") .. "/aiotk"
+	local out = { kernel_view = kview_how(), reps = STOP_REPS }
+	local spawn = {}
+	for i = 1, STOP_REPS do spawn[i] = timed("true") end
+	out.shell_ns = median(spawn)
+	-- show -p and dump -p of one 2-ring process
+	local w = assert(workload.start(ring_args(SETS.two)))
+	local dir = os.tmpname()
+	os.remove(dir)
+	local show, dump, dstopped = {}, {}, {}
+	for i = 1, STOP_REPS do
+		show[i] = timed(bin .. " show -p " .. w.pid)
+		local ns, text = timed(bin .. " dump --json -p " .. w.pid .. " -D " .. dir)
+		dump[i], dstopped[i] = ns, stopped_of(text)
+		core.remove_tree(dir)
+	end
+	w:finish()
+	out.show_ns, out.dump_ns, out.dump_stopped_ns = median(show), median(dump), median(dstopped)
+	-- restore -p of the big ring against its floor, pairs in either order
+	local probe = os.tmpname()
+	local whole, rstopped, floor, ratios = {}, {}, {}, {}
+	for i = 1, STOP_REPS do
+		local l = live_ready(SETS.big, dir, probe)
+		local saved, claim_ns = saved_rings(SETS.big, true)
+		core.sleep_ms(SETTLE_MS)
+		if i % 2 == 1 then
+			floor[i] = floor_run(saved, claim_ns, host)
+			core.sleep_ms(SETTLE_MS)
+		end
+		local ns, text = timed(bin .. " restore --json -p " .. l.w.pid .. " -D " .. dir)
+		whole[i], rstopped[i] = ns, stopped_of(text)
+		l.w:finish()
+		if i % 2 == 0 then
+			core.sleep_ms(SETTLE_MS)
+			floor[i] = floor_run(saved, claim_ns, host)
+		end
+		ratios[i] = whole[i] / floor[i]
+		core.remove_tree(dir)
+	end
+	os.remove(probe)
+	out.restore_ns, out.restore_stopped_ns = median(whole), median(rstopped)
+	out.restore_floor_ns, out.restore_ratio = median(floor), median(ratios)
+	return out
+end
+
 local function run()
+	if args.whole then
+		local host = core.host()
+		return { host = host, kind = args.kind, whole = whole_commands(host) }
+	end
 	local out = { host = core.host(), kind = args.kind, replay = aiotk.array(),
 		converge = aiotk.array(), dump = aiotk.array() }
 	-- As the bare loop is, aiotk's replays are pinned once for the series
@@ -339,6 +435,7 @@ local function run()
 	for _, c in ipairs(LIVE_CASES) do out.live_restore[#out.live_restore + 1] = live_restore_row(c, out.host) end
 	out.failed_restore = failed_restore_row()
 	out.kernel_view = aiotk.array { kview_row(1, core.getpid()), kview_row(64, core.getpid()) }
+	out.whole = whole_commands(out.host)
 	return out
 end
 
@@ -347,6 +444,27 @@ if not out then return cmd.fail("bench", err) end
 
 if args.json then
 	print(aiotk.json(out))
+	return 0
+end
+
+local function print_whole(wc)
+	local kv = wc.kernel_view
+	local how = kv.error and ("no kernel view: " .. kv.error) or kv.from_pin and
+		string.format("opened from its pin %s in %.2f ms%s", kv.pin, kv.open_ns / 1e6,
+			kv.first_loaded and string.format(" (loaded and pinned by this run: %.1f ms)", kv.first_ns / 1e6) or "") or
+		string.format("loaded by each command, %.1f ms (not pinned: %s)", kv.open_ns / 1e6, kv.pin_error or "kview_pin is off")
+	print(string.format("whole commands (a fresh aiotk each, median of %d; timed around `sh -c 'exec aiotk ...'`, the shell alone %.2f ms); kernel view %s:",
+		wc.reps, wc.shell_ns / 1e6, how))
+	print(string.format("  %-34s whole %7.2f ms", "show -p, 2 rings", wc.show_ns / 1e6))
+	print(string.format("  %-34s whole %7.2f ms   stopped %7.3f ms", "dump -p, 2 rings", wc.dump_ns / 1e6,
+		wc.dump_stopped_ns / 1e6))
+	print(string.format("  %-34s whole %7.2f ms   stopped %7.3f ms   floor %7.3f ms   whole/floor %.2f",
+		"restore -p, " .. SETS.big.name, wc.restore_ns / 1e6, wc.restore_stopped_ns / 1e6, wc.restore_floor_ns / 1e6,
+		wc.restore_ratio))
+end
+
+if args.whole then
+	print_whole(out.whole)
 	return 0
 end
 
@@ -398,6 +516,8 @@ for _, k in ipairs(out.kernel_view) do
 	end
 end
 if out.kernel_view[1].load_ns then
-	print(string.format("kernel view program load (once per command): %.1f ms", out.kernel_view[1].load_ns / 1e6))
+	print(string.format("kernel view program load (without a pin): %.1f ms", out.kernel_view[1].load_ns / 1e6))
 end
+print()
+print_whole(out.whole)
 return 0

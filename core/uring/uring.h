@@ -4,11 +4,4 @@
 
 #include "aiotk.h"
 
-#ifdef AIOTK_HAVE_BPF
-/* The loaded object behind a viewer: kview.bpf.c and uring_view.bpf.c
- * are linked into one (CMakeLists.txt), so both views cost one load. */
-struct kview_bpf;
-struct kview_bpf *aiotk_kviewer_skel(aiotk_kviewer *v);
-#endif
-
 #endif

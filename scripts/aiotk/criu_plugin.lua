@@ -81,7 +81,7 @@ function M.init(stage, dir, log, shipped)
 	-- CRIU runs init before it freezes the tasks: the kernel view's BPF
 	-- program is loaded and verified now (about 0.1 s), so that
 	-- CHECKPOINT_DEVICES, inside the freeze, only reads.
-	if state.stage == "dump" then require("aiotk.kernel").open() end
+	if state.stage == "dump" then require("aiotk.kernel").open(p) end
 	return true
 end
 

@@ -93,7 +93,10 @@ M.entries = {
 	{ "aiotk.uring", "require \"aiotk.uring\"", "io_uring names and rules: uring.op_name(opcode), " ..
 		"uring.flag_names(flags), uring.rebuild(req) (the SQE facts a restore submits again, or nil, why), " ..
 		"uring.row(instance), uring.text(row)" },
-	{ "aiotk.core.kviewer", "aiotk.core.kviewer()", "the kernel view (BPF): viewer:read(pid) gives per " ..
+	{ "aiotk.core.kviewer", "aiotk.core.kviewer([{pin=DIR, mount=}])", "the kernel view (BPF): loaded, or " ..
+		"with pin opened from its pin under bpffs directory DIR (made there when missing; mount: bpffs " ..
+		"mounted on an empty DIR); viewer:info() says how {from_pin, pinned, replaced, mounted, no_bpffs, " ..
+		"pin, pin_error, prog_ids, open_ns}; viewer:read(pid) gives per " ..
 		"context {addr, n, nr, req_batch, kernel_tail, completed_events, reqs_available, cpu_available, " ..
 		"in_flight, cancellable, pending}; viewer:uring(pid) gives per io_uring instance (fd order, the " ..
 		"process not stopped) {fd, ino, flags, have (set: rings, files, bufs, issuer, reqs), sq_entries, " ..
@@ -104,7 +107,11 @@ M.entries = {
 		"poll_events, flags}, maps {start, end, offset}}; viewer:uring_stopped(t) reads the same of stopped " ..
 		"target t's process with each mapping's bytes (a set: set:list()); viewer:read_stopped(t[, whole_area]) reads stopped target t's " ..
 		"contexts and rings in one call (reading:settled(), reading:take() -> contexts, rings); " ..
-		"require \"aiotk.kernel\" caches one (kernel.read(pid), kernel.read_stopped(t))" },
+		"require \"aiotk.kernel\" caches one, pinned where the policy's kview_pin says " ..
+		"(kernel.read(pid), kernel.read_stopped(t))" },
+	{ "aiotk.core.kview_unpin", "aiotk.core.kview_unpin(dir[, all])", "removes this build's kernel-view " ..
+		"pin under dir (core.kview_pin_name() names it), or with all every aiotk-* pin there; returns " ..
+		"how many" },
 	{ "aiotk.core.live_rings", "aiotk.core.live_rings(pid)", "{addr, ring_len, nr, head, tail} per ring " ..
 		"of a running process, read without stopping it" },
 	{ "aiotk.lab", "aiotk.lab.*", "a real libaio client for experiments: setup(n), complete(ctx, count, " ..

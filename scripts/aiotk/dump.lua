@@ -326,7 +326,7 @@ function M.dump_process(pid, dir, opts)
 	local has_urings = (process.uring_map_count(pid) or 0) > 0
 	if process.ring_count(pid) == 0 and not has_urings then return nil, no_rings(pid), "norings" end
 	local rings, warnings, report, stopped, settled, urings
-	kernel.prepare(pid) -- loaded (and its iterator made) before the process is stopped
+	kernel.prepare(pid, policy) -- opened (and its iterator made) before the process is stopped
 	local ok, err, code = process.with_process(pid, function(t)
 		stopped = t
 		if has_urings then
@@ -365,7 +365,7 @@ function M.dump_frozen(pid, dir, opts)
 	opts = opts or {}
 	local policy = process.policy(opts)
 	if process.ring_count(pid) == 0 then return nil, no_rings(pid), "norings" end
-	kernel.prepare(pid)
+	kernel.prepare(pid, policy)
 	local t, terr, tcode = core.frozen(pid)
 	if not t then return nil, terr, tcode end
 	local rings, warnings, report = dump_rings(t, policy, opts)

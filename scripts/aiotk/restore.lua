@@ -362,7 +362,7 @@ function M.restore_process(pid, rings, opts)
 	if not steps then return nil, serr, scode end
 	local ok, berr, bcode = apply_budget(plan, policy)
 	if not ok then return nil, berr, bcode end
-	kernel.prepare(pid) -- loaded (and its iterator made) before the process is stopped
+	kernel.prepare(pid, policy) -- opened (and its iterator made) before the process is stopped
 	local out, report = {}, opts.report or {}
 	-- This host's model for every ring, read before the process stops.
 	local ropts = setmetatable({ model = assert(core.host()) }, { __index = opts })

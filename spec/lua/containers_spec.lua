@@ -14,7 +14,8 @@
 -- is put back as it was, runc's and Podman's state, storage and runtime
 -- directories live in the test's directory, and what they write outside
 -- it anyway (the containers' and conmon's cgroups, the blob info cache of
--- Podman's import) is removed when this run made it.
+-- Podman's import, the kernel view's pin and bpffs on /sys/fs/bpf) is
+-- removed when this run made it.
 local helper = require "helper"
 local core = require "aiotk.core"
 local json = require "dkjson"
@@ -181,8 +182,35 @@ local function child_of(pid)
 	return tonumber(helper.slurp("/proc/" .. pid .. "/task/" .. pid .. "/children"):match("%d+"))
 end
 
+-- runc and Podman start CRIU without this run's environment, so the
+-- plugin there does what a user's would: it pins the kernel view under
+-- /sys/fs/bpf (AIOTK_KVIEW_PIN=off does not reach it), mounting bpffs if
+-- none is. What this run made of that is removed at its end.
+local BPFFS = "/sys/fs/bpf"
+local function bpffs_state()
+	local _, fs = sh("stat -f -c %T " .. BPFFS)
+	local mounted = fs:match("bpf") ~= nil
+	return { mounted = mounted,
+		pinned = mounted and exists(BPFFS .. "/" .. core.kview_pin_name()) }
+end
+local function bpffs_restore(before)
+	local now = bpffs_state()
+	if now.pinned and not before.pinned then
+		helper.run("kview --unpin --dir " .. BPFFS)
+	end
+	if now.mounted and not before.mounted then
+		local left = {}
+		for _, e in ipairs(core.listdir(BPFFS) or {}) do
+			if not e:match("%.debug$") then left[#left + 1] = e end
+		end
+		if #left == 0 then sh("umount " .. BPFFS) end
+	end
+end
+
 describe("aiotk's CRIU plugin across PID namespaces", function()
-	local dir
+	local dir, bpffs_before
+	setup(function() bpffs_before = bpffs_state() end)
+	teardown(function() bpffs_restore(bpffs_before) end)
 	before_each(function() dir = helper.tmpdir() end)
 	after_each(function()
 		reap_children()

@@ -1,9 +1,10 @@
 -- A build for /usr, made as a user would (cmake with prefix /usr) in a
 -- scratch directory, checked two ways. Packaged (cpack -G DEB): its
--- contents and Depends, apt can install it, and from its files aiotk runs
--- the demo, man aiotk names every command, a C program builds with
--- pkg-config, a CMake project with find_package(aiotk), plain luajit can
--- require "aiotk", and real CRIU loads its plugin; the package is unpacked
+-- contents, Depends and prerm (the kernel view's pins removed), apt can
+-- install it, and from its files aiotk runs the demo, man aiotk names
+-- every command, a C program builds with pkg-config, a CMake project with
+-- find_package(aiotk), plain luajit can require "aiotk", and real CRIU
+-- loads its plugin; the package is unpacked
 -- into a directory (dpkg-deb -x), not installed: the machine is left as it
 -- was. Installed elsewhere (cmake --install --prefix) and that tree moved:
 -- pkg-config and find_package lead the same C and CMake programs to the
@@ -87,6 +88,28 @@ describe("a build for /usr", function()
 			} do
 				assert.is_truthy(list:find(path, 1, true), path .. " is not in the package")
 			end
+		end)
+
+		it("removes the kernel view's pins when it is removed: its prerm runs aiotk kview --unpin --all", function()
+			local ctl = T .. "/control"
+			assert(sh("dpkg-deb -e " .. deb .. " " .. ctl))
+			local ok, out = sh("test -x " .. ctl .. "/prerm && sh -n " .. ctl .. "/prerm && cat " .. ctl .. "/prerm")
+			assert(ok, out)
+			assert.matches("/usr/bin/aiotk %-q kview %-%-unpin %-%-all", out)
+			-- that command, from the package's files, on a bpffs of this
+			-- test's own: a pin made there is gone after it
+			local bpffs = helper.tmpdir()
+			finally(function()
+				sh("umount " .. bpffs)
+				sh("rmdir " .. bpffs)
+			end)
+			local aiotk = "AIOTK_KVIEW_PIN=" .. bpffs .. " " .. root .. "/usr/bin/aiotk"
+			ok, out = sh(aiotk .. " kview --json")
+			assert(ok, out)
+			assert.matches('"pinned":true', out)
+			ok, out = sh(aiotk .. " -q kview --unpin --all && ls " .. bpffs)
+			assert(ok, out)
+			assert.is_nil(out:match("aiotk%-"), out)
 		end)
 
 		it("depends on the shared libraries it links and the Lua modules its scripts use, and apt can install it", function()

@@ -1,9 +1,10 @@
 /* The kernel's side of the AIO contexts of one process: a task iterator,
  * limited at attach to one thread of that process, walks its
  * mm->ioctx_table. Built with clang against this kernel's BTF (CO-RE),
- * loaded by core/aio/kview/kview.c. Each read covers AIOTK_KVIEW_CHUNK table slots
- * from `first`, so that one read's output always fits the iterator's
- * buffer; records are in kview_records.h.
+ * loaded by core/kview/viewer.c, read by core/aio/kview/kview.c. Each read
+ * covers AIOTK_KVIEW_CHUNK table slots from the one its reader put in
+ * `firsts`, so that one read's output always fits the iterator's buffer;
+ * records are in kview_records.h.
  *
  * Nothing here takes the kernel's locks: every read is a probe read, which
  * cannot fault, and every walk is bounded; a context or list changing
@@ -16,7 +17,15 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-__u32 first = 0;
+/* The table slot each read starts from, per reading thread (its global
+ * tid; the end record says which): a pinned program is shared by every
+ * aiotk that runs it, so this cannot be one global. No entry: slot 0. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u32);
+} firsts SEC(".maps");
 
 /* Per-CPU data of a context (struct kioctx_cpu __percpu *) is found by
  * adding a CPU's per-CPU offset to the raw pointer. This kernel's BTF has
@@ -48,7 +57,7 @@ struct walk {
 	struct seq_file *seq;
 	struct kioctx_table *tab;
 	__u64 pcpu_raw, node, head;
-	__u32 nr, budget, ncancel;
+	__u32 first, nr, budget, ncancel;
 };
 
 struct cpus {
@@ -102,7 +111,7 @@ static long one_req(__u32 i, struct walk *w)
 
 static long one_ctx(__u32 i, struct walk *w)
 {
-	__u32 slot = first + i;
+	__u32 slot = w->first + i;
 	if (slot >= w->nr)
 		return 1;
 	struct kioctx *ctx = 0;
@@ -134,7 +143,10 @@ int kview(struct bpf_iter__task *it)
 	struct task_struct *task = it->task;
 	if (!task)
 		return 0;
-	struct walk w = { .seq = it->meta->seq, .budget = AIOTK_KVIEW_REQ_BUDGET };
+	__u32 reader = (__u32)bpf_get_current_pid_tgid();
+	__u32 *from = bpf_map_lookup_elem(&firsts, &reader);
+	struct walk w = { .seq = it->meta->seq, .budget = AIOTK_KVIEW_REQ_BUDGET,
+			  .first = from ? *from : 0 };
 	struct mm_struct *mm = task->mm;
 	struct kioctx_table *tab = mm ? BPF_CORE_READ(mm, ioctx_table) : 0;
 	w.tab = tab;
@@ -146,7 +158,7 @@ int kview(struct bpf_iter__task *it)
 		bpf_loop(AIOTK_KVIEW_CHUNK, one_ctx, &w, 0);
 	}
 	struct aiotk_kview_end_rec end = { .type = AIOTK_KVIEW_END, .table_nr = w.nr,
-		.next = first + AIOTK_KVIEW_CHUNK };
+		.next = w.first + AIOTK_KVIEW_CHUNK, .first = w.first, .reader = reader };
 	end.no_mm = !mm;
 	bpf_seq_write(w.seq, &end, sizeof(end));
 	return 0;

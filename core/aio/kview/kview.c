@@ -1,11 +1,11 @@
-/* The kernel's view of a process's AIO contexts: loads the CO-RE iterator
- * (core/aio/kview/kview.bpf.c), runs it on one thread of the process, and turns
- * its records into aiotk_kview. The process is neither stopped nor traced;
+/* The kernel's view of a process's AIO contexts: runs the CO-RE iterator
+ * (core/aio/kview/kview.bpf.c, loaded or opened from its pin by
+ * core/kview/viewer.c) on one thread of the process, and turns its
+ * records into aiotk_kview. The process is neither stopped nor traced;
  * the iocbs of cancellable requests are read with process_vm_readv. */
 #define _GNU_SOURCE
 #include "aio/aio.h"
 #include "target/target.h"
-#include "uring/uring.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -16,83 +16,11 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define BTF_PATH "/sys/kernel/btf/vmlinux"
-
 #ifdef AIOTK_HAVE_BPF
 #include <bpf/bpf.h>
-#include <bpf/libbpf.h>
 
 #include "aio/kview/kview_records.h"
-#include "kview.skel.h"
-
-struct aiotk_kviewer {
-	struct kview_bpf *skel;
-	/* The iterator bound to one thread, made before its process is
-	 * stopped (aiotk_kview_prepare) and reused by every read of it. */
-	struct bpf_link *link;
-	int link_tid;
-};
-
-/* The core never prints; libbpf's own messages are dropped (its hook is
- * process-wide: aiotk.h lists it as such) and its errno is turned into a
- * sentence. */
-static int quiet(enum libbpf_print_level l, const char *f, va_list a)
-{
-	(void)l, (void)f, (void)a;
-	return 0;
-}
-
-static int load_error(int e, aiotk_err *err)
-{
-	if (e == EPERM || e == EACCES)
-		return aiotk_fail(err, AIOTK_EUNSUPPORTED, e,
-				  "loading the kernel-view BPF program was refused (%s): it needs CAP_BPF and CAP_PERFMON (run aiotk as root)",
-				  strerror(e));
-	return aiotk_fail(err, AIOTK_EUNSUPPORTED, e,
-			  "this kernel refused the kernel-view BPF program (%s): it needs BPF task iterators, bpf_loop and per-CPU map lookups (Linux 6.1 or later)",
-			  strerror(e));
-}
-
-int aiotk_kviewer_open(aiotk_kviewer **out, aiotk_err *err)
-{
-	if (access(BTF_PATH, R_OK))
-		return aiotk_fail(err, AIOTK_EUNSUPPORTED, errno,
-				  "this kernel has no BTF (%s: %s; it needs CONFIG_DEBUG_INFO_BTF)",
-				  BTF_PATH, strerror(errno));
-	libbpf_set_print(quiet);
-	aiotk_kviewer *v = calloc(1, sizeof(*v));
-	if (!v)
-		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory");
-	v->skel = kview_bpf__open();
-	if (!v->skel) {
-		int e = errno;
-		free(v);
-		return load_error(e, err);
-	}
-	if (kview_bpf__load(v->skel)) {
-		int e = errno;
-		kview_bpf__destroy(v->skel);
-		free(v);
-		return load_error(e, err);
-	}
-	*out = v;
-	return 0;
-}
-
-struct kview_bpf *aiotk_kviewer_skel(aiotk_kviewer *v)
-{
-	return v->skel;
-}
-
-void aiotk_kviewer_close(aiotk_kviewer *v)
-{
-	if (v) {
-		if (v->link)
-			bpf_link__destroy(v->link);
-		kview_bpf__destroy(v->skel);
-		free(v);
-	}
-}
+#include "kview/kview.h"
 
 struct bytes {
 	char *p;
@@ -119,36 +47,24 @@ static int slurp(int fd, struct bytes *b, aiotk_err *err)
 	}
 }
 
-/* One run of the iterator on thread tid, from table slot `first`. */
-static struct bpf_link *attach_to(aiotk_kviewer *v, int tid)
-{
-	union bpf_iter_link_info li;
-	memset(&li, 0, sizeof(li));
-	li.task.tid = (uint32_t)tid;
-	DECLARE_LIBBPF_OPTS(bpf_iter_attach_opts, o, .link_info = &li,
-			    .link_info_len = sizeof(li));
-	return bpf_program__attach_iter(v->skel->progs.kview, &o);
-}
-
 int aiotk_kview_prepare(aiotk_kviewer *v, int pid)
 {
-	if (v->link && v->link_tid == pid)
+	if (v->link >= 0 && v->link_tid == pid)
 		return 0;
-	if (v->link)
-		bpf_link__destroy(v->link);
-	v->link = attach_to(v, pid);
-	v->link_tid = v->link ? pid : 0;
-	return v->link ? 0 : -errno;
+	if (v->link >= 0)
+		close(v->link);
+	v->link = kviewer_link(v, KVIEWER_AIO, pid, 0);
+	v->link_tid = v->link >= 0 ? pid : 0;
+	return v->link >= 0 ? 0 : -errno;
 }
 
-static int run_chunk(aiotk_kviewer *v, int tid, uint32_t first,
-		     struct bytes *b, aiotk_err *err)
+/* One run of the iterator on thread tid, from the slot `firsts` holds
+ * for this reader. */
+static int run_chunk(aiotk_kviewer *v, int tid, struct bytes *b, aiotk_err *err)
 {
-	/* The program reads `first` when it runs: a prepared link serves. */
-	v->skel->bss->first = first;
-	int own = !(v->link && v->link_tid == tid);
-	struct bpf_link *link = own ? attach_to(v, tid) : v->link;
-	if (!link) {
+	int own = !(v->link >= 0 && v->link_tid == tid);
+	int link = own ? kviewer_link(v, KVIEWER_AIO, tid, 0) : v->link;
+	if (link < 0) {
 		int e = errno;
 		if (e == ESRCH || e == ENOENT)
 			return aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d: no such thread", tid);
@@ -156,7 +72,7 @@ static int run_chunk(aiotk_kviewer *v, int tid, uint32_t first,
 				  "this kernel cannot run a task iterator on one thread (%s; needs Linux 6.1 or later)",
 				  strerror(e));
 	}
-	int rc = 0, fd = bpf_iter_create(bpf_link__fd(link));
+	int rc = 0, fd = bpf_iter_create(link);
 	if (fd < 0)
 		rc = aiotk_fail(err, AIOTK_ESYS, errno, "creating the kernel-view iterator: %s",
 				strerror(errno));
@@ -165,7 +81,7 @@ static int run_chunk(aiotk_kviewer *v, int tid, uint32_t first,
 	if (fd >= 0)
 		close(fd);
 	if (own)
-		bpf_link__destroy(link);
+		close(link);
 	return rc;
 }
 
@@ -258,19 +174,55 @@ static int parse(int pid, const struct bytes *b, aiotk_kview *kv,
 	return rc;
 }
 
+/* Contexts kv gained since it had n. */
+static void drop_since(aiotk_kview *kv, size_t n)
+{
+	while (kv->n > n)
+		free(kv->ctx[--kv->n].reqs);
+}
+
+/* One run from table slot first. The program starts from this reading
+ * thread's entry in `firsts` (none: slot 0): shared by every aiotk using
+ * a pinned program, it is keyed by the reader's global tid, which only
+ * the program's end record tells. A run that started elsewhere (the
+ * entry of a killed aiotk whose thread id this one now has, or a thread
+ * not read from before) is run again once the entry is set. */
+static int read_chunk(aiotk_kviewer *v, int pid, int tid, uint32_t first,
+		      aiotk_kview *kv, struct aiotk_kview_end_rec *end, aiotk_err *err)
+{
+	for (int again = 0;; again++) {
+		if (v->reader && v->reader_first != first) {
+			int e = kviewer_set_first(v, v->reader, first);
+			if (e)
+				return aiotk_fail(err, AIOTK_ESYS, -e,
+						  "setting the kernel view's start slot: %s", strerror(-e));
+			v->reader_first = first;
+		}
+		struct bytes b = { 0 };
+		size_t had = kv->n;
+		int rc = run_chunk(v, tid, &b, err);
+		if (!rc)
+			rc = parse(pid, &b, kv, end, err);
+		free(b.p);
+		if (rc || end->first == first)
+			return rc;
+		drop_since(kv, had);
+		if (again)
+			return aiotk_fail(err, AIOTK_ESYS, EAGAIN,
+					  "the kernel view read from table slot %u, not %u: another thread changed it",
+					  end->first, first);
+		v->reader = end->reader, v->reader_first = end->first;
+	}
+}
+
 /* All chunks of the table as thread tid sees it; *no_mm when it has none. */
 static int read_thread(aiotk_kviewer *v, int pid, int tid, aiotk_kview *kv,
 		       int *no_mm, aiotk_err *err)
 {
 	uint32_t first = 0;
-	int rc;
 	for (;;) {
-		struct bytes b = { 0 };
 		struct aiotk_kview_end_rec end = { 0 };
-		rc = run_chunk(v, tid, first, &b, err);
-		if (!rc)
-			rc = parse(pid, &b, kv, &end, err);
-		free(b.p);
+		int rc = read_chunk(v, pid, tid, first, kv, &end, err);
 		if (rc)
 			return rc;
 		*no_mm = (int)end.no_mm;
@@ -319,14 +271,6 @@ static int no_bpf(aiotk_err *err)
 	return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0,
 			  "this aiotk was built without BPF (clang, bpftool or libbpf-dev were missing at build time)");
 }
-
-int aiotk_kviewer_open(aiotk_kviewer **out, aiotk_err *err)
-{
-	*out = NULL;
-	return no_bpf(err);
-}
-
-void aiotk_kviewer_close(aiotk_kviewer *v) { (void)v; }
 
 int aiotk_kview_prepare(aiotk_kviewer *v, int pid)
 {

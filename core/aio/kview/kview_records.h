@@ -32,6 +32,8 @@ struct aiotk_kview_end_rec {
 	__u32 type, table_nr;
 	__u32 next;                  /* first slot of the next read */
 	__u32 no_mm;                 /* the thread has no mm (it exited) */
+	__u32 first;                 /* the slot this read started from */
+	__u32 reader;                /* the reading thread's global tid */
 };
 
 #endif

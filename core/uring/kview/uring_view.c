@@ -1,7 +1,7 @@
 /* The kernel's view of a process's io_uring instances: runs the task_file
- * iterator of uring_view.bpf.c (loaded with the AIO view by
- * aiotk_kviewer_open) on one process and turns its records into
- * aiotk_uring_view. The ring mappings' addresses are not kept by the
+ * iterator of uring_view.bpf.c (loaded with the AIO view, or opened from
+ * their pin, by core/kview/viewer.c) on one process and turns its records
+ * into aiotk_uring_view. The ring mappings' addresses are not kept by the
  * kernel (it keeps its own pages); they come from /proc/PID/maps, matched
  * by the instance's anon inode. The process is neither stopped nor traced. */
 #define _GNU_SOURCE
@@ -15,10 +15,9 @@
 
 #ifdef AIOTK_HAVE_BPF
 #include <bpf/bpf.h>
-#include <bpf/libbpf.h>
 
+#include "kview/kview.h"
 #include "uring/kview/uring_view_records.h"
-#include "kview.skel.h"
 
 /* The public bits are the records' bits: one is read into the other. */
 _Static_assert((int)AIOTK_URING_HAVE_RINGS == (int)AIOTK_UVIEW_HAVE_RINGS &&
@@ -35,14 +34,9 @@ struct out {
 
 static int run_iter(aiotk_kviewer *v, int pid, struct out *o, aiotk_err *err)
 {
-	union bpf_iter_link_info li;
-	memset(&li, 0, sizeof(li));
-	li.task.pid = (uint32_t)pid; /* every thread; shared fd tables once */
-	DECLARE_LIBBPF_OPTS(bpf_iter_attach_opts, opts, .link_info = &li,
-			    .link_info_len = sizeof(li));
-	struct bpf_link *link =
-		bpf_program__attach_iter(aiotk_kviewer_skel(v)->progs.uring_view, &opts);
-	if (!link) {
+	/* every thread; shared fd tables once */
+	int link = kviewer_link(v, KVIEWER_URING, pid, 1);
+	if (link < 0) {
 		int e = errno;
 		if (e == ESRCH || e == ENOENT)
 			return aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d: no such process", pid);
@@ -51,7 +45,7 @@ static int run_iter(aiotk_kviewer *v, int pid, struct out *o, aiotk_err *err)
 				  strerror(e));
 	}
 	FILE *mem = open_memstream(&o->p, &o->len);
-	int rc = 0, fd = bpf_iter_create(bpf_link__fd(link));
+	int rc = 0, fd = bpf_iter_create(link);
 	if (fd < 0 || !mem)
 		rc = aiotk_fail(err, AIOTK_ESYS, errno, "creating the io_uring view's iterator: %s",
 				strerror(errno));
@@ -67,7 +61,7 @@ static int run_iter(aiotk_kviewer *v, int pid, struct out *o, aiotk_err *err)
 		fclose(mem);
 	if (fd >= 0)
 		close(fd);
-	bpf_link__destroy(link);
+	close(link);
 	return rc;
 }
 
