@@ -151,6 +151,7 @@ static void attach_meets_exec(const char *self)
 	CHECK(pipe(go) == 0, "pipe");
 	pid_t child = fork();
 	if (child == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		dup2(go[0], 0);
 		close(go[1]);
 		exec_when_told(self);
@@ -191,8 +192,11 @@ static void attach_meets_exec(const char *self)
 static void attach_while_execing(const char *self)
 {
 	pid_t loop = fork();
-	if (loop == 0)
+	if (loop == 0) {
+		/* dies with the test, however it ends (kept across its execs) */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		exec_loop(self);
+	}
 	int ok = 0, execd = 0, other = 0;
 	for (int i = 0; i < 300; i++) {
 		aiotk_target t;
