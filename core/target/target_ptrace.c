@@ -810,6 +810,11 @@ int aiotk_target_attach_with(aiotk_target *t, int pid, const aiotk_attach_opts *
 	if (!p)
 		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory");
 	p->pid = pid;
+	/* The guardian first (without one, the main thread is not pinned):
+	 * forked after the latency request was opened, it would hold the
+	 * request too until it got the CPU to close what it inherited, which
+	 * under load was after a SIGKILLed aiotk had been reaped. */
+	aiotk_guard_start();
 	p->latency_fd = o && o->hold_cpu_latency ? aiotk_cpu_latency_hold() : -1;
 	/* Read while the process runs, to keep it out of the stopped time;
 	 * a failure is kept in p->why, since dumps need no injection. */
@@ -817,7 +822,6 @@ int aiotk_target_attach_with(aiotk_target *t, int pid, const aiotk_attach_opts *
 		aiotk_find_gadget(pid, aiotk_arch_gadget_sigreturn, &p->sigreturn, &p->why);
 	aiotk_arch_frame_prepare();
 	p->quiet = quiet_signal(pid);
-	aiotk_guard_start(); /* without one, the main thread is not pinned */
 	p->start = aiotk_thread_start(pid);
 	pin_self(p);
 	int tids[64];
