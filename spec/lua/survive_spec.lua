@@ -39,7 +39,10 @@ local function cpus(pid) return helper.status(pid, "Cpus_allowed_list") end
 
 -- The target runs, is not traced and not stopped, its main thread has its
 -- CPU mask (w.cpus, as the workload started); aiotk's hold on the CPUs'
--- idle states went with it.
+-- idle states went with it. That one is read at once, not waited for: a
+-- process's descriptors are closed before it is a zombie (outcome waits
+-- for that), and nothing else may hold aiotk's request (its guardian did,
+-- until it ran, when forked after the request was opened).
 local function assert_unharmed(w, context)
 	assert(helper.wait_until(function() return tracer(w.pid) == 0 end, 2000),
 		context .. ": target still traced")
