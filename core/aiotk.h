@@ -175,13 +175,6 @@ typedef struct aiotk_attach_opts {
 	 * process runs again (/dev/cpu_dma_latency; root): wakeups of idle
 	 * CPUs are a large part of a stop on virtual machines. */
 	int hold_cpu_latency;
-	/* Called once every thread is seized (PTRACE_SEIZE: still running)
-	 * and before any is asked to stop; NULL: none. Whatever the process
-	 * does meanwhile (executes a new program, exits, makes a thread) the
-	 * stop meets as it would meet it racing: tests make those races
-	 * happen by construction here. */
-	void (*seized)(int pid, void *arg);
-	void *seized_arg;
 } aiotk_attach_opts;
 /* attach with options; NULL: all off, as aiotk_target_attach. */
 int aiotk_target_attach_with(aiotk_target *t, int pid, const aiotk_attach_opts *o,

@@ -14,7 +14,10 @@
  *
  * The guardian runs only async-signal-safe calls (it is forked from a
  * LuaJIT process) and keeps no descriptor but its socket, so it holds no
- * output open and no file of aiotk's. */
+ * output open and no file of aiotk's. Until it has run that far it holds
+ * what aiotk had open at the fork, for as long as the scheduler keeps it
+ * waiting: whatever must end with aiotk (the CPU latency request) is
+ * opened after this fork (target_ptrace.c). */
 #define _GNU_SOURCE
 #include "target/target.h"
 

@@ -13,6 +13,16 @@
 int aiotk_cpu_latency_hold(void);
 void aiotk_cpu_latency_release(int fd);
 
+/* aiotk_target_attach_with, with seized(pid, arg) called once the
+ * threads first listed are seized (traced, still running) and before any
+ * is asked to stop; NULL: none. What the process does there (executes a
+ * program, exits) the stop meets as it meets it in a race: tests make
+ * such races happen by construction. Internal, so that the public
+ * aiotk_attach_opts keeps its size. */
+typedef void (*aiotk_seized_hook)(int pid, void *arg);
+int aiotk_target_attach_hooked(aiotk_target *t, int pid, const aiotk_attach_opts *o,
+			       aiotk_seized_hook seized, void *arg, aiotk_err *err);
+
 /* The guardian (guardian.c): a process that puts a thread's CPU mask
  * back if aiotk dies while it holds that thread pinned. Started once per
  * process (0, or -errno); each pin is told before it is made (nonzero:

@@ -61,7 +61,7 @@ struct tracee {
 	uint64_t t_stop, stopped_ns;
 	int quiet;          /* quiet_signal(), read before the stop */
 	int latency_fd;     /* aiotk_cpu_latency_hold(), or -1 */
-	void (*seized)(int pid, void *arg); /* aiotk_attach_opts.seized */
+	aiotk_seized_hook seized_hook; /* aiotk_target_attach_hooked(), or NULL */
 	void *seized_arg;
 	/* The main thread's FPU state as arm() found it: injected calls leave
 	 * it as is, so it is what a restorer run puts back. */
@@ -613,8 +613,8 @@ static int stop_listed(struct tracee *p, const int *tids, size_t n, aiotk_err *e
 	for (size_t i = 0; !rc && i < n; i++)
 		if (!find(p, tids[i]))
 			rc = seize_thread(p, tids[i], err);
-	if (!rc && p->seized)
-		p->seized(p->pid, p->seized_arg);
+	if (!rc && p->seized_hook)
+		p->seized_hook(p->pid, p->seized_arg);
 	p->t_stop = aiotk_now_ns();
 	return stop_seized(p, rc, err);
 }
@@ -804,6 +804,12 @@ int aiotk_target_attach(aiotk_target *t, int pid, aiotk_err *err)
 int aiotk_target_attach_with(aiotk_target *t, int pid, const aiotk_attach_opts *o,
 			     aiotk_err *err)
 {
+	return aiotk_target_attach_hooked(t, pid, o, NULL, NULL, err);
+}
+
+int aiotk_target_attach_hooked(aiotk_target *t, int pid, const aiotk_attach_opts *o,
+			       aiotk_seized_hook seized, void *arg, aiotk_err *err)
+{
 	if (!aiotk_arch_supported())
 		return aiotk_fail(err, AIOTK_EINVAL, ENOSYS,
 				  "live processes are not supported on this architecture (syscall injection exists for x86_64)");
@@ -814,16 +820,20 @@ int aiotk_target_attach_with(aiotk_target *t, int pid, const aiotk_attach_opts *
 	if (!p)
 		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory");
 	p->pid = pid;
+	p->seized_hook = seized;
+	p->seized_arg = arg;
+	/* The guardian first (without one, the main thread is not pinned):
+	 * forked after the latency request was opened, it would hold the
+	 * request too until it got the CPU to close what it inherited, which
+	 * under load was after a SIGKILLed aiotk had been reaped. */
+	aiotk_guard_start();
 	p->latency_fd = o && o->hold_cpu_latency ? aiotk_cpu_latency_hold() : -1;
-	p->seized = o ? o->seized : NULL;
-	p->seized_arg = o ? o->seized_arg : NULL;
 	/* Read while the process runs, to keep it out of the stopped time;
 	 * a failure is kept in p->why, since dumps need no injection. */
 	if (!aiotk_find_gadget(pid, aiotk_arch_gadget_syscall, &p->code, &p->why))
 		aiotk_find_gadget(pid, aiotk_arch_gadget_sigreturn, &p->sigreturn, &p->why);
 	aiotk_arch_frame_prepare();
 	p->quiet = quiet_signal(pid);
-	aiotk_guard_start(); /* without one, the main thread is not pinned */
 	p->start = aiotk_thread_start(pid);
 	pin_self(p);
 	int tids[64];

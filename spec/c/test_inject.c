@@ -3,19 +3,24 @@
  * was when the tracer dies right after attaching, right after an injected
  * call, or detaches cleanly. "Dies" is a tracer child that _exits while
  * still attached, as a SIGKILLed aiotk would. And a target that executes
- * a new program again and again (this program, re-executed) while being
- * attached to: every attach either works or says it exec'd, within a
- * second, and leaves the process untraced. */
+ * a new program while being attached to: made to do it between the seize
+ * and the stop (aiotk_target_attach_hooked), from its only thread and
+ * from one of three (the tracer then reaps a thread for the exec to go
+ * on), the attach says it exec'd, leaves the new program running,
+ * untraced; executing again and again while attached to at any moment,
+ * every attach works or says it exec'd, and leaves it untraced. */
 #define _GNU_SOURCE
 #include "aiotk.h"
 #include "check.h"
 #include "aio/rebuild/rebuild.h"
+#include "target/target.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/prctl.h>
 #include <stdio.h>
-#include <errno.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -112,96 +117,179 @@ static void exec_loop(const char *self)
 	_exit(127);
 }
 
-/* --exec-when-told: execute this program (--idle) once a byte comes on
- * stdin; --idle: wait to be killed. */
-static void exec_when_told(const char *self)
+/* A hang fails the test: alarm(HANG_S) and SIGALRM says where. */
+#define HANG_S 20
+static const char *hang_where = "";
+
+static void hung(int sig)
+{
+	(void)sig;
+	/* a failed write changes nothing: the status says it anyway */
+	if (write(2, hang_where, strlen(hang_where)) >= 0)
+		(void)!write(2, ": hung\n", 7);
+	_exit(3);
+}
+
+/* ---- a target that executes a program between the seize and the stop */
+
+/* The child's side: the threads that exec or stand by say who they are
+ * on `ready` (one record each, written whole), then the one to exec
+ * waits for a byte on `go`. */
+struct exec_child {
+	pid_t pid;
+	int go, ready, out;     /* the child's ends are closed in the test */
+	pid_t execer, bystander; /* threads of the threaded child, 0 in the other */
+	FILE *said;             /* the new program's stdout */
+};
+struct tid_rec { char who; pid_t tid; };
+
+static int self_go = -1, self_ready = -1;
+
+static void say_tid(char who)
+{
+	struct tid_rec r = { who, (pid_t)syscall(SYS_gettid) };
+	if (write(self_ready, &r, sizeof(r)) != (ssize_t)sizeof(r))
+		_exit(126);
+}
+
+/* Waits for the go byte, then runs this program as --execd. */
+static void *exec_when_told(void *arg)
 {
 	char c;
-	if (read(0, &c, 1) == 1)
-		execl(self, self, "--idle", (char *)NULL);
+	say_tid(arg ? 'E' : 'L');
+	if (read(self_go, &c, 1) == 1)
+		execl("/proc/self/exe", "test_inject", "--execd", (char *)NULL);
 	_exit(127);
 }
 
-/* The attach's seized hook: the target told to exec, and waited for
- * until it sits in its exec event's stop (PTRACE_O_TRACEEXEC), so the
- * stop that follows meets the exec every time. */
-static void exec_now(int pid, void *arg)
+static void *stand_by(void *arg)
 {
-	char path[64], buf[512];
-	int *go = arg;
-	CHECK(write(*go, "x", 1) == 1, "cannot tell %d to exec", pid);
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	for (int tries = 0; tries < 5000; tries++) {
-		FILE *f = fopen(path, "r");
-		char *close_paren = f && fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
-		if (f)
-			fclose(f);
-		if (close_paren && close_paren[2] == 't')
-			return;
-		usleep(1000);
-	}
-	CHECK(0, "process %d never reached its exec event", pid);
+	say_tid('B');
+	for (;;)
+		pause(); /* until killed by the other thread's exec */
+	return arg;
 }
 
-/* A process that executes a new program between aiotk's seize and stop:
- * the attach says so, leaves it untraced and running its new program. */
-static void attach_meets_exec(const char *self)
+/* The child: the main thread execs itself, or (threaded) sleeps while a
+ * second thread execs and a third stands by. */
+static void exec_child_main(int threaded)
 {
-	int go[2];
-	CHECK(pipe(go) == 0, "pipe");
-	pid_t child = fork();
-	if (child == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		dup2(go[0], 0);
-		close(go[1]);
-		exec_when_told(self);
+	static char not_main;
+	pthread_t th;
+	if (!threaded)
+		exec_when_told(NULL);
+	if (pthread_create(&th, NULL, stand_by, NULL) || pthread_create(&th, NULL, exec_when_told, &not_main))
+		_exit(125);
+	for (;;)
+		pause();
+}
+
+static int read_tids(struct exec_child *c, int n)
+{
+	for (int i = 0; i < n; i++) {
+		struct tid_rec r;
+		if (read(c->ready, &r, sizeof(r)) != (ssize_t)sizeof(r))
+			return -1;
+		if (r.who == 'E')
+			c->execer = r.tid;
+		if (r.who == 'B')
+			c->bystander = r.tid;
 	}
-	close(go[0]);
+	return 0;
+}
+
+static int exec_child_start(struct exec_child *c, int threaded)
+{
+	int go[2], ready[2], out[2];
+	memset(c, 0, sizeof(*c));
+	if (pipe(go) || pipe(ready) || pipe(out))
+		return -1;
+	c->pid = fork();
+	if (c->pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* gone with a test that hangs */
+		dup2(out[1], 1);
+		self_go = go[0], self_ready = ready[1];
+		exec_child_main(threaded);
+	}
+	close(go[0]), close(ready[1]), close(out[1]);
+	c->go = go[1], c->ready = ready[0], c->out = out[0];
+	c->said = fdopen(out[0], "r");
+	/* every thread there before the attach lists them */
+	return c->pid > 0 && c->said && !read_tids(c, threaded ? 2 : 1) ? 0 : -1;
+}
+
+static void exec_child_end(struct exec_child *c)
+{
+	if (c->pid > 0) {
+		kill(c->pid, SIGKILL);
+		waitpid(c->pid, NULL, 0);
+	}
+	close(c->go), close(c->ready);
+	if (c->said)
+		fclose(c->said);
+}
+
+/* The hook, between the seize and the stop: the exec is let go and
+ * waited for without taking any wait status from aiotk (WNOWAIT): its
+ * only thread in its exec stop, or (threaded) the bystander killed by the
+ * exec. That one is a traced thread's exit, for the tracer to reap: the
+ * exec goes on only once aiotk does so while waiting for the stop. */
+static void release_exec(int pid, void *arg)
+{
+	struct exec_child *c = arg;
+	siginfo_t si;
+	pid_t wait_for = c->bystander ? c->bystander : pid;
+	CHECK(write(c->go, "x", 1) == 1, "cannot let the exec go");
+	int rc;
+	do
+		rc = waitid(P_PID, (id_t)wait_for, &si, WEXITED | WSTOPPED | WNOWAIT | __WALL);
+	while (rc && errno == EINTR);
+	CHECK(!rc, "waiting for the exec: %s", strerror(errno));
+}
+
+static void attach_meets_exec(int threaded, const char *name)
+{
+	struct exec_child c;
+	int ok = !exec_child_start(&c, threaded);
+	CHECK(ok, "%s: the child did not start", name);
+	if (!ok)
+		return exec_child_end(&c);
 	aiotk_target t;
-	aiotk_err err;
-	aiotk_attach_opts o = { .seized = exec_now, .seized_arg = &go[1] };
-	alarm(10);
-	int rc = aiotk_target_attach_with(&t, child, &o, &err);
-	alarm(0);
-	CHECK(rc == AIOTK_ESYS && err.errno_ == ESRCH && strstr(err.msg, "executed a new program"),
-	      "attach met an exec: rc %d, %s", rc, rc ? err.msg : "attached");
-	if (!rc)
+	aiotk_err err = { 0 };
+	hang_where = name;
+	alarm(HANG_S);
+	int rc = aiotk_target_attach_hooked(&t, c.pid, NULL, release_exec, &c, &err);
+	if (!rc) {
+		aiotk_target_detach(&t, NULL);
 		aiotk_target_free(&t);
-	char path[64], cmd[256] = "";
-	snprintf(path, sizeof(path), "/proc/%d/cmdline", child);
-	for (int tries = 0; tries < 1000 && !memmem(cmd, sizeof(cmd), "--idle", 6); tries++) {
-		FILE *f = fopen(path, "r");
-		if (f) {
-			(void)!fread(cmd, 1, sizeof(cmd) - 1, f);
-			fclose(f);
-		}
-		usleep(1000);
 	}
+	CHECK(rc && strstr(err.msg, "executed a new program"), "%s: attach said %d (%s)", name, rc, err.msg);
+	CHECK(traced_by(c.pid) == 0, "%s: left traced", name);
+	char line[64] = "";
+	if (!fgets(line, sizeof(line), c.said))
+		strcpy(line, "(nothing)");
+	alarm(0);
+	CHECK(!strcmp(line, "EXECD\n"), "%s: the new program said %s", name, line);
 	int st;
-	CHECK(waitpid(child, &st, WNOHANG) == 0, "the target died (status 0x%x)", st);
-	CHECK(traced_by(child) == 0, "the attach left it traced");
-	CHECK(memmem(cmd, sizeof(cmd), "--idle", 6) != NULL, "it does not run its new program");
-	close(go[1]);
-	kill(child, SIGKILL);
-	waitpid(child, NULL, 0);
+	CHECK(waitpid(c.pid, &st, WNOHANG) == 0, "%s: the new program ended (status 0x%x)", name, st);
+	exec_child_end(&c);
 }
 
-/* The same race left to chance, many times: each attach either works or
- * says it met the exec (how often it met one depends on the machine, and
- * is reported, not asserted: attach_meets_exec makes it happen). */
+/* Attaches at whatever moment, the exec anywhere: how many met it is
+ * printed, never required (attach_meets_exec makes it happen). */
 static void attach_while_execing(const char *self)
 {
 	pid_t loop = fork();
 	if (loop == 0) {
-		/* dies with the test, however it ends (kept across its execs) */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* kept across its execs */
 		exec_loop(self);
 	}
 	int ok = 0, execd = 0, other = 0;
 	for (int i = 0; i < 300; i++) {
 		aiotk_target t;
 		aiotk_err err;
-		alarm(1); /* a hang fails the test (SIGALRM ends it) */
+		hang_where = "attach while execing";
+		alarm(HANG_S);
 		int rc = aiotk_target_attach(&t, loop, &err);
 		if (!rc) {
 			ok++;
@@ -224,44 +312,52 @@ static void attach_while_execing(const char *self)
 	CHECK(other == 0, "%d attaches failed otherwise", other);
 }
 
+/* The start time in /proc/PID/stat, for a name ending "9 9". */
+static unsigned long long stat_start(pid_t pid)
+{
+	char path[64], buf[1024];
+	unsigned long long start = 0;
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	FILE *f = fopen(path, "r");
+	size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+	if (f)
+		fclose(f);
+	buf[n] = 0;
+	char *p = strstr(buf, "9 9)");
+	if (p && sscanf(p + 4, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+			&start) != 1)
+		start = 0;
+	return start;
+}
+
 /* /proc/TID/stat as aiotk reads it (start time, exiting) for a child
- * whose name holds what fools a naive parse: ") (" and spaces. */
+ * whose name holds what fools a naive parse: ") (" and spaces. The child
+ * names itself, says so on `named`, and exits once `go` ends: each step
+ * is waited for, none polled. */
 static void stat_fields(void)
 {
-	int go[2];
-	if (pipe(go))
+	int go[2], named[2];
+	char c;
+	if (pipe(go) || pipe(named))
 		return;
 	pid_t pid = fork();
 	if (pid == 0) {
-		char c;
 		prctl(PR_SET_NAME, "a) b (c 9 9", 0, 0, 0);
 		close(go[1]);
-		if (read(go[0], &c, 1) < 0)
+		if (write(named[1], "n", 1) != 1 || read(go[0], &c, 1) < 0)
 			_exit(1);
 		_exit(0);
 	}
-	close(go[0]);
-	char path[64], buf[1024];
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	unsigned long long start = 0;
-	for (int tries = 0; tries < 1000; tries++) { /* until the name is set */
-		FILE *f = fopen(path, "r");
-		size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-		if (f)
-			fclose(f);
-		buf[n] = 0;
-		char *p = strstr(buf, "9 9)");
-		if (p && sscanf(p + 4, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
-				&start) == 1)
-			break;
-		usleep(1000);
-	}
+	close(go[0]), close(named[1]);
+	CHECK(read(named[0], &c, 1) == 1, "the child did not name itself");
+	close(named[0]);
+	unsigned long long start = stat_start(pid);
 	CHECK(start && aiotk_thread_start(pid) == start, "start time %llu, aiotk read %llu", start,
 	      (unsigned long long)aiotk_thread_start(pid));
 	CHECK(!aiotk_thread_exiting(pid), "a sleeping child is not exiting");
 	close(go[1]);
-	for (int tries = 0; tries < 1000 && !aiotk_thread_exiting(pid); tries++)
-		usleep(1000);
+	siginfo_t si;
+	CHECK(!waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT), "waitid: %s", strerror(errno));
 	CHECK(aiotk_thread_exiting(pid), "an exited child (a zombie) is");
 	waitpid(pid, NULL, 0);
 	CHECK(aiotk_thread_exiting(pid) && !aiotk_thread_start(pid), "a reaped one is gone");
@@ -271,21 +367,24 @@ int main(int argc, char **argv)
 {
 	if (argc == 2 && !strcmp(argv[1], "--exec-loop"))
 		exec_loop("/proc/self/exe");
-	if (argc == 2 && !strcmp(argv[1], "--exec-when-told"))
-		exec_when_told("/proc/self/exe");
-	if (argc == 2 && !strcmp(argv[1], "--idle"))
+	if (argc == 2 && !strcmp(argv[1], "--execd")) {
+		printf("EXECD\n");
+		fflush(stdout);
 		for (;;)
 			pause();
+	}
 	if (argc < 2) {
 		fprintf(stderr, "usage: test_inject PATH-TO-aio_workload\n");
 		return 2;
 	}
 	workload = argv[1];
+	signal(SIGALRM, hung);
 	stat_fields();
 	run(DIE_AT_ONCE, "tracer dies after attaching");
 	run(DIE_AFTER_CALL, "tracer dies after an injected call");
 	run(DETACH_AFTER_CALL, "tracer detaches after an injected call");
-	attach_meets_exec("/proc/self/exe");
+	attach_meets_exec(0, "the only thread execs between seize and stop");
+	attach_meets_exec(1, "one of three threads execs between seize and stop");
 	attach_while_execing("/proc/self/exe");
 	return check_report();
 }
