@@ -54,6 +54,12 @@ local function read_rings(t, policy, opts, kv)
 	return kept(maps, read, policy, t.pid)
 end
 
+-- What lets a refused dump wait longer, and what that costs.
+local function longer_wait(policy)
+	return string.format("A larger in_flight_wait_ms in the policy (now %d) lets the dump wait longer " ..
+		"for them, and the process stays stopped (frozen under CRIU) up to that long", policy.in_flight_wait_ms)
+end
+
 -- Without the kernel view, requests in flight show only as tails moving
 -- while the process is stopped; the policy waits for them, fails, or
 -- records a warning.
@@ -79,7 +85,8 @@ local function settle_by_tails(t, rings, policy, opts)
 			return rings, ""
 		end
 	until core.now_ns() > deadline
-	return nil, what .. string.format("; still moving after %d ms", policy.in_flight_wait_ms), "in_flight"
+	return nil, what .. string.format("; still moving after %d ms; nothing was written. ",
+		policy.in_flight_wait_ms) .. longer_wait(policy), "in_flight"
 end
 
 -- Per ring with requests in flight: count, those that finish on their own
@@ -115,9 +122,7 @@ local function wait_in_flight(t, rings, choice, policy, kv)
 		if core.now_ns() > deadline then
 			-- what lets it wait longer, and what that costs
 			return nil, describe_in_flight(left) .. string.format("; still in flight after %d ms; the " ..
-				"image would lose them, so nothing was written. A larger in_flight_wait_ms in the policy " ..
-				"(now %d) lets the dump wait longer for them, and the process stays stopped (frozen under " ..
-				"CRIU) up to that long", waited, policy.in_flight_wait_ms), "in_flight"
+				"image would lose them, so nothing was written. ", waited) .. longer_wait(policy), "in_flight"
 		end
 		core.sleep_ms(1)
 		local err, code

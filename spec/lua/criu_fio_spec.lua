@@ -63,7 +63,12 @@ describe("fio checkpointed by real CRIU on a slow device", function()
 			assert(helper.sh("fallocate -l 1M " .. disk.mnt .. "/data"))
 			local u, fio = start_fio(disk, out)
 			procs[#procs + 1], procs[#procs + 2] = fio, u
-			core.sleep_ms(300)
+			-- writes held by the throttle (the case under test), seen just
+			-- before the dump; the 64 of them last about 2 s
+			assert(helper.wait_until(function()
+				local r = ring_of(fio)
+				return r and r.in_flight > 0
+			end, 10000), "fio has no write in flight")
 			local ok, o = C.criu("dump -t " .. fio .. " -D " .. img, plugin,
 				"AIOTK_POLICY=" .. dir .. "/wait.lua")
 			local log = helper.slurp(img .. "/criu.log")
