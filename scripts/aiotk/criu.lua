@@ -107,6 +107,10 @@ local function refusal(s)
 	if not s then return "the policy's filter leaves it out (CRIU restores every ring of a process)" end
 	if s.action == "skip" then return "the policy's impossible hook skips it (CRIU restores every ring)" end
 	if s.action == "fail" then return s.reason end
+	if s.action == "relocate" then
+		return s.reason .. "; the policy relocates it, which aiotk does only in a running process " ..
+			"(aiotk restore -p) so far, not in a CRIU dump"
+	end
 end
 
 local function refused(p, c, host, why)

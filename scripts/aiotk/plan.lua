@@ -1,5 +1,5 @@
 -- Restore plans: for a host, what happens to every ring (exact with which
--- n, grow by how much, skip, or fail and why) and to the aio-max-nr
+-- n, grow by how much, relocate, skip, or fail and why) and to the aio-max-nr
 -- budget, decided by the policy. Pure: touches nothing. check prints a
 -- plan, migrate writes one, restore follows one.
 local aiotk = require "aiotk"
@@ -7,6 +7,7 @@ local hostmodel = require "aiotk.hostmodel"
 local core = aiotk.core
 
 local M = {}
+local impossible_step
 
 -- Events the ring io_setup(n) makes on model can hold (core geometry).
 function M.capacity(n, model)
@@ -33,7 +34,49 @@ function M.budget_message(b)
 		" or let the policy raise it"
 end
 
-local function ring_step(ring, model, host, policy)
+-- Whether [addr, addr + len) is free of the other saved rings and, where
+-- the process's layout is known, of its mappings (true, false), or not
+-- known (nil: from an image alone the space after the last ring is).
+local function room_for(ring, len, others, layout)
+	local from, to = ring.addr + ring.ring_len, ring.addr + len
+	for _, o in ipairs(others) do
+		if o ~= ring and o.addr < to and from < o.addr + o.ring_len then return false end
+	end
+	if not layout then return nil end
+	for _, m in ipairs(layout) do
+		if m.start < to and from < m.finish then return false end
+	end
+	return true
+end
+
+-- A ring this host cannot make at its size: the policy's answer carried
+-- out on the step. grow and relocate make the smallest ring the host
+-- makes (its events at the same slots: not for a wrapped ring); relocate
+-- puts it at a free address chosen when the process is stopped, every
+-- reference to the old id rewritten (restore.lua).
+impossible_step = function(step, ring, why, model, host, policy, ctx)
+	local gn = assert(core.fit_n(ring.ring_len, model))
+	local g = assert(aiotk.geometry(gn, model))
+	local room = room_for(ring, g.ring_len, ctx.rings, ctx.layout)
+	local choice = policy.impossible(ring, why, host, { room = room, layout = ctx.layout ~= nil })
+	step.reason = why
+	if choice == "skip" then
+		step.action = "skip"
+	elseif choice ~= "grow" and choice ~= "relocate" then
+		step.action = "fail"
+	elseif ring.wrapped then
+		step.action = "fail"
+		step.reason = why .. "; a larger ring (grown or relocated) is impossible for a wrapped ring"
+	elseif choice == "grow" then
+		step.action, step.n, step.grow_to = "grow", gn, g.ring_len
+		step.grow_bytes = g.ring_len - ring.ring_len
+		if room == false then step.reason = why .. "; the space after it is taken" end
+	else
+		step.action, step.n, step.relocate_len = "relocate", gn, g.ring_len
+	end
+end
+
+local function ring_step(ring, model, host, policy, ctx)
 	local step = { addr = ring.addr, ring_len = ring.ring_len, nr = ring.nr, head = ring.head,
 		tail = ring.tail, events = #ring }
 	-- The n the process gave io_setup (recorded from the kernel at dump)
@@ -48,23 +91,7 @@ local function ring_step(ring, model, host, policy)
 	if n then
 		step.action, step.n = "exact", n
 	else
-		local choice = policy.impossible(ring, why, host)
-		step.reason = why
-		if choice == "grow" then
-			local gn = assert(aiotk.core.fit_n(ring.ring_len, model))
-			local g = assert(aiotk.geometry(gn, model))
-			if ring.wrapped then
-				step.action = "fail"
-				step.reason = why .. "; growing in place is impossible for a wrapped ring"
-			else
-				step.action, step.n, step.grow_to = "grow", gn, g.ring_len
-				step.grow_bytes = g.ring_len - ring.ring_len
-			end
-		elseif choice == "skip" then
-			step.action = "skip"
-		else
-			step.action = "fail"
-		end
+		impossible_step(step, ring, why, model, host, policy, ctx)
 	end
 	local cap = step.n and M.capacity(step.n, model)
 	-- A ring within capacity never needs a nudge; the replay is told so,
@@ -86,13 +113,16 @@ end
 local function needed_of(steps)
 	local needed = 0
 	for _, s in ipairs(steps) do
-		if s.action == "exact" or s.action == "grow" then needed = needed + s.n end
+		if s.action == "exact" or s.action == "grow" or s.action == "relocate" then needed = needed + s.n end
 	end
 	return needed
 end
 
--- plan(rings, host, policy) -> { host=, steps={...}, budget={...} }
-function M.make(rings, host, policy)
+-- plan(rings, host, policy[, layout]) -> { host=, steps={...}, budget={...} }
+-- layout: the process's mappings ({start=, finish=}, process.layout) when
+-- a live process is planned for; it tells the impossible hook whether a
+-- ring has room to grow.
+function M.make(rings, host, policy, layout)
 	local model = hostmodel.model(host, policy)
 	local kept = {}
 	for _, r in ipairs(rings) do
@@ -101,7 +131,7 @@ function M.make(rings, host, policy)
 	kept = policy.order(kept)
 	local plan = { host = host, model = model, steps = aiotk.array() }
 	for _, r in ipairs(kept) do
-		plan.steps[#plan.steps + 1] = ring_step(r, model, host, policy)
+		plan.steps[#plan.steps + 1] = ring_step(r, model, host, policy, { rings = kept, layout = layout })
 	end
 	plan.budget = M.decide_budget(needed_of(plan.steps), host, policy)
 	return plan
@@ -147,14 +177,15 @@ function M.follow(plan, rings)
 		if s.action ~= "skip" then
 			-- plans written before the nudge field allow it, as they did
 			steps[#steps + 1] = { ring = ring, n = s.n, grow_to = s.grow_to,
-				len = s.grow_to or ring.ring_len, nudge = s.nudge ~= false }
+				len = s.grow_to or s.relocate_len or ring.ring_len, nudge = s.nudge ~= false,
+				relocate = s.action == "relocate" }
 		end
 	end
 	return steps
 end
 
 -- 0: every ring exact and within budget; 3: restorable under the policy
--- (grow, skip, raise); 4: something fails.
+-- (grow, relocate, skip, raise); 4: something fails.
 function M.verdict(plan)
 	local code = 0
 	for _, s in ipairs(plan.steps) do
@@ -170,6 +201,12 @@ function M.describe(s)
 	if s.action == "exact" then return string.format("exact with io_setup(%d)", s.n) end
 	if s.action == "grow" then
 		return string.format("grow in place by %d bytes to %d (io_setup(%d))", s.grow_bytes, s.grow_to, s.n)
+	end
+	if s.action == "relocate" then
+		local refs = s.refs and string.format("%d reference(s) to its id found", s.refs) or
+			"if references to its id are found in the process"
+		return string.format("relocate as a %d-byte ring (io_setup(%d)) at a free address, %s", s.relocate_len,
+			s.n, refs)
 	end
 	if s.action == "skip" then return "skipped by the policy (" .. (s.reason or "") .. ")" end
 	return "impossible: " .. (s.reason or "?")

@@ -139,6 +139,109 @@ local function remove_leftovers(t, steps, policy)
 	return maps
 end
 
+-- ---- relocation: a ring rebuilt at another address, its id rewritten ----
+
+-- The lowest address a relocated ring is put at (below it: what
+-- vm.mmap_min_addr and programs' fixed low mappings use).
+local LOWEST = 0x10000000
+
+-- A free range of len bytes for a relocated ring, as near below its saved
+-- address as the layout allows (where mmap, top-down, would have put it),
+-- clear of every mapping and of the ranges in taken ({addr, len} each).
+local function free_range(maps, taken, len, below)
+	local busy = {}
+	for _, m in ipairs(maps) do busy[#busy + 1] = { m.start, m.finish } end
+	for _, r in ipairs(taken) do busy[#busy + 1] = { r.addr, r.addr + r.len } end
+	table.sort(busy, function(a, b) return a[1] > b[1] end)
+	local best, top = nil, math.huge
+	-- gaps from the top down: each between the end of one busy range and
+	-- the start of the one above it
+	for _, b in ipairs(busy) do
+		local at = math.min(top, below) - len
+		if at >= b[2] and at >= LOWEST and (not best or at > best) then best = at end
+		top = math.min(top, b[1])
+	end
+	local at = math.min(top, below) - len
+	if not best and at >= LOWEST then best = at end
+	return best
+end
+
+-- Where each ring the plan relocates goes: a free range chosen now, the
+-- process stopped; the step then names the ring as if saved there (same
+-- head, tail, events), grown to the length this host makes. Its saved
+-- range may hold anything: nothing is built there. An AIO ring exactly
+-- there (the process's own, still live) is destroyed once all are
+-- restored with --replace, and refused without.
+local function place_relocated(maps, steps, replace)
+	local taken = {}
+	for _, s in ipairs(steps) do
+		taken[#taken + 1] = { addr = s.ring.addr, len = s.ring.ring_len }
+		if not s.relocate then taken[#taken + 1] = { addr = s.ring.addr, len = s.len } end
+	end
+	for i, s in ipairs(steps) do
+		if s.relocate then
+			local old = s.ring
+			local m = mapping_in(maps, old.addr, old.ring_len)
+			if m and m.ring and not replace then
+				return nil, string.format("ring %d of %d (0x%x): the AIO ring %s is still there; --replace " ..
+					"relocates the saved one and destroys it once all are restored; nothing was changed",
+					i, #steps, old.addr, m.desc), "occupied"
+			end
+			s.old_ring = m and m.ring and { addr = m.start, len = m.finish - m.start } or nil
+			local dest = free_range(maps, taken, s.len, old.addr)
+			if not dest then
+				return nil, string.format("ring %d of %d (0x%x): no free range of %d bytes to relocate it to; " ..
+					"nothing was changed", i, #steps, old.addr, s.len), "occupied"
+			end
+			taken[#taken + 1] = { addr = dest, len = s.len }
+			s.moved_from, s.saved = old.addr, old
+			s.ring = old:at(dest)
+			s.grow_to = s.len > old.ring_len and s.len or nil
+		end
+	end
+	return true
+end
+
+-- Every copy of each relocated ring's old id in the process (its memory
+-- and registers), found before anything changes: a ring whose id is
+-- found nowhere is refused unless the policy relocates it anyway.
+local function find_references(t, steps, policy)
+	local moves, of = {}, {}
+	for i, s in ipairs(steps) do
+		if s.relocate then
+			moves[#moves + 1] = { from = s.moved_from, len = s.saved.ring_len, to = s.ring.addr }
+			of[#moves] = i
+			s.refs = {}
+		end
+	end
+	if #moves == 0 then return {} end
+	local refs, e, c = t:find_refs(moves)
+	if not refs then return nil, e, c end
+	for _, r in ipairs(refs) do
+		local s = steps[of[r.move]]
+		s.refs[#s.refs + 1] = r
+		if r.kind == "id" then s.ids = (s.ids or 0) + 1 end
+	end
+	for _, i in ipairs(of) do
+		local s = steps[i]
+		if not s.ids and not policy.relocate_unreferenced then
+			return nil, string.format("ring %d of %d (0x%x): relocating it means rewriting its id, and no copy " ..
+				"of it was found in the process's writable memory (%d bytes read) or its threads' registers: " ..
+				"the program keeps it where aiotk cannot see (the policy's relocate_unreferenced relocates it " ..
+				"anyway); nothing was changed", i, #steps, s.moved_from, refs.scanned), "impossible"
+		end
+	end
+	return refs
+end
+
+-- How a rewritten reference is named in reports: its mapping and offset,
+-- or its thread and register.
+function M.describe_ref(r)
+	local what = r.kind == "id" and "id" or string.format("pointer 0x%x", r.old)
+	if r.tid then return string.format("thread %d register %s (%s)", r.tid, r.reg, what) end
+	return string.format("%s+0x%x at 0x%x (%s)", r.map ~= "" and r.map or "anonymous", r.offset, r.addr, what)
+end
+
 local EXITED = "the process exited during restore: "
 
 -- Everything a restore changed, undone in reverse: what it made, where.
@@ -152,7 +255,8 @@ function Undo:rollback(t)
 		-- A placeholder partly used: its rings are destroyed (above, in
 		-- reverse order) before what is left of it goes.
 		elseif u.kind == "claim" and u.left > 0 then t:unmap(u.addr, u.len)
-		elseif u.kind == "parked" then t:unpark(u.at, u.len, u.addr) end
+		elseif u.kind == "parked" then t:unpark(u.at, u.len, u.addr)
+		elseif u.kind == "refs" then t:rewrite_refs(u.refs, true) end
 	end
 end
 
@@ -285,9 +389,14 @@ local function finish_rings(t, steps, results, opts, policy, out)
 			if not rok then return nil, string.format("ring %d of %d: %s", i, #steps, rse), rsc end
 			res.resubmitted = s.ring.ncaptured
 		end
-		res.grown = s.grow_to ~= nil
+		res.grown = s.grow_to ~= nil and not s.relocate
+		if s.relocate then
+			res.relocated_from, res.refs = s.moved_from, s.refs
+			policy.log(string.format("ring 0x%x relocated to 0x%x (%d bytes), %d reference(s) rewritten", s.moved_from,
+				s.ring.addr, s.len, #s.refs))
+		end
 		out[#out + 1] = res
-		if s.grow_to then
+		if s.grow_to and not s.relocate then
 			policy.log(string.format("ring 0x%x grew in place from %d to %d bytes", s.ring.addr,
 				s.ring.ring_len, s.grow_to))
 		end
@@ -311,12 +420,35 @@ local function rebuild(t, maps, steps, opts, policy, undo, out)
 	local results, re, rc = rebuild_rings(t, steps, opts, pending, undo, out)
 	if not results then return nil, re, rc end
 	lap(out, "rebuild")
+	if opts.refs and #opts.refs > 0 then
+		local wok, we, wc = t:rewrite_refs(opts.refs)
+		if not wok then return nil, "rewriting the relocated rings' ids: " .. we, wc end
+		undo[#undo + 1] = { kind = "refs", refs = opts.refs }
+		lap(out, "rewrite")
+	end
 	ok, ie, ic = interrupted()
 	if not ok then return nil, ie, ic end
 	local fok, fe, fc = finish_rings(t, steps, results, opts, policy, out)
 	if not fok then return nil, fe, fc end
 	lap(out, "finish")
 	return interrupted()
+end
+
+-- The relocated rings placed and their references found (into
+-- ropts.refs), before anything changes; the whole layout is read only
+-- when the plan relocates.
+local function relocate_steps(t, steps, opts, policy, ropts)
+	local any = false
+	for _, s in ipairs(steps) do any = any or s.relocate end
+	if not any then return true end
+	local maps, me, mc = t:mappings()
+	if not maps then return nil, me, mc end
+	local ok, e, c = place_relocated(maps, steps, opts.replace)
+	if not ok then return nil, e, c end
+	local refs, re, rc = find_references(t, steps, policy)
+	if not refs then return nil, re, rc end
+	ropts.refs = refs
+	return true
 end
 
 -- Restore rings into process pid, as the plan (made here from the policy
@@ -327,7 +459,7 @@ function M.restore_process(pid, rings, opts)
 	opts = opts or {}
 	local policy = process.policy(opts)
 	local plans = require "aiotk.plan"
-	local plan = opts.plan or plans.make(rings, assert(core.host()), policy)
+	local plan = opts.plan or plans.make(rings, assert(core.host()), policy, process.layout(pid))
 	local steps, serr, scode = plans.follow(plan, rings)
 	if not steps then return nil, serr, scode end
 	local ok, berr, bcode = apply_budget(plan, policy)
@@ -343,6 +475,8 @@ function M.restore_process(pid, rings, opts)
 		lap(out, "stop")
 		local maps, de, dc = remove_leftovers(t, steps, policy)
 		if not maps then return nil, de, dc end
+		local placed, pe, pc = relocate_steps(t, steps, opts, policy, ropts)
+		if not placed then return nil, pe, pc end
 		lap(out, "look")
 		local undo = setmetatable({ claims = {} }, Undo)
 		-- A hook or callback that raises is a failure like any other: the
@@ -361,6 +495,9 @@ function M.restore_process(pid, rings, opts)
 		end
 		for _, u in ipairs(undo) do
 			if u.kind == "parked" then t:io_destroy(u.at) end
+		end
+		for _, st in ipairs(steps) do
+			if st.old_ring then t:io_destroy(st.old_ring.addr) end
 		end
 		out.target = t
 		return true
