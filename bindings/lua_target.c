@@ -565,6 +565,7 @@ static int p_rewrite_refs(lua_State *L, aiotk_target *t, int b)
 {
 	aiotk_err err;
 	luaL_checktype(L, b, LUA_TTABLE);
+	int back = lua_toboolean(L, b + 1); /* read before scratch pushes its buffer */
 	size_t n = lua_objlen(L, b);
 	aiotk_ref *r = scratch(L, n, sizeof(*r));
 	for (size_t i = 0; i < n; i++) {
@@ -576,11 +577,14 @@ static int p_rewrite_refs(lua_State *L, aiotk_target *t, int b)
 		r[i].map_start = laiotk_opt_field_u64(L, at, "map_start", r[i].addr);
 		r[i].old = laiotk_opt_field_u64(L, at, "old", 0);
 		r[i].value = laiotk_opt_field_u64(L, at, "value", 0);
+		lua_getfield(L, at, "map");
+		snprintf(r[i].map, sizeof(r[i].map), "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+		lua_pop(L, 1);
 		if (!r[i].tid && !r[i].addr)
 			return luaL_error(L, "reference %d: neither addr= nor tid=", (int)i + 1);
 		lua_pop(L, 1);
 	}
-	return push_done(L, aiotk_refs_rewrite(t, r, n, lua_toboolean(L, b + 1), &err), &err);
+	return push_done(L, aiotk_refs_rewrite(t, r, n, back, &err), &err);
 }
 
 #define PRIMITIVES(X) X(snapshot) X(snapshot_many) X(converge) X(replay) X(write_events) \
@@ -692,6 +696,24 @@ static ltarget *new_target(lua_State *L)
 	return lt;
 }
 
+/* maps(pid): every mapping of process pid, as target:mappings() gives
+ * them, read without stopping it (a plan's look at the layout). */
+static int l_maps(lua_State *L)
+{
+	aiotk_vma *v;
+	aiotk_err err;
+	size_t n;
+	if (aiotk_maps_list((int)luaL_checkinteger(L, 1), &v, &n, &err))
+		return laiotk_fail(L, &err);
+	lua_createtable(L, (int)n, 0);
+	for (size_t i = 0; i < n; i++) {
+		push_vma(L, &v[i]);
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	free(v);
+	return 1;
+}
+
 /* check_process(pid): true, or nil and why aiotk cannot stop it. */
 static int l_check_process(lua_State *L)
 {
@@ -786,7 +808,7 @@ void laiotk_target_register(lua_State *L)
 	};
 	static const luaL_Reg funcs[] = {
 		PRIMITIVES(SELF_REG) { "attach", l_attach }, { "adopt", l_adopt }, { "frozen", l_frozen },
-		{ "check_process", l_check_process }, { "self", l_self },
+		{ "check_process", l_check_process }, { "maps", l_maps }, { "self", l_self },
 		{ "simulate", l_simulate }, { NULL, NULL },
 	};
 	if (luaL_newmetatable(L, TARGET_MT))

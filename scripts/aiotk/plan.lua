@@ -7,7 +7,6 @@ local hostmodel = require "aiotk.hostmodel"
 local core = aiotk.core
 
 local M = {}
-local impossible_step
 
 -- Events the ring io_setup(n) makes on model can hold (core geometry).
 function M.capacity(n, model)
@@ -49,12 +48,25 @@ local function room_for(ring, len, others, layout)
 	return true
 end
 
+-- What occupies a ring's saved range in the process (the description of
+-- the first mapping there that is neither an AIO ring, which --replace
+-- deals with, nor what an interrupted aiotk left, which a restore
+-- removes), or nil.
+local function taken_by(ring, layout)
+	for _, m in ipairs(layout or {}) do
+		if m.start < ring.addr + ring.ring_len and ring.addr < m.finish and
+			not (m.ring or m.placeholder or m.journal) then
+			return m.desc
+		end
+	end
+end
+
 -- A ring this host cannot make at its size: the policy's answer carried
 -- out on the step. grow and relocate make the smallest ring the host
 -- makes (its events at the same slots: not for a wrapped ring); relocate
 -- puts it at a free address chosen when the process is stopped, every
 -- reference to the old id rewritten (restore.lua).
-impossible_step = function(step, ring, why, model, host, policy, ctx)
+local function impossible_step(step, ring, why, model, host, policy, ctx)
 	local gn = assert(core.fit_n(ring.ring_len, model))
 	local g = assert(aiotk.geometry(gn, model))
 	local room = room_for(ring, g.ring_len, ctx.rings, ctx.layout)
@@ -76,6 +88,21 @@ impossible_step = function(step, ring, why, model, host, policy, ctx)
 	end
 end
 
+-- A ring this host makes exactly, whose saved range something else holds
+-- in the process: the impossible hook is asked too (ctx.taken says by
+-- what). "relocate" moves it at its own size, "skip" leaves it out; any
+-- other answer keeps the plan exact, and the restore refuses the taken
+-- range as it always has.
+local function taken_step(step, ring, taken, host, policy)
+	local why = "its address range is taken by " .. taken
+	local choice = policy.impossible(ring, why, host, { taken = taken, layout = true })
+	if choice == "relocate" then
+		step.action, step.relocate_len, step.reason = "relocate", ring.ring_len, why
+	elseif choice == "skip" then
+		step.action, step.reason = "skip", why
+	end
+end
+
 local function ring_step(ring, model, host, policy, ctx)
 	local step = { addr = ring.addr, ring_len = ring.ring_len, nr = ring.nr, head = ring.head,
 		tail = ring.tail, events = #ring }
@@ -90,6 +117,8 @@ local function ring_step(ring, model, host, policy, ctx)
 	end
 	if n then
 		step.action, step.n = "exact", n
+		local taken = taken_by(ring, ctx.layout)
+		if taken then taken_step(step, ring, taken, host, policy) end
 	else
 		impossible_step(step, ring, why, model, host, policy, ctx)
 	end
@@ -119,9 +148,9 @@ local function needed_of(steps)
 end
 
 -- plan(rings, host, policy[, layout]) -> { host=, steps={...}, budget={...} }
--- layout: the process's mappings ({start=, finish=}, process.layout) when
--- a live process is planned for; it tells the impossible hook whether a
--- ring has room to grow.
+-- layout: the process's mappings (core.maps(pid)) when a live process is
+-- planned for; it tells the impossible hook whether a ring has room to
+-- grow, and whether its saved range is taken.
 function M.make(rings, host, policy, layout)
 	local model = hostmodel.model(host, policy)
 	local kept = {}

@@ -18,14 +18,18 @@ function M.filter(ring, ctx) return true end
 -- "relocate" (that ring at a free address, and every copy of the old id
 -- in the process's writable private memory and its threads' registers
 -- rewritten to the new one: aiotk writes into the program's memory, so
--- only when asked; refused when no copy is found; an unwrapped ring), or
--- "skip".
+-- only when asked; refused when no copy is found; an unwrapped ring; a
+-- running process only, aiotk restore -p), or "skip".
+-- Also asked about a ring this host makes exactly whose saved range
+-- something else holds in the process (ctx.taken: what): "relocate" (at
+-- its own size) or "skip"; any other answer leaves the restore to refuse
+-- the taken range, as without the hook.
 function M.impossible(ring, why, host, ctx) return "fail" end
 
 -- A ring the impossible hook relocates whose old id is found nowhere in
--- the process: false (default) refuses it (the program keeps its id where
--- aiotk cannot see, and would go on using the old one); true relocates it
--- anyway.
+-- the process (memory or registers): false (default) refuses the restore
+-- (the program keeps its id where aiotk cannot see, and would go on using
+-- the old one); true relocates it anyway.
 M.relocate_unreferenced = false
 
 -- Not enough fs.aio-max-nr for the restore: b.needed, b.free, b.aio_nr,

@@ -74,20 +74,6 @@ local function count_maps(pid, pattern)
 	return n
 end
 
--- Every mapping ({start=, finish=, path=}), read without stopping the
--- process: its layout, which plans look at (plan.make).
-function M.layout(pid)
-	local f = io.open("/proc/" .. pid .. "/maps")
-	if not f then return nil end
-	local out = {}
-	for l in f:lines() do
-		local a, b, path = l:match("^(%x+)-(%x+)%s+%S+%s+%S+%s+%S+%s+%S+%s*(.*)$")
-		if a then out[#out + 1] = { start = tonumber(a, 16), finish = tonumber(b, 16), path = path } end
-	end
-	f:close()
-	return out
-end
-
 -- The AIO rings.
 function M.ring_count(pid) return count_maps(pid, " /%[aio%]") end
 -- The io_uring mappings (two or three per instance).

@@ -145,25 +145,29 @@ end
 -- vm.mmap_min_addr and programs' fixed low mappings use).
 local LOWEST = 0x10000000
 
--- A free range of len bytes for a relocated ring, as near below its saved
--- address as the layout allows (where mmap, top-down, would have put it),
--- clear of every mapping and of the ranges in taken ({addr, len} each).
-local function free_range(maps, taken, len, below)
-	local busy = {}
-	for _, m in ipairs(maps) do busy[#busy + 1] = { m.start, m.finish } end
-	for _, r in ipairs(taken) do busy[#busy + 1] = { r.addr, r.addr + r.len } end
-	table.sort(busy, function(a, b) return a[1] > b[1] end)
-	local best, top = nil, math.huge
-	-- gaps from the top down: each between the end of one busy range and
-	-- the start of the one above it
+-- Whether [at, at + len) meets none of busy ({lo, hi} each).
+local function clear(busy, at, len)
 	for _, b in ipairs(busy) do
-		local at = math.min(top, below) - len
-		if at >= b[2] and at >= LOWEST and (not best or at > best) then best = at end
-		top = math.min(top, b[1])
+		if b[1] < at + len and at < b[2] then return false end
 	end
-	local at = math.min(top, below) - len
-	if not best and at >= LOWEST then best = at end
-	return best
+	return true
+end
+
+-- A free range of len bytes for a relocated ring, as near below its saved
+-- address as the layout allows (where mmap, top-down, would have put it):
+-- a free gap's top is `below` or the start of a busy range, so the
+-- highest of those that leaves len bytes clear is the answer.
+local function free_range(busy, len, below)
+	local tops = { below }
+	for _, b in ipairs(busy) do
+		if b[1] < below then tops[#tops + 1] = b[1] end
+	end
+	table.sort(tops, function(x, y) return x > y end)
+	for _, top in ipairs(tops) do
+		local at = top - len
+		if at < LOWEST then return nil end
+		if clear(busy, at, len) then return at end
+	end
 end
 
 -- Where each ring the plan relocates goes: a free range chosen now, the
@@ -173,10 +177,10 @@ end
 -- there (the process's own, still live) is destroyed once all are
 -- restored with --replace, and refused without.
 local function place_relocated(maps, steps, replace)
-	local taken = {}
+	local busy = {}
+	for _, m in ipairs(maps) do busy[#busy + 1] = { m.start, m.finish } end
 	for _, s in ipairs(steps) do
-		taken[#taken + 1] = { addr = s.ring.addr, len = s.ring.ring_len }
-		if not s.relocate then taken[#taken + 1] = { addr = s.ring.addr, len = s.len } end
+		busy[#busy + 1] = { s.ring.addr, s.ring.addr + (s.relocate and s.ring.ring_len or s.len) }
 	end
 	for i, s in ipairs(steps) do
 		if s.relocate then
@@ -188,12 +192,12 @@ local function place_relocated(maps, steps, replace)
 					i, #steps, old.addr, m.desc), "occupied"
 			end
 			s.old_ring = m and m.ring and { addr = m.start, len = m.finish - m.start } or nil
-			local dest = free_range(maps, taken, s.len, old.addr)
+			local dest = free_range(busy, s.len, old.addr)
 			if not dest then
 				return nil, string.format("ring %d of %d (0x%x): no free range of %d bytes to relocate it to; " ..
 					"nothing was changed", i, #steps, old.addr, s.len), "occupied"
 			end
-			taken[#taken + 1] = { addr = dest, len = s.len }
+			busy[#busy + 1] = { dest, dest + s.len }
 			s.moved_from, s.saved = old.addr, old
 			s.ring = old:at(dest)
 			s.grow_to = s.len > old.ring_len and s.len or nil
@@ -459,7 +463,7 @@ function M.restore_process(pid, rings, opts)
 	opts = opts or {}
 	local policy = process.policy(opts)
 	local plans = require "aiotk.plan"
-	local plan = opts.plan or plans.make(rings, assert(core.host()), policy, process.layout(pid))
+	local plan = opts.plan or plans.make(rings, assert(core.host()), policy, core.maps(pid))
 	local steps, serr, scode = plans.follow(plan, rings)
 	if not steps then return nil, serr, scode end
 	local ok, berr, bcode = apply_budget(plan, policy)

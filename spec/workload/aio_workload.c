@@ -44,6 +44,9 @@
  *                   uses as one; verify says whether it still holds the
  *                   original id (a relocation cannot tell it from a real
  *                   reference)
+ *   --occupy-after-destroy  once SIGUSR1 destroyed the rings, a page
+ *                   holding a marker at each ring's address (its saved
+ *                   range taken by something else); verify checks them
  *   Verify's OK line ends "(N relocated)" when a ring's id changed.
  *   --freeze-probe FILE  a thread that wakes every 20 us and appends to FILE
  *                   "FROM TO" (CLOCK_MONOTONIC ns) for every wait of over
@@ -96,7 +99,7 @@ static int read_pipe[2], epoll_pipe[2], pend_pipe[2];
 #define ID_MASK 0x5a5a5a5a5a5a5a5aull
 enum { KEEP_HEAP = 1, KEEP_STACK = 2, KEEP_STATIC = 4, KEEP_TLS = 8 };
 struct holder { uint32_t tag; io_context_t ctx; };
-static int keep, blocked = -1, decoy;
+static int keep, blocked = -1, decoy, occupy_after;
 static struct holder *kept_heap, kept_static[MAX_RINGS];
 static io_context_t *kept_stack;
 static __thread io_context_t kept_tls[MAX_RINGS];
@@ -648,6 +651,10 @@ static int verify_ring(int i)
 		FAIL("ring %d: next completion not at saved tail %u", i, e->tail);
 	if (io_getevents(ctx, 1, 1, got, &zero) != 1)
 		FAIL("ring %d: next completion not delivered", i);
+	/* libaio answers an empty ring and a zero timeout in user space, from
+	 * the header at the id: a stale id would be read there */
+	if (io_getevents(ctx, 0, 1, got, &zero) != 0)
+		FAIL("ring %d: libaio's user-space io_getevents did not find it empty", i);
 	free(got);
 	if (i == 0 && pend_live && verify_pending(ctx))
 		return 1;
@@ -679,6 +686,30 @@ static int verify_occupants(void)
 	return 0;
 }
 
+/* --occupy-after-destroy: the addresses the rings had at start, from
+ * orig_x (no relocation rewrites those words). */
+static int occupy_saved(void)
+{
+	for (int i = 0; i < nrings; i++) {
+		void *at = (void *)(uintptr_t)(orig_x[i] ^ ID_MASK);
+		uint64_t *p = mmap(at, 4096, PROT_READ | PROT_WRITE,
+				   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+		if (p != at)
+			return -1;
+		*p = MARKER;
+	}
+	return 0;
+}
+
+static int saved_occupied(void)
+{
+	for (int i = 0; i < nrings; i++)
+		if (*(uint64_t *)(uintptr_t)(orig_x[i] ^ ID_MASK) != MARKER)
+			FAIL("the page at ring %d's saved address 0x%llx was changed", i,
+			     (unsigned long long)(orig_x[i] ^ ID_MASK));
+	return 0;
+}
+
 static int verify(int threads)
 {
 	for (int i = 0; i < nrings; i++)
@@ -701,6 +732,8 @@ static int verify(int threads)
 		FAIL("%d system calls saw EINTR", eintr_seen + stop_eintr);
 	if (regs_changed)
 		FAIL("%d registers of the main thread changed across a system call", regs_changed);
+	if (occupy_after && saved_occupied())
+		return 1;
 	int moved = 0, decoyed = 0;
 	for (int i = 0; i < nrings; i++) {
 		moved += (uint64_t)(uintptr_t)ctxs[i] != (orig_x[i] ^ ID_MASK);
@@ -757,6 +790,8 @@ int main(int argc, char **argv)
 			blocked = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--decoy"))
 			decoy = 1;
+		else if (!strcmp(argv[i], "--occupy-after-destroy"))
+			occupy_after = 1;
 		else if (!strcmp(argv[i], "--seccomp"))
 			seccomp = 1;
 		else if (!strcmp(argv[i], "--join") && i + 1 < argc) {
@@ -879,7 +914,7 @@ int main(int argc, char **argv)
 			if (disk_ring >= 0 && !expect_in)
 				remember(disk_ring);
 			destroy_all();
-			printf("DESTROYED\n");
+			printf(occupy_after && occupy_saved() ? "CANNOT OCCUPY\n" : "DESTROYED\n");
 			fflush(stdout);
 		} else if (sig == SIGUSR2) {
 			int rc = occupant ? verify_occupants() : verify(threads);
