@@ -213,6 +213,30 @@ function M.follow(plan, rings)
 	return steps
 end
 
+-- Why a relocated ring whose old id is found nowhere in the process
+-- (memory, `scanned` bytes of it, or registers) is refused.
+function M.unreferenced(addr, scanned)
+	return string.format("relocating ring 0x%x means rewriting its id, and no copy of it was found in the " ..
+		"process's writable memory (%d bytes read) or its threads' registers: the program keeps it where " ..
+		"aiotk cannot see (the policy's relocate_unreferenced relocates it anyway)", addr, scanned)
+end
+
+-- The references a process holds to each ring the plan relocates, counted
+-- now (found: by old address, {ids=, pointers=}; scanned: bytes read)
+-- noted on the plan's steps; a ring with no copy of its id fails as a
+-- restore would refuse it, unless the policy relocates it anyway.
+function M.note_references(plan, found, scanned, policy)
+	for _, s in ipairs(plan.steps) do
+		local f = s.action == "relocate" and found[s.addr]
+		if f then
+			s.refs, s.pointers = f.ids, f.pointers
+			if f.ids == 0 and not policy.relocate_unreferenced then
+				s.action, s.reason = "fail", M.unreferenced(s.addr, scanned)
+			end
+		end
+	end
+end
+
 -- 0: every ring exact and within budget; 3: restorable under the policy
 -- (grow, relocate, skip, raise); 4: something fails.
 function M.verdict(plan)
@@ -232,8 +256,9 @@ function M.describe(s)
 		return string.format("grow in place by %d bytes to %d (io_setup(%d))", s.grow_bytes, s.grow_to, s.n)
 	end
 	if s.action == "relocate" then
-		local refs = s.refs and string.format("%d reference(s) to its id found", s.refs) or
-			"if references to its id are found in the process"
+		local refs = s.refs and string.format("%d cop%s of its id found in the process%s", s.refs,
+			s.refs == 1 and "y" or "ies", s.pointers > 0 and string.format(" (and %d pointer(s) into it)",
+			s.pointers) or "") or "if copies of its id are found in the process (check -p PID counts them)"
 		return string.format("relocate as a %d-byte ring (io_setup(%d)) at a free address, %s", s.relocate_len,
 			s.n, refs)
 	end

@@ -229,13 +229,32 @@ local function find_references(t, steps, policy)
 	for _, i in ipairs(of) do
 		local s = steps[i]
 		if not s.ids and not policy.relocate_unreferenced then
-			return nil, string.format("ring %d of %d (0x%x): relocating it means rewriting its id, and no copy " ..
-				"of it was found in the process's writable memory (%d bytes read) or its threads' registers: " ..
-				"the program keeps it where aiotk cannot see (the policy's relocate_unreferenced relocates it " ..
-				"anyway); nothing was changed", i, #steps, s.moved_from, refs.scanned), "impossible"
+			return nil, string.format("ring %d of %d: %s; nothing was changed", i, #steps,
+				require("aiotk.plan").unreferenced(s.moved_from, refs.scanned)), "impossible"
 		end
 	end
 	return refs
+end
+
+-- The references process pid holds to each ring plan relocates, counted
+-- in one short stop (nothing written): {[old addr] = {ids=, pointers=}},
+-- and the bytes read. aiotk check -p.
+function M.count_references(pid, plan)
+	local moves, found = {}, {}
+	for _, s in ipairs(plan.steps) do
+		if s.action == "relocate" then
+			moves[#moves + 1] = { from = s.addr, len = s.ring_len, to = s.addr }
+			found[s.addr] = { ids = 0, pointers = 0 }
+		end
+	end
+	if #moves == 0 then return found, 0 end
+	local refs, e, c = process.with_process(pid, function(t) return t:find_refs(moves) end)
+	if not refs then return nil, e, c end
+	for _, r in ipairs(refs) do
+		local f = found[moves[r.move].from]
+		if r.kind == "id" then f.ids = f.ids + 1 else f.pointers = f.pointers + 1 end
+	end
+	return found, refs.scanned
 end
 
 -- How a rewritten reference is named in reports: its mapping and offset,

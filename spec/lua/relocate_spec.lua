@@ -112,6 +112,20 @@ describe("relocation", function()
 			assert.are.equal(3, code, out)
 			local _, planned = out:gsub("relocate as a 8192%-byte ring", "")
 			assert.is_true(planned >= n - 1, out)
+			-- with the process: its layout, and the copies of each id it holds
+			local jcode, jout = run("check -D " .. dir .. "/img -p " .. w.pid .. " --json --policy " .. pol)
+			assert.are.equal(3, jcode, jout)
+			local rows, counted = json.decode(jout).rings, 0
+			for _, r in ipairs(rows) do
+				assert.are_not.equal("fail", r.action)
+				if r.action == "relocate" then
+					counted = counted + 1
+					assert.is_true(r.references >= 6, jout)
+					assert.are.equal(8192, r.relocate_len)
+					assert.matches("%d+ copies of its id found in the process", r.aiotk)
+				end
+			end
+			assert.is_true(counted >= n - 1)
 			assert.are.equal("DESTROYED", w:destroy())
 			local doc = restore_checked(w, dir .. "/img", pol, saved)
 			local moved, refs = relocated(doc)
@@ -186,10 +200,16 @@ describe("relocation", function()
 		helper.write(dir .. "/only.lua", string.format([[
 			return { model = { cpus = 16 }, filter = function(r) return r.addr == %d end,
 				impossible = function() return "relocate" end }]], ctx))
+		-- check -p predicts it
+		local ccode, cout = run("check -D " .. dir .. "/img -p " .. w.pid .. " --json --policy " .. dir .. "/only.lua")
+		assert.are.equal(4, ccode, cout)
+		local row = json.decode(cout).rings[1]
+		assert.are.same({ "fail", 0 }, { row.action, row.references })
+		assert.matches("no copy of it was found", row.reason)
 		local aio_nr = aiotk.aio_nr()
 		local code, _, err = run("restore -p " .. w.pid .. " -D " .. dir .. "/img --policy " .. dir .. "/only.lua")
 		assert.are.equal(1, code)
-		assert.matches(string.format("0x%x%%): relocating it means rewriting its id, and no copy of it was found", ctx), err)
+		assert.matches(string.format("relocating ring 0x%x means rewriting its id, and no copy of it was found", ctx), err)
 		assert.matches("relocate_unreferenced", err)
 		assert.matches("nothing was changed", err)
 		assert.are.equal(1, w:ring_count())
