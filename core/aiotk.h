@@ -775,6 +775,11 @@ int aiotk_criu_decode_mm(const uint8_t *buf, size_t len, const char *name,
 /* pagemap-PID.img: how many PRESENT entries it holds. */
 int aiotk_criu_decode_pagemap(const uint8_t *buf, size_t len, const char *name,
 			      size_t *present, aiotk_err *err);
+/* The VMAs of an mm file image (the dump's layout: where a ring has room
+ * to grow, or could go). *out is malloc'd. */
+typedef struct aiotk_criu_vma { uint64_t start, end; int ring; } aiotk_criu_vma;
+int aiotk_criu_vmas(const uint8_t *buf, size_t len, const char *name, aiotk_criu_vma **out,
+		    size_t *count, aiotk_err *err);
 /* Rewrite nr_req of ring i in an mm file image to n, in place and in the
  * same number of bytes (a padded varint): every other byte stays. */
 int aiotk_criu_patch_nr_req(uint8_t *buf, size_t len, const aiotk_criu_ring *r,

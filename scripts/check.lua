@@ -50,15 +50,17 @@ else
 			nr_req[c.ring.addr] = c.nr_req
 		end
 		local with, with_budget = criu.plugin_verdicts(p, host, policy, recorded)
-		units[#units + 1] = { pid = p.pid, rings = rings, nr_req = nr_req, criu = criu.criu_verdicts(p, host),
+		units[#units + 1] = { pid = p.pid, rings = rings, layout = criu.layout(p), nr_req = nr_req,
+			criu = criu.criu_verdicts(p, host),
 			plugin = with, plugin_budget = with_budget }
 	end
 end
 
--- A plan for process pid (-p): made with its layout, the copies of each
--- relocated ring's id counted.
+-- A plan for a CRIU dump's process (with its layout in the dump), an
+-- image, or an image and process pid (-p: made with its layout, the
+-- copies of each relocated ring's id counted).
 local function plan_for(u)
-	if not args.pid then return plans.make(u.rings, host, policy) end
+	if not args.pid then return plans.make(u.rings, host, policy, u.layout) end
 	local layout, lerr = aiotk.maps(args.pid)
 	if not layout then return nil, lerr end
 	local plan = plans.make(u.rings, host, policy, layout)

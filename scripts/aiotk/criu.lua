@@ -83,11 +83,19 @@ local function read_file(path)
 end
 
 
+-- Process p's layout in the dump (its VMAs, as plan.make takes a running
+-- process's maps: room to grow, or not), or nil when it cannot be read.
+function M.layout(p)
+	local mm = read_file(p.mm_path)
+	return mm and core.criu_vmas(mm, p.mm_path) or nil
+end
+
 -- The plan for one process's rings on host (aiotk.plan, the same
 -- decisions as an aiotk restore): the n recorded at dump where it makes
 -- the same ring there, else the smallest n that does; a ring this host
--- cannot make that small grows when the policy's impossible hook says so.
--- Returns the steps by ring address and the budget.
+-- cannot make that small grows when the policy's impossible hook says so
+-- (told whether the dump's VMAs leave it room). Returns the steps by ring
+-- address and the budget.
 local function proc_plan(p, host, policy, recorded)
 	local rings = {}
 	for _, c in ipairs(p.rings) do
@@ -95,7 +103,7 @@ local function proc_plan(p, host, policy, recorded)
 		if n then c.ring:note_kernel { n = n } end
 		rings[#rings + 1] = c.ring
 	end
-	local plan = plans.make(rings, host, policy)
+	local plan = plans.make(rings, host, policy, M.layout(p))
 	local by = {}
 	for _, s in ipairs(plan.steps) do by[s.addr] = s end
 	return by, plan.budget

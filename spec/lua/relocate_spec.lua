@@ -15,6 +15,7 @@ local json = require "dkjson"
 local run = helper.run
 
 local EXAMPLE = "scripts/examples/grow-or-relocate.lua"
+local FIX = os.getenv("AIOTK_CRIU_FIXTURES") or "../shared/fixtures/criu"
 local KEEP = " --keep heap,stack,static,tls --allow-grow"
 
 -- A policy file: the example policy (or answer) as on a host of 16 CPUs.
@@ -136,8 +137,11 @@ describe("relocation", function()
 		end)
 	end
 
-	it("lists every rewritten location in its report", function()
-		local w = helper.workload("--dense" .. KEEP .. " " .. ring_args(2))
+	it("lists every rewritten location in its report, a word that only equals an id among them", function()
+		-- --decoy: one more copy of each id, in a word the program never
+		-- uses as one (a counter that happens to hold the same value): a
+		-- false match cannot be told from a copy, and is rewritten too
+		local w = helper.workload("--decoy --dense" .. KEEP .. " " .. ring_args(2))
 		dump(w, dir .. "/img")
 		w:destroy()
 		local code, out, err = run("restore -p " .. w.pid .. " -D " .. dir .. "/img --policy " .. policy16(dir, "relocate"))
@@ -152,7 +156,9 @@ describe("relocation", function()
 		local _, lines = out:gsub("\n    ", "")
 		assert.are.equal(total, lines)
 		assert.matches("relocated to 0x%x+ %(8192 bytes%)", err)
-		assert.are.equal("VERIFY OK 2 rings (2 relocated)", w:verify())
+		w:signal("USR2")
+		assert.are.same({ "DECOY 2 of 2 rewritten", "VERIFY OK 2 rings (2 relocated)" }, { w:line(), w:line() })
+		w:finish()
 	end)
 
 	it("relocates rings a thread waits on in io_getevents; the live old rings go (--replace), no thread sees an error", function()
@@ -242,5 +248,30 @@ describe("relocation", function()
 		for _, r in ipairs(res) do refs = refs + #r.refs end
 		assert.is_true(refs >= 18, refs)
 		assert.are.equal("VERIFY OK 3 rings (3 relocated)", w:verify())
+	end)
+
+	it("is refused in a CRIU dump, naming the ring, nothing changed", function()
+		local d = dir .. "/nr1"
+		assert(helper.sh("cp -r " .. FIX .. "/nr1 " .. d))
+		local orig = helper.slurp(d .. "/mm-2289.img")
+		helper.write(dir .. "/rel.lua", [[return { impossible = function() return "relocate" end }]])
+		local code, _, err = run("criu-fixup " .. d .. " --cpus 16 --policy " .. dir .. "/rel.lua")
+		assert.are.equal(1, code)
+		assert.matches("ring 0x7fa85395a000 cannot be restored by CRIU on the given host: .*the policy relocates " ..
+			"it, which aiotk does only in a running process", err)
+		assert.are.equal(orig, helper.slurp(d .. "/mm-2289.img"))
+		assert.is_nil(io.open(d .. "/mm-2289.img.orig"))
+		local out
+		code, out = run("check --criu " .. d .. " --cpus 16 --json --policy " .. dir .. "/rel.lua")
+		local row = json.decode(out).rings[1]
+		assert.are.equal("relocate", row.action)
+		assert.matches("not in a CRIU dump", row.criu_with_plugin)
+		-- the dump's VMAs tell the example policy there is no room to grow
+		-- (a mapping follows the ring), so it relocates rather than grows
+		code, out = run("check --criu " .. d .. " --cpus 16 --json --policy " .. EXAMPLE)
+		assert.are.equal(3, code) -- aiotk's own restore (import, restore -p) relocates it
+		row = json.decode(out).rings[1]
+		assert.are.equal("relocate", row.action)
+		assert.matches("not in a CRIU dump", row.criu_with_plugin)
 	end)
 end)
