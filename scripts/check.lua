@@ -64,7 +64,7 @@ local function plan_for(u)
 	local layout, lerr = aiotk.maps(args.pid)
 	if not layout then return nil, lerr end
 	local plan = plans.make(u.rings, host, policy, layout)
-	local found, scanned = require("aiotk.restore").count_references(args.pid, plan)
+	local found, scanned = require("aiotk.relocate").count(args.pid, plan)
 	if not found then return nil, scanned end
 	plans.note_references(plan, found, scanned, policy)
 	return plan

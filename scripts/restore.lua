@@ -46,7 +46,7 @@ for _, r in ipairs(res) do
 	if r.grown then grown = grown + 1 end
 	if r.relocated_from then relocated = relocated + 1 end
 end
-local describe_ref = require("aiotk.restore").describe_ref
+local describe_ref = require("aiotk.relocate").describe_ref
 -- A rewritten reference as --json gives it.
 local function ref_json(r)
 	return { kind = r.kind, map = r.map, offset = r.offset, addr = r.addr and aiotk.hex(r.addr), tid = r.tid,
