@@ -101,6 +101,12 @@ describe("relocation", function()
 		local d = plans.make(rings, host, policy.load(policy16(dir, "fail")))
 		for _, s in ipairs(d.steps) do assert.are.equal("fail", s.action) end
 		assert.are.equal("fail", policy.impossible())
+		assert.is_false(policy.relocate_unreferenced)
+		-- checked like every other setting: its type at load
+		helper.write(dir .. "/bad.lua", [[return { relocate_unreferenced = "yes" }]])
+		local ok, err = pcall(policy.load, dir .. "/bad.lua")
+		assert.is_false(ok)
+		assert.are.equal("policy " .. dir .. "/bad.lua: relocate_unreferenced must be a boolean, not a string", err)
 	end)
 
 	for _, n in ipairs { 2, 8 } do
