@@ -37,7 +37,8 @@
  *   --dense         refuse to start unless the rings lie side by side,
  *                   each right under the one made before it
  *   --blocked K     a thread blocked in io_getevents on ring K (made
- *                   empty: COMPLETE = REAP); verify submits one request
+ *                   empty: COMPLETE = REAP; READY once /proc shows it in
+ *                   that system call); verify submits one request
  *                   there first and expects that thread to get it, at the
  *                   saved tail, with no error on the way
  *   --decoy         one more copy of each id, in a word the program never
@@ -105,7 +106,7 @@ static io_context_t *kept_stack;
 static __thread io_context_t kept_tls[MAX_RINGS];
 static uint64_t orig_x[MAX_RINGS];
 static volatile uint64_t decoys[MAX_RINGS];
-static volatile int blocked_done;
+static volatile int blocked_done, blocked_tid;
 static long blocked_rc;
 static struct io_event blocked_ev;
 
@@ -208,9 +209,32 @@ static int dense_ok(void)
 static void *blocked_waiter(void *arg)
 {
 	(void)arg;
+	__atomic_store_n(&blocked_tid, (int)syscall(SYS_gettid), __ATOMIC_RELEASE);
 	blocked_rc = io_getevents(ctxs[blocked], 1, 1, &blocked_ev, NULL);
 	__atomic_store_n(&blocked_done, 1, __ATOMIC_RELEASE);
 	return NULL;
+}
+
+/* READY only once the waiter is in the system call (its
+ * /proc/self/task/TID/syscall names io_getevents), not merely started. */
+static int wait_in_io_getevents(void)
+{
+	for (int k = 0; k < 4000; k++) {
+		int tid = __atomic_load_n(&blocked_tid, __ATOMIC_ACQUIRE);
+		char path[64];
+		long nr = -1;
+		snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", tid);
+		FILE *f = tid ? fopen(path, "r") : NULL;
+		if (f) {
+			if (fscanf(f, "%ld", &nr) != 1)
+				nr = -1;
+			fclose(f);
+		}
+		if (nr == SYS_io_getevents)
+			return 0;
+		usleep(1000);
+	}
+	return -1;
 }
 
 /* Ring K's waiter gets the one request submitted now, in the slot at the
@@ -844,7 +868,10 @@ int main(int argc, char **argv)
 	if (blocked >= 0) {
 		pthread_t t;
 		pthread_create(&t, NULL, blocked_waiter, NULL);
-		usleep(20000); /* in its call before READY */
+		if (wait_in_io_getevents()) {
+			fprintf(stderr, "aio_workload: the --blocked thread never waited in io_getevents\n");
+			return 2;
+		}
 	}
 	if (occupant && occupy()) {
 		fprintf(stderr, "aio_workload: cannot occupy ring addresses\n");
