@@ -121,6 +121,35 @@ static int l_criu_grow(lua_State *L)
 	return 1;
 }
 
+/* criu_vmas(bytes, name) -> { {start=, finish=, ring=, desc=}, ... }: the
+ * mm file's VMAs, as a process's layout reads (core.maps). */
+static int l_criu_vmas(lua_State *L)
+{
+	size_t len, n;
+	aiotk_criu_vma *v;
+	aiotk_err err;
+	const char *s = luaL_checklstring(L, 1, &len);
+	const char *name = luaL_checkstring(L, 2);
+	if (aiotk_criu_vmas((const uint8_t *)s, len, name, &v, &n, &err))
+		return laiotk_fail(L, &err);
+	lua_createtable(L, (int)n, 0);
+	for (size_t i = 0; i < n; i++) {
+		char d[96];
+		lua_createtable(L, 0, 4);
+		laiotk_set_num(L, "start", (double)v[i].start);
+		laiotk_set_num(L, "finish", (double)v[i].end);
+		lua_pushboolean(L, v[i].ring);
+		lua_setfield(L, -2, "ring");
+		snprintf(d, sizeof(d), "the dump's mapping 0x%llx-0x%llx", (unsigned long long)v[i].start,
+			 (unsigned long long)v[i].end);
+		lua_pushstring(L, d);
+		lua_setfield(L, -2, "desc");
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	free(v);
+	return 1;
+}
+
 /* criu_set_header_nr(pages_path, header_off, addr, nr): the saved ring
  * header's nr, in place. */
 static int l_criu_set_header_nr(lua_State *L)
@@ -186,6 +215,7 @@ void laiotk_criu_register(lua_State *L)
 {
 	static const luaL_Reg f[] = {
 		{ "criu_read", l_criu_read }, { "criu_patch", l_criu_patch }, { "criu_grow", l_criu_grow },
+		{ "criu_vmas", l_criu_vmas },
 		{ "criu_decode_mm", l_criu_decode_mm },
 		{ "criu_set_header_nr", l_criu_set_header_nr },
 		{ "write_atomic", l_write_atomic }, { "criu_stamp", l_criu_stamp },

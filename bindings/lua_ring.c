@@ -117,8 +117,23 @@ static int ring_note_kernel(lua_State *L)
 	return 0;
 }
 
+/* ring:at(addr): a copy of the ring saved at another address (what a
+ * relocated ring is rebuilt from: same head, tail, events, captured
+ * requests; another id). */
+static int ring_at(lua_State *L)
+{
+	aiotk_err err;
+	aiotk_ring *r = laiotk_ring_check(L, 1);
+	uint64_t addr = laiotk_check_u64(L, 2);
+	aiotk_ring *c = laiotk_ring_new(L);
+	if (aiotk_ring_copy(c, r, &err))
+		return laiotk_fail(L, &err);
+	c->addr = addr;
+	return 1;
+}
+
 static const luaL_Reg methods[] = {
-	{ "event", ring_event }, { "events", ring_events }, { "slot", ring_slot },
+	{ "at", ring_at }, { "event", ring_event }, { "events", ring_events }, { "slot", ring_slot },
 	{ "captured", ring_captured }, { "note_kernel", ring_note_kernel },
 	{ NULL, NULL },
 };

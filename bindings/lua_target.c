@@ -505,9 +505,92 @@ static int p_resubmit(lua_State *L, aiotk_target *t, int b)
 	return push_done(L, aiotk_resubmit(t, ctx, laiotk_ring_check(L, b + 1), &err), &err);
 }
 
+/* A reference as Lua sees it: kind ("id", "pointer"), move (1-based),
+ * old, value; memory: addr, map, map_start, offset; a register: tid, reg
+ * (its name), reg_index. */
+static void push_ref(lua_State *L, const aiotk_ref *r)
+{
+	lua_createtable(L, 0, 10);
+	lua_pushstring(L, r->kind == AIOTK_REF_ID ? "id" : "pointer");
+	lua_setfield(L, -2, "kind");
+	laiotk_set_num(L, "move", (double)r->move + 1);
+	laiotk_set_num(L, "old", (double)r->old);
+	laiotk_set_num(L, "value", (double)r->value);
+	if (r->tid) {
+		laiotk_set_num(L, "tid", r->tid);
+		lua_pushstring(L, aiotk_reg_name(r->reg));
+		lua_setfield(L, -2, "reg");
+		laiotk_set_num(L, "reg_index", r->reg);
+		return;
+	}
+	laiotk_set_num(L, "addr", (double)r->addr);
+	laiotk_set_num(L, "map_start", (double)r->map_start);
+	laiotk_set_num(L, "offset", (double)(r->addr - r->map_start));
+	lua_pushstring(L, r->map);
+	lua_setfield(L, -2, "map");
+}
+
+/* find_refs({ {from=, len=, to=}, ... }) -> { refs..., scanned=, unread= }
+ * (aiotk_refs_find): where the process keeps each old ring's id. */
+static int p_find_refs(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	aiotk_refs refs;
+	luaL_checktype(L, b, LUA_TTABLE);
+	size_t n = lua_objlen(L, b);
+	aiotk_move *m = scratch(L, n, sizeof(*m));
+	for (size_t i = 0; i < n; i++) {
+		lua_rawgeti(L, b, (int)i + 1);
+		m[i].from = laiotk_opt_field_u64(L, lua_gettop(L), "from", 0);
+		m[i].len = laiotk_opt_field_u64(L, lua_gettop(L), "len", 0);
+		m[i].to = laiotk_opt_field_u64(L, lua_gettop(L), "to", 0);
+		lua_pop(L, 1);
+	}
+	if (aiotk_refs_find(t, m, n, &refs, &err))
+		return laiotk_fail(L, &err);
+	lua_createtable(L, (int)refs.n, 2);
+	for (size_t i = 0; i < refs.n; i++) {
+		push_ref(L, &refs.ref[i]);
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	laiotk_set_num(L, "scanned", (double)refs.scanned);
+	laiotk_set_num(L, "unread", (double)refs.unread);
+	aiotk_refs_free(&refs);
+	return 1;
+}
+
+/* rewrite_refs(refs[, back]): each reference find_refs gave set to its
+ * value (back: to its old value), all or nothing. */
+static int p_rewrite_refs(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	luaL_checktype(L, b, LUA_TTABLE);
+	int back = lua_toboolean(L, b + 1); /* read before scratch pushes its buffer */
+	size_t n = lua_objlen(L, b);
+	aiotk_ref *r = scratch(L, n, sizeof(*r));
+	for (size_t i = 0; i < n; i++) {
+		lua_rawgeti(L, b, (int)i + 1);
+		int at = lua_gettop(L);
+		r[i].tid = (int)laiotk_opt_field_u64(L, at, "tid", 0);
+		r[i].reg = (unsigned)laiotk_opt_field_u64(L, at, "reg_index", 0);
+		r[i].addr = laiotk_opt_field_u64(L, at, "addr", 0);
+		r[i].map_start = laiotk_opt_field_u64(L, at, "map_start", r[i].addr);
+		r[i].old = laiotk_opt_field_u64(L, at, "old", 0);
+		r[i].value = laiotk_opt_field_u64(L, at, "value", 0);
+		lua_getfield(L, at, "map");
+		snprintf(r[i].map, sizeof(r[i].map), "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+		lua_pop(L, 1);
+		if (!r[i].tid && !r[i].addr)
+			return luaL_error(L, "reference %d: neither addr= nor tid=", (int)i + 1);
+		lua_pop(L, 1);
+	}
+	return push_done(L, aiotk_refs_rewrite(t, r, n, back, &err), &err);
+}
+
 #define PRIMITIVES(X) X(snapshot) X(snapshot_many) X(converge) X(replay) X(write_events) \
 	X(remap) X(restore) X(restore_all) X(io_setup) X(io_destroy) X(mapping_at) X(mappings) X(rings) X(header) \
-	X(reserve) X(unmap) X(park) X(unpark) X(remove_journals) X(capture) X(resubmit)
+	X(reserve) X(unmap) X(park) X(unpark) X(remove_journals) X(capture) X(resubmit) \
+	X(find_refs) X(rewrite_refs)
 
 /* The functions of aiotk.core act on this process through one self
  * target kept in the registry (core.self() returns it), so that its
@@ -613,6 +696,24 @@ static ltarget *new_target(lua_State *L)
 	return lt;
 }
 
+/* maps(pid): every mapping of process pid, as target:mappings() gives
+ * them, read without stopping it (a plan's look at the layout). */
+static int l_maps(lua_State *L)
+{
+	aiotk_vma *v;
+	aiotk_err err;
+	size_t n;
+	if (aiotk_maps_list((int)luaL_checkinteger(L, 1), &v, &n, &err))
+		return laiotk_fail(L, &err);
+	lua_createtable(L, (int)n, 0);
+	for (size_t i = 0; i < n; i++) {
+		push_vma(L, &v[i]);
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	free(v);
+	return 1;
+}
+
 /* check_process(pid): true, or nil and why aiotk cannot stop it. */
 static int l_check_process(lua_State *L)
 {
@@ -707,7 +808,7 @@ void laiotk_target_register(lua_State *L)
 	};
 	static const luaL_Reg funcs[] = {
 		PRIMITIVES(SELF_REG) { "attach", l_attach }, { "adopt", l_adopt }, { "frozen", l_frozen },
-		{ "check_process", l_check_process }, { "self", l_self },
+		{ "check_process", l_check_process }, { "maps", l_maps }, { "self", l_self },
 		{ "simulate", l_simulate }, { NULL, NULL },
 	};
 	if (luaL_newmetatable(L, TARGET_MT))

@@ -261,6 +261,50 @@ int aiotk_vma_in_ranges(const aiotk_vma *v, const uint64_t *range, size_t n);
 int aiotk_maps_rings(int pid, aiotk_vma *out, size_t max, size_t *count,
 		     aiotk_err *err);
 
+/* ---- references: where a stopped process keeps a ring's id ---------- */
+/* A ring rebuilt at another address has another id (its address), and
+ * works only once every copy of the old id the process holds is rewritten
+ * (relocation; docs/KERNEL-FACTS.md, "Rings"). A move: the old ring (its
+ * id, from, and length) and the new id. */
+typedef struct aiotk_move { uint64_t from, len, to; } aiotk_move;
+enum aiotk_ref_kind {
+	AIOTK_REF_ID = 0,      /* the old id itself */
+	AIOTK_REF_POINTER = 1, /* inside the old ring (a read of its events) */
+};
+typedef struct aiotk_ref {
+	enum aiotk_ref_kind kind;
+	size_t move;           /* index of the move it belongs to */
+	int tid;               /* 0: a word of memory; else the thread whose */
+	unsigned reg;          /*   general register (aiotk_reg_name) */
+	uint64_t addr;         /* memory: the word's address, in the mapping */
+	uint64_t map_start;    /*   starting here, */
+	char map[64];          /*   named so (a path's last 63 bytes; "": anonymous) */
+	uint64_t old, value;   /* what it holds, what it becomes */
+} aiotk_ref;
+typedef struct aiotk_refs {
+	size_t n, cap;
+	aiotk_ref *ref;        /* memory in address order, then registers */
+	uint64_t scanned;      /* bytes read */
+	uint64_t unread;       /* bytes of scanned mappings that could not be */
+} aiotk_refs;
+/* Every 8-byte-aligned word of t's readable, writable, private memory
+ * (only the pages that are the process's own: written, or anonymous and
+ * touched; not [vvar], rings, nor the stack aiotk's return frame is
+ * written to) and every general register of every stopped thread (process
+ * targets) that equals a move's `from` or points inside its ring. Reads
+ * only. */
+int aiotk_refs_find(aiotk_target *t, const aiotk_move *m, size_t n, aiotk_refs *out,
+		    aiotk_err *err);
+/* ref[0..n) rewritten to their values (back: to what they held), each
+ * checked to hold what it held when found: all or nothing. A thread
+ * stopped in a system call our stop interrupted restarts it with its
+ * registers as rewritten (io_getevents on the new id). */
+int aiotk_refs_rewrite(aiotk_target *t, const aiotk_ref *ref, size_t n, int back,
+		       aiotk_err *err);
+void aiotk_refs_free(aiotk_refs *r);
+/* A general register's name ("rdi"). */
+const char *aiotk_reg_name(unsigned reg);
+
 /* The building mark: compat_features of a context aiotk has made and not
  * yet finished, or has parked (aiotk_park). The kernel writes 1 there at
  * io_setup and never reads it, nor does libaio; a context left marked by
@@ -731,6 +775,11 @@ int aiotk_criu_decode_mm(const uint8_t *buf, size_t len, const char *name,
 /* pagemap-PID.img: how many PRESENT entries it holds. */
 int aiotk_criu_decode_pagemap(const uint8_t *buf, size_t len, const char *name,
 			      size_t *present, aiotk_err *err);
+/* The VMAs of an mm file image (the dump's layout: where a ring has room
+ * to grow, or could go). *out is malloc'd. */
+typedef struct aiotk_criu_vma { uint64_t start, end; int ring; } aiotk_criu_vma;
+int aiotk_criu_vmas(const uint8_t *buf, size_t len, const char *name, aiotk_criu_vma **out,
+		    size_t *count, aiotk_err *err);
 /* Rewrite nr_req of ring i in an mm file image to n, in place and in the
  * same number of bytes (a padded varint): every other byte stays. */
 int aiotk_criu_patch_nr_req(uint8_t *buf, size_t len, const aiotk_criu_ring *r,

@@ -12,15 +12,20 @@ local parser = argparse("aiotk check",
 	"place by how many bytes, or why not, as the policy decides. For CRIU dumps also " ..
 	"whether CRIU's own restore would, and CRIU's restore with aiotk's plugin (aiotk_criu.so: " ..
 	"nr_req set to the n recorded at dump or the smallest n, rings grown in the images where " ..
-	"the policy says so and the dump leaves room). Exit 0: every ring restores exactly; 3: restorable " ..
-	"under the policy (grow, skip, raise aio-max-nr); 4: a restore would fail.")
+	"the policy says so and the dump leaves room). With -p, for a restore into that running process: " ..
+	"its layout says which rings can grow and which saved ranges are taken, and the copies of each " ..
+	"relocated ring's id it holds are counted (the process is stopped for that, nothing is written). " ..
+	"Exit 0: every ring restores exactly; 3: restorable under the policy (grow, relocate, skip, " ..
+	"raise aio-max-nr); 4: a restore would fail.")
 parser:mutex(parser:option("-D --dir", "aiotk image directory"),
 	parser:option("--criu", "CRIU dump directory"))
+parser:option("-p --pid", "the running process a restore of -D would go into"):convert(cmd.pid)
 hostmodel.options(parser)
 cmd.policy_option(parser)
 parser:flag("--json", "machine-readable output")
 local args = parser:parse({ ... })
 if not args.dir and not args.criu then parser:error("give -D DIR or --criu DIR") end
+if args.pid and not args.dir then parser:error("-p goes with -D (a restore into a running process)") end
 
 local host, herr = hostmodel.from_args(args)
 if not host then return cmd.fail("check", herr) end
@@ -45,21 +50,38 @@ else
 			nr_req[c.ring.addr] = c.nr_req
 		end
 		local with, with_budget = criu.plugin_verdicts(p, host, policy, recorded)
-		units[#units + 1] = { pid = p.pid, rings = rings, nr_req = nr_req, criu = criu.criu_verdicts(p, host),
+		units[#units + 1] = { pid = p.pid, rings = rings, layout = criu.layout(p), nr_req = nr_req,
+			criu = criu.criu_verdicts(p, host),
 			plugin = with, plugin_budget = with_budget }
 	end
 end
 
+-- A plan for a CRIU dump's process (with its layout in the dump), an
+-- image, or an image and process pid (-p: made with its layout, the
+-- copies of each relocated ring's id counted).
+local function plan_for(u)
+	if not args.pid then return plans.make(u.rings, host, policy, u.layout) end
+	local layout, lerr = aiotk.maps(args.pid)
+	if not layout then return nil, lerr end
+	local plan = plans.make(u.rings, host, policy, layout)
+	local found, scanned = require("aiotk.relocate").count(args.pid, plan)
+	if not found then return nil, scanned end
+	plans.note_references(plan, found, scanned, policy)
+	return plan
+end
+
 local verdict, rows, budgets = 0, aiotk.array(), aiotk.array()
 for _, u in ipairs(units) do
-	local plan = plans.make(u.rings, host, policy)
+	local plan, perr2 = plan_for(u)
+	if not plan then return cmd.fail("check", "process " .. args.pid .. ": " .. perr2) end
 	verdict = math.max(verdict, plans.verdict(plan))
 	plan.budget.pid = u.pid
 	budgets[#budgets + 1] = plan.budget
 	for _, st in ipairs(plan.steps) do
 		rows[#rows + 1] = { pid = u.pid, addr = string.format("0x%x", st.addr), ring_len = st.ring_len,
 			events = st.events, action = st.action, exact = st.action == "exact", n = st.n,
-			grow_to = st.grow_to, grow_bytes = st.grow_bytes, reason = st.reason, aiotk = plans.describe(st),
+			grow_to = st.grow_to, grow_bytes = st.grow_bytes, relocate_len = st.relocate_len,
+			references = st.refs, pointers = st.pointers, reason = st.reason, aiotk = plans.describe(st),
 			nr_req = u.nr_req and u.nr_req[st.addr], criu = u.criu and u.criu[st.addr],
 			criu_with_plugin = u.plugin and u.plugin[st.addr] }
 	end

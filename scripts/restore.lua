@@ -8,7 +8,9 @@ local parser = argparse("aiotk restore",
 	"with saved size, head, tail and events. The process makes the system calls itself " ..
 	"(ptrace injection); any failure undoes everything and the process carries on. " ..
 	"Follows DIR/plan.json (aiotk migrate) when present, else plans with the policy: " ..
-	"filter, impossible (fail, grow, skip), budget (fail, raise), overfull, order, log.")
+	"filter, impossible (fail, grow, relocate, skip), budget (fail, raise), overfull, order, log. " ..
+	"A relocated ring is rebuilt at a free address and every copy of its old id in the " ..
+	"process's writable private memory and its threads' registers rewritten; each one is listed.")
 parser:option("-p --pid", "process to restore into"):convert(cmd.pid):count(1)
 parser:option("-D --dir", "image directory"):count(1)
 parser:flag("--replace", "an AIO ring already at a saved address is moved aside, and destroyed " ..
@@ -39,17 +41,38 @@ end
 local res, rerr = aiotk.restore_process(args.pid, img:rings(),
 	{ replace = args.replace, policy = policy, plan = plan })
 if not res then return fail("process " .. args.pid .. ": " .. rerr) end
-local grown = 0
-for _, r in ipairs(res) do if r.grown then grown = grown + 1 end end
+local grown, relocated = 0, 0
+for _, r in ipairs(res) do
+	if r.grown then grown = grown + 1 end
+	if r.relocated_from then relocated = relocated + 1 end
+end
+local describe_ref = require("aiotk.relocate").describe_ref
+-- A rewritten reference as --json gives it.
+local function ref_json(r)
+	return { kind = r.kind, map = r.map, offset = r.offset, addr = r.addr and aiotk.hex(r.addr), tid = r.tid,
+		reg = r.reg, old = aiotk.hex(r.old), value = aiotk.hex(r.value), where = describe_ref(r) }
+end
 if args.json then
 	local rings = aiotk.array()
 	for i, r in ipairs(res) do
 		rings[i] = { addr = aiotk.hex(r.ctx), n = r.converge.n, nr = r.converge.nr,
 			io_setup_calls = r.converge.calls, grown = r.grown, resubmitted = r.resubmitted or 0 }
+		if r.relocated_from then
+			local refs = aiotk.array()
+			for k, ref in ipairs(r.refs) do refs[k] = ref_json(ref) end
+			rings[i].relocated_from, rings[i].references = aiotk.hex(r.relocated_from), refs
+		end
 	end
 	print(aiotk.json { pid = args.pid, dir = args.dir, stopped_ns = res.stopped_ns, rings = rings })
 	return 0
 end
-print(string.format("restored %d ring(s) into process %d%s; stopped %.3f ms", #res, args.pid,
-	grown > 0 and string.format(" (%d grown in place)", grown) or "", res.stopped_ns / 1e6))
+print(string.format("restored %d ring(s) into process %d%s%s; stopped %.3f ms", #res, args.pid,
+	grown > 0 and string.format(" (%d grown in place)", grown) or "",
+	relocated > 0 and string.format(" (%d relocated)", relocated) or "", res.stopped_ns / 1e6))
+for _, r in ipairs(res) do
+	if r.relocated_from then
+		print(string.format("ring 0x%x relocated to 0x%x: %d reference(s) rewritten", r.relocated_from, r.ctx, #r.refs))
+		for _, ref in ipairs(r.refs) do print("    " .. describe_ref(ref)) end
+	end
+end
 return 0

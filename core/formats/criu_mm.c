@@ -157,6 +157,26 @@ int aiotk_criu_decode_mm(const uint8_t *buf, size_t len, const char *name,
 	return rc;
 }
 
+int aiotk_criu_vmas(const uint8_t *buf, size_t len, const char *name, aiotk_criu_vma **out,
+		    size_t *count, aiotk_err *err)
+{
+	uint32_t n;
+	CriuMmEntry *m;
+	int rc = unpack_mm(buf, len, name, &n, &m, err);
+	if (rc)
+		return rc;
+	*count = m->n_vmas;
+	*out = calloc(m->n_vmas ? m->n_vmas : 1, sizeof(**out));
+	if (!*out)
+		rc = aiotk_fail(err, AIOTK_ENOMEM, 0, "%s: out of memory", name);
+	for (size_t i = 0; !rc && i < m->n_vmas; i++) {
+		const CriuVmaEntry *v = m->vmas[i];
+		(*out)[i] = (aiotk_criu_vma){ v->start, v->end, (v->status & VMA_AIORING) != 0 };
+	}
+	criu_mm_entry__free_unpacked(m, NULL);
+	return rc;
+}
+
 int aiotk_criu_patch_nr_req(uint8_t *buf, size_t len, const aiotk_criu_ring *r,
 			    uint32_t n, aiotk_err *err)
 {

@@ -57,5 +57,12 @@ long aiotk_arch_result(const aiotk_regs *r);
 /* A thread stopped on return from a system call that our stop made fail
  * with EINTR: make the kernel restart it instead. Returns 1 if changed. */
 int aiotk_arch_restartable(aiotk_regs *r);
+/* The general registers a program keeps values in (relocation rewrites a
+ * ring's id there; core/target/refs.c): not the instruction or stack
+ * pointer, flags or segments. How many, each one's name and slot. */
+extern const unsigned aiotk_arch_ngpr;
+const char *aiotk_arch_gpr_name(unsigned i);
+uint64_t *aiotk_arch_gpr(aiotk_regs *r, unsigned i);
+uint64_t aiotk_arch_sp(const aiotk_regs *r);
 
 #endif

@@ -38,4 +38,8 @@ void aiotk_arch_prepare(aiotk_regs *r, uint64_t code, uint64_t sp, long nr,
 }
 long aiotk_arch_result(const aiotk_regs *r) { (void)r; return -ENOSYS; }
 int aiotk_arch_restartable(aiotk_regs *r) { (void)r; return 0; }
+const unsigned aiotk_arch_ngpr = 0;
+const char *aiotk_arch_gpr_name(unsigned i) { (void)i; return "?"; }
+uint64_t *aiotk_arch_gpr(aiotk_regs *r, unsigned i) { (void)i; return r->raw; }
+uint64_t aiotk_arch_sp(const aiotk_regs *r) { (void)r; return 0; }
 #endif

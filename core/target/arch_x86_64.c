@@ -3,6 +3,7 @@
 
 #if defined(__x86_64__)
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/ptrace.h>
 #include <sys/user.h>
@@ -66,4 +67,20 @@ int aiotk_arch_restartable(aiotk_regs *r)
 	g->rax = (uint64_t)-ERESTARTNOHAND;
 	return 1;
 }
+
+#define GPR(name) { #name, offsetof(struct user_regs_struct, name) }
+static const struct { const char *name; size_t off; } gprs[] = {
+	GPR(rax), GPR(rbx), GPR(rcx), GPR(rdx), GPR(rsi), GPR(rdi), GPR(rbp),
+	GPR(r8), GPR(r9), GPR(r10), GPR(r11), GPR(r12), GPR(r13), GPR(r14), GPR(r15),
+};
+const unsigned aiotk_arch_ngpr = sizeof(gprs) / sizeof(gprs[0]);
+
+const char *aiotk_arch_gpr_name(unsigned i) { return i < aiotk_arch_ngpr ? gprs[i].name : "?"; }
+
+uint64_t *aiotk_arch_gpr(aiotk_regs *r, unsigned i)
+{
+	return (uint64_t *)((char *)r->raw + gprs[i].off);
+}
+
+uint64_t aiotk_arch_sp(const aiotk_regs *r) { return C(r)->rsp; }
 #endif

@@ -88,6 +88,19 @@ long aiotk_target_end_restorer(aiotk_target *t);
 int aiotk_target_pinned(const aiotk_target *t);
 int aiotk_ws_pinned(const aiotk_target *t);
 
+/* The registers of each thread of a stopped process (a process target;
+ * others have none: fn is not called), as each will resume: the main
+ * thread's as found, whatever injection did since. 0, or fn's nonzero
+ * answer. */
+int aiotk_target_each_regs(aiotk_target *t, int (*fn)(int tid, aiotk_regs *r, void *ctx),
+			   void *ctx, aiotk_err *err);
+/* General register reg (aiotk_arch_gpr) of thread tid set to v, where it
+ * resumes from (the main thread's return frame too). */
+int aiotk_target_set_gpr(aiotk_target *t, int tid, unsigned reg, uint64_t v, aiotk_err *err);
+/* [*lo, *hi): the dead stack under the main thread's red zone that the
+ * return frame is written into; 0, 0 for targets without one. */
+void aiotk_target_frame_area(aiotk_target *t, uint64_t *lo, uint64_t *hi);
+
 /* Whether t is this process (target_self.c). */
 int aiotk_target_is_self(const aiotk_target *t);
 

@@ -449,24 +449,15 @@ static int frame_fits(struct tracee *p, uint64_t at, size_t len)
 		"process %d: no room for aiotk's %zu-byte return frame below its main thread's stack pointer", p->pid, len);
 }
 
-/* The return frame, written below the main thread's stack: from then on
- * injection is possible, and harmless to die in. */
-static int arm(struct tracee *p)
+/* The return frame for p->saved, written below the main thread's stack
+ * (again when a register of p->saved changes: aiotk_target_set_gpr). */
+static int write_frame(struct tracee *p)
 {
-	uint64_t sigreturn = p->sigreturn;
 	static __thread uint8_t frame[FRAME_MAX];
 	size_t len;
-	int rc = check_gadget(p, p->code, aiotk_arch_gadget_syscall);
-	if (!rc)
-		rc = check_gadget(p, sigreturn, aiotk_arch_gadget_sigreturn);
+	int rc = aiotk_arch_frame(&p->saved, p->mask, p->fpu, p->fpu_len, p->sigreturn, frame,
+				  sizeof(frame), &p->frame, &len);
 	if (rc)
-		return rc;
-	if (ptrace(PTRACE_GETSIGMASK, p->pid, sizeof(p->mask), &p->mask))
-		return aiotk_fail(&p->why, AIOTK_ESYS, errno, "cannot read the signal mask of %d: %s",
-				  p->pid, strerror(errno));
-	if ((rc = aiotk_arch_fpu_get(p->pid, p->fpu, sizeof(p->fpu), &p->fpu_len)) ||
-	    (rc = aiotk_arch_frame(&p->saved, p->mask, p->fpu, p->fpu_len, sigreturn, frame,
-				   sizeof(frame), &p->frame, &len)))
 		return aiotk_fail(&p->why, AIOTK_ESYS, -rc, "cannot build the return frame for %d: %s",
 				  p->pid, strerror(-rc));
 	if ((rc = frame_fits(p, p->frame, len)))
@@ -475,6 +466,26 @@ static int arm(struct tracee *p)
 	if (process_vm_writev(p->pid, &l, 1, &r, 1, 0) != (ssize_t)len)
 		return aiotk_fail(&p->why, AIOTK_ESYS, errno, "cannot write the return frame into %d: %s",
 				  p->pid, strerror(errno));
+	return 0;
+}
+
+/* The return frame, written below the main thread's stack: from then on
+ * injection is possible, and harmless to die in. */
+static int arm(struct tracee *p)
+{
+	int rc = check_gadget(p, p->code, aiotk_arch_gadget_syscall);
+	if (!rc)
+		rc = check_gadget(p, p->sigreturn, aiotk_arch_gadget_sigreturn);
+	if (rc)
+		return rc;
+	if (ptrace(PTRACE_GETSIGMASK, p->pid, sizeof(p->mask), &p->mask))
+		return aiotk_fail(&p->why, AIOTK_ESYS, errno, "cannot read the signal mask of %d: %s",
+				  p->pid, strerror(errno));
+	if ((rc = aiotk_arch_fpu_get(p->pid, p->fpu, sizeof(p->fpu), &p->fpu_len)))
+		return aiotk_fail(&p->why, AIOTK_ESYS, -rc, "cannot build the return frame for %d: %s",
+				  p->pid, strerror(-rc));
+	if ((rc = write_frame(p)))
+		return rc;
 	p->armed = 1;
 	colocate(p);
 	return 0;
@@ -788,6 +799,92 @@ static void pt_free(aiotk_target *t)
 	free(p->th);
 	free(p);
 	t->priv = NULL;
+}
+
+/* ---- the threads' registers, as they will resume ----------------------- */
+
+/* The main thread's: as found (p->saved), whatever injection did since. */
+static int regs_of(struct tracee *p, int tid, aiotk_regs *r)
+{
+	if (tid == p->pid && !p->have_saved) {
+		int rc = aiotk_arch_get(tid, &p->saved);
+		if (rc)
+			return rc;
+		p->have_saved = 1;
+	}
+	if (tid == p->pid) {
+		*r = p->saved;
+		return 0;
+	}
+	return aiotk_arch_get(tid, r);
+}
+
+int aiotk_target_each_regs(aiotk_target *t, int (*fn)(int tid, aiotk_regs *r, void *ctx),
+			   void *ctx, aiotk_err *err)
+{
+	if (t->ops != &ptrace_ops)
+		return 0;
+	struct tracee *p = T(t);
+	for (size_t i = 0; i < p->nth; i++) {
+		aiotk_regs r;
+		if (p->th[i].gone)
+			continue;
+		int rc = regs_of(p, p->th[i].tid, &r);
+		if (rc)
+			return aiotk_fail(err, AIOTK_ESYS, -rc, "cannot read the registers of thread %d: %s",
+					  p->th[i].tid, strerror(-rc));
+		if ((rc = fn(p->th[i].tid, &r, ctx)))
+			return rc;
+	}
+	return 0;
+}
+
+/* The main thread resumes from p->saved: put back at release once
+ * injection began (the live registers until then), and copied into the
+ * return frame, which must say the same should aiotk die. */
+static int set_main(struct tracee *p, unsigned reg, uint64_t v, aiotk_err *err)
+{
+	aiotk_regs was = p->saved;
+	*aiotk_arch_gpr(&p->saved, reg) = v;
+	int rc = p->injected ? 0 : aiotk_arch_set(p->pid, &p->saved);
+	if (!rc && p->armed && write_frame(p))
+		rc = -(p->why.errno_ ? p->why.errno_ : EIO);
+	if (rc) {
+		p->saved = was;
+		return aiotk_fail(err, AIOTK_ESYS, -rc, "cannot set %s of thread %d: %s",
+				  aiotk_arch_gpr_name(reg), p->pid, strerror(-rc));
+	}
+	return 0;
+}
+
+int aiotk_target_set_gpr(aiotk_target *t, int tid, unsigned reg, uint64_t v, aiotk_err *err)
+{
+	aiotk_regs r;
+	if (t->ops != &ptrace_ops || reg >= aiotk_arch_ngpr)
+		return aiotk_fail(err, AIOTK_EINVAL, EINVAL, "register %u of thread %d: not a stopped thread's register",
+				  reg, tid);
+	struct tracee *p = T(t);
+	if (tid == p->pid)
+		return set_main(p, reg, v, err);
+	int rc = aiotk_arch_get(tid, &r);
+	if (!rc) {
+		*aiotk_arch_gpr(&r, reg) = v;
+		rc = aiotk_arch_set(tid, &r);
+	}
+	if (rc)
+		return aiotk_fail(err, AIOTK_ESYS, -rc, "cannot set %s of thread %d: %s",
+				  aiotk_arch_gpr_name(reg), tid, strerror(-rc));
+	return 0;
+}
+
+void aiotk_target_frame_area(aiotk_target *t, uint64_t *lo, uint64_t *hi)
+{
+	aiotk_regs r;
+	*lo = *hi = 0;
+	if (t->ops != &ptrace_ops || regs_of(T(t), t->pid, &r))
+		return;
+	*hi = aiotk_arch_sp(&r) > 128 ? aiotk_arch_sp(&r) - 128 : 0;
+	*lo = *hi > FRAME_MAX ? *hi - FRAME_MAX : 0;
 }
 
 static const struct aiotk_target_ops ptrace_ops = {

@@ -83,11 +83,19 @@ local function read_file(path)
 end
 
 
+-- Process p's layout in the dump (its VMAs, as plan.make takes a running
+-- process's maps: room to grow, or not), or nil when it cannot be read.
+function M.layout(p)
+	local mm = read_file(p.mm_path)
+	return mm and core.criu_vmas(mm, p.mm_path) or nil
+end
+
 -- The plan for one process's rings on host (aiotk.plan, the same
 -- decisions as an aiotk restore): the n recorded at dump where it makes
 -- the same ring there, else the smallest n that does; a ring this host
--- cannot make that small grows when the policy's impossible hook says so.
--- Returns the steps by ring address and the budget.
+-- cannot make that small grows when the policy's impossible hook says so
+-- (told whether the dump's VMAs leave it room). Returns the steps by ring
+-- address and the budget.
 local function proc_plan(p, host, policy, recorded)
 	local rings = {}
 	for _, c in ipairs(p.rings) do
@@ -95,7 +103,7 @@ local function proc_plan(p, host, policy, recorded)
 		if n then c.ring:note_kernel { n = n } end
 		rings[#rings + 1] = c.ring
 	end
-	local plan = plans.make(rings, host, policy)
+	local plan = plans.make(rings, host, policy, M.layout(p))
 	local by = {}
 	for _, s in ipairs(plan.steps) do by[s.addr] = s end
 	return by, plan.budget
@@ -107,6 +115,10 @@ local function refusal(s)
 	if not s then return "the policy's filter leaves it out (CRIU restores every ring of a process)" end
 	if s.action == "skip" then return "the policy's impossible hook skips it (CRIU restores every ring)" end
 	if s.action == "fail" then return s.reason end
+	if s.action == "relocate" then
+		return s.reason .. "; the policy relocates it, which aiotk does only in a running process " ..
+			"(aiotk restore -p) so far, not in a CRIU dump"
+	end
 end
 
 local function refused(p, c, host, why)

@@ -24,7 +24,8 @@ M.entries = {
 	{ "aiotk.snapshot", "aiotk.snapshot(addr[, whole_area])", "a ring of this process: .addr " ..
 		".ring_len .nr .head .tail .n .magic .id .wrapped .kernel_tail .ncaptured, #ring live events, " ..
 		"ring:event(i), ring:events(), ring:slot(k), ring:captured() ({obj, data, opcode, fd, buf} " ..
-		"per request captured in flight), ring:note_kernel{n=, kernel_tail=}" },
+		"per request captured in flight), ring:note_kernel{n=, kernel_tail=}, ring:at(addr) (a copy " ..
+		"saved at another address: what a relocated ring is rebuilt from)" },
 	{ "aiotk.ring", "aiotk.ring{addr=, nr=, head=, tail=, events={...}}", "a ring state built by hand (validated)" },
 	{ "aiotk.converge", "aiotk.converge(ring_len[, model])", "{ctx, n, nr, calls}: a new context " ..
 		"with exactly that ring length" },
@@ -67,8 +68,14 @@ M.entries = {
 		"t:replay(...), t:remap(...), t:io_destroy(ctx), t:mapping_at(addr, len), t:capture(ring, obj), " ..
 		"t:resubmit(ctx, ring), t:snapshot_many({ {addr=, ring_len=}, ... }) (a dump's rings read " ..
 		"together), t:restore_all({ {ring=, n=, placeholder=, model=}, ... }) (rings rebuilt in order, " ..
-		"those the restorer can do in one run inside the process), t:mappings([ranges]), t:release() " ..
+		"those the restorer can do in one run inside the process), t:mappings([ranges]), " ..
+		"t:find_refs({ {from=, len=, to=}, ... }) (every word of the process's writable private memory " ..
+		"and every thread's general register equal to an old ring's id or pointing into it: {kind " ..
+		"(\"id\", \"pointer\"), move, old, value, addr, map, offset | tid, reg}, .scanned, .unread), " ..
+		"t:rewrite_refs(refs[, back]) (each set to its value, or back, all or none), t:release() " ..
 		"(its workspace back now rather than at detach); t.pid, t.stopped_ns, t.stopped_at_ns (when the stop began, core.now_ns's clock), t.dead" },
+	{ "aiotk.maps", "aiotk.maps(pid)", "every mapping of process pid as t:mappings() gives them, read " ..
+		"without stopping it" },
 	{ "aiotk.self", "aiotk.self()", "this process as a target (the one aiotk's functions use); " ..
 		"self:pin() keeps this thread on its CPU until self:release(), so a series of replays " ..
 		"pins once (as aiotk bench does)" },

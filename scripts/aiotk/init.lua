@@ -14,7 +14,7 @@ for _, name in ipairs {
 	"host", "geometry", "min_n", "snapshot", "converge", "replay",
 	"write_events", "remap", "restore", "io_setup", "io_destroy", "aio_nr",
 	"set_aio_max_nr", "mapping_at", "rings", "now_ns", "ring", "image",
-	"read_image", "decode_image", "attach", "self", "simulate",
+	"read_image", "decode_image", "attach", "self", "simulate", "maps",
 } do
 	M[name] = core[name]
 end

@@ -1,5 +1,5 @@
 -- Restore plans: for a host, what happens to every ring (exact with which
--- n, grow by how much, skip, or fail and why) and to the aio-max-nr
+-- n, grow by how much, relocate, skip, or fail and why) and to the aio-max-nr
 -- budget, decided by the policy. Pure: touches nothing. check prints a
 -- plan, migrate writes one, restore follows one.
 local aiotk = require "aiotk"
@@ -33,7 +33,77 @@ function M.budget_message(b)
 		" or let the policy raise it"
 end
 
-local function ring_step(ring, model, host, policy)
+-- Whether [addr, addr + len) is free of the other saved rings and, where
+-- the process's layout is known, of its mappings (true, false), or not
+-- known (nil: from an image alone the space after the last ring is).
+local function room_for(ring, len, others, layout)
+	local from, to = ring.addr + ring.ring_len, ring.addr + len
+	for _, o in ipairs(others) do
+		if o ~= ring and o.addr < to and from < o.addr + o.ring_len then return false end
+	end
+	if not layout then return nil end
+	for _, m in ipairs(layout) do
+		if m.start < to and from < m.finish then return false end
+	end
+	return true
+end
+
+-- What occupies a ring's saved range in the process (the description of
+-- the first mapping there that is neither an AIO ring, which --replace
+-- deals with, nor what an interrupted aiotk left, which a restore
+-- removes), or nil.
+local function taken_by(ring, layout)
+	for _, m in ipairs(layout or {}) do
+		if m.start < ring.addr + ring.ring_len and ring.addr < m.finish and
+			not (m.ring or m.placeholder or m.journal) then
+			return m.desc
+		end
+	end
+end
+
+-- A ring this host cannot make at its size: the policy's answer carried
+-- out on the step. grow and relocate make the smallest ring the host
+-- makes (its events at the same slots: not for a wrapped ring); relocate
+-- puts it at a free address chosen when the process is stopped, every
+-- reference to the old id rewritten (restore.lua).
+local function impossible_step(step, ring, why, model, host, policy, ctx)
+	local gn = assert(core.fit_n(ring.ring_len, model))
+	local g = assert(aiotk.geometry(gn, model))
+	local room = room_for(ring, g.ring_len, ctx.rings, ctx.layout)
+	local choice = policy.impossible(ring, why, host, { room = room, layout = ctx.layout ~= nil })
+	step.reason = why
+	if choice == "skip" then
+		step.action = "skip"
+	elseif choice ~= "grow" and choice ~= "relocate" then
+		step.action = "fail"
+	elseif ring.wrapped then
+		step.action = "fail"
+		step.reason = why .. "; a larger ring (grown or relocated) is impossible for a wrapped ring"
+	elseif choice == "grow" then
+		step.action, step.n, step.grow_to = "grow", gn, g.ring_len
+		step.grow_bytes = g.ring_len - ring.ring_len
+		if room == false then step.reason = why .. "; the space after it is taken" end
+	else
+		step.action, step.n, step.relocate_len = "relocate", gn, g.ring_len
+	end
+end
+
+-- A ring this host makes exactly, whose saved range something else holds
+-- in the process: the impossible hook is asked too (ctx.taken says by
+-- what). "relocate" moves it at its own size, "skip" leaves it out; any
+-- other answer keeps the plan exact, and the restore refuses the taken
+-- range as it always has.
+local function taken_step(step, ring, taken, host, policy)
+	local why = "its address range is taken by " .. taken
+	local choice = policy.impossible(ring, why, host, { taken = taken, layout = true })
+	if choice == "relocate" then
+		step.action, step.relocate_len, step.reason = "relocate", ring.ring_len, why
+	elseif choice == "skip" then
+		step.action, step.reason = "skip", why
+	end
+end
+
+local function ring_step(ring, model, host, policy, ctx)
 	local step = { addr = ring.addr, ring_len = ring.ring_len, nr = ring.nr, head = ring.head,
 		tail = ring.tail, events = #ring }
 	-- The n the process gave io_setup (recorded from the kernel at dump)
@@ -47,24 +117,10 @@ local function ring_step(ring, model, host, policy)
 	end
 	if n then
 		step.action, step.n = "exact", n
+		local taken = taken_by(ring, ctx.layout)
+		if taken then taken_step(step, ring, taken, host, policy) end
 	else
-		local choice = policy.impossible(ring, why, host)
-		step.reason = why
-		if choice == "grow" then
-			local gn = assert(aiotk.core.fit_n(ring.ring_len, model))
-			local g = assert(aiotk.geometry(gn, model))
-			if ring.wrapped then
-				step.action = "fail"
-				step.reason = why .. "; growing in place is impossible for a wrapped ring"
-			else
-				step.action, step.n, step.grow_to = "grow", gn, g.ring_len
-				step.grow_bytes = g.ring_len - ring.ring_len
-			end
-		elseif choice == "skip" then
-			step.action = "skip"
-		else
-			step.action = "fail"
-		end
+		impossible_step(step, ring, why, model, host, policy, ctx)
 	end
 	local cap = step.n and M.capacity(step.n, model)
 	-- A ring within capacity never needs a nudge; the replay is told so,
@@ -86,13 +142,16 @@ end
 local function needed_of(steps)
 	local needed = 0
 	for _, s in ipairs(steps) do
-		if s.action == "exact" or s.action == "grow" then needed = needed + s.n end
+		if s.action == "exact" or s.action == "grow" or s.action == "relocate" then needed = needed + s.n end
 	end
 	return needed
 end
 
--- plan(rings, host, policy) -> { host=, steps={...}, budget={...} }
-function M.make(rings, host, policy)
+-- plan(rings, host, policy[, layout]) -> { host=, steps={...}, budget={...} }
+-- layout: the process's mappings (core.maps(pid)) when a live process is
+-- planned for; it tells the impossible hook whether a ring has room to
+-- grow, and whether its saved range is taken.
+function M.make(rings, host, policy, layout)
 	local model = hostmodel.model(host, policy)
 	local kept = {}
 	for _, r in ipairs(rings) do
@@ -101,7 +160,7 @@ function M.make(rings, host, policy)
 	kept = policy.order(kept)
 	local plan = { host = host, model = model, steps = aiotk.array() }
 	for _, r in ipairs(kept) do
-		plan.steps[#plan.steps + 1] = ring_step(r, model, host, policy)
+		plan.steps[#plan.steps + 1] = ring_step(r, model, host, policy, { rings = kept, layout = layout })
 	end
 	plan.budget = M.decide_budget(needed_of(plan.steps), host, policy)
 	return plan
@@ -147,14 +206,39 @@ function M.follow(plan, rings)
 		if s.action ~= "skip" then
 			-- plans written before the nudge field allow it, as they did
 			steps[#steps + 1] = { ring = ring, n = s.n, grow_to = s.grow_to,
-				len = s.grow_to or ring.ring_len, nudge = s.nudge ~= false }
+				len = s.grow_to or s.relocate_len or ring.ring_len, nudge = s.nudge ~= false,
+				relocate = s.action == "relocate" }
 		end
 	end
 	return steps
 end
 
+-- Why a relocated ring whose old id is found nowhere in the process
+-- (memory, `scanned` bytes of it, or registers) is refused.
+function M.unreferenced(addr, scanned)
+	return string.format("relocating ring 0x%x means rewriting its id, and no copy of it was found in the " ..
+		"process's writable memory (%d bytes read) or its threads' registers: the program keeps it where " ..
+		"aiotk cannot see (the policy's relocate_unreferenced relocates it anyway)", addr, scanned)
+end
+
+-- The references a process holds to each ring the plan relocates, counted
+-- now (found: by old address, {ids=, pointers=}; scanned: bytes read)
+-- noted on the plan's steps; a ring with no copy of its id fails as a
+-- restore would refuse it, unless the policy relocates it anyway.
+function M.note_references(plan, found, scanned, policy)
+	for _, s in ipairs(plan.steps) do
+		local f = s.action == "relocate" and found[s.addr]
+		if f then
+			s.refs, s.pointers = f.ids, f.pointers
+			if f.ids == 0 and not policy.relocate_unreferenced then
+				s.action, s.reason = "fail", M.unreferenced(s.addr, scanned)
+			end
+		end
+	end
+end
+
 -- 0: every ring exact and within budget; 3: restorable under the policy
--- (grow, skip, raise); 4: something fails.
+-- (grow, relocate, skip, raise); 4: something fails.
 function M.verdict(plan)
 	local code = 0
 	for _, s in ipairs(plan.steps) do
@@ -170,6 +254,13 @@ function M.describe(s)
 	if s.action == "exact" then return string.format("exact with io_setup(%d)", s.n) end
 	if s.action == "grow" then
 		return string.format("grow in place by %d bytes to %d (io_setup(%d))", s.grow_bytes, s.grow_to, s.n)
+	end
+	if s.action == "relocate" then
+		local refs = s.refs and string.format("%d cop%s of its id found in the process%s", s.refs,
+			s.refs == 1 and "y" or "ies", s.pointers > 0 and string.format(" (and %d pointer(s) into it)",
+			s.pointers) or "") or "if copies of its id are found in the process (check -p PID counts them)"
+		return string.format("relocate as a %d-byte ring (io_setup(%d)) at a free address, %s", s.relocate_len,
+			s.n, refs)
 	end
 	if s.action == "skip" then return "skipped by the policy (" .. (s.reason or "") .. ")" end
 	return "impossible: " .. (s.reason or "?")

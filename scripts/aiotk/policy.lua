@@ -10,10 +10,27 @@ local M = {}
 function M.filter(ring, ctx) return true end
 
 -- A ring whose exact size this host cannot make (why: the reason).
--- "fail" (default), "grow" (the smallest ring this host makes, at the same
--- address, same head, tail and events; needs the address space after the
--- ring free, and an unwrapped ring), or "skip".
-function M.impossible(ring, why, host) return "fail" end
+-- ctx.room: whether the address space after the ring is free (nil: not
+-- known, as from an image alone; ctx.layout says whether the process's
+-- mappings were looked at). "fail" (default), "grow" (the smallest ring
+-- this host makes, at the same address, same head, tail and events; needs
+-- the address space after the ring free, and an unwrapped ring),
+-- "relocate" (that ring at a free address, and every copy of the old id
+-- in the process's writable private memory and its threads' registers
+-- rewritten to the new one: aiotk writes into the program's memory, so
+-- only when asked; refused when no copy is found; an unwrapped ring; a
+-- running process only, aiotk restore -p), or "skip".
+-- Also asked about a ring this host makes exactly whose saved range
+-- something else holds in the process (ctx.taken: what): "relocate" (at
+-- its own size) or "skip"; any other answer leaves the restore to refuse
+-- the taken range, as without the hook.
+function M.impossible(ring, why, host, ctx) return "fail" end
+
+-- A ring the impossible hook relocates whose old id is found nowhere in
+-- the process (memory or registers): false (default) refuses the restore
+-- (the program keeps its id where aiotk cannot see, and would go on using
+-- the old one); true relocates it anyway.
+M.relocate_unreferenced = false
 
 -- Not enough fs.aio-max-nr for the restore: b.needed, b.free, b.aio_nr,
 -- b.aio_max_nr. "fail" (default) or "raise" (by exactly what is missing;
@@ -84,7 +101,7 @@ M.model = false
 -- The answers each deciding hook may give. An answer outside its list is
 -- an error naming the hook, never a silent default.
 local ANSWERS = {
-	impossible = { "fail", "grow", "skip" },
+	impossible = { "fail", "grow", "relocate", "skip" },
 	budget = { "fail", "raise" },
 	in_flight = { "capture", "wait", "fail", "record" },
 	overfull = { "nudge", "fail" },

@@ -2,10 +2,12 @@
 -- checked, then claimed, before anything is built; the changes are
 -- recorded in an undo list as they are made, and any failure, a hook that
 -- raises, or SIGINT, SIGTERM or SIGHUP undoes them in reverse (occupants
--- moved back, placeholders removed, new rings destroyed).
+-- moved back, placeholders removed, new rings destroyed, rewritten ids of
+-- relocated rings put back: relocate.lua).
 local core = require "aiotk.core"
 local kernel = require "aiotk.kernel"
 local process = require "aiotk.process"
+local relocate = require "aiotk.relocate"
 
 local M = {}
 
@@ -152,7 +154,8 @@ function Undo:rollback(t)
 		-- A placeholder partly used: its rings are destroyed (above, in
 		-- reverse order) before what is left of it goes.
 		elseif u.kind == "claim" and u.left > 0 then t:unmap(u.addr, u.len)
-		elseif u.kind == "parked" then t:unpark(u.at, u.len, u.addr) end
+		elseif u.kind == "parked" then t:unpark(u.at, u.len, u.addr)
+		elseif u.kind == "refs" then t:rewrite_refs(u.refs, true) end
 	end
 end
 
@@ -244,7 +247,11 @@ local function jobs_of(steps, opts)
 	for i, s in ipairs(steps) do
 		local replay = { nudge = s.nudge }
 		for k, v in pairs(opts.replay or {}) do replay[k] = v end
-		jobs[i] = { ring = s.ring, n = s.n, grow_to = s.grow_to, replay = replay, placeholder = true,
+		-- A larger ring's n is the plan's host's; where this host makes
+		-- that length from another n, that one is tried first (each wrong
+		-- guess costs an io_destroy, about 35 ms)
+		local n = s.grow_to and core.min_n(s.grow_to, opts.model) or s.n
+		jobs[i] = { ring = s.ring, n = n, grow_to = s.grow_to, replay = replay, placeholder = true,
 			model = opts.model }
 	end
 	return jobs
@@ -285,9 +292,14 @@ local function finish_rings(t, steps, results, opts, policy, out)
 			if not rok then return nil, string.format("ring %d of %d: %s", i, #steps, rse), rsc end
 			res.resubmitted = s.ring.ncaptured
 		end
-		res.grown = s.grow_to ~= nil
+		res.grown = s.grow_to ~= nil and not s.relocate
+		if s.relocate then
+			res.relocated_from, res.refs = s.moved_from, s.refs
+			policy.log(string.format("ring 0x%x relocated to 0x%x (%d bytes), %d reference(s) rewritten", s.moved_from,
+				s.ring.addr, s.len, #s.refs))
+		end
 		out[#out + 1] = res
-		if s.grow_to then
+		if s.grow_to and not s.relocate then
 			policy.log(string.format("ring 0x%x grew in place from %d to %d bytes", s.ring.addr,
 				s.ring.ring_len, s.grow_to))
 		end
@@ -311,12 +323,35 @@ local function rebuild(t, maps, steps, opts, policy, undo, out)
 	local results, re, rc = rebuild_rings(t, steps, opts, pending, undo, out)
 	if not results then return nil, re, rc end
 	lap(out, "rebuild")
+	if opts.refs and #opts.refs > 0 then
+		local wok, we, wc = t:rewrite_refs(opts.refs)
+		if not wok then return nil, "rewriting the relocated rings' ids: " .. we, wc end
+		undo[#undo + 1] = { kind = "refs", refs = opts.refs }
+		lap(out, "rewrite")
+	end
 	ok, ie, ic = interrupted()
 	if not ok then return nil, ie, ic end
 	local fok, fe, fc = finish_rings(t, steps, results, opts, policy, out)
 	if not fok then return nil, fe, fc end
 	lap(out, "finish")
 	return interrupted()
+end
+
+-- The relocated rings placed and their references found (into
+-- ropts.refs), before anything changes; the whole layout is read only
+-- when the plan relocates.
+local function relocate_steps(t, steps, opts, policy, ropts)
+	local any = false
+	for _, s in ipairs(steps) do any = any or s.relocate end
+	if not any then return true end
+	local maps, me, mc = t:mappings()
+	if not maps then return nil, me, mc end
+	local ok, e, c = relocate.place(maps, steps, opts.replace, mapping_in)
+	if not ok then return nil, e, c end
+	local refs, re, rc = relocate.find(t, steps, policy)
+	if not refs then return nil, re, rc end
+	ropts.refs = refs
+	return true
 end
 
 -- Restore rings into process pid, as the plan (made here from the policy
@@ -327,7 +362,7 @@ function M.restore_process(pid, rings, opts)
 	opts = opts or {}
 	local policy = process.policy(opts)
 	local plans = require "aiotk.plan"
-	local plan = opts.plan or plans.make(rings, assert(core.host()), policy)
+	local plan = opts.plan or plans.make(rings, assert(core.host()), policy, core.maps(pid))
 	local steps, serr, scode = plans.follow(plan, rings)
 	if not steps then return nil, serr, scode end
 	local ok, berr, bcode = apply_budget(plan, policy)
@@ -343,6 +378,8 @@ function M.restore_process(pid, rings, opts)
 		lap(out, "stop")
 		local maps, de, dc = remove_leftovers(t, steps, policy)
 		if not maps then return nil, de, dc end
+		local placed, pe, pc = relocate_steps(t, steps, opts, policy, ropts)
+		if not placed then return nil, pe, pc end
 		lap(out, "look")
 		local undo = setmetatable({ claims = {} }, Undo)
 		-- A hook or callback that raises is a failure like any other: the
@@ -361,6 +398,9 @@ function M.restore_process(pid, rings, opts)
 		end
 		for _, u in ipairs(undo) do
 			if u.kind == "parked" then t:io_destroy(u.at) end
+		end
+		for _, st in ipairs(steps) do
+			if st.old_ring then t:io_destroy(st.old_ring.addr) end
 		end
 		out.target = t
 		return true

@@ -29,6 +29,26 @@
  *                   remembered when told to destroy, so completions that
  *                   land after start count; verify checks every read
  *                   completed with its iocb, data and the bytes of its block
+ *   --keep WHERE,...  a copy of every ring's id kept in each of: heap (a
+ *                   malloc'd struct), stack (main's frame), static (a
+ *                   struct in static data), tls (the main thread's TLS);
+ *                   verify checks every copy names the ring verified (a
+ *                   ring relocated by a restore has a new id)
+ *   --dense         refuse to start unless the rings lie side by side,
+ *                   each right under the one made before it
+ *   --blocked K     a thread blocked in io_getevents on ring K (made
+ *                   empty: COMPLETE = REAP; READY once /proc shows it in
+ *                   that system call); verify submits one request
+ *                   there first and expects that thread to get it, at the
+ *                   saved tail, with no error on the way
+ *   --decoy         one more copy of each id, in a word the program never
+ *                   uses as one; verify says whether it still holds the
+ *                   original id (a relocation cannot tell it from a real
+ *                   reference)
+ *   --occupy-after-destroy  once SIGUSR1 destroyed the rings, a page
+ *                   holding a marker at each ring's address (its saved
+ *                   range taken by something else); verify checks them
+ *   Verify's OK line ends "(N relocated)" when a ring's id changed.
  *   --freeze-probe FILE  a thread that wakes every 20 us and appends to FILE
  *                   "FROM TO" (CLOCK_MONOTONIC ns) for every wait of over
  *                   100 us between two wakeups: how long it was frozen, as
@@ -75,6 +95,21 @@ static volatile int eintr_seen, stop_eintr, tolerate_stop_eintr, sleeper_ticks, 
 static int futex_word, allow_grow, gap, regs_changed;
 static int read_pipe[2], epoll_pipe[2], pend_pipe[2];
 
+/* --keep, --blocked, --decoy: copies of each ring's id, and the original
+ * id kept in a form that is no id (rewritten by nobody). */
+#define ID_MASK 0x5a5a5a5a5a5a5a5aull
+enum { KEEP_HEAP = 1, KEEP_STACK = 2, KEEP_STATIC = 4, KEEP_TLS = 8 };
+struct holder { uint32_t tag; io_context_t ctx; };
+static int keep, blocked = -1, decoy, occupy_after;
+static struct holder *kept_heap, kept_static[MAX_RINGS];
+static io_context_t *kept_stack;
+static __thread io_context_t kept_tls[MAX_RINGS];
+static uint64_t orig_x[MAX_RINGS];
+static volatile uint64_t decoys[MAX_RINGS];
+static volatile int blocked_done, blocked_tid;
+static long blocked_rc;
+static struct io_event blocked_ev;
+
 static uint64_t cookie(int ring, int phase, int seq)
 {
 	return (uint64_t)(0xA0 + ring) << 56 | (uint64_t)phase << 48 | (uint64_t)seq;
@@ -115,6 +150,114 @@ static void remember(int i)
 	e->events = calloc(e->nevents + 1, sizeof(*ev));
 	for (uint32_t k = 0; k < e->nevents; k++)
 		e->events[k] = ev[(h->head + k) % h->nr];
+}
+
+#define FAIL(...) do { printf("VERIFY FAIL: " __VA_ARGS__); printf("\n"); return 1; } while (0)
+
+static int parse_keep(const char *list)
+{
+	char buf[64];
+	snprintf(buf, sizeof(buf), "%s", list);
+	for (char *w = strtok(buf, ","); w; w = strtok(NULL, ",")) {
+		if (!strcmp(w, "heap")) keep |= KEEP_HEAP;
+		else if (!strcmp(w, "stack")) keep |= KEEP_STACK;
+		else if (!strcmp(w, "static")) keep |= KEEP_STATIC;
+		else if (!strcmp(w, "tls")) keep |= KEEP_TLS;
+		else return -1;
+	}
+	return 0;
+}
+
+/* The copies --keep and --decoy ask for, in the main thread. */
+static void keep_ids(io_context_t *stack)
+{
+	kept_stack = stack;
+	kept_heap = calloc(MAX_RINGS, sizeof(*kept_heap));
+	for (int i = 0; i < nrings; i++) {
+		orig_x[i] = (uint64_t)(uintptr_t)ctxs[i] ^ ID_MASK;
+		kept_heap[i] = (struct holder){ (uint32_t)i, ctxs[i] };
+		kept_static[i] = (struct holder){ (uint32_t)i, ctxs[i] };
+		stack[i] = ctxs[i];
+		kept_tls[i] = ctxs[i];
+		if (decoy)
+			decoys[i] = (uint64_t)(uintptr_t)ctxs[i];
+	}
+}
+
+static int kept_ok(int i)
+{
+	io_context_t c = ctxs[i];
+	return (!(keep & KEEP_HEAP) || kept_heap[i].ctx == c) &&
+	       (!(keep & KEEP_STACK) || kept_stack[i] == c) &&
+	       (!(keep & KEEP_STATIC) || kept_static[i].ctx == c) &&
+	       (!(keep & KEEP_TLS) || kept_tls[i] == c);
+}
+
+static int dense_ok(void)
+{
+	for (int i = 1; i < nrings; i++) {
+		struct ring_hdr *h = (void *)ctxs[i];
+		uint64_t end = (uint64_t)(uintptr_t)ctxs[i] + ((32 + 32 * (uint64_t)h->nr + 4095) / 4096 * 4096);
+		if (end != (uint64_t)(uintptr_t)ctxs[i - 1])
+			return 0;
+	}
+	return 1;
+}
+
+/* libaio's io_getevents with no timeout: the id goes to the kernel in a
+ * register, and the call waits there. */
+static void *blocked_waiter(void *arg)
+{
+	(void)arg;
+	__atomic_store_n(&blocked_tid, (int)syscall(SYS_gettid), __ATOMIC_RELEASE);
+	blocked_rc = io_getevents(ctxs[blocked], 1, 1, &blocked_ev, NULL);
+	__atomic_store_n(&blocked_done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/* READY only once the waiter is in the system call (its
+ * /proc/self/task/TID/syscall names io_getevents), not merely started. */
+static int wait_in_io_getevents(void)
+{
+	for (int k = 0; k < 4000; k++) {
+		int tid = __atomic_load_n(&blocked_tid, __ATOMIC_ACQUIRE);
+		char path[64];
+		long nr = -1;
+		snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", tid);
+		FILE *f = tid ? fopen(path, "r") : NULL;
+		if (f) {
+			if (fscanf(f, "%ld", &nr) != 1)
+				nr = -1;
+			fclose(f);
+		}
+		if (nr == SYS_io_getevents)
+			return 0;
+		usleep(1000);
+	}
+	return -1;
+}
+
+/* Ring K's waiter gets the one request submitted now, in the slot at the
+ * saved tail; head and tail then move on by one. */
+static int verify_blocked(struct expect *e)
+{
+	struct ring_hdr *h = (void *)(uintptr_t)e->addr;
+	if (__atomic_load_n(&blocked_done, __ATOMIC_ACQUIRE))
+		FAIL("the io_getevents waiter returned %ld before its request", blocked_rc);
+	if (complete(ctxs[blocked], blocked, 6, 1) != 1)
+		FAIL("ring %d: the waiter's request was refused", blocked);
+	for (int k = 0; k < 400 && !__atomic_load_n(&blocked_done, __ATOMIC_ACQUIRE); k++)
+		usleep(5000);
+	if (!blocked_done)
+		FAIL("ring %d: the io_getevents waiter never got its request", blocked);
+	if (blocked_rc != 1 || (uint64_t)(uintptr_t)blocked_ev.data != cookie(blocked, 6, 0))
+		FAIL("ring %d: the waiter got %ld, data 0x%llx", blocked, blocked_rc,
+		     (unsigned long long)(uintptr_t)blocked_ev.data);
+	struct io_event *slot = (void *)((char *)h + 32);
+	if ((uint64_t)(uintptr_t)slot[e->tail].data != cookie(blocked, 6, 0))
+		FAIL("ring %d: the waiter's completion is not at the saved tail %u", blocked, e->tail);
+	e->head = e->tail = (e->tail + 1) % h->nr;
+	return 0;
 }
 
 static int make_ring_pinned(const char *spec)
@@ -481,7 +624,6 @@ static int load_expect(const char *path)
 	return 0;
 }
 
-#define FAIL(...) do { printf("VERIFY FAIL: " __VA_ARGS__); printf("\n"); return 1; } while (0)
 
 /* The POLL left in flight (--pending) must still be in flight, on the same
  * iocb: writing its pipe completes it with its iocb address and data. */
@@ -509,6 +651,11 @@ static int verify_ring(int i)
 	struct ring_hdr *h = (void *)(uintptr_t)e->addr;
 	io_context_t ctx = (io_context_t)(uintptr_t)e->addr;
 	struct timespec zero = { 0, 0 };
+	if ((uint64_t)(uintptr_t)ctxs[i] != e->addr || !kept_ok(i))
+		FAIL("ring %d: the copies of its id disagree (ctxs 0x%llx, saved 0x%llx)", i,
+		     (unsigned long long)(uintptr_t)ctxs[i], (unsigned long long)e->addr);
+	if (i == blocked && verify_blocked(e))
+		return 1;
 	int nr_ok = allow_grow ? h->nr >= e->nr : h->nr == e->nr;
 	if (h->magic != MAGIC || !nr_ok || h->head != e->head || h->tail != e->tail)
 		FAIL("ring %d at 0x%llx: header %x nr %u head %u tail %u, expected nr %u head %u tail %u",
@@ -528,6 +675,10 @@ static int verify_ring(int i)
 		FAIL("ring %d: next completion not at saved tail %u", i, e->tail);
 	if (io_getevents(ctx, 1, 1, got, &zero) != 1)
 		FAIL("ring %d: next completion not delivered", i);
+	/* libaio answers an empty ring and a zero timeout in user space, from
+	 * the header at the id: a stale id would be read there */
+	if (io_getevents(ctx, 0, 1, got, &zero) != 0)
+		FAIL("ring %d: libaio's user-space io_getevents did not find it empty", i);
 	free(got);
 	if (i == 0 && pend_live && verify_pending(ctx))
 		return 1;
@@ -559,6 +710,30 @@ static int verify_occupants(void)
 	return 0;
 }
 
+/* --occupy-after-destroy: the addresses the rings had at start, from
+ * orig_x (no relocation rewrites those words). */
+static int occupy_saved(void)
+{
+	for (int i = 0; i < nrings; i++) {
+		void *at = (void *)(uintptr_t)(orig_x[i] ^ ID_MASK);
+		uint64_t *p = mmap(at, 4096, PROT_READ | PROT_WRITE,
+				   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+		if (p != at)
+			return -1;
+		*p = MARKER;
+	}
+	return 0;
+}
+
+static int saved_occupied(void)
+{
+	for (int i = 0; i < nrings; i++)
+		if (*(uint64_t *)(uintptr_t)(orig_x[i] ^ ID_MASK) != MARKER)
+			FAIL("the page at ring %d's saved address 0x%llx was changed", i,
+			     (unsigned long long)(orig_x[i] ^ ID_MASK));
+	return 0;
+}
+
 static int verify(int threads)
 {
 	for (int i = 0; i < nrings; i++)
@@ -581,13 +756,26 @@ static int verify(int threads)
 		FAIL("%d system calls saw EINTR", eintr_seen + stop_eintr);
 	if (regs_changed)
 		FAIL("%d registers of the main thread changed across a system call", regs_changed);
-	printf("VERIFY OK %d rings\n", nrings);
+	if (occupy_after && saved_occupied())
+		return 1;
+	int moved = 0, decoyed = 0;
+	for (int i = 0; i < nrings; i++) {
+		moved += (uint64_t)(uintptr_t)ctxs[i] != (orig_x[i] ^ ID_MASK);
+		decoyed += decoy && decoys[i] != (orig_x[i] ^ ID_MASK);
+	}
+	if (decoy)
+		printf("DECOY %d of %d rewritten\n", decoyed, nrings);
+	if (moved)
+		printf("VERIFY OK %d rings (%d relocated)\n", nrings, moved);
+	else
+		printf("VERIFY OK %d rings\n", nrings);
 	return 0;
 }
 
 int main(int argc, char **argv)
 {
-	int threads = 0, pending = 0, occupant = 0, seccomp = 0, spawn = 0;
+	int threads = 0, pending = 0, occupant = 0, seccomp = 0, spawn = 0, dense = 0;
+	io_context_t on_stack[MAX_RINGS];
 	const char *expect_out = NULL, *expect_in = NULL;
 	sigset_t set;
 	/* Nothing inherited beyond stdio: CRIU dumps every open file, and a
@@ -615,6 +803,19 @@ int main(int argc, char **argv)
 			gap = 1;
 		else if (!strcmp(argv[i], "--allow-grow"))
 			allow_grow = 1;
+		else if (!strcmp(argv[i], "--keep") && i + 1 < argc) {
+			if (parse_keep(argv[++i])) {
+				fprintf(stderr, "aio_workload: --keep takes heap,stack,static,tls\n");
+				return 2;
+			}
+		} else if (!strcmp(argv[i], "--dense"))
+			dense = 1;
+		else if (!strcmp(argv[i], "--blocked") && i + 1 < argc)
+			blocked = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--decoy"))
+			decoy = 1;
+		else if (!strcmp(argv[i], "--occupy-after-destroy"))
+			occupy_after = 1;
 		else if (!strcmp(argv[i], "--seccomp"))
 			seccomp = 1;
 		else if (!strcmp(argv[i], "--join") && i + 1 < argc) {
@@ -655,6 +856,23 @@ int main(int argc, char **argv)
 	}
 	for (int i = 0; !expect_in && i < nrings; i++)
 		remember(i);
+	if (dense && !dense_ok()) {
+		fprintf(stderr, "aio_workload: the rings are not side by side\n");
+		return 2;
+	}
+	keep_ids(on_stack);
+	if (blocked >= nrings || (blocked >= 0 && rings[blocked].nevents)) {
+		fprintf(stderr, "aio_workload: --blocked %d needs an empty ring of those made\n", blocked);
+		return 2;
+	}
+	if (blocked >= 0) {
+		pthread_t t;
+		pthread_create(&t, NULL, blocked_waiter, NULL);
+		if (wait_in_io_getevents()) {
+			fprintf(stderr, "aio_workload: the --blocked thread never waited in io_getevents\n");
+			return 2;
+		}
+	}
 	if (occupant && occupy()) {
 		fprintf(stderr, "aio_workload: cannot occupy ring addresses\n");
 		return 2;
@@ -723,7 +941,7 @@ int main(int argc, char **argv)
 			if (disk_ring >= 0 && !expect_in)
 				remember(disk_ring);
 			destroy_all();
-			printf("DESTROYED\n");
+			printf(occupy_after && occupy_saved() ? "CANNOT OCCUPY\n" : "DESTROYED\n");
 			fflush(stdout);
 		} else if (sig == SIGUSR2) {
 			int rc = occupant ? verify_occupants() : verify(threads);

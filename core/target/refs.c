@@ -1,0 +1,312 @@
+/* Where a stopped process keeps a value: the 8-byte-aligned words of its
+ * writable private memory and the general registers of its threads. A
+ * ring rebuilt at another address has another id (the id is the ring's
+ * address), and works only once every copy of the old id is rewritten
+ * (relocation, issue 23).
+ *
+ * Memory is read by process_vm_readv in runs of up to 1 MiB, and only the
+ * pages /proc/PID/pagemap shows as the process's own (present or swapped,
+ * not a file's page): a private file mapping's unwritten pages hold the
+ * file, not anything the program stored, and untouched anonymous pages
+ * are zero. */
+#define _GNU_SOURCE
+#include "target/target.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define RUN_PAGES 256u /* 1 MiB a read */
+#define PM_PRESENT (1ull << 63)
+#define PM_SWAP (1ull << 62)
+#define PM_FILE (1ull << 61)
+
+struct scan {
+	aiotk_target *t;
+	const aiotk_move *m;
+	size_t n;
+	uint64_t lo, hi;            /* every move's old range lies inside */
+	uint64_t frame_lo, frame_hi; /* aiotk's return frame goes there */
+	const aiotk_vma *vma;       /* the mapping being read */
+	int pagemap;                /* its descriptor, -1: read every page */
+	aiotk_refs *out;
+	aiotk_err *err;
+	uint64_t buf[RUN_PAGES * AIOTK_PAGE / 8];
+};
+
+static int add(aiotk_refs *out, const aiotk_ref *r, aiotk_err *err)
+{
+	if (out->n == out->cap) {
+		size_t cap = out->cap ? 2 * out->cap : 16;
+		aiotk_ref *n = realloc(out->ref, cap * sizeof(*n));
+		if (!n)
+			return aiotk_fail(err, AIOTK_ENOMEM, ENOMEM, "out of memory for %zu references", cap);
+		out->ref = n;
+		out->cap = cap;
+	}
+	out->ref[out->n++] = *r;
+	return 0;
+}
+
+/* Which move w refers to, filling kind and the value it becomes; -1: none. */
+static long match(const struct scan *s, uint64_t w, aiotk_ref *r)
+{
+	if (w < s->lo || w >= s->hi)
+		return -1;
+	for (size_t i = 0; i < s->n; i++) {
+		const aiotk_move *m = &s->m[i];
+		if (w < m->from || w >= m->from + m->len)
+			continue;
+		r->kind = w == m->from ? AIOTK_REF_ID : AIOTK_REF_POINTER;
+		r->move = i;
+		r->old = w;
+		r->value = m->to + (w - m->from);
+		return (long)i;
+	}
+	return -1;
+}
+
+/* A mapping's name for the report: a path's last bytes say most. */
+static void name_map(char *buf, size_t len, const char *path)
+{
+	size_t l = strlen(path);
+	const char *from = l < len ? path : path + l - (len - 1);
+	memcpy(buf, from, strlen(from) + 1);
+}
+
+static int scan_words(struct scan *s, uint64_t at, size_t words)
+{
+	for (size_t k = 0; k < words; k++) {
+		aiotk_ref r = { .addr = at + 8 * k };
+		if (r.addr >= s->frame_lo && r.addr < s->frame_hi)
+			continue;
+		if (match(s, s->buf[k], &r) < 0)
+			continue;
+		r.map_start = s->vma->start;
+		name_map(r.map, sizeof(r.map), s->vma->path);
+		int rc = add(s->out, &r, s->err);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* pages from at, read whole when they can be, else page by page (what
+ * cannot be read is counted, not fatal: it holds nothing aiotk can see). */
+static int scan_run(struct scan *s, uint64_t at, size_t pages)
+{
+	size_t len = pages * AIOTK_PAGE;
+	if (!aiotk_vm_rw(s->t->pid, at, s->buf, len, 0)) {
+		s->out->scanned += len;
+		return scan_words(s, at, len / 8);
+	}
+	for (size_t p = 0; p < pages; p++) {
+		uint64_t a = at + p * AIOTK_PAGE;
+		if (aiotk_vm_rw(s->t->pid, a, s->buf, AIOTK_PAGE, 0)) {
+			s->out->unread += AIOTK_PAGE;
+			continue;
+		}
+		s->out->scanned += AIOTK_PAGE;
+		int rc = scan_words(s, a, AIOTK_PAGE / 8);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int own_page(uint64_t e) { return (e & (PM_PRESENT | PM_SWAP)) && !(e & PM_FILE); }
+
+/* One window of up to RUN_PAGES pages: its runs of the process's own pages. */
+static int scan_window(struct scan *s, uint64_t at, size_t pages)
+{
+	uint64_t pm[RUN_PAGES];
+	off_t off = (off_t)(at / AIOTK_PAGE * 8);
+	if (s->pagemap < 0 || pread(s->pagemap, pm, pages * 8, off) != (ssize_t)(pages * 8))
+		return scan_run(s, at, pages);
+	for (size_t p = 0; p < pages;) {
+		size_t q = p;
+		while (q < pages && own_page(pm[q]))
+			q++;
+		if (q > p) {
+			int rc = scan_run(s, at + p * AIOTK_PAGE, q - p);
+			if (rc)
+				return rc;
+		}
+		for (p = q; p < pages && !own_page(pm[p]); p++)
+			;
+	}
+	return 0;
+}
+
+/* Memory a program stores values in: readable, writable and private; not
+ * the kernel's pages ([vvar], [vsyscall]), and no ring or aiotk mapping
+ * (those are shared). */
+static int scanned_vma(const aiotk_vma *v)
+{
+	return v->perms[0] == 'r' && v->perms[1] == 'w' && v->perms[3] == 'p' &&
+	       strncmp(v->path, "[vvar", 5) && strcmp(v->path, "[vsyscall]") &&
+	       !aiotk_vma_is_ring(v);
+}
+
+static int scan_vma(const aiotk_vma *v, void *ctx)
+{
+	struct scan *s = ctx;
+	if (!scanned_vma(v))
+		return 0;
+	s->vma = v;
+	for (uint64_t at = v->start; at < v->end; at += RUN_PAGES * AIOTK_PAGE) {
+		uint64_t left = (v->end - at) / AIOTK_PAGE;
+		int rc = scan_window(s, at, left < RUN_PAGES ? (size_t)left : RUN_PAGES);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int scan_regs(int tid, aiotk_regs *r, void *ctx)
+{
+	struct scan *s = ctx;
+	for (unsigned i = 0; i < aiotk_arch_ngpr; i++) {
+		aiotk_ref ref = { .tid = tid, .reg = i };
+		if (match(s, *aiotk_arch_gpr(r, i), &ref) < 0)
+			continue;
+		int rc = add(s->out, &ref, s->err);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int open_pagemap(int pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), pid ? "/proc/%d/pagemap" : "/proc/self/pagemap", pid);
+	return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+static int check_moves(const aiotk_move *m, size_t n, uint64_t *lo, uint64_t *hi, aiotk_err *err)
+{
+	*lo = UINT64_MAX, *hi = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!m[i].from || !m[i].len || !m[i].to || m[i].from + m[i].len < m[i].from)
+			return aiotk_fail(err, AIOTK_EINVAL, EINVAL,
+					  "move %zu: from, len and to must be nonzero (a ring's id, length, new id)", i + 1);
+		*lo = m[i].from < *lo ? m[i].from : *lo;
+		*hi = m[i].from + m[i].len > *hi ? m[i].from + m[i].len : *hi;
+	}
+	return 0;
+}
+
+int aiotk_refs_find(aiotk_target *t, const aiotk_move *m, size_t n, aiotk_refs *out,
+		    aiotk_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	struct scan *s = calloc(1, sizeof(*s));
+	if (!s)
+		return aiotk_fail(err, AIOTK_ENOMEM, ENOMEM, "out of memory for a memory scan");
+	*s = (struct scan){ .t = t, .m = m, .n = n, .out = out, .err = err };
+	int rc = check_moves(m, n, &s->lo, &s->hi, err);
+	if (!rc) {
+		aiotk_target_frame_area(t, &s->frame_lo, &s->frame_hi);
+		s->pagemap = open_pagemap(t->pid);
+		rc = aiotk_maps_each(t->pid, scan_vma, s, err);
+		if (s->pagemap >= 0)
+			close(s->pagemap);
+	}
+	if (!rc)
+		rc = aiotk_target_each_regs(t, scan_regs, s, err);
+	free(s);
+	if (rc)
+		aiotk_refs_free(out);
+	return rc;
+}
+
+void aiotk_refs_free(aiotk_refs *r)
+{
+	free(r->ref);
+	memset(r, 0, sizeof(*r));
+}
+
+const char *aiotk_reg_name(unsigned reg) { return aiotk_arch_gpr_name(reg); }
+
+/* ---- rewriting ---------------------------------------------------------- */
+
+struct reg_read { int tid; unsigned reg; uint64_t v; int found; };
+
+static int read_reg(int tid, aiotk_regs *r, void *ctx)
+{
+	struct reg_read *q = ctx;
+	if (tid != q->tid)
+		return 0;
+	q->v = *aiotk_arch_gpr(r, q->reg);
+	q->found = 1;
+	return 1;
+}
+
+/* What the location holds now, in *v. */
+static int read_ref(aiotk_target *t, const aiotk_ref *r, uint64_t *v, aiotk_err *err)
+{
+	if (!r->tid)
+		return aiotk_peek(t, r->addr, v, 8, err);
+	struct reg_read q = { r->tid, r->reg, 0, 0 };
+	int rc = aiotk_target_each_regs(t, read_reg, &q, err);
+	if (rc < 0)
+		return rc;
+	if (!q.found)
+		return aiotk_fail(err, AIOTK_EINVAL, ESRCH, "thread %d is not a stopped thread of process %d",
+				  r->tid, t->pid);
+	*v = q.v;
+	return 0;
+}
+
+static int write_ref(aiotk_target *t, const aiotk_ref *r, uint64_t v, aiotk_err *err)
+{
+	if (!r->tid)
+		return aiotk_poke(t, r->addr, &v, 8, err);
+	return aiotk_target_set_gpr(t, r->tid, r->reg, v, err);
+}
+
+static void describe(const aiotk_ref *r, char *buf, size_t len)
+{
+	if (r->tid)
+		snprintf(buf, len, "register %s of thread %d", aiotk_reg_name(r->reg), r->tid);
+	else
+		snprintf(buf, len, "word 0x%llx (%s+0x%llx)", (unsigned long long)r->addr,
+			 r->map[0] ? r->map : "anonymous",
+			 (unsigned long long)(r->addr - r->map_start));
+}
+
+/* Reference i from what it held when found to its new value (back: the
+ * other way), refused if it holds anything else now. */
+static int rewrite_one(aiotk_target *t, const aiotk_ref *r, int back, aiotk_err *err)
+{
+	uint64_t now, want = back ? r->value : r->old;
+	char where[160];
+	int rc = read_ref(t, r, &now, err);
+	if (rc)
+		return rc;
+	if (now != want) {
+		describe(r, where, sizeof(where));
+		return aiotk_fail(err, AIOTK_EINVAL, ESTALE, "%s holds 0x%llx, not the 0x%llx found there",
+				  where, (unsigned long long)now, (unsigned long long)want);
+	}
+	return write_ref(t, r, back ? r->old : r->value, err);
+}
+
+int aiotk_refs_rewrite(aiotk_target *t, const aiotk_ref *ref, size_t n, int back,
+		       aiotk_err *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		int rc = rewrite_one(t, &ref[i], back, err);
+		if (!rc)
+			continue;
+		/* all or nothing: the ones written go back as they were */
+		while (i-- > 0)
+			rewrite_one(t, &ref[i], !back, NULL);
+		return rc;
+	}
+	return 0;
+}
