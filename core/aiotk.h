@@ -239,6 +239,8 @@ int aiotk_vma_is_placeholder(const aiotk_vma *v);
 /* Shaped like a journal page (converge.c): whether it is one, its first
  * bytes tell. */
 int aiotk_vma_is_journal(const aiotk_vma *v);
+/* Shaped like the destroyer's mapping (aiotk_destroy_later); the same. */
+int aiotk_vma_is_destroyer(const aiotk_vma *v);
 /* "0x...-0x... perms path": how messages name a mapping. */
 void aiotk_vma_describe(const aiotk_vma *v, char *buf, size_t len);
 
@@ -351,8 +353,22 @@ int aiotk_io_destroy(aiotk_target *t, uint64_t ctx, aiotk_err *err);
  * aiotk_converge, until the context is marked AIOTK_RING_BUILDING. */
 #define AIOTK_JOURNAL_MAGIC 0x6c6e726a6b746f69ull /* "iotkjrnl" */
 /* Journal pages a killed aiotk left: their contexts destroyed, the pages
- * unmapped; *removed counts them. */
+ * unmapped; *removed counts them. So are destroyer mappings whose thread
+ * is gone (their contexts stay marked, for the caller to destroy). */
 int aiotk_remove_journals(aiotk_target *t, unsigned *removed, aiotk_err *err);
+/* Contexts ctx[0..n) of a stopped process, each marked AIOTK_RING_BUILDING
+ * and off every range the program knows, destroyed after it runs again
+ * by a thread made in it for that (core/aio/rebuild/destroyer.c): io_destroy
+ * waits about 35 ms each, the process need not. *tid is that thread,
+ * named "aiotk-undo" until it ends; it leaves nothing behind and needs
+ * nothing of aiotk's. AIOTK_EUNSUPPORTED where none can be made (another
+ * kind of target, a seccomp filter, no writable code, no
+ * munmap-then-exit code in the process): the caller destroys them. */
+int aiotk_destroy_later(aiotk_target *t, const uint64_t *ctx, size_t n, int *tid,
+			aiotk_err *err);
+/* The destroyer threads alive in process pid, known by their mappings
+ * (up to max of their tids in tids, *n of them): 0, or -errno. */
+int aiotk_destroyers(int pid, int *tids, size_t max, size_t *n);
 /* The context made is marked AIOTK_RING_BUILDING until the caller finishes
  * it (aiotk_restore_ring does). */
 /* The same, trying io_setup(want_n) first (the n recorded at dump): kept

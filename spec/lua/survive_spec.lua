@@ -118,6 +118,54 @@ describe("survival", function()
 		end
 	end)
 
+	-- A restore failing at its last ring hands its rings to a thread of the
+	-- target (aiotk-undo) that destroys them while the target runs; aiotk
+	-- killed at a random moment of the restore or its rollback, or once
+	-- that thread runs: the rings still go (by the thread, or by the next
+	-- restore, which removes what an interrupted aiotk left; rings it had
+	-- finished look like the program's, hence --replace, as above).
+	it("aiotk SIGKILLed around a failed restore's rollback: its rings still go, the target lives", function()
+		local cmds = helper.tmpdir()
+		helper.write(cmds .. "/failing-restore.lua", [[
+-- aiotk failing-restore: a restore that fails at its last ring (survive_spec)
+local aiotk = require "aiotk"
+local pid, dir = ...
+local rings = assert(aiotk.read_image(dir)):rings()
+aiotk.restore_process(tonumber(pid), rings,
+	{ on_ring = function(i) if i == #rings then error("the last ring fails") end end })
+]])
+		local spec = string.rep("--ring 256:20:5:0 ", 8) .. "--threads --tolerate-stop-eintr"
+		local threaded = 0
+		for i = 1, RUNS do
+			local ctx = context(i)
+			local w = workload(spec)
+			local code, _, err = run("dump -p " .. w.pid .. " -D " .. dir)
+			assert(code == 0, err)
+			assert(w:destroy() == "DESTROYED")
+			local nr = core.aio_nr()
+			local apid, out, errf = helper.spawn("failing-restore " .. w.pid .. " " .. dir, "AIOTK_PATH=" .. cmds)
+			local by_thread = i % 2 == 0 and helper.wait_until(function()
+				return #core.undo_threads(w.pid) > 0 or helper.ended(apid)
+			end, 5000) and #core.undo_threads(w.pid) > 0
+			if not by_thread then random_moment(apid, w.pid, 4) end
+			core.kill(apid, "KILL")
+			outcome(apid, out, errf, 2000, ctx)
+			assert_unharmed(w, ctx)
+			assert(require("aiotk.process").wait_undo_threads(w.pid))
+			if by_thread then
+				threaded = threaded + 1
+				assert(core.aio_nr() == nr, ctx .. ": aio-nr " .. core.aio_nr() .. ", was " .. nr)
+				assert(w:ring_count() == 0, ctx .. ": " .. w:ring_count() .. " rings left")
+			end
+			code, _, err = run("restore --replace -p " .. w.pid .. " -D " .. dir)
+			assert(code == 0, ctx .. ": restore after: " .. err)
+			assert(w:ring_count() == 8, ctx .. ": " .. w:ring_count() .. " rings, a leftover")
+			assert_verifies(w, ctx, 8)
+		end
+		assert(threaded > 0, "aiotk was never killed while its thread ran")
+		helper.rmdir(cmds)
+	end)
+
 	it("aiotk SIGKILLed while it holds the main thread on its CPU: the guardian gives the thread its CPUs back", function()
 		local w = ready_to_restore(dir, SLOW)
 		if not w.cpus:find("[-,]") then
