@@ -445,12 +445,14 @@ static int p_remove_journals(lua_State *L, aiotk_target *t, int b)
 	return 1;
 }
 
-/* park(ctx, len): the ring moved to a fresh address; returns it. */
+/* park(ctx, len[, at]): the ring moved to a fresh address, or onto at
+ * (a slot of t:undo_area); returns where it is. */
 static int p_park(lua_State *L, aiotk_target *t, int b)
 {
 	aiotk_err err;
-	uint64_t ctx = laiotk_check_u64(L, b);
-	int rc = aiotk_park(t, &ctx, laiotk_check_u64(L, b + 1), &err);
+	uint64_t ctx = laiotk_check_u64(L, b), len = laiotk_check_u64(L, b + 1);
+	int rc = lua_isnoneornil(L, b + 2) ? aiotk_park(t, &ctx, len, &err)
+					   : aiotk_park_at(t, &ctx, len, laiotk_check_u64(L, b + 2), &err);
 	return push_addr(L, rc, ctx, &err);
 }
 
@@ -575,24 +577,43 @@ static int t_tostring(lua_State *L)
 	return 1;
 }
 
-/* t:destroy_later({ctx, ...}): those contexts (marked, off every range
- * the program knows) destroyed by a thread of the process once it runs
- * (aiotk_destroy_later); returns that thread's id, or nil, why, code when
- * none can be made. */
-static int t_destroy_later(lua_State *L)
+/* t:undo_area({len, ...}): the mapping a failed restore's rings are
+ * parked in and destroyed from (aiotk_undo_area): { slots = {addr, ...},
+ * at = its address, head = the length before the slots }, or nil, why,
+ * code when no thread can be made. */
+static int t_undo_area(lua_State *L)
 {
 	aiotk_err err;
 	aiotk_target *t = live_target(L, 1);
 	luaL_checktype(L, 2, LUA_TTABLE);
 	size_t n = lua_objlen(L, 2);
-	uint64_t *ctx = scratch(L, n, sizeof(*ctx));
+	uint64_t *len = scratch(L, 2 * n, sizeof(*len)), *slots = len + n, head;
 	for (size_t i = 0; i < n; i++) {
 		lua_rawgeti(L, 2, (int)i + 1);
-		ctx[i] = laiotk_check_u64(L, -1);
+		len[i] = laiotk_check_u64(L, -1);
 		lua_pop(L, 1);
 	}
+	if (aiotk_undo_area(t, len, n, slots, &head, &err))
+		return laiotk_fail(L, &err);
+	lua_createtable(L, 0, 3);
+	lua_createtable(L, (int)n, 0);
+	for (size_t i = 0; i < n; i++) {
+		lua_pushnumber(L, (lua_Number)slots[i]);
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	lua_setfield(L, -2, "slots");
+	laiotk_set_num(L, "at", AIOTK_UNDO_AT);
+	laiotk_set_num(L, "head", head);
+	return 1;
+}
+
+/* t:destroy_later(): the thread that destroys the rings parked in the
+ * undo area, started (aiotk_destroy_later); its id, or nil, why, code. */
+static int t_destroy_later(lua_State *L)
+{
+	aiotk_err err;
 	int tid;
-	if (aiotk_destroy_later(t, ctx, n, &tid, &err))
+	if (aiotk_destroy_later(live_target(L, 1), &tid, &err))
 		return laiotk_fail(L, &err);
 	lua_pushnumber(L, tid);
 	return 1;
@@ -600,7 +621,8 @@ static int t_destroy_later(lua_State *L)
 
 static const luaL_Reg methods[] = {
 	PRIMITIVES(METHOD_REG) { "detach", t_detach }, { "release", t_release },
-	{ "pin", t_pin }, { "destroy_later", t_destroy_later }, { NULL, NULL },
+	{ "pin", t_pin }, { "undo_area", t_undo_area },
+	{ "destroy_later", t_destroy_later }, { NULL, NULL },
 };
 
 static int t_index(lua_State *L)

@@ -145,30 +145,45 @@ local EXITED = "the process exited during restore: "
 local Undo = {}
 Undo.__index = Undo
 
--- The rings it made go first: each moved off its destination, still
--- marked as aiotk's (t:park), so that what was there goes back and the
--- program can reach none of them. Destroying them costs about 35 ms each
--- (io_destroy waits for an RCU grace period), which a thread made in the
--- process for that spends while the process runs (t:destroy_later);
--- where none can be made, they are destroyed here, the process stopped.
--- A ring that cannot be moved is destroyed at once, before the
--- placeholder under it goes. Returns the thread, if one was made.
+-- The rings it made go first, but are not destroyed here: io_destroy
+-- waits about 35 ms each (an RCU grace period), which a thread made in
+-- the process for that spends while the process runs. While every
+-- destination is still held, the mapping that thread runs from is made,
+-- with a parking slot for each ring (t:undo_area: at a fixed address, so
+-- that parking makes no mapping where a destination was, and a killed
+-- aiotk leaves only what the next restore recognises); each ring is moved
+-- into its slot, still marked as aiotk's (t:park), so that what was there
+-- goes back and the program can reach none of them; then the thread
+-- starts (t:destroy_later). Where none can be made, they are destroyed
+-- here, the process stopped; so is a ring that cannot be moved, before
+-- the placeholder under it goes. Returns the thread, if one was made.
 function Undo:rollback(t)
-	local doomed = {}
+	local lens = {}
+	for i = #self, 1, -1 do
+		if self[i].kind == "ring" then lens[#lens + 1] = self[i].len end
+	end
+	local area = #lens > 0 and t:undo_area(lens) or nil
+	local parked, k = {}, 0
 	for i = #self, 1, -1 do
 		local u = self[i]
 		if u.kind == "ring" then
-			local at = t:park(u.addr, u.len)
-			if at then doomed[#doomed + 1] = at else t:io_destroy(u.addr) end
+			k = k + 1
+			if area and t:park(u.addr, u.len, area.slots[k]) then
+				parked[#parked + 1] = area.slots[k]
+			else
+				t:io_destroy(u.addr)
+				if area then t:unmap(area.slots[k], u.len) end
+			end
 		-- A placeholder partly used: its rings are moved away (above, in
 		-- reverse order) before what is left of it goes.
 		elseif u.kind == "claim" and u.left > 0 then t:unmap(u.addr, u.len)
 		elseif u.kind == "parked" then t:unpark(u.at, u.len, u.addr) end
 	end
-	if #doomed == 0 then return nil end
-	local tid = t:destroy_later(doomed)
+	if not area then return nil end
+	local tid = t:destroy_later()
 	if tid then return tid end
-	for _, ctx in ipairs(doomed) do t:io_destroy(ctx) end
+	for _, ctx in ipairs(parked) do t:io_destroy(ctx) end
+	t:unmap(area.at, area.head)
 end
 
 local function interrupted()

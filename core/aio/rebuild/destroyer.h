@@ -8,7 +8,7 @@
 
 #include <stdint.h>
 
-/* The mapping's first 8 bytes. */
+/* The mapping's first 8 bytes, once its job is written. */
 #define AIOTK_DESTROYER_MAGIC 0x646e75646b746f69ull /* "iotkdund" */
 /* The thread's name while it lives (/proc/PID/task/TID/comm), for
  * people and tools; aiotk knows its threads by their mappings. */
@@ -17,6 +17,9 @@
 struct aiotk_djob {
 	uint64_t magic;
 	uint64_t self_base, self_len; /* its mapping: job, code and stack */
+	/* The parking slots after it (the contexts' new addresses, ctx[]),
+	 * part of the same mapping until each ring is moved onto its own. */
+	uint64_t slots_len;
 	/* The process's own code that unmaps and exits with no memory
 	 * access between the two (arch.h), entered at its system call. */
 	uint64_t exit_code;
