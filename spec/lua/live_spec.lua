@@ -259,6 +259,27 @@ describe("live process", function()
 		assert.are.equal("VERIFY OK 8 rings", w:verify())
 	end)
 
+	-- Its rings' parking slots are made before any destination is left: a
+	-- spot the kernel picked was the home the previous ring had just left,
+	-- and the occupant could not go back (the workload died once the
+	-- thread destroyed the ring there).
+	it("a --replace failing at its last ring puts every occupant back, its rings destroyed by its thread", function()
+		local aiotk = require "aiotk"
+		local w = helper.workload(string.rep("--ring 256:20:5:0 ", 3) .. "--threads")
+		assert(aiotk.dump_process(w.pid, dir))
+		local maps_before, nr = helper.slurp("/proc/" .. w.pid .. "/maps"), core.aio_nr()
+		local rings = assert(aiotk.read_image(dir)):rings()
+		local report = {}
+		local ok, err = pcall(aiotk.restore_process, w.pid, rings, { replace = true, report = report,
+			on_ring = function(i) if i == #rings then error("the last ring fails") end end })
+		assert.is_false(ok)
+		assert.matches("the last ring fails", err)
+		assert.is_number(report.undo_tid, "no thread was made")
+		assert.are.equal(nr, (core.aio_nr()))
+		assert.are.equal(maps_before, helper.slurp("/proc/" .. w.pid .. "/maps"))
+		assert.are.equal("VERIFY OK 3 rings", w:verify())
+	end)
+
 	it("under a seccomp filter that refuses clone, destroys the rings of a failed restore itself", function()
 		local aiotk = require "aiotk"
 		local w = helper.workload(INNODB .. " --seccomp-clone")
