@@ -218,13 +218,14 @@ describe("live process", function()
 		return table.concat(list, " ")
 	end
 
-	-- Restore w from dir, failing at the last ring; report as it was filled.
-	local function failed_restore(w, wait)
+	-- Restore w from dir, failing at the last ring (with --replace when
+	-- replace); report as it was filled.
+	local function failed_restore(w, wait, replace)
 		local aiotk = require "aiotk"
 		local rings = assert(aiotk.read_image(dir)):rings()
 		local report = {}
 		local ok, err = pcall(aiotk.restore_process, w.pid, rings, { report = report, wait_undo = wait,
-			on_ring = function(i) if i == #rings then error("the last ring fails") end end })
+			replace = replace, on_ring = function(i) if i == #rings then error("the last ring fails") end end })
 		assert.is_false(ok)
 		assert.matches("the last ring fails", err)
 		assert.is_true(report.stopped_ns > 0)
@@ -268,12 +269,7 @@ describe("live process", function()
 		local w = helper.workload(string.rep("--ring 256:20:5:0 ", 3) .. "--threads")
 		assert(aiotk.dump_process(w.pid, dir))
 		local maps_before, nr = helper.slurp("/proc/" .. w.pid .. "/maps"), core.aio_nr()
-		local rings = assert(aiotk.read_image(dir)):rings()
-		local report = {}
-		local ok, err = pcall(aiotk.restore_process, w.pid, rings, { replace = true, report = report,
-			on_ring = function(i) if i == #rings then error("the last ring fails") end end })
-		assert.is_false(ok)
-		assert.matches("the last ring fails", err)
+		local report = failed_restore(w, true, true)
 		assert.is_number(report.undo_tid, "no thread was made")
 		assert.are.equal(nr, (core.aio_nr()))
 		assert.are.equal(maps_before, helper.slurp("/proc/" .. w.pid .. "/maps"))
