@@ -46,9 +46,11 @@ end
 function M.slurp(path)
 	local f = io.open(path)
 	if not f then return "" end
+	-- nil when the read fails: a /proc file whose process went between
+	-- the open and the read (aiotk polled while it is being killed)
 	local s = f:read("*a")
 	f:close()
-	return s
+	return s or ""
 end
 
 -- A /proc/PID/status field, nil once the process is gone.
