@@ -183,6 +183,15 @@ static int l_guardian(lua_State *L)
 	return 1;
 }
 
+/* die_after(n): a kill point for tests (aiotk_die_after): this process
+ * SIGKILLs itself instead of making its n-th next change to a stopped
+ * process; 0 takes it back. */
+static int l_die_after(lua_State *L)
+{
+	aiotk_die_after((unsigned long)luaL_checkinteger(L, 1));
+	return 0;
+}
+
 /* reap(pid): collects child pid if it has exited; true once it has. */
 static int l_reap(lua_State *L)
 {
@@ -199,7 +208,8 @@ void laiotk_proc_register(lua_State *L)
 		{ "readlink", l_readlink },
 		{ "remove_tree", l_remove_tree }, { "catch_interrupts", l_catch_interrupts },
 		{ "interrupted", l_interrupted }, { "getpid", l_getpid }, { "subreaper", l_subreaper },
-		{ "reap", l_reap }, { "guardian", l_guardian }, { NULL, NULL },
+		{ "reap", l_reap }, { "guardian", l_guardian },
+		{ "die_after", l_die_after }, { NULL, NULL },
 	};
 	luaL_register(L, NULL, f);
 }

@@ -307,7 +307,7 @@ static int p_io_destroy(lua_State *L, aiotk_target *t, int b)
 }
 
 /* A mapping as Lua sees it: start, finish, perms, path, placeholder,
- * ring, journal, desc. */
+ * ring, journal, destroyer, desc. */
 static void push_vma(lua_State *L, const aiotk_vma *v)
 {
 	lua_createtable(L, 0, 8);
@@ -323,6 +323,8 @@ static void push_vma(lua_State *L, const aiotk_vma *v)
 	lua_setfield(L, -2, "ring");
 	lua_pushboolean(L, aiotk_vma_is_journal(v));
 	lua_setfield(L, -2, "journal");
+	lua_pushboolean(L, aiotk_vma_is_destroyer(v));
+	lua_setfield(L, -2, "destroyer");
 	char d[320];
 	aiotk_vma_describe(v, d, sizeof(d));
 	lua_pushstring(L, d);
@@ -346,7 +348,8 @@ static int p_mapping_at(lua_State *L, aiotk_target *t, int b)
 
 /* mappings([ranges]): every mapping, as mapping_at gives one, from one
  * read; with ranges ({ {addr=, len=}, ... }), only those overlapping one
- * of them, the rings and the journal pages (what a restore looks at). */
+ * of them, the rings, the journal pages and destroyers' mappings (what a
+ * restore looks at). */
 static int p_mappings(lua_State *L, aiotk_target *t, int b)
 {
 	aiotk_vma *v;
@@ -367,7 +370,7 @@ static int p_mappings(lua_State *L, aiotk_target *t, int b)
 	lua_createtable(L, some ? 0 : (int)n, 0);
 	for (size_t i = 0; i < n; i++) {
 		if (some && !aiotk_vma_is_ring(&v[i]) && !aiotk_vma_is_journal(&v[i]) &&
-		    !aiotk_vma_in_ranges(&v[i], range, nr))
+		    !aiotk_vma_is_destroyer(&v[i]) && !aiotk_vma_in_ranges(&v[i], range, nr))
 			continue;
 		push_vma(L, &v[i]);
 		lua_rawseti(L, -2, ++k);
@@ -442,12 +445,14 @@ static int p_remove_journals(lua_State *L, aiotk_target *t, int b)
 	return 1;
 }
 
-/* park(ctx, len): the ring moved to a fresh address; returns it. */
+/* park(ctx, len[, at]): the ring moved to a fresh address, or onto at
+ * (a slot of t:undo_area); returns where it is. */
 static int p_park(lua_State *L, aiotk_target *t, int b)
 {
 	aiotk_err err;
-	uint64_t ctx = laiotk_check_u64(L, b);
-	int rc = aiotk_park(t, &ctx, laiotk_check_u64(L, b + 1), &err);
+	uint64_t ctx = laiotk_check_u64(L, b), len = laiotk_check_u64(L, b + 1);
+	int rc = lua_isnoneornil(L, b + 2) ? aiotk_park(t, &ctx, len, &err)
+					   : aiotk_park_at(t, &ctx, len, laiotk_check_u64(L, b + 2), &err);
 	return push_addr(L, rc, ctx, &err);
 }
 
@@ -655,9 +660,52 @@ static int t_tostring(lua_State *L)
 	return 1;
 }
 
+/* t:undo_area({len, ...}): the mapping a failed restore's rings are
+ * parked in and destroyed from (aiotk_undo_area): { slots = {addr, ...},
+ * at = its address, head = the length before the slots }, or nil, why,
+ * code when no thread can be made. */
+static int t_undo_area(lua_State *L)
+{
+	aiotk_err err;
+	aiotk_target *t = live_target(L, 1);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	size_t n = lua_objlen(L, 2);
+	uint64_t *len = scratch(L, 2 * n, sizeof(*len)), *slots = len + n, head;
+	for (size_t i = 0; i < n; i++) {
+		lua_rawgeti(L, 2, (int)i + 1);
+		len[i] = laiotk_check_u64(L, -1);
+		lua_pop(L, 1);
+	}
+	if (aiotk_undo_area(t, len, n, slots, &head, &err))
+		return laiotk_fail(L, &err);
+	lua_createtable(L, 0, 3);
+	lua_createtable(L, (int)n, 0);
+	for (size_t i = 0; i < n; i++) {
+		lua_pushnumber(L, (lua_Number)slots[i]);
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	lua_setfield(L, -2, "slots");
+	laiotk_set_num(L, "at", AIOTK_UNDO_AT);
+	laiotk_set_num(L, "head", head);
+	return 1;
+}
+
+/* t:destroy_later(): the thread that destroys the rings parked in the
+ * undo area, started (aiotk_destroy_later); its id, or nil, why, code. */
+static int t_destroy_later(lua_State *L)
+{
+	aiotk_err err;
+	int tid;
+	if (aiotk_destroy_later(live_target(L, 1), &tid, &err))
+		return laiotk_fail(L, &err);
+	lua_pushnumber(L, tid);
+	return 1;
+}
+
 static const luaL_Reg methods[] = {
 	PRIMITIVES(METHOD_REG) { "detach", t_detach }, { "release", t_release },
-	{ "pin", t_pin }, { NULL, NULL },
+	{ "pin", t_pin }, { "undo_area", t_undo_area },
+	{ "destroy_later", t_destroy_later }, { NULL, NULL },
 };
 
 static int t_index(lua_State *L)
@@ -800,6 +848,21 @@ static aiotk_target *shared_self(lua_State *L)
 	return &lt->t;
 }
 
+/* undo_threads(pid): the tids of the destroyer threads alive in pid
+ * (aiotk_destroyers), {} when none or pid is gone. */
+static int l_undo_threads(lua_State *L)
+{
+	int tids[64];
+	size_t n = 0;
+	aiotk_destroyers((int)luaL_checkinteger(L, 1), tids, 64, &n);
+	lua_createtable(L, (int)n, 0);
+	for (size_t i = 0; i < n; i++) {
+		lua_pushnumber(L, tids[i]);
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	return 1;
+}
+
 void laiotk_target_register(lua_State *L)
 {
 	static const luaL_Reg meta[] = {
@@ -809,7 +872,7 @@ void laiotk_target_register(lua_State *L)
 	static const luaL_Reg funcs[] = {
 		PRIMITIVES(SELF_REG) { "attach", l_attach }, { "adopt", l_adopt }, { "frozen", l_frozen },
 		{ "check_process", l_check_process }, { "maps", l_maps }, { "self", l_self },
-		{ "simulate", l_simulate }, { NULL, NULL },
+		{ "simulate", l_simulate }, { "undo_threads", l_undo_threads }, { NULL, NULL },
 	};
 	if (luaL_newmetatable(L, TARGET_MT))
 		luaL_register(L, NULL, meta);

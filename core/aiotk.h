@@ -239,6 +239,8 @@ int aiotk_vma_is_placeholder(const aiotk_vma *v);
 /* Shaped like a journal page (converge.c): whether it is one, its first
  * bytes tell. */
 int aiotk_vma_is_journal(const aiotk_vma *v);
+/* Shaped like the destroyer's mapping (aiotk_destroy_later); the same. */
+int aiotk_vma_is_destroyer(const aiotk_vma *v);
 /* "0x...-0x... perms path": how messages name a mapping. */
 void aiotk_vma_describe(const aiotk_vma *v, char *buf, size_t len);
 
@@ -395,8 +397,44 @@ int aiotk_io_destroy(aiotk_target *t, uint64_t ctx, aiotk_err *err);
  * aiotk_converge, until the context is marked AIOTK_RING_BUILDING. */
 #define AIOTK_JOURNAL_MAGIC 0x6c6e726a6b746f69ull /* "iotkjrnl" */
 /* Journal pages a killed aiotk left: their contexts destroyed, the pages
- * unmapped; *removed counts them. */
+ * unmapped; *removed counts them. So are destroyer mappings whose thread
+ * is gone (their contexts stay marked, for the caller to destroy). */
 int aiotk_remove_journals(aiotk_target *t, unsigned *removed, aiotk_err *err);
+/* A kill point for tests: this process SIGKILLs itself instead of making
+ * its n-th next change to a stopped process (an injected system call or
+ * a write into it), so that what a killed aiotk leaves at each step is
+ * looked at by construction, not by timing (spec/lua/survive_spec.lua).
+ * 0: none. */
+void aiotk_die_after(unsigned long n);
+/* Where aiotk_undo_area's mapping is made (MAP_FIXED_NOREPLACE), before
+ * anything is written in it: a killed aiotk may leave it at any step, and this
+ * address with the mapping's shape (rwxs /dev/zero) tells a later aiotk
+ * it is one even before its job is written. Far from where the kernel
+ * puts mappings (top-down from below the stack) or programs usually ask
+ * for them; taken, there is no thread and the rings are destroyed in the
+ * stop. */
+#define AIOTK_UNDO_AT 0x3a1070000000ull
+/* A failed restore's contexts destroyed after the process runs again, by
+ * a thread made in it for that (core/aio/rebuild/destroyer.c): io_destroy
+ * waits about 35 ms each, the process need not. First, while every
+ * destination is still held, aiotk_undo_area maps what that thread needs
+ * and one parking slot per context (len[0..n): their lengths; slots[i]:
+ * where context i goes; *head_len: the part before the slots); each
+ * context is moved into its slot (aiotk_park_at), then
+ * aiotk_destroy_later starts the thread, *tid, named "aiotk-undo" until it
+ * ends: it destroys the contexts still marked in the slots, unmaps its
+ * part and exits, leaving nothing behind and needing nothing of aiotk's.
+ * AIOTK_EUNSUPPORTED where no thread can be made (another kind of target,
+ * a seccomp filter, no writable code, no munmap-then-exit code in the
+ * process, no room at AIOTK_UNDO_AT): the caller destroys them itself. A
+ * start that fails leaves the caller the contexts in their slots and
+ * the head to unmap. */
+int aiotk_undo_area(aiotk_target *t, const uint64_t *len, size_t n, uint64_t *slots,
+		    uint64_t *head_len, aiotk_err *err);
+int aiotk_destroy_later(aiotk_target *t, int *tid, aiotk_err *err);
+/* The destroyer threads alive in process pid, known by their mappings
+ * (up to max of their tids in tids, *n of them): 0, or -errno. */
+int aiotk_destroyers(int pid, int *tids, size_t max, size_t *n);
 /* The context made is marked AIOTK_RING_BUILDING until the caller finishes
  * it (aiotk_restore_ring does). */
 /* The same, trying io_setup(want_n) first (the n recorded at dump): kept
@@ -639,6 +677,10 @@ int aiotk_unmap(aiotk_target *t, uint64_t addr, uint64_t len, aiotk_err *err);
  * aiotk's (AIOTK_RING_BUILDING) until aiotk_unpark moves it back to home,
  * so that a ring parked by a killed aiotk is recognisable. */
 int aiotk_park(aiotk_target *t, uint64_t *ctx, uint64_t len, aiotk_err *err);
+/* The same onto [at, at+len), which the caller made for it (a slot of
+ * aiotk_undo_area): no mapping is made, so a killed aiotk leaves the ring
+ * marked, either at *ctx or at `at`. */
+int aiotk_park_at(aiotk_target *t, uint64_t *ctx, uint64_t len, uint64_t at, aiotk_err *err);
 int aiotk_unpark(aiotk_target *t, uint64_t *ctx, uint64_t len, uint64_t home,
 		 aiotk_err *err);
 /* How shared anonymous memory shows in /proc/PID/maps: aiotk's

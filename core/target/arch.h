@@ -23,6 +23,7 @@ typedef struct aiotk_regs {
 typedef struct aiotk_gadget {
 	const uint8_t *bytes;
 	size_t len;
+	size_t entry; /* where it is entered, from its first byte */
 } aiotk_gadget;
 
 extern const char *const aiotk_arch_name;
@@ -31,6 +32,14 @@ extern const char *const aiotk_arch_name;
  * rt_sigreturn (load its number, system call). */
 extern const aiotk_gadget aiotk_arch_gadget_syscall[];
 extern const aiotk_gadget aiotk_arch_gadget_sigreturn[];
+/* A thread's end that touches no memory: munmap, then exit, entered at
+ * the munmap's system call instruction with the number in ax, the range
+ * in di and si, and exit's number in dx. A thread that unmaps its own
+ * code cannot execute another instruction of it, nor `ret` once its
+ * stack is gone; these sequences are the C library's own (glibc's thread
+ * exit loop, musl's __unmapself), which is why a thread aiotk makes can
+ * leave nothing of itself behind (core/aio/rebuild/destroyer.c). */
+extern const aiotk_gadget aiotk_arch_gadget_unmap_exit[];
 
 int aiotk_arch_supported(void);
 int aiotk_arch_get(pid_t tid, aiotk_regs *r);

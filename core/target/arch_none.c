@@ -5,8 +5,9 @@
 #include <errno.h>
 
 const char *const aiotk_arch_name = "unsupported";
-const aiotk_gadget aiotk_arch_gadget_syscall[] = { { NULL, 0 } };
-const aiotk_gadget aiotk_arch_gadget_sigreturn[] = { { NULL, 0 } };
+const aiotk_gadget aiotk_arch_gadget_syscall[] = { { NULL, 0, 0 } };
+const aiotk_gadget aiotk_arch_gadget_sigreturn[] = { { NULL, 0, 0 } };
+const aiotk_gadget aiotk_arch_gadget_unmap_exit[] = { { NULL, 0, 0 } };
 
 int aiotk_arch_supported(void) { return 0; }
 int aiotk_arch_get(pid_t tid, aiotk_regs *r) { (void)tid; (void)r; return -ENOSYS; }

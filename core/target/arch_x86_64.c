@@ -19,10 +19,21 @@ static const uint8_t syscall_ret[] = { 0x0f, 0x05, 0xc3 };             /* syscal
 static const uint8_t restore_rt_q[] = { 0x48, 0xc7, 0xc0, 0x0f, 0, 0, 0, 0x0f, 0x05 }; /* glibc, musl */
 static const uint8_t restore_rt_l[] = { 0xb8, 0x0f, 0, 0, 0, 0x0f, 0x05 }; /* mov $15,%eax; syscall */
 const aiotk_gadget aiotk_arch_gadget_syscall[] = {
-	{ syscall_ret, sizeof(syscall_ret) }, { NULL, 0 } };
+	{ syscall_ret, sizeof(syscall_ret), 0 }, { NULL, 0, 0 } };
+/* glibc 2.34+ start_thread's end, `mov $60,%edx` before it:
+ * L: xor %edi,%edi; mov %edx,%eax; syscall; jmp L (entered at the
+ * syscall: the munmap, then the loop's exit). musl's __unmapself:
+ * mov $11,%eax; syscall; xor %rdi,%rdi; mov $60,%eax; syscall (musl's
+ * source; not met on this machine). */
+static const uint8_t exit_loop_glibc[] = { 0x31, 0xff, 0x89, 0xd0, 0x0f, 0x05, 0xeb, 0xf8 };
+static const uint8_t unmapself_musl[] = { 0xb8, 0x0b, 0, 0, 0, 0x0f, 0x05, 0x48, 0x31, 0xff,
+					  0xb8, 0x3c, 0, 0, 0, 0x0f, 0x05 };
+const aiotk_gadget aiotk_arch_gadget_unmap_exit[] = {
+	{ exit_loop_glibc, sizeof(exit_loop_glibc), 4 }, { unmapself_musl, sizeof(unmapself_musl), 5 },
+	{ NULL, 0, 0 } };
 const aiotk_gadget aiotk_arch_gadget_sigreturn[] = {
-	{ restore_rt_q, sizeof(restore_rt_q) }, { restore_rt_l, sizeof(restore_rt_l) },
-	{ NULL, 0 } };
+	{ restore_rt_q, sizeof(restore_rt_q), 0 }, { restore_rt_l, sizeof(restore_rt_l), 0 },
+	{ NULL, 0, 0 } };
 
 static struct user_regs_struct *R(aiotk_regs *r) { return (void *)r->raw; }
 static const struct user_regs_struct *C(const aiotk_regs *r) { return (const void *)r->raw; }

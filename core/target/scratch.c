@@ -47,6 +47,11 @@ int aiotk_scratch_map_shared(aiotk_target *t, size_t len, uint64_t *addr,
 	return map(t, len, MAP_SHARED, addr, err);
 }
 
+int aiotk_scratch_map_shared_exec(aiotk_target *t, size_t len, uint64_t *addr)
+{
+	return map_prot(t, len, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_SHARED, addr, NULL);
+}
+
 void aiotk_scratch_unmap(aiotk_target *t, uint64_t addr, size_t len)
 {
 	if (addr)

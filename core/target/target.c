@@ -3,14 +3,32 @@
 #include "target/target.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
+
+/* Changes to a process still to make before aiotk_die_after's kill
+ * point; 0: none set. */
+static unsigned long die_countdown;
+
+void aiotk_die_after(unsigned long n)
+{
+	die_countdown = n;
+}
+
+/* Before each change to a stopped process (not to this one). */
+static void kill_point(const aiotk_target *t)
+{
+	if (die_countdown && t->pid && --die_countdown == 0)
+		raise(SIGKILL);
+}
 
 long aiotk_sys(aiotk_target *t, long nr, long a0, long a1, long a2, long a3,
 	       long a4, long a5)
 {
 	const long a[6] = { a0, a1, a2, a3, a4, a5 };
+	kill_point(t);
 	return t->ops->sys(t, nr, a);
 }
 
@@ -45,6 +63,7 @@ int aiotk_poke(aiotk_target *t, uint64_t addr, const void *buf, size_t len,
 		return aiotk_fail(err, AIOTK_EINVAL, EPERM,
 				  "refused to write %zu bytes at 0x%llx in process %d: %s",
 				  len, (unsigned long long)addr, who(t), t->ops->read_only);
+	kill_point(t);
 	int rc = t->ops->write(t, addr, buf, len);
 	if (rc)
 		return aiotk_fail(err, AIOTK_ESYS, -rc,

@@ -81,6 +81,20 @@ int aiotk_target_run_restorer(aiotk_target *t, uint64_t entry, uint64_t job,
  * still be there). */
 long aiotk_target_end_restorer(aiotk_target *t);
 
+/* A thread made in a process target by its stopped main thread (an
+ * injected clone): where such a thread can end without leaving anything
+ * (the process's munmap-then-exit code, arch.h), or why none is made
+ * there (AIOTK_EUNSUPPORTED); then the thread, starting at entry with its
+ * stack below stack_top and arg in its sixth argument register, its tid
+ * written at tid_at (an int32) by the kernel before it runs. */
+int aiotk_target_thread_exit(aiotk_target *t, uint64_t *exit_code, aiotk_err *err);
+int aiotk_target_spawn(aiotk_target *t, uint64_t entry, uint64_t stack_top, uint64_t arg,
+		       uint64_t tid_at, int *tid, aiotk_err *err);
+/* The same mapping as aiotk_scratch_map_shared, also executable (the
+ * destroyer's code, stack and job in one mapping a later aiotk
+ * recognises); refused where a policy forbids writable code. */
+int aiotk_scratch_map_shared_exec(aiotk_target *t, size_t len, uint64_t *addr);
+
 /* Whether t's system calls run pinned to one CPU already (a stopped
  * process co-located with aiotk, or this process after
  * aiotk_target_pin, whose pin the workspace holds): the replay need not

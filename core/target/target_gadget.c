@@ -29,7 +29,7 @@ static int scan_chunk(struct find *f, const uint8_t *buf, size_t len,
 	for (const aiotk_gadget *g = f->list; g->bytes; g++) {
 		const uint8_t *hit = memmem(buf, len, g->bytes, g->len);
 		if (hit) {
-			f->addr = base + (uint64_t)(hit - buf);
+			f->addr = base + (uint64_t)(hit - buf) + g->entry;
 			return 1;
 		}
 	}
@@ -59,6 +59,9 @@ int aiotk_find_gadget(int pid, const aiotk_gadget *list, uint64_t *addr,
 	int rc = aiotk_maps_each(pid, scan, &f, err);
 	if (rc < 0)
 		return rc;
+	if (!f.addr && list == aiotk_arch_gadget_unmap_exit)
+		return aiotk_fail(err, AIOTK_EUNSUPPORTED, ENOEXEC,
+				  "process %d: no munmap-then-exit sequence in its code (glibc's or musl's), so no thread of aiotk's can leave nothing behind in it", pid);
 	if (!f.addr)
 		return aiotk_fail(err, AIOTK_EINVAL, ENOEXEC,
 				  "process %d: no %s instruction sequence in its code, so aiotk cannot run system calls in it without writing code (statically linked without one?)",

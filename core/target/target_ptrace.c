@@ -60,6 +60,9 @@ struct tracee {
 	aiotk_err why;      /* why it cannot be injected into, if it cannot */
 	uint64_t t_stop, stopped_ns;
 	int quiet;          /* quiet_signal(), read before the stop */
+	int seccomp;        /* under a seccomp filter (read with quiet) */
+	uint64_t unmap_exit; /* aiotk_arch_gadget_unmap_exit, looked for once */
+	int unmap_exit_looked;
 	int latency_fd;     /* aiotk_cpu_latency_hold(), or -1 */
 	aiotk_seized_hook seized_hook; /* aiotk_target_attach_hooked(), or NULL */
 	void *seized_arg;
@@ -317,16 +320,19 @@ static void uncolocate(struct tracee *p)
  * matter only if aiotk also died during the restorer's run, and then it
  * gets one spurious signal of a kind handlers take as a hint to look
  * (window size, urgent data, a child's exit). */
-static int quiet_signal(int pid)
+static int quiet_signal(int pid, int *seccomp)
 {
 	static const int candidates[] = { SIGURG, SIGWINCH, SIGCHLD };
 	char path[64], line[256];
 	unsigned long long caught = ~0ull;
 	snprintf(path, sizeof(path), "/proc/%d/status", pid);
 	FILE *f = fopen(path, "r");
+	*seccomp = 1; /* unknown counts as filtered */
 	while (f && fgets(line, sizeof(line), f))
 		if (!strncmp(line, "SigCgt:", 7))
 			caught = strtoull(line + 7, NULL, 16);
+		else if (!strncmp(line, "Seccomp:", 8))
+			*seccomp = atoi(line + 8) != 0;
 	if (f)
 		fclose(f);
 	for (size_t i = 0; i < sizeof(candidates) / sizeof(candidates[0]); i++)
@@ -359,6 +365,60 @@ long aiotk_target_end_restorer(aiotk_target *t)
 		if (rc)
 			return dying(p, rc);
 	}
+	return 0;
+}
+
+/* ---- a thread of the process's own (aio/rebuild/destroy_later.c) ------ */
+
+/* Under a seccomp filter no thread is made: the filter may refuse clone
+ * or a call the thread makes, and some filters answer with the death of
+ * the process (SECCOMP_RET_KILL_PROCESS), which an attempt cannot undo.
+ * Nor in a process CRIU holds: it is restoring that process's threads. */
+int aiotk_target_thread_exit(aiotk_target *t, uint64_t *exit_code, aiotk_err *err)
+{
+	struct tracee *p = T(t);
+	if (t->ops != &ptrace_ops || p->adopted)
+		return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0, "no thread is made in this target");
+	if (p->seccomp)
+		return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0,
+				  "process %d runs under a seccomp filter: aiotk makes no thread in it", p->pid);
+	if (armed(p))
+		return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0, "process %d cannot be injected into", p->pid);
+	/* Looked for only when wanted (a failed restore): its code does not
+	 * move under a stopped process. */
+	if (!p->unmap_exit_looked) {
+		p->unmap_exit_looked = 1;
+		aiotk_find_gadget(p->pid, aiotk_arch_gadget_unmap_exit, &p->unmap_exit, NULL);
+	}
+	if (!p->unmap_exit)
+		return aiotk_fail(err, AIOTK_EUNSUPPORTED, ENOEXEC,
+				  "process %d: no munmap-then-exit sequence in its code (glibc's or musl's)", p->pid);
+	*exit_code = p->unmap_exit;
+	return 0;
+}
+
+/* An injected clone: the new thread shares everything a thread shares,
+ * is not traced (no PTRACE_O_TRACECLONE, CLONE_UNTRACED), and starts with
+ * the main thread's mask as injection leaves it (all blocked). It starts
+ * at the `ret` of the process's `syscall; ret`, so its first act is to
+ * pop the slot at its stack pointer: entry is written there. The kernel
+ * writes its tid at tid_at before it can run (CLONE_PARENT_SETTID), also
+ * if aiotk dies during the call. */
+int aiotk_target_spawn(aiotk_target *t, uint64_t entry, uint64_t stack_top, uint64_t arg,
+		       uint64_t tid_at, int *tid, aiotk_err *err)
+{
+	const long flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD |
+			   CLONE_SYSVSEM | CLONE_UNTRACED | CLONE_PARENT_SETTID;
+	uint64_t sp = (stack_top - 16) & ~15ull;
+	int rc = aiotk_poke(t, sp, &entry, sizeof(entry), err);
+	if (rc)
+		return rc;
+	long r = aiotk_sys(t, SYS_clone, flags, (long)sp, (long)tid_at, 0, 0, (long)arg);
+	if (r <= 0)
+		return aiotk_fail(err, r == -ESRCH ? AIOTK_ESYS : AIOTK_EUNSUPPORTED, (int)-r,
+				  "process %d: no thread could be made in it: %s", t->pid,
+				  strerror((int)-r));
+	*tid = (int)r;
 	return 0;
 }
 
@@ -930,7 +990,7 @@ int aiotk_target_attach_hooked(aiotk_target *t, int pid, const aiotk_attach_opts
 	if (!aiotk_find_gadget(pid, aiotk_arch_gadget_syscall, &p->code, &p->why))
 		aiotk_find_gadget(pid, aiotk_arch_gadget_sigreturn, &p->sigreturn, &p->why);
 	aiotk_arch_frame_prepare();
-	p->quiet = quiet_signal(pid);
+	p->quiet = quiet_signal(pid, &p->seccomp);
 	p->start = aiotk_thread_start(pid);
 	pin_self(p);
 	int tids[64];
@@ -974,7 +1034,7 @@ int aiotk_target_adopt(aiotk_target *t, int pid, aiotk_err *err)
 	if (!aiotk_find_gadget(pid, aiotk_arch_gadget_syscall, &p->code, &p->why))
 		aiotk_find_gadget(pid, aiotk_arch_gadget_sigreturn, &p->sigreturn, &p->why);
 	aiotk_arch_frame_prepare();
-	p->quiet = quiet_signal(pid);
+	p->quiet = quiet_signal(pid, &p->seccomp);
 	pin_self(p);
 	p->t_stop = aiotk_now_ns();
 	t->ops = &ptrace_ops;

@@ -9,8 +9,45 @@ local core = require "aiotk.core"
 
 local M = {}
 
+-- How long a thread a failed restore left in the process may take to
+-- destroy its contexts (about 35 ms each) before aiotk gives up on it.
+local UNDO_WAIT_MS = 10000
+
+local function task_alive(pid, tid)
+	local f = io.open("/proc/" .. pid .. "/task/" .. tid .. "/stat")
+	if f then f:close() end
+	return f ~= nil
+end
+
+-- Until the threads a failed restore left in process pid to destroy its
+-- rings (known by their mappings, core.undo_threads) have ended: each
+-- unmaps itself, then exits, so fs.aio-nr is back and nothing of aiotk's
+-- is left. Waited for before any stop too: a thread stopped inside
+-- io_destroy stops only when the call returns, and the marked rings it
+-- is destroying are its own.
+function M.wait_undo_threads(pid)
+	local deadline, seen = core.now_ns() + UNDO_WAIT_MS * 1e6, {}
+	local function busy()
+		local live = core.undo_threads(pid)
+		for _, tid in ipairs(live) do seen[tid] = true end
+		for tid in pairs(seen) do
+			if task_alive(pid, tid) then return tid end
+		end
+	end
+	for tid in busy do
+		if core.now_ns() > deadline then
+			return nil, string.format("process %d: aiotk's thread %d still destroys the rings of a " ..
+				"failed restore after %d ms; try again later", pid, tid, UNDO_WAIT_MS), "busy"
+		end
+		core.sleep_ms(2)
+	end
+	return true
+end
+
 -- Run fn(target) with process pid stopped; it is let go whatever fn does.
 function M.with_process(pid, fn, opts)
+	local waited, werr, wcode = M.wait_undo_threads(pid)
+	if not waited then return nil, werr, wcode end
 	local t, err, code = core.attach(pid, opts)
 	if not t then return nil, err, code end
 	local results = { n = 0 }

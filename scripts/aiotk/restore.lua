@@ -119,7 +119,7 @@ local function remove_leftovers(t, steps, policy)
 		end
 	end
 	local journals = false
-	for _, m in ipairs(maps) do journals = journals or m.journal end
+	for _, m in ipairs(maps) do journals = journals or m.journal or m.destroyer end
 	if journals then
 		local j, je, jc = t:remove_journals()
 		if not j then return nil, je, jc end
@@ -147,16 +147,46 @@ local EXITED = "the process exited during restore: "
 local Undo = {}
 Undo.__index = Undo
 
+-- The rings it made go first, but are not destroyed here: io_destroy
+-- waits about 35 ms each (an RCU grace period), which a thread made in
+-- the process for that spends while the process runs. While every
+-- destination is still held, the mapping that thread runs from is made,
+-- with a parking slot for each ring (t:undo_area: at a fixed address, so
+-- that parking makes no mapping where a destination was, and a killed
+-- aiotk leaves only what the next restore recognises); each ring is moved
+-- into its slot, still marked as aiotk's (t:park), so that what was there
+-- goes back and the program can reach none of them; then the thread
+-- starts (t:destroy_later). Where none can be made, they are destroyed
+-- here, the process stopped; so is a ring that cannot be moved, before
+-- the placeholder under it goes. Returns the thread, if one was made.
 function Undo:rollback(t)
+	local lens = {}
+	for i = #self, 1, -1 do
+		if self[i].kind == "ring" then lens[#lens + 1] = self[i].len end
+	end
+	local area = #lens > 0 and t:undo_area(lens) or nil
+	local parked, k = {}, 0
 	for i = #self, 1, -1 do
 		local u = self[i]
-		if u.kind == "ring" then t:io_destroy(u.addr)
-		-- A placeholder partly used: its rings are destroyed (above, in
+		if u.kind == "ring" then
+			k = k + 1
+			if area and t:park(u.addr, u.len, area.slots[k]) then
+				parked[#parked + 1] = area.slots[k]
+			else
+				t:io_destroy(u.addr)
+				if area then t:unmap(area.slots[k], u.len) end
+			end
+		-- A placeholder partly used: its rings are moved away (above, in
 		-- reverse order) before what is left of it goes.
 		elseif u.kind == "claim" and u.left > 0 then t:unmap(u.addr, u.len)
 		elseif u.kind == "parked" then t:unpark(u.at, u.len, u.addr)
 		elseif u.kind == "refs" then t:rewrite_refs(u.refs, true) end
 	end
+	if not area then return nil end
+	local tid = t:destroy_later()
+	if tid then return tid end
+	for _, ctx in ipairs(parked) do t:io_destroy(ctx) end
+	t:unmap(area.at, area.head)
 end
 
 local function interrupted()
@@ -194,10 +224,10 @@ function Undo:held(members, addr, len)
 	self[#self + 1] = c
 end
 
--- Ring i made, as context ctx, on its placeholder.
-function Undo:made_ring(i, ctx)
+-- Ring i made, as context ctx of len bytes, on its placeholder.
+function Undo:made_ring(i, ctx, len)
 	self.claims[i].left = self.claims[i].left - 1
-	self[#self + 1] = { kind = "ring", addr = ctx }
+	self[#self + 1] = { kind = "ring", addr = ctx, len = len }
 end
 
 -- out.phases: where the time went while the process was stopped, phase
@@ -269,7 +299,7 @@ local function rebuild_rings(t, steps, opts, pending, undo, out)
 			return nil, string.format("ring %d of %d: %s", run.members[1], #steps, re), rc
 		end
 	end
-	for i, res in ipairs(results or made) do undo:made_ring(i, res.ctx) end
+	for i, res in ipairs(results or made) do undo:made_ring(i, res.ctx, steps[i].len) end
 	if not results then
 		local i = #made + 1
 		return nil, string.format("ring %d of %d (0x%x): %s", i, #steps, steps[i].ring.addr,
@@ -354,10 +384,25 @@ local function relocate_steps(t, steps, opts, policy, ropts)
 	return true
 end
 
+-- What a failed restore left to a thread of the process (Undo:rollback):
+-- waited for once the process runs, so that the caller finds the old
+-- fs.aio-nr and no ring of aiotk's; the time it took goes in report.
+local function wait_undone(pid, tid, report)
+	if not tid then return end
+	local t0 = core.now_ns()
+	process.wait_undo_threads(pid)
+	report.undone_ns = core.now_ns() - t0
+end
+
 -- Restore rings into process pid, as the plan (made here from the policy
 -- unless given) says: all or nothing. opts.replace moves AIO rings that
 -- occupy saved addresses aside, and destroys them once every ring is
 -- rebuilt; opts.on_ring(i, ring, result, t) is called after each ring.
+-- A failure returns once the rings it made are destroyed (by a thread of
+-- the process, while it runs), unless opts.wait_undo is false.
+-- opts.report, a table, gets stopped_ns and stopped_at_ns whatever the
+-- outcome, and after a failure undo_tid (the thread, if one was made)
+-- and undone_ns (how long the caller waited for it).
 function M.restore_process(pid, rings, opts)
 	opts = opts or {}
 	local policy = process.policy(opts)
@@ -368,11 +413,11 @@ function M.restore_process(pid, rings, opts)
 	local ok, berr, bcode = apply_budget(plan, policy)
 	if not ok then return nil, berr, bcode end
 	kernel.prepare(pid, policy) -- opened (and its iterator made) before the process is stopped
-	local out = {}
+	local out, report = {}, opts.report or {}
 	-- This host's model for every ring, read before the process stops.
 	local ropts = setmetatable({ model = assert(core.host()) }, { __index = opts })
 	local target, exit_said
-	local rok, err, code = process.with_process(pid, function(t)
+	local called, rok, err, code = pcall(process.with_process, pid, function(t)
 		target = t
 		out.phases = { since = t.stopped_at_ns }
 		lap(out, "stop")
@@ -384,13 +429,13 @@ function M.restore_process(pid, rings, opts)
 		local undo = setmetatable({ claims = {} }, Undo)
 		-- A hook or callback that raises is a failure like any other: the
 		-- undo runs, then the error goes on.
-		local called, done, e, c = pcall(rebuild, t, maps, steps, ropts, policy, undo, out)
-		if not called then
-			undo:rollback(t)
+		local ran, done, e, c = pcall(rebuild, t, maps, steps, ropts, policy, undo, out)
+		if not ran then
+			report.undo_tid = undo:rollback(t)
 			error(done, 0)
 		end
 		if not done then
-			undo:rollback(t)
+			report.undo_tid = undo:rollback(t)
 			out = {}
 			exit_said = t.dead
 			if t.dead then return nil, EXITED .. e, c end
@@ -405,6 +450,11 @@ function M.restore_process(pid, rings, opts)
 		out.target = t
 		return true
 	end, { cpu_latency = policy.cpu_latency })
+	if target then
+		report.stopped_ns, report.stopped_at_ns = target.stopped_ns, target.stopped_at_ns
+	end
+	if opts.wait_undo ~= false then wait_undone(pid, report.undo_tid, report) end
+	if not called then error(rok, 0) end
 	if not rok then
 		-- Killed after its last system call, it shows only at detach.
 		if target and target.dead and not exit_said then err = EXITED .. err end

@@ -9,6 +9,8 @@
 #include "check.h"
 #include "aio/rebuild/rebuild.h"
 #include "aio/rebuild/restorer.h"
+#include "aio/rebuild/destroyer.h"
+#include "target/target.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +24,8 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sched.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -233,6 +237,96 @@ static void runs_anywhere(void)
 	aiotk_ring_free(&saved);
 }
 
+/* clone entered at the process's `syscall; ret` (gadget), as an injected
+ * one is: the new thread's first act is that `ret`. arg in r9. */
+static long clone_through(uint64_t gadget, long flags, uint64_t sp, int32_t *tid_at, uint64_t arg)
+{
+	register long r10 __asm__("r10") = 0;
+	register long r8 __asm__("r8") = 0;
+	register long r9 __asm__("r9") = (long)arg;
+	long ret;
+	__asm__ volatile("sub $128, %%rsp\n\tcall *%[g]\n\tadd $128, %%rsp"
+			 : "=a"(ret)
+			 : "a"((long)SYS_clone), "D"(flags), "S"(sp), "d"(tid_at), "r"(r10), "r"(r8),
+			   "r"(r9), [g] "r"(gadget)
+			 : "rcx", "r11", "memory");
+	return ret;
+}
+
+static int thread_alive(long tid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/task/%ld", tid);
+	return access(path, F_OK) == 0;
+}
+
+/* In a child: three contexts, the first and last marked, handed to a
+ * copy of the destroyer started as a thread. Exit status: 0 when the
+ * marked ones are gone, the other lives, and the thread and its mapping
+ * are gone; otherwise which check failed. */
+static int destroyer_child(void)
+{
+	const uint8_t *code;
+	size_t code_len, entry;
+	uint64_t gadget, exit_code;
+	if (aiotk_destroyer_code(&code, &code_len, &entry) ||
+	    aiotk_find_gadget(getpid(), aiotk_arch_gadget_syscall, &gadget, NULL) ||
+	    aiotk_find_gadget(getpid(), aiotk_arch_gadget_unmap_exit, &exit_code, NULL))
+		return 10;
+	uint64_t ctx[3] = { make_ring(1, 0, 0), make_ring(64, 0, 0), make_ring(256, 0, 0) };
+	aiotk_header_mark((volatile aiotk_ring_header *)(uintptr_t)ctx[0]);
+	aiotk_header_mark((volatile aiotk_ring_header *)(uintptr_t)ctx[2]);
+	size_t job_len = sizeof(struct aiotk_djob) + sizeof(ctx);
+	size_t code_at = aiotk_page_round(job_len);
+	size_t total = code_at + aiotk_page_round(code_len) + 8192;
+	uint8_t *m = mmap(NULL, total, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
+		return 11;
+	struct aiotk_djob *job = (struct aiotk_djob *)m;
+	job->magic = AIOTK_DESTROYER_MAGIC;
+	job->self_base = (uint64_t)(uintptr_t)m, job->self_len = total, job->exit_code = exit_code;
+	job->pid = getpid(), job->n = 3;
+	strcpy(job->name, AIOTK_DESTROYER_NAME);
+	memcpy(job->ctx, ctx, sizeof(ctx));
+	memcpy(m + code_at, code, code_len);
+	uint64_t *sp = (uint64_t *)(((uintptr_t)(m + total) - 16) & ~(uintptr_t)15);
+	*sp = (uint64_t)(uintptr_t)(m + code_at + entry);
+	int32_t settid = 0;
+	sigset_t all, old; /* as injection leaves the main thread: all blocked */
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, &old);
+	long tid = clone_through(gadget, CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND |
+				 CLONE_THREAD | CLONE_SYSVSEM | CLONE_UNTRACED | CLONE_PARENT_SETTID,
+				 (uint64_t)(uintptr_t)sp, &settid, (uint64_t)(uintptr_t)m);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (tid <= 0 || settid != tid)
+		return 12;
+	for (int ms = 0; thread_alive(tid) && ms < 5000; ms++)
+		usleep(1000);
+	aiotk_vma v;
+	struct io_event ev;
+	if (thread_alive(tid))
+		return 13;
+	if (io_destroy((io_context_t)(uintptr_t)ctx[0]) != -EINVAL ||
+	    io_destroy((io_context_t)(uintptr_t)ctx[2]) != -EINVAL)
+		return 14; /* a marked context left */
+	if (io_getevents((io_context_t)(uintptr_t)ctx[1], 0, 0, &ev, NULL) != 0)
+		return 15; /* the unmarked one destroyed */
+	if (aiotk_maps_overlap(0, (uint64_t)(uintptr_t)m, total, 0, &v, NULL) != 0)
+		return 16; /* its mapping left */
+	return 0;
+}
+
+static void destroyer_as_thread(void)
+{
+	int st = 0;
+	pid_t child = fork();
+	if (child == 0)
+		_exit(destroyer_child());
+	waitpid(child, &st, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "destroyer as a thread: status 0x%x", st);
+}
+
 /* sched_getaffinity answers EINVAL from now on, as it does on a host
  * whose CPU masks are wider than the buffer given (more CPUs than
  * AIOTK_WS_MASK_BYTES holds). */
@@ -355,6 +449,7 @@ int main(void)
 	claim_refused();
 	routine_claims();
 	runs_anywhere();
+	destroyer_as_thread();
 	mask_too_wide();
 	maps_by_query();
 	aiotk_target_free(&self);

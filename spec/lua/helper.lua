@@ -30,12 +30,14 @@ function M.run_as_nobody(bin, args)
 	return code, out, err
 end
 
--- Start the aiotk binary in the background; returns its pid and the files
--- its stdout and stderr go to. Its parent is a shell that exits at once, so
--- the process is not this one's to reap.
-function M.spawn(args)
+-- Start the aiotk binary in the background (env: "NAME=value ..." for
+-- it); returns its pid and the files its stdout and stderr go to. Its
+-- parent is a shell that exits at once, so the process is not this one's
+-- to reap.
+function M.spawn(args, env)
 	local out, err = os.tmpname(), os.tmpname()
-	local p = io.popen(string.format("%s %s >%s 2>%s & echo $!", M.bin, args, out, err))
+	local p = io.popen(string.format("%s%s %s >%s 2>%s & echo $!", env and env .. " " or "", M.bin,
+		args, out, err))
 	local pid = tonumber(p:read("*l"))
 	p:close()
 	return pid, out, err
@@ -44,9 +46,11 @@ end
 function M.slurp(path)
 	local f = io.open(path)
 	if not f then return "" end
+	-- nil when the read fails: a /proc file whose process went between
+	-- the open and the read (aiotk polled while it is being killed)
 	local s = f:read("*a")
 	f:close()
-	return s
+	return s or ""
 end
 
 -- A /proc/PID/status field, nil once the process is gone.

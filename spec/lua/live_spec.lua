@@ -207,6 +207,91 @@ describe("live process", function()
 		assert.are.equal("VERIFY OK 3 rings", w:verify())
 	end)
 
+	-- A failed restore hands the rings it made to a thread of the process,
+	-- which destroys them while the process runs (io_destroy waits about
+	-- 35 ms each): once that thread has ended, nothing of aiotk's is left.
+	local INNODB = string.rep("--ring 256:20:5:0 ", 8) .. "--threads"
+
+	local function tasks(pid)
+		local list = core.listdir("/proc/" .. pid .. "/task")
+		table.sort(list)
+		return table.concat(list, " ")
+	end
+
+	-- Restore w from dir, failing at the last ring (with --replace when
+	-- replace); report as it was filled.
+	local function failed_restore(w, wait, replace)
+		local aiotk = require "aiotk"
+		local rings = assert(aiotk.read_image(dir)):rings()
+		local report = {}
+		local ok, err = pcall(aiotk.restore_process, w.pid, rings, { report = report, wait_undo = wait,
+			replace = replace, on_ring = function(i) if i == #rings then error("the last ring fails") end end })
+		assert.is_false(ok)
+		assert.matches("the last ring fails", err)
+		assert.is_true(report.stopped_ns > 0)
+		return report, rings
+	end
+
+	it("fails at the last of 8 rings, lets the process run, and a thread of its own destroys the rings", function()
+		local aiotk = require "aiotk"
+		local w = helper.workload(INNODB)
+		assert(aiotk.dump_process(w.pid, dir))
+		w:destroy()
+		local before, threads, nr = traces(w.pid), tasks(w.pid), core.aio_nr()
+		-- aio-nr back, no ring (marked or not), no mapping, descriptor,
+		-- CPU mask or thread of aiotk's left once the thread has ended
+		local function nothing_left()
+			assert.are.equal(nr, (core.aio_nr()))
+			assert.are.equal(0, w:ring_count())
+			assert.are.same(before, traces(w.pid))
+			assert.are.equal(threads, tasks(w.pid))
+		end
+		local report, rings = failed_restore(w, false)
+		assert.is_number(report.undo_tid, "no thread was made")
+		assert(require("aiotk.process").wait_undo_threads(w.pid))
+		io.stderr:write(string.format("\n  failed restore of 8 x io_setup(256): stopped %.2f ms\n",
+			report.stopped_ns / 1e6))
+		nothing_left()
+		-- the same, restore_process waiting for the thread itself
+		report = failed_restore(w, true)
+		assert.is_number(report.undone_ns)
+		nothing_left()
+		assert(aiotk.restore_process(w.pid, rings))
+		assert.are.equal("VERIFY OK 8 rings", w:verify())
+	end)
+
+	-- Its rings' parking slots are made before any destination is left: a
+	-- spot the kernel picked was the home the previous ring had just left,
+	-- and the occupant could not go back (the workload died once the
+	-- thread destroyed the ring there).
+	it("a --replace failing at its last ring puts every occupant back, its rings destroyed by its thread", function()
+		local aiotk = require "aiotk"
+		local w = helper.workload(string.rep("--ring 256:20:5:0 ", 3) .. "--threads")
+		assert(aiotk.dump_process(w.pid, dir))
+		local maps_before, nr = helper.slurp("/proc/" .. w.pid .. "/maps"), core.aio_nr()
+		local report = failed_restore(w, true, true)
+		assert.is_number(report.undo_tid, "no thread was made")
+		assert.are.equal(nr, (core.aio_nr()))
+		assert.are.equal(maps_before, helper.slurp("/proc/" .. w.pid .. "/maps"))
+		assert.are.equal("VERIFY OK 3 rings", w:verify())
+	end)
+
+	it("under a seccomp filter that refuses clone, destroys the rings of a failed restore itself", function()
+		local aiotk = require "aiotk"
+		local w = helper.workload(INNODB .. " --seccomp-clone")
+		assert(aiotk.dump_process(w.pid, dir))
+		w:destroy()
+		local before, threads, nr = traces(w.pid), tasks(w.pid), core.aio_nr()
+		local report, rings = failed_restore(w, true)
+		assert.is_nil(report.undo_tid)
+		assert.are.equal(nr, (core.aio_nr()))
+		assert.are.equal(0, w:ring_count())
+		assert.are.same(before, traces(w.pid))
+		assert.are.equal(threads, tasks(w.pid))
+		assert(aiotk.restore_process(w.pid, rings))
+		assert.are.equal("VERIFY OK 8 rings", w:verify())
+	end)
+
 	it("forks one guardian for its pins, which holds nothing of aiotk's but its socket", function()
 		local aiotk = require "aiotk"
 		local w = helper.workload("--ring 256:20:5:0")

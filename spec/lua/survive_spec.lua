@@ -118,6 +118,115 @@ describe("survival", function()
 		end
 	end)
 
+	-- A restore failing at its last ring hands its rings to a thread of the
+	-- target (aiotk-undo) that destroys them while the target runs; aiotk
+	-- killed at a random moment of the restore or its rollback, or once
+	-- that thread runs: the rings still go (by the thread, or by the next
+	-- restore, which removes what an interrupted aiotk left; rings it had
+	-- finished look like the program's, hence --replace, as above).
+	it("aiotk SIGKILLed around a failed restore's rollback: its rings still go, the target lives", function()
+		local cmds = helper.tmpdir()
+		helper.write(cmds .. "/failing-restore.lua", [[
+-- aiotk failing-restore: a restore that fails at its last ring (survive_spec)
+local aiotk = require "aiotk"
+local pid, dir = ...
+local rings = assert(aiotk.read_image(dir)):rings()
+aiotk.restore_process(tonumber(pid), rings,
+	{ on_ring = function(i) if i == #rings then error("the last ring fails") end end })
+]])
+		local spec = string.rep("--ring 256:20:5:0 ", 8) .. "--threads --tolerate-stop-eintr"
+		local threaded = 0
+		for i = 1, RUNS do
+			local ctx = context(i)
+			local w = workload(spec)
+			local code, _, err = run("dump -p " .. w.pid .. " -D " .. dir)
+			assert(code == 0, err)
+			assert(w:destroy() == "DESTROYED")
+			local nr = core.aio_nr()
+			local apid, out, errf = helper.spawn("failing-restore " .. w.pid .. " " .. dir, "AIOTK_PATH=" .. cmds)
+			local by_thread = i % 2 == 0 and helper.wait_until(function()
+				return #core.undo_threads(w.pid) > 0 or helper.ended(apid)
+			end, 5000) and #core.undo_threads(w.pid) > 0
+			if not by_thread then random_moment(apid, w.pid, 4) end
+			core.kill(apid, "KILL")
+			outcome(apid, out, errf, 2000, ctx)
+			assert_unharmed(w, ctx)
+			assert(require("aiotk.process").wait_undo_threads(w.pid))
+			if by_thread then
+				threaded = threaded + 1
+				assert(core.aio_nr() == nr, ctx .. ": aio-nr " .. core.aio_nr() .. ", was " .. nr)
+				assert(w:ring_count() == 0, ctx .. ": " .. w:ring_count() .. " rings left")
+			end
+			code, _, err = run("restore --replace -p " .. w.pid .. " -D " .. dir)
+			assert(code == 0, ctx .. ": restore after: " .. err)
+			assert(w:ring_count() == 8, ctx .. ": " .. w:ring_count() .. " rings, a leftover")
+			assert_verifies(w, ctx, 8)
+		end
+		assert(threaded > 0, "aiotk was never killed while its thread ran")
+		helper.rmdir(cmds)
+	end)
+
+	-- The same by construction: aiotk kills itself at the n-th change its
+	-- rollback makes to the target (core.die_after), for every n until the
+	-- rollback ends; each time the target lives, no mapping of aiotk's is
+	-- left once the next restore has run (a reservation of a ring's length
+	-- left on a destination made it refuse: the park spot the kernel picked
+	-- was the destination the previous ring had just left), and aio-nr is
+	-- back.
+	it("aiotk killed at each change of a failed restore's rollback: the next restore removes what it left", function()
+		local cmds = helper.tmpdir()
+		helper.write(cmds .. "/dying-restore.lua", [[
+-- aiotk dying-restore: a restore failing at its last ring, aiotk killed at the n-th change of its rollback (survive_spec)
+local aiotk, core = require "aiotk", require "aiotk.core"
+local pid, dir, n = ...
+local rings = assert(aiotk.read_image(dir)):rings()
+local ok = pcall(aiotk.restore_process, tonumber(pid), rings, { on_ring = function(i)
+	if i == #rings then core.die_after(tonumber(n)) error("the last ring fails") end
+end })
+print(ok and "restored" or "rolled back")
+]])
+		local spec = string.rep("--ring 256:20:5:0 ", 8) .. "--threads --tolerate-stop-eintr"
+		-- aiotk's shapes: shared anonymous (placeholders, journals, its
+		-- thread's mapping) and rings; PROT_NONE private reservations
+		local function shapes(pid)
+			local shared, rings, reservations = 0, 0, 0
+			for l in helper.slurp("/proc/" .. pid .. "/maps"):gmatch("[^\n]+") do
+				if l:find("/dev/zero") then shared = shared + 1 end
+				if l:find("%[aio%]") then rings = rings + 1 end
+				if l:match("^%x+%-%x+ %-%-%-p 0+ 00:00 0%s*$") then reservations = reservations + 1 end
+			end
+			return shared, rings, reservations
+		end
+		local n, ended = 0, false
+		while not ended do
+			n = n + 1
+			local ctx = "aiotk killed at change " .. n .. " of the rollback"
+			local w = workload(spec)
+			local code, _, err = run("dump -p " .. w.pid .. " -D " .. dir)
+			assert(code == 0, err)
+			assert(w:destroy() == "DESTROYED")
+			local nr, _, _, reservations = core.aio_nr(), shapes(w.pid)
+			local apid, out, errf = helper.spawn("dying-restore " .. w.pid .. " " .. dir .. " " .. n,
+				"AIOTK_PATH=" .. cmds)
+			ended = outcome(apid, out, errf, 5000, ctx):find("rolled back") ~= nil
+			assert_unharmed(w, ctx)
+			assert(require("aiotk.process").wait_undo_threads(w.pid))
+			code, _, err = run("restore --replace -p " .. w.pid .. " -D " .. dir)
+			assert(code == 0, ctx .. ": restore after: " .. err)
+			local shared, rings, res = shapes(w.pid)
+			assert(shared == 0 and rings == 8 and res == reservations, string.format(
+				"%s: %d shared anonymous mappings, %d rings, %d reservations more than before", ctx,
+				shared, rings, res - reservations))
+			assert_verifies(w, ctx, 8)
+			assert(helper.wait_until(function() return core.aio_nr() == nr end, 2000),
+				ctx .. ": aio-nr " .. core.aio_nr() .. " once the target is gone, was " .. nr)
+			assert(n < 200, "the rollback never ended")
+		end
+		-- its thread's mapping, 8 rings parked, the thread started
+		assert(n > 8 * 2 + 2, "only " .. n .. " changes")
+		helper.rmdir(cmds)
+	end)
+
 	it("aiotk SIGKILLed while it holds the main thread on its CPU: the guardian gives the thread its CPUs back", function()
 		local w = ready_to_restore(dir, SLOW)
 		if not w.cpus:find("[-,]") then

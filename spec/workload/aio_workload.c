@@ -9,6 +9,9 @@
  *                   and pause; verify checks they run on and saw no EINTR
  *   --spawner       a thread that makes a short-lived thread every 100 us
  *   --seccomp       install a filter that refuses io_setup with EPERM
+ *   --seccomp-clone install a filter that refuses clone and clone3 with
+ *                   EPERM (once its threads are made): no thread can be
+ *                   made in it, by itself or by aiotk
  *   --tolerate-stop-eintr  accept EINTR from epoll_wait and sigtimedwait,
  *                   which signal(7) lists as failing after any stop and
  *                   resume: what a tracer killed between stopping a thread
@@ -580,11 +583,14 @@ static int reader_gone(void)
 	return poll(&p, 1, 0) == 1 && (p.revents & POLLERR);
 }
 
-static int refuse_io_setup(void)
+/* A filter refusing system calls a and b (the same twice for one) with
+ * EPERM. */
+static int refuse(int a, int b)
 {
 	struct sock_filter f[] = {
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_io_setup, 0, 1),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)a, 1, 0),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)b, 0, 1),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
@@ -818,6 +824,8 @@ int main(int argc, char **argv)
 			occupy_after = 1;
 		else if (!strcmp(argv[i], "--seccomp"))
 			seccomp = 1;
+		else if (!strcmp(argv[i], "--seccomp-clone"))
+			seccomp = 2;
 		else if (!strcmp(argv[i], "--join") && i + 1 < argc) {
 			FILE *f = fopen(argv[++i], "w");
 			if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f)) {
@@ -910,7 +918,8 @@ int main(int argc, char **argv)
 		while (!__atomic_load_n(&probe_started, __ATOMIC_ACQUIRE))
 			sched_yield();
 	}
-	if (seccomp && refuse_io_setup()) {
+	if ((seccomp == 1 && refuse(SYS_io_setup, SYS_io_setup)) ||
+	    (seccomp == 2 && refuse(SYS_clone, SYS_clone3))) {
 		fprintf(stderr, "aio_workload: cannot install the seccomp filter\n");
 		return 2;
 	}

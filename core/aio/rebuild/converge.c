@@ -84,6 +84,7 @@ int aiotk_remove_journals(aiotk_target *t, unsigned *removed, aiotk_err *err)
 	int rc = aiotk_maps_list(t->pid, &v, &n, err);
 	if (rc)
 		return rc;
+	*removed += aiotk_remove_destroyer(t, v, n);
 	for (size_t i = 0; i < n; i++) {
 		uint64_t head[2];
 		if (!aiotk_vma_is_journal(&v[i]) || v[i].start == own ||

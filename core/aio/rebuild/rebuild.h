@@ -56,4 +56,11 @@ struct aiotk_rjob;
 void aiotk_restorer_main(struct aiotk_rjob *job);
 int aiotk_restorer_code(const uint8_t **code, size_t *len, size_t *entry);
 
+/* The destroyer (destroyer.c): its code as this process has it (entry is
+ * where its thread starts); and what a killed aiotk left of its mapping,
+ * among the process's mappings v[0..n), removed when its thread is gone
+ * (destroy_later.c): how many pieces were. */
+int aiotk_destroyer_code(const uint8_t **code, size_t *len, size_t *entry);
+unsigned aiotk_remove_destroyer(aiotk_target *t, const aiotk_vma *v, size_t n);
+
 #endif

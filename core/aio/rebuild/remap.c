@@ -199,6 +199,12 @@ int aiotk_park(aiotk_target *t, uint64_t *ctx, uint64_t len, aiotk_err *err)
 	return rc;
 }
 
+int aiotk_park_at(aiotk_target *t, uint64_t *ctx, uint64_t len, uint64_t at, aiotk_err *err)
+{
+	int rc = aiotk_ring_mark(t, *ctx, err);
+	return rc ? rc : move(t, ctx, len, at, err);
+}
+
 int aiotk_unpark(aiotk_target *t, uint64_t *ctx, uint64_t len, uint64_t home,
 		 aiotk_err *err)
 {

@@ -23,6 +23,7 @@
 #include "aio/rebuild/restorer.h"
 #include "aio/rebuild/rebuild.h"
 #include "aio/rebuild/iocb.h"
+#include "aio/rebuild/routine.h"
 
 #include <stddef.h>
 
@@ -36,19 +37,7 @@
 #define E_EXIST 17
 #define E_INVAL 22
 
-/* Five arguments; the sixth (r9: mmap's offset) is always 0. */
-AIOTK_INLINE long rs_sys(long nr, long a, long b, long c, long d, long e)
-{
-	register long r10 __asm__("r10") = d;
-	register long r8 __asm__("r8") = e;
-	register long r9 __asm__("r9") = 0;
-	long ret;
-	__asm__ volatile("syscall"
-			 : "=a"(ret)
-			 : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
-			 : "rcx", "r11", "memory");
-	return ret;
-}
+#define rs_sys aiotk_routine_sys
 
 AIOTK_INLINE int rs_fail(struct aiotk_rjob_ring *r, uint32_t step, long status)
 {
