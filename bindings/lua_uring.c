@@ -101,6 +101,7 @@ static void push_counters(lua_State *L, const aiotk_uring *u)
 		{ "sq_flags", u->sq_flags }, { "cq_flags", u->cq_flags },
 		{ "nr_files", u->nr_files }, { "nr_bufs", u->nr_bufs },
 		{ "in_flight", u->nreqs_total },
+		{ "cqes_off", u->cqes_off }, { "sq_array_off", u->sq_array_off },
 	};
 	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++)
 		laiotk_set_num(L, c[i].k, c[i].v);
@@ -230,14 +231,13 @@ int laiotk_image_urings(lua_State *L)
 	return 1;
 }
 
-/* img:uring_memory(i, j) -> the saved bytes of mapping j of instance i
- * (1-based), or nil when not saved. */
-int laiotk_image_uring_memory(lua_State *L)
+/* The saved bytes of mapping j of instance i (arguments 2 and 3, 1-based)
+ * of list, or nothing when they were not read. */
+static int push_memory(lua_State *L, const aiotk_uring *list, size_t n)
 {
-	aiotk_image *img = luaL_checkudata(L, 1, IMAGE_MT);
 	lua_Integer i = luaL_checkinteger(L, 2), j = luaL_checkinteger(L, 3);
-	luaL_argcheck(L, i >= 1 && (size_t)i <= img->nurings, 2, "no such io_uring instance");
-	const aiotk_uring *u = &img->urings[i - 1];
+	luaL_argcheck(L, i >= 1 && (size_t)i <= n, 2, "no such io_uring instance");
+	const aiotk_uring *u = &list[i - 1];
 	luaL_argcheck(L, j >= 1 && (size_t)j <= u->nmaps, 3, "no such mapping");
 	const aiotk_uring_map *m = &u->maps[j - 1];
 	if (!m->data)
@@ -246,8 +246,25 @@ int laiotk_image_uring_memory(lua_State *L)
 	return 1;
 }
 
+/* img:uring_memory(i, j) -> the saved bytes of mapping j of instance i
+ * (1-based), or nil when not saved. */
+int laiotk_image_uring_memory(lua_State *L)
+{
+	aiotk_image *img = luaL_checkudata(L, 1, IMAGE_MT);
+	return push_memory(L, img->urings, img->nurings);
+}
+
+/* set:memory(i, j): the same for a set read from a stopped process. */
+static int set_memory(lua_State *L)
+{
+	aiotk_uring_view *uv = check_set(L, 1);
+	return push_memory(L, uv->ring, uv->n);
+}
+
 void laiotk_uring_register(lua_State *L)
 {
-	static const luaL_Reg methods[] = { { "list", set_list }, { NULL, NULL } };
+	static const luaL_Reg methods[] = { { "list", set_list }, { "memory", set_memory },
+					    { NULL, NULL } };
 	laiotk_class(L, URINGS_MT, set_gc, methods);
 }
+

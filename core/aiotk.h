@@ -521,6 +521,10 @@ typedef struct aiotk_uring {
 	aiotk_uring_req *reqs;
 	size_t nmaps;                /* from /proc/PID/maps, by inode */
 	aiotk_uring_map *maps;
+	/* Where the CQEs and the sq_array are in the SQ ring's mapping (or
+	 * the CQ ring's, for the CQEs, when it has its own); 0: not known,
+	 * or (sq_array_off) IORING_SETUP_NO_SQARRAY. */
+	uint32_t cqes_off, sq_array_off;
 } aiotk_uring;
 typedef struct aiotk_uring_view {
 	size_t n;

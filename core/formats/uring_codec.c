@@ -87,6 +87,8 @@ static void scalars_to(const aiotk_uring *u, AiotkUringEntry *e)
 	e->sq_cpu = u->sq_cpu, e->sq_thread_idle = u->sq_thread_idle;
 	e->has_eventfd = u->has_eventfd, e->eventfd_async = u->eventfd_async;
 	e->nr_files = u->nr_files, e->nr_bufs = u->nr_bufs, e->nreqs_total = u->nreqs_total;
+	e->has_cqes_off = e->has_sq_array_off = 1;
+	e->cqes_off = u->cqes_off, e->sq_array_off = u->sq_array_off;
 }
 
 #define ALLOC(p, n) ((p) = calloc((n) ? (n) : 1, sizeof(*(p))))
@@ -143,6 +145,7 @@ static void scalars_from(const AiotkUringEntry *e, aiotk_uring *u)
 	u->sq_cpu = e->sq_cpu, u->sq_thread_idle = e->sq_thread_idle;
 	u->has_eventfd = e->has_eventfd, u->eventfd_async = e->eventfd_async;
 	u->nr_files = e->nr_files, u->nr_bufs = e->nr_bufs, u->nreqs_total = e->nreqs_total;
+	u->cqes_off = e->cqes_off, u->sq_array_off = e->sq_array_off;
 }
 
 static const char *lists_from(const AiotkUringEntry *e, aiotk_uring *u)

@@ -84,7 +84,9 @@ M.entries = {
 	{ "aiotk.restore_process", "aiotk.restore_process(pid, rings[, {replace=, policy=, plan=, on_ring=}])",
 		"all or nothing; on_ring(i, ring, result, target) after each ring" },
 	{ "aiotk.verify_process", "aiotk.verify_process(pid, img)", "differences, {kernel_view, " ..
-		"kernel_view_error, stopped_ns}: pid's rings against img, ring side and kernel side" },
+		"kernel_view_error, stopped_ns}: pid's rings and io_uring instances (by fd) against img, ring " ..
+		"side and kernel side; require \"aiotk.uring_verify\".compare(out, img_list, img_mem, live_list, " ..
+		"live_mem) compares instance lists (mem(i, j): mapping j's bytes)" },
 	{ "aiotk.view", "aiotk.view(pid|target)", "the live view of `aiotk show -p` (prints as its table): " ..
 		"per ring addr, nr, head, tail and from the kernel n, kernel_tail, in_flight, pending; urings: per " ..
 		"io_uring instance viewer:uring's fields with flag_names, sqpoll {tid, cpu, idle_jiffies}, " ..
@@ -104,8 +106,9 @@ M.entries = {
 		"(the kernel's own), sq_dropped, cq_overflow, sq_flags, cq_flags, submitter_tid, sq_thread_pid, " ..
 		"sq_cpu, sq_thread_idle (jiffies; SQPOLL only), eventfd {async} if registered, nr_files, nr_bufs, " ..
 		"files {slot, fd, path}, bufs {slot, addr, len}, in_flight, reqs {opcode, user_data, fd, file_fd, " ..
-		"poll_events, flags}, maps {start, end, offset}}; viewer:uring_stopped(t) reads the same of stopped " ..
-		"target t's process with each mapping's bytes (a set: set:list()); viewer:read_stopped(t[, whole_area]) reads stopped target t's " ..
+		"poll_events, flags}, maps {start, end, offset}, cqes_off, sq_array_off (where the CQEs and the " ..
+		"sq_array are in the ring mapping)}; viewer:uring_stopped(t) reads the same of stopped " ..
+		"target t's process with each mapping's bytes (a set: set:list(), set:memory(i, j)); viewer:read_stopped(t[, whole_area]) reads stopped target t's " ..
 		"contexts and rings in one call (reading:settled(), reading:take() -> contexts, rings); " ..
 		"require \"aiotk.kernel\" caches one, pinned where the policy's kview_pin says " ..
 		"(kernel.read(pid), kernel.read_stopped(t))" },

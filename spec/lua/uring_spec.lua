@@ -10,8 +10,8 @@ local BIN = (helper.bin:match("^(.*)/[^/]*$") or ".") .. "/uring_workload"
 
 -- The workload started, its facts read ("name value [value]" lines up to
 -- READY): { pid =, facts = { [name] = { v, v2 } }, pipe = }.
-local function start()
-	local p = assert(io.popen(BIN, "r"))
+local function start(args)
+	local p = assert(io.popen(BIN .. (args and " " .. args or ""), "r"))
 	local w = { pipe = p, facts = {} }
 	for line in p:lines() do
 		if line == "READY" then break end
@@ -26,6 +26,29 @@ end
 local function stop(w)
 	core.kill(w.pid, "KILL")
 	w.pipe:close()
+end
+
+-- Signal sig to a workload started with --act and wait for it to say it
+-- acted: the facts it prints then ({ [name] = number }).
+local function act(w, sig)
+	core.kill(w.pid, sig)
+	local out = {}
+	for line in w.pipe:lines() do
+		if line == "DONE" then return out end
+		local name, v = line:match("^(%S+) (%d+)$")
+		if name then out[name] = tonumber(v) end
+	end
+	error("the io_uring workload ended before it acted on " .. sig)
+end
+
+-- The differences verify -p lists (its --json), and its exit code.
+local function verify(pid, img)
+	local code, out, err = run("verify -p " .. pid .. " -D " .. img .. " --json")
+	assert(code == 0 or code == 1, err)
+	local doc = json.decode(out)
+	local diffs = {}
+	for _, d in ipairs(doc.differences) do diffs[d.ring .. ": " .. d.what] = d end
+	return code, diffs, doc
 end
 
 local function by_fd(list, fd)
@@ -206,5 +229,63 @@ describe("io_uring", function()
 		assert.are.equal(0, tcode)
 		assert.truthy(text:find("3 io_uring instance(s)", 1, true))
 		assert.truthy(text:find("in flight POLL_ADD user_data 0xfeedbeef12345678", 1, true))
+	end)
+
+	it("verify -p: no difference after a dump; a reaped CQE and a submission named", function()
+		w = start("--act")
+		local a = "io_uring fd " .. w.facts["a.fd"][1]
+		local img = dir .. "/img"
+		local code, _, err = run("dump -p " .. w.pid .. " -D " .. img)
+		assert.are.equal(0, code, err)
+		local vcode, diffs, doc = verify(w.pid, img)
+		assert.are.same({ 0, {}, 3 }, { vcode, diffs, doc.urings })
+		local tcode, text = run("verify -p " .. w.pid .. " -D " .. img)
+		assert.are.equal(0, tcode)
+		assert.truthy(text:find("3 io_uring instance(s)", 1, true), text)
+
+		local reaped = act(w, "USR1")
+		vcode, diffs = verify(w.pid, img)
+		assert.are.equal(1, vcode)
+		assert.are.same({ w.facts["a.cq_head"][1], reaped["a.cq_head"] },
+			{ diffs[a .. ": cq_head"].image, diffs[a .. ": cq_head"].live })
+		local names = {}
+		for k in pairs(diffs) do names[#names + 1] = k end
+		assert.are.same({ a .. ": cq_head" }, names)
+
+		local sent = act(w, "USR2")
+		vcode, diffs = verify(w.pid, img)
+		assert.are.equal(1, vcode)
+		for k, want in pairs { sq_tail = sent["a.sq_tail"], cq_tail = sent["a.cq_tail"],
+			cached_sq_head = sent["a.sq_tail"], cached_cq_tail = sent["a.cq_tail"] } do
+			local d = diffs[a .. ": " .. k]
+			assert.are.same({ w.facts["a." .. k] and w.facts["a." .. k][1] or d.image, want }, { d.image, d.live }, k)
+		end
+		-- and nothing else (the reap still shows): the new CQEs are past the image's unreaped ones
+		names = {}
+		for k in pairs(diffs) do names[#names + 1] = k:sub(#a + 3) end
+		table.sort(names)
+		assert.are.same({ "cached_cq_tail", "cached_sq_head", "cq_head", "cq_tail", "sq_head", "sq_tail" }, names)
+	end)
+
+	it("verify names an io_uring instance on one side only, and a registered file changed", function()
+		w = start()
+		local img = dir .. "/img"
+		assert.are.equal(0, (run("dump -p " .. w.pid .. " -D " .. img)))
+		local saved = assert(require("aiotk").read_image(img))
+		local list, mem = saved:urings(), function(i, j) return saved:uring_memory(i, j) end
+		local live, copy = {}, saved:urings()
+		for i = 2, #copy do live[#live + 1] = copy[i] end
+		local moved = live[1]
+		moved.files = { { slot = 7, fd = 99, path = "/elsewhere" } }
+		local out = require("aiotk.uring_verify").compare({}, list, mem, live,
+			function(i, j) return mem(i + 1, j) end)
+		local names = {}
+		for _, d in ipairs(out) do names[#names + 1] = d.ring .. ": " .. d.what end
+		table.sort(names)
+		local want = { "io_uring fd " .. list[1].fd .. ": instance" }
+		for _, f in ipairs(list[2].files) do want[#want + 1] = "io_uring fd " .. list[2].fd .. ": file slot " .. f.slot end
+		if #list[2].files > 0 then want[#want + 1] = "io_uring fd " .. list[2].fd .. ": file slot 7" end
+		table.sort(want)
+		assert.are.same(want, names)
 	end)
 end)

@@ -10,7 +10,9 @@
  *   b: SINGLE_ISSUER | DEFER_TASKRUN | CQSIZE (as fio sets up), made and
  *      used by a second thread, which is then its owner; one registered
  *      file and one buffer; three NOPs done, none reaped.
- *   c: SQPOLL on CPU 1, its poller thread's tid printed. */
+ *   c: SQPOLL on CPU 1, its poller thread's tid printed.
+ *
+ * Options: --act (see act()). */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -193,9 +195,53 @@ static void make_c(void)
 	printf("c.sq_cpu 1\nc.sq_thread_idle_ms 2000\nc.sqpoll_tid %ld\n", sqpoll_tid());
 }
 
-int main(void)
+/* --act: instead of only waiting, change instance a when told, so that a
+ * test can make a difference between an image and the process by
+ * construction: SIGUSR1 reaps one CQE, SIGUSR2 submits the prepared SQEs
+ * and waits for their CQEs. Each prints what it did, then "DONE". The
+ * signals are blocked in every thread and taken here only. */
+static void act(void)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGUSR2);
+	for (;;) {
+		int sig = sigwaitinfo(&set, NULL);
+		if (sig == SIGUSR1) {
+			io_uring_cq_advance(&a, 1);
+			printf("a.cq_head %u\n", *a.cq.khead);
+		} else if (sig == SIGUSR2) {
+			int rc = io_uring_submit_and_wait(&a, 1);
+			if (rc < 0)
+				die("io_uring_submit_and_wait", rc);
+			printf("a.sq_tail %u\na.cq_tail %u\n", *a.sq.ktail, *a.cq.ktail);
+		} else {
+			continue;
+		}
+		printf("DONE\n");
+	}
+}
+
+static int has_opt(int argc, char **argv, const char *name)
+{
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], name))
+			return 1;
+	return 0;
+}
+
+int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	int acting = has_opt(argc, argv, "--act");
+	if (acting) {
+		sigset_t set;
+		sigemptyset(&set);
+		sigaddset(&set, SIGUSR1);
+		sigaddset(&set, SIGUSR2);
+		pthread_sigmask(SIG_BLOCK, &set, NULL);
+	}
 	if (pipe(pipe_fd))
 		die("pipe", errno);
 	printf("pid %d\n", (int)getpid());
@@ -210,6 +256,8 @@ int main(void)
 	make_c();
 	printf("READY\n");
 	fflush(stdout);
+	if (acting)
+		act();
 	for (;;)
 		pause();
 }

@@ -174,6 +174,11 @@ static void read_counters(struct io_ring_ctx *ctx, struct aiotk_uview_ring_rec *
 	r->cq_overflow = BPF_CORE_READ(rings, cq_overflow);
 	r->sq_flags = BPF_CORE_READ(rings, sq_flags.counter);
 	r->cq_flags = BPF_CORE_READ(rings, cq_flags);
+	/* Where user space finds them (cq_off.cqes, sq_off.array): the
+	 * kernel lays them out in the rings' own mapping. */
+	r->cqes_off = bpf_core_field_offset(struct io_rings, cqes);
+	__u64 array = (__u64)BPF_CORE_READ(ctx, sq_array);
+	r->sq_array_off = array ? (__u32)(array - (__u64)rings) : 0;
 }
 
 static void read_ctx(struct io_ring_ctx *ctx, struct aiotk_uview_ring_rec *r)

@@ -157,6 +157,7 @@ static void fill_ring(aiotk_uring *u, const struct aiotk_uview_ring_rec *r)
 	u->sq_thread_idle = r->sq_thread_idle;
 	u->has_eventfd = (int)r->has_evfd, u->eventfd_async = (int)r->evfd_async;
 	u->nr_files = r->nr_files, u->nr_bufs = r->nr_bufs, u->nreqs_total = r->nreqs;
+	u->cqes_off = r->cqes_off, u->sq_array_off = r->sq_array_off;
 }
 
 /* The pending slots and requests become the instance r names. Their file

@@ -51,6 +51,8 @@ struct aiotk_uview_ring_rec {
 	__u32 nreqs;                   /* in cancel_table; fewer may be written */
 	__u32 pad;
 	__u64 file;                    /* its struct file (a registered ring's) */
+	__u32 cqes_off;                /* where the CQEs and the sq_array are */
+	__u32 sq_array_off;            /* in the ring mapping; 0: none */
 };
 
 /* A used slot of the registered file table. */
