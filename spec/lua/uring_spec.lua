@@ -288,4 +288,36 @@ describe("io_uring", function()
 		table.sort(want)
 		assert.are.same(want, names)
 	end)
+
+	it("dump of a process held stopped by another tool (CRIU's path) saves its io_uring instances", function()
+		w = start()
+		local aiotk = require "aiotk"
+		core.kill(w.pid, "STOP")
+		local ok, e = pcall(function()
+			assert(helper.wait_until(function()
+				return (helper.status(w.pid, "State") or ""):sub(1, 1) == "T"
+			end, 5000), "the workload did not stop")
+			local img = assert(aiotk.dump_frozen(w.pid, dir .. "/frozen"))
+			assert.are.same({ 0, 3 }, { img.nrings, img.nurings })
+			local back = assert(aiotk.read_image(dir .. "/frozen"))
+			local fds = {}
+			for i, u in ipairs(back:urings()) do fds[u.fd] = i end
+			assert.are.same({ 3, 2 }, { check_saved(back, fds[w.facts["a.fd"][1]], w, "a") })
+			assert.are.same({ 3, 0 }, { check_saved(back, fds[w.facts["b.fd"][1]], w, "b") })
+			-- requests in flight a restore cannot submit again: refused by name, nothing written
+			local uring = require "aiotk.uring"
+			local saved = uring.rebuild
+			uring.rebuild = function() return nil, "test: not rebuildable" end
+			local none, err, code = aiotk.dump_frozen(w.pid, dir .. "/refused")
+			uring.rebuild = saved
+			assert.are.same({ "in_flight", false }, { code, core.listdir(dir .. "/refused") ~= nil })
+			assert.is_nil(none)
+			assert.truthy(err:find("io_uring fd " .. w.facts["a.fd"][1] .. ": user_data 0xfeedbeef12345678: " ..
+				"test: not rebuildable", 1, true), err)
+			-- still held stopped: aiotk neither resumed nor stopped it
+			assert.are.equal("T", (helper.status(w.pid, "State") or ""):sub(1, 1))
+		end)
+		core.kill(w.pid, "CONT")
+		if not ok then error(e, 0) end
+	end)
 end)
