@@ -320,4 +320,56 @@ describe("io_uring", function()
 		core.kill(w.pid, "CONT")
 		if not ok then error(e, 0) end
 	end)
+
+	it("show -p and aiotk.view list timeouts with what remains, ring fds per thread, buffer rings, SQPOLL and owner", function()
+		w = start("--extras")
+		local f = function(k, i) return w.facts[k] and w.facts[k][i or 1] end
+		local code, out, err = run("show -p " .. w.pid .. " --json")
+		assert.are.equal(0, code, err)
+		local doc = json.decode(out)
+		assert.are.equal(4, #doc.urings)
+		local d = by_fd(doc.urings, f("d.fd"))
+		assert.are.same({ 3, 3 }, { d.timeouts_in_flight, #d.timeouts })
+		local t = {}
+		for _, x in ipairs(d.timeouts) do t[tonumber(x.user_data)] = x end
+		local t1, t2, link = t[f("d.timeout1")], t[f("d.timeout2")], t[f("d.link")]
+		assert.are.same({ "TIMEOUT", true, {}, 0 }, { t1.op, t1.rebuildable, t1.flag_names, t1.off })
+		assert.are.same({ "TIMEOUT", true, { "BOOTTIME" }, f("d.timeout2_count"), f("d.timeout2_count") },
+			{ t2.op, t2.rebuildable, t2.flag_names, t2.off, t2.count_left })
+		assert.are.same({ "LINK_TIMEOUT", false }, { link.op, link.rebuildable })
+		-- what remains: started at the timeout's length, never above it, not yet run out
+		for _, x in ipairs { { t1, f("d.timeout1", 2) }, { t2, f("d.timeout2", 2) }, { link, f("d.link", 2) } } do
+			assert.is_true(x[1].remaining_ns > 0 and x[1].remaining_ns <= x[2] * 1e9, x[1].user_data)
+		end
+		assert.are.same({ 1, 7 }, { t1.clockid, t2.clockid }) -- CLOCK_MONOTONIC, CLOCK_BOOTTIME
+		-- the POLL linked to the LINK_TIMEOUT is a request in flight of its own
+		assert.are.same({ 1, f("d.poll") }, { d.in_flight, tonumber(d.reqs[1].user_data) })
+		assert.are.same({ { tid = f("d.ringfd"), index = f("d.ringfd", 2) } }, d.ring_fds)
+		local b = by_fd(doc.urings, f("b.fd"))
+		assert.are.same({ { tid = f("b.ringfd"), index = f("b.ringfd", 2) } }, b.ring_fds)
+		assert.are.equal(f("b.owner_tid"), b.submitter_tid)
+		assert.are.same({ 0, 0 }, { #by_fd(doc.urings, f("a.fd")).ring_fds, #by_fd(doc.urings, f("c.fd")).ring_fds })
+		assert.are.same({ { bgid = f("d.bgid"), ring = true, entries = f("d.buf_entries"), nbufs = 0,
+			head = f("d.buf_head"), tail = f("d.buf_tail") } }, d.buffer_groups)
+		local c = by_fd(doc.urings, f("c.fd"))
+		assert.are.same({ f("c.sqpoll_tid"), f("c.sq_cpu") }, { c.sqpoll.tid, c.sqpoll.cpu })
+		-- aiotk.view gives the same rows
+		local view = assert(require("aiotk").view(w.pid))
+		local vd = by_fd(view.urings, f("d.fd"))
+		assert.are.same({ d.ring_fds, d.buffer_groups, #d.timeouts }, { vd.ring_fds, vd.buffer_groups, #vd.timeouts })
+		-- and the text
+		local tcode, text = run("show -p " .. w.pid)
+		assert.are.equal(0, tcode)
+		for _, want in ipairs {
+			string.format("registered ring fd: thread %d index %d", f("d.ringfd"), f("d.ringfd", 2)),
+			string.format("registered ring fd: thread %d index %d", f("b.ringfd"), f("b.ringfd", 2)),
+			"buffer ring group 7: 8 entries, head 3 tail 8 (5 available)",
+			string.format("in flight TIMEOUT user_data 0x%016x: ", f("d.timeout1")),
+			"BOOTTIME, or after 1000 more completion(s)",
+			string.format("owner thread %d", f("b.owner_tid")),
+			string.format("sqpoll thread %d cpu 1", f("c.sqpoll_tid")),
+		} do
+			assert.truthy(text:find(want, 1, true), want)
+		end
+	end)
 end)

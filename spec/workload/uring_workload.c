@@ -12,7 +12,7 @@
  *      file and one buffer; three NOPs done, none reaped.
  *   c: SQPOLL on CPU 1, its poller thread's tid printed.
  *
- * Options: --act (see act()). */
+ * Options: --act (see act()), --extras (see make_d()). */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -90,6 +90,7 @@ static void print_bufs(const char *name, const struct iovec *iov, int n)
 }
 
 static struct io_uring a, b, c;
+static int extras; /* --extras */
 static int pipe_fd[2];
 
 static void make_a(void)
@@ -142,7 +143,11 @@ static void *owner(void *unused)
 	if ((rc = io_uring_register_buffers(&b, &iov, 1)))
 		die("register_buffers b", rc);
 	nops(&b, 3, 1);
+	if (extras && (rc = io_uring_register_ring_fd(&b)) != 1)
+		die("register_ring_fd b", rc < 0 ? rc : EIO);
 	pthread_mutex_lock(&lock);
+	if (extras)
+		printf("b.ringfd %ld %d\n", (long)syscall(SYS_gettid), b.enter_ring_fd);
 	print_ring("b", &b);
 	printf("b.owner_tid %ld\nb.nr_files 1\nb.file0 %d\n", (long)syscall(SYS_gettid),
 	       pipe_fd[1]);
@@ -195,6 +200,86 @@ static void make_c(void)
 	printf("c.sq_cpu 1\nc.sq_thread_idle_ms 2000\nc.sqpoll_tid %ld\n", sqpoll_tid());
 }
 
+/* --extras: instance d, flags 0, 16 entries, with what the rest lacks:
+ *   two TIMEOUTs in flight (one hour, CLOCK_MONOTONIC; two hours on
+ *   CLOCK_BOOTTIME or 1000 completions), and a POLL_ADD on the pipe linked
+ *   to a LINK_TIMEOUT of half an hour; a buffer ring, group 7 of 8 entries,
+ *   all 8 given and 3 consumed (0-byte reads of /dev/null); its fd
+ *   registered as a ring fd by the main thread, and b's by its owner. */
+static struct io_uring d;
+
+#define D_TIMEOUT1 0x7101ull
+#define D_TIMEOUT2 0x7102ull
+#define D_POLL 0x7103ull
+#define D_LINK 0x7104ull
+
+static struct io_uring_sqe *sqe_of(struct io_uring *r, __u64 data)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(r);
+	if (!sqe)
+		die("io_uring_get_sqe", EBUSY);
+	sqe->user_data = data;
+	return sqe;
+}
+
+static void d_timeouts(void)
+{
+	static struct __kernel_timespec hour = { .tv_sec = 3600 }, two = { .tv_sec = 7200 },
+		half = { .tv_sec = 1800 };
+	io_uring_prep_timeout(sqe_of(&d, D_TIMEOUT1), &hour, 0, 0);
+	io_uring_prep_timeout(sqe_of(&d, D_TIMEOUT2), &two, 1000, IORING_TIMEOUT_BOOTTIME);
+	struct io_uring_sqe *poll = sqe_of(&d, D_POLL);
+	io_uring_prep_poll_add(poll, pipe_fd[0], POLLIN);
+	poll->flags |= IOSQE_IO_LINK;
+	io_uring_prep_link_timeout(sqe_of(&d, D_LINK), &half, 0);
+	int rc = io_uring_submit(&d);
+	if (rc != 4)
+		die("io_uring_submit d", rc < 0 ? rc : EIO);
+	printf("d.timeout1 %llu 3600\nd.timeout2 %llu 7200\nd.timeout2_count 1000\nd.poll %llu\nd.link %llu 1800\n",
+	       D_TIMEOUT1, D_TIMEOUT2, D_POLL, D_LINK);
+}
+
+static void d_buf_ring(void)
+{
+	struct io_uring_buf_ring *br;
+	if (posix_memalign((void **)&br, 4096, 4096))
+		die("posix_memalign", ENOMEM);
+	io_uring_buf_ring_init(br);
+	struct io_uring_buf_reg reg = { .ring_addr = (unsigned long)br, .ring_entries = 8, .bgid = 7 };
+	int rc = io_uring_register_buf_ring(&d, &reg, 0);
+	if (rc)
+		die("register_buf_ring d", rc);
+	static char bufs[8][64];
+	for (int i = 0; i < 8; i++)
+		io_uring_buf_ring_add(br, bufs[i], sizeof(bufs[i]), (unsigned short)i,
+				      io_uring_buf_ring_mask(8), i);
+	io_uring_buf_ring_advance(br, 8);
+	int null_fd = open("/dev/null", O_RDONLY);
+	for (int i = 0; i < 3; i++) {
+		struct io_uring_sqe *sqe = sqe_of(&d, 0x7200 + (unsigned)i);
+		io_uring_prep_read(sqe, null_fd, NULL, 0, 0);
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = 7;
+	}
+	if ((rc = io_uring_submit_and_wait(&d, 3)) < 0)
+		die("io_uring_submit_and_wait d", rc);
+	io_uring_cq_advance(&d, 3);
+	close(null_fd);
+	printf("d.bgid 7\nd.buf_entries 8\nd.buf_head 3\nd.buf_tail 8\n");
+}
+
+static void make_d(void)
+{
+	int rc = io_uring_queue_init(16, &d, 0);
+	if (rc)
+		die("io_uring_queue_init d", rc);
+	d_buf_ring();
+	d_timeouts();
+	if ((rc = io_uring_register_ring_fd(&d)) != 1)
+		die("register_ring_fd d", rc < 0 ? rc : EIO);
+	printf("d.fd %d\nd.ringfd %ld %d\n", d.ring_fd, (long)syscall(SYS_gettid), d.enter_ring_fd);
+}
+
 /* --act: instead of only waiting, change instance a when told, so that a
  * test can make a difference between an image and the process by
  * construction: SIGUSR1 reaps one CQE, SIGUSR2 submits the prepared SQEs
@@ -235,6 +320,7 @@ int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	int acting = has_opt(argc, argv, "--act");
+	extras = has_opt(argc, argv, "--extras");
 	if (acting) {
 		sigset_t set;
 		sigemptyset(&set);
@@ -254,6 +340,8 @@ int main(int argc, char **argv)
 		pthread_cond_wait(&made, &lock);
 	pthread_mutex_unlock(&lock);
 	make_c();
+	if (extras)
+		make_d();
 	printf("READY\n");
 	fflush(stdout);
 	if (acting)

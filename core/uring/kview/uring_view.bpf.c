@@ -147,6 +147,175 @@ static __u32 walk_reqs(struct seq_file *seq, struct io_ring_ctx *ctx)
 	return q.count;
 }
 
+/* ---- timeouts: timeout_list (TIMEOUT) and ltimeout_list (LINK_TIMEOUT) */
+struct tmo {
+	struct seq_file *seq;
+	__u64 node, head;
+	__u32 count, written;
+};
+
+static void timer_of(struct io_kiocb *req, struct aiotk_uview_timeout_rec *r)
+{
+	struct io_timeout_data *d = BPF_CORE_READ(req, async_data);
+	r->clockid = -1;
+	if (!d)
+		return;
+	r->flags = BPF_CORE_READ(d, flags);
+	r->expires = BPF_CORE_READ(d, timer.node.expires);
+	struct hrtimer_clock_base *base = BPF_CORE_READ(d, timer.base);
+	r->clockid = base ? BPF_CORE_READ(base, clockid) : -1;
+}
+
+static long one_timeout(__u32 i, struct tmo *q)
+{
+	if (!q->node || q->node == q->head)
+		return 1;
+	struct io_timeout *t = (void *)(q->node - bpf_core_field_offset(struct io_timeout, list));
+	struct io_kiocb *req = (void *)((__u64)t - bpf_core_field_offset(struct io_kiocb, cmd));
+	q->count++;
+	if (opaque(&q->written) < AIOTK_UVIEW_TIMEOUT_BUDGET) {
+		struct aiotk_uview_timeout_rec r = { .type = AIOTK_UVIEW_TIMEOUT };
+		r.opcode = BPF_CORE_READ(req, opcode);
+		r.user_data = BPF_CORE_READ(req, cqe.user_data);
+		r.off = BPF_CORE_READ(t, off);
+		r.target_seq = BPF_CORE_READ(t, target_seq);
+		r.repeats = BPF_CORE_READ(t, repeats);
+		timer_of(req, &r);
+		if (!bpf_seq_write(q->seq, &r, sizeof(r)))
+			q->written++;
+	}
+	struct list_head *n = (void *)q->node;
+	q->node = (__u64)BPF_CORE_READ(n, next);
+	return 0;
+}
+
+static __u32 walk_timeouts(struct seq_file *seq, struct list_head *head)
+{
+	struct tmo q = { .seq = seq, .head = (__u64)head };
+	q.node = (__u64)BPF_CORE_READ(head, next);
+	bpf_loop(AIOTK_UVIEW_TIMEOUT_BUDGET * 4, one_timeout, &q, 0);
+	return q.count;
+}
+
+/* ---- registered ring fds: each thread that used the instance (its
+ * tctx_list) and the slots of its registered_rings naming this file. */
+struct rfd {
+	struct seq_file *seq;
+	__u64 node, head, file;
+};
+
+static long one_tctx(__u32 i, struct rfd *q)
+{
+	if (!q->node || q->node == q->head)
+		return 1;
+	struct io_tctx_node *tn = (void *)(q->node - bpf_core_field_offset(struct io_tctx_node, ctx_node));
+	struct task_struct *task = BPF_CORE_READ(tn, task);
+	struct io_uring_task *tctx = task ? BPF_CORE_READ(task, io_uring) : 0;
+	for (__u32 k = 0; tctx && k < 16; k++) {
+		struct file *f = 0;
+		bpf_probe_read_kernel(&f, sizeof(f), &tctx->registered_rings[k]);
+		if ((__u64)f != q->file)
+			continue;
+		struct aiotk_uview_ringfd_rec r = { .type = AIOTK_UVIEW_RINGFD, .index = k };
+		r.tid = BPF_CORE_READ(task, pid);
+		bpf_seq_write(q->seq, &r, sizeof(r));
+	}
+	struct list_head *n = (void *)q->node;
+	q->node = (__u64)BPF_CORE_READ(n, next);
+	return 0;
+}
+
+static void walk_ringfds(struct seq_file *seq, struct io_ring_ctx *ctx, __u64 file)
+{
+	struct rfd q = { .seq = seq, .head = (__u64)&ctx->tctx_list, .file = file };
+	q.node = (__u64)BPF_CORE_READ(ctx, tctx_list.next);
+	bpf_loop(AIOTK_UVIEW_MAX_TCTX, one_tctx, &q, 0);
+}
+
+/* ---- provided-buffer groups: the entries of io_bl_xa, an xarray of at
+ * most three levels (bgid is 16 bits, 64 slots a node). */
+#define XA_NODE(e) (((e) & 3) == 2 && (e) > 4096)
+
+struct bls {
+	struct seq_file *seq;
+	__u64 nodes[3];
+	__u32 count, written;
+};
+
+static void one_bl(struct bls *q, __u64 e)
+{
+	struct io_buffer_list *bl = (void *)e;
+	q->count++;
+	if (opaque(&q->written) >= AIOTK_UVIEW_BL_BUDGET)
+		return;
+	struct aiotk_uview_bl_rec r = { .type = AIOTK_UVIEW_BL };
+	r.bgid = BPF_CORE_READ(bl, bgid);
+	r.flags = BPF_CORE_READ(bl, flags);
+	r.nbufs = BPF_CORE_READ(bl, nbufs);
+	if (r.flags & 1) { /* IOBL_BUF_RING */
+		struct io_uring_buf_ring *br = BPF_CORE_READ(bl, buf_ring);
+		r.entries = BPF_CORE_READ(bl, nr_entries);
+		r.head = BPF_CORE_READ(bl, head);
+		r.mask = BPF_CORE_READ(bl, mask);
+		r.tail = br ? BPF_CORE_READ(br, tail) : 0;
+	}
+	if (!bpf_seq_write(q->seq, &r, sizeof(r)))
+		q->written++;
+}
+
+static __u64 slot_of(__u64 node, __u32 i)
+{
+	__u64 e = 0;
+	struct xa_node *n = (void *)(node - 2);
+	bpf_probe_read_kernel(&e, sizeof(e), &n->slots[i & 63]);
+	return e;
+}
+
+static long one_slot2(__u32 i, struct bls *q)
+{
+	__u64 e = slot_of(q->nodes[2], i);
+	if (e && !XA_NODE(e))
+		one_bl(q, e);
+	return 0;
+}
+
+static long one_slot1(__u32 i, struct bls *q)
+{
+	__u64 e = slot_of(q->nodes[1], i);
+	if (e && XA_NODE(e)) {
+		q->nodes[2] = e;
+		bpf_loop(64, one_slot2, q, 0);
+	} else if (e) {
+		one_bl(q, e);
+	}
+	return 0;
+}
+
+static long one_slot0(__u32 i, struct bls *q)
+{
+	__u64 e = slot_of(q->nodes[0], i);
+	if (e && XA_NODE(e)) {
+		q->nodes[1] = e;
+		bpf_loop(64, one_slot1, q, 0);
+	} else if (e) {
+		one_bl(q, e);
+	}
+	return 0;
+}
+
+static __u32 walk_bls(struct seq_file *seq, struct io_ring_ctx *ctx)
+{
+	struct bls q = { .seq = seq };
+	__u64 head = (__u64)BPF_CORE_READ(ctx, io_bl_xa.xa_head);
+	if (head && XA_NODE(head)) {
+		q.nodes[0] = head;
+		bpf_loop(64, one_slot0, &q, 0);
+	} else if (head) {
+		one_bl(&q, head); /* the one entry, index 0, kept in the head */
+	}
+	return q.count;
+}
+
 static void read_sqpoll(struct io_ring_ctx *ctx, struct aiotk_uview_ring_rec *r)
 {
 	struct io_sq_data *sqd = BPF_CORE_READ(ctx, sq_data);
@@ -247,6 +416,20 @@ int uring_view(struct bpf_iter__task_file *it)
 	}
 	r.ino = BPF_CORE_READ(file, f_inode, i_ino);
 	r.file = uv_addr(file);
+	if (bpf_core_field_exists(ctx->ltimeout_list)) {
+		r.have |= AIOTK_UVIEW_HAVE_TIMEOUTS;
+		r.ntimeouts = walk_timeouts(seq, &ctx->timeout_list) +
+			      walk_timeouts(seq, &ctx->ltimeout_list);
+		r.cq_timeouts = BPF_CORE_READ(ctx, cq_timeouts.counter);
+	}
+	if (bpf_core_field_exists(ctx->tctx_list)) {
+		r.have |= AIOTK_UVIEW_HAVE_RINGFDS;
+		walk_ringfds(seq, ctx, r.file);
+	}
+	if (bpf_core_field_exists(ctx->io_bl_xa)) {
+		r.have |= AIOTK_UVIEW_HAVE_BLS;
+		r.nbls = walk_bls(seq, ctx);
+	}
 	read_ctx(ctx, &r);
 	bpf_seq_write(seq, &r, sizeof(r));
 	return 0;

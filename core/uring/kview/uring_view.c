@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifdef AIOTK_HAVE_BPF
@@ -24,7 +25,10 @@ _Static_assert((int)AIOTK_URING_HAVE_RINGS == (int)AIOTK_UVIEW_HAVE_RINGS &&
 	       (int)AIOTK_URING_HAVE_FILES == (int)AIOTK_UVIEW_HAVE_FILES &&
 	       (int)AIOTK_URING_HAVE_BUFS == (int)AIOTK_UVIEW_HAVE_BUFS &&
 	       (int)AIOTK_URING_HAVE_ISSUER == (int)AIOTK_UVIEW_HAVE_ISSUER &&
-	       (int)AIOTK_URING_HAVE_REQS == (int)AIOTK_UVIEW_HAVE_REQS, "have bits");
+	       (int)AIOTK_URING_HAVE_REQS == (int)AIOTK_UVIEW_HAVE_REQS &&
+	       (int)AIOTK_URING_HAVE_TIMEOUTS == (int)AIOTK_UVIEW_HAVE_TIMEOUTS &&
+	       (int)AIOTK_URING_HAVE_RINGFDS == (int)AIOTK_UVIEW_HAVE_RINGFDS &&
+	       (int)AIOTK_URING_HAVE_BLS == (int)AIOTK_UVIEW_HAVE_BLS, "have bits");
 
 /* Everything one run of the iterator wrote. */
 struct out {
@@ -129,6 +133,47 @@ static int add_req(struct parse *ps, const struct aiotk_uview_req_rec *r, aiotk_
 	return 0;
 }
 
+/* What remains of a timer expiring at expires in clock clockid, now. */
+static int64_t remaining(int clockid, int64_t expires)
+{
+	struct timespec now;
+	if (clockid < 0 || clock_gettime(clockid, &now))
+		return 0;
+	return expires - ((int64_t)now.tv_sec * 1000000000 + now.tv_nsec);
+}
+
+static int add_timeout(struct parse *ps, const struct aiotk_uview_timeout_rec *r, aiotk_err *err)
+{
+	aiotk_uring *u = &ps->pending;
+	int rc = grow(&u->timeouts, u->ntimeouts, sizeof(*u->timeouts), err);
+	if (!rc)
+		u->timeouts[u->ntimeouts++] = (aiotk_uring_timeout){
+			.opcode = (uint8_t)r->opcode, .user_data = r->user_data,
+			.clockid = r->clockid, .expires_ns = r->expires,
+			.remaining_ns = remaining(r->clockid, r->expires), .flags = r->flags,
+			.off = r->off, .target_seq = r->target_seq, .repeats = r->repeats };
+	return rc;
+}
+
+static int add_ringfd(struct parse *ps, const struct aiotk_uview_ringfd_rec *r, aiotk_err *err)
+{
+	aiotk_uring *u = &ps->pending;
+	int rc = grow(&u->ringfds, u->nringfds, sizeof(*u->ringfds), err);
+	if (!rc)
+		u->ringfds[u->nringfds++] = (aiotk_uring_ringfd){ r->tid, r->index };
+	return rc;
+}
+
+static int add_bl(struct parse *ps, const struct aiotk_uview_bl_rec *r, aiotk_err *err)
+{
+	aiotk_uring *u = &ps->pending;
+	int rc = grow(&u->bls, u->nbls, sizeof(*u->bls), err);
+	if (!rc)
+		u->bls[u->nbls++] = (aiotk_uring_bl){ .bgid = r->bgid, .flags = r->flags,
+			.entries = r->entries, .nbufs = r->nbufs, .head = r->head, .tail = r->tail };
+	return rc;
+}
+
 /* The fd of the file at address file, among the records read so far and
  * the instances (a registered ring); -1 if the process has it in no fd. */
 static int fd_of(const struct parse *ps, const aiotk_uring_view *uv,
@@ -158,6 +203,8 @@ static void fill_ring(aiotk_uring *u, const struct aiotk_uview_ring_rec *r)
 	u->has_eventfd = (int)r->has_evfd, u->eventfd_async = (int)r->evfd_async;
 	u->nr_files = r->nr_files, u->nr_bufs = r->nr_bufs, u->nreqs_total = r->nreqs;
 	u->cqes_off = r->cqes_off, u->sq_array_off = r->sq_array_off;
+	u->ntimeouts_total = r->ntimeouts, u->nbls_total = r->nbls;
+	u->cq_timeouts = r->cq_timeouts;
 }
 
 /* The pending slots and requests become the instance r names. Their file
@@ -210,6 +257,9 @@ static size_t rec_size(uint32_t type)
 	case AIOTK_UVIEW_FILE: return sizeof(struct aiotk_uview_file_rec);
 	case AIOTK_UVIEW_BUF: return sizeof(struct aiotk_uview_buf_rec);
 	case AIOTK_UVIEW_REQ: return sizeof(struct aiotk_uview_req_rec);
+	case AIOTK_UVIEW_TIMEOUT: return sizeof(struct aiotk_uview_timeout_rec);
+	case AIOTK_UVIEW_RINGFD: return sizeof(struct aiotk_uview_ringfd_rec);
+	case AIOTK_UVIEW_BL: return sizeof(struct aiotk_uview_bl_rec);
 	}
 	return 0;
 }
@@ -222,6 +272,9 @@ static int one_rec(struct parse *ps, aiotk_uring_view *uv, struct addrs *a,
 	case AIOTK_UVIEW_FILE: return add_file(ps, p, err);
 	case AIOTK_UVIEW_BUF: return add_buf(ps, p, err);
 	case AIOTK_UVIEW_REQ: return add_req(ps, p, err);
+	case AIOTK_UVIEW_TIMEOUT: return add_timeout(ps, p, err);
+	case AIOTK_UVIEW_RINGFD: return add_ringfd(ps, p, err);
+	case AIOTK_UVIEW_BL: return add_bl(ps, p, err);
 	default: return add_ring(ps, uv, a, p, err);
 	}
 }
@@ -249,6 +302,9 @@ static int parse(const struct out *o, aiotk_uring_view *uv, aiotk_err *err)
 			struct aiotk_uview_file_rec file;
 			struct aiotk_uview_buf_rec buf;
 			struct aiotk_uview_req_rec req;
+			struct aiotk_uview_timeout_rec timeout;
+			struct aiotk_uview_ringfd_rec ringfd;
+			struct aiotk_uview_bl_rec bl;
 		} rec;
 		memcpy(&rec, o->p + at, size);
 		rc = one_rec(&ps, uv, &a, type, &rec, err);
