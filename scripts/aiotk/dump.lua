@@ -288,7 +288,7 @@ local function decide_urings(set, policy, pid, report)
 	report.urings = {}
 	for _, u in ipairs(set:list()) do
 		report.urings[#report.urings + 1] = { fd = u.fd, in_flight = u.in_flight,
-			unreaped = (u.cq_tail - u.cq_head) % 2 ^ 32 }
+			timeouts = u.timeouts_in_flight, unreaped = (u.cq_tail - u.cq_head) % 2 ^ 32 }
 		for _, q in ipairs(u.reqs) do
 			local sqe, why = uring.rebuild(q)
 			if not sqe then lost[#lost + 1] = { fd = u.fd, req = q, why = why } end
@@ -296,6 +296,14 @@ local function decide_urings(set, policy, pid, report)
 		if u.in_flight > #u.reqs then
 			lost[#lost + 1] = { fd = u.fd, why = string.format("%d request(s) not listed by the " ..
 				"kernel view", u.in_flight - #u.reqs) }
+		end
+		for _, t in ipairs(u.timeouts) do
+			local sqe, why = uring.rebuild_timeout(t, u)
+			if not sqe then lost[#lost + 1] = { fd = u.fd, req = t, why = why } end
+		end
+		if u.timeouts_in_flight > #u.timeouts then
+			lost[#lost + 1] = { fd = u.fd, why = string.format("%d timeout(s) not listed by the " ..
+				"kernel view", u.timeouts_in_flight - #u.timeouts) }
 		end
 	end
 	if #lost == 0 then return "" end

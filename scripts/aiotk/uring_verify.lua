@@ -3,7 +3,9 @@
 -- unreaped CQE, the sq_array, every SQE slot (prepared SQEs not yet
 -- submitted live there only). Kernel side: geometry and flags, the
 -- kernel's own counters, mappings, registered files and buffers, eventfd,
--- SQPOLL and owner thread, requests in flight. Differences have
+-- SQPOLL and owner thread, requests and timeouts in flight, registered
+-- ring fds per thread, provided-buffer groups (the kernel's head, the
+-- tail). Differences have
 -- aiotk.verify's shape: { ring = "io_uring fd N", what, image, live }.
 -- Left out: sq_flags (the kernel sets and clears IORING_SQ_NEED_WAKEUP and
 -- IORING_SQ_TASKRUN there on its own) and the SQPOLL thread's tid (a
@@ -96,7 +98,7 @@ end
 
 local RING_COUNTERS = { "sq_head", "sq_tail", "cq_head", "cq_tail", "sq_dropped", "cq_overflow", "cq_flags" }
 local KERNEL_SCALARS = { "flags", "sq_entries", "cq_entries", "cached_sq_head", "cached_cq_tail",
-	"nr_files", "nr_bufs", "in_flight", "cqes_off", "sq_array_off" }
+	"nr_files", "nr_bufs", "in_flight", "cqes_off", "sq_array_off", "timeouts_in_flight", "nbuffer_groups" }
 
 -- The ring side: what the application sees in ring memory.
 local function ring_side(out, name, r, ri, imem, l, li, lmem)
@@ -133,6 +135,18 @@ end
 
 local function map_key(m) return uring.map_kind(m.offset) .. " " .. hex(m.offset) end
 
+-- u's timeouts as compared: what a rebuild keeps (not the expiry, which
+-- a rebuilt timer has anew, nor what remains, which runs down).
+local function timeouts(u)
+	local out = {}
+	for i, t in ipairs(u.timeouts) do
+		local sqe = uring.rebuild_timeout(t, u)
+		out[i] = { user_data = t.user_data, opcode = t.opcode, clockid = t.clockid, flags = t.flags,
+			off = t.off, count_left = sqe and sqe.count or "-" }
+	end
+	return out
+end
+
 -- The kernel side: what the kernel keeps of the instance.
 local function kernel_side(out, name, r, l)
 	for _, k in ipairs(KERNEL_SCALARS) do
@@ -150,6 +164,12 @@ local function kernel_side(out, name, r, l)
 	keyed(out, name, "buffer slot", r.bufs, l.bufs, function(b) return b.slot end, { "addr", "len" })
 	keyed(out, name, "request in flight", r.reqs, l.reqs, function(q) return q.user_data end,
 		{ "opcode", "fd", "poll_events" })
+	keyed(out, name, "timeout", timeouts(r), timeouts(l), function(t) return t.user_data end,
+		{ "opcode", "clockid", "flags", "off", "count_left" })
+	keyed(out, name, "registered ring fd", r.ring_fds, l.ring_fds,
+		function(f) return string.format("thread %d index %d", f.tid, f.index) end, {})
+	keyed(out, name, "buffer group", r.buffer_groups, l.buffer_groups, function(b) return b.bgid end,
+		{ "ring", "entries", "nbufs", "head", "tail" })
 end
 
 local function by_fd(list)

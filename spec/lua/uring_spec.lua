@@ -372,4 +372,37 @@ describe("io_uring", function()
 			assert.truthy(text:find(want, 1, true), want)
 		end
 	end)
+
+	it("dump -p saves timeouts, ring fds and buffer groups; refuses a linked request by name; verify -p matches", function()
+		w = start("--extras")
+		local f = function(k, i) return w.facts[k] and w.facts[k][i or 1] end
+		local d = "io_uring fd " .. f("d.fd")
+		local code, out, err = run("dump -p " .. w.pid .. " -D " .. dir .. "/refused")
+		assert.are_not.equal(0, code)
+		for _, want in ipairs {
+			string.format("%s: user_data 0x%016x: POLL_ADD linked to other requests", d, f("d.poll")),
+			string.format("%s: user_data 0x%016x: LINK_TIMEOUT: it belongs to the request it is linked to", d, f("d.link")),
+			"nothing was written" } do
+			assert.truthy(err:find(want, 1, true), want .. " in " .. err .. out)
+		end
+		assert.is_nil(core.listdir(dir .. "/refused"))
+		local policy = dir .. "/record.lua"
+		helper.write(policy, "return { in_flight = function(ring, ctx) return ctx.io_uring and 'record' or 'capture' end }")
+		local img = dir .. "/img"
+		code, out, err = run("dump -p " .. w.pid .. " -D " .. img .. " --policy " .. policy)
+		assert.are.equal(0, code, err)
+		local saved = assert(require("aiotk").read_image(img))
+		local u
+		for _, x in ipairs(saved:urings()) do if x.fd == f("d.fd") then u = x end end
+		assert.are.same({ 3, 3 }, { u.timeouts_in_flight, #u.timeouts })
+		local t = {}
+		for _, x in ipairs(u.timeouts) do t[tonumber(x.user_data)] = x end
+		assert.are.same({ 11, 1000, 7 }, { t[f("d.timeout2")].opcode, t[f("d.timeout2")].off, t[f("d.timeout2")].clockid })
+		assert.is_true(t[f("d.timeout1")].remaining_ns > 0 and t[f("d.timeout1")].remaining_ns <= 3600e9)
+		assert.are.same({ { tid = f("d.ringfd"), index = f("d.ringfd", 2) } }, u.ring_fds)
+		assert.are.same({ { bgid = 7, ring = true, entries = 8, nbufs = 0, head = 3, tail = 8 } }, u.buffer_groups)
+		-- the process as it was: no difference, timeouts, ring fds and groups included
+		local vcode, diffs = verify(w.pid, img)
+		assert.are.same({ 0, {} }, { vcode, diffs })
+	end)
 end)
