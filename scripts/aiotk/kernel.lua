@@ -77,10 +77,24 @@ end
 
 -- The io_uring instances of stopped target t with their ring memory (a
 -- set kept in C: set:list(), img:add_urings(set)), or nil, why, code.
+-- An instance the process holds only through its mappings (its fd
+-- closed) is not in the view (the iterator walks files): named, since an
+-- image without it would lose it.
 function M.urings_stopped(t)
 	local v, why = M.open()
 	if not v then return nil, why, "unsupported" end
-	return v:uring_stopped(t)
+	local set, err, code = v:uring_stopped(t)
+	if not set then return nil, err, code end
+	local seen = {}
+	for _, u in ipairs(set:list()) do seen[u.ino] = true end
+	for ino in pairs(require("aiotk.process").uring_inodes(t.pid) or {}) do
+		if not seen[ino] then
+			return nil, string.format("an io_uring instance (anon inode %d) is mapped but open at no fd " ..
+				"(its fd closed, or a ring being torn down); aiotk sees an instance through its fd, so " ..
+				"nothing was written", ino), "unsupported"
+		end
+	end
+	return set
 end
 
 -- Requests in flight on context c that finish on their own (disk reads
