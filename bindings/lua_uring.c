@@ -251,6 +251,14 @@ static int set_list(lua_State *L)
 	return 1;
 }
 
+/* set:orphan_maps(): io_uring mappings of no instance listed (one held
+ * only through its mappings, its fd closed). */
+static int set_orphan_maps(lua_State *L)
+{
+	lua_pushinteger(L, (lua_Integer)check_set(L, 1)->orphan_maps);
+	return 1;
+}
+
 static int set_gc(lua_State *L)
 {
 	aiotk_uring_view_free(check_set(L, 1));
@@ -320,7 +328,7 @@ static int set_memory(lua_State *L)
 void laiotk_uring_register(lua_State *L)
 {
 	static const luaL_Reg methods[] = { { "list", set_list }, { "memory", set_memory },
-					    { NULL, NULL } };
+					    { "orphan_maps", set_orphan_maps }, { NULL, NULL } };
 	laiotk_class(L, URINGS_MT, set_gc, methods);
 }
 

@@ -564,6 +564,9 @@ typedef struct aiotk_uring {
 typedef struct aiotk_uring_view {
 	size_t n;
 	aiotk_uring *ring;       /* in fd order */
+	size_t orphan_maps;      /* io_uring mappings of no instance listed:
+				  * one the process holds only through its
+				  * mappings (its fd closed) */
 } aiotk_uring_view;
 /* Every io_uring instance process pid has open (not those it holds only
  * through a mapping or a registered ring fd after closing its fd). */

@@ -113,7 +113,7 @@ M.entries = {
 		"clockid, expires_ns, remaining_ns, flags, off, target_seq, repeats} (TIMEOUT and armed " ..
 		"LINK_TIMEOUT), ring_fds {tid, index} (registered ring fds per thread), nbuffer_groups, " ..
 		"buffer_groups {bgid, ring, entries, nbufs, head, tail}}; viewer:uring_stopped(t) reads the same of stopped " ..
-		"target t's process with each mapping's bytes (a set: set:list(), set:memory(i, j)); viewer:read_stopped(t[, whole_area]) reads stopped target t's " ..
+		"target t's process with each mapping's bytes (a set: set:list(), set:memory(i, j), set:orphan_maps() (io_uring mappings of no instance open at an fd)); viewer:read_stopped(t[, whole_area]) reads stopped target t's " ..
 		"contexts and rings in one call (reading:settled(), reading:take() -> contexts, rings); " ..
 		"require \"aiotk.kernel\" caches one, pinned where the policy's kview_pin says " ..
 		"(kernel.read(pid), kernel.read_stopped(t))" },

@@ -85,14 +85,10 @@ function M.urings_stopped(t)
 	if not v then return nil, why, "unsupported" end
 	local set, err, code = v:uring_stopped(t)
 	if not set then return nil, err, code end
-	local seen = {}
-	for _, u in ipairs(set:list()) do seen[u.ino] = true end
-	for ino in pairs(require("aiotk.process").uring_inodes(t.pid) or {}) do
-		if not seen[ino] then
-			return nil, string.format("an io_uring instance (anon inode %d) is mapped but open at no fd " ..
-				"(its fd closed, or a ring being torn down); aiotk sees an instance through its fd, so " ..
-				"nothing was written", ino), "unsupported"
-		end
+	if set:orphan_maps() > 0 then
+		return nil, string.format("%d io_uring mapping(s) belong to no instance open at an fd (its fd " ..
+			"closed, or a ring being torn down); aiotk sees an instance through its fd, so nothing was " ..
+			"written", set:orphan_maps()), "unsupported"
 	end
 	return set
 end

@@ -79,19 +79,6 @@ function M.ring_count(pid) return count_maps(pid, " /%[aio%]") end
 -- The io_uring mappings (two or three per instance).
 function M.uring_map_count(pid) return count_maps(pid, "anon_inode:%[io_uring%]") end
 
--- The anon inodes of the io_uring mappings, { [ino] = true }.
-function M.uring_inodes(pid)
-	local f = io.open("/proc/" .. pid .. "/maps")
-	if not f then return nil end
-	local out = {}
-	for l in f:lines() do
-		local ino = l:match("^%S+ %S+ %S+ %S+ (%d+)%s+anon_inode:%[io_uring%]")
-		if ino then out[tonumber(ino)] = true end
-	end
-	f:close()
-	return out
-end
-
 function M.tails_agree(rings, kv)
 	for _, r in ipairs(rings) do
 		local k = kv[r.addr]

@@ -46,7 +46,7 @@ describe("io_uring clients", function()
 			-- refuses, saying so
 			if code ~= 0 and (helper.ended(pid) or not has_uring(pid)) then break end
 			if code ~= 0 then
-				assert.truthy(err:find("is mapped but open at no fd", 1, true), err)
+				assert.truthy(err:find("belong to no instance open at an fd", 1, true), err)
 				teardowns = teardowns + 1
 				goto next
 			end

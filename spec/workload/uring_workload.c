@@ -12,7 +12,8 @@
  *      file and one buffer; three NOPs done, none reaped.
  *   c: SQPOLL on CPU 1, its poller thread's tid printed.
  *
- * Options: --act (see act()), --extras (see make_d()). */
+ * Options: --act (see act()), --extras (see make_d()), --aio N and
+ * --plain N (see make_aio()), --orphan (see make_orphan()). */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -280,6 +281,53 @@ static void make_d(void)
 	printf("d.fd %d\nd.ringfd %ld %d\n", d.ring_fd, (long)syscall(SYS_gettid), d.enter_ring_fd);
 }
 
+/* --aio N: N AIO contexts (io_setup(64), raw system calls) beside the
+ * instances, their ring addresses printed; --plain N: N more instances,
+ * flags 0, 64 entries, eight NOPs done of which five reaped. For the
+ * benchmark of a dump's stop (a process with both kinds of ring). */
+static int opt_count(int argc, char **argv, const char *name)
+{
+	for (int i = 1; i + 1 < argc; i++)
+		if (!strcmp(argv[i], name))
+			return atoi(argv[i + 1]);
+	return 0;
+}
+
+static void make_aio(int n)
+{
+	for (int i = 0; i < n; i++) {
+		unsigned long ctx = 0;
+		if (syscall(SYS_io_setup, 64, &ctx))
+			die("io_setup", errno);
+		printf("aio%d %lu\n", i, ctx);
+	}
+}
+
+static void make_plain(int n)
+{
+	for (int i = 0; i < n; i++) {
+		struct io_uring *r = calloc(1, sizeof(*r));
+		int rc = r ? io_uring_queue_init(64, r, 0) : -ENOMEM;
+		if (rc)
+			die("io_uring_queue_init plain", rc);
+		nops(r, 8, 1);
+		io_uring_cq_advance(r, 5);
+		printf("plain%d.fd %d\n", i, r->ring_fd);
+	}
+}
+
+/* --orphan: one more instance whose fd is closed once it is mapped: the
+ * process holds it only through its mappings. */
+static void make_orphan(void)
+{
+	struct io_uring *r = calloc(1, sizeof(*r));
+	int rc = r ? io_uring_queue_init(4, r, 0) : -ENOMEM;
+	if (rc)
+		die("io_uring_queue_init orphan", rc);
+	printf("orphan.closed_fd %d\n", r->ring_fd);
+	close(r->ring_fd);
+}
+
 /* --act: instead of only waiting, change instance a when told, so that a
  * test can make a difference between an image and the process by
  * construction: SIGUSR1 reaps one CQE, SIGUSR2 submits the prepared SQEs
@@ -342,6 +390,10 @@ int main(int argc, char **argv)
 	make_c();
 	if (extras)
 		make_d();
+	make_aio(opt_count(argc, argv, "--aio"));
+	make_plain(opt_count(argc, argv, "--plain"));
+	if (has_opt(argc, argv, "--orphan"))
+		make_orphan();
 	printf("READY\n");
 	fflush(stdout);
 	if (acting)

@@ -20,6 +20,7 @@ enum {
 	AIOTK_UVIEW_FD = 1, AIOTK_UVIEW_RING = 2, AIOTK_UVIEW_FILE = 3,
 	AIOTK_UVIEW_BUF = 4, AIOTK_UVIEW_REQ = 5,
 	AIOTK_UVIEW_TIMEOUT = 6, AIOTK_UVIEW_RINGFD = 7, AIOTK_UVIEW_BL = 8,
+	AIOTK_UVIEW_MAP = 9,
 };
 
 /* What this kernel let the program read (bits of ring.have). */
@@ -64,7 +65,18 @@ struct aiotk_uview_ring_rec {
 	__u32 nbls;                    /* buffer lists; fewer may be written */
 	__u32 cq_timeouts;             /* timeouts fired: a timeout's count
 					* runs against cached_cq_tail - this */
+	__s32 maps_rc;                 /* 0: its mappings are in MAP records;
+					* else why not (-errno, or 1: this
+					* kernel has no VMA iterator) */
+	__u32 all_maps;                /* the process's io_uring mappings, of
+					* any instance (maps_rc 0 only) */
 	__u32 pad2;
+};
+
+/* A mapping of the instance's file in the task's address space. */
+struct aiotk_uview_map_rec {
+	__u32 type, pad;
+	__u64 start, end, pgoff;
 };
 
 /* A TIMEOUT or an armed LINK_TIMEOUT: its hrtimer's expiry in the
