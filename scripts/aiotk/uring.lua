@@ -104,7 +104,8 @@ function M.row(u)
 		in_flight = u.in_flight, eventfd = u.eventfd, files = render.array(), bufs = render.array(),
 		reqs = render.array(), maps = render.array(), buf_rings = render.array() }
 	for _, k in ipairs { "sq_entries", "cq_entries", "sq_head", "sq_tail", "cq_head", "cq_tail",
-		"cached_sq_head", "cached_cq_tail", "sq_dropped", "cq_overflow", "sq_flags", "cq_flags" } do
+		"cached_sq_head", "cached_cq_tail", "sq_dropped", "cq_overflow", "sq_flags", "cq_flags", "cqes_off",
+		"sq_array_off", "cq_timeouts" } do
 		row[k] = u[k]
 	end
 	if u.sq_thread_pid then
