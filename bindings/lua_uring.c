@@ -154,7 +154,7 @@ static void push_counters(lua_State *L, const aiotk_uring *u)
 		{ "in_flight", u->nreqs_total },
 		{ "cqes_off", u->cqes_off }, { "sq_array_off", u->sq_array_off },
 		{ "timeouts_in_flight", u->ntimeouts_total }, { "nbuffer_groups", u->nbls_total },
-		{ "cq_timeouts", u->cq_timeouts },
+		{ "cq_timeouts", u->cq_timeouts }, { "completions_waiting", u->waiting },
 	};
 	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++)
 		laiotk_set_num(L, c[i].k, c[i].v);

@@ -132,7 +132,8 @@ static void scalars_to(const aiotk_uring *u, AiotkUringEntry *e)
 	e->nr_files = u->nr_files, e->nr_bufs = u->nr_bufs, e->nreqs_total = u->nreqs_total;
 	e->has_cqes_off = e->has_sq_array_off = 1;
 	e->cqes_off = u->cqes_off, e->sq_array_off = u->sq_array_off;
-	e->has_ntimeouts_total = e->has_cq_timeouts = e->has_nbls_total = 1;
+	e->has_ntimeouts_total = e->has_cq_timeouts = e->has_nbls_total = e->has_waiting = 1;
+	e->waiting = u->waiting;
 	e->ntimeouts_total = u->ntimeouts_total, e->cq_timeouts = u->cq_timeouts;
 	e->nbls_total = u->nbls_total;
 }
@@ -200,6 +201,7 @@ static void scalars_from(const AiotkUringEntry *e, aiotk_uring *u)
 	u->nr_files = e->nr_files, u->nr_bufs = e->nr_bufs, u->nreqs_total = e->nreqs_total;
 	u->cqes_off = e->cqes_off, u->sq_array_off = e->sq_array_off;
 	u->ntimeouts_total = e->ntimeouts_total, u->cq_timeouts = e->cq_timeouts;
+	u->waiting = e->waiting;
 	u->nbls_total = e->nbls_total;
 }
 

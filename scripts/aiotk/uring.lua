@@ -105,7 +105,7 @@ function M.row(u)
 		reqs = render.array(), maps = render.array(), buf_rings = render.array() }
 	for _, k in ipairs { "sq_entries", "cq_entries", "sq_head", "sq_tail", "cq_head", "cq_tail",
 		"cached_sq_head", "cached_cq_tail", "sq_dropped", "cq_overflow", "sq_flags", "cq_flags", "cqes_off",
-		"sq_array_off", "cq_timeouts" } do
+		"sq_array_off", "cq_timeouts", "completions_waiting" } do
 		row[k] = u[k]
 	end
 	if u.sq_thread_pid then
@@ -151,6 +151,9 @@ function M.text(r)
 		r.cq_entries, r.cq_head, r.cq_tail, r.cached_cq_tail, r.sq_dropped, r.cq_overflow) }
 	local function add(fmt, ...) out[#out + 1] = "    " .. string.format(fmt, ...) .. "\n" end
 	if r.submitter_tid and r.submitter_tid ~= 0 then add("owner thread %d", r.submitter_tid) end
+	if r.completions_waiting > 0 then
+		add("%d completion(s) waiting for the owner thread (not in the CQ ring yet)", r.completions_waiting)
+	end
 	if r.sqpoll then add("sqpoll thread %d cpu %d idle %d jiffies", r.sqpoll.tid, r.sqpoll.cpu, r.sqpoll.idle_jiffies) end
 	if r.eventfd then add("eventfd registered%s", r.eventfd.async and " (async)" or "") end
 	for _, f in ipairs(r.files) do add("file slot %d: fd %d %s", f.slot, f.fd, f.path or "") end

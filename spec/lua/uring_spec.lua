@@ -416,4 +416,23 @@ describe("io_uring", function()
 		local _, jout = run("show -p " .. w.pid .. " --json")
 		assert.are.equal(3, #json.decode(jout).urings)
 	end)
+
+	it("a DEFER_TASKRUN completion waiting for its owner thread is shown, and dump -p refuses it by name", function()
+		w = start("--waiting")
+		local b = w.facts["b.fd"][1]
+		local function shown()
+			local _, out = run("show -p " .. w.pid .. " --json")
+			return by_fd(json.decode(out).urings, b)
+		end
+		-- the 1 ms timeout has fired: its completion waits, the ring unchanged
+		assert(helper.wait_until(function() return shown().completions_waiting == 1 end, 5000))
+		local u = shown()
+		assert.are.same({ w.facts["b.cq_tail"][1], w.facts["b.cq_tail"][1] }, { u.cq_tail, u.cached_cq_tail })
+		local code, out, err = run("dump -p " .. w.pid .. " -D " .. dir .. "/img")
+		assert.are_not.equal(0, code, out)
+		assert.truthy(err:find("io_uring fd " .. b .. ": 1 completion(s) waiting for the owner thread", 1, true), err)
+		assert.is_nil(core.listdir(dir .. "/img"))
+		local _, text = run("show -p " .. w.pid)
+		assert.truthy(text:find("1 completion(s) waiting for the owner thread", 1, true), text)
+	end)
 end)

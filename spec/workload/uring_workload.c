@@ -13,7 +13,9 @@
  *   c: SQPOLL on CPU 1, its poller thread's tid printed.
  *
  * Options: --act (see act()), --extras (see make_d()), --aio N and
- * --plain N (see make_aio()), --orphan (see make_orphan()). */
+ * --plain N (see make_aio()), --orphan (see make_orphan()), --waiting: b's
+ * owner submits a 1 ms TIMEOUT last and never enters the kernel for b
+ * again, so its completion waits (DEFER_TASKRUN) forever. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -92,6 +94,10 @@ static void print_bufs(const char *name, const struct iovec *iov, int n)
 
 static struct io_uring a, b, c;
 static int extras; /* --extras */
+static int waiting; /* --waiting */
+#define B_WAITING 0x7301ull
+
+static struct io_uring_sqe *sqe_of(struct io_uring *r, __u64 data);
 static int pipe_fd[2];
 
 static void make_a(void)
@@ -144,6 +150,14 @@ static void *owner(void *unused)
 	if ((rc = io_uring_register_buffers(&b, &iov, 1)))
 		die("register_buffers b", rc);
 	nops(&b, 3, 1);
+	if (waiting) {
+		/* done at once, posted only when this thread next enters the
+		 * kernel for b: it never does */
+		static struct __kernel_timespec ms = { .tv_nsec = 1000000 };
+		io_uring_prep_timeout(sqe_of(&b, B_WAITING), &ms, 0, 0);
+		if ((rc = io_uring_submit(&b)) != 1)
+			die("io_uring_submit b timeout", rc < 0 ? rc : EIO);
+	}
 	if (extras && (rc = io_uring_register_ring_fd(&b)) != 1)
 		die("register_ring_fd b", rc < 0 ? rc : EIO);
 	pthread_mutex_lock(&lock);
@@ -369,6 +383,7 @@ int main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	int acting = has_opt(argc, argv, "--act");
 	extras = has_opt(argc, argv, "--extras");
+	waiting = has_opt(argc, argv, "--waiting");
 	if (acting) {
 		sigset_t set;
 		sigemptyset(&set);

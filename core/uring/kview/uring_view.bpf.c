@@ -358,6 +358,30 @@ static __s32 walk_maps(struct seq_file *seq, struct task_struct *task, struct fi
 	return rc;
 }
 
+/* ---- DEFER_TASKRUN: requests done whose completion waits on work_llist
+ * for the owner thread to enter the kernel (a stopped owner never does). */
+struct waiting {
+	__u64 node;
+	__u32 count;
+};
+
+static long one_waiting(__u32 i, struct waiting *w)
+{
+	if (!w->node)
+		return 1;
+	w->count++;
+	struct llist_node *n = (void *)w->node;
+	w->node = (__u64)BPF_CORE_READ(n, next);
+	return 0;
+}
+
+static __u32 count_waiting(struct io_ring_ctx *ctx)
+{
+	struct waiting w = { .node = (__u64)BPF_CORE_READ(ctx, work_llist.first) };
+	bpf_loop(AIOTK_UVIEW_MAX_CHAIN, one_waiting, &w, 0);
+	return w.count;
+}
+
 static void read_sqpoll(struct io_ring_ctx *ctx, struct aiotk_uview_ring_rec *r)
 {
 	struct io_sq_data *sqd = BPF_CORE_READ(ctx, sq_data);
@@ -473,6 +497,8 @@ int uring_view(struct bpf_iter__task_file *it)
 		r.nbls = walk_bls(seq, ctx);
 	}
 	r.maps_rc = walk_maps(seq, it->task, file, &r.all_maps);
+	if (bpf_core_field_exists(ctx->work_llist))
+		r.waiting = count_waiting(ctx);
 	read_ctx(ctx, &r);
 	bpf_seq_write(seq, &r, sizeof(r));
 	return 0;

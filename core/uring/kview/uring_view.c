@@ -219,6 +219,7 @@ static void fill_ring(aiotk_uring *u, const struct aiotk_uview_ring_rec *r)
 	u->cqes_off = r->cqes_off, u->sq_array_off = r->sq_array_off;
 	u->ntimeouts_total = r->ntimeouts, u->nbls_total = r->nbls;
 	u->cq_timeouts = r->cq_timeouts;
+	u->waiting = r->waiting;
 }
 
 /* The pending slots and requests become the instance r names. Their file
