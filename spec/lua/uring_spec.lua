@@ -435,4 +435,29 @@ describe("io_uring", function()
 		local _, text = run("show -p " .. w.pid)
 		assert.truthy(text:find("1 completion(s) waiting for the owner thread", 1, true), text)
 	end)
+
+	it("verify names a timeout, a registered ring fd and a buffer group that differ", function()
+		w = start("--extras")
+		local policy = dir .. "/record.lua"
+		helper.write(policy, "return { in_flight = function(ring, ctx) return ctx.io_uring and 'record' or 'capture' end }")
+		local img = dir .. "/img"
+		assert.are.equal(0, (run("dump -p " .. w.pid .. " -D " .. img .. " --policy " .. policy)))
+		local saved = assert(require("aiotk").read_image(img))
+		local list, live = saved:urings(), saved:urings()
+		local mem = function(i, j) return saved:uring_memory(i, j) end
+		local d
+		for _, u in ipairs(live) do if u.fd == w.facts["d.fd"][1] then d = u end end
+		d.buffer_groups[1].head = d.buffer_groups[1].head + 1
+		d.ring_fds = {}
+		for _, t in ipairs(d.timeouts) do
+			if tonumber(t.user_data) == w.facts["d.timeout1"][1] then t.flags = 4 end
+		end
+		local out = require("aiotk.uring_verify").compare({}, list, mem, live, mem)
+		local names = {}
+		for _, x in ipairs(out) do names[#names + 1] = x.what end
+		table.sort(names)
+		assert.are.same({ "buffer group 7 head",
+			string.format("registered ring fd thread %d index %d", w.facts["d.ringfd"][1], w.facts["d.ringfd"][2]),
+			string.format("timeout 0x%016x flags", w.facts["d.timeout1"][1]) }, names)
+	end)
 end)
