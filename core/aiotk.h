@@ -553,9 +553,11 @@ typedef struct aiotk_uring {
 	uint32_t ntimeouts_total;    /* in flight */
 	uint32_t cq_timeouts;        /* fired; counts run against
 				      * cached_cq_tail - cq_timeouts */
-	uint32_t waiting;            /* DEFER_TASKRUN: completions not yet in
-				      * the CQ ring, waiting for the owner
-				      * thread (a stopped one never posts them) */
+	uint32_t waiting;            /* completions not yet in the CQ ring,
+				      * waiting as task work for a thread of
+				      * the process (a stopped one never runs
+				      * it): the owner's (DEFER_TASKRUN), else
+				      * the submitter's */
 	size_t ntimeouts;            /* of which listed (at most 256 a list) */
 	aiotk_uring_timeout *timeouts;
 	size_t nringfds;

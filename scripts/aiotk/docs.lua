@@ -109,7 +109,7 @@ M.entries = {
 		"sq_cpu, sq_thread_idle (jiffies; SQPOLL only), eventfd {async} if registered, nr_files, nr_bufs, " ..
 		"files {slot, fd, path}, bufs {slot, addr, len}, in_flight, reqs {opcode, user_data, fd, file_fd, " ..
 		"poll_events, flags}, maps {start, end, offset}, cqes_off, sq_array_off (where the CQEs and the " ..
-		"sq_array are in the ring mapping), completions_waiting (DEFER_TASKRUN: not yet in the CQ ring), " ..
+		"sq_array are in the ring mapping), completions_waiting (not yet in the CQ ring: task work a thread has yet to run), " ..
 		"timeouts_in_flight, cq_timeouts, timeouts {opcode, user_data, " ..
 		"clockid, expires_ns, remaining_ns, flags, off, target_seq, repeats} (TIMEOUT and armed " ..
 		"LINK_TIMEOUT), ring_fds {tid, index} (registered ring fds per thread), nbuffer_groups, " ..

@@ -302,8 +302,8 @@ local function decide_urings(set, policy, pid, report)
 			if not sqe then lost[#lost + 1] = { fd = u.fd, req = t, why = why } end
 		end
 		if u.completions_waiting > 0 then
-			lost[#lost + 1] = { fd = u.fd, why = string.format("%d completion(s) waiting for the owner " ..
-				"thread (DEFER_TASKRUN), not in the CQ ring: a stopped owner never posts them",
+			lost[#lost + 1] = { fd = u.fd, why = string.format("%d completion(s) waiting for a thread " ..
+				"to run its task work, not in the CQ ring: a stopped thread never posts them",
 				u.completions_waiting) }
 		end
 		if u.timeouts_in_flight > #u.timeouts then

@@ -152,7 +152,8 @@ function M.text(r)
 	local function add(fmt, ...) out[#out + 1] = "    " .. string.format(fmt, ...) .. "\n" end
 	if r.submitter_tid and r.submitter_tid ~= 0 then add("owner thread %d", r.submitter_tid) end
 	if r.completions_waiting > 0 then
-		add("%d completion(s) waiting for the owner thread (not in the CQ ring yet)", r.completions_waiting)
+		add("%d completion(s) waiting for a thread to run its task work (not in the CQ ring yet)",
+			r.completions_waiting)
 	end
 	if r.sqpoll then add("sqpoll thread %d cpu %d idle %d jiffies", r.sqpoll.tid, r.sqpoll.cpu, r.sqpoll.idle_jiffies) end
 	if r.eventfd then add("eventfd registered%s", r.eventfd.async and " (async)" or "") end

@@ -64,8 +64,8 @@ describe("io_uring clients", function()
 				assert.are.same({ 1, file, 16 }, { #u.files, u.files[1].path, #u.bufs })
 				assert.is_true(u.maps[1].saved > 0, "ring memory saved")
 				-- what the image lacks is named: the completions still waiting
-				assert.are.equal(u.completions_waiting > 0, (doc.warnings or ""):find("completion(s) waiting for the " ..
-					"owner thread", 1, true) ~= nil, jout)
+				assert.are.equal(u.completions_waiting > 0, (doc.warnings or ""):find("completion(s) waiting for a " ..
+					"thread to run its task work", 1, true) ~= nil, jout)
 				waiting = waiting + (u.completions_waiting > 0 and 1 or 0)
 			end
 			dumps = dumps + 1

@@ -430,10 +430,10 @@ describe("io_uring", function()
 		assert.are.same({ w.facts["b.cq_tail"][1], w.facts["b.cq_tail"][1] }, { u.cq_tail, u.cached_cq_tail })
 		local code, out, err = run("dump -p " .. w.pid .. " -D " .. dir .. "/img")
 		assert.are_not.equal(0, code, out)
-		assert.truthy(err:find("io_uring fd " .. b .. ": 1 completion(s) waiting for the owner thread", 1, true), err)
+		assert.truthy(err:find("io_uring fd " .. b .. ": 1 completion(s) waiting for a thread to run its task work", 1, true), err)
 		assert.is_nil(core.listdir(dir .. "/img"))
 		local _, text = run("show -p " .. w.pid)
-		assert.truthy(text:find("1 completion(s) waiting for the owner thread", 1, true), text)
+		assert.truthy(text:find("1 completion(s) waiting for a thread to run its task work", 1, true), text)
 	end)
 
 	it("verify names a timeout, a registered ring fd and a buffer group that differ", function()
@@ -459,5 +459,28 @@ describe("io_uring", function()
 		assert.are.same({ "buffer group 7 head",
 			string.format("registered ring fd thread %d index %d", w.facts["d.ringfd"][1], w.facts["d.ringfd"][2]),
 			string.format("timeout 0x%016x flags", w.facts["d.timeout1"][1]) }, names)
+	end)
+
+	it("a completion waiting for a stopped thread's task work (flags 0) is counted, and a frozen dump refuses it", function()
+		w = start("--stop-timeout")
+		local a = w.facts["a.fd"][1]
+		local function waiting()
+			local _, out = run("show -p " .. w.pid .. " --json")
+			return by_fd(json.decode(out).urings, a).completions_waiting
+		end
+		local ok, e = pcall(function()
+			assert(helper.wait_until(function() return (helper.status(w.pid, "State") or ""):sub(1, 1) == "T" end, 5000))
+			-- the timeout fires while the process is stopped: its completion waits
+			assert(helper.wait_until(function() return waiting() == 1 end, 5000), "no completion waiting")
+			local img, err, code = require("aiotk").dump_frozen(w.pid, dir .. "/img")
+			assert.are.same({ "in_flight", false }, { code, img ~= nil })
+			assert.truthy(err:find("io_uring fd " .. a .. ": 1 completion(s) waiting for a thread to run its " ..
+				"task work", 1, true), err)
+			assert.is_nil(core.listdir(dir .. "/img"))
+		end)
+		core.kill(w.pid, "CONT")
+		if not ok then error(e, 0) end
+		-- let go, the thread runs it: nothing waits any more
+		assert(helper.wait_until(function() return waiting() == 0 end, 5000), "the completion still waits")
 	end)
 end)

@@ -15,7 +15,9 @@
  * Options: --act (see act()), --extras (see make_d()), --aio N and
  * --plain N (see make_aio()), --orphan (see make_orphan()), --waiting: b's
  * owner submits a 1 ms TIMEOUT last and never enters the kernel for b
- * again, so its completion waits (DEFER_TASKRUN) forever. */
+ * again, so its completion waits (DEFER_TASKRUN) forever; --stop-timeout:
+ * once READY, a 300 ms TIMEOUT on a, then the process stops itself
+ * (SIGSTOP), so the timeout's completion waits for its main thread. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -411,6 +413,16 @@ int main(int argc, char **argv)
 		make_orphan();
 	printf("READY\n");
 	fflush(stdout);
+	if (has_opt(argc, argv, "--stop-timeout")) {
+		/* a's 300 ms TIMEOUT fires while the whole process is stopped: its
+		 * completion waits as task work of this (stopped) thread */
+		static struct __kernel_timespec ms300 = { .tv_nsec = 300000000 };
+		io_uring_prep_timeout(sqe_of(&a, 0x7401), &ms300, 0, 0);
+		int rc = io_uring_submit(&a); /* with a's two prepared NOPs */
+		if (rc < 1)
+			die("io_uring_submit a timeout", rc < 0 ? rc : EIO);
+		raise(SIGSTOP);
+	}
 	if (acting)
 		act();
 	for (;;)

@@ -209,11 +209,41 @@ static __u32 walk_timeouts(struct seq_file *seq, struct list_head *head)
 	return q.count;
 }
 
+/* ---- requests done whose completion waits as task work: on the
+ * instance's work_llist for its owner (DEFER_TASKRUN), else on the
+ * submitting thread's task_list, mixed with its other instances' (ctx:
+ * whose to count). A stopped thread runs neither. */
+struct waiting {
+	__u64 node, ctx;
+	__u32 count;
+};
+
+static long one_waiting(__u32 i, struct waiting *w)
+{
+	if (!w->node)
+		return 1;
+	struct io_kiocb *req = (void *)(w->node -
+		bpf_core_field_offset(struct io_kiocb, io_task_work.node));
+	if (!w->ctx || (__u64)BPF_CORE_READ(req, ctx) == w->ctx)
+		w->count++;
+	struct llist_node *n = (void *)w->node;
+	w->node = (__u64)BPF_CORE_READ(n, next);
+	return 0;
+}
+
+static __u32 count_waiting(struct io_ring_ctx *ctx)
+{
+	struct waiting w = { .node = (__u64)BPF_CORE_READ(ctx, work_llist.first) };
+	bpf_loop(AIOTK_UVIEW_MAX_CHAIN, one_waiting, &w, 0);
+	return w.count;
+}
+
 /* ---- registered ring fds: each thread that used the instance (its
  * tctx_list) and the slots of its registered_rings naming this file. */
 struct rfd {
 	struct seq_file *seq;
-	__u64 node, head, file;
+	__u64 node, head, file, ctx;
+	__u32 waiting;                 /* on the threads' task_lists */
 };
 
 static long one_tctx(__u32 i, struct rfd *q)
@@ -223,6 +253,12 @@ static long one_tctx(__u32 i, struct rfd *q)
 	struct io_tctx_node *tn = (void *)(q->node - bpf_core_field_offset(struct io_tctx_node, ctx_node));
 	struct task_struct *task = BPF_CORE_READ(tn, task);
 	struct io_uring_task *tctx = task ? BPF_CORE_READ(task, io_uring) : 0;
+	if (tctx) {
+		struct waiting w = { .ctx = q->ctx };
+		w.node = (__u64)BPF_CORE_READ(tctx, task_list.first);
+		bpf_loop(AIOTK_UVIEW_MAX_CHAIN, one_waiting, &w, 0);
+		q->waiting += w.count;
+	}
 	for (__u32 k = 0; tctx && k < 16; k++) {
 		struct file *f = 0;
 		bpf_probe_read_kernel(&f, sizeof(f), &tctx->registered_rings[k]);
@@ -237,11 +273,14 @@ static long one_tctx(__u32 i, struct rfd *q)
 	return 0;
 }
 
-static void walk_ringfds(struct seq_file *seq, struct io_ring_ctx *ctx, __u64 file)
+/* Returns the completions waiting on those threads' task_lists. */
+static __u32 walk_ringfds(struct seq_file *seq, struct io_ring_ctx *ctx, __u64 file)
 {
-	struct rfd q = { .seq = seq, .head = (__u64)&ctx->tctx_list, .file = file };
+	struct rfd q = { .seq = seq, .head = (__u64)&ctx->tctx_list, .file = file,
+			 .ctx = (__u64)ctx };
 	q.node = (__u64)BPF_CORE_READ(ctx, tctx_list.next);
 	bpf_loop(AIOTK_UVIEW_MAX_TCTX, one_tctx, &q, 0);
+	return q.waiting;
 }
 
 /* ---- provided-buffer groups: the entries of io_bl_xa, an xarray of at
@@ -358,30 +397,6 @@ static __s32 walk_maps(struct seq_file *seq, struct task_struct *task, struct fi
 	return rc;
 }
 
-/* ---- DEFER_TASKRUN: requests done whose completion waits on work_llist
- * for the owner thread to enter the kernel (a stopped owner never does). */
-struct waiting {
-	__u64 node;
-	__u32 count;
-};
-
-static long one_waiting(__u32 i, struct waiting *w)
-{
-	if (!w->node)
-		return 1;
-	w->count++;
-	struct llist_node *n = (void *)w->node;
-	w->node = (__u64)BPF_CORE_READ(n, next);
-	return 0;
-}
-
-static __u32 count_waiting(struct io_ring_ctx *ctx)
-{
-	struct waiting w = { .node = (__u64)BPF_CORE_READ(ctx, work_llist.first) };
-	bpf_loop(AIOTK_UVIEW_MAX_CHAIN, one_waiting, &w, 0);
-	return w.count;
-}
-
 static void read_sqpoll(struct io_ring_ctx *ctx, struct aiotk_uview_ring_rec *r)
 {
 	struct io_sq_data *sqd = BPF_CORE_READ(ctx, sq_data);
@@ -490,7 +505,7 @@ int uring_view(struct bpf_iter__task_file *it)
 	}
 	if (bpf_core_field_exists(ctx->tctx_list)) {
 		r.have |= AIOTK_UVIEW_HAVE_RINGFDS;
-		walk_ringfds(seq, ctx, r.file);
+		r.waiting = walk_ringfds(seq, ctx, r.file);
 	}
 	if (bpf_core_field_exists(ctx->io_bl_xa)) {
 		r.have |= AIOTK_UVIEW_HAVE_BLS;
@@ -498,7 +513,7 @@ int uring_view(struct bpf_iter__task_file *it)
 	}
 	r.maps_rc = walk_maps(seq, it->task, file, &r.all_maps);
 	if (bpf_core_field_exists(ctx->work_llist))
-		r.waiting = count_waiting(ctx);
+		r.waiting += count_waiting(ctx);
 	read_ctx(ctx, &r);
 	bpf_seq_write(seq, &r, sizeof(r));
 	return 0;

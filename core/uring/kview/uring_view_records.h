@@ -70,9 +70,9 @@ struct aiotk_uview_ring_rec {
 					* kernel has no VMA iterator) */
 	__u32 all_maps;                /* the process's io_uring mappings, of
 					* any instance (maps_rc 0 only) */
-	__u32 waiting;                 /* DEFER_TASKRUN: completions on
-					* work_llist, not yet in the CQ ring
-					* (counted up to AIOTK_UVIEW_MAX_CHAIN) */
+	__u32 waiting;                 /* completions waiting as task work
+					* (work_llist, or the threads'
+					* task_lists), not in the CQ ring yet */
 };
 
 /* A mapping of the instance's file in the task's address space. */
