@@ -27,10 +27,11 @@ describe("io_uring clients", function()
 	it("fio's io_uring engine: dumped again and again while it writes and verifies; fio's verification passes", function()
 		if not helper.need_program(pending, "fio") then return end
 		local file, out = dir .. "/fio.dat", dir .. "/fio.json"
-		-- 8192 writes of 4 KiB at 4000 a second, then each read back: about 4 s
+		-- 8192 writes of 4 KiB at 2000 a second, then each read back: about 8 s (a dump
+		-- takes 0.5-1 s here, the kernel view loaded by each command)
 		local p = io.popen(string.format("sh -c 'echo $$; exec fio --name=aiotk --filename=%s " ..
 			"--ioengine=io_uring --registerfiles --fixedbufs --direct=1 --iodepth=16 --rw=randwrite " ..
-			"--bs=4k --size=32M --rate_iops=4000 --verify=crc32c --verify_state_save=0 --thread " ..
+			"--bs=4k --size=32M --rate_iops=2000 --verify=crc32c --verify_state_save=0 --thread " ..
 			"--output-format=json --output=%s'", file, out))
 		local pid = tonumber(p:read("*l"))
 		finally(function()
@@ -109,9 +110,20 @@ describe("io_uring clients", function()
 		local doc = json.decode(out)
 		assert.is_true(#doc.urings >= 1, out)
 		assert.are.equal(0, #doc.rings, "no AIO ring: io_uring is used")
-		code, out, err = run("dump --json -p " .. pid .. " -D " .. dir .. "/loaded")
+		-- a write completing during the stop waits as task work of its
+		-- thread, which the shipped policy refuses; this dump records it
+		local policy = dir .. "/record.lua"
+		helper.write(policy, "return { in_flight = function(ring, ctx) return ctx.io_uring and 'record' or 'capture' end }")
+		code, out, err = run("dump --json -p " .. pid .. " -D " .. dir .. "/loaded --policy " .. policy)
 		assert.are.equal(0, code, err .. out)
-		assert.are.equal(#doc.urings, #json.decode(out).urings)
+		local loaded = json.decode(out)
+		assert.are.equal(#doc.urings, #loaded.urings)
+		for _, u in ipairs(loaded.urings) do
+			if u.completions_waiting > 0 then
+				assert.truthy((loaded.warnings or ""):find(string.format("io_uring fd %d: %d completion(s) " ..
+					"waiting", u.fd, u.completions_waiting), 1, true), out)
+			end
+		end
 		assert.is_true(answers(), "the server answers after the dump")
 
 		-- quiet: the load over, and the instances' counters still (read
@@ -136,11 +148,17 @@ describe("io_uring clients", function()
 			end, 40000), "the server did not go quiet")
 			local img = dir .. "/quiet" .. attempt
 			code, out, err = run("dump -p " .. pid .. " -D " .. img)
-			assert.are.equal(0, code, err)
-			local vcode, vout = run("verify --json -p " .. pid .. " -D " .. img)
-			diffs = json.decode(vout).differences
-			assert.is_true(vcode == 0 or vcode == 1, vout)
-			if vcode == 0 then break end
+			-- background I/O may also complete during the stop: refused by
+			-- name, and tried again
+			if code ~= 0 then
+				assert.truthy(err:find("completion(s) waiting for a thread to run its task work", 1, true), err)
+				diffs = { "dump refused: " .. err }
+			else
+				local vcode, vout = run("verify --json -p " .. pid .. " -D " .. img)
+				diffs = json.decode(vout).differences
+				assert.is_true(vcode == 0 or vcode == 1, vout)
+				if vcode == 0 then break end
+			end
 		end
 		assert.are.same({}, diffs)
 		assert.is_true(answers(), "the server answers")
