@@ -19,9 +19,10 @@ static void push_have(lua_State *L, unsigned have)
 	static const struct { unsigned bit; const char *name; } part[] = {
 		{ AIOTK_URING_HAVE_RINGS, "rings" }, { AIOTK_URING_HAVE_FILES, "files" },
 		{ AIOTK_URING_HAVE_BUFS, "bufs" }, { AIOTK_URING_HAVE_ISSUER, "issuer" },
-		{ AIOTK_URING_HAVE_REQS, "reqs" },
+		{ AIOTK_URING_HAVE_REQS, "reqs" }, { AIOTK_URING_HAVE_TIMEOUTS, "timeouts" },
+		{ AIOTK_URING_HAVE_RINGFDS, "ring_fds" }, { AIOTK_URING_HAVE_BLS, "buffer_groups" },
 	};
-	lua_createtable(L, 0, 5);
+	lua_createtable(L, 0, 8);
 	for (size_t i = 0; i < sizeof(part) / sizeof(part[0]); i++)
 		set_bool(L, part[i].name, (have & part[i].bit) != 0);
 	lua_setfield(L, -2, "have");
@@ -75,6 +76,56 @@ static void push_reqs(lua_State *L, const aiotk_uring *u)
 	lua_setfield(L, -2, "reqs");
 }
 
+static void push_timeouts(lua_State *L, const aiotk_uring *u)
+{
+	lua_createtable(L, (int)u->ntimeouts, 0);
+	for (size_t i = 0; i < u->ntimeouts; i++) {
+		const aiotk_uring_timeout *t = &u->timeouts[i];
+		lua_createtable(L, 0, 9);
+		laiotk_set_num(L, "opcode", t->opcode);
+		laiotk_push_u64hex(L, t->user_data);
+		lua_setfield(L, -2, "user_data");
+		laiotk_set_num(L, "clockid", t->clockid);
+		laiotk_set_num(L, "expires_ns", (double)t->expires_ns);
+		laiotk_set_num(L, "remaining_ns", (double)t->remaining_ns);
+		laiotk_set_num(L, "flags", t->flags);
+		laiotk_set_num(L, "off", t->off);
+		laiotk_set_num(L, "target_seq", t->target_seq);
+		laiotk_set_num(L, "repeats", t->repeats);
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	lua_setfield(L, -2, "timeouts");
+}
+
+static void push_ringfds(lua_State *L, const aiotk_uring *u)
+{
+	lua_createtable(L, (int)u->nringfds, 0);
+	for (size_t i = 0; i < u->nringfds; i++) {
+		lua_createtable(L, 0, 2);
+		laiotk_set_num(L, "tid", u->ringfds[i].tid);
+		laiotk_set_num(L, "index", u->ringfds[i].index);
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	lua_setfield(L, -2, "ring_fds");
+}
+
+static void push_bls(lua_State *L, const aiotk_uring *u)
+{
+	lua_createtable(L, (int)u->nbls, 0);
+	for (size_t i = 0; i < u->nbls; i++) {
+		const aiotk_uring_bl *b = &u->bls[i];
+		lua_createtable(L, 0, 6);
+		laiotk_set_num(L, "bgid", b->bgid);
+		set_bool(L, "ring", b->flags & 1);
+		laiotk_set_num(L, "entries", b->entries);
+		laiotk_set_num(L, "nbufs", b->nbufs);
+		laiotk_set_num(L, "head", b->head);
+		laiotk_set_num(L, "tail", b->tail);
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	lua_setfield(L, -2, "buffer_groups");
+}
+
 static void push_maps(lua_State *L, const aiotk_uring *u)
 {
 	lua_createtable(L, (int)u->nmaps, 0);
@@ -101,6 +152,9 @@ static void push_counters(lua_State *L, const aiotk_uring *u)
 		{ "sq_flags", u->sq_flags }, { "cq_flags", u->cq_flags },
 		{ "nr_files", u->nr_files }, { "nr_bufs", u->nr_bufs },
 		{ "in_flight", u->nreqs_total },
+		{ "cqes_off", u->cqes_off }, { "sq_array_off", u->sq_array_off },
+		{ "timeouts_in_flight", u->ntimeouts_total }, { "nbuffer_groups", u->nbls_total },
+		{ "cq_timeouts", u->cq_timeouts }, { "completions_waiting", u->waiting },
 	};
 	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++)
 		laiotk_set_num(L, c[i].k, c[i].v);
@@ -129,6 +183,9 @@ void laiotk_push_uring(lua_State *L, const aiotk_uring *u)
 	push_files(L, u);
 	push_bufs(L, u);
 	push_reqs(L, u);
+	push_timeouts(L, u);
+	push_ringfds(L, u);
+	push_bls(L, u);
 	push_maps(L, u);
 }
 
@@ -194,6 +251,14 @@ static int set_list(lua_State *L)
 	return 1;
 }
 
+/* set:orphan_maps(): io_uring mappings of no instance listed (one held
+ * only through its mappings, its fd closed). */
+static int set_orphan_maps(lua_State *L)
+{
+	lua_pushinteger(L, (lua_Integer)check_set(L, 1)->orphan_maps);
+	return 1;
+}
+
 static int set_gc(lua_State *L)
 {
 	aiotk_uring_view_free(check_set(L, 1));
@@ -230,14 +295,13 @@ int laiotk_image_urings(lua_State *L)
 	return 1;
 }
 
-/* img:uring_memory(i, j) -> the saved bytes of mapping j of instance i
- * (1-based), or nil when not saved. */
-int laiotk_image_uring_memory(lua_State *L)
+/* The saved bytes of mapping j of instance i (arguments 2 and 3, 1-based)
+ * of list, or nothing when they were not read. */
+static int push_memory(lua_State *L, const aiotk_uring *list, size_t n)
 {
-	aiotk_image *img = luaL_checkudata(L, 1, IMAGE_MT);
 	lua_Integer i = luaL_checkinteger(L, 2), j = luaL_checkinteger(L, 3);
-	luaL_argcheck(L, i >= 1 && (size_t)i <= img->nurings, 2, "no such io_uring instance");
-	const aiotk_uring *u = &img->urings[i - 1];
+	luaL_argcheck(L, i >= 1 && (size_t)i <= n, 2, "no such io_uring instance");
+	const aiotk_uring *u = &list[i - 1];
 	luaL_argcheck(L, j >= 1 && (size_t)j <= u->nmaps, 3, "no such mapping");
 	const aiotk_uring_map *m = &u->maps[j - 1];
 	if (!m->data)
@@ -246,8 +310,25 @@ int laiotk_image_uring_memory(lua_State *L)
 	return 1;
 }
 
+/* img:uring_memory(i, j) -> the saved bytes of mapping j of instance i
+ * (1-based), or nil when not saved. */
+int laiotk_image_uring_memory(lua_State *L)
+{
+	aiotk_image *img = luaL_checkudata(L, 1, IMAGE_MT);
+	return push_memory(L, img->urings, img->nurings);
+}
+
+/* set:memory(i, j): the same for a set read from a stopped process. */
+static int set_memory(lua_State *L)
+{
+	aiotk_uring_view *uv = check_set(L, 1);
+	return push_memory(L, uv->ring, uv->n);
+}
+
 void laiotk_uring_register(lua_State *L)
 {
-	static const luaL_Reg methods[] = { { "list", set_list }, { NULL, NULL } };
+	static const luaL_Reg methods[] = { { "list", set_list }, { "memory", set_memory },
+					    { "orphan_maps", set_orphan_maps }, { NULL, NULL } };
 	laiotk_class(L, URINGS_MT, set_gc, methods);
 }
+

@@ -550,6 +550,9 @@ enum {
 	AIOTK_URING_HAVE_BUFS = 4,    /* registered buffers */
 	AIOTK_URING_HAVE_ISSUER = 8,  /* submitter_tid */
 	AIOTK_URING_HAVE_REQS = 16,   /* requests in cancel_table */
+	AIOTK_URING_HAVE_TIMEOUTS = 32, /* timeouts in flight */
+	AIOTK_URING_HAVE_RINGFDS = 64,  /* registered ring fds per thread */
+	AIOTK_URING_HAVE_BLS = 128,     /* provided-buffer groups */
 };
 typedef struct aiotk_uring_file { /* a used slot of the registered files */
 	uint32_t slot;
@@ -569,6 +572,28 @@ typedef struct aiotk_uring_req {  /* a request in cancel_table: a POLL_ADD or
 	uint32_t poll_events;    /* the kernel's mask */
 	uint64_t flags;          /* the kernel's REQ_F_* */
 } aiotk_uring_req;
+typedef struct aiotk_uring_timeout { /* a TIMEOUT, or an armed LINK_TIMEOUT */
+	uint8_t opcode;
+	uint64_t user_data;
+	int clockid;             /* its timer's clock; -1: no timer read */
+	int64_t expires_ns;      /* in that clock */
+	int64_t remaining_ns;    /* what remained when it was read (< 0: due) */
+	uint32_t flags;          /* IORING_TIMEOUT_* as the kernel keeps them */
+	uint32_t off;            /* completions it also ends on; 0: none */
+	uint32_t target_seq, repeats;
+} aiotk_uring_timeout;
+typedef struct aiotk_uring_ringfd { /* a thread's registered ring fd */
+	int tid;
+	uint32_t index;          /* the offset it passes as the fd */
+} aiotk_uring_ringfd;
+typedef struct aiotk_uring_bl {   /* a provided-buffer group */
+	uint16_t bgid, flags;    /* flags: 1 a buffer ring (else legacy
+				  * buffers), 2 incremental */
+	uint32_t entries;        /* a ring's entries */
+	uint32_t nbufs;          /* legacy: buffers left */
+	uint16_t head, tail;     /* a ring's: the kernel's head, the tail the
+				  * application published */
+} aiotk_uring_bl;
 typedef struct aiotk_uring_map {  /* a mapping of the instance's file */
 	uint64_t start, end;
 	uint64_t offset;         /* 0: SQ ring, 0x8000000: CQ ring,
@@ -603,10 +628,32 @@ typedef struct aiotk_uring {
 	aiotk_uring_req *reqs;
 	size_t nmaps;                /* from /proc/PID/maps, by inode */
 	aiotk_uring_map *maps;
+	/* Where the CQEs and the sq_array are in the SQ ring's mapping (or
+	 * the CQ ring's, for the CQEs, when it has its own); 0: not known,
+	 * or (sq_array_off) IORING_SETUP_NO_SQARRAY. */
+	uint32_t cqes_off, sq_array_off;
+	uint32_t ntimeouts_total;    /* in flight */
+	uint32_t cq_timeouts;        /* fired; counts run against
+				      * cached_cq_tail - cq_timeouts */
+	uint32_t waiting;            /* completions not yet in the CQ ring,
+				      * waiting as task work for a thread of
+				      * the process (a stopped one never runs
+				      * it): the owner's (DEFER_TASKRUN), else
+				      * the submitter's */
+	size_t ntimeouts;            /* of which listed (at most 256 a list) */
+	aiotk_uring_timeout *timeouts;
+	size_t nringfds;
+	aiotk_uring_ringfd *ringfds;
+	uint32_t nbls_total;
+	size_t nbls;                 /* of which listed (at most 64) */
+	aiotk_uring_bl *bls;
 } aiotk_uring;
 typedef struct aiotk_uring_view {
 	size_t n;
 	aiotk_uring *ring;       /* in fd order */
+	size_t orphan_maps;      /* io_uring mappings of no instance listed:
+				  * one the process holds only through its
+				  * mappings (its fd closed) */
 } aiotk_uring_view;
 /* Every io_uring instance process pid has open (not those it holds only
  * through a mapping or a registered ring fd after closing its fd). */

@@ -17,6 +17,8 @@ parser:option("--reps", "measurements per ring size (median is reported; twice t
 parser:option("--kind", "request kind: poll or pwrite", "poll"):choices { "poll", "pwrite" }
 parser:flag("--whole", "only the whole commands: show -p and dump -p of a 2-ring process, " ..
 	"restore -p of the 131199-slot ring, each a fresh aiotk as a user runs it")
+parser:flag("--uring", "only io_uring: the stop of dump -p of a process with 4 io_uring instances " ..
+	"and 2 AIO rings, and one kernel-view read of its instances")
 local args = parser:parse({ ... })
 
 local REPLAY_N = { 1, 64, 128, 4096, 65534, 65536 }
@@ -416,7 +418,59 @@ local function whole_commands(host)
 	return out
 end
 
+-- io_uring: the liburing workload the specs use (built beside aiotk when
+-- liburing-dev is there), with 4 instances (flags 0 with a POLL in
+-- flight, SINGLE_ISSUER|DEFER_TASKRUN owned by a second thread, SQPOLL,
+-- flags 0) and 2 AIO contexts: started, its pid once it is READY.
+local function uring_workload()
+	local bin = (AIOTK_EXE_DIR or ".") .. "/uring_workload"
+	local f = io.open(bin)
+	if not f then return nil, bin .. " not found (it is built with liburing-dev)" end
+	f:close()
+	local p = io.popen("exec " .. bin .. " --aio 2 --plain 1", "r")
+	local pid
+	for line in p:lines() do
+		pid = pid or tonumber(line:match("^pid (%d+)$"))
+		if line == "READY" then break end
+	end
+	if not pid then p:close() return nil, "uring_workload did not start" end
+	return { pid = pid, stop = function() core.kill(pid, "KILL") p:close() end }
+end
+
+-- How long dump -p keeps that process stopped (aiotk's clock), and one
+-- read of its instances by the kernel view (viewer:uring, not stopping
+-- it) beside one read of its AIO contexts from the same viewer.
+local function uring_rows()
+	local w, why = uring_workload()
+	if not w then return { error = why } end
+	local dir = os.tmpname()
+	os.remove(dir)
+	local stopped = {}
+	for i = 1, STOP_REPS do
+		local img = assert(aiotk.dump_process(w.pid, dir))
+		stopped[i] = img.stopped_ns
+		core.remove_tree(dir)
+		core.sleep_ms(SETTLE_MS)
+	end
+	local v = assert(core.kviewer())
+	local uview, aview = {}, {}
+	for i = 1, args.reps * 5 do
+		local t0 = core.now_ns()
+		local list = assert(v:uring(w.pid))
+		uview[i] = core.now_ns() - t0
+		assert(#list == 4, "4 io_uring instances")
+		t0 = core.now_ns()
+		assert(v:read(w.pid))
+		aview[i] = core.now_ns() - t0
+	end
+	v:close()
+	w.stop()
+	return { case = "4 io_uring instances + 2 AIO rings", stopped_ns = median(stopped), reps = STOP_REPS,
+		uring_view_ns = median(uview), aio_view_ns = median(aview), view_reps = args.reps * 5 }
+end
+
 local function run()
+	if args.uring then return { host = core.host(), kind = args.kind, uring = uring_rows() } end
 	if args.whole then
 		local host = core.host()
 		return { host = host, kind = args.kind, whole = whole_commands(host) }
@@ -436,6 +490,7 @@ local function run()
 	out.failed_restore = failed_restore_row()
 	out.kernel_view = aiotk.array { kview_row(1, core.getpid()), kview_row(64, core.getpid()) }
 	out.whole = whole_commands(out.host)
+	out.uring = uring_rows()
 	return out
 end
 
@@ -463,8 +518,22 @@ local function print_whole(wc)
 		wc.restore_ratio))
 end
 
+local function print_uring(u)
+	if u.error then
+		print("io_uring: not measured (" .. u.error .. ")")
+		return
+	end
+	print(string.format("io_uring, %s: dump -p stopped %.3f ms (median of %d); one kernel-view read of " ..
+		"its instances %.3f ms, of its AIO contexts %.3f ms (median of %d)", u.case, u.stopped_ns / 1e6, u.reps,
+		u.uring_view_ns / 1e6, u.aio_view_ns / 1e6, u.view_reps))
+end
+
 if args.whole then
 	print_whole(out.whole)
+	return 0
+end
+if args.uring then
+	print_uring(out.uring)
 	return 0
 end
 
@@ -520,4 +589,5 @@ if out.kernel_view[1].load_ns then
 end
 print()
 print_whole(out.whole)
+print_uring(out.uring)
 return 0

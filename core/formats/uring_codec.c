@@ -12,6 +12,9 @@ struct entry_store {
 	AiotkUringBufEntry *bufs, **bptr;
 	AiotkUringReqEntry *reqs, **rptr;
 	AiotkUringMapEntry *maps, **mptr;
+	AiotkUringTimeoutEntry *tmos, **tptr;
+	AiotkUringRingfdEntry *rfds, **rfptr;
+	AiotkUringBlEntry *bls, **blptr;
 };
 
 static void files_to(const aiotk_uring *u, struct entry_store *s)
@@ -66,6 +69,46 @@ static void maps_to(const aiotk_uring *u, struct entry_store *s)
 	s->e.n_maps = u->nmaps, s->e.maps = s->mptr;
 }
 
+static void timeouts_to(const aiotk_uring *u, struct entry_store *s)
+{
+	for (size_t i = 0; i < u->ntimeouts; i++) {
+		const aiotk_uring_timeout *t = &u->timeouts[i];
+		AiotkUringTimeoutEntry *r = &s->tmos[i];
+		aiotk_uring_timeout_entry__init(r);
+		r->opcode = t->opcode, r->user_data = t->user_data, r->clockid = t->clockid;
+		r->expires_ns = t->expires_ns, r->remaining_ns = t->remaining_ns;
+		r->has_flags = r->has_off = r->has_target_seq = r->has_repeats = 1;
+		r->flags = t->flags, r->off = t->off, r->target_seq = t->target_seq;
+		r->repeats = t->repeats;
+		s->tptr[i] = r;
+	}
+	s->e.n_timeouts = u->ntimeouts, s->e.timeouts = s->tptr;
+}
+
+static void ringfds_to(const aiotk_uring *u, struct entry_store *s)
+{
+	for (size_t i = 0; i < u->nringfds; i++) {
+		aiotk_uring_ringfd_entry__init(&s->rfds[i]);
+		s->rfds[i].tid = u->ringfds[i].tid, s->rfds[i].index = u->ringfds[i].index;
+		s->rfptr[i] = &s->rfds[i];
+	}
+	s->e.n_ringfds = u->nringfds, s->e.ringfds = s->rfptr;
+}
+
+static void bls_to(const aiotk_uring *u, struct entry_store *s)
+{
+	for (size_t i = 0; i < u->nbls; i++) {
+		const aiotk_uring_bl *b = &u->bls[i];
+		AiotkUringBlEntry *r = &s->bls[i];
+		aiotk_uring_bl_entry__init(r);
+		r->bgid = b->bgid, r->flags = b->flags;
+		r->has_entries = r->has_nbufs = r->has_head = r->has_tail = 1;
+		r->entries = b->entries, r->nbufs = b->nbufs, r->head = b->head, r->tail = b->tail;
+		s->blptr[i] = r;
+	}
+	s->e.n_bls = u->nbls, s->e.bls = s->blptr;
+}
+
 static void scalars_to(const aiotk_uring *u, AiotkUringEntry *e)
 {
 	e->fd = u->fd, e->flags = u->flags;
@@ -87,6 +130,12 @@ static void scalars_to(const aiotk_uring *u, AiotkUringEntry *e)
 	e->sq_cpu = u->sq_cpu, e->sq_thread_idle = u->sq_thread_idle;
 	e->has_eventfd = u->has_eventfd, e->eventfd_async = u->eventfd_async;
 	e->nr_files = u->nr_files, e->nr_bufs = u->nr_bufs, e->nreqs_total = u->nreqs_total;
+	e->has_cqes_off = e->has_sq_array_off = 1;
+	e->cqes_off = u->cqes_off, e->sq_array_off = u->sq_array_off;
+	e->has_ntimeouts_total = e->has_cq_timeouts = e->has_nbls_total = e->has_waiting = 1;
+	e->waiting = u->waiting;
+	e->ntimeouts_total = u->ntimeouts_total, e->cq_timeouts = u->cq_timeouts;
+	e->nbls_total = u->nbls_total;
 }
 
 #define ALLOC(p, n) ((p) = calloc((n) ? (n) : 1, sizeof(*(p))))
@@ -97,7 +146,10 @@ AiotkUringEntry *uring_entry_new(const aiotk_uring *u)
 	if (!s || !ALLOC(s->files, u->nfiles) || !ALLOC(s->fptr, u->nfiles) ||
 	    !ALLOC(s->bufs, u->nbufs) || !ALLOC(s->bptr, u->nbufs) ||
 	    !ALLOC(s->reqs, u->nreqs) || !ALLOC(s->rptr, u->nreqs) ||
-	    !ALLOC(s->maps, u->nmaps) || !ALLOC(s->mptr, u->nmaps)) {
+	    !ALLOC(s->maps, u->nmaps) || !ALLOC(s->mptr, u->nmaps) ||
+	    !ALLOC(s->tmos, u->ntimeouts) || !ALLOC(s->tptr, u->ntimeouts) ||
+	    !ALLOC(s->rfds, u->nringfds) || !ALLOC(s->rfptr, u->nringfds) ||
+	    !ALLOC(s->bls, u->nbls) || !ALLOC(s->blptr, u->nbls)) {
 		uring_entry_free(s ? &s->e : NULL);
 		return NULL;
 	}
@@ -107,6 +159,9 @@ AiotkUringEntry *uring_entry_new(const aiotk_uring *u)
 	bufs_to(u, s);
 	reqs_to(u, s);
 	maps_to(u, s);
+	timeouts_to(u, s);
+	ringfds_to(u, s);
+	bls_to(u, s);
 	return &s->e;
 }
 
@@ -117,6 +172,7 @@ void uring_entry_free(AiotkUringEntry *e)
 		return;
 	free(s->files), free(s->fptr), free(s->bufs), free(s->bptr);
 	free(s->reqs), free(s->rptr), free(s->maps), free(s->mptr);
+	free(s->tmos), free(s->tptr), free(s->rfds), free(s->rfptr), free(s->bls), free(s->blptr);
 	free(s);
 }
 
@@ -143,6 +199,10 @@ static void scalars_from(const AiotkUringEntry *e, aiotk_uring *u)
 	u->sq_cpu = e->sq_cpu, u->sq_thread_idle = e->sq_thread_idle;
 	u->has_eventfd = e->has_eventfd, u->eventfd_async = e->eventfd_async;
 	u->nr_files = e->nr_files, u->nr_bufs = e->nr_bufs, u->nreqs_total = e->nreqs_total;
+	u->cqes_off = e->cqes_off, u->sq_array_off = e->sq_array_off;
+	u->ntimeouts_total = e->ntimeouts_total, u->cq_timeouts = e->cq_timeouts;
+	u->waiting = e->waiting;
+	u->nbls_total = e->nbls_total;
 }
 
 static const char *lists_from(const AiotkUringEntry *e, aiotk_uring *u)
@@ -168,6 +228,36 @@ static const char *lists_from(const AiotkUringEntry *e, aiotk_uring *u)
 			return "a request's opcode is out of range";
 		u->reqs[i] = (aiotk_uring_req){ (uint8_t)r->opcode, r->user_data, r->fd,
 			r->has_file_fd ? r->file_fd : -1, r->poll_events, r->flags };
+	}
+	return NULL;
+}
+
+/* Timeouts, ring fds and buffer groups (images before them have none). */
+static const char *extras_from(const AiotkUringEntry *e, aiotk_uring *u)
+{
+	if (e->n_timeouts > MAX_LIST || e->n_ringfds > MAX_LIST || e->n_bls > MAX_LIST)
+		return "absurd list length in an io_uring record";
+	if (!ALLOC(u->timeouts, e->n_timeouts) || !ALLOC(u->ringfds, e->n_ringfds) ||
+	    !ALLOC(u->bls, e->n_bls))
+		return "out of memory";
+	for (size_t i = 0; i < e->n_timeouts; i++, u->ntimeouts++) {
+		const AiotkUringTimeoutEntry *t = e->timeouts[i];
+		if (t->opcode > 255)
+			return "a timeout's opcode is out of range";
+		u->timeouts[i] = (aiotk_uring_timeout){ .opcode = (uint8_t)t->opcode,
+			.user_data = t->user_data, .clockid = t->clockid, .expires_ns = t->expires_ns,
+			.remaining_ns = t->remaining_ns, .flags = t->flags, .off = t->off,
+			.target_seq = t->target_seq, .repeats = t->repeats };
+	}
+	for (size_t i = 0; i < e->n_ringfds; i++, u->nringfds++)
+		u->ringfds[i] = (aiotk_uring_ringfd){ e->ringfds[i]->tid, e->ringfds[i]->index };
+	for (size_t i = 0; i < e->n_bls; i++, u->nbls++) {
+		const AiotkUringBlEntry *b = e->bls[i];
+		if (b->bgid > 0xffff || b->flags > 0xffff || b->head > 0xffff || b->tail > 0xffff)
+			return "a buffer group's bgid, flags, head or tail is out of range";
+		u->bls[i] = (aiotk_uring_bl){ .bgid = (uint16_t)b->bgid, .flags = (uint16_t)b->flags,
+			.entries = b->entries, .nbufs = b->nbufs, .head = (uint16_t)b->head,
+			.tail = (uint16_t)b->tail };
 	}
 	return NULL;
 }
@@ -201,6 +291,8 @@ int uring_from_entry(const AiotkUringEntry *e, aiotk_uring *u, const char **why)
 		*why = lists_from(e, u);
 	if (!*why)
 		*why = maps_from(e, u);
+	if (!*why)
+		*why = extras_from(e, u);
 	if (*why)
 		aiotk_uring_free(u);
 	return *why ? -1 : 0;

@@ -29,12 +29,19 @@ int aiotk_uring_copy(aiotk_uring *dst, const aiotk_uring *src, aiotk_err *err)
 {
 	*dst = *src;
 	dst->files = NULL, dst->bufs = NULL, dst->reqs = NULL, dst->maps = NULL;
+	dst->timeouts = NULL, dst->ringfds = NULL, dst->bls = NULL;
 	dst->nmaps = 0;
 	int rc = dup_list(&dst->files, src->files, src->nfiles, sizeof(*src->files), err);
 	if (!rc)
 		rc = dup_list(&dst->bufs, src->bufs, src->nbufs, sizeof(*src->bufs), err);
 	if (!rc)
 		rc = dup_list(&dst->reqs, src->reqs, src->nreqs, sizeof(*src->reqs), err);
+	if (!rc)
+		rc = dup_list(&dst->timeouts, src->timeouts, src->ntimeouts, sizeof(*src->timeouts), err);
+	if (!rc)
+		rc = dup_list(&dst->ringfds, src->ringfds, src->nringfds, sizeof(*src->ringfds), err);
+	if (!rc)
+		rc = dup_list(&dst->bls, src->bls, src->nbls, sizeof(*src->bls), err);
 	if (!rc)
 		rc = dup_list(&dst->maps, src->maps, src->nmaps, sizeof(*src->maps), err);
 	/* Each mapping's bytes owned by the copy, counted as they are made so
@@ -54,8 +61,13 @@ void aiotk_uring_free(aiotk_uring *u)
 	free(u->bufs);
 	free(u->reqs);
 	free(u->maps);
+	free(u->timeouts);
+	free(u->ringfds);
+	free(u->bls);
 	u->files = NULL, u->bufs = NULL, u->reqs = NULL, u->maps = NULL;
+	u->timeouts = NULL, u->ringfds = NULL, u->bls = NULL;
 	u->nfiles = u->nbufs = u->nreqs = u->nmaps = 0;
+	u->ntimeouts = u->nringfds = u->nbls = 0;
 }
 
 /* An instance's mappings are a few pages to a few MB (32768 entries:

@@ -140,7 +140,8 @@ function M.checkpoint(pid)
 	local captured = 0
 	for _, r in ipairs(img:rings()) do captured = captured + r.ncaptured end
 	logf("info", "process %d: %d AIO ring(s) recorded in %s, %d request(s) in flight captured, " ..
-		"waited %.1f ms for the others", pid, img.nrings, M.image_dir(vpid), captured, report.waited_ms)
+		"waited %.1f ms for the others%s", pid, img.nrings, M.image_dir(vpid), captured, report.waited_ms,
+		img.nurings > 0 and string.format("; and %d io_uring instance(s)", img.nurings) or "")
 	return true
 end
 

@@ -91,14 +91,18 @@ M.entries = {
 	{ "aiotk.restore_process", "aiotk.restore_process(pid, rings[, {replace=, policy=, plan=, on_ring=}])",
 		"all or nothing; on_ring(i, ring, result, target) after each ring" },
 	{ "aiotk.verify_process", "aiotk.verify_process(pid, img)", "differences, {kernel_view, " ..
-		"kernel_view_error, stopped_ns}: pid's rings against img, ring side and kernel side" },
+		"kernel_view_error, stopped_ns}: pid's rings and io_uring instances (by fd) against img, ring " ..
+		"side and kernel side; require \"aiotk.uring_verify\".compare(out, img_list, img_mem, live_list, " ..
+		"live_mem) compares instance lists (mem(i, j): mapping j's bytes)" },
 	{ "aiotk.view", "aiotk.view(pid|target)", "the live view of `aiotk show -p` (prints as its table): " ..
 		"per ring addr, nr, head, tail and from the kernel n, kernel_tail, in_flight, pending; urings: per " ..
 		"io_uring instance viewer:uring's fields with flag_names, sqpoll {tid, cpu, idle_jiffies}, " ..
 		"buf_rings {bgid, addr}, maps with their kind (sq_ring, cq_ring, sqes, buf_ring), reqs with op, " ..
-		"rebuildable and why not (null without the kernel view)" },
+		"rebuildable and why not, timeouts with op, flag_names, count_left, rebuildable and why not, " ..
+		"ring_fds, buffer_groups (null without the kernel view)" },
 	{ "aiotk.uring", "require \"aiotk.uring\"", "io_uring names and rules: uring.op_name(opcode), " ..
 		"uring.flag_names(flags), uring.rebuild(req) (the SQE facts a restore submits again, or nil, why), " ..
+		"uring.rebuild_timeout(timeout, instance) (the same for a timeout in flight), " ..
 		"uring.row(instance), uring.text(row)" },
 	{ "aiotk.core.kviewer", "aiotk.core.kviewer([{pin=DIR, mount=}])", "the kernel view (BPF): loaded, or " ..
 		"with pin opened from its pin under bpffs directory DIR (made there when missing; mount: bpffs " ..
@@ -106,13 +110,18 @@ M.entries = {
 		"pin, pin_error, prog_ids, open_ns}; viewer:read(pid) gives per " ..
 		"context {addr, n, nr, req_batch, kernel_tail, completed_events, reqs_available, cpu_available, " ..
 		"in_flight, cancellable, pending}; viewer:uring(pid) gives per io_uring instance (fd order, the " ..
-		"process not stopped) {fd, ino, flags, have (set: rings, files, bufs, issuer, reqs), sq_entries, " ..
+		"process not stopped) {fd, ino, flags, have (set: rings, files, bufs, issuer, reqs, timeouts, ring_fds, buffer_groups), sq_entries, " ..
 		"cq_entries, sq_head, sq_tail, cq_head, cq_tail (ring memory), cached_sq_head, cached_cq_tail " ..
 		"(the kernel's own), sq_dropped, cq_overflow, sq_flags, cq_flags, submitter_tid, sq_thread_pid, " ..
 		"sq_cpu, sq_thread_idle (jiffies; SQPOLL only), eventfd {async} if registered, nr_files, nr_bufs, " ..
 		"files {slot, fd, path}, bufs {slot, addr, len}, in_flight, reqs {opcode, user_data, fd, file_fd, " ..
-		"poll_events, flags}, maps {start, end, offset}}; viewer:uring_stopped(t) reads the same of stopped " ..
-		"target t's process with each mapping's bytes (a set: set:list()); viewer:read_stopped(t[, whole_area]) reads stopped target t's " ..
+		"poll_events, flags}, maps {start, end, offset}, cqes_off, sq_array_off (where the CQEs and the " ..
+		"sq_array are in the ring mapping), completions_waiting (not yet in the CQ ring: task work a thread has yet to run), " ..
+		"timeouts_in_flight, cq_timeouts, timeouts {opcode, user_data, " ..
+		"clockid, expires_ns, remaining_ns, flags, off, target_seq, repeats} (TIMEOUT and armed " ..
+		"LINK_TIMEOUT), ring_fds {tid, index} (registered ring fds per thread), nbuffer_groups, " ..
+		"buffer_groups {bgid, ring, entries, nbufs, head, tail}}; viewer:uring_stopped(t) reads the same of stopped " ..
+		"target t's process with each mapping's bytes (a set: set:list(), set:memory(i, j), set:orphan_maps() (io_uring mappings of no instance open at an fd)); viewer:read_stopped(t[, whole_area]) reads stopped target t's " ..
 		"contexts and rings in one call (reading:settled(), reading:take() -> contexts, rings); " ..
 		"require \"aiotk.kernel\" caches one, pinned where the policy's kview_pin says " ..
 		"(kernel.read(pid), kernel.read_stopped(t))" },

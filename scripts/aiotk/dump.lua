@@ -293,7 +293,7 @@ local function decide_urings(set, policy, pid, report)
 	report.urings = {}
 	for _, u in ipairs(set:list()) do
 		report.urings[#report.urings + 1] = { fd = u.fd, in_flight = u.in_flight,
-			unreaped = (u.cq_tail - u.cq_head) % 2 ^ 32 }
+			timeouts = u.timeouts_in_flight, unreaped = (u.cq_tail - u.cq_head) % 2 ^ 32 }
 		for _, q in ipairs(u.reqs) do
 			local sqe, why = uring.rebuild(q)
 			if not sqe then lost[#lost + 1] = { fd = u.fd, req = q, why = why } end
@@ -301,6 +301,19 @@ local function decide_urings(set, policy, pid, report)
 		if u.in_flight > #u.reqs then
 			lost[#lost + 1] = { fd = u.fd, why = string.format("%d request(s) not listed by the " ..
 				"kernel view", u.in_flight - #u.reqs) }
+		end
+		for _, t in ipairs(u.timeouts) do
+			local sqe, why = uring.rebuild_timeout(t, u)
+			if not sqe then lost[#lost + 1] = { fd = u.fd, req = t, why = why } end
+		end
+		if u.completions_waiting > 0 then
+			lost[#lost + 1] = { fd = u.fd, why = string.format("%d completion(s) waiting for a thread " ..
+				"to run its task work, not in the CQ ring: a stopped thread never posts them",
+				u.completions_waiting) }
+		end
+		if u.timeouts_in_flight > #u.timeouts then
+			lost[#lost + 1] = { fd = u.fd, why = string.format("%d timeout(s) not listed by the " ..
+				"kernel view", u.timeouts_in_flight - #u.timeouts) }
 		end
 	end
 	if #lost == 0 then return "" end
@@ -316,6 +329,20 @@ local function decide_urings(set, policy, pid, report)
 	end
 	policy.log(what .. "; not in this image (policy in_flight: record)")
 	return what .. "; not in this image (policy in_flight: record)"
+end
+
+-- The image of rings and io_uring instances (a set, or nil), once the
+-- policy has decided on the instances' requests in flight; nil, why, code
+-- when it refuses them.
+local function image_with_urings(rings, warnings, urings, policy, pid, report)
+	if urings then
+		local uwarn, uerr, ucode = decide_urings(urings, policy, pid, report)
+		if not uwarn then return nil, uerr, ucode end
+		warnings = table.concat({ warnings, uwarn }, warnings ~= "" and uwarn ~= "" and "; " or "")
+	end
+	local img = image_of(rings, warnings)
+	if urings then img:add_urings(urings) end
+	return img
 end
 
 -- Dump the rings of process pid the policy keeps, to dir. The process is
@@ -349,13 +376,8 @@ function M.dump_process(pid, dir, opts)
 	end, { cpu_latency = policy.cpu_latency })
 	if not ok then return nil, err, code end
 	if settled then rings, warnings, report = kept_rings(settled, policy, pid) end
-	if urings then
-		local uwarn, uerr, ucode = decide_urings(urings, policy, pid, report)
-		if not uwarn then return nil, uerr, ucode end
-		warnings = table.concat({ warnings, uwarn }, warnings ~= "" and uwarn ~= "" and "; " or "")
-	end
-	local img = image_of(rings, warnings)
-	if urings then img:add_urings(urings) end
+	local img, ierr, icode = image_with_urings(rings, warnings, urings, policy, pid, report)
+	if not img then return nil, ierr, icode end
 	img.pid = pid
 	img.stopped_ns = stopped.stopped_ns
 	local w, werr, wcode = write_new(img, dir)
@@ -366,16 +388,24 @@ end
 
 -- The same for a process another tool holds stopped (CRIU, at its
 -- CHECKPOINT_DEVICES hook): read only, never stopped or resumed by aiotk.
+-- Its io_uring instances are read and decided on as dump_process does.
 function M.dump_frozen(pid, dir, opts)
 	opts = opts or {}
 	local policy = process.policy(opts)
-	if process.ring_count(pid) == 0 then return nil, no_rings(pid), "norings" end
+	local has_urings = (process.uring_map_count(pid) or 0) > 0
+	if process.ring_count(pid) == 0 and not has_urings then return nil, no_rings(pid), "norings" end
 	kernel.prepare(pid, policy)
 	local t, terr, tcode = core.frozen(pid)
 	if not t then return nil, terr, tcode end
+	local urings, uerr, ucode
+	if has_urings then
+		urings, uerr, ucode = kernel.urings_stopped(t)
+		if not urings then return nil, "its io_uring instances: " .. uerr, ucode end
+	end
 	local rings, warnings, report = dump_rings(t, policy, opts)
 	if not rings then return nil, warnings, report end
-	local img = image_of(rings, warnings)
+	local img, ierr, icode = image_with_urings(rings, warnings, urings, policy, pid, report)
+	if not img then return nil, ierr, icode end
 	img.pid = pid
 	local w, werr, wcode = write_new(img, dir)
 	if not w then return nil, werr, wcode end

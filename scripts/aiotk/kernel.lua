@@ -77,10 +77,20 @@ end
 
 -- The io_uring instances of stopped target t with their ring memory (a
 -- set kept in C: set:list(), img:add_urings(set)), or nil, why, code.
+-- An instance the process holds only through its mappings (its fd
+-- closed) is not in the view (the iterator walks files): named, since an
+-- image without it would lose it.
 function M.urings_stopped(t)
 	local v, why = M.open()
 	if not v then return nil, why, "unsupported" end
-	return v:uring_stopped(t)
+	local set, err, code = v:uring_stopped(t)
+	if not set then return nil, err, code end
+	if set:orphan_maps() > 0 then
+		return nil, string.format("%d io_uring mapping(s) belong to no instance open at an fd (its fd " ..
+			"closed, or a ring being torn down); aiotk sees an instance through its fd, so nothing was " ..
+			"written", set:orphan_maps()), "unsupported"
+	end
+	return set
 end
 
 -- Requests in flight on context c that finish on their own (disk reads

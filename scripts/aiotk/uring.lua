@@ -26,13 +26,16 @@ M.SETUP = { "IOPOLL", "SQPOLL", "SQ_AFF", "CQSIZE", "CLAMP", "ATTACH_WQ", "R_DIS
 
 function M.op_name(opcode) return M.OPCODES[opcode] or ("OP_" .. opcode) end
 
-function M.flag_names(flags)
+-- The names (list: by bit, lowest first) of the bits set in flags.
+local function bit_names(list, flags)
 	local out = render.array()
-	for i, name in ipairs(M.SETUP) do
+	for i, name in ipairs(list) do
 		if math.floor(flags / 2 ^ (i - 1)) % 2 == 1 then out[#out + 1] = name end
 	end
 	return out
 end
+
+function M.flag_names(flags) return bit_names(M.SETUP, flags) end
 
 -- What a mapping of the instance's file is, by its mmap offset.
 function M.map_kind(offset)
@@ -75,6 +78,25 @@ function M.rebuild(q)
 		events = events, multishot = not bit(ev, EPOLLONESHOT), level = not bit(ev, EPOLLET) }
 end
 
+-- IORING_TIMEOUT_* bits as the kernel keeps them (io_timeout_data.flags).
+M.TIMEOUT_FLAGS = { "ABS", "UPDATE", "BOOTTIME", "REALTIME", "LINK_UPDATE", "ETIME_SUCCESS", "MULTISHOT" }
+
+local function timeout_flag_names(flags) return bit_names(M.TIMEOUT_FLAGS, flags) end
+
+-- Whether a restore can submit timeout t (a viewer:uring timeouts entry of
+-- instance u) again, and what for: a TIMEOUT on its own, with what
+-- remained of its time (relative, in its clock) and of its completion
+-- count (target_seq against the kernel's CQ tail less the timeouts fired,
+-- as io_uring/timeout.c counts); nil and why for a
+-- LINK_TIMEOUT (it belongs to the request it is linked to).
+function M.rebuild_timeout(t, u)
+	if t.opcode ~= 11 then return nil, M.op_name(t.opcode) .. ": it belongs to the request it is linked to" end
+	if t.clockid < 0 then return nil, "TIMEOUT without a timer the kernel view could read" end
+	local count = t.off > 0 and math.max((t.target_seq - (u.cached_cq_tail - u.cq_timeouts)) % 2 ^ 32, 1) or 0
+	return { opcode = t.opcode, user_data = t.user_data, remaining_ns = math.max(t.remaining_ns, 0),
+		clockid = t.clockid, count = count, multishot = bit(t.flags, 64), repeats = t.repeats }
+end
+
 -- An instance (viewer:uring) as a plain table for JSON and display.
 function M.row(u)
 	local row = { fd = u.fd, ino = u.ino, flags = u.flags, flag_names = M.flag_names(u.flags),
@@ -82,7 +104,8 @@ function M.row(u)
 		in_flight = u.in_flight, eventfd = u.eventfd, files = render.array(), bufs = render.array(),
 		reqs = render.array(), maps = render.array(), buf_rings = render.array() }
 	for _, k in ipairs { "sq_entries", "cq_entries", "sq_head", "sq_tail", "cq_head", "cq_tail",
-		"cached_sq_head", "cached_cq_tail", "sq_dropped", "cq_overflow", "sq_flags", "cq_flags" } do
+		"cached_sq_head", "cached_cq_tail", "sq_dropped", "cq_overflow", "sq_flags", "cq_flags", "cqes_off",
+		"sq_array_off", "cq_timeouts", "completions_waiting" } do
 		row[k] = u[k]
 	end
 	if u.sq_thread_pid then
@@ -95,6 +118,21 @@ function M.row(u)
 		row.reqs[i] = { opcode = q.opcode, op = M.op_name(q.opcode), user_data = q.user_data,
 			fd = q.fd, file_fd = q.file_fd, poll_events = q.poll_events, flags = q.flags,
 			rebuildable = sqe ~= nil, why = why }
+	end
+	row.timeouts_in_flight, row.timeouts = u.timeouts_in_flight, render.array()
+	for i, t in ipairs(u.timeouts) do
+		local sqe, why = M.rebuild_timeout(t, u)
+		row.timeouts[i] = { opcode = t.opcode, op = M.op_name(t.opcode), user_data = t.user_data,
+			clockid = t.clockid, remaining_ns = t.remaining_ns, flags = t.flags,
+			flag_names = timeout_flag_names(t.flags), off = t.off, target_seq = t.target_seq,
+			count_left = sqe and sqe.count, repeats = t.repeats, rebuildable = sqe ~= nil, why = why }
+	end
+	row.ring_fds = render.array()
+	for i, r in ipairs(u.ring_fds) do row.ring_fds[i] = { tid = r.tid, index = r.index } end
+	row.nbuffer_groups, row.buffer_groups = u.nbuffer_groups, render.array()
+	for i, b in ipairs(u.buffer_groups) do
+		row.buffer_groups[i] = { bgid = b.bgid, ring = b.ring, entries = b.entries, nbufs = b.nbufs,
+			head = b.head, tail = b.tail }
 	end
 	for i, m in ipairs(u.maps) do
 		local kind, bgid = M.map_kind(m.offset)
@@ -113,6 +151,10 @@ function M.text(r)
 		r.cq_entries, r.cq_head, r.cq_tail, r.cached_cq_tail, r.sq_dropped, r.cq_overflow) }
 	local function add(fmt, ...) out[#out + 1] = "    " .. string.format(fmt, ...) .. "\n" end
 	if r.submitter_tid and r.submitter_tid ~= 0 then add("owner thread %d", r.submitter_tid) end
+	if r.completions_waiting > 0 then
+		add("%d completion(s) waiting for a thread to run its task work (not in the CQ ring yet)",
+			r.completions_waiting)
+	end
 	if r.sqpoll then add("sqpoll thread %d cpu %d idle %d jiffies", r.sqpoll.tid, r.sqpoll.cpu, r.sqpoll.idle_jiffies) end
 	if r.eventfd then add("eventfd registered%s", r.eventfd.async and " (async)" or "") end
 	for _, f in ipairs(r.files) do add("file slot %d: fd %d %s", f.slot, f.fd, f.path or "") end
@@ -123,6 +165,22 @@ function M.text(r)
 			q.rebuildable and "" or (" (cannot be rebuilt: " .. q.why .. ")"))
 	end
 	if r.in_flight > #r.reqs then add("... %d more in flight", r.in_flight - #r.reqs) end
+	for _, t in ipairs(r.timeouts) do
+		add("in flight %s user_data %s: %.3f s left (clock %d)%s%s%s", t.op, t.user_data, t.remaining_ns / 1e9,
+			t.clockid, #t.flag_names > 0 and (" " .. table.concat(t.flag_names, "|")) or "",
+			t.off > 0 and string.format(", or after %d more completion(s)", t.count_left or t.off) or "",
+			t.rebuildable and "" or (" (cannot be rebuilt: " .. t.why .. ")"))
+	end
+	if r.timeouts_in_flight > #r.timeouts then add("... %d more timeouts", r.timeouts_in_flight - #r.timeouts) end
+	for _, f in ipairs(r.ring_fds) do add("registered ring fd: thread %d index %d", f.tid, f.index) end
+	for _, b in ipairs(r.buffer_groups) do
+		if b.ring then
+			add("buffer ring group %d: %d entries, head %d tail %d (%d available)", b.bgid, b.entries, b.head,
+				b.tail, (b.tail - b.head) % 65536)
+		else
+			add("provided buffers group %d: %d buffer(s)", b.bgid, b.nbufs)
+		end
+	end
 	for _, m in ipairs(r.maps) do
 		add("map %s-%s offset %s %s%s", m.start, m["end"], m.offset, m.kind,
 			m.saved and string.format(" (%d bytes saved)", m.saved) or "")

@@ -14,6 +14,7 @@ local function hex(v) return string.format("0x%x", v) end
 local function differ(out, ring, what, image, live)
 	out[#out + 1] = { ring = ring, what = what, image = image, live = live }
 end
+M.differ = differ -- the one shape of a difference (uring_verify.lua's too)
 
 local function same_event(a, b)
 	return a.data == b.data and a.obj == b.obj and a.res == b.res and a.res2 == b.res2
@@ -107,9 +108,15 @@ function M.verify_process(pid, img)
 	local fit, ferr, fcode = core.check_process(pid)
 	if not fit then return nil, ferr, fcode end
 	kernel.prepare(pid)
-	local live, kv, why, stopped
+	local live, kv, why, stopped, urings
+	local has_urings = img.nurings > 0 or (process.uring_map_count(pid) or 0) > 0
 	local ok, err, code = process.with_process(pid, function(t)
 		stopped = t
+		if has_urings then
+			local uerr, ucode
+			urings, uerr, ucode = kernel.urings_stopped(t)
+			if not urings then return nil, "its io_uring instances: " .. uerr, ucode end
+		end
 		for _ = 1, 8 do
 			local maps, e, c = t:rings()
 			if not maps then return nil, e, c end
@@ -128,6 +135,11 @@ function M.verify_process(pid, img)
 	end)
 	if not ok then return nil, err, code end
 	local diffs = M.compare(img:rings(), live, kv)
+	if urings then
+		require("aiotk.uring_verify").compare(diffs, img:urings(),
+			function(i, j) return img:uring_memory(i, j) end, urings:list(),
+			function(i, j) return urings:memory(i, j) end)
+	end
 	return diffs, { kernel_view = kv ~= nil, kernel_view_error = not kv and why or nil,
 		stopped_ns = stopped.stopped_ns }
 end

@@ -123,6 +123,11 @@ describe("aiotk program", function()
 			assert.is_true(c.exact)
 		end
 		assert.is_number(b.host.cpus)
+		-- io_uring: the dump's stop of the 4-instance, 2-AIO-ring process
+		-- and one view read, measured (figures in the README)
+		assert.is_nil(b.uring.error)
+		assert.are.equal("4 io_uring instances + 2 AIO rings", b.uring.case)
+		assert.is_true(b.uring.stopped_ns > 0 and b.uring.uring_view_ns > 0 and b.uring.aio_view_ns > 0)
 		-- The cases the figures in the README are about, each stopped
 		-- time measured twice: by aiotk and by a thread of the process.
 		-- The probe thread is stopped last and let go last; a loaded

@@ -10,7 +10,14 @@
  *   b: SINGLE_ISSUER | DEFER_TASKRUN | CQSIZE (as fio sets up), made and
  *      used by a second thread, which is then its owner; one registered
  *      file and one buffer; three NOPs done, none reaped.
- *   c: SQPOLL on CPU 1, its poller thread's tid printed. */
+ *   c: SQPOLL on CPU 1, its poller thread's tid printed.
+ *
+ * Options: --act (see act()), --extras (see make_d()), --aio N and
+ * --plain N (see make_aio()), --orphan (see make_orphan()), --waiting: b's
+ * owner submits a 1 ms TIMEOUT last and never enters the kernel for b
+ * again, so its completion waits (DEFER_TASKRUN) forever; --stop-timeout:
+ * once READY, a 300 ms TIMEOUT on a, then the process stops itself
+ * (SIGSTOP), so the timeout's completion waits for its main thread. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -88,6 +95,11 @@ static void print_bufs(const char *name, const struct iovec *iov, int n)
 }
 
 static struct io_uring a, b, c;
+static int extras; /* --extras */
+static int waiting; /* --waiting */
+#define B_WAITING 0x7301ull
+
+static struct io_uring_sqe *sqe_of(struct io_uring *r, __u64 data);
 static int pipe_fd[2];
 
 static void make_a(void)
@@ -140,7 +152,19 @@ static void *owner(void *unused)
 	if ((rc = io_uring_register_buffers(&b, &iov, 1)))
 		die("register_buffers b", rc);
 	nops(&b, 3, 1);
+	if (waiting) {
+		/* done at once, posted only when this thread next enters the
+		 * kernel for b: it never does */
+		static struct __kernel_timespec ms = { .tv_nsec = 1000000 };
+		io_uring_prep_timeout(sqe_of(&b, B_WAITING), &ms, 0, 0);
+		if ((rc = io_uring_submit(&b)) != 1)
+			die("io_uring_submit b timeout", rc < 0 ? rc : EIO);
+	}
+	if (extras && (rc = io_uring_register_ring_fd(&b)) != 1)
+		die("register_ring_fd b", rc < 0 ? rc : EIO);
 	pthread_mutex_lock(&lock);
+	if (extras)
+		printf("b.ringfd %ld %d\n", (long)syscall(SYS_gettid), b.enter_ring_fd);
 	print_ring("b", &b);
 	printf("b.owner_tid %ld\nb.nr_files 1\nb.file0 %d\n", (long)syscall(SYS_gettid),
 	       pipe_fd[1]);
@@ -193,9 +217,182 @@ static void make_c(void)
 	printf("c.sq_cpu 1\nc.sq_thread_idle_ms 2000\nc.sqpoll_tid %ld\n", sqpoll_tid());
 }
 
-int main(void)
+/* --extras: instance d, flags 0, 16 entries, with what the rest lacks:
+ *   two TIMEOUTs in flight (one hour, CLOCK_MONOTONIC; two hours on
+ *   CLOCK_BOOTTIME or 1000 completions), and a POLL_ADD on the pipe linked
+ *   to a LINK_TIMEOUT of half an hour; a buffer ring, group 7 of 8 entries,
+ *   all 8 given and 3 consumed (0-byte reads of /dev/null); its fd
+ *   registered as a ring fd by the main thread, and b's by its owner. */
+static struct io_uring d;
+
+#define D_TIMEOUT1 0x7101ull
+#define D_TIMEOUT2 0x7102ull
+#define D_POLL 0x7103ull
+#define D_LINK 0x7104ull
+
+static struct io_uring_sqe *sqe_of(struct io_uring *r, __u64 data)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(r);
+	if (!sqe)
+		die("io_uring_get_sqe", EBUSY);
+	sqe->user_data = data;
+	return sqe;
+}
+
+static void d_timeouts(void)
+{
+	static struct __kernel_timespec hour = { .tv_sec = 3600 }, two = { .tv_sec = 7200 },
+		half = { .tv_sec = 1800 };
+	io_uring_prep_timeout(sqe_of(&d, D_TIMEOUT1), &hour, 0, 0);
+	io_uring_prep_timeout(sqe_of(&d, D_TIMEOUT2), &two, 1000, IORING_TIMEOUT_BOOTTIME);
+	struct io_uring_sqe *poll = sqe_of(&d, D_POLL);
+	io_uring_prep_poll_add(poll, pipe_fd[0], POLLIN);
+	poll->flags |= IOSQE_IO_LINK;
+	io_uring_prep_link_timeout(sqe_of(&d, D_LINK), &half, 0);
+	int rc = io_uring_submit(&d);
+	if (rc != 4)
+		die("io_uring_submit d", rc < 0 ? rc : EIO);
+	printf("d.timeout1 %llu 3600\nd.timeout2 %llu 7200\nd.timeout2_count 1000\nd.poll %llu\nd.link %llu 1800\n",
+	       D_TIMEOUT1, D_TIMEOUT2, D_POLL, D_LINK);
+}
+
+static void d_buf_ring(void)
+{
+	struct io_uring_buf_ring *br;
+	if (posix_memalign((void **)&br, 4096, 4096))
+		die("posix_memalign", ENOMEM);
+	io_uring_buf_ring_init(br);
+	struct io_uring_buf_reg reg = { .ring_addr = (unsigned long)br, .ring_entries = 8, .bgid = 7 };
+	int rc = io_uring_register_buf_ring(&d, &reg, 0);
+	if (rc)
+		die("register_buf_ring d", rc);
+	static char bufs[8][64];
+	for (int i = 0; i < 8; i++)
+		io_uring_buf_ring_add(br, bufs[i], sizeof(bufs[i]), (unsigned short)i,
+				      io_uring_buf_ring_mask(8), i);
+	io_uring_buf_ring_advance(br, 8);
+	int null_fd = open("/dev/null", O_RDONLY);
+	for (int i = 0; i < 3; i++) {
+		struct io_uring_sqe *sqe = sqe_of(&d, 0x7200 + (unsigned)i);
+		io_uring_prep_read(sqe, null_fd, NULL, 0, 0);
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = 7;
+	}
+	if ((rc = io_uring_submit_and_wait(&d, 3)) < 0)
+		die("io_uring_submit_and_wait d", rc);
+	io_uring_cq_advance(&d, 3);
+	close(null_fd);
+	printf("d.bgid 7\nd.buf_entries 8\nd.buf_head 3\nd.buf_tail 8\n");
+}
+
+static void make_d(void)
+{
+	int rc = io_uring_queue_init(16, &d, 0);
+	if (rc)
+		die("io_uring_queue_init d", rc);
+	d_buf_ring();
+	d_timeouts();
+	if ((rc = io_uring_register_ring_fd(&d)) != 1)
+		die("register_ring_fd d", rc < 0 ? rc : EIO);
+	printf("d.fd %d\nd.ringfd %ld %d\n", d.ring_fd, (long)syscall(SYS_gettid), d.enter_ring_fd);
+}
+
+/* --aio N: N AIO contexts (io_setup(64), raw system calls) beside the
+ * instances, their ring addresses printed; --plain N: N more instances,
+ * flags 0, 64 entries, eight NOPs done of which five reaped. For the
+ * benchmark of a dump's stop (a process with both kinds of ring). */
+static int opt_count(int argc, char **argv, const char *name)
+{
+	for (int i = 1; i + 1 < argc; i++)
+		if (!strcmp(argv[i], name))
+			return atoi(argv[i + 1]);
+	return 0;
+}
+
+static void make_aio(int n)
+{
+	for (int i = 0; i < n; i++) {
+		unsigned long ctx = 0;
+		if (syscall(SYS_io_setup, 64, &ctx))
+			die("io_setup", errno);
+		printf("aio%d %lu\n", i, ctx);
+	}
+}
+
+static void make_plain(int n)
+{
+	for (int i = 0; i < n; i++) {
+		struct io_uring *r = calloc(1, sizeof(*r));
+		int rc = r ? io_uring_queue_init(64, r, 0) : -ENOMEM;
+		if (rc)
+			die("io_uring_queue_init plain", rc);
+		nops(r, 8, 1);
+		io_uring_cq_advance(r, 5);
+		printf("plain%d.fd %d\n", i, r->ring_fd);
+	}
+}
+
+/* --orphan: one more instance whose fd is closed once it is mapped: the
+ * process holds it only through its mappings. */
+static void make_orphan(void)
+{
+	struct io_uring *r = calloc(1, sizeof(*r));
+	int rc = r ? io_uring_queue_init(4, r, 0) : -ENOMEM;
+	if (rc)
+		die("io_uring_queue_init orphan", rc);
+	printf("orphan.closed_fd %d\n", r->ring_fd);
+	close(r->ring_fd);
+}
+
+/* --act: instead of only waiting, change instance a when told, so that a
+ * test can make a difference between an image and the process by
+ * construction: SIGUSR1 reaps one CQE, SIGUSR2 submits the prepared SQEs
+ * and waits for their CQEs. Each prints what it did, then "DONE". The
+ * signals are blocked in every thread and taken here only. */
+static void act(void)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGUSR2);
+	for (;;) {
+		int sig = sigwaitinfo(&set, NULL);
+		if (sig == SIGUSR1) {
+			io_uring_cq_advance(&a, 1);
+			printf("a.cq_head %u\n", *a.cq.khead);
+		} else if (sig == SIGUSR2) {
+			int rc = io_uring_submit_and_wait(&a, 1);
+			if (rc < 0)
+				die("io_uring_submit_and_wait", rc);
+			printf("a.sq_tail %u\na.cq_tail %u\n", *a.sq.ktail, *a.cq.ktail);
+		} else {
+			continue;
+		}
+		printf("DONE\n");
+	}
+}
+
+static int has_opt(int argc, char **argv, const char *name)
+{
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], name))
+			return 1;
+	return 0;
+}
+
+int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	int acting = has_opt(argc, argv, "--act");
+	extras = has_opt(argc, argv, "--extras");
+	waiting = has_opt(argc, argv, "--waiting");
+	if (acting) {
+		sigset_t set;
+		sigemptyset(&set);
+		sigaddset(&set, SIGUSR1);
+		sigaddset(&set, SIGUSR2);
+		pthread_sigmask(SIG_BLOCK, &set, NULL);
+	}
 	if (pipe(pipe_fd))
 		die("pipe", errno);
 	printf("pid %d\n", (int)getpid());
@@ -208,8 +405,26 @@ int main(void)
 		pthread_cond_wait(&made, &lock);
 	pthread_mutex_unlock(&lock);
 	make_c();
+	if (extras)
+		make_d();
+	make_aio(opt_count(argc, argv, "--aio"));
+	make_plain(opt_count(argc, argv, "--plain"));
+	if (has_opt(argc, argv, "--orphan"))
+		make_orphan();
 	printf("READY\n");
 	fflush(stdout);
+	if (has_opt(argc, argv, "--stop-timeout")) {
+		/* a's 300 ms TIMEOUT fires while the whole process is stopped: its
+		 * completion waits as task work of this (stopped) thread */
+		static struct __kernel_timespec ms300 = { .tv_nsec = 300000000 };
+		io_uring_prep_timeout(sqe_of(&a, 0x7401), &ms300, 0, 0);
+		int rc = io_uring_submit(&a); /* with a's two prepared NOPs */
+		if (rc < 1)
+			die("io_uring_submit a timeout", rc < 0 ? rc : EIO);
+		raise(SIGSTOP);
+	}
+	if (acting)
+		act();
 	for (;;)
 		pause();
 }

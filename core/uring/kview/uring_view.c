@@ -2,8 +2,10 @@
  * iterator of uring_view.bpf.c (loaded with the AIO view, or opened from
  * their pin, by core/kview/viewer.c) on one process and turns its records
  * into aiotk_uring_view. The ring mappings' addresses are not kept by the
- * kernel (it keeps its own pages); they come from /proc/PID/maps, matched
- * by the instance's anon inode. The process is neither stopped nor traced. */
+ * kernel (it keeps its own pages): the iterator walks the task's VMAs for
+ * them (Linux 6.7+'s VMA iterator, when mmap_lock is free), else they come
+ * from /proc/PID/maps, matched by the instance's anon inode. The process
+ * is neither stopped nor traced. */
 #define _GNU_SOURCE
 #include "uring/uring.h"
 
@@ -11,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifdef AIOTK_HAVE_BPF
@@ -24,7 +27,10 @@ _Static_assert((int)AIOTK_URING_HAVE_RINGS == (int)AIOTK_UVIEW_HAVE_RINGS &&
 	       (int)AIOTK_URING_HAVE_FILES == (int)AIOTK_UVIEW_HAVE_FILES &&
 	       (int)AIOTK_URING_HAVE_BUFS == (int)AIOTK_UVIEW_HAVE_BUFS &&
 	       (int)AIOTK_URING_HAVE_ISSUER == (int)AIOTK_UVIEW_HAVE_ISSUER &&
-	       (int)AIOTK_URING_HAVE_REQS == (int)AIOTK_UVIEW_HAVE_REQS, "have bits");
+	       (int)AIOTK_URING_HAVE_REQS == (int)AIOTK_UVIEW_HAVE_REQS &&
+	       (int)AIOTK_URING_HAVE_TIMEOUTS == (int)AIOTK_UVIEW_HAVE_TIMEOUTS &&
+	       (int)AIOTK_URING_HAVE_RINGFDS == (int)AIOTK_UVIEW_HAVE_RINGFDS &&
+	       (int)AIOTK_URING_HAVE_BLS == (int)AIOTK_UVIEW_HAVE_BLS, "have bits");
 
 /* Everything one run of the iterator wrote. */
 struct out {
@@ -72,6 +78,8 @@ struct parse {
 	size_t nfds;
 	uint64_t *file_ptr, *req_file; /* beside pending.files / .reqs */
 	aiotk_uring pending;
+	int maps_missing;              /* an instance's mappings not read */
+	uint32_t all_maps;             /* io_uring mappings of the process */
 };
 
 static int grow(void *pp, size_t n, size_t size, aiotk_err *err)
@@ -129,6 +137,57 @@ static int add_req(struct parse *ps, const struct aiotk_uview_req_rec *r, aiotk_
 	return 0;
 }
 
+/* What remains of a timer expiring at expires in clock clockid, now. */
+static int64_t remaining(int clockid, int64_t expires)
+{
+	struct timespec now;
+	if (clockid < 0 || clock_gettime(clockid, &now))
+		return 0;
+	return expires - ((int64_t)now.tv_sec * 1000000000 + now.tv_nsec);
+}
+
+static int add_timeout(struct parse *ps, const struct aiotk_uview_timeout_rec *r, aiotk_err *err)
+{
+	aiotk_uring *u = &ps->pending;
+	int rc = grow(&u->timeouts, u->ntimeouts, sizeof(*u->timeouts), err);
+	if (!rc)
+		u->timeouts[u->ntimeouts++] = (aiotk_uring_timeout){
+			.opcode = (uint8_t)r->opcode, .user_data = r->user_data,
+			.clockid = r->clockid, .expires_ns = r->expires,
+			.remaining_ns = remaining(r->clockid, r->expires), .flags = r->flags,
+			.off = r->off, .target_seq = r->target_seq, .repeats = r->repeats };
+	return rc;
+}
+
+static int add_ringfd(struct parse *ps, const struct aiotk_uview_ringfd_rec *r, aiotk_err *err)
+{
+	aiotk_uring *u = &ps->pending;
+	int rc = grow(&u->ringfds, u->nringfds, sizeof(*u->ringfds), err);
+	if (!rc)
+		u->ringfds[u->nringfds++] = (aiotk_uring_ringfd){ r->tid, r->index };
+	return rc;
+}
+
+static int add_bl(struct parse *ps, const struct aiotk_uview_bl_rec *r, aiotk_err *err)
+{
+	aiotk_uring *u = &ps->pending;
+	int rc = grow(&u->bls, u->nbls, sizeof(*u->bls), err);
+	if (!rc)
+		u->bls[u->nbls++] = (aiotk_uring_bl){ .bgid = r->bgid, .flags = r->flags,
+			.entries = r->entries, .nbufs = r->nbufs, .head = r->head, .tail = r->tail };
+	return rc;
+}
+
+static int add_map(struct parse *ps, const struct aiotk_uview_map_rec *r, aiotk_err *err)
+{
+	aiotk_uring *u = &ps->pending;
+	int rc = grow(&u->maps, u->nmaps, sizeof(*u->maps), err);
+	if (!rc)
+		u->maps[u->nmaps++] = (aiotk_uring_map){ r->start, r->end,
+			r->pgoff * (uint64_t)sysconf(_SC_PAGESIZE), NULL };
+	return rc;
+}
+
 /* The fd of the file at address file, among the records read so far and
  * the instances (a registered ring); -1 if the process has it in no fd. */
 static int fd_of(const struct parse *ps, const aiotk_uring_view *uv,
@@ -157,6 +216,10 @@ static void fill_ring(aiotk_uring *u, const struct aiotk_uview_ring_rec *r)
 	u->sq_thread_idle = r->sq_thread_idle;
 	u->has_eventfd = (int)r->has_evfd, u->eventfd_async = (int)r->evfd_async;
 	u->nr_files = r->nr_files, u->nr_bufs = r->nr_bufs, u->nreqs_total = r->nreqs;
+	u->cqes_off = r->cqes_off, u->sq_array_off = r->sq_array_off;
+	u->ntimeouts_total = r->ntimeouts, u->nbls_total = r->nbls;
+	u->cq_timeouts = r->cq_timeouts;
+	u->waiting = r->waiting;
 }
 
 /* The pending slots and requests become the instance r names. Their file
@@ -180,6 +243,9 @@ static int add_ring(struct parse *ps, aiotk_uring_view *uv, struct addrs *a,
 	if (rc)
 		return rc;
 	fill_ring(&ps->pending, r);
+	ps->maps_missing |= r->maps_rc != 0;
+	if (r->all_maps > ps->all_maps)
+		ps->all_maps = r->all_maps;
 	a->ring_file[uv->n] = r->file;
 	a->file_ptr[uv->n] = ps->file_ptr;
 	a->req_file[uv->n] = ps->req_file;
@@ -209,6 +275,10 @@ static size_t rec_size(uint32_t type)
 	case AIOTK_UVIEW_FILE: return sizeof(struct aiotk_uview_file_rec);
 	case AIOTK_UVIEW_BUF: return sizeof(struct aiotk_uview_buf_rec);
 	case AIOTK_UVIEW_REQ: return sizeof(struct aiotk_uview_req_rec);
+	case AIOTK_UVIEW_TIMEOUT: return sizeof(struct aiotk_uview_timeout_rec);
+	case AIOTK_UVIEW_RINGFD: return sizeof(struct aiotk_uview_ringfd_rec);
+	case AIOTK_UVIEW_BL: return sizeof(struct aiotk_uview_bl_rec);
+	case AIOTK_UVIEW_MAP: return sizeof(struct aiotk_uview_map_rec);
 	}
 	return 0;
 }
@@ -221,11 +291,17 @@ static int one_rec(struct parse *ps, aiotk_uring_view *uv, struct addrs *a,
 	case AIOTK_UVIEW_FILE: return add_file(ps, p, err);
 	case AIOTK_UVIEW_BUF: return add_buf(ps, p, err);
 	case AIOTK_UVIEW_REQ: return add_req(ps, p, err);
+	case AIOTK_UVIEW_TIMEOUT: return add_timeout(ps, p, err);
+	case AIOTK_UVIEW_RINGFD: return add_ringfd(ps, p, err);
+	case AIOTK_UVIEW_BL: return add_bl(ps, p, err);
+	case AIOTK_UVIEW_MAP: return add_map(ps, p, err);
 	default: return add_ring(ps, uv, a, p, err);
 	}
 }
 
-static int parse(const struct out *o, aiotk_uring_view *uv, aiotk_err *err)
+/* *maps_missing: some instance's mappings were not read (the caller
+ * reads them from /proc/PID/maps). */
+static int parse(const struct out *o, aiotk_uring_view *uv, int *maps_missing, aiotk_err *err)
 {
 	struct parse ps = { 0 };
 	struct addrs a = { 0 };
@@ -248,6 +324,10 @@ static int parse(const struct out *o, aiotk_uring_view *uv, aiotk_err *err)
 			struct aiotk_uview_file_rec file;
 			struct aiotk_uview_buf_rec buf;
 			struct aiotk_uview_req_rec req;
+			struct aiotk_uview_timeout_rec timeout;
+			struct aiotk_uview_ringfd_rec ringfd;
+			struct aiotk_uview_bl_rec bl;
+			struct aiotk_uview_map_rec map;
 		} rec;
 		memcpy(&rec, o->p + at, size);
 		rc = one_rec(&ps, uv, &a, type, &rec, err);
@@ -255,6 +335,11 @@ static int parse(const struct out *o, aiotk_uring_view *uv, aiotk_err *err)
 	}
 	if (!rc)
 		resolve(&ps, uv, &a);
+	*maps_missing = ps.maps_missing;
+	size_t matched = 0;
+	for (size_t i = 0; i < uv->n; i++)
+		matched += uv->ring[i].nmaps;
+	uv->orphan_maps = ps.all_maps > matched ? ps.all_maps - matched : 0;
 	for (size_t i = 0; i < uv->n; i++)
 		free(a.file_ptr[i]), free(a.req_file[i]);
 	free(a.ring_file), free(a.file_ptr), free(a.req_file);
@@ -264,9 +349,13 @@ static int parse(const struct out *o, aiotk_uring_view *uv, aiotk_err *err)
 }
 
 /* "start-end perms offset dev inode anon_inode:[io_uring]" lines, each
- * given to the instance with that inode. */
+ * given to the instance with that inode (what the view read is dropped:
+ * one source for all). */
 static int add_maps(int pid, aiotk_uring_view *uv, aiotk_err *err)
 {
+	for (size_t i = 0; i < uv->n; i++)
+		uv->ring[i].nmaps = 0;
+	uv->orphan_maps = 0;
 	char path[64], line[512];
 	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
 	FILE *f = fopen(path, "re");
@@ -278,12 +367,15 @@ static int add_maps(int pid, aiotk_uring_view *uv, aiotk_err *err)
 		if (!strstr(line, "anon_inode:[io_uring]") ||
 		    sscanf(line, "%llx-%llx %*s %llx %*s %llu", &start, &end, &offset, &ino) != 4)
 			continue;
+		int found = 0;
 		for (size_t i = 0; !rc && i < uv->n; i++) {
 			aiotk_uring *u = &uv->ring[i];
 			if (u->ino != ino || (rc = grow(&u->maps, u->nmaps, sizeof(*u->maps), err)))
 				continue;
 			u->maps[u->nmaps++] = (aiotk_uring_map){ start, end, offset, NULL };
+			found = 1;
 		}
+		uv->orphan_maps += !found;
 	}
 	fclose(f);
 	return rc;
@@ -309,11 +401,17 @@ int aiotk_uring_view_read(aiotk_kviewer *v, int pid, aiotk_uring_view *out,
 {
 	memset(out, 0, sizeof(*out));
 	struct out o = { 0 };
-	int rc = run_iter(v, pid, &o, err);
+	int maps_missing = 0, rc = run_iter(v, pid, &o, err);
+	/* The kernel makes a link for a pid that names no process (and it
+	 * then reads nothing): said here, as the maps file used to say it. */
+	char proc[32];
+	snprintf(proc, sizeof(proc), "/proc/%d", pid);
+	if (!rc && access(proc, F_OK))
+		rc = aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d: no such process", pid);
 	if (!rc)
-		rc = parse(&o, out, err);
+		rc = parse(&o, out, &maps_missing, err);
 	free(o.p);
-	if (!rc)
+	if (!rc && maps_missing)
 		rc = add_maps(pid, out, err);
 	if (!rc)
 		add_paths(pid, out);

@@ -12,10 +12,15 @@
 #define AIOTK_UVIEW_REQ_BUDGET 256u    /* requests in flight written */
 #define AIOTK_UVIEW_MAX_BUCKETS 4096u  /* cancel_table buckets walked */
 #define AIOTK_UVIEW_MAX_CHAIN 1024u    /* requests walked per bucket */
+#define AIOTK_UVIEW_TIMEOUT_BUDGET 256u /* timeouts walked per list */
+#define AIOTK_UVIEW_MAX_TCTX 64u       /* threads that used one instance */
+#define AIOTK_UVIEW_BL_BUDGET 64u      /* buffer lists written */
 
 enum {
 	AIOTK_UVIEW_FD = 1, AIOTK_UVIEW_RING = 2, AIOTK_UVIEW_FILE = 3,
 	AIOTK_UVIEW_BUF = 4, AIOTK_UVIEW_REQ = 5,
+	AIOTK_UVIEW_TIMEOUT = 6, AIOTK_UVIEW_RINGFD = 7, AIOTK_UVIEW_BL = 8,
+	AIOTK_UVIEW_MAP = 9,
 };
 
 /* What this kernel let the program read (bits of ring.have). */
@@ -25,6 +30,9 @@ enum {
 	AIOTK_UVIEW_HAVE_BUFS = 4,    /* buf_table (6.13+ layout) */
 	AIOTK_UVIEW_HAVE_ISSUER = 8,  /* submitter_task */
 	AIOTK_UVIEW_HAVE_REQS = 16,   /* cancel_table */
+	AIOTK_UVIEW_HAVE_TIMEOUTS = 32, /* timeout_list, ltimeout_list */
+	AIOTK_UVIEW_HAVE_RINGFDS = 64,  /* tctx_list: registered ring fds */
+	AIOTK_UVIEW_HAVE_BLS = 128,     /* io_bl_xa: provided buffers */
 };
 
 /* A file of the process that is not an io_uring: its address names it. */
@@ -51,6 +59,55 @@ struct aiotk_uview_ring_rec {
 	__u32 nreqs;                   /* in cancel_table; fewer may be written */
 	__u32 pad;
 	__u64 file;                    /* its struct file (a registered ring's) */
+	__u32 cqes_off;                /* where the CQEs and the sq_array are */
+	__u32 sq_array_off;            /* in the ring mapping; 0: none */
+	__u32 ntimeouts;               /* in both lists; fewer may be written */
+	__u32 nbls;                    /* buffer lists; fewer may be written */
+	__u32 cq_timeouts;             /* timeouts fired: a timeout's count
+					* runs against cached_cq_tail - this */
+	__s32 maps_rc;                 /* 0: its mappings are in MAP records;
+					* else why not (-errno, or 1: this
+					* kernel has no VMA iterator) */
+	__u32 all_maps;                /* the process's io_uring mappings, of
+					* any instance (maps_rc 0 only) */
+	__u32 waiting;                 /* completions waiting as task work
+					* (work_llist, or the threads'
+					* task_lists), not in the CQ ring yet */
+};
+
+/* A mapping of the instance's file in the task's address space. */
+struct aiotk_uview_map_rec {
+	__u32 type, pad;
+	__u64 start, end, pgoff;
+};
+
+/* A TIMEOUT or an armed LINK_TIMEOUT: its hrtimer's expiry in the
+ * timer's clock (the caller reads that clock for what remains). */
+struct aiotk_uview_timeout_rec {
+	__u32 type, opcode;
+	__u64 user_data;
+	__s64 expires;                 /* ns, in clock clockid */
+	__s32 clockid;                 /* -1: no timer (none read) */
+	__u32 flags;                   /* io_timeout_data.flags: IORING_TIMEOUT_* */
+	__u32 off, target_seq;         /* completions it waits for; 0: none */
+	__u32 repeats, pad;
+};
+
+/* A thread's registered ring fd of this instance (its io_uring_task's
+ * registered_rings[index]). */
+struct aiotk_uview_ringfd_rec {
+	__u32 type;
+	__s32 tid;
+	__u32 index, pad;
+};
+
+/* A provided-buffer group: a buffer ring (head the kernel's, tail the
+ * application's, read through the kernel's mapping) or legacy buffers. */
+struct aiotk_uview_bl_rec {
+	__u32 type;
+	__u16 bgid, flags;             /* IOBL_* */
+	__u32 entries, nbufs;          /* ring entries; legacy: buffers */
+	__u16 head, tail, mask, pad;
 };
 
 /* A used slot of the registered file table. */
