@@ -5,14 +5,14 @@
 local shipped, argv = ...
 local core = require "aiotk.core"
 
+package.path = shipped .. "/?.lua;" .. package.path
+local search = require("aiotk.search").install(shipped, AIOTK_BYTECODE_DIR)
+
 -- Usage errors exit 2, for every command (argparse's own exit is 1).
 rawset(getmetatable(require("argparse")("aiotk")), "error", function(self, msg)
 	io.stderr:write(("%s\n\nError: %s\n"):format(self:get_usage(), msg))
 	os.exit(2)
 end)
-
-package.path = shipped .. "/?.lua;" .. package.path
-local search = require("aiotk.search").install(shipped)
 
 local aiotk = require "aiotk"
 _G.aiotk = aiotk
@@ -84,7 +84,7 @@ local function usage()
 end
 
 local function run_file(path, args)
-	local chunk, err = loadfile(path)
+	local chunk, err = require("aiotk.search").loadfile(path)
 	if not chunk then
 		io.stderr:write("aiotk: ", err, "\n")
 		return 2
