@@ -36,7 +36,7 @@ if plan then
 		args.dir .. "/" .. cmd.PLAN_FILE)
 	if not plan then return fail(plerr) end
 end
-local res, rerr = aiotk.restore_process(args.pid, img:rings(),
+local res, rerr = aiotk.restore_process(args.pid, img:take_rings(),
 	{ replace = args.replace, policy = policy, plan = plan })
 if not res then return fail("process " .. args.pid .. ": " .. rerr) end
 local grown = 0
