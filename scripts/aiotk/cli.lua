@@ -4,6 +4,8 @@
 -- overrides a command or a policy without touching the install.
 local shipped, argv = ...
 local core = require "aiotk.core"
+-- When this command's Lua began (restore --json reports its phases from here).
+local started_ns = core.now_ns()
 
 package.path = shipped .. "/?.lua;" .. package.path
 local search = require("aiotk.search").install(shipped, AIOTK_BYTECODE_DIR)
@@ -17,6 +19,7 @@ end)
 local aiotk = require "aiotk"
 _G.aiotk = aiotk
 aiotk.scripts_dir = shipped
+aiotk.started_ns = started_ns
 aiotk.search_dirs = search
 
 local function readable(path)

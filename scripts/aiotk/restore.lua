@@ -198,7 +198,8 @@ function Undo:made_ring(i, ctx)
 end
 
 -- out.phases: where the time went while the process was stopped, phase
--- by phase ({phase=, ns=}; aiotk bench prints it); out.restorer: the
+-- by phase ({phase=, ns=}; aiotk bench prints it), out.before the same
+-- before the stop; out.restorer: the
 -- restorer's own run, by its phases (t:restore_all's).
 local function lap(out, name)
 	local now, p = core.now_ns(), out.phases
@@ -325,6 +326,7 @@ end
 -- rebuilt; opts.on_ring(i, ring, result, t) is called after each ring.
 function M.restore_process(pid, rings, opts)
 	opts = opts or {}
+	local t0 = core.now_ns()
 	local policy = process.policy(opts)
 	local plans = require "aiotk.plan"
 	local plan = opts.plan or plans.make(rings, assert(core.host()), policy)
@@ -332,8 +334,10 @@ function M.restore_process(pid, rings, opts)
 	if not steps then return nil, serr, scode end
 	local ok, berr, bcode = apply_budget(plan, policy)
 	if not ok then return nil, berr, bcode end
+	local t1 = core.now_ns()
 	kernel.prepare(pid, policy) -- opened (and its iterator made) before the process is stopped
 	local out = {}
+	local t2 = core.now_ns()
 	-- This host's model for every ring, read before the process stops.
 	local ropts = setmetatable({ model = assert(core.host()) }, { __index = opts })
 	local target, exit_said
@@ -375,6 +379,11 @@ function M.restore_process(pid, rings, opts)
 	local p = out.phases
 	p[#p + 1] = { phase = "detach", ns = out.stopped_at_ns + out.stopped_ns - p.since }
 	p.since = nil
+	-- before the stop: the plan (policy, budget), the kernel view made
+	-- ready, and attach up to the first thread's stop (the guardian's
+	-- fork, the gadgets read from the process's code)
+	out.before = { { phase = "plan", ns = t1 - t0 }, { phase = "view", ns = t2 - t1 },
+		{ phase = "attach", ns = out.stopped_at_ns - t2 } }
 	out.plan = plan
 	return out
 end
