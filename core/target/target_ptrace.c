@@ -423,6 +423,16 @@ static long run_code(struct tracee *p, aiotk_regs *r, int sig)
 
 /* Gadgets are looked for while the process runs (its code does not move
  * under a stopped process, and is checked again once stopped). */
+/* Both sequences injection runs through, in one pass over the process's
+ * code; a failure is kept in p->why (dumps need no injection). */
+static void find_gadgets(struct tracee *p)
+{
+	const aiotk_gadget *lists[2] = { aiotk_arch_gadget_syscall, aiotk_arch_gadget_sigreturn };
+	uint64_t at[2] = { 0, 0 };
+	aiotk_find_gadgets(p->pid, lists, at, 2, &p->why);
+	p->code = at[0], p->sigreturn = at[1];
+}
+
 static int check_gadget(struct tracee *p, uint64_t addr, const aiotk_gadget *list)
 {
 	uint8_t buf[16];
@@ -830,8 +840,7 @@ int aiotk_target_attach_hooked(aiotk_target *t, int pid, const aiotk_attach_opts
 	p->latency_fd = o && o->hold_cpu_latency ? aiotk_cpu_latency_hold() : -1;
 	/* Read while the process runs, to keep it out of the stopped time;
 	 * a failure is kept in p->why, since dumps need no injection. */
-	if (!aiotk_find_gadget(pid, aiotk_arch_gadget_syscall, &p->code, &p->why))
-		aiotk_find_gadget(pid, aiotk_arch_gadget_sigreturn, &p->sigreturn, &p->why);
+	find_gadgets(p);
 	aiotk_arch_frame_prepare();
 	p->quiet = quiet_signal(pid);
 	p->start = aiotk_thread_start(pid);
@@ -874,8 +883,7 @@ int aiotk_target_adopt(aiotk_target *t, int pid, aiotk_err *err)
 	p->pid = pid;
 	p->adopted = 1;
 	p->latency_fd = -1;
-	if (!aiotk_find_gadget(pid, aiotk_arch_gadget_syscall, &p->code, &p->why))
-		aiotk_find_gadget(pid, aiotk_arch_gadget_sigreturn, &p->sigreturn, &p->why);
+	find_gadgets(p);
 	aiotk_arch_frame_prepare();
 	p->quiet = quiet_signal(pid);
 	pin_self(p);
