@@ -449,6 +449,32 @@ local function whole_commands(host)
 	return out
 end
 
+-- What this machine's phases depend on: its CPUs' idle states (a
+-- stopped or woken thread waits for its CPU to come out of them) and what
+-- a page costs (faulted in, populated, written by process_vm_writev).
+local function read_line(path)
+	local f = io.open(path)
+	local v = f and f:read("*l")
+	if f then f:close() end
+	return v
+end
+
+local function machine_row()
+	local runs = {}
+	for i = 1, STOP_REPS do runs[i] = core.bench.page_costs() end
+	local out = {
+		cpuidle_driver = read_line("/sys/devices/system/cpu/cpuidle/current_driver") or "none",
+		cpuidle_governor = read_line("/sys/devices/system/cpu/cpuidle/current_governor_ro") or
+			read_line("/sys/devices/system/cpu/cpuidle/current_governor") or "none",
+	}
+	for _, k in ipairs { "fault_ns", "populate_ns", "vm_write_fresh_ns", "vm_write_present_ns" } do
+		local v = {}
+		for i, r in ipairs(runs) do v[i] = r[k] end
+		out[k] = median(v)
+	end
+	return out
+end
+
 local function run()
 	if args.whole then
 		local host = core.host()
@@ -469,6 +495,7 @@ local function run()
 	out.failed_restore = failed_restore_row()
 	out.kernel_view = aiotk.array { kview_row(1, core.getpid()), kview_row(64, core.getpid()) }
 	out.whole = whole_commands(out.host)
+	out.machine = machine_row()
 	return out
 end
 
@@ -538,6 +565,17 @@ for _, l in ipairs(out.live_restore) do
 	for i, name in ipairs(PHASES) do v[i] = string.format("%.0f", l.phases_ns[name] / 1e3) end
 	print(string.format("  %-30s %s", l.case, table.concat(v, " ")))
 end
+local m = out.machine
+print(string.format("  this machine: cpuidle driver %s (governor %s); a page (median of %d x 256): faulted in %.0f ns, " ..
+	"MAP_POPULATE %.0f ns, process_vm_writev into fresh pages %.0f ns, into present pages %.0f ns",
+	m.cpuidle_driver, m.cpuidle_governor, STOP_REPS, m.fault_ns, m.populate_ns, m.vm_write_fresh_ns,
+	m.vm_write_present_ns))
+print("  what depends on the machine: stop, enter, exit, answer and detach are ptrace stops and wakeups " ..
+	"(a thread waits for its CPU to leave its idle state: the cpuidle driver, the hypervisor's halt); " ..
+	"load is process_vm_writev into fresh pages (the restorer and the events it carries: about a page per " ..
+	"128 events) and events the restorer writing them into the ring; setup is io_setup allocating and " ..
+	"zeroing the ring's pages (the page-fault cost); replay is system calls (two per batch of completions); " ..
+	"look and check read the process's maps and its kernel view")
 local fr = out.failed_restore
 print(string.format("restore of %s failing at its last ring: %.2f ms against %.2f ms when it succeeds (stopped %.2f ms); rollback %.2f ms, %.2f ms a ring (io_destroy)",
 	fr.case, fr.failed_ns / 1e6, fr.ok_ns / 1e6, fr.ok_stopped_ns / 1e6, fr.rollback_ns / 1e6,
