@@ -68,6 +68,10 @@ int luaopen_aiotk_core(lua_State *L);
 /* Where the scripts are for a binary at path self (NULL: unknown) that,
  * installed, finds them at rel from its own directory (scripts_dir.c). */
 void laiotk_scripts_dir(const char *self, const char *rel, char *out, size_t len);
+/* Where the build's bytecode of those scripts is (scripts_dir.c). */
+void laiotk_bytecode_dir(const char *self, const char *scripts, char *out, size_t len);
+/* core.load_lua and core.bytecode_key (lua_bytecode.c). */
+void laiotk_bytecode_register(lua_State *L);
 int luaopen_aiotk_readline(lua_State *L);
 
 #endif

@@ -4,12 +4,15 @@
 #define _GNU_SOURCE
 #include "lua_aiotk.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <linux/aio_abi.h>
 #include <poll.h>
 #include <sched.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #ifndef IOCB_CMD_POLL
@@ -71,9 +74,64 @@ static int bare_replay(lua_State *L)
 	return 2;
 }
 
+/* What a page costs this machine, in ns, one measurement each (the bench
+ * takes medians): touched for the first time (a page fault: an anonymous
+ * page allocated and zeroed), made present by MAP_POPULATE (the same
+ * without the fault's entry and exit), and written by process_vm_writev
+ * fresh (as a restore writes the restorer and its events into the
+ * process) and present. 256 pages each. */
+#define COST_PAGES 256
+
+static double per_page(uint64_t t0)
+{
+	return (double)(aiotk_now_ns() - t0) / COST_PAGES;
+}
+
+static int page_costs(lua_State *L)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), len = COST_PAGES * page;
+	static char src[1 << 20];
+	struct iovec l = { src, len < sizeof(src) ? len : sizeof(src) }, r;
+	double fault, populate, fresh, present;
+	char *a = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (a == MAP_FAILED)
+		return luaL_error(L, "mmap: %s", strerror(errno));
+	uint64_t t0 = aiotk_now_ns();
+	for (size_t i = 0; i < len; i += page)
+		((volatile char *)a)[i] = 1;
+	fault = per_page(t0);
+	munmap(a, len);
+	t0 = aiotk_now_ns();
+	a = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	populate = per_page(t0);
+	if (a == MAP_FAILED)
+		return luaL_error(L, "mmap: %s", strerror(errno));
+	munmap(a, len);
+	a = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (a == MAP_FAILED)
+		return luaL_error(L, "mmap: %s", strerror(errno));
+	r = (struct iovec){ a, l.iov_len };
+	t0 = aiotk_now_ns();
+	ssize_t w1 = process_vm_writev(getpid(), &l, 1, &r, 1, 0);
+	fresh = per_page(t0);
+	t0 = aiotk_now_ns();
+	ssize_t w2 = process_vm_writev(getpid(), &l, 1, &r, 1, 0);
+	present = per_page(t0);
+	munmap(a, len);
+	if (w1 != (ssize_t)l.iov_len || w2 != (ssize_t)l.iov_len)
+		return luaL_error(L, "process_vm_writev: %s", strerror(errno));
+	lua_createtable(L, 0, 4);
+	laiotk_set_num(L, "fault_ns", fault);
+	laiotk_set_num(L, "populate_ns", populate);
+	laiotk_set_num(L, "vm_write_fresh_ns", fresh);
+	laiotk_set_num(L, "vm_write_present_ns", present);
+	return 1;
+}
+
 void laiotk_bench_register(lua_State *L)
 {
-	static const luaL_Reg f[] = { { "bare_replay", bare_replay }, { NULL, NULL } };
+	static const luaL_Reg f[] = { { "bare_replay", bare_replay }, { "page_costs", page_costs },
+		{ NULL, NULL } };
 	lua_newtable(L);
 	luaL_register(L, NULL, f);
 	lua_setfield(L, -2, "bench");

@@ -70,6 +70,15 @@ static void set_exe_dir(lua_State *L)
 	lua_setglobal(L, "AIOTK_EXE_DIR");
 }
 
+/* Where the build's bytecode of the scripts is, for cli.lua's loader. */
+static void set_bytecode_dir(lua_State *L, const char *self, const char *scripts)
+{
+	char bc[PATH_MAX];
+	laiotk_bytecode_dir(self, scripts, bc, sizeof(bc));
+	lua_pushstring(L, bc);
+	lua_setglobal(L, "AIOTK_BYTECODE_DIR");
+}
+
 static int run(lua_State *L, const char *dir)
 {
 	char boot[4200];
@@ -99,7 +108,9 @@ int main(int argc, char **argv)
 	luaL_openlibs(L);
 	preload(L, "aiotk.core", luaopen_aiotk_core);
 	preload(L, "aiotk.readline", luaopen_aiotk_readline);
-	laiotk_scripts_dir(self_path(exe, sizeof(exe)), AIOTK_SCRIPTS_FROM_BIN, dir, sizeof(dir));
+	const char *self = self_path(exe, sizeof(exe));
+	laiotk_scripts_dir(self, AIOTK_SCRIPTS_FROM_BIN, dir, sizeof(dir));
+	set_bytecode_dir(L, self, dir);
 	set_args(L, argc, argv);
 	set_exe_dir(L);
 	int rc = run(L, dir);

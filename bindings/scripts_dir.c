@@ -40,3 +40,18 @@ void laiotk_scripts_dir(const char *self, const char *rel, char *out, size_t len
 	}
 	snprintf(out, len, "%s", AIOTK_INSTALL_SCRIPTS);
 }
+
+/* Where the build's bytecode of the scripts is (bindings/lua_bytecode.c):
+ * the build tree's for a binary of the build tree, else beside the
+ * scripts directory (share/aiotk/bytecode). Bytecode is found by its
+ * source's text, so a directory holding none, or another version's, only
+ * costs the parse it would have saved. */
+void laiotk_bytecode_dir(const char *self, const char *scripts, char *out, size_t len)
+{
+	if (self && !strncmp(self, AIOTK_BUILD_DIR "/", strlen(AIOTK_BUILD_DIR) + 1)) {
+		snprintf(out, len, "%s/bytecode", AIOTK_BUILD_DIR);
+		return;
+	}
+	const char *slash = strrchr(scripts, '/');
+	snprintf(out, len, "%.*s/bytecode", slash ? (int)(slash - scripts) : 1, slash ? scripts : ".");
+}

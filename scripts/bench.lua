@@ -339,17 +339,41 @@ local function timed(cmdline)
 	local out = os.tmpname()
 	local t0 = core.now_ns()
 	local status = os.execute("exec " .. cmdline .. " >" .. out .. " 2>&1")
-	local ns = core.now_ns() - t0
+	local t1 = core.now_ns()
 	local f = io.open(out)
 	local text = f and f:read("*a") or ""
 	if f then f:close() end
 	os.remove(out)
 	assert(status == 0 or status == true, cmdline .. ": " .. text)
-	return ns, text
+	return t1 - t0, text, t0, t1
 end
 
 local function stopped_of(text)
 	return assert(require("dkjson").decode(text)).stopped_ns
+end
+
+-- Where a whole restore -p went (t0, t1: this process's clock around it;
+-- the command reports its own phases from when its Lua began): exec (the
+-- shell, exec, the dynamic loader, LuaJIT and aiotk.core made, up to the
+-- command line's first line of Lua), modules (the library and argparse
+-- loaded, arguments parsed), image (the policy and the image read), plan,
+-- view, attach (before the stop), stopped (attach to detach), exit (the
+-- JSON printed, the Lua state closed, the guardian reaped, the process
+-- gone), other (the rest: taking the rings from the image, the plan file
+-- looked for).
+local WHOLE_PHASES = { "exec", "modules", "image", "plan", "view", "attach", "stopped", "exit", "other" }
+
+local function whole_phases(text, t0, t1)
+	local doc = assert(require("dkjson").decode(text))
+	local by = { exec = doc.started_ns - t0, exit = t1 - doc.printed_ns, stopped = doc.stopped_ns }
+	for _, p in ipairs(doc.phases) do
+		if p.phase == "modules" or p.phase == "image" or p.phase == "plan" or p.phase == "view" or
+			p.phase == "attach" then by[p.phase] = p.ns end
+	end
+	local known = 0
+	for _, name in ipairs(WHOLE_PHASES) do known = known + (by[name] or 0) end
+	by.other = (t1 - t0) - known
+	return by
 end
 
 -- How this run's commands get the kernel view: this process opens it as
@@ -393,7 +417,7 @@ local function whole_commands(host)
 	out.show_ns, out.dump_ns, out.dump_stopped_ns = median(show), median(dump), median(dstopped)
 	-- restore -p of the big ring against its floor, pairs in either order
 	local probe = os.tmpname()
-	local whole, rstopped, floor, ratios = {}, {}, {}, {}
+	local whole, rstopped, floor, ratios, rphases, bare = {}, {}, {}, {}, {}, {}
 	for i = 1, STOP_REPS do
 		local l = live_ready(SETS.big, dir, probe)
 		local saved, claim_ns = saved_rings(SETS.big, true)
@@ -402,8 +426,9 @@ local function whole_commands(host)
 			floor[i] = floor_run(saved, claim_ns, host)
 			core.sleep_ms(SETTLE_MS)
 		end
-		local ns, text = timed(bin .. " restore --json -p " .. l.w.pid .. " -D " .. dir)
+		local ns, text, t0, t1 = timed(bin .. " restore --json -p " .. l.w.pid .. " -D " .. dir)
 		whole[i], rstopped[i] = ns, stopped_of(text)
+		rphases[i] = whole_phases(text, t0, t1)
 		l.w:finish()
 		if i % 2 == 0 then
 			core.sleep_ms(SETTLE_MS)
@@ -415,6 +440,44 @@ local function whole_commands(host)
 	os.remove(probe)
 	out.restore_ns, out.restore_stopped_ns = median(whole), median(rstopped)
 	out.restore_floor_ns, out.restore_ratio = median(floor), median(ratios)
+	-- without the shell this harness runs it through (a user's shell
+	-- forks and execs aiotk itself): each pair's whole less the shell's
+	-- median, against its floor
+	for i = 1, STOP_REPS do bare[i] = (whole[i] - out.shell_ns) / floor[i] end
+	out.restore_ratio_no_shell = median(bare)
+	local by = {}
+	for _, name in ipairs(WHOLE_PHASES) do
+		local v = {}
+		for i, r in ipairs(rphases) do v[i] = r[name] or 0 end
+		by[name] = median(v)
+	end
+	out.restore_phases_ns = by
+	return out
+end
+
+-- What this machine's phases depend on: its CPUs' idle states (a
+-- stopped or woken thread waits for its CPU to come out of them) and what
+-- a page costs (faulted in, populated, written by process_vm_writev).
+local function read_line(path)
+	local f = io.open(path)
+	local v = f and f:read("*l")
+	if f then f:close() end
+	return v
+end
+
+local function machine_row()
+	local runs = {}
+	for i = 1, STOP_REPS do runs[i] = core.bench.page_costs() end
+	local out = {
+		cpuidle_driver = read_line("/sys/devices/system/cpu/cpuidle/current_driver") or "none",
+		cpuidle_governor = read_line("/sys/devices/system/cpu/cpuidle/current_governor_ro") or
+			read_line("/sys/devices/system/cpu/cpuidle/current_governor") or "none",
+	}
+	for _, k in ipairs { "fault_ns", "populate_ns", "vm_write_fresh_ns", "vm_write_present_ns" } do
+		local v = {}
+		for i, r in ipairs(runs) do v[i] = r[k] end
+		out[k] = median(v)
+	end
 	return out
 end
 
@@ -491,6 +554,7 @@ local function run()
 	out.kernel_view = aiotk.array { kview_row(1, core.getpid()), kview_row(64, core.getpid()) }
 	out.whole = whole_commands(out.host)
 	out.uring = uring_rows()
+	out.machine = machine_row()
 	return out
 end
 
@@ -513,9 +577,12 @@ local function print_whole(wc)
 	print(string.format("  %-34s whole %7.2f ms", "show -p, 2 rings", wc.show_ns / 1e6))
 	print(string.format("  %-34s whole %7.2f ms   stopped %7.3f ms", "dump -p, 2 rings", wc.dump_ns / 1e6,
 		wc.dump_stopped_ns / 1e6))
-	print(string.format("  %-34s whole %7.2f ms   stopped %7.3f ms   floor %7.3f ms   whole/floor %.2f",
+	print(string.format("  %-34s whole %7.2f ms   stopped %7.3f ms   floor %7.3f ms   whole/floor %.2f (%.2f without the shell)",
 		"restore -p, " .. SETS.big.name, wc.restore_ns / 1e6, wc.restore_stopped_ns / 1e6, wc.restore_floor_ns / 1e6,
-		wc.restore_ratio))
+		wc.restore_ratio, wc.restore_ratio_no_shell))
+	local v = {}
+	for i, name in ipairs(WHOLE_PHASES) do v[i] = string.format("%s %.2f", name, wc.restore_phases_ns[name] / 1e6) end
+	print("  where the whole restore -p goes (medians, ms): " .. table.concat(v, ", "))
 end
 
 local function print_uring(u)
@@ -571,6 +638,17 @@ for _, l in ipairs(out.live_restore) do
 	for i, name in ipairs(PHASES) do v[i] = string.format("%.0f", l.phases_ns[name] / 1e3) end
 	print(string.format("  %-30s %s", l.case, table.concat(v, " ")))
 end
+local m = out.machine
+print(string.format("  this machine: cpuidle driver %s (governor %s); a page (median of %d x 256): faulted in %.0f ns, " ..
+	"MAP_POPULATE %.0f ns, process_vm_writev into fresh pages %.0f ns, into present pages %.0f ns",
+	m.cpuidle_driver, m.cpuidle_governor, STOP_REPS, m.fault_ns, m.populate_ns, m.vm_write_fresh_ns,
+	m.vm_write_present_ns))
+print("  what depends on the machine: stop, enter, exit, answer and detach are ptrace stops and wakeups " ..
+	"(a thread waits for its CPU to leave its idle state: the cpuidle driver, the hypervisor's halt); " ..
+	"load is process_vm_writev into fresh pages (the restorer and the events it carries: about a page per " ..
+	"128 events) and events the restorer writing them into the ring; setup is io_setup allocating and " ..
+	"zeroing the ring's pages (the page-fault cost); replay is system calls (two per batch of completions); " ..
+	"look and check read the process's maps and its kernel view")
 local fr = out.failed_restore
 print(string.format("restore of %s failing at its last ring: stopped %.2f ms against %.2f ms when it succeeds; the whole call %.2f ms against %.2f ms (rollback %.2f ms, %.2f ms a ring: io_destroy, by a thread of the process while it runs)",
 	fr.case, fr.failed_stopped_ns / 1e6, fr.ok_stopped_ns / 1e6, fr.failed_ns / 1e6, fr.ok_ns / 1e6,

@@ -122,11 +122,33 @@ static uint64_t get_u64(const uint8_t *p)
 	return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
 }
 
+static int64_t unzigzag(uint64_t v) { return (int64_t)(v >> 1) ^ -(int64_t)(v & 1); }
+
+/* The event as protobuf-c writes it (fields 1 to 4 once each, in order):
+ * read in one go, 0; anything else, -1, for event_from's field-by-field
+ * reading. Half of a 40000-event image's decoding time went to that. */
+static int event_packed(const uint8_t *p, const uint8_t *end, aiotk_event *ev)
+{
+	uint64_t res, res2;
+	if (end - p < 22 || p[0] != 0x09 || p[9] != 0x11 || p[18] != 0x18)
+		return -1;
+	const uint8_t *q = p + 19;
+	if (varint(&q, end, &res) || q >= end || *q++ != 0x20 || varint(&q, end, &res2) || q != end)
+		return -1;
+	ev->data = get_u64(p + 1);
+	ev->obj = get_u64(p + 10);
+	ev->res = unzigzag(res);
+	ev->res2 = unzigzag(res2);
+	return 0;
+}
+
 /* aiotk_event_entry: required fixed64 data = 1, obj = 2, sint64 res = 3,
  * res2 = 4. */
 static int event_from(const uint8_t *p, const uint8_t *end, aiotk_event *ev)
 {
 	unsigned seen = 0;
+	if (!event_packed(p, end, ev))
+		return 0;
 	while (p < end) {
 		uint64_t key, v;
 		if (varint(&p, end, &key))
@@ -143,7 +165,7 @@ static int event_from(const uint8_t *p, const uint8_t *end, aiotk_event *ev)
 		} else if (f == 3 || f == 4) {
 			if (varint(&p, end, &v))
 				return -1;
-			*(f == 3 ? &ev->res : &ev->res2) = (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+			*(f == 3 ? &ev->res : &ev->res2) = unzigzag(v);
 		} else if (!f || skip_value(&p, end, wt, &v)) {
 			return -1;
 		}

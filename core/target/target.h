@@ -64,6 +64,10 @@ int aiotk_maps_each_text(int pid, int (*fn)(const aiotk_vma *v, void *ctx),
  * mappings. */
 int aiotk_find_gadget(int pid, const aiotk_gadget *list, uint64_t *addr,
 		      aiotk_err *err);
+/* The same for n (at most 2) lists in one pass: addrs[i] for lists[i]
+ * (0 where none is found; the error names the first such list). */
+int aiotk_find_gadgets(int pid, const aiotk_gadget *const *lists, uint64_t *addrs, size_t n,
+		       aiotk_err *err);
 
 /* len bytes at addr in process pid, read (wr 0) or written, whole or
  * not at all (-EFAULT); -errno on failure. Even for this process: a wrong

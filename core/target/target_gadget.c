@@ -10,10 +10,18 @@
 #define CHUNK 65536u
 #define LONGEST 16u
 
+/* Up to two lists searched in one pass over the executable mappings
+ * (attach needs both: one read of the maps and of each chunk instead of
+ * two; the two passes took 0.3-0.6 ms of a restore's attach here). Each
+ * list's answer is what a pass of its own finds: the first chunk holding
+ * one of its sequences, the earliest in the list among those. */
+#define LISTS 2
+
 struct find {
 	int pid;
-	const aiotk_gadget *list;
-	uint64_t addr;
+	size_t n, left;
+	const aiotk_gadget *list[LISTS];
+	uint64_t addr[LISTS];
 };
 
 static int read_at(int pid, uint64_t addr, uint8_t *buf, size_t len)
@@ -23,17 +31,20 @@ static int read_at(int pid, uint64_t addr, uint8_t *buf, size_t len)
 	return n < 0 ? -errno : (int)n;
 }
 
-static int scan_chunk(struct find *f, const uint8_t *buf, size_t len,
-		      uint64_t base)
+static void scan_chunk(struct find *f, const uint8_t *buf, size_t len, uint64_t base)
 {
-	for (const aiotk_gadget *g = f->list; g->bytes; g++) {
-		const uint8_t *hit = memmem(buf, len, g->bytes, g->len);
-		if (hit) {
-			f->addr = base + (uint64_t)(hit - buf) + g->entry;
-			return 1;
+	for (size_t i = 0; i < f->n; i++) {
+		if (f->addr[i])
+			continue;
+		for (const aiotk_gadget *g = f->list[i]; g->bytes; g++) {
+			const uint8_t *hit = memmem(buf, len, g->bytes, g->len);
+			if (hit) {
+				f->addr[i] = base + (uint64_t)(hit - buf) + g->entry;
+				f->left--;
+				break;
+			}
 		}
 	}
-	return 0;
 }
 
 static int scan(const aiotk_vma *v, void *ctx)
@@ -46,26 +57,44 @@ static int scan(const aiotk_vma *v, void *ctx)
 	for (uint64_t a = v->start; a < v->end; a += CHUNK) {
 		size_t want = v->end - a < CHUNK + LONGEST ? v->end - a : CHUNK + LONGEST;
 		int n = read_at(f->pid, a, buf, want);
-		if (n > 0 && scan_chunk(f, buf, (size_t)n, a))
+		if (n > 0)
+			scan_chunk(f, buf, (size_t)n, a);
+		if (!f->left)
 			return 1;
 	}
+	return 0;
+}
+
+static int missing(int pid, const aiotk_gadget *list, aiotk_err *err)
+{
+	if (list == aiotk_arch_gadget_unmap_exit)
+		return aiotk_fail(err, AIOTK_EUNSUPPORTED, ENOEXEC,
+				  "process %d: no munmap-then-exit sequence in its code (glibc's or musl's), so no thread of aiotk's can leave nothing behind in it", pid);
+	return aiotk_fail(err, AIOTK_EINVAL, ENOEXEC,
+			  "process %d: no %s instruction sequence in its code, so aiotk cannot run system calls in it without writing code (statically linked without one?)",
+			  pid, list == aiotk_arch_gadget_syscall ? "system call + return" : "rt_sigreturn");
+}
+
+int aiotk_find_gadgets(int pid, const aiotk_gadget *const *lists, uint64_t *addrs, size_t n,
+		       aiotk_err *err)
+{
+	struct find f = { .pid = pid, .n = n, .left = n };
+	if (n > LISTS)
+		return aiotk_fail(err, AIOTK_EINVAL, EINVAL, "at most %d gadget lists at once", LISTS);
+	memcpy(f.list, lists, n * sizeof(*lists));
+	int rc = aiotk_maps_each(pid, scan, &f, err);
+	if (rc < 0)
+		return rc;
+	for (size_t i = 0; i < n; i++)
+		addrs[i] = f.addr[i];
+	for (size_t i = 0; i < n; i++)
+		if (!f.addr[i])
+			return missing(pid, lists[i], err);
 	return 0;
 }
 
 int aiotk_find_gadget(int pid, const aiotk_gadget *list, uint64_t *addr,
 		      aiotk_err *err)
 {
-	struct find f = { pid, list, 0 };
-	int rc = aiotk_maps_each(pid, scan, &f, err);
-	if (rc < 0)
-		return rc;
-	if (!f.addr && list == aiotk_arch_gadget_unmap_exit)
-		return aiotk_fail(err, AIOTK_EUNSUPPORTED, ENOEXEC,
-				  "process %d: no munmap-then-exit sequence in its code (glibc's or musl's), so no thread of aiotk's can leave nothing behind in it", pid);
-	if (!f.addr)
-		return aiotk_fail(err, AIOTK_EINVAL, ENOEXEC,
-				  "process %d: no %s instruction sequence in its code, so aiotk cannot run system calls in it without writing code (statically linked without one?)",
-				  pid, list == aiotk_arch_gadget_syscall ? "system call + return" : "rt_sigreturn");
-	*addr = f.addr;
-	return 0;
+	return aiotk_find_gadgets(pid, &list, addr, 1, err);
 }

@@ -74,6 +74,8 @@ struct tracee {
 	 * found, and the CPU both are pinned to */
 	cpu_set_t own, theirs;
 	int own_pinned, their_pinned, cpu;
+	int told;           /* the guardian holds a pin record for the main thread */
+	cpu_set_t told_was; /* the mask that record gives back */
 	uint64_t start;     /* the main thread's start time, for the guardian */
 	DIR *task;          /* /proc/PID/task, list_threads() to detach */
 };
@@ -281,10 +283,28 @@ static void unpin_self(struct tracee *p)
 	p->own_pinned = 0;
 }
 
-/* The main thread pinned to aiotk's CPU, the guardian told first (it
- * puts the mask back if aiotk dies meanwhile): without one, no pin. In a
- * process CRIU holds (adopted) CRIU's own death ends it, and no guardian
- * is forked inside CRIU. */
+/* The guardian told of the main thread's pin before the stop: its
+ * wakeup (it may take aiotk's CPU) cost 14-39 us of every restore's stop
+ * here when told at the pin. A record told but never made into a pin
+ * (a dump makes none) changes nothing if aiotk dies (the guardian puts a
+ * mask back only where it is still the pin), and is taken back at
+ * release. Not in a process CRIU holds (adopted): no guardian there. */
+static void tell_early(struct tracee *p)
+{
+	cpu_set_t one;
+	if (!p->own_pinned || p->adopted ||
+	    sched_getaffinity(p->pid, sizeof(p->told_was), &p->told_was))
+		return;
+	CPU_ZERO(&one);
+	CPU_SET(p->cpu, &one);
+	p->told = !aiotk_guard_pin(p->pid, p->start, &p->told_was, &one);
+}
+
+/* The main thread pinned to aiotk's CPU, the guardian told first (before
+ * the stop, by tell_early; again here if the thread's mask changed since:
+ * it puts the mask back if aiotk dies meanwhile): without one, no pin. In
+ * a process CRIU holds (adopted) CRIU's own death ends it, and no
+ * guardian is forked inside CRIU. */
 static void colocate(struct tracee *p)
 {
 	cpu_set_t one;
@@ -292,20 +312,20 @@ static void colocate(struct tracee *p)
 		return;
 	CPU_ZERO(&one);
 	CPU_SET(p->cpu, &one);
-	if (!p->adopted && aiotk_guard_pin(p->pid, p->start, &p->theirs, &one))
-		return;
+	if (!p->adopted && !(p->told && CPU_EQUAL(&p->theirs, &p->told_was))) {
+		if (aiotk_guard_pin(p->pid, p->start, &p->theirs, &one))
+			return;
+		p->told = 1;
+	}
 	p->their_pinned = !sched_setaffinity(p->pid, sizeof(one), &one);
-	if (!p->their_pinned && !p->adopted)
-		aiotk_guard_unpin(p->pid);
 }
 
-/* The thread's mask back, while it is still stopped. */
+/* The thread's mask back, while it is still stopped; the guardian is told
+ * once the process runs again (release). */
 static void uncolocate(struct tracee *p)
 {
 	if (p->their_pinned && !p->dead)
 		sched_setaffinity(p->pid, sizeof(p->theirs), &p->theirs);
-	if (p->their_pinned && !p->adopted)
-		aiotk_guard_unpin(p->pid);
 	p->their_pinned = 0;
 }
 
@@ -483,6 +503,16 @@ static long run_code(struct tracee *p, aiotk_regs *r, int sig)
 
 /* Gadgets are looked for while the process runs (its code does not move
  * under a stopped process, and is checked again once stopped). */
+/* Both sequences injection runs through, in one pass over the process's
+ * code; a failure is kept in p->why (dumps need no injection). */
+static void find_gadgets(struct tracee *p)
+{
+	const aiotk_gadget *lists[2] = { aiotk_arch_gadget_syscall, aiotk_arch_gadget_sigreturn };
+	uint64_t at[2] = { 0, 0 };
+	aiotk_find_gadgets(p->pid, lists, at, 2, &p->why);
+	p->code = at[0], p->sigreturn = at[1];
+}
+
 static int check_gadget(struct tracee *p, uint64_t addr, const aiotk_gadget *list)
 {
 	uint8_t buf[16];
@@ -815,6 +845,15 @@ static void release(struct tracee *p)
 	p->deferred = 0;
 }
 
+/* The guardian's record taken back, once the process runs again and its
+ * stopped time is taken: telling wakes the guardian. */
+static void untell(struct tracee *p)
+{
+	if (p->told)
+		aiotk_guard_unpin(p->pid);
+	p->told = 0;
+}
+
 static int pt_ready(aiotk_target *t, aiotk_err *err)
 {
 	struct tracee *p = T(t);
@@ -835,6 +874,7 @@ static int pt_detach(aiotk_target *t, aiotk_err *err)
 	release(p);
 	int dead = p->dead, execd = p->execd;
 	p->stopped_ns = aiotk_now_ns() - p->t_stop;
+	untell(p);
 	close_task(p);
 	unpin_self(p);
 	aiotk_cpu_latency_release(p->latency_fd);
@@ -853,6 +893,7 @@ static void pt_free(aiotk_target *t)
 		return;
 	if (p->nth)
 		pt_detach(t, NULL);
+	untell(p);
 	unpin_self(p);
 	close_task(p);
 	aiotk_cpu_latency_release(p->latency_fd);
@@ -987,12 +1028,12 @@ int aiotk_target_attach_hooked(aiotk_target *t, int pid, const aiotk_attach_opts
 	p->latency_fd = o && o->hold_cpu_latency ? aiotk_cpu_latency_hold() : -1;
 	/* Read while the process runs, to keep it out of the stopped time;
 	 * a failure is kept in p->why, since dumps need no injection. */
-	if (!aiotk_find_gadget(pid, aiotk_arch_gadget_syscall, &p->code, &p->why))
-		aiotk_find_gadget(pid, aiotk_arch_gadget_sigreturn, &p->sigreturn, &p->why);
+	find_gadgets(p);
 	aiotk_arch_frame_prepare();
 	p->quiet = quiet_signal(pid, &p->seccomp);
 	p->start = aiotk_thread_start(pid);
 	pin_self(p);
+	tell_early(p);
 	int tids[64];
 	size_t ntids = list_threads(p, tids, 64);
 	rc = stop_listed(p, tids, ntids, err);
@@ -1031,8 +1072,7 @@ int aiotk_target_adopt(aiotk_target *t, int pid, aiotk_err *err)
 	p->pid = pid;
 	p->adopted = 1;
 	p->latency_fd = -1;
-	if (!aiotk_find_gadget(pid, aiotk_arch_gadget_syscall, &p->code, &p->why))
-		aiotk_find_gadget(pid, aiotk_arch_gadget_sigreturn, &p->sigreturn, &p->why);
+	find_gadgets(p);
 	aiotk_arch_frame_prepare();
 	p->quiet = quiet_signal(pid, &p->seccomp);
 	pin_self(p);

@@ -4,6 +4,11 @@
 -- overrides a command or a policy without touching the install.
 local shipped, argv = ...
 local core = require "aiotk.core"
+-- When this command's Lua began (restore --json reports its phases from here).
+local started_ns = core.now_ns()
+
+package.path = shipped .. "/?.lua;" .. package.path
+local search = require("aiotk.search").install(shipped, AIOTK_BYTECODE_DIR)
 
 -- Usage errors exit 2, for every command (argparse's own exit is 1).
 rawset(getmetatable(require("argparse")("aiotk")), "error", function(self, msg)
@@ -11,12 +16,10 @@ rawset(getmetatable(require("argparse")("aiotk")), "error", function(self, msg)
 	os.exit(2)
 end)
 
-package.path = shipped .. "/?.lua;" .. package.path
-local search = require("aiotk.search").install(shipped)
-
 local aiotk = require "aiotk"
 _G.aiotk = aiotk
 aiotk.scripts_dir = shipped
+aiotk.started_ns = started_ns
 aiotk.search_dirs = search
 
 local function readable(path)
@@ -84,7 +87,7 @@ local function usage()
 end
 
 local function run_file(path, args)
-	local chunk, err = loadfile(path)
+	local chunk, err = require("aiotk.search").loadfile(path)
 	if not chunk then
 		io.stderr:write("aiotk: ", err, "\n")
 		return 2

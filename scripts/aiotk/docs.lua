@@ -41,7 +41,8 @@ M.entries = {
 	{ "aiotk.restore_all", "aiotk.restore_all(rings[, opts])", "every ring or none" },
 	{ "aiotk.dump", "aiotk.dump(addrs|nil, dir)", "snapshots of this process's rings (all when nil) " ..
 		"in a new image, written to dir" },
-	{ "aiotk.image", "aiotk.image()", "a new image: img:add(ring), img:write(dir), img:rings(), " ..
+	{ "aiotk.image", "aiotk.image()", "a new image: img:add(ring), img:write(dir), img:rings() (copies), " ..
+		"img:take_rings() (the rings moved out, the image left without any), " ..
 		"img.cpus .page_size .release .pid .stopped_ns .nrings .warnings; io_uring instances: " ..
 		"img:add_urings(set[, keep]) (set from viewer:uring_stopped, keep: booleans by index), " ..
 		"img:urings() (as viewer:uring gives them, each map with saved: its byte count), " ..

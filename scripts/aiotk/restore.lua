@@ -231,7 +231,8 @@ function Undo:made_ring(i, ctx, len)
 end
 
 -- out.phases: where the time went while the process was stopped, phase
--- by phase ({phase=, ns=}; aiotk bench prints it); out.restorer: the
+-- by phase ({phase=, ns=}; aiotk bench prints it), out.before the same
+-- before the stop; out.restorer: the
 -- restorer's own run, by its phases (t:restore_all's).
 local function lap(out, name)
 	local now, p = core.now_ns(), out.phases
@@ -405,6 +406,7 @@ end
 -- and undone_ns (how long the caller waited for it).
 function M.restore_process(pid, rings, opts)
 	opts = opts or {}
+	local t0 = core.now_ns()
 	local policy = process.policy(opts)
 	local plans = require "aiotk.plan"
 	local plan = opts.plan or plans.make(rings, assert(core.host()), policy, core.maps(pid))
@@ -412,8 +414,10 @@ function M.restore_process(pid, rings, opts)
 	if not steps then return nil, serr, scode end
 	local ok, berr, bcode = apply_budget(plan, policy)
 	if not ok then return nil, berr, bcode end
+	local t1 = core.now_ns()
 	kernel.prepare(pid, policy) -- opened (and its iterator made) before the process is stopped
 	local out, report = {}, opts.report or {}
+	local t2 = core.now_ns()
 	-- This host's model for every ring, read before the process stops.
 	local ropts = setmetatable({ model = assert(core.host()) }, { __index = opts })
 	local target, exit_said
@@ -465,6 +469,11 @@ function M.restore_process(pid, rings, opts)
 	local p = out.phases
 	p[#p + 1] = { phase = "detach", ns = out.stopped_at_ns + out.stopped_ns - p.since }
 	p.since = nil
+	-- before the stop: the plan (policy, budget), the kernel view made
+	-- ready, and attach up to the first thread's stop (the guardian's
+	-- fork, the gadgets read from the process's code)
+	out.before = { { phase = "plan", ns = t1 - t0 }, { phase = "view", ns = t2 - t1 },
+		{ phase = "attach", ns = out.stopped_at_ns - t2 } }
 	out.plan = plan
 	return out
 end

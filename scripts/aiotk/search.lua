@@ -19,13 +19,51 @@ function M.dirs(shipped)
 	return dirs
 end
 
--- package.path searches dirs first; returns dirs.
-function M.install(shipped)
+-- Lua files are loaded through core.load_lua: from the build's bytecode
+-- of exactly their text when bytecode_dir holds it (a command then starts
+-- without parsing its modules), else parsed as loadfile does.
+M.bytecode_dir = nil
+
+function M.loadfile(path)
+	return require("aiotk.core").load_lua(path, M.bytecode_dir)
+end
+
+-- Lua's own file searcher, loading through M.loadfile.
+local function searcher(name)
+	local path, err = package.searchpath(name, package.path)
+	if not path then return err end
+	local chunk, lerr = M.loadfile(path)
+	if not chunk then error(string.format("error loading module '%s' from file '%s':\n\t%s", name, path, lerr), 2) end
+	return chunk
+end
+
+-- package.path searches dirs first, Lua files loaded through M.loadfile
+-- (bytecode_dir: where the build's bytecode is, or nil); returns dirs.
+function M.install(shipped, bytecode_dir)
 	local dirs = M.dirs(shipped)
 	local paths = {}
 	for _, d in ipairs(dirs) do paths[#paths + 1] = d .. "/?.lua;" .. d .. "/?/init.lua" end
 	package.path = table.concat(paths, ";") .. ";" .. package.path
+	M.bytecode_dir = bytecode_dir
+	package.loaders[2] = searcher
 	return dirs
+end
+
+-- The bytecode of each Lua file in files (paths, or module names found
+-- on package.path) written to dir, named as core.load_lua looks for it
+-- (the build runs this: CMakeLists.txt).
+function M.compile(dir, ...)
+	local core = require "aiotk.core"
+	for _, file in ipairs { ... } do
+		local path = file:find("/") and file or assert(package.searchpath(file, package.path))
+		local f = assert(io.open(path, "rb"))
+		local text = f:read("*a")
+		f:close()
+		local chunk = assert(loadstring((text:gsub("^#[^\n]*", "")), "@" .. path))
+		local out = assert(io.open(dir .. "/" .. core.bytecode_key(text) .. ".ljbc", "wb"))
+		out:write(string.dump(chunk))
+		out:close()
+	end
 end
 
 return M

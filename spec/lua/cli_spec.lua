@@ -17,6 +17,42 @@ describe("aiotk program", function()
 		assert.matches("%-%-json", out)
 	end)
 
+	it("loads Lua files from the bytecode of exactly their text, else parses them", function()
+		local core = require "aiotk.core"
+		local search = require "aiotk.search"
+		local dir, bc = helper.tmpdir(), helper.tmpdir()
+		local file = dir .. "/m.lua"
+		helper.write(file, "return 1\n")
+		search.compile(bc, file)
+		assert.are.equal(1, assert(core.load_lua(file, bc))())
+		-- bytecode under that text's name is what is run (made here from
+		-- another chunk, so that running it shows it was used)
+		local f = assert(io.open(bc .. "/" .. core.bytecode_key("return 1\n") .. ".ljbc", "wb"))
+		f:write(string.dump(loadstring("return 3")))
+		f:close()
+		assert.are.equal(3, assert(core.load_lua(file, bc))())
+		-- an edited file is parsed, never given another text's bytecode
+		helper.write(file, "return 2\n")
+		assert.are.equal(2, assert(core.load_lua(file, bc))())
+		-- messages name the file loaded, not where the bytecode was made
+		helper.write(file, "error('here')\n")
+		helper.write(dir .. "/elsewhere.lua", "error('here')\n")
+		search.compile(bc, dir .. "/elsewhere.lua")
+		local ok, err = pcall(assert(core.load_lua(file, bc)))
+		assert.is_false(ok)
+		assert.are.equal(file .. ":1: here", err)
+		local nothing, why = core.load_lua(dir .. "/none.lua", bc)
+		assert.is_nil(nothing)
+		assert.matches("cannot open .*none.lua", why)
+		-- the build made bytecode for the shipped modules and argparse
+		local shipped = assert(io.open(package.searchpath("argparse", package.path)))
+		local text = shipped:read("*a")
+		shipped:close()
+		assert.is_truthy(io.open(helper.bin:match("^(.*)/") .. "/bytecode/" .. core.bytecode_key(text) .. ".ljbc"))
+		helper.rmdir(dir)
+		helper.rmdir(bc)
+	end)
+
 	it("fails clearly on an unknown command", function()
 		local code, _, err = run("frobnicate")
 		assert.are.equal(2, code)

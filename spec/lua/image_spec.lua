@@ -29,6 +29,27 @@ describe("image", function()
 		assert.are.equal("0xffffffffffff0000", r:event(1).obj)
 	end)
 
+	it("gives its rings away with take_rings: the same rings, none left in the image", function()
+		local img = assert(aiotk.image())
+		-- results of every varint length, negative and positive
+		local events = {}
+		for i, res in ipairs { 0, -1, 63, -64, 2 ^ 40, -(2 ^ 40), 2 ^ 52, -(2 ^ 52) } do
+			events[i] = { data = "0xffffffffffffffff", obj = "0x1", res = res, res2 = -res }
+		end
+		img:add(assert(aiotk.ring { addr = 0x7f0000001000, nr = 127, head = 0, tail = #events, n = 1,
+			events = events }))
+		assert(img:write(dir))
+		local copied = assert(aiotk.read_image(dir)):rings()
+		local back = assert(aiotk.read_image(dir))
+		local taken = back:take_rings()
+		assert.are.equal(0, back.nrings)
+		assert.are.same({}, back:rings())
+		assert.are.equal(1, #taken)
+		assert.are.same(copied[1]:events(), taken[1]:events())
+		assert.are.same(assert(aiotk.ring { addr = 0x7f0000001000, nr = 127, head = 0, tail = #events,
+			n = 1, events = events }):events(), taken[1]:events())
+	end)
+
 	it("rejects a truncated image naming the file and record", function()
 		local img = assert(aiotk.image())
 		img:add(sample_ring(0x7f0000001000))

@@ -45,10 +45,12 @@ static size_t job_len(aiotk_ring *const *saved, size_t n, size_t nclaims)
 static size_t cbs_len(unsigned batch) { return (size_t)batch * AIOTK_REQ_ROOM; }
 
 /* The job for rings saved[0..n) and the claims, laid out for address `at`
- * in the target. */
+ * in the target; with events 0 the rings' events are left out of job (the
+ * injection path writes them into the target from the rings themselves:
+ * poke_job). */
 static void fill_job(struct aiotk_rjob *job, uint64_t at, aiotk_ring *const *saved,
 		     const aiotk_restore_opts *o, size_t n, const aiotk_range *claim,
-		     size_t nclaims)
+		     size_t nclaims, int events)
 {
 	static const char devnull[16] = "/dev/null";
 	size_t off = sizeof(*job) + n * sizeof(job->ring[0]);
@@ -65,8 +67,9 @@ static void fill_job(struct aiotk_rjob *job, uint64_t at, aiotk_ring *const *sav
 		r->first = s->area ? 0 : s->head;
 		r->count = s->area ? s->nr : s->nevents;
 		r->events = at + off;
-		memcpy((uint8_t *)job + off, s->area ? s->area : s->events,
-		       (size_t)r->count * AIOTK_EVENT_LEN);
+		if (events)
+			memcpy((uint8_t *)job + off, s->area ? s->area : s->events,
+			       (size_t)r->count * AIOTK_EVENT_LEN);
 		off += (size_t)r->count * AIOTK_EVENT_LEN;
 	}
 	uint64_t *c = (uint64_t *)((uint8_t *)job + off);
@@ -138,6 +141,25 @@ static void time_run(aiotk_rebuild *b, const struct aiotk_rjob *job, const uint6
 	b->ns_answer += aiotk_now_ns() - t[2];
 }
 
+/* The job (filled without events) written at `at` in the target: its
+ * header and rings, each ring's events straight from the saved ring, the
+ * claims. Copying the events into the job first cost a second pass over
+ * them (for 40000 events, 1.3 MB of fresh pages: 0.5-0.8 ms of the stop
+ * here). */
+static int poke_job(aiotk_target *t, uint64_t at, const struct aiotk_rjob *job,
+		    aiotk_ring *const *saved, size_t n, aiotk_err *err)
+{
+	int rc = aiotk_poke(t, at, job, sizeof(*job) + n * sizeof(job->ring[0]), err);
+	for (size_t i = 0; !rc && i < n; i++)
+		if (job->ring[i].count)
+			rc = aiotk_poke(t, job->ring[i].events, saved[i]->area ? saved[i]->area : saved[i]->events,
+					(size_t)job->ring[i].count * AIOTK_EVENT_LEN, err);
+	if (!rc && job->nclaims)
+		rc = aiotk_poke(t, job->claims, (const uint8_t *)job + (job->claims - at),
+				job->nclaims * 2 * sizeof(uint64_t), err);
+	return rc;
+}
+
 /* In a process target: code, stack and job in one fresh mapping (code
  * made executable once written), run, answer read back, mapping gone.
  * 1: it ran and faulted. */
@@ -164,13 +186,12 @@ static int run_there(aiotk_target *t, aiotk_rebuild *b, struct aiotk_rjob *job,
 	uint64_t at = base + code_pages + STACK_LEN;
 	job->pinned = (uint32_t)aiotk_target_pinned(t); /* (the mmap pinned it, if it can be) */
 	fill_job(job, at, b->saved + from, b->o + from, n, b->claim + b->claimed,
-		 b->nclaims - b->claimed);
-	size_t len = job_len(b->saved + from, n, b->nclaims - b->claimed);
+		 b->nclaims - b->claimed, 0);
 	job->exit_sp = exit_sp, job->pid = t->pid, job->sig = sig;
 	job->gadget = gadget, job->self_base = base, job->self_len = total;
 	rc = aiotk_poke(t, base, code, code_len, err);
 	if (!rc)
-		rc = aiotk_poke(t, at, job, len, err);
+		rc = poke_job(t, at, job, b->saved + from, n, err);
 	long p = rc || rwx ? 0 : aiotk_sys(t, SYS_mprotect, (long)base, (long)code_pages,
 					   PROT_READ | PROT_EXEC, 0, 0, 0);
 	if (!rc && p < 0)
@@ -245,7 +266,7 @@ static int run_restorer(aiotk_target *t, aiotk_rebuild *b, size_t from, size_t n
 	int rc = 0;
 	if (aiotk_target_is_self(t)) { /* in this process: called directly */
 		fill_job(job, (uint64_t)(uintptr_t)job, b->saved + from, b->o + from, n,
-			 b->claim + b->claimed, nclaims);
+			 b->claim + b->claimed, nclaims, 1);
 		job->pinned = (uint32_t)aiotk_target_pinned(t);
 		aiotk_restorer_main(job);
 	} else {
