@@ -10,7 +10,15 @@
  *   b: SINGLE_ISSUER | DEFER_TASKRUN | CQSIZE (as fio sets up), made and
  *      used by a second thread, which is then its owner; one registered
  *      file and one buffer; three NOPs done, none reaped.
- *   c: SQPOLL on CPU 1, its poller thread's tid printed. */
+ *   c: SQPOLL on CPU 1, its poller thread's tid printed.
+ *
+ * With --lose N, instance e alone instead (for restore's tests): flags 0,
+ * 8 entries, its counters first moved to N by NOPs; a POLL_ADD in flight
+ * on a pipe, five NOPs done of which two reaped, two NOPs prepared. Then
+ * SIGUSR1 loses it (io_uring_queue_exit, the struct kept: what a restore
+ * puts back is what liburing still points at) and prints LOST; SIGUSR2
+ * uses it as liburing would have (reap, submit the prepared, the POLL
+ * completed by a write, queue_exit), printing each result, then CHECKED. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -90,6 +98,18 @@ static void print_bufs(const char *name, const struct iovec *iov, int n)
 static struct io_uring a, b, c;
 static int pipe_fd[2];
 
+/* A POLL_ADD in flight on the pipe nobody writes, five NOPs done of which
+ * two reaped, two NOPs prepared and not submitted. */
+static void leave_state(struct io_uring *r, unsigned long long poll_data)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(r);
+	io_uring_prep_poll_add(sqe, pipe_fd[0], POLLIN);
+	io_uring_sqe_set_data64(sqe, poll_data);
+	nops(r, 5, 1);
+	io_uring_cq_advance(r, 2);
+	nops(r, 2, 0);
+}
+
 static void make_a(void)
 {
 	int rc = io_uring_queue_init(8, &a, 0);
@@ -107,12 +127,7 @@ static void make_a(void)
 	int efd = eventfd(0, EFD_CLOEXEC);
 	if ((rc = io_uring_register_eventfd(&a, efd)))
 		die("register_eventfd a", rc);
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&a);
-	io_uring_prep_poll_add(sqe, pipe_fd[0], POLLIN);
-	io_uring_sqe_set_data64(sqe, POLL_DATA);
-	nops(&a, 5, 1);
-	io_uring_cq_advance(&a, 2);
-	nops(&a, 2, 0);
+	leave_state(&a, POLL_DATA);
 	print_ring("a", &a);
 	printf("a.nr_files 3\na.file0 %d\na.file2 %d\n", pipe_fd[0], null_fd);
 	print_bufs("a", iov, 2);
@@ -193,12 +208,105 @@ static void make_c(void)
 	printf("c.sq_cpu 1\nc.sq_thread_idle_ms 2000\nc.sqpoll_tid %ld\n", sqpoll_tid());
 }
 
-int main(void)
+static struct io_uring e;
+#define E_POLL_DATA 0xe0e0beef00000001ull
+
+/* n NOPs through e, each reaped: its counters moved to n. */
+static void advance(struct io_uring *r, unsigned long n)
+{
+	while (n) {
+		unsigned k = n > 8 ? 8 : (unsigned)n;
+		for (unsigned i = 0; i < k; i++)
+			io_uring_prep_nop(io_uring_get_sqe(r));
+		int rc = io_uring_submit(r);
+		if (rc != (int)k)
+			die("io_uring_submit (advance)", rc < 0 ? rc : EIO);
+		io_uring_cq_advance(r, k);
+		n -= k;
+	}
+}
+
+static void print_fd(const char *name, int fd)
+{
+	char path[64], link[64] = "";
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	ssize_t len = readlink(path, link, sizeof(link) - 1);
+	int fl = fcntl(fd, F_GETFD);
+	printf("%s.fd_is_uring %d\n%s.cloexec %d\n", name,
+	       len > 0 && !strncmp(link, "anon_inode:[io_uring]", 21), name,
+	       fl >= 0 && (fl & FD_CLOEXEC));
+}
+
+static void make_e(unsigned long n)
+{
+	int rc = io_uring_queue_init(8, &e, 0);
+	if (rc)
+		die("io_uring_queue_init e", rc);
+	advance(&e, n);
+	leave_state(&e, E_POLL_DATA);
+	print_ring("e", &e);
+	print_fd("e", e.ring_fd);
+	printf("e.poll_data %llu\n", (unsigned long long)E_POLL_DATA);
+}
+
+/* e used as the program would after a restore: each line a result. */
+static void use_e(void)
+{
+	struct io_uring_cqe *cqe;
+	alarm(60); /* a rebuilt instance that never completes fails the test, not hangs it */
+	print_ring("after", &e);
+	print_fd("after", e.ring_fd);
+	unsigned i = 0;
+	while (io_uring_peek_cqe(&e, &cqe) == 0) {
+		printf("reaped%u %llu %d\n", i++, (unsigned long long)cqe->user_data, cqe->res);
+		io_uring_cqe_seen(&e, cqe);
+	}
+	printf("submitted %d\n", io_uring_submit(&e));
+	if (write(pipe_fd[1], "x", 1) != 1)
+		die("write", errno);
+	for (i = 0; i < 3; i++) {
+		int rc = io_uring_wait_cqe(&e, &cqe);
+		if (rc)
+			die("io_uring_wait_cqe", rc);
+		printf("completed%u %llu %d\n", i, (unsigned long long)cqe->user_data, cqe->res);
+		io_uring_cqe_seen(&e, cqe);
+	}
+	alarm(0);
+	io_uring_queue_exit(&e);
+	printf("exit %d\n", fcntl(e.ring_fd, F_GETFD) < 0 && errno == EBADF);
+}
+
+/* --lose N: e made, then lost and used on signals (sigwaitinfo: the main
+ * thread waits in a system call, as a restore's rebase asks). */
+__attribute__((noreturn)) static void lose(unsigned long n)
+{
+	sigset_t s;
+	sigemptyset(&s);
+	sigaddset(&s, SIGUSR1);
+	sigaddset(&s, SIGUSR2);
+	sigprocmask(SIG_BLOCK, &s, NULL);
+	make_e(n);
+	printf("READY\n");
+	for (;;) {
+		int sig = sigwaitinfo(&s, NULL);
+		if (sig == SIGUSR1) {
+			io_uring_queue_exit(&e);
+			printf("LOST\n");
+		} else if (sig == SIGUSR2) {
+			use_e();
+			printf("CHECKED\n");
+		}
+	}
+}
+
+int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (pipe(pipe_fd))
 		die("pipe", errno);
 	printf("pid %d\n", (int)getpid());
+	if (argc == 3 && !strcmp(argv[1], "--lose"))
+		lose(strtoul(argv[2], NULL, 0));
 	make_a();
 	pthread_t t;
 	if (pthread_create(&t, NULL, owner, NULL))

@@ -1,0 +1,131 @@
+-- io_uring instances restored into a live process (aiotk restore -p),
+-- against the liburing workload's --lose mode
+-- (spec/workload/uring_workload.c): its instance e is dumped, then lost
+-- (io_uring_queue_exit, liburing's struct kept), then restored; the
+-- workload then uses it as it would have: same fd and addresses, the
+-- unreaped CQEs reaped in order, the prepared SQEs submitted and
+-- completed, the POLL in flight completed by a write, queue_exit.
+local core = require "aiotk.core"
+local helper = require "helper"
+local json = require "dkjson"
+local run = helper.run
+
+local BIN = (helper.bin:match("^(.*)/[^/]*$") or ".") .. "/uring_workload"
+
+-- Lines "name v [v2]" read into w.facts up to the line `upto`.
+local function read_until(w, upto)
+	for line in w.pipe:lines() do
+		if line == upto then return true end
+		local name, v, v2 = line:match("^(%S+) (%-?%d+) ?(%-?%d*)$")
+		if name then w.facts[name] = { tonumber(v), tonumber(v2), raw = v } end
+	end
+	error("the workload ended before " .. upto)
+end
+
+local function start(n)
+	local p = assert(io.popen(BIN .. " --lose " .. n, "r"))
+	local w = { pipe = p, facts = {} }
+	read_until(w, "READY")
+	w.pid = assert(w.facts.pid, "the workload did not start")[1]
+	return w
+end
+
+local function stop(w)
+	core.kill(w.pid, "KILL")
+	w.pipe:close()
+end
+
+local function fact(w, k) return w.facts[k] and w.facts[k][1] end
+
+-- The workload dumped, its instance lost, restored; then used.
+local function lose_and_restore(w, dir, extra)
+	local code, out, err = run("dump -p " .. w.pid .. " -D " .. dir)
+	assert.are.equal(0, code, err)
+	assert.truthy(out:find("1 io_uring instance", 1, true), out)
+	core.kill(w.pid, "USR1")
+	read_until(w, "LOST")
+	local rcode, rout, rerr = run("restore -p " .. w.pid .. " -D " .. dir .. " --json" .. (extra or ""))
+	assert.are.equal(0, rcode, rerr)
+	local doc = json.decode(rout)
+	core.kill(w.pid, "USR2")
+	read_until(w, "CHECKED")
+	return doc.urings[1]
+end
+
+-- What the workload saw after the restore: its instance where it was,
+-- everything it had left there, then working.
+local function check_used(w)
+	for _, k in ipairs { "fd", "sq_ring", "cq_ring", "sqes", "cqes", "sq_array", "sq_entries",
+		"cq_entries", "flags" } do
+		assert.are.equal(fact(w, "e." .. k), fact(w, "after." .. k), k)
+	end
+	assert.are.same({ 1, fact(w, "e.cloexec") }, { fact(w, "after.fd_is_uring"), fact(w, "after.cloexec") })
+	-- unreaped CQEs: the same, in order
+	local n = 0
+	while fact(w, "e.cqe" .. n) do
+		assert.are.same(w.facts["e.cqe" .. n], { w.facts["reaped" .. n][1], w.facts["reaped" .. n][2],
+			raw = w.facts["reaped" .. n].raw }, "cqe " .. n)
+		n = n + 1
+	end
+	assert.are.equal(3, n)
+	assert.is_nil(w.facts["reaped" .. n])
+	-- the prepared SQEs submitted (and liburing's own count of them right)
+	assert.are.equal(2, fact(w, "submitted"))
+	local done = {}
+	for i = 0, 2 do done[w.facts["completed" .. i].raw] = w.facts["completed" .. i][2] end
+	assert.are.same({ [w.facts["e.prepared0"].raw] = 0, [w.facts["e.prepared1"].raw] = 0,
+		[w.facts["e.poll_data"].raw] = 1 }, done)
+	assert.are.equal(1, fact(w, "exit"))
+end
+
+describe("io_uring restore", function()
+	local w, dir
+	before_each(function() dir = helper.tmpdir() end)
+	after_each(function()
+		if w then stop(w) end
+		w = nil
+		helper.rmdir(dir)
+	end)
+
+	it("gives a lost instance back with its counters near 0 exactly, its POLL re-armed", function()
+		w = start(0)
+		local r = lose_and_restore(w, dir .. "/img")
+		assert.are.same({ "exact", 0, 0, 1 }, { r.counters, r.sq_shift, r.cq_shift, r.polls })
+		check_used(w)
+		for _, k in ipairs { "sq_head", "sq_tail", "cq_head", "cq_tail" } do
+			assert.are.equal(fact(w, "e." .. k), fact(w, "after." .. k), k)
+		end
+	end)
+
+	it("rebases counters near 1e6, liburing's copies moved by the same offset", function()
+		w = start(1000003)
+		local r = lose_and_restore(w, dir .. "/img")
+		assert.are.same({ "rebase", 1 }, { r.counters, r.liburing_structs })
+		assert.is_true(r.sq_shift > 999000 and r.sq_shift % 8 == 0, tostring(r.sq_shift))
+		assert.is_true(r.cq_shift > 999000 and r.cq_shift % 16 == 0, tostring(r.cq_shift))
+		check_used(w)
+		-- the same counters less the offsets; liburing's prepared SQEs as many
+		assert.are.equal(fact(w, "e.sq_head") - r.sq_shift, fact(w, "after.sq_head"))
+		assert.are.equal(fact(w, "e.cq_tail") - r.cq_shift, fact(w, "after.cq_tail"))
+		assert.are.equal(fact(w, "e.cq_tail") - fact(w, "e.cq_head"),
+			fact(w, "after.cq_tail") - fact(w, "after.cq_head"))
+		assert.are.equal(fact(w, "e.sqe_tail") - r.sq_shift, fact(w, "after.sqe_tail"))
+	end)
+
+	it("refuses by name, changing nothing, when the saved fd is taken", function()
+		w = start(0)
+		local code, _, err = run("dump -p " .. w.pid .. " -D " .. dir .. "/img")
+		assert.are.equal(0, code, err)
+		-- not lost: the instance's fd and mappings are still there
+		local before = helper.slurp("/proc/" .. w.pid .. "/maps")
+		local rcode, _, rerr = run("restore -p " .. w.pid .. " -D " .. dir .. "/img")
+		assert.are_not.equal(0, rcode)
+		assert.truthy(rerr:find("io_uring fd " .. fact(w, "e.fd"), 1, true), rerr)
+		assert.are.equal(before, helper.slurp("/proc/" .. w.pid .. "/maps"))
+		-- and the workload's instance still works
+		core.kill(w.pid, "USR2")
+		read_until(w, "CHECKED")
+		assert.are.equal(2, fact(w, "submitted"))
+		assert.are.equal(1, fact(w, "exit"))
+	end)
+end)
