@@ -35,6 +35,11 @@ local function stop(w)
 	w.pipe:close()
 end
 
+-- The io_uring mappings of process pid.
+local function process_urings(pid)
+	return require("aiotk.process").uring_map_count(pid)
+end
+
 local function fact(w, k) return w.facts[k] and w.facts[k][1] end
 
 -- The workload dumped, its instance lost, restored; then used.
@@ -127,5 +132,40 @@ describe("io_uring restore", function()
 		read_until(w, "CHECKED")
 		assert.are.equal(2, fact(w, "submitted"))
 		assert.are.equal(1, fact(w, "exit"))
+	end)
+
+	-- The process as aiotk found it: its mappings and its fds.
+	local function state(pid)
+		local fds = core.listdir("/proc/" .. pid .. "/fd")
+		table.sort(fds)
+		return { maps = helper.slurp("/proc/" .. pid .. "/maps"), fds = table.concat(fds, " ") }
+	end
+
+	it("refuses a rebase by name while a thread runs its own code, changing nothing", function()
+		w = start("1000003 --spin")
+		local code, _, err = run("dump -p " .. w.pid .. " -D " .. dir .. "/img")
+		assert.are.equal(0, code, err)
+		core.kill(w.pid, "USR1")
+		read_until(w, "LOST")
+		local before = state(w.pid)
+		local rcode, _, rerr = run("restore -p " .. w.pid .. " -D " .. dir .. "/img")
+		assert.are_not.equal(0, rcode)
+		assert.truthy(rerr:find("ran their own code (not a system call)", 1, true), rerr)
+		assert.are.same(before, state(w.pid))
+	end)
+
+	it("undoes everything when a late step fails (the POLL's fd gone)", function()
+		w = start("0 --bad-poll")
+		local code, _, err = run("dump -p " .. w.pid .. " -D " .. dir .. "/img")
+		assert.are.equal(0, code, err)
+		core.kill(w.pid, "USR1")
+		read_until(w, "LOST")
+		local before = state(w.pid)
+		local rcode, _, rerr = run("restore -p " .. w.pid .. " -D " .. dir .. "/img")
+		assert.are_not.equal(0, rcode)
+		assert.truthy(rerr:find("POLL_ADD user_data 0x" .. bit.tohex(loadstring("return " ..
+			w.facts["e.poll_data"].raw .. "ULL")()), 1, true), rerr)
+		assert.are.same(before, state(w.pid))
+		assert.are.equal(0, process_urings(w.pid))
 	end)
 end)

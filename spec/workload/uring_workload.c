@@ -18,7 +18,9 @@
  * SIGUSR1 loses it (io_uring_queue_exit, the struct kept: what a restore
  * puts back is what liburing still points at) and prints LOST; SIGUSR2
  * uses it as liburing would have (reap, submit the prepared, the POLL
- * completed by a write, queue_exit), printing each result, then CHECKED. */
+ * completed by a write, queue_exit), printing each result, then CHECKED.
+ * After N: --spin adds a thread that never makes a system call; --bad-poll
+ * closes the POLL's fd when the instance is lost. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -276,6 +278,29 @@ static void use_e(void)
 	printf("exit %d\n", fcntl(e.ring_fd, F_GETFD) < 0 && errno == EBADF);
 }
 
+static int bad_poll;
+
+/* A thread that never makes a system call: always in its own code. */
+static void *spin(void *unused)
+{
+	(void)unused;
+	for (volatile unsigned long n = 0;; n++)
+		;
+	return NULL;
+}
+
+static void spin_thread(void)
+{
+	pthread_t t;
+	sigset_t s; /* inherited: the signals are the main thread's to take */
+	sigemptyset(&s);
+	sigaddset(&s, SIGUSR1);
+	sigaddset(&s, SIGUSR2);
+	sigprocmask(SIG_BLOCK, &s, NULL);
+	if (pthread_create(&t, NULL, spin, NULL))
+		die("pthread_create", EAGAIN);
+}
+
 /* --lose N: e made, then lost and used on signals (sigwaitinfo: the main
  * thread waits in a system call, as a restore's rebase asks). */
 __attribute__((noreturn)) static void lose(unsigned long n)
@@ -291,6 +316,8 @@ __attribute__((noreturn)) static void lose(unsigned long n)
 		int sig = sigwaitinfo(&s, NULL);
 		if (sig == SIGUSR1) {
 			io_uring_queue_exit(&e);
+			if (bad_poll) /* its POLL cannot be armed again: a restore fails late */
+				close(pipe_fd[0]);
 			printf("LOST\n");
 		} else if (sig == SIGUSR2) {
 			use_e();
@@ -305,8 +332,14 @@ int main(int argc, char **argv)
 	if (pipe(pipe_fd))
 		die("pipe", errno);
 	printf("pid %d\n", (int)getpid());
-	if (argc == 3 && !strcmp(argv[1], "--lose"))
+	if (argc >= 3 && !strcmp(argv[1], "--lose")) {
+		for (int i = 3; i < argc; i++)
+			if (!strcmp(argv[i], "--spin"))
+				spin_thread();
+			else if (!strcmp(argv[i], "--bad-poll"))
+				bad_poll = 1;
 		lose(strtoul(argv[2], NULL, 0));
+	}
 	make_a();
 	pthread_t t;
 	if (pthread_create(&t, NULL, owner, NULL))

@@ -257,12 +257,14 @@ static int build(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_o
 	uint64_t t3 = aiotk_now_ns();
 	if (!rc)
 		rc = memory(n, u, before, (uint32_t)cq_tail, r, err);
+	/* The fd at its number before the POLLs: the setup's fd may be the
+	 * number a POLL names. */
+	if (!rc)
+		rc = move_fd(n, u, err);
 	if (!rc)
 		rc = uring_submit_polls(n, u->sq_entries, before, o->polls, o->npolls, err);
 	if (!rc)
 		rc = after_polls(n, u, before, o->npolls, r, err);
-	if (!rc)
-		rc = move_fd(n, u, err);
 	uint64_t t4 = aiotk_now_ns();
 	if (!rc && r->sq_shift)
 		rc = uring_move_copies(n->t, n, r->sq_shift, r, err);
