@@ -1,6 +1,7 @@
 /* io_uring instances rebuilt from Lua: core.uring_rebuild(t, img, i,
  * opts) and core.uring_unbuild(t, img, i, result), over
- * aiotk_uring_rebuild and aiotk_uring_unbuild (core/aiotk.h). */
+ * aiotk_uring_rebuild and aiotk_uring_unbuild (core/aiotk.h); and
+ * core.uring_image_shift for tests. */
 #include "lua_aiotk.h"
 
 #include <stdlib.h>
@@ -113,10 +114,23 @@ static int l_uring_unbuild(lua_State *L)
 	return 1;
 }
 
+/* core.uring_image_shift(img, i, k): instance i of img moved on as if it
+ * had run k more NOPs (for tests: counters near 2^32 without 2^32 SQEs). */
+static int l_uring_image_shift(lua_State *L)
+{
+	aiotk_uring *u = (aiotk_uring *)instance(L, 1, 2);
+	aiotk_err err;
+	if (aiotk_uring_saved_shift(u, (uint32_t)laiotk_check_u64(L, 3), &err))
+		return laiotk_fail(L, &err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 void laiotk_uring_rebuild_register(lua_State *L)
 {
 	static const luaL_Reg funcs[] = {
 		{ "uring_rebuild", l_uring_rebuild }, { "uring_unbuild", l_uring_unbuild },
+		{ "uring_image_shift", l_uring_image_shift },
 		{ NULL, NULL },
 	};
 	luaL_register(L, NULL, funcs);

@@ -577,6 +577,10 @@ int aiotk_uring_rebuild(aiotk_target *t, const aiotk_uring *saved,
  * failed): liburing's copies put back, its mappings and fd gone. */
 int aiotk_uring_unbuild(aiotk_target *t, const aiotk_uring *saved,
 			const aiotk_uring_rebuilt *r, aiotk_err *err);
+/* Saved instance u moved on as if it had run k more NOPs (k a multiple of
+ * both ring sizes): counters and ring memory. For tests, which cannot run
+ * 2^32 SQEs to see counters near 2^32. */
+int aiotk_uring_saved_shift(aiotk_uring *u, uint32_t k, aiotk_err *err);
 
 /* ---- a dump's reading of a stopped process ---------------------------- */
 typedef struct aiotk_reading {

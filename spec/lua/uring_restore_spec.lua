@@ -42,11 +42,13 @@ end
 
 local function fact(w, k) return w.facts[k] and w.facts[k][1] end
 
--- The workload dumped, its instance lost, restored; then used.
-local function lose_and_restore(w, dir, extra)
+-- The workload dumped, its instance lost, restored; then used. edit(dir)
+-- changes the image first.
+local function lose_and_restore(w, dir, extra, edit)
 	local code, out, err = run("dump -p " .. w.pid .. " -D " .. dir)
 	assert.are.equal(0, code, err)
 	assert.truthy(out:find("1 io_uring instance", 1, true), out)
+	if edit then edit(dir) end
 	core.kill(w.pid, "USR1")
 	read_until(w, "LOST")
 	local rcode, rout, rerr = run("restore -p " .. w.pid .. " -D " .. dir .. " --json" .. (extra or ""))
@@ -115,6 +117,27 @@ describe("io_uring restore", function()
 		assert.are.equal(fact(w, "e.cq_tail") - fact(w, "e.cq_head"),
 			fact(w, "after.cq_tail") - fact(w, "after.cq_head"))
 		assert.are.equal(fact(w, "e.sqe_tail") - r.sq_shift, fact(w, "after.sqe_tail"))
+	end)
+
+	it("rebases counters near 2^32 (an image and liburing moved on alike), across the wrap", function()
+		-- 9 NOPs first: sq head 15, liburing's sqe_tail 17; moved on by
+		-- 2^32 - 16, the sq head is 2^32 - 1 and sqe_tail has wrapped to 1
+		local K = 2 ^ 32 - 16
+		w = start("9 --shift " .. K)
+		local r = lose_and_restore(w, dir .. "/img", nil, function(d)
+			local img = assert(require("aiotk").read_image(d))
+			assert(core.uring_image_shift(img, 1, K))
+			assert(img:write(d))
+		end)
+		local saved_head = (fact(w, "e.sq_head") + K) % 2 ^ 32
+		assert.are.same({ 2 ^ 32 - 1, 1 }, { saved_head, (fact(w, "e.sqe_tail") + K) % 2 ^ 32 })
+		assert.are.same({ "rebase", 1 }, { r.counters, r.liburing_structs })
+		check_used(w)
+		assert.are.equal(saved_head - r.sq_shift, fact(w, "after.sq_head"))
+		-- liburing's sqe_tail (wrapped) moved down with the ring
+		assert.are.equal((fact(w, "e.sqe_tail") + K - r.sq_shift) % 2 ^ 32, fact(w, "after.sqe_tail"))
+		assert.are.equal(fact(w, "e.cq_tail") - fact(w, "e.cq_head"),
+			fact(w, "after.cq_tail") - fact(w, "after.cq_head"))
 	end)
 
 	it("refuses by name, changing nothing, when the saved fd is taken", function()

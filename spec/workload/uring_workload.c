@@ -20,7 +20,9 @@
  * uses it as liburing would have (reap, submit the prepared, the POLL
  * completed by a write, queue_exit), printing each result, then CHECKED.
  * After N: --spin adds a thread that never makes a system call; --bad-poll
- * closes the POLL's fd when the instance is lost. */
+ * closes the POLL's fd when the instance is lost; --shift K moves
+ * liburing's sq counters on by K then (the test's image moved alike: an
+ * instance near 2^32 without 2^32 SQEs). */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -279,6 +281,7 @@ static void use_e(void)
 }
 
 static int bad_poll;
+static unsigned shift;
 
 /* A thread that never makes a system call: always in its own code. */
 static void *spin(void *unused)
@@ -318,6 +321,9 @@ __attribute__((noreturn)) static void lose(unsigned long n)
 			io_uring_queue_exit(&e);
 			if (bad_poll) /* its POLL cannot be armed again: a restore fails late */
 				close(pipe_fd[0]);
+			/* As if it had run `shift` more NOPs before the dump (the test
+			 * moves the image the same way): liburing's copies with it. */
+			e.sq.sqe_head += shift, e.sq.sqe_tail += shift;
 			printf("LOST\n");
 		} else if (sig == SIGUSR2) {
 			use_e();
@@ -338,6 +344,8 @@ int main(int argc, char **argv)
 				spin_thread();
 			else if (!strcmp(argv[i], "--bad-poll"))
 				bad_poll = 1;
+			else if (!strcmp(argv[i], "--shift") && i + 1 < argc)
+				shift = (unsigned)strtoul(argv[++i], NULL, 0);
 		lose(strtoul(argv[2], NULL, 0));
 	}
 	make_a();
