@@ -57,12 +57,28 @@ function M.counter_facts(u, npolls)
 		rebase_nops = u.cq_tail % u.cq_entries + u.sq_entries }
 end
 
+-- Each registered file is registered again from the fd the process had
+-- for it at the dump: that fd must still name the same file.
+local function files_still_there(pid, u)
+	for _, f in ipairs(u.files) do
+		local now = f.fd >= 0 and core.readlink("/proc/" .. pid .. "/fd/" .. f.fd)
+		if now ~= f.path then
+			return nil, string.format("io_uring fd %d: registered file slot %d was fd %d (%s), which now %s; " ..
+				"nothing was changed", u.fd, f.slot, f.fd, f.path, now and ("names " .. now) or "is closed"),
+				"unsupported"
+		end
+	end
+	return true
+end
+
 -- Each instance's job ({i, u, exact, polls}), or why it cannot be done.
-function M.jobs(img, policy)
+function M.jobs(img, policy, pid)
 	local jobs = {}
 	for i, u in ipairs(img:urings()) do
 		local polls, e, c = polls_of(u)
 		if not polls then return nil, e, c end
+		local fok, fe, fc = files_still_there(pid, u)
+		if not fok then return nil, fe, fc end
 		local facts = M.counter_facts(u, #polls)
 		local mode = policy.uring_counters(uring.row(u), facts)
 		if mode == "fail" then
@@ -110,7 +126,7 @@ end
 function M.restore_process(pid, img, opts)
 	opts = opts or {}
 	local policy = process.policy(opts)
-	local jobs, e, c = M.jobs(img, policy)
+	local jobs, e, c = M.jobs(img, policy, pid)
 	if not jobs then return nil, e, c end
 	local rebase = false
 	for _, j in ipairs(jobs) do rebase = rebase or not j.exact end

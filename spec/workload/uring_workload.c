@@ -22,7 +22,9 @@
  * After N: --spin adds a thread that never makes a system call; --bad-poll
  * closes the POLL's fd when the instance is lost; --shift K moves
  * liburing's sq counters on by K then (the test's image moved alike: an
- * instance near 2^32 without 2^32 SQEs). */
+ * instance near 2^32 without 2^32 SQEs); --registered gives e registered
+ * files and buffers, used after the restore by a fixed-file write from a
+ * fixed buffer ("fixed_io RES"). */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -241,11 +243,43 @@ static void print_fd(const char *name, int fd)
 	       fl >= 0 && (fl & FD_CLOEXEC));
 }
 
+static int registered;
+static struct iovec e_iov[2];
+
+/* --registered: files (the pipe's read end, an empty slot, /dev/null) and
+ * two buffers, as a: used by fixed-file, fixed-buffer I/O after. */
+static void register_e(void)
+{
+	int files[3] = { pipe_fd[0], -1, open("/dev/null", O_RDWR) }, rc;
+	if ((rc = io_uring_register_files(&e, files, 3)))
+		die("register_files e", rc);
+	e_iov[0] = (struct iovec){ aligned_alloc(4096, 4096), 4096 };
+	e_iov[1] = (struct iovec){ aligned_alloc(4096, 8192), 8192 };
+	if ((rc = io_uring_register_buffers(&e, e_iov, 2)))
+		die("register_buffers e", rc);
+}
+
+/* A write from registered buffer 1 to registered file 2 (/dev/null). */
+static void fixed_io(void)
+{
+	struct io_uring_cqe *cqe;
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&e);
+	io_uring_prep_write_fixed(sqe, 2, e_iov[1].iov_base, (unsigned)e_iov[1].iov_len, 0, 1);
+	sqe->flags |= IOSQE_FIXED_FILE;
+	int rc = io_uring_submit_and_wait(&e, 1);
+	if (rc < 0 || io_uring_wait_cqe(&e, &cqe))
+		die("fixed io", rc);
+	printf("fixed_io %d\n", cqe->res);
+	io_uring_cqe_seen(&e, cqe);
+}
+
 static void make_e(unsigned long n)
 {
 	int rc = io_uring_queue_init(8, &e, 0);
 	if (rc)
 		die("io_uring_queue_init e", rc);
+	if (registered)
+		register_e();
 	advance(&e, n);
 	leave_state(&e, E_POLL_DATA);
 	print_ring("e", &e);
@@ -275,6 +309,8 @@ static void use_e(void)
 		printf("completed%u %llu %d\n", i, (unsigned long long)cqe->user_data, cqe->res);
 		io_uring_cqe_seen(&e, cqe);
 	}
+	if (registered)
+		fixed_io();
 	alarm(0);
 	io_uring_queue_exit(&e);
 	printf("exit %d\n", fcntl(e.ring_fd, F_GETFD) < 0 && errno == EBADF);
@@ -344,6 +380,8 @@ int main(int argc, char **argv)
 				spin_thread();
 			else if (!strcmp(argv[i], "--bad-poll"))
 				bad_poll = 1;
+			else if (!strcmp(argv[i], "--registered"))
+				registered = 1;
 			else if (!strcmp(argv[i], "--shift") && i + 1 < argc)
 				shift = (unsigned)strtoul(argv[++i], NULL, 0);
 		lose(strtoul(argv[2], NULL, 0));

@@ -15,7 +15,9 @@
 #include <stddef.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <stdlib.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 
 #define OFF_SQ_RING 0ull
 #define OFF_CQ_RING 0x8000000ull
@@ -65,6 +67,8 @@ static int check(const aiotk_uring *u, aiotk_err *err)
 	}
 	if (!map_at(u, OFF_SQ_RING) || !map_at(u, OFF_SQES))
 		return refuse(u, "its SQ ring or SQE array is not mapped (a rebuild puts both back)", err);
+	if (u->has_eventfd)
+		return refuse(u, "an eventfd is registered, and the image does not say which fd", err);
 	if (u->cached_sq_head != u->sq_head || u->cached_cq_tail != u->cq_tail)
 		return refuse(u, "the kernel's counters were not those it had published (CQEs in "
 			      "overflow or work pending at the dump)", err);
@@ -104,6 +108,72 @@ static int setup(uring_new *n, const aiotk_uring *u, aiotk_err *err)
 		rc = aiotk_fail(err, AIOTK_EIMPOSSIBLE, 0,
 				"io_uring fd %d: this kernel made %u/%u entries, not the saved %u/%u",
 				u->fd, n->p.sq_entries, n->p.cq_entries, u->sq_entries, u->cq_entries);
+	return rc;
+}
+
+/* The registered files (each slot the fd the process had for its file;
+ * empty slots -1) and buffers (empty slots zero), through one scratch
+ * page or more in t. */
+static int register_table(uring_new *n, const aiotk_uring *u, unsigned op, const void *table,
+			  size_t len, unsigned nr, aiotk_err *err)
+{
+	uint64_t scratch;
+	size_t size = (len + 4095) & ~(size_t)4095;
+	int rc = aiotk_scratch_map(n->t, size, &scratch, err);
+	if (rc)
+		return rc;
+	rc = aiotk_poke(n->t, scratch, table, len, err);
+	long r = rc ? 0 : aiotk_sys(n->t, SYS_io_uring_register, n->fd, op, (long)scratch, nr, 0, 0);
+	aiotk_scratch_unmap(n->t, scratch, size);
+	if (!rc && aiotk_sys_failed(r))
+		rc = aiotk_fail(err, AIOTK_ESYS, (int)-r, "io_uring fd %d: registering its %u %s again: %s",
+				u->fd, nr, op == IORING_REGISTER_FILES ? "file slots" : "buffer slots",
+				strerror((int)-r));
+	return rc;
+}
+
+static int register_files(uring_new *n, const aiotk_uring *u, aiotk_err *err)
+{
+	if (!u->nr_files)
+		return 0;
+	if (u->nfiles > u->nr_files || !(u->have & AIOTK_URING_HAVE_FILES))
+		return refuse(u, "its registered files were not all read", err);
+	int *fds = malloc(u->nr_files * sizeof(*fds));
+	if (!fds)
+		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory for %u file slots", u->nr_files);
+	memset(fds, 0xff, u->nr_files * sizeof(*fds));
+	int rc = 0;
+	for (size_t i = 0; !rc && i < u->nfiles; i++) {
+		if (u->files[i].fd < 0 || u->files[i].slot >= u->nr_files)
+			rc = aiotk_fail(err, AIOTK_EUNSUPPORTED, 0, "io_uring fd %d: registered file slot %u "
+					"(%s) had no fd in the process to register again", u->fd,
+					u->files[i].slot, u->files[i].path);
+		else
+			fds[u->files[i].slot] = u->files[i].fd;
+	}
+	if (!rc)
+		rc = register_table(n, u, IORING_REGISTER_FILES, fds, u->nr_files * sizeof(*fds),
+				    u->nr_files, err);
+	free(fds);
+	return rc;
+}
+
+static int register_bufs(uring_new *n, const aiotk_uring *u, aiotk_err *err)
+{
+	if (!u->nr_bufs)
+		return 0;
+	if (u->nbufs > u->nr_bufs || !(u->have & AIOTK_URING_HAVE_BUFS))
+		return refuse(u, "its registered buffers were not all read", err);
+	struct iovec *iov = calloc(u->nr_bufs, sizeof(*iov));
+	if (!iov)
+		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory for %u buffer slots", u->nr_bufs);
+	for (size_t i = 0; i < u->nbufs; i++)
+		if (u->bufs[i].slot < u->nr_bufs)
+			iov[u->bufs[i].slot] = (struct iovec){ (void *)(uintptr_t)u->bufs[i].ubuf,
+							       (size_t)u->bufs[i].len };
+	int rc = register_table(n, u, IORING_REGISTER_BUFFERS, iov, u->nr_bufs * sizeof(*iov),
+				u->nr_bufs, err);
+	free(iov);
 	return rc;
 }
 
@@ -244,6 +314,10 @@ static int build(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_o
 		rc = hold(n->t, u, m, err);
 	if (!rc)
 		rc = setup(n, u, err);
+	if (!rc)
+		rc = register_files(n, u, err);
+	if (!rc)
+		rc = register_bufs(n, u, err);
 	uint64_t t1 = aiotk_now_ns();
 	if (!rc)
 		rc = place_all(n, u, m, err);
