@@ -24,7 +24,7 @@
  * liburing's sq counters on by K then (the test's image moved alike: an
  * instance near 2^32 without 2^32 SQEs); --registered gives e registered
  * files and buffers, used after the restore by a fixed-file write from a
- * fixed buffer ("fixed_io RES"). */
+ * fixed buffer ("fixed_io RES"); --entries E sizes e (8 unless said). */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -244,6 +244,7 @@ static void print_fd(const char *name, int fd)
 }
 
 static int registered;
+static unsigned e_entries = 8;
 static struct iovec e_iov[2];
 
 /* --registered: files (the pipe's read end, an empty slot, /dev/null) and
@@ -275,7 +276,7 @@ static void fixed_io(void)
 
 static void make_e(unsigned long n)
 {
-	int rc = io_uring_queue_init(8, &e, 0);
+	int rc = io_uring_queue_init(e_entries, &e, 0);
 	if (rc)
 		die("io_uring_queue_init e", rc);
 	if (registered)
@@ -380,6 +381,8 @@ int main(int argc, char **argv)
 				spin_thread();
 			else if (!strcmp(argv[i], "--bad-poll"))
 				bad_poll = 1;
+			else if (!strcmp(argv[i], "--entries") && i + 1 < argc)
+				e_entries = (unsigned)strtoul(argv[++i], NULL, 0);
 			else if (!strcmp(argv[i], "--registered"))
 				registered = 1;
 			else if (!strcmp(argv[i], "--shift") && i + 1 < argc)
