@@ -114,6 +114,17 @@ static int l_uring_unbuild(lua_State *L)
 	return 1;
 }
 
+/* core.uring_check(img, i) -> true, or nil and why instance i of img
+ * cannot be rebuilt. */
+static int l_uring_check(lua_State *L)
+{
+	aiotk_err err;
+	if (aiotk_uring_rebuildable(instance(L, 1, 2), &err))
+		return laiotk_fail(L, &err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 /* core.uring_image_shift(img, i, k): instance i of img moved on as if it
  * had run k more NOPs (for tests: counters near 2^32 without 2^32 SQEs). */
 static int l_uring_image_shift(lua_State *L)
@@ -130,7 +141,7 @@ void laiotk_uring_rebuild_register(lua_State *L)
 {
 	static const luaL_Reg funcs[] = {
 		{ "uring_rebuild", l_uring_rebuild }, { "uring_unbuild", l_uring_unbuild },
-		{ "uring_image_shift", l_uring_image_shift },
+		{ "uring_image_shift", l_uring_image_shift }, { "uring_check", l_uring_check },
 		{ NULL, NULL },
 	};
 	luaL_register(L, NULL, funcs);

@@ -570,6 +570,9 @@ typedef struct aiotk_uring_rebuilt {
  * gives its fds) and addresses, with its ring memory (unreaped CQEs,
  * prepared SQEs) and counters as o says, o->polls armed again. The
  * saved fd and ranges must be free. On failure nothing is left. */
+/* 0 if aiotk_uring_rebuild can make saved again (its flags, rings and
+ * resources), else AIOTK_EUNSUPPORTED saying what it cannot. */
+int aiotk_uring_rebuildable(const aiotk_uring *saved, aiotk_err *err);
 int aiotk_uring_rebuild(aiotk_target *t, const aiotk_uring *saved,
 			const aiotk_uring_rebuild_opts *o, aiotk_uring_rebuilt *out,
 			aiotk_err *err);

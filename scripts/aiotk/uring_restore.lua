@@ -71,28 +71,60 @@ local function files_still_there(pid, u)
 	return true
 end
 
--- Each instance's job ({i, u, exact, polls}), or why it cannot be done.
+-- Instance i of img (u, its table) as a restore would make it: a job
+-- ({i, u, exact, polls}), or nil, why not and a code. pid: the process
+-- (its registered files' fds are checked); nil: the image alone.
+function M.job(img, i, u, policy, pid)
+	local ok, ce = core.uring_check(img, i)
+	if not ok then return nil, ce, "unsupported" end
+	local polls, e, c = polls_of(u)
+	if not polls then return nil, e, c end
+	if pid then
+		local fok, fe, fc = files_still_there(pid, u)
+		if not fok then return nil, fe, fc end
+	end
+	local facts = M.counter_facts(u, #polls)
+	local mode = policy.uring_counters(uring.row(u), facts)
+	if mode == "fail" then
+		return nil, string.format("io_uring fd %d: the policy refuses its counters (sq head %d, cq tail %d)",
+			u.fd, u.sq_head, u.cq_tail), "policy"
+	end
+	if mode == "exact" and not facts.exact_possible then
+		return nil, string.format("io_uring fd %d: exact counters asked, but its cq tail %d is past its " ..
+			"sq head %d less the POLLs to arm (CQEs without SQEs): NOPs cannot replay that; " ..
+			"rebase it", u.fd, u.cq_tail, u.sq_head), "unsupported"
+	end
+	return { i = i, u = u, exact = mode == "exact", polls = polls, facts = facts }
+end
+
+-- Each instance's job, or why one cannot be done.
 function M.jobs(img, policy, pid)
 	local jobs = {}
 	for i, u in ipairs(img:urings()) do
-		local polls, e, c = polls_of(u)
-		if not polls then return nil, e, c end
-		local fok, fe, fc = files_still_there(pid, u)
-		if not fok then return nil, fe, fc end
-		local facts = M.counter_facts(u, #polls)
-		local mode = policy.uring_counters(uring.row(u), facts)
-		if mode == "fail" then
-			return nil, string.format("io_uring fd %d: the policy refuses its counters (sq head %d, cq tail %d)",
-				u.fd, u.sq_head, u.cq_tail), "policy"
-		end
-		if mode == "exact" and not facts.exact_possible then
-			return nil, string.format("io_uring fd %d: exact counters asked, but its cq tail %d is past its " ..
-				"sq head %d less the POLLs to arm (CQEs without SQEs): NOPs cannot replay that; " ..
-				"rebase it", u.fd, u.cq_tail, u.sq_head), "unsupported"
-		end
-		jobs[#jobs + 1] = { i = i, u = u, exact = mode == "exact", polls = polls }
+		local j, e, c = M.job(img, i, u, policy, pid)
+		if not j then return nil, e, c end
+		jobs[#jobs + 1] = j
 	end
 	return jobs
+end
+
+-- What `aiotk check` says of each instance of img: { fd, entries,
+-- action = "exact" | "rebase" | "refused", why, nops }.
+function M.verdicts(img, policy)
+	local out = {}
+	for i, u in ipairs(img:urings()) do
+		local j, why = M.job(img, i, u, policy)
+		local row = { fd = u.fd, sq_entries = u.sq_entries, cq_entries = u.cq_entries }
+		if not j then
+			row.action, row.why = "refused", why
+		else
+			row.action = j.exact and "exact" or "rebase"
+			row.nops = j.exact and j.facts.exact_nops or j.facts.rebase_nops
+			row.polls = #j.polls
+		end
+		out[i] = row
+	end
+	return out
 end
 
 local interrupted = require("aiotk.restore").interrupted

@@ -47,7 +47,7 @@ static int refuse(const aiotk_uring *u, const char *why, aiotk_err *err)
 	return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0, "io_uring fd %d: %s", u->fd, why);
 }
 
-static int check(const aiotk_uring *u, aiotk_err *err)
+int aiotk_uring_rebuildable(const aiotk_uring *u, aiotk_err *err)
 {
 	if (u->flags & ~REBUILT_FLAGS)
 		return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0,
@@ -354,7 +354,7 @@ int aiotk_uring_rebuild(aiotk_target *t, const aiotk_uring *saved,
 {
 	memset(out, 0, sizeof(*out));
 	out->fd = -1;
-	int rc = check(saved, err);
+	int rc = aiotk_uring_rebuildable(saved, err);
 	if (rc)
 		return rc;
 	uring_new n = { .t = t, .fd = -1 };
