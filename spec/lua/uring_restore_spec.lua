@@ -148,6 +148,27 @@ describe("io_uring restore", function()
 		assert.are.equal(8192, fact(w, "fixed_io"))
 	end)
 
+	it("the REPL's API rebuilds an instance by hand (attach, core.uring_rebuild, detach)", function()
+		w = start(0)
+		assert.are.equal(0, (run("dump -p " .. w.pid .. " -D " .. dir .. "/img")))
+		core.kill(w.pid, "USR1")
+		read_until(w, "LOST")
+		local lua = table.concat({
+			"local aiotk = require 'aiotk'",
+			"local img = assert(aiotk.read_image('" .. dir .. "/img'))",
+			"local sqe = assert(require('aiotk.uring').rebuild(img:urings()[1].reqs[1]))",
+			"local t = assert(aiotk.core.attach(" .. w.pid .. "))",
+			"local r, err = aiotk.core.uring_rebuild(t, img, 1, { exact = true, polls = { sqe } })",
+			"t:detach()",
+			"print(assert(r, err).fd, r.nops)" }, "; ")
+		local code, out, err = run("-e \"" .. lua .. "\"")
+		assert.are.equal(0, code, err)
+		assert.are.equal(fact(w, "e.fd") .. "\t5", out:match("^(%S+\t%S+)"))
+		core.kill(w.pid, "USR2")
+		read_until(w, "CHECKED")
+		check_used(w)
+	end)
+
 	it("check says per instance: rebase, or refused and why", function()
 		w = start(1000003)
 		assert.are.equal(0, (run("dump -p " .. w.pid .. " -D " .. dir .. "/lose")))
