@@ -63,6 +63,8 @@ int laiotk_image_add_urings(lua_State *L);
 int laiotk_image_urings(lua_State *L);
 int laiotk_image_uring_memory(lua_State *L);
 void laiotk_uring_register(lua_State *L);
+/* core.uring_rebuild and core.uring_unbuild (lua_uring_rebuild.c). */
+void laiotk_uring_rebuild_register(lua_State *L);
 
 int luaopen_aiotk_core(lua_State *L);
 /* Where the scripts are for a binary at path self (NULL: unknown) that,

@@ -6,7 +6,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <errno.h>
 #include <linux/aio_abi.h>
+#include <linux/io_uring.h>
 #include <poll.h>
 #include <sched.h>
 #include <string.h>
@@ -128,10 +130,65 @@ static int page_costs(lua_State *L)
 	return 1;
 }
 
+/* NOPs through ring r (SQ, CQ and SQEs mapped here) in batches of
+ * `entries`, each batch's CQEs reaped at once. */
+static void bare_nops(uint8_t *sq, uint8_t *cq, struct io_uring_sqe *sqes,
+		      const struct io_uring_params *p, int fd, uint64_t nops)
+{
+	uint32_t *tail = (uint32_t *)(sq + p->sq_off.tail), *array = (uint32_t *)(sq + p->sq_off.array);
+	for (uint32_t i = 0; i < p->sq_entries; i++) {
+		memset(&sqes[i], 0, sizeof(sqes[i]));
+		sqes[i].opcode = IORING_OP_NOP;
+		array[i] = i;
+	}
+	for (uint64_t done = 0; done < nops;) {
+		uint32_t k = nops - done > p->sq_entries ? p->sq_entries : (uint32_t)(nops - done);
+		__atomic_store_n(tail, (uint32_t)(done + k), __ATOMIC_RELEASE);
+		if (syscall(SYS_io_uring_enter, fd, k, 0, 0, NULL, 0) != k)
+			break;
+		done += k;
+		__atomic_store_n((uint32_t *)(cq + p->cq_off.head), (uint32_t)done, __ATOMIC_RELEASE);
+	}
+}
+
+/* core.bench.bare_uring(entries, nops) -> ns: the floor of an io_uring
+ * rebuild, in this process with nothing in the way: io_uring_setup,
+ * its mappings where the kernel puts them, nops NOPs, the ring memory
+ * written once, the fd closed. */
+static int bare_uring(lua_State *L)
+{
+	unsigned entries = (unsigned)luaL_checkinteger(L, 1);
+	uint64_t nops = (uint64_t)luaL_checknumber(L, 2);
+	struct io_uring_params p = { 0 };
+	uint64_t t0 = aiotk_now_ns();
+	int fd = (int)syscall(SYS_io_uring_setup, entries, &p);
+	if (fd < 0)
+		return luaL_error(L, "io_uring_setup(%d): %s", entries, strerror(errno));
+	size_t sq_len = p.sq_off.array + p.sq_entries * 4;
+	size_t cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+	size_t ring_len = sq_len > cq_len ? sq_len : cq_len;
+	size_t sqes_len = p.sq_entries * sizeof(struct io_uring_sqe);
+	uint8_t *ring = mmap(NULL, ring_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+	void *sqes = mmap(NULL, sqes_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
+			  IORING_OFF_SQES);
+	if (ring == MAP_FAILED || sqes == MAP_FAILED)
+		return luaL_error(L, "mmap of the io_uring: %s", strerror(errno));
+	bare_nops(ring, ring, sqes, &p, fd, nops);
+	static uint8_t saved[1 << 20];
+	memcpy(ring, saved, ring_len < sizeof(saved) ? ring_len : sizeof(saved));
+	memcpy(sqes, saved, sqes_len < sizeof(saved) ? sqes_len : sizeof(saved));
+	uint64_t t1 = aiotk_now_ns();
+	munmap(ring, ring_len);
+	munmap(sqes, sqes_len);
+	close(fd);
+	lua_pushnumber(L, (double)(t1 - t0));
+	return 1;
+}
+
 void laiotk_bench_register(lua_State *L)
 {
 	static const luaL_Reg f[] = { { "bare_replay", bare_replay }, { "page_costs", page_costs },
-		{ NULL, NULL } };
+		{ "bare_uring", bare_uring }, { NULL, NULL } };
 	lua_newtable(L);
 	luaL_register(L, NULL, f);
 	lua_setfield(L, -2, "bench");

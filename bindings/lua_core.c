@@ -290,5 +290,6 @@ int luaopen_aiotk_core(lua_State *L)
 	laiotk_proc_register(L);
 	laiotk_kview_register(L);
 	laiotk_bytecode_register(L);
+	laiotk_uring_rebuild_register(L);
 	return 1;
 }

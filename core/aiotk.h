@@ -667,6 +667,53 @@ int aiotk_uring_read_memory(aiotk_target *t, aiotk_uring *u, aiotk_err *err);
 int aiotk_uring_copy(aiotk_uring *dst, const aiotk_uring *src, aiotk_err *err);
 void aiotk_uring_free(aiotk_uring *u);
 
+/* ---- rebuilding an io_uring instance in a process -------------------- */
+/* A POLL_ADD submitted again with its user_data (what uring.rebuild in
+ * scripts/aiotk/uring.lua makes of a request in flight). */
+typedef struct aiotk_uring_poll {
+	uint64_t user_data;
+	int fd;                  /* a slot with fixed_file */
+	uint32_t events;         /* the user's mask */
+	int multishot, level, fixed_file;
+} aiotk_uring_poll;
+typedef struct aiotk_uring_rebuild_opts {
+	/* 1: the kernel's counters replayed to the saved ones; 0: rebased,
+	 * congruent modulo the ring sizes, liburing's copies moved by the
+	 * same offset. docs/KERNEL-FACTS.md, "io_uring: counters". */
+	int exact;
+	const aiotk_uring_poll *polls;
+	size_t npolls;
+} aiotk_uring_rebuild_opts;
+#define AIOTK_URING_MAX_COPIES 16
+typedef struct aiotk_uring_rebuilt {
+	int fd;
+	uint32_t sq_shift, cq_shift; /* saved counters minus new ones (0: exact) */
+	uint64_t nops;               /* NOPs the counters took */
+	unsigned ncopies;            /* liburing structs whose copies moved */
+	uint64_t copies[AIOTK_URING_MAX_COPIES]; /* where (their khead pointer) */
+	uint64_t ns_setup, ns_place, ns_counters, ns_memory, ns_copies;
+} aiotk_uring_rebuilt;
+/* Instance saved (flags 0, CQSIZE, CLAMP, SUBMIT_ALL, COOP_TASKRUN,
+ * TASKRUN_FLAG; others refused by name) made again in t, which must be
+ * stopped (or this process): at its saved fd (O_CLOEXEC, as io_uring
+ * gives its fds) and addresses, with its ring memory (unreaped CQEs,
+ * prepared SQEs) and counters as o says, o->polls armed again. The
+ * saved fd and ranges must be free. On failure nothing is left. */
+/* 0 if aiotk_uring_rebuild can make saved again (its flags, rings and
+ * resources), else AIOTK_EUNSUPPORTED saying what it cannot. */
+int aiotk_uring_rebuildable(const aiotk_uring *saved, aiotk_err *err);
+int aiotk_uring_rebuild(aiotk_target *t, const aiotk_uring *saved,
+			const aiotk_uring_rebuild_opts *o, aiotk_uring_rebuilt *out,
+			aiotk_err *err);
+/* A rebuilt instance taken away again (a later step of a restore
+ * failed): liburing's copies put back, its mappings and fd gone. */
+int aiotk_uring_unbuild(aiotk_target *t, const aiotk_uring *saved,
+			const aiotk_uring_rebuilt *r, aiotk_err *err);
+/* Saved instance u moved on as if it had run k more NOPs (k a multiple of
+ * both ring sizes): counters and ring memory. For tests, which cannot run
+ * 2^32 SQEs to see counters near 2^32. */
+int aiotk_uring_saved_shift(aiotk_uring *u, uint32_t k, aiotk_err *err);
+
 /* ---- a dump's reading of a stopped process ---------------------------- */
 typedef struct aiotk_reading {
 	aiotk_kview kv;     /* its contexts, in address order */

@@ -19,7 +19,15 @@ parser:flag("--whole", "only the whole commands: show -p and dump -p of a 2-ring
 	"restore -p of the 131199-slot ring, each a fresh aiotk as a user runs it")
 parser:flag("--uring", "only io_uring: the stop of dump -p of a process with 4 io_uring instances " ..
 	"and 2 AIO rings, and one kernel-view read of its instances")
+parser:flag("--uring-restore", "only the io_uring restore: a 4096-entry instance with counters " ..
+	"near 2^31 rebased into the liburing workload, against a bare in-process floor")
 local args = parser:parse({ ... })
+if args.uring_restore then
+	local ub = require "aiotk.uring_bench"
+	local row = ub.row(args.reps)
+	print(args.json and aiotk.json(row) or ub.text(row))
+	return 0
+end
 
 local REPLAY_N = { 1, 64, 128, 4096, 65534, 65536 }
 local SWEEP_N = { 1, 2, 7, 8, 9, 16, 17, 63, 64, 65, 127, 128, 129, 1000, 4095, 4096,
@@ -552,6 +560,7 @@ local function run()
 	for _, c in ipairs(LIVE_CASES) do out.live_restore[#out.live_restore + 1] = live_restore_row(c, out.host) end
 	out.failed_restore = failed_restore_row()
 	out.kernel_view = aiotk.array { kview_row(1, core.getpid()), kview_row(64, core.getpid()) }
+	out.uring_restore = require("aiotk.uring_bench").row(args.reps)
 	out.whole = whole_commands(out.host)
 	out.uring = uring_rows()
 	out.machine = machine_row()
@@ -665,6 +674,8 @@ end
 if out.kernel_view[1].load_ns then
 	print(string.format("kernel view program load (without a pin): %.1f ms", out.kernel_view[1].load_ns / 1e6))
 end
+print()
+print(require("aiotk.uring_bench").text(out.uring_restore))
 print()
 print_whole(out.whole)
 print_uring(out.uring)

@@ -12,11 +12,12 @@ local parser = argparse("aiotk check",
 	"place by how many bytes, or why not, as the policy decides. For CRIU dumps also " ..
 	"whether CRIU's own restore would, and CRIU's restore with aiotk's plugin (aiotk_criu.so: " ..
 	"nr_req set to the n recorded at dump or the smallest n, rings grown in the images where " ..
-	"the policy says so and the dump leaves room). With -p, for a restore into that running process: " ..
+	"the policy says so and the dump leaves room); for io_uring instances: exact or rebased counters " ..
+	"(the policy's uring_counters), or refused and why. With -p, for a restore into that running process: " ..
 	"its layout says which rings can grow and which saved ranges are taken, and the copies of each " ..
 	"relocated ring's id it holds are counted (the process is stopped for that, nothing is written). " ..
 	"Exit 0: every ring restores exactly; 3: restorable under the policy (grow, relocate, skip, " ..
-	"raise aio-max-nr); 4: a restore would fail.")
+	"raise aio-max-nr, rebase); 4: a restore would fail.")
 parser:mutex(parser:option("-D --dir", "aiotk image directory"),
 	parser:option("--criu", "CRIU dump directory"))
 parser:option("-p --pid", "the running process a restore of -D would go into"):convert(cmd.pid)
@@ -34,11 +35,12 @@ if not policy then return cmd.fail("check", perr, 2) end
 
 -- What to plan: one process for an aiotk image, each process of a CRIU dump
 -- (with CRIU's own verdicts beside aiotk's).
-local units = {}
+local units, uring_rows = {}, {}
 if args.dir then
 	local img, err = aiotk.read_image(args.dir)
 	if not img then return cmd.fail("check", err) end
 	units[1] = { pid = img.pid ~= 0 and img.pid or nil, rings = img:rings() }
+	uring_rows = require("aiotk.uring_restore").verdicts(img, policy)
 else
 	local procs, err = criu.read(args.criu)
 	if not procs then return cmd.fail("check", err) end
@@ -87,8 +89,14 @@ for _, u in ipairs(units) do
 	end
 end
 
+-- io_uring instances: how a restore -p would make each (this kernel's).
+for _, u in ipairs(uring_rows) do
+	-- as plan.verdict rates rings: 4 cannot be restored, 3 not as saved
+	verdict = math.max(verdict, u.action == "refused" and 4 or u.action == "rebase" and 3 or 0)
+end
 if args.json then
-	print(aiotk.json { host = host, rings = rows, budget = budgets, exit = verdict })
+	print(aiotk.json { host = host, rings = rows, budget = budgets, urings = aiotk.array(uring_rows),
+		exit = verdict })
 	return verdict
 end
 print("for " .. hostmodel.describe(host))
@@ -97,6 +105,11 @@ for _, r in ipairs(rows) do
 		r.pid and (", pid " .. r.pid) or "", r.aiotk))
 	if r.criu then print(string.format("    CRIU (nr_req %d): %s", r.nr_req, r.criu)) end
 	if r.criu_with_plugin then print("    CRIU with aiotk's plugin: " .. r.criu_with_plugin) end
+end
+for _, u in ipairs(uring_rows) do
+	print(string.format("io_uring fd %d (%d/%d entries): aiotk %s", u.fd, u.sq_entries, u.cq_entries,
+		u.action == "refused" and ("refused: " .. u.why) or string.format("%s (at most %d NOPs, %d POLL(s) armed again)",
+		u.action == "exact" and "exact counters" or "rebased counters", u.nops, u.polls)))
 end
 for _, b in ipairs(budgets) do
 	print(string.format("budget%s: %s%s", b.pid and (" (pid " .. b.pid .. ")") or "",

@@ -1,4 +1,4 @@
--- aiotk restore: rebuild saved AIO rings inside a running process
+-- aiotk restore: rebuild saved AIO rings or io_uring instances inside a running process
 local aiotk = require "aiotk"
 local cmd = require "aiotk.cmdutil"
 local argparse = require "argparse"
@@ -39,6 +39,26 @@ if plan then
 	plan, plerr = require("aiotk.plan").for_host(plan, assert(aiotk.host()), policy,
 		args.dir .. "/" .. cmd.PLAN_FILE)
 	if not plan then return fail(plerr) end
+end
+if img.nurings > 0 then
+	if img.nrings > 0 then
+		return fail(string.format("%s holds %d AIO ring(s) and %d io_uring instance(s): restoring both " ..
+			"kinds in one stop is not done yet; nothing was changed", args.dir, img.nrings, img.nurings))
+	end
+	local ures, uerr = require("aiotk.uring_restore").restore_process(args.pid, img, { policy = policy })
+	if not ures then return fail("process " .. args.pid .. ": " .. uerr) end
+	if args.json then
+		local list = aiotk.array()
+		for i, r in ipairs(ures) do
+			list[i] = { fd = r.fd, counters = r.exact and "exact" or "rebase", sq_shift = r.sq_shift,
+				cq_shift = r.cq_shift, nops = r.nops, liburing_structs = #r.copies, polls = r.polls }
+		end
+		print(aiotk.json { pid = args.pid, dir = args.dir, stopped_ns = ures.stopped_ns, urings = list })
+		return 0
+	end
+	print(string.format("restored %d io_uring instance(s) into process %d; stopped %.3f ms", #ures,
+		args.pid, ures.stopped_ns / 1e6))
+	return 0
 end
 local res, rerr = aiotk.restore_process(args.pid, img:take_rings(),
 	{ replace = args.replace, policy = policy, plan = plan })

@@ -105,6 +105,17 @@ M.entries = {
 		"uring.flag_names(flags), uring.rebuild(req) (the SQE facts a restore submits again, or nil, why), " ..
 		"uring.rebuild_timeout(timeout, instance) (the same for a timeout in flight), " ..
 		"uring.row(instance), uring.text(row)" },
+	{ "aiotk.uring_restore", "require \"aiotk.uring_restore\"", "io_uring instances restored into a " ..
+		"running process: uring_restore.restore_process(pid, img[, {policy=}]) (all or nothing: per instance " ..
+		"{fd, exact, sq_shift, cq_shift, nops, copies, polls, ns_*}, .stopped_ns), uring_restore.verdicts(img, " ..
+		"policy) (what aiotk check says: action exact, rebase or refused, why)" },
+	{ "aiotk.core.uring_rebuild", "aiotk.core.uring_rebuild(t, img, i[, {exact=, polls=}])", "instance i of " ..
+		"img made again in target t (stopped; in the REPL: t = aiotk.attach(pid)), at its fd and addresses, " ..
+		"ring memory back, counters exact or rebased (liburing's copies moved), polls ({user_data, fd, events, " ..
+		"multishot, level, fixed_file}, as uring.rebuild gives them) armed: {fd, sq_shift, cq_shift, nops, " ..
+		"copies, ns_setup, ns_place, ns_counters, ns_memory, ns_copies}; nothing left on failure. " ..
+		"core.uring_unbuild(t, img, i, result) takes it away again; core.uring_check(img, i): whether it " ..
+		"can be rebuilt; core.uring_image_shift(img, i, k): moved on by k NOPs (tests)" },
 	{ "aiotk.core.kviewer", "aiotk.core.kviewer([{pin=DIR, mount=}])", "the kernel view (BPF): loaded, or " ..
 		"with pin opened from its pin under bpffs directory DIR (made there when missing; mount: bpffs " ..
 		"mounted on an empty DIR); viewer:info() says how {from_pin, pinned, replaced, mounted, no_bpffs, " ..

@@ -73,6 +73,20 @@ function M.order(rings)
 	return rings
 end
 
+-- How a restore sets an io_uring instance's counters, which the kernel
+-- keeps and no call sets. u: the instance (as `aiotk show` lists it);
+-- cost: exact_nops (NOPs to replay them: up to 2^32, 3-4 minutes),
+-- exact_possible (false when it has more CQEs than SQEs, as multishot
+-- requests make), rebase_nops (at most both ring sizes). "exact" (the
+-- saved counters replayed), "rebase" (counters congruent modulo the ring
+-- sizes, liburing's copies moved by the same offset; needs every thread
+-- in a system call) or "fail". Default: exact when it takes at most
+-- 65536 NOPs (a few ms on a large ring), else rebase.
+function M.uring_counters(u, cost)
+	if cost.exact_possible and cost.exact_nops <= 65536 then return "exact" end
+	return "rebase"
+end
+
 -- Hold every CPU out of deep idle states while a process is stopped (a
 -- /dev/cpu_dma_latency request of 0, root only, dropped by the kernel when
 -- aiotk lets go or dies): waking an idle CPU is a large part of a stop on
@@ -105,6 +119,7 @@ local ANSWERS = {
 	budget = { "fail", "raise" },
 	in_flight = { "capture", "wait", "fail", "record" },
 	overfull = { "nudge", "fail" },
+	uring_counters = { "exact", "rebase", "fail" },
 }
 M.ANSWERS = ANSWERS
 

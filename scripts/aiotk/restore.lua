@@ -189,11 +189,14 @@ function Undo:rollback(t)
 	t:unmap(area.at, area.head)
 end
 
+-- A SIGINT, SIGTERM or SIGHUP caught meanwhile, as a failure (the caller
+-- undoes everything).
 local function interrupted()
 	local sig = core.interrupted()
 	if sig then return nil, "interrupted by " .. sig .. "; everything done was undone", "interrupted" end
 	return true
 end
+M.interrupted = interrupted
 
 -- The kernel's side of the rebuilt rings, where it can be seen (one
 -- reading for all): each private tail must be the saved tail (the next

@@ -17,7 +17,21 @@
  * owner submits a 1 ms TIMEOUT last and never enters the kernel for b
  * again, so its completion waits (DEFER_TASKRUN) forever; --stop-timeout:
  * once READY, a 300 ms TIMEOUT on a, then the process stops itself
- * (SIGSTOP), so the timeout's completion waits for its main thread. */
+ * (SIGSTOP), so the timeout's completion waits for its main thread.
+ *
+ * With --lose N, instance e alone instead (for restore's tests): flags 0,
+ * 8 entries, its counters first moved to N by NOPs; a POLL_ADD in flight
+ * on a pipe, five NOPs done of which two reaped, two NOPs prepared. Then
+ * SIGUSR1 loses it (io_uring_queue_exit, the struct kept: what a restore
+ * puts back is what liburing still points at) and prints LOST; SIGUSR2
+ * uses it as liburing would have (reap, submit the prepared, the POLL
+ * completed by a write, queue_exit), printing each result, then CHECKED.
+ * After N: --spin adds a thread that never makes a system call; --bad-poll
+ * closes the POLL's fd when the instance is lost; --shift K moves
+ * liburing's sq counters on by K then (the test's image moved alike: an
+ * instance near 2^32 without 2^32 SQEs); --registered gives e registered
+ * files and buffers, used after the restore by a fixed-file write from a
+ * fixed buffer ("fixed_io RES"); --entries E sizes e (8 unless said). */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -102,6 +116,18 @@ static int waiting; /* --waiting */
 static struct io_uring_sqe *sqe_of(struct io_uring *r, __u64 data);
 static int pipe_fd[2];
 
+/* A POLL_ADD in flight on the pipe nobody writes, five NOPs done of which
+ * two reaped, two NOPs prepared and not submitted. */
+static void leave_state(struct io_uring *r, unsigned long long poll_data)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(r);
+	io_uring_prep_poll_add(sqe, pipe_fd[0], POLLIN);
+	io_uring_sqe_set_data64(sqe, poll_data);
+	nops(r, 5, 1);
+	io_uring_cq_advance(r, 2);
+	nops(r, 2, 0);
+}
+
 static void make_a(void)
 {
 	int rc = io_uring_queue_init(8, &a, 0);
@@ -119,12 +145,7 @@ static void make_a(void)
 	int efd = eventfd(0, EFD_CLOEXEC);
 	if ((rc = io_uring_register_eventfd(&a, efd)))
 		die("register_eventfd a", rc);
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&a);
-	io_uring_prep_poll_add(sqe, pipe_fd[0], POLLIN);
-	io_uring_sqe_set_data64(sqe, POLL_DATA);
-	nops(&a, 5, 1);
-	io_uring_cq_advance(&a, 2);
-	nops(&a, 2, 0);
+	leave_state(&a, POLL_DATA);
 	print_ring("a", &a);
 	printf("a.nr_files 3\na.file0 %d\na.file2 %d\n", pipe_fd[0], null_fd);
 	print_bufs("a", iov, 2);
@@ -380,6 +401,162 @@ static int has_opt(int argc, char **argv, const char *name)
 	return 0;
 }
 
+
+static struct io_uring e;
+#define E_POLL_DATA 0xe0e0beef00000001ull
+
+/* n NOPs through e, each reaped: its counters moved to n. */
+static void advance(struct io_uring *r, unsigned long n)
+{
+	while (n) {
+		unsigned k = n > 8 ? 8 : (unsigned)n;
+		for (unsigned i = 0; i < k; i++)
+			io_uring_prep_nop(io_uring_get_sqe(r));
+		int rc = io_uring_submit(r);
+		if (rc != (int)k)
+			die("io_uring_submit (advance)", rc < 0 ? rc : EIO);
+		io_uring_cq_advance(r, k);
+		n -= k;
+	}
+}
+
+static void print_fd(const char *name, int fd)
+{
+	char path[64], link[64] = "";
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	ssize_t len = readlink(path, link, sizeof(link) - 1);
+	int fl = fcntl(fd, F_GETFD);
+	printf("%s.fd_is_uring %d\n%s.cloexec %d\n", name,
+	       len > 0 && !strncmp(link, "anon_inode:[io_uring]", 21), name,
+	       fl >= 0 && (fl & FD_CLOEXEC));
+}
+
+static int registered;
+static unsigned e_entries = 8;
+static struct iovec e_iov[2];
+
+/* --registered: files (the pipe's read end, an empty slot, /dev/null) and
+ * two buffers, as a: used by fixed-file, fixed-buffer I/O after. */
+static void register_e(void)
+{
+	int files[3] = { pipe_fd[0], -1, open("/dev/null", O_RDWR) }, rc;
+	if ((rc = io_uring_register_files(&e, files, 3)))
+		die("register_files e", rc);
+	e_iov[0] = (struct iovec){ aligned_alloc(4096, 4096), 4096 };
+	e_iov[1] = (struct iovec){ aligned_alloc(4096, 8192), 8192 };
+	if ((rc = io_uring_register_buffers(&e, e_iov, 2)))
+		die("register_buffers e", rc);
+}
+
+/* A write from registered buffer 1 to registered file 2 (/dev/null). */
+static void fixed_io(void)
+{
+	struct io_uring_cqe *cqe;
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&e);
+	io_uring_prep_write_fixed(sqe, 2, e_iov[1].iov_base, (unsigned)e_iov[1].iov_len, 0, 1);
+	sqe->flags |= IOSQE_FIXED_FILE;
+	int rc = io_uring_submit_and_wait(&e, 1);
+	if (rc < 0 || io_uring_wait_cqe(&e, &cqe))
+		die("fixed io", rc);
+	printf("fixed_io %d\n", cqe->res);
+	io_uring_cqe_seen(&e, cqe);
+}
+
+static void make_e(unsigned long n)
+{
+	int rc = io_uring_queue_init(e_entries, &e, 0);
+	if (rc)
+		die("io_uring_queue_init e", rc);
+	if (registered)
+		register_e();
+	advance(&e, n);
+	leave_state(&e, E_POLL_DATA);
+	print_ring("e", &e);
+	print_fd("e", e.ring_fd);
+	printf("e.poll_data %llu\n", (unsigned long long)E_POLL_DATA);
+}
+
+/* e used as the program would after a restore: each line a result. */
+static void use_e(void)
+{
+	struct io_uring_cqe *cqe;
+	alarm(60); /* a rebuilt instance that never completes fails the test, not hangs it */
+	print_ring("after", &e);
+	print_fd("after", e.ring_fd);
+	unsigned i = 0;
+	while (io_uring_peek_cqe(&e, &cqe) == 0) {
+		printf("reaped%u %llu %d\n", i++, (unsigned long long)cqe->user_data, cqe->res);
+		io_uring_cqe_seen(&e, cqe);
+	}
+	printf("submitted %d\n", io_uring_submit(&e));
+	if (write(pipe_fd[1], "x", 1) != 1)
+		die("write", errno);
+	for (i = 0; i < 3; i++) {
+		int rc = io_uring_wait_cqe(&e, &cqe);
+		if (rc)
+			die("io_uring_wait_cqe", rc);
+		printf("completed%u %llu %d\n", i, (unsigned long long)cqe->user_data, cqe->res);
+		io_uring_cqe_seen(&e, cqe);
+	}
+	if (registered)
+		fixed_io();
+	alarm(0);
+	io_uring_queue_exit(&e);
+	printf("exit %d\n", fcntl(e.ring_fd, F_GETFD) < 0 && errno == EBADF);
+}
+
+static int bad_poll;
+static unsigned shift;
+
+/* A thread that never makes a system call: always in its own code. */
+static void *spin(void *unused)
+{
+	(void)unused;
+	for (volatile unsigned long n = 0;; n++)
+		;
+	return NULL;
+}
+
+static void spin_thread(void)
+{
+	pthread_t t;
+	sigset_t s; /* inherited: the signals are the main thread's to take */
+	sigemptyset(&s);
+	sigaddset(&s, SIGUSR1);
+	sigaddset(&s, SIGUSR2);
+	sigprocmask(SIG_BLOCK, &s, NULL);
+	if (pthread_create(&t, NULL, spin, NULL))
+		die("pthread_create", EAGAIN);
+}
+
+/* --lose N: e made, then lost and used on signals (sigwaitinfo: the main
+ * thread waits in a system call, as a restore's rebase asks). */
+__attribute__((noreturn)) static void lose(unsigned long n)
+{
+	sigset_t s;
+	sigemptyset(&s);
+	sigaddset(&s, SIGUSR1);
+	sigaddset(&s, SIGUSR2);
+	sigprocmask(SIG_BLOCK, &s, NULL);
+	make_e(n);
+	printf("READY\n");
+	for (;;) {
+		int sig = sigwaitinfo(&s, NULL);
+		if (sig == SIGUSR1) {
+			io_uring_queue_exit(&e);
+			if (bad_poll) /* its POLL cannot be armed again: a restore fails late */
+				close(pipe_fd[0]);
+			/* As if it had run `shift` more NOPs before the dump (the test
+			 * moves the image the same way): liburing's copies with it. */
+			e.sq.sqe_head += shift, e.sq.sqe_tail += shift;
+			printf("LOST\n");
+		} else if (sig == SIGUSR2) {
+			use_e();
+			printf("CHECKED\n");
+		}
+	}
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -396,6 +573,20 @@ int main(int argc, char **argv)
 	if (pipe(pipe_fd))
 		die("pipe", errno);
 	printf("pid %d\n", (int)getpid());
+	if (argc >= 3 && !strcmp(argv[1], "--lose")) {
+		for (int i = 3; i < argc; i++)
+			if (!strcmp(argv[i], "--spin"))
+				spin_thread();
+			else if (!strcmp(argv[i], "--bad-poll"))
+				bad_poll = 1;
+			else if (!strcmp(argv[i], "--entries") && i + 1 < argc)
+				e_entries = (unsigned)strtoul(argv[++i], NULL, 0);
+			else if (!strcmp(argv[i], "--registered"))
+				registered = 1;
+			else if (!strcmp(argv[i], "--shift") && i + 1 < argc)
+				shift = (unsigned)strtoul(argv[++i], NULL, 0);
+		lose(strtoul(argv[2], NULL, 0));
+	}
 	make_a();
 	pthread_t t;
 	if (pthread_create(&t, NULL, owner, NULL))

@@ -1,0 +1,148 @@
+/* io_uring instances rebuilt from Lua: core.uring_rebuild(t, img, i,
+ * opts) and core.uring_unbuild(t, img, i, result), over
+ * aiotk_uring_rebuild and aiotk_uring_unbuild (core/aiotk.h); and
+ * core.uring_image_shift for tests. */
+#include "lua_aiotk.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const aiotk_uring *instance(lua_State *L, int img_idx, int i_idx)
+{
+	aiotk_image *img = luaL_checkudata(L, img_idx, IMAGE_MT);
+	lua_Integer i = luaL_checkinteger(L, i_idx);
+	luaL_argcheck(L, i >= 1 && (size_t)i <= img->nurings, i_idx, "no such io_uring instance");
+	return &img->urings[i - 1];
+}
+
+static int flag(lua_State *L, int t, const char *k)
+{
+	lua_getfield(L, t, k);
+	int v = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	return v;
+}
+
+/* opts.polls: { {user_data=, fd=, events=, multishot=, level=, fixed_file=}, ... }
+ * into a list the caller frees. */
+static aiotk_uring_poll *polls(lua_State *L, int opts, size_t *n)
+{
+	*n = 0;
+	if (!lua_istable(L, opts))
+		return NULL;
+	lua_getfield(L, opts, "polls");
+	int list = lua_gettop(L);
+	size_t count = lua_istable(L, list) ? lua_objlen(L, list) : 0;
+	aiotk_uring_poll *p = count ? calloc(count, sizeof(*p)) : NULL;
+	for (size_t i = 0; p && i < count; i++) {
+		lua_rawgeti(L, list, (int)i + 1);
+		int q = lua_gettop(L);
+		luaL_checktype(L, q, LUA_TTABLE);
+		p[i].user_data = laiotk_opt_field_u64(L, q, "user_data", 0);
+		p[i].fd = (int)laiotk_opt_field_u64(L, q, "fd", 0);
+		p[i].events = (uint32_t)laiotk_opt_field_u64(L, q, "events", 0);
+		p[i].multishot = flag(L, q, "multishot");
+		p[i].level = flag(L, q, "level");
+		p[i].fixed_file = flag(L, q, "fixed_file");
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+	*n = p ? count : 0;
+	return p;
+}
+
+static void push_result(lua_State *L, const aiotk_uring_rebuilt *r)
+{
+	lua_newtable(L);
+	laiotk_set_num(L, "fd", r->fd);
+	laiotk_set_num(L, "sq_shift", r->sq_shift);
+	laiotk_set_num(L, "cq_shift", r->cq_shift);
+	laiotk_set_num(L, "nops", (double)r->nops);
+	lua_newtable(L);
+	for (unsigned i = 0; i < r->ncopies; i++) {
+		lua_pushnumber(L, (double)r->copies[i]);
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	lua_setfield(L, -2, "copies");
+	laiotk_set_num(L, "ns_setup", (double)r->ns_setup);
+	laiotk_set_num(L, "ns_place", (double)r->ns_place);
+	laiotk_set_num(L, "ns_counters", (double)r->ns_counters);
+	laiotk_set_num(L, "ns_memory", (double)r->ns_memory);
+	laiotk_set_num(L, "ns_copies", (double)r->ns_copies);
+}
+
+/* core.uring_rebuild(t, img, i, {exact=, polls=}) -> result table, or
+ * nil, message, code, errno (nothing left made). */
+static int l_uring_rebuild(lua_State *L)
+{
+	aiotk_target *t = laiotk_target_live(L, 1);
+	const aiotk_uring *u = instance(L, 2, 3);
+	aiotk_uring_rebuild_opts o = { .exact = lua_istable(L, 4) && flag(L, 4, "exact") };
+	aiotk_uring_poll *p = polls(L, 4, &o.npolls);
+	o.polls = p;
+	aiotk_uring_rebuilt r;
+	aiotk_err err;
+	int rc = aiotk_uring_rebuild(t, u, &o, &r, &err);
+	free(p);
+	if (rc)
+		return laiotk_fail(L, &err);
+	push_result(L, &r);
+	return 1;
+}
+
+/* core.uring_unbuild(t, img, i, result): what uring_rebuild made taken away. */
+static int l_uring_unbuild(lua_State *L)
+{
+	aiotk_target *t = laiotk_target_live(L, 1);
+	const aiotk_uring *u = instance(L, 2, 3);
+	luaL_checktype(L, 4, LUA_TTABLE);
+	aiotk_uring_rebuilt r = { 0 };
+	r.fd = (int)laiotk_opt_field_u64(L, 4, "fd", 0);
+	r.sq_shift = (uint32_t)laiotk_opt_field_u64(L, 4, "sq_shift", 0);
+	lua_getfield(L, 4, "copies");
+	for (int i = 1; lua_istable(L, -1) && i <= (int)lua_objlen(L, -1) &&
+	     r.ncopies < AIOTK_URING_MAX_COPIES; i++) {
+		lua_rawgeti(L, -1, i);
+		r.copies[r.ncopies++] = laiotk_check_u64(L, lua_gettop(L));
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+	aiotk_err err;
+	if (aiotk_uring_unbuild(t, u, &r, &err))
+		return laiotk_fail(L, &err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* core.uring_check(img, i) -> true, or nil and why instance i of img
+ * cannot be rebuilt. */
+static int l_uring_check(lua_State *L)
+{
+	aiotk_err err;
+	if (aiotk_uring_rebuildable(instance(L, 1, 2), &err))
+		return laiotk_fail(L, &err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* core.uring_image_shift(img, i, k): instance i of img moved on as if it
+ * had run k more NOPs (for tests: counters near 2^32 without 2^32 SQEs). */
+static int l_uring_image_shift(lua_State *L)
+{
+	aiotk_uring *u = (aiotk_uring *)instance(L, 1, 2);
+	aiotk_err err;
+	if (aiotk_uring_saved_shift(u, (uint32_t)laiotk_check_u64(L, 3), &err))
+		return laiotk_fail(L, &err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+void laiotk_uring_rebuild_register(lua_State *L)
+{
+	static const luaL_Reg funcs[] = {
+		{ "uring_rebuild", l_uring_rebuild }, { "uring_unbuild", l_uring_unbuild },
+		{ "uring_image_shift", l_uring_image_shift }, { "uring_check", l_uring_check },
+		{ NULL, NULL },
+	};
+	luaL_register(L, NULL, funcs);
+}

@@ -1,0 +1,380 @@
+/* One io_uring instance made again inside a process, all or nothing:
+ * its saved ranges held, the instance set up, each mapping placed at its
+ * saved address (place.c), the counters driven (counters.c), the saved
+ * ring memory written back with the counters moved, its POLLs armed, the
+ * fd moved to its saved number, and with a rebase liburing's copies
+ * moved (copies.c). Whatever fails, what was made is taken away in
+ * reverse. docs/KERNEL-FACTS.md, "io_uring: rebuilding an instance". */
+#define _GNU_SOURCE
+#include "uring/rebuild/rebuild.h"
+#include "base/base.h"
+#include "target/target.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+
+#define OFF_SQ_RING 0ull
+#define OFF_CQ_RING 0x8000000ull
+#define OFF_SQES 0x10000000ull
+
+/* Setup flags a rebuild makes as they were: the rest are refused by name
+ * (uring.lua names them). */
+#define REBUILT_FLAGS (IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL | \
+		       IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG)
+
+/* What a rebuild has made so far, for its undo. */
+typedef struct made {
+	int held[8];          /* saved range i under a placeholder */
+	int placed[8];        /* mapping i placed there */
+} made;
+
+static const aiotk_uring_map *map_at(const aiotk_uring *u, uint64_t offset)
+{
+	for (size_t i = 0; i < u->nmaps; i++)
+		if (u->maps[i].offset == offset)
+			return &u->maps[i];
+	return NULL;
+}
+
+static int refuse(const aiotk_uring *u, const char *why, aiotk_err *err)
+{
+	return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0, "io_uring fd %d: %s", u->fd, why);
+}
+
+int aiotk_uring_rebuildable(const aiotk_uring *u, aiotk_err *err)
+{
+	if (u->flags & ~REBUILT_FLAGS)
+		return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0,
+				  "io_uring fd %d: setup flags 0x%x are not rebuilt yet (only 0x%x)",
+				  u->fd, u->flags & ~REBUILT_FLAGS, REBUILT_FLAGS);
+	if (!u->sq_entries || (u->sq_entries & (u->sq_entries - 1)) || !u->cq_entries ||
+	    (u->cq_entries & (u->cq_entries - 1)))
+		return refuse(u, "its ring sizes are not powers of two", err);
+	if (u->nmaps > 8)
+		return refuse(u, "more mappings than an instance has", err);
+	for (size_t i = 0; i < u->nmaps; i++) {
+		if (!u->maps[i].data)
+			return refuse(u, "its ring memory is not in the image", err);
+		if (u->maps[i].offset != OFF_SQ_RING && u->maps[i].offset != OFF_CQ_RING &&
+		    u->maps[i].offset != OFF_SQES)
+			return refuse(u, "provided-buffer rings are not rebuilt yet", err);
+	}
+	if (!map_at(u, OFF_SQ_RING) || !map_at(u, OFF_SQES))
+		return refuse(u, "its SQ ring or SQE array is not mapped (a rebuild puts both back)", err);
+	if (u->has_eventfd)
+		return refuse(u, "an eventfd is registered, and the image does not say which fd", err);
+	if (u->cached_sq_head != u->sq_head || u->cached_cq_tail != u->cq_tail)
+		return refuse(u, "the kernel's counters were not those it had published (CQEs in "
+			      "overflow or work pending at the dump)", err);
+	return 0;
+}
+
+/* The saved fd must be free: it is where the instance goes. */
+static int fd_free(aiotk_target *t, const aiotk_uring *u, aiotk_err *err)
+{
+	long r = aiotk_sys(t, SYS_fcntl, u->fd, F_GETFD, 0, 0, 0, 0);
+	if (r == -EBADF)
+		return 0;
+	return aiotk_fail(err, AIOTK_EOCCUPIED, EEXIST,
+			  "io_uring fd %d: that descriptor is open in the process (%s); "
+			  "an instance is rebuilt at its saved fd", u->fd,
+			  aiotk_sys_failed(r) ? strerror((int)-r) : "in use");
+}
+
+static int setup(uring_new *n, const aiotk_uring *u, aiotk_err *err)
+{
+	uint64_t scratch;
+	int rc = aiotk_scratch_map(n->t, 4096, &scratch, err);
+	if (rc)
+		return rc;
+	memset(&n->p, 0, sizeof(n->p));
+	n->p.flags = u->flags;
+	n->p.cq_entries = u->cq_entries;
+	rc = aiotk_poke(n->t, scratch, &n->p, sizeof(n->p), err);
+	long fd = rc ? -1 : aiotk_sys(n->t, SYS_io_uring_setup, u->sq_entries, (long)scratch, 0, 0, 0, 0);
+	if (!rc && aiotk_sys_failed(fd))
+		rc = aiotk_fail(err, AIOTK_ESYS, (int)-fd, "io_uring fd %d: io_uring_setup(%u, flags 0x%x): %s",
+				u->fd, u->sq_entries, u->flags, strerror((int)-fd));
+	if (!rc)
+		n->fd = (int)fd, rc = aiotk_peek(n->t, scratch, &n->p, sizeof(n->p), err);
+	aiotk_scratch_unmap(n->t, scratch, 4096);
+	if (!rc && (n->p.sq_entries != u->sq_entries || n->p.cq_entries != u->cq_entries))
+		rc = aiotk_fail(err, AIOTK_EIMPOSSIBLE, 0,
+				"io_uring fd %d: this kernel made %u/%u entries, not the saved %u/%u",
+				u->fd, n->p.sq_entries, n->p.cq_entries, u->sq_entries, u->cq_entries);
+	return rc;
+}
+
+/* The registered files (each slot the fd the process had for its file;
+ * empty slots -1) and buffers (empty slots zero), through one scratch
+ * page or more in t. */
+static int register_table(uring_new *n, const aiotk_uring *u, unsigned op, const void *table,
+			  size_t len, unsigned nr, aiotk_err *err)
+{
+	uint64_t scratch;
+	size_t size = (len + 4095) & ~(size_t)4095;
+	int rc = aiotk_scratch_map(n->t, size, &scratch, err);
+	if (rc)
+		return rc;
+	rc = aiotk_poke(n->t, scratch, table, len, err);
+	long r = rc ? 0 : aiotk_sys(n->t, SYS_io_uring_register, n->fd, op, (long)scratch, nr, 0, 0);
+	aiotk_scratch_unmap(n->t, scratch, size);
+	if (!rc && aiotk_sys_failed(r))
+		rc = aiotk_fail(err, AIOTK_ESYS, (int)-r, "io_uring fd %d: registering its %u %s again: %s",
+				u->fd, nr, op == IORING_REGISTER_FILES ? "file slots" : "buffer slots",
+				strerror((int)-r));
+	return rc;
+}
+
+static int register_files(uring_new *n, const aiotk_uring *u, aiotk_err *err)
+{
+	if (!u->nr_files)
+		return 0;
+	if (u->nfiles > u->nr_files || !(u->have & AIOTK_URING_HAVE_FILES))
+		return refuse(u, "its registered files were not all read", err);
+	int *fds = malloc(u->nr_files * sizeof(*fds));
+	if (!fds)
+		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory for %u file slots", u->nr_files);
+	memset(fds, 0xff, u->nr_files * sizeof(*fds));
+	int rc = 0;
+	for (size_t i = 0; !rc && i < u->nfiles; i++) {
+		if (u->files[i].fd < 0 || u->files[i].slot >= u->nr_files)
+			rc = aiotk_fail(err, AIOTK_EUNSUPPORTED, 0, "io_uring fd %d: registered file slot %u "
+					"(%s) had no fd in the process to register again", u->fd,
+					u->files[i].slot, u->files[i].path);
+		else
+			fds[u->files[i].slot] = u->files[i].fd;
+	}
+	if (!rc)
+		rc = register_table(n, u, IORING_REGISTER_FILES, fds, u->nr_files * sizeof(*fds),
+				    u->nr_files, err);
+	free(fds);
+	return rc;
+}
+
+static int register_bufs(uring_new *n, const aiotk_uring *u, aiotk_err *err)
+{
+	if (!u->nr_bufs)
+		return 0;
+	if (u->nbufs > u->nr_bufs || !(u->have & AIOTK_URING_HAVE_BUFS))
+		return refuse(u, "its registered buffers were not all read", err);
+	struct iovec *iov = calloc(u->nr_bufs, sizeof(*iov));
+	if (!iov)
+		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory for %u buffer slots", u->nr_bufs);
+	for (size_t i = 0; i < u->nbufs; i++)
+		if (u->bufs[i].slot < u->nr_bufs)
+			iov[u->bufs[i].slot] = (struct iovec){ (void *)(uintptr_t)u->bufs[i].ubuf,
+							       (size_t)u->bufs[i].len };
+	int rc = register_table(n, u, IORING_REGISTER_BUFFERS, iov, u->nr_bufs * sizeof(*iov),
+				u->nr_bufs, err);
+	free(iov);
+	return rc;
+}
+
+/* Each mapping at its saved address, highest first (each one's
+ * placeholders fill only what is above it). */
+static int place_all(uring_new *n, const aiotk_uring *u, made *m, aiotk_err *err)
+{
+	for (size_t k = 0; k < u->nmaps; k++) {
+		size_t hi = 0;
+		for (size_t i = 1; i < u->nmaps; i++)
+			if (!m->placed[i] && (m->placed[hi] || u->maps[i].start > u->maps[hi].start))
+				hi = i;
+		const aiotk_uring_map *mp = &u->maps[hi];
+		int rc = aiotk_unmap(n->t, mp->start, mp->end - mp->start, err);
+		m->held[hi] = rc != 0;
+		if (!rc)
+			rc = uring_place(n->t, n->fd, mp->offset, mp->start, mp->end - mp->start, err);
+		if (rc)
+			return rc;
+		m->placed[hi] = 1;
+	}
+	n->sq_ring = map_at(u, OFF_SQ_RING)->start;
+	n->sqes = map_at(u, OFF_SQES)->start;
+	n->cq_ring = map_at(u, OFF_CQ_RING) ? map_at(u, OFF_CQ_RING)->start : n->sq_ring;
+	return 0;
+}
+
+/* Where the new counters go: the saved ones (exact), or the least ones
+ * congruent to them modulo the ring sizes (rebase). The polls are the
+ * last SQEs. */
+static int targets(const aiotk_uring *u, const aiotk_uring_rebuild_opts *o, uint64_t *sq_head,
+		   uint64_t *cq_tail, aiotk_err *err)
+{
+	uint64_t np = o->npolls;
+	if (o->exact) {
+		if ((uint64_t)u->sq_head < (uint64_t)u->cq_tail + np)
+			return refuse(u, "its cq tail is past its sq head (CQEs without SQEs, as multishot "
+				      "requests post): NOPs cannot replay that; rebase it", err);
+		*sq_head = u->sq_head, *cq_tail = u->cq_tail;
+		return 0;
+	}
+	*cq_tail = u->cq_tail & (u->cq_entries - 1);
+	*sq_head = *cq_tail + ((u->sq_head - *cq_tail - np) & (u->sq_entries - 1)) + np;
+	return 0;
+}
+
+static int put32(aiotk_target *t, uint64_t addr, uint32_t v, aiotk_err *err)
+{
+	return aiotk_poke(t, addr, &v, sizeof(v), err);
+}
+
+/* The saved ring memory written back, its counters those of the new
+ * instance (the kernel's sq head before the polls), its sq flags the new
+ * instance's own (the kernel's to set). */
+static int memory(uring_new *n, const aiotk_uring *u, uint32_t sq_head, uint32_t cq_tail,
+		  const aiotk_uring_rebuilt *r, aiotk_err *err)
+{
+	uint32_t flags;
+	int rc = aiotk_peek(n->t, n->sq_ring + n->p.sq_off.flags, &flags, sizeof(flags), err);
+	for (size_t i = 0; !rc && i < u->nmaps; i++)
+		rc = aiotk_poke(n->t, u->maps[i].start, u->maps[i].data,
+				u->maps[i].end - u->maps[i].start, err);
+	if (!rc)
+		rc = put32(n->t, n->sq_ring + n->p.sq_off.flags, flags, err);
+	if (!rc)
+		rc = put32(n->t, n->sq_ring + n->p.sq_off.head, sq_head, err);
+	if (!rc)
+		rc = put32(n->t, n->sq_ring + n->p.sq_off.tail, sq_head, err);
+	if (!rc)
+		rc = put32(n->t, n->cq_ring + n->p.cq_off.head, u->cq_head - r->cq_shift, err);
+	if (!rc)
+		rc = put32(n->t, n->cq_ring + n->p.cq_off.tail, cq_tail, err);
+	return rc;
+}
+
+/* After the polls: the SQE slots and sq_array entries they used as they
+ * were saved (an SQE prepared there is the program's), and the sq tail
+ * the program had published, moved. */
+static int after_polls(uring_new *n, const aiotk_uring *u, uint32_t head, size_t np,
+		       const aiotk_uring_rebuilt *r, aiotk_err *err)
+{
+	const aiotk_uring_map *sq = map_at(u, OFF_SQ_RING), *sqes = map_at(u, OFF_SQES);
+	int rc = 0;
+	for (size_t i = 0; !rc && i < np; i++) {
+		uint32_t slot = (head + (uint32_t)i) & (u->sq_entries - 1);
+		uint64_t a = n->p.sq_off.array + slot * 4ull, s = slot * sizeof(struct io_uring_sqe);
+		rc = aiotk_poke(n->t, n->sqes + s, sqes->data + s, sizeof(struct io_uring_sqe), err);
+		if (!rc)
+			rc = aiotk_poke(n->t, n->sq_ring + a, sq->data + a, 4, err);
+	}
+	return rc ? rc : put32(n->t, n->sq_ring + n->p.sq_off.tail, u->sq_tail - r->sq_shift, err);
+}
+
+/* The new fd moved to the saved number: io_uring's fds are O_CLOEXEC. */
+static int move_fd(uring_new *n, const aiotk_uring *u, aiotk_err *err)
+{
+	if (n->fd == u->fd)
+		return 0;
+	long r = aiotk_sys(n->t, SYS_dup3, n->fd, u->fd, O_CLOEXEC, 0, 0, 0);
+	if (aiotk_sys_failed(r))
+		return aiotk_fail(err, AIOTK_ESYS, (int)-r, "io_uring fd %d: dup3 from %d: %s", u->fd,
+				  n->fd, strerror((int)-r));
+	aiotk_sys(n->t, SYS_close, n->fd, 0, 0, 0, 0, 0);
+	n->fd = u->fd;
+	return 0;
+}
+
+static void undo(uring_new *n, const aiotk_uring *u, const made *m)
+{
+	aiotk_err ignored;
+	for (size_t i = 0; i < u->nmaps; i++)
+		if (m->placed[i] || m->held[i])
+			aiotk_unmap(n->t, u->maps[i].start, u->maps[i].end - u->maps[i].start, &ignored);
+	if (n->fd >= 0)
+		aiotk_sys(n->t, SYS_close, n->fd, 0, 0, 0, 0, 0);
+}
+
+/* Each saved range held, so that nothing this rebuild maps lands there. */
+static int hold(aiotk_target *t, const aiotk_uring *u, made *m, aiotk_err *err)
+{
+	for (size_t i = 0; i < u->nmaps; i++) {
+		int rc = aiotk_reserve(t, u->maps[i].start, u->maps[i].end - u->maps[i].start, err);
+		if (rc)
+			return rc;
+		m->held[i] = 1;
+	}
+	return 0;
+}
+
+static int build(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_opts *o,
+		 aiotk_uring_rebuilt *r, made *m, aiotk_err *err)
+{
+	uint64_t t0 = aiotk_now_ns(), sq_head = 0, cq_tail = 0;
+	int rc = targets(u, o, &sq_head, &cq_tail, err);
+	if (!rc)
+		rc = fd_free(n->t, u, err);
+	if (!rc)
+		rc = hold(n->t, u, m, err);
+	if (!rc)
+		rc = setup(n, u, err);
+	if (!rc)
+		rc = register_files(n, u, err);
+	if (!rc)
+		rc = register_bufs(n, u, err);
+	uint64_t t1 = aiotk_now_ns();
+	if (!rc)
+		rc = place_all(n, u, m, err);
+	uint64_t t2 = aiotk_now_ns();
+	if (rc)
+		return rc;
+	r->sq_shift = u->sq_head - (uint32_t)sq_head;
+	r->cq_shift = u->cq_tail - (uint32_t)cq_tail;
+	uint32_t before = (uint32_t)(sq_head - o->npolls);
+	rc = uring_drive(n, u->sq_entries, sq_head - o->npolls, cq_tail, &r->nops, err);
+	uint64_t t3 = aiotk_now_ns();
+	if (!rc)
+		rc = memory(n, u, before, (uint32_t)cq_tail, r, err);
+	/* The fd at its number before the POLLs: the setup's fd may be the
+	 * number a POLL names. */
+	if (!rc)
+		rc = move_fd(n, u, err);
+	if (!rc)
+		rc = uring_submit_polls(n, u->sq_entries, before, o->polls, o->npolls, err);
+	if (!rc)
+		rc = after_polls(n, u, before, o->npolls, r, err);
+	uint64_t t4 = aiotk_now_ns();
+	if (!rc && r->sq_shift)
+		rc = uring_move_copies(n->t, n, r->sq_shift, r, err);
+	r->ns_setup = t1 - t0, r->ns_place = t2 - t1, r->ns_counters = t3 - t2;
+	r->ns_memory = t4 - t3, r->ns_copies = aiotk_now_ns() - t4;
+	r->fd = n->fd;
+	return rc;
+}
+
+int aiotk_uring_rebuild(aiotk_target *t, const aiotk_uring *saved,
+			const aiotk_uring_rebuild_opts *o, aiotk_uring_rebuilt *out,
+			aiotk_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	out->fd = -1;
+	int rc = aiotk_uring_rebuildable(saved, err);
+	if (rc)
+		return rc;
+	uring_new n = { .t = t, .fd = -1 };
+	made m = { 0 };
+	rc = build(&n, saved, o, out, &m, err);
+	if (rc)
+		undo(&n, saved, &m);
+	return rc;
+}
+
+int aiotk_uring_unbuild(aiotk_target *t, const aiotk_uring *saved,
+			const aiotk_uring_rebuilt *r, aiotk_err *err)
+{
+	uring_unmove_copies(t, r);
+	int rc = 0;
+	for (size_t i = 0; i < saved->nmaps && !rc; i++)
+		rc = aiotk_unmap(t, saved->maps[i].start, saved->maps[i].end - saved->maps[i].start, err);
+	long c = aiotk_sys(t, SYS_close, r->fd, 0, 0, 0, 0, 0);
+	if (!rc && aiotk_sys_failed(c))
+		rc = aiotk_fail(err, AIOTK_ESYS, (int)-c, "close of rebuilt io_uring fd %d: %s", r->fd,
+				strerror((int)-c));
+	return rc;
+}

@@ -1,0 +1,192 @@
+-- io_uring instances restored into a running process, all or nothing:
+-- each saved instance made again at its fd and addresses with its ring
+-- memory (core.uring_rebuild), its POLLs armed again; what was made is
+-- taken away in reverse on any failure or interrupting signal. Counters
+-- exact or rebased, as the policy's uring_counters says. A rebase moves
+-- liburing's copies of the sq counters, so it is made only when every
+-- thread of the process is in a system call (one stopped in its own code
+-- may hold them in registers, inside an inlined io_uring_get_sqe):
+-- otherwise the process runs on a little and it is tried again, then
+-- refused by name.
+local core = require "aiotk.core"
+local process = require "aiotk.process"
+local uring = require "aiotk.uring"
+
+local M = {}
+
+M.TRIES = 50      -- stops tried for a rebase before it is refused
+M.RETRY_MS = 10   -- how long the process runs between them
+
+-- The threads of stopped process pid running their own code, not a
+-- system call: /proc/PID/task/TID/syscall reads "-1 SP PC" for them.
+function M.threads_in_user_code(pid)
+	local out = {}
+	for _, name in ipairs(core.listdir("/proc/" .. pid .. "/task") or {}) do
+		local f = io.open("/proc/" .. pid .. "/task/" .. name .. "/syscall")
+		local s = f and f:read("*l") or ""
+		if f then f:close() end
+		if s:match("^%-1 ") or s == "running" then out[#out + 1] = tonumber(name) end
+	end
+	table.sort(out)
+	return out
+end
+
+-- The POLLs instance u (img:urings()) had in flight, as SQEs to submit
+-- again; or nil and why one cannot be.
+local function polls_of(u)
+	local out = {}
+	if u.in_flight > #u.reqs then
+		return nil, string.format("io_uring fd %d: %d request(s) in flight, %d of them saved", u.fd,
+			u.in_flight, #u.reqs), "unsupported"
+	end
+	for _, q in ipairs(u.reqs) do
+		local sqe, why = uring.rebuild(q)
+		if not sqe then
+			return nil, string.format("io_uring fd %d: %s user_data %s: %s", u.fd, uring.op_name(q.opcode),
+				q.user_data, why), "unsupported"
+		end
+		out[#out + 1] = sqe
+	end
+	return out
+end
+
+-- What each way of setting the counters costs, for the policy: NOPs.
+function M.counter_facts(u, npolls)
+	return { exact_nops = math.max(u.sq_head, u.cq_tail),
+		exact_possible = u.sq_head >= u.cq_tail + npolls,
+		rebase_nops = u.cq_tail % u.cq_entries + u.sq_entries }
+end
+
+-- Each registered file is registered again from the fd the process had
+-- for it at the dump: that fd must still name the same file.
+local function files_still_there(pid, u)
+	for _, f in ipairs(u.files) do
+		local now = f.fd >= 0 and core.readlink("/proc/" .. pid .. "/fd/" .. f.fd)
+		if now ~= f.path then
+			return nil, string.format("io_uring fd %d: registered file slot %d was fd %d (%s), which now %s; " ..
+				"nothing was changed", u.fd, f.slot, f.fd, f.path, now and ("names " .. now) or "is closed"),
+				"unsupported"
+		end
+	end
+	return true
+end
+
+-- Instance i of img (u, its table) as a restore would make it: a job
+-- ({i, u, exact, polls}), or nil, why not and a code. pid: the process
+-- (its registered files' fds are checked); nil: the image alone.
+function M.job(img, i, u, policy, pid)
+	local ok, ce = core.uring_check(img, i)
+	if not ok then return nil, ce, "unsupported" end
+	local polls, e, c = polls_of(u)
+	if not polls then return nil, e, c end
+	if pid then
+		local fok, fe, fc = files_still_there(pid, u)
+		if not fok then return nil, fe, fc end
+	end
+	local facts = M.counter_facts(u, #polls)
+	local mode = policy.uring_counters(uring.row(u), facts)
+	if mode == "fail" then
+		return nil, string.format("io_uring fd %d: the policy refuses its counters (sq head %d, cq tail %d)",
+			u.fd, u.sq_head, u.cq_tail), "policy"
+	end
+	if mode == "exact" and not facts.exact_possible then
+		return nil, string.format("io_uring fd %d: exact counters asked, but its cq tail %d is past its " ..
+			"sq head %d less the POLLs to arm (CQEs without SQEs): NOPs cannot replay that; " ..
+			"rebase it", u.fd, u.cq_tail, u.sq_head), "unsupported"
+	end
+	return { i = i, u = u, exact = mode == "exact", polls = polls, facts = facts }
+end
+
+-- Each instance's job, or why one cannot be done.
+function M.jobs(img, policy, pid)
+	local jobs = {}
+	for i, u in ipairs(img:urings()) do
+		local j, e, c = M.job(img, i, u, policy, pid)
+		if not j then return nil, e, c end
+		jobs[#jobs + 1] = j
+	end
+	return jobs
+end
+
+-- What `aiotk check` says of each instance of img: { fd, entries,
+-- action = "exact" | "rebase" | "refused", why, nops }.
+function M.verdicts(img, policy)
+	local out = {}
+	for i, u in ipairs(img:urings()) do
+		local j, why = M.job(img, i, u, policy)
+		local row = { fd = u.fd, sq_entries = u.sq_entries, cq_entries = u.cq_entries }
+		if not j then
+			row.action, row.why = "refused", why
+		else
+			row.action = j.exact and "exact" or "rebase"
+			row.nops = j.exact and j.facts.exact_nops or j.facts.rebase_nops
+			row.polls = #j.polls
+		end
+		out[i] = row
+	end
+	return out
+end
+
+local interrupted = require("aiotk.restore").interrupted
+
+-- Every job rebuilt in t, in order; on failure those made are taken away.
+local function rebuild_all(t, img, jobs, out)
+	local made = {}
+	local function undo()
+		for k = #made, 1, -1 do core.uring_unbuild(t, img, made[k].job.i, made[k].res) end
+	end
+	for _, j in ipairs(jobs) do
+		local ok, ie, ic = interrupted()
+		if not ok then undo() return nil, ie, ic end
+		local res, e, c = core.uring_rebuild(t, img, j.i, { exact = j.exact, polls = j.polls })
+		if not res then
+			undo()
+			return nil, e, c
+		end
+		res.exact, res.polls = j.exact, #j.polls
+		made[#made + 1] = { job = j, res = res }
+		out[#out + 1] = res
+	end
+	local ok, ie, ic = interrupted()
+	if not ok then undo() return nil, ie, ic end
+	return true
+end
+
+-- Restore img's io_uring instances into process pid (all or nothing):
+-- a list of results (core.uring_rebuild's, with exact and polls), or nil,
+-- message, code ("busy": threads kept running their own code).
+function M.restore_process(pid, img, opts)
+	opts = opts or {}
+	local policy = process.policy(opts)
+	local jobs, e, c = M.jobs(img, policy, pid)
+	if not jobs then return nil, e, c end
+	local rebase = false
+	for _, j in ipairs(jobs) do rebase = rebase or not j.exact end
+	local busy
+	for _ = 1, M.TRIES do
+		local out = {}
+		local ok, err, code = process.with_process(pid, function(t)
+			if rebase then
+				busy = M.threads_in_user_code(pid)
+				if #busy > 0 then return nil, "busy", "busy" end
+			end
+			local rok, re, rc = rebuild_all(t, img, jobs, out)
+			if not rok then return nil, re, rc end
+			out.stopped_at_ns = t.stopped_at_ns
+			out.target = t
+			return true
+		end, { cpu_latency = policy.cpu_latency })
+		if ok then
+			out.stopped_ns = out.target.stopped_ns
+			return out
+		end
+		if code ~= "busy" then return nil, err, code end
+		core.sleep_ms(M.RETRY_MS)
+	end
+	return nil, string.format("thread(s) %s ran their own code (not a system call) at each of %d stops; " ..
+		"a rebase moves liburing's copies of the sq counters, which such a thread may hold in registers; " ..
+		"nothing was changed (try again when it waits, or a policy answering uring_counters 'exact')",
+		table.concat(busy, ", "), M.TRIES), "busy"
+end
+
+return M

@@ -1,0 +1,245 @@
+-- io_uring instances restored into a live process (aiotk restore -p),
+-- against the liburing workload's --lose mode
+-- (spec/workload/uring_workload.c): its instance e is dumped, then lost
+-- (io_uring_queue_exit, liburing's struct kept), then restored; the
+-- workload then uses it as it would have: same fd and addresses, the
+-- unreaped CQEs reaped in order, the prepared SQEs submitted and
+-- completed, the POLL in flight completed by a write, queue_exit.
+local core = require "aiotk.core"
+local helper = require "helper"
+local json = require "dkjson"
+local run = helper.run
+
+local BIN = (helper.bin:match("^(.*)/[^/]*$") or ".") .. "/uring_workload"
+
+-- Lines "name v [v2]" read into w.facts up to the line `upto`.
+local function read_until(w, upto)
+	for line in w.pipe:lines() do
+		if line == upto then return true end
+		local name, v, v2 = line:match("^(%S+) (%-?%d+) ?(%-?%d*)$")
+		if name then w.facts[name] = { tonumber(v), tonumber(v2), raw = v } end
+	end
+	error("the workload ended before " .. upto)
+end
+
+local function start(n)
+	local p = assert(io.popen(BIN .. " --lose " .. n, "r"))
+	local w = { pipe = p, facts = {} }
+	read_until(w, "READY")
+	w.pid = assert(w.facts.pid, "the workload did not start")[1]
+	return w
+end
+
+local function stop(w)
+	core.kill(w.pid, "KILL")
+	w.pipe:close()
+end
+
+-- The io_uring mappings of process pid.
+local function process_urings(pid)
+	return require("aiotk.process").uring_map_count(pid)
+end
+
+local function fact(w, k) return w.facts[k] and w.facts[k][1] end
+
+-- The workload dumped, its instance lost, restored; then used. edit(dir)
+-- changes the image first.
+local function lose_and_restore(w, dir, extra, edit)
+	local code, out, err = run("dump -p " .. w.pid .. " -D " .. dir)
+	assert.are.equal(0, code, err)
+	assert.truthy(out:find("1 io_uring instance", 1, true), out)
+	if edit then edit(dir) end
+	core.kill(w.pid, "USR1")
+	read_until(w, "LOST")
+	local rcode, rout, rerr = run("restore -p " .. w.pid .. " -D " .. dir .. " --json" .. (extra or ""))
+	assert.are.equal(0, rcode, rerr)
+	local doc = json.decode(rout)
+	core.kill(w.pid, "USR2")
+	read_until(w, "CHECKED")
+	return doc.urings[1]
+end
+
+-- What the workload saw after the restore: its instance where it was,
+-- everything it had left there, then working.
+local function check_used(w)
+	for _, k in ipairs { "fd", "sq_ring", "cq_ring", "sqes", "cqes", "sq_array", "sq_entries",
+		"cq_entries", "flags" } do
+		assert.are.equal(fact(w, "e." .. k), fact(w, "after." .. k), k)
+	end
+	assert.are.same({ 1, fact(w, "e.cloexec") }, { fact(w, "after.fd_is_uring"), fact(w, "after.cloexec") })
+	-- unreaped CQEs: the same, in order
+	local n = 0
+	while fact(w, "e.cqe" .. n) do
+		assert.are.same(w.facts["e.cqe" .. n], { w.facts["reaped" .. n][1], w.facts["reaped" .. n][2],
+			raw = w.facts["reaped" .. n].raw }, "cqe " .. n)
+		n = n + 1
+	end
+	assert.are.equal(3, n)
+	assert.is_nil(w.facts["reaped" .. n])
+	-- the prepared SQEs submitted (and liburing's own count of them right)
+	assert.are.equal(2, fact(w, "submitted"))
+	local done = {}
+	for i = 0, 2 do done[w.facts["completed" .. i].raw] = w.facts["completed" .. i][2] end
+	assert.are.same({ [w.facts["e.prepared0"].raw] = 0, [w.facts["e.prepared1"].raw] = 0,
+		[w.facts["e.poll_data"].raw] = 1 }, done)
+	assert.are.equal(1, fact(w, "exit"))
+end
+
+describe("io_uring restore", function()
+	local w, dir
+	before_each(function() dir = helper.tmpdir() end)
+	after_each(function()
+		if w then stop(w) end
+		w = nil
+		helper.rmdir(dir)
+	end)
+
+	it("gives a lost instance back with its counters near 0 exactly, its POLL re-armed", function()
+		w = start(0)
+		local r = lose_and_restore(w, dir .. "/img")
+		assert.are.same({ "exact", 0, 0, 1 }, { r.counters, r.sq_shift, r.cq_shift, r.polls })
+		check_used(w)
+		for _, k in ipairs { "sq_head", "sq_tail", "cq_head", "cq_tail" } do
+			assert.are.equal(fact(w, "e." .. k), fact(w, "after." .. k), k)
+		end
+	end)
+
+	it("rebases counters near 1e6, liburing's copies moved by the same offset", function()
+		w = start(1000003)
+		local r = lose_and_restore(w, dir .. "/img")
+		assert.are.same({ "rebase", 1 }, { r.counters, r.liburing_structs })
+		assert.is_true(r.sq_shift > 999000 and r.sq_shift % 8 == 0, tostring(r.sq_shift))
+		assert.is_true(r.cq_shift > 999000 and r.cq_shift % 16 == 0, tostring(r.cq_shift))
+		check_used(w)
+		-- the same counters less the offsets; liburing's prepared SQEs as many
+		assert.are.equal(fact(w, "e.sq_head") - r.sq_shift, fact(w, "after.sq_head"))
+		assert.are.equal(fact(w, "e.cq_tail") - r.cq_shift, fact(w, "after.cq_tail"))
+		assert.are.equal(fact(w, "e.cq_tail") - fact(w, "e.cq_head"),
+			fact(w, "after.cq_tail") - fact(w, "after.cq_head"))
+		assert.are.equal(fact(w, "e.sqe_tail") - r.sq_shift, fact(w, "after.sqe_tail"))
+	end)
+
+	it("rebases counters near 2^32 (an image and liburing moved on alike), across the wrap", function()
+		-- 9 NOPs first: sq head 15, liburing's sqe_tail 17; moved on by
+		-- 2^32 - 16, the sq head is 2^32 - 1 and sqe_tail has wrapped to 1
+		local K = 2 ^ 32 - 16
+		w = start("9 --shift " .. K)
+		local r = lose_and_restore(w, dir .. "/img", nil, function(d)
+			local img = assert(require("aiotk").read_image(d))
+			assert(core.uring_image_shift(img, 1, K))
+			assert(img:write(d))
+		end)
+		local saved_head = (fact(w, "e.sq_head") + K) % 2 ^ 32
+		assert.are.same({ 2 ^ 32 - 1, 1 }, { saved_head, (fact(w, "e.sqe_tail") + K) % 2 ^ 32 })
+		assert.are.same({ "rebase", 1 }, { r.counters, r.liburing_structs })
+		check_used(w)
+		assert.are.equal(saved_head - r.sq_shift, fact(w, "after.sq_head"))
+		-- liburing's sqe_tail (wrapped) moved down with the ring
+		assert.are.equal((fact(w, "e.sqe_tail") + K - r.sq_shift) % 2 ^ 32, fact(w, "after.sqe_tail"))
+		assert.are.equal(fact(w, "e.cq_tail") - fact(w, "e.cq_head"),
+			fact(w, "after.cq_tail") - fact(w, "after.cq_head"))
+	end)
+
+	it("registers files and buffers again: fixed-file I/O from a fixed buffer works after", function()
+		w = start("1000003 --registered")
+		local r = lose_and_restore(w, dir .. "/img")
+		assert.are.equal("rebase", r.counters)
+		check_used(w)
+		assert.are.equal(8192, fact(w, "fixed_io"))
+	end)
+
+	it("the REPL's API rebuilds an instance by hand (attach, core.uring_rebuild, detach)", function()
+		w = start(0)
+		assert.are.equal(0, (run("dump -p " .. w.pid .. " -D " .. dir .. "/img")))
+		core.kill(w.pid, "USR1")
+		read_until(w, "LOST")
+		local lua = table.concat({
+			"local aiotk = require 'aiotk'",
+			"local img = assert(aiotk.read_image('" .. dir .. "/img'))",
+			"local sqe = assert(require('aiotk.uring').rebuild(img:urings()[1].reqs[1]))",
+			"local t = assert(aiotk.core.attach(" .. w.pid .. "))",
+			"local r, err = aiotk.core.uring_rebuild(t, img, 1, { exact = true, polls = { sqe } })",
+			"t:detach()",
+			"print(assert(r, err).fd, r.nops)" }, "; ")
+		local code, out, err = run("-e \"" .. lua .. "\"")
+		assert.are.equal(0, code, err)
+		assert.are.equal(fact(w, "e.fd") .. "\t5", out:match("^(%S+\t%S+)"))
+		core.kill(w.pid, "USR2")
+		read_until(w, "CHECKED")
+		check_used(w)
+	end)
+
+	it("check says per instance: rebase, or refused and why", function()
+		w = start(1000003)
+		assert.are.equal(0, (run("dump -p " .. w.pid .. " -D " .. dir .. "/lose")))
+		local code, out = run("check -D " .. dir .. "/lose --json")
+		assert.are.equal(3, code)
+		local doc = json.decode(out)
+		assert.are.same({ fact(w, "e.fd"), "rebase", 1 }, { doc.urings[1].fd, doc.urings[1].action,
+			doc.urings[1].polls })
+		-- the view workload's three: an eventfd, SINGLE_ISSUER|DEFER_TASKRUN, SQPOLL
+		local p = assert(io.popen("exec " .. BIN, "r"))
+		local v = { pipe = p, facts = {} }
+		read_until(v, "READY")
+		local dcode, _, derr = run("dump -p " .. v.facts.pid[1] .. " -D " .. dir .. "/view")
+		core.kill(v.facts.pid[1], "KILL")
+		p:close()
+		assert.are.equal(0, dcode, derr)
+		local ccode, text = run("check -D " .. dir .. "/view")
+		assert.are.equal(4, ccode)
+		assert.truthy(text:find("refused: io_uring fd %d+: an eventfd is registered"), text)
+		assert.truthy(text:find("refused: io_uring fd %d+: setup flags 0x3000 are not rebuilt"), text)
+		assert.truthy(text:find("refused: io_uring fd %d+: setup flags 0x6 are not rebuilt"), text)
+	end)
+
+	it("refuses by name, changing nothing, when the saved fd is taken", function()
+		w = start(0)
+		local code, _, err = run("dump -p " .. w.pid .. " -D " .. dir .. "/img")
+		assert.are.equal(0, code, err)
+		-- not lost: the instance's fd and mappings are still there
+		local before = helper.slurp("/proc/" .. w.pid .. "/maps")
+		local rcode, _, rerr = run("restore -p " .. w.pid .. " -D " .. dir .. "/img")
+		assert.are_not.equal(0, rcode)
+		assert.truthy(rerr:find("io_uring fd " .. fact(w, "e.fd"), 1, true), rerr)
+		assert.are.equal(before, helper.slurp("/proc/" .. w.pid .. "/maps"))
+		-- and the workload's instance still works
+		core.kill(w.pid, "USR2")
+		read_until(w, "CHECKED")
+		assert.are.equal(2, fact(w, "submitted"))
+		assert.are.equal(1, fact(w, "exit"))
+	end)
+
+	-- The process as aiotk found it: its mappings and its fds.
+	local function state(pid)
+		local fds = core.listdir("/proc/" .. pid .. "/fd")
+		table.sort(fds)
+		return { maps = helper.slurp("/proc/" .. pid .. "/maps"), fds = table.concat(fds, " ") }
+	end
+
+	-- The workload started with args, dumped and its instance lost; a
+	-- restore that must fail: its message, and the process as it was.
+	local function failed_restore(args)
+		w = start(args)
+		local code, _, err = run("dump -p " .. w.pid .. " -D " .. dir .. "/img")
+		assert.are.equal(0, code, err)
+		core.kill(w.pid, "USR1")
+		read_until(w, "LOST")
+		local before = state(w.pid)
+		local rcode, _, rerr = run("restore -p " .. w.pid .. " -D " .. dir .. "/img")
+		assert.are_not.equal(0, rcode)
+		assert.are.same(before, state(w.pid))
+		assert.are.equal(0, process_urings(w.pid))
+		return rerr
+	end
+
+	it("refuses a rebase by name while a thread runs its own code, changing nothing", function()
+		local err = failed_restore("1000003 --spin")
+		assert.truthy(err:find("ran their own code (not a system call)", 1, true), err)
+	end)
+
+	it("undoes everything when a late step fails (the POLL's fd gone)", function()
+		local err = failed_restore("0 --bad-poll")
+		assert.truthy(err:find("POLL_ADD user_data 0x" .. bit.tohex(loadstring("return " ..
+			w.facts["e.poll_data"].raw .. "ULL")()), 1, true), err)
+	end)
+end)
