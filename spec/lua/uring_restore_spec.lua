@@ -87,11 +87,10 @@ end
 
 describe("io_uring restore", function()
 	local w, dir
-	before_each(function() dir = helper.tmpdir() end)
+	helper.scratch_each(function(d) dir = d end)
 	after_each(function()
 		if w then stop(w) end
 		w = nil
-		helper.rmdir(dir)
 	end)
 
 	it("gives a lost instance back with its counters near 0 exactly, its POLL re-armed", function()

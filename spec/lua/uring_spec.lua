@@ -106,11 +106,10 @@ end
 
 describe("io_uring", function()
 	local w, dir
-	before_each(function() dir = helper.tmpdir() end)
+	helper.scratch_each(function(d) dir = d end)
 	after_each(function()
 		if w then stop(w) end
 		w = nil
-		helper.rmdir(dir)
 	end)
 
 	it("an image holds each instance and its ring memory, read through the stopped process", function()
