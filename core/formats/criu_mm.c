@@ -231,21 +231,22 @@ static int put_varint_min(struct fmt_buf *o, uint64_t v, size_t min)
 
 static int put_varint(struct fmt_buf *o, uint64_t v) { return put_varint_min(o, v, 1); }
 
-/* An aio entry [start, end) with id, nr_req and ring_len set; nr_req takes
- * the 5 bytes any u32 needs, so a later fixup (another host's n) patches
- * it in place; every other field copied byte for byte. */
-static int rewrite_aio(const uint8_t *m, size_t start, size_t end, uint64_t id, uint32_t nr_req,
-		       uint64_t ring_len, struct fmt_buf *o)
+/* The submessage [start, end) with varint fields num[0..n) set to
+ * val[i], each written in at least min[i] bytes; every other field
+ * copied byte for byte. */
+static int rewrite_fields(const uint8_t *m, size_t start, size_t end, size_t n, const uint32_t *num,
+			  const uint64_t *val, const size_t *min, struct fmt_buf *o)
 {
 	size_t off = start;
 	struct field f;
 	while (off < end) {
-		size_t key_at = off;
+		size_t key_at = off, i = 0;
 		if (next_field(m, end, &off, &f))
 			return -1;
-		if (f.type == 0 && f.num >= 1 && f.num <= 3) {
-			uint64_t v = f.num == 1 ? id : f.num == 2 ? nr_req : ring_len;
-			if (put_varint(o, (uint64_t)f.num << 3) || put_varint_min(o, v, f.num == 2 ? 5 : 1))
+		while (i < n && (f.type != 0 || f.num != num[i]))
+			i++;
+		if (i < n) {
+			if (put_varint(o, (uint64_t)f.num << 3) || put_varint_min(o, val[i], min[i]))
 				return -1;
 		} else if (fmt_put(o, m + key_at, off - key_at))
 			return -1;
@@ -253,24 +254,26 @@ static int rewrite_aio(const uint8_t *m, size_t start, size_t end, uint64_t id, 
 	return 0;
 }
 
-/* The submessage [start, end) with varint fields a (and b, unless 0) set
- * to va (vb); every other field copied byte for byte. */
-static int rewrite_sub(const uint8_t *m, size_t start, size_t end, uint32_t a, uint64_t va,
-		       uint32_t b, uint64_t vb, struct fmt_buf *o)
+/* An aio entry [start, end) with id, nr_req and ring_len set; nr_req takes
+ * the 5 bytes any u32 needs, so a later fixup (another host's n) patches
+ * it in place. */
+static int rewrite_aio(const uint8_t *m, size_t start, size_t end, uint64_t id, uint32_t nr_req,
+		       uint64_t ring_len, struct fmt_buf *o)
 {
-	size_t off = start;
-	struct field f;
-	while (off < end) {
-		size_t key_at = off;
-		if (next_field(m, end, &off, &f))
-			return -1;
-		if (f.type == 0 && (f.num == a || (b && f.num == b))) {
-			if (put_varint(o, (uint64_t)f.num << 3) || put_varint(o, f.num == a ? va : vb))
-				return -1;
-		} else if (fmt_put(o, m + key_at, off - key_at))
-			return -1;
-	}
-	return 0;
+	static const uint32_t num[] = { 1, 2, 3 };
+	static const size_t min[] = { 1, 5, 1 };
+	const uint64_t val[] = { id, nr_req, ring_len };
+	return rewrite_fields(m, start, end, 3, num, val, min, o);
+}
+
+/* A VMA entry [start, end) with its start and end set. */
+static int rewrite_vma(const uint8_t *m, size_t start, size_t end, uint64_t from, uint64_t to,
+		       struct fmt_buf *o)
+{
+	static const uint32_t num[] = { 1, 2 };
+	static const size_t min[] = { 1, 1 };
+	const uint64_t val[] = { from, to };
+	return rewrite_fields(m, start, end, 2, num, val, min, o);
 }
 
 /* A top-level field 14 (vma) or 16 (aio) about the ring at addr: its
@@ -312,7 +315,7 @@ static int grow_entry(const uint8_t *m, size_t n, uint64_t addr, uint64_t new_le
 			continue;
 		}
 		struct fmt_buf sub = { 0 };
-		int rc = vma ? rewrite_sub(m, f.start, f.start + f.len, 2, addr + new_len, 0, 0, &sub)
+		int rc = vma ? rewrite_vma(m, f.start, f.start + f.len, addr, addr + new_len, &sub)
 			     : rewrite_aio(m, f.start, f.start + f.len, addr, nr_req, new_len, &sub);
 		if (!rc)
 			rc = put_varint(o, (uint64_t)f.num << 3 | 2) || put_varint(o, sub.n) ||
@@ -401,7 +404,7 @@ static int take_vma(const uint8_t *m, const struct field *f, size_t key_at, size
 		return 0;
 	struct fmt_buf sub = { 0 };
 	v->start = mv->to;
-	int rc = rewrite_sub(m, f->start, f->start + f->len, 1, mv->to, 2, mv->to + new_len, &sub) ||
+	int rc = rewrite_vma(m, f->start, f->start + f->len, mv->to, mv->to + new_len, &sub) ||
 		 put_varint(&v->moved, (uint64_t)14 << 3 | 2) || put_varint(&v->moved, sub.n) ||
 		 fmt_put(&v->moved, sub.b, sub.n);
 	free(sub.b);

@@ -18,22 +18,7 @@ local EXAMPLE = "scripts/examples/grow-or-relocate.lua"
 local ARGS = "--dense --blocked 1 --keep heap,stack,static,tls --allow-grow " ..
 	"--ring 1:4:0:0 --ring 1:5:5:0 --ring 1:6:2:0"
 
-local function detached_workload(args, out)
-	local bin = require("aiotk.workload").binary()
-	local ok, o = helper.sh(string.format("setsid %s --tolerate-stop-eintr %s >%s 2>&1 </dev/null & echo $!",
-		bin, args, out))
-	assert(ok, o)
-	local pid = tonumber(o:match("(%d+)"))
-	assert(helper.wait_until(function() return helper.slurp(out):match("^READY") end, 10000),
-		"workload did not start: " .. helper.slurp(out))
-	return pid
-end
-
-local function files_of(d)
-	local out = {}
-	for _, name in ipairs(core.listdir(d)) do out[name] = helper.slurp(d .. "/" .. name) end
-	return out
-end
+local detached_workload, files_of = C.detached_workload, C.files_of
 
 local function lines_of(pid, out)
 	core.kill(pid, "USR2")
@@ -65,6 +50,8 @@ describe("relocation in a CRIU dump", function()
 			assert(ok, "criu dump: " .. o .. helper.slurp(img .. "/criu.log"):sub(-3000))
 			assert(C.gone(pid))
 			local pristine = files_of(img)
+			-- stopped at any write and undone: the dump as CRIU wrote it
+			if cpus == 16 then C.undoable_at_every_step(img, dir, { cpus = cpus, grow = EXAMPLE }, 8) end
 			local fix = "criu-fixup " .. img .. " --cpus " .. cpus .. " --policy " .. EXAMPLE
 			local code, jo, err = helper.run(fix .. " --json")
 			assert.are.equal(0, code, err)
