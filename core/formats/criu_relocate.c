@@ -85,11 +85,13 @@ static int add_piece(struct pieces *ps, const struct piece *x)
 }
 
 /* Entry e split at the edges of the moved rings; each piece inside one
- * re-addressed. */
+ * re-addressed. -1: out of memory; 1: not a sane page range. */
 static int split(CriuPagemapEntry *e, uint64_t *file_off, const aiotk_move *m, size_t n,
 		 unsigned page, struct pieces *ps)
 {
 	uint64_t pages = e->has_nr_pages ? e->nr_pages : e->compat_nr_pages;
+	if (pages > (1ull << 40) / page || e->vaddr % page || e->vaddr > UINT64_MAX - pages * page)
+		return 1;
 	int present = e->has_flags ? (e->flags & PE_PRESENT) != 0 : !e->in_parent;
 	uint64_t a = e->vaddr, end = e->vaddr + pages * page;
 	while (a < end) {
@@ -206,7 +208,8 @@ static int read_entries(const uint8_t *pm, size_t len, const char *name, size_t 
 	*head_end = 8 + 4 + (size_t)u32le(pm + 8);
 	for (size_t off = *head_end; off < len;) {
 		uint32_t n = len - off >= 4 ? u32le(pm + off) : UINT32_MAX;
-		CriuPagemapEntry **ne = n <= len - off - 4 ? realloc(*es, (*nes + 1) * sizeof(*ne)) : NULL;
+		CriuPagemapEntry **ne = len - off >= 4 && n <= len - off - 4 ?
+			realloc(*es, (*nes + 1) * sizeof(*ne)) : NULL;
 		CriuPagemapEntry *e = ne ? criu_pagemap_entry__unpack(NULL, n, pm + off + 4) : NULL;
 		if (ne)
 			*es = ne;
@@ -228,11 +231,16 @@ int aiotk_criu_relocate_pages(const uint8_t *pm, size_t pm_len, const uint8_t *p
 	size_t nes, head_end;
 	struct pieces ps = { 0 };
 	struct fmt_buf opm = { 0 }, opg = { 0 };
+	if (!page || page & (page - 1))
+		return aiotk_fail(err, AIOTK_EINVAL, 0, "%s: page size %u is not a power of two", name, page);
 	int rc = read_entries(pm, pm_len, name, &head_end, &es, &nes, err);
 	uint64_t file_off = 0;
-	for (size_t i = 0; !rc && i < nes; i++)
-		if (split(es[i], &file_off, m, n, page, &ps))
-			rc = aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory");
+	for (size_t i = 0; !rc && i < nes; i++) {
+		int s = split(es[i], &file_off, m, n, page, &ps);
+		if (s)
+			rc = s > 0 ? aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: entry %zu is not a sane page range", name, i)
+				   : aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory");
+	}
 	if (!rc && file_off * page > pages_len)
 		rc = aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: names %llu pages, its pages file holds %zu bytes",
 				name, (unsigned long long)file_off, pages_len);
@@ -318,8 +326,8 @@ int aiotk_criu_relocate_regs(const uint8_t *buf, size_t len, const char *name, c
 			     size_t n, uint8_t **out, size_t *out_len, aiotk_criu_refs *refs,
 			     aiotk_err *err)
 {
-	uint32_t size = len >= 12 ? u32le(buf + 8) : UINT32_MAX;
-	if (size > len - 12)
+	uint32_t size = len >= 12 ? u32le(buf + 8) : 0;
+	if (len < 12 || size > len - 12)
 		return aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: not a CRIU core image (truncated)", name);
 	CriuCoreEntry *c = criu_core_entry__unpack(NULL, size, buf + 12);
 	if (!c)
@@ -359,7 +367,8 @@ int aiotk_criu_threads(const uint8_t *buf, size_t len, const char *name, int pid
 	*n = 0;
 	for (size_t off = 8; off < len;) {
 		uint32_t sz = len - off >= 4 ? u32le(buf + off) : UINT32_MAX;
-		CriuPstreeEntry *e = sz <= len - off - 4 ? criu_pstree_entry__unpack(NULL, sz, buf + off + 4) : NULL;
+		CriuPstreeEntry *e = len - off >= 4 && sz <= len - off - 4 ?
+			criu_pstree_entry__unpack(NULL, sz, buf + off + 4) : NULL;
 		if (!e)
 			return aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: entry at offset %zu is not valid", name, off);
 		if ((int)e->pid == pid && e->n_threads) {
