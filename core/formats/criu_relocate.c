@@ -241,10 +241,10 @@ int aiotk_criu_relocate_pages(const uint8_t *pm, size_t pm_len, const uint8_t *p
 			rc = s > 0 ? aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: entry %zu is not a sane page range", name, i)
 				   : aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory");
 	}
-	if (!rc && file_off * page > pages_len)
+	if (!rc && file_off > pages_len / page)
 		rc = aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: names %llu pages, its pages file holds %zu bytes",
 				name, (unsigned long long)file_off, pages_len);
-	if (!rc)
+	if (!rc && ps.n)
 		qsort(ps.p, ps.n, sizeof(*ps.p), by_vaddr);
 	for (size_t i = 1; !rc && i < ps.n; i++)
 		if (ps.p[i].vaddr < ps.p[i - 1].vaddr + ps.p[i - 1].pages * page)

@@ -187,10 +187,12 @@ local function patched_mm(procs, host, recorded, policy)
 			local s = steps[c.ring.addr]
 			local mv = moved.by_addr[c.ring.addr]
 			if mv then
-				local merr
-				bytes, merr = core.criu_relocate_mm(bytes, p.mm_path, mv, mv.new_len, s.n)
+				-- the n the host restoring it makes that length from (a
+				-- policy's model only decides what is impossible)
+				local n, merr = core.min_n(mv.new_len, hostmodel.model(host)) or s.n
+				bytes, merr = core.criu_relocate_mm(bytes, p.mm_path, mv, mv.new_len, n)
 				if not bytes then return nil, merr, "occupied" end
-				changes[#changes + 1] = { pid = p.pid, addr = c.ring.addr, from = c.nr_req, to = s.n,
+				changes[#changes + 1] = { pid = p.pid, addr = c.ring.addr, from = c.nr_req, to = n,
 					relocated_to = mv.to, grown_from = c.ring.ring_len, grown_to = mv.new_len,
 					references = mv.refs }
 			elseif s.action == "grow" then

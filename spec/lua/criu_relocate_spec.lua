@@ -137,4 +137,30 @@ describe("relocation in a CRIU dump", function()
 		now = files_of(img)
 		for name, bytes in pairs(pristine) do assert(now[name] == bytes, name .. " differs after --undo") end
 	end)
+
+	it("is done by the plugin for a policy that relocates (planned as 16 CPUs); CRIU restores it here", function()
+		if not C.need(pending) then return end
+		local img, out = dir .. "/img", dir .. "/w.out"
+		assert(core.mkdir(img))
+		helper.write(dir .. "/p16.lua", string.format([[
+			local p = dofile(%q)
+			p.model = { cpus = 16 }
+			return p]], os.getenv("PWD") .. "/" .. EXAMPLE)) -- CRIU runs in the image directory
+		local env = "AIOTK_POLICY=" .. dir .. "/p16.lua"
+		local pid = detached_workload("--dense --blocked 0 --keep heap,stack,static,tls --allow-grow " ..
+			"--ring 1:4:4:0 --ring 1:5:1:0", out)
+		pids[#pids + 1] = pid
+		local ok, o = C.criu("dump -t " .. pid .. " -D " .. img, true, env)
+		assert(ok, "criu dump: " .. o .. helper.slurp(img .. "/criu.log"):sub(-3000))
+		assert(C.gone(pid))
+		-- the plugin fits the dump to this host at the dump's end
+		local log = helper.slurp(img .. "/criu.log")
+		ok, o = C.criu("restore -d -D " .. img, true, env)
+		assert(ok, "criu restore: " .. o .. helper.slurp(img .. "/criu.log"):sub(-3000))
+		-- the sizes this host makes 8192 bytes from, each location logged
+		local _, moved = log:gsub("nr_req %d+ %-> 63, relocated to 0x%x+ %(8192 bytes%): %d+ reference%(s%) rewritten", "")
+		assert.are.equal(2, moved, log)
+		assert.matches("aiotk: +core%-%d+%.img: thread %d+ register ip 0x%x+ %-> 0x%x+ %(its io_getevents", log)
+		assert.matches("VERIFY OK 2 rings %(2 relocated%)", lines_of(pid, out))
+	end)
 end)
