@@ -163,4 +163,27 @@ describe("relocation in a CRIU dump", function()
 		assert.matches("aiotk: +core%-%d+%.img: thread %d+ register ip 0x%x+ %-> 0x%x+ %(its io_getevents", log)
 		assert.matches("VERIFY OK 2 rings %(2 relocated%)", lines_of(pid, out))
 	end)
+
+	it("is done by the action script at pre-restore for a policy that relocates; CRIU restores it here", function()
+		if not C.need(pending) then return end
+		local img, out = dir .. "/img", dir .. "/w.out"
+		assert(core.mkdir(img))
+		helper.write(dir .. "/p16.lua", string.format([[
+			local p = dofile(%q)
+			p.model = { cpus = 16 }
+			return p]], os.getenv("PWD") .. "/" .. EXAMPLE))
+		local env = "AIOTK_POLICY=" .. dir .. "/p16.lua"
+		local pid = detached_workload("--dense --keep heap,stack,static,tls --allow-grow " ..
+			"--ring 1:4:1:0 --ring 1:5:1:0", out)
+		pids[#pids + 1] = pid
+		local ok, o = C.criu("dump -t " .. pid .. " -D " .. img .. " --action-script " .. C.HOOK, false, env)
+		assert(ok, "criu dump: " .. o .. helper.slurp(img .. "/criu.log"):sub(-3000))
+		assert(C.gone(pid))
+		ok, o = C.criu("restore -d -D " .. img .. " --action-script " .. C.HOOK, false, env)
+		local log = helper.slurp(img .. "/criu.log")
+		assert(ok, "criu restore: " .. o .. log:sub(-3000))
+		local _, moved = log:gsub("relocated to 0x%x+ %(8192 bytes%): %d+ reference%(s%) rewritten", "")
+		assert.are.equal(2, moved, log)
+		assert.matches("VERIFY OK 2 rings %(2 relocated%)", lines_of(pid, out))
+	end)
 end)
