@@ -20,6 +20,16 @@ local ARGS = "--dense --blocked 1 --keep heap,stack,static,tls --allow-grow " ..
 
 local detached_workload, files_of = C.detached_workload, C.files_of
 
+-- AIOTK_POLICY for CRIU's runs: the example policy planned as 16 CPUs
+-- (a path from /, since CRIU runs in the image directory).
+local function policy16_env(dir)
+	helper.write(dir .. "/p16.lua", string.format([[
+		local p = dofile(%q)
+		p.model = { cpus = 16 }
+		return p]], os.getenv("PWD") .. "/" .. EXAMPLE))
+	return "AIOTK_POLICY=" .. dir .. "/p16.lua"
+end
+
 local function lines_of(pid, out)
 	core.kill(pid, "USR2")
 	helper.wait_until(function() return helper.slurp(out):match("VERIFY [^\n]*\n") end, 10000)
@@ -142,11 +152,7 @@ describe("relocation in a CRIU dump", function()
 		if not C.need(pending) then return end
 		local img, out = dir .. "/img", dir .. "/w.out"
 		assert(core.mkdir(img))
-		helper.write(dir .. "/p16.lua", string.format([[
-			local p = dofile(%q)
-			p.model = { cpus = 16 }
-			return p]], os.getenv("PWD") .. "/" .. EXAMPLE)) -- CRIU runs in the image directory
-		local env = "AIOTK_POLICY=" .. dir .. "/p16.lua"
+		local env = policy16_env(dir)
 		local pid = detached_workload("--dense --blocked 0 --keep heap,stack,static,tls --allow-grow " ..
 			"--ring 1:4:4:0 --ring 1:5:1:0", out)
 		pids[#pids + 1] = pid
@@ -168,11 +174,7 @@ describe("relocation in a CRIU dump", function()
 		if not C.need(pending) then return end
 		local img, out = dir .. "/img", dir .. "/w.out"
 		assert(core.mkdir(img))
-		helper.write(dir .. "/p16.lua", string.format([[
-			local p = dofile(%q)
-			p.model = { cpus = 16 }
-			return p]], os.getenv("PWD") .. "/" .. EXAMPLE))
-		local env = "AIOTK_POLICY=" .. dir .. "/p16.lua"
+		local env = policy16_env(dir)
 		local pid = detached_workload("--dense --keep heap,stack,static,tls --allow-grow " ..
 			"--ring 1:4:1:0 --ring 1:5:1:0", out)
 		pids[#pids + 1] = pid
