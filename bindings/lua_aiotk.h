@@ -24,6 +24,9 @@ int laiotk_write_flags(lua_State *L, int idx);
 uint64_t laiotk_check_u64(lua_State *L, int idx);
 uint64_t laiotk_opt_field_u64(lua_State *L, int t, const char *k, uint64_t d);
 void laiotk_set_num(lua_State *L, const char *k, double v);
+/* Moves ({ {from=, len=, to=, nr=}, ... } at idx) into m, at most max
+ * (and each nr into nr, when given); their count. */
+size_t laiotk_check_moves(lua_State *L, int idx, aiotk_move *m, uint32_t *nr, size_t max);
 void laiotk_push_event(lua_State *L, const aiotk_event *e);
 
 /* Ring userdata owns its aiotk_ring. */

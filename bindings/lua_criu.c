@@ -211,11 +211,155 @@ static int l_criu_stamp_fits(lua_State *L)
 	return 1;
 }
 
+/* lua_aiotk.h: moves from Lua (relocation in a dump, find_refs). */
+size_t laiotk_check_moves(lua_State *L, int idx, aiotk_move *m, uint32_t *nr, size_t max)
+{
+	luaL_checktype(L, idx, LUA_TTABLE);
+	size_t n = lua_objlen(L, idx);
+	luaL_argcheck(L, n <= max, idx, "too many moved rings");
+	for (size_t i = 0; i < n; i++) {
+		lua_rawgeti(L, idx, (int)i + 1);
+		int at = lua_gettop(L);
+		m[i] = (aiotk_move){ laiotk_opt_field_u64(L, at, "from", 0), laiotk_opt_field_u64(L, at, "len", 0),
+				     laiotk_opt_field_u64(L, at, "to", 0) };
+		if (nr)
+			nr[i] = (uint32_t)laiotk_opt_field_u64(L, at, "nr", 0);
+		lua_pop(L, 1);
+	}
+	return n;
+}
+
+/* A rewritten location: kind, move (1-based), old, value; a word: addr,
+ * map_start, map_finish, file_off; a register: reg. */
+static void push_criu_refs(lua_State *L, const aiotk_criu_refs *r)
+{
+	lua_createtable(L, (int)r->n, 1);
+	for (size_t i = 0; i < r->n; i++) {
+		const aiotk_criu_ref *x = &r->ref[i];
+		lua_createtable(L, 0, 8);
+		lua_pushstring(L, x->kind == AIOTK_REF_ID ? "id" : x->kind == AIOTK_REF_POINTER ? "pointer" : "restart");
+		lua_setfield(L, -2, "kind");
+		laiotk_set_num(L, "move", (double)x->move + 1);
+		laiotk_set_num(L, "old", (double)x->old);
+		laiotk_set_num(L, "value", (double)x->value);
+		if (x->reg) {
+			lua_pushstring(L, x->reg);
+			lua_setfield(L, -2, "reg");
+		} else {
+			laiotk_set_num(L, "addr", (double)x->addr);
+			laiotk_set_num(L, "map_start", (double)x->map_start);
+			laiotk_set_num(L, "map_finish", (double)x->map_end);
+			laiotk_set_num(L, "file_off", (double)x->file_off);
+		}
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	laiotk_set_num(L, "scanned", (double)r->scanned);
+}
+
+#define MAX_MOVES 256
+
+/* bytes pushed as a string, then freed. */
+static void push_freed(lua_State *L, uint8_t *b, size_t n)
+{
+	lua_pushlstring(L, (const char *)b, n);
+	free(b);
+}
+
+/* criu_relocate_mm(bytes, name, {from=, len=, to=}, new_len, n) -> mm file
+ * bytes with the ring moved (aiotk_criu_relocate_mm). */
+static int l_criu_relocate_mm(lua_State *L)
+{
+	size_t len, out_len;
+	uint8_t *out;
+	aiotk_err err;
+	const char *s = luaL_checklstring(L, 1, &len);
+	const char *name = luaL_checkstring(L, 2);
+	luaL_checktype(L, 3, LUA_TTABLE);
+	aiotk_move m = { laiotk_opt_field_u64(L, 3, "from", 0), laiotk_opt_field_u64(L, 3, "len", 0),
+			 laiotk_opt_field_u64(L, 3, "to", 0) };
+	if (aiotk_criu_relocate_mm((const uint8_t *)s, len, name, &m, laiotk_check_u64(L, 4),
+				   (uint32_t)luaL_checknumber(L, 5), &out, &out_len, &err))
+		return laiotk_fail(L, &err);
+	push_freed(L, out, out_len);
+	return 1;
+}
+
+/* criu_relocate_pages(pagemap, pages, name, mm, moves, page) -> pagemap,
+ * pages, refs (aiotk_criu_relocate_pages; mm: the mm image as dumped,
+ * whose VMAs say which pages are scanned). */
+static int l_criu_relocate_pages(lua_State *L)
+{
+	size_t pm_len, pg_len, mm_len, nv, pmo_len, pgo_len;
+	aiotk_err err;
+	aiotk_criu_vma *v;
+	aiotk_move m[MAX_MOVES];
+	uint32_t nr[MAX_MOVES];
+	uint8_t *pmo, *pgo;
+	aiotk_criu_refs refs = { 0 };
+	const char *pm = luaL_checklstring(L, 1, &pm_len), *pg = luaL_checklstring(L, 2, &pg_len);
+	const char *name = luaL_checkstring(L, 3), *mm = luaL_checklstring(L, 4, &mm_len);
+	size_t n = laiotk_check_moves(L, 5, m, nr, MAX_MOVES);
+	unsigned page = (unsigned)luaL_checknumber(L, 6);
+	if (aiotk_criu_vmas((const uint8_t *)mm, mm_len, name, &v, &nv, &err))
+		return laiotk_fail(L, &err);
+	int rc = aiotk_criu_relocate_pages((const uint8_t *)pm, pm_len, (const uint8_t *)pg, pg_len, name, v,
+					   nv, m, nr, n, page, &pmo, &pmo_len, &pgo, &pgo_len, &refs, &err);
+	free(v);
+	if (rc)
+		return laiotk_fail(L, &err);
+	push_freed(L, pmo, pmo_len);
+	push_freed(L, pgo, pgo_len);
+	push_criu_refs(L, &refs);
+	aiotk_criu_refs_free(&refs);
+	return 3;
+}
+
+/* criu_relocate_regs(core, name, moves) -> core, refs
+ * (aiotk_criu_relocate_regs). */
+static int l_criu_relocate_regs(lua_State *L)
+{
+	size_t len, out_len;
+	aiotk_err err;
+	aiotk_move m[MAX_MOVES];
+	uint8_t *out;
+	aiotk_criu_refs refs = { 0 };
+	const char *s = luaL_checklstring(L, 1, &len);
+	const char *name = luaL_checkstring(L, 2);
+	size_t n = laiotk_check_moves(L, 3, m, NULL, MAX_MOVES);
+	if (aiotk_criu_relocate_regs((const uint8_t *)s, len, name, m, n, &out, &out_len, &refs, &err))
+		return laiotk_fail(L, &err);
+	push_freed(L, out, out_len);
+	push_criu_refs(L, &refs);
+	aiotk_criu_refs_free(&refs);
+	return 2;
+}
+
+/* criu_threads(pstree bytes, name, pid) -> { tid, ... } */
+static int l_criu_threads(lua_State *L)
+{
+	size_t len, n;
+	int *tids;
+	aiotk_err err;
+	const char *s = luaL_checklstring(L, 1, &len);
+	if (aiotk_criu_threads((const uint8_t *)s, len, luaL_checkstring(L, 2), (int)luaL_checknumber(L, 3),
+			       &tids, &n, &err))
+		return laiotk_fail(L, &err);
+	lua_createtable(L, (int)n, 0);
+	for (size_t i = 0; i < n; i++) {
+		lua_pushnumber(L, tids[i]);
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	free(tids);
+	return 1;
+}
+
 void laiotk_criu_register(lua_State *L)
 {
 	static const luaL_Reg f[] = {
 		{ "criu_read", l_criu_read }, { "criu_patch", l_criu_patch }, { "criu_grow", l_criu_grow },
-		{ "criu_vmas", l_criu_vmas },
+		{ "criu_vmas", l_criu_vmas }, { "criu_relocate_mm", l_criu_relocate_mm },
+		{ "criu_relocate_pages", l_criu_relocate_pages },
+		{ "criu_relocate_regs", l_criu_relocate_regs }, { "criu_threads", l_criu_threads },
 		{ "criu_decode_mm", l_criu_decode_mm },
 		{ "criu_set_header_nr", l_criu_set_header_nr },
 		{ "write_atomic", l_write_atomic }, { "criu_stamp", l_criu_stamp },

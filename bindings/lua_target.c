@@ -544,13 +544,7 @@ static int p_find_refs(lua_State *L, aiotk_target *t, int b)
 	luaL_checktype(L, b, LUA_TTABLE);
 	size_t n = lua_objlen(L, b);
 	aiotk_move *m = scratch(L, n, sizeof(*m));
-	for (size_t i = 0; i < n; i++) {
-		lua_rawgeti(L, b, (int)i + 1);
-		m[i].from = laiotk_opt_field_u64(L, lua_gettop(L), "from", 0);
-		m[i].len = laiotk_opt_field_u64(L, lua_gettop(L), "len", 0);
-		m[i].to = laiotk_opt_field_u64(L, lua_gettop(L), "to", 0);
-		lua_pop(L, 1);
-	}
+	laiotk_check_moves(L, b, m, NULL, n);
 	if (aiotk_refs_find(t, m, n, &refs, &err))
 		return laiotk_fail(L, &err);
 	lua_createtable(L, (int)refs.n, 2);

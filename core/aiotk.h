@@ -272,6 +272,7 @@ typedef struct aiotk_move { uint64_t from, len, to; } aiotk_move;
 enum aiotk_ref_kind {
 	AIOTK_REF_ID = 0,      /* the old id itself */
 	AIOTK_REF_POINTER = 1, /* inside the old ring (a read of its events) */
+	AIOTK_REF_RESTART = 2, /* a dump's io_getevents on it, restarted (ip) */
 };
 typedef struct aiotk_ref {
 	enum aiotk_ref_kind kind;
@@ -913,7 +914,7 @@ int aiotk_criu_decode_pagemap(const uint8_t *buf, size_t len, const char *name,
 			      size_t *present, aiotk_err *err);
 /* The VMAs of an mm file image (the dump's layout: where a ring has room
  * to grow, or could go). *out is malloc'd. */
-typedef struct aiotk_criu_vma { uint64_t start, end; int ring; } aiotk_criu_vma;
+typedef struct aiotk_criu_vma { uint64_t start, end; int ring, writable; } aiotk_criu_vma;
 int aiotk_criu_vmas(const uint8_t *buf, size_t len, const char *name, aiotk_criu_vma **out,
 		    size_t *count, aiotk_err *err);
 /* Rewrite nr_req of ring i in an mm file image to n, in place and in the
@@ -930,6 +931,48 @@ int aiotk_criu_grow_mm(const uint8_t *buf, size_t len, const char *name, uint64_
 /* The ring header's nr in the dump's saved pages: r->pages_path at
  * r->header_off (found by aiotk_criu_read), written in place and synced. */
 int aiotk_criu_set_header_nr(const aiotk_criu_ring *r, uint32_t nr, aiotk_err *err);
+
+/* Relocation in a dump (docs/KERNEL-FACTS.md, "CRIU dumps"): a ring
+ * moved to m->to as new_len bytes asking io_setup(nr_req). mm: its VMA's
+ * start and end and its aio entry, the VMAs kept sorted by start (CRIU
+ * refuses them unsorted); every other byte copied. AIOTK_EOCCUPIED when
+ * another VMA lies in the new range. *out is malloc'd. */
+int aiotk_criu_relocate_mm(const uint8_t *buf, size_t len, const char *name, const aiotk_move *m,
+			   uint64_t new_len, uint32_t nr_req, uint8_t **out, size_t *out_len,
+			   aiotk_err *err);
+/* A location a relocation rewrote in a dump: a word of the pages file
+ * (its offset in the new file, its address and mapping) or a register of
+ * a thread's core image (reg: its name in CRIU's core-x86.proto). */
+typedef struct aiotk_criu_ref {
+	enum aiotk_ref_kind kind;
+	size_t move;
+	uint64_t addr, map_start, map_end, file_off;
+	const char *reg;
+	uint64_t old, value;
+} aiotk_criu_ref;
+typedef struct aiotk_criu_refs { size_t n, cap; aiotk_criu_ref *ref; uint64_t scanned; } aiotk_criu_refs;
+/* pagemap-PID.img and its pages file rewritten for moves m[0..n): each
+ * old ring's pages at its new address (entries split at ring edges,
+ * written in ascending address order, pages following them), the moved
+ * header's nr set to new_nr[i], and every 8-byte-aligned word of the
+ * writable non-ring VMAs' pages equal to an old id, or pointing into an
+ * old ring, rebased (appended to refs). */
+int aiotk_criu_relocate_pages(const uint8_t *pm, size_t pm_len, const uint8_t *pages,
+			      size_t pages_len, const char *name, const aiotk_criu_vma *v,
+			      size_t nv, const aiotk_move *m, const uint32_t *new_nr, size_t n,
+			      unsigned page, uint8_t **pm_out, size_t *pm_out_len, uint8_t **pages_out,
+			      size_t *pages_out_len, aiotk_criu_refs *refs, aiotk_err *err);
+/* core-TID.img with every general register (x86-64 gpregs) equal to an
+ * old id, or pointing into an old ring, rebased (appended to refs); every
+ * other byte kept. *out is malloc'd (a copy when nothing matched). */
+int aiotk_criu_relocate_regs(const uint8_t *buf, size_t len, const char *name, const aiotk_move *m,
+			     size_t n, uint8_t **out, size_t *out_len, aiotk_criu_refs *refs,
+			     aiotk_err *err);
+void aiotk_criu_refs_free(aiotk_criu_refs *r);
+/* The threads (their core-TID.img) of process pid in pstree.img. *tids is
+ * malloc'd. */
+int aiotk_criu_threads(const uint8_t *buf, size_t len, const char *name, int pid, int **tids,
+		       size_t *n, aiotk_err *err);
 
 /* The stamp aiotk's CRIU plugin leaves in a dump it fitted, at the dump's
  * end, to the host it was made on (every nr_req the n recorded at dump):

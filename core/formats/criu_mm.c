@@ -2,7 +2,7 @@
  * File: u32 0x54564319, u32 0x57492820, then u32 length + mm_entry.
  * nr_req's position is found by walking the protobuf wire format, so
  * criu-fixup can change that varint and nothing else. */
-#include "aiotk.h"
+#include "formats.h"
 #include "criu_mm.pb-c.h"
 
 #include <stdio.h>
@@ -171,7 +171,8 @@ int aiotk_criu_vmas(const uint8_t *buf, size_t len, const char *name, aiotk_criu
 		rc = aiotk_fail(err, AIOTK_ENOMEM, 0, "%s: out of memory", name);
 	for (size_t i = 0; !rc && i < m->n_vmas; i++) {
 		const CriuVmaEntry *v = m->vmas[i];
-		(*out)[i] = (aiotk_criu_vma){ v->start, v->end, (v->status & VMA_AIORING) != 0 };
+		(*out)[i] = (aiotk_criu_vma){ v->start, v->end, (v->status & VMA_AIORING) != 0,
+						(v->prot & 2) != 0 };
 	}
 	criu_mm_entry__free_unpacked(m, NULL);
 	return rc;
@@ -197,9 +198,7 @@ int aiotk_criu_patch_nr_req(uint8_t *buf, size_t len, const aiotk_criu_ring *r,
 
 /* ---- growing a ring in the image --------------------------------------- */
 
-struct out { uint8_t *b; size_t n, cap; };
-
-static int put(struct out *o, const void *p, size_t n)
+int fmt_put(struct fmt_buf *o, const void *p, size_t n)
 {
 	if (o->n + n > o->cap) {
 		size_t cap = (o->n + n) * 2 + 64;
@@ -209,43 +208,72 @@ static int put(struct out *o, const void *p, size_t n)
 		o->b = b;
 		o->cap = cap;
 	}
-	memcpy(o->b + o->n, p, n);
+	if (n)
+		memcpy(o->b + o->n, p, n);
 	o->n += n;
 	return 0;
 }
 
-static int put_varint(struct out *o, uint64_t v)
+/* v as a varint of at least min bytes (padded: continuation bits on). */
+static int put_varint_min(struct fmt_buf *o, uint64_t v, size_t min)
 {
 	uint8_t b[10];
 	size_t n = 0;
 	do {
 		b[n] = (uint8_t)(v & 0x7f);
 		v >>= 7;
-		if (v)
+		if (v || n + 1 < min)
 			b[n] |= 0x80;
 		n++;
-	} while (v);
-	return put(o, b, n);
+	} while (v || n < min);
+	return fmt_put(o, b, n);
 }
 
-/* The submessage [start, end) with varint fields a (and b, unless 0) set
- * to va (vb); every other field copied byte for byte. */
-static int rewrite_sub(const uint8_t *m, size_t start, size_t end, uint32_t a, uint64_t va,
-		       uint32_t b, uint64_t vb, struct out *o)
+static int put_varint(struct fmt_buf *o, uint64_t v) { return put_varint_min(o, v, 1); }
+
+/* The submessage [start, end) with varint fields num[0..n) set to
+ * val[i], each written in at least min[i] bytes; every other field
+ * copied byte for byte. */
+static int rewrite_fields(const uint8_t *m, size_t start, size_t end, size_t n, const uint32_t *num,
+			  const uint64_t *val, const size_t *min, struct fmt_buf *o)
 {
 	size_t off = start;
 	struct field f;
 	while (off < end) {
-		size_t key_at = off;
+		size_t key_at = off, i = 0;
 		if (next_field(m, end, &off, &f))
 			return -1;
-		if (f.type == 0 && (f.num == a || (b && f.num == b))) {
-			if (put_varint(o, (uint64_t)f.num << 3) || put_varint(o, f.num == a ? va : vb))
+		while (i < n && (f.type != 0 || f.num != num[i]))
+			i++;
+		if (i < n) {
+			if (put_varint(o, (uint64_t)f.num << 3) || put_varint_min(o, val[i], min[i]))
 				return -1;
-		} else if (put(o, m + key_at, off - key_at))
+		} else if (fmt_put(o, m + key_at, off - key_at))
 			return -1;
 	}
 	return 0;
+}
+
+/* An aio entry [start, end) with id, nr_req and ring_len set; nr_req takes
+ * the 5 bytes any u32 needs, so a later fixup (another host's n) patches
+ * it in place. */
+static int rewrite_aio(const uint8_t *m, size_t start, size_t end, uint64_t id, uint32_t nr_req,
+		       uint64_t ring_len, struct fmt_buf *o)
+{
+	static const uint32_t num[] = { 1, 2, 3 };
+	static const size_t min[] = { 1, 5, 1 };
+	const uint64_t val[] = { id, nr_req, ring_len };
+	return rewrite_fields(m, start, end, 3, num, val, min, o);
+}
+
+/* A VMA entry [start, end) with its start and end set. */
+static int rewrite_vma(const uint8_t *m, size_t start, size_t end, uint64_t from, uint64_t to,
+		       struct fmt_buf *o)
+{
+	static const uint32_t num[] = { 1, 2 };
+	static const size_t min[] = { 1, 1 };
+	const uint64_t val[] = { from, to };
+	return rewrite_fields(m, start, end, 2, num, val, min, o);
 }
 
 /* A top-level field 14 (vma) or 16 (aio) about the ring at addr: its
@@ -272,7 +300,7 @@ static const CriuVmaEntry *in_the_way(const CriuMmEntry *m, uint64_t addr, uint6
 }
 
 static int grow_entry(const uint8_t *m, size_t n, uint64_t addr, uint64_t new_len, uint32_t nr_req,
-		      struct out *o)
+		      struct fmt_buf *o)
 {
 	size_t off = 0;
 	struct field f;
@@ -282,16 +310,16 @@ static int grow_entry(const uint8_t *m, size_t n, uint64_t addr, uint64_t new_le
 			return -1;
 		int vma = f.num == 14 && f.type == 2, aio = f.num == 16 && f.type == 2;
 		if (!(vma || aio) || !about(m, &f, addr)) {
-			if (put(o, m + key_at, off - key_at))
+			if (fmt_put(o, m + key_at, off - key_at))
 				return -1;
 			continue;
 		}
-		struct out sub = { 0 };
-		int rc = vma ? rewrite_sub(m, f.start, f.start + f.len, 2, addr + new_len, 0, 0, &sub)
-			     : rewrite_sub(m, f.start, f.start + f.len, 2, nr_req, 3, new_len, &sub);
+		struct fmt_buf sub = { 0 };
+		int rc = vma ? rewrite_vma(m, f.start, f.start + f.len, addr, addr + new_len, &sub)
+			     : rewrite_aio(m, f.start, f.start + f.len, addr, nr_req, new_len, &sub);
 		if (!rc)
 			rc = put_varint(o, (uint64_t)f.num << 3 | 2) || put_varint(o, sub.n) ||
-			     put(o, sub.b, sub.n);
+			     fmt_put(o, sub.b, sub.n);
 		free(sub.b);
 		if (rc)
 			return -1;
@@ -326,9 +354,9 @@ int aiotk_criu_grow_mm(const uint8_t *buf, size_t len, const char *name, uint64_
 	criu_mm_entry__free_unpacked(m, NULL);
 	if (rc)
 		return rc;
-	struct out o = { 0 }, e = { 0 };
+	struct fmt_buf o = { 0 }, e = { 0 };
 	uint8_t size[4];
-	if (put(&o, buf, 8) || grow_entry(buf + 12, n, addr, new_len, nr_req, &e) ||
+	if (fmt_put(&o, buf, 8) || grow_entry(buf + 12, n, addr, new_len, nr_req, &e) ||
 	    e.n > UINT32_MAX) {
 		free(o.b);
 		free(e.b);
@@ -336,11 +364,138 @@ int aiotk_criu_grow_mm(const uint8_t *buf, size_t len, const char *name, uint64_
 	}
 	for (int i = 0; i < 4; i++)
 		size[i] = (uint8_t)(e.n >> (8 * i));
-	rc = put(&o, size, 4) || put(&o, e.b, e.n) || put(&o, buf + 12 + n, len - 12 - n);
+	rc = fmt_put(&o, size, 4) || fmt_put(&o, e.b, e.n) || fmt_put(&o, buf + 12 + n, len - 12 - n);
 	free(e.b);
 	if (rc) {
 		free(o.b);
 		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory");
+	}
+	*out = o.b;
+	*out_len = o.n;
+	return 0;
+}
+
+/* ---- relocating a ring in the image ------------------------------------- */
+
+struct vma_field { uint64_t start; const uint8_t *b; size_t n; struct fmt_buf moved; };
+
+static int by_start(const void *a, const void *b)
+{
+	const struct vma_field *x = a, *y = b;
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+static uint64_t field1(const uint8_t *m, const struct field *f)
+{
+	size_t off = f->start, end = f->start + f->len;
+	struct field g;
+	while (off < end && !next_field(m, end, &off, &g))
+		if (g.num == 1 && g.type == 0)
+			return g.value;
+	return 0;
+}
+
+/* One vma field (key and payload at [key_at, end)), the ring's moved. */
+static int take_vma(const uint8_t *m, const struct field *f, size_t key_at, size_t end,
+		    const aiotk_move *mv, uint64_t new_len, struct vma_field *v)
+{
+	*v = (struct vma_field){ .start = field1(m, f), .b = m + key_at, .n = end - key_at };
+	if (v->start != mv->from)
+		return 0;
+	struct fmt_buf sub = { 0 };
+	v->start = mv->to;
+	int rc = rewrite_vma(m, f->start, f->start + f->len, mv->to, mv->to + new_len, &sub) ||
+		 put_varint(&v->moved, (uint64_t)14 << 3 | 2) || put_varint(&v->moved, sub.n) ||
+		 fmt_put(&v->moved, sub.b, sub.n);
+	free(sub.b);
+	v->b = v->moved.b;
+	v->n = v->moved.n;
+	return rc;
+}
+
+/* The entry [0, n) with the ring's aio entry (id, nr_req, ring_len) and
+ * VMA moved, the VMAs written sorted by start where the first one was. */
+static int relocate_entry(const uint8_t *m, size_t n, const aiotk_move *mv, uint64_t new_len,
+			  uint32_t nr_req, struct vma_field *vs, size_t nvs, struct fmt_buf *o)
+{
+	size_t off = 0, k = 0, at = (size_t)-1;
+	struct fmt_buf rest = { 0 };
+	struct field f;
+	int rc = 0;
+	while (!rc && off < n) {
+		size_t key_at = off;
+		if (next_field(m, n, &off, &f)) {
+			rc = -1;
+		} else if (f.num == 14 && f.type == 2) {
+			if (at == (size_t)-1)
+				at = rest.n;
+			rc = k >= nvs || take_vma(m, &f, key_at, off, mv, new_len, &vs[k++]);
+		} else if (f.num == 16 && f.type == 2 && about(m, &f, mv->from)) {
+			struct fmt_buf b = { 0 };
+			rc = rewrite_aio(m, f.start, f.start + f.len, mv->to, nr_req, new_len, &b) ||
+			     put_varint(&rest, (uint64_t)16 << 3 | 2) || put_varint(&rest, b.n) ||
+			     fmt_put(&rest, b.b, b.n);
+			free(b.b);
+		} else {
+			rc = fmt_put(&rest, m + key_at, off - key_at);
+		}
+	}
+	if (!rc && k != nvs)
+		rc = -1;
+	if (at == (size_t)-1)
+		at = rest.n;
+	qsort(vs, k, sizeof(*vs), by_start);
+	rc = rc || fmt_put(o, rest.b, at);
+	for (size_t i = 0; !rc && i < k; i++)
+		rc = fmt_put(o, vs[i].b, vs[i].n);
+	rc = rc || fmt_put(o, rest.b + at, rest.n - at);
+	free(rest.b);
+	return rc;
+}
+
+int aiotk_criu_relocate_mm(const uint8_t *buf, size_t len, const char *name, const aiotk_move *mv,
+			   uint64_t new_len, uint32_t nr_req, uint8_t **out, size_t *out_len,
+			   aiotk_err *err)
+{
+	uint32_t n;
+	CriuMmEntry *m;
+	int rc = unpack_mm(buf, len, name, &n, &m, err);
+	if (rc)
+		return rc;
+	int found = 0;
+	for (size_t i = 0; i < m->n_aios; i++)
+		found |= m->aios[i]->id == mv->from;
+	if (!found)
+		rc = aiotk_fail(err, AIOTK_EINVAL, 0, "%s: no AIO ring at 0x%llx", name,
+				(unsigned long long)mv->from);
+	for (size_t v = 0; !rc && v < m->n_vmas; v++) {
+		const CriuVmaEntry *e = m->vmas[v];
+		if (e->start != mv->from && e->start < mv->to + new_len && e->end > mv->to)
+			rc = aiotk_fail(err, AIOTK_EOCCUPIED, 0,
+					"%s: ring 0x%llx cannot move to 0x%llx-0x%llx: the mapping 0x%llx-0x%llx is there",
+					name, (unsigned long long)mv->from, (unsigned long long)mv->to,
+					(unsigned long long)(mv->to + new_len), (unsigned long long)e->start,
+					(unsigned long long)e->end);
+	}
+	size_t nvs = m->n_vmas;
+	criu_mm_entry__free_unpacked(m, NULL);
+	if (rc)
+		return rc;
+	struct vma_field *vs = calloc(nvs ? nvs : 1, sizeof(*vs));
+	struct fmt_buf o = { 0 }, e = { 0 };
+	uint8_t size[4];
+	rc = !vs || fmt_put(&o, buf, 8) || relocate_entry(buf + 12, n, mv, new_len, nr_req, vs, nvs, &e) ||
+	     e.n > UINT32_MAX;
+	for (int i = 0; i < 4; i++)
+		size[i] = (uint8_t)(e.n >> (8 * i));
+	rc = rc || fmt_put(&o, size, 4) || fmt_put(&o, e.b, e.n) || fmt_put(&o, buf + 12 + n, len - 12 - n);
+	for (size_t i = 0; vs && i < nvs; i++)
+		free(vs[i].moved.b);
+	free(vs);
+	free(e.b);
+	if (rc) {
+		free(o.b);
+		return aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: cannot rewrite the mm entry", name);
 	}
 	*out = o.b;
 	*out_len = o.n;

@@ -13,4 +13,9 @@ void uring_entry_free(AiotkUringEntry *e);
  * and u holds nothing. */
 int uring_from_entry(const AiotkUringEntry *e, aiotk_uring *u, const char **why);
 
+/* A growing output buffer (CRIU images rewritten): n bytes of cap at b. */
+struct fmt_buf { uint8_t *b; size_t n, cap; };
+/* p[0..n) appended; -1 when out of memory. */
+int fmt_put(struct fmt_buf *o, const void *p, size_t n);
+
 #endif

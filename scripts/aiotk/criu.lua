@@ -3,6 +3,7 @@
 local aiotk = require "aiotk"
 local hostmodel = require "aiotk.hostmodel"
 local plans = require "aiotk.plan"
+local relocate = require "aiotk.criu_relocate"
 local core = aiotk.core
 
 local M = {}
@@ -74,13 +75,7 @@ function M.import(procs, out)
 	return written
 end
 
-local function read_file(path)
-	local f, err = io.open(path, "rb")
-	if not f then return nil, err end
-	local s = f:read("*a")
-	f:close()
-	return s
-end
+local read_file = relocate.read_file
 
 
 -- Process p's layout in the dump (its VMAs, as plan.make takes a running
@@ -115,10 +110,6 @@ local function refusal(s)
 	if not s then return "the policy's filter leaves it out (CRIU restores every ring of a process)" end
 	if s.action == "skip" then return "the policy's impossible hook skips it (CRIU restores every ring)" end
 	if s.action == "fail" then return s.reason end
-	if s.action == "relocate" then
-		return s.reason .. "; the policy relocates it, which aiotk does only in a running process " ..
-			"(aiotk restore -p) so far, not in a CRIU dump"
-	end
 end
 
 local function refused(p, c, host, why)
@@ -188,23 +179,43 @@ local function patched_mm(procs, host, recorded, policy)
 			local why = refusal(steps[c.ring.addr])
 			if why then return nil, refused(p, c, host, why), "impossible" end
 		end
-		-- grow first: it re-encodes the entry, so nr_req offsets move
+		local grown = {}
+		-- grow and relocate first: they re-encode the entry, so nr_req offsets move
+		local moved, rerr, rcode = relocate.in_dump(p, steps, bytes, policy, out)
+		if not moved then return nil, rerr, rcode end
 		for _, c in ipairs(p.rings) do
 			local s = steps[c.ring.addr]
-			if s.action == "grow" then
+			local mv = moved.by_addr[c.ring.addr]
+			if mv then
+				-- the n the host restoring it makes that length from (a
+				-- policy's model only decides what is impossible)
+				local n, merr = core.min_n(mv.new_len, hostmodel.model(host)) or s.n
+				bytes, merr = core.criu_relocate_mm(bytes, p.mm_path, mv, mv.new_len, n)
+				if not bytes then return nil, merr, "occupied" end
+				changes[#changes + 1] = { pid = p.pid, addr = c.ring.addr, from = c.nr_req, to = n,
+					relocated_to = mv.to, grown_from = c.ring.ring_len, grown_to = mv.new_len,
+					references = mv.refs }
+			elseif s.action == "grow" then
 				local gerr
 				bytes, gerr = core.criu_grow(bytes, p.mm_path, c.ring.addr, s.grow_to, s.n)
 				if not bytes then return nil, gerr, "occupied" end
-				headers[#headers + 1] = header_change(c, s.grow_to)
+				grown[#grown + 1] = header_change(c, s.grow_to)
 				changes[#changes + 1] = { pid = p.pid, addr = c.ring.addr, from = c.nr_req, to = s.n,
 					grown_from = c.ring.ring_len, grown_to = s.grow_to }
 			end
 		end
+		-- a pages file the relocation replaces has the grown headers in
+		-- its new bytes; only the others are patched in place
+		for _, h in ipairs(grown) do
+			if not out[h.pages] then headers[#headers + 1] = h end
+		end
 		local again = assert(core.criu_decode_mm(bytes, p.mm_path))
-		for i, c in ipairs(p.rings) do
+		local at_addr = {}
+		for _, a in ipairs(again) do at_addr[a.addr] = a end
+		for _, c in ipairs(p.rings) do
 			local s = steps[c.ring.addr]
 			if s.action == "exact" then
-				local at = again[i]
+				local at = at_addr[c.ring.addr]
 				local perr2
 				bytes, perr2 = core.criu_patch(bytes, at.nr_req_off, at.nr_req_len, s.n)
 				if not bytes then return nil, p.mm_path .. ": " .. perr2 end
@@ -264,7 +275,9 @@ function M.plugin_verdicts(p, host, policy, recorded)
 		end
 		out[c.ring.addr] = why and ("fails: " .. why) or string.format("ok: io_setup(%d)%s%s", s.n,
 			recorded and recorded(p.pid, c.ring.addr) == s.n and " (recorded at dump)" or "",
-			s.action == "grow" and string.format(", grown to %d bytes in the images", s.grow_to) or "")
+			s.action == "grow" and string.format(", grown to %d bytes in the images", s.grow_to) or
+			s.action == "relocate" and string.format(", relocated as %d bytes in the images (every copy " ..
+				"of its id rewritten)", s.relocate_len) or "")
 	end
 	return out, budget
 end
@@ -336,31 +349,34 @@ function M.fixup(dir, procs, host, opts)
 	return changes
 end
 
--- Put back what fixup changed in dir: the saved ring headers from the
--- header journal, then the mm images from each mm-PID.img.orig, then the
--- journal goes (so an undo stopped on the way can be run again). Reads
--- nothing else of the dump, which may be half fixed; an mm image that is
--- its .orig already is not written. Returns the names of the mm images
--- put back (none when nothing was changed). opts.sync as for fixup.
+-- Put back what fixup changed in dir: every image from its NAME.orig
+-- (mm images; pagemap, pages and core images a relocation replaced),
+-- then the saved ring headers patched in place from the header journal
+-- (their offsets are those of the files as CRIU wrote them, which the
+-- .orig copies are), then the journal goes (so an undo stopped on the way
+-- can be run again). Reads nothing else of the dump, which may be half
+-- fixed; an image that is its .orig already is not written. Returns the
+-- names of the images put back (none when nothing was changed). opts.sync
+-- as for fixup.
 function M.undo(dir, opts)
 	local names, lerr = core.listdir(dir)
 	if not names then return nil, lerr end
 	local headers, jerr = read_journal(dir)
 	if not headers then return nil, jerr end
 	os.remove(dir .. "/" .. core.CRIU_STAMP)
-	local hok, herr = set_headers(dir, headers, "was")
-	if not hok then return nil, herr end
 	local put_back = {}
 	table.sort(names)
 	for _, name in ipairs(names) do
-		local mm = name:match("^(mm%-%d+%.img)%.orig$")
-		local orig = mm and assert(read_file(dir .. "/" .. name))
-		if orig and orig ~= read_file(dir .. "/" .. mm) then
-			local ok, werr = core.write_atomic(dir .. "/" .. mm, orig, { sync = opts and opts.sync })
+		local img = name:match("^(.+%.img)%.orig$")
+		local orig = img and assert(read_file(dir .. "/" .. name))
+		if orig and orig ~= read_file(dir .. "/" .. img) then
+			local ok, werr = core.write_atomic(dir .. "/" .. img, orig, { sync = opts and opts.sync })
 			if not ok then return nil, werr end
-			put_back[#put_back + 1] = mm
+			put_back[#put_back + 1] = img
 		end
 	end
+	local hok, herr = set_headers(dir, headers, "was")
+	if not hok then return nil, herr end
 	os.remove(dir .. "/" .. M.HEADER_JOURNAL)
 	return put_back
 end

@@ -44,10 +44,14 @@ local function fit_here(procs, recorded)
 	local changes, ferr = criu.fixup(state.dir, procs, host,
 		{ recorded = recorded, policy = state.policy, sync = false })
 	if not changes then return nil, ferr end
+	local describe = require("aiotk.criu_relocate").describe
 	for _, c in ipairs(changes) do
 		logf("info", "pid %d ring 0x%x: nr_req %d -> %d%s%s", c.pid, c.addr, c.from, c.to,
 			recorded(c.pid, c.addr) == c.to and " (recorded at dump)" or "",
+			c.relocated_to and string.format(", relocated to 0x%x (%d bytes): %d reference(s) rewritten",
+				c.relocated_to, c.grown_to, #c.references) or
 			c.grown_to and string.format(", grown from %d to %d bytes", c.grown_from, c.grown_to) or "")
+		for _, r in ipairs(c.references or {}) do logf("info", "    %s", describe(r)) end
 	end
 	return true
 end

@@ -23,7 +23,7 @@ end
 -- address as the layout allows (where mmap, top-down, would have put it):
 -- a free gap's top is `below` or the start of a busy range, so the
 -- highest of those that leaves len bytes clear is the answer.
-local function free_range(busy, len, below)
+function M.free_range(busy, len, below)
 	local tops = { below }
 	for _, b in ipairs(busy) do
 		if b[1] < below then tops[#tops + 1] = b[1] end
@@ -59,7 +59,7 @@ function M.place(maps, steps, replace, mapping_in)
 					i, #steps, old.addr, m.desc), "occupied"
 			end
 			s.old_ring = m and m.ring and { addr = m.start, len = m.finish - m.start } or nil
-			local dest = free_range(busy, s.len, old.addr)
+			local dest = M.free_range(busy, s.len, old.addr)
 			if not dest then
 				return nil, string.format("ring %d of %d (0x%x): no free range of %d bytes to relocate it to; " ..
 					"nothing was changed", i, #steps, old.addr, s.len), "occupied"

@@ -1,4 +1,5 @@
-/* Fuzz target for the CRIU readers (mm and pagemap images). With clang:
+/* Fuzz target for the CRIU readers (mm and pagemap images) and the
+ * relocation rewriters (mm, pagemap and pages, core, pstree). With clang:
  * libFuzzer; otherwise a bounded seeded mutation loop over the fixture
  * files named on the command line. The decoders must return, never crash
  * or read out of bounds (run under ASan in CI). */
@@ -22,6 +23,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	free(p.rings);
 	aiotk_criu_decode_pagemap(data, size, "fuzz", &present, &err);
+	/* relocation: the input as mm, pagemap (over a zeroed pages file),
+	 * core and pstree image */
+	static uint8_t pages[4 * 4096];
+	aiotk_move m = { 0x7f0000000000, 4096, 0x7e0000000000 };
+	uint32_t nr = 255;
+	aiotk_criu_vma v = { 0x1000, 0x5000, 0, 1 };
+	aiotk_criu_refs refs = { 0 };
+	uint8_t *o1 = NULL, *o2 = NULL;
+	size_t l1, l2, ntids;
+	int *tids = NULL;
+	if (!aiotk_criu_relocate_mm(data, size, "fuzz", &m, 8192, 1, &o1, &l1, &err))
+		free(o1);
+	if (!aiotk_criu_relocate_pages(data, size, pages, sizeof(pages), "fuzz", &v, 1, &m, &nr, 1, 4096,
+				       &o1, &l1, &o2, &l2, &refs, &err)) {
+		free(o1);
+		free(o2);
+	}
+	if (!aiotk_criu_relocate_regs(data, size, "fuzz", &m, 1, &o1, &l1, &refs, &err))
+		free(o1);
+	aiotk_criu_refs_free(&refs);
+	if (!aiotk_criu_threads(data, size, "fuzz", 1, &tids, &ntids, &err))
+		free(tids);
 	return 0;
 }
 

@@ -56,4 +56,78 @@ function M.need(pending)
 	return true
 end
 
+-- A workload started apart from this process (its own session: CRIU
+-- dumps and restores it alone), READY once it has made its rings.
+function M.detached_workload(args, out)
+	local bin = require("aiotk.workload").binary()
+	local ok, o = sh(string.format("setsid %s --tolerate-stop-eintr %s >%s 2>&1 </dev/null & echo $!",
+		bin, args, out))
+	assert(ok, o)
+	local pid = tonumber(o:match("(%d+)"))
+	assert(helper.wait_until(function() return helper.slurp(out):match("^READY") end, 10000),
+		"workload did not start: " .. helper.slurp(out))
+	return pid
+end
+
+-- Every file of directory d, by name.
+-- Every file of directory d, by name: its bytes.
+function M.files_of(d)
+	local out = {}
+	for _, name in ipairs(core.listdir(d)) do out[name] = helper.slurp(d .. "/" .. name) end
+	return out
+end
+
+-- criu-fixup in place of dump img for the host `to` (cpus, grow: a policy
+-- file), made to fail at each of its writes in turn (the .orig copies, the
+-- header journal, the saved ring header, the mm image), then undone: each
+-- time the dump is CRIU's again, byte for byte (the .orig copies stay, as
+-- after any undo). The last run fails at no write and is undone too.
+-- criu.fixup of img for to (cpus, the policy file at to.grow) made to
+-- fail at each of its writes in turn, on a copy under dir, then undone:
+-- each time every file is as CRIU wrote it. At least least - 1 writes.
+function M.undoable_at_every_step(img, dir, to, least)
+	local criu_mod, policy = require "aiotk.criu", require("aiotk.policy").load(to.grow)
+	local host = require("aiotk.hostmodel").from_args { cpus = to.cpus }
+	local pristine = M.files_of(img)
+	local writes = { "write_atomic", "criu_set_header_nr" }
+	local real = {}
+	for _, w in ipairs(writes) do real[w] = core[w] end
+	local k, failed = 0, true
+	while failed do
+		k = k + 1
+		local work = dir .. "/step" .. k
+		assert(helper.sh("cp -a " .. img .. " " .. work))
+		local calls = 0
+		for _, w in ipairs(writes) do
+			core[w] = function(...)
+				calls = calls + 1
+				if calls == k then return nil, "injected failure", "system", 5 end
+				return real[w](...)
+			end
+		end
+		local ok, changes, ferr = pcall(function()
+			return criu_mod.fixup(work, assert(criu_mod.read(work)), host, { policy = policy })
+		end)
+		for _, w in ipairs(writes) do core[w] = real[w] end
+		assert(ok, changes)
+		failed = changes == nil
+		assert(failed or calls < k, "write " .. k .. " of " .. calls .. " failed unnoticed")
+		if failed then assert(ferr == "injected failure", "failed with " .. tostring(ferr)) end
+		assert(criu_mod.undo(work))
+		local now = M.files_of(work)
+		for name, bytes in pairs(now) do
+			if not name:match("%.orig$") then
+				assert(pristine[name] == bytes, ("after a fixup stopped at write %d and undone, %s " ..
+					"differs from CRIU's"):format(k, name))
+			end
+		end
+		for name in pairs(pristine) do assert(now[name], name .. " is gone after undo") end
+		helper.rmdir(work)
+	end
+	-- .orig of the mm image, the journal, the header, the mm image: four
+	-- writes at least, each one a step that was undone above
+	assert(k >= least, "only " .. (k - 1) .. " writes")
+end
+
+-- Ask a (restored) workload to verify itself; its verdict line.
 return M

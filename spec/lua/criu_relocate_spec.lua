@@ -1,0 +1,191 @@
+-- Relocation in a CRIU dump (issue 23, the CRIU path): a libaio process
+-- with rings made one after the other (none can grow in place), its ids
+-- kept in heap, stack, static data and TLS, a thread blocked in
+-- io_getevents on one of them, dumped by real CRIU 4.2; criu-fixup for a
+-- host of 16 and of 4096 possible CPUs moves each ring (VMA, aio entry,
+-- pages) and rewrites every copy of its id (pages, registers), --undo puts
+-- the dump back byte for byte, and, fitted to this host, real CRIU
+-- restores it here (the bigger rings work here too) and the process
+-- verifies itself: every copy of each id names its new ring, the next
+-- completion lands at the saved tail (the blocked thread gets it), each
+-- ring's io_destroy works.
+local helper = require "helper"
+local core = require "aiotk.core"
+local json = require "dkjson"
+local C = require "criu_helper"
+
+local EXAMPLE = "scripts/examples/grow-or-relocate.lua"
+local ARGS = "--dense --blocked 1 --keep heap,stack,static,tls --allow-grow " ..
+	"--ring 1:4:0:0 --ring 1:5:5:0 --ring 1:6:2:0"
+
+local detached_workload, files_of = C.detached_workload, C.files_of
+
+-- AIOTK_POLICY for CRIU's runs: the example policy planned as 16 CPUs
+-- (a path from /, since CRIU runs in the image directory).
+local function policy16_env(dir)
+	helper.write(dir .. "/p16.lua", string.format([[
+		local p = dofile(%q)
+		p.model = { cpus = 16 }
+		return p]], os.getenv("PWD") .. "/" .. EXAMPLE))
+	return "AIOTK_POLICY=" .. dir .. "/p16.lua"
+end
+
+local function lines_of(pid, out)
+	core.kill(pid, "USR2")
+	helper.wait_until(function() return helper.slurp(out):match("VERIFY [^\n]*\n") end, 10000)
+	return helper.slurp(out)
+end
+
+describe("relocation in a CRIU dump", function()
+	local dir, pids
+	before_each(function() dir, pids = helper.tmpdir(), {} end)
+	after_each(function()
+		for _, p in ipairs(pids) do
+			if not helper.ended(p) then core.kill(p, "KILL") end
+		end
+		for _, p in ipairs(pids) do C.gone(p) end
+		helper.rmdir(dir)
+	end)
+
+	for _, cpus in ipairs { 16, 4096 } do
+		it("moves adjacent rings for " .. cpus .. " possible CPUs, every copy of each id rewritten; " ..
+			"undone byte for byte; restored here by real CRIU, the process verifies itself", function()
+			if not C.need(pending) then return end
+			local img, out = dir .. "/img", dir .. "/w.out"
+			assert(core.mkdir(img))
+			-- --decoy (16 CPUs): a word that only equals an id, which no scan can tell from a copy
+			local pid = detached_workload(ARGS .. (cpus == 16 and " --decoy" or ""), out)
+			pids[#pids + 1] = pid
+			local ok, o = C.criu("dump -t " .. pid .. " -D " .. img)
+			assert(ok, "criu dump: " .. o .. helper.slurp(img .. "/criu.log"):sub(-3000))
+			assert(C.gone(pid))
+			local pristine = files_of(img)
+			-- stopped at any write and undone: the dump as CRIU wrote it
+			if cpus == 16 then C.undoable_at_every_step(img, dir, { cpus = cpus, grow = EXAMPLE }, 8) end
+			local fix = "criu-fixup " .. img .. " --cpus " .. cpus .. " --policy " .. EXAMPLE
+			local code, jo, err = helper.run(fix .. " --json")
+			assert.are.equal(0, code, err)
+			local changes, regs, restarts = json.decode(jo).changes, 0, 0
+			assert.are.equal(3, #changes)
+			for _, c in ipairs(changes) do
+				assert.is_string(c.relocated_to, jo)
+				assert.are.equal(#c.references, c.reference_count)
+				-- ctxs, the expect record, heap, stack, static data, TLS at least
+				assert.is_true(c.reference_count >= 6, jo)
+				for _, r in ipairs(c.references) do
+					assert.are.equal(r.kind == "id" and c.addr or nil, r.kind == "id" and r.old or nil)
+					if r.kind == "restart" then
+						restarts = restarts + 1
+						assert.matches("^core%-%d+%.img: thread %d+ register ip 0x%x+ %-> 0x%x+ %(its io_getevents", r.where)
+					elseif r.register then
+						regs = regs + 1
+						assert.matches("^core%-%d+%.img: thread %d+ register %w+ %(id%)$", r.where)
+					else
+						assert.matches("^pages%-%d+%.img%+0x%x+: 0x%x+ in the dump's mapping 0x%x+%-0x%x+ %(", r.where)
+					end
+				end
+			end
+			-- the thread blocked in io_getevents holds the id in a register
+			assert.is_true(regs >= 1, jo)
+			-- and CRIU's stop ended its call with EINTR: restarted, on the new ring
+			assert.are.equal(1, restarts, jo)
+			local show = json.decode((select(2, helper.run("show --criu --json " .. img))))
+			local expect_len = cpus == 16 and 8192 or 1052672
+			for _, r in ipairs(show.processes[1].rings) do assert.are.equal(expect_len, r.ring_len) end
+			-- undo: every file as CRIU wrote it
+			code, o, err = helper.run("criu-fixup --undo " .. img)
+			assert.are.equal(0, code, err)
+			assert.matches("put back .*mm%-%d+%.img.*pagemap%-%d+%.img.*pages%-%d+%.img", o)
+			local now = files_of(img)
+			for name, bytes in pairs(pristine) do
+				assert(now[name] == bytes, name .. " differs from CRIU's after --undo")
+			end
+			-- again, then fitted to this host (nr_req for the same rings here)
+			code, _, err = helper.run(fix)
+			assert.are.equal(0, code, err)
+			code, o, err = helper.run("criu-fixup " .. img)
+			assert.are.equal(0, code, err)
+			ok, o = C.criu("restore -d -D " .. img)
+			assert(ok, "criu restore: " .. o .. helper.slurp(img .. "/criu.log"):sub(-3000))
+			local said = lines_of(pid, out)
+			assert.matches("VERIFY OK 3 rings %(3 relocated%)", said)
+			if cpus == 16 then assert.matches("DECOY 3 of 3 rewritten", said) end
+		end)
+	end
+
+	it("refuses a ring whose id the dump holds nowhere, naming it, nothing changed; relocate_unreferenced moves it anyway", function()
+		if not C.need(pending) then return end
+		local img, out = dir .. "/img", dir .. "/w.out"
+		assert(core.mkdir(img))
+		local pid = detached_workload("--allow-grow --ring 1:4:0:0", out)
+		pids[#pids + 1] = pid
+		-- a ring made by injection: the program never saw its id
+		local aiotk = require "aiotk"
+		local t = assert(aiotk.attach(pid))
+		local ctx = assert(t:io_setup(1))
+		t:detach()
+		local ok, o = C.criu("dump -t " .. pid .. " -D " .. img)
+		assert(ok, "criu dump: " .. o .. helper.slurp(img .. "/criu.log"):sub(-3000))
+		assert(C.gone(pid))
+		local pristine = files_of(img)
+		helper.write(dir .. "/rel.lua", [[return { impossible = function() return "relocate" end }]])
+		local code, _, err = helper.run("criu-fixup " .. img .. " --cpus 16 --policy " .. dir .. "/rel.lua")
+		assert.are.equal(1, code)
+		assert.matches(string.format("relocating ring 0x%x means rewriting its id, and no copy of it was found", ctx), err)
+		assert.matches("relocate_unreferenced", err)
+		assert.matches("nothing was changed", err)
+		local now = files_of(img)
+		for name, bytes in pairs(pristine) do assert(now[name] == bytes, name .. " changed") end
+		for name in pairs(now) do assert(pristine[name], name .. " appeared") end
+		helper.write(dir .. "/anyway.lua", [[return { relocate_unreferenced = true,
+			impossible = function() return "relocate" end }]])
+		code, o, err = helper.run("criu-fixup " .. img .. " --cpus 16 --policy " .. dir .. "/anyway.lua")
+		assert.are.equal(0, code, err)
+		assert.matches(string.format("ring 0x%x: relocated to 0x%%x+ %%(8192 bytes, nr_req %%d+ %%-> 1%%): 0 reference", ctx), o)
+		code, _, err = helper.run("criu-fixup --undo " .. img)
+		assert.are.equal(0, code, err)
+		now = files_of(img)
+		for name, bytes in pairs(pristine) do assert(now[name] == bytes, name .. " differs after --undo") end
+	end)
+
+	it("is done by the plugin for a policy that relocates (planned as 16 CPUs); CRIU restores it here", function()
+		if not C.need(pending) then return end
+		local img, out = dir .. "/img", dir .. "/w.out"
+		assert(core.mkdir(img))
+		local env = policy16_env(dir)
+		local pid = detached_workload("--dense --blocked 0 --keep heap,stack,static,tls --allow-grow " ..
+			"--ring 1:4:4:0 --ring 1:5:1:0", out)
+		pids[#pids + 1] = pid
+		local ok, o = C.criu("dump -t " .. pid .. " -D " .. img, true, env)
+		assert(ok, "criu dump: " .. o .. helper.slurp(img .. "/criu.log"):sub(-3000))
+		assert(C.gone(pid))
+		-- the plugin fits the dump to this host at the dump's end
+		local log = helper.slurp(img .. "/criu.log")
+		ok, o = C.criu("restore -d -D " .. img, true, env)
+		assert(ok, "criu restore: " .. o .. helper.slurp(img .. "/criu.log"):sub(-3000))
+		-- the sizes this host makes 8192 bytes from, each location logged
+		local _, moved = log:gsub("nr_req %d+ %-> 63, relocated to 0x%x+ %(8192 bytes%): %d+ reference%(s%) rewritten", "")
+		assert.are.equal(2, moved, log)
+		assert.matches("aiotk: +core%-%d+%.img: thread %d+ register ip 0x%x+ %-> 0x%x+ %(its io_getevents", log)
+		assert.matches("VERIFY OK 2 rings %(2 relocated%)", lines_of(pid, out))
+	end)
+
+	it("is done by the action script at pre-restore for a policy that relocates; CRIU restores it here", function()
+		if not C.need(pending) then return end
+		local img, out = dir .. "/img", dir .. "/w.out"
+		assert(core.mkdir(img))
+		local env = policy16_env(dir)
+		local pid = detached_workload("--dense --keep heap,stack,static,tls --allow-grow " ..
+			"--ring 1:4:1:0 --ring 1:5:1:0", out)
+		pids[#pids + 1] = pid
+		local ok, o = C.criu("dump -t " .. pid .. " -D " .. img .. " --action-script " .. C.HOOK, false, env)
+		assert(ok, "criu dump: " .. o .. helper.slurp(img .. "/criu.log"):sub(-3000))
+		assert(C.gone(pid))
+		ok, o = C.criu("restore -d -D " .. img .. " --action-script " .. C.HOOK, false, env)
+		local log = helper.slurp(img .. "/criu.log")
+		assert(ok, "criu restore: " .. o .. log:sub(-3000))
+		local _, moved = log:gsub("relocated to 0x%x+ %(8192 bytes%): %d+ reference%(s%) rewritten", "")
+		assert.are.equal(2, moved, log)
+		assert.matches("VERIFY OK 2 rings %(2 relocated%)", lines_of(pid, out))
+	end)
+end)
