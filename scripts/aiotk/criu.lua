@@ -82,6 +82,11 @@ local function read_file(path)
 	return s
 end
 
+local function exists(path)
+	local f = io.open(path, "rb")
+	if f then f:close() end
+	return f ~= nil
+end
 
 -- The plan for one process's rings on host (aiotk.plan, the same
 -- decisions as an aiotk restore): the n recorded at dump where it makes
@@ -285,10 +290,12 @@ end
 -- undone and no stamp speaks for a dump that changed.
 local function fixup_in_place(dir, mm, headers, no_backup, w)
 	os.remove(dir .. "/" .. core.CRIU_STAMP)
+	-- the .orig is a second name for the file CRIU wrote (each mm image
+	-- is then replaced whole, by rename): no copy, one link per image
 	for name in pairs(mm) do
 		local path = dir .. "/" .. name
-		if not no_backup and not read_file(path .. ".orig") then
-			local ok, err = core.write_atomic(path .. ".orig", assert(read_file(path)), w)
+		if not no_backup and not exists(path .. ".orig") then
+			local ok, err = core.link(path, path .. ".orig")
 			if not ok then return nil, err end
 		end
 	end

@@ -245,8 +245,8 @@ end
 -- What dump_rings gives, from a settled reading (kernel.read_stopped),
 -- made once the process runs again: nothing was in flight, so nothing
 -- the policy decides needed the process stopped.
-local function kept_rings(reading, policy, pid)
-	local contexts, all = reading:take()
+-- contexts, all: what reading:take() gives.
+local function kept_rings(contexts, all, policy, pid)
 	local rings, report = assert(kept(contexts, all, policy, pid)), { waited_ms = 0 }
 	local kv = kernel.by_addr(contexts)
 	for _, r in ipairs(rings) do report[r.addr] = at_stop(r, kv[r.addr]) end
@@ -261,11 +261,12 @@ local function image_of(rings, warnings)
 	return img
 end
 
--- img written to dir; a failed write leaves no directory it created.
-local function write_new(img, dir)
+-- img written to dir (synced unless opts.sync == false); a failed write
+-- leaves no directory it created.
+local function write_new(img, dir, opts)
 	if not dir then return true end
 	local existed = is_dir(dir)
-	local ok, err, code = img:write(dir)
+	local ok, err, code = img:write(dir, { sync = opts.sync })
 	if not ok and not existed then core.remove_tree(dir) end
 	return ok, err, code
 end
@@ -343,7 +344,10 @@ function M.dump_process(pid, dir, opts)
 		return rings, warnings, report
 	end, { cpu_latency = policy.cpu_latency })
 	if not ok then return nil, err, code end
-	if settled then rings, warnings, report = kept_rings(settled, policy, pid) end
+	if settled then
+		local contexts, all = settled:take()
+		rings, warnings, report = kept_rings(contexts, all, policy, pid)
+	end
 	if urings then
 		local uwarn, uerr, ucode = decide_urings(urings, policy, pid, report)
 		if not uwarn then return nil, uerr, ucode end
@@ -353,7 +357,7 @@ function M.dump_process(pid, dir, opts)
 	if urings then img:add_urings(urings) end
 	img.pid = pid
 	img.stopped_ns = stopped.stopped_ns
-	local w, werr, wcode = write_new(img, dir)
+	local w, werr, wcode = write_new(img, dir, opts)
 	if not w then return nil, werr, wcode end
 	report.stopped_at_ns = stopped.stopped_at_ns
 	return img, report
@@ -361,18 +365,33 @@ end
 
 -- The same for a process another tool holds stopped (CRIU, at its
 -- CHECKPOINT_DEVICES hook): read only, never stopped or resumed by aiotk.
+-- Every task of CRIU's tree comes here while all are frozen, so the least
+-- work is done per task: one C call reads the kernel view and the rings
+-- it names (a task with no AIO context ends there, its maps unread); a
+-- reading settled at once (nothing in flight) is the image as it is; the
+-- maps are read only without a kernel view.
 function M.dump_frozen(pid, dir, opts)
 	opts = opts or {}
 	local policy = process.policy(opts)
-	if process.ring_count(pid) == 0 then return nil, no_rings(pid), "norings" end
-	kernel.prepare(pid, policy)
 	local t, terr, tcode = core.frozen(pid)
-	if not t then return nil, terr, tcode end
-	local rings, warnings, report = dump_rings(t, policy, opts)
-	if not rings then return nil, warnings, report end
+	if not t then
+		if process.ring_count(pid) == 0 then return nil, no_rings(pid), "norings" end
+		return nil, terr, tcode
+	end
+	local reading = kernel.read_stopped(t, opts.area)
+	local rings, warnings, report
+	if reading and reading:settled() then
+		local contexts, all = reading:take()
+		if #contexts == 0 then return nil, no_rings(pid), "norings" end
+		rings, warnings, report = kept_rings(contexts, all, policy, pid)
+	else
+		if not reading and process.ring_count(pid) == 0 then return nil, no_rings(pid), "norings" end
+		rings, warnings, report = dump_rings(t, policy, opts, reading)
+		if not rings then return nil, warnings, report end
+	end
 	local img = image_of(rings, warnings)
 	img.pid = pid
-	local w, werr, wcode = write_new(img, dir)
+	local w, werr, wcode = write_new(img, dir, opts)
 	if not w then return nil, werr, wcode end
 	return img, report
 end

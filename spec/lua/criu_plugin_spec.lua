@@ -30,15 +30,15 @@ local function files_of(d)
 end
 
 -- criu-fixup in place of dump img for the host `to` (cpus, grow: a policy
--- file), made to fail at each of its writes in turn (the .orig copies, the
+-- file), made to fail at each of its writes in turn (the .orig links, the
 -- header journal, the saved ring header, the mm image), then undone: each
--- time the dump is CRIU's again, byte for byte (the .orig copies stay, as
+-- time the dump is CRIU's again, byte for byte (the .orig files stay, as
 -- after any undo). The last run fails at no write and is undone too.
 local function undoable_at_every_step(img, dir, to)
 	local criu_mod, policy = require "aiotk.criu", require("aiotk.policy").load(to.grow)
 	local host = require("aiotk.hostmodel").from_args { cpus = to.cpus }
 	local pristine = files_of(img)
-	local writes = { "write_atomic", "criu_set_header_nr" }
+	local writes = { "link", "write_atomic", "criu_set_header_nr" }
 	local real = {}
 	for _, w in ipairs(writes) do real[w] = core[w] end
 	local k, failed = 0, true
