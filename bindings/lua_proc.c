@@ -107,6 +107,16 @@ static int l_readlink(lua_State *L)
 	return 1;
 }
 
+/* link(old, new): a second name for old's file (link(2)); true. */
+static int l_link(lua_State *L)
+{
+	const char *from = luaL_checkstring(L, 1), *to = luaL_checkstring(L, 2);
+	if (link(from, to))
+		return push_errno(L, "cannot link", to);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 static int remove_one(const char *p, const struct stat *st, int flag, struct FTW *f)
 {
 	(void)st; (void)flag; (void)f;
@@ -205,7 +215,7 @@ void laiotk_proc_register(lua_State *L)
 {
 	static const luaL_Reg f[] = {
 		{ "kill", l_kill }, { "mkdir", l_mkdir }, { "listdir", l_listdir },
-		{ "readlink", l_readlink },
+		{ "readlink", l_readlink }, { "link", l_link },
 		{ "remove_tree", l_remove_tree }, { "catch_interrupts", l_catch_interrupts },
 		{ "interrupted", l_interrupted }, { "getpid", l_getpid }, { "subreaper", l_subreaper },
 		{ "reap", l_reap }, { "guardian", l_guardian },

@@ -77,6 +77,11 @@ end
 
 local read_file = relocate.read_file
 
+local function exists(path)
+	local f = io.open(path, "rb")
+	if f then f:close() end
+	return f ~= nil
+end
 
 -- Process p's layout in the dump (its VMAs, as plan.make takes a running
 -- process's maps: room to grow, or not), or nil when it cannot be read.
@@ -310,10 +315,12 @@ end
 -- undone and no stamp speaks for a dump that changed.
 local function fixup_in_place(dir, mm, headers, no_backup, w)
 	os.remove(dir .. "/" .. core.CRIU_STAMP)
+	-- the .orig is a second name for the file CRIU wrote (each mm image
+	-- is then replaced whole, by rename): no copy, one link per image
 	for name in pairs(mm) do
 		local path = dir .. "/" .. name
-		if not no_backup and not read_file(path .. ".orig") then
-			local ok, err = core.write_atomic(path .. ".orig", assert(read_file(path)), w)
+		if not no_backup and not exists(path .. ".orig") then
+			local ok, err = core.link(path, path .. ".orig")
 			if not ok then return nil, err end
 		end
 	end

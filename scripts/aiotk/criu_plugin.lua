@@ -23,7 +23,15 @@ local M = {}
 M.STAGES = { [0] = "dump", [1] = "pre-dump", [2] = "restore" }
 M.PREFIX = criu.PREFIX -- DIR/aiotk-PID: aiotk's image of process PID
 
-local state = { log = function() end }
+-- recorded[vpid][addr]: each ring's n as this dump wrote it in
+-- DIR/aiotk-VPID; captured: the requests captured in them all.
+local state = { log = function() end, recorded = {}, captured = 0 }
+
+-- The n this dump recorded, as criu.recorded gives it from the images.
+local function recorded_here(pid, addr)
+	local ns = state.recorded[pid]
+	return ns and ns[addr]
+end
 
 local function logf(level, fmt, ...) state.log(level, string.format(fmt, ...)) end
 
@@ -99,11 +107,11 @@ end
 -- (plugins/criu/aiotk_criu.c). Any process with rings the plugin did not
 -- record, or a ring the policy would not restore here, leaves no stamp:
 -- the restore then decides as always.
-local function fit_and_stamp()
+local function fit_and_stamp(start)
 	local procs, err, code = criu.read(state.dir)
 	if code == "empty" then return "none" end
 	if not procs then return nil, err end
-	local recorded, needs, rings = criu.recorded(state.dir), 0, 0
+	local recorded, needs, rings = recorded_here, 0, 0
 	for _, p in ipairs(procs) do
 		for _, c in ipairs(p.rings) do
 			local n = recorded(p.pid, c.ring.addr)
@@ -114,38 +122,42 @@ local function fit_and_stamp()
 	local fitted, ferr = fit_here(procs, recorded)
 	if not fitted then return nil, ferr end
 	local host = assert(aiotk.host())
-	local captured = 0
-	for _, img in pairs(images()) do
-		for _, r in ipairs(img:rings()) do captured = captured + r.ncaptured end
-	end
-	local facts = { needs = needs, rings = rings, captured = captured, policy = os.getenv("AIOTK_POLICY") }
+	local facts = { needs = needs, rings = rings, captured = state.captured, policy = os.getenv("AIOTK_POLICY") }
 	local ok, serr = core.criu_stamp(state.dir, host, facts)
 	if not ok then return nil, serr end
-	logf("info", "%d AIO ring(s) fitted to this host (nr_req the n recorded at dump); stamped", rings)
+	logf("info", "%d AIO ring(s) fitted to this host (nr_req the n recorded at dump); stamped in %.2f ms",
+		rings, (core.now_ns() - start) / 1e6)
 	return true
 end
 
 -- The dump stays good either way: without the stamp a restore fits it.
 function M.finish()
 	if state.stage ~= "dump" then return "none" end
-	local ok, why = fit_and_stamp()
+	local start = core.now_ns()
+	local ok, why = fit_and_stamp(start)
 	if not ok then logf("warn", "the dump is not fitted to this host at dump (%s); a restore fits it", why) end
 	return ok or "none"
 end
 
 function M.checkpoint(pid)
 	if state.stage ~= "dump" then return "none" end
+	local start = core.now_ns()
 	local vpid = process.ns_pid(pid) or pid
 	local img, report, code = dump.dump_frozen(pid, M.image_dir(vpid), { policy = state.policy, sync = false })
 	if not img then
 		if code == "norings" then return "none" end
 		return nil, report
 	end
-	local captured = 0
-	for _, r in ipairs(img:rings()) do captured = captured + r.ncaptured end
+	local captured, ns = 0, {}
+	for _, r in ipairs(img:rings()) do
+		captured = captured + r.ncaptured
+		ns[r.addr] = r.n ~= 0 and r.n or nil
+	end
+	state.recorded[vpid], state.captured = ns, state.captured + captured
 	logf("info", "process %d: %d AIO ring(s) recorded in %s, %d request(s) in flight captured, " ..
-		"waited %.1f ms for the others%s", pid, img.nrings, M.image_dir(vpid), captured, report.waited_ms,
-		img.nurings > 0 and string.format("; and %d io_uring instance(s)", img.nurings) or "")
+		"waited %.1f ms for the others%s; %.2f ms in all", pid, img.nrings, M.image_dir(vpid), captured,
+		report.waited_ms, img.nurings > 0 and string.format("; and %d io_uring instance(s)", img.nurings) or "",
+		(core.now_ns() - start) / 1e6)
 	return true
 end
 

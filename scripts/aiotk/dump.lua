@@ -250,8 +250,8 @@ end
 -- What dump_rings gives, from a settled reading (kernel.read_stopped),
 -- made once the process runs again: nothing was in flight, so nothing
 -- the policy decides needed the process stopped.
-local function kept_rings(reading, policy, pid)
-	local contexts, all = reading:take()
+-- contexts, all: what reading:take() gives.
+local function kept_rings(contexts, all, policy, pid)
 	local rings, report = assert(kept(contexts, all, policy, pid)), { waited_ms = 0 }
 	local kv = kernel.by_addr(contexts)
 	for _, r in ipairs(rings) do report[r.addr] = at_stop(r, kv[r.addr]) end
@@ -266,11 +266,12 @@ local function image_of(rings, warnings)
 	return img
 end
 
--- img written to dir; a failed write leaves no directory it created.
-local function write_new(img, dir)
+-- img written to dir (synced unless opts.sync == false); a failed write
+-- leaves no directory it created.
+local function write_new(img, dir, opts)
 	if not dir then return true end
 	local existed = is_dir(dir)
-	local ok, err, code = img:write(dir)
+	local ok, err, code = img:write(dir, { sync = opts.sync })
 	if not ok and not existed then core.remove_tree(dir) end
 	return ok, err, code
 end
@@ -375,12 +376,15 @@ function M.dump_process(pid, dir, opts)
 		return rings, warnings, report
 	end, { cpu_latency = policy.cpu_latency })
 	if not ok then return nil, err, code end
-	if settled then rings, warnings, report = kept_rings(settled, policy, pid) end
+	if settled then
+		local contexts, all = settled:take()
+		rings, warnings, report = kept_rings(contexts, all, policy, pid)
+	end
 	local img, ierr, icode = image_with_urings(rings, warnings, urings, policy, pid, report)
 	if not img then return nil, ierr, icode end
 	img.pid = pid
 	img.stopped_ns = stopped.stopped_ns
-	local w, werr, wcode = write_new(img, dir)
+	local w, werr, wcode = write_new(img, dir, opts)
 	if not w then return nil, werr, wcode end
 	report.stopped_at_ns = stopped.stopped_at_ns
 	return img, report
@@ -388,26 +392,43 @@ end
 
 -- The same for a process another tool holds stopped (CRIU, at its
 -- CHECKPOINT_DEVICES hook): read only, never stopped or resumed by aiotk.
--- Its io_uring instances are read and decided on as dump_process does.
+-- Every task of CRIU's tree comes here while all are frozen, so the least
+-- work is done per task: one C call reads the kernel view and the rings
+-- it names; a reading settled at once (nothing in flight) is the image as
+-- it is; the maps are read only without a kernel view, and to see
+-- io_uring mappings (the kernel view finds instances through their fds,
+-- and an instance mapped but held by no fd is refused by name). Its
+-- io_uring instances are read and decided on as dump_process does.
 function M.dump_frozen(pid, dir, opts)
 	opts = opts or {}
 	local policy = process.policy(opts)
 	local has_urings = (process.uring_map_count(pid) or 0) > 0
-	if process.ring_count(pid) == 0 and not has_urings then return nil, no_rings(pid), "norings" end
-	kernel.prepare(pid, policy)
+	local function none() return process.ring_count(pid) == 0 and not has_urings end
 	local t, terr, tcode = core.frozen(pid)
-	if not t then return nil, terr, tcode end
+	if not t then
+		if none() then return nil, no_rings(pid), "norings" end
+		return nil, terr, tcode
+	end
 	local urings, uerr, ucode
 	if has_urings then
 		urings, uerr, ucode = kernel.urings_stopped(t)
 		if not urings then return nil, "its io_uring instances: " .. uerr, ucode end
 	end
-	local rings, warnings, report = dump_rings(t, policy, opts)
-	if not rings then return nil, warnings, report end
+	local reading = kernel.read_stopped(t, opts.area)
+	local rings, warnings, report
+	if reading and reading:settled() then
+		local contexts, all = reading:take()
+		if #contexts == 0 and not has_urings then return nil, no_rings(pid), "norings" end
+		rings, warnings, report = kept_rings(contexts, all, policy, pid)
+	else
+		if not reading and none() then return nil, no_rings(pid), "norings" end
+		rings, warnings, report = dump_rings(t, policy, opts, reading)
+		if not rings then return nil, warnings, report end
+	end
 	local img, ierr, icode = image_with_urings(rings, warnings, urings, policy, pid, report)
 	if not img then return nil, ierr, icode end
 	img.pid = pid
-	local w, werr, wcode = write_new(img, dir)
+	local w, werr, wcode = write_new(img, dir, opts)
 	if not w then return nil, werr, wcode end
 	return img, report
 end

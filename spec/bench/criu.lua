@@ -2,7 +2,8 @@
 -- (how long `criu dump` keeps the tasks frozen) and restore_time, read from
 -- CRIU's stats-dump and stats-restore images with crit, medians of
 -- alternating pairs, for a process with two io_setup(256) rings and for a
--- tree of 20 processes with a ring each. Needs CRIU 4.x (criu_helper.lua
+-- tree of 20 processes with a ring each; with the plugin's own clocks
+-- from CRIU's log (its time per task and at fini). Needs CRIU 4.x (criu_helper.lua
 -- finds it) and root.
 --   build/aiotk spec/bench/criu.lua [--reps N] [--json]
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
@@ -71,7 +72,20 @@ local function kill_tree(pid)
 	assert(gone_tree(pid), "the restored tree is still there")
 end
 
--- One dump and restore of a fresh tree: { frozen_us, restore_us }.
+-- The plugin's own clocks in a dump's log: its CHECKPOINT_DEVICES time
+-- per task with rings (mean) and its fini's fit and stamp, in ms; both
+-- inside CRIU's freeze.
+local function plugin_clocks(log)
+	local sum, n = 0, 0
+	for ms in log:gmatch("aiotk: process %d+: [^\n]-; ([%d.]+) ms in all") do
+		sum, n = sum + tonumber(ms), n + 1
+	end
+	local fini = tonumber(log:match("stamped in ([%d.]+) ms"))
+	return n > 0 and sum / n or nil, fini
+end
+
+-- One dump and restore of a fresh tree: { frozen_us, restore_us } and,
+-- with the plugin, its clocks (task_ms, fini_ms).
 local function run(procs, plugin)
 	local dir = helper.tmpdir()
 	local img = dir .. "/img"
@@ -80,9 +94,11 @@ local function run(procs, plugin)
 	local ok, out = C.criu("dump -t " .. pid .. " -D " .. img, plugin)
 	assert(ok, "criu dump: " .. out .. helper.slurp(img .. "/criu.log"):sub(-2000))
 	assert(gone_tree(pid), "the dumped tree is still there")
+	local task_ms, fini_ms = plugin_clocks(helper.slurp(img .. "/criu.log"))
 	ok, out = C.criu("restore -d -D " .. img, plugin)
 	assert(ok, "criu restore: " .. out .. helper.slurp(img .. "/criu.log"):sub(-2000))
-	local r = { frozen_us = stats(img, "dump").frozen_time, restore_us = stats(img, "restore").restore_time }
+	local r = { frozen_us = stats(img, "dump").frozen_time, restore_us = stats(img, "restore").restore_time,
+		task_ms = task_ms, fini_ms = fini_ms }
 	kill_tree(pid)
 	helper.rmdir(dir)
 	return r
@@ -92,7 +108,7 @@ local cases = { { name = "1 process, 2 x io_setup(256)", procs = 1 },
 	{ name = "20 processes, 1 x io_setup(256) each", procs = 20 } }
 local report = {}
 for _, c in ipairs(cases) do
-	local plain, with = { frozen = {}, restore = {} }, { frozen = {}, restore = {} }
+	local plain, with = { frozen = {}, restore = {} }, { frozen = {}, restore = {}, task = {}, fini = {} }
 	for i = 1, args.reps do
 		-- either side first in turn: the second of a pair runs on a
 		-- machine the first has just warmed
@@ -101,6 +117,10 @@ for _, c in ipairs(cases) do
 			local side = plugin and with or plain
 			side.frozen[#side.frozen + 1] = r.frozen_us
 			side.restore[#side.restore + 1] = r.restore_us
+			if plugin then
+				with.task[#with.task + 1] = assert(r.task_ms, "no plugin clocks in criu.log")
+				with.fini[#with.fini + 1] = assert(r.fini_ms, "no plugin clocks in criu.log")
+			end
 		end
 	end
 	local row = { case = c.name, pairs = args.reps,
@@ -108,6 +128,7 @@ for _, c in ipairs(cases) do
 		restore_plain_us = median(plain.restore), restore_plugin_us = median(with.restore) }
 	row.frozen_ratio = row.frozen_plugin_us / row.frozen_plain_us
 	row.restore_ratio = row.restore_plugin_us / row.restore_plain_us
+	row.plugin_task_ms, row.plugin_fini_ms = median(with.task), median(with.fini)
 	row.frozen_plain_all, row.frozen_plugin_all = plain.frozen, with.frozen
 	row.restore_plain_all, row.restore_plugin_all = plain.restore, with.restore
 	report[#report + 1] = row
@@ -122,5 +143,10 @@ for _, r in ipairs(report) do
 	print(string.format("%-40s %7.1f/%6.1f ms %5.2fx %7.1f/%6.1f ms %5.2fx", r.case .. " (" .. r.pairs .. ")",
 		r.frozen_plain_us / 1e3, r.frozen_plugin_us / 1e3, r.frozen_ratio,
 		r.restore_plain_us / 1e3, r.restore_plugin_us / 1e3, r.restore_ratio))
+end
+print("the plugin inside the freeze (its clocks in CRIU's log, medians):")
+for _, r in ipairs(report) do
+	print(string.format("  %-38s %.2f ms a task at CHECKPOINT_DEVICES, %.2f ms at fini (fit and stamp)",
+		r.case, r.plugin_task_ms, r.plugin_fini_ms))
 end
 return 0

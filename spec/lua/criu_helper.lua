@@ -89,7 +89,7 @@ function M.undoable_at_every_step(img, dir, to, least)
 	local criu_mod, policy = require "aiotk.criu", require("aiotk.policy").load(to.grow)
 	local host = require("aiotk.hostmodel").from_args { cpus = to.cpus }
 	local pristine = M.files_of(img)
-	local writes = { "write_atomic", "criu_set_header_nr" }
+	local writes = { "link", "write_atomic", "criu_set_header_nr" }
 	local real = {}
 	for _, w in ipairs(writes) do real[w] = core[w] end
 	local k, failed = 0, true
