@@ -2,7 +2,7 @@
 -- workload makes its rings, aiotk dumps them, the workload destroys its
 -- contexts, aiotk restores them and the workload verifies from inside.
 -- The randomized part prints its seed; AIOTK_LAYOUT_SEED replays a run and
--- AIOTK_LAYOUTS sets how many layouts (default 200).
+-- AIOTK_LAYOUTS sets how many layouts (default 120).
 local helper = require "helper"
 local core = require "aiotk.core"
 local run = helper.run
@@ -72,7 +72,7 @@ describe("ring layouts", function()
 
 	it("randomized layouts: 2 to 10 rings of random n, heads and tails", function()
 		local seed = tonumber(os.getenv("AIOTK_LAYOUT_SEED") or "") or os.time()
-		local count = tonumber(os.getenv("AIOTK_LAYOUTS") or "") or 200
+		local count = tonumber(os.getenv("AIOTK_LAYOUTS") or "") or 120
 		math.randomseed(seed)
 		local nr_now, max = assert(core.aio_nr())
 		for i = 1, count do
