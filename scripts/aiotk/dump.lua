@@ -282,6 +282,13 @@ local function no_rings(pid)
 		pid, pid)
 end
 
+-- Its only io_uring instance was torn down (fd and mappings) between the
+-- look at its maps and the stop: a program ending its ring.
+local function gone(pid)
+	return string.format("process %d's io_uring instance(s) went away before it was stopped (mapped in " ..
+		"/proc/%d/maps, then no longer); nothing was written", pid, pid)
+end
+
 -- The io_uring instances read while the process was stopped (set), and
 -- the policy's answer for the requests in flight a restore cannot submit
 -- again (uring.rebuild): "fail" (the shipped answer for them), "record"
@@ -356,8 +363,8 @@ function M.dump_process(pid, dir, opts)
 	local policy = process.policy(opts)
 	local fit, ferr, fcode = core.check_process(pid)
 	if not fit then return nil, ferr, fcode end
-	local has_urings = (process.uring_map_count(pid) or 0) > 0
-	if process.ring_count(pid) == 0 and not has_urings then return nil, no_rings(pid), "norings" end
+	local has_urings, naio = (process.uring_map_count(pid) or 0) > 0, process.ring_count(pid)
+	if naio == 0 and not has_urings then return nil, no_rings(pid), "norings" end
 	local rings, warnings, report, stopped, settled, urings
 	kernel.prepare(pid, policy) -- opened (and its iterator made) before the process is stopped
 	local ok, err, code = process.with_process(pid, function(t)
@@ -380,6 +387,7 @@ function M.dump_process(pid, dir, opts)
 		local contexts, all = settled:take()
 		rings, warnings, report = kept_rings(contexts, all, policy, pid)
 	end
+	if naio == 0 and #rings == 0 and #urings:list() == 0 then return nil, gone(pid), "norings" end
 	local img, ierr, icode = image_with_urings(rings, warnings, urings, policy, pid, report)
 	if not img then return nil, ierr, icode end
 	img.pid = pid
