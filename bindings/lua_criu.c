@@ -166,6 +166,22 @@ static int l_criu_set_header_nr(lua_State *L)
 	return 1;
 }
 
+/* criu_patch_file(mm_path, off, len, n[, {sync=}]): nr_req set in the
+ * file itself, in the same bytes (aiotk_criu_patch_nr_req_file). */
+static int l_criu_patch_file(lua_State *L)
+{
+	aiotk_criu_ring r;
+	aiotk_err err;
+	memset(&r, 0, sizeof(r));
+	r.nr_req_off = (size_t)luaL_checknumber(L, 2);
+	r.nr_req_len = (size_t)luaL_checknumber(L, 3);
+	if (aiotk_criu_patch_nr_req_file(luaL_checkstring(L, 1), &r, (uint32_t)luaL_checknumber(L, 4),
+					 laiotk_write_flags(L, 5), &err))
+		return laiotk_fail(L, &err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 static int l_write_atomic(lua_State *L)
 {
 	size_t len;
@@ -361,7 +377,7 @@ void laiotk_criu_register(lua_State *L)
 		{ "criu_relocate_pages", l_criu_relocate_pages },
 		{ "criu_relocate_regs", l_criu_relocate_regs }, { "criu_threads", l_criu_threads },
 		{ "criu_decode_mm", l_criu_decode_mm },
-		{ "criu_set_header_nr", l_criu_set_header_nr },
+		{ "criu_set_header_nr", l_criu_set_header_nr }, { "criu_patch_file", l_criu_patch_file },
 		{ "write_atomic", l_write_atomic }, { "criu_stamp", l_criu_stamp },
 		{ "criu_stamp_fits", l_criu_stamp_fits }, { NULL, NULL },
 	};

@@ -928,6 +928,12 @@ int aiotk_criu_patch_nr_req(uint8_t *buf, size_t len, const aiotk_criu_ring *r,
 int aiotk_criu_grow_mm(const uint8_t *buf, size_t len, const char *name, uint64_t addr,
 		       uint64_t new_len, uint32_t nr_req, uint8_t **out, size_t *out_len,
 		       aiotk_err *err);
+/* nr_req of ring r set to n in the mm file at path itself (the varint at
+ * r->nr_req_off, r->nr_req_len bytes, rewritten in the same bytes): the
+ * bytes there must still be one varint of that length, or nothing is
+ * written (AIOTK_EIMAGE). Synced unless flags has AIOTK_WRITE_NOSYNC. */
+int aiotk_criu_patch_nr_req_file(const char *path, const aiotk_criu_ring *r, uint32_t n, int flags,
+				 aiotk_err *err);
 /* The ring header's nr in the dump's saved pages: r->pages_path at
  * r->header_off (found by aiotk_criu_read), written in place and synced. */
 int aiotk_criu_set_header_nr(const aiotk_criu_ring *r, uint32_t nr, aiotk_err *err);

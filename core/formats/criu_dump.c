@@ -324,6 +324,41 @@ int aiotk_criu_set_header_nr(const aiotk_criu_ring *r, uint32_t nr, aiotk_err *e
 				   (unsigned long long)r->ring.addr, r->pages_path, strerror(e));
 }
 
+/* The len bytes at buf are one whole varint: continuation bits on all
+ * but the last. */
+static int one_varint(const uint8_t *buf, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (!(buf[i] & 0x80) != (i + 1 == len))
+			return 0;
+	return len > 0;
+}
+
+int aiotk_criu_patch_nr_req_file(const char *path, const aiotk_criu_ring *r, uint32_t n, int flags,
+				 aiotk_err *err)
+{
+	uint8_t b[5];
+	size_t w = r->nr_req_len;
+	if (!w || w > sizeof(b))
+		return aiotk_fail(err, AIOTK_EINVAL, 0, "nr_req of ring 0x%llx: %zu bytes is no varint it had",
+				  (unsigned long long)r->ring.addr, w);
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return aiotk_fail(err, AIOTK_ESYS, errno, "cannot open %s: %s", path, strerror(errno));
+	aiotk_criu_ring at = *r;
+	at.nr_req_off = 0;
+	int rc = 0;
+	if (pread(fd, b, w, (off_t)r->nr_req_off) != (ssize_t)w || !one_varint(b, w))
+		rc = aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: no %zu-byte nr_req varint at offset %zu (the file "
+				"changed since it was read); nothing was written", path, w, r->nr_req_off);
+	else if (!(rc = aiotk_criu_patch_nr_req(b, w, &at, n, err)) &&
+		 (pwrite(fd, b, w, (off_t)r->nr_req_off) != (ssize_t)w ||
+		  (!(flags & AIOTK_WRITE_NOSYNC) && fsync(fd))))
+		rc = aiotk_fail(err, AIOTK_ESYS, errno, "cannot write nr_req in %s: %s", path, strerror(errno));
+	close(fd);
+	return rc;
+}
+
 void aiotk_criu_free(aiotk_criu_dump *d)
 {
 	for (size_t i = 0; i < d->nprocs; i++) {

@@ -85,8 +85,8 @@ end
 
 -- Process p's layout in the dump (its VMAs, as plan.make takes a running
 -- process's maps: room to grow, or not), or nil when it cannot be read.
-function M.layout(p)
-	local mm = read_file(p.mm_path)
+function M.layout(p, mm)
+	mm = mm or read_file(p.mm_path)
 	return mm and core.criu_vmas(mm, p.mm_path) or nil
 end
 
@@ -95,15 +95,15 @@ end
 -- the same ring there, else the smallest n that does; a ring this host
 -- cannot make that small grows when the policy's impossible hook says so
 -- (told whether the dump's VMAs leave it room). Returns the steps by ring
--- address and the budget.
-local function proc_plan(p, host, policy, recorded)
+-- address and the budget. mm: its mm image's bytes, when read already.
+local function proc_plan(p, host, policy, recorded, mm)
 	local rings = {}
 	for _, c in ipairs(p.rings) do
 		local n = recorded and recorded(p.pid, c.ring.addr)
 		if n then c.ring:note_kernel { n = n } end
 		rings[#rings + 1] = c.ring
 	end
-	local plan = plans.make(rings, host, policy, M.layout(p))
+	local plan = plans.make(rings, host, policy, M.layout(p, mm))
 	local by = {}
 	for _, s in ipairs(plan.steps) do by[s.addr] = s end
 	return by, plan.budget
@@ -128,58 +128,90 @@ end
 -- the journal keeps the nr CRIU wrote, for undo().
 local function header_change(c, new_len)
 	return { pages = c.pages_path:match("[^/]+$"), header_off = c.header_off, addr = c.ring.addr,
-		nr = core.nr_for_len(new_len), was = c.ring.nr }
+		n = core.nr_for_len(new_len), was = c.ring.nr }
 end
 
-local function set_headers(dir, headers, field)
-	for _, h in ipairs(headers) do
-		local ok, err = core.criu_set_header_nr(dir .. "/" .. h.pages, h.header_off, h.addr, h[field])
+-- What an exact ring's nr_req needs when its mm image is patched in
+-- place (no other change to that image): n in the varint's own bytes at
+-- nr_req_off of the mm file `mm`, and the nr_req CRIU wrote there.
+local function nr_req_change(name, c, n)
+	return { mm = name, nr_req_off = c.nr_req_off, nr_req_len = c.nr_req_len, addr = c.ring.addr,
+		n = n, was = c.nr_req }
+end
+
+-- Each in-place patch p set to p[field] ("n" or "was"): ring headers in
+-- pages files, nr_req varints in mm files.
+local function apply_patches(dir, patches, field, w)
+	for _, p in ipairs(patches) do
+		local ok, err
+		if p.pages then
+			ok, err = core.criu_set_header_nr(dir .. "/" .. p.pages, p.header_off, tonumber(p.addr), p[field])
+		else
+			ok, err = core.criu_patch_file(dir .. "/" .. p.mm, p.nr_req_off, p.nr_req_len, p[field], w)
+		end
 		if not ok then return nil, err end
 	end
 	return true
 end
 
--- The saved ring headers an in-place fixup patches, as CRIU wrote them
--- (DIR/aiotk-fixup-headers.json: pages, header_off, addr, was), written
--- before the first header changes: with the mm-PID.img.orig copies it is
--- all undo() needs, whichever step a fixup stopped at. Entries of an
--- earlier fixup are kept: they hold CRIU's values.
-M.HEADER_JOURNAL = "aiotk-fixup-headers.json"
+-- What an in-place fixup patches in place, as CRIU wrote it
+-- (DIR/aiotk-fixup-journal.json: saved ring headers { pages, header_off,
+-- addr, was } and nr_req varints { mm, nr_req_off, nr_req_len, addr, was
+-- }), written before the first patch: with the NAME.orig copies of the
+-- images replaced whole it is all undo() needs, whichever step a fixup
+-- stopped at. Its offsets are those of the files as CRIU wrote them (a
+-- patch keeps every length). Entries of an earlier fixup are kept: they
+-- hold CRIU's values.
+M.JOURNAL = "aiotk-fixup-journal.json"
+-- its name before it journalled nr_req too (ring headers only)
+local HEADERS_ONLY = "aiotk-fixup-headers.json"
 
 local function read_journal(dir)
-	local bytes = read_file(dir .. "/" .. M.HEADER_JOURNAL)
-	if not bytes then return {} end
-	local list = require("dkjson").decode(bytes)
-	if type(list) ~= "table" then
-		return nil, dir .. "/" .. M.HEADER_JOURNAL .. ": not a header journal aiotk wrote; " ..
-			"the dump's ring headers cannot be put back from it"
+	local list = {}
+	for _, name in ipairs({ HEADERS_ONLY, M.JOURNAL }) do
+		local bytes = read_file(dir .. "/" .. name)
+		local entries = bytes and require("dkjson").decode(bytes)
+		if bytes and type(entries) ~= "table" then
+			return nil, dir .. "/" .. name .. ": not a fixup journal aiotk wrote; " ..
+				"the dump's patched bytes cannot be put back from it"
+		end
+		for _, e in ipairs(entries or {}) do list[#list + 1] = e end
 	end
 	return list
 end
 
-local function journal_headers(dir, headers, w)
-	if #headers == 0 then return true end
+local function patch_key(p)
+	return p.pages and (p.pages .. "@" .. p.header_off) or (p.mm .. "@" .. p.nr_req_off)
+end
+
+local function journal(dir, patches, w)
+	if #patches == 0 then return true end
 	local list, err = read_journal(dir)
 	if not list then return nil, err end
 	local have = {}
-	for _, h in ipairs(list) do have[h.pages .. "@" .. h.header_off] = true end
-	for _, h in ipairs(headers) do
-		if not have[h.pages .. "@" .. h.header_off] then
-			list[#list + 1] = { pages = h.pages, header_off = h.header_off, addr = h.addr, was = h.was }
+	for _, p in ipairs(list) do have[patch_key(p)] = true end
+	for _, p in ipairs(patches) do
+		if not have[patch_key(p)] then
+			-- the address as text: JSON numbers keep 14 digits here
+			list[#list + 1] = { pages = p.pages, header_off = p.header_off, mm = p.mm,
+				nr_req_off = p.nr_req_off, nr_req_len = p.nr_req_len, addr = string.format("0x%x", p.addr),
+				was = p.was }
 		end
 	end
-	return core.write_atomic(dir .. "/" .. M.HEADER_JOURNAL, aiotk.json(aiotk.array(list)), w)
+	return core.write_atomic(dir .. "/" .. M.JOURNAL, aiotk.json(aiotk.array(list)), w)
 end
 
 -- New mm file contents for every process, following each ring's plan
--- step; recorded(pid, addr) gives the n recorded at dump, if any.
+-- step; recorded(pid, addr) gives the n recorded at dump, if any. Also,
+-- per mm file whose only change is nr_req (every ring exact), those
+-- changes as in-place patches.
 local function patched_mm(procs, host, recorded, policy)
 	policy = policy or require("aiotk.policy").current()
-	local out, changes, headers = {}, {}, {}
+	local out, changes, headers, inplace = {}, {}, {}, {}
 	for _, p in ipairs(procs) do
 		local bytes, err = read_file(p.mm_path)
 		if not bytes then return nil, err end
-		local steps = proc_plan(p, host, policy, recorded)
+		local steps = proc_plan(p, host, policy, recorded, bytes)
 		for _, c in ipairs(p.rings) do
 			local why = refusal(steps[c.ring.addr])
 			if why then return nil, refused(p, c, host, why), "impossible" end
@@ -214,9 +246,11 @@ local function patched_mm(procs, host, recorded, policy)
 		for _, h in ipairs(grown) do
 			if not out[h.pages] then headers[#headers + 1] = h end
 		end
-		local again = assert(core.criu_decode_mm(bytes, p.mm_path))
-		local at_addr = {}
-		for _, a in ipairs(again) do at_addr[a.addr] = a end
+		local name = p.mm_path:match("[^/]+$")
+		local moved_any = next(moved.by_addr) ~= nil or #grown > 0
+		local again = moved_any and assert(core.criu_decode_mm(bytes, p.mm_path))
+		local at_addr, patches = {}, {}
+		for _, a in ipairs(again or p.rings) do at_addr[a.addr or a.ring.addr] = a end
 		for _, c in ipairs(p.rings) do
 			local s = steps[c.ring.addr]
 			if s.action == "exact" then
@@ -224,13 +258,15 @@ local function patched_mm(procs, host, recorded, policy)
 				local perr2
 				bytes, perr2 = core.criu_patch(bytes, at.nr_req_off, at.nr_req_len, s.n)
 				if not bytes then return nil, p.mm_path .. ": " .. perr2 end
+				patches[#patches + 1] = nr_req_change(name, c, s.n)
 				changes[#changes + 1] = { pid = p.pid, addr = c.ring.addr, from = c.nr_req, to = s.n }
 			end
 		end
 		-- only what changes is written (a process without rings is not)
-		if #p.rings > 0 then out[p.mm_path:match("[^/]+$")] = bytes end
+		if #p.rings > 0 then out[name] = bytes end
+		if #p.rings > 0 and not moved_any then inplace[name] = patches end
 	end
-	return out, changes, headers
+	return out, changes, headers, inplace
 end
 
 -- The n recorded at dump by aiotk's CRIU plugin (DIR/aiotk-PID images),
@@ -302,7 +338,7 @@ local function fixup_copy(dir, out, mm, headers, w)
 			if not ok then core.remove_tree(tmp) return nil, err end
 		end
 	end
-	local hok, herr = set_headers(tmp, headers, "nr")
+	local hok, herr = apply_patches(tmp, headers, "n")
 	if not hok then core.remove_tree(tmp) return nil, herr end
 	local ok, err = os.rename(tmp, out)
 	if not ok then core.remove_tree(tmp) return nil, err end
@@ -310,27 +346,36 @@ local function fixup_copy(dir, out, mm, headers, w)
 end
 
 -- The dump fixed in place: what undo() needs (the .orig copies, the
--- header journal) is written before anything it puts back changes, and
--- the plugin's stamp goes first, so a fixup stopped at any step can be
--- undone and no stamp speaks for a dump that changed.
-local function fixup_in_place(dir, mm, headers, no_backup, w)
+-- journal) is written before anything it puts back changes, and the
+-- plugin's stamp goes first, so a fixup stopped at any step can be undone
+-- and no stamp speaks for a dump that changed. An mm image whose only
+-- change is nr_req, and which no earlier fixup replaced, is patched in
+-- place, journalled (a few bytes, not a file rewritten: the plugin does
+-- this inside CRIU's freeze); the others are replaced whole, their .orig
+-- a second name for the file CRIU wrote (no copy, one link per image).
+local function fixup_in_place(dir, mm, headers, inplace, no_backup, w)
 	os.remove(dir .. "/" .. core.CRIU_STAMP)
-	-- the .orig is a second name for the file CRIU wrote (each mm image
-	-- is then replaced whole, by rename): no copy, one link per image
-	for name in pairs(mm) do
+	local patches, whole = {}, {}
+	for _, h in ipairs(headers) do patches[#patches + 1] = h end
+	for name, bytes in pairs(mm) do
 		local path = dir .. "/" .. name
-		if not no_backup and not exists(path .. ".orig") then
-			local ok, err = core.link(path, path .. ".orig")
-			if not ok then return nil, err end
+		if inplace[name] and not no_backup and not exists(path .. ".orig") then
+			for _, p in ipairs(inplace[name]) do patches[#patches + 1] = p end
+		else
+			whole[name] = bytes
+			if not no_backup and not exists(path .. ".orig") then
+				local ok, err = core.link(path, path .. ".orig")
+				if not ok then return nil, err end
+			end
 		end
 	end
 	if not no_backup then
-		local jok, jerr = journal_headers(dir, headers, w)
+		local jok, jerr = journal(dir, patches, w)
 		if not jok then return nil, jerr end
 	end
-	local hok, herr = set_headers(dir, headers, "nr")
-	if not hok then return nil, herr end
-	for name, bytes in pairs(mm) do
+	local pok, perr = apply_patches(dir, patches, "n", w)
+	if not pok then return nil, perr end
+	for name, bytes in pairs(whole) do
 		local ok, err = core.write_atomic(dir .. "/" .. name, bytes, w)
 		if not ok then return nil, err end
 	end
@@ -346,12 +391,12 @@ end
 -- opts.recorded(pid, addr): the n recorded at dump; opts.policy.
 function M.fixup(dir, procs, host, opts)
 	opts = opts or {}
-	local mm, changes, headers = patched_mm(procs, host, opts.recorded, opts.policy)
+	local mm, changes, headers, inplace = patched_mm(procs, host, opts.recorded, opts.policy)
 	if not mm then return nil, changes, headers end
 	local w = { sync = opts.sync }
 	local ok, err
 	if opts.out then ok, err = fixup_copy(dir, opts.out, mm, headers, w)
-	else ok, err = fixup_in_place(dir, mm, headers, opts.no_backup, w) end
+	else ok, err = fixup_in_place(dir, mm, headers, inplace, opts.no_backup, w) end
 	if not ok then return nil, err end
 	return changes
 end
@@ -382,9 +427,16 @@ function M.undo(dir, opts)
 			put_back[#put_back + 1] = img
 		end
 	end
-	local hok, herr = set_headers(dir, headers, "was")
+	local w = { sync = opts and opts.sync }
+	local hok, herr = apply_patches(dir, headers, "was", w)
 	if not hok then return nil, herr end
-	os.remove(dir .. "/" .. M.HEADER_JOURNAL)
+	local seen = {}
+	for _, img in ipairs(put_back) do seen[img] = true end
+	for _, p in ipairs(headers) do
+		if p.mm and not seen[p.mm] then put_back[#put_back + 1], seen[p.mm] = p.mm, true end
+	end
+	os.remove(dir .. "/" .. M.JOURNAL)
+	os.remove(dir .. "/" .. HEADERS_ONLY)
 	return put_back
 end
 

@@ -26,12 +26,15 @@ local function name_of(path) return path:match("[^/]+$") end
 -- VMAs (and the moves chosen before), as near below the saved address as
 -- the layout allows, the length this host makes.
 local function destinations(p, steps, mm)
-	local busy = {}
-	for _, v in ipairs(assert(core.criu_vmas(mm, p.mm_path))) do busy[#busy + 1] = { v.start, v.finish } end
+	local busy
 	local moves, by_addr = {}, {}
 	for _, c in ipairs(p.rings) do
 		local s = steps[c.ring.addr]
 		if s and s.action == "relocate" then
+			if not busy then
+				busy = {}
+				for _, v in ipairs(assert(core.criu_vmas(mm, p.mm_path))) do busy[#busy + 1] = { v.start, v.finish } end
+			end
 			local to = relocate.free_range(busy, s.relocate_len, c.ring.addr)
 			if not to then
 				return nil, string.format("%s: ring 0x%x: no free range of %d bytes in the dump's layout " ..

@@ -79,7 +79,8 @@ end
 
 -- criu-fixup in place of dump img for the host `to` (cpus, grow: a policy
 -- file), made to fail at each of its writes in turn (the .orig copies, the
--- header journal, the saved ring header, the mm image), then undone: each
+-- journal, the saved ring header, an nr_req patched in place, the mm
+-- image), then undone: each
 -- time the dump is CRIU's again, byte for byte (the .orig copies stay, as
 -- after any undo). The last run fails at no write and is undone too.
 -- criu.fixup of img for to (cpus, the policy file at to.grow) made to
@@ -89,7 +90,7 @@ function M.undoable_at_every_step(img, dir, to, least)
 	local criu_mod, policy = require "aiotk.criu", require("aiotk.policy").load(to.grow)
 	local host = require("aiotk.hostmodel").from_args { cpus = to.cpus }
 	local pristine = M.files_of(img)
-	local writes = { "link", "write_atomic", "criu_set_header_nr" }
+	local writes = { "link", "write_atomic", "criu_set_header_nr", "criu_patch_file" }
 	local real = {}
 	for _, w in ipairs(writes) do real[w] = core[w] end
 	local k, failed = 0, true

@@ -66,6 +66,12 @@ describe("real CRIU with aiotk's plugin", function()
 				assert.are.equal("ok", big.criu)
 				assert.are.equal("ok: io_setup(65535) (recorded at dump)", big.criu_with_plugin)
 				assert.is_true(core.criu_stamp_fits(img))
+				-- fitted in nr_req's own bytes (inside CRIU's freeze): no image
+				-- rewritten, CRIU's values journalled for an undo
+				for _, name in ipairs(core.listdir(img)) do assert.is_nil(name:match("%.orig$"), name) end
+				local j = json.decode(helper.slurp(img .. "/" .. require("aiotk.criu").JOURNAL))
+				assert.are.same({ "mm-" .. pid .. ".img", "mm-" .. pid .. ".img" }, { j[1].mm, j[2].mm })
+				assert.is_true(j[1].was >= 2 and j[2].was >= 2, "CRIU's nr_req kept")
 			end
 			ok, o = criu("restore -d -D " .. img, plugin)
 			local log = helper.slurp(img .. "/criu.log")

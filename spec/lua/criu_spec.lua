@@ -173,18 +173,33 @@ describe("CRIU dumps", function()
 		assert.matches("exists", err)
 	end)
 
-	it("criu-fixup in place keeps the original", function()
+	it("criu-fixup in place patches nr_req in its own bytes, journalled, and --undo puts CRIU's back", function()
 		local d = copy_fixture("wrap64", dir)
 		local orig = slurp(d .. "/mm-2368.img")
+		local at = assert(criu.read(d))[1].rings[1]
 		local code, _, err = run("criu-fixup " .. d)
 		assert.are.equal(0, code, err)
-		assert.are.equal(orig, slurp(d .. "/mm-2368.img.orig"))
+		-- only nr_req changed: no file rewritten, no .orig; what it was is in the journal
+		local now = slurp(d .. "/mm-2368.img")
+		assert.are.equal(#orig, #now)
+		assert.are.equal(orig:sub(1, at.nr_req_off), now:sub(1, at.nr_req_off))
+		assert.are.equal(orig:sub(at.nr_req_off + at.nr_req_len + 1), now:sub(at.nr_req_off + at.nr_req_len + 1))
+		assert.is_nil(io.open(d .. "/mm-2368.img.orig"))
 		assert.are.equal(63, assert(criu.read(d))[1].rings[1].nr_req)
-		-- a second fixup (another host) keeps the first original; --undo puts it back
+		local j = json.decode(slurp(d .. "/" .. criu.JOURNAL))
+		assert.are.same({ { mm = "mm-2368.img", nr_req_off = at.nr_req_off, nr_req_len = at.nr_req_len,
+			addr = string.format("0x%x", at.ring.addr), was = at.nr_req } }, j)
+		-- a second fixup (another host) keeps CRIU's value in the journal; --undo puts it back
 		assert.are.equal(0, (run("criu-fixup " .. d .. " --cpus 4")))
-		assert.are.equal(orig, slurp(d .. "/mm-2368.img.orig"))
+		assert.are.same(j, json.decode(slurp(d .. "/" .. criu.JOURNAL)))
 		assert.are.equal(0, (run("criu-fixup --undo " .. d)))
 		assert.are.equal(orig, slurp(d .. "/mm-2368.img"))
+		assert.is_nil(io.open(d .. "/" .. criu.JOURNAL))
+		-- a journal that is not one refuses the undo, naming it
+		helper.write(d .. "/" .. criu.JOURNAL, "garbage")
+		code, _, err = run("criu-fixup --undo " .. d)
+		assert.are.equal(1, code)
+		assert.matches("not a fixup journal aiotk wrote", err)
 	end)
 
 	it("criu-fixup for a host with more CPUs grows a ring only under the grow policy and into free space", function()
