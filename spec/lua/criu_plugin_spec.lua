@@ -82,6 +82,14 @@ describe("real CRIU with aiotk's plugin", function()
 				assert(ok, "criu restore with the plugin: " .. o .. log:sub(-3000))
 				-- nothing left to decide: no Lua state, nothing changed
 				assert.matches("aiotk: 2 AIO ring%(s%) fitted to this host at dump %(aiotk%-fitted.stamp%): nothing to do", log)
+				-- and nothing more was loaded into CRIU for it: the plugin
+				-- links only the C library (its Lua side, LuaJIT and libbpf
+				-- cost CRIU's restore about 0.8 ms to load)
+				local _, libs = helper.sh("ldd " .. C.PLUGIN_DIR .. "/aiotk_criu.so")
+				for lib in libs:gmatch("(%S+%.so[%.%d]*) =>") do
+					assert.is_truthy(lib:match("^libc%.so") or lib:match("^libdl%.so") or lib:match("^lib%a+san%.so"),
+						"the plugin links " .. lib)
+				end
 				assert.are.equal("VERIFY OK 2 rings", verdict(pid, out))
 			end
 		end

@@ -79,6 +79,7 @@ describe("a build for /usr", function()
 			local _, list = sh("dpkg-deb -c " .. deb)
 			for _, path in ipairs {
 				"./usr/bin/aiotk", "./usr/bin/aiotk-criu-hook", "./usr/lib/criu/aiotk_criu.so",
+				"./usr/lib/criu/aiotk/aiotk_criu_lua.so",
 				"./usr/lib/" .. MULTIARCH .. "/libaiotk.so.0", "./usr/lib/" .. MULTIARCH .. "/pkgconfig/aiotk.pc",
 				"./usr/lib/" .. MULTIARCH .. "/cmake/aiotk/aiotkConfig.cmake", "./usr/include/aiotk.h",
 				"./usr/share/man/man1/aiotk.1", "./usr/share/bash-completion/completions/aiotk",
