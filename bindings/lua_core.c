@@ -230,6 +230,37 @@ static int l_set_aio_max_nr(lua_State *L)
 	return 1;
 }
 
+/* raise_aio_max_nr(was, to): aiotk_aio_max_nr_raise. */
+static int l_raise_aio_max_nr(lua_State *L)
+{
+	aiotk_err err;
+	if (aiotk_aio_max_nr_raise(laiotk_check_u64(L, 1), laiotk_check_u64(L, 2), &err))
+		return laiotk_fail(L, &err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* end_aio_max_nr_raise([keep]): aiotk_aio_max_nr_end. */
+static int l_end_aio_max_nr_raise(lua_State *L)
+{
+	aiotk_err err;
+	if (aiotk_aio_max_nr_end(lua_toboolean(L, 1), &err))
+		return laiotk_fail(L, &err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* aio_max_nr_raised() -> was, to, or nothing. */
+static int l_aio_max_nr_raised(lua_State *L)
+{
+	uint64_t was, to;
+	if (!aiotk_aio_max_nr_raised(&was, &to))
+		return 0;
+	lua_pushnumber(L, (double)was);
+	lua_pushnumber(L, (double)to);
+	return 2;
+}
+
 static int l_sleep_ms(lua_State *L)
 {
 	lua_Number ms = luaL_checknumber(L, 1);
@@ -250,6 +281,8 @@ static const luaL_Reg funcs[] = {
 	{ "ring_len", l_ring_len }, { "nr_for_len", l_nr_for_len },
 	{ "budget_need", l_budget_need }, { "budget_short", l_budget_short },
 	{ "aio_nr", l_aio_nr }, { "set_aio_max_nr", l_set_aio_max_nr },
+	{ "raise_aio_max_nr", l_raise_aio_max_nr }, { "end_aio_max_nr_raise", l_end_aio_max_nr_raise },
+	{ "aio_max_nr_raised", l_aio_max_nr_raised },
 	{ "now_ns", l_now_ns }, { "sleep_ms", l_sleep_ms },
 	{ "ring", laiotk_ring_from_table }, { "image", laiotk_image_create },
 	{ "read_image", laiotk_image_read }, { "decode_image", laiotk_image_decode },

@@ -7,6 +7,9 @@
  *  - the guardian (core/target/guardian.c): one process per process using
  *    aiotk, forked at the first attach and reaped at exit by an atexit
  *    handler; aiotk_guardian_pid() names it (Lua: core.guardian()).
+ *  - a raise of fs.aio-max-nr under way (aiotk_aio_max_nr_raise), which
+ *    the guardian puts back if this process dies before it ends;
+ *    aiotk_aio_max_nr_raised() shows it (Lua: core.aio_max_nr_raised()).
  *  - libbpf's print hook, which is process-wide: aiotk_kviewer_open sets
  *    one that drops libbpf's messages. A caller wanting them sets its own
  *    (libbpf_set_print) after.
@@ -120,6 +123,18 @@ typedef struct aiotk_host {
 int aiotk_host_probe(aiotk_host *h, aiotk_err *err);
 int aiotk_aio_nr(uint64_t *aio_nr, uint64_t *aio_max_nr, aiotk_err *err);
 int aiotk_set_aio_max_nr(uint64_t v, aiotk_err *err);
+/* fs.aio-max-nr raised from was to to for a while: the guardian is told
+ * first, so that an aiotk killed before aiotk_aio_max_nr_end puts nothing
+ * machine-wide out of place. aiotk_aio_max_nr_end(keep): the raise is
+ * over; unless keep, was is put back (if the limit is still to: whoever
+ * changed it since has the last word). One raise at a time. */
+int aiotk_aio_max_nr_raise(uint64_t was, uint64_t to, aiotk_err *err);
+int aiotk_aio_max_nr_end(int keep, aiotk_err *err);
+/* The raise under way: 1 with *was and *to, or 0. */
+int aiotk_aio_max_nr_raised(uint64_t *was, uint64_t *to);
+/* fs.aio-max-nr put back to was if it is set, with async-signal-safe
+ * calls only (the guardian's, after a fork). */
+void aiotk_aio_max_nr_put_back(uint64_t was, uint64_t set);
 const char *aiotk_formula_name(enum aiotk_formula f);
 /* The sentences every message about the fs.aio-max-nr budget is made of
  * (the core's and the Lua side's), into buf: "N of fs.aio-max-nr needed,

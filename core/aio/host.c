@@ -2,6 +2,7 @@
 #include "aiotk.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/utsname.h>
@@ -111,4 +112,35 @@ int aiotk_host_probe(aiotk_host *h, aiotk_err *err)
 	if (uname(&u) == 0)
 		snprintf(h->release, sizeof(h->release), "%s", u.release);
 	return aiotk_aio_nr(&h->aio_nr, &h->aio_max_nr, err);
+}
+
+/* Decimal digits of v into buf (at least 21 bytes); their count. */
+static size_t digits(uint64_t v, char *buf)
+{
+	char rev[21];
+	size_t n = 0, k = 0;
+	do
+		rev[n++] = (char)('0' + v % 10);
+	while ((v /= 10));
+	while (n)
+		buf[k++] = rev[--n];
+	return k;
+}
+
+void aiotk_aio_max_nr_put_back(uint64_t was, uint64_t set)
+{
+	char buf[32], want[21];
+	int fd = open(AIO_MAX_NR, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	size_t w = digits(set, want);
+	/* the limit is still aiotk's raise ("N\n"): put it back */
+	if (n == (ssize_t)w + 1 && !memcmp(buf, want, w) && buf[w] == '\n') {
+		w = digits(was, want);
+		want[w++] = '\n';
+		if (pwrite(fd, want, w, 0) < 0)
+			w = 0;
+	}
+	close(fd);
 }

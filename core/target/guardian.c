@@ -1,7 +1,8 @@
-/* The guardian: what a SIGKILLed aiotk would otherwise leave changed in a
+/* The guardian: what a SIGKILLed aiotk would otherwise leave changed: in a
  * process it had stopped, its main thread pinned to aiotk's CPU
  * (target_ptrace.c pins it while injecting: 20 us a call instead of
- * 80-140 across CPUs here).
+ * 80-140 across CPUs here); on the machine, fs.aio-max-nr raised for a
+ * while (aio/limit.c).
  *
  * One process per aiotk, forked before its first stop, holds one end of a
  * socket pair. aiotk tells it of each pin before making it and of each
@@ -9,6 +10,7 @@
  * still told then is undone: the thread gets its mask back, unless it is
  * no longer that thread (its start time differs: the tid was reused) or
  * its mask is no longer aiotk's pin (the process has set its own since).
+ * A raise still told is put back, unless the limit is no longer aiotk's.
  * Then the guardian exits. An aiotk that exits normally has nothing
  * pinned, and reaps it.
  *
@@ -36,10 +38,11 @@
 #define GUARD_MAX 64 /* threads pinned at once: one per target held */
 
 struct guard_rec {
-	int32_t tid;
-	int32_t pinned;  /* 1: about to be pinned; 0: its mask is back */
+	int32_t tid;     /* a thread pinned; 0: fs.aio-max-nr's raise */
+	int32_t pinned;  /* 1: about to be pinned (raised); 0: back */
 	uint64_t start;  /* its start time (/proc/TID/stat), 0 unknown */
 	cpu_set_t was, pin;
+	uint64_t limit_was, limit_set;
 };
 
 /* One per process, as the guardian is: aiotk.h lists it among the
@@ -70,10 +73,14 @@ static void keep(struct guard_rec *held, size_t *n, const struct guard_rec *r)
 static __attribute__((noreturn)) void watch(int fd)
 {
 	static struct guard_rec held[GUARD_MAX];
+	struct guard_rec r, limit = { 0 };
 	size_t n = 0;
-	struct guard_rec r;
 	for (;;) {
 		ssize_t got = recv(fd, &r, sizeof(r), 0);
+		if (got == (ssize_t)sizeof(r) && !r.tid) {
+			limit = r;
+			continue;
+		}
 		if (got == (ssize_t)sizeof(r)) {
 			keep(held, &n, &r);
 			continue;
@@ -84,6 +91,8 @@ static __attribute__((noreturn)) void watch(int fd)
 	}
 	for (size_t i = 0; i < n; i++)
 		undo(&held[i]);
+	if (limit.pinned)
+		aiotk_aio_max_nr_put_back(limit.limit_was, limit.limit_set);
 	_exit(0);
 }
 
@@ -133,6 +142,13 @@ int aiotk_guard_start(void)
 	return 0;
 }
 
+static int send_rec(const struct guard_rec *r)
+{
+	if (guard.fd < 0)
+		return -ENOTCONN;
+	return send(guard.fd, r, sizeof(*r), MSG_NOSIGNAL) == (ssize_t)sizeof(*r) ? 0 : -EPIPE;
+}
+
 static int tell(int tid, int pinned, uint64_t start, const cpu_set_t *was, const cpu_set_t *pin)
 {
 	struct guard_rec r;
@@ -142,9 +158,15 @@ static int tell(int tid, int pinned, uint64_t start, const cpu_set_t *was, const
 		r.was = *was;
 	if (pin)
 		r.pin = *pin;
-	if (guard.fd < 0)
-		return -ENOTCONN;
-	return send(guard.fd, &r, sizeof(r), MSG_NOSIGNAL) == (ssize_t)sizeof(r) ? 0 : -EPIPE;
+	return send_rec(&r);
+}
+
+int aiotk_guard_limit(uint64_t was, uint64_t set)
+{
+	struct guard_rec r;
+	memset(&r, 0, sizeof(r));
+	r.pinned = set != 0, r.limit_was = was, r.limit_set = set;
+	return send_rec(&r);
 }
 
 int aiotk_guard_pin(int tid, uint64_t start, const cpu_set_t *was, const cpu_set_t *pin)

@@ -30,6 +30,9 @@ int aiotk_target_attach_hooked(aiotk_target *t, int pid, const aiotk_attach_opts
 int aiotk_guard_start(void);
 int aiotk_guard_pin(int tid, uint64_t start, const cpu_set_t *was, const cpu_set_t *pin);
 void aiotk_guard_unpin(int tid);
+/* fs.aio-max-nr raised from was to set (aio/limit.c), for the guardian to
+ * put back if aiotk dies; set 0: the raise is over. */
+int aiotk_guard_limit(uint64_t was, uint64_t set);
 /* /proc/TID/stat's start time (process_check.c, safe in the guardian);
  * 0 unknown. */
 uint64_t aiotk_thread_start(int tid);

@@ -57,7 +57,7 @@ M.entries = {
 	{ "aiotk.aio_nr", "aiotk.aio_nr()", "fs.aio-nr, fs.aio-max-nr" },
 	{ "aiotk.set_aio_max_nr", "aiotk.set_aio_max_nr(n)", "sets fs.aio-max-nr (root)" },
 	{ "aiotk.with_aio_headroom", "aiotk.with_aio_headroom(n, fn)", "runs fn with fs.aio-max-nr raised " ..
-		"if needed, always put back" },
+		"if needed, always put back (by aiotk's guardian if aiotk is killed meanwhile)" },
 	{ "aiotk.now_ns", "aiotk.now_ns()", "a monotonic clock in nanoseconds" },
 	{ "aiotk.hex", "aiotk.hex(v)", "\"0x...\" of a number" },
 	{ "aiotk.json", "aiotk.json(value)", "JSON text, keys sorted (the same data, the same text); " ..

@@ -61,16 +61,17 @@ function M.restore_all(rings, opts)
 end
 
 -- Run fn with fs.aio-max-nr at least `needed` above aio-nr; the old value
--- is put back whatever fn does. Returns fn's results (or rethrows).
+-- is put back whatever fn does, and by aiotk's guardian if aiotk is
+-- killed meanwhile. Returns fn's results (or rethrows).
 function M.with_aio_headroom(needed, fn)
 	local nr, max = assert(core.aio_nr())
 	if nr + needed <= max then return fn() end
-	local ok, err, code = core.set_aio_max_nr(nr + needed)
+	local ok, err, code = core.raise_aio_max_nr(max, nr + needed)
 	if not ok then return nil, err, code end
 	local results = { n = 0 }
 	local function pack(...) results = { n = select("#", ...), ... } end
 	pack(pcall(fn))
-	core.set_aio_max_nr(max)
+	core.end_aio_max_nr_raise()
 	if not results[1] then error(results[2], 0) end
 	return unpack(results, 2, results.n)
 end

@@ -30,7 +30,8 @@ local function apply_budget(plan, policy)
 	if b.action == "fail" then
 		return nil, require("aiotk.plan").budget_message(b), "budget"
 	elseif b.action == "raise" then
-		local ok, err, code = core.set_aio_max_nr(b.aio_max_nr + b.raise_by)
+		-- kept if the restore succeeds, put back if it fails (or aiotk is killed)
+		local ok, err, code = core.raise_aio_max_nr(b.aio_max_nr, b.aio_max_nr + b.raise_by)
 		if not ok then return nil, err, code end
 		policy.log(string.format("raised fs.aio-max-nr from %d to %d (by the %d missing)",
 			b.aio_max_nr, b.aio_max_nr + b.raise_by, b.raise_by))
@@ -398,6 +399,8 @@ local function wait_undone(pid, tid, report)
 	report.undone_ns = core.now_ns() - t0
 end
 
+local restore_planned
+
 -- Restore rings into process pid, as the plan (made here from the policy
 -- unless given) says: all or nothing. opts.replace moves AIO rings that
 -- occupy saved addresses aside, and destroys them once every ring is
@@ -417,6 +420,17 @@ function M.restore_process(pid, rings, opts)
 	if not steps then return nil, serr, scode end
 	local ok, berr, bcode = apply_budget(plan, policy)
 	if not ok then return nil, berr, bcode end
+	local res = { n = 0 }
+	local function pack(...) res = { n = select("#", ...), ... } end
+	pack(pcall(restore_planned, pid, opts, policy, plan, steps, t0))
+	-- a raise of fs.aio-max-nr is kept for the rings made, put back otherwise
+	core.end_aio_max_nr_raise(res[1] and res[2] ~= nil)
+	if not res[1] then error(res[2], 0) end
+	return unpack(res, 2, res.n)
+end
+
+-- restore_process once the plan is made and its budget applied.
+function restore_planned(pid, opts, policy, plan, steps, t0)
 	local t1 = core.now_ns()
 	kernel.prepare(pid, policy) -- opened (and its iterator made) before the process is stopped
 	local out, report = {}, opts.report or {}

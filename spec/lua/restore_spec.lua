@@ -142,4 +142,30 @@ describe("restore", function()
 		assert.are.equal(nr_inside + max + 10, max_inside)
 		assert.are.equal(max, select(2, aiotk.aio_nr()))
 	end)
+
+	it("a raise of fs.aio-max-nr is put back by aiotk's guardian when aiotk is SIGKILLed inside it", function()
+		local _, max = aiotk.aio_nr()
+		local script = helper.tmpdir() .. "/killed.lua"
+		finally(function() helper.rmdir(script:match("^(.*)/")) end)
+		helper.write(script, string.format([[
+			local core = aiotk.core
+			aiotk.with_aio_headroom(%d, function()
+				local was, to = core.aio_max_nr_raised()
+				print(string.format("RAISED %%d %%d %%d", was, to, select(2, core.aio_nr())))
+				io.stdout:flush()
+				core.kill(core.getpid(), "KILL")
+			end)
+			print("NOT KILLED")
+		]], max + 10))
+		local nr = aiotk.aio_nr()
+		local code, out, err = helper.run(script)
+		assert.are_not.equal(0, code, out .. err)
+		assert.is_nil(out:find("NOT KILLED", 1, true), out)
+		local was, to, seen = out:match("RAISED (%d+) (%d+) (%d+)")
+		assert.are.same({ max, nr + max + 10, nr + max + 10 }, { tonumber(was), tonumber(to), tonumber(seen) },
+			out .. err)
+		-- the guardian acts once aiotk's end of its socket closes
+		assert.is_true(helper.wait_until(function() return select(2, aiotk.aio_nr()) == max end, 10000),
+			"fs.aio-max-nr left at " .. select(2, aiotk.aio_nr()))
+	end)
 end)
