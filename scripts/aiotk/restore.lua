@@ -35,6 +35,7 @@ local function apply_budget(plan, policy)
 		if not ok then return nil, err, code end
 		policy.log(string.format("raised fs.aio-max-nr from %d to %d (by the %d missing)",
 			b.aio_max_nr, b.aio_max_nr + b.raise_by, b.raise_by))
+		return true, "raised"
 	end
 	return true
 end
@@ -418,13 +419,13 @@ function M.restore_process(pid, rings, opts)
 	local plan = opts.plan or plans.make(rings, assert(core.host()), policy, core.maps(pid))
 	local steps, serr, scode = plans.follow(plan, rings)
 	if not steps then return nil, serr, scode end
-	local ok, berr, bcode = apply_budget(plan, policy)
-	if not ok then return nil, berr, bcode end
+	local ok, raised, bcode = apply_budget(plan, policy)
+	if not ok then return nil, raised, bcode end
 	local res = { n = 0 }
 	local function pack(...) res = { n = select("#", ...), ... } end
 	pack(pcall(restore_planned, pid, opts, policy, plan, steps, t0))
-	-- a raise of fs.aio-max-nr is kept for the rings made, put back otherwise
-	core.end_aio_max_nr_raise(res[1] and res[2] ~= nil)
+	-- its raise of fs.aio-max-nr is kept for the rings made, put back otherwise
+	if raised then core.end_aio_max_nr_raise(res[1] and res[2] ~= nil) end
 	if not res[1] then error(res[2], 0) end
 	return unpack(res, 2, res.n)
 end

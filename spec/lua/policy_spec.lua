@@ -86,17 +86,31 @@ describe("policy", function()
 		assert.are.equal("VERIFY OK 1 rings", w:verify())
 	end)
 
-	it("fails on the aio-max-nr budget by default, raises it by exactly what is missing when told", function()
+	it("fails on the aio-max-nr budget by default, raises it by exactly what is missing when told, and only for a restore that succeeds", function()
 		if not helper.is_root() then
 			pending("needs root to lower fs.aio-max-nr: skipped")
 			return
 		end
 		local w = helper.workload("--ring 128:333:333:100 --ring 1:15:10:0")
 		dump(w, dir)
-		w:destroy()
-		local nr, max = aiotk.aio_nr()
-		assert(aiotk.set_aio_max_nr(nr + 10))
+		local _, max = aiotk.aio_nr()
 		local ok, err = pcall(function()
+			-- its rings still there: the restore raises the limit, then
+			-- finds them in the way, and puts the limit back
+			local live = aiotk.aio_nr()
+			assert(aiotk.set_aio_max_nr(live + 10))
+			local code, _, e = run("restore -p " .. w.pid .. " -D " .. dir .. " --policy " .. EXAMPLES .. "/raise-budget.lua")
+			assert.are.equal(1, code, e)
+			assert.matches("raised fs.aio%-max%-nr", e)
+			assert.matches("is mapped there", e)
+			assert.are.equal(live + 10, select(2, aiotk.aio_nr()))
+		end)
+		aiotk.set_aio_max_nr(max)
+		assert(ok, err)
+		w:destroy()
+		local nr = aiotk.aio_nr()
+		assert(aiotk.set_aio_max_nr(nr + 10))
+		ok, err = pcall(function()
 			local code, _, e = run("restore -p " .. w.pid .. " -D " .. dir)
 			assert.are.equal(1, code)
 			-- the n each ring was made with (128 and 1), recorded at dump
@@ -112,6 +126,27 @@ describe("policy", function()
 		assert(ok, err)
 		assert.are.equal(max, select(2, aiotk.aio_nr()))
 		assert.are.equal("VERIFY OK 2 rings", w:verify())
+	end)
+
+	it("a restore inside with_aio_headroom leaves that raise alone: it is put back when the function ends", function()
+		local w = helper.workload("--ring 1:15:10:0")
+		dump(w, dir)
+		w:destroy()
+		local _, max = aiotk.aio_nr()
+		-- whatever the code under test does, the machine's limit is put back
+		finally(function() if select(2, aiotk.aio_nr()) ~= max then aiotk.set_aio_max_nr(max) end end)
+		helper.write(dir .. "/inside.lua", string.format([[
+			local rings = assert(aiotk.read_image(%q)):rings()
+			assert(aiotk.with_aio_headroom(%d, function()
+				return assert(aiotk.restore_process(%d, rings))
+			end))
+			print("RESTORED", select(2, aiotk.aio_nr()))
+		]], dir, max + 10, w.pid))
+		local code, out, err = run(dir .. "/inside.lua")
+		assert.are.equal(0, code, err)
+		assert.are.equal(max, tonumber(out:match("RESTORED%s+(%d+)")), out)
+		assert.are.equal(max, select(2, aiotk.aio_nr()))
+		assert.are.equal("VERIFY OK 1 rings", w:verify())
 	end)
 
 	-- A POLL on an empty pipe is in flight; with `complete`, a writer
