@@ -43,11 +43,16 @@ function M.complete(text)
 		path, sep, last = "", "", text
 	end
 	local out = {}
+	local function offer(k)
+		if type(k) == "string" and k:sub(1, #last) == last then out[#out + 1] = path .. sep .. k end
+	end
 	if type(scope) == "table" then
-		for k in pairs(scope) do
-			if type(k) == "string" and k:sub(1, #last) == last then
-				out[#out + 1] = path .. sep .. k
-			end
+		for k in pairs(scope) do offer(k) end
+		-- names a table loads when first used (aiotk's workflows), not yet there
+		local mt = getmetatable(scope)
+		local lazy = type(mt) == "table" and type(mt.__lazy) == "function" and mt.__lazy() or {}
+		for k in pairs(lazy) do
+			if rawget(scope, k) == nil then offer(k) end
 		end
 	end
 	table.sort(out)

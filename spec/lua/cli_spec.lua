@@ -197,6 +197,11 @@ describe("aiotk program", function()
 		local code, out = run([[-e 'local r = require "aiotk.repl"; print(table.concat(r.complete("aiotk.sn"), ","))']])
 		assert.are.equal(0, code)
 		assert.are.equal("aiotk.snapshot\n", out)
+		-- names aiotk loads when first used complete too, before any use
+		code, out = run([[-e 'local r = require "aiotk.repl"; print(table.concat(r.complete("aiotk.dump_"), ","), ]] ..
+			[[table.concat(r.complete("aiotk.ring_t"), ","))']])
+		assert.are.equal(0, code)
+		assert.are.equal("aiotk.dump_frozen,aiotk.dump_process\taiotk.ring_table\n", out)
 		local home = helper.tmpdir()
 		code, out = run("repl", "printf 'aiotk.geometry(1).nr\\nx = aiotk.lab.setup(1)\\naiotk.snapshot(x)\\n' | HOME=" .. home)
 		assert.are.equal(0, code)
