@@ -103,6 +103,72 @@ function M.find(t, steps, policy)
 	return refs
 end
 
+-- The relocation journal's entries for the rings steps relocate (none:
+-- nil): each old id and length, new id and length. Made in the process
+-- before anything else changes, removed as the restore's commit, so that
+-- a later restore finds what a killed one was doing (M.recover).
+function M.journal_entries(steps)
+	local entries = {}
+	for _, s in ipairs(steps) do
+		if s.relocate then
+			entries[#entries + 1] = { from = s.moved_from, len = s.saved.ring_len, to = s.ring.addr, to_len = s.len }
+		end
+	end
+	return #entries > 0 and entries or nil
+end
+
+-- A relocating restore an aiotk was killed in (its journal still in the
+-- process) undone, the process stopped: every copy of each new id (and
+-- pointer into the new ring) put back to the old one, then whatever was
+-- made at the new addresses (rings, placeholders) destroyed, then the
+-- journal removed. Each step finds what is left of its work, so a kill
+-- during this too is undone by the next restore. Returns how many rings
+-- and references were put back (0, 0: no journal).
+function M.recover(t, policy)
+	local entries, e, c = t:reloc_journal_read()
+	if entries == nil then
+		if e then return nil, e, c end
+		return 0, 0
+	end
+	local back = {}
+	for i, j in ipairs(entries) do back[i] = { from = j.to, len = j.len, to = j.from } end
+	local nrefs = 0
+	if #back > 0 then
+		local refs, re, rc = t:find_refs(back)
+		if not refs then return nil, re, rc end
+		if #refs > 0 then
+			local ok, we, wc = t:rewrite_refs(refs)
+			if not ok then return nil, "putting back the ids an interrupted relocation rewrote: " .. we, wc end
+		end
+		nrefs = #refs
+	end
+	local ranges = {}
+	for i, j in ipairs(entries) do ranges[i] = { addr = j.to, len = j.to_len } end
+	local maps, me, mc = t:mappings(ranges)
+	if not maps then return nil, me, mc end
+	for _, m in ipairs(maps) do
+		for _, j in ipairs(entries) do
+			if m.start < j.to + j.to_len and j.to < m.finish then
+				local ok, de, dc
+				if m.ring and m.start == j.to then ok, de, dc = t:io_destroy(m.start)
+				elseif m.placeholder then ok, de, dc = t:unmap(m.start, m.finish - m.start)
+				else ok = true end
+				if not ok then return nil, de, dc end
+				break
+			end
+		end
+	end
+	local ok, je, jc = t:reloc_journal_remove()
+	if not ok then return nil, je, jc end
+	if #entries == 0 then
+		policy.log("removed the relocation journal an interrupted aiotk had begun to write (nothing else was changed)")
+	else
+		policy.log(string.format("undid the relocation of %d ring(s) an interrupted aiotk had begun: " ..
+			"%d reference(s) put back to their old ids", #entries, nrefs))
+	end
+	return #entries, nrefs
+end
+
 -- The references process pid holds to each ring plan relocates, counted
 -- in one short stop (nothing written): {[old addr] = {ids=, pointers=}},
 -- and the bytes read (aiotk check -p).

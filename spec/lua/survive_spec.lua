@@ -98,9 +98,11 @@ describe("survival", function()
 		return outcome(apid, out, errf, timeout_ms, ctx)
 	end
 
-	local function assert_verifies(w, ctx, nrings)
+	-- (what: "N rings", or a number of rings)
+	local function assert_verifies(w, ctx, what)
 		local verdict = w:verify()
-		assert(verdict == "VERIFY OK " .. (nrings or NRINGS) .. " rings", ctx .. ": " .. tostring(verdict))
+		what = type(what) == "string" and what or (what or NRINGS) .. " rings"
+		assert(verdict == "VERIFY OK " .. what, ctx .. ": " .. tostring(verdict))
 	end
 
 	local function context(i) return string.format("run %d (AIOTK_SURVIVE_SEED=%d)", i, seed) end
@@ -224,6 +226,76 @@ print(ok and "restored" or "rolled back")
 		end
 		-- its thread's mapping, 8 rings parked, the thread started
 		assert(n > 8 * 2 + 2, "only " .. n .. " changes")
+		helper.rmdir(cmds)
+	end)
+
+	-- A relocating restore (3 rings made one after the other, a policy
+	-- planned as 16 CPUs relocating what it cannot make in place: all 3)
+	-- killed by construction at each of its changes (core.die_after), from
+	-- the first until one the restore outlives: its relocation journal
+	-- tells the next restore which ids it was swapping, so that one puts
+	-- back every copy of each new id and removes what was made at the new
+	-- addresses before relocating again. Each time the target lives, the
+	-- next restore --replace succeeds, the workload verifies its rings
+	-- (every copy of each id agrees, in heap, stack, static data and TLS;
+	-- head, tail, events, a new request, io_destroy), no mapping of aiotk's
+	-- is left in it, and aio-nr is back once it is gone.
+	it("aiotk killed at each change of a relocating restore: the next restore undoes it and relocates", function()
+		local cmds = helper.tmpdir()
+		helper.write(cmds .. "/dying-relocate.lua", [[
+-- aiotk dying-relocate: a restore relocating every ring, aiotk killed at its n-th change (survive_spec)
+local aiotk, core = require "aiotk", require "aiotk.core"
+local pid, dir, n, pol = ...
+local rings = assert(aiotk.read_image(dir)):rings()
+local policy = require("aiotk.policy").load(pol)
+core.die_after(tonumber(n))
+local ok, err = aiotk.restore_process(tonumber(pid), rings, { policy = policy })
+print(ok and "restored" or "failed: " .. tostring(err))
+]])
+		local pol = cmds .. "/p16.lua"
+		helper.write(pol, [[return { model = { cpus = 16 }, impossible = function() return "relocate" end }]])
+		local spec = "--dense --keep heap,stack,static,tls --allow-grow --threads " ..
+			"--tolerate-stop-eintr --ring 1:4:0:0 --ring 1:5:1:0 --ring 1:6:2:0"
+		local function aiotk_maps(pid)
+			local n = 0
+			for l in helper.slurp("/proc/" .. pid .. "/maps"):gmatch("[^\n]+") do
+				if l:find("/dev/zero") then n = n + 1 end
+			end
+			return n
+		end
+		local n, ended, undone, t0 = 0, false, 0, core.now_ns()
+		while not ended do
+			n = n + 1
+			local ctx = "aiotk killed at change " .. n .. " of a relocating restore"
+			local nr = core.aio_nr()
+			local w = workload(spec)
+			local code, _, err = run("dump -p " .. w.pid .. " -D " .. dir)
+			assert(code == 0, err)
+			assert(w:destroy() == "DESTROYED")
+			local apid, out, errf = helper.spawn("dying-relocate " .. w.pid .. " " .. dir .. " " .. n .. " " .. pol,
+				"AIOTK_PATH=" .. cmds)
+			local said = outcome(apid, out, errf, 10000, ctx)
+			ended = said:find("^restored") ~= nil
+			assert(ended or said == "", ctx .. ": " .. said)
+			assert_unharmed(w, ctx)
+			assert(require("aiotk.process").wait_undo_threads(w.pid))
+			if not ended then
+				code, _, err = run("restore --replace -p " .. w.pid .. " -D " .. dir .. " --policy " .. pol)
+				assert(code == 0, ctx .. ": restore after: " .. err)
+				if err:find("undid the relocation of 3 ring%(s%)") then undone = undone + 1 end
+			end
+			assert(w:ring_count() == 3, ctx .. ": " .. w:ring_count() .. " rings")
+			assert(aiotk_maps(w.pid) == 0, ctx .. ": a mapping of aiotk's left")
+			-- (the workload's verify ends with io_destroy of each ring, then it exits)
+			assert_verifies(w, ctx, "3 rings (3 relocated)")
+			assert(helper.wait_until(function() return core.aio_nr() == nr end, 2000),
+				ctx .. ": aio-nr " .. core.aio_nr() .. " once the target is gone, was " .. nr)
+			assert(n < 400, "the relocating restore never ended")
+		end
+		-- its journal made, 3 rings built, 6+ copies of each id rewritten
+		assert(undone > 3 * 6, "only " .. undone .. " kills left a relocation to undo, of " .. n)
+		print(string.format("relocation kill sweep: %d changes, %d left a relocation to undo, %.1f s",
+			n - 1, undone, (core.now_ns() - t0) / 1e9))
 		helper.rmdir(cmds)
 	end)
 
