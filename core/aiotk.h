@@ -318,7 +318,12 @@ const char *aiotk_reg_name(unsigned reg);
  * refused before it changes anything. */
 #define AIOTK_RELOC_AT 0x3a1060000000ull
 #define AIOTK_RELOC_MAGIC 0x636f6c726b746f69ull /* "iotkrloc" */
-typedef struct aiotk_reloc_entry { uint64_t from, len, to, to_len; } aiotk_reloc_entry;
+typedef struct aiotk_reloc_entry {
+	uint64_t from, len;         /* the old ring's id and length */
+	uint64_t to, to_len;        /* the new ring's */
+	uint64_t live_at;           /* the program's own ring there (replaced), 0: none; */
+	uint64_t live_compat;       /*   marked as aiotk's just before the commit, this put back */
+} aiotk_reloc_entry;
 /* The journal of e[0..n) made: mapped, entries written, then the magic.
  * Refused (AIOTK_EOCCUPIED) when anything is at AIOTK_RELOC_AT. */
 int aiotk_reloc_journal_write(aiotk_target *t, const aiotk_reloc_entry *e, size_t n,

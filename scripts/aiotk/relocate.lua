@@ -104,17 +104,42 @@ function M.find(t, steps, policy)
 end
 
 -- The relocation journal's entries for the rings steps relocate (none:
--- nil): each old id and length, new id and length. Made in the process
--- before anything else changes, removed as the restore's commit, so that
--- a later restore finds what a killed one was doing (M.recover).
-function M.journal_entries(steps)
+-- nil): each old id and length, new id and length, and the program's own
+-- ring at the old address that --replace destroys (live_at, with its
+-- compat_features: it is marked as aiotk's just before the commit, so
+-- that a restore killed after the commit still has it destroyed by the
+-- next one). Made in the process before anything else changes, removed as
+-- the restore's commit, so that a later restore finds what a killed one
+-- was doing (M.recover).
+function M.journal_entries(t, steps)
 	local entries = {}
 	for _, s in ipairs(steps) do
 		if s.relocate then
-			entries[#entries + 1] = { from = s.moved_from, len = s.saved.ring_len, to = s.ring.addr, to_len = s.len }
+			local e = { from = s.moved_from, len = s.saved.ring_len, to = s.ring.addr, to_len = s.len }
+			if s.old_ring then
+				local h, he, hc = t:header(s.old_ring.addr)
+				if not h then return nil, he, hc end
+				e.live_at, e.live_compat = s.old_ring.addr, h.compat_features
+			end
+			entries[#entries + 1] = e
 		end
 	end
-	return #entries > 0 and entries or nil
+	return #entries > 0 and entries or false
+end
+
+-- The program's own rings a relocation replaces, marked as aiotk's: the
+-- last change before the commit (restore.lua destroys them after it);
+-- with unmark, the mark taken off again (a rollback).
+function M.mark_replaced(t, entries, unmark)
+	for _, e in ipairs(entries) do
+		if e.live_at then
+			local ok, me, mc
+			if unmark then ok, me, mc = t:ring_unmark(e.live_at, e.live_compat)
+			else ok, me, mc = t:ring_mark(e.live_at) end
+			if not ok then return nil, me, mc end
+		end
+	end
+	return true
 end
 
 -- A relocating restore an aiotk was killed in (its journal still in the
@@ -141,6 +166,13 @@ function M.recover(t, policy)
 			if not ok then return nil, "putting back the ids an interrupted relocation rewrote: " .. we, wc end
 		end
 		nrefs = #refs
+	end
+	for _, j in ipairs(entries) do
+		local h = j.live_at and t:header(j.live_at)
+		if h and h.building then
+			local ok, ue, uc = M.mark_replaced(t, { j }, true)
+			if not ok then return nil, ue, uc end
+		end
 	end
 	local ranges = {}
 	for i, j in ipairs(entries) do ranges[i] = { addr = j.to, len = j.to_len } end

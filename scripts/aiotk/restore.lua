@@ -181,6 +181,7 @@ function Undo:rollback(t)
 		elseif u.kind == "claim" and u.left > 0 then t:unmap(u.addr, u.len)
 		elseif u.kind == "parked" then t:unpark(u.at, u.len, u.addr)
 		elseif u.kind == "refs" then t:rewrite_refs(u.refs, true)
+		elseif u.kind == "marked" then relocate.mark_replaced(t, u.entries, true)
 		elseif u.kind == "journal" then t:reloc_journal_remove() end
 	end
 	if not area then return nil end
@@ -350,7 +351,8 @@ end
 local function rebuild(t, maps, steps, opts, policy, undo, out)
 	local occ, e, c = occupants(maps, steps, opts.replace)
 	if not occ then return nil, e, c end
-	local entries = relocate.journal_entries(steps)
+	local entries, ee, ec = relocate.journal_entries(t, steps)
+	if entries == nil then return nil, ee, ec end
 	if entries then
 		local jok, je, jc = t:reloc_journal(entries)
 		if not jok then return nil, je, jc end
@@ -382,6 +384,9 @@ local function rebuild(t, maps, steps, opts, policy, undo, out)
 	-- workspace goes first, so that the commit is the last change but the
 	-- destruction of the rings the restore replaces (each recognised by a
 	-- later restore if aiotk is killed before it).
+	undo[#undo + 1] = { kind = "marked", entries = entries } -- (unmarking an unmarked one changes nothing)
+	local mok, me, mc = relocate.mark_replaced(t, entries)
+	if not mok then return nil, me, mc end
 	local rok, rle, rlc = t:release()
 	if not rok then return nil, rle, rlc end
 	return t:reloc_journal_remove()
