@@ -306,6 +306,22 @@ static int p_io_destroy(lua_State *L, aiotk_target *t, int b)
 	return push_done(L, aiotk_io_destroy(t, laiotk_check_u64(L, b), &err), &err);
 }
 
+/* ring_mark(ctx): ctx's ring marked as aiotk's (AIOTK_RING_BUILDING), so
+ * that a later restore destroys it if this aiotk does not. */
+static int p_ring_mark(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	return push_done(L, aiotk_ring_mark(t, laiotk_check_u64(L, b), &err), &err);
+}
+
+/* ring_unmark(ctx, compat): the mark taken off, compat_features put back. */
+static int p_ring_unmark(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	uint64_t ctx = laiotk_check_u64(L, b);
+	return push_done(L, aiotk_ring_unmark(t, ctx, (uint32_t)laiotk_check_u64(L, b + 1), &err), &err);
+}
+
 /* A mapping as Lua sees it: start, finish, perms, path, placeholder,
  * ring, journal, destroyer, desc. */
 static void push_vma(lua_State *L, const aiotk_vma *v)
@@ -586,10 +602,73 @@ static int p_rewrite_refs(lua_State *L, aiotk_target *t, int b)
 	return push_done(L, aiotk_refs_rewrite(t, r, n, back, &err), &err);
 }
 
+/* reloc_journal({ {from=, len=, to=, to_len=[, live_at=, live_compat=]}, ... }): the relocation
+ * journal made (aiotk_reloc_journal_write). */
+static int p_reloc_journal(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	luaL_checktype(L, b, LUA_TTABLE);
+	size_t n = lua_objlen(L, b);
+	aiotk_reloc_entry *e = scratch(L, n, sizeof(*e));
+	for (size_t i = 0; i < n; i++) {
+		lua_rawgeti(L, b, (int)i + 1);
+		int at = lua_gettop(L);
+		e[i] = (aiotk_reloc_entry){ laiotk_opt_field_u64(L, at, "from", 0),
+					    laiotk_opt_field_u64(L, at, "len", 0),
+					    laiotk_opt_field_u64(L, at, "to", 0),
+					    laiotk_opt_field_u64(L, at, "to_len", 0),
+					    laiotk_opt_field_u64(L, at, "live_at", 0),
+					    laiotk_opt_field_u64(L, at, "live_compat", 0) };
+		lua_pop(L, 1);
+	}
+	return push_done(L, aiotk_reloc_journal_write(t, e, n, &err), &err);
+}
+
+/* reloc_journal_read() -> nil (none) | { {from=, len=, to=, to_len=[, live_at=, live_compat=]}, ... }
+ * (empty: left before its entries were whole). */
+static int p_reloc_journal_read(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	aiotk_reloc_entry *e;
+	size_t n;
+	(void)b;
+	int rc = aiotk_reloc_journal_read(t, &e, &n, &err);
+	if (rc < 0)
+		return laiotk_fail(L, &err);
+	if (!rc) {
+		lua_pushnil(L);
+		return 1;
+	}
+	lua_createtable(L, (int)n, 0);
+	for (size_t i = 0; i < n; i++) {
+		lua_createtable(L, 0, 4);
+		laiotk_set_num(L, "from", (double)e[i].from);
+		laiotk_set_num(L, "len", (double)e[i].len);
+		laiotk_set_num(L, "to", (double)e[i].to);
+		laiotk_set_num(L, "to_len", (double)e[i].to_len);
+		if (e[i].live_at) {
+			laiotk_set_num(L, "live_at", (double)e[i].live_at);
+			laiotk_set_num(L, "live_compat", (double)e[i].live_compat);
+		}
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	free(e);
+	return 1;
+}
+
+/* reloc_journal_remove(): the journal unmapped, if there is one. */
+static int p_reloc_journal_remove(lua_State *L, aiotk_target *t, int b)
+{
+	aiotk_err err;
+	(void)b;
+	return push_done(L, aiotk_reloc_journal_remove(t, &err), &err);
+}
+
 #define PRIMITIVES(X) X(snapshot) X(snapshot_many) X(converge) X(replay) X(write_events) \
 	X(remap) X(restore) X(restore_all) X(io_setup) X(io_destroy) X(mapping_at) X(mappings) X(rings) X(header) \
 	X(reserve) X(unmap) X(park) X(unpark) X(remove_journals) X(capture) X(resubmit) \
-	X(find_refs) X(rewrite_refs)
+	X(find_refs) X(rewrite_refs) X(reloc_journal) X(reloc_journal_read) X(reloc_journal_remove) \
+	X(ring_mark) X(ring_unmark)
 
 /* The functions of aiotk.core act on this process through one self
  * target kept in the registry (core.self() returns it), so that its

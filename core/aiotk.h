@@ -323,6 +323,34 @@ void aiotk_refs_free(aiotk_refs *r);
 /* A general register's name ("rdi"). */
 const char *aiotk_reg_name(unsigned reg);
 
+/* The relocation journal (core/target/reloc_journal.c): while it exists
+ * in a process, a relocating restore there is unfinished, and a later
+ * aiotk undoes it from these entries (each ring's old id and length, its
+ * new id and length). At AIOTK_RELOC_AT (MAP_FIXED_NOREPLACE, shared
+ * anonymous, "rw-s /dev/zero (deleted)"): that shape there is aiotk's
+ * even before its magic is written; far from where the kernel or programs
+ * put mappings, beside AIOTK_UNDO_AT; taken, a relocating restore is
+ * refused before it changes anything. */
+#define AIOTK_RELOC_AT 0x3a1060000000ull
+#define AIOTK_RELOC_MAGIC 0x636f6c726b746f69ull /* "iotkrloc" */
+typedef struct aiotk_reloc_entry {
+	uint64_t from, len;         /* the old ring's id and length */
+	uint64_t to, to_len;        /* the new ring's */
+	uint64_t live_at;           /* the program's own ring there (replaced), 0: none; */
+	uint64_t live_compat;       /*   marked as aiotk's just before the commit, this put back */
+} aiotk_reloc_entry;
+/* The journal of e[0..n) made: mapped, entries written, then the magic.
+ * Refused (AIOTK_EOCCUPIED) when anything is at AIOTK_RELOC_AT. */
+int aiotk_reloc_journal_write(aiotk_target *t, const aiotk_reloc_entry *e, size_t n,
+			      aiotk_err *err);
+/* 0: no journal. 1: one, its entries in *out (the caller's to free();
+ * none when it was left before its magic). <0: an error (the address
+ * taken by something else, which is never aiotk's). */
+int aiotk_reloc_journal_read(aiotk_target *t, aiotk_reloc_entry **out, size_t *n,
+			     aiotk_err *err);
+/* The journal unmapped (the relocation's commit); none there: nothing. */
+int aiotk_reloc_journal_remove(aiotk_target *t, aiotk_err *err);
+
 /* The building mark: compat_features of a context aiotk has made and not
  * yet finished, or has parked (aiotk_park). The kernel writes 1 there at
  * io_setup and never reads it, nor does libaio; a context left marked by

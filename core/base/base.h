@@ -33,5 +33,12 @@ AIOTK_INLINE uint64_t aiotk_page_round(uint64_t len)
  * converge.c says why, workspace.c and the restorer map it): one page,
  * and a leftover one is recognised by that length (target/maps.c). */
 #define AIOTK_JOURNAL_LEN AIOTK_PAGE
+/* Where a workspace's journal page is asked for (MAP_FIXED_NOREPLACE;
+ * taken, wherever the kernel puts scratch memory): a page of its shape
+ * there is a leftover even before its magic is written, which a kill
+ * between the mmap and that write leaves (aiotk_remove_journals).
+ * Beside AIOTK_UNDO_AT and AIOTK_RELOC_AT, far from where the kernel or
+ * programs put mappings. */
+#define AIOTK_WS_JOURNAL_AT 0x3a1050000000ull
 
 #endif

@@ -73,7 +73,11 @@ M.entries = {
 		"t:find_refs({ {from=, len=, to=}, ... }) (every word of the process's writable private memory " ..
 		"and every thread's general register equal to an old ring's id or pointing into it: {kind " ..
 		"(\"id\", \"pointer\"), move, old, value, addr, map, offset | tid, reg}, .scanned, .unread), " ..
-		"t:rewrite_refs(refs[, back]) (each set to its value, or back, all or none), t:release() " ..
+		"t:rewrite_refs(refs[, back]) (each set to its value, or back, all or none), " ..
+		"t:reloc_journal({ {from=, len=, to=, to_len=[, live_at=, live_compat=]}, ... }), " ..
+		"t:reloc_journal_read() and t:reloc_journal_remove() (the relocation journal at " ..
+		"0x3a1060000000: what a relocating restore is swapping, until its commit), t:ring_mark(ctx), " ..
+		"t:ring_unmark(ctx, compat) (the building mark), t:release() " ..
 		"(its workspace back now rather than at detach); t.pid, t.stopped_ns, t.stopped_at_ns (when the stop began, core.now_ns's clock), t.dead" },
 	{ "aiotk.maps", "aiotk.maps(pid)", "every mapping of process pid as t:mappings() gives them, read " ..
 		"without stopping it" },

@@ -103,6 +103,104 @@ function M.find(t, steps, policy)
 	return refs
 end
 
+-- The relocation journal's entries for the rings steps relocate (none:
+-- nil): each old id and length, new id and length, and the program's own
+-- ring at the old address that --replace destroys (live_at, with its
+-- compat_features: it is marked as aiotk's just before the commit, so
+-- that a restore killed after the commit still has it destroyed by the
+-- next one). Made in the process before anything else changes, removed as
+-- the restore's commit, so that a later restore finds what a killed one
+-- was doing (M.recover).
+function M.journal_entries(t, steps)
+	local entries = {}
+	for _, s in ipairs(steps) do
+		if s.relocate then
+			local e = { from = s.moved_from, len = s.saved.ring_len, to = s.ring.addr, to_len = s.len }
+			if s.old_ring then
+				local h, he, hc = t:header(s.old_ring.addr)
+				if not h then return nil, he, hc end
+				e.live_at, e.live_compat = s.old_ring.addr, h.compat_features
+			end
+			entries[#entries + 1] = e
+		end
+	end
+	return #entries > 0 and entries or false
+end
+
+-- The program's own rings a relocation replaces, marked as aiotk's: the
+-- last change before the commit (restore.lua destroys them after it);
+-- with unmark, the mark taken off again (a rollback).
+function M.mark_replaced(t, entries, unmark)
+	for _, e in ipairs(entries) do
+		if e.live_at then
+			local ok, me, mc
+			if unmark then ok, me, mc = t:ring_unmark(e.live_at, e.live_compat)
+			else ok, me, mc = t:ring_mark(e.live_at) end
+			if not ok then return nil, me, mc end
+		end
+	end
+	return true
+end
+
+-- A relocating restore an aiotk was killed in (its journal still in the
+-- process) undone, the process stopped: every copy of each new id (and
+-- pointer into the new ring) put back to the old one, then whatever was
+-- made at the new addresses (rings, placeholders) destroyed, then the
+-- journal removed. Each step finds what is left of its work, so a kill
+-- during this too is undone by the next restore. Returns how many rings
+-- and references were put back (0, 0: no journal).
+function M.recover(t, policy)
+	local entries, e, c = t:reloc_journal_read()
+	if entries == nil then
+		if e then return nil, e, c end
+		return 0, 0
+	end
+	local back = {}
+	for i, j in ipairs(entries) do back[i] = { from = j.to, len = j.len, to = j.from } end
+	local nrefs = 0
+	if #back > 0 then
+		local refs, re, rc = t:find_refs(back)
+		if not refs then return nil, re, rc end
+		if #refs > 0 then
+			local ok, we, wc = t:rewrite_refs(refs)
+			if not ok then return nil, "putting back the ids an interrupted relocation rewrote: " .. we, wc end
+		end
+		nrefs = #refs
+	end
+	for _, j in ipairs(entries) do
+		local h = j.live_at and t:header(j.live_at)
+		if h and h.building then
+			local ok, ue, uc = M.mark_replaced(t, { j }, true)
+			if not ok then return nil, ue, uc end
+		end
+	end
+	local ranges = {}
+	for i, j in ipairs(entries) do ranges[i] = { addr = j.to, len = j.to_len } end
+	local maps, me, mc = t:mappings(ranges)
+	if not maps then return nil, me, mc end
+	for _, m in ipairs(maps) do
+		for _, j in ipairs(entries) do
+			if m.start < j.to + j.to_len and j.to < m.finish then
+				local ok, de, dc
+				if m.ring and m.start == j.to then ok, de, dc = t:io_destroy(m.start)
+				elseif m.placeholder then ok, de, dc = t:unmap(m.start, m.finish - m.start)
+				else ok = true end
+				if not ok then return nil, de, dc end
+				break
+			end
+		end
+	end
+	local ok, je, jc = t:reloc_journal_remove()
+	if not ok then return nil, je, jc end
+	if #entries == 0 then
+		policy.log("removed the relocation journal an interrupted aiotk had begun to write (nothing else was changed)")
+	else
+		policy.log(string.format("undid the relocation of %d ring(s) an interrupted aiotk had begun: " ..
+			"%d reference(s) put back to their old ids", #entries, nrefs))
+	end
+	return #entries, nrefs
+end
+
 -- The references process pid holds to each ring plan relocates, counted
 -- in one short stop (nothing written): {[old addr] = {ids=, pointers=}},
 -- and the bytes read (aiotk check -p).

@@ -182,7 +182,9 @@ function Undo:rollback(t)
 		-- reverse order) before what is left of it goes.
 		elseif u.kind == "claim" and u.left > 0 then t:unmap(u.addr, u.len)
 		elseif u.kind == "parked" then t:unpark(u.at, u.len, u.addr)
-		elseif u.kind == "refs" then t:rewrite_refs(u.refs, true) end
+		elseif u.kind == "refs" then t:rewrite_refs(u.refs, true)
+		elseif u.kind == "marked" then relocate.mark_replaced(t, u.entries, true)
+		elseif u.kind == "journal" then t:reloc_journal_remove() end
 	end
 	if not area then return nil end
 	local tid = t:destroy_later()
@@ -351,6 +353,13 @@ end
 local function rebuild(t, maps, steps, opts, policy, undo, out)
 	local occ, e, c = occupants(maps, steps, opts.replace)
 	if not occ then return nil, e, c end
+	local entries, ee, ec = relocate.journal_entries(t, steps)
+	if entries == nil then return nil, ee, ec end
+	if entries then
+		local jok, je, jc = t:reloc_journal(entries)
+		if not jok then return nil, je, jc end
+		undo[#undo + 1] = { kind = "journal" }
+	end
 	local pending, ce, cc = claim_destinations(t, steps, occ, undo)
 	if not pending then return nil, ce, cc end
 	lap(out, "claims")
@@ -370,7 +379,19 @@ local function rebuild(t, maps, steps, opts, policy, undo, out)
 	local fok, fe, fc = finish_rings(t, steps, results, opts, policy, out)
 	if not fok then return nil, fe, fc end
 	lap(out, "finish")
-	return interrupted()
+	ok, ie, ic = interrupted()
+	if not ok or not entries then return ok, ie, ic end
+	-- The commit: from here on the relocation stands (relocate.recover
+	-- undoes it while the journal exists); nothing after it is undone. The
+	-- workspace goes first, so that the commit is the last change but the
+	-- destruction of the rings the restore replaces (each recognised by a
+	-- later restore if aiotk is killed before it).
+	undo[#undo + 1] = { kind = "marked", entries = entries } -- (unmarking an unmarked one changes nothing)
+	local mok, me, mc = relocate.mark_replaced(t, entries)
+	if not mok then return nil, me, mc end
+	local rok, rle, rlc = t:release()
+	if not rok then return nil, rle, rlc end
+	return t:reloc_journal_remove()
 end
 
 -- The relocated rings placed and their references found (into
@@ -443,6 +464,8 @@ function restore_planned(pid, opts, policy, plan, steps, t0)
 		target = t
 		out.phases = { since = t.stopped_at_ns }
 		lap(out, "stop")
+		local rec, re, rc = relocate.recover(t, policy)
+		if not rec then return nil, re, rc end
 		local maps, de, dc = remove_leftovers(t, steps, policy)
 		if not maps then return nil, de, dc end
 		local placed, pe, pc = relocate_steps(t, steps, opts, policy, ropts)

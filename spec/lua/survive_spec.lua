@@ -6,6 +6,7 @@
 -- from the inside. AIOTK_SURVIVE_RUNS sets the runs per case (default 24).
 local helper = require "helper"
 local core = require "aiotk.core"
+local aiotk = require "aiotk"
 local run = helper.run
 
 local RINGS = "--ring 1:15:10:0 --ring 128:333:333:100 --ring 64:200:200:0 " ..
@@ -98,9 +99,11 @@ describe("survival", function()
 		return outcome(apid, out, errf, timeout_ms, ctx)
 	end
 
-	local function assert_verifies(w, ctx, nrings)
+	-- (what: "N rings", or a number of rings)
+	local function assert_verifies(w, ctx, what)
 		local verdict = w:verify()
-		assert(verdict == "VERIFY OK " .. (nrings or NRINGS) .. " rings", ctx .. ": " .. tostring(verdict))
+		what = type(what) == "string" and what or (what or NRINGS) .. " rings"
+		assert(verdict == "VERIFY OK " .. what, ctx .. ": " .. tostring(verdict))
 	end
 
 	local function context(i) return string.format("run %d (AIOTK_SURVIVE_SEED=%d)", i, seed) end
@@ -225,6 +228,106 @@ print(ok and "restored" or "rolled back")
 		-- its thread's mapping, 8 rings parked, the thread started
 		assert(n > 8 * 2 + 2, "only " .. n .. " changes")
 		helper.rmdir(cmds)
+	end)
+
+	-- A relocating restore (3 rings made one after the other, a policy
+	-- planned as 16 CPUs relocating what it cannot make in place: all 3)
+	-- killed by construction at each of its changes (core.die_after), from
+	-- the first until one the restore outlives: its relocation journal
+	-- tells the next restore which ids it was swapping, so that one puts
+	-- back every copy of each new id and removes what was made at the new
+	-- addresses before relocating again. Each time the target lives, the
+	-- next restore --replace succeeds, the workload verifies its rings
+	-- (every copy of each id agrees, in heap, stack, static data and TLS;
+	-- head, tail, events, a new request, io_destroy), no mapping of aiotk's
+	-- is left in it, and aio-nr is back once it is gone. With `live`, the
+	-- program's own rings are still there (the restore replaces them) and a
+	-- thread waits in io_getevents on one: killed after the commit, only
+	-- their destruction was left, and they are marked as aiotk's for the
+	-- next restore to destroy; the program runs on the relocated rings.
+	local function relocation_sweep(live)
+		local cmds = helper.tmpdir()
+		helper.write(cmds .. "/dying-relocate.lua", [[
+-- aiotk dying-relocate: a restore relocating every ring, aiotk killed at its n-th change (survive_spec)
+local aiotk, core = require "aiotk", require "aiotk.core"
+local pid, dir, n, pol, replace = ...
+local rings = assert(aiotk.read_image(dir)):rings()
+local policy = require("aiotk.policy").load(pol)
+core.die_after(tonumber(n))
+local ok, err = aiotk.restore_process(tonumber(pid), rings, { policy = policy, replace = replace == "replace" })
+print(ok and "restored" or "failed: " .. tostring(err))
+]])
+		local pol = cmds .. "/p16.lua"
+		helper.write(pol, [[return { model = { cpus = 16 }, impossible = function() return "relocate" end }]])
+		local spec = "--dense --keep heap,stack,static,tls --allow-grow --threads --tolerate-stop-eintr " ..
+			(live and "--blocked 1 " or "") .. "--ring 1:4:0:0 --ring 1:5:5:0 --ring 1:6:2:0"
+		local function lines(pid, what)
+			local n = 0
+			for l in helper.slurp("/proc/" .. pid .. "/maps"):gmatch("[^\n]+") do
+				if l:find(what, 1, true) then n = n + 1 end
+			end
+			return n
+		end
+		-- rings marked as aiotk's (what a restore killed after its commit left)
+		local function marked(pid)
+			local t, k = assert(aiotk.attach(pid)), 0
+			for _, m in ipairs(assert(t:mappings())) do
+				if m.ring and t:header(m.start).building then k = k + 1 end
+			end
+			t:detach()
+			return k
+		end
+		local n, ended, undone, after, t0 = 0, false, 0, 0, core.now_ns()
+		while not ended do
+			n = n + 1
+			local ctx = string.format("aiotk killed at change %d of a relocating restore%s", n,
+				live and " of live rings" or "")
+			local nr = core.aio_nr()
+			local w = workload(spec)
+			local code, _, err = run("dump -p " .. w.pid .. " -D " .. dir)
+			assert(code == 0, err)
+			if not live then assert(w:destroy() == "DESTROYED") end
+			local apid, out, errf = helper.spawn(string.format("dying-relocate %d %s %d %s %s", w.pid, dir, n, pol,
+				live and "replace" or "-"), "AIOTK_PATH=" .. cmds)
+			local said = outcome(apid, out, errf, 10000, ctx)
+			ended = said:find("^restored") ~= nil
+			assert(ended or said == "", ctx .. ": " .. said)
+			assert_unharmed(w, ctx)
+			assert(require("aiotk.process").wait_undo_threads(w.pid))
+			-- (its first change makes the journal, the commit removes it)
+			local committed = ended or (n > 1 and lines(w.pid, "3a1060000000-") == 0)
+			if not committed then
+				code, _, err = run("restore --replace -p " .. w.pid .. " -D " .. dir .. " --policy " .. pol)
+				assert(code == 0, ctx .. ": restore after: " .. err)
+				if err:find("undid the relocation of 3 ring%(s%)") then undone = undone + 1 end
+			elseif not ended then
+				after = after + 1
+			end
+			local left = committed and marked(w.pid) or 0
+			assert(w:ring_count() == 3 + left, ctx .. ": " .. w:ring_count() .. " rings, " .. left .. " marked")
+			assert(lines(w.pid, "/dev/zero") == 0, ctx .. ": a mapping of aiotk's left")
+			-- (the workload's verify ends with io_destroy of each ring, then it exits)
+			assert_verifies(w, ctx, "3 rings (3 relocated)")
+			assert(helper.wait_until(function() return core.aio_nr() == nr end, 2000),
+				ctx .. ": aio-nr " .. core.aio_nr() .. " once the target is gone, was " .. nr)
+			assert(n < 400, "the relocating restore never ended")
+		end
+		-- its journal made, 3 rings built, 6+ copies of each id rewritten
+		assert(undone > 3 * 6, "only " .. undone .. " kills left a relocation to undo, of " .. n)
+		-- live: the 3 old rings destroyed after the commit
+		assert(after == (live and 3 or 0), after .. " kills after the commit")
+		print(string.format("relocation kill sweep%s: %d changes, %d left a relocation to undo, " ..
+			"%d came after the commit, %.1f s", live and " (live rings)" or "", n - 1, undone, after,
+			(core.now_ns() - t0) / 1e9))
+		helper.rmdir(cmds)
+	end
+
+	it("aiotk killed at each change of a relocating restore: the next restore undoes it and relocates", function()
+		relocation_sweep(false)
+	end)
+
+	it("aiotk killed at each change of a restore relocating live rings a thread waits on: undone, or the old rings marked", function()
+		relocation_sweep(true)
 	end)
 
 	it("aiotk SIGKILLed while it holds the main thread on its CPU: the guardian gives the thread its CPUs back", function()

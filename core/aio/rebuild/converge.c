@@ -87,10 +87,13 @@ int aiotk_remove_journals(aiotk_target *t, unsigned *removed, aiotk_err *err)
 	*removed += aiotk_remove_destroyer(t, v, n);
 	for (size_t i = 0; i < n; i++) {
 		uint64_t head[2];
+		/* at AIOTK_WS_JOURNAL_AT, one is aiotk's before its magic is written */
 		if (!aiotk_vma_is_journal(&v[i]) || v[i].start == own ||
 		    aiotk_peek(t, v[i].start, head, sizeof(head), NULL) ||
-		    head[0] != AIOTK_JOURNAL_MAGIC)
+		    (head[0] != AIOTK_JOURNAL_MAGIC && v[i].start != AIOTK_WS_JOURNAL_AT))
 			continue;
+		if (head[0] != AIOTK_JOURNAL_MAGIC)
+			head[1] = 0;
 		if (head[1])
 			aiotk_io_destroy(t, head[1], NULL); /* gone already: fine */
 		aiotk_scratch_unmap(t, v[i].start, AIOTK_JOURNAL_LEN);

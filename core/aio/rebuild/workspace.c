@@ -19,6 +19,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 
 
@@ -47,6 +48,22 @@ static struct aiotk_workspace *ws_of(aiotk_target *t, aiotk_err *err)
 	return w;
 }
 
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+
+/* The journal page, at AIOTK_WS_JOURNAL_AT if it is free (base.h). */
+static int map_journal(aiotk_target *t, uint64_t *at, aiotk_err *err)
+{
+	long r = aiotk_sys(t, SYS_mmap, (long)AIOTK_WS_JOURNAL_AT, AIOTK_JOURNAL_LEN,
+			   PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+			   -1, 0);
+	if (aiotk_sys_failed(r))
+		return aiotk_scratch_map_shared(t, AIOTK_JOURNAL_LEN, at, err);
+	*at = (uint64_t)r;
+	return 0;
+}
+
 int aiotk_ws_journal(aiotk_target *t, uint64_t *journal, aiotk_err *err)
 {
 	static const char devnull[16] = "/dev/null";
@@ -56,7 +73,7 @@ int aiotk_ws_journal(aiotk_target *t, uint64_t *journal, aiotk_err *err)
 		return AIOTK_ENOMEM;
 	if (!w->journal) {
 		uint64_t at;
-		int rc = aiotk_scratch_map_shared(t, AIOTK_JOURNAL_LEN, &at, err);
+		int rc = map_journal(t, &at, err);
 		if (rc)
 			return rc;
 		if ((rc = aiotk_poke(t, at + AIOTK_WS_PATH, devnull, sizeof(devnull), err)) ||
