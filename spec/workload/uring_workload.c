@@ -25,7 +25,9 @@
  * SIGUSR1 loses it (io_uring_queue_exit, the struct kept: what a restore
  * puts back is what liburing still points at) and prints LOST; SIGUSR2
  * uses it as liburing would have (reap, submit the prepared, the POLL
- * completed by a write, queue_exit), printing each result, then CHECKED.
+ * completed by a write, queue_exit), printing each result, its own
+ * verdict against e as lost ("VERIFY OK" or "VERIFY FAILED: why"), then
+ * CHECKED.
  * After N: --spin adds a thread that never makes a system call; --bad-poll
  * closes the POLL's fd when the instance is lost; --shift K moves
  * liburing's sq counters on by K then (the test's image moved alike: an
