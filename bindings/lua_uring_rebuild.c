@@ -1,6 +1,7 @@
 /* io_uring instances rebuilt from Lua: core.uring_rebuild(t, img, i,
  * opts) and core.uring_unbuild(t, img, i, result), over
- * aiotk_uring_rebuild and aiotk_uring_unbuild (core/aiotk.h); and
+ * aiotk_uring_rebuild and aiotk_uring_unbuild (core/aiotk.h);
+ * core.uring_leftovers(t), over aiotk_uring_leftovers; and
  * core.uring_image_shift for tests. */
 #include "lua_aiotk.h"
 
@@ -114,6 +115,20 @@ static int l_uring_unbuild(lua_State *L)
 	return 1;
 }
 
+/* core.uring_leftovers(t) -> 1 when what an aiotk killed during an
+ * io_uring rebuild left in t was taken away, 0 when there was none; or
+ * nil, message, code. */
+static int l_uring_leftovers(lua_State *L)
+{
+	aiotk_target *t = laiotk_target_live(L, 1);
+	unsigned removed;
+	aiotk_err err;
+	if (aiotk_uring_leftovers(t, &removed, &err))
+		return laiotk_fail(L, &err);
+	lua_pushinteger(L, removed);
+	return 1;
+}
+
 /* core.uring_check(img, i) -> true, or nil and why instance i of img
  * cannot be rebuilt. */
 static int l_uring_check(lua_State *L)
@@ -142,6 +157,7 @@ void laiotk_uring_rebuild_register(lua_State *L)
 	static const luaL_Reg funcs[] = {
 		{ "uring_rebuild", l_uring_rebuild }, { "uring_unbuild", l_uring_unbuild },
 		{ "uring_image_shift", l_uring_image_shift }, { "uring_check", l_uring_check },
+		{ "uring_leftovers", l_uring_leftovers },
 		{ NULL, NULL },
 	};
 	luaL_register(L, NULL, funcs);

@@ -753,6 +753,12 @@ int aiotk_uring_rebuild(aiotk_target *t, const aiotk_uring *saved,
  * failed): liburing's copies put back, its mappings and fd gone. */
 int aiotk_uring_unbuild(aiotk_target *t, const aiotk_uring *saved,
 			const aiotk_uring_rebuilt *r, aiotk_err *err);
+/* What an aiotk killed during aiotk_uring_rebuild or aiotk_uring_unbuild
+ * left in t (its journal at AIOTK_URING_JOURNAL_AT says): taken away,
+ * *removed 1; 0 when there was none. docs/KERNEL-FACTS.md, "io_uring: a
+ * rebuild killed half-way". */
+#define AIOTK_URING_JOURNAL_AT 0x3a1080000000ull
+int aiotk_uring_leftovers(aiotk_target *t, unsigned *removed, aiotk_err *err);
 /* Saved instance u moved on as if it had run k more NOPs (k a multiple of
  * both ring sizes): counters and ring memory. For tests, which cannot run
  * 2^32 SQEs to see counters near 2^32. */

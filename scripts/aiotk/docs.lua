@@ -118,8 +118,10 @@ M.entries = {
 		"ring memory back, counters exact or rebased (liburing's copies moved), polls ({user_data, fd, events, " ..
 		"multishot, level, fixed_file}, as uring.rebuild gives them) armed: {fd, sq_shift, cq_shift, nops, " ..
 		"copies, ns_setup, ns_place, ns_counters, ns_memory, ns_copies}; nothing left on failure. " ..
-		"core.uring_unbuild(t, img, i, result) takes it away again; core.uring_check(img, i): whether it " ..
-		"can be rebuilt; core.uring_image_shift(img, i, k): moved on by k NOPs (tests)" },
+		"core.uring_unbuild(t, img, i, result) takes it away again; core.uring_leftovers(t): what an aiotk " ..
+		"killed mid-rebuild left in t (its journal at 0x3a1080000000) taken away, 1, or 0 when none; " ..
+		"core.uring_check(img, i): whether it can be rebuilt; core.uring_image_shift(img, i, k): moved on " ..
+		"by k NOPs (tests)" },
 	{ "aiotk.core.kviewer", "aiotk.core.kviewer([{pin=DIR, mount=}])", "the kernel view (BPF): loaded, or " ..
 		"with pin opened from its pin under bpffs directory DIR (made there when missing; mount: bpffs " ..
 		"mounted on an empty DIR); viewer:info() says how {from_pin, pinned, replaced, mounted, no_bpffs, " ..

@@ -129,6 +129,18 @@ end
 
 local interrupted = require("aiotk.restore").interrupted
 
+-- What an aiotk killed during an io_uring restore left in t (each rebuild
+-- journals its steps in the process before making them), taken away
+-- first: the process is then as before that restore.
+local function remove_leftovers(t, policy)
+	local removed, err, code = core.uring_leftovers(t)
+	if not removed then return nil, err, code end
+	if removed > 0 then
+		policy.log("removed what an interrupted aiotk had made of an io_uring instance")
+	end
+	return true
+end
+
 -- Every job rebuilt in t, in order; on failure those made are taken away.
 local function rebuild_all(t, img, jobs, out)
 	local made = {}
@@ -166,6 +178,8 @@ function M.restore_process(pid, img, opts)
 	for _ = 1, M.TRIES do
 		local out = {}
 		local ok, err, code = process.with_process(pid, function(t)
+			local lok, le, lc = remove_leftovers(t, policy)
+			if not lok then return nil, le, lc end
 			if rebase then
 				busy = M.threads_in_user_code(pid)
 				if #busy > 0 then return nil, "busy", "busy" end

@@ -10,30 +10,8 @@ local helper = require "helper"
 local json = require "dkjson"
 local run = helper.run
 
-local BIN = (helper.bin:match("^(.*)/[^/]*$") or ".") .. "/uring_workload"
-
--- Lines "name v [v2]" read into w.facts up to the line `upto`.
-local function read_until(w, upto)
-	for line in w.pipe:lines() do
-		if line == upto then return true end
-		local name, v, v2 = line:match("^(%S+) (%-?%d+) ?(%-?%d*)$")
-		if name then w.facts[name] = { tonumber(v), tonumber(v2), raw = v } end
-	end
-	error("the workload ended before " .. upto)
-end
-
-local function start(n)
-	local p = assert(io.popen(BIN .. " --lose " .. n, "r"))
-	local w = { pipe = p, facts = {} }
-	read_until(w, "READY")
-	w.pid = assert(w.facts.pid, "the workload did not start")[1]
-	return w
-end
-
-local function stop(w)
-	core.kill(w.pid, "KILL")
-	w.pipe:close()
-end
+local uh = require "uring_helper"
+local BIN, read_until, start, stop = uh.BIN, uh.read_until, uh.start, uh.stop
 
 -- The io_uring mappings of process pid.
 local function process_urings(pid)
@@ -83,6 +61,7 @@ local function check_used(w)
 	assert.are.same({ [w.facts["e.prepared0"].raw] = 0, [w.facts["e.prepared1"].raw] = 0,
 		[w.facts["e.poll_data"].raw] = 1 }, done)
 	assert.are.equal(1, fact(w, "exit"))
+	assert.are.equal("VERIFY OK", w.verdict) -- the workload's own verdict, the same
 end
 
 describe("io_uring restore", function()

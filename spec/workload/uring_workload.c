@@ -25,7 +25,9 @@
  * SIGUSR1 loses it (io_uring_queue_exit, the struct kept: what a restore
  * puts back is what liburing still points at) and prints LOST; SIGUSR2
  * uses it as liburing would have (reap, submit the prepared, the POLL
- * completed by a write, queue_exit), printing each result, then CHECKED.
+ * completed by a write, queue_exit), printing each result, its own
+ * verdict against e as lost ("VERIFY OK" or "VERIFY FAILED: why"), then
+ * CHECKED.
  * After N: --spin adds a thread that never makes a system call; --bad-poll
  * closes the POLL's fd when the instance is lost; --shift K moves
  * liburing's sq counters on by K then (the test's image moved alike: an
@@ -42,7 +44,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdarg.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <fcntl.h>
@@ -448,8 +452,9 @@ static void register_e(void)
 		die("register_buffers e", rc);
 }
 
-/* A write from registered buffer 1 to registered file 2 (/dev/null). */
-static void fixed_io(void)
+/* A write from registered buffer 1 to registered file 2 (/dev/null):
+ * its result. */
+static int fixed_io(void)
 {
 	struct io_uring_cqe *cqe;
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&e);
@@ -458,8 +463,76 @@ static void fixed_io(void)
 	int rc = io_uring_submit_and_wait(&e, 1);
 	if (rc < 0 || io_uring_wait_cqe(&e, &cqe))
 		die("fixed io", rc);
-	printf("fixed_io %d\n", cqe->res);
+	int res = cqe->res;
+	printf("fixed_io %d\n", res);
 	io_uring_cqe_seen(&e, cqe);
+	return res;
+}
+
+/* e as it was when lost, for use_e's own verdict on what a restore gave
+ * back: a line "VERIFY OK", or "VERIFY FAILED: " and the first
+ * difference (the survival spec, which restores it many times, reads
+ * only that line). */
+static struct {
+	int fd, cloexec;
+	unsigned sq_entries, cq_entries, ncqes, nprepared;
+	unsigned long long cqe_data[8], prepared[8];
+	int cqe_res[8];
+} lost;
+static char failed[160];
+
+static void failure(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	if (!failed[0])
+		vsnprintf(failed, sizeof(failed), fmt, ap);
+	va_end(ap);
+}
+
+static void remember_e(void)
+{
+	lost.fd = e.ring_fd, lost.cloexec = fcntl(e.ring_fd, F_GETFD) & FD_CLOEXEC;
+	lost.sq_entries = *e.sq.kring_entries, lost.cq_entries = *e.cq.kring_entries;
+	for (unsigned h = *e.cq.khead; h != *e.cq.ktail && lost.ncqes < 8; h++, lost.ncqes++) {
+		struct io_uring_cqe *c = &e.cq.cqes[h & *e.cq.kring_mask];
+		lost.cqe_data[lost.ncqes] = c->user_data, lost.cqe_res[lost.ncqes] = c->res;
+	}
+	for (unsigned t = e.sq.sqe_head; t != e.sq.sqe_tail && lost.nprepared < 8; t++)
+		lost.prepared[lost.nprepared++] = e.sq.sqes[t & *e.sq.kring_mask].user_data;
+}
+
+/* The instance at e's fd is the one mapped where liburing looks: the
+ * inode of its fd and of the mapping at the SQ ring agree. */
+static int mapped_from_fd(void)
+{
+	struct stat st;
+	char line[512];
+	unsigned long long lo, hi, ino = 0, at = (unsigned long long)(uintptr_t)e.sq.ring_ptr;
+	FILE *f = fopen("/proc/self/maps", "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "%llx-%llx %*s %*s %*s %llu", &lo, &hi, &ino) == 3 && lo <= at && at < hi)
+			break;
+		else
+			ino = 0;
+	if (f)
+		fclose(f);
+	return ino && !fstat(e.ring_fd, &st) && st.st_ino == ino;
+}
+
+/* A completion of use_e: one of the prepared NOPs (res 0) or the POLL
+ * (POLLIN), each once. */
+static void completed(unsigned long long data, int res, unsigned *seen)
+{
+	for (unsigned k = 0; k < lost.nprepared; k++)
+		if (data == lost.prepared[k] && !(*seen & 1u << k) && res == 0) {
+			*seen |= 1u << k;
+			return;
+		}
+	if (data == E_POLL_DATA && !(*seen & 1u << 8) && res == POLLIN)
+		*seen |= 1u << 8;
+	else
+		failure("completion %llu res %d is none of those awaited", data, res);
 }
 
 static void make_e(unsigned long n)
@@ -474,6 +547,7 @@ static void make_e(unsigned long n)
 	print_ring("e", &e);
 	print_fd("e", e.ring_fd);
 	printf("e.poll_data %llu\n", (unsigned long long)E_POLL_DATA);
+	remember_e();
 }
 
 /* e used as the program would after a restore: each line a result. */
@@ -483,26 +557,49 @@ static void use_e(void)
 	alarm(60); /* a rebuilt instance that never completes fails the test, not hangs it */
 	print_ring("after", &e);
 	print_fd("after", e.ring_fd);
+	int fl = fcntl(e.ring_fd, F_GETFD);
+	if (fl < 0 || (fl & FD_CLOEXEC) != lost.cloexec || !mapped_from_fd())
+		failure("fd %d is not the instance mapped at its SQ ring, or its close-on-exec changed",
+			e.ring_fd);
+	else if (*e.sq.kring_entries != lost.sq_entries || *e.cq.kring_entries != lost.cq_entries)
+		failure("%u/%u entries, were %u/%u", *e.sq.kring_entries, *e.cq.kring_entries,
+			lost.sq_entries, lost.cq_entries);
 	unsigned i = 0;
 	while (io_uring_peek_cqe(&e, &cqe) == 0) {
-		printf("reaped%u %llu %d\n", i++, (unsigned long long)cqe->user_data, cqe->res);
+		printf("reaped%u %llu %d\n", i, (unsigned long long)cqe->user_data, cqe->res);
+		if (i >= lost.ncqes || cqe->user_data != lost.cqe_data[i] || cqe->res != lost.cqe_res[i])
+			failure("unreaped CQE %u: %llu %d, not as lost", i, (unsigned long long)cqe->user_data,
+				cqe->res);
+		i++;
 		io_uring_cqe_seen(&e, cqe);
 	}
-	printf("submitted %d\n", io_uring_submit(&e));
+	if (i != lost.ncqes)
+		failure("%u unreaped CQEs, %u when lost", i, lost.ncqes);
+	int submitted = io_uring_submit(&e);
+	printf("submitted %d\n", submitted);
+	if (submitted != (int)lost.nprepared)
+		failure("%d SQEs submitted, %u were prepared", submitted, lost.nprepared);
 	if (write(pipe_fd[1], "x", 1) != 1)
 		die("write", errno);
-	for (i = 0; i < 3; i++) {
+	unsigned seen = 0;
+	for (i = 0; i < lost.nprepared + 1; i++) {
 		int rc = io_uring_wait_cqe(&e, &cqe);
 		if (rc)
 			die("io_uring_wait_cqe", rc);
 		printf("completed%u %llu %d\n", i, (unsigned long long)cqe->user_data, cqe->res);
+		completed(cqe->user_data, cqe->res, &seen);
 		io_uring_cqe_seen(&e, cqe);
 	}
-	if (registered)
-		fixed_io();
+	int wrote = registered ? fixed_io() : 0;
+	if (registered && wrote != (int)e_iov[1].iov_len)
+		failure("fixed-file write from a fixed buffer: %d", wrote);
 	alarm(0);
 	io_uring_queue_exit(&e);
-	printf("exit %d\n", fcntl(e.ring_fd, F_GETFD) < 0 && errno == EBADF);
+	int gone = fcntl(e.ring_fd, F_GETFD) < 0 && errno == EBADF;
+	printf("exit %d\n", gone);
+	if (!gone)
+		failure("fd %d still open after io_uring_queue_exit", e.ring_fd);
+	printf(failed[0] ? "VERIFY FAILED: %s\n" : "VERIFY OK\n", failed);
 }
 
 static int bad_poll;

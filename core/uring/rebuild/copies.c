@@ -18,7 +18,6 @@
 /* struct io_uring_sq from khead: khead, ktail, kring_mask, kring_entries,
  * kflags, kdropped, array, sqes (8 bytes each), then sqe_head, sqe_tail. */
 #define SQ_SQES 7
-#define SQ_SQE_HEAD 64
 #define CHUNK (1u << 20)
 
 typedef struct want {
@@ -75,34 +74,22 @@ static int find(aiotk_target *t, const want *w, aiotk_uring_rebuilt *out, aiotk_
 	return rc;
 }
 
-static int shift(aiotk_target *t, uint64_t at, uint32_t by, aiotk_err *err)
-{
-	uint32_t c[2];
-	int rc = aiotk_peek(t, at + SQ_SQE_HEAD, c, sizeof(c), err);
-	c[0] -= by, c[1] -= by;
-	return rc ? rc : aiotk_poke(t, at + SQ_SQE_HEAD, c, sizeof(c), err);
-}
-
-int uring_move_copies(aiotk_target *t, const uring_new *n, uint32_t by,
-		      aiotk_uring_rebuilt *out, aiotk_err *err)
+/* Each copy's values once moved, journalled, then written: a killed
+ * aiotk's copies are put back by the next one, a failed rebuild's by its
+ * rollback (journal.c). */
+int uring_move_copies(uring_new *n, uint32_t by, aiotk_uring_rebuilt *out, aiotk_err *err)
 {
 	want w = { n->sq_ring + n->p.sq_off.head, n->sq_ring + n->p.sq_off.tail, n->sqes };
+	uint32_t moved[AIOTK_URING_MAX_COPIES][2];
 	out->ncopies = 0;
-	int rc = find(t, &w, out, err);
-	unsigned moved = 0;
-	while (!rc && moved < out->ncopies && !(rc = shift(t, out->copies[moved], by, err)))
-		moved++;
-	if (rc) {
-		while (moved--)
-			shift(t, out->copies[moved], -by, err);
-		out->ncopies = 0;
+	int rc = find(n->t, &w, out, err);
+	for (unsigned i = 0; !rc && i < out->ncopies; i++) {
+		rc = aiotk_peek(n->t, out->copies[i] + URING_SQE_HEAD_OFF, moved[i], sizeof(moved[i]), err);
+		moved[i][0] -= by, moved[i][1] -= by;
 	}
+	if (!rc)
+		rc = uring_journal_copies(n, out->copies, (const uint32_t (*)[2])moved, out->ncopies, by, err);
+	for (unsigned i = 0; !rc && i < out->ncopies; i++)
+		rc = aiotk_poke(n->t, out->copies[i] + URING_SQE_HEAD_OFF, moved[i], sizeof(moved[i]), err);
 	return rc;
-}
-
-void uring_unmove_copies(aiotk_target *t, const aiotk_uring_rebuilt *r)
-{
-	aiotk_err ignored;
-	for (unsigned i = 0; i < r->ncopies; i++)
-		shift(t, r->copies[i], -r->sq_shift, &ignored);
 }

@@ -19,7 +19,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 
-#define MAX_FILLS 256
+#define MAX_FILLS URING_JOURNAL_FILLS
 
 typedef struct fills {
 	uint64_t addr[MAX_FILLS], len[MAX_FILLS];
@@ -105,12 +105,12 @@ static int mapped_at(aiotk_target *t, int fd, uint64_t offset, uint64_t dest, ui
 			  (unsigned long long)offset, (unsigned long long)r, (unsigned long long)dest);
 }
 
-int uring_place(aiotk_target *t, int fd, uint64_t offset, uint64_t dest, uint64_t len,
-		aiotk_err *err)
+int uring_place(uring_new *n, uint64_t offset, uint64_t dest, uint64_t len, aiotk_err *err)
 {
+	aiotk_target *t = n->t;
 	aiotk_vma *v;
-	size_t n;
-	int rc = aiotk_maps_list(t->pid, &v, &n, err);
+	size_t nv;
+	int rc = aiotk_maps_list(t->pid, &v, &nv, err);
 	if (rc)
 		return rc;
 	fills *f = malloc(sizeof(*f));
@@ -118,13 +118,16 @@ int uring_place(aiotk_target *t, int fd, uint64_t offset, uint64_t dest, uint64_
 		free(v);
 		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory placing an io_uring mapping");
 	}
-	rc = plan(v, n, dest, len, f, err);
+	rc = plan(v, nv, dest, len, f, err);
 	free(v);
+	/* journalled first: a killed aiotk's fills are the next one's to remove */
+	if (!rc)
+		rc = uring_journal_ranges(n, 1, f->addr, f->len, f->n, err);
 	size_t held = 0;
 	while (!rc && held < f->n && !(rc = aiotk_reserve(t, f->addr[held], f->len[held], err)))
 		held++;
 	if (!rc)
-		rc = mapped_at(t, fd, offset, dest, len, err);
+		rc = mapped_at(t, n->fd, offset, dest, len, err);
 	unfill(t, f, held);
 	free(f);
 	return rc;

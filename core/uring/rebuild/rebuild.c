@@ -1,10 +1,13 @@
 /* One io_uring instance made again inside a process, all or nothing:
- * its saved ranges held, the instance set up, each mapping placed at its
- * saved address (place.c), the counters driven (counters.c), the saved
- * ring memory written back with the counters moved, its POLLs armed, the
- * fd moved to its saved number, and with a rebase liburing's copies
- * moved (copies.c). Whatever fails, what was made is taken away in
- * reverse. docs/KERNEL-FACTS.md, "io_uring: rebuilding an instance". */
+ * its saved ranges held, the instance set up (at an fd no step names),
+ * each mapping placed at its saved address (place.c), the counters driven
+ * (counters.c), the saved ring memory written back with the counters
+ * moved, its POLLs armed, with a rebase liburing's copies moved
+ * (copies.c), and last the fd moved to its saved number. Each step is
+ * journalled in the target before it is made (journal.c): whatever fails,
+ * or wherever aiotk is killed, what was made is taken away, by this
+ * rebuild or by the next aiotk. docs/KERNEL-FACTS.md, "io_uring:
+ * rebuilding an instance" and "io_uring: a rebuild killed half-way". */
 #define _GNU_SOURCE
 #include "uring/rebuild/rebuild.h"
 #include "base/base.h"
@@ -27,12 +30,6 @@
  * (uring.lua names them). */
 #define REBUILT_FLAGS (IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL | \
 		       IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG)
-
-/* What a rebuild has made so far, for its undo. */
-typedef struct made {
-	int held[8];          /* saved range i under a placeholder */
-	int placed[8];        /* mapping i placed there */
-} made;
 
 static const aiotk_uring_map *map_at(const aiotk_uring *u, uint64_t offset)
 {
@@ -87,44 +84,77 @@ static int fd_free(aiotk_target *t, const aiotk_uring *u, aiotk_err *err)
 			  aiotk_sys_failed(r) ? strerror((int)-r) : "in use");
 }
 
-static int setup(uring_new *n, const aiotk_uring *u, aiotk_err *err)
+/* Whether fd is a number the instance's steps name (its saved fd, a
+ * POLL's or a registered file's): the new instance must not sit there
+ * while it is built, or a POLL or registration would take it instead of
+ * the program's file (that one closed since the dump). *above: one past
+ * the highest named. */
+static int named(const aiotk_uring *u, const aiotk_uring_rebuild_opts *o, int fd, int *above)
 {
-	uint64_t scratch;
-	int rc = aiotk_scratch_map(n->t, 4096, &scratch, err);
-	if (rc)
-		return rc;
+	int hit = fd == u->fd;
+	*above = u->fd + 1;
+	for (size_t i = 0; i < o->npolls; i++) {
+		int p = o->polls[i].fixed_file ? -1 : o->polls[i].fd;
+		hit |= p == fd, *above = p >= *above ? p + 1 : *above;
+	}
+	for (size_t i = 0; i < u->nfiles; i++) {
+		int f = u->files[i].fd;
+		hit |= f == fd, *above = f >= *above ? f + 1 : *above;
+	}
+	return hit;
+}
+
+/* Until it is done, the instance sits at an fd of its own, one no step
+ * names: the program sees it at its saved fd only once it is whole. */
+static int aside(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_opts *o,
+		 aiotk_err *err)
+{
+	int above;
+	if (!named(u, o, n->fd, &above))
+		return 0;
+	long r = aiotk_sys(n->t, SYS_fcntl, n->fd, F_DUPFD_CLOEXEC, above, 0, 0, 0);
+	if (aiotk_sys_failed(r))
+		return aiotk_fail(err, AIOTK_ESYS, (int)-r, "io_uring fd %d: moving the new instance "
+				  "from fd %d to one of its own: %s", u->fd, n->fd, strerror((int)-r));
+	aiotk_sys(n->t, SYS_close, n->fd, 0, 0, 0, 0, 0);
+	n->fd = (int)r;
+	return 0;
+}
+
+static int setup(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_opts *o,
+		 aiotk_err *err)
+{
+	uint64_t scratch = URING_JOURNAL_SCRATCH;
 	memset(&n->p, 0, sizeof(n->p));
 	n->p.flags = u->flags;
 	n->p.cq_entries = u->cq_entries;
-	rc = aiotk_poke(n->t, scratch, &n->p, sizeof(n->p), err);
+	int rc = aiotk_poke(n->t, scratch, &n->p, sizeof(n->p), err);
+	if (!rc)
+		rc = uring_journal_setup_next(n, err);
 	long fd = rc ? -1 : aiotk_sys(n->t, SYS_io_uring_setup, u->sq_entries, (long)scratch, 0, 0, 0, 0);
 	if (!rc && aiotk_sys_failed(fd))
 		rc = aiotk_fail(err, AIOTK_ESYS, (int)-fd, "io_uring fd %d: io_uring_setup(%u, flags 0x%x): %s",
 				u->fd, u->sq_entries, u->flags, strerror((int)-fd));
 	if (!rc)
-		n->fd = (int)fd, rc = aiotk_peek(n->t, scratch, &n->p, sizeof(n->p), err);
-	aiotk_scratch_unmap(n->t, scratch, 4096);
+		n->fd = (int)fd, rc = uring_journal_instance(n, err);
+	if (!rc)
+		rc = aiotk_peek(n->t, scratch, &n->p, sizeof(n->p), err);
 	if (!rc && (n->p.sq_entries != u->sq_entries || n->p.cq_entries != u->cq_entries))
 		rc = aiotk_fail(err, AIOTK_EIMPOSSIBLE, 0,
 				"io_uring fd %d: this kernel made %u/%u entries, not the saved %u/%u",
 				u->fd, n->p.sq_entries, n->p.cq_entries, u->sq_entries, u->cq_entries);
-	return rc;
+	return rc ? rc : aside(n, u, o, err);
 }
 
 /* The registered files (each slot the fd the process had for its file;
- * empty slots -1) and buffers (empty slots zero), through one scratch
- * page or more in t. */
+ * empty slots -1) and buffers (empty slots zero), through the journal's
+ * scratch memory (scratch_len says how much). */
 static int register_table(uring_new *n, const aiotk_uring *u, unsigned op, const void *table,
 			  size_t len, unsigned nr, aiotk_err *err)
 {
-	uint64_t scratch;
-	size_t size = (len + 4095) & ~(size_t)4095;
-	int rc = aiotk_scratch_map(n->t, size, &scratch, err);
-	if (rc)
-		return rc;
-	rc = aiotk_poke(n->t, scratch, table, len, err);
+	uint64_t scratch = URING_JOURNAL_SCRATCH;
+	int rc = aiotk_poke(n->t, scratch, table, len, err);
 	long r = rc ? 0 : aiotk_sys(n->t, SYS_io_uring_register, n->fd, op, (long)scratch, nr, 0, 0);
-	aiotk_scratch_unmap(n->t, scratch, size);
 	if (!rc && aiotk_sys_failed(r))
 		rc = aiotk_fail(err, AIOTK_ESYS, (int)-r, "io_uring fd %d: registering its %u %s again: %s",
 				u->fd, nr, op == IORING_REGISTER_FILES ? "file slots" : "buffer slots",
@@ -179,21 +209,21 @@ static int register_bufs(uring_new *n, const aiotk_uring *u, aiotk_err *err)
 
 /* Each mapping at its saved address, highest first (each one's
  * placeholders fill only what is above it). */
-static int place_all(uring_new *n, const aiotk_uring *u, made *m, aiotk_err *err)
+static int place_all(uring_new *n, const aiotk_uring *u, aiotk_err *err)
 {
+	int placed[8] = { 0 };
 	for (size_t k = 0; k < u->nmaps; k++) {
 		size_t hi = 0;
 		for (size_t i = 1; i < u->nmaps; i++)
-			if (!m->placed[i] && (m->placed[hi] || u->maps[i].start > u->maps[hi].start))
+			if (!placed[i] && (placed[hi] || u->maps[i].start > u->maps[hi].start))
 				hi = i;
 		const aiotk_uring_map *mp = &u->maps[hi];
 		int rc = aiotk_unmap(n->t, mp->start, mp->end - mp->start, err);
-		m->held[hi] = rc != 0;
 		if (!rc)
-			rc = uring_place(n->t, n->fd, mp->offset, mp->start, mp->end - mp->start, err);
+			rc = uring_place(n, mp->offset, mp->start, mp->end - mp->start, err);
 		if (rc)
 			return rc;
-		m->placed[hi] = 1;
+		placed[hi] = 1;
 	}
 	n->sq_ring = map_at(u, OFF_SQ_RING)->start;
 	n->sqes = map_at(u, OFF_SQES)->start;
@@ -281,46 +311,54 @@ static int move_fd(uring_new *n, const aiotk_uring *u, aiotk_err *err)
 	return 0;
 }
 
-static void undo(uring_new *n, const aiotk_uring *u, const made *m)
+/* Each saved range held, so that nothing this rebuild maps lands there
+ * (journalled first, as every placeholder is). */
+static int hold(uring_new *n, const aiotk_uring *u, aiotk_err *err)
 {
-	aiotk_err ignored;
+	uint64_t addr[8], len[8];
 	for (size_t i = 0; i < u->nmaps; i++)
-		if (m->placed[i] || m->held[i])
-			aiotk_unmap(n->t, u->maps[i].start, u->maps[i].end - u->maps[i].start, &ignored);
-	if (n->fd >= 0)
-		aiotk_sys(n->t, SYS_close, n->fd, 0, 0, 0, 0, 0);
+		addr[i] = u->maps[i].start, len[i] = u->maps[i].end - u->maps[i].start;
+	int rc = uring_journal_ranges(n, 0, addr, len, u->nmaps, err);
+	for (size_t i = 0; !rc && i < u->nmaps; i++)
+		rc = aiotk_reserve(n->t, addr[i], len[i], err);
+	return rc;
 }
 
-/* Each saved range held, so that nothing this rebuild maps lands there. */
-static int hold(aiotk_target *t, const aiotk_uring *u, made *m, aiotk_err *err)
+/* The journal's scratch memory: setup's parameters or a registration's
+ * table, whichever is largest. */
+static size_t scratch_len(const aiotk_uring *u)
 {
-	for (size_t i = 0; i < u->nmaps; i++) {
-		int rc = aiotk_reserve(t, u->maps[i].start, u->maps[i].end - u->maps[i].start, err);
-		if (rc)
-			return rc;
-		m->held[i] = 1;
-	}
-	return 0;
+	size_t len = sizeof(struct io_uring_params);
+	if (u->nr_files * sizeof(int) > len)
+		len = u->nr_files * sizeof(int);
+	if (u->nr_bufs * sizeof(struct iovec) > len)
+		len = u->nr_bufs * sizeof(struct iovec);
+	return len;
 }
 
+/* The steps, each journalled first; the last, the journal's removal, is
+ * the commit. The program's own state changes last: liburing's copies,
+ * then the fd at its saved number. */
 static int build(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_opts *o,
-		 aiotk_uring_rebuilt *r, made *m, aiotk_err *err)
+		 aiotk_uring_rebuilt *r, aiotk_err *err)
 {
 	uint64_t t0 = aiotk_now_ns(), sq_head = 0, cq_tail = 0;
 	int rc = targets(u, o, &sq_head, &cq_tail, err);
 	if (!rc)
 		rc = fd_free(n->t, u, err);
 	if (!rc)
-		rc = hold(n->t, u, m, err);
+		rc = uring_journal_open(n, scratch_len(u), err);
 	if (!rc)
-		rc = setup(n, u, err);
+		rc = hold(n, u, err);
+	if (!rc)
+		rc = setup(n, u, o, err);
 	if (!rc)
 		rc = register_files(n, u, err);
 	if (!rc)
 		rc = register_bufs(n, u, err);
 	uint64_t t1 = aiotk_now_ns();
 	if (!rc)
-		rc = place_all(n, u, m, err);
+		rc = place_all(n, u, err);
 	uint64_t t2 = aiotk_now_ns();
 	if (rc)
 		return rc;
@@ -331,19 +369,20 @@ static int build(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_o
 	uint64_t t3 = aiotk_now_ns();
 	if (!rc)
 		rc = memory(n, u, before, (uint32_t)cq_tail, r, err);
-	/* The fd at its number before the POLLs: the setup's fd may be the
-	 * number a POLL names. */
-	if (!rc)
-		rc = move_fd(n, u, err);
 	if (!rc)
 		rc = uring_submit_polls(n, u->sq_entries, before, o->polls, o->npolls, err);
 	if (!rc)
 		rc = after_polls(n, u, before, o->npolls, r, err);
 	uint64_t t4 = aiotk_now_ns();
 	if (!rc && r->sq_shift)
-		rc = uring_move_copies(n->t, n, r->sq_shift, r, err);
+		rc = uring_move_copies(n, r->sq_shift, r, err);
+	uint64_t t5 = aiotk_now_ns();
+	if (!rc)
+		rc = move_fd(n, u, err);
+	if (!rc)
+		rc = uring_journal_commit(n, err);
 	r->ns_setup = t1 - t0, r->ns_place = t2 - t1, r->ns_counters = t3 - t2;
-	r->ns_memory = t4 - t3, r->ns_copies = aiotk_now_ns() - t4;
+	r->ns_memory = t4 - t3 + (aiotk_now_ns() - t5), r->ns_copies = t5 - t4;
 	r->fd = n->fd;
 	return rc;
 }
@@ -358,23 +397,31 @@ int aiotk_uring_rebuild(aiotk_target *t, const aiotk_uring *saved,
 	if (rc)
 		return rc;
 	uring_new n = { .t = t, .fd = -1 };
-	made m = { 0 };
-	rc = build(&n, saved, o, out, &m, err);
+	rc = build(&n, saved, o, out, err);
 	if (rc)
-		undo(&n, saved, &m);
+		uring_journal_rollback(&n);
 	return rc;
 }
 
+/* Journalled as a rebuild is (its instance, liburing's copies as they
+ * are now), then rolled back as a failed one is: a killed aiotk leaves
+ * the next one to finish it. */
 int aiotk_uring_unbuild(aiotk_target *t, const aiotk_uring *saved,
 			const aiotk_uring_rebuilt *r, aiotk_err *err)
 {
-	uring_unmove_copies(t, r);
+	(void)saved;
+	uring_new n = { .t = t, .fd = r->fd };
+	uint32_t moved[AIOTK_URING_MAX_COPIES][2];
 	int rc = 0;
-	for (size_t i = 0; i < saved->nmaps && !rc; i++)
-		rc = aiotk_unmap(t, saved->maps[i].start, saved->maps[i].end - saved->maps[i].start, err);
-	long c = aiotk_sys(t, SYS_close, r->fd, 0, 0, 0, 0, 0);
-	if (!rc && aiotk_sys_failed(c))
-		rc = aiotk_fail(err, AIOTK_ESYS, (int)-c, "close of rebuilt io_uring fd %d: %s", r->fd,
-				strerror((int)-c));
+	for (unsigned i = 0; !rc && i < r->ncopies; i++)
+		rc = aiotk_peek(t, r->copies[i] + URING_SQE_HEAD_OFF, moved[i], sizeof(moved[i]), err);
+	if (!rc)
+		rc = uring_journal_open(&n, 0, err);
+	if (!rc)
+		rc = uring_journal_instance(&n, err);
+	if (!rc)
+		rc = uring_journal_copies(&n, r->copies, (const uint32_t (*)[2])moved, r->ncopies,
+					  r->sq_shift, err);
+	uring_journal_rollback(&n);
 	return rc;
 }

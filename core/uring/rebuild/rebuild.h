@@ -8,19 +8,61 @@
 
 #include <linux/io_uring.h>
 
+/* The journal of a rebuild as it is in the target, at
+ * AIOTK_URING_JOURNAL_AT (journal.c): each field written before what it
+ * names is made. Scratch memory for system calls' arguments follows it,
+ * from URING_JOURNAL_HEAD on. */
+#define URING_JOURNAL_HOLDS 8
+#define URING_JOURNAL_FILLS 256  /* as many as place.c fills at most */
+#define URING_JOURNAL_HEAD 8192
+#define URING_JOURNAL_SCRATCH (AIOTK_URING_JOURNAL_AT + URING_JOURNAL_HEAD)
+typedef struct uring_journal {
+	uint64_t magic;
+	int32_t pending_fd;      /* the fd io_uring_setup is about to give */
+	uint32_t nholds, nfills, ncopies;
+	uint64_t ino;            /* the new instance's inode; 0: not yet made */
+	uint32_t shift, pad;
+	uint64_t holds[URING_JOURNAL_HOLDS][2];  /* saved ranges held */
+	uint64_t fills[URING_JOURNAL_FILLS][2];  /* gaps filled for a placement */
+	struct { uint64_t at; uint32_t moved[2]; } copies[AIOTK_URING_MAX_COPIES];
+} uring_journal;
+_Static_assert(sizeof(uring_journal) <= URING_JOURNAL_HEAD, "io_uring journal");
+
 /* A new instance while it is built in t: its fd and what setup said. */
 typedef struct uring_new {
 	aiotk_target *t;
 	int fd;
 	struct io_uring_params p;
 	uint64_t sq_ring, cq_ring, sqes;   /* where they are mapped in t */
+	uring_journal j;                   /* as written in t */
+	uint64_t j_len;                    /* its mapping's length; 0: none */
 } uring_new;
+
+/* struct io_uring_sq's sqe_head (then sqe_tail), from its khead pointer
+ * (copies.c). */
+#define URING_SQE_HEAD_OFF 64
+
+/* The journal mapped in n's target with room for `scratch` bytes of
+ * arguments, then each step journalled before it is made: ranges held or
+ * filled (fills: 1), the fd setup is about to return, the new instance
+ * (n->fd's inode), liburing's copies as they will be once moved. commit
+ * unmaps it (the rebuild is then done); rollback takes away what it
+ * names, then unmaps it; close unmaps it only (journal.c). */
+int uring_journal_open(uring_new *n, size_t scratch, aiotk_err *err);
+int uring_journal_ranges(uring_new *n, int fills, const uint64_t *addr, const uint64_t *len,
+			 size_t count, aiotk_err *err);
+int uring_journal_setup_next(uring_new *n, aiotk_err *err);
+int uring_journal_instance(uring_new *n, aiotk_err *err);
+int uring_journal_copies(uring_new *n, const uint64_t *at, const uint32_t (*moved)[2],
+			 unsigned count, uint32_t shift, aiotk_err *err);
+int uring_journal_commit(uring_new *n, aiotk_err *err);
+void uring_journal_rollback(uring_new *n);
+void uring_journal_close(uring_new *n);
 
 /* The mapping of u's file at mmap offset `offset` mapped in t at exactly
  * [dest, dest + len): every free gap above it filled with placeholders
  * for the one mmap(NULL), since io_uring refuses an address (place.c). */
-int uring_place(aiotk_target *t, int fd, uint64_t offset, uint64_t dest, uint64_t len,
-		aiotk_err *err);
+int uring_place(uring_new *n, uint64_t offset, uint64_t dest, uint64_t len, aiotk_err *err);
 
 /* The kernel's sq head moved to sq_head and its cq tail to cq_tail from
  * 0 with NOPs (cq_tail of them with a CQE, the rest skipping it), each
@@ -34,10 +76,8 @@ int uring_submit_polls(uring_new *n, uint32_t sq_entries, uint32_t head,
 
 /* liburing's copies of the sq counters (struct io_uring_sq's sqe_head
  * and sqe_tail) in t's writable memory, found by the pointers beside
- * them into ring memory, each moved down by shift (copies.c). */
-int uring_move_copies(aiotk_target *t, const uring_new *n, uint32_t shift,
-		      aiotk_uring_rebuilt *out, aiotk_err *err);
-/* The moved copies put back (undo). */
-void uring_unmove_copies(aiotk_target *t, const aiotk_uring_rebuilt *r);
+ * them into ring memory, journalled, then each moved down by shift
+ * (copies.c). */
+int uring_move_copies(uring_new *n, uint32_t shift, aiotk_uring_rebuilt *out, aiotk_err *err);
 
 #endif

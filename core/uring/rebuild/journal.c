@@ -1,0 +1,309 @@
+/* The journal of an io_uring rebuild: what it is about to make in the
+ * target, written into the target before each step, so that whatever
+ * step aiotk dies at (SIGKILL: no undo runs), the next aiotk finds what
+ * the rebuild had made and takes it away (aiotk_uring_leftovers).
+ *
+ * One private mapping at the fixed address AIOTK_URING_JOURNAL_AT: made
+ * first, unmapped last. Its unmapping is the rebuild's commit: before it,
+ * everything the journal names is taken away again; after it, nothing of
+ * aiotk's is left. At a fixed address so that it is found, and known as
+ * aiotk's, even when aiotk died between making it and writing its first
+ * bytes (this kernel has no CONFIG_ANON_VMA_NAME to name it:
+ * docs/KERNEL-FACTS.md, "io_uring: a rebuild killed half-way").
+ *
+ * What it names, each written before it is made: the placeholders
+ * (saved ranges held, gaps filled to steer the kernel's placement), the
+ * fd io_uring_setup is about to return, then the new instance's inode
+ * (every fd and mapping of that inode is the rebuild's: temporary or
+ * final), and liburing's copies as a rebase moves them. A rollback
+ * takes away only what still is as the rebuild left it: a placeholder at
+ * exactly its range, a copy holding the moved value, fds and mappings of
+ * the instance's own inode (io_uring gives each instance an inode of its
+ * own). The same rollback undoes a failed rebuild in the run. */
+#define _GNU_SOURCE
+#include "uring/rebuild/rebuild.h"
+#include "base/base.h"
+#include "target/target.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+
+#define MAGIC 0x6c6e726a67727561ull /* "aurgjrnl" */
+#define URING_PATH "anon_inode:[io_uring]"
+
+static int put(uring_new *n, size_t off, const void *v, size_t len, aiotk_err *err)
+{
+	return aiotk_poke(n->t, AIOTK_URING_JOURNAL_AT + off, v, len, err);
+}
+
+#define PUT(n, field, err) put(n, offsetof(uring_journal, field), &(n)->j.field, \
+			       sizeof((n)->j.field), err)
+
+int uring_journal_open(uring_new *n, size_t scratch, aiotk_err *err)
+{
+	n->j_len = URING_JOURNAL_HEAD + aiotk_page_round(scratch ? scratch : 1);
+	long r = aiotk_sys(n->t, SYS_mmap, (long)AIOTK_URING_JOURNAL_AT, (long)n->j_len,
+			   PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+			   -1, 0);
+	if (aiotk_sys_failed(r) || (uint64_t)r != AIOTK_URING_JOURNAL_AT) {
+		if (!aiotk_sys_failed(r))
+			aiotk_sys(n->t, SYS_munmap, r, (long)n->j_len, 0, 0, 0, 0);
+		n->j_len = 0;
+		return aiotk_fail(err, AIOTK_EOCCUPIED, aiotk_sys_failed(r) ? (int)-r : EEXIST,
+				  "process %d: no room for aiotk's io_uring journal at 0x%llx (%s); "
+				  "nothing was changed", n->t->pid,
+				  (unsigned long long)AIOTK_URING_JOURNAL_AT,
+				  strerror(aiotk_sys_failed(r) ? (int)-r : EEXIST));
+	}
+	memset(&n->j, 0, sizeof(n->j));
+	n->j.magic = MAGIC;
+	n->j.pending_fd = -1;
+	return PUT(n, magic, err);
+}
+
+int uring_journal_ranges(uring_new *n, int fills, const uint64_t *addr, const uint64_t *len,
+			 size_t count, aiotk_err *err)
+{
+	uint64_t (*r)[2] = fills ? n->j.fills : n->j.holds;
+	size_t max = fills ? URING_JOURNAL_FILLS : URING_JOURNAL_HOLDS;
+	if (count > max)
+		return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0, "more than %zu ranges to journal", max);
+	for (size_t i = 0; i < count; i++)
+		r[i][0] = addr[i], r[i][1] = len[i];
+	size_t off = fills ? offsetof(uring_journal, fills) : offsetof(uring_journal, holds);
+	int rc = count ? put(n, off, r, count * sizeof(*r), err) : 0;
+	if (fills) {
+		n->j.nfills = (uint32_t)count;
+		return rc ? rc : PUT(n, nfills, err);
+	}
+	n->j.nholds = (uint32_t)count;
+	return rc ? rc : PUT(n, nholds, err);
+}
+
+/* "/proc/PID/what", or this process's (/proc/self) for pid 0. */
+static void proc_path(char *buf, size_t len, int pid, const char *what)
+{
+	if (pid)
+		snprintf(buf, len, "/proc/%d/%s", pid, what);
+	else
+		snprintf(buf, len, "/proc/self/%s", what);
+}
+
+static void fd_path(char *buf, size_t len, int pid, int fd)
+{
+	char what[24];
+	snprintf(what, sizeof(what), "fd/%d", fd);
+	proc_path(buf, len, pid, what);
+}
+
+/* The inode of process pid's fd (stat through /proc, from outside). */
+static uint64_t fd_inode(int pid, int fd)
+{
+	char path[64];
+	struct stat st;
+	fd_path(path, sizeof(path), pid, fd);
+	return stat(path, &st) ? 0 : (uint64_t)st.st_ino;
+}
+
+/* The lowest fd process pid has free: the one io_uring_setup will
+ * return while it is stopped. */
+static int lowest_free(aiotk_target *t)
+{
+	char path[64];
+	for (int fd = 0;; fd++) {
+		fd_path(path, sizeof(path), t->pid, fd);
+		if (access(path, F_OK) && errno == ENOENT)
+			return fd;
+	}
+}
+
+int uring_journal_setup_next(uring_new *n, aiotk_err *err)
+{
+	n->j.pending_fd = lowest_free(n->t);
+	return PUT(n, pending_fd, err);
+}
+
+int uring_journal_instance(uring_new *n, aiotk_err *err)
+{
+	n->j.ino = fd_inode(n->t->pid, n->fd);
+	if (!n->j.ino)
+		return aiotk_fail(err, AIOTK_ESYS, errno, "process %d: the new io_uring fd %d cannot "
+				  "be looked at in /proc: %s", n->t->pid, n->fd, strerror(errno));
+	return PUT(n, ino, err);
+}
+
+int uring_journal_copies(uring_new *n, const uint64_t *at, const uint32_t (*moved)[2],
+			 unsigned count, uint32_t shift, aiotk_err *err)
+{
+	for (unsigned i = 0; i < count; i++) {
+		n->j.copies[i].at = at[i];
+		memcpy(n->j.copies[i].moved, moved[i], sizeof(moved[i]));
+	}
+	n->j.shift = shift;
+	int rc = count ? put(n, offsetof(uring_journal, copies), n->j.copies,
+			     count * sizeof(n->j.copies[0]), err) : 0;
+	if (!rc)
+		rc = PUT(n, shift, err);
+	n->j.ncopies = count;
+	return rc ? rc : PUT(n, ncopies, err);
+}
+
+/* ---- the rollback ------------------------------------------------------ */
+
+/* liburing's copies put back where they hold what the rebase wrote. */
+static void unmove(aiotk_target *t, const uring_journal *j)
+{
+	for (unsigned i = 0; i < j->ncopies && i < AIOTK_URING_MAX_COPIES; i++) {
+		uint32_t c[2];
+		uint64_t at = j->copies[i].at + URING_SQE_HEAD_OFF;
+		if (aiotk_peek(t, at, c, sizeof(c), NULL) || c[0] != j->copies[i].moved[0] ||
+		    c[1] != j->copies[i].moved[1])
+			continue;
+		c[0] += j->shift, c[1] += j->shift;
+		aiotk_poke(t, at, c, sizeof(c), NULL);
+	}
+}
+
+/* Whether any mapping of process pid is of inode ino's io_uring; with
+ * unmap, each is unmapped. */
+static int inode_mapped(aiotk_target *t, uint64_t ino, int unmap)
+{
+	char path[64], line[512];
+	proc_path(path, sizeof(path), t->pid, "maps");
+	FILE *f = fopen(path, "r");
+	uint64_t found[16][2];
+	size_t nf = 0;
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned long long s, e, i;
+		if (strstr(line, URING_PATH) && sscanf(line, "%llx-%llx %*s %*s %*s %llu", &s, &e, &i) == 3 &&
+		    i == ino && nf < 16)
+			found[nf][0] = s, found[nf++][1] = e - s;
+	}
+	if (f)
+		fclose(f);
+	for (size_t k = 0; unmap && k < nf; k++)
+		aiotk_sys(t, SYS_munmap, (long)found[k][0], (long)found[k][1], 0, 0, 0, 0);
+	return nf > 0;
+}
+
+static int is_uring_fd(int pid, int fd)
+{
+	char path[64], link[64] = "";
+	fd_path(path, sizeof(path), pid, fd);
+	ssize_t len = readlink(path, link, sizeof(link) - 1);
+	return len > 0 && !strncmp(link, URING_PATH, strlen(URING_PATH));
+}
+
+/* Every fd of the instance closed. Before its inode was journalled, the
+ * fd io_uring_setup was about to return, if it holds an io_uring that
+ * nothing maps (the rebuild maps its instance only after journalling its
+ * inode; a program maps its own at once). */
+static void close_fds(aiotk_target *t, const uring_journal *j)
+{
+	if (!j->ino) {
+		int fd = j->pending_fd;
+		if (fd >= 0 && is_uring_fd(t->pid, fd) && !inode_mapped(t, fd_inode(t->pid, fd), 0))
+			aiotk_sys(t, SYS_close, fd, 0, 0, 0, 0, 0);
+		return;
+	}
+	char dir[64];
+	proc_path(dir, sizeof(dir), t->pid, "fd");
+	int fds[64];
+	size_t nfds = 0;
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	while (d && (e = readdir(d)))
+		if (e->d_name[0] != '.' && nfds < 64 && fd_inode(t->pid, atoi(e->d_name)) == j->ino)
+			fds[nfds++] = atoi(e->d_name);
+	if (d)
+		closedir(d);
+	for (size_t i = 0; i < nfds; i++)
+		aiotk_sys(t, SYS_close, fds[i], 0, 0, 0, 0, 0);
+}
+
+/* A placeholder of the rebuild's, at exactly [a, a + len), unmapped. */
+static void unhold(aiotk_target *t, uint64_t a, uint64_t len)
+{
+	aiotk_vma v;
+	if (len && aiotk_maps_overlap(t->pid, a, len, 0, &v, NULL) == 1 && v.start == a &&
+	    v.end == a + len && aiotk_vma_is_placeholder(&v))
+		aiotk_sys(t, SYS_munmap, (long)a, (long)len, 0, 0, 0, 0);
+}
+
+static void rollback(aiotk_target *t, const uring_journal *j)
+{
+	unmove(t, j);
+	close_fds(t, j);
+	if (j->ino)
+		inode_mapped(t, j->ino, 1);
+	for (uint32_t i = 0; i < j->nfills && i < URING_JOURNAL_FILLS; i++)
+		unhold(t, j->fills[i][0], j->fills[i][1]);
+	for (uint32_t i = 0; i < j->nholds && i < URING_JOURNAL_HOLDS; i++)
+		unhold(t, j->holds[i][0], j->holds[i][1]);
+}
+
+void uring_journal_rollback(uring_new *n)
+{
+	if (n->j_len)
+		rollback(n->t, &n->j);
+	uring_journal_close(n);
+}
+
+void uring_journal_close(uring_new *n)
+{
+	if (n->j_len)
+		aiotk_sys(n->t, SYS_munmap, (long)AIOTK_URING_JOURNAL_AT, (long)n->j_len, 0, 0, 0, 0);
+	n->j_len = 0;
+}
+
+int uring_journal_commit(uring_new *n, aiotk_err *err)
+{
+	long r = aiotk_sys(n->t, SYS_munmap, (long)AIOTK_URING_JOURNAL_AT, (long)n->j_len, 0, 0, 0, 0);
+	if (aiotk_sys_failed(r))
+		return aiotk_fail(err, AIOTK_ESYS, (int)-r, "process %d: munmap of aiotk's io_uring "
+				  "journal: %s", n->t->pid, strerror((int)-r));
+	n->j_len = 0;
+	return 0;
+}
+
+/* ---- what a killed aiotk left ------------------------------------------ */
+
+int aiotk_uring_leftovers(aiotk_target *t, unsigned *removed, aiotk_err *err)
+{
+	aiotk_vma v;
+	*removed = 0;
+	int rc = aiotk_maps_overlap(t->pid, AIOTK_URING_JOURNAL_AT, 1, 0, &v, err);
+	if (rc < 0)
+		return rc;
+	if (rc == 0 || v.start != AIOTK_URING_JOURNAL_AT || strcmp(v.perms, "rw-p") || v.path[0])
+		return 0;
+	uring_journal *j = calloc(1, sizeof(*j));
+	if (!j)
+		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory reading an io_uring journal");
+	rc = aiotk_peek(t, AIOTK_URING_JOURNAL_AT, j, sizeof(*j), err);
+	/* Zero: made, then aiotk died before writing it. Anything else is not
+	 * aiotk's: left alone (a rebuild then says the address is taken). */
+	if (!rc && (j->magic == MAGIC || j->magic == 0)) {
+		if (j->magic == MAGIC)
+			rollback(t, j);
+		long r = aiotk_sys(t, SYS_munmap, (long)v.start, (long)(v.end - v.start), 0, 0, 0, 0);
+		if (aiotk_sys_failed(r))
+			rc = aiotk_fail(err, AIOTK_ESYS, (int)-r, "process %d: munmap of the io_uring "
+					"journal an interrupted aiotk left: %s", t->pid, strerror((int)-r));
+		else
+			*removed = 1;
+	}
+	free(j);
+	return rc;
+}
