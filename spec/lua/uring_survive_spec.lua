@@ -14,7 +14,7 @@ local run = helper.run
 
 -- The journal of a killed io_uring rebuild in /proc/PID/maps (at
 -- AIOTK_URING_JOURNAL_AT, core/aiotk.h).
-local JOURNAL = "\n3a1060000000%-"
+local JOURNAL = "\n3a1080000000%-"
 
 core.subreaper() -- a killed aiotk's guardian comes here
 
