@@ -31,7 +31,10 @@
  * liburing's sq counters on by K then (the test's image moved alike: an
  * instance near 2^32 without 2^32 SQEs); --registered gives e registered
  * files and buffers, used after the restore by a fixed-file write from a
- * fixed buffer ("fixed_io RES"); --entries E sizes e (8 unless said). */
+ * fixed buffer ("fixed_io RES"); --entries E sizes e (8 unless said);
+ * --flags F sets e up with setup flags F: with SINGLE_ISSUER a second
+ * thread ("owner TID") makes, loses and uses e, as its owner, while the
+ * main thread waits for it. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -432,7 +435,7 @@ static void print_fd(const char *name, int fd)
 }
 
 static int registered;
-static unsigned e_entries = 8;
+static unsigned e_entries = 8, e_flags;
 static struct iovec e_iov[2];
 
 /* --registered: files (the pipe's read end, an empty slot, /dev/null) and
@@ -464,7 +467,8 @@ static void fixed_io(void)
 
 static void make_e(unsigned long n)
 {
-	int rc = io_uring_queue_init(e_entries, &e, 0);
+	struct io_uring_params p = { .flags = e_flags };
+	int rc = io_uring_queue_init_params(e_entries, &e, &p);
 	if (rc)
 		die("io_uring_queue_init e", rc);
 	if (registered)
@@ -506,6 +510,7 @@ static void use_e(void)
 }
 
 static int bad_poll;
+static unsigned long lose_n;
 static unsigned shift;
 
 /* A thread that never makes a system call: always in its own code. */
@@ -529,15 +534,14 @@ static void spin_thread(void)
 		die("pthread_create", EAGAIN);
 }
 
-/* --lose N: e made, then lost and used on signals (sigwaitinfo: the main
+/* --lose N: e made, then lost and used on signals (sigwaitinfo: the
  * thread waits in a system call, as a restore's rebase asks). */
-__attribute__((noreturn)) static void lose(unsigned long n)
+__attribute__((noreturn)) static void lose_in_this_thread(unsigned long n)
 {
 	sigset_t s;
 	sigemptyset(&s);
 	sigaddset(&s, SIGUSR1);
 	sigaddset(&s, SIGUSR2);
-	sigprocmask(SIG_BLOCK, &s, NULL);
 	make_e(n);
 	printf("READY\n");
 	for (;;) {
@@ -555,6 +559,32 @@ __attribute__((noreturn)) static void lose(unsigned long n)
 			printf("CHECKED\n");
 		}
 	}
+}
+
+static void *lose_thread(void *unused)
+{
+	(void)unused;
+	printf("owner %d\n", (int)gettid());
+	lose_in_this_thread(lose_n);
+}
+
+/* The signals blocked in every thread (sigwaitinfo takes them), e made
+ * in this thread or, for a single issuer, in its own owner thread. */
+__attribute__((noreturn)) static void lose(unsigned long n)
+{
+	sigset_t s;
+	sigemptyset(&s);
+	sigaddset(&s, SIGUSR1);
+	sigaddset(&s, SIGUSR2);
+	sigprocmask(SIG_BLOCK, &s, NULL);
+	if (!(e_flags & IORING_SETUP_SINGLE_ISSUER))
+		lose_in_this_thread(n);
+	pthread_t t;
+	lose_n = n;
+	if (pthread_create(&t, NULL, lose_thread, NULL))
+		die("pthread_create", EAGAIN);
+	pthread_join(t, NULL);
+	exit(1);
 }
 
 int main(int argc, char **argv)
@@ -590,6 +620,8 @@ int main(int argc, char **argv)
 				bad_poll = 1;
 			else if (!strcmp(argv[i], "--entries") && i + 1 < argc)
 				e_entries = (unsigned)strtoul(argv[++i], NULL, 0);
+			else if (!strcmp(argv[i], "--flags") && i + 1 < argc)
+				e_flags = (unsigned)strtoul(argv[++i], NULL, 0);
 			else if (!strcmp(argv[i], "--registered"))
 				registered = 1;
 			else if (!strcmp(argv[i], "--shift") && i + 1 < argc)

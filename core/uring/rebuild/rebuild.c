@@ -26,7 +26,8 @@
 /* Setup flags a rebuild makes as they were: the rest are refused by name
  * (uring.lua names them). */
 #define REBUILT_FLAGS (IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL | \
-		       IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG)
+		       IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | \
+		       IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN)
 
 /* What a rebuild has made so far, for its undo. */
 typedef struct made {
@@ -67,6 +68,10 @@ int aiotk_uring_rebuildable(const aiotk_uring *u, aiotk_err *err)
 	}
 	if (!map_at(u, OFF_SQ_RING) || !map_at(u, OFF_SQES))
 		return refuse(u, "its SQ ring or SQE array is not mapped (a rebuild puts both back)", err);
+	if ((u->flags & IORING_SETUP_SINGLE_ISSUER) &&
+	    (!(u->have & AIOTK_URING_HAVE_ISSUER) || u->submitter_tid <= 0))
+		return refuse(u, "SINGLE_ISSUER with no owner thread in the image (one is enabled "
+			      "from its owner)", err);
 	if (u->has_eventfd)
 		return refuse(u, "an eventfd is registered, and the image does not say which fd", err);
 	if (u->cached_sq_head != u->sq_head || u->cached_cq_tail != u->cq_tail)
@@ -94,7 +99,9 @@ static int setup(uring_new *n, const aiotk_uring *u, aiotk_err *err)
 	if (rc)
 		return rc;
 	memset(&n->p, 0, sizeof(n->p));
-	n->p.flags = u->flags;
+	/* A single issuer's owner is whoever enables it: set up disabled
+	 * here, registered, then enabled by its owner thread (enable). */
+	n->p.flags = u->flags | (u->flags & IORING_SETUP_SINGLE_ISSUER ? IORING_SETUP_R_DISABLED : 0);
 	n->p.cq_entries = u->cq_entries;
 	rc = aiotk_poke(n->t, scratch, &n->p, sizeof(n->p), err);
 	long fd = rc ? -1 : aiotk_sys(n->t, SYS_io_uring_setup, u->sq_entries, (long)scratch, 0, 0, 0, 0);
@@ -175,6 +182,27 @@ static int register_bufs(uring_new *n, const aiotk_uring *u, aiotk_err *err)
 				u->nr_bufs, err);
 	free(iov);
 	return rc;
+}
+
+/* A SINGLE_ISSUER instance enabled by its saved owner thread, which
+ * becomes its owner: the only thread that may submit to it (the NOPs
+ * and POLLs go through it too: n->owner). */
+static int enable(uring_new *n, const aiotk_uring *u, aiotk_err *err)
+{
+	if (!(u->flags & IORING_SETUP_SINGLE_ISSUER))
+		return 0;
+	long r = aiotk_sys_in(n->t, u->submitter_tid, SYS_io_uring_register, n->fd,
+			      IORING_REGISTER_ENABLE_RINGS, 0, 0, 0, 0);
+	if (r == -ESRCH || r == -EOPNOTSUPP)
+		return aiotk_fail(err, r == -ESRCH ? AIOTK_EIMPOSSIBLE : AIOTK_EUNSUPPORTED, (int)-r,
+				  "io_uring fd %d: SINGLE_ISSUER: its owner thread %d %s", u->fd,
+				  u->submitter_tid, r == -ESRCH ? "is not a thread of the process any more "
+				  "(only the owner may submit)" : "cannot be made to enable it in this target");
+	if (aiotk_sys_failed(r))
+		return aiotk_fail(err, AIOTK_ESYS, (int)-r, "io_uring fd %d: enabling it in its owner "
+				  "thread %d: %s", u->fd, u->submitter_tid, strerror((int)-r));
+	n->owner = u->submitter_tid;
+	return 0;
 }
 
 /* Each mapping at its saved address, highest first (each one's
@@ -318,6 +346,8 @@ static int build(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_o
 		rc = register_files(n, u, err);
 	if (!rc)
 		rc = register_bufs(n, u, err);
+	if (!rc)
+		rc = enable(n, u, err);
 	uint64_t t1 = aiotk_now_ns();
 	if (!rc)
 		rc = place_all(n, u, m, err);

@@ -12,6 +12,7 @@
 typedef struct uring_new {
 	aiotk_target *t;
 	int fd;
+	int owner;                         /* the thread that submits (SINGLE_ISSUER); 0: any */
 	struct io_uring_params p;
 	uint64_t sq_ring, cq_ring, sqes;   /* where they are mapped in t */
 } uring_new;
