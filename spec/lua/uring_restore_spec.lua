@@ -181,6 +181,56 @@ describe("io_uring restore", function()
 		check_used(w)
 	end)
 
+	it("registers the eventfd again at the fd it was: completions after the restore signal it, the replay's NOPs do not", function()
+		w = start("1000003 --eventfd sync")
+		local r = lose_and_restore(w, dir .. "/img")
+		assert.are.equal("rebase", r.counters) -- 8 NOPs replayed, none of which signalled
+		check_used(w)
+		assert.are.same({ 0, true }, { fact(w, "eventfd_before"), fact(w, "eventfd_after") >= 1 })
+	end)
+
+	it("registers an async eventfd as async (verify matches: same fd, same kind)", function()
+		w = start("0 --eventfd async")
+		local code, _, err = run("dump -p " .. w.pid .. " -D " .. dir .. "/img")
+		assert.are.equal(0, code, err)
+		local _, text = run("show -D " .. dir .. "/img")
+		assert.truthy(text:find("eventfd registered (async): fd " .. fact(w, "e.eventfd"), 1, true), text)
+		core.kill(w.pid, "USR1")
+		read_until(w, "LOST")
+		assert.are.equal(0, (run("restore -p " .. w.pid .. " -D " .. dir .. "/img")))
+		local vcode, vout, verr = run("verify -p " .. w.pid .. " -D " .. dir .. "/img")
+		assert.are.equal(0, vcode, vout .. verr)
+		core.kill(w.pid, "USR2")
+		read_until(w, "CHECKED")
+		check_used(w)
+	end)
+
+	it("puts MADV_DONTFORK back on the mappings that had it", function()
+		w = start("0 --dontfork")
+		local function dontfork_maps()
+			local n, cur = 0, nil
+			for line in helper.slurp("/proc/" .. w.pid .. "/smaps"):gmatch("[^\n]+") do
+				if line:match("^%x+%-%x+ ") then cur = line:find("anon_inode:[io_uring]", 1, true)
+				elseif cur and line:match("^VmFlags:.* dc") then n = n + 1 end
+			end
+			return n
+		end
+		assert.are.equal(2, dontfork_maps())
+		lose_and_restore(w, dir .. "/img")
+		-- after CHECKED the program exited its instance: look again at a fresh one
+		check_used(w)
+		stop(w)
+		w = start("0 --dontfork")
+		assert.are.equal(0, (run("dump -p " .. w.pid .. " -D " .. dir .. "/img2")))
+		core.kill(w.pid, "USR1")
+		read_until(w, "LOST")
+		assert.are.equal(0, dontfork_maps())
+		assert.are.equal(0, (run("restore -p " .. w.pid .. " -D " .. dir .. "/img2")))
+		assert.are.equal(2, dontfork_maps())
+		local vcode, vout, verr = run("verify -p " .. w.pid .. " -D " .. dir .. "/img2")
+		assert.are.equal(0, vcode, vout .. verr)
+	end)
+
 	it("the REPL's API rebuilds an instance by hand (attach, core.uring_rebuild, detach)", function()
 		w = start(0)
 		assert.are.equal(0, (run("dump -p " .. w.pid .. " -D " .. dir .. "/img")))
@@ -220,10 +270,11 @@ describe("io_uring restore", function()
 		assert.are.equal(0, dcode, derr)
 		local ccode, text = run("check -D " .. dir .. "/view")
 		assert.are.equal(4, ccode)
-		assert.truthy(text:find("refused: io_uring fd %d+: an eventfd is registered"), text)
+		-- a (an eventfd, registered files, a POLL) is rebuilt now
+		assert.truthy(text:find("io_uring fd %d+ %(8/16 entries%): aiotk exact counters"), text)
 		-- b (SINGLE_ISSUER|DEFER_TASKRUN|CQSIZE, registered file and buffer)
 		assert.truthy(text:find("io_uring fd %d+ %(16/64 entries%): aiotk exact counters"), text)
-		assert.truthy(text:find("refused: io_uring fd %d+: setup flags 0x6 are not rebuilt"), text)
+		assert.truthy(text:find("refused: io_uring fd %d+: SQPOLL %(its kernel poller thread%) is not rebuilt"), text)
 	end)
 
 	it("refuses by name, changing nothing, when the saved fd is taken", function()
@@ -269,6 +320,34 @@ describe("io_uring restore", function()
 	it("refuses a rebase by name while a thread runs its own code, changing nothing", function()
 		local err = failed_restore("1000003 --spin")
 		assert.truthy(err:find("ran their own code (not a system call)", 1, true), err)
+	end)
+
+	-- An instance a restore cannot rebuild: dump says so, check refuses
+	-- it, restore refuses it, each naming why; nothing changed.
+	local function refused_by_name(args, why)
+		w = start(args)
+		local code, out, err = run("dump -p " .. w.pid .. " -D " .. dir .. "/img")
+		assert.are.equal(0, code, err)
+		assert.truthy(out:find("cannot be restored: io_uring fd " .. fact(w, "e.fd") .. ": " .. why, 1, true), out)
+		local ccode, text = run("check -D " .. dir .. "/img")
+		assert.are.equal(4, ccode)
+		assert.truthy(text:find("refused: io_uring fd " .. fact(w, "e.fd") .. ": " .. why, 1, true), text)
+		stop(w)
+		w = nil
+		local rerr = failed_restore(args)
+		assert.truthy(rerr:find(why, 1, true), rerr)
+	end
+
+	it("refuses registered personalities by name", function()
+		refused_by_name("0 --personality", "personalities are registered (IORING_REGISTER_PERSONALITY)")
+	end)
+
+	it("refuses registered restrictions by name", function()
+		refused_by_name("0 --restricted", "restrictions are registered (IORING_REGISTER_RESTRICTIONS)")
+	end)
+
+	it("refuses other setup flags by name", function()
+		refused_by_name("0 --flags 0x800", "setup flag(s) CQE32 are not rebuilt")
 	end)
 
 	it("undoes everything when a late step fails (the POLL's fd gone)", function()

@@ -34,7 +34,13 @@
  * fixed buffer ("fixed_io RES"); --entries E sizes e (8 unless said);
  * --flags F sets e up with setup flags F: with SINGLE_ISSUER a second
  * thread ("owner TID") makes, loses and uses e, as its owner, while the
- * main thread waits for it. */
+ * main thread waits for it; --eventfd MODE registers an eventfd on e
+ * ("sync", or "async": IORING_REGISTER_EVENTFD_ASYNC; "e.eventfd FD"),
+ * drained when e is lost, read before and after e is used after
+ * ("eventfd_before N", "eventfd_after N"); --personality registers a
+ * personality on e, --restricted sets e up disabled, registers
+ * restrictions (NOP and POLL_ADD only) and enables it; --dontfork:
+ * io_uring_ring_dontfork(e) (MADV_DONTFORK on its mappings). */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -436,6 +442,32 @@ static void print_fd(const char *name, int fd)
 
 static int registered;
 static unsigned e_entries = 8, e_flags;
+static const char *e_evfd_mode; /* --eventfd */
+static int e_personality, e_restricted, e_dontfork;
+
+/* --restricted: e's restrictions, then e enabled. */
+static void restrict_e(void)
+{
+	struct io_uring_restriction r[2] = {
+		{ .opcode = IORING_RESTRICTION_SQE_OP, .sqe_op = IORING_OP_NOP },
+		{ .opcode = IORING_RESTRICTION_SQE_OP, .sqe_op = IORING_OP_POLL_ADD },
+	};
+	/* Debian's liburing 2.3 declares io_uring_register_restrictions and
+	 * io_uring_enable_rings but does not export them: raw calls. */
+	long rc = syscall(SYS_io_uring_register, e.ring_fd, IORING_REGISTER_RESTRICTIONS, r, 2);
+	if (rc || (rc = syscall(SYS_io_uring_register, e.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0)))
+		die("restrictions e", errno);
+}
+static int e_evfd = -1;
+
+/* What the eventfd counted since it was last read (0: nothing). */
+static unsigned long long drain_eventfd(void)
+{
+	uint64_t v = 0;
+	if (read(e_evfd, &v, sizeof(v)) != sizeof(v))
+		v = 0; /* EAGAIN: nothing signalled */
+	return (unsigned long long)v;
+}
 static struct iovec e_iov[2];
 
 /* --registered: files (the pipe's read end, an empty slot, /dev/null) and
@@ -467,12 +499,26 @@ static void fixed_io(void)
 
 static void make_e(unsigned long n)
 {
-	struct io_uring_params p = { .flags = e_flags };
+	struct io_uring_params p = { .flags = e_flags | (e_restricted ? IORING_SETUP_R_DISABLED : 0) };
 	int rc = io_uring_queue_init_params(e_entries, &e, &p);
 	if (rc)
 		die("io_uring_queue_init e", rc);
+	if (e_restricted)
+		restrict_e();
+	if (e_dontfork && (rc = io_uring_ring_dontfork(&e)))
+		die("io_uring_ring_dontfork e", rc);
+	if (e_personality && (rc = io_uring_register_personality(&e)) < 0)
+		die("register personality e", rc);
 	if (registered)
 		register_e();
+	if (e_evfd_mode) {
+		e_evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		rc = !strcmp(e_evfd_mode, "async") ? io_uring_register_eventfd_async(&e, e_evfd)
+						    : io_uring_register_eventfd(&e, e_evfd);
+		if (e_evfd < 0 || rc)
+			die("register eventfd e", rc ? rc : errno);
+		printf("e.eventfd %d\n", e_evfd);
+	}
 	advance(&e, n);
 	leave_state(&e, E_POLL_DATA);
 	print_ring("e", &e);
@@ -492,6 +538,8 @@ static void use_e(void)
 		printf("reaped%u %llu %d\n", i++, (unsigned long long)cqe->user_data, cqe->res);
 		io_uring_cqe_seen(&e, cqe);
 	}
+	if (e_evfd >= 0)
+		printf("eventfd_before %llu\n", drain_eventfd());
 	printf("submitted %d\n", io_uring_submit(&e));
 	if (write(pipe_fd[1], "x", 1) != 1)
 		die("write", errno);
@@ -504,6 +552,8 @@ static void use_e(void)
 	}
 	if (registered)
 		fixed_io();
+	if (e_evfd >= 0)
+		printf("eventfd_after %llu\n", drain_eventfd());
 	alarm(0);
 	io_uring_queue_exit(&e);
 	printf("exit %d\n", fcntl(e.ring_fd, F_GETFD) < 0 && errno == EBADF);
@@ -547,7 +597,19 @@ __attribute__((noreturn)) static void lose_in_this_thread(unsigned long n)
 	for (;;) {
 		int sig = sigwaitinfo(&s, NULL);
 		if (sig == SIGUSR1) {
+			if (e_evfd >= 0)
+				drain_eventfd(); /* what its NOPs signalled */
 			io_uring_queue_exit(&e);
+			/* The POLL in flight is cancelled by the ring's exit work,
+			 * later, and its CQE signals the eventfd: waited for, so
+			 * that what is read after the restore is the restored
+			 * instance's alone. */
+			if (e_evfd >= 0 && strcmp(e_evfd_mode, "async")) { /* async: io-wq's alone */
+				struct pollfd pf = { e_evfd, POLLIN, 0 };
+				if (poll(&pf, 1, 10000) != 1)
+					die("the lost instance's cancelled POLL never signalled", ETIMEDOUT);
+				printf("lost_eventfd %llu\n", drain_eventfd());
+			}
 			if (bad_poll) /* its POLL cannot be armed again: a restore fails late */
 				close(pipe_fd[0]);
 			/* As if it had run `shift` more NOPs before the dump (the test
@@ -620,6 +682,14 @@ int main(int argc, char **argv)
 				bad_poll = 1;
 			else if (!strcmp(argv[i], "--entries") && i + 1 < argc)
 				e_entries = (unsigned)strtoul(argv[++i], NULL, 0);
+			else if (!strcmp(argv[i], "--dontfork"))
+				e_dontfork = 1;
+			else if (!strcmp(argv[i], "--personality"))
+				e_personality = 1;
+			else if (!strcmp(argv[i], "--restricted"))
+				e_restricted = 1;
+			else if (!strcmp(argv[i], "--eventfd") && i + 1 < argc)
+				e_evfd_mode = argv[++i];
 			else if (!strcmp(argv[i], "--flags") && i + 1 < argc)
 				e_flags = (unsigned)strtoul(argv[++i], NULL, 0);
 			else if (!strcmp(argv[i], "--registered"))
