@@ -338,6 +338,23 @@ describe("io_uring restore", function()
 		refused_by_name("0 --flags 0x800", "setup flag(s) CQE32 are not rebuilt")
 	end)
 
+	it("check --criu says a CRIU dump failed on an io_uring mapping, and where to read why", function()
+		local criu = require "criu_helper"
+		if not criu.need(pending) then return end
+		w = start("0")
+		local d = dir .. "/criu"
+		core.mkdir(d)
+		-- CRIU's own dump of the process (left running): its maps parser
+		-- stops at the io_uring mapping
+		local ok = criu.criu("dump -t " .. w.pid .. " -D " .. d .. " --shell-job --leave-running")
+		assert.is_false(ok)
+		local code, _, err = run("check --criu " .. d)
+		assert.are.equal(4, code)
+		assert.truthy(err:find("failed on an io_uring mapping (criu.log: Unknown shit 600 " ..
+			"(anon_inode:[io_uring]))", 1, true), err)
+		assert.truthy(err:find("docs/CRIU-URING.md", 1, true), err)
+	end)
+
 	it("undoes everything when a late step fails (the POLL's fd gone)", function()
 		local err = failed_restore("0 --bad-poll")
 		assert.truthy(err:find("POLL_ADD user_data 0x" .. bit.tohex(loadstring("return " ..
