@@ -334,6 +334,14 @@ describe("io_uring restore", function()
 		refused_by_name("0 --restricted", "restrictions are registered (IORING_REGISTER_RESTRICTIONS)")
 	end)
 
+	it("refuses registered ring fds by name", function()
+		refused_by_name("0 --ring-fd", "a thread registered its ring fd (IORING_REGISTER_RING_FDS)")
+	end)
+
+	it("refuses provided-buffer rings by name", function()
+		refused_by_name("0 --buf-ring", "provided buffers (IORING_REGISTER_PBUF_RING or PROVIDE_BUFFERS)")
+	end)
+
 	it("refuses other setup flags by name", function()
 		refused_by_name("0 --flags 0x800", "setup flag(s) CQE32 are not rebuilt")
 	end)

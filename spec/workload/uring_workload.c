@@ -40,7 +40,9 @@
  * ("eventfd_before N", "eventfd_after N"); --personality registers a
  * personality on e, --restricted sets e up disabled, registers
  * restrictions (NOP and POLL_ADD only) and enables it; --dontfork:
- * io_uring_ring_dontfork(e) (MADV_DONTFORK on its mappings). */
+ * io_uring_ring_dontfork(e) (MADV_DONTFORK on its mappings); --ring-fd:
+ * io_uring_register_ring_fd(e); --buf-ring: a provided-buffer ring
+ * (group 7, 8 entries) registered on e. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -443,7 +445,7 @@ static void print_fd(const char *name, int fd)
 static int registered;
 static unsigned e_entries = 8, e_flags;
 static const char *e_evfd_mode; /* --eventfd */
-static int e_personality, e_restricted, e_dontfork;
+static int e_personality, e_restricted, e_dontfork, e_ring_fd, e_buf_ring;
 
 /* --restricted: e's restrictions, then e enabled. */
 static void restrict_e(void)
@@ -507,6 +509,14 @@ static void make_e(unsigned long n)
 		restrict_e();
 	if (e_dontfork && (rc = io_uring_ring_dontfork(&e)))
 		die("io_uring_ring_dontfork e", rc);
+	if (e_ring_fd && (rc = io_uring_register_ring_fd(&e)) != 1)
+		die("io_uring_register_ring_fd e", rc);
+	if (e_buf_ring) {
+		struct io_uring_buf_reg reg = { .ring_addr = (unsigned long)aligned_alloc(4096, 4096),
+						.ring_entries = 8, .bgid = 7 };
+		if ((rc = io_uring_register_buf_ring(&e, &reg, 0)))
+			die("io_uring_register_buf_ring e", rc);
+	}
 	if (e_personality && (rc = io_uring_register_personality(&e)) < 0)
 		die("register personality e", rc);
 	if (registered)
@@ -682,6 +692,10 @@ int main(int argc, char **argv)
 				bad_poll = 1;
 			else if (!strcmp(argv[i], "--entries") && i + 1 < argc)
 				e_entries = (unsigned)strtoul(argv[++i], NULL, 0);
+			else if (!strcmp(argv[i], "--ring-fd"))
+				e_ring_fd = 1;
+			else if (!strcmp(argv[i], "--buf-ring"))
+				e_buf_ring = 1;
 			else if (!strcmp(argv[i], "--dontfork"))
 				e_dontfork = 1;
 			else if (!strcmp(argv[i], "--personality"))

@@ -79,6 +79,12 @@ int aiotk_uring_rebuildable(const aiotk_uring *u, aiotk_err *err)
 	    (!(u->have & AIOTK_URING_HAVE_ISSUER) || u->submitter_tid <= 0))
 		return refuse(u, "SINGLE_ISSUER with no owner thread in the image (one is enabled "
 			      "from its owner)", err);
+	if (u->nringfds)
+		return refuse(u, "a thread registered its ring fd (IORING_REGISTER_RING_FDS): registered "
+			      "ring fds are not rebuilt yet", err);
+	if (u->nbls_total)
+		return refuse(u, "provided buffers (IORING_REGISTER_PBUF_RING or PROVIDE_BUFFERS) are not "
+			      "rebuilt yet", err);
 	if (u->personalities)
 		return refuse(u, "personalities are registered (IORING_REGISTER_PERSONALITY): the "
 			      "credentials they hold are not rebuilt", err);
