@@ -48,6 +48,25 @@ static int refuse(const aiotk_uring *u, const char *why, aiotk_err *err)
 	return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0, "io_uring fd %d: %s", u->fd, why);
 }
 
+/* What u has registered that a rebuild does not make again, or NULL:
+ * rebuilt without it, the program would lose it silently. */
+static const char *unrebuilt_resource(const aiotk_uring *u)
+{
+	if (u->nringfds)
+		return "a thread registered its ring fd (IORING_REGISTER_RING_FDS): registered "
+		       "ring fds are not rebuilt yet";
+	if (u->nbls_total)
+		return "provided buffers (IORING_REGISTER_PBUF_RING or PROVIDE_BUFFERS) are not "
+		       "rebuilt yet";
+	if (u->personalities)
+		return "personalities are registered (IORING_REGISTER_PERSONALITY): the "
+		       "credentials they hold are not rebuilt";
+	if (u->restricted)
+		return "restrictions are registered (IORING_REGISTER_RESTRICTIONS): they "
+		       "are not rebuilt";
+	return NULL;
+}
+
 uint32_t aiotk_uring_rebuilt_flags(void)
 {
 	return REBUILT_FLAGS;
@@ -79,18 +98,9 @@ int aiotk_uring_rebuildable(const aiotk_uring *u, aiotk_err *err)
 	    (!(u->have & AIOTK_URING_HAVE_ISSUER) || u->submitter_tid <= 0))
 		return refuse(u, "SINGLE_ISSUER with no owner thread in the image (one is enabled "
 			      "from its owner)", err);
-	if (u->nringfds)
-		return refuse(u, "a thread registered its ring fd (IORING_REGISTER_RING_FDS): registered "
-			      "ring fds are not rebuilt yet", err);
-	if (u->nbls_total)
-		return refuse(u, "provided buffers (IORING_REGISTER_PBUF_RING or PROVIDE_BUFFERS) are not "
-			      "rebuilt yet", err);
-	if (u->personalities)
-		return refuse(u, "personalities are registered (IORING_REGISTER_PERSONALITY): the "
-			      "credentials they hold are not rebuilt", err);
-	if (u->restricted)
-		return refuse(u, "restrictions are registered (IORING_REGISTER_RESTRICTIONS): they "
-			      "are not rebuilt", err);
+	const char *why = unrebuilt_resource(u);
+	if (why)
+		return refuse(u, why, err);
 	if (u->has_eventfd && u->eventfd_fd < 0)
 		return refuse(u, "an eventfd is registered, and no fd of the process was that "
 			      "eventfd at the dump", err);
