@@ -136,6 +136,8 @@ static void push_maps(lua_State *L, const aiotk_uring *u)
 		laiotk_set_num(L, "offset", (double)u->maps[i].offset);
 		if (u->maps[i].data)
 			laiotk_set_num(L, "saved", (double)(u->maps[i].end - u->maps[i].start));
+		if (u->maps[i].dontfork)
+			set_bool(L, "dontfork", 1);
 		lua_rawseti(L, -2, (int)i + 1);
 	}
 	lua_setfield(L, -2, "maps");
@@ -175,9 +177,17 @@ void laiotk_push_uring(lua_State *L, const aiotk_uring *u)
 		laiotk_set_num(L, "sq_cpu", u->sq_cpu);
 		laiotk_set_num(L, "sq_thread_idle", u->sq_thread_idle);
 	}
+	if (u->personalities)
+		set_bool(L, "personalities", 1);
+	if (u->restricted)
+		set_bool(L, "restricted", 1);
 	if (u->has_eventfd) {
 		lua_createtable(L, 0, 1);
 		set_bool(L, "async", u->eventfd_async);
+		if (u->eventfd_fd >= 0)
+			laiotk_set_num(L, "fd", u->eventfd_fd);
+		if (u->eventfd_id >= 0)
+			laiotk_set_num(L, "id", u->eventfd_id);
 		lua_setfield(L, -2, "eventfd");
 	}
 	push_files(L, u);

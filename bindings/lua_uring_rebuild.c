@@ -161,4 +161,6 @@ void laiotk_uring_rebuild_register(lua_State *L)
 		{ NULL, NULL },
 	};
 	luaL_register(L, NULL, funcs);
+	lua_pushnumber(L, aiotk_uring_rebuilt_flags());
+	lua_setfield(L, -2, "URING_REBUILT_FLAGS");
 }

@@ -645,6 +645,7 @@ typedef struct aiotk_uring_map {  /* a mapping of the instance's file */
 				  * a provided-buffer ring */
 	uint8_t *data;           /* its end - start bytes (aiotk_uring_read_memory,
 				  * images); NULL: not read */
+	int dontfork;            /* MADV_DONTFORK was set on it */
 } aiotk_uring_map;
 typedef struct aiotk_uring {
 	int fd;
@@ -663,6 +664,10 @@ typedef struct aiotk_uring {
 	int sq_cpu;              /* SQPOLL's CPU, -1: any */
 	uint32_t sq_thread_idle; /* SQPOLL's idle time, in jiffies */
 	int has_eventfd, eventfd_async;
+	int eventfd_id;          /* the eventfd's id (fdinfo's eventfd-id); -1: none or unknown */
+	int eventfd_fd;          /* an fd of the process for that eventfd; -1: none found */
+	int personalities;       /* IORING_REGISTER_PERSONALITY: some registered */
+	int restricted;          /* IORING_REGISTER_RESTRICTIONS: registered */
 	uint32_t nr_files, nr_bufs;  /* table sizes, used slots or not */
 	size_t nfiles, nbufs;        /* used slots listed (at most 512 and 256) */
 	aiotk_uring_file *files;
@@ -737,12 +742,15 @@ typedef struct aiotk_uring_rebuilt {
 	uint64_t copies[AIOTK_URING_MAX_COPIES]; /* where (their khead pointer) */
 	uint64_t ns_setup, ns_place, ns_counters, ns_memory, ns_copies;
 } aiotk_uring_rebuilt;
-/* Instance saved (flags 0, CQSIZE, CLAMP, SUBMIT_ALL, COOP_TASKRUN,
- * TASKRUN_FLAG; others refused by name) made again in t, which must be
- * stopped (or this process): at its saved fd (O_CLOEXEC, as io_uring
- * gives its fds) and addresses, with its ring memory (unreaped CQEs,
- * prepared SQEs) and counters as o says, o->polls armed again. The
- * saved fd and ranges must be free. On failure nothing is left. */
+/* Instance saved (flags aiotk_uring_rebuilt_flags(); others refused)
+ * made again in t, which must be stopped (or this process): at its saved
+ * fd (O_CLOEXEC, as io_uring gives its fds) and addresses, with its ring
+ * memory (unreaped CQEs, prepared SQEs) and counters as o says, o->polls
+ * armed again, its registered files, buffers and eventfd, a single
+ * issuer enabled by its saved owner thread. The saved fd and ranges must
+ * be free. On failure nothing is left. */
+/* The IORING_SETUP_* flags a rebuild makes as they were. */
+uint32_t aiotk_uring_rebuilt_flags(void);
 /* 0 if aiotk_uring_rebuild can make saved again (its flags, rings and
  * resources), else AIOTK_EUNSUPPORTED saying what it cannot. */
 int aiotk_uring_rebuildable(const aiotk_uring *saved, aiotk_err *err);

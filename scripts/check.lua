@@ -42,6 +42,13 @@ if args.dir then
 	units[1] = { pid = img.pid ~= 0 and img.pid or nil, rings = img:rings() }
 	uring_rows = require("aiotk.uring_restore").verdicts(img, policy)
 else
+	local log, line = criu.uring_failure(args.criu)
+	if log then
+		return cmd.fail("check", string.format("the CRIU dump in %s failed on an io_uring mapping (%s: %s): " ..
+			"CRIU cannot dump a process with an io_uring instance; docs/CRIU-URING.md says what it would " ..
+			"need; `aiotk dump -p PID` saves the instances and `aiotk restore -p` rebuilds them", args.criu,
+			log, line:match("Unknown shit.*$")), 4)
+	end
 	local procs, err = criu.read(args.criu)
 	if not procs then return cmd.fail("check", err) end
 	local recorded = criu.recorded(args.criu)

@@ -62,6 +62,7 @@ static void maps_to(const aiotk_uring *u, struct entry_store *s)
 		AiotkUringMapEntry *r = &s->maps[i];
 		aiotk_uring_map_entry__init(r);
 		r->start = m->start, r->end = m->end, r->offset = m->offset;
+		r->has_dontfork = 1, r->dontfork = m->dontfork;
 		r->has_data = m->data != NULL;
 		r->data.data = m->data, r->data.len = m->data ? (size_t)(m->end - m->start) : 0;
 		s->mptr[i] = r;
@@ -136,6 +137,9 @@ static void scalars_to(const aiotk_uring *u, AiotkUringEntry *e)
 	e->waiting = u->waiting;
 	e->ntimeouts_total = u->ntimeouts_total, e->cq_timeouts = u->cq_timeouts;
 	e->nbls_total = u->nbls_total;
+	e->has_eventfd_id = e->has_eventfd_fd = e->has_personalities = e->has_restricted = 1;
+	e->eventfd_id = u->eventfd_id, e->eventfd_fd = u->eventfd_fd;
+	e->personalities = u->personalities, e->restricted = u->restricted;
 }
 
 #define ALLOC(p, n) ((p) = calloc((n) ? (n) : 1, sizeof(*(p))))
@@ -203,6 +207,10 @@ static void scalars_from(const AiotkUringEntry *e, aiotk_uring *u)
 	u->ntimeouts_total = e->ntimeouts_total, u->cq_timeouts = e->cq_timeouts;
 	u->waiting = e->waiting;
 	u->nbls_total = e->nbls_total;
+	/* Images from before these fields: nothing known of them. */
+	u->eventfd_id = e->has_eventfd_id ? e->eventfd_id : -1;
+	u->eventfd_fd = e->has_eventfd_fd ? e->eventfd_fd : -1;
+	u->personalities = e->personalities, u->restricted = e->restricted;
 }
 
 static const char *lists_from(const AiotkUringEntry *e, aiotk_uring *u)
@@ -271,7 +279,7 @@ static const char *maps_from(const AiotkUringEntry *e, aiotk_uring *u)
 		if (m->has_data && m->data.len != m->end - m->start)
 			return "a mapping's saved bytes are not its length";
 		aiotk_uring_map *d = &u->maps[u->nmaps++];
-		*d = (aiotk_uring_map){ m->start, m->end, m->offset, NULL };
+		*d = (aiotk_uring_map){ m->start, m->end, m->offset, NULL, m->dontfork };
 		if (m->has_data && !(d->data = malloc(m->data.len)))
 			return "out of memory";
 		if (d->data)

@@ -32,6 +32,16 @@ long aiotk_sys(aiotk_target *t, long nr, long a0, long a1, long a2, long a3,
 	return t->ops->sys(t, nr, a);
 }
 
+long aiotk_sys_in(aiotk_target *t, int tid, long nr, long a0, long a1, long a2, long a3,
+		  long a4, long a5)
+{
+	const long a[6] = { a0, a1, a2, a3, a4, a5 };
+	if (!tid || tid == (t->pid ? t->pid : (int)gettid()))
+		return aiotk_sys(t, nr, a0, a1, a2, a3, a4, a5);
+	kill_point(t);
+	return aiotk_target_thread_sys(t, tid, nr, a);
+}
+
 int aiotk_vm_rw(int pid, uint64_t addr, void *buf, size_t len, int wr)
 {
 	struct iovec local = { buf, len }, remote = { (void *)(uintptr_t)addr, len };

@@ -43,6 +43,16 @@ int aiotk_thread_exiting(int tid);
 /* Why PTRACE_SEIZE of thread tid of process pid gave EPERM. */
 int aiotk_why_not_permitted(int pid, int tid, aiotk_err *err);
 
+/* System call nr run by thread tid of t, as aiotk_sys runs one in the
+ * main thread (tid 0 or the main thread's: aiotk_sys): what the kernel
+ * ties to the calling thread (an io_uring's owner, which alone may enable
+ * and submit to a SINGLE_ISSUER instance). -EOPNOTSUPP: a target whose
+ * other threads aiotk cannot run (not a stopped process, or one CRIU
+ * holds); -ESRCH: no such thread stopped. */
+long aiotk_sys_in(aiotk_target *t, int tid, long nr, long a0, long a1, long a2, long a3,
+		  long a4, long a5);
+long aiotk_target_thread_sys(aiotk_target *t, int tid, long nr, const long a[6]);
+
 /* Memory the target itself owns, for syscall arguments it must read. */
 int aiotk_scratch_map(aiotk_target *t, size_t len, uint64_t *addr,
 		      aiotk_err *err);

@@ -153,16 +153,16 @@ static int exited(struct tracee *p, int tid, int st)
 	return 1;
 }
 
-/* The main thread's next syscall stop. Unblockable signals (SIGSTOP, a
- * fault) are deferred to detach; anything else stops nothing. */
-static long wait_syscall_stop(struct tracee *p)
+/* Thread tid's next syscall stop. Unblockable signals (SIGSTOP, a
+ * fault) are deferred (to *deferred); anything else stops nothing. */
+static long wait_syscall_stop_of(struct tracee *p, int tid, uint64_t *deferred)
 {
 	for (;;) {
 		int st;
-		long rc = wait_thread(p, p->pid, &st);
+		long rc = wait_thread(p, tid, &st);
 		if (rc)
 			return rc;
-		if (exited(p, p->pid, st))
+		if (exited(p, tid, st))
 			return -ESRCH;
 		if (st >> 16 == PTRACE_EVENT_EXEC) {
 			p->execd = 1;
@@ -171,10 +171,16 @@ static long wait_syscall_stop(struct tracee *p)
 		if (WSTOPSIG(st) == SYSCALL_STOP)
 			return 0;
 		if (st >> 16 == 0)
-			p->deferred |= 1ull << (WSTOPSIG(st) - 1);
-		if (ptrace(PTRACE_SYSCALL, p->pid, 0, 0))
+			*deferred |= 1ull << (WSTOPSIG(st) - 1);
+		if (ptrace(PTRACE_SYSCALL, tid, 0, 0))
 			return -errno;
 	}
+}
+
+/* The main thread's; its deferred signals go to it at detach. */
+static long wait_syscall_stop(struct tracee *p)
+{
+	return wait_syscall_stop_of(p, p->pid, &p->deferred);
 }
 
 /* ---- injection ------------------------------------------------------- */
@@ -440,6 +446,76 @@ int aiotk_target_spawn(aiotk_target *t, uint64_t entry, uint64_t stack_top, uint
 				  strerror((int)-r));
 	*tid = (int)r;
 	return 0;
+}
+
+/* ---- a system call in another thread (an io_uring's owner) ----------- */
+
+/* Thread tid's return frame (its registers, mask and FPU state as found)
+ * written below its red zone; *at: the stack pointer to inject with. */
+static int thread_frame(struct tracee *p, int tid, const aiotk_regs *saved, uint64_t mask,
+			uint64_t *at)
+{
+	static __thread uint8_t fpu[FRAME_MAX], frame[FRAME_MAX];
+	size_t fpu_len, len;
+	int rc = aiotk_arch_fpu_get(tid, fpu, sizeof(fpu), &fpu_len);
+	if (!rc)
+		rc = aiotk_arch_frame(saved, mask, fpu, fpu_len, p->sigreturn, frame, sizeof(frame),
+				      at, &len);
+	aiotk_vma v;
+	aiotk_err ignored;
+	if (!rc && (aiotk_maps_overlap(p->pid, *at, len, 0, &v, &ignored) != 1 || v.start > *at ||
+		    v.end < *at + len || v.perms[1] != 'w'))
+		rc = -ENOSPC;
+	if (!rc && aiotk_vm_rw(p->pid, *at, frame, len, 1))
+		rc = -EFAULT;
+	return rc;
+}
+
+/* The call run in stopped thread tid as the main thread's are (arch.h):
+ * its registers set first, so that from then on a dead aiotk means "run
+ * this call, then return through the frame", which puts its registers,
+ * mask and FPU state back; all its signals blocked meanwhile; its mask,
+ * then its registers, put back after. */
+static long thread_call(struct tracee *p, int tid, long nr, const long a[6])
+{
+	aiotk_regs saved, r;
+	uint64_t mask, at = 0, deferred = 0;
+	long rc = aiotk_arch_get(tid, &saved);
+	if (!rc && ptrace(PTRACE_GETSIGMASK, tid, sizeof(mask), &mask))
+		rc = -errno;
+	if (!rc)
+		rc = thread_frame(p, tid, &saved, mask, &at);
+	if (rc)
+		return rc;
+	r = saved;
+	aiotk_arch_prepare(&r, p->code, at, nr, a);
+	if (!(rc = aiotk_arch_set(tid, &r)) && !(rc = set_mask(tid, ~0ull)))
+		for (int stop = 0; !rc && stop < 2; stop++) /* syscall entry, then exit */
+			rc = ptrace(PTRACE_SYSCALL, tid, 0, 0) ? -errno : wait_syscall_stop_of(p, tid, &deferred);
+	long res = rc ? rc : aiotk_arch_get(tid, &r);
+	if (rc != -ESRCH) {
+		set_mask(tid, mask);
+		aiotk_arch_set(tid, &saved);
+	}
+	for (int sig = 1; sig <= 64; sig++)
+		if (deferred >> (sig - 1) & 1)
+			tgkill(p->pid, tid, sig);
+	return res ? res : aiotk_arch_result(&r);
+}
+
+long aiotk_target_thread_sys(aiotk_target *t, int tid, long nr, const long a[6])
+{
+	struct tracee *p = T(t);
+	if (t->ops != &ptrace_ops || p->adopted)
+		return -EOPNOTSUPP; /* a process CRIU holds: its threads are CRIU's */
+	struct thread *th = find(p, tid);
+	if (!th || th->gone)
+		return -ESRCH;
+	if (p->dead || p->execd)
+		return -ESRCH;
+	if (armed(p))
+		return p->dead ? -ESRCH : -ENOEXEC;
+	return thread_call(p, tid, nr, a);
 }
 
 /* Runs the code at entry(job) on stack sp in the main thread until it

@@ -10,6 +10,23 @@ local M = {}
 
 function M.read(dir) return core.criu_read(dir) end
 
+-- Why a CRIU dump in dir failed, when it was an io_uring mapping: CRIU's
+-- maps parser stops at one ("Unknown shit 600 (anon_inode:[io_uring])")
+-- in whichever log (-o) the dump wrote there. The log's name and line;
+-- nil otherwise.
+function M.uring_failure(dir)
+	for _, name in ipairs(core.listdir(dir) or {}) do
+		local f = name:match("%.log$") and io.open(dir .. "/" .. name)
+		for line in f and f:lines() or function() end do
+			if line:find("Unknown shit", 1, true) and line:find("anon_inode:[io_uring]", 1, true) then
+				f:close()
+				return name, line
+			end
+		end
+		if f then f:close() end
+	end
+end
+
 -- show --criu --json: the dump directory, and per process (pid, its mm
 -- image) its rings with the same keys as aiotk's images, plus nr_req.
 function M.table(procs, dir)

@@ -120,8 +120,8 @@ M.entries = {
 		"copies, ns_setup, ns_place, ns_counters, ns_memory, ns_copies}; nothing left on failure. " ..
 		"core.uring_unbuild(t, img, i, result) takes it away again; core.uring_leftovers(t): what an aiotk " ..
 		"killed mid-rebuild left in t (its journal at 0x3a1080000000) taken away, 1, or 0 when none; " ..
-		"core.uring_check(img, i): whether it can be rebuilt; core.uring_image_shift(img, i, k): moved on " ..
-		"by k NOPs (tests)" },
+		"core.uring_check(img, i): whether it can be rebuilt; core.URING_REBUILT_FLAGS: the setup flags a " ..
+		"rebuild makes; core.uring_image_shift(img, i, k): moved on by k NOPs (tests)" },
 	{ "aiotk.core.kviewer", "aiotk.core.kviewer([{pin=DIR, mount=}])", "the kernel view (BPF): loaded, or " ..
 		"with pin opened from its pin under bpffs directory DIR (made there when missing; mount: bpffs " ..
 		"mounted on an empty DIR); viewer:info() says how {from_pin, pinned, replaced, mounted, no_bpffs, " ..
@@ -131,9 +131,9 @@ M.entries = {
 		"process not stopped) {fd, ino, flags, have (set: rings, files, bufs, issuer, reqs, timeouts, ring_fds, buffer_groups), sq_entries, " ..
 		"cq_entries, sq_head, sq_tail, cq_head, cq_tail (ring memory), cached_sq_head, cached_cq_tail " ..
 		"(the kernel's own), sq_dropped, cq_overflow, sq_flags, cq_flags, submitter_tid, sq_thread_pid, " ..
-		"sq_cpu, sq_thread_idle (jiffies; SQPOLL only), eventfd {async} if registered, nr_files, nr_bufs, " ..
+		"sq_cpu, sq_thread_idle (jiffies; SQPOLL only), eventfd {async, fd, id} if registered (fd: the process's fd for it), personalities and restricted (true if registered), nr_files, nr_bufs, " ..
 		"files {slot, fd, path}, bufs {slot, addr, len}, in_flight, reqs {opcode, user_data, fd, file_fd, " ..
-		"poll_events, flags}, maps {start, end, offset}, cqes_off, sq_array_off (where the CQEs and the " ..
+		"poll_events, flags}, maps {start, end, offset, dontfork}, cqes_off, sq_array_off (where the CQEs and the " ..
 		"sq_array are in the ring mapping), completions_waiting (not yet in the CQ ring: task work a thread has yet to run), " ..
 		"timeouts_in_flight, cq_timeouts, timeouts {opcode, user_data, " ..
 		"clockid, expires_ns, remaining_ns, flags, off, target_seq, repeats} (TIMEOUT and armed " ..

@@ -101,7 +101,8 @@ end
 function M.row(u)
 	local row = { fd = u.fd, ino = u.ino, flags = u.flags, flag_names = M.flag_names(u.flags),
 		have = u.have, submitter_tid = u.submitter_tid, nr_files = u.nr_files, nr_bufs = u.nr_bufs,
-		in_flight = u.in_flight, eventfd = u.eventfd, files = render.array(), bufs = render.array(),
+		in_flight = u.in_flight, eventfd = u.eventfd, personalities = u.personalities,
+		restricted = u.restricted, files = render.array(), bufs = render.array(),
 		reqs = render.array(), maps = render.array(), buf_rings = render.array() }
 	for _, k in ipairs { "sq_entries", "cq_entries", "sq_head", "sq_tail", "cq_head", "cq_tail",
 		"cached_sq_head", "cached_cq_tail", "sq_dropped", "cq_overflow", "sq_flags", "cq_flags", "cqes_off",
@@ -137,7 +138,7 @@ function M.row(u)
 	for i, m in ipairs(u.maps) do
 		local kind, bgid = M.map_kind(m.offset)
 		row.maps[i] = { start = hex(m.start), ["end"] = hex(m["end"]), offset = hex(m.offset), kind = kind,
-			saved = m.saved }
+			saved = m.saved, dontfork = m.dontfork }
 		if bgid then row.buf_rings[#row.buf_rings + 1] = { bgid = bgid, addr = hex(m.start) } end
 	end
 	return row
@@ -156,7 +157,12 @@ function M.text(r)
 			r.completions_waiting)
 	end
 	if r.sqpoll then add("sqpoll thread %d cpu %d idle %d jiffies", r.sqpoll.tid, r.sqpoll.cpu, r.sqpoll.idle_jiffies) end
-	if r.eventfd then add("eventfd registered%s", r.eventfd.async and " (async)" or "") end
+	if r.eventfd then
+		add("eventfd registered%s%s", r.eventfd.async and " (async)" or "",
+			r.eventfd.fd and (": fd " .. r.eventfd.fd) or ": no fd of the process")
+	end
+	if r.personalities then add("personalities registered") end
+	if r.restricted then add("restrictions registered") end
 	for _, f in ipairs(r.files) do add("file slot %d: fd %d %s", f.slot, f.fd, f.path or "") end
 	for _, b in ipairs(r.bufs) do add("buffer slot %d: %s len %d", b.slot, b.addr, b.len) end
 	for _, b in ipairs(r.buf_rings) do add("buffer ring group %d at %s", b.bgid, b.addr) end
@@ -182,8 +188,8 @@ function M.text(r)
 		end
 	end
 	for _, m in ipairs(r.maps) do
-		add("map %s-%s offset %s %s%s", m.start, m["end"], m.offset, m.kind,
-			m.saved and string.format(" (%d bytes saved)", m.saved) or "")
+		add("map %s-%s offset %s %s%s%s", m.start, m["end"], m.offset, m.kind,
+			m.dontfork and " MADV_DONTFORK" or "", m.saved and string.format(" (%d bytes saved)", m.saved) or "")
 	end
 	return table.concat(out)
 end

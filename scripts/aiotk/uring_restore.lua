@@ -71,16 +71,42 @@ local function files_still_there(pid, u)
 	return true
 end
 
+-- Its setup flags a rebuild does not make, by name (SQPOLL has its own
+-- message from core.uring_check).
+local function flags_rebuilt(u)
+	local other = bit.band(u.flags, bit.bnot(core.URING_REBUILT_FLAGS))
+	if other == 0 or bit.band(other, 2) ~= 0 then return true end
+	return nil, string.format("io_uring fd %d: setup flag(s) %s are not rebuilt", u.fd,
+		table.concat(uring.flag_names(other), "|"))
+end
+
+-- The registered eventfd still at the fd it was at the dump: that fd's
+-- fdinfo gives the same eventfd id.
+local function eventfd_still_there(pid, u)
+	local e = u.eventfd
+	if not (e and e.fd) then return true end
+	local f = io.open("/proc/" .. pid .. "/fdinfo/" .. e.fd)
+	local id = f and tonumber((f:read("*a") or ""):match("eventfd%-id:%s*(%d+)"))
+	if f then f:close() end
+	if id ~= e.id then
+		return nil, string.format("io_uring fd %d: its registered eventfd was fd %d, which now %s; " ..
+			"nothing was changed", u.fd, e.fd, id and "is another eventfd" or "is no eventfd"), "unsupported"
+	end
+	return true
+end
+
 -- Instance i of img (u, its table) as a restore would make it: a job
 -- ({i, u, exact, polls}), or nil, why not and a code. pid: the process
 -- (its registered files' fds are checked); nil: the image alone.
 function M.job(img, i, u, policy, pid)
-	local ok, ce = core.uring_check(img, i)
+	local ok, ce = flags_rebuilt(u)
+	if ok then ok, ce = core.uring_check(img, i) end
 	if not ok then return nil, ce, "unsupported" end
 	local polls, e, c = polls_of(u)
 	if not polls then return nil, e, c end
 	if pid then
 		local fok, fe, fc = files_still_there(pid, u)
+		if fok then fok, fe, fc = eventfd_still_there(pid, u) end
 		if not fok then return nil, fe, fc end
 	end
 	local facts = M.counter_facts(u, #polls)

@@ -160,7 +160,20 @@ local function kernel_side(out, name, r, l)
 	if sqpoll(r) ~= sqpoll(l) then differ(out, name, "sqpoll", sqpoll(r), sqpoll(l)) end
 	local function evfd(u) return u.eventfd and (u.eventfd.async and "async" or "registered") or "none" end
 	if evfd(r) ~= evfd(l) then differ(out, name, "eventfd", evfd(r), evfd(l)) end
-	keyed(out, name, "mapping", r.maps, l.maps, map_key, { "start", "end" })
+	-- which fd: where both sides know it (older images do not say)
+	local rfd, lfd = r.eventfd and r.eventfd.fd, l.eventfd and l.eventfd.fd
+	if rfd and lfd and rfd ~= lfd then differ(out, name, "eventfd fd", rfd, lfd) end
+	for _, k in ipairs { "personalities", "restricted" } do
+		if (r[k] or false) ~= (l[k] or false) then differ(out, name, k, r[k] or false, l[k] or false) end
+	end
+	local function maps(u)
+		local m = {}
+		for i, x in ipairs(u.maps) do
+			m[i] = { offset = x.offset, kind = x.kind, start = x.start, ["end"] = x["end"], dontfork = x.dontfork or false }
+		end
+		return m
+	end
+	keyed(out, name, "mapping", maps(r), maps(l), map_key, { "start", "end", "dontfork" })
 	keyed(out, name, "file slot", r.files, l.files, function(f) return f.slot end, { "fd", "path" })
 	keyed(out, name, "buffer slot", r.bufs, l.bufs, function(b) return b.slot end, { "addr", "len" })
 	keyed(out, name, "request in flight", r.reqs, l.reqs, function(q) return q.user_data end,

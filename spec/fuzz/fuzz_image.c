@@ -33,7 +33,7 @@ static const aiotk_uring *seed_uring(void)
 	static aiotk_uring_buf ubuf = { 1, 0x10000, 4096 };
 	static aiotk_uring_req req = { 6, 0xfeed, 3, 3, 0xc0000001, 0x1000000 };
 	static uint8_t bytes[64];
-	static aiotk_uring_map map = { 0x7f0000100000ull, 0x7f0000100040ull, 0, bytes };
+	static aiotk_uring_map map = { 0x7f0000100000ull, 0x7f0000100040ull, 0, bytes, 0 };
 	static aiotk_uring u = { .fd = 5, .sq_entries = 8, .cq_entries = 16, .sq_head = 6,
 		.sq_tail = 6, .cq_head = 2, .cq_tail = 5, .nfiles = 1, .files = &file,
 		.nbufs = 1, .bufs = &ubuf, .nreqs = 1, .reqs = &req, .nmaps = 1, .maps = &map };

@@ -21,8 +21,9 @@ end
 local function fact(w, k) return w.facts[k] and w.facts[k][1] end
 
 -- The workload dumped, its instance lost, restored; then used. edit(dir)
--- changes the image first.
-local function lose_and_restore(w, dir, extra, edit)
+-- changes the image first; restored(dir) looks at the process before it
+-- is used.
+local function lose_and_restore(w, dir, extra, edit, restored)
 	local code, out, err = run("dump -p " .. w.pid .. " -D " .. dir)
 	assert.are.equal(0, code, err)
 	assert.truthy(out:find("1 io_uring instance", 1, true), out)
@@ -32,9 +33,19 @@ local function lose_and_restore(w, dir, extra, edit)
 	local rcode, rout, rerr = run("restore -p " .. w.pid .. " -D " .. dir .. " --json" .. (extra or ""))
 	assert.are.equal(0, rcode, rerr)
 	local doc = json.decode(rout)
+	if restored then restored(dir) end
 	core.kill(w.pid, "USR2")
 	read_until(w, "CHECKED")
 	return doc.urings[1]
+end
+
+-- restored(dir) for lose_and_restore: `aiotk verify` finds the process
+-- as the image says.
+local function verified(w)
+	return function(d)
+		local vcode, vout, verr = run("verify -p " .. w.pid .. " -D " .. d)
+		assert.are.equal(0, vcode, vout .. verr)
+	end
 end
 
 -- What the workload saw after the restore: its instance where it was,
@@ -126,6 +137,67 @@ describe("io_uring restore", function()
 		assert.are.equal(8192, fact(w, "fixed_io"))
 	end)
 
+	it("rebuilds a SINGLE_ISSUER|DEFER_TASKRUN instance (fio's) enabled by its owner thread, not the main one", function()
+		-- e made and used by a second thread: the only one the kernel lets
+		-- submit to it. Rebased near 1e6, with registered files and buffers.
+		w = start("1000003 --registered --flags 0x3000")
+		local owner = fact(w, "owner")
+		assert.are_not.equal(w.pid, owner)
+		local r = lose_and_restore(w, dir .. "/img")
+		assert.are.same({ "rebase", 1 }, { r.counters, r.liburing_structs })
+		-- the owner thread reaped, submitted, waited and did fixed I/O
+		check_used(w)
+		assert.are.equal(12288, fact(w, "after.flags"))
+		assert.are.equal(8192, fact(w, "fixed_io"))
+	end)
+
+	it("gives the kernel a SINGLE_ISSUER instance enabled, owned by its saved thread (verify matches)", function()
+		w = start("0 --flags 0x3000")
+		lose_and_restore(w, dir .. "/img", nil, nil, function(d)
+			verified(w)(d) -- the kernel's flags (R_DISABLED gone) and owner thread as saved
+			assert.are.equal(0, (run("dump -p " .. w.pid .. " -D " .. dir .. "/again")))
+			local _, text = run("show -D " .. dir .. "/again")
+			assert.truthy(text:find("flags 0x3000 (SINGLE_ISSUER|DEFER_TASKRUN)", 1, true), text)
+			assert.truthy(text:find("owner thread " .. fact(w, "owner"), 1, true), text)
+		end)
+		check_used(w)
+	end)
+
+	it("registers the eventfd again at the fd it was: completions after the restore signal it, the replay's NOPs do not", function()
+		w = start("1000003 --eventfd sync")
+		local r = lose_and_restore(w, dir .. "/img")
+		assert.are.equal("rebase", r.counters) -- 8 NOPs replayed, none of which signalled
+		check_used(w)
+		assert.are.same({ 0, true }, { fact(w, "eventfd_before"), fact(w, "eventfd_after") >= 1 })
+	end)
+
+	it("registers an async eventfd as async (verify matches: same fd, same kind)", function()
+		w = start("0 --eventfd async")
+		lose_and_restore(w, dir .. "/img", nil, function(d)
+			local _, text = run("show -D " .. d)
+			assert.truthy(text:find("eventfd registered (async): fd " .. fact(w, "e.eventfd"), 1, true), text)
+		end, verified(w))
+		check_used(w)
+	end)
+
+	it("puts MADV_DONTFORK back on the mappings that had it", function()
+		w = start("0 --dontfork")
+		local function dontfork_maps()
+			local n, cur = 0, nil
+			for line in helper.slurp("/proc/" .. w.pid .. "/smaps"):gmatch("[^\n]+") do
+				if line:match("^%x+%-%x+ ") then cur = line:find("anon_inode:[io_uring]", 1, true)
+				elseif cur and line:match("^VmFlags:.* dc") then n = n + 1 end
+			end
+			return n
+		end
+		assert.are.equal(2, dontfork_maps())
+		lose_and_restore(w, dir .. "/img", nil, nil, function(d)
+			assert.are.equal(2, dontfork_maps()) -- the rebuilt instance's (a new inode)
+			verified(w)(d)
+		end)
+		check_used(w)
+	end)
+
 	it("the REPL's API rebuilds an instance by hand (attach, core.uring_rebuild, detach)", function()
 		w = start(0)
 		assert.are.equal(0, (run("dump -p " .. w.pid .. " -D " .. dir .. "/img")))
@@ -165,9 +237,11 @@ describe("io_uring restore", function()
 		assert.are.equal(0, dcode, derr)
 		local ccode, text = run("check -D " .. dir .. "/view")
 		assert.are.equal(4, ccode)
-		assert.truthy(text:find("refused: io_uring fd %d+: an eventfd is registered"), text)
-		assert.truthy(text:find("refused: io_uring fd %d+: setup flags 0x3000 are not rebuilt"), text)
-		assert.truthy(text:find("refused: io_uring fd %d+: setup flags 0x6 are not rebuilt"), text)
+		-- a (an eventfd, registered files, a POLL) is rebuilt now
+		assert.truthy(text:find("io_uring fd %d+ %(8/16 entries%): aiotk exact counters"), text)
+		-- b (SINGLE_ISSUER|DEFER_TASKRUN|CQSIZE, registered file and buffer)
+		assert.truthy(text:find("io_uring fd %d+ %(16/64 entries%): aiotk exact counters"), text)
+		assert.truthy(text:find("refused: io_uring fd %d+: SQPOLL %(its kernel poller thread%) is not rebuilt"), text)
 	end)
 
 	it("refuses by name, changing nothing, when the saved fd is taken", function()
@@ -213,6 +287,59 @@ describe("io_uring restore", function()
 	it("refuses a rebase by name while a thread runs its own code, changing nothing", function()
 		local err = failed_restore("1000003 --spin")
 		assert.truthy(err:find("ran their own code (not a system call)", 1, true), err)
+	end)
+
+	-- An instance a restore cannot rebuild: dump says so, check refuses
+	-- it, restore refuses it, each naming why; nothing changed.
+	local function refused_by_name(args, why)
+		w = start(args)
+		local code, out, err = run("dump -p " .. w.pid .. " -D " .. dir .. "/img")
+		assert.are.equal(0, code, err)
+		assert.truthy(out:find("cannot be restored: io_uring fd " .. fact(w, "e.fd") .. ": " .. why, 1, true), out)
+		local ccode, text = run("check -D " .. dir .. "/img")
+		assert.are.equal(4, ccode)
+		assert.truthy(text:find("refused: io_uring fd " .. fact(w, "e.fd") .. ": " .. why, 1, true), text)
+		stop(w)
+		w = nil
+		local rerr = failed_restore(args)
+		assert.truthy(rerr:find(why, 1, true), rerr)
+	end
+
+	it("refuses registered personalities by name", function()
+		refused_by_name("0 --personality", "personalities are registered (IORING_REGISTER_PERSONALITY)")
+	end)
+
+	it("refuses registered restrictions by name", function()
+		refused_by_name("0 --restricted", "restrictions are registered (IORING_REGISTER_RESTRICTIONS)")
+	end)
+
+	it("refuses registered ring fds by name", function()
+		refused_by_name("0 --ring-fd", "a thread registered its ring fd (IORING_REGISTER_RING_FDS)")
+	end)
+
+	it("refuses provided-buffer rings by name", function()
+		refused_by_name("0 --buf-ring", "provided buffers (IORING_REGISTER_PBUF_RING or PROVIDE_BUFFERS)")
+	end)
+
+	it("refuses other setup flags by name", function()
+		refused_by_name("0 --flags 0x800", "setup flag(s) CQE32 are not rebuilt")
+	end)
+
+	it("check --criu says a CRIU dump failed on an io_uring mapping, and where to read why", function()
+		local criu = require "criu_helper"
+		if not criu.need(pending) then return end
+		w = start("0")
+		local d = dir .. "/criu"
+		core.mkdir(d)
+		-- CRIU's own dump of the process (left running): its maps parser
+		-- stops at the io_uring mapping
+		local ok = criu.criu("dump -t " .. w.pid .. " -D " .. d .. " --shell-job --leave-running")
+		assert.is_false(ok)
+		local code, _, err = run("check --criu " .. d)
+		assert.are.equal(4, code)
+		assert.truthy(err:find("failed on an io_uring mapping (criu.log: Unknown shit 600 " ..
+			"(anon_inode:[io_uring]))", 1, true), err)
+		assert.truthy(err:find("docs/CRIU-URING.md", 1, true), err)
 	end)
 
 	it("undoes everything when a late step fails (the POLL's fd gone)", function()

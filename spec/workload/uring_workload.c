@@ -33,7 +33,18 @@
  * liburing's sq counters on by K then (the test's image moved alike: an
  * instance near 2^32 without 2^32 SQEs); --registered gives e registered
  * files and buffers, used after the restore by a fixed-file write from a
- * fixed buffer ("fixed_io RES"); --entries E sizes e (8 unless said). */
+ * fixed buffer ("fixed_io RES"); --entries E sizes e (8 unless said);
+ * --flags F sets e up with setup flags F: with SINGLE_ISSUER a second
+ * thread ("owner TID") makes, loses and uses e, as its owner, while the
+ * main thread waits for it; --eventfd MODE registers an eventfd on e
+ * ("sync", or "async": IORING_REGISTER_EVENTFD_ASYNC; "e.eventfd FD"),
+ * drained when e is lost, read before and after e is used after
+ * ("eventfd_before N", "eventfd_after N"); --personality registers a
+ * personality on e, --restricted sets e up disabled, registers
+ * restrictions (NOP and POLL_ADD only) and enables it; --dontfork:
+ * io_uring_ring_dontfork(e) (MADV_DONTFORK on its mappings); --ring-fd:
+ * io_uring_register_ring_fd(e); --buf-ring: a provided-buffer ring
+ * (group 7, 8 entries) registered on e. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -436,7 +447,33 @@ static void print_fd(const char *name, int fd)
 }
 
 static int registered;
-static unsigned e_entries = 8;
+static unsigned e_entries = 8, e_flags;
+static const char *e_evfd_mode; /* --eventfd */
+static int e_personality, e_restricted, e_dontfork, e_ring_fd, e_buf_ring;
+
+/* --restricted: e's restrictions, then e enabled. */
+static void restrict_e(void)
+{
+	struct io_uring_restriction r[2] = {
+		{ .opcode = IORING_RESTRICTION_SQE_OP, .sqe_op = IORING_OP_NOP },
+		{ .opcode = IORING_RESTRICTION_SQE_OP, .sqe_op = IORING_OP_POLL_ADD },
+	};
+	/* Debian's liburing 2.3 declares io_uring_register_restrictions and
+	 * io_uring_enable_rings but does not export them: raw calls. */
+	long rc = syscall(SYS_io_uring_register, e.ring_fd, IORING_REGISTER_RESTRICTIONS, r, 2);
+	if (rc || (rc = syscall(SYS_io_uring_register, e.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0)))
+		die("restrictions e", errno);
+}
+static int e_evfd = -1;
+
+/* What the eventfd counted since it was last read (0: nothing). */
+static unsigned long long drain_eventfd(void)
+{
+	uint64_t v = 0;
+	if (read(e_evfd, &v, sizeof(v)) != sizeof(v))
+		v = 0; /* EAGAIN: nothing signalled */
+	return (unsigned long long)v;
+}
 static struct iovec e_iov[2];
 
 /* --registered: files (the pipe's read end, an empty slot, /dev/null) and
@@ -537,11 +574,34 @@ static void completed(unsigned long long data, int res, unsigned *seen)
 
 static void make_e(unsigned long n)
 {
-	int rc = io_uring_queue_init(e_entries, &e, 0);
+	struct io_uring_params p = { .flags = e_flags | (e_restricted ? IORING_SETUP_R_DISABLED : 0) };
+	int rc = io_uring_queue_init_params(e_entries, &e, &p);
 	if (rc)
 		die("io_uring_queue_init e", rc);
+	if (e_restricted)
+		restrict_e();
+	if (e_dontfork && (rc = io_uring_ring_dontfork(&e)))
+		die("io_uring_ring_dontfork e", rc);
+	if (e_ring_fd && (rc = io_uring_register_ring_fd(&e)) != 1)
+		die("io_uring_register_ring_fd e", rc);
+	if (e_buf_ring) {
+		struct io_uring_buf_reg reg = { .ring_addr = (unsigned long)aligned_alloc(4096, 4096),
+						.ring_entries = 8, .bgid = 7 };
+		if ((rc = io_uring_register_buf_ring(&e, &reg, 0)))
+			die("io_uring_register_buf_ring e", rc);
+	}
+	if (e_personality && (rc = io_uring_register_personality(&e)) < 0)
+		die("register personality e", rc);
 	if (registered)
 		register_e();
+	if (e_evfd_mode) {
+		e_evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		rc = !strcmp(e_evfd_mode, "async") ? io_uring_register_eventfd_async(&e, e_evfd)
+						    : io_uring_register_eventfd(&e, e_evfd);
+		if (e_evfd < 0 || rc)
+			die("register eventfd e", rc ? rc : errno);
+		printf("e.eventfd %d\n", e_evfd);
+	}
 	advance(&e, n);
 	leave_state(&e, E_POLL_DATA);
 	print_ring("e", &e);
@@ -575,6 +635,8 @@ static void use_e(void)
 	}
 	if (i != lost.ncqes)
 		failure("%u unreaped CQEs, %u when lost", i, lost.ncqes);
+	if (e_evfd >= 0)
+		printf("eventfd_before %llu\n", drain_eventfd());
 	int submitted = io_uring_submit(&e);
 	printf("submitted %d\n", submitted);
 	if (submitted != (int)lost.nprepared)
@@ -593,6 +655,8 @@ static void use_e(void)
 	int wrote = registered ? fixed_io() : 0;
 	if (registered && wrote != (int)e_iov[1].iov_len)
 		failure("fixed-file write from a fixed buffer: %d", wrote);
+	if (e_evfd >= 0)
+		printf("eventfd_after %llu\n", drain_eventfd());
 	alarm(0);
 	io_uring_queue_exit(&e);
 	int gone = fcntl(e.ring_fd, F_GETFD) < 0 && errno == EBADF;
@@ -603,6 +667,7 @@ static void use_e(void)
 }
 
 static int bad_poll;
+static unsigned long lose_n;
 static unsigned shift;
 
 /* A thread that never makes a system call: always in its own code. */
@@ -626,21 +691,32 @@ static void spin_thread(void)
 		die("pthread_create", EAGAIN);
 }
 
-/* --lose N: e made, then lost and used on signals (sigwaitinfo: the main
+/* --lose N: e made, then lost and used on signals (sigwaitinfo: the
  * thread waits in a system call, as a restore's rebase asks). */
-__attribute__((noreturn)) static void lose(unsigned long n)
+__attribute__((noreturn)) static void lose_in_this_thread(unsigned long n)
 {
 	sigset_t s;
 	sigemptyset(&s);
 	sigaddset(&s, SIGUSR1);
 	sigaddset(&s, SIGUSR2);
-	sigprocmask(SIG_BLOCK, &s, NULL);
 	make_e(n);
 	printf("READY\n");
 	for (;;) {
 		int sig = sigwaitinfo(&s, NULL);
 		if (sig == SIGUSR1) {
+			if (e_evfd >= 0)
+				drain_eventfd(); /* what its NOPs signalled */
 			io_uring_queue_exit(&e);
+			/* The POLL in flight is cancelled by the ring's exit work,
+			 * later, and its CQE signals the eventfd: waited for, so
+			 * that what is read after the restore is the restored
+			 * instance's alone. */
+			if (e_evfd >= 0 && strcmp(e_evfd_mode, "async")) { /* async: io-wq's alone */
+				struct pollfd pf = { e_evfd, POLLIN, 0 };
+				if (poll(&pf, 1, 10000) != 1)
+					die("the lost instance's cancelled POLL never signalled", ETIMEDOUT);
+				printf("lost_eventfd %llu\n", drain_eventfd());
+			}
 			if (bad_poll) /* its POLL cannot be armed again: a restore fails late */
 				close(pipe_fd[0]);
 			/* As if it had run `shift` more NOPs before the dump (the test
@@ -652,6 +728,32 @@ __attribute__((noreturn)) static void lose(unsigned long n)
 			printf("CHECKED\n");
 		}
 	}
+}
+
+static void *lose_thread(void *unused)
+{
+	(void)unused;
+	printf("owner %d\n", (int)gettid());
+	lose_in_this_thread(lose_n);
+}
+
+/* The signals blocked in every thread (sigwaitinfo takes them), e made
+ * in this thread or, for a single issuer, in its own owner thread. */
+__attribute__((noreturn)) static void lose(unsigned long n)
+{
+	sigset_t s;
+	sigemptyset(&s);
+	sigaddset(&s, SIGUSR1);
+	sigaddset(&s, SIGUSR2);
+	sigprocmask(SIG_BLOCK, &s, NULL);
+	if (!(e_flags & IORING_SETUP_SINGLE_ISSUER))
+		lose_in_this_thread(n);
+	pthread_t t;
+	lose_n = n;
+	if (pthread_create(&t, NULL, lose_thread, NULL))
+		die("pthread_create", EAGAIN);
+	pthread_join(t, NULL);
+	exit(1);
 }
 
 int main(int argc, char **argv)
@@ -687,6 +789,20 @@ int main(int argc, char **argv)
 				bad_poll = 1;
 			else if (!strcmp(argv[i], "--entries") && i + 1 < argc)
 				e_entries = (unsigned)strtoul(argv[++i], NULL, 0);
+			else if (!strcmp(argv[i], "--ring-fd"))
+				e_ring_fd = 1;
+			else if (!strcmp(argv[i], "--buf-ring"))
+				e_buf_ring = 1;
+			else if (!strcmp(argv[i], "--dontfork"))
+				e_dontfork = 1;
+			else if (!strcmp(argv[i], "--personality"))
+				e_personality = 1;
+			else if (!strcmp(argv[i], "--restricted"))
+				e_restricted = 1;
+			else if (!strcmp(argv[i], "--eventfd") && i + 1 < argc)
+				e_evfd_mode = argv[++i];
+			else if (!strcmp(argv[i], "--flags") && i + 1 < argc)
+				e_flags = (unsigned)strtoul(argv[++i], NULL, 0);
 			else if (!strcmp(argv[i], "--registered"))
 				registered = 1;
 			else if (!strcmp(argv[i], "--shift") && i + 1 < argc)

@@ -389,6 +389,7 @@ static __s32 walk_maps(struct seq_file *seq, struct task_struct *task, struct fi
 			continue;
 		struct aiotk_uview_map_rec m = { .type = AIOTK_UVIEW_MAP };
 		m.start = vma->vm_start, m.end = vma->vm_end, m.pgoff = vma->vm_pgoff;
+		m.dontfork = !!(vma->vm_flags & 0x00020000); /* VM_DONTCOPY */
 		if (bpf_seq_write(seq, &m, sizeof(m)))
 			rc = -7; /* E2BIG: the buffer is full */
 	}
@@ -445,6 +446,14 @@ static void read_ctx(struct io_ring_ctx *ctx, struct aiotk_uview_ring_rec *r)
 	struct io_ev_fd *ev = BPF_CORE_READ(ctx, io_ev_fd);
 	r->has_evfd = !!ev;
 	r->evfd_async = ev ? BPF_CORE_READ(ev, eventfd_async) : 0;
+	/* The eventfd's id names it among the process's fds (fdinfo's
+	 * eventfd-id): io_ev_fd holds its eventfd_ctx, not a file. */
+	r->evfd_id = ev && bpf_core_field_exists(((struct eventfd_ctx *)0)->id) ?
+		     BPF_CORE_READ(ev, cq_ev_fd, id) : -1;
+	/* An empty xarray has no head. */
+	r->has_pers = BPF_CORE_READ(ctx, personalities.xa_head) != NULL;
+	if (bpf_core_field_exists(ctx->restrictions.registered))
+		r->restricted = BPF_CORE_READ(ctx, restrictions.registered);
 	read_sqpoll(ctx, r);
 }
 

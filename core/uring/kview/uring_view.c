@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include "uring/uring.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,7 +185,7 @@ static int add_map(struct parse *ps, const struct aiotk_uview_map_rec *r, aiotk_
 	int rc = grow(&u->maps, u->nmaps, sizeof(*u->maps), err);
 	if (!rc)
 		u->maps[u->nmaps++] = (aiotk_uring_map){ r->start, r->end,
-			r->pgoff * (uint64_t)sysconf(_SC_PAGESIZE), NULL };
+			r->pgoff * (uint64_t)sysconf(_SC_PAGESIZE), NULL, (int)r->dontfork };
 	return rc;
 }
 
@@ -215,6 +216,8 @@ static void fill_ring(aiotk_uring *u, const struct aiotk_uview_ring_rec *r)
 	u->sq_thread_pid = r->sq_thread_pid, u->sq_cpu = r->sq_cpu;
 	u->sq_thread_idle = r->sq_thread_idle;
 	u->has_eventfd = (int)r->has_evfd, u->eventfd_async = (int)r->evfd_async;
+	u->eventfd_id = r->has_evfd ? r->evfd_id : -1, u->eventfd_fd = -1;
+	u->personalities = (int)r->has_pers, u->restricted = (int)r->restricted;
 	u->nr_files = r->nr_files, u->nr_bufs = r->nr_bufs, u->nreqs_total = r->nreqs;
 	u->cqes_off = r->cqes_off, u->sq_array_off = r->sq_array_off;
 	u->ntimeouts_total = r->ntimeouts, u->nbls_total = r->nbls;
@@ -372,7 +375,7 @@ static int add_maps(int pid, aiotk_uring_view *uv, aiotk_err *err)
 			aiotk_uring *u = &uv->ring[i];
 			if (u->ino != ino || (rc = grow(&u->maps, u->nmaps, sizeof(*u->maps), err)))
 				continue;
-			u->maps[u->nmaps++] = (aiotk_uring_map){ start, end, offset, NULL };
+			u->maps[u->nmaps++] = (aiotk_uring_map){ start, end, offset, NULL, 0 }; /* dontfork unknown here */
 			found = 1;
 		}
 		uv->orphan_maps += !found;
@@ -396,6 +399,43 @@ static void add_paths(int pid, aiotk_uring_view *uv)
 		}
 }
 
+/* The eventfd id of fd's file (its fdinfo's "eventfd-id:"), or -1. */
+static int eventfd_id_of(int pid, int fd)
+{
+	char path[64], line[128];
+	int id = -1;
+	snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", pid, fd);
+	FILE *f = fopen(path, "re");
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "eventfd-id: %d", &id) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return id;
+}
+
+/* Each registered eventfd's fd in the process: the lowest fd whose file
+ * is that eventfd (dups share the id). */
+static void add_eventfds(int pid, aiotk_uring_view *uv)
+{
+	int want = 0;
+	for (size_t i = 0; i < uv->n; i++)
+		want |= uv->ring[i].eventfd_id >= 0;
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/fd", pid);
+	DIR *d = want ? opendir(path) : NULL;
+	for (struct dirent *e; d && (e = readdir(d));) {
+		int fd = atoi(e->d_name), id = e->d_name[0] == '.' ? -1 : eventfd_id_of(pid, fd);
+		for (size_t i = 0; id >= 0 && i < uv->n; i++) {
+			aiotk_uring *u = &uv->ring[i];
+			if (u->eventfd_id == id && (u->eventfd_fd < 0 || fd < u->eventfd_fd))
+				u->eventfd_fd = fd;
+		}
+	}
+	if (d)
+		closedir(d);
+}
+
 int aiotk_uring_view_read(aiotk_kviewer *v, int pid, aiotk_uring_view *out,
 			  aiotk_err *err)
 {
@@ -415,6 +455,8 @@ int aiotk_uring_view_read(aiotk_kviewer *v, int pid, aiotk_uring_view *out,
 		rc = add_maps(pid, out, err);
 	if (!rc)
 		add_paths(pid, out);
+	if (!rc)
+		add_eventfds(pid, out);
 	if (rc)
 		aiotk_uring_view_free(out);
 	return rc;

@@ -73,11 +73,16 @@ struct aiotk_uview_ring_rec {
 	__u32 waiting;                 /* completions waiting as task work
 					* (work_llist, or the threads'
 					* task_lists), not in the CQ ring yet */
+	__s32 evfd_id;                 /* the registered eventfd's id (its
+					* fdinfo's eventfd-id); -1: none */
+	__u32 has_pers;                /* a personality is registered */
+	__u32 restricted;              /* restrictions are registered */
+	__u32 pad2;
 };
 
 /* A mapping of the instance's file in the task's address space. */
 struct aiotk_uview_map_rec {
-	__u32 type, pad;
+	__u32 type, dontfork;          /* VM_DONTCOPY (MADV_DONTFORK) */
 	__u64 start, end, pgoff;
 };
 

@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include "uring/rebuild/rebuild.h"
 #include "base/base.h"
+#include "target/target.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -56,7 +57,7 @@ static int submit(uring_new *n, uint32_t at, uint32_t k, aiotk_err *err)
 	int rc = put32(n, n->sq_ring + n->p.sq_off.tail, at + k, err);
 	if (rc)
 		return rc;
-	long r = aiotk_sys(n->t, SYS_io_uring_enter, n->fd, k, 0, 0, 0, 0);
+	long r = aiotk_sys_in(n->t, n->owner, SYS_io_uring_enter, n->fd, k, 0, 0, 0, 0);
 	if (aiotk_sys_failed(r))
 		return aiotk_fail(err, AIOTK_ESYS, (int)-r, "io_uring_enter of %u SQEs on the new instance: %s",
 				  k, strerror((int)-r));

@@ -29,7 +29,8 @@
 /* Setup flags a rebuild makes as they were: the rest are refused by name
  * (uring.lua names them). */
 #define REBUILT_FLAGS (IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL | \
-		       IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG)
+		       IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | \
+		       IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN)
 
 static const aiotk_uring_map *map_at(const aiotk_uring *u, uint64_t offset)
 {
@@ -44,8 +45,34 @@ static int refuse(const aiotk_uring *u, const char *why, aiotk_err *err)
 	return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0, "io_uring fd %d: %s", u->fd, why);
 }
 
+/* What u has registered that a rebuild does not make again, or NULL:
+ * rebuilt without it, the program would lose it silently. */
+static const char *unrebuilt_resource(const aiotk_uring *u)
+{
+	if (u->nringfds)
+		return "a thread registered its ring fd (IORING_REGISTER_RING_FDS): registered "
+		       "ring fds are not rebuilt yet";
+	if (u->nbls_total)
+		return "provided buffers (IORING_REGISTER_PBUF_RING or PROVIDE_BUFFERS) are not "
+		       "rebuilt yet";
+	if (u->personalities)
+		return "personalities are registered (IORING_REGISTER_PERSONALITY): the "
+		       "credentials they hold are not rebuilt";
+	if (u->restricted)
+		return "restrictions are registered (IORING_REGISTER_RESTRICTIONS): they "
+		       "are not rebuilt";
+	return NULL;
+}
+
+uint32_t aiotk_uring_rebuilt_flags(void)
+{
+	return REBUILT_FLAGS;
+}
+
 int aiotk_uring_rebuildable(const aiotk_uring *u, aiotk_err *err)
 {
+	if (u->flags & IORING_SETUP_SQPOLL)
+		return refuse(u, "SQPOLL (its kernel poller thread) is not rebuilt", err);
 	if (u->flags & ~REBUILT_FLAGS)
 		return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0,
 				  "io_uring fd %d: setup flags 0x%x are not rebuilt yet (only 0x%x)",
@@ -64,8 +91,16 @@ int aiotk_uring_rebuildable(const aiotk_uring *u, aiotk_err *err)
 	}
 	if (!map_at(u, OFF_SQ_RING) || !map_at(u, OFF_SQES))
 		return refuse(u, "its SQ ring or SQE array is not mapped (a rebuild puts both back)", err);
-	if (u->has_eventfd)
-		return refuse(u, "an eventfd is registered, and the image does not say which fd", err);
+	if ((u->flags & IORING_SETUP_SINGLE_ISSUER) &&
+	    (!(u->have & AIOTK_URING_HAVE_ISSUER) || u->submitter_tid <= 0))
+		return refuse(u, "SINGLE_ISSUER with no owner thread in the image (one is enabled "
+			      "from its owner)", err);
+	const char *why = unrebuilt_resource(u);
+	if (why)
+		return refuse(u, why, err);
+	if (u->has_eventfd && u->eventfd_fd < 0)
+		return refuse(u, "an eventfd is registered, and no fd of the process was that "
+			      "eventfd at the dump", err);
 	if (u->cached_sq_head != u->sq_head || u->cached_cq_tail != u->cq_tail)
 		return refuse(u, "the kernel's counters were not those it had published (CQEs in "
 			      "overflow or work pending at the dump)", err);
@@ -126,7 +161,9 @@ static int setup(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_o
 {
 	uint64_t scratch = URING_JOURNAL_SCRATCH;
 	memset(&n->p, 0, sizeof(n->p));
-	n->p.flags = u->flags;
+	/* A single issuer's owner is whoever enables it: set up disabled
+	 * here, registered, then enabled by its owner thread (enable). */
+	n->p.flags = u->flags | (u->flags & IORING_SETUP_SINGLE_ISSUER ? IORING_SETUP_R_DISABLED : 0);
 	n->p.cq_entries = u->cq_entries;
 	int rc = aiotk_poke(n->t, scratch, &n->p, sizeof(n->p), err);
 	if (!rc)
@@ -150,15 +187,16 @@ static int setup(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_o
  * empty slots -1) and buffers (empty slots zero), through the journal's
  * scratch memory (scratch_len says how much). */
 static int register_table(uring_new *n, const aiotk_uring *u, unsigned op, const void *table,
-			  size_t len, unsigned nr, aiotk_err *err)
+			  size_t len, unsigned nr, const char *what, aiotk_err *err)
 {
 	uint64_t scratch = URING_JOURNAL_SCRATCH;
 	int rc = aiotk_poke(n->t, scratch, table, len, err);
-	long r = rc ? 0 : aiotk_sys(n->t, SYS_io_uring_register, n->fd, op, (long)scratch, nr, 0, 0);
+	/* Once enabled, a single issuer's registrations are its owner's. */
+	long r = rc ? 0 : aiotk_sys_in(n->t, n->owner, SYS_io_uring_register, n->fd, op,
+				       (long)scratch, nr, 0, 0);
 	if (!rc && aiotk_sys_failed(r))
-		rc = aiotk_fail(err, AIOTK_ESYS, (int)-r, "io_uring fd %d: registering its %u %s again: %s",
-				u->fd, nr, op == IORING_REGISTER_FILES ? "file slots" : "buffer slots",
-				strerror((int)-r));
+		rc = aiotk_fail(err, AIOTK_ESYS, (int)-r, "io_uring fd %d: registering its %s again: %s",
+				u->fd, what, strerror((int)-r));
 	return rc;
 }
 
@@ -183,7 +221,7 @@ static int register_files(uring_new *n, const aiotk_uring *u, aiotk_err *err)
 	}
 	if (!rc)
 		rc = register_table(n, u, IORING_REGISTER_FILES, fds, u->nr_files * sizeof(*fds),
-				    u->nr_files, err);
+				    u->nr_files, "file slots", err);
 	free(fds);
 	return rc;
 }
@@ -202,9 +240,42 @@ static int register_bufs(uring_new *n, const aiotk_uring *u, aiotk_err *err)
 			iov[u->bufs[i].slot] = (struct iovec){ (void *)(uintptr_t)u->bufs[i].ubuf,
 							       (size_t)u->bufs[i].len };
 	int rc = register_table(n, u, IORING_REGISTER_BUFFERS, iov, u->nr_bufs * sizeof(*iov),
-				u->nr_bufs, err);
+				u->nr_bufs, "buffer slots", err);
 	free(iov);
 	return rc;
+}
+
+/* The eventfd, from the fd the process had for it, as it was (_ASYNC:
+ * signalled only by completions from io-wq). After the replay's NOPs,
+ * which must not signal the program's eventfd, and before the POLLs. */
+static int register_eventfd(uring_new *n, const aiotk_uring *u, aiotk_err *err)
+{
+	if (!u->has_eventfd)
+		return 0;
+	int fd = u->eventfd_fd;
+	return register_table(n, u, u->eventfd_async ? IORING_REGISTER_EVENTFD_ASYNC :
+			      IORING_REGISTER_EVENTFD, &fd, sizeof(fd), 1, "eventfd", err);
+}
+
+/* A SINGLE_ISSUER instance enabled by its saved owner thread, which
+ * becomes its owner: the only thread that may submit to it (the NOPs
+ * and POLLs go through it too: n->owner). */
+static int enable(uring_new *n, const aiotk_uring *u, aiotk_err *err)
+{
+	if (!(u->flags & IORING_SETUP_SINGLE_ISSUER))
+		return 0;
+	long r = aiotk_sys_in(n->t, u->submitter_tid, SYS_io_uring_register, n->fd,
+			      IORING_REGISTER_ENABLE_RINGS, 0, 0, 0, 0);
+	if (r == -ESRCH || r == -EOPNOTSUPP)
+		return aiotk_fail(err, r == -ESRCH ? AIOTK_EIMPOSSIBLE : AIOTK_EUNSUPPORTED, (int)-r,
+				  "io_uring fd %d: SINGLE_ISSUER: its owner thread %d %s", u->fd,
+				  u->submitter_tid, r == -ESRCH ? "is not a thread of the process any more "
+				  "(only the owner may submit)" : "cannot be made to enable it in this target");
+	if (aiotk_sys_failed(r))
+		return aiotk_fail(err, AIOTK_ESYS, (int)-r, "io_uring fd %d: enabling it in its owner "
+				  "thread %d: %s", u->fd, u->submitter_tid, strerror((int)-r));
+	n->owner = u->submitter_tid;
+	return 0;
 }
 
 /* Each mapping at its saved address, highest first (each one's
@@ -228,6 +299,21 @@ static int place_all(uring_new *n, const aiotk_uring *u, aiotk_err *err)
 	n->sq_ring = map_at(u, OFF_SQ_RING)->start;
 	n->sqes = map_at(u, OFF_SQES)->start;
 	n->cq_ring = map_at(u, OFF_CQ_RING) ? map_at(u, OFF_CQ_RING)->start : n->sq_ring;
+	return 0;
+}
+
+/* MADV_DONTFORK back on the mappings that had it (MariaDB's and Samba's
+ * rings: io_uring_ring_dontfork), so that a fork leaves them out again. */
+static int dontfork(uring_new *n, const aiotk_uring *u, aiotk_err *err)
+{
+	for (size_t i = 0; i < u->nmaps; i++) {
+		const aiotk_uring_map *mp = &u->maps[i];
+		long r = mp->dontfork ? aiotk_sys(n->t, SYS_madvise, (long)mp->start,
+						  (long)(mp->end - mp->start), MADV_DONTFORK, 0, 0, 0) : 0;
+		if (aiotk_sys_failed(r))
+			return aiotk_fail(err, AIOTK_ESYS, (int)-r, "io_uring fd %d: MADV_DONTFORK on "
+					  "0x%llx: %s", u->fd, (unsigned long long)mp->start, strerror((int)-r));
+	}
 	return 0;
 }
 
@@ -356,9 +442,13 @@ static int build(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_o
 		rc = register_files(n, u, err);
 	if (!rc)
 		rc = register_bufs(n, u, err);
+	if (!rc)
+		rc = enable(n, u, err);
 	uint64_t t1 = aiotk_now_ns();
 	if (!rc)
 		rc = place_all(n, u, err);
+	if (!rc)
+		rc = dontfork(n, u, err);
 	uint64_t t2 = aiotk_now_ns();
 	if (rc)
 		return rc;
@@ -366,6 +456,8 @@ static int build(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_o
 	r->cq_shift = u->cq_tail - (uint32_t)cq_tail;
 	uint32_t before = (uint32_t)(sq_head - o->npolls);
 	rc = uring_drive(n, u->sq_entries, sq_head - o->npolls, cq_tail, &r->nops, err);
+	if (!rc)
+		rc = register_eventfd(n, u, err);
 	uint64_t t3 = aiotk_now_ns();
 	if (!rc)
 		rc = memory(n, u, before, (uint32_t)cq_tail, r, err);

@@ -32,6 +32,7 @@ _Static_assert(sizeof(uring_journal) <= URING_JOURNAL_HEAD, "io_uring journal");
 typedef struct uring_new {
 	aiotk_target *t;
 	int fd;
+	int owner;                         /* the thread that submits (SINGLE_ISSUER); 0: any */
 	struct io_uring_params p;
 	uint64_t sq_ring, cq_ring, sqes;   /* where they are mapped in t */
 	uring_journal j;                   /* as written in t */
