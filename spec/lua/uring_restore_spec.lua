@@ -289,6 +289,11 @@ describe("io_uring restore", function()
 		assert.truthy(err:find("ran their own code (not a system call)", 1, true), err)
 	end)
 
+	it("refuses a rebase by name when no liburing struct points at the instance, changing nothing", function()
+		local err = failed_restore("1000003 --forget")
+		assert.truthy(err:find("no liburing struct io_uring pointing at the instance was found", 1, true), err)
+	end)
+
 	-- An instance a restore cannot rebuild: dump says so, check refuses
 	-- it, restore refuses it, each naming why; nothing changed.
 	local function refused_by_name(args, why)

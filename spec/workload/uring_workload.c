@@ -29,7 +29,8 @@
  * verdict against e as lost ("VERIFY OK" or "VERIFY FAILED: why"), then
  * CHECKED.
  * After N: --spin adds a thread that never makes a system call; --bad-poll
- * closes the POLL's fd when the instance is lost; --shift K moves
+ * closes the POLL's fd when the instance is lost; --forget wipes liburing's
+ * struct then (a program keeping its counters nowhere aiotk looks); --shift K moves
  * liburing's sq counters on by K then (the test's image moved alike: an
  * instance near 2^32 without 2^32 SQEs); --registered gives e registered
  * files and buffers, used after the restore by a fixed-file write from a
@@ -667,6 +668,7 @@ static void use_e(void)
 }
 
 static int bad_poll;
+static int forget; /* --forget: the lost instance's struct wiped, as a program keeping its counters elsewhere */
 static unsigned long lose_n;
 static unsigned shift;
 
@@ -722,6 +724,8 @@ __attribute__((noreturn)) static void lose_in_this_thread(unsigned long n)
 			/* As if it had run `shift` more NOPs before the dump (the test
 			 * moves the image the same way): liburing's copies with it. */
 			e.sq.sqe_head += shift, e.sq.sqe_tail += shift;
+			if (forget)
+				memset(&e, 0, sizeof(e));
 			printf("LOST\n");
 		} else if (sig == SIGUSR2) {
 			use_e();
@@ -787,6 +791,8 @@ int main(int argc, char **argv)
 				spin_thread();
 			else if (!strcmp(argv[i], "--bad-poll"))
 				bad_poll = 1;
+			else if (!strcmp(argv[i], "--forget"))
+				forget = 1;
 			else if (!strcmp(argv[i], "--entries") && i + 1 < argc)
 				e_entries = (unsigned)strtoul(argv[++i], NULL, 0);
 			else if (!strcmp(argv[i], "--ring-fd"))

@@ -83,6 +83,15 @@ int uring_move_copies(uring_new *n, uint32_t by, aiotk_uring_rebuilt *out, aiotk
 	uint32_t moved[AIOTK_URING_MAX_COPIES][2];
 	out->ncopies = 0;
 	int rc = find(n->t, &w, out, err);
+	/* A program that keeps the sq counters where no liburing struct is
+	 * seen would go on from its old tail against a moved kernel head and
+	 * submit stale SQEs again; more copies than counted may hide one. */
+	if (!rc && (out->ncopies == 0 || out->ncopies == AIOTK_URING_MAX_COPIES))
+		rc = aiotk_fail(err, AIOTK_EUNSUPPORTED, 0, "a rebase moves the program's copies of the sq "
+				"counters, and %s; nothing was changed (a policy answering uring_counters 'exact' "
+				"replays the counters instead)", out->ncopies ? "at least 16 liburing structs point at "
+				"the instance, more than aiotk tracks" : "no liburing struct io_uring pointing at the "
+				"instance was found in the process's writable memory");
 	for (unsigned i = 0; !rc && i < out->ncopies; i++) {
 		rc = aiotk_peek(n->t, out->copies[i] + URING_SQE_HEAD_OFF, moved[i], sizeof(moved[i]), err);
 		moved[i][0] -= by, moved[i][1] -= by;
