@@ -310,6 +310,10 @@ describe("io_uring restore", function()
 		assert.truthy(rerr:find(why, 1, true), rerr)
 	end
 
+	it("refuses TIMEOUTs in flight by name (not armed again yet)", function()
+		refused_by_name("0 --timeout", "TIMEOUT requests are in flight: they are not armed again yet")
+	end)
+
 	it("refuses registered personalities by name", function()
 		refused_by_name("0 --personality", "personalities are registered (IORING_REGISTER_PERSONALITY)")
 	end)

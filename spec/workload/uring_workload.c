@@ -30,7 +30,8 @@
  * CHECKED.
  * After N: --spin adds a thread that never makes a system call; --bad-poll
  * closes the POLL's fd when the instance is lost; --forget wipes liburing's
- * struct then (a program keeping its counters nowhere aiotk looks); --shift K moves
+ * struct then (a program keeping its counters nowhere aiotk looks);
+ * --timeout leaves a TIMEOUT of 10 minutes in flight on e; --shift K moves
  * liburing's sq counters on by K then (the test's image moved alike: an
  * instance near 2^32 without 2^32 SQEs); --registered gives e registered
  * files and buffers, used after the restore by a fixed-file write from a
@@ -450,7 +451,7 @@ static void print_fd(const char *name, int fd)
 static int registered;
 static unsigned e_entries = 8, e_flags;
 static const char *e_evfd_mode; /* --eventfd */
-static int e_personality, e_restricted, e_dontfork, e_ring_fd, e_buf_ring;
+static int e_personality, e_restricted, e_dontfork, e_ring_fd, e_buf_ring, e_timeout;
 
 /* --restricted: e's restrictions, then e enabled. */
 static void restrict_e(void)
@@ -604,6 +605,14 @@ static void make_e(unsigned long n)
 		printf("e.eventfd %d\n", e_evfd);
 	}
 	advance(&e, n);
+	if (e_timeout) { /* a TIMEOUT in flight, for 10 minutes */
+		static struct __kernel_timespec ts = { 600, 0 };
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&e);
+		io_uring_prep_timeout(sqe, &ts, 0, 0);
+		io_uring_sqe_set_data64(sqe, 0x7e57);
+		if ((rc = io_uring_submit(&e)) != 1)
+			die("submit timeout e", rc);
+	}
 	leave_state(&e, E_POLL_DATA);
 	print_ring("e", &e);
 	print_fd("e", e.ring_fd);
@@ -793,6 +802,8 @@ int main(int argc, char **argv)
 				bad_poll = 1;
 			else if (!strcmp(argv[i], "--forget"))
 				forget = 1;
+			else if (!strcmp(argv[i], "--timeout"))
+				e_timeout = 1;
 			else if (!strcmp(argv[i], "--entries") && i + 1 < argc)
 				e_entries = (unsigned)strtoul(argv[++i], NULL, 0);
 			else if (!strcmp(argv[i], "--ring-fd"))

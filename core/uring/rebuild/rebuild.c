@@ -55,6 +55,8 @@ static const char *unrebuilt_resource(const aiotk_uring *u)
 	if (u->nbls_total)
 		return "provided buffers (IORING_REGISTER_PBUF_RING or PROVIDE_BUFFERS) are not "
 		       "rebuilt yet";
+	if (u->ntimeouts_total)
+		return "TIMEOUT requests are in flight: they are not armed again yet";
 	if (u->personalities)
 		return "personalities are registered (IORING_REGISTER_PERSONALITY): the "
 		       "credentials they hold are not rebuilt";
