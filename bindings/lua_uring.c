@@ -21,6 +21,7 @@ static void push_have(lua_State *L, unsigned have)
 		{ AIOTK_URING_HAVE_BUFS, "bufs" }, { AIOTK_URING_HAVE_ISSUER, "issuer" },
 		{ AIOTK_URING_HAVE_REQS, "reqs" }, { AIOTK_URING_HAVE_TIMEOUTS, "timeouts" },
 		{ AIOTK_URING_HAVE_RINGFDS, "ring_fds" }, { AIOTK_URING_HAVE_BLS, "buffer_groups" },
+		{ AIOTK_URING_HAVE_UNLISTED, "unlisted" },
 	};
 	lua_createtable(L, 0, 8);
 	for (size_t i = 0; i < sizeof(part) / sizeof(part[0]); i++)
@@ -157,6 +158,7 @@ static void push_counters(lua_State *L, const aiotk_uring *u)
 		{ "cqes_off", u->cqes_off }, { "sq_array_off", u->sq_array_off },
 		{ "timeouts_in_flight", u->ntimeouts_total }, { "nbuffer_groups", u->nbls_total },
 		{ "cq_timeouts", u->cq_timeouts }, { "completions_waiting", u->waiting },
+		{ "unlisted", u->unlisted },
 	};
 	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++)
 		laiotk_set_num(L, c[i].k, c[i].v);

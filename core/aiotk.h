@@ -597,6 +597,7 @@ enum {
 	AIOTK_URING_HAVE_TIMEOUTS = 32, /* timeouts in flight */
 	AIOTK_URING_HAVE_RINGFDS = 64,  /* registered ring fds per thread */
 	AIOTK_URING_HAVE_BLS = 128,     /* provided-buffer groups */
+	AIOTK_URING_HAVE_UNLISTED = 256, /* requests in flight on no list */
 };
 typedef struct aiotk_uring_file { /* a used slot of the registered files */
 	uint32_t slot;
@@ -696,6 +697,12 @@ typedef struct aiotk_uring {
 	uint32_t nbls_total;
 	size_t nbls;                 /* of which listed (at most 64) */
 	aiotk_uring_bl *bls;
+	/* Requests in flight that no list the view reads holds: disk reads
+	 * and writes in the block layer or io-wq, requests linked behind
+	 * another. Counted from the threads' in-flight counters less the
+	 * listed requests and the waiting completions; instances sharing a
+	 * thread have theirs counted on the first of them (fd order). */
+	uint32_t unlisted;
 } aiotk_uring;
 typedef struct aiotk_uring_view {
 	size_t n;

@@ -24,6 +24,8 @@ if not img then return cmd.fail("dump", report) end
 if args.json then
 	local out = aiotk.image_table(img)
 	out.dir, out.waited_ms = args.dir, report.waited_ms
+	out.uring_stops, out.uring_waited_ms, out.urings_at_first_stop = report.uring_stops,
+		report.uring_waited_ms, report.uring_first
 	for i, r in ipairs(img:rings()) do
 		local at = report[r.addr] or {}
 		out.rings[i].events, out.rings[i].nevents = nil, #r

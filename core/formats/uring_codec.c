@@ -135,6 +135,7 @@ static void scalars_to(const aiotk_uring *u, AiotkUringEntry *e)
 	e->cqes_off = u->cqes_off, e->sq_array_off = u->sq_array_off;
 	e->has_ntimeouts_total = e->has_cq_timeouts = e->has_nbls_total = e->has_waiting = 1;
 	e->waiting = u->waiting;
+	e->has_unlisted = 1, e->unlisted = u->unlisted;
 	e->ntimeouts_total = u->ntimeouts_total, e->cq_timeouts = u->cq_timeouts;
 	e->nbls_total = u->nbls_total;
 	e->has_eventfd_id = e->has_eventfd_fd = e->has_personalities = e->has_restricted = 1;
@@ -206,6 +207,7 @@ static void scalars_from(const AiotkUringEntry *e, aiotk_uring *u)
 	u->cqes_off = e->cqes_off, u->sq_array_off = e->sq_array_off;
 	u->ntimeouts_total = e->ntimeouts_total, u->cq_timeouts = e->cq_timeouts;
 	u->waiting = e->waiting;
+	u->unlisted = e->unlisted;
 	u->nbls_total = e->nbls_total;
 	/* Images from before these fields: nothing known of them. */
 	u->eventfd_id = e->has_eventfd_id ? e->eventfd_id : -1;

@@ -135,6 +135,7 @@ M.entries = {
 		"files {slot, fd, path}, bufs {slot, addr, len}, in_flight, reqs {opcode, user_data, fd, file_fd, " ..
 		"poll_events, flags}, maps {start, end, offset, dontfork}, cqes_off, sq_array_off (where the CQEs and the " ..
 		"sq_array are in the ring mapping), completions_waiting (not yet in the CQ ring: task work a thread has yet to run), " ..
+		"unlisted (requests in flight on no list the view reads: disk I/O, linked requests; have.unlisted when counted), " ..
 		"timeouts_in_flight, cq_timeouts, timeouts {opcode, user_data, " ..
 		"clockid, expires_ns, remaining_ns, flags, off, target_seq, repeats} (TIMEOUT and armed " ..
 		"LINK_TIMEOUT), ring_fds {tid, index} (registered ring fds per thread), nbuffer_groups, " ..

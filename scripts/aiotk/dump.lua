@@ -289,19 +289,41 @@ local function gone(pid)
 		"/proc/%d/maps, then no longer); nothing was written", pid, pid)
 end
 
+-- What of instance u finishes on its own but is not in its CQ ring yet:
+-- requests on no list (disk I/O), completions waiting as task work. A
+-- stopped thread posts neither (docs/KERNEL-FACTS.md): they reach the CQ
+-- ring once the process runs (a DEFER_TASKRUN instance's when its owner
+-- thread enters the kernel for it).
+local function finishing(u, lost)
+	if u.unlisted > 0 then
+		lost[#lost + 1] = { fd = u.fd, finishes = true, why = string.format("%d request(s) in flight on " ..
+			"no list the kernel view reads (disk reads and writes in the block layer or io-wq, requests " ..
+			"linked behind another): their completions are not in the CQ ring yet", u.unlisted) }
+	end
+	if u.completions_waiting > 0 then
+		lost[#lost + 1] = { fd = u.fd, finishes = true, why = string.format("%d completion(s) waiting for " ..
+			"a thread to run its task work, not in the CQ ring: a stopped thread never posts them%s",
+			u.completions_waiting, math.floor(u.flags / 0x2000) % 2 == 1 and " (DEFER_TASKRUN: only its owner thread, " ..
+			"when it enters the kernel for the instance)" or "") }
+	end
+end
+
 -- The io_uring instances read while the process was stopped (set), and
 -- the policy's answer for the requests in flight a restore cannot submit
--- again (uring.rebuild): "fail" (the shipped answer for them), "record"
--- (a warning in the image); "capture" and "wait" cannot bring them back
--- either, so they fail too, saying so. Returns the warning, or nil, why,
--- code. report.urings gets each instance's fd and what it had in flight.
+-- again (uring.rebuild): "fail", "record" (a warning in the image);
+-- "capture" and "wait" cannot bring them back either, so they fail too,
+-- saying so, unless all of them finish on their own (disk I/O, waiting
+-- completions; the default then): code "retry" asks for the process to
+-- run and be stopped again. Returns the warning, or nil, why, code.
+-- report.urings gets each instance's fd and what it had in flight.
 local function decide_urings(set, policy, pid, report)
 	local uring = require "aiotk.uring"
 	local lost = {}
 	report.urings = {}
 	for _, u in ipairs(set:list()) do
-		report.urings[#report.urings + 1] = { fd = u.fd, in_flight = u.in_flight,
-			timeouts = u.timeouts_in_flight, unreaped = (u.cq_tail - u.cq_head) % 2 ^ 32 }
+		report.urings[#report.urings + 1] = { fd = u.fd, in_flight = u.in_flight, unlisted = u.unlisted,
+			completions_waiting = u.completions_waiting, timeouts = u.timeouts_in_flight,
+			unreaped = (u.cq_tail - u.cq_head) % 2 ^ 32 }
 		for _, q in ipairs(u.reqs) do
 			local sqe, why = uring.rebuild(q)
 			if not sqe then lost[#lost + 1] = { fd = u.fd, req = q, why = why } end
@@ -314,11 +336,7 @@ local function decide_urings(set, policy, pid, report)
 			local sqe, why = uring.rebuild_timeout(t, u)
 			if not sqe then lost[#lost + 1] = { fd = u.fd, req = t, why = why } end
 		end
-		if u.completions_waiting > 0 then
-			lost[#lost + 1] = { fd = u.fd, why = string.format("%d completion(s) waiting for a thread " ..
-				"to run its task work, not in the CQ ring: a stopped thread never posts them",
-				u.completions_waiting) }
-		end
+		finishing(u, lost)
 		if u.timeouts_in_flight > #u.timeouts then
 			lost[#lost + 1] = { fd = u.fd, why = string.format("%d timeout(s) not listed by the " ..
 				"kernel view", u.timeouts_in_flight - #u.timeouts) }
@@ -330,7 +348,11 @@ local function decide_urings(set, policy, pid, report)
 		words[i] = string.format("io_uring fd %d: %s%s", l.fd, l.req and ("user_data " .. l.req.user_data .. ": ") or "", l.why)
 	end
 	local what = table.concat(words, "; ")
-	local choice = policy.in_flight(nil, { pid = pid, kernel_view = true, io_uring = lost })
+	local all_finish = true
+	for _, l in ipairs(lost) do all_finish = all_finish and l.finishes == true end
+	local choice = policy.in_flight(nil, { pid = pid, kernel_view = true, io_uring = lost,
+		io_uring_finishing = all_finish })
+	if all_finish and (choice == "capture" or choice == "wait") then return nil, what, "retry" end
 	if choice ~= "record" then
 		return nil, what .. "; a restore could not submit them again (policy in_flight: " .. choice ..
 			"); nothing was written", "in_flight"
@@ -353,20 +375,11 @@ local function image_with_urings(rings, warnings, urings, policy, pid, report)
 	return img
 end
 
--- Dump the rings of process pid the policy keeps, to dir. The process is
--- stopped only while its rings are read, and not at all when it has none;
--- a failed dump leaves no directory it created. Returns the image and a
--- report: { [ring addr] = { unreaped =, in_flight = } when stopped,
--- waited_ms = time waited for requests in flight }.
-function M.dump_process(pid, dir, opts)
-	opts = opts or {}
-	local policy = process.policy(opts)
-	local fit, ferr, fcode = core.check_process(pid)
-	if not fit then return nil, ferr, fcode end
-	local has_urings, naio = (process.uring_map_count(pid) or 0) > 0, process.ring_count(pid)
-	if naio == 0 and not has_urings then return nil, no_rings(pid), "norings" end
+-- One stop of process pid: its rings settled and its io_uring instances
+-- read; returns { rings, warnings, report, stopped (the target), urings },
+-- or nil, why, code.
+local function stop_once(pid, policy, opts, has_urings)
 	local rings, warnings, report, stopped, settled, urings
-	kernel.prepare(pid, policy) -- opened (and its iterator made) before the process is stopped
 	local ok, err, code = process.with_process(pid, function(t)
 		stopped = t
 		if has_urings then
@@ -387,9 +400,57 @@ function M.dump_process(pid, dir, opts)
 		local contexts, all = settled:take()
 		rings, warnings, report = kept_rings(contexts, all, policy, pid)
 	end
-	if naio == 0 and #rings == 0 and #urings:list() == 0 then return nil, gone(pid), "norings" end
-	local img, ierr, icode = image_with_urings(rings, warnings, urings, policy, pid, report)
-	if not img then return nil, ierr, icode end
+	return { rings = rings, warnings = warnings, report = report, stopped = stopped, urings = urings }
+end
+
+-- Why a dump gave up on io_uring requests that finish on their own.
+local function still_finishing(what, waited, stops, policy)
+	return string.format("%s; still so after %d ms and %d stops (the process ran between them, so that " ..
+		"its threads could post them); nothing was written. A larger in_flight_wait_ms in the policy " ..
+		"(now %d) lets the dump try longer", what, waited, stops, policy.in_flight_wait_ms)
+end
+
+-- Dump the rings of process pid the policy keeps, to dir. The process is
+-- stopped only while its rings are read, and not at all when it has none;
+-- a failed dump leaves no directory it created. io_uring requests that
+-- finish on their own but are not in the CQ ring yet are let finish: the
+-- process runs and is stopped again (1 ms apart, then up to 20), at most
+-- in_flight_wait_ms. Returns the image and a report: { [ring addr] = {
+-- unreaped =, in_flight = } when stopped, waited_ms = time waited for
+-- requests in flight, uring_stops, uring_waited_ms, uring_first (the
+-- first stop's report.urings) }.
+function M.dump_process(pid, dir, opts)
+	opts = opts or {}
+	local policy = process.policy(opts)
+	local fit, ferr, fcode = core.check_process(pid)
+	if not fit then return nil, ferr, fcode end
+	local has_urings, naio = (process.uring_map_count(pid) or 0) > 0, process.ring_count(pid)
+	if naio == 0 and not has_urings then return nil, no_rings(pid), "norings" end
+	kernel.prepare(pid, policy) -- opened (and its iterator made) before the process is stopped
+	local start, stops, first, st, img = core.now_ns(), 0, nil, nil, nil
+	repeat
+		local err, code
+		st, err, code = stop_once(pid, policy, opts, has_urings)
+		if not st then return nil, err, code end
+		stops = stops + 1
+		if naio == 0 and #st.rings == 0 and #st.urings:list() == 0 then return nil, gone(pid), "norings" end
+		img, err, code = image_with_urings(st.rings, st.warnings, st.urings, policy, pid, st.report)
+		first = first or st.report.urings
+		local waited = (core.now_ns() - start) / 1e6
+		if not img and code ~= "retry" then return nil, err, code end
+		if not img and waited > policy.in_flight_wait_ms then
+			return nil, still_finishing(err, waited, stops, policy), "in_flight"
+		end
+		if not img then core.sleep_ms(math.min(stops, 20)) end
+	until img
+	local report, stopped = st.report, st.stopped
+	report.uring_stops, report.uring_first = stops, first
+	report.uring_waited_ms = stops > 1 and (core.now_ns() - start) / 1e6 or 0
+	if stops > 1 then
+		policy.log(string.format("process %d had io_uring requests finishing on their own at the first " ..
+			"stop; stopped again %d time(s) over %.1f ms until none was left", pid, stops - 1,
+			report.uring_waited_ms))
+	end
 	img.pid = pid
 	img.stopped_ns = stopped.stopped_ns
 	local w, werr, wcode = write_new(img, dir, opts)
@@ -434,6 +495,10 @@ function M.dump_frozen(pid, dir, opts)
 		if not rings then return nil, warnings, report end
 	end
 	local img, ierr, icode = image_with_urings(rings, warnings, urings, policy, pid, report)
+	if icode == "retry" then
+		return nil, ierr .. "; CRIU holds the process frozen, and they reach the CQ ring only once its " ..
+			"threads run; nothing was written", "in_flight"
+	end
 	if not img then return nil, ierr, icode end
 	img.pid = pid
 	local w, werr, wcode = write_new(img, dir, opts)

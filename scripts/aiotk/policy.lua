@@ -51,11 +51,16 @@ function M.budget(b, host) return "fail" end
 -- "wait" (for all of them), "fail", or "record" (dump without them and
 -- write a warning into the image). Without the kernel view capture means
 -- wait. io_uring: ring is nil and ctx.io_uring lists the requests in
--- flight a restore cannot submit again ({fd, req, why} each; a POLL_ADD
--- on its own can be, and is saved with its instance): "fail" (default)
--- or "record"; any other answer fails, as nothing could bring them back.
+-- flight a restore cannot submit again ({fd, req, why, finishes} each; a
+-- POLL_ADD on its own can be, and is saved with its instance): "fail" or
+-- "record"; when all of them finish on their own (ctx.io_uring_finishing:
+-- disk I/O, completions waiting as task work, which a stopped thread
+-- never posts), "capture" or "wait" (the default then) let the process
+-- run and stop it again until none is left, at most in_flight_wait_ms
+-- (CRIU's frozen dump cannot: it fails); otherwise any answer but
+-- "record" fails (the default), as nothing could bring them back.
 function M.in_flight(ring, ctx)
-	if ctx.io_uring then return "fail" end
+	if ctx.io_uring then return ctx.io_uring_finishing and "capture" or "fail" end
 	return "capture"
 end
 M.settle_ms = 0           -- extra ms to watch tails after reading (0: re-read once)

@@ -106,7 +106,7 @@ function M.row(u)
 		reqs = render.array(), maps = render.array(), buf_rings = render.array() }
 	for _, k in ipairs { "sq_entries", "cq_entries", "sq_head", "sq_tail", "cq_head", "cq_tail",
 		"cached_sq_head", "cached_cq_tail", "sq_dropped", "cq_overflow", "sq_flags", "cq_flags", "cqes_off",
-		"sq_array_off", "cq_timeouts", "completions_waiting" } do
+		"sq_array_off", "cq_timeouts", "completions_waiting", "unlisted" } do
 		row[k] = u[k]
 	end
 	if u.sq_thread_pid then
@@ -155,6 +155,10 @@ function M.text(r)
 	if r.completions_waiting > 0 then
 		add("%d completion(s) waiting for a thread to run its task work (not in the CQ ring yet)",
 			r.completions_waiting)
+	end
+	if r.unlisted > 0 then
+		add("%d request(s) in flight on no list the kernel view reads (disk reads and writes in the " ..
+			"block layer or io-wq, requests linked behind another)", r.unlisted)
 	end
 	if r.sqpoll then add("sqpoll thread %d cpu %d idle %d jiffies", r.sqpoll.tid, r.sqpoll.cpu, r.sqpoll.idle_jiffies) end
 	if r.eventfd then

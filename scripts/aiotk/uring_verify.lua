@@ -99,7 +99,7 @@ end
 local RING_COUNTERS = { "sq_head", "sq_tail", "cq_head", "cq_tail", "sq_dropped", "cq_overflow", "cq_flags" }
 local KERNEL_SCALARS = { "flags", "sq_entries", "cq_entries", "cached_sq_head", "cached_cq_tail",
 	"nr_files", "nr_bufs", "in_flight", "cqes_off", "sq_array_off", "timeouts_in_flight", "nbuffer_groups",
-	"completions_waiting" }
+	"completions_waiting", "unlisted" }
 
 -- The ring side: what the application sees in ring memory.
 local function ring_side(out, name, r, ri, imem, l, li, lmem)

@@ -46,7 +46,10 @@
  * restrictions (NOP and POLL_ADD only) and enables it; --dontfork:
  * io_uring_ring_dontfork(e) (MADV_DONTFORK on its mappings); --ring-fd:
  * io_uring_register_ring_fd(e); --buf-ring: a provided-buffer ring
- * (group 7, 8 entries) registered on e. */
+ * (group 7, 8 entries) registered on e.
+ *
+ * With --disk DEV K FLAGS, instance f alone (see disk()): reads of a
+ * block device left in flight. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -769,6 +772,70 @@ __attribute__((noreturn)) static void lose(unsigned long n)
 	exit(1);
 }
 
+/* --disk DEV K FLAGS: instance f alone, set up with FLAGS (0,
+ * IORING_SETUP_COOP_TASKRUN, or SINGLE_ISSUER | DEFER_TASKRUN), K O_DIRECT
+ * reads of DEV's blocks 0..K-1 (user_data F_READ_DATA + i) submitted at
+ * once and left in flight (a test throttles DEV so that they stay there),
+ * then READY. SIGUSR2 reaps the K completions, each checked (4096 bytes,
+ * block i's filling byte i+1) and prints "disk_ok N" (the good ones), then
+ * "DONE". --join PROCS first joins that cgroup (its blkio throttle). */
+#define F_READ_DATA 0xd15c000000000000ull
+
+static struct io_uring f;
+
+static void reap_f(unsigned k, unsigned char **buf)
+{
+	unsigned ok = 0;
+	for (unsigned i = 0; i < k; i++) {
+		struct io_uring_cqe *cqe;
+		int rc = io_uring_wait_cqe(&f, &cqe);
+		if (rc)
+			die("io_uring_wait_cqe f", rc);
+		unsigned long long n = cqe->user_data - F_READ_DATA;
+		ok += n < k && cqe->res == 4096 && buf[n][0] == (unsigned char)(n + 1) &&
+		      buf[n][4095] == (unsigned char)(n + 1);
+		io_uring_cqe_seen(&f, cqe);
+	}
+	printf("disk_ok %u\nDONE\n", ok);
+}
+
+__attribute__((noreturn)) static void disk(const char *dev, unsigned k, unsigned flags)
+{
+	sigset_t s;
+	sigemptyset(&s);
+	sigaddset(&s, SIGUSR2);
+	sigprocmask(SIG_BLOCK, &s, NULL);
+	int fd = open(dev, O_RDONLY | O_DIRECT), rc;
+	if (fd < 0)
+		die(dev, errno);
+	if ((rc = io_uring_queue_init(k < 8 ? 8 : k, &f, flags)))
+		die("io_uring_queue_init f", rc);
+	unsigned char **buf = calloc(k, sizeof(*buf));
+	for (unsigned i = 0; i < k; i++) {
+		buf[i] = aligned_alloc(4096, 4096);
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&f);
+		io_uring_prep_read(sqe, fd, buf[i], 4096, (unsigned long long)i * 4096);
+		io_uring_sqe_set_data64(sqe, F_READ_DATA + i);
+	}
+	if ((rc = io_uring_submit(&f)) != (int)k)
+		die("io_uring_submit f", rc < 0 ? rc : EIO);
+	printf("f.fd %d\nf.flags %u\nREADY\n", f.ring_fd, f.flags);
+	for (;;)
+		if (sigwaitinfo(&s, NULL) == SIGUSR2)
+			reap_f(k, buf);
+}
+
+static void join(int argc, char **argv)
+{
+	for (int i = 1; i + 1 < argc; i++) {
+		if (strcmp(argv[i], "--join"))
+			continue;
+		FILE *p = fopen(argv[i + 1], "w");
+		if (!p || fprintf(p, "%d\n", (int)getpid()) < 0 || fclose(p))
+			die(argv[i + 1], errno);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	/* The sanitizer build's specs preload its runtime for their LuaJIT;
@@ -794,6 +861,9 @@ int main(int argc, char **argv)
 	if (pipe(pipe_fd))
 		die("pipe", errno);
 	printf("pid %d\n", (int)getpid());
+	join(argc, argv);
+	if (argc >= 5 && !strcmp(argv[1], "--disk"))
+		disk(argv[2], (unsigned)strtoul(argv[3], NULL, 0), (unsigned)strtoul(argv[4], NULL, 0));
 	if (argc >= 3 && !strcmp(argv[1], "--lose")) {
 		for (int i = 3; i < argc; i++)
 			if (!strcmp(argv[i], "--spin"))

@@ -32,6 +32,15 @@ extern void bpf_iter_task_vma_destroy(struct bpf_iter_task_vma *it) __ksym __wea
  * iterator gets one taken by pid. */
 extern struct task_struct *bpf_task_from_pid(__s32 pid) __ksym __weak;
 extern void bpf_task_release(struct task_struct *p) __ksym __weak;
+/* kview.bpf.c's per-CPU array (one element), which finds a per-CPU
+ * pointer's address on each CPU (kview.bpf.c says how): this kernel's BTF
+ * has no percpu type tags and its kallsyms no per-CPU symbols. */
+extern struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} percpu_probe SEC(".maps");
 
 /* FFS_NOWAIT and FFS_ISREG live in the low bits of a slot's file_ptr. */
 #define SLOT_FILE_MASK (~3ull)
@@ -216,6 +225,9 @@ static __u32 walk_timeouts(struct seq_file *seq, struct list_head *head)
 struct waiting {
 	__u64 node, ctx;
 	__u32 count;
+	__u32 polls;                   /* POLL_ADD or armed polls: a poll's
+					* wakeup runs as task work while the
+					* request stays in cancel_table */
 };
 
 static long one_waiting(__u32 i, struct waiting *w)
@@ -224,26 +236,65 @@ static long one_waiting(__u32 i, struct waiting *w)
 		return 1;
 	struct io_kiocb *req = (void *)(w->node -
 		bpf_core_field_offset(struct io_kiocb, io_task_work.node));
-	if (!w->ctx || (__u64)BPF_CORE_READ(req, ctx) == w->ctx)
+	if (!w->ctx || (__u64)BPF_CORE_READ(req, ctx) == w->ctx) {
 		w->count++;
+		if (BPF_CORE_READ(req, opcode) == IORING_OP_POLL_ADD ||
+		    (BPF_CORE_READ(req, flags) & (1ull << REQ_F_POLLED_BIT)))
+			w->polls++;
+	}
 	struct llist_node *n = (void *)w->node;
 	w->node = (__u64)BPF_CORE_READ(n, next);
 	return 0;
 }
 
-static __u32 count_waiting(struct io_ring_ctx *ctx)
+static void count_waiting(struct io_ring_ctx *ctx, struct aiotk_uview_ring_rec *r)
 {
 	struct waiting w = { .node = (__u64)BPF_CORE_READ(ctx, work_llist.first) };
 	bpf_loop(AIOTK_UVIEW_MAX_CHAIN, one_waiting, &w, 0);
-	return w.count;
+	r->waiting += w.count;
+	r->waiting_polls += w.polls;
+}
+
+/* ---- requests of a thread in flight: every request holds a reference
+ * of its submitter's tctx->inflight (a percpu_counter) from submission
+ * until it is freed, less those the thread keeps cached (cached_refs,
+ * touched by the thread itself only: stable while it is stopped). */
+struct pcpu {
+	__u64 raw, probe_raw;          /* the counter's and percpu_probe's */
+	__s64 sum;
+};
+
+static long one_cpu(__u32 cpu, struct pcpu *p)
+{
+	__u32 zero = 0;
+	void *probe = bpf_map_lookup_percpu_elem(&percpu_probe, &zero, cpu);
+	if (!probe)
+		return 1;
+	__s32 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), (void *)(p->raw + uv_addr(probe) - p->probe_raw));
+	p->sum += v;
+	return 0;
+}
+
+static __s64 tctx_inflight(struct io_uring_task *tctx)
+{
+	struct pcpu p = { .raw = (__u64)BPF_CORE_READ(tctx, inflight.counters) };
+	bpf_probe_read_kernel(&p.probe_raw, sizeof(p.probe_raw),
+		(void *)(uv_addr(&percpu_probe) + bpf_core_field_offset(struct bpf_array, pptrs)));
+	p.sum = BPF_CORE_READ(tctx, inflight.count);
+	if (p.raw)
+		bpf_loop(AIOTK_UVIEW_MAX_CPUS, one_cpu, &p, 0);
+	return p.sum - BPF_CORE_READ(tctx, cached_refs);
 }
 
 /* ---- registered ring fds: each thread that used the instance (its
- * tctx_list) and the slots of its registered_rings naming this file. */
+ * tctx_list) and the slots of its registered_rings naming this file;
+ * and each thread's requests in flight (a TCTX record). */
 struct rfd {
 	struct seq_file *seq;
 	__u64 node, head, file, ctx;
 	__u32 waiting;                 /* on the threads' task_lists */
+	__u32 waiting_polls;           /* of which polls, still in cancel_table */
 };
 
 static long one_tctx(__u32 i, struct rfd *q)
@@ -258,6 +309,11 @@ static long one_tctx(__u32 i, struct rfd *q)
 		w.node = (__u64)BPF_CORE_READ(tctx, task_list.first);
 		bpf_loop(AIOTK_UVIEW_MAX_CHAIN, one_waiting, &w, 0);
 		q->waiting += w.count;
+		q->waiting_polls += w.polls;
+		struct aiotk_uview_tctx_rec t = { .type = AIOTK_UVIEW_TCTX };
+		t.tid = BPF_CORE_READ(task, pid);
+		t.inflight = tctx_inflight(tctx);
+		bpf_seq_write(q->seq, &t, sizeof(t));
 	}
 	for (__u32 k = 0; tctx && k < 16; k++) {
 		struct file *f = 0;
@@ -273,14 +329,16 @@ static long one_tctx(__u32 i, struct rfd *q)
 	return 0;
 }
 
-/* Returns the completions waiting on those threads' task_lists. */
-static __u32 walk_ringfds(struct seq_file *seq, struct io_ring_ctx *ctx, __u64 file)
+/* Adds the completions waiting on those threads' task_lists to r's. */
+static void walk_ringfds(struct seq_file *seq, struct io_ring_ctx *ctx,
+			 struct aiotk_uview_ring_rec *r)
 {
-	struct rfd q = { .seq = seq, .head = (__u64)&ctx->tctx_list, .file = file,
+	struct rfd q = { .seq = seq, .head = (__u64)&ctx->tctx_list, .file = r->file,
 			 .ctx = (__u64)ctx };
 	q.node = (__u64)BPF_CORE_READ(ctx, tctx_list.next);
 	bpf_loop(AIOTK_UVIEW_MAX_TCTX, one_tctx, &q, 0);
-	return q.waiting;
+	r->waiting += q.waiting;
+	r->waiting_polls += q.waiting_polls;
 }
 
 /* ---- provided-buffer groups: the entries of io_bl_xa, an xarray of at
@@ -514,7 +572,8 @@ int uring_view(struct bpf_iter__task_file *it)
 	}
 	if (bpf_core_field_exists(ctx->tctx_list)) {
 		r.have |= AIOTK_UVIEW_HAVE_RINGFDS;
-		r.waiting = walk_ringfds(seq, ctx, r.file);
+		walk_ringfds(seq, ctx, &r);
+		r.have |= AIOTK_UVIEW_HAVE_UNLISTED;
 	}
 	if (bpf_core_field_exists(ctx->io_bl_xa)) {
 		r.have |= AIOTK_UVIEW_HAVE_BLS;
@@ -522,7 +581,7 @@ int uring_view(struct bpf_iter__task_file *it)
 	}
 	r.maps_rc = walk_maps(seq, it->task, file, &r.all_maps);
 	if (bpf_core_field_exists(ctx->work_llist))
-		r.waiting += count_waiting(ctx);
+		count_waiting(ctx, &r);
 	read_ctx(ctx, &r);
 	bpf_seq_write(seq, &r, sizeof(r));
 	return 0;

@@ -31,7 +31,8 @@ _Static_assert((int)AIOTK_URING_HAVE_RINGS == (int)AIOTK_UVIEW_HAVE_RINGS &&
 	       (int)AIOTK_URING_HAVE_REQS == (int)AIOTK_UVIEW_HAVE_REQS &&
 	       (int)AIOTK_URING_HAVE_TIMEOUTS == (int)AIOTK_UVIEW_HAVE_TIMEOUTS &&
 	       (int)AIOTK_URING_HAVE_RINGFDS == (int)AIOTK_UVIEW_HAVE_RINGFDS &&
-	       (int)AIOTK_URING_HAVE_BLS == (int)AIOTK_UVIEW_HAVE_BLS, "have bits");
+	       (int)AIOTK_URING_HAVE_BLS == (int)AIOTK_UVIEW_HAVE_BLS &&
+	       (int)AIOTK_URING_HAVE_UNLISTED == (int)AIOTK_UVIEW_HAVE_UNLISTED, "have bits");
 
 /* Everything one run of the iterator wrote. */
 struct out {
@@ -81,6 +82,13 @@ struct parse {
 	aiotk_uring pending;
 	int maps_missing;              /* an instance's mappings not read */
 	uint32_t all_maps;             /* io_uring mappings of the process */
+	struct tctx {                  /* a thread of instance `ring` */
+		int tid;
+		int64_t inflight;
+		size_t ring;
+	} *tctxs;
+	size_t ntctxs;
+	uint32_t *listed;              /* per instance: requests on a list */
 };
 
 static int grow(void *pp, size_t n, size_t size, aiotk_err *err)
@@ -179,6 +187,15 @@ static int add_bl(struct parse *ps, const struct aiotk_uview_bl_rec *r, aiotk_er
 	return rc;
 }
 
+static int add_tctx(struct parse *ps, const aiotk_uring_view *uv,
+		    const struct aiotk_uview_tctx_rec *r, aiotk_err *err)
+{
+	int rc = grow(&ps->tctxs, ps->ntctxs, sizeof(*ps->tctxs), err);
+	if (!rc)
+		ps->tctxs[ps->ntctxs++] = (struct tctx){ r->tid, r->inflight, uv->n };
+	return rc;
+}
+
 static int add_map(struct parse *ps, const struct aiotk_uview_map_rec *r, aiotk_err *err)
 {
 	aiotk_uring *u = &ps->pending;
@@ -243,9 +260,13 @@ static int add_ring(struct parse *ps, aiotk_uring_view *uv, struct addrs *a,
 		rc = grow(&a->file_ptr, uv->n, sizeof(*a->file_ptr), err);
 	if (!rc)
 		rc = grow(&a->req_file, uv->n, sizeof(*a->req_file), err);
+	if (!rc)
+		rc = grow(&ps->listed, uv->n, sizeof(*ps->listed), err);
 	if (rc)
 		return rc;
 	fill_ring(&ps->pending, r);
+	/* a poll's wakeup waits as task work while it stays in cancel_table */
+	ps->listed[uv->n] = r->nreqs + r->ntimeouts + r->waiting - r->waiting_polls;
 	ps->maps_missing |= r->maps_rc != 0;
 	if (r->all_maps > ps->all_maps)
 		ps->all_maps = r->all_maps;
@@ -269,6 +290,44 @@ static void resolve(const struct parse *ps, aiotk_uring_view *uv, const struct a
 	}
 }
 
+/* The first instance (lowest index) sharing a thread with instance i,
+ * through any chain of shared threads: its group's representative. */
+static size_t group_of(const struct parse *ps, size_t i)
+{
+	for (int moved = 1; moved;) {
+		moved = 0;
+		for (size_t j = 0; j < ps->ntctxs; j++)
+			for (size_t k = 0; k < ps->ntctxs; k++)
+				if (ps->tctxs[j].ring == i && ps->tctxs[k].tid == ps->tctxs[j].tid &&
+				    ps->tctxs[k].ring < i)
+					i = ps->tctxs[k].ring, moved = 1;
+	}
+	return i;
+}
+
+/* Each group of instances sharing threads: its threads' requests in
+ * flight (each thread once) less those on the lists its instances have,
+ * on its first instance. A thread's count is of every instance it used. */
+static void count_unlisted(const struct parse *ps, aiotk_uring_view *uv)
+{
+	for (size_t i = 0; i < uv->n; i++) {
+		if (!(uv->ring[i].have & AIOTK_URING_HAVE_UNLISTED) || group_of(ps, i) != i)
+			continue;
+		int64_t in_flight = 0, listed = 0;
+		for (size_t j = 0; j < ps->ntctxs; j++) {
+			int first = 1;
+			for (size_t k = 0; k < j; k++)
+				first &= ps->tctxs[k].tid != ps->tctxs[j].tid;
+			if (first && group_of(ps, ps->tctxs[j].ring) == i)
+				in_flight += ps->tctxs[j].inflight;
+		}
+		for (size_t k = i; k < uv->n; k++)
+			if (group_of(ps, k) == i)
+				listed += ps->listed[k];
+		uv->ring[i].unlisted = in_flight > listed ? (uint32_t)(in_flight - listed) : 0;
+	}
+}
+
 /* The size of a record of this type; 0: unknown. */
 static size_t rec_size(uint32_t type)
 {
@@ -282,6 +341,7 @@ static size_t rec_size(uint32_t type)
 	case AIOTK_UVIEW_RINGFD: return sizeof(struct aiotk_uview_ringfd_rec);
 	case AIOTK_UVIEW_BL: return sizeof(struct aiotk_uview_bl_rec);
 	case AIOTK_UVIEW_MAP: return sizeof(struct aiotk_uview_map_rec);
+	case AIOTK_UVIEW_TCTX: return sizeof(struct aiotk_uview_tctx_rec);
 	}
 	return 0;
 }
@@ -298,6 +358,7 @@ static int one_rec(struct parse *ps, aiotk_uring_view *uv, struct addrs *a,
 	case AIOTK_UVIEW_RINGFD: return add_ringfd(ps, p, err);
 	case AIOTK_UVIEW_BL: return add_bl(ps, p, err);
 	case AIOTK_UVIEW_MAP: return add_map(ps, p, err);
+	case AIOTK_UVIEW_TCTX: return add_tctx(ps, uv, p, err);
 	default: return add_ring(ps, uv, a, p, err);
 	}
 }
@@ -331,6 +392,7 @@ static int parse(const struct out *o, aiotk_uring_view *uv, int *maps_missing, a
 			struct aiotk_uview_ringfd_rec ringfd;
 			struct aiotk_uview_bl_rec bl;
 			struct aiotk_uview_map_rec map;
+			struct aiotk_uview_tctx_rec tctx;
 		} rec;
 		memcpy(&rec, o->p + at, size);
 		rc = one_rec(&ps, uv, &a, type, &rec, err);
@@ -338,6 +400,8 @@ static int parse(const struct out *o, aiotk_uring_view *uv, int *maps_missing, a
 	}
 	if (!rc)
 		resolve(&ps, uv, &a);
+	if (!rc)
+		count_unlisted(&ps, uv);
 	*maps_missing = ps.maps_missing;
 	size_t matched = 0;
 	for (size_t i = 0; i < uv->n; i++)
@@ -346,7 +410,7 @@ static int parse(const struct out *o, aiotk_uring_view *uv, int *maps_missing, a
 	for (size_t i = 0; i < uv->n; i++)
 		free(a.file_ptr[i]), free(a.req_file[i]);
 	free(a.ring_file), free(a.file_ptr), free(a.req_file);
-	free(ps.fds), free(ps.file_ptr), free(ps.req_file);
+	free(ps.fds), free(ps.file_ptr), free(ps.req_file), free(ps.tctxs), free(ps.listed);
 	aiotk_uring_free(&ps.pending);
 	return rc;
 }

@@ -15,12 +15,13 @@
 #define AIOTK_UVIEW_TIMEOUT_BUDGET 256u /* timeouts walked per list */
 #define AIOTK_UVIEW_MAX_TCTX 64u       /* threads that used one instance */
 #define AIOTK_UVIEW_BL_BUDGET 64u      /* buffer lists written */
+#define AIOTK_UVIEW_MAX_CPUS 4096u     /* CPUs summed for a percpu_counter */
 
 enum {
 	AIOTK_UVIEW_FD = 1, AIOTK_UVIEW_RING = 2, AIOTK_UVIEW_FILE = 3,
 	AIOTK_UVIEW_BUF = 4, AIOTK_UVIEW_REQ = 5,
 	AIOTK_UVIEW_TIMEOUT = 6, AIOTK_UVIEW_RINGFD = 7, AIOTK_UVIEW_BL = 8,
-	AIOTK_UVIEW_MAP = 9,
+	AIOTK_UVIEW_MAP = 9, AIOTK_UVIEW_TCTX = 10,
 };
 
 /* What this kernel let the program read (bits of ring.have). */
@@ -33,6 +34,7 @@ enum {
 	AIOTK_UVIEW_HAVE_TIMEOUTS = 32, /* timeout_list, ltimeout_list */
 	AIOTK_UVIEW_HAVE_RINGFDS = 64,  /* tctx_list: registered ring fds */
 	AIOTK_UVIEW_HAVE_BLS = 128,     /* io_bl_xa: provided buffers */
+	AIOTK_UVIEW_HAVE_UNLISTED = 256, /* tctx->inflight of its threads */
 };
 
 /* A file of the process that is not an io_uring: its address names it. */
@@ -77,7 +79,16 @@ struct aiotk_uview_ring_rec {
 					* fdinfo's eventfd-id); -1: none */
 	__u32 has_pers;                /* a personality is registered */
 	__u32 restricted;              /* restrictions are registered */
-	__u32 pad2;
+	__u32 waiting_polls;           /* of which polls (still in cancel_table) */
+	__u32 pad3;
+};
+
+/* A thread that used the instance (its tctx_list) and its requests in
+ * flight, of every instance it used: submitted and not yet freed. */
+struct aiotk_uview_tctx_rec {
+	__u32 type;
+	__s32 tid;
+	__s64 inflight;
 };
 
 /* A mapping of the instance's file in the task's address space. */
