@@ -54,6 +54,8 @@ void laiotk_proc_register(lua_State *L);
 void laiotk_kview_register(lua_State *L);
 /* A metatable name whose methods are its __index, collected by gc. */
 void laiotk_class(lua_State *L, const char *name, lua_CFunction gc, const luaL_Reg *methods);
+/* Processes attached through the Lua state and not yet detached. */
+int laiotk_targets_held(void);
 /* The viewer at idx, refused (a Lua error) once closed. */
 aiotk_kviewer *laiotk_kviewer_check(lua_State *L, int idx);
 /* io_uring instances (lua_uring.c): one instance as a table, and

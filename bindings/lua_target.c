@@ -14,6 +14,20 @@ typedef struct ltarget {
 	int attached;
 } ltarget;
 
+/* Processes held (attached and not yet detached) through this Lua state:
+ * what closing the state at exit would still detach (main.c skips the
+ * close when there are none; Lua: core.targets_held()). */
+static int held;
+
+static void set_attached(ltarget *lt, int on)
+{
+	if (lt->t.ops && lt->t.ops->detach && lt->attached != on)
+		held += on ? 1 : -1;
+	lt->attached = on;
+}
+
+int laiotk_targets_held(void) { return held; }
+
 /* The two shapes most primitives answer in: true, or where a ring is. */
 static int push_done(lua_State *L, int rc, const aiotk_err *err)
 {
@@ -690,7 +704,7 @@ static int t_detach(lua_State *L)
 	ltarget *lt = check_target(L, 1);
 	if (!lt->attached)
 		return lua_pushboolean(L, 1), 1;
-	lt->attached = 0;
+	set_attached(lt, 0);
 	if (aiotk_target_detach(&lt->t, &err))
 		return laiotk_fail(L, &err);
 	lua_pushboolean(L, 1);
@@ -717,8 +731,8 @@ static int t_pin(lua_State *L)
 static int t_gc(lua_State *L)
 {
 	ltarget *lt = check_target(L, 1);
+	set_attached(lt, 0);
 	aiotk_target_free(&lt->t);
-	lt->attached = 0;
 	return 0;
 }
 
@@ -836,6 +850,13 @@ static int l_maps(lua_State *L)
 }
 
 /* check_process(pid): true, or nil and why aiotk cannot stop it. */
+/* targets_held(): processes still attached through this state. */
+static int l_targets_held(lua_State *L)
+{
+	lua_pushinteger(L, held);
+	return 1;
+}
+
 static int l_check_process(lua_State *L)
 {
 	aiotk_err err;
@@ -850,7 +871,7 @@ static int opened(lua_State *L, ltarget *lt, int rc, const aiotk_err *err)
 {
 	if (rc)
 		return laiotk_fail(L, err);
-	lt->attached = 1;
+	set_attached(lt, 1);
 	return 1;
 }
 
@@ -945,7 +966,8 @@ void laiotk_target_register(lua_State *L)
 	static const luaL_Reg funcs[] = {
 		PRIMITIVES(SELF_REG) { "attach", l_attach }, { "adopt", l_adopt }, { "frozen", l_frozen },
 		{ "check_process", l_check_process }, { "maps", l_maps }, { "self", l_self },
-		{ "simulate", l_simulate }, { "undo_threads", l_undo_threads }, { NULL, NULL },
+		{ "simulate", l_simulate }, { "undo_threads", l_undo_threads },
+		{ "targets_held", l_targets_held }, { NULL, NULL },
 	};
 	if (luaL_newmetatable(L, TARGET_MT))
 		luaL_register(L, NULL, meta);

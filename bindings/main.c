@@ -100,6 +100,12 @@ static int run(lua_State *L, const char *dir)
 int main(int argc, char **argv)
 {
 	char dir[PATH_MAX], exe[PATH_MAX];
+	/* The guardian forked now, while this process is small: its fork and
+	 * its exit (reaped at ours) cost a fraction of what they do once
+	 * LuaJIT, the image and the libraries' heaps are in (0.2-0.3 ms each
+	 * way for a restore of a big ring). Without it, the first attach
+	 * forks one. */
+	aiotk_guardian_start();
 	lua_State *L = luaL_newstate();
 	if (!L) {
 		fprintf(stderr, "aiotk: cannot create a Lua state\n");
@@ -115,6 +121,10 @@ int main(int argc, char **argv)
 	set_exe_dir(L);
 	int rc = run(L, dir);
 	fflush(stdout);
-	lua_close(L);
+	/* Closing the state only frees memory, unless a process is still
+	 * attached (its userdata's collection detaches it): skipped, the
+	 * exit is 0.2-0.3 ms shorter. */
+	if (laiotk_targets_held())
+		lua_close(L);
 	return rc;
 }

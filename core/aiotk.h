@@ -5,8 +5,9 @@
  * to do. Nothing here prints. A process is reached only through an
  * aiotk_target the caller owns; the process-wide state, all of it:
  *  - the guardian (core/target/guardian.c): one process per process using
- *    aiotk, forked at the first attach and reaped at exit by an atexit
- *    handler; aiotk_guardian_pid() names it (Lua: core.guardian()).
+ *    aiotk, forked by aiotk_guardian_start (the aiotk command: first thing;
+ *    else the first attach) and reaped at exit by an atexit handler;
+ *    aiotk_guardian_pid() names it (Lua: core.guardian()).
  *  - a raise of fs.aio-max-nr under way (aiotk_aio_max_nr_raise), which
  *    the guardian puts back if this process dies before it ends;
  *    aiotk_aio_max_nr_raised() shows it (Lua: core.aio_max_nr_raised()).
@@ -198,7 +199,9 @@ int aiotk_target_attach_with(aiotk_target *t, int pid, const aiotk_attach_opts *
 int aiotk_target_latency_held(const aiotk_target *t);
 /* The process that puts a stopped process's main thread's CPU mask back
  * if this one dies while it is pinned (core/target/guardian.c), forked at the
- * first attach; 0: none (then no thread is pinned). */
+ * first attach unless aiotk_guardian_start made it before (cheaper while
+ * this process is small); 0: none (then no thread is pinned). */
+int aiotk_guardian_start(void);
 int aiotk_guardian_pid(void);
 /* Process pid, already traced and held in a ptrace stop by the caller
  * (CRIU's restore, before it resumes the tasks): system calls injected as

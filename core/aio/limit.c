@@ -13,7 +13,7 @@ int aiotk_aio_max_nr_raise(uint64_t was, uint64_t to, aiotk_err *err)
 	if (raised.on)
 		return aiotk_fail(err, AIOTK_EINVAL, 0, "fs.aio-max-nr is raised already (from %llu to %llu); "
 				  "one raise at a time", (unsigned long long)raised.was, (unsigned long long)raised.to);
-	int rc = aiotk_guard_start();
+	int rc = aiotk_guardian_start();
 	if (!rc)
 		rc = aiotk_guard_limit(was, to);
 	if (rc)

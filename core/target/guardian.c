@@ -106,7 +106,7 @@ static void stop_guard(void)
 	guard.pid = 0;
 }
 
-int aiotk_guard_start(void)
+int aiotk_guardian_start(void)
 {
 	int p[2];
 	if (guard.fd >= 0)

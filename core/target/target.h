@@ -25,9 +25,8 @@ int aiotk_target_attach_hooked(aiotk_target *t, int pid, const aiotk_attach_opts
 
 /* The guardian (guardian.c): a process that puts a thread's CPU mask
  * back if aiotk dies while it holds that thread pinned. Started once per
- * process (0, or -errno); each pin is told before it is made (nonzero:
+ * process (aiotk_guardian_start, aiotk.h); each pin is told before it is made (nonzero:
  * no guardian, so no pin) and each unpin after it is undone. */
-int aiotk_guard_start(void);
 int aiotk_guard_pin(int tid, uint64_t start, const cpu_set_t *was, const cpu_set_t *pin);
 void aiotk_guard_unpin(int tid);
 /* fs.aio-max-nr raised from was to set (aio/limit.c), for the guardian to

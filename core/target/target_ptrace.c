@@ -1100,7 +1100,7 @@ int aiotk_target_attach_hooked(aiotk_target *t, int pid, const aiotk_attach_opts
 	 * forked after the latency request was opened, it would hold the
 	 * request too until it got the CPU to close what it inherited, which
 	 * under load was after a SIGKILLed aiotk had been reaped. */
-	aiotk_guard_start();
+	aiotk_guardian_start();
 	p->latency_fd = o && o->hold_cpu_latency ? aiotk_cpu_latency_hold() : -1;
 	/* Read while the process runs, to keep it out of the stopped time;
 	 * a failure is kept in p->why, since dumps need no injection. */

@@ -311,6 +311,41 @@ describe("live process", function()
 		assert.are.equal("VERIFY OK 1 rings", w:verify())
 	end)
 
+	it("the aiotk command forks its guardian before anything else, holds a process only while attached, reaps the guardian at exit", function()
+		local w = helper.workload("--ring 256:20:5:0")
+		local script = helper.tmpdir() .. "/g.lua"
+		helper.write(script, string.format([[
+local core = require "aiotk.core"
+local g = core.guardian()
+-- what it inherited at the fork, closed once it runs
+local fds = core.listdir("/proc/" .. g .. "/fd")
+for _ = 1, 500 do
+	if #fds == 1 then break end
+	core.sleep_ms(10)
+	fds = core.listdir("/proc/" .. g .. "/fd")
+end
+print("guardian", g, #fds, core.targets_held())
+local t = assert(core.attach(%d))
+print("attached", core.guardian(), core.targets_held())
+assert(t:detach())
+print("detached", core.targets_held())
+]], w.pid))
+		local code, out, err = helper.run(script)
+		assert.are.equal(0, code, err)
+		local g, nfds, held0 = out:match("guardian\t(%d+)\t(%d+)\t(%d+)")
+		assert.is_truthy(g, out)
+		-- forked first: there before any attach, holding only its socket
+		assert.are.equal("1", nfds)
+		assert.are.equal("0", held0)
+		-- the attach uses it rather than forking another
+		assert.matches("attached\t" .. g .. "\t1\n", out)
+		assert.matches("detached\t0\n", out)
+		-- reaped by the command's exit (not left a zombie to this subreaper
+		-- or to PID 1)
+		assert.is_nil(io.open("/proc/" .. g .. "/stat"))
+		assert.are.equal("VERIFY OK 1 rings", w:verify())
+	end)
+
 	it("fails on a thread another tracer holds, naming it, and the threads it had stopped run on without EINTR", function()
 		if not helper.need_program(pending, "strace") then return end
 		local w = helper.workload("--ring 256:20:5:0 --threads")
