@@ -22,6 +22,10 @@ local NRINGS = 5
 -- stop to land in it reliably.
 local SLOW = RINGS .. " --ring 32768:50000:30000:0"
 local RUNS = tonumber(os.getenv("AIOTK_SURVIVE_RUNS") or "") or 24
+-- The relocation sweeps kill aiotk at every change, or at every STRIDE-th
+-- (the sanitizer pass: a SIGKILLed process reports nothing, so it needs
+-- only some of the undo paths that follow; the plain pass has them all).
+local STRIDE = tonumber(os.getenv("AIOTK_SWEEP_STRIDE") or "") or 1
 
 local function tracer(pid) return tonumber(helper.status(pid, "TracerPid") or "0") end
 
@@ -277,9 +281,9 @@ print(ok and "restored" or "failed: " .. tostring(err))
 			t:detach()
 			return k
 		end
-		local n, ended, undone, after, t0 = 0, false, 0, 0, core.now_ns()
+		local n, ended, undone, after, t0 = 1 - STRIDE, false, 0, 0, core.now_ns()
 		while not ended do
-			n = n + 1
+			n = n + STRIDE
 			local ctx = string.format("aiotk killed at change %d of a relocating restore%s", n,
 				live and " of live rings" or "")
 			local nr = core.aio_nr()
@@ -313,11 +317,12 @@ print(ok and "restored" or "failed: " .. tostring(err))
 			assert(n < 400, "the relocating restore never ended")
 		end
 		-- its journal made, 3 rings built, 6+ copies of each id rewritten
-		assert(undone > 3 * 6, "only " .. undone .. " kills left a relocation to undo, of " .. n)
-		-- live: the 3 old rings destroyed after the commit
-		assert(after == (live and 3 or 0), after .. " kills after the commit")
-		print(string.format("relocation kill sweep%s: %d changes, %d left a relocation to undo, " ..
-			"%d came after the commit, %.1f s", live and " (live rings)" or "", n - 1, undone, after,
+		assert(undone > 3 * 6 / STRIDE, "only " .. undone .. " kills left a relocation to undo, of " .. n)
+		-- live: the 3 old rings destroyed after the commit (one kill point
+		-- each: a stride may step over them)
+		if STRIDE == 1 then assert(after == (live and 3 or 0), after .. " kills after the commit") end
+		print(string.format("relocation kill sweep%s: %d changes or fewer (killed at every %d), %d left a relocation to undo, " ..
+			"%d came after the commit, %.1f s", live and " (live rings)" or "", n - 1, STRIDE, undone, after,
 			(core.now_ns() - t0) / 1e9))
 		helper.rmdir(cmds)
 	end
