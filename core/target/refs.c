@@ -1,14 +1,8 @@
-/* Where a stopped process keeps a value: the 8-byte-aligned words of its
- * writable private memory and the general registers of its threads. A
- * ring rebuilt at another address has another id (the id is the ring's
- * address), and works only once every copy of the old id is rewritten
- * (relocation, issue 23).
- *
- * Memory is read by process_vm_readv in runs of up to 1 MiB, and only the
- * pages /proc/PID/pagemap shows as the process's own (present or swapped,
- * not a file's page): a private file mapping's unwritten pages hold the
- * file, not anything the program stored, and untouched anonymous pages
- * are zero. */
+/* Where a stopped process keeps a value: the words it stored itself
+ * (own_words.c: its writable private memory, its own pages only) and the
+ * general registers of its threads. A ring rebuilt at another address
+ * has another id (the id is the ring's address), and works only once
+ * every copy of the old id is rewritten (relocation, issue 23). */
 #define _GNU_SOURCE
 #include "target/target.h"
 
@@ -19,22 +13,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#define RUN_PAGES 256u /* 1 MiB a read */
-#define PM_PRESENT (1ull << 63)
-#define PM_SWAP (1ull << 62)
-#define PM_FILE (1ull << 61)
-
 struct scan {
-	aiotk_target *t;
 	const aiotk_move *m;
 	size_t n;
 	uint64_t lo, hi;            /* every move's old range lies inside */
 	uint64_t frame_lo, frame_hi; /* aiotk's return frame goes there */
-	const aiotk_vma *vma;       /* the mapping being read */
-	int pagemap;                /* its descriptor, -1: read every page */
 	aiotk_refs *out;
 	aiotk_err *err;
-	uint64_t buf[RUN_PAGES * AIOTK_PAGE / 8];
 };
 
 static int add(aiotk_refs *out, const aiotk_ref *r, aiotk_err *err)
@@ -77,89 +62,18 @@ static void name_map(char *buf, size_t len, const char *path)
 	memcpy(buf, from, strlen(from) + 1);
 }
 
-static int scan_words(struct scan *s, uint64_t at, size_t words)
+static int scan_words(const aiotk_vma *v, uint64_t at, const uint64_t *w, size_t words, void *ctx)
 {
+	struct scan *s = ctx;
 	for (size_t k = 0; k < words; k++) {
 		aiotk_ref r = { .addr = at + 8 * k };
 		if (r.addr >= s->frame_lo && r.addr < s->frame_hi)
 			continue;
-		if (match(s, s->buf[k], &r) < 0)
+		if (match(s, w[k], &r) < 0)
 			continue;
-		r.map_start = s->vma->start;
-		name_map(r.map, sizeof(r.map), s->vma->path);
+		r.map_start = v->start;
+		name_map(r.map, sizeof(r.map), v->path);
 		int rc = add(s->out, &r, s->err);
-		if (rc)
-			return rc;
-	}
-	return 0;
-}
-
-/* pages from at, read whole when they can be, else page by page (what
- * cannot be read is counted, not fatal: it holds nothing aiotk can see). */
-static int scan_run(struct scan *s, uint64_t at, size_t pages)
-{
-	size_t len = pages * AIOTK_PAGE;
-	if (!aiotk_vm_rw(s->t->pid, at, s->buf, len, 0)) {
-		s->out->scanned += len;
-		return scan_words(s, at, len / 8);
-	}
-	for (size_t p = 0; p < pages; p++) {
-		uint64_t a = at + p * AIOTK_PAGE;
-		if (aiotk_vm_rw(s->t->pid, a, s->buf, AIOTK_PAGE, 0)) {
-			s->out->unread += AIOTK_PAGE;
-			continue;
-		}
-		s->out->scanned += AIOTK_PAGE;
-		int rc = scan_words(s, a, AIOTK_PAGE / 8);
-		if (rc)
-			return rc;
-	}
-	return 0;
-}
-
-static int own_page(uint64_t e) { return (e & (PM_PRESENT | PM_SWAP)) && !(e & PM_FILE); }
-
-/* One window of up to RUN_PAGES pages: its runs of the process's own pages. */
-static int scan_window(struct scan *s, uint64_t at, size_t pages)
-{
-	uint64_t pm[RUN_PAGES];
-	off_t off = (off_t)(at / AIOTK_PAGE * 8);
-	if (s->pagemap < 0 || pread(s->pagemap, pm, pages * 8, off) != (ssize_t)(pages * 8))
-		return scan_run(s, at, pages);
-	for (size_t p = 0; p < pages;) {
-		size_t q = p;
-		while (q < pages && own_page(pm[q]))
-			q++;
-		if (q > p) {
-			int rc = scan_run(s, at + p * AIOTK_PAGE, q - p);
-			if (rc)
-				return rc;
-		}
-		for (p = q; p < pages && !own_page(pm[p]); p++)
-			;
-	}
-	return 0;
-}
-
-/* Memory a program stores values in: readable, writable and private; not
- * the kernel's pages ([vvar], [vsyscall]), and no ring or aiotk mapping
- * (those are shared). */
-static int scanned_vma(const aiotk_vma *v)
-{
-	return v->perms[0] == 'r' && v->perms[1] == 'w' && v->perms[3] == 'p' &&
-	       strncmp(v->path, "[vvar", 5) && strcmp(v->path, "[vsyscall]") &&
-	       !aiotk_vma_is_ring(v);
-}
-
-static int scan_vma(const aiotk_vma *v, void *ctx)
-{
-	struct scan *s = ctx;
-	if (!scanned_vma(v))
-		return 0;
-	s->vma = v;
-	for (uint64_t at = v->start; at < v->end; at += RUN_PAGES * AIOTK_PAGE) {
-		uint64_t left = (v->end - at) / AIOTK_PAGE;
-		int rc = scan_window(s, at, left < RUN_PAGES ? (size_t)left : RUN_PAGES);
 		if (rc)
 			return rc;
 	}
@@ -180,13 +94,6 @@ static int scan_regs(int tid, aiotk_regs *r, void *ctx)
 	return 0;
 }
 
-static int open_pagemap(int pid)
-{
-	char path[64];
-	snprintf(path, sizeof(path), pid ? "/proc/%d/pagemap" : "/proc/self/pagemap", pid);
-	return open(path, O_RDONLY | O_CLOEXEC);
-}
-
 static int check_moves(const aiotk_move *m, size_t n, uint64_t *lo, uint64_t *hi, aiotk_err *err)
 {
 	*lo = UINT64_MAX, *hi = 0;
@@ -204,21 +111,16 @@ int aiotk_refs_find(aiotk_target *t, const aiotk_move *m, size_t n, aiotk_refs *
 		    aiotk_err *err)
 {
 	memset(out, 0, sizeof(*out));
-	struct scan *s = calloc(1, sizeof(*s));
-	if (!s)
-		return aiotk_fail(err, AIOTK_ENOMEM, ENOMEM, "out of memory for a memory scan");
-	*s = (struct scan){ .t = t, .m = m, .n = n, .out = out, .err = err };
-	int rc = check_moves(m, n, &s->lo, &s->hi, err);
+	struct scan s = { .m = m, .n = n, .out = out, .err = err };
+	int rc = check_moves(m, n, &s.lo, &s.hi, err);
 	if (!rc) {
-		aiotk_target_frame_area(t, &s->frame_lo, &s->frame_hi);
-		s->pagemap = open_pagemap(t->pid);
-		rc = aiotk_maps_each(t->pid, scan_vma, s, err);
-		if (s->pagemap >= 0)
-			close(s->pagemap);
+		aiotk_words_seen seen = { 0 };
+		aiotk_target_frame_area(t, &s.frame_lo, &s.frame_hi);
+		rc = aiotk_own_words(t, scan_words, &s, &seen, err);
+		out->scanned = seen.scanned, out->unread = seen.unread;
 	}
 	if (!rc)
-		rc = aiotk_target_each_regs(t, scan_regs, s, err);
-	free(s);
+		rc = aiotk_target_each_regs(t, scan_regs, &s, err);
 	if (rc)
 		aiotk_refs_free(out);
 	return rc;

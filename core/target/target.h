@@ -63,6 +63,18 @@ int aiotk_scratch_map_exec(aiotk_target *t, size_t len, uint64_t *addr);
 int aiotk_scratch_map_shared(aiotk_target *t, size_t len, uint64_t *addr,
 			     aiotk_err *err);
 
+/* The words t's process stored itself (own_words.c): fn for each run of
+ * n words read from at, in mapping v, until it returns nonzero (which is
+ * returned; else 0, or a failure to list the mappings). A run ends at a
+ * page boundary: a value across two runs is the caller's to read. */
+typedef int (*aiotk_words_fn)(const aiotk_vma *v, uint64_t at, const uint64_t *w, size_t n,
+			      void *ctx);
+typedef struct aiotk_words_seen {
+	uint64_t scanned, unread;   /* bytes read, bytes that could not be */
+} aiotk_words_seen;
+int aiotk_own_words(aiotk_target *t, aiotk_words_fn fn, void *ctx, aiotk_words_seen *seen,
+		    aiotk_err *err);
+
 /* fn for each mapping of pid, in address order, until it returns
  * nonzero (which is returned). */
 int aiotk_maps_each(int pid, int (*fn)(const aiotk_vma *v, void *ctx),

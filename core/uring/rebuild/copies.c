@@ -6,7 +6,7 @@
  * ring (same layout in liburing 2.3 and upstream). A rebase moves the
  * ring's counters, so these move by the same offset. They are found by
  * that pair of pointers, 8-byte aligned, with the SQE pointer six slots
- * on matching too, in the process's writable memory.
+ * on matching too, in the process's own private memory.
  * docs/KERNEL-FACTS.md, "io_uring: counters". */
 #define _GNU_SOURCE
 #include "uring/rebuild/rebuild.h"
@@ -18,60 +18,48 @@
 /* struct io_uring_sq from khead: khead, ktail, kring_mask, kring_entries,
  * kflags, kdropped, array, sqes (8 bytes each), then sqe_head, sqe_tail. */
 #define SQ_SQES 7
-#define CHUNK (1u << 20)
 
 typedef struct want {
 	uint64_t khead, ktail, sqes;
+	aiotk_target *t;
+	aiotk_uring_rebuilt *out;
 } want;
 
-static int writable(const aiotk_vma *v)
+static int is_copy(const uint64_t *w, const want *x)
 {
-	return v->perms[0] == 'r' && v->perms[1] == 'w' && strncmp(v->path, "anon_inode:", 11);
+	return w[0] == x->khead && w[1] == x->ktail && w[SQ_SQES] == x->sqes;
 }
 
-/* Each match in buf (read from addr) listed in out. */
-static void scan(const uint64_t *buf, size_t words, uint64_t addr, const want *w,
-		 aiotk_uring_rebuilt *out)
+/* Each struct in a run of the process's words listed; one that runs past
+ * the run's end is read whole where it starts (a page boundary). */
+static int scan(const aiotk_vma *v, uint64_t at, const uint64_t *w, size_t n, void *ctx)
 {
-	for (size_t i = 0; i + SQ_SQES < words && out->ncopies < AIOTK_URING_MAX_COPIES; i++)
-		if (buf[i] == w->khead && buf[i + 1] == w->ktail && buf[i + SQ_SQES] == w->sqes)
-			out->copies[out->ncopies++] = addr + i * 8;
-}
-
-/* Every mapping of t's writable memory read in chunks (overlapping by a
- * struct's length, so one across a boundary is seen). */
-static int find(aiotk_target *t, const want *w, aiotk_uring_rebuilt *out, aiotk_err *err)
-{
-	aiotk_vma *v;
-	size_t n;
-	int rc = aiotk_maps_list(t->pid, &v, &n, err);
-	if (rc)
-		return rc;
-	uint64_t *buf = malloc(CHUNK);
-	if (!buf)
-		rc = aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory scanning for liburing's rings");
-	for (size_t i = 0; !rc && i < n; i++) {
-		if (!writable(&v[i]))
+	want *x = ctx;
+	aiotk_uring_rebuilt *out = x->out;
+	(void)v;
+	for (size_t i = 0; i < n && out->ncopies < AIOTK_URING_MAX_COPIES; i++) {
+		if (w[i] != x->khead)
 			continue;
-		for (uint64_t a = v[i].start; a < v[i].end; a += CHUNK - 128) {
-			size_t len = v[i].end - a < CHUNK ? (size_t)(v[i].end - a) : CHUNK;
-			/* A mapping that cannot be read holds no ring of the program's. */
-			if (aiotk_vm_rw(t->pid, a, buf, len, 0))
-				break;
-			scan(buf, len / 8, a, w, out);
-			if (len < CHUNK)
-				break;
+		uint64_t whole[SQ_SQES + 1];
+		const uint64_t *s = w + i;
+		if (i + SQ_SQES >= n) {
+			if (aiotk_vm_rw(x->t->pid, at + i * 8, whole, sizeof(whole), 0))
+				continue;
+			s = whole;
 		}
+		if (is_copy(s, x))
+			out->copies[out->ncopies++] = at + i * 8;
 	}
-	/* A struct seen twice (in two overlapping chunks) counts once. */
-	unsigned k = 0;
-	for (unsigned i = 0; i < out->ncopies; i++)
-		if (!k || out->copies[i] != out->copies[k - 1])
-			out->copies[k++] = out->copies[i];
-	out->ncopies = k;
-	free(buf);
-	free(v);
-	return rc;
+	return 0;
+}
+
+/* The process's own words (own_words.c: private memory it wrote; a
+ * struct in a shared mapping is another process's too, and left alone). */
+static int find(aiotk_target *t, want *w, aiotk_uring_rebuilt *out, aiotk_err *err)
+{
+	aiotk_words_seen seen = { 0 };
+	w->t = t, w->out = out;
+	return aiotk_own_words(t, scan, w, &seen, err);
 }
 
 /* Each copy's values once moved, journalled, then written: a killed
@@ -79,7 +67,8 @@ static int find(aiotk_target *t, const want *w, aiotk_uring_rebuilt *out, aiotk_
  * rollback (journal.c). */
 int uring_move_copies(uring_new *n, uint32_t by, aiotk_uring_rebuilt *out, aiotk_err *err)
 {
-	want w = { n->sq_ring + n->p.sq_off.head, n->sq_ring + n->p.sq_off.tail, n->sqes };
+	want w = { .khead = n->sq_ring + n->p.sq_off.head, .ktail = n->sq_ring + n->p.sq_off.tail,
+		   .sqes = n->sqes };
 	uint32_t moved[AIOTK_URING_MAX_COPIES][2];
 	out->ncopies = 0;
 	int rc = find(n->t, &w, out, err);
@@ -91,7 +80,7 @@ int uring_move_copies(uring_new *n, uint32_t by, aiotk_uring_rebuilt *out, aiotk
 				"counters, and %s; nothing was changed (a policy answering uring_counters 'exact' "
 				"replays the counters instead)", out->ncopies ? "at least 16 liburing structs point at "
 				"the instance, more than aiotk tracks" : "no liburing struct io_uring pointing at the "
-				"instance was found in the process's writable memory");
+				"instance was found in the process's private memory");
 	for (unsigned i = 0; !rc && i < out->ncopies; i++) {
 		rc = aiotk_peek(n->t, out->copies[i] + URING_SQE_HEAD_OFF, moved[i], sizeof(moved[i]), err);
 		moved[i][0] -= by, moved[i][1] -= by;
