@@ -45,8 +45,11 @@
  * personality on e, --restricted sets e up disabled, registers
  * restrictions (NOP and POLL_ADD only) and enables it; --dontfork:
  * io_uring_ring_dontfork(e) (MADV_DONTFORK on its mappings); --ring-fd:
- * io_uring_register_ring_fd(e); --buf-ring: a provided-buffer ring
- * (group 7, 8 entries) registered on e.
+ * io_uring_register_ring_fd(e) ("e.ringfd TID OFFSET"; after the
+ * restore "after.ringfd OFFSET 1": liburing still submits through it);
+ * --buf-ring: a provided-buffer ring (group 7, 8 entries, the program's
+ * memory) registered on e, 3 of its buffers used before the dump, one
+ * more after the restore ("buf_bid 3 16": the next one).
  *
  * With --disk DEV K FLAGS, instance f alone (see disk()): reads of a
  * block device left in flight. */
@@ -520,6 +523,8 @@ static struct {
 	unsigned sq_entries, cq_entries, ncqes, nprepared;
 	unsigned long long cqe_data[8], prepared[8];
 	int cqe_res[8];
+	int enter_ring_fd;
+	unsigned char int_flags;
 } lost;
 static char failed[160];
 
@@ -536,6 +541,7 @@ static void remember_e(void)
 {
 	lost.fd = e.ring_fd, lost.cloexec = fcntl(e.ring_fd, F_GETFD) & FD_CLOEXEC;
 	lost.sq_entries = *e.sq.kring_entries, lost.cq_entries = *e.cq.kring_entries;
+	lost.enter_ring_fd = e.enter_ring_fd, lost.int_flags = e.int_flags;
 	for (unsigned h = *e.cq.khead; h != *e.cq.ktail && lost.ncqes < 8; h++, lost.ncqes++) {
 		struct io_uring_cqe *c = &e.cq.cqes[h & *e.cq.kring_mask];
 		lost.cqe_data[lost.ncqes] = c->user_data, lost.cqe_res[lost.ncqes] = c->res;
@@ -577,6 +583,52 @@ static void completed(unsigned long long data, int res, unsigned *seen)
 		failure("completion %llu res %d is none of those awaited", data, res);
 }
 
+/* One read of /dev/zero into a buffer of e's group 7: its buffer id
+ * (res, the bytes read, in *res), or -1 with no buffer. */
+static int e_buffer_read(int *res)
+{
+	static int zero_fd = -1;
+	struct io_uring_cqe *cqe;
+	if (zero_fd < 0 && (zero_fd = open("/dev/zero", O_RDONLY | O_CLOEXEC)) < 0)
+		die("/dev/zero", errno);
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&e);
+	io_uring_prep_read(sqe, zero_fd, NULL, 16, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = 7;
+	io_uring_sqe_set_data64(sqe, 0xb0f);
+	int rc = io_uring_submit_and_wait(&e, 1);
+	if (rc < 0 || (rc = io_uring_wait_cqe(&e, &cqe)))
+		die("buffer-select read e", rc);
+	*res = cqe->res;
+	int bid = cqe->flags & IORING_CQE_F_BUFFER ? (int)(cqe->flags >> IORING_CQE_BUFFER_SHIFT) : -1;
+	io_uring_cqe_seen(&e, cqe);
+	return bid;
+}
+
+/* --buf-ring: group 7's ring (the program's memory, 8 buffers of 64
+ * bytes) registered on e, all 8 provided, 3 used (buffers 0, 1, 2): the
+ * kernel's head is 3 at the dump ("e.buf_head 3"). */
+static void e_buffers(void)
+{
+	static char bufs[8][64];
+	struct io_uring_buf_ring *br = aligned_alloc(4096, 4096);
+	io_uring_buf_ring_init(br);
+	struct io_uring_buf_reg reg = { .ring_addr = (unsigned long)br, .ring_entries = 8, .bgid = 7 };
+	int rc = io_uring_register_buf_ring(&e, &reg, 0);
+	if (rc)
+		die("io_uring_register_buf_ring e", rc);
+	for (int i = 0; i < 8; i++)
+		io_uring_buf_ring_add(br, bufs[i], sizeof(bufs[i]), (unsigned short)i,
+				      io_uring_buf_ring_mask(8), i);
+	io_uring_buf_ring_advance(br, 8);
+	for (int i = 0; i < 3; i++) {
+		int res, bid = e_buffer_read(&res);
+		if (bid != i || res != 16)
+			die("buffer-select read e: not the next buffer", EIO);
+	}
+	printf("e.buf_ring %p\ne.buf_head 3\n", (void *)br);
+}
+
 static void make_e(unsigned long n)
 {
 	struct io_uring_params p = { .flags = e_flags | (e_restricted ? IORING_SETUP_R_DISABLED : 0) };
@@ -589,12 +641,10 @@ static void make_e(unsigned long n)
 		die("io_uring_ring_dontfork e", rc);
 	if (e_ring_fd && (rc = io_uring_register_ring_fd(&e)) != 1)
 		die("io_uring_register_ring_fd e", rc);
-	if (e_buf_ring) {
-		struct io_uring_buf_reg reg = { .ring_addr = (unsigned long)aligned_alloc(4096, 4096),
-						.ring_entries = 8, .bgid = 7 };
-		if ((rc = io_uring_register_buf_ring(&e, &reg, 0)))
-			die("io_uring_register_buf_ring e", rc);
-	}
+	if (e_ring_fd)
+		printf("e.ringfd %ld %d\n", (long)syscall(SYS_gettid), e.enter_ring_fd);
+	if (e_buf_ring)
+		e_buffers();
 	if (e_personality && (rc = io_uring_register_personality(&e)) < 0)
 		die("register personality e", rc);
 	if (registered)
@@ -665,6 +715,14 @@ static void use_e(void)
 		completed(cqe->user_data, cqe->res, &seen);
 		io_uring_cqe_seen(&e, cqe);
 	}
+	if (e_ring_fd) /* the submits above went through the registered ring fd */
+		printf("after.ringfd %d %d\n", e.enter_ring_fd, e.int_flags & 1);
+	if (e_buf_ring) { /* the next buffer is the one after those used before the dump */
+		int res, bid = e_buffer_read(&res);
+		printf("buf_bid %d %d\n", bid, res);
+		if (bid != 3 || res != 16)
+			failure("buffer-select read after: buffer %d (%d bytes), not buffer 3 (16)", bid, res);
+	}
 	int wrote = registered ? fixed_io() : 0;
 	if (registered && wrote != (int)e_iov[1].iov_len)
 		failure("fixed-file write from a fixed buffer: %d", wrote);
@@ -721,6 +779,9 @@ __attribute__((noreturn)) static void lose_in_this_thread(unsigned long n)
 			if (e_evfd >= 0)
 				drain_eventfd(); /* what its NOPs signalled */
 			io_uring_queue_exit(&e);
+			/* liburing forgets a registered ring fd as it unregisters
+			 * it: the program that lost its instance had not. */
+			e.enter_ring_fd = lost.enter_ring_fd, e.int_flags = lost.int_flags;
 			/* The POLL in flight is cancelled by the ring's exit work,
 			 * later, and its CQE signals the eventfd: waited for, so
 			 * that what is read after the restore is the restored

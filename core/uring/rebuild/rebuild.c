@@ -49,9 +49,9 @@ static int refuse(const aiotk_uring *u, const char *why, aiotk_err *err)
  * rebuilt without it, the program would lose it silently. */
 static const char *unrebuilt_resource(const aiotk_uring *u)
 {
-	if (u->nringfds)
-		return "a thread registered its ring fd (IORING_REGISTER_RING_FDS): registered "
-		       "ring fds are not rebuilt yet";
+	if (u->nringfds && !(u->have & AIOTK_URING_HAVE_RINGFDS))
+		return "a thread registered its ring fd (IORING_REGISTER_RING_FDS), and the image "
+		       "does not say which";
 	if (u->nbls_total)
 		return "provided buffers (IORING_REGISTER_PBUF_RING or PROVIDE_BUFFERS) are not "
 		       "rebuilt yet";
@@ -444,6 +444,8 @@ static int build(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_o
 		rc = register_files(n, u, err);
 	if (!rc)
 		rc = register_bufs(n, u, err);
+	if (!rc)
+		rc = uring_register_ringfds(n, u, err);
 	if (!rc)
 		rc = enable(n, u, err);
 	uint64_t t1 = aiotk_now_ns();

@@ -14,6 +14,7 @@
  * from URING_JOURNAL_HEAD on. */
 #define URING_JOURNAL_HOLDS 8
 #define URING_JOURNAL_FILLS 256  /* as many as place.c fills at most */
+#define URING_JOURNAL_RINGFDS 16  /* registered ring fds a rebuild makes */
 #define URING_JOURNAL_HEAD 8192
 #define URING_JOURNAL_SCRATCH (AIOTK_URING_JOURNAL_AT + URING_JOURNAL_HEAD)
 typedef struct uring_journal {
@@ -25,6 +26,10 @@ typedef struct uring_journal {
 	uint64_t holds[URING_JOURNAL_HOLDS][2];  /* saved ranges held */
 	uint64_t fills[URING_JOURNAL_FILLS][2];  /* gaps filled for a placement */
 	struct { uint64_t at; uint32_t moved[2]; } copies[AIOTK_URING_MAX_COPIES];
+	/* Registered ring fds (ringfds.c): each slot journalled once seen
+	 * free, before it is taken. */
+	uint32_t nringfds, pad2;
+	struct { int32_t tid; uint32_t index; } ringfds[URING_JOURNAL_RINGFDS];
 } uring_journal;
 _Static_assert(sizeof(uring_journal) <= URING_JOURNAL_HEAD, "io_uring journal");
 
@@ -56,6 +61,7 @@ int uring_journal_setup_next(uring_new *n, aiotk_err *err);
 int uring_journal_instance(uring_new *n, aiotk_err *err);
 int uring_journal_copies(uring_new *n, const uint64_t *at, const uint32_t (*moved)[2],
 			 unsigned count, uint32_t shift, aiotk_err *err);
+int uring_journal_ringfd(uring_new *n, int tid, uint32_t index, aiotk_err *err);
 int uring_journal_commit(uring_new *n, aiotk_err *err);
 void uring_journal_rollback(uring_new *n);
 void uring_journal_close(uring_new *n);
@@ -80,5 +86,12 @@ int uring_submit_polls(uring_new *n, uint32_t sq_entries, uint32_t head,
  * them into ring memory, journalled, then each moved down by shift
  * (copies.c). */
 int uring_move_copies(uring_new *n, uint32_t shift, aiotk_uring_rebuilt *out, aiotk_err *err);
+
+/* Each of u's registered ring fds registered again in its thread at its
+ * saved offset (before a single issuer is enabled: then any thread may),
+ * each slot seen free and journalled first; and a rollback's drop of
+ * every journalled slot (ringfds.c). */
+int uring_register_ringfds(uring_new *n, const aiotk_uring *u, aiotk_err *err);
+void uring_drop_ringfds(aiotk_target *t, const uring_journal *j);
 
 #endif
