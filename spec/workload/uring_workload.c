@@ -326,7 +326,7 @@ static void d_buf_ring(void)
 		die("io_uring_submit_and_wait d", rc);
 	io_uring_cq_advance(&d, 3);
 	close(null_fd);
-	printf("d.bgid 7\nd.buf_entries 8\nd.buf_head 3\nd.buf_tail 8\n");
+	printf("d.bgid 7\nd.buf_entries 8\nd.buf_head 3\nd.buf_tail 8\nd.buf_addr %lu\n", (unsigned long)br);
 }
 
 static void make_d(void)
@@ -626,7 +626,7 @@ static void e_buffers(void)
 		if (bid != i || res != 16)
 			die("buffer-select read e: not the next buffer", EIO);
 	}
-	printf("e.buf_ring %p\ne.buf_head 3\n", (void *)br);
+	printf("e.buf_ring %lu\ne.buf_head 3\n", (unsigned long)br);
 }
 
 static void make_e(unsigned long n)

@@ -15,7 +15,8 @@
  * (saved ranges held, gaps filled to steer the kernel's placement), the
  * fd io_uring_setup is about to return, then the new instance's inode
  * (every fd and mapping of that inode is the rebuild's: temporary or
- * final), the registered ring fds it takes in the threads, and
+ * final), the registered ring fds it takes in the threads, the /dev/null
+ * a buffer ring's head is moved with, and
  * liburing's copies as a rebase moves them. A rollback
  * takes away only what still is as the rebuild left it: a placeholder at
  * exactly its range, a copy holding the moved value, fds and mappings of
@@ -69,8 +70,9 @@ int uring_journal_open(uring_new *n, size_t scratch, aiotk_err *err)
 	}
 	memset(&n->j, 0, sizeof(n->j));
 	n->j.magic = MAGIC;
-	n->j.pending_fd = -1;
-	return PUT(n, magic, err);
+	n->j.pending_fd = -1, n->j.nullfd = -1;
+	int rc = PUT(n, nullfd, err);
+	return rc ? rc : PUT(n, magic, err);
 }
 
 int uring_journal_ranges(uring_new *n, int fills, const uint64_t *addr, const uint64_t *len,
@@ -173,6 +175,13 @@ int uring_journal_ringfd(uring_new *n, int tid, uint32_t index, aiotk_err *err)
 	return rc ? rc : PUT(n, nringfds, err);
 }
 
+/* next: the fd openat is about to give; else none (closed). */
+int uring_journal_nullfd(uring_new *n, int next, aiotk_err *err)
+{
+	n->j.nullfd = next ? lowest_free(n->t) : -1;
+	return PUT(n, nullfd, err);
+}
+
 /* ---- the rollback ------------------------------------------------------ */
 
 /* liburing's copies put back where they hold what the rebase wrote. */
@@ -259,6 +268,7 @@ static void rollback(aiotk_target *t, const uring_journal *j)
 {
 	unmove(t, j);
 	uring_drop_ringfds(t, j); /* each holds the instance: dropped before its fds */
+	uring_close_nullfd(t, j);
 	close_fds(t, j);
 	if (j->ino)
 		inode_mapped(t, j->ino, 1);
