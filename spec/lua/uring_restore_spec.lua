@@ -214,10 +214,12 @@ describe("io_uring restore", function()
 		w = start(args)
 		assert.are.equal(3, fact(w, "e.buf_head"))
 		local addr = string.format("0x%016x", fact(w, "e.buf_ring"))
+		local where = args:find("--buf-ring-mmap", 1, true) and "the kernel's memory (mmapped)"
+			or ("the program's memory at " .. addr)
 		lose_and_restore(w, dir .. "/img", nil, function(d)
 			local _, text = run("show -D " .. d)
-			assert.truthy(text:find("buffer ring group 7: 8 entries, head 3 tail 8 (5 available), " ..
-				"the program's memory at " .. addr, 1, true), text)
+			assert.truthy(text:find("buffer ring group 7: 8 entries, head 3 tail 8 (5 available), " .. where, 1, true),
+				text)
 			local ccode, ctext = run("check -D " .. d) -- rebuildable (0: exact, 3: rebased), not refused
 			assert.are.equal(verify and 0 or 3, ccode, ctext)
 			assert.truthy(ctext:find("io_uring fd " .. fact(w, "e.fd") .. " (8/16 entries): aiotk ", 1, true), ctext)
@@ -235,6 +237,14 @@ describe("io_uring restore", function()
 
 	it("registers a buffer ring again with its head, rebased (the head's reads counted in the cq tail)", function()
 		bufring_back("1000003 --buf-ring")
+	end)
+
+	it("rebuilds a buffer ring in the kernel's memory (IOU_PBUF_RING_MMAP) at its mapping, bytes and head back", function()
+		bufring_back("0 --buf-ring-mmap", true)
+	end)
+
+	it("rebuilds a buffer ring in the kernel's memory, rebased", function()
+		bufring_back("1000003 --buf-ring-mmap")
 	end)
 
 	it("rebuilds a SINGLE_ISSUER instance's buffer ring and ring fd in its owner thread", function()

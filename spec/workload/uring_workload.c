@@ -49,7 +49,9 @@
  * restore "after.ringfd OFFSET 1": liburing still submits through it);
  * --buf-ring: a provided-buffer ring (group 7, 8 entries, the program's
  * memory) registered on e, 3 of its buffers used before the dump, one
- * more after the restore ("buf_bid 3 16": the next one).
+ * more after the restore ("buf_bid 3 16": the next one); --buf-ring-mmap:
+ * the same in the kernel's memory (IOU_PBUF_RING_MMAP), mapped, unmapped
+ * when e is lost.
  *
  * With --disk DEV K FLAGS, instance f alone (see disk()): reads of a
  * block device left in flight. */
@@ -65,6 +67,7 @@
 #include <string.h>
 #include <stdarg.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -608,13 +611,30 @@ static int e_buffer_read(int *res)
 /* --buf-ring: group 7's ring (the program's memory, 8 buffers of 64
  * bytes) registered on e, all 8 provided, 3 used (buffers 0, 1, 2): the
  * kernel's head is 3 at the dump ("e.buf_head 3"). */
-static void e_buffers(void)
+static void *e_mmap_ring; /* --buf-ring-mmap: the ring is the kernel's, mapped here */
+
+/* Group 7's ring in the kernel's memory (IOU_PBUF_RING_MMAP), mapped at
+ * IORING_OFF_PBUF_RING | 7 << 16: raw calls, liburing 2.3 knows neither. */
+static struct io_uring_buf_ring *e_kernel_ring(void)
+{
+	struct { __u64 ring_addr; __u32 ring_entries; __u16 bgid, flags; __u64 resv[3]; } reg = {
+		.ring_entries = 8, .bgid = 7, .flags = 1 /* IOU_PBUF_RING_MMAP */ };
+	if (syscall(SYS_io_uring_register, e.ring_fd, IORING_REGISTER_PBUF_RING, &reg, 1))
+		die("IORING_REGISTER_PBUF_RING | IOU_PBUF_RING_MMAP e", errno);
+	e_mmap_ring = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, e.ring_fd,
+			   0x80000000ull | 7ull << 16);
+	if (e_mmap_ring == MAP_FAILED)
+		die("mmap of e's buffer ring", errno);
+	return e_mmap_ring;
+}
+
+static void e_buffers(int kernel_memory)
 {
 	static char bufs[8][64];
-	struct io_uring_buf_ring *br = aligned_alloc(4096, 4096);
+	struct io_uring_buf_ring *br = kernel_memory ? e_kernel_ring() : aligned_alloc(4096, 4096);
 	io_uring_buf_ring_init(br);
 	struct io_uring_buf_reg reg = { .ring_addr = (unsigned long)br, .ring_entries = 8, .bgid = 7 };
-	int rc = io_uring_register_buf_ring(&e, &reg, 0);
+	int rc = kernel_memory ? 0 : io_uring_register_buf_ring(&e, &reg, 0);
 	if (rc)
 		die("io_uring_register_buf_ring e", rc);
 	for (int i = 0; i < 8; i++)
@@ -644,7 +664,7 @@ static void make_e(unsigned long n)
 	if (e_ring_fd)
 		printf("e.ringfd %ld %d\n", (long)syscall(SYS_gettid), e.enter_ring_fd);
 	if (e_buf_ring)
-		e_buffers();
+		e_buffers(e_buf_ring == 2);
 	if (e_personality && (rc = io_uring_register_personality(&e)) < 0)
 		die("register personality e", rc);
 	if (registered)
@@ -782,6 +802,8 @@ __attribute__((noreturn)) static void lose_in_this_thread(unsigned long n)
 			/* liburing forgets a registered ring fd as it unregisters
 			 * it: the program that lost its instance had not. */
 			e.enter_ring_fd = lost.enter_ring_fd, e.int_flags = lost.int_flags;
+			if (e_mmap_ring) /* queue_exit leaves it; it holds the instance */
+				munmap(e_mmap_ring, 4096);
 			/* The POLL in flight is cancelled by the ring's exit work,
 			 * later, and its CQE signals the eventfd: waited for, so
 			 * that what is read after the restore is the restored
@@ -941,6 +963,8 @@ int main(int argc, char **argv)
 				e_ring_fd = 1;
 			else if (!strcmp(argv[i], "--buf-ring"))
 				e_buf_ring = 1;
+			else if (!strcmp(argv[i], "--buf-ring-mmap"))
+				e_buf_ring = 2;
 			else if (!strcmp(argv[i], "--dontfork"))
 				e_dontfork = 1;
 			else if (!strcmp(argv[i], "--personality"))

@@ -3,7 +3,10 @@
  * A ring in the program's memory (io_uring_setup_buf_ring,
  * io_uring_register_buf_ring) is registered again with its group, its
  * entries and at its address: the memory, its entries and the tail the
- * program wrote are the program's, left as they are. The kernel's head
+ * program wrote are the program's, left as they are. A ring in the
+ * kernel's memory (IOU_PBUF_RING_MMAP) is registered so again, placed at
+ * the program's saved mapping of it with the instance's other mappings
+ * (rebuild.c, place.c), and its saved bytes written back. The kernel's head
  * has no interface to set it and starts at 0, so it is moved as the
  * program moved it, one buffer at a time: reads of /dev/null (opened in
  * the process for them, journalled, closed after) selecting a buffer of
@@ -33,6 +36,8 @@
 #ifndef IOU_PBUF_RING_INC
 #define IOU_PBUF_RING_INC 2
 #endif
+#define PBUF_RING_MMAP 1              /* IOU_PBUF_RING_MMAP */
+#define OFF_PBUF_RING 0x80000000ull   /* IORING_OFF_PBUF_RING, bgid << 16 above it */
 /* /dev/null opened with flags no program would pass together, so that a
  * rollback knows it (O_SYNC, O_APPEND and O_NOATIME change nothing for
  * its reads). */
@@ -51,6 +56,32 @@ struct buf_reg {                /* struct io_uring_buf_reg as Linux 6.9 has it (
 	uint64_t resv[3];
 };
 
+/* The program's mapping of group bgid's ring in the kernel's memory, if
+ * saved. */
+static const aiotk_uring_map *ring_map(const aiotk_uring *u, uint16_t bgid)
+{
+	for (size_t i = 0; i < u->nmaps; i++)
+		if (u->maps[i].offset == (OFF_PBUF_RING | (uint64_t)bgid << 16) && u->maps[i].data)
+			return &u->maps[i];
+	return NULL;
+}
+
+int uring_bufring_mapping(const aiotk_uring *u, uint64_t offset)
+{
+	for (size_t i = 0; i < u->nbls; i++)
+		if ((u->bls[i].flags & (AIOTK_URING_BL_RING | AIOTK_URING_BL_USER)) == AIOTK_URING_BL_RING &&
+		    offset == (OFF_PBUF_RING | (uint64_t)u->bls[i].bgid << 16))
+			return 1;
+	return 0;
+}
+
+/* Where group b's ring is in the program's memory now. */
+static uint64_t ring_at(const aiotk_uring *u, const aiotk_uring_bl *b)
+{
+	const aiotk_uring_map *m = b->flags & AIOTK_URING_BL_USER ? NULL : ring_map(u, b->bgid);
+	return m ? m->start : b->addr;
+}
+
 const char *uring_bufrings_unrebuilt(const aiotk_uring *u, char *why, size_t len)
 {
 	if (!u->nbls_total)
@@ -63,9 +94,10 @@ const char *uring_bufrings_unrebuilt(const aiotk_uring *u, char *why, size_t len
 		if (!(b->flags & AIOTK_URING_BL_RING))
 			w = "legacy provided buffers (IORING_OP_PROVIDE_BUFFERS) are not rebuilt: the "
 			    "kernel's list of them is not read";
-		else if (!(b->flags & AIOTK_URING_BL_USER))
-			w = "a buffer ring in the kernel's memory (IOU_PBUF_RING_MMAP) is not rebuilt yet";
-		else if (!b->addr)
+		else if (!(b->flags & AIOTK_URING_BL_USER) && !ring_map(u, b->bgid))
+			w = "its buffer ring in the kernel's memory (IOU_PBUF_RING_MMAP) is not mapped by "
+			    "the program, so its entries are not saved";
+		else if ((b->flags & AIOTK_URING_BL_USER) && !b->addr)
 			w = "its buffer ring was not found in the program's memory (its mapping moved "
 			    "since it was registered?)";
 		else if ((b->flags & AIOTK_URING_BL_INC) && b->head)
@@ -96,27 +128,37 @@ int uring_register_bufrings(uring_new *n, const aiotk_uring *u, aiotk_err *err)
 	int rc = 0;
 	for (size_t i = 0; !rc && i < u->nbls; i++) {
 		const aiotk_uring_bl *b = &u->bls[i];
-		struct buf_reg reg = { .ring_addr = b->addr, .ring_entries = b->entries, .bgid = b->bgid };
-		reg.flags = b->flags & AIOTK_URING_BL_INC ? IOU_PBUF_RING_INC : 0;
+		int user = b->flags & AIOTK_URING_BL_USER;
+		struct buf_reg reg = { .ring_addr = user ? b->addr : 0, .ring_entries = b->entries,
+				       .bgid = b->bgid };
+		reg.flags = (uint16_t)((b->flags & AIOTK_URING_BL_INC ? IOU_PBUF_RING_INC : 0) |
+				       (user ? 0 : PBUF_RING_MMAP));
 		rc = aiotk_poke(n->t, URING_JOURNAL_SCRATCH, &reg, sizeof(reg), err);
 		long r = rc ? 0 : aiotk_sys_in(n->t, n->owner, SYS_io_uring_register, n->fd,
 					       IORING_REGISTER_PBUF_RING, (long)URING_JOURNAL_SCRATCH, 1, 0, 0);
 		if (!rc && aiotk_sys_failed(r))
 			rc = aiotk_fail(err, AIOTK_ESYS, (int)-r, "io_uring fd %d: registering buffer ring "
-					"group %u again (%u entries at 0x%llx): %s", u->fd, b->bgid, b->entries,
-					(unsigned long long)b->addr, strerror((int)-r));
+					"group %u again (%u entries %s 0x%llx): %s", u->fd, b->bgid, b->entries,
+					user ? "at" : "in the kernel's memory, mapped at",
+					(unsigned long long)ring_at(u, b), strerror((int)-r));
 	}
 	return rc;
 }
 
-/* Each ring's tail as the program's memory holds it now: a head moved
- * from 0 to its saved value must not meet it on the way. */
+/* A ring in the kernel's memory, placed at its saved address with the
+ * other mappings: its saved entries and tail written back (the reads
+ * select from them). Then each ring's tail as the program's memory holds
+ * it now: a head moved from 0 to its saved value must not meet it on the
+ * way. */
 static int tails_ahead(uring_new *n, const aiotk_uring *u, aiotk_err *err)
 {
 	for (size_t i = 0; i < u->nbls; i++) {
 		const aiotk_uring_bl *b = &u->bls[i];
+		const aiotk_uring_map *m = b->flags & AIOTK_URING_BL_USER ? NULL : ring_map(u, b->bgid);
 		uint16_t tail;
-		int rc = b->head ? aiotk_peek(n->t, b->addr + 14, &tail, sizeof(tail), err) : 0;
+		int rc = m ? aiotk_poke(n->t, m->start, m->data, m->end - m->start, err) : 0;
+		if (!rc && b->head)
+			rc = aiotk_peek(n->t, ring_at(u, b) + 14, &tail, sizeof(tail), err);
 		if (rc)
 			return rc;
 		if (b->head && tail < b->head)

@@ -88,9 +88,9 @@ int aiotk_uring_rebuildable(const aiotk_uring *u, aiotk_err *err)
 		if (!u->maps[i].data)
 			return refuse(u, "its ring memory is not in the image", err);
 		if (u->maps[i].offset != OFF_SQ_RING && u->maps[i].offset != OFF_CQ_RING &&
-		    u->maps[i].offset != OFF_SQES)
-			return refuse(u, "a buffer ring in the kernel's memory (IOU_PBUF_RING_MMAP, "
-				      "mmapped) is not rebuilt yet", err);
+		    u->maps[i].offset != OFF_SQES && !uring_bufring_mapping(u, u->maps[i].offset))
+			return refuse(u, "it has a mapping that is none of its rings' (an unknown mmap "
+				      "offset)", err);
 	}
 	if (!map_at(u, OFF_SQ_RING) || !map_at(u, OFF_SQES))
 		return refuse(u, "its SQ ring or SQE array is not mapped (a rebuild puts both back)", err);

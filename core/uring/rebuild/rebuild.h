@@ -106,6 +106,7 @@ void uring_drop_ringfds(aiotk_target *t, const uring_journal *j);
  * of /dev/null, the new instance's first SQEs, *done of them; a
  * rollback's close of that /dev/null. */
 const char *uring_bufrings_unrebuilt(const aiotk_uring *u, char *why, size_t len);
+int uring_bufring_mapping(const aiotk_uring *u, uint64_t offset); /* a kernel ring's, rebuilt */
 uint64_t uring_bufring_heads(const aiotk_uring *u);
 int uring_register_bufrings(uring_new *n, const aiotk_uring *u, aiotk_err *err);
 int uring_move_bufring_heads(uring_new *n, const aiotk_uring *u, uint64_t *done, aiotk_err *err);
