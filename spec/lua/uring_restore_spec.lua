@@ -394,6 +394,16 @@ describe("io_uring restore", function()
 		refused_by_name("0 --restricted", "restrictions are registered (IORING_REGISTER_RESTRICTIONS)")
 	end)
 
+	it("refuses legacy provided buffers by name", function()
+		refused_by_name("0 --provide-buffers", "provided-buffer group 7: legacy provided buffers " ..
+			"(IORING_OP_PROVIDE_BUFFERS) are not rebuilt")
+	end)
+
+	it("refuses a buffer ring whose memory was moved after it was touched by name (its address not found)", function()
+		refused_by_name("0 --buf-ring-moved", "provided-buffer group 7: its buffer ring was not found in " ..
+			"the program's memory")
+	end)
+
 	it("refuses other setup flags by name", function()
 		refused_by_name("0 --flags 0x800", "setup flag(s) CQE32 are not rebuilt")
 	end)

@@ -51,7 +51,9 @@
  * memory) registered on e, 3 of its buffers used before the dump, one
  * more after the restore ("buf_bid 3 16": the next one); --buf-ring-mmap:
  * the same in the kernel's memory (IOU_PBUF_RING_MMAP), mapped, unmapped
- * when e is lost.
+ * when e is lost; --buf-ring-moved: the same in memory moved (mremap)
+ * after it was touched; --provide-buffers: group 7 as 8 legacy provided
+ * buffers.
  *
  * With --disk DEV K FLAGS, instance f alone (see disk()): reads of a
  * block device left in flight. */
@@ -628,13 +630,45 @@ static struct io_uring_buf_ring *e_kernel_ring(void)
 	return e_mmap_ring;
 }
 
-static void e_buffers(int kernel_memory)
+/* --provide-buffers: group 7 as legacy provided buffers (8 of them). */
+static void e_legacy_buffers(void)
 {
 	static char bufs[8][64];
-	struct io_uring_buf_ring *br = kernel_memory ? e_kernel_ring() : aligned_alloc(4096, 4096);
+	struct io_uring_cqe *cqe;
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&e);
+	io_uring_prep_provide_buffers(sqe, bufs, sizeof(bufs[0]), 8, 7, 0);
+	int rc = io_uring_submit_and_wait(&e, 1);
+	if (rc < 0 || (rc = io_uring_wait_cqe(&e, &cqe)) || (rc = cqe->res) < 0)
+		die("provide_buffers e", rc < 0 ? rc : EIO);
+	io_uring_cqe_seen(&e, cqe);
+}
+
+/* --buf-ring-moved: the ring's memory touched, then moved by mremap
+ * before it is registered (its pages keep the index of where they were
+ * touched). */
+static struct io_uring_buf_ring *e_moved_memory(void)
+{
+	void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	void *to = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED || to == MAP_FAILED)
+		die("mmap", errno);
+	memset(m, 0, 4096);
+	void *r = mremap(m, 4096, 4096, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+	if (r == MAP_FAILED)
+		die("mremap", errno);
+	return r;
+}
+
+/* kind: 1 the program's memory, 2 the kernel's (mmapped), 3 the
+ * program's memory moved before it was registered. */
+static void e_buffers(int kind)
+{
+	static char bufs[8][64];
+	struct io_uring_buf_ring *br = kind == 2 ? e_kernel_ring() : kind == 3 ? e_moved_memory() :
+				       aligned_alloc(4096, 4096);
 	io_uring_buf_ring_init(br);
 	struct io_uring_buf_reg reg = { .ring_addr = (unsigned long)br, .ring_entries = 8, .bgid = 7 };
-	int rc = kernel_memory ? 0 : io_uring_register_buf_ring(&e, &reg, 0);
+	int rc = kind == 2 ? 0 : io_uring_register_buf_ring(&e, &reg, 0);
 	if (rc)
 		die("io_uring_register_buf_ring e", rc);
 	for (int i = 0; i < 8; i++)
@@ -663,8 +697,10 @@ static void make_e(unsigned long n)
 		die("io_uring_register_ring_fd e", rc);
 	if (e_ring_fd)
 		printf("e.ringfd %ld %d\n", (long)syscall(SYS_gettid), e.enter_ring_fd);
-	if (e_buf_ring)
-		e_buffers(e_buf_ring == 2);
+	if (e_buf_ring == 4)
+		e_legacy_buffers();
+	else if (e_buf_ring)
+		e_buffers(e_buf_ring);
 	if (e_personality && (rc = io_uring_register_personality(&e)) < 0)
 		die("register personality e", rc);
 	if (registered)
@@ -965,6 +1001,10 @@ int main(int argc, char **argv)
 				e_buf_ring = 1;
 			else if (!strcmp(argv[i], "--buf-ring-mmap"))
 				e_buf_ring = 2;
+			else if (!strcmp(argv[i], "--buf-ring-moved"))
+				e_buf_ring = 3;
+			else if (!strcmp(argv[i], "--provide-buffers"))
+				e_buf_ring = 4;
 			else if (!strcmp(argv[i], "--dontfork"))
 				e_dontfork = 1;
 			else if (!strcmp(argv[i], "--personality"))
