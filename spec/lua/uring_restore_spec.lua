@@ -270,8 +270,12 @@ describe("io_uring restore", function()
 		check_used(w)
 	end)
 
-	it("the REPL's API rebuilds an instance by hand (attach, core.uring_rebuild, detach)", function()
-		w = start(0)
+	-- The workload (args) dumped and its instance lost; then aiotk -e runs
+	-- the REPL's API on it: the image read, the POLL's SQE made, the
+	-- process attached as t; then `steps` (r: the rebuild's result), t
+	-- detached, `print`ed. Returns aiotk's stdout.
+	local function by_hand(args, steps, print_what)
+		w = start(args)
 		assert.are.equal(0, (run("dump -p " .. w.pid .. " -D " .. dir .. "/img")))
 		core.kill(w.pid, "USR1")
 		read_until(w, "LOST")
@@ -281,14 +285,35 @@ describe("io_uring restore", function()
 			"local sqe = assert(require('aiotk.uring').rebuild(img:urings()[1].reqs[1]))",
 			"local t = assert(aiotk.core.attach(" .. w.pid .. "))",
 			"local r, err = aiotk.core.uring_rebuild(t, img, 1, { exact = true, polls = { sqe } })",
-			"t:detach()",
-			"print(assert(r, err).fd, r.nops)" }, "; ")
+			steps, "t:detach()", "print(" .. print_what .. ")" }, "; ")
 		local code, out, err = run("-e \"" .. lua .. "\"")
 		assert.are.equal(0, code, err)
+		return out
+	end
+
+	it("the REPL's API rebuilds an instance by hand (attach, core.uring_rebuild, detach)", function()
+		local out = by_hand(0, "assert(r, err)", "r.fd, r.nops")
 		assert.are.equal(fact(w, "e.fd") .. "\t5", out:match("^(%S+\t%S+)"))
 		core.kill(w.pid, "USR2")
 		read_until(w, "CHECKED")
 		check_used(w)
+	end)
+
+	it("the REPL's API takes a rebuilt instance away again with its ring fd and buffer ring (core.uring_unbuild)", function()
+		-- unbuilt, nothing of it is left: no mapping, no fd, and the thread's
+		-- ring fd slot free again (the next restore registers it there)
+		local out = by_hand("0 --ring-fd --buf-ring-mmap", "assert(aiotk.core.uring_unbuild(t, img, 1, assert(r, err)))",
+			"'unbuilt', r.fd")
+		assert.are.equal("unbuilt\t" .. fact(w, "e.fd"), out:match("^(%S+\t%S+)"))
+		assert.are.equal(0, process_urings(w.pid))
+		assert.is_nil(core.readlink("/proc/" .. w.pid .. "/fd/" .. fact(w, "e.fd")))
+		local rcode, _, rerr = run("restore -p " .. w.pid .. " -D " .. dir .. "/img")
+		assert.are.equal(0, rcode, rerr)
+		core.kill(w.pid, "USR2")
+		read_until(w, "CHECKED")
+		check_used(w)
+		assert.are.same({ w.facts["e.ringfd"][2], 1, 3 }, { fact(w, "after.ringfd"), w.facts["after.ringfd"][2],
+			fact(w, "buf_bid") })
 	end)
 
 	it("check says per instance: rebase, or refused and why", function()

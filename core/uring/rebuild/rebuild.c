@@ -512,13 +512,12 @@ int aiotk_uring_rebuild(aiotk_target *t, const aiotk_uring *saved,
 	return rc;
 }
 
-/* Journalled as a rebuild is (its instance, liburing's copies as they
- * are now), then rolled back as a failed one is: a killed aiotk leaves
- * the next one to finish it. */
+/* Journalled as a rebuild is (its instance, the ring fds it registered
+ * in the threads, liburing's copies as they are now), then rolled back as
+ * a failed one is: a killed aiotk leaves the next one to finish it. */
 int aiotk_uring_unbuild(aiotk_target *t, const aiotk_uring *saved,
 			const aiotk_uring_rebuilt *r, aiotk_err *err)
 {
-	(void)saved;
 	uring_new n = { .t = t, .fd = r->fd };
 	uint32_t moved[AIOTK_URING_MAX_COPIES][2];
 	int rc = 0;
@@ -528,6 +527,8 @@ int aiotk_uring_unbuild(aiotk_target *t, const aiotk_uring *saved,
 		rc = uring_journal_open(&n, 0, err);
 	if (!rc)
 		rc = uring_journal_instance(&n, err);
+	for (size_t i = 0; !rc && i < saved->nringfds; i++)
+		rc = uring_journal_ringfd(&n, saved->ringfds[i].tid, saved->ringfds[i].index, err);
 	if (!rc)
 		rc = uring_journal_copies(&n, r->copies, (const uint32_t (*)[2])moved, r->ncopies,
 					  r->sq_shift, err);
