@@ -53,7 +53,8 @@
  * the same in the kernel's memory (IOU_PBUF_RING_MMAP), mapped, unmapped
  * when e is lost; --buf-ring-moved: the same in memory moved (mremap)
  * after it was touched; --provide-buffers: group 7 as 8 legacy provided
- * buffers.
+ * buffers; --buf-ring-inc: incremental (3 reads use 48 bytes of buffer
+ * 0, head 0; after the restore "buf_bid 0 16": its last 16).
  *
  * With --disk DEV K FLAGS, instance f alone (see disk()): reads of a
  * block device left in flight. */
@@ -659,8 +660,27 @@ static struct io_uring_buf_ring *e_moved_memory(void)
 	return r;
 }
 
+/* --buf-ring-inc: group 7's ring in the program's memory, incremental
+ * (IOU_PBUF_RING_INC, Linux 6.12; a raw call): a read uses a buffer
+ * partly, the kernel keeps what is left in the ring's entry. */
+static void e_register_inc(struct io_uring_buf_ring *br)
+{
+	struct { __u64 ring_addr; __u32 ring_entries; __u16 bgid, flags; __u64 resv[3]; } reg = {
+		.ring_addr = (unsigned long)br, .ring_entries = 8, .bgid = 7, .flags = 2 };
+	if (syscall(SYS_io_uring_register, e.ring_fd, IORING_REGISTER_PBUF_RING, &reg, 1))
+		die("IORING_REGISTER_PBUF_RING | IOU_PBUF_RING_INC e", errno);
+}
+
+/* The buffer the next read takes: buffer 3 (0-2 used up), or with an
+ * incremental ring buffer 0 again, whose last 16 bytes are left. */
+static int e_next_bid(void)
+{
+	return e_buf_ring == 5 ? 0 : 3;
+}
+
 /* kind: 1 the program's memory, 2 the kernel's (mmapped), 3 the
- * program's memory moved before it was registered. */
+ * program's memory moved before it was registered, 5 the program's
+ * memory, incremental. 3 reads of 16 bytes before the dump. */
 static void e_buffers(int kind)
 {
 	static char bufs[8][64];
@@ -668,7 +688,7 @@ static void e_buffers(int kind)
 				       aligned_alloc(4096, 4096);
 	io_uring_buf_ring_init(br);
 	struct io_uring_buf_reg reg = { .ring_addr = (unsigned long)br, .ring_entries = 8, .bgid = 7 };
-	int rc = kind == 2 ? 0 : io_uring_register_buf_ring(&e, &reg, 0);
+	int rc = kind == 2 ? 0 : kind == 5 ? (e_register_inc(br), 0) : io_uring_register_buf_ring(&e, &reg, 0);
 	if (rc)
 		die("io_uring_register_buf_ring e", rc);
 	for (int i = 0; i < 8; i++)
@@ -677,10 +697,10 @@ static void e_buffers(int kind)
 	io_uring_buf_ring_advance(br, 8);
 	for (int i = 0; i < 3; i++) {
 		int res, bid = e_buffer_read(&res);
-		if (bid != i || res != 16)
+		if (bid != (kind == 5 ? 0 : i) || res != 16)
 			die("buffer-select read e: not the next buffer", EIO);
 	}
-	printf("e.buf_ring %lu\ne.buf_head 3\n", (unsigned long)br);
+	printf("e.buf_ring %lu\ne.buf_head %d\n", (unsigned long)br, kind == 5 ? 0 : 3);
 }
 
 static void make_e(unsigned long n)
@@ -776,8 +796,12 @@ static void use_e(void)
 	if (e_buf_ring) { /* the next buffer is the one after those used before the dump */
 		int res, bid = e_buffer_read(&res);
 		printf("buf_bid %d %d\n", bid, res);
-		if (bid != 3 || res != 16)
-			failure("buffer-select read after: buffer %d (%d bytes), not buffer 3 (16)", bid, res);
+		if (bid != e_next_bid() || res != 16)
+			failure("buffer-select read after: buffer %d (%d bytes), not buffer %d (16)", bid, res,
+				e_next_bid());
+		for (int k = 0; e_buf_ring == 5 && k < 2; k++) /* still incremental: buffer 1 used partly twice */
+			if ((bid = e_buffer_read(&res)) != 1 || res != 16)
+				failure("incremental read %d after: buffer %d (%d bytes), not buffer 1", k, bid, res);
 	}
 	int wrote = registered ? fixed_io() : 0;
 	if (registered && wrote != (int)e_iov[1].iov_len)
@@ -1005,6 +1029,8 @@ int main(int argc, char **argv)
 				e_buf_ring = 3;
 			else if (!strcmp(argv[i], "--provide-buffers"))
 				e_buf_ring = 4;
+			else if (!strcmp(argv[i], "--buf-ring-inc"))
+				e_buf_ring = 5;
 			else if (!strcmp(argv[i], "--dontfork"))
 				e_dontfork = 1;
 			else if (!strcmp(argv[i], "--personality"))
