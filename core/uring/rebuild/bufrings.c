@@ -10,11 +10,11 @@
  * has no interface to set it and starts at 0, so it is moved as the
  * program moved it, one buffer at a time: reads of /dev/null (opened in
  * the process for them, journalled, closed after) selecting a buffer of
- * the group, each of which takes one and reads nothing into it. Not an
- * empty memfd: its reads go to io-wq, whose worker thread a stopped
- * process's may be, stopped too. They
- * are the new instance's first SQEs, each with its CQE, reaped: the
- * counters are driven on from there (counters.c). Then the kernel is
+ * the group, each of which takes one and reads nothing into it (not an
+ * empty memfd: its reads go to io-wq, whose worker thread is stopped with
+ * the process once it exists). They are the new instance's first SQEs,
+ * each with its CQE, reaped: the counters are driven on from there
+ * (counters.c). Then the kernel is
  * asked for the head (IORING_REGISTER_PBUF_STATUS) and it must be the
  * saved one. A ring goes with its instance: nothing of it to undo.
  * docs/KERNEL-FACTS.md, "io_uring: buffer rings rebuilt". */

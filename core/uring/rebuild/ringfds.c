@@ -33,6 +33,13 @@ static int slot_free(uring_new *n, const aiotk_uring *u, int tid, uint32_t index
 		return aiotk_fail(err, AIOTK_EIMPOSSIBLE, ESRCH, "io_uring fd %d: thread %d, which had it "
 				  "registered as ring fd %u, is not a thread of the process any more",
 				  u->fd, tid, index);
+	if (r == -EOPNOTSUPP)
+		return aiotk_fail(err, AIOTK_EUNSUPPORTED, EOPNOTSUPP, "io_uring fd %d: thread %d had it "
+				  "registered as ring fd %u, and cannot be made to register it again in this "
+				  "target", u->fd, tid, index);
+	if (aiotk_sys_failed(r))
+		return aiotk_fail(err, AIOTK_ESYS, (int)-r, "io_uring fd %d: looking at thread %d's ring "
+				  "fd %u: %s", u->fd, tid, index, strerror((int)-r));
 	return aiotk_fail(err, AIOTK_EOCCUPIED, EBUSY, "io_uring fd %d: thread %d has another ring "
 			  "registered at ring fd %u, where this one was; nothing was changed", u->fd, tid,
 			  index);
