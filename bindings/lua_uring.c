@@ -115,13 +115,19 @@ static void push_bls(lua_State *L, const aiotk_uring *u)
 	lua_createtable(L, (int)u->nbls, 0);
 	for (size_t i = 0; i < u->nbls; i++) {
 		const aiotk_uring_bl *b = &u->bls[i];
-		lua_createtable(L, 0, 6);
+		lua_createtable(L, 0, 9);
 		laiotk_set_num(L, "bgid", b->bgid);
 		set_bool(L, "ring", b->flags & 1);
 		laiotk_set_num(L, "entries", b->entries);
 		laiotk_set_num(L, "nbufs", b->nbufs);
 		laiotk_set_num(L, "head", b->head);
 		laiotk_set_num(L, "tail", b->tail);
+		set_bool(L, "incremental", b->flags & AIOTK_URING_BL_INC);
+		set_bool(L, "user_memory", b->flags & AIOTK_URING_BL_USER);
+		if (b->addr) {
+			laiotk_push_u64hex(L, b->addr);
+			lua_setfield(L, -2, "addr");
+		}
 		lua_rawseti(L, -2, (int)i + 1);
 	}
 	lua_setfield(L, -2, "buffer_groups");

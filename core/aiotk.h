@@ -636,12 +636,19 @@ typedef struct aiotk_uring_ringfd { /* a thread's registered ring fd */
 } aiotk_uring_ringfd;
 typedef struct aiotk_uring_bl {   /* a provided-buffer group */
 	uint16_t bgid, flags;    /* flags: 1 a buffer ring (else legacy
-				  * buffers), 2 incremental */
+				  * buffers), 2 incremental, 4 in the
+				  * application's memory (else the kernel's,
+				  * mmapped: IOU_PBUF_RING_MMAP) */
 	uint32_t entries;        /* a ring's entries */
 	uint32_t nbufs;          /* legacy: buffers left */
 	uint16_t head, tail;     /* a ring's: the kernel's head, the tail the
 				  * application published */
+	uint64_t addr;           /* a ring in the application's memory: its
+				  * address there (0: not found) */
 } aiotk_uring_bl;
+#define AIOTK_URING_BL_RING 1
+#define AIOTK_URING_BL_INC 2
+#define AIOTK_URING_BL_USER 4
 typedef struct aiotk_uring_map {  /* a mapping of the instance's file */
 	uint64_t start, end;
 	uint64_t offset;         /* 0: SQ ring, 0x8000000: CQ ring,

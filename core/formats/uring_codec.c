@@ -105,6 +105,7 @@ static void bls_to(const aiotk_uring *u, struct entry_store *s)
 		r->bgid = b->bgid, r->flags = b->flags;
 		r->has_entries = r->has_nbufs = r->has_head = r->has_tail = 1;
 		r->entries = b->entries, r->nbufs = b->nbufs, r->head = b->head, r->tail = b->tail;
+		r->has_addr = 1, r->addr = b->addr;
 		s->blptr[i] = r;
 	}
 	s->e.n_bls = u->nbls, s->e.bls = s->blptr;
@@ -267,7 +268,7 @@ static const char *extras_from(const AiotkUringEntry *e, aiotk_uring *u)
 			return "a buffer group's bgid, flags, head or tail is out of range";
 		u->bls[i] = (aiotk_uring_bl){ .bgid = (uint16_t)b->bgid, .flags = (uint16_t)b->flags,
 			.entries = b->entries, .nbufs = b->nbufs, .head = (uint16_t)b->head,
-			.tail = (uint16_t)b->tail };
+			.tail = (uint16_t)b->tail, .addr = b->addr };
 	}
 	return NULL;
 }

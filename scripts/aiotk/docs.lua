@@ -139,7 +139,7 @@ M.entries = {
 		"timeouts_in_flight, cq_timeouts, timeouts {opcode, user_data, " ..
 		"clockid, expires_ns, remaining_ns, flags, off, target_seq, repeats} (TIMEOUT and armed " ..
 		"LINK_TIMEOUT), ring_fds {tid, index} (registered ring fds per thread), nbuffer_groups, " ..
-		"buffer_groups {bgid, ring, entries, nbufs, head, tail}}; viewer:uring_stopped(t) reads the same of stopped " ..
+		"buffer_groups {bgid, ring, entries, nbufs, head, tail, incremental, user_memory, addr (a ring in the program's memory: where; nil if not found)}}; viewer:uring_stopped(t) reads the same of stopped " ..
 		"target t's process with each mapping's bytes (a set: set:list(), set:memory(i, j), set:orphan_maps() (io_uring mappings of no instance open at an fd)); viewer:read_stopped(t[, whole_area]) reads stopped target t's " ..
 		"contexts and rings in one call (reading:settled(), reading:take() -> contexts, rings); " ..
 		"require \"aiotk.kernel\" caches one, pinned where the policy's kview_pin says " ..

@@ -133,7 +133,8 @@ function M.row(u)
 	row.nbuffer_groups, row.buffer_groups = u.nbuffer_groups, render.array()
 	for i, b in ipairs(u.buffer_groups) do
 		row.buffer_groups[i] = { bgid = b.bgid, ring = b.ring, entries = b.entries, nbufs = b.nbufs,
-			head = b.head, tail = b.tail }
+			head = b.head, tail = b.tail, incremental = b.incremental, user_memory = b.user_memory,
+			addr = b.addr }
 	end
 	for i, m in ipairs(u.maps) do
 		local kind, bgid = M.map_kind(m.offset)
@@ -185,8 +186,10 @@ function M.text(r)
 	for _, f in ipairs(r.ring_fds) do add("registered ring fd: thread %d index %d", f.tid, f.index) end
 	for _, b in ipairs(r.buffer_groups) do
 		if b.ring then
-			add("buffer ring group %d: %d entries, head %d tail %d (%d available)", b.bgid, b.entries, b.head,
-				b.tail, (b.tail - b.head) % 65536)
+			add("buffer ring group %d: %d entries, head %d tail %d (%d available)%s%s", b.bgid, b.entries, b.head,
+				b.tail, (b.tail - b.head) % 65536, b.incremental and ", incremental" or "",
+				b.user_memory and (", the program's memory at " .. (b.addr or "an address not found"))
+				or ", the kernel's memory (mmapped)")
 		else
 			add("provided buffers group %d: %d buffer(s)", b.bgid, b.nbufs)
 		end

@@ -50,11 +50,25 @@ local function polls_of(u)
 	return out
 end
 
--- What each way of setting the counters costs, for the policy: NOPs.
+-- The buffers its buffer rings' heads moved past: a rebuild moves each
+-- head back with as many reads, each an SQE and a CQE.
+local function head_reads(u)
+	local n = 0
+	for _, b in ipairs(u.buffer_groups or {}) do n = n + (b.ring and b.head or 0) end
+	return n
+end
+
+-- What each way of setting the counters costs, for the policy: NOPs
+-- (and the reads moving buffer ring heads back). Exact counters are
+-- possible when NOPs can replay them: no more CQEs than SQEs, and as
+-- many CQEs as those reads post.
 function M.counter_facts(u, npolls)
+	local reads = head_reads(u)
+	local cq = u.cq_tail % u.cq_entries
+	if cq < reads then cq = cq + math.ceil((reads - cq) / u.cq_entries) * u.cq_entries end
 	return { exact_nops = math.max(u.sq_head, u.cq_tail),
-		exact_possible = u.sq_head >= u.cq_tail + npolls,
-		rebase_nops = u.cq_tail % u.cq_entries + u.sq_entries }
+		exact_possible = u.sq_head >= u.cq_tail + npolls and u.cq_tail >= reads,
+		rebase_nops = cq + u.sq_entries }
 end
 
 -- Each registered file is registered again from the fd the process had
@@ -116,6 +130,11 @@ function M.job(img, i, u, policy, pid)
 			u.fd, u.sq_head, u.cq_tail), "policy"
 	end
 	if mode == "exact" and not facts.exact_possible then
+		if u.cq_tail < head_reads(u) then
+			return nil, string.format("io_uring fd %d: exact counters asked, but its cq tail %d is below " ..
+				"the %d buffers its rings' heads moved past (each moved back by a read with a CQE); " ..
+				"rebase it", u.fd, u.cq_tail, head_reads(u)), "unsupported"
+		end
 		return nil, string.format("io_uring fd %d: exact counters asked, but its cq tail %d is past its " ..
 			"sq head %d less the POLLs to arm (CQEs without SQEs): NOPs cannot replay that; " ..
 			"rebase it", u.fd, u.cq_tail, u.sq_head), "unsupported"

@@ -183,7 +183,7 @@ local function kernel_side(out, name, r, l)
 	keyed(out, name, "registered ring fd", r.ring_fds, l.ring_fds,
 		function(f) return string.format("thread %d index %d", f.tid, f.index) end, {})
 	keyed(out, name, "buffer group", r.buffer_groups, l.buffer_groups, function(b) return b.bgid end,
-		{ "ring", "entries", "nbufs", "head", "tail" })
+		{ "ring", "entries", "nbufs", "head", "tail", "addr", "incremental", "user_memory" })
 end
 
 local function by_fd(list)

@@ -180,6 +180,87 @@ describe("io_uring restore", function()
 		check_used(w)
 	end)
 
+	-- The registered ring fd in its thread at its offset: liburing, which
+	-- kept the offset, submits through it after (a slot left empty would
+	-- fail its io_uring_enter with EBADF, and the workload's verdict).
+	local function ringfd_back(args)
+		w = start(args)
+		local tid, offset = fact(w, "e.ringfd"), w.facts["e.ringfd"][2]
+		assert.are.equal(tonumber(fact(w, "owner") or w.pid), tid)
+		lose_and_restore(w, dir .. "/img", nil, nil, function(d)
+			if args:match("^0 ") then verified(w)(d) end -- the thread's slot as saved (exact counters)
+			assert.are.equal(0, (run("dump -p " .. w.pid .. " -D " .. dir .. "/again")))
+			local _, text = run("show -D " .. dir .. "/again")
+			assert.truthy(text:find("registered ring fd: thread " .. tid .. " index " .. offset, 1, true), text)
+		end)
+		check_used(w)
+		assert.are.same({ offset, 1 }, w.facts["after.ringfd"] and
+			{ w.facts["after.ringfd"][1], w.facts["after.ringfd"][2] })
+	end
+
+	it("registers a ring fd again in its thread at its offset: liburing submits through it after", function()
+		ringfd_back("0 --ring-fd")
+	end)
+
+	it("registers a SINGLE_ISSUER instance's ring fd again in its owner thread, rebased", function()
+		ringfd_back("1000003 --ring-fd --flags 0x3000")
+	end)
+
+	-- The buffer ring registered again at the program's memory, its head
+	-- (3: buffers 0-2 used before the dump) moved back: the next read
+	-- selecting a buffer of the group gets buffer 3 (with the head at 0
+	-- it would get buffer 0 again, which the program may still hold).
+	local function bufring_back(args, verify)
+		w = start(args)
+		local inc = args:find("--buf-ring-inc", 1, true) ~= nil
+		local head = inc and 0 or 3
+		assert.are.equal(head, fact(w, "e.buf_head"))
+		local addr = string.format("0x%016x", fact(w, "e.buf_ring"))
+		local where = args:find("--buf-ring-mmap", 1, true) and "the kernel's memory (mmapped)"
+			or ("the program's memory at " .. addr)
+		lose_and_restore(w, dir .. "/img", nil, function(d)
+			local _, text = run("show -D " .. d)
+			assert.truthy(text:find(string.format("buffer ring group 7: 8 entries, head %d tail 8 (%d available)%s, ",
+				head, 8 - head, inc and ", incremental" or "") .. where, 1, true), text)
+			local ccode, ctext = run("check -D " .. d) -- rebuildable (0: exact, 3: rebased), not refused
+			assert.are.equal(verify and 0 or 3, ccode, ctext)
+			assert.truthy(ctext:find("io_uring fd " .. fact(w, "e.fd") .. " (8/16 entries): aiotk ", 1, true), ctext)
+			assert.falsy(ctext:find("refused", 1, true), ctext)
+		end, function(d)
+			if verify then verified(w)(d) end -- the group's head, tail and address as saved
+		end)
+		check_used(w)
+		assert.are.same({ inc and 0 or 3, 16 }, { fact(w, "buf_bid"), w.facts["buf_bid"][2] })
+	end
+
+	it("registers a buffer ring again at the program's memory, its head set back (exact)", function()
+		bufring_back("0 --buf-ring", true)
+	end)
+
+	it("registers a buffer ring again with its head, rebased (the head's reads counted in the cq tail)", function()
+		bufring_back("1000003 --buf-ring")
+	end)
+
+	it("registers an incremental buffer ring (IOU_PBUF_RING_INC) again as one: a partly used buffer goes on", function()
+		-- 48 of buffer 0's 64 bytes used at the dump (head 0): after, the
+		-- next read takes its last 16, then buffer 1 is used partly twice
+		-- (the workload checks; a ring registered without INC would give 2)
+		bufring_back("0 --buf-ring-inc", true)
+	end)
+
+	it("rebuilds a buffer ring in the kernel's memory (IOU_PBUF_RING_MMAP) at its mapping, bytes and head back", function()
+		bufring_back("0 --buf-ring-mmap", true)
+	end)
+
+	it("rebuilds a buffer ring in the kernel's memory, rebased", function()
+		bufring_back("1000003 --buf-ring-mmap")
+	end)
+
+	it("rebuilds a SINGLE_ISSUER instance's buffer ring and ring fd in its owner thread", function()
+		bufring_back("1000003 --buf-ring --ring-fd --flags 0x3000")
+		assert.are.same({ w.facts["e.ringfd"][2], 1 }, { fact(w, "after.ringfd"), w.facts["after.ringfd"][2] })
+	end)
+
 	it("puts MADV_DONTFORK back on the mappings that had it", function()
 		w = start("0 --dontfork")
 		local function dontfork_maps()
@@ -198,8 +279,12 @@ describe("io_uring restore", function()
 		check_used(w)
 	end)
 
-	it("the REPL's API rebuilds an instance by hand (attach, core.uring_rebuild, detach)", function()
-		w = start(0)
+	-- The workload (args) dumped and its instance lost; then aiotk -e runs
+	-- the REPL's API on it: the image read, the POLL's SQE made, the
+	-- process attached as t; then `steps` (r: the rebuild's result), t
+	-- detached, `print`ed. Returns aiotk's stdout.
+	local function by_hand(args, steps, print_what)
+		w = start(args)
 		assert.are.equal(0, (run("dump -p " .. w.pid .. " -D " .. dir .. "/img")))
 		core.kill(w.pid, "USR1")
 		read_until(w, "LOST")
@@ -209,14 +294,35 @@ describe("io_uring restore", function()
 			"local sqe = assert(require('aiotk.uring').rebuild(img:urings()[1].reqs[1]))",
 			"local t = assert(aiotk.core.attach(" .. w.pid .. "))",
 			"local r, err = aiotk.core.uring_rebuild(t, img, 1, { exact = true, polls = { sqe } })",
-			"t:detach()",
-			"print(assert(r, err).fd, r.nops)" }, "; ")
+			steps, "t:detach()", "print(" .. print_what .. ")" }, "; ")
 		local code, out, err = run("-e \"" .. lua .. "\"")
 		assert.are.equal(0, code, err)
+		return out
+	end
+
+	it("the REPL's API rebuilds an instance by hand (attach, core.uring_rebuild, detach)", function()
+		local out = by_hand(0, "assert(r, err)", "r.fd, r.nops")
 		assert.are.equal(fact(w, "e.fd") .. "\t5", out:match("^(%S+\t%S+)"))
 		core.kill(w.pid, "USR2")
 		read_until(w, "CHECKED")
 		check_used(w)
+	end)
+
+	it("the REPL's API takes a rebuilt instance away again with its ring fd and buffer ring (core.uring_unbuild)", function()
+		-- unbuilt, nothing of it is left: no mapping, no fd, and the thread's
+		-- ring fd slot free again (the next restore registers it there)
+		local out = by_hand("0 --ring-fd --buf-ring-mmap", "assert(aiotk.core.uring_unbuild(t, img, 1, assert(r, err)))",
+			"'unbuilt', r.fd")
+		assert.are.equal("unbuilt\t" .. fact(w, "e.fd"), out:match("^(%S+\t%S+)"))
+		assert.are.equal(0, process_urings(w.pid))
+		assert.is_nil(core.readlink("/proc/" .. w.pid .. "/fd/" .. fact(w, "e.fd")))
+		local rcode, _, rerr = run("restore -p " .. w.pid .. " -D " .. dir .. "/img")
+		assert.are.equal(0, rcode, rerr)
+		core.kill(w.pid, "USR2")
+		read_until(w, "CHECKED")
+		check_used(w)
+		assert.are.same({ w.facts["e.ringfd"][2], 1, 3 }, { fact(w, "after.ringfd"), w.facts["after.ringfd"][2],
+			fact(w, "buf_bid") })
 	end)
 
 	it("check says per instance: rebase, or refused and why", function()
@@ -322,12 +428,14 @@ describe("io_uring restore", function()
 		refused_by_name("0 --restricted", "restrictions are registered (IORING_REGISTER_RESTRICTIONS)")
 	end)
 
-	it("refuses registered ring fds by name", function()
-		refused_by_name("0 --ring-fd", "a thread registered its ring fd (IORING_REGISTER_RING_FDS)")
+	it("refuses legacy provided buffers by name", function()
+		refused_by_name("0 --provide-buffers", "provided-buffer group 7: legacy provided buffers " ..
+			"(IORING_OP_PROVIDE_BUFFERS) are not rebuilt")
 	end)
 
-	it("refuses provided-buffer rings by name", function()
-		refused_by_name("0 --buf-ring", "provided buffers (IORING_REGISTER_PBUF_RING or PROVIDE_BUFFERS)")
+	it("refuses a buffer ring whose memory was moved after it was touched by name (its address not found)", function()
+		refused_by_name("0 --buf-ring-moved", "provided-buffer group 7: its buffer ring was not found in " ..
+			"the program's memory")
 	end)
 
 	it("refuses other setup flags by name", function()

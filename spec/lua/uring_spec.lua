@@ -348,8 +348,10 @@ describe("io_uring", function()
 		assert.are.same({ { tid = f("b.ringfd"), index = f("b.ringfd", 2) } }, b.ring_fds)
 		assert.are.equal(f("b.owner_tid"), b.submitter_tid)
 		assert.are.same({ 0, 0 }, { #by_fd(doc.urings, f("a.fd")).ring_fds, #by_fd(doc.urings, f("c.fd")).ring_fds })
+		-- the ring in the program's memory found where it is (its page's index, checked)
 		assert.are.same({ { bgid = f("d.bgid"), ring = true, entries = f("d.buf_entries"), nbufs = 0,
-			head = f("d.buf_head"), tail = f("d.buf_tail") } }, d.buffer_groups)
+			head = f("d.buf_head"), tail = f("d.buf_tail"), incremental = false, user_memory = true,
+			addr = string.format("0x%016x", f("d.buf_addr")) } }, d.buffer_groups)
 		local c = by_fd(doc.urings, f("c.fd"))
 		assert.are.same({ f("c.sqpoll_tid"), f("c.sq_cpu") }, { c.sqpoll.tid, c.sqpoll.cpu })
 		-- aiotk.view gives the same rows
@@ -399,7 +401,8 @@ describe("io_uring", function()
 		assert.are.same({ 11, 1000, 7 }, { t[f("d.timeout2")].opcode, t[f("d.timeout2")].off, t[f("d.timeout2")].clockid })
 		assert.is_true(t[f("d.timeout1")].remaining_ns > 0 and t[f("d.timeout1")].remaining_ns <= 3600e9)
 		assert.are.same({ { tid = f("d.ringfd"), index = f("d.ringfd", 2) } }, u.ring_fds)
-		assert.are.same({ { bgid = 7, ring = true, entries = 8, nbufs = 0, head = 3, tail = 8 } }, u.buffer_groups)
+		assert.are.same({ { bgid = 7, ring = true, entries = 8, nbufs = 0, head = 3, tail = 8, incremental = false,
+			user_memory = true, addr = string.format("0x%016x", f("d.buf_addr")) } }, u.buffer_groups)
 		-- the process as it was: no difference, timeouts, ring fds and groups included
 		local vcode, diffs = verify(w.pid, img)
 		assert.are.same({ 0, {} }, { vcode, diffs })

@@ -45,8 +45,16 @@
  * personality on e, --restricted sets e up disabled, registers
  * restrictions (NOP and POLL_ADD only) and enables it; --dontfork:
  * io_uring_ring_dontfork(e) (MADV_DONTFORK on its mappings); --ring-fd:
- * io_uring_register_ring_fd(e); --buf-ring: a provided-buffer ring
- * (group 7, 8 entries) registered on e.
+ * io_uring_register_ring_fd(e) ("e.ringfd TID OFFSET"; after the
+ * restore "after.ringfd OFFSET 1": liburing still submits through it);
+ * --buf-ring: a provided-buffer ring (group 7, 8 entries, the program's
+ * memory) registered on e, 3 of its buffers used before the dump, one
+ * more after the restore ("buf_bid 3 16": the next one); --buf-ring-mmap:
+ * the same in the kernel's memory (IOU_PBUF_RING_MMAP), mapped, unmapped
+ * when e is lost; --buf-ring-moved: the same in memory moved (mremap)
+ * after it was touched; --provide-buffers: group 7 as 8 legacy provided
+ * buffers; --buf-ring-inc: incremental (3 reads use 48 bytes of buffer
+ * 0, head 0; after the restore "buf_bid 0 16": its last 16).
  *
  * With --disk DEV K FLAGS, instance f alone (see disk()): reads of a
  * block device left in flight. */
@@ -62,6 +70,7 @@
 #include <string.h>
 #include <stdarg.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -323,7 +332,7 @@ static void d_buf_ring(void)
 		die("io_uring_submit_and_wait d", rc);
 	io_uring_cq_advance(&d, 3);
 	close(null_fd);
-	printf("d.bgid 7\nd.buf_entries 8\nd.buf_head 3\nd.buf_tail 8\n");
+	printf("d.bgid 7\nd.buf_entries 8\nd.buf_head 3\nd.buf_tail 8\nd.buf_addr %lu\n", (unsigned long)br);
 }
 
 static void make_d(void)
@@ -520,6 +529,8 @@ static struct {
 	unsigned sq_entries, cq_entries, ncqes, nprepared;
 	unsigned long long cqe_data[8], prepared[8];
 	int cqe_res[8];
+	int enter_ring_fd;
+	unsigned char int_flags;
 } lost;
 static char failed[160];
 
@@ -536,6 +547,7 @@ static void remember_e(void)
 {
 	lost.fd = e.ring_fd, lost.cloexec = fcntl(e.ring_fd, F_GETFD) & FD_CLOEXEC;
 	lost.sq_entries = *e.sq.kring_entries, lost.cq_entries = *e.cq.kring_entries;
+	lost.enter_ring_fd = e.enter_ring_fd, lost.int_flags = e.int_flags;
 	for (unsigned h = *e.cq.khead; h != *e.cq.ktail && lost.ncqes < 8; h++, lost.ncqes++) {
 		struct io_uring_cqe *c = &e.cq.cqes[h & *e.cq.kring_mask];
 		lost.cqe_data[lost.ncqes] = c->user_data, lost.cqe_res[lost.ncqes] = c->res;
@@ -577,6 +589,120 @@ static void completed(unsigned long long data, int res, unsigned *seen)
 		failure("completion %llu res %d is none of those awaited", data, res);
 }
 
+/* One read of /dev/zero into a buffer of e's group 7: its buffer id
+ * (res, the bytes read, in *res), or -1 with no buffer. */
+static int e_buffer_read(int *res)
+{
+	static int zero_fd = -1;
+	struct io_uring_cqe *cqe;
+	if (zero_fd < 0 && (zero_fd = open("/dev/zero", O_RDONLY | O_CLOEXEC)) < 0)
+		die("/dev/zero", errno);
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&e);
+	io_uring_prep_read(sqe, zero_fd, NULL, 16, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = 7;
+	io_uring_sqe_set_data64(sqe, 0xb0f);
+	int rc = io_uring_submit_and_wait(&e, 1);
+	if (rc < 0 || (rc = io_uring_wait_cqe(&e, &cqe)))
+		die("buffer-select read e", rc);
+	*res = cqe->res;
+	int bid = cqe->flags & IORING_CQE_F_BUFFER ? (int)(cqe->flags >> IORING_CQE_BUFFER_SHIFT) : -1;
+	io_uring_cqe_seen(&e, cqe);
+	return bid;
+}
+
+/* --buf-ring: group 7's ring (the program's memory, 8 buffers of 64
+ * bytes) registered on e, all 8 provided, 3 used (buffers 0, 1, 2): the
+ * kernel's head is 3 at the dump ("e.buf_head 3"). */
+static void *e_mmap_ring; /* --buf-ring-mmap: the ring is the kernel's, mapped here */
+
+/* Group 7's ring in the kernel's memory (IOU_PBUF_RING_MMAP), mapped at
+ * IORING_OFF_PBUF_RING | 7 << 16: raw calls, liburing 2.3 knows neither. */
+static struct io_uring_buf_ring *e_kernel_ring(void)
+{
+	struct { __u64 ring_addr; __u32 ring_entries; __u16 bgid, flags; __u64 resv[3]; } reg = {
+		.ring_entries = 8, .bgid = 7, .flags = 1 /* IOU_PBUF_RING_MMAP */ };
+	if (syscall(SYS_io_uring_register, e.ring_fd, IORING_REGISTER_PBUF_RING, &reg, 1))
+		die("IORING_REGISTER_PBUF_RING | IOU_PBUF_RING_MMAP e", errno);
+	e_mmap_ring = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, e.ring_fd,
+			   0x80000000ull | 7ull << 16);
+	if (e_mmap_ring == MAP_FAILED)
+		die("mmap of e's buffer ring", errno);
+	return e_mmap_ring;
+}
+
+/* --provide-buffers: group 7 as legacy provided buffers (8 of them). */
+static void e_legacy_buffers(void)
+{
+	static char bufs[8][64];
+	struct io_uring_cqe *cqe;
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&e);
+	io_uring_prep_provide_buffers(sqe, bufs, sizeof(bufs[0]), 8, 7, 0);
+	int rc = io_uring_submit_and_wait(&e, 1);
+	if (rc < 0 || (rc = io_uring_wait_cqe(&e, &cqe)) || (rc = cqe->res) < 0)
+		die("provide_buffers e", rc < 0 ? rc : EIO);
+	io_uring_cqe_seen(&e, cqe);
+}
+
+/* --buf-ring-moved: the ring's memory touched, then moved by mremap
+ * before it is registered (its pages keep the index of where they were
+ * touched). */
+static struct io_uring_buf_ring *e_moved_memory(void)
+{
+	void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	void *to = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED || to == MAP_FAILED)
+		die("mmap", errno);
+	memset(m, 0, 4096);
+	void *r = mremap(m, 4096, 4096, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+	if (r == MAP_FAILED)
+		die("mremap", errno);
+	return r;
+}
+
+/* --buf-ring-inc: group 7's ring in the program's memory, incremental
+ * (IOU_PBUF_RING_INC, Linux 6.12; a raw call): a read uses a buffer
+ * partly, the kernel keeps what is left in the ring's entry. */
+static void e_register_inc(struct io_uring_buf_ring *br)
+{
+	struct { __u64 ring_addr; __u32 ring_entries; __u16 bgid, flags; __u64 resv[3]; } reg = {
+		.ring_addr = (unsigned long)br, .ring_entries = 8, .bgid = 7, .flags = 2 };
+	if (syscall(SYS_io_uring_register, e.ring_fd, IORING_REGISTER_PBUF_RING, &reg, 1))
+		die("IORING_REGISTER_PBUF_RING | IOU_PBUF_RING_INC e", errno);
+}
+
+/* The buffer the next read takes: buffer 3 (0-2 used up), or with an
+ * incremental ring buffer 0 again, whose last 16 bytes are left. */
+static int e_next_bid(void)
+{
+	return e_buf_ring == 5 ? 0 : 3;
+}
+
+/* kind: 1 the program's memory, 2 the kernel's (mmapped), 3 the
+ * program's memory moved before it was registered, 5 the program's
+ * memory, incremental. 3 reads of 16 bytes before the dump. */
+static void e_buffers(int kind)
+{
+	static char bufs[8][64];
+	struct io_uring_buf_ring *br = kind == 2 ? e_kernel_ring() : kind == 3 ? e_moved_memory() :
+				       aligned_alloc(4096, 4096);
+	io_uring_buf_ring_init(br);
+	struct io_uring_buf_reg reg = { .ring_addr = (unsigned long)br, .ring_entries = 8, .bgid = 7 };
+	int rc = kind == 2 ? 0 : kind == 5 ? (e_register_inc(br), 0) : io_uring_register_buf_ring(&e, &reg, 0);
+	if (rc)
+		die("io_uring_register_buf_ring e", rc);
+	for (int i = 0; i < 8; i++)
+		io_uring_buf_ring_add(br, bufs[i], sizeof(bufs[i]), (unsigned short)i,
+				      io_uring_buf_ring_mask(8), i);
+	io_uring_buf_ring_advance(br, 8);
+	for (int i = 0; i < 3; i++) {
+		int res, bid = e_buffer_read(&res);
+		if (bid != (kind == 5 ? 0 : i) || res != 16)
+			die("buffer-select read e: not the next buffer", EIO);
+	}
+	printf("e.buf_ring %lu\ne.buf_head %d\n", (unsigned long)br, kind == 5 ? 0 : 3);
+}
+
 static void make_e(unsigned long n)
 {
 	struct io_uring_params p = { .flags = e_flags | (e_restricted ? IORING_SETUP_R_DISABLED : 0) };
@@ -589,12 +715,12 @@ static void make_e(unsigned long n)
 		die("io_uring_ring_dontfork e", rc);
 	if (e_ring_fd && (rc = io_uring_register_ring_fd(&e)) != 1)
 		die("io_uring_register_ring_fd e", rc);
-	if (e_buf_ring) {
-		struct io_uring_buf_reg reg = { .ring_addr = (unsigned long)aligned_alloc(4096, 4096),
-						.ring_entries = 8, .bgid = 7 };
-		if ((rc = io_uring_register_buf_ring(&e, &reg, 0)))
-			die("io_uring_register_buf_ring e", rc);
-	}
+	if (e_ring_fd)
+		printf("e.ringfd %ld %d\n", (long)syscall(SYS_gettid), e.enter_ring_fd);
+	if (e_buf_ring == 4)
+		e_legacy_buffers();
+	else if (e_buf_ring)
+		e_buffers(e_buf_ring);
 	if (e_personality && (rc = io_uring_register_personality(&e)) < 0)
 		die("register personality e", rc);
 	if (registered)
@@ -665,6 +791,18 @@ static void use_e(void)
 		completed(cqe->user_data, cqe->res, &seen);
 		io_uring_cqe_seen(&e, cqe);
 	}
+	if (e_ring_fd) /* the submits above went through the registered ring fd */
+		printf("after.ringfd %d %d\n", e.enter_ring_fd, e.int_flags & 1);
+	if (e_buf_ring) { /* the next buffer is the one after those used before the dump */
+		int res, bid = e_buffer_read(&res);
+		printf("buf_bid %d %d\n", bid, res);
+		if (bid != e_next_bid() || res != 16)
+			failure("buffer-select read after: buffer %d (%d bytes), not buffer %d (16)", bid, res,
+				e_next_bid());
+		for (int k = 0; e_buf_ring == 5 && k < 2; k++) /* still incremental: buffer 1 used partly twice */
+			if ((bid = e_buffer_read(&res)) != 1 || res != 16)
+				failure("incremental read %d after: buffer %d (%d bytes), not buffer 1", k, bid, res);
+	}
 	int wrote = registered ? fixed_io() : 0;
 	if (registered && wrote != (int)e_iov[1].iov_len)
 		failure("fixed-file write from a fixed buffer: %d", wrote);
@@ -721,6 +859,11 @@ __attribute__((noreturn)) static void lose_in_this_thread(unsigned long n)
 			if (e_evfd >= 0)
 				drain_eventfd(); /* what its NOPs signalled */
 			io_uring_queue_exit(&e);
+			/* liburing forgets a registered ring fd as it unregisters
+			 * it: the program that lost its instance had not. */
+			e.enter_ring_fd = lost.enter_ring_fd, e.int_flags = lost.int_flags;
+			if (e_mmap_ring) /* queue_exit leaves it; it holds the instance */
+				munmap(e_mmap_ring, 4096);
 			/* The POLL in flight is cancelled by the ring's exit work,
 			 * later, and its CQE signals the eventfd: waited for, so
 			 * that what is read after the restore is the restored
@@ -880,6 +1023,14 @@ int main(int argc, char **argv)
 				e_ring_fd = 1;
 			else if (!strcmp(argv[i], "--buf-ring"))
 				e_buf_ring = 1;
+			else if (!strcmp(argv[i], "--buf-ring-mmap"))
+				e_buf_ring = 2;
+			else if (!strcmp(argv[i], "--buf-ring-moved"))
+				e_buf_ring = 3;
+			else if (!strcmp(argv[i], "--provide-buffers"))
+				e_buf_ring = 4;
+			else if (!strcmp(argv[i], "--buf-ring-inc"))
+				e_buf_ring = 5;
 			else if (!strcmp(argv[i], "--dontfork"))
 				e_dontfork = 1;
 			else if (!strcmp(argv[i], "--personality"))

@@ -351,6 +351,25 @@ struct bls {
 	__u32 count, written;
 };
 
+/* A ring in the application's memory: the page index of its first page
+ * (the folio's index plus the page's place in it). */
+static void user_ring(struct io_buffer_list *bl, struct aiotk_uview_bl_rec *r)
+{
+	if (!bpf_core_field_exists(bl->region))
+		return;
+	r->region_flags = BPF_CORE_READ(bl, region.flags);
+	r->user = !!(r->region_flags & 2); /* IO_REGION_F_USER_PROVIDED */
+	struct page **pages = BPF_CORE_READ(bl, region.pages);
+	struct page *pg = 0;
+	if (!r->user || !pages || bpf_probe_read_kernel(&pg, sizeof(pg), pages) || !pg)
+		return;
+	__u64 head = BPF_CORE_READ(pg, compound_head);
+	__u64 folio = head & 1 ? head - 1 : (__u64)pg;
+	__u64 size = bpf_core_type_size(struct page);
+	r->page_index = BPF_CORE_READ((struct folio *)folio, index) +
+			(size ? ((__u64)pg - folio) / size : 0);
+}
+
 static void one_bl(struct bls *q, __u64 e)
 {
 	struct io_buffer_list *bl = (void *)e;
@@ -367,6 +386,8 @@ static void one_bl(struct bls *q, __u64 e)
 		r.head = BPF_CORE_READ(bl, head);
 		r.mask = BPF_CORE_READ(bl, mask);
 		r.tail = br ? BPF_CORE_READ(br, tail) : 0;
+		r.first_addr = br ? BPF_CORE_READ(br, bufs[0].addr) : 0;
+		user_ring(bl, &r);
 	}
 	if (!bpf_seq_write(q->seq, &r, sizeof(r)))
 		q->written++;

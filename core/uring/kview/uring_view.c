@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -80,6 +81,7 @@ struct parse {
 	size_t nfds;
 	uint64_t *file_ptr, *req_file; /* beside pending.files / .reqs */
 	aiotk_uring pending;
+	int pid;
 	int maps_missing;              /* an instance's mappings not read */
 	uint32_t all_maps;             /* io_uring mappings of the process */
 	struct tctx {                  /* a thread of instance `ring` */
@@ -177,13 +179,31 @@ static int add_ringfd(struct parse *ps, const struct aiotk_uview_ringfd_rec *r, 
 	return rc;
 }
 
+/* Where a ring in the application's memory is, or 0: where its first
+ * page's index says (an anonymous page's index is its address >> 12
+ * unless its mapping was moved), if the process's memory there holds
+ * what the kernel's view of the ring does: its tail and its first
+ * entry's buffer address. */
+static uint64_t user_ring_addr(int pid, const struct aiotk_uview_bl_rec *r)
+{
+	uint64_t at = r->page_index << 12, first[2];
+	uint16_t tail;
+	struct iovec l = { first, sizeof(first) }, rm = { (void *)(uintptr_t)at, sizeof(first) };
+	if (!r->user || !r->page_index || process_vm_readv(pid, &l, 1, &rm, 1, 0) != (ssize_t)sizeof(first))
+		return 0;
+	memcpy(&tail, (char *)first + 14, sizeof(tail));
+	return tail == r->tail && first[0] == r->first_addr ? at : 0;
+}
+
 static int add_bl(struct parse *ps, const struct aiotk_uview_bl_rec *r, aiotk_err *err)
 {
 	aiotk_uring *u = &ps->pending;
 	int rc = grow(&u->bls, u->nbls, sizeof(*u->bls), err);
 	if (!rc)
-		u->bls[u->nbls++] = (aiotk_uring_bl){ .bgid = r->bgid, .flags = r->flags,
-			.entries = r->entries, .nbufs = r->nbufs, .head = r->head, .tail = r->tail };
+		u->bls[u->nbls++] = (aiotk_uring_bl){ .bgid = r->bgid,
+			.flags = (uint16_t)((r->flags & 3) | (r->user ? AIOTK_URING_BL_USER : 0)),
+			.entries = r->entries, .nbufs = r->nbufs, .head = r->head, .tail = r->tail,
+			.addr = user_ring_addr(ps->pid, r) };
 	return rc;
 }
 
@@ -365,9 +385,10 @@ static int one_rec(struct parse *ps, aiotk_uring_view *uv, struct addrs *a,
 
 /* *maps_missing: some instance's mappings were not read (the caller
  * reads them from /proc/PID/maps). */
-static int parse(const struct out *o, aiotk_uring_view *uv, int *maps_missing, aiotk_err *err)
+static int parse(const struct out *o, int pid, aiotk_uring_view *uv, int *maps_missing,
+		 aiotk_err *err)
 {
-	struct parse ps = { 0 };
+	struct parse ps = { .pid = pid };
 	struct addrs a = { 0 };
 	int rc = 0;
 	for (size_t at = 0; !rc && at < o->len;) {
@@ -513,7 +534,7 @@ int aiotk_uring_view_read(aiotk_kviewer *v, int pid, aiotk_uring_view *out,
 	if (!rc && access(proc, F_OK))
 		rc = aiotk_fail(err, AIOTK_ESYS, ESRCH, "process %d: no such process", pid);
 	if (!rc)
-		rc = parse(&o, out, &maps_missing, err);
+		rc = parse(&o, pid, out, &maps_missing, err);
 	free(o.p);
 	if (!rc && maps_missing)
 		rc = add_maps(pid, out, err);

@@ -118,12 +118,18 @@ struct aiotk_uview_ringfd_rec {
 };
 
 /* A provided-buffer group: a buffer ring (head the kernel's, tail the
- * application's, read through the kernel's mapping) or legacy buffers. */
+ * application's, read through the kernel's mapping) or legacy buffers.
+ * A ring in the application's memory (IO_REGION_F_USER_PROVIDED): the
+ * page index of its first page (an anonymous page's is its address >>
+ * 12 while its mapping has not moved) and its first entry's buffer
+ * address, to find and check where it is in the process. */
 struct aiotk_uview_bl_rec {
 	__u32 type;
 	__u16 bgid, flags;             /* IOBL_* */
 	__u32 entries, nbufs;          /* ring entries; legacy: buffers */
 	__u16 head, tail, mask, pad;
+	__u32 region_flags, user;      /* user: 1 the application's memory */
+	__u64 page_index, first_addr;
 };
 
 /* A used slot of the registered file table. */

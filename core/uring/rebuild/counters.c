@@ -94,12 +94,12 @@ static int run(uring_new *n, uint32_t entries, uint64_t *done, uint64_t to, int 
 	return rc;
 }
 
-int uring_drive(uring_new *n, uint32_t sq_entries, uint64_t sq_head, uint64_t cq_tail,
-		uint64_t *nops, aiotk_err *err)
+int uring_drive(uring_new *n, uint32_t sq_entries, uint64_t from, uint64_t sq_head,
+		uint64_t cq_tail, uint64_t *nops, aiotk_err *err)
 {
-	uint64_t done = 0;
+	uint64_t done = from;
 	*nops = 0;
-	int rc = cq_tail ? fill_nops(n, sq_entries, 0, err) : 0;
+	int rc = cq_tail > done ? fill_nops(n, sq_entries, 0, err) : 0;
 	if (!rc)
 		rc = run(n, sq_entries, &done, cq_tail, 1, nops, err);
 	if (!rc && sq_head > done)

@@ -15,7 +15,9 @@
  * (saved ranges held, gaps filled to steer the kernel's placement), the
  * fd io_uring_setup is about to return, then the new instance's inode
  * (every fd and mapping of that inode is the rebuild's: temporary or
- * final), and liburing's copies as a rebase moves them. A rollback
+ * final), the registered ring fds it takes in the threads, the /dev/null
+ * a buffer ring's head is moved with, and
+ * liburing's copies as a rebase moves them. A rollback
  * takes away only what still is as the rebuild left it: a placeholder at
  * exactly its range, a copy holding the moved value, fds and mappings of
  * the instance's own inode (io_uring gives each instance an inode of its
@@ -68,8 +70,9 @@ int uring_journal_open(uring_new *n, size_t scratch, aiotk_err *err)
 	}
 	memset(&n->j, 0, sizeof(n->j));
 	n->j.magic = MAGIC;
-	n->j.pending_fd = -1;
-	return PUT(n, magic, err);
+	n->j.pending_fd = -1, n->j.nullfd = -1;
+	int rc = PUT(n, nullfd, err);
+	return rc ? rc : PUT(n, magic, err);
 }
 
 int uring_journal_ranges(uring_new *n, int fills, const uint64_t *addr, const uint64_t *len,
@@ -159,6 +162,26 @@ int uring_journal_copies(uring_new *n, const uint64_t *at, const uint32_t (*move
 	return rc ? rc : PUT(n, ncopies, err);
 }
 
+int uring_journal_ringfd(uring_new *n, int tid, uint32_t index, aiotk_err *err)
+{
+	uint32_t k = n->j.nringfds;
+	if (k >= URING_JOURNAL_RINGFDS)
+		return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0, "more than %d ring fds to journal",
+				  URING_JOURNAL_RINGFDS);
+	n->j.ringfds[k].tid = tid, n->j.ringfds[k].index = index;
+	int rc = put(n, offsetof(uring_journal, ringfds) + k * sizeof(n->j.ringfds[0]), &n->j.ringfds[k],
+		     sizeof(n->j.ringfds[0]), err);
+	n->j.nringfds = k + 1;
+	return rc ? rc : PUT(n, nringfds, err);
+}
+
+/* next: the fd openat is about to give; else none (closed). */
+int uring_journal_nullfd(uring_new *n, int next, aiotk_err *err)
+{
+	n->j.nullfd = next ? lowest_free(n->t) : -1;
+	return PUT(n, nullfd, err);
+}
+
 /* ---- the rollback ------------------------------------------------------ */
 
 /* liburing's copies put back where they hold what the rebase wrote. */
@@ -244,6 +267,8 @@ static void unhold(aiotk_target *t, uint64_t a, uint64_t len)
 static void rollback(aiotk_target *t, const uring_journal *j)
 {
 	unmove(t, j);
+	uring_drop_ringfds(t, j); /* each holds the instance: dropped before its fds */
+	uring_close_nullfd(t, j);
 	close_fds(t, j);
 	if (j->ino)
 		inode_mapped(t, j->ino, 1);

@@ -47,14 +47,14 @@ static int refuse(const aiotk_uring *u, const char *why, aiotk_err *err)
 
 /* What u has registered that a rebuild does not make again, or NULL:
  * rebuilt without it, the program would lose it silently. */
-static const char *unrebuilt_resource(const aiotk_uring *u)
+static const char *unrebuilt_resource(const aiotk_uring *u, char *why, size_t len)
 {
-	if (u->nringfds)
-		return "a thread registered its ring fd (IORING_REGISTER_RING_FDS): registered "
-		       "ring fds are not rebuilt yet";
-	if (u->nbls_total)
-		return "provided buffers (IORING_REGISTER_PBUF_RING or PROVIDE_BUFFERS) are not "
-		       "rebuilt yet";
+	const char *bufs = uring_bufrings_unrebuilt(u, why, len);
+	if (bufs)
+		return bufs;
+	if (u->nringfds && !(u->have & AIOTK_URING_HAVE_RINGFDS))
+		return "a thread registered its ring fd (IORING_REGISTER_RING_FDS), and the image "
+		       "does not say which";
 	if (u->ntimeouts_total)
 		return "TIMEOUT requests are in flight: they are not armed again yet";
 	if (u->personalities)
@@ -88,8 +88,9 @@ int aiotk_uring_rebuildable(const aiotk_uring *u, aiotk_err *err)
 		if (!u->maps[i].data)
 			return refuse(u, "its ring memory is not in the image", err);
 		if (u->maps[i].offset != OFF_SQ_RING && u->maps[i].offset != OFF_CQ_RING &&
-		    u->maps[i].offset != OFF_SQES)
-			return refuse(u, "provided-buffer rings are not rebuilt yet", err);
+		    u->maps[i].offset != OFF_SQES && !uring_bufring_mapping(u, u->maps[i].offset))
+			return refuse(u, "it has a mapping that is none of its rings' (an unknown mmap "
+				      "offset)", err);
 	}
 	if (!map_at(u, OFF_SQ_RING) || !map_at(u, OFF_SQES))
 		return refuse(u, "its SQ ring or SQE array is not mapped (a rebuild puts both back)", err);
@@ -97,7 +98,8 @@ int aiotk_uring_rebuildable(const aiotk_uring *u, aiotk_err *err)
 	    (!(u->have & AIOTK_URING_HAVE_ISSUER) || u->submitter_tid <= 0))
 		return refuse(u, "SINGLE_ISSUER with no owner thread in the image (one is enabled "
 			      "from its owner)", err);
-	const char *why = unrebuilt_resource(u);
+	char buf[256];
+	const char *why = unrebuilt_resource(u, buf, sizeof(buf));
 	if (why)
 		return refuse(u, why, err);
 	if (u->has_eventfd && u->eventfd_fd < 0)
@@ -320,20 +322,26 @@ static int dontfork(uring_new *n, const aiotk_uring *u, aiotk_err *err)
 }
 
 /* Where the new counters go: the saved ones (exact), or the least ones
- * congruent to them modulo the ring sizes (rebase). The polls are the
- * last SQEs. */
+ * congruent to them modulo the ring sizes (rebase), the cq tail at least
+ * the reads moving buffer ring heads (each an SQE and a CQE: bufrings.c).
+ * The polls are the last SQEs. */
 static int targets(const aiotk_uring *u, const aiotk_uring_rebuild_opts *o, uint64_t *sq_head,
 		   uint64_t *cq_tail, aiotk_err *err)
 {
-	uint64_t np = o->npolls;
+	uint64_t np = o->npolls, reads = uring_bufring_heads(u);
 	if (o->exact) {
 		if ((uint64_t)u->sq_head < (uint64_t)u->cq_tail + np)
 			return refuse(u, "its cq tail is past its sq head (CQEs without SQEs, as multishot "
 				      "requests post): NOPs cannot replay that; rebase it", err);
+		if (u->cq_tail < reads)
+			return refuse(u, "its cq tail is below the buffers its rings' heads moved past "
+				      "(each moved back by a read with a CQE); rebase it", err);
 		*sq_head = u->sq_head, *cq_tail = u->cq_tail;
 		return 0;
 	}
 	*cq_tail = u->cq_tail & (u->cq_entries - 1);
+	if (*cq_tail < reads)
+		*cq_tail += (reads - *cq_tail + u->cq_entries - 1) & ~(uint64_t)(u->cq_entries - 1);
 	*sq_head = *cq_tail + ((u->sq_head - *cq_tail - np) & (u->sq_entries - 1)) + np;
 	return 0;
 }
@@ -445,7 +453,11 @@ static int build(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_o
 	if (!rc)
 		rc = register_bufs(n, u, err);
 	if (!rc)
+		rc = uring_register_ringfds(n, u, err);
+	if (!rc)
 		rc = enable(n, u, err);
+	if (!rc)
+		rc = uring_register_bufrings(n, u, err);
 	uint64_t t1 = aiotk_now_ns();
 	if (!rc)
 		rc = place_all(n, u, err);
@@ -457,7 +469,10 @@ static int build(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_o
 	r->sq_shift = u->sq_head - (uint32_t)sq_head;
 	r->cq_shift = u->cq_tail - (uint32_t)cq_tail;
 	uint32_t before = (uint32_t)(sq_head - o->npolls);
-	rc = uring_drive(n, u->sq_entries, sq_head - o->npolls, cq_tail, &r->nops, err);
+	uint64_t reads = 0;
+	rc = uring_move_bufring_heads(n, u, &reads, err);
+	if (!rc)
+		rc = uring_drive(n, u->sq_entries, reads, sq_head - o->npolls, cq_tail, &r->nops, err);
 	if (!rc)
 		rc = register_eventfd(n, u, err);
 	uint64_t t3 = aiotk_now_ns();
@@ -497,13 +512,12 @@ int aiotk_uring_rebuild(aiotk_target *t, const aiotk_uring *saved,
 	return rc;
 }
 
-/* Journalled as a rebuild is (its instance, liburing's copies as they
- * are now), then rolled back as a failed one is: a killed aiotk leaves
- * the next one to finish it. */
+/* Journalled as a rebuild is (its instance, the ring fds it registered
+ * in the threads, liburing's copies as they are now), then rolled back as
+ * a failed one is: a killed aiotk leaves the next one to finish it. */
 int aiotk_uring_unbuild(aiotk_target *t, const aiotk_uring *saved,
 			const aiotk_uring_rebuilt *r, aiotk_err *err)
 {
-	(void)saved;
 	uring_new n = { .t = t, .fd = r->fd };
 	uint32_t moved[AIOTK_URING_MAX_COPIES][2];
 	int rc = 0;
@@ -513,6 +527,8 @@ int aiotk_uring_unbuild(aiotk_target *t, const aiotk_uring *saved,
 		rc = uring_journal_open(&n, 0, err);
 	if (!rc)
 		rc = uring_journal_instance(&n, err);
+	for (size_t i = 0; !rc && i < saved->nringfds; i++)
+		rc = uring_journal_ringfd(&n, saved->ringfds[i].tid, saved->ringfds[i].index, err);
 	if (!rc)
 		rc = uring_journal_copies(&n, r->copies, (const uint32_t (*)[2])moved, r->ncopies,
 					  r->sq_shift, err);

@@ -14,6 +14,7 @@
  * from URING_JOURNAL_HEAD on. */
 #define URING_JOURNAL_HOLDS 8
 #define URING_JOURNAL_FILLS 256  /* as many as place.c fills at most */
+#define URING_JOURNAL_RINGFDS 16  /* registered ring fds a rebuild makes */
 #define URING_JOURNAL_HEAD 8192
 #define URING_JOURNAL_SCRATCH (AIOTK_URING_JOURNAL_AT + URING_JOURNAL_HEAD)
 typedef struct uring_journal {
@@ -25,6 +26,13 @@ typedef struct uring_journal {
 	uint64_t holds[URING_JOURNAL_HOLDS][2];  /* saved ranges held */
 	uint64_t fills[URING_JOURNAL_FILLS][2];  /* gaps filled for a placement */
 	struct { uint64_t at; uint32_t moved[2]; } copies[AIOTK_URING_MAX_COPIES];
+	/* Registered ring fds (ringfds.c): each slot journalled once seen
+	 * free, before it is taken. */
+	uint32_t nringfds, pad2;
+	struct { int32_t tid; uint32_t index; } ringfds[URING_JOURNAL_RINGFDS];
+	/* The /dev/null a buffer ring's head is moved with (bufrings.c): the
+	 * fd openat is about to give, until it is closed; -1: none. */
+	int32_t nullfd, pad3;
 } uring_journal;
 _Static_assert(sizeof(uring_journal) <= URING_JOURNAL_HEAD, "io_uring journal");
 
@@ -56,6 +64,8 @@ int uring_journal_setup_next(uring_new *n, aiotk_err *err);
 int uring_journal_instance(uring_new *n, aiotk_err *err);
 int uring_journal_copies(uring_new *n, const uint64_t *at, const uint32_t (*moved)[2],
 			 unsigned count, uint32_t shift, aiotk_err *err);
+int uring_journal_ringfd(uring_new *n, int tid, uint32_t index, aiotk_err *err);
+int uring_journal_nullfd(uring_new *n, int next, aiotk_err *err);
 int uring_journal_commit(uring_new *n, aiotk_err *err);
 void uring_journal_rollback(uring_new *n);
 void uring_journal_close(uring_new *n);
@@ -66,11 +76,11 @@ void uring_journal_close(uring_new *n);
 int uring_place(uring_new *n, uint64_t offset, uint64_t dest, uint64_t len, aiotk_err *err);
 
 /* The kernel's sq head moved to sq_head and its cq tail to cq_tail from
- * 0 with NOPs (cq_tail of them with a CQE, the rest skipping it), each
+ * `from` (both there, each CQE reaped) with NOPs (cq_tail of them with a CQE, the rest skipping it), each
  * CQE reaped; then polls[] submitted after them (counted in sq_head).
  * *nops: NOPs submitted (counters.c). */
-int uring_drive(uring_new *n, uint32_t sq_entries, uint64_t sq_head, uint64_t cq_tail,
-		uint64_t *nops, aiotk_err *err);
+int uring_drive(uring_new *n, uint32_t sq_entries, uint64_t from, uint64_t sq_head,
+		uint64_t cq_tail, uint64_t *nops, aiotk_err *err);
 /* polls[0..np) submitted, the sq tail first left at the kernel's head. */
 int uring_submit_polls(uring_new *n, uint32_t sq_entries, uint32_t head,
 		       const aiotk_uring_poll *polls, size_t np, aiotk_err *err);
@@ -80,5 +90,26 @@ int uring_submit_polls(uring_new *n, uint32_t sq_entries, uint32_t head,
  * them into ring memory, journalled, then each moved down by shift
  * (copies.c). */
 int uring_move_copies(uring_new *n, uint32_t shift, aiotk_uring_rebuilt *out, aiotk_err *err);
+
+/* Each of u's registered ring fds registered again in its thread at its
+ * saved offset (before a single issuer is enabled: then any thread may),
+ * each slot seen free and journalled first; and a rollback's drop of
+ * every journalled slot (ringfds.c). */
+int uring_register_ringfds(uring_new *n, const aiotk_uring *u, aiotk_err *err);
+void uring_drop_ringfds(aiotk_target *t, const uring_journal *j);
+
+/* Provided-buffer rings (bufrings.c): why u's cannot be rebuilt (NULL:
+ * they can; why: room for the message); the buffers their heads moved
+ * past, summed (as many SQEs and CQEs move them back: the cq tail a
+ * rebuild drives to must be at least that); each registered again, in
+ * the program's memory, by the owner; each head moved back with reads
+ * of /dev/null, the new instance's first SQEs, *done of them; a
+ * rollback's close of that /dev/null. */
+const char *uring_bufrings_unrebuilt(const aiotk_uring *u, char *why, size_t len);
+int uring_bufring_mapping(const aiotk_uring *u, uint64_t offset); /* a kernel ring's, rebuilt */
+uint64_t uring_bufring_heads(const aiotk_uring *u);
+int uring_register_bufrings(uring_new *n, const aiotk_uring *u, aiotk_err *err);
+int uring_move_bufring_heads(uring_new *n, const aiotk_uring *u, uint64_t *done, aiotk_err *err);
+void uring_close_nullfd(aiotk_target *t, const uring_journal *j);
 
 #endif
