@@ -82,7 +82,7 @@ static void push_timeouts(lua_State *L, const aiotk_uring *u)
 	lua_createtable(L, (int)u->ntimeouts, 0);
 	for (size_t i = 0; i < u->ntimeouts; i++) {
 		const aiotk_uring_timeout *t = &u->timeouts[i];
-		lua_createtable(L, 0, 9);
+		lua_createtable(L, 0, 10);
 		laiotk_set_num(L, "opcode", t->opcode);
 		laiotk_push_u64hex(L, t->user_data);
 		lua_setfield(L, -2, "user_data");
@@ -93,6 +93,7 @@ static void push_timeouts(lua_State *L, const aiotk_uring *u)
 		laiotk_set_num(L, "off", t->off);
 		laiotk_set_num(L, "target_seq", t->target_seq);
 		laiotk_set_num(L, "repeats", t->repeats);
+		laiotk_set_num(L, "ts_ns", (double)t->ts_ns);
 		lua_rawseti(L, -2, (int)i + 1);
 	}
 	lua_setfield(L, -2, "timeouts");

@@ -626,6 +626,8 @@ typedef struct aiotk_uring_timeout { /* a TIMEOUT, or an armed LINK_TIMEOUT */
 	uint32_t flags;          /* IORING_TIMEOUT_* as the kernel keeps them */
 	uint32_t off;            /* completions it also ends on; 0: none */
 	uint32_t target_seq, repeats;
+	int64_t ts_ns;           /* the time it was given: a multishot's
+				  * period; -1: not known (older images) */
 } aiotk_uring_timeout;
 typedef struct aiotk_uring_ringfd { /* a thread's registered ring fd */
 	int tid;
@@ -732,6 +734,15 @@ typedef struct aiotk_uring_poll {
 	uint32_t events;         /* the user's mask */
 	int multishot, level, fixed_file;
 } aiotk_uring_poll;
+/* A TIMEOUT submitted again with its user_data (what uring.rebuild_timeout
+ * makes of one in flight): ts_ns relative, or absolute with
+ * IORING_TIMEOUT_ABS in flags (the IORING_TIMEOUT_* of the SQE); off the
+ * completions it also ends on (multishot: its repeats), 0: none. */
+typedef struct aiotk_uring_tmo {
+	uint64_t user_data;
+	int64_t ts_ns;
+	uint32_t flags, off;
+} aiotk_uring_tmo;
 typedef struct aiotk_uring_rebuild_opts {
 	/* 1: the kernel's counters replayed to the saved ones; 0: rebased,
 	 * congruent modulo the ring sizes, liburing's copies moved by the
@@ -739,6 +750,8 @@ typedef struct aiotk_uring_rebuild_opts {
 	int exact;
 	const aiotk_uring_poll *polls;
 	size_t npolls;
+	const aiotk_uring_tmo *timeouts;  /* submitted after the polls */
+	size_t ntimeouts;
 } aiotk_uring_rebuild_opts;
 #define AIOTK_URING_MAX_COPIES 16
 typedef struct aiotk_uring_rebuilt {
@@ -753,7 +766,7 @@ typedef struct aiotk_uring_rebuilt {
  * made again in t, which must be stopped (or this process): at its saved
  * fd (O_CLOEXEC, as io_uring gives its fds) and addresses, with its ring
  * memory (unreaped CQEs, prepared SQEs) and counters as o says, o->polls
- * armed again, its registered files, buffers and eventfd, a single
+ * and o->timeouts armed again, its registered files, buffers and eventfd, a single
  * issuer enabled by its saved owner thread. The saved fd and ranges must
  * be free. On failure nothing is left. */
 /* The IORING_SETUP_* flags a rebuild makes as they were. */

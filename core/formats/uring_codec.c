@@ -81,6 +81,7 @@ static void timeouts_to(const aiotk_uring *u, struct entry_store *s)
 		r->has_flags = r->has_off = r->has_target_seq = r->has_repeats = 1;
 		r->flags = t->flags, r->off = t->off, r->target_seq = t->target_seq;
 		r->repeats = t->repeats;
+		r->has_ts_ns = 1, r->ts_ns = t->ts_ns;
 		s->tptr[i] = r;
 	}
 	s->e.n_timeouts = u->ntimeouts, s->e.timeouts = s->tptr;
@@ -257,7 +258,8 @@ static const char *extras_from(const AiotkUringEntry *e, aiotk_uring *u)
 		u->timeouts[i] = (aiotk_uring_timeout){ .opcode = (uint8_t)t->opcode,
 			.user_data = t->user_data, .clockid = t->clockid, .expires_ns = t->expires_ns,
 			.remaining_ns = t->remaining_ns, .flags = t->flags, .off = t->off,
-			.target_seq = t->target_seq, .repeats = t->repeats };
+			.target_seq = t->target_seq, .repeats = t->repeats,
+			.ts_ns = t->has_ts_ns ? t->ts_ns : -1 };
 	}
 	for (size_t i = 0; i < e->n_ringfds; i++, u->nringfds++)
 		u->ringfds[i] = (aiotk_uring_ringfd){ e->ringfds[i]->tid, e->ringfds[i]->index };

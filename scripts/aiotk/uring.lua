@@ -83,18 +83,42 @@ M.TIMEOUT_FLAGS = { "ABS", "UPDATE", "BOOTTIME", "REALTIME", "LINK_UPDATE", "ETI
 
 local function timeout_flag_names(flags) return bit_names(M.TIMEOUT_FLAGS, flags) end
 
+-- The IORING_TIMEOUT_* bits a TIMEOUT is submitted again with: its clock,
+-- ABS, ETIME_SUCCESS and MULTISHOT (UPDATE and LINK_UPDATE are
+-- TIMEOUT_REMOVE's).
+local function timeout_flags_kept(flags)
+	local out = 0
+	for _, b in ipairs { 1, 4, 8, 32, 64 } do
+		if bit(flags, b) then out = out + b end
+	end
+	return out
+end
+
 -- Whether a restore can submit timeout t (a viewer:uring timeouts entry of
--- instance u) again, and what for: a TIMEOUT on its own, with what
--- remained of its time (relative, in its clock) and of its completion
--- count (target_seq against the kernel's CQ tail less the timeouts fired,
--- as io_uring/timeout.c counts); nil and why for a
--- LINK_TIMEOUT (it belongs to the request it is linked to).
+-- instance u) again, and what for: a TIMEOUT on its own, its SQE's facts
+-- (ts_ns, flags, off), or nil and why (a LINK_TIMEOUT belongs to the
+-- request it is linked to). Its time: an ABS one keeps its absolute
+-- expiry (the moment the program named); a relative one restarts with
+-- what remained at the dump (the time the process spent dumped is not
+-- its to count, as CRIU restores timers); a multishot one (relative
+-- only) keeps its period, the next expiry a whole period after the
+-- restore. Its count: what was left (target_seq against the kernel's CQ
+-- tail less the timeouts fired, as io_uring/timeout.c counts), counted
+-- again from the rebuilt instance's own tail, whatever its rebase; a
+-- multishot's count is its repeats left (0: unbounded).
 function M.rebuild_timeout(t, u)
 	if t.opcode ~= 11 then return nil, M.op_name(t.opcode) .. ": it belongs to the request it is linked to" end
 	if t.clockid < 0 then return nil, "TIMEOUT without a timer the kernel view could read" end
-	local count = t.off > 0 and math.max((t.target_seq - (u.cached_cq_tail - u.cq_timeouts)) % 2 ^ 32, 1) or 0
-	return { opcode = t.opcode, user_data = t.user_data, remaining_ns = math.max(t.remaining_ns, 0),
-		clockid = t.clockid, count = count, multishot = bit(t.flags, 64), repeats = t.repeats }
+	local multishot, abs = bit(t.flags, 64), bit(t.flags, 1)
+	if multishot and not (t.ts_ns and t.ts_ns >= 0) then
+		return nil, "multishot TIMEOUT saved without its period (an image older than aiotk's reading of it)"
+	end
+	local count = not multishot and t.off > 0 and
+		math.max((t.target_seq - (u.cached_cq_tail - u.cq_timeouts)) % 2 ^ 32, 1) or 0
+	local ts = abs and t.expires_ns or multishot and t.ts_ns or math.max(t.remaining_ns, 0)
+	return { opcode = t.opcode, user_data = t.user_data, ts_ns = ts, flags = timeout_flags_kept(t.flags),
+		off = multishot and t.repeats or count, remaining_ns = math.max(t.remaining_ns, 0),
+		clockid = t.clockid, count = count, multishot = multishot, repeats = t.repeats }
 end
 
 -- An instance (viewer:uring) as a plain table for JSON and display.
@@ -126,7 +150,8 @@ function M.row(u)
 		row.timeouts[i] = { opcode = t.opcode, op = M.op_name(t.opcode), user_data = t.user_data,
 			clockid = t.clockid, remaining_ns = t.remaining_ns, flags = t.flags,
 			flag_names = timeout_flag_names(t.flags), off = t.off, target_seq = t.target_seq,
-			count_left = sqe and sqe.count, repeats = t.repeats, rebuildable = sqe ~= nil, why = why }
+			count_left = sqe and sqe.count, repeats = t.repeats, multishot = bit(t.flags, 64),
+			ts_ns = t.ts_ns, expires_ns = t.expires_ns, rebuildable = sqe ~= nil, why = why }
 	end
 	row.ring_fds = render.array()
 	for i, r in ipairs(u.ring_fds) do row.ring_fds[i] = { tid = r.tid, index = r.index } end
@@ -178,6 +203,7 @@ function M.text(r)
 	for _, t in ipairs(r.timeouts) do
 		add("in flight %s user_data %s: %.3f s left (clock %d)%s%s%s", t.op, t.user_data, t.remaining_ns / 1e9,
 			t.clockid, #t.flag_names > 0 and (" " .. table.concat(t.flag_names, "|")) or "",
+			t.multishot and string.format(", %d repeat(s) left (0: unbounded)", t.repeats) or
 			t.off > 0 and string.format(", or after %d more completion(s)", t.count_left or t.off) or "",
 			t.rebuildable and "" or (" (cannot be rebuilt: " .. t.why .. ")"))
 	end

@@ -136,14 +136,17 @@ end
 
 local function map_key(m) return uring.map_kind(m.offset) .. " " .. hex(m.offset) end
 
--- u's timeouts as compared: what a rebuild keeps (not the expiry, which
--- a rebuilt timer has anew, nor what remains, which runs down).
+-- u's timeouts as compared: what a rebuild keeps: the count and repeats
+-- left (not the count given, which a rebuilt one is given anew), an ABS
+-- one's expiry, a multishot one's period (not a relative one's expiry or
+-- what remains, which runs down).
 local function timeouts(u)
 	local out = {}
 	for i, t in ipairs(u.timeouts) do
 		local sqe = uring.rebuild_timeout(t, u)
+		local kept = has(t.flags, 1) and t.expires_ns or has(t.flags, 64) and t.ts_ns or "-"
 		out[i] = { user_data = t.user_data, opcode = t.opcode, clockid = t.clockid, flags = t.flags,
-			off = t.off, count_left = sqe and sqe.count or "-" }
+			count_left = sqe and sqe.count or "-", repeats = t.repeats, time_kept = kept }
 	end
 	return out
 end
@@ -179,7 +182,7 @@ local function kernel_side(out, name, r, l)
 	keyed(out, name, "request in flight", r.reqs, l.reqs, function(q) return q.user_data end,
 		{ "opcode", "fd", "poll_events" })
 	keyed(out, name, "timeout", timeouts(r), timeouts(l), function(t) return t.user_data end,
-		{ "opcode", "clockid", "flags", "off", "count_left" })
+		{ "opcode", "clockid", "flags", "count_left", "repeats", "time_kept" })
 	keyed(out, name, "registered ring fd", r.ring_fds, l.ring_fds,
 		function(f) return string.format("thread %d index %d", f.tid, f.index) end, {})
 	keyed(out, name, "buffer group", r.buffer_groups, l.buffer_groups, function(b) return b.bgid end,

@@ -310,8 +310,52 @@ describe("io_uring restore", function()
 		assert.truthy(rerr:find(why, 1, true), rerr)
 	end
 
-	it("refuses TIMEOUTs in flight by name (not armed again yet)", function()
-		refused_by_name("0 --timeout", "TIMEOUT requests are in flight: they are not armed again yet")
+	-- --timeout's four TIMEOUTs (uring_workload.c, e_timeouts) restored:
+	-- as the kernel has them after the restore, against the image; then
+	-- used by the workload (the count one ends after its 3 completions
+	-- left, the relative one brought forward expires, the others removed).
+	local function timeouts_rebuilt(args, exact)
+		w = start(args)
+		local saved, live = {}, {}
+		local r = lose_and_restore(w, dir .. "/img", nil, nil, function(d)
+			if exact then verified(w)(d) end -- (verify compares counters as saved)
+			for _, t in ipairs(assert(require("aiotk").read_image(d)):urings()[1].timeouts) do
+				saved[t.user_data] = t
+			end
+			local code, out, err = run("show -p " .. w.pid .. " --json")
+			assert.are.equal(0, code, err)
+			for _, t in ipairs(json.decode(out).urings[1].timeouts) do live[t.user_data] = t end
+		end)
+		assert.are.same({ 1, 4 }, { r.polls, r.timeouts })
+		local function key(name) return string.format("0x%016x", fact(w, "e.tmo_" .. name)) end
+		local rel, count, multi, abs = key("rel"), key("count"), key("multi"), key("abs")
+		for _, k in ipairs { rel, count, multi, abs } do
+			assert.are.same({ "TIMEOUT", saved[k].flags }, { live[k].op, live[k].flags }, k)
+		end
+		-- relative: given what remained at the dump, running down from there
+		assert.are.equal(saved[rel].remaining_ns, live[rel].ts_ns)
+		assert.is_true(live[rel].remaining_ns > 0 and live[rel].remaining_ns <= saved[rel].remaining_ns)
+		-- the count left, counted from the rebuilt instance's own tail
+		assert.are.same({ 3, 3 }, { live[count].count_left, live[count].off })
+		-- multishot: its period and repeats left; ABS: the same expiry
+		assert.are.same({ 600e9, 5, true }, { live[multi].ts_ns, live[multi].repeats, live[multi].multishot })
+		assert.are.same({ "ABS", "BOOTTIME" }, live[abs].flag_names)
+		assert.are.equal(saved[abs].expires_ns, live[abs].expires_ns)
+		check_used(w)
+		assert.are.same({ fact(w, "e.tmo_count"), 0 }, { w.facts.completed3[1], w.facts.completed3[2] })
+		assert.are.same({ 0, 0, 0 }, { fact(w, "tmo_op0"), fact(w, "tmo_op1"), fact(w, "tmo_op2") })
+		assert.are.equal(-62, fact(w, "tmo." .. fact(w, "e.tmo_rel")))   -- -ETIME
+		assert.are.equal(-125, fact(w, "tmo." .. fact(w, "e.tmo_multi"))) -- -ECANCELED
+		assert.are.equal(-125, fact(w, "tmo." .. fact(w, "e.tmo_abs")))
+		return r
+	end
+
+	it("arms TIMEOUTs again with their user_data, time left, count left, flags (exact counters)", function()
+		assert.are.equal("exact", timeouts_rebuilt("0 --timeout", true).counters)
+	end)
+
+	it("arms a count TIMEOUT again against the rebased counters: it ends after the completions it had left", function()
+		assert.are.equal("rebase", timeouts_rebuilt("1000003 --timeout").counters)
 	end)
 
 	it("refuses registered personalities by name", function()

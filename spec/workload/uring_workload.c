@@ -31,7 +31,8 @@
  * After N: --spin adds a thread that never makes a system call; --bad-poll
  * closes the POLL's fd when the instance is lost; --forget wipes liburing's
  * struct then (a program keeping its counters nowhere aiotk looks);
- * --timeout leaves a TIMEOUT of 10 minutes in flight on e; --shift K moves
+ * --timeout leaves four TIMEOUTs in flight on e (see e_timeouts()), each
+ * seen to be there after a restore (see timeouts_used()); --shift K moves
  * liburing's sq counters on by K then (the test's image moved alike: an
  * instance near 2^32 without 2^32 SQEs); --registered gives e registered
  * files and buffers, used after the restore by a fixed-file write from a
@@ -424,6 +425,15 @@ static int has_opt(int argc, char **argv, const char *name)
 
 static struct io_uring e;
 #define E_POLL_DATA 0xe0e0beef00000001ull
+/* --timeout's TIMEOUTs (e_timeouts) */
+#ifndef IORING_TIMEOUT_MULTISHOT /* Linux 6.4; Debian's liburing 2.3 headers predate it */
+#define IORING_TIMEOUT_MULTISHOT (1U << 6)
+#endif
+#define E_TMO_REL 0x7e57ull
+#define E_TMO_COUNT 0x7e58ull
+#define E_TMO_MULTI 0x7e59ull
+#define E_TMO_ABS 0x7e5aull
+#define E_TMO_OPS 0x7e00ull /* the update and removes after the restore */
 
 /* n NOPs through e, each reaped: its counters moved to n. */
 static void advance(struct io_uring *r, unsigned long n)
@@ -573,8 +583,69 @@ static void completed(unsigned long long data, int res, unsigned *seen)
 		}
 	if (data == E_POLL_DATA && !(*seen & 1u << 8) && res == POLLIN)
 		*seen |= 1u << 8;
-	else
+	else if (data == E_TMO_COUNT && !(*seen & 1u << 9) && res == 0) {
+		/* its count (3 left) ends it after the NOPs and the POLL */
+		if ((*seen & 0x103) != 0x103)
+			failure("the count TIMEOUT ended before its 3 completions (seen 0x%x)", *seen);
+		*seen |= 1u << 9;
+	} else
 		failure("completion %llu res %d is none of those awaited", data, res);
+}
+
+/* --timeout: four TIMEOUTs in flight on e, none due for 10 minutes:
+ * E_TMO_REL relative with ETIME_SUCCESS; E_TMO_COUNT also ending after 8
+ * completions (leave_state's five NOPs come after it: 3 left at the
+ * dump); E_TMO_MULTI multishot, a 10-minute period, 5 repeats;
+ * E_TMO_ABS absolute on CLOCK_BOOTTIME. */
+
+static void e_timeouts(void)
+{
+	static struct __kernel_timespec min10 = { 600, 0 }, abs;
+	struct timespec now;
+	clock_gettime(CLOCK_BOOTTIME, &now);
+	abs.tv_sec = now.tv_sec + 600, abs.tv_nsec = now.tv_nsec;
+	io_uring_prep_timeout(sqe_of(&e, E_TMO_REL), &min10, 0, IORING_TIMEOUT_ETIME_SUCCESS);
+	io_uring_prep_timeout(sqe_of(&e, E_TMO_COUNT), &min10, 8, 0);
+	io_uring_prep_timeout(sqe_of(&e, E_TMO_MULTI), &min10, 5, IORING_TIMEOUT_MULTISHOT);
+	io_uring_prep_timeout(sqe_of(&e, E_TMO_ABS), &abs, 0, IORING_TIMEOUT_ABS | IORING_TIMEOUT_BOOTTIME);
+	int rc = io_uring_submit(&e);
+	if (rc != 4)
+		die("submit timeouts e", rc < 0 ? rc : EIO);
+	printf("e.tmo_rel %llu\ne.tmo_count %llu\ne.tmo_multi %llu\ne.tmo_abs %llu\n", E_TMO_REL,
+	       E_TMO_COUNT, E_TMO_MULTI, E_TMO_ABS);
+}
+
+/* After the restore, with the completions use_e waited for (the count
+ * TIMEOUT among them, last): the relative one brought forward to 1 ms
+ * (IORING_TIMEOUT_UPDATE) expires with -ETIME; the multishot and ABS ones
+ * removed end with -ECANCELED: each one's CQE printed "tmo.USER_DATA RES",
+ * each operation's "tmo_opN RES". */
+static void timeouts_used(void)
+{
+	static struct __kernel_timespec ms1 = { 0, 1000000 };
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&e);
+	io_uring_prep_timeout_update(sqe, &ms1, E_TMO_REL, 0);
+	io_uring_sqe_set_data64(sqe, E_TMO_OPS);
+	sqe = io_uring_get_sqe(&e);
+	io_uring_prep_timeout_remove(sqe, E_TMO_MULTI, 0);
+	io_uring_sqe_set_data64(sqe, E_TMO_OPS + 1);
+	sqe = io_uring_get_sqe(&e);
+	io_uring_prep_timeout_remove(sqe, E_TMO_ABS, 0);
+	io_uring_sqe_set_data64(sqe, E_TMO_OPS + 2);
+	int rc = io_uring_submit(&e);
+	if (rc != 3)
+		die("submit timeout update and removes", rc < 0 ? rc : EIO);
+	for (int i = 0; i < 6; i++) {
+		struct io_uring_cqe *cqe;
+		if ((rc = io_uring_wait_cqe(&e, &cqe)))
+			die("io_uring_wait_cqe (timeouts)", rc);
+		unsigned long long d = cqe->user_data;
+		if (d >= E_TMO_OPS && d < E_TMO_OPS + 3)
+			printf("tmo_op%llu %d\n", d - E_TMO_OPS, cqe->res);
+		else
+			printf("tmo.%llu %d\n", d, cqe->res);
+		io_uring_cqe_seen(&e, cqe);
+	}
 }
 
 static void make_e(unsigned long n)
@@ -608,14 +679,8 @@ static void make_e(unsigned long n)
 		printf("e.eventfd %d\n", e_evfd);
 	}
 	advance(&e, n);
-	if (e_timeout) { /* a TIMEOUT in flight, for 10 minutes */
-		static struct __kernel_timespec ts = { 600, 0 };
-		struct io_uring_sqe *sqe = io_uring_get_sqe(&e);
-		io_uring_prep_timeout(sqe, &ts, 0, 0);
-		io_uring_sqe_set_data64(sqe, 0x7e57);
-		if ((rc = io_uring_submit(&e)) != 1)
-			die("submit timeout e", rc);
-	}
+	if (e_timeout)
+		e_timeouts();
 	leave_state(&e, E_POLL_DATA);
 	print_ring("e", &e);
 	print_fd("e", e.ring_fd);
@@ -657,7 +722,7 @@ static void use_e(void)
 	if (write(pipe_fd[1], "x", 1) != 1)
 		die("write", errno);
 	unsigned seen = 0;
-	for (i = 0; i < lost.nprepared + 1; i++) {
+	for (i = 0; i < lost.nprepared + 1 + (unsigned)e_timeout; i++) {
 		int rc = io_uring_wait_cqe(&e, &cqe);
 		if (rc)
 			die("io_uring_wait_cqe", rc);
@@ -665,6 +730,8 @@ static void use_e(void)
 		completed(cqe->user_data, cqe->res, &seen);
 		io_uring_cqe_seen(&e, cqe);
 	}
+	if (e_timeout)
+		timeouts_used();
 	int wrote = registered ? fixed_io() : 0;
 	if (registered && wrote != (int)e_iov[1].iov_len)
 		failure("fixed-file write from a fixed buffer: %d", wrote);

@@ -183,6 +183,7 @@ static void timer_of(struct io_kiocb *req, struct aiotk_uview_timeout_rec *r)
 		return;
 	r->flags = BPF_CORE_READ(d, flags);
 	r->expires = BPF_CORE_READ(d, timer.node.expires);
+	r->ts = BPF_CORE_READ(d, ts.tv_sec) * 1000000000ll + BPF_CORE_READ(d, ts.tv_nsec);
 	struct hrtimer_clock_base *base = BPF_CORE_READ(d, timer.base);
 	r->clockid = base ? BPF_CORE_READ(base, clockid) : -1;
 }

@@ -164,7 +164,8 @@ static int add_timeout(struct parse *ps, const struct aiotk_uview_timeout_rec *r
 			.opcode = (uint8_t)r->opcode, .user_data = r->user_data,
 			.clockid = r->clockid, .expires_ns = r->expires,
 			.remaining_ns = remaining(r->clockid, r->expires), .flags = r->flags,
-			.off = r->off, .target_seq = r->target_seq, .repeats = r->repeats };
+			.off = r->off, .target_seq = r->target_seq, .repeats = r->repeats,
+			.ts_ns = r->ts };
 	return rc;
 }
 

@@ -107,6 +107,8 @@ struct aiotk_uview_timeout_rec {
 	__u32 flags;                   /* io_timeout_data.flags: IORING_TIMEOUT_* */
 	__u32 off, target_seq;         /* completions it waits for; 0: none */
 	__u32 repeats, pad;
+	__s64 ts;                      /* ns, the time it was given (its
+					* period, multishot) */
 };
 
 /* A thread's registered ring fd of this instance (its io_uring_task's

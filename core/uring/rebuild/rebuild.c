@@ -2,7 +2,7 @@
  * its saved ranges held, the instance set up (at an fd no step names),
  * each mapping placed at its saved address (place.c), the counters driven
  * (counters.c), the saved ring memory written back with the counters
- * moved, its POLLs armed, with a rebase liburing's copies moved
+ * moved, its POLLs and TIMEOUTs armed (timeouts.c), with a rebase liburing's copies moved
  * (copies.c), and last the fd moved to its saved number. Each step is
  * journalled in the target before it is made (journal.c): whatever fails,
  * or wherever aiotk is killed, what was made is taken away, by this
@@ -55,8 +55,6 @@ static const char *unrebuilt_resource(const aiotk_uring *u)
 	if (u->nbls_total)
 		return "provided buffers (IORING_REGISTER_PBUF_RING or PROVIDE_BUFFERS) are not "
 		       "rebuilt yet";
-	if (u->ntimeouts_total)
-		return "TIMEOUT requests are in flight: they are not armed again yet";
 	if (u->personalities)
 		return "personalities are registered (IORING_REGISTER_PERSONALITY): the "
 		       "credentials they hold are not rebuilt";
@@ -319,13 +317,19 @@ static int dontfork(uring_new *n, const aiotk_uring *u, aiotk_err *err)
 	return 0;
 }
 
+/* The requests submitted again: the polls, then the timeouts. */
+static size_t resubmitted(const aiotk_uring_rebuild_opts *o)
+{
+	return o->npolls + o->ntimeouts;
+}
+
 /* Where the new counters go: the saved ones (exact), or the least ones
- * congruent to them modulo the ring sizes (rebase). The polls are the
- * last SQEs. */
+ * congruent to them modulo the ring sizes (rebase). The requests
+ * submitted again are the last SQEs. */
 static int targets(const aiotk_uring *u, const aiotk_uring_rebuild_opts *o, uint64_t *sq_head,
 		   uint64_t *cq_tail, aiotk_err *err)
 {
-	uint64_t np = o->npolls;
+	uint64_t np = resubmitted(o);
 	if (o->exact) {
 		if ((uint64_t)u->sq_head < (uint64_t)u->cq_tail + np)
 			return refuse(u, "its cq tail is past its sq head (CQEs without SQEs, as multishot "
@@ -412,11 +416,13 @@ static int hold(uring_new *n, const aiotk_uring *u, aiotk_err *err)
 	return rc;
 }
 
-/* The journal's scratch memory: setup's parameters or a registration's
- * table, whichever is largest. */
-static size_t scratch_len(const aiotk_uring *u)
+/* The journal's scratch memory: setup's parameters, a registration's
+ * table or the timeouts' timespecs, whichever is largest. */
+static size_t scratch_len(const aiotk_uring *u, const aiotk_uring_rebuild_opts *o)
 {
 	size_t len = sizeof(struct io_uring_params);
+	if (o->ntimeouts * URING_TMO_SCRATCH > len)
+		len = o->ntimeouts * URING_TMO_SCRATCH;
 	if (u->nr_files * sizeof(int) > len)
 		len = u->nr_files * sizeof(int);
 	if (u->nr_bufs * sizeof(struct iovec) > len)
@@ -435,7 +441,7 @@ static int build(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_o
 	if (!rc)
 		rc = fd_free(n->t, u, err);
 	if (!rc)
-		rc = uring_journal_open(n, scratch_len(u), err);
+		rc = uring_journal_open(n, scratch_len(u, o), err);
 	if (!rc)
 		rc = hold(n, u, err);
 	if (!rc)
@@ -456,8 +462,8 @@ static int build(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_o
 		return rc;
 	r->sq_shift = u->sq_head - (uint32_t)sq_head;
 	r->cq_shift = u->cq_tail - (uint32_t)cq_tail;
-	uint32_t before = (uint32_t)(sq_head - o->npolls);
-	rc = uring_drive(n, u->sq_entries, sq_head - o->npolls, cq_tail, &r->nops, err);
+	uint32_t before = (uint32_t)(sq_head - resubmitted(o));
+	rc = uring_drive(n, u->sq_entries, sq_head - resubmitted(o), cq_tail, &r->nops, err);
 	if (!rc)
 		rc = register_eventfd(n, u, err);
 	uint64_t t3 = aiotk_now_ns();
@@ -466,7 +472,10 @@ static int build(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_o
 	if (!rc)
 		rc = uring_submit_polls(n, u->sq_entries, before, o->polls, o->npolls, err);
 	if (!rc)
-		rc = after_polls(n, u, before, o->npolls, r, err);
+		rc = uring_submit_timeouts(n, u->sq_entries, before + (uint32_t)o->npolls, o->timeouts,
+					   o->ntimeouts, err);
+	if (!rc)
+		rc = after_polls(n, u, before, resubmitted(o), r, err);
 	uint64_t t4 = aiotk_now_ns();
 	if (!rc && r->sq_shift)
 		rc = uring_move_copies(n, r->sq_shift, r, err);

@@ -71,9 +71,17 @@ int uring_place(uring_new *n, uint64_t offset, uint64_t dest, uint64_t len, aiot
  * *nops: NOPs submitted (counters.c). */
 int uring_drive(uring_new *n, uint32_t sq_entries, uint64_t sq_head, uint64_t cq_tail,
 		uint64_t *nops, aiotk_err *err);
+/* The SQEs between the kernel's head `at` and at + k submitted (counters.c). */
+int uring_submit(uring_new *n, uint32_t at, uint32_t k, aiotk_err *err);
 /* polls[0..np) submitted, the sq tail first left at the kernel's head. */
 int uring_submit_polls(uring_new *n, uint32_t sq_entries, uint32_t head,
 		       const aiotk_uring_poll *polls, size_t np, aiotk_err *err);
+
+/* tmos[0..nt) submitted from the kernel's sq head `head`, each one's
+ * timespec in the journal's scratch memory (timeouts.c). */
+#define URING_TMO_SCRATCH 16  /* bytes a timeout's timespec takes */
+int uring_submit_timeouts(uring_new *n, uint32_t sq_entries, uint32_t head,
+			  const aiotk_uring_tmo *tmos, size_t nt, aiotk_err *err);
 
 /* liburing's copies of the sq counters (struct io_uring_sq's sqe_head
  * and sqe_tail) in t's writable memory, found by the pointers beside
