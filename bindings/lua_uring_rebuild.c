@@ -70,6 +70,22 @@ static void one_timeout(lua_State *L, int q, void *item)
 	t->off = (uint32_t)laiotk_opt_field_u64(L, q, "off", 0);
 }
 
+/* opts.socks: { {opcode=, user_data=, fd=, fixed_file=, addr=, addr2=, len=,
+ * op_flags=, ioprio=}, ... } */
+static void one_sock(lua_State *L, int q, void *item)
+{
+	aiotk_uring_sock *s = item;
+	s->opcode = (uint8_t)laiotk_opt_field_u64(L, q, "opcode", 0);
+	s->user_data = laiotk_opt_field_u64(L, q, "user_data", 0);
+	s->fd = (int)laiotk_opt_field_u64(L, q, "fd", 0);
+	s->fixed_file = flag(L, q, "fixed_file");
+	s->addr = laiotk_opt_field_u64(L, q, "addr", 0);
+	s->addr2 = laiotk_opt_field_u64(L, q, "addr2", 0);
+	s->len = (uint32_t)laiotk_opt_field_u64(L, q, "len", 0);
+	s->op_flags = (uint32_t)laiotk_opt_field_u64(L, q, "op_flags", 0);
+	s->ioprio = (uint16_t)laiotk_opt_field_u64(L, q, "ioprio", 0);
+}
+
 static void push_result(lua_State *L, const aiotk_uring_rebuilt *r)
 {
 	lua_newtable(L);
@@ -90,7 +106,7 @@ static void push_result(lua_State *L, const aiotk_uring_rebuilt *r)
 	laiotk_set_num(L, "ns_copies", (double)r->ns_copies);
 }
 
-/* core.uring_rebuild(t, img, i, {exact=, polls=, timeouts=}) -> result table, or
+/* core.uring_rebuild(t, img, i, {exact=, polls=, timeouts=, socks=}) -> result table, or
  * nil, message, code, errno (nothing left made). */
 static int l_uring_rebuild(lua_State *L)
 {
@@ -101,11 +117,14 @@ static int l_uring_rebuild(lua_State *L)
 	o.polls = p;
 	aiotk_uring_tmo *tm = list_of(L, 4, "timeouts", sizeof(*tm), one_timeout, &o.ntimeouts);
 	o.timeouts = tm;
+	aiotk_uring_sock *sk = list_of(L, 4, "socks", sizeof(*sk), one_sock, &o.nsocks);
+	o.socks = sk;
 	aiotk_uring_rebuilt r;
 	aiotk_err err;
 	int rc = aiotk_uring_rebuild(t, u, &o, &r, &err);
 	free(p);
 	free(tm);
+	free(sk);
 	if (rc)
 		return laiotk_fail(L, &err);
 	push_result(L, &r);

@@ -56,18 +56,51 @@ local function bit(v, b) return math.floor(v / b) % 2 == 1 end
 -- A request's IOSQE_* flags, the low bits of the kernel's REQ_F_*.
 local function sqe_flags(q)
 	local f = tonumber(q.flags) or 0
-	return { fixed_file = bit(f, 1), linked = bit(f, 4) or bit(f, 8) }
+	return { fixed_file = bit(f, 1), linked = bit(f, 4) or bit(f, 8), buffer_select = bit(f, 32) }
+end
+
+local ACCEPT, RECV = 13, 27
+-- IORING_ACCEPT_* (MULTISHOT, DONTWAIT, POLL_FIRST) and the user's
+-- IORING_RECVSEND_POLL_FIRST; a RECV's other bits: MULTISHOT, BUNDLE
+-- (both from provided buffers) and the kernel's own (bits 11-15).
+local ACCEPT_KEPT, RECV_POLL_FIRST = 7, 1
+
+-- An ACCEPT or RECV waiting on its socket (q, with the args the view read
+-- of its command data) as the SQE's facts, or nil and why not. ACCEPT:
+-- single or multishot, into the program's addr and addr_len, not into a
+-- fixed file slot. RECV: single, into the program's own buffer, nothing
+-- received yet; one from provided buffers (multishot, buffer select)
+-- needs its buffer group, which a restore does not rebuild.
+local function rebuild_socket(q, f)
+	local name, a = M.op_name(q.opcode), q.args
+	if not a then return nil, name .. " waiting on its file: its arguments are not in the image (an older aiotk)" end
+	if f.linked then return nil, name .. " linked to other requests" end
+	local sqe = { opcode = q.opcode, user_data = q.user_data, fd = q.fd, fixed_file = f.fixed_file,
+		addr = a.addr, addr2 = a.addr2, len = a.len, op_flags = a.op_flags }
+	if q.opcode == ACCEPT then
+		if a.file_slot ~= 0 then return nil, "ACCEPT into a fixed file slot (a direct descriptor): not rebuilt" end
+		sqe.ioprio = a.ioprio % (ACCEPT_KEPT + 1)
+		return sqe
+	end
+	if f.buffer_select or a.ioprio % 2048 ~= a.ioprio % 2 then
+		return nil, string.format("RECV from provided buffers (multishot or buffer select, group %d): " ..
+			"its buffer group is not rebuilt", a.buf_group)
+	end
+	if a.done_io > 0 then return nil, string.format("RECV with %d byte(s) received already", a.done_io) end
+	sqe.ioprio = a.ioprio % 2 * RECV_POLL_FIRST
+	return sqe
 end
 
 -- Whether a restore can submit request q (a viewer:uring reqs entry) again,
--- and what for: the SQE's facts, or nil and why not. Only a POLL_ADD on
--- its own: everything it needs is in the kernel's record of it. Other
--- requests waiting on a poll (accept, recv, multishot or not) need
--- arguments the kernel keeps elsewhere (buffer groups, addresses).
+-- and what for: the SQE's facts, or nil and why not: a POLL_ADD on its
+-- own (everything it needs is in the kernel's record of it), an ACCEPT
+-- or RECV waiting on its socket as rebuild_socket says; anything else
+-- waiting on a poll is refused by name.
 function M.rebuild(q)
 	local f = sqe_flags(q)
+	if q.opcode == ACCEPT or q.opcode == RECV then return rebuild_socket(q, f) end
 	if q.opcode ~= 6 then
-		return nil, M.op_name(q.opcode) .. " waiting on its file: its arguments are not in the kernel view"
+		return nil, M.op_name(q.opcode) .. " waiting on its file: only POLL_ADD, ACCEPT and RECV are rebuilt"
 	end
 	if f.linked then return nil, "POLL_ADD linked to other requests" end
 	local ev, events = q.poll_events, q.poll_events
@@ -142,6 +175,7 @@ function M.row(u)
 		local sqe, why = M.rebuild(q)
 		row.reqs[i] = { opcode = q.opcode, op = M.op_name(q.opcode), user_data = q.user_data,
 			fd = q.fd, file_fd = q.file_fd, poll_events = q.poll_events, flags = q.flags,
+			args = q.args, multishot = q.args and q.opcode == ACCEPT and bit(q.args.ioprio, 1) or nil,
 			rebuildable = sqe ~= nil, why = why }
 	end
 	row.timeouts_in_flight, row.timeouts = u.timeouts_in_flight, render.array()

@@ -1,6 +1,7 @@
 -- io_uring instances restored into a running process, all or nothing:
 -- each saved instance made again at its fd and addresses with its ring
--- memory (core.uring_rebuild), its POLLs and TIMEOUTs armed again; what was made is
+-- memory (core.uring_rebuild), its POLLs, TIMEOUTs, ACCEPTs and RECVs
+-- armed again; what was made is
 -- taken away in reverse on any failure or interrupting signal. Counters
 -- exact or rebased, as the policy's uring_counters says. A rebase moves
 -- liburing's copies of the sq counters, so it is made only when every
@@ -52,9 +53,18 @@ local function sqes_of(u, list, total, what, rebuild)
 	return out
 end
 
--- The POLLs and the TIMEOUTs instance u had in flight, as SQEs to submit
--- again; or nil and why one cannot be.
-local function polls_of(u) return sqes_of(u, u.reqs, u.in_flight, "request(s)", uring.rebuild) end
+-- The POLLs, the ACCEPTs and RECVs (socks), and the TIMEOUTs instance u
+-- had in flight, as SQEs to submit again; or nil and why one cannot be.
+local function polls_of(u)
+	local sqes, e, c = sqes_of(u, u.reqs, u.in_flight, "request(s)", uring.rebuild)
+	if not sqes then return nil, e, c end
+	local polls, socks = {}, {}
+	for _, s in ipairs(sqes) do
+		local list = s.opcode == 6 and polls or socks
+		list[#list + 1] = s
+	end
+	return polls, socks
+end
 local function timeouts_of(u)
 	return sqes_of(u, u.timeouts, u.timeouts_in_flight, "timeout(s)", uring.rebuild_timeout)
 end
@@ -106,14 +116,14 @@ local function eventfd_still_there(pid, u)
 end
 
 -- Instance i of img (u, its table) as a restore would make it: a job
--- ({i, u, exact, polls, timeouts}), or nil, why not and a code. pid: the process
+-- ({i, u, exact, polls, socks, timeouts}), or nil, why not and a code. pid: the process
 -- (its registered files' fds are checked); nil: the image alone.
 function M.job(img, i, u, policy, pid)
 	local ok, ce = flags_rebuilt(u)
 	if ok then ok, ce = core.uring_check(img, i) end
 	if not ok then return nil, ce, "unsupported" end
-	local polls, e, c = polls_of(u)
-	if not polls then return nil, e, c end
+	local polls, socks, c = polls_of(u)
+	if not polls then return nil, socks, c end
 	local tmos, te, tc = timeouts_of(u)
 	if not tmos then return nil, te, tc end
 	if pid then
@@ -121,7 +131,7 @@ function M.job(img, i, u, policy, pid)
 		if fok then fok, fe, fc = eventfd_still_there(pid, u) end
 		if not fok then return nil, fe, fc end
 	end
-	local facts = M.counter_facts(u, #polls + #tmos)
+	local facts = M.counter_facts(u, #polls + #tmos + #socks)
 	local mode = policy.uring_counters(uring.row(u), facts)
 	if mode == "fail" then
 		return nil, string.format("io_uring fd %d: the policy refuses its counters (sq head %d, cq tail %d)",
@@ -132,7 +142,8 @@ function M.job(img, i, u, policy, pid)
 			"sq head %d less the requests to arm (CQEs without SQEs): NOPs cannot replay that; " ..
 			"rebase it", u.fd, u.cq_tail, u.sq_head), "unsupported"
 	end
-	return { i = i, u = u, exact = mode == "exact", polls = polls, timeouts = tmos, facts = facts }
+	return { i = i, u = u, exact = mode == "exact", polls = polls, socks = socks, timeouts = tmos,
+		facts = facts }
 end
 
 -- Each instance's job, or why one cannot be done.
@@ -158,7 +169,7 @@ function M.verdicts(img, policy)
 		else
 			row.action = j.exact and "exact" or "rebase"
 			row.nops = j.exact and j.facts.exact_nops or j.facts.rebase_nops
-			row.polls, row.timeouts = #j.polls, #j.timeouts
+			row.polls, row.timeouts, row.socks = #j.polls, #j.timeouts, #j.socks
 		end
 		out[i] = row
 	end
@@ -189,12 +200,12 @@ local function rebuild_all(t, img, jobs, out)
 		local ok, ie, ic = interrupted()
 		if not ok then undo() return nil, ie, ic end
 		local res, e, c = core.uring_rebuild(t, img, j.i, { exact = j.exact, polls = j.polls,
-			timeouts = j.timeouts })
+			timeouts = j.timeouts, socks = j.socks })
 		if not res then
 			undo()
 			return nil, e, c
 		end
-		res.exact, res.polls, res.timeouts = j.exact, #j.polls, #j.timeouts
+		res.exact, res.polls, res.timeouts, res.socks = j.exact, #j.polls, #j.timeouts, #j.socks
 		made[#made + 1] = { job = j, res = res }
 		out[#out + 1] = res
 	end
@@ -204,8 +215,8 @@ local function rebuild_all(t, img, jobs, out)
 end
 
 -- Restore img's io_uring instances into process pid (all or nothing):
--- a list of results (core.uring_rebuild's, with exact, polls and
--- timeouts), or nil,
+-- a list of results (core.uring_rebuild's, with exact, polls, timeouts
+-- and socks), or nil,
 -- message, code ("busy": threads kept running their own code).
 function M.restore_process(pid, img, opts)
 	opts = opts or {}

@@ -151,6 +151,20 @@ local function timeouts(u)
 	return out
 end
 
+-- u's requests in flight as compared: an ACCEPT's or RECV's arguments as
+-- one text (its pointers, length, flags; not what the kernel adds in
+-- its own bits of a RECV's flags).
+local function reqs(u)
+	local out = {}
+	for i, q in ipairs(u.reqs) do
+		local a = q.args
+		out[i] = { user_data = q.user_data, opcode = q.opcode, fd = q.fd, poll_events = q.poll_events,
+			args = a and string.format("addr %s addr2 %s len %d flags 0x%x ioprio 0x%x slot %d group %d",
+				a.addr, a.addr2, a.len, a.op_flags, a.ioprio % 2048, a.file_slot, a.buf_group) or "-" }
+	end
+	return out
+end
+
 -- The kernel side: what the kernel keeps of the instance.
 local function kernel_side(out, name, r, l)
 	for _, k in ipairs(KERNEL_SCALARS) do
@@ -179,8 +193,8 @@ local function kernel_side(out, name, r, l)
 	keyed(out, name, "mapping", maps(r), maps(l), map_key, { "start", "end", "dontfork" })
 	keyed(out, name, "file slot", r.files, l.files, function(f) return f.slot end, { "fd", "path" })
 	keyed(out, name, "buffer slot", r.bufs, l.bufs, function(b) return b.slot end, { "addr", "len" })
-	keyed(out, name, "request in flight", r.reqs, l.reqs, function(q) return q.user_data end,
-		{ "opcode", "fd", "poll_events" })
+	keyed(out, name, "request in flight", reqs(r), reqs(l), function(q) return q.user_data end,
+		{ "opcode", "fd", "poll_events", "args" })
 	keyed(out, name, "timeout", timeouts(r), timeouts(l), function(t) return t.user_data end,
 		{ "opcode", "clockid", "flags", "count_left", "repeats", "time_kept" })
 	keyed(out, name, "registered ring fd", r.ring_fds, l.ring_fds,

@@ -350,6 +350,40 @@ describe("io_uring restore", function()
 		return r
 	end
 
+	it("arms a multishot ACCEPT and a RECV again: two connections, two CQEs still armed; the bytes sent received", function()
+		w = start("0 --accept --recv")
+		local r = lose_and_restore(w, dir .. "/img", nil, nil, verified(w))
+		assert.are.same({ "exact", 1, 2 }, { r.counters, r.polls, r.socks })
+		check_used(w)
+		-- each connection a new fd, IORING_CQE_F_MORE: the multishot ACCEPT still armed
+		local a0, a1 = w.facts.accept0, w.facts.accept1
+		assert.is_true(a0[1] >= 0 and a1[1] >= 0 and a0[1] ~= a1[1], a0.raw .. " " .. a1.raw)
+		assert.are.same({ 1, 1 }, { a0[2], a1[2] })
+		assert.are.same({ 5, 1 }, { w.facts.recv[1], w.facts.recv[2] }) -- 5 bytes, "hello", in its buffer
+	end)
+
+	it("names the ACCEPTs and RECVs it does not submit again", function()
+		local uring = require "aiotk.uring"
+		local function why(opcode, args, flags)
+			local a = { addr = "0x0", addr2 = "0x0", len = 64, op_flags = 0, ioprio = 0, file_slot = 0,
+				buf_group = 0, done_io = 0 }
+			for k, v in pairs(args) do a[k] = v end
+			local sqe, reason = uring.rebuild { opcode = opcode, user_data = "0x1", fd = 3, poll_events = 0,
+				flags = flags or "0x0", args = a }
+			assert.is_nil(sqe)
+			return reason
+		end
+		assert.are.equal("RECV from provided buffers (multishot or buffer select, group 7): its buffer group " ..
+			"is not rebuilt", why(27, { ioprio = 2, buf_group = 7 }, "0x20"))
+		assert.truthy(why(27, { buf_group = 7 }, "0x20"):find("RECV from provided buffers", 1, true))
+		assert.are.equal("RECV with 3 byte(s) received already", why(27, { done_io = 3 }))
+		assert.are.equal("ACCEPT into a fixed file slot (a direct descriptor): not rebuilt", why(13, { file_slot = 2 }))
+		assert.are.equal("ACCEPT linked to other requests", why(13, {}, "0x4"))
+		local sqe, reason = uring.rebuild { opcode = 9, user_data = "0x1", fd = 3, poll_events = 0, flags = "0x0" }
+		assert.is_nil(sqe)
+		assert.are.equal("SENDMSG waiting on its file: only POLL_ADD, ACCEPT and RECV are rebuilt", reason)
+	end)
+
 	it("arms TIMEOUTs again with their user_data, time left, count left, flags (exact counters)", function()
 		assert.are.equal("exact", timeouts_rebuilt("0 --timeout", true).counters)
 	end)

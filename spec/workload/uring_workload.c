@@ -32,7 +32,10 @@
  * closes the POLL's fd when the instance is lost; --forget wipes liburing's
  * struct then (a program keeping its counters nowhere aiotk looks);
  * --timeout leaves four TIMEOUTs in flight on e (see e_timeouts()), each
- * seen to be there after a restore (see timeouts_used()); --shift K moves
+ * seen to be there after a restore (see timeouts_used()); --accept and
+ * --recv leave a multishot ACCEPT on a listening socket and a RECV on a
+ * socketpair in flight on e (see e_sockets()), used after a restore (see
+ * sockets_used()); --shift K moves
  * liburing's sq counters on by K then (the test's image moved alike: an
  * instance near 2^32 without 2^32 SQEs); --registered gives e registered
  * files and buffers, used after the restore by a fixed-file write from a
@@ -67,6 +70,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #define POLL_DATA 0xfeedbeef12345678ull
 
@@ -648,6 +653,82 @@ static void timeouts_used(void)
 	}
 }
 
+/* --accept: a multishot ACCEPT (SOCK_CLOEXEC, no address asked) on a TCP
+ * socket listening on 127.0.0.1 ("e.accept_port P"); --recv: a RECV of
+ * up to 64 bytes into recv_buf on one end of a socketpair. */
+#define E_ACCEPT 0xacce97ull
+#define E_RECV 0x7ecfull
+static int e_accept, e_recv, accept_port, recv_pair[2];
+static char recv_buf[64];
+
+static void e_sockets(void)
+{
+	if (e_accept) {
+		struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		socklen_t len = sizeof(a);
+		int l = socket(AF_INET, SOCK_STREAM, 0);
+		if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) || listen(l, 8) ||
+		    getsockname(l, (struct sockaddr *)&a, &len))
+			die("listening socket", errno);
+		accept_port = ntohs(a.sin_port);
+		io_uring_prep_multishot_accept(sqe_of(&e, E_ACCEPT), l, NULL, NULL, SOCK_CLOEXEC);
+		printf("e.accept_port %d\ne.accept_fd %d\n", accept_port, l);
+	}
+	if (e_recv) {
+		if (socketpair(AF_UNIX, SOCK_STREAM, 0, recv_pair))
+			die("socketpair", errno);
+		io_uring_prep_recv(sqe_of(&e, E_RECV), recv_pair[0], recv_buf, sizeof(recv_buf), 0);
+		printf("e.recv_fd %d\n", recv_pair[0]);
+	}
+	int rc = io_uring_submit(&e);
+	if (rc != e_accept + e_recv)
+		die("submit accept/recv e", rc < 0 ? rc : EIO);
+	printf("e.accept_data %llu\ne.recv_data %llu\n", E_ACCEPT, E_RECV);
+}
+
+/* The next CQE, reaped: its user_data, res and flags. */
+static void next_cqe(unsigned long long *data, int *res, unsigned *flags)
+{
+	struct io_uring_cqe *cqe;
+	int rc = io_uring_wait_cqe(&e, &cqe);
+	if (rc)
+		die("io_uring_wait_cqe (sockets)", rc);
+	*data = cqe->user_data, *res = cqe->res, *flags = cqe->flags;
+	io_uring_cqe_seen(&e, cqe);
+}
+
+/* After the restore: two connections to the listening socket, each an
+ * ACCEPT CQE with a new fd and IORING_CQE_F_MORE (still armed): "acceptI
+ * FD MORE"; then 5 bytes sent on the pair: the RECV completes with them
+ * in recv_buf ("recv RES SAME"). */
+static void sockets_used(void)
+{
+	unsigned long long data;
+	unsigned flags;
+	int res;
+	for (int i = 0; e_accept && i < 2; i++) {
+		struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(accept_port),
+					 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		int c = socket(AF_INET, SOCK_STREAM, 0);
+		if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof(a)))
+			die("connect", errno);
+		next_cqe(&data, &res, &flags);
+		printf("accept%d %d %d\n", i, res, !!(flags & IORING_CQE_F_MORE));
+		if (data != E_ACCEPT || res < 0 || !(flags & IORING_CQE_F_MORE))
+			failure("connection %d: CQE %llu res %d flags 0x%x, not a multishot ACCEPT's", i, data,
+				res, flags);
+	}
+	if (e_recv) {
+		if (write(recv_pair[1], "hello", 5) != 5)
+			die("write (recv pair)", errno);
+		next_cqe(&data, &res, &flags);
+		int same = res == 5 && !memcmp(recv_buf, "hello", 5);
+		printf("recv %d %d\n", res, same);
+		if (data != E_RECV || !same)
+			failure("RECV: CQE %llu res %d, not the 5 bytes sent", data, res);
+	}
+}
+
 static void make_e(unsigned long n)
 {
 	struct io_uring_params p = { .flags = e_flags | (e_restricted ? IORING_SETUP_R_DISABLED : 0) };
@@ -681,6 +762,8 @@ static void make_e(unsigned long n)
 	advance(&e, n);
 	if (e_timeout)
 		e_timeouts();
+	if (e_accept || e_recv)
+		e_sockets();
 	leave_state(&e, E_POLL_DATA);
 	print_ring("e", &e);
 	print_fd("e", e.ring_fd);
@@ -732,6 +815,7 @@ static void use_e(void)
 	}
 	if (e_timeout)
 		timeouts_used();
+	sockets_used();
 	int wrote = registered ? fixed_io() : 0;
 	if (registered && wrote != (int)e_iov[1].iov_len)
 		failure("fixed-file write from a fixed buffer: %d", wrote);
@@ -941,6 +1025,10 @@ int main(int argc, char **argv)
 				forget = 1;
 			else if (!strcmp(argv[i], "--timeout"))
 				e_timeout = 1;
+			else if (!strcmp(argv[i], "--accept"))
+				e_accept = 1;
+			else if (!strcmp(argv[i], "--recv"))
+				e_recv = 1;
 			else if (!strcmp(argv[i], "--entries") && i + 1 < argc)
 				e_entries = (unsigned)strtoul(argv[++i], NULL, 0);
 			else if (!strcmp(argv[i], "--ring-fd"))

@@ -146,6 +146,19 @@ static int add_req(struct parse *ps, const struct aiotk_uview_req_rec *r, aiotk_
 	return 0;
 }
 
+/* An ACCEPT's or RECV's arguments: those of the request just added. */
+static int add_sockreq(struct parse *ps, const struct aiotk_uview_sockreq_rec *r, aiotk_err *err)
+{
+	aiotk_uring *u = &ps->pending;
+	if (!u->nreqs)
+		return aiotk_fail(err, AIOTK_EIMAGE, 0, "io_uring view: request arguments before any request");
+	aiotk_uring_req *q = &u->reqs[u->nreqs - 1];
+	q->has_args = 1, q->addr = r->addr, q->addr2 = r->addr2, q->len = r->len;
+	q->op_flags = r->op_flags, q->ioprio = r->ioprio, q->file_slot = r->file_slot;
+	q->buf_group = r->buf_group, q->done_io = r->done_io;
+	return 0;
+}
+
 /* What remains of a timer expiring at expires in clock clockid, now. */
 static int64_t remaining(int clockid, int64_t expires)
 {
@@ -343,6 +356,7 @@ static size_t rec_size(uint32_t type)
 	case AIOTK_UVIEW_BL: return sizeof(struct aiotk_uview_bl_rec);
 	case AIOTK_UVIEW_MAP: return sizeof(struct aiotk_uview_map_rec);
 	case AIOTK_UVIEW_TCTX: return sizeof(struct aiotk_uview_tctx_rec);
+	case AIOTK_UVIEW_SOCKREQ: return sizeof(struct aiotk_uview_sockreq_rec);
 	}
 	return 0;
 }
@@ -360,6 +374,7 @@ static int one_rec(struct parse *ps, aiotk_uring_view *uv, struct addrs *a,
 	case AIOTK_UVIEW_BL: return add_bl(ps, p, err);
 	case AIOTK_UVIEW_MAP: return add_map(ps, p, err);
 	case AIOTK_UVIEW_TCTX: return add_tctx(ps, uv, p, err);
+	case AIOTK_UVIEW_SOCKREQ: return add_sockreq(ps, p, err);
 	default: return add_ring(ps, uv, a, p, err);
 	}
 }
@@ -394,6 +409,7 @@ static int parse(const struct out *o, aiotk_uring_view *uv, int *maps_missing, a
 			struct aiotk_uview_bl_rec bl;
 			struct aiotk_uview_map_rec map;
 			struct aiotk_uview_tctx_rec tctx;
+			struct aiotk_uview_sockreq_rec sockreq;
 		} rec;
 		memcpy(&rec, o->p + at, size);
 		rc = one_rec(&ps, uv, &a, type, &rec, err);

@@ -2,7 +2,8 @@
  * its saved ranges held, the instance set up (at an fd no step names),
  * each mapping placed at its saved address (place.c), the counters driven
  * (counters.c), the saved ring memory written back with the counters
- * moved, its POLLs and TIMEOUTs armed (timeouts.c), with a rebase liburing's copies moved
+ * moved, its POLLs, TIMEOUTs (timeouts.c), ACCEPTs and RECVs (sockets.c)
+ * armed, with a rebase liburing's copies moved
  * (copies.c), and last the fd moved to its saved number. Each step is
  * journalled in the target before it is made (journal.c): whatever fails,
  * or wherever aiotk is killed, what was made is taken away, by this
@@ -130,6 +131,10 @@ static int named(const aiotk_uring *u, const aiotk_uring_rebuild_opts *o, int fd
 	*above = u->fd + 1;
 	for (size_t i = 0; i < o->npolls; i++) {
 		int p = o->polls[i].fixed_file ? -1 : o->polls[i].fd;
+		hit |= p == fd, *above = p >= *above ? p + 1 : *above;
+	}
+	for (size_t i = 0; i < o->nsocks; i++) {
+		int p = o->socks[i].fixed_file ? -1 : o->socks[i].fd;
 		hit |= p == fd, *above = p >= *above ? p + 1 : *above;
 	}
 	for (size_t i = 0; i < u->nfiles; i++) {
@@ -317,10 +322,11 @@ static int dontfork(uring_new *n, const aiotk_uring *u, aiotk_err *err)
 	return 0;
 }
 
-/* The requests submitted again: the polls, then the timeouts. */
+/* The requests submitted again: the polls, the timeouts, then the
+ * ACCEPTs and RECVs. */
 static size_t resubmitted(const aiotk_uring_rebuild_opts *o)
 {
-	return o->npolls + o->ntimeouts;
+	return o->npolls + o->ntimeouts + o->nsocks;
 }
 
 /* Where the new counters go: the saved ones (exact), or the least ones
@@ -472,8 +478,10 @@ static int build(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_o
 	if (!rc)
 		rc = uring_submit_polls(n, u->sq_entries, before, o->polls, o->npolls, err);
 	if (!rc)
-		rc = uring_submit_timeouts(n, u->sq_entries, before + (uint32_t)o->npolls, o->timeouts,
-					   o->ntimeouts, err);
+		rc = uring_submit_timeouts(n, u->sq_entries, before + (uint32_t)o->npolls, o, err);
+	if (!rc)
+		rc = uring_submit_socks(n, u->sq_entries,
+					before + (uint32_t)(o->npolls + o->ntimeouts), o, err);
 	if (!rc)
 		rc = after_polls(n, u, before, resubmitted(o), r, err);
 	uint64_t t4 = aiotk_now_ns();
