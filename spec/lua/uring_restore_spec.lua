@@ -350,16 +350,27 @@ describe("io_uring restore", function()
 		return r
 	end
 
-	it("arms a multishot ACCEPT and a RECV again: two connections, two CQEs still armed; the bytes sent received", function()
-		w = start("0 --accept --recv")
-		local r = lose_and_restore(w, dir .. "/img", nil, nil, verified(w))
-		assert.are.same({ "exact", 1, 2 }, { r.counters, r.polls, r.socks })
+	-- --accept --recv (uring_workload.c, e_sockets) restored, then used.
+	local function sockets_rebuilt(args, exact)
+		w = start(args)
+		local r = lose_and_restore(w, dir .. "/img", nil, nil, exact and verified(w) or nil)
+		assert.are.same({ exact and "exact" or "rebase", 1, 3 }, { r.counters, r.polls, r.socks })
 		check_used(w)
 		-- each connection a new fd, IORING_CQE_F_MORE: the multishot ACCEPT still armed
 		local a0, a1 = w.facts.accept0, w.facts.accept1
 		assert.is_true(a0[1] >= 0 and a1[1] >= 0 and a0[1] ~= a1[1], a0.raw .. " " .. a1.raw)
 		assert.are.same({ 1, 1 }, { a0[2], a1[2] })
+		-- the single ACCEPT: ended, the peer's address where the program asked for it
+		assert.are.same({ 0, 1 }, { w.facts.accept_single[1], w.facts.accept_single[2] })
 		assert.are.same({ 5, 1 }, { w.facts.recv[1], w.facts.recv[2] }) -- 5 bytes, "hello", in its buffer
+	end
+
+	it("arms ACCEPTs (multishot, single with its address pointers) and a RECV again (exact counters)", function()
+		sockets_rebuilt("0 --accept --recv", true)
+	end)
+
+	it("arms ACCEPTs and a RECV again with rebased counters", function()
+		sockets_rebuilt("1000003 --accept --recv", false)
 	end)
 
 	it("names the ACCEPTs and RECVs it does not submit again", function()

@@ -654,25 +654,38 @@ static void timeouts_used(void)
 }
 
 /* --accept: a multishot ACCEPT (SOCK_CLOEXEC, no address asked) on a TCP
- * socket listening on 127.0.0.1 ("e.accept_port P"); --recv: a RECV of
- * up to 64 bytes into recv_buf on one end of a socketpair. */
+ * socket listening on 127.0.0.1 ("e.accept_port P"), and a single ACCEPT
+ * asking the peer's address into peer/peer_len on a second one
+ * ("e.accept1_port P"); --recv: a RECV of up to 64 bytes into recv_buf
+ * on one end of a socketpair. */
 #define E_ACCEPT 0xacce97ull
+#define E_ACCEPT1 0xacce91ull
 #define E_RECV 0x7ecfull
-static int e_accept, e_recv, accept_port, recv_pair[2];
+static int e_accept, e_recv, accept_port, accept1_port, recv_pair[2];
 static char recv_buf[64];
+static struct sockaddr_in peer;
+static socklen_t peer_len = sizeof(peer);
+
+/* A TCP socket listening on 127.0.0.1: its fd, its port in *port. */
+static int listening(int *port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+	if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) || listen(l, 8) ||
+	    getsockname(l, (struct sockaddr *)&a, &len))
+		die("listening socket", errno);
+	*port = ntohs(a.sin_port);
+	return l;
+}
 
 static void e_sockets(void)
 {
 	if (e_accept) {
-		struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-		socklen_t len = sizeof(a);
-		int l = socket(AF_INET, SOCK_STREAM, 0);
-		if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) || listen(l, 8) ||
-		    getsockname(l, (struct sockaddr *)&a, &len))
-			die("listening socket", errno);
-		accept_port = ntohs(a.sin_port);
+		int l = listening(&accept_port), l1 = listening(&accept1_port);
 		io_uring_prep_multishot_accept(sqe_of(&e, E_ACCEPT), l, NULL, NULL, SOCK_CLOEXEC);
-		printf("e.accept_port %d\ne.accept_fd %d\n", accept_port, l);
+		io_uring_prep_accept(sqe_of(&e, E_ACCEPT1), l1, (struct sockaddr *)&peer, &peer_len, 0);
+		printf("e.accept_port %d\ne.accept1_port %d\n", accept_port, accept1_port);
 	}
 	if (e_recv) {
 		if (socketpair(AF_UNIX, SOCK_STREAM, 0, recv_pair))
@@ -681,7 +694,7 @@ static void e_sockets(void)
 		printf("e.recv_fd %d\n", recv_pair[0]);
 	}
 	int rc = io_uring_submit(&e);
-	if (rc != e_accept + e_recv)
+	if (rc != 2 * e_accept + e_recv)
 		die("submit accept/recv e", rc < 0 ? rc : EIO);
 	printf("e.accept_data %llu\ne.recv_data %llu\n", E_ACCEPT, E_RECV);
 }
@@ -697,26 +710,49 @@ static void next_cqe(unsigned long long *data, int *res, unsigned *flags)
 	io_uring_cqe_seen(&e, cqe);
 }
 
-/* After the restore: two connections to the listening socket, each an
- * ACCEPT CQE with a new fd and IORING_CQE_F_MORE (still armed): "acceptI
- * FD MORE"; then 5 bytes sent on the pair: the RECV completes with them
- * in recv_buf ("recv RES SAME"). */
+/* A connection to port on 127.0.0.1: its local port. */
+static int connected(int port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	int c = socket(AF_INET, SOCK_STREAM, 0);
+	if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof(a)) ||
+	    getsockname(c, (struct sockaddr *)&a, &len))
+		die("connect", errno);
+	return ntohs(a.sin_port);
+}
+
+/* After the restore: two connections to the multishot ACCEPT's socket,
+ * each a CQE with a new fd and IORING_CQE_F_MORE (still armed): "acceptI
+ * FD MORE"; one to the single ACCEPT's, whose CQE ends it and whose
+ * peer address is written where the program asked ("accept_single MORE
+ * SAME": SAME 1 when it names the connecting socket); then 5 bytes sent
+ * on the pair: the RECV completes with them in recv_buf ("recv RES
+ * SAME"). */
 static void sockets_used(void)
 {
 	unsigned long long data;
 	unsigned flags;
 	int res;
 	for (int i = 0; e_accept && i < 2; i++) {
-		struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(accept_port),
-					 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-		int c = socket(AF_INET, SOCK_STREAM, 0);
-		if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof(a)))
-			die("connect", errno);
+		connected(accept_port);
 		next_cqe(&data, &res, &flags);
 		printf("accept%d %d %d\n", i, res, !!(flags & IORING_CQE_F_MORE));
 		if (data != E_ACCEPT || res < 0 || !(flags & IORING_CQE_F_MORE))
 			failure("connection %d: CQE %llu res %d flags 0x%x, not a multishot ACCEPT's", i, data,
 				res, flags);
+	}
+	if (e_accept) {
+		int port = connected(accept1_port);
+		next_cqe(&data, &res, &flags);
+		int same = data == E_ACCEPT1 && res >= 0 && peer_len == sizeof(peer) &&
+			   peer.sin_family == AF_INET && ntohs(peer.sin_port) == port &&
+			   peer.sin_addr.s_addr == htonl(INADDR_LOOPBACK);
+		printf("accept_single %d %d\n", !!(flags & IORING_CQE_F_MORE), same);
+		if (!same || (flags & IORING_CQE_F_MORE))
+			failure("single ACCEPT: CQE %llu res %d flags 0x%x, peer port %d not %d", data, res,
+				flags, ntohs(peer.sin_port), port);
 	}
 	if (e_recv) {
 		if (write(recv_pair[1], "hello", 5) != 5)
