@@ -440,6 +440,12 @@ describe("io_uring restore", function()
 		assert.truthy(err:find("docs/CRIU-URING.md", 1, true), err)
 	end)
 
+	it("undoes everything, armed TIMEOUTs too, when the last request fails (the RECV's fd gone)", function()
+		local err = failed_restore("0 --timeout --recv --bad-recv")
+		assert.truthy(err:find(string.format("RECV user_data 0x%x on fd %d submitted again: Bad file descriptor",
+			fact(w, "e.recv_data"), fact(w, "e.recv_fd")), 1, true), err)
+	end)
+
 	it("undoes everything when a late step fails (the POLL's fd gone)", function()
 		local err = failed_restore("0 --bad-poll")
 		assert.truthy(err:find("POLL_ADD user_data 0x" .. bit.tohex(loadstring("return " ..

@@ -29,7 +29,7 @@
  * verdict against e as lost ("VERIFY OK" or "VERIFY FAILED: why"), then
  * CHECKED.
  * After N: --spin adds a thread that never makes a system call; --bad-poll
- * closes the POLL's fd when the instance is lost; --forget wipes liburing's
+ * (--bad-recv) closes the POLL's (the RECV's) fd when the instance is lost; --forget wipes liburing's
  * struct then (a program keeping its counters nowhere aiotk looks);
  * --timeout leaves four TIMEOUTs in flight on e (see e_timeouts()), each
  * seen to be there after a restore (see timeouts_used()); --accept and
@@ -866,7 +866,7 @@ static void use_e(void)
 	printf(failed[0] ? "VERIFY FAILED: %s\n" : "VERIFY OK\n", failed);
 }
 
-static int bad_poll;
+static int bad_poll, bad_recv;
 static int forget; /* --forget: the lost instance's struct wiped, as a program keeping its counters elsewhere */
 static unsigned long lose_n;
 static unsigned shift;
@@ -920,6 +920,8 @@ __attribute__((noreturn)) static void lose_in_this_thread(unsigned long n)
 			}
 			if (bad_poll) /* its POLL cannot be armed again: a restore fails late */
 				close(pipe_fd[0]);
+			if (bad_recv) /* its RECV cannot: a restore fails last */
+				close(recv_pair[0]);
 			/* As if it had run `shift` more NOPs before the dump (the test
 			 * moves the image the same way): liburing's copies with it. */
 			e.sq.sqe_head += shift, e.sq.sqe_tail += shift;
@@ -1057,6 +1059,8 @@ int main(int argc, char **argv)
 				spin_thread();
 			else if (!strcmp(argv[i], "--bad-poll"))
 				bad_poll = 1;
+			else if (!strcmp(argv[i], "--bad-recv"))
+				bad_recv = 1;
 			else if (!strcmp(argv[i], "--forget"))
 				forget = 1;
 			else if (!strcmp(argv[i], "--timeout"))
