@@ -140,6 +140,7 @@ describe("io_uring restore survival", function()
 	for _, case in ipairs {
 		{ "exact counters, registered files and buffers", "0 --registered" },
 		{ "rebased counters, liburing's copies moved", "1000003 --registered" },
+		{ "TIMEOUTs, ACCEPTs and a RECV in flight", "0 --timeout --accept --recv" },
 	} do
 		it("aiotk killed before each change of a restore (" .. case[1] .. "): the next restore gives the instance back", function()
 			local n, journals, done = 0, 0, false
