@@ -73,7 +73,10 @@ local ACCEPT_KEPT, RECV_POLL_FIRST = 7, 1
 -- needs its buffer group, which a restore does not rebuild.
 local function rebuild_socket(q, f)
 	local name, a = M.op_name(q.opcode), q.args
-	if not a then return nil, name .. " waiting on its file: its arguments are not in the image (an older aiotk)" end
+	if not a then
+		return nil, name .. " waiting on its file: its arguments were not read (an image of an older aiotk, " ..
+			"or one beyond the view's budget of ACCEPT and RECV arguments per instance)"
+	end
 	if f.linked then return nil, name .. " linked to other requests" end
 	local sqe = { opcode = q.opcode, user_data = q.user_data, fd = q.fd, fixed_file = f.fixed_file,
 		addr = a.addr, addr2 = a.addr2, len = a.len, op_flags = a.op_flags }

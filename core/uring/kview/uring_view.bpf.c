@@ -109,7 +109,7 @@ static long one_buf(__u32 i, struct slots *s)
 struct reqs {
 	struct seq_file *seq;
 	__u64 hbs, bucket_size, node;
-	__u32 nbuckets, count, written;
+	__u32 nbuckets, count, written, args_written;
 };
 
 static __u32 poll_events(struct io_kiocb *req, __u32 opcode)
@@ -143,7 +143,8 @@ static void sockreq(struct reqs *q, struct io_kiocb *req, __u32 opcode)
 		r.buf_group = BPF_CORE_READ(s, buf_group);
 		r.done_io = BPF_CORE_READ(s, done_io);
 	}
-	bpf_seq_write(q->seq, &r, sizeof(r));
+	if (!bpf_seq_write(q->seq, &r, sizeof(r)))
+		q->args_written++;
 }
 
 static long one_req(__u32 i, struct reqs *q)
@@ -163,7 +164,8 @@ static long one_req(__u32 i, struct reqs *q)
 		r.poll_events = poll_events(req, r.opcode);
 		if (!bpf_seq_write(q->seq, &r, sizeof(r))) {
 			q->written++;
-			if (r.opcode == IORING_OP_ACCEPT || r.opcode == IORING_OP_RECV)
+			if ((r.opcode == IORING_OP_ACCEPT || r.opcode == IORING_OP_RECV) &&
+			    opaque(&q->args_written) < AIOTK_UVIEW_SOCKREQ_BUDGET)
 				sockreq(q, req, r.opcode);
 		}
 	}

@@ -10,6 +10,7 @@
 #define AIOTK_UVIEW_FILE_BUDGET 512u   /* registered file slots written */
 #define AIOTK_UVIEW_BUF_BUDGET 256u    /* registered buffer slots written */
 #define AIOTK_UVIEW_REQ_BUDGET 256u    /* requests in flight written */
+#define AIOTK_UVIEW_SOCKREQ_BUDGET 128u /* of which ACCEPT/RECV arguments */
 #define AIOTK_UVIEW_MAX_BUCKETS 4096u  /* cancel_table buckets walked */
 #define AIOTK_UVIEW_MAX_CHAIN 1024u    /* requests walked per bucket */
 #define AIOTK_UVIEW_TIMEOUT_BUDGET 256u /* timeouts walked per list */
