@@ -233,7 +233,11 @@ function M.text(r)
 	for _, b in ipairs(r.bufs) do add("buffer slot %d: %s len %d", b.slot, b.addr, b.len) end
 	for _, b in ipairs(r.buf_rings) do add("buffer ring group %d at %s", b.bgid, b.addr) end
 	for _, q in ipairs(r.reqs) do
-		add("in flight %s user_data %s fd %d events 0x%x%s", q.op, q.user_data, q.fd, q.poll_events,
+		local a = q.args
+		add("in flight %s user_data %s fd %d events 0x%x%s%s", q.op, q.user_data, q.fd, q.poll_events,
+			a and (q.opcode == ACCEPT and string.format(" (%saddr %s addr_len %s flags 0x%x)",
+				q.multishot and "multishot, " or "", a.addr, a.addr2, a.op_flags) or
+				string.format(" (buf %s len %d msg_flags 0x%x)", a.addr, a.len, a.op_flags)) or "",
 			q.rebuildable and "" or (" (cannot be rebuilt: " .. q.why .. ")"))
 	end
 	if r.in_flight > #r.reqs then add("... %d more in flight", r.in_flight - #r.reqs) end
