@@ -58,6 +58,23 @@ static void push_bufs(lua_State *L, const aiotk_uring *u)
 	lua_setfield(L, -2, "bufs");
 }
 
+/* An ACCEPT's or RECV's arguments, as the request's field args. */
+static void push_req_args(lua_State *L, const aiotk_uring_req *q)
+{
+	const struct { const char *k; uint64_t v; } nums[] = {
+		{ "len", q->len }, { "op_flags", q->op_flags }, { "ioprio", q->ioprio },
+		{ "file_slot", q->file_slot }, { "buf_group", q->buf_group }, { "done_io", q->done_io },
+	};
+	lua_createtable(L, 0, 8);
+	laiotk_push_u64hex(L, q->addr); /* pointers, as user_data: "0x..." */
+	lua_setfield(L, -2, "addr");
+	laiotk_push_u64hex(L, q->addr2);
+	lua_setfield(L, -2, "addr2");
+	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
+		laiotk_set_num(L, nums[i].k, (double)nums[i].v);
+	lua_setfield(L, -2, "args");
+}
+
 static void push_reqs(lua_State *L, const aiotk_uring *u)
 {
 	lua_createtable(L, (int)u->nreqs, 0);
@@ -72,6 +89,8 @@ static void push_reqs(lua_State *L, const aiotk_uring *u)
 		laiotk_set_num(L, "poll_events", q->poll_events);
 		laiotk_push_u64hex(L, q->flags);
 		lua_setfield(L, -2, "flags");
+		if (q->has_args)
+			push_req_args(L, q);
 		lua_rawseti(L, -2, (int)i + 1);
 	}
 	lua_setfield(L, -2, "reqs");
@@ -82,7 +101,7 @@ static void push_timeouts(lua_State *L, const aiotk_uring *u)
 	lua_createtable(L, (int)u->ntimeouts, 0);
 	for (size_t i = 0; i < u->ntimeouts; i++) {
 		const aiotk_uring_timeout *t = &u->timeouts[i];
-		lua_createtable(L, 0, 9);
+		lua_createtable(L, 0, 10);
 		laiotk_set_num(L, "opcode", t->opcode);
 		laiotk_push_u64hex(L, t->user_data);
 		lua_setfield(L, -2, "user_data");
@@ -93,6 +112,7 @@ static void push_timeouts(lua_State *L, const aiotk_uring *u)
 		laiotk_set_num(L, "off", t->off);
 		laiotk_set_num(L, "target_seq", t->target_seq);
 		laiotk_set_num(L, "repeats", t->repeats);
+		laiotk_set_num(L, "ts_ns", (double)t->ts_ns);
 		lua_rawseti(L, -2, (int)i + 1);
 	}
 	lua_setfield(L, -2, "timeouts");

@@ -24,32 +24,66 @@ static int flag(lua_State *L, int t, const char *k)
 	return v;
 }
 
-/* opts.polls: { {user_data=, fd=, events=, multishot=, level=, fixed_file=}, ... }
- * into a list the caller frees. */
-static aiotk_uring_poll *polls(lua_State *L, int opts, size_t *n)
+/* opts[key], a list of tables, into a list of n items of `size` bytes
+ * (each filled by one() from the table at stack index q) the caller
+ * frees. */
+static void *list_of(lua_State *L, int opts, const char *key, size_t size,
+		     void (*one)(lua_State *L, int q, void *item), size_t *n)
 {
 	*n = 0;
 	if (!lua_istable(L, opts))
 		return NULL;
-	lua_getfield(L, opts, "polls");
+	lua_getfield(L, opts, key);
 	int list = lua_gettop(L);
 	size_t count = lua_istable(L, list) ? lua_objlen(L, list) : 0;
-	aiotk_uring_poll *p = count ? calloc(count, sizeof(*p)) : NULL;
+	char *p = count ? calloc(count, size) : NULL;
 	for (size_t i = 0; p && i < count; i++) {
 		lua_rawgeti(L, list, (int)i + 1);
-		int q = lua_gettop(L);
-		luaL_checktype(L, q, LUA_TTABLE);
-		p[i].user_data = laiotk_opt_field_u64(L, q, "user_data", 0);
-		p[i].fd = (int)laiotk_opt_field_u64(L, q, "fd", 0);
-		p[i].events = (uint32_t)laiotk_opt_field_u64(L, q, "events", 0);
-		p[i].multishot = flag(L, q, "multishot");
-		p[i].level = flag(L, q, "level");
-		p[i].fixed_file = flag(L, q, "fixed_file");
+		luaL_checktype(L, lua_gettop(L), LUA_TTABLE);
+		one(L, lua_gettop(L), p + i * size);
 		lua_pop(L, 1);
 	}
 	lua_pop(L, 1);
 	*n = p ? count : 0;
 	return p;
+}
+
+/* opts.polls: { {user_data=, fd=, events=, multishot=, level=, fixed_file=}, ... } */
+static void one_poll(lua_State *L, int q, void *item)
+{
+	aiotk_uring_poll *p = item;
+	p->user_data = laiotk_opt_field_u64(L, q, "user_data", 0);
+	p->fd = (int)laiotk_opt_field_u64(L, q, "fd", 0);
+	p->events = (uint32_t)laiotk_opt_field_u64(L, q, "events", 0);
+	p->multishot = flag(L, q, "multishot");
+	p->level = flag(L, q, "level");
+	p->fixed_file = flag(L, q, "fixed_file");
+}
+
+/* opts.timeouts: { {user_data=, ts_ns=, flags=, off=}, ... } */
+static void one_timeout(lua_State *L, int q, void *item)
+{
+	aiotk_uring_tmo *t = item;
+	t->user_data = laiotk_opt_field_u64(L, q, "user_data", 0);
+	t->ts_ns = (int64_t)laiotk_opt_field_u64(L, q, "ts_ns", 0);
+	t->flags = (uint32_t)laiotk_opt_field_u64(L, q, "flags", 0);
+	t->off = (uint32_t)laiotk_opt_field_u64(L, q, "off", 0);
+}
+
+/* opts.socks: { {opcode=, user_data=, fd=, fixed_file=, addr=, addr2=, len=,
+ * op_flags=, ioprio=}, ... } */
+static void one_sock(lua_State *L, int q, void *item)
+{
+	aiotk_uring_sock *s = item;
+	s->opcode = (uint8_t)laiotk_opt_field_u64(L, q, "opcode", 0);
+	s->user_data = laiotk_opt_field_u64(L, q, "user_data", 0);
+	s->fd = (int)laiotk_opt_field_u64(L, q, "fd", 0);
+	s->fixed_file = flag(L, q, "fixed_file");
+	s->addr = laiotk_opt_field_u64(L, q, "addr", 0);
+	s->addr2 = laiotk_opt_field_u64(L, q, "addr2", 0);
+	s->len = (uint32_t)laiotk_opt_field_u64(L, q, "len", 0);
+	s->op_flags = (uint32_t)laiotk_opt_field_u64(L, q, "op_flags", 0);
+	s->ioprio = (uint16_t)laiotk_opt_field_u64(L, q, "ioprio", 0);
 }
 
 static void push_result(lua_State *L, const aiotk_uring_rebuilt *r)
@@ -72,19 +106,25 @@ static void push_result(lua_State *L, const aiotk_uring_rebuilt *r)
 	laiotk_set_num(L, "ns_copies", (double)r->ns_copies);
 }
 
-/* core.uring_rebuild(t, img, i, {exact=, polls=}) -> result table, or
+/* core.uring_rebuild(t, img, i, {exact=, polls=, timeouts=, socks=}) -> result table, or
  * nil, message, code, errno (nothing left made). */
 static int l_uring_rebuild(lua_State *L)
 {
 	aiotk_target *t = laiotk_target_live(L, 1);
 	const aiotk_uring *u = instance(L, 2, 3);
 	aiotk_uring_rebuild_opts o = { .exact = lua_istable(L, 4) && flag(L, 4, "exact") };
-	aiotk_uring_poll *p = polls(L, 4, &o.npolls);
+	aiotk_uring_poll *p = list_of(L, 4, "polls", sizeof(*p), one_poll, &o.npolls);
 	o.polls = p;
+	aiotk_uring_tmo *tm = list_of(L, 4, "timeouts", sizeof(*tm), one_timeout, &o.ntimeouts);
+	o.timeouts = tm;
+	aiotk_uring_sock *sk = list_of(L, 4, "socks", sizeof(*sk), one_sock, &o.nsocks);
+	o.socks = sk;
 	aiotk_uring_rebuilt r;
 	aiotk_err err;
 	int rc = aiotk_uring_rebuild(t, u, &o, &r, &err);
 	free(p);
+	free(tm);
+	free(sk);
 	if (rc)
 		return laiotk_fail(L, &err);
 	push_result(L, &r);

@@ -619,6 +619,18 @@ typedef struct aiotk_uring_req {  /* a request in cancel_table: a POLL_ADD or
 	int file_fd;             /* its file's fd in the process; -1: none */
 	uint32_t poll_events;    /* the kernel's mask */
 	uint64_t flags;          /* the kernel's REQ_F_* */
+	/* An ACCEPT's or RECV's arguments, as the kernel keeps them
+	 * (has_args; older images: 0). */
+	int has_args;
+	uint64_t addr;           /* accept: sockaddr pointer; recv: buffer */
+	uint64_t addr2;          /* accept: addr_len pointer */
+	uint32_t len;            /* recv: buffer length */
+	uint32_t op_flags;       /* accept: SOCK_* flags; recv: msg_flags */
+	uint32_t ioprio;         /* IORING_ACCEPT_* / IORING_RECV* (and the
+				  * kernel's own high bits) */
+	uint32_t file_slot;      /* accept: a direct descriptor's slot + 1 */
+	uint32_t buf_group;      /* recv: provided-buffer group */
+	uint32_t done_io;        /* recv: bytes received so far */
 } aiotk_uring_req;
 typedef struct aiotk_uring_timeout { /* a TIMEOUT, or an armed LINK_TIMEOUT */
 	uint8_t opcode;
@@ -629,6 +641,8 @@ typedef struct aiotk_uring_timeout { /* a TIMEOUT, or an armed LINK_TIMEOUT */
 	uint32_t flags;          /* IORING_TIMEOUT_* as the kernel keeps them */
 	uint32_t off;            /* completions it also ends on; 0: none */
 	uint32_t target_seq, repeats;
+	int64_t ts_ns;           /* the time it was given: a multishot's
+				  * period; -1: not known (older images) */
 } aiotk_uring_timeout;
 typedef struct aiotk_uring_ringfd { /* a thread's registered ring fd */
 	int tid;
@@ -742,6 +756,25 @@ typedef struct aiotk_uring_poll {
 	uint32_t events;         /* the user's mask */
 	int multishot, level, fixed_file;
 } aiotk_uring_poll;
+/* A TIMEOUT submitted again with its user_data (what uring.rebuild_timeout
+ * makes of one in flight): ts_ns relative, or absolute with
+ * IORING_TIMEOUT_ABS in flags (the IORING_TIMEOUT_* of the SQE); off the
+ * completions it also ends on (multishot: its repeats), 0: none. */
+typedef struct aiotk_uring_tmo {
+	uint64_t user_data;
+	int64_t ts_ns;
+	uint32_t flags, off;
+} aiotk_uring_tmo;
+/* An ACCEPT or RECV submitted again with its user_data (what
+ * uring.rebuild makes of one waiting on its socket): the SQE's fields. */
+typedef struct aiotk_uring_sock {
+	uint8_t opcode;          /* IORING_OP_ACCEPT or IORING_OP_RECV */
+	uint64_t user_data;
+	int fd, fixed_file;
+	uint64_t addr, addr2;    /* accept: addr, addr_len; recv: buffer */
+	uint32_t len, op_flags;  /* recv: len, msg_flags; accept: SOCK_* */
+	uint16_t ioprio;         /* IORING_ACCEPT_* / IORING_RECVSEND_POLL_FIRST */
+} aiotk_uring_sock;
 typedef struct aiotk_uring_rebuild_opts {
 	/* 1: the kernel's counters replayed to the saved ones; 0: rebased,
 	 * congruent modulo the ring sizes, liburing's copies moved by the
@@ -749,6 +782,10 @@ typedef struct aiotk_uring_rebuild_opts {
 	int exact;
 	const aiotk_uring_poll *polls;
 	size_t npolls;
+	const aiotk_uring_tmo *timeouts;  /* submitted after the polls */
+	size_t ntimeouts;
+	const aiotk_uring_sock *socks;    /* submitted after the timeouts */
+	size_t nsocks;
 } aiotk_uring_rebuild_opts;
 #define AIOTK_URING_MAX_COPIES 16
 typedef struct aiotk_uring_rebuilt {
@@ -763,7 +800,7 @@ typedef struct aiotk_uring_rebuilt {
  * made again in t, which must be stopped (or this process): at its saved
  * fd (O_CLOEXEC, as io_uring gives its fds) and addresses, with its ring
  * memory (unreaped CQEs, prepared SQEs) and counters as o says, o->polls
- * armed again, its registered files, buffers and eventfd, a single
+ * o->timeouts and o->socks armed again, its registered files, buffers and eventfd, a single
  * issuer enabled by its saved owner thread. The saved fd and ranges must
  * be free. On failure nothing is left. */
 /* The IORING_SETUP_* flags a rebuild makes as they were. */

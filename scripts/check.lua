@@ -115,8 +115,9 @@ for _, r in ipairs(rows) do
 end
 for _, u in ipairs(uring_rows) do
 	print(string.format("io_uring fd %d (%d/%d entries): aiotk %s", u.fd, u.sq_entries, u.cq_entries,
-		u.action == "refused" and ("refused: " .. u.why) or string.format("%s (at most %d NOPs, %d POLL(s) armed again)",
-		u.action == "exact" and "exact counters" or "rebased counters", u.nops, u.polls)))
+		u.action == "refused" and ("refused: " .. u.why) or string.format("%s (at most %d NOPs, %d POLL(s), %d TIMEOUT(s) and " ..
+		"%d ACCEPT/RECV(s) armed again)", u.action == "exact" and "exact counters" or "rebased counters", u.nops,
+		u.polls, u.timeouts, u.socks)))
 end
 for _, b in ipairs(budgets) do
 	print(string.format("budget%s: %s%s", b.pid and (" (pid " .. b.pid .. ")") or "",

@@ -51,7 +51,8 @@ if img.nurings > 0 then
 		local list = aiotk.array()
 		for i, r in ipairs(ures) do
 			list[i] = { fd = r.fd, counters = r.exact and "exact" or "rebase", sq_shift = r.sq_shift,
-				cq_shift = r.cq_shift, nops = r.nops, liburing_structs = #r.copies, polls = r.polls }
+				cq_shift = r.cq_shift, nops = r.nops, liburing_structs = #r.copies, polls = r.polls,
+				timeouts = r.timeouts, socks = r.socks }
 		end
 		print(aiotk.json { pid = args.pid, dir = args.dir, stopped_ns = ures.stopped_ns, urings = list })
 		return 0

@@ -50,6 +50,13 @@ static void reqs_to(const aiotk_uring *u, struct entry_store *s)
 		r->opcode = q->opcode, r->user_data = q->user_data, r->fd = q->fd;
 		r->has_file_fd = r->has_poll_events = r->has_flags = 1;
 		r->file_fd = q->file_fd, r->poll_events = q->poll_events, r->flags = q->flags;
+		if (q->has_args) {
+			r->has_addr = r->has_addr2 = r->has_len = r->has_op_flags = 1;
+			r->has_ioprio = r->has_file_slot = r->has_buf_group = r->has_done_io = 1;
+			r->addr = q->addr, r->addr2 = q->addr2, r->len = q->len;
+			r->op_flags = q->op_flags, r->ioprio = q->ioprio, r->file_slot = q->file_slot;
+			r->buf_group = q->buf_group, r->done_io = q->done_io;
+		}
 		s->rptr[i] = r;
 	}
 	s->e.n_reqs = u->nreqs, s->e.reqs = s->rptr;
@@ -81,6 +88,7 @@ static void timeouts_to(const aiotk_uring *u, struct entry_store *s)
 		r->has_flags = r->has_off = r->has_target_seq = r->has_repeats = 1;
 		r->flags = t->flags, r->off = t->off, r->target_seq = t->target_seq;
 		r->repeats = t->repeats;
+		r->has_ts_ns = 1, r->ts_ns = t->ts_ns;
 		s->tptr[i] = r;
 	}
 	s->e.n_timeouts = u->ntimeouts, s->e.timeouts = s->tptr;
@@ -238,7 +246,10 @@ static const char *lists_from(const AiotkUringEntry *e, aiotk_uring *u)
 		if (r->opcode > 255)
 			return "a request's opcode is out of range";
 		u->reqs[i] = (aiotk_uring_req){ (uint8_t)r->opcode, r->user_data, r->fd,
-			r->has_file_fd ? r->file_fd : -1, r->poll_events, r->flags };
+			r->has_file_fd ? r->file_fd : -1, r->poll_events, r->flags, .has_args = r->has_addr,
+			.addr = r->addr, .addr2 = r->addr2, .len = r->len, .op_flags = r->op_flags,
+			.ioprio = r->ioprio, .file_slot = r->file_slot, .buf_group = r->buf_group,
+			.done_io = r->done_io };
 	}
 	return NULL;
 }
@@ -258,7 +269,8 @@ static const char *extras_from(const AiotkUringEntry *e, aiotk_uring *u)
 		u->timeouts[i] = (aiotk_uring_timeout){ .opcode = (uint8_t)t->opcode,
 			.user_data = t->user_data, .clockid = t->clockid, .expires_ns = t->expires_ns,
 			.remaining_ns = t->remaining_ns, .flags = t->flags, .off = t->off,
-			.target_seq = t->target_seq, .repeats = t->repeats };
+			.target_seq = t->target_seq, .repeats = t->repeats,
+			.ts_ns = t->has_ts_ns ? t->ts_ns : -1 };
 	}
 	for (size_t i = 0; i < e->n_ringfds; i++, u->nringfds++)
 		u->ringfds[i] = (aiotk_uring_ringfd){ e->ringfds[i]->tid, e->ringfds[i]->index };

@@ -111,12 +111,14 @@ M.entries = {
 		"uring.row(instance), uring.text(row)" },
 	{ "aiotk.uring_restore", "require \"aiotk.uring_restore\"", "io_uring instances restored into a " ..
 		"running process: uring_restore.restore_process(pid, img[, {policy=}]) (all or nothing: per instance " ..
-		"{fd, exact, sq_shift, cq_shift, nops, copies, polls, ns_*}, .stopped_ns), uring_restore.verdicts(img, " ..
+		"{fd, exact, sq_shift, cq_shift, nops, copies, polls, timeouts, socks, ns_*}, .stopped_ns), uring_restore.verdicts(img, " ..
 		"policy) (what aiotk check says: action exact, rebase or refused, why)" },
-	{ "aiotk.core.uring_rebuild", "aiotk.core.uring_rebuild(t, img, i[, {exact=, polls=}])", "instance i of " ..
+	{ "aiotk.core.uring_rebuild", "aiotk.core.uring_rebuild(t, img, i[, {exact=, polls=, timeouts=, socks=}])", "instance i of " ..
 		"img made again in target t (stopped; in the REPL: t = aiotk.attach(pid)), at its fd and addresses, " ..
 		"ring memory back, counters exact or rebased (liburing's copies moved), polls ({user_data, fd, events, " ..
-		"multishot, level, fixed_file}, as uring.rebuild gives them) armed: {fd, sq_shift, cq_shift, nops, " ..
+		"multishot, level, fixed_file}, as uring.rebuild gives them) and timeouts ({user_data, ts_ns, flags, off}, " ..
+		"as uring.rebuild_timeout gives them) and socks ({opcode, user_data, fd, fixed_file, addr, addr2, len, " ..
+		"op_flags, ioprio}: ACCEPT and RECV, as uring.rebuild gives them) armed: {fd, sq_shift, cq_shift, nops, " ..
 		"copies, ns_setup, ns_place, ns_counters, ns_memory, ns_copies}; nothing left on failure. " ..
 		"core.uring_unbuild(t, img, i, result) takes it away again; core.uring_leftovers(t): what an aiotk " ..
 		"killed mid-rebuild left in t (its journal at 0x3a1080000000) taken away, 1, or 0 when none; " ..
@@ -133,11 +135,11 @@ M.entries = {
 		"(the kernel's own), sq_dropped, cq_overflow, sq_flags, cq_flags, submitter_tid, sq_thread_pid, " ..
 		"sq_cpu, sq_thread_idle (jiffies; SQPOLL only), eventfd {async, fd, id} if registered (fd: the process's fd for it), personalities and restricted (true if registered), nr_files, nr_bufs, " ..
 		"files {slot, fd, path}, bufs {slot, addr, len}, in_flight, reqs {opcode, user_data, fd, file_fd, " ..
-		"poll_events, flags}, maps {start, end, offset, dontfork}, cqes_off, sq_array_off (where the CQEs and the " ..
+		"poll_events, flags, args (ACCEPT and RECV: {addr, addr2, len, op_flags, ioprio, file_slot, buf_group, done_io})}, maps {start, end, offset, dontfork}, cqes_off, sq_array_off (where the CQEs and the " ..
 		"sq_array are in the ring mapping), completions_waiting (not yet in the CQ ring: task work a thread has yet to run), " ..
 		"unlisted (requests in flight on no list the view reads: disk I/O, linked requests; have.unlisted when counted), " ..
 		"timeouts_in_flight, cq_timeouts, timeouts {opcode, user_data, " ..
-		"clockid, expires_ns, remaining_ns, flags, off, target_seq, repeats} (TIMEOUT and armed " ..
+		"clockid, expires_ns, remaining_ns, flags, off, target_seq, repeats, ts_ns (the time given: a multishot's period)} (TIMEOUT and armed " ..
 		"LINK_TIMEOUT), ring_fds {tid, index} (registered ring fds per thread), nbuffer_groups, " ..
 		"buffer_groups {bgid, ring, entries, nbufs, head, tail, incremental, user_memory, addr (a ring in the program's memory: where; nil if not found)}}; viewer:uring_stopped(t) reads the same of stopped " ..
 		"target t's process with each mapping's bytes (a set: set:list(), set:memory(i, j), set:orphan_maps() (io_uring mappings of no instance open at an fd)); viewer:read_stopped(t[, whole_area]) reads stopped target t's " ..

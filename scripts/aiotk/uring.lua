@@ -56,18 +56,54 @@ local function bit(v, b) return math.floor(v / b) % 2 == 1 end
 -- A request's IOSQE_* flags, the low bits of the kernel's REQ_F_*.
 local function sqe_flags(q)
 	local f = tonumber(q.flags) or 0
-	return { fixed_file = bit(f, 1), linked = bit(f, 4) or bit(f, 8) }
+	return { fixed_file = bit(f, 1), linked = bit(f, 4) or bit(f, 8), buffer_select = bit(f, 32) }
+end
+
+local ACCEPT, RECV = 13, 27
+-- IORING_ACCEPT_* (MULTISHOT, DONTWAIT, POLL_FIRST) and the user's
+-- IORING_RECVSEND_POLL_FIRST; a RECV's other bits: MULTISHOT, BUNDLE
+-- (both from provided buffers) and the kernel's own (bits 11-15).
+local ACCEPT_KEPT, RECV_POLL_FIRST = 7, 1
+
+-- An ACCEPT or RECV waiting on its socket (q, with the args the view read
+-- of its command data) as the SQE's facts, or nil and why not. ACCEPT:
+-- single or multishot, into the program's addr and addr_len, not into a
+-- fixed file slot. RECV: single, into the program's own buffer, nothing
+-- received yet; one from provided buffers (multishot, buffer select)
+-- needs its buffer group, which a restore does not rebuild.
+local function rebuild_socket(q, f)
+	local name, a = M.op_name(q.opcode), q.args
+	if not a then
+		return nil, name .. " waiting on its file: its arguments were not read (an image of an older aiotk, " ..
+			"or one beyond the view's budget of ACCEPT and RECV arguments per instance)"
+	end
+	if f.linked then return nil, name .. " linked to other requests" end
+	local sqe = { opcode = q.opcode, user_data = q.user_data, fd = q.fd, fixed_file = f.fixed_file,
+		addr = a.addr, addr2 = a.addr2, len = a.len, op_flags = a.op_flags }
+	if q.opcode == ACCEPT then
+		if a.file_slot ~= 0 then return nil, "ACCEPT into a fixed file slot (a direct descriptor): not rebuilt" end
+		sqe.ioprio = a.ioprio % (ACCEPT_KEPT + 1)
+		return sqe
+	end
+	if f.buffer_select or a.ioprio % 2048 ~= a.ioprio % 2 then
+		return nil, string.format("RECV from provided buffers (multishot or buffer select, group %d): " ..
+			"its buffer group is not rebuilt", a.buf_group)
+	end
+	if a.done_io > 0 then return nil, string.format("RECV with %d byte(s) received already", a.done_io) end
+	sqe.ioprio = a.ioprio % 2 * RECV_POLL_FIRST
+	return sqe
 end
 
 -- Whether a restore can submit request q (a viewer:uring reqs entry) again,
--- and what for: the SQE's facts, or nil and why not. Only a POLL_ADD on
--- its own: everything it needs is in the kernel's record of it. Other
--- requests waiting on a poll (accept, recv, multishot or not) need
--- arguments the kernel keeps elsewhere (buffer groups, addresses).
+-- and what for: the SQE's facts, or nil and why not: a POLL_ADD on its
+-- own (everything it needs is in the kernel's record of it), an ACCEPT
+-- or RECV waiting on its socket as rebuild_socket says; anything else
+-- waiting on a poll is refused by name.
 function M.rebuild(q)
 	local f = sqe_flags(q)
+	if q.opcode == ACCEPT or q.opcode == RECV then return rebuild_socket(q, f) end
 	if q.opcode ~= 6 then
-		return nil, M.op_name(q.opcode) .. " waiting on its file: its arguments are not in the kernel view"
+		return nil, M.op_name(q.opcode) .. " waiting on its file: only POLL_ADD, ACCEPT and RECV are rebuilt"
 	end
 	if f.linked then return nil, "POLL_ADD linked to other requests" end
 	local ev, events = q.poll_events, q.poll_events
@@ -83,18 +119,42 @@ M.TIMEOUT_FLAGS = { "ABS", "UPDATE", "BOOTTIME", "REALTIME", "LINK_UPDATE", "ETI
 
 local function timeout_flag_names(flags) return bit_names(M.TIMEOUT_FLAGS, flags) end
 
+-- The IORING_TIMEOUT_* bits a TIMEOUT is submitted again with: its clock,
+-- ABS, ETIME_SUCCESS and MULTISHOT (UPDATE and LINK_UPDATE are
+-- TIMEOUT_REMOVE's).
+local function timeout_flags_kept(flags)
+	local out = 0
+	for _, b in ipairs { 1, 4, 8, 32, 64 } do
+		if bit(flags, b) then out = out + b end
+	end
+	return out
+end
+
 -- Whether a restore can submit timeout t (a viewer:uring timeouts entry of
--- instance u) again, and what for: a TIMEOUT on its own, with what
--- remained of its time (relative, in its clock) and of its completion
--- count (target_seq against the kernel's CQ tail less the timeouts fired,
--- as io_uring/timeout.c counts); nil and why for a
--- LINK_TIMEOUT (it belongs to the request it is linked to).
+-- instance u) again, and what for: a TIMEOUT on its own, its SQE's facts
+-- (ts_ns, flags, off), or nil and why (a LINK_TIMEOUT belongs to the
+-- request it is linked to). Its time: an ABS one keeps its absolute
+-- expiry (the moment the program named); a relative one restarts with
+-- what remained at the dump (the time the process spent dumped is not
+-- its to count, as CRIU restores timers); a multishot one (relative
+-- only) keeps its period, the next expiry a whole period after the
+-- restore. Its count: what was left (target_seq against the kernel's CQ
+-- tail less the timeouts fired, as io_uring/timeout.c counts), counted
+-- again from the rebuilt instance's own tail, whatever its rebase; a
+-- multishot's count is its repeats left (0: unbounded).
 function M.rebuild_timeout(t, u)
 	if t.opcode ~= 11 then return nil, M.op_name(t.opcode) .. ": it belongs to the request it is linked to" end
 	if t.clockid < 0 then return nil, "TIMEOUT without a timer the kernel view could read" end
-	local count = t.off > 0 and math.max((t.target_seq - (u.cached_cq_tail - u.cq_timeouts)) % 2 ^ 32, 1) or 0
-	return { opcode = t.opcode, user_data = t.user_data, remaining_ns = math.max(t.remaining_ns, 0),
-		clockid = t.clockid, count = count, multishot = bit(t.flags, 64), repeats = t.repeats }
+	local multishot, abs = bit(t.flags, 64), bit(t.flags, 1)
+	if multishot and not (t.ts_ns and t.ts_ns >= 0) then
+		return nil, "multishot TIMEOUT saved without its period (an image older than aiotk's reading of it)"
+	end
+	local count = not multishot and t.off > 0 and
+		math.max((t.target_seq - (u.cached_cq_tail - u.cq_timeouts)) % 2 ^ 32, 1) or 0
+	local ts = abs and t.expires_ns or multishot and t.ts_ns or math.max(t.remaining_ns, 0)
+	return { opcode = t.opcode, user_data = t.user_data, ts_ns = ts, flags = timeout_flags_kept(t.flags),
+		off = multishot and t.repeats or count, remaining_ns = math.max(t.remaining_ns, 0),
+		clockid = t.clockid, count = count, multishot = multishot, repeats = t.repeats }
 end
 
 -- An instance (viewer:uring) as a plain table for JSON and display.
@@ -118,6 +178,7 @@ function M.row(u)
 		local sqe, why = M.rebuild(q)
 		row.reqs[i] = { opcode = q.opcode, op = M.op_name(q.opcode), user_data = q.user_data,
 			fd = q.fd, file_fd = q.file_fd, poll_events = q.poll_events, flags = q.flags,
+			args = q.args, multishot = q.args and q.opcode == ACCEPT and bit(q.args.ioprio, 1) or nil,
 			rebuildable = sqe ~= nil, why = why }
 	end
 	row.timeouts_in_flight, row.timeouts = u.timeouts_in_flight, render.array()
@@ -126,7 +187,8 @@ function M.row(u)
 		row.timeouts[i] = { opcode = t.opcode, op = M.op_name(t.opcode), user_data = t.user_data,
 			clockid = t.clockid, remaining_ns = t.remaining_ns, flags = t.flags,
 			flag_names = timeout_flag_names(t.flags), off = t.off, target_seq = t.target_seq,
-			count_left = sqe and sqe.count, repeats = t.repeats, rebuildable = sqe ~= nil, why = why }
+			count_left = sqe and sqe.count, repeats = t.repeats, multishot = bit(t.flags, 64),
+			ts_ns = t.ts_ns, expires_ns = t.expires_ns, rebuildable = sqe ~= nil, why = why }
 	end
 	row.ring_fds = render.array()
 	for i, r in ipairs(u.ring_fds) do row.ring_fds[i] = { tid = r.tid, index = r.index } end
@@ -172,13 +234,18 @@ function M.text(r)
 	for _, b in ipairs(r.bufs) do add("buffer slot %d: %s len %d", b.slot, b.addr, b.len) end
 	for _, b in ipairs(r.buf_rings) do add("buffer ring group %d at %s", b.bgid, b.addr) end
 	for _, q in ipairs(r.reqs) do
-		add("in flight %s user_data %s fd %d events 0x%x%s", q.op, q.user_data, q.fd, q.poll_events,
+		local a = q.args
+		add("in flight %s user_data %s fd %d events 0x%x%s%s", q.op, q.user_data, q.fd, q.poll_events,
+			a and (q.opcode == ACCEPT and string.format(" (%saddr %s addr_len %s flags 0x%x)",
+				q.multishot and "multishot, " or "", a.addr, a.addr2, a.op_flags) or
+				string.format(" (buf %s len %d msg_flags 0x%x)", a.addr, a.len, a.op_flags)) or "",
 			q.rebuildable and "" or (" (cannot be rebuilt: " .. q.why .. ")"))
 	end
 	if r.in_flight > #r.reqs then add("... %d more in flight", r.in_flight - #r.reqs) end
 	for _, t in ipairs(r.timeouts) do
 		add("in flight %s user_data %s: %.3f s left (clock %d)%s%s%s", t.op, t.user_data, t.remaining_ns / 1e9,
 			t.clockid, #t.flag_names > 0 and (" " .. table.concat(t.flag_names, "|")) or "",
+			t.multishot and string.format(", %d repeat(s) left (0: unbounded)", t.repeats) or
 			t.off > 0 and string.format(", or after %d more completion(s)", t.count_left or t.off) or "",
 			t.rebuildable and "" or (" (cannot be rebuilt: " .. t.why .. ")"))
 	end

@@ -1,6 +1,7 @@
 -- io_uring instances restored into a running process, all or nothing:
 -- each saved instance made again at its fd and addresses with its ring
--- memory (core.uring_rebuild), its POLLs armed again; what was made is
+-- memory (core.uring_rebuild), its POLLs, TIMEOUTs, ACCEPTs and RECVs
+-- armed again; what was made is
 -- taken away in reverse on any failure or interrupting signal. Counters
 -- exact or rebased, as the policy's uring_counters says. A rebase moves
 -- liburing's copies of the sq counters, so it is made only when every
@@ -31,16 +32,18 @@ function M.threads_in_user_code(pid)
 	return out
 end
 
--- The POLLs instance u (img:urings()) had in flight, as SQEs to submit
--- again; or nil and why one cannot be.
-local function polls_of(u)
+-- Requests of instance u (img:urings()) in flight, as SQEs to submit
+-- again: list (u.reqs or u.timeouts, total of them in flight), each
+-- made an SQE by rebuild (uring.rebuild or uring.rebuild_timeout); or
+-- nil and why one cannot be.
+local function sqes_of(u, list, total, what, rebuild)
 	local out = {}
-	if u.in_flight > #u.reqs then
-		return nil, string.format("io_uring fd %d: %d request(s) in flight, %d of them saved", u.fd,
-			u.in_flight, #u.reqs), "unsupported"
+	if total > #list then
+		return nil, string.format("io_uring fd %d: %d %s in flight, %d of them saved", u.fd, total, what,
+			#list), "unsupported"
 	end
-	for _, q in ipairs(u.reqs) do
-		local sqe, why = uring.rebuild(q)
+	for _, q in ipairs(list) do
+		local sqe, why = rebuild(q, u)
 		if not sqe then
 			return nil, string.format("io_uring fd %d: %s user_data %s: %s", u.fd, uring.op_name(q.opcode),
 				q.user_data, why), "unsupported"
@@ -48,6 +51,22 @@ local function polls_of(u)
 		out[#out + 1] = sqe
 	end
 	return out
+end
+
+-- The POLLs, the ACCEPTs and RECVs (socks), and the TIMEOUTs instance u
+-- had in flight, as SQEs to submit again; or nil and why one cannot be.
+local function polls_of(u)
+	local sqes, e, c = sqes_of(u, u.reqs, u.in_flight, "request(s)", uring.rebuild)
+	if not sqes then return nil, e, c end
+	local polls, socks = {}, {}
+	for _, s in ipairs(sqes) do
+		local list = s.opcode == 6 and polls or socks
+		list[#list + 1] = s
+	end
+	return polls, socks
+end
+local function timeouts_of(u)
+	return sqes_of(u, u.timeouts, u.timeouts_in_flight, "timeout(s)", uring.rebuild_timeout)
 end
 
 -- The buffers its buffer rings' heads moved past: a rebuild moves each
@@ -61,13 +80,14 @@ end
 -- What each way of setting the counters costs, for the policy: NOPs
 -- (and the reads moving buffer ring heads back). Exact counters are
 -- possible when NOPs can replay them: no more CQEs than SQEs, and as
--- many CQEs as those reads post.
-function M.counter_facts(u, npolls)
+-- many CQEs as those reads post. nreqs: the requests submitted again
+-- (the last SQEs).
+function M.counter_facts(u, nreqs)
 	local reads = head_reads(u)
 	local cq = u.cq_tail % u.cq_entries
 	if cq < reads then cq = cq + math.ceil((reads - cq) / u.cq_entries) * u.cq_entries end
 	return { exact_nops = math.max(u.sq_head, u.cq_tail),
-		exact_possible = u.sq_head >= u.cq_tail + npolls and u.cq_tail >= reads,
+		exact_possible = u.sq_head >= u.cq_tail + nreqs and u.cq_tail >= reads,
 		rebase_nops = cq + u.sq_entries }
 end
 
@@ -110,20 +130,22 @@ local function eventfd_still_there(pid, u)
 end
 
 -- Instance i of img (u, its table) as a restore would make it: a job
--- ({i, u, exact, polls}), or nil, why not and a code. pid: the process
+-- ({i, u, exact, polls, socks, timeouts}), or nil, why not and a code. pid: the process
 -- (its registered files' fds are checked); nil: the image alone.
 function M.job(img, i, u, policy, pid)
 	local ok, ce = flags_rebuilt(u)
 	if ok then ok, ce = core.uring_check(img, i) end
 	if not ok then return nil, ce, "unsupported" end
-	local polls, e, c = polls_of(u)
-	if not polls then return nil, e, c end
+	local polls, socks, c = polls_of(u)
+	if not polls then return nil, socks, c end
+	local tmos, te, tc = timeouts_of(u)
+	if not tmos then return nil, te, tc end
 	if pid then
 		local fok, fe, fc = files_still_there(pid, u)
 		if fok then fok, fe, fc = eventfd_still_there(pid, u) end
 		if not fok then return nil, fe, fc end
 	end
-	local facts = M.counter_facts(u, #polls)
+	local facts = M.counter_facts(u, #polls + #tmos + #socks)
 	local mode = policy.uring_counters(uring.row(u), facts)
 	if mode == "fail" then
 		return nil, string.format("io_uring fd %d: the policy refuses its counters (sq head %d, cq tail %d)",
@@ -136,10 +158,11 @@ function M.job(img, i, u, policy, pid)
 				"rebase it", u.fd, u.cq_tail, head_reads(u)), "unsupported"
 		end
 		return nil, string.format("io_uring fd %d: exact counters asked, but its cq tail %d is past its " ..
-			"sq head %d less the POLLs to arm (CQEs without SQEs): NOPs cannot replay that; " ..
+			"sq head %d less the requests to arm (CQEs without SQEs): NOPs cannot replay that; " ..
 			"rebase it", u.fd, u.cq_tail, u.sq_head), "unsupported"
 	end
-	return { i = i, u = u, exact = mode == "exact", polls = polls, facts = facts }
+	return { i = i, u = u, exact = mode == "exact", polls = polls, socks = socks, timeouts = tmos,
+		facts = facts }
 end
 
 -- Each instance's job, or why one cannot be done.
@@ -165,7 +188,7 @@ function M.verdicts(img, policy)
 		else
 			row.action = j.exact and "exact" or "rebase"
 			row.nops = j.exact and j.facts.exact_nops or j.facts.rebase_nops
-			row.polls = #j.polls
+			row.polls, row.timeouts, row.socks = #j.polls, #j.timeouts, #j.socks
 		end
 		out[i] = row
 	end
@@ -195,12 +218,13 @@ local function rebuild_all(t, img, jobs, out)
 	for _, j in ipairs(jobs) do
 		local ok, ie, ic = interrupted()
 		if not ok then undo() return nil, ie, ic end
-		local res, e, c = core.uring_rebuild(t, img, j.i, { exact = j.exact, polls = j.polls })
+		local res, e, c = core.uring_rebuild(t, img, j.i, { exact = j.exact, polls = j.polls,
+			timeouts = j.timeouts, socks = j.socks })
 		if not res then
 			undo()
 			return nil, e, c
 		end
-		res.exact, res.polls = j.exact, #j.polls
+		res.exact, res.polls, res.timeouts, res.socks = j.exact, #j.polls, #j.timeouts, #j.socks
 		made[#made + 1] = { job = j, res = res }
 		out[#out + 1] = res
 	end
@@ -210,7 +234,8 @@ local function rebuild_all(t, img, jobs, out)
 end
 
 -- Restore img's io_uring instances into process pid (all or nothing):
--- a list of results (core.uring_rebuild's, with exact and polls), or nil,
+-- a list of results (core.uring_rebuild's, with exact, polls, timeouts
+-- and socks), or nil,
 -- message, code ("busy": threads kept running their own code).
 function M.restore_process(pid, img, opts)
 	opts = opts or {}

@@ -136,14 +136,31 @@ end
 
 local function map_key(m) return uring.map_kind(m.offset) .. " " .. hex(m.offset) end
 
--- u's timeouts as compared: what a rebuild keeps (not the expiry, which
--- a rebuilt timer has anew, nor what remains, which runs down).
+-- u's timeouts as compared: what a rebuild keeps: the count and repeats
+-- left (not the count given, which a rebuilt one is given anew), an ABS
+-- one's expiry, a multishot one's period (not a relative one's expiry or
+-- what remains, which runs down).
 local function timeouts(u)
 	local out = {}
 	for i, t in ipairs(u.timeouts) do
 		local sqe = uring.rebuild_timeout(t, u)
+		local kept = has(t.flags, 1) and t.expires_ns or has(t.flags, 64) and t.ts_ns or "-"
 		out[i] = { user_data = t.user_data, opcode = t.opcode, clockid = t.clockid, flags = t.flags,
-			off = t.off, count_left = sqe and sqe.count or "-" }
+			count_left = sqe and sqe.count or "-", repeats = t.repeats, time_kept = kept }
+	end
+	return out
+end
+
+-- u's requests in flight as compared: an ACCEPT's or RECV's arguments as
+-- one text (its pointers, length, flags; not what the kernel adds in
+-- its own bits of a RECV's flags).
+local function reqs(u)
+	local out = {}
+	for i, q in ipairs(u.reqs) do
+		local a = q.args
+		out[i] = { user_data = q.user_data, opcode = q.opcode, fd = q.fd, poll_events = q.poll_events,
+			args = a and string.format("addr %s addr2 %s len %d flags 0x%x ioprio 0x%x slot %d group %d",
+				a.addr, a.addr2, a.len, a.op_flags, a.ioprio % 2048, a.file_slot, a.buf_group) or "-" }
 	end
 	return out
 end
@@ -176,10 +193,10 @@ local function kernel_side(out, name, r, l)
 	keyed(out, name, "mapping", maps(r), maps(l), map_key, { "start", "end", "dontfork" })
 	keyed(out, name, "file slot", r.files, l.files, function(f) return f.slot end, { "fd", "path" })
 	keyed(out, name, "buffer slot", r.bufs, l.bufs, function(b) return b.slot end, { "addr", "len" })
-	keyed(out, name, "request in flight", r.reqs, l.reqs, function(q) return q.user_data end,
-		{ "opcode", "fd", "poll_events" })
+	keyed(out, name, "request in flight", reqs(r), reqs(l), function(q) return q.user_data end,
+		{ "opcode", "fd", "poll_events", "args" })
 	keyed(out, name, "timeout", timeouts(r), timeouts(l), function(t) return t.user_data end,
-		{ "opcode", "clockid", "flags", "off", "count_left" })
+		{ "opcode", "clockid", "flags", "count_left", "repeats", "time_kept" })
 	keyed(out, name, "registered ring fd", r.ring_fds, l.ring_fds,
 		function(f) return string.format("thread %d index %d", f.tid, f.index) end, {})
 	keyed(out, name, "buffer group", r.buffer_groups, l.buffer_groups, function(b) return b.bgid end,

@@ -416,8 +416,97 @@ describe("io_uring restore", function()
 		assert.truthy(rerr:find(why, 1, true), rerr)
 	end
 
-	it("refuses TIMEOUTs in flight by name (not armed again yet)", function()
-		refused_by_name("0 --timeout", "TIMEOUT requests are in flight: they are not armed again yet")
+	-- --timeout's four TIMEOUTs (uring_workload.c, e_timeouts) restored:
+	-- as the kernel has them after the restore, against the image; then
+	-- used by the workload (the count one ends after its 3 completions
+	-- left, the relative one brought forward expires, the others removed).
+	local function timeouts_rebuilt(args, exact)
+		w = start(args)
+		local saved, live = {}, {}
+		local r = lose_and_restore(w, dir .. "/img", nil, nil, function(d)
+			if exact then verified(w)(d) end -- (verify compares counters as saved)
+			for _, t in ipairs(assert(require("aiotk").read_image(d)):urings()[1].timeouts) do
+				saved[t.user_data] = t
+			end
+			local code, out, err = run("show -p " .. w.pid .. " --json")
+			assert.are.equal(0, code, err)
+			for _, t in ipairs(json.decode(out).urings[1].timeouts) do live[t.user_data] = t end
+		end)
+		assert.are.same({ 1, 4 }, { r.polls, r.timeouts })
+		local function key(name) return string.format("0x%016x", fact(w, "e.tmo_" .. name)) end
+		local rel, count, multi, abs = key("rel"), key("count"), key("multi"), key("abs")
+		for _, k in ipairs { rel, count, multi, abs } do
+			assert.are.same({ "TIMEOUT", saved[k].flags }, { live[k].op, live[k].flags }, k)
+		end
+		-- relative: given what remained at the dump, running down from there
+		assert.are.equal(saved[rel].remaining_ns, live[rel].ts_ns)
+		assert.is_true(live[rel].remaining_ns > 0 and live[rel].remaining_ns <= saved[rel].remaining_ns)
+		-- the count left, counted from the rebuilt instance's own tail
+		assert.are.same({ 3, 3 }, { live[count].count_left, live[count].off })
+		-- multishot: its period and repeats left; ABS: the same expiry
+		assert.are.same({ 600e9, 5, true }, { live[multi].ts_ns, live[multi].repeats, live[multi].multishot })
+		assert.are.same({ "ABS", "BOOTTIME" }, live[abs].flag_names)
+		assert.are.equal(saved[abs].expires_ns, live[abs].expires_ns)
+		check_used(w)
+		assert.are.same({ fact(w, "e.tmo_count"), 0 }, { w.facts.completed3[1], w.facts.completed3[2] })
+		assert.are.same({ 0, 0, 0 }, { fact(w, "tmo_op0"), fact(w, "tmo_op1"), fact(w, "tmo_op2") })
+		assert.are.equal(-62, fact(w, "tmo." .. fact(w, "e.tmo_rel")))   -- -ETIME
+		assert.are.equal(-125, fact(w, "tmo." .. fact(w, "e.tmo_multi"))) -- -ECANCELED
+		assert.are.equal(-125, fact(w, "tmo." .. fact(w, "e.tmo_abs")))
+		return r
+	end
+
+	-- --accept --recv (uring_workload.c, e_sockets) restored, then used.
+	local function sockets_rebuilt(args, exact)
+		w = start(args)
+		local r = lose_and_restore(w, dir .. "/img", nil, nil, exact and verified(w) or nil)
+		assert.are.same({ exact and "exact" or "rebase", 1, 3 }, { r.counters, r.polls, r.socks })
+		check_used(w)
+		-- each connection a new fd, IORING_CQE_F_MORE: the multishot ACCEPT still armed
+		local a0, a1 = w.facts.accept0, w.facts.accept1
+		assert.is_true(a0[1] >= 0 and a1[1] >= 0 and a0[1] ~= a1[1], a0.raw .. " " .. a1.raw)
+		assert.are.same({ 1, 1 }, { a0[2], a1[2] })
+		-- the single ACCEPT: ended, the peer's address where the program asked for it
+		assert.are.same({ 0, 1 }, { w.facts.accept_single[1], w.facts.accept_single[2] })
+		assert.are.same({ 5, 1 }, { w.facts.recv[1], w.facts.recv[2] }) -- 5 bytes, "hello", in its buffer
+	end
+
+	it("arms ACCEPTs (multishot, single with its address pointers) and a RECV again (exact counters)", function()
+		sockets_rebuilt("0 --accept --recv", true)
+	end)
+
+	it("arms ACCEPTs and a RECV again with rebased counters", function()
+		sockets_rebuilt("1000003 --accept --recv", false)
+	end)
+
+	it("names the ACCEPTs and RECVs it does not submit again", function()
+		local uring = require "aiotk.uring"
+		local function why(opcode, args, flags)
+			local a = { addr = "0x0", addr2 = "0x0", len = 64, op_flags = 0, ioprio = 0, file_slot = 0,
+				buf_group = 0, done_io = 0 }
+			for k, v in pairs(args) do a[k] = v end
+			local sqe, reason = uring.rebuild { opcode = opcode, user_data = "0x1", fd = 3, poll_events = 0,
+				flags = flags or "0x0", args = a }
+			assert.is_nil(sqe)
+			return reason
+		end
+		assert.are.equal("RECV from provided buffers (multishot or buffer select, group 7): its buffer group " ..
+			"is not rebuilt", why(27, { ioprio = 2, buf_group = 7 }, "0x20"))
+		assert.truthy(why(27, { buf_group = 7 }, "0x20"):find("RECV from provided buffers", 1, true))
+		assert.are.equal("RECV with 3 byte(s) received already", why(27, { done_io = 3 }))
+		assert.are.equal("ACCEPT into a fixed file slot (a direct descriptor): not rebuilt", why(13, { file_slot = 2 }))
+		assert.are.equal("ACCEPT linked to other requests", why(13, {}, "0x4"))
+		local sqe, reason = uring.rebuild { opcode = 9, user_data = "0x1", fd = 3, poll_events = 0, flags = "0x0" }
+		assert.is_nil(sqe)
+		assert.are.equal("SENDMSG waiting on its file: only POLL_ADD, ACCEPT and RECV are rebuilt", reason)
+	end)
+
+	it("arms TIMEOUTs again with their user_data, time left, count left, flags (exact counters)", function()
+		assert.are.equal("exact", timeouts_rebuilt("0 --timeout", true).counters)
+	end)
+
+	it("arms a count TIMEOUT again against the rebased counters: it ends after the completions it had left", function()
+		assert.are.equal("rebase", timeouts_rebuilt("1000003 --timeout").counters)
 	end)
 
 	it("refuses registered personalities by name", function()
@@ -457,6 +546,12 @@ describe("io_uring restore", function()
 		assert.truthy(err:find("failed on an io_uring mapping (criu.log: Unknown shit 600 " ..
 			"(anon_inode:[io_uring]))", 1, true), err)
 		assert.truthy(err:find("docs/CRIU-URING.md", 1, true), err)
+	end)
+
+	it("undoes everything, armed TIMEOUTs too, when the last request fails (the RECV's fd gone)", function()
+		local err = failed_restore("0 --timeout --recv --bad-recv")
+		assert.truthy(err:find(string.format("RECV user_data 0x%x on fd %d submitted again: Bad file descriptor",
+			fact(w, "e.recv_data"), fact(w, "e.recv_fd")), 1, true), err)
 	end)
 
 	it("undoes everything when a late step fails (the POLL's fd gone)", function()

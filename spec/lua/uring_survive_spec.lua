@@ -142,6 +142,7 @@ describe("io_uring restore survival", function()
 		{ "rebased counters, liburing's copies moved", "1000003 --registered" },
 		{ "a registered ring fd, a buffer ring's head moved back", "0 --ring-fd --buf-ring" },
 		{ "a buffer ring in the kernel's memory, rebased", "1000003 --buf-ring-mmap" },
+		{ "TIMEOUTs, ACCEPTs and a RECV in flight", "0 --timeout --accept --recv" },
 	} do
 		it("aiotk killed before each change of a restore (" .. case[1] .. "): the next restore gives the instance back", function()
 			local n, journals, done = 0, 0, false

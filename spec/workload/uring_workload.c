@@ -29,9 +29,13 @@
  * verdict against e as lost ("VERIFY OK" or "VERIFY FAILED: why"), then
  * CHECKED.
  * After N: --spin adds a thread that never makes a system call; --bad-poll
- * closes the POLL's fd when the instance is lost; --forget wipes liburing's
+ * (--bad-recv) closes the POLL's (the RECV's) fd when the instance is lost; --forget wipes liburing's
  * struct then (a program keeping its counters nowhere aiotk looks);
- * --timeout leaves a TIMEOUT of 10 minutes in flight on e; --shift K moves
+ * --timeout leaves four TIMEOUTs in flight on e (see e_timeouts()), each
+ * seen to be there after a restore (see timeouts_used()); --accept and
+ * --recv leave a multishot ACCEPT on a listening socket and a RECV on a
+ * socketpair in flight on e (see e_sockets()), used after a restore (see
+ * sockets_used()); --shift K moves
  * liburing's sq counters on by K then (the test's image moved alike: an
  * instance near 2^32 without 2^32 SQEs); --registered gives e registered
  * files and buffers, used after the restore by a fixed-file write from a
@@ -75,6 +79,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #define POLL_DATA 0xfeedbeef12345678ull
 
@@ -433,6 +439,15 @@ static int has_opt(int argc, char **argv, const char *name)
 
 static struct io_uring e;
 #define E_POLL_DATA 0xe0e0beef00000001ull
+/* --timeout's TIMEOUTs (e_timeouts) */
+#ifndef IORING_TIMEOUT_MULTISHOT /* Linux 6.4; Debian's liburing 2.3 headers predate it */
+#define IORING_TIMEOUT_MULTISHOT (1U << 6)
+#endif
+#define E_TMO_REL 0x7e57ull
+#define E_TMO_COUNT 0x7e58ull
+#define E_TMO_MULTI 0x7e59ull
+#define E_TMO_ABS 0x7e5aull
+#define E_TMO_OPS 0x7e00ull /* the update and removes after the restore */
 
 /* n NOPs through e, each reaped: its counters moved to n. */
 static void advance(struct io_uring *r, unsigned long n)
@@ -585,7 +600,12 @@ static void completed(unsigned long long data, int res, unsigned *seen)
 		}
 	if (data == E_POLL_DATA && !(*seen & 1u << 8) && res == POLLIN)
 		*seen |= 1u << 8;
-	else
+	else if (data == E_TMO_COUNT && !(*seen & 1u << 9) && res == 0) {
+		/* its count (3 left) ends it after the NOPs and the POLL */
+		if ((*seen & 0x103) != 0x103)
+			failure("the count TIMEOUT ended before its 3 completions (seen 0x%x)", *seen);
+		*seen |= 1u << 9;
+	} else
 		failure("completion %llu res %d is none of those awaited", data, res);
 }
 
@@ -703,6 +723,174 @@ static void e_buffers(int kind)
 	printf("e.buf_ring %lu\ne.buf_head %d\n", (unsigned long)br, kind == 5 ? 0 : 3);
 }
 
+/* --timeout: four TIMEOUTs in flight on e, none due for 10 minutes:
+ * E_TMO_REL relative with ETIME_SUCCESS; E_TMO_COUNT also ending after 8
+ * completions (leave_state's five NOPs come after it: 3 left at the
+ * dump); E_TMO_MULTI multishot, a 10-minute period, 5 repeats;
+ * E_TMO_ABS absolute on CLOCK_BOOTTIME. */
+
+static void e_timeouts(void)
+{
+	static struct __kernel_timespec min10 = { 600, 0 }, abs;
+	struct timespec now;
+	clock_gettime(CLOCK_BOOTTIME, &now);
+	abs.tv_sec = now.tv_sec + 600, abs.tv_nsec = now.tv_nsec;
+	io_uring_prep_timeout(sqe_of(&e, E_TMO_REL), &min10, 0, IORING_TIMEOUT_ETIME_SUCCESS);
+	io_uring_prep_timeout(sqe_of(&e, E_TMO_COUNT), &min10, 8, 0);
+	io_uring_prep_timeout(sqe_of(&e, E_TMO_MULTI), &min10, 5, IORING_TIMEOUT_MULTISHOT);
+	io_uring_prep_timeout(sqe_of(&e, E_TMO_ABS), &abs, 0, IORING_TIMEOUT_ABS | IORING_TIMEOUT_BOOTTIME);
+	int rc = io_uring_submit(&e);
+	if (rc != 4)
+		die("submit timeouts e", rc < 0 ? rc : EIO);
+	printf("e.tmo_rel %llu\ne.tmo_count %llu\ne.tmo_multi %llu\ne.tmo_abs %llu\n", E_TMO_REL,
+	       E_TMO_COUNT, E_TMO_MULTI, E_TMO_ABS);
+}
+
+/* After the restore, with the completions use_e waited for (the count
+ * TIMEOUT among them, last): the relative one brought forward to 1 ms
+ * (IORING_TIMEOUT_UPDATE) expires with -ETIME; the multishot and ABS ones
+ * removed end with -ECANCELED: each one's CQE printed "tmo.USER_DATA RES",
+ * each operation's "tmo_opN RES". */
+static void timeouts_used(void)
+{
+	static struct __kernel_timespec ms1 = { 0, 1000000 };
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&e);
+	io_uring_prep_timeout_update(sqe, &ms1, E_TMO_REL, 0);
+	io_uring_sqe_set_data64(sqe, E_TMO_OPS);
+	sqe = io_uring_get_sqe(&e);
+	io_uring_prep_timeout_remove(sqe, E_TMO_MULTI, 0);
+	io_uring_sqe_set_data64(sqe, E_TMO_OPS + 1);
+	sqe = io_uring_get_sqe(&e);
+	io_uring_prep_timeout_remove(sqe, E_TMO_ABS, 0);
+	io_uring_sqe_set_data64(sqe, E_TMO_OPS + 2);
+	int rc = io_uring_submit(&e);
+	if (rc != 3)
+		die("submit timeout update and removes", rc < 0 ? rc : EIO);
+	for (int i = 0; i < 6; i++) {
+		struct io_uring_cqe *cqe;
+		if ((rc = io_uring_wait_cqe(&e, &cqe)))
+			die("io_uring_wait_cqe (timeouts)", rc);
+		unsigned long long d = cqe->user_data;
+		if (d >= E_TMO_OPS && d < E_TMO_OPS + 3)
+			printf("tmo_op%llu %d\n", d - E_TMO_OPS, cqe->res);
+		else
+			printf("tmo.%llu %d\n", d, cqe->res);
+		io_uring_cqe_seen(&e, cqe);
+	}
+}
+
+/* --accept: a multishot ACCEPT (SOCK_CLOEXEC, no address asked) on a TCP
+ * socket listening on 127.0.0.1 ("e.accept_port P"), and a single ACCEPT
+ * asking the peer's address into peer/peer_len on a second one
+ * ("e.accept1_port P"); --recv: a RECV of up to 64 bytes into recv_buf
+ * on one end of a socketpair. */
+#define E_ACCEPT 0xacce97ull
+#define E_ACCEPT1 0xacce91ull
+#define E_RECV 0x7ecfull
+static int e_accept, e_recv, accept_port, accept1_port, recv_pair[2];
+static char recv_buf[64];
+static struct sockaddr_in peer;
+static socklen_t peer_len = sizeof(peer);
+
+/* A TCP socket listening on 127.0.0.1: its fd, its port in *port. */
+static int listening(int *port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+	if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) || listen(l, 8) ||
+	    getsockname(l, (struct sockaddr *)&a, &len))
+		die("listening socket", errno);
+	*port = ntohs(a.sin_port);
+	return l;
+}
+
+static void e_sockets(void)
+{
+	if (e_accept) {
+		int l = listening(&accept_port), l1 = listening(&accept1_port);
+		io_uring_prep_multishot_accept(sqe_of(&e, E_ACCEPT), l, NULL, NULL, SOCK_CLOEXEC);
+		io_uring_prep_accept(sqe_of(&e, E_ACCEPT1), l1, (struct sockaddr *)&peer, &peer_len, 0);
+		printf("e.accept_port %d\ne.accept1_port %d\n", accept_port, accept1_port);
+	}
+	if (e_recv) {
+		if (socketpair(AF_UNIX, SOCK_STREAM, 0, recv_pair))
+			die("socketpair", errno);
+		io_uring_prep_recv(sqe_of(&e, E_RECV), recv_pair[0], recv_buf, sizeof(recv_buf), 0);
+		printf("e.recv_fd %d\n", recv_pair[0]);
+	}
+	int rc = io_uring_submit(&e);
+	if (rc != 2 * e_accept + e_recv)
+		die("submit accept/recv e", rc < 0 ? rc : EIO);
+	printf("e.accept_data %llu\ne.recv_data %llu\n", E_ACCEPT, E_RECV);
+}
+
+/* The next CQE, reaped: its user_data, res and flags. */
+static void next_cqe(unsigned long long *data, int *res, unsigned *flags)
+{
+	struct io_uring_cqe *cqe;
+	int rc = io_uring_wait_cqe(&e, &cqe);
+	if (rc)
+		die("io_uring_wait_cqe (sockets)", rc);
+	*data = cqe->user_data, *res = cqe->res, *flags = cqe->flags;
+	io_uring_cqe_seen(&e, cqe);
+}
+
+/* A connection to port on 127.0.0.1: its local port. */
+static int connected(int port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	int c = socket(AF_INET, SOCK_STREAM, 0);
+	if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof(a)) ||
+	    getsockname(c, (struct sockaddr *)&a, &len))
+		die("connect", errno);
+	return ntohs(a.sin_port);
+}
+
+/* After the restore: two connections to the multishot ACCEPT's socket,
+ * each a CQE with a new fd and IORING_CQE_F_MORE (still armed): "acceptI
+ * FD MORE"; one to the single ACCEPT's, whose CQE ends it and whose
+ * peer address is written where the program asked ("accept_single MORE
+ * SAME": SAME 1 when it names the connecting socket); then 5 bytes sent
+ * on the pair: the RECV completes with them in recv_buf ("recv RES
+ * SAME"). */
+static void sockets_used(void)
+{
+	unsigned long long data;
+	unsigned flags;
+	int res;
+	for (int i = 0; e_accept && i < 2; i++) {
+		connected(accept_port);
+		next_cqe(&data, &res, &flags);
+		printf("accept%d %d %d\n", i, res, !!(flags & IORING_CQE_F_MORE));
+		if (data != E_ACCEPT || res < 0 || !(flags & IORING_CQE_F_MORE))
+			failure("connection %d: CQE %llu res %d flags 0x%x, not a multishot ACCEPT's", i, data,
+				res, flags);
+	}
+	if (e_accept) {
+		int port = connected(accept1_port);
+		next_cqe(&data, &res, &flags);
+		int same = data == E_ACCEPT1 && res >= 0 && peer_len == sizeof(peer) &&
+			   peer.sin_family == AF_INET && ntohs(peer.sin_port) == port &&
+			   peer.sin_addr.s_addr == htonl(INADDR_LOOPBACK);
+		printf("accept_single %d %d\n", !!(flags & IORING_CQE_F_MORE), same);
+		if (!same || (flags & IORING_CQE_F_MORE))
+			failure("single ACCEPT: CQE %llu res %d flags 0x%x, peer port %d not %d", data, res,
+				flags, ntohs(peer.sin_port), port);
+	}
+	if (e_recv) {
+		if (write(recv_pair[1], "hello", 5) != 5)
+			die("write (recv pair)", errno);
+		next_cqe(&data, &res, &flags);
+		int same = res == 5 && !memcmp(recv_buf, "hello", 5);
+		printf("recv %d %d\n", res, same);
+		if (data != E_RECV || !same)
+			failure("RECV: CQE %llu res %d, not the 5 bytes sent", data, res);
+	}
+}
+
 static void make_e(unsigned long n)
 {
 	struct io_uring_params p = { .flags = e_flags | (e_restricted ? IORING_SETUP_R_DISABLED : 0) };
@@ -734,14 +922,10 @@ static void make_e(unsigned long n)
 		printf("e.eventfd %d\n", e_evfd);
 	}
 	advance(&e, n);
-	if (e_timeout) { /* a TIMEOUT in flight, for 10 minutes */
-		static struct __kernel_timespec ts = { 600, 0 };
-		struct io_uring_sqe *sqe = io_uring_get_sqe(&e);
-		io_uring_prep_timeout(sqe, &ts, 0, 0);
-		io_uring_sqe_set_data64(sqe, 0x7e57);
-		if ((rc = io_uring_submit(&e)) != 1)
-			die("submit timeout e", rc);
-	}
+	if (e_timeout)
+		e_timeouts();
+	if (e_accept || e_recv)
+		e_sockets();
 	leave_state(&e, E_POLL_DATA);
 	print_ring("e", &e);
 	print_fd("e", e.ring_fd);
@@ -783,7 +967,7 @@ static void use_e(void)
 	if (write(pipe_fd[1], "x", 1) != 1)
 		die("write", errno);
 	unsigned seen = 0;
-	for (i = 0; i < lost.nprepared + 1; i++) {
+	for (i = 0; i < lost.nprepared + 1 + (unsigned)e_timeout; i++) {
 		int rc = io_uring_wait_cqe(&e, &cqe);
 		if (rc)
 			die("io_uring_wait_cqe", rc);
@@ -803,6 +987,9 @@ static void use_e(void)
 			if ((bid = e_buffer_read(&res)) != 1 || res != 16)
 				failure("incremental read %d after: buffer %d (%d bytes), not buffer 1", k, bid, res);
 	}
+	if (e_timeout)
+		timeouts_used();
+	sockets_used();
 	int wrote = registered ? fixed_io() : 0;
 	if (registered && wrote != (int)e_iov[1].iov_len)
 		failure("fixed-file write from a fixed buffer: %d", wrote);
@@ -817,7 +1004,7 @@ static void use_e(void)
 	printf(failed[0] ? "VERIFY FAILED: %s\n" : "VERIFY OK\n", failed);
 }
 
-static int bad_poll;
+static int bad_poll, bad_recv;
 static int forget; /* --forget: the lost instance's struct wiped, as a program keeping its counters elsewhere */
 static unsigned long lose_n;
 static unsigned shift;
@@ -876,6 +1063,8 @@ __attribute__((noreturn)) static void lose_in_this_thread(unsigned long n)
 			}
 			if (bad_poll) /* its POLL cannot be armed again: a restore fails late */
 				close(pipe_fd[0]);
+			if (bad_recv) /* its RECV cannot: a restore fails last */
+				close(recv_pair[0]);
 			/* As if it had run `shift` more NOPs before the dump (the test
 			 * moves the image the same way): liburing's copies with it. */
 			e.sq.sqe_head += shift, e.sq.sqe_tail += shift;
@@ -1013,10 +1202,16 @@ int main(int argc, char **argv)
 				spin_thread();
 			else if (!strcmp(argv[i], "--bad-poll"))
 				bad_poll = 1;
+			else if (!strcmp(argv[i], "--bad-recv"))
+				bad_recv = 1;
 			else if (!strcmp(argv[i], "--forget"))
 				forget = 1;
 			else if (!strcmp(argv[i], "--timeout"))
 				e_timeout = 1;
+			else if (!strcmp(argv[i], "--accept"))
+				e_accept = 1;
+			else if (!strcmp(argv[i], "--recv"))
+				e_recv = 1;
 			else if (!strcmp(argv[i], "--entries") && i + 1 < argc)
 				e_entries = (unsigned)strtoul(argv[++i], NULL, 0);
 			else if (!strcmp(argv[i], "--ring-fd"))

@@ -109,7 +109,7 @@ static long one_buf(__u32 i, struct slots *s)
 struct reqs {
 	struct seq_file *seq;
 	__u64 hbs, bucket_size, node;
-	__u32 nbuckets, count, written;
+	__u32 nbuckets, count, written, args_written;
 };
 
 static __u32 poll_events(struct io_kiocb *req, __u32 opcode)
@@ -120,6 +120,31 @@ static __u32 poll_events(struct io_kiocb *req, __u32 opcode)
 	}
 	struct async_poll *ap = BPF_CORE_READ(req, apoll);
 	return ap ? BPF_CORE_READ(ap, poll.events) : 0;
+}
+
+/* An ACCEPT's or RECV's arguments, as its prep kept them in req->cmd
+ * (io_uring/net.c: io_accept_prep, io_recvmsg_prep). */
+static void sockreq(struct reqs *q, struct io_kiocb *req, __u32 opcode)
+{
+	struct aiotk_uview_sockreq_rec r = { .type = AIOTK_UVIEW_SOCKREQ };
+	if (opcode == IORING_OP_ACCEPT) {
+		struct io_accept *a = (void *)&req->cmd;
+		r.addr = (__u64)BPF_CORE_READ(a, addr);
+		r.addr2 = (__u64)BPF_CORE_READ(a, addr_len);
+		r.op_flags = BPF_CORE_READ(a, flags);
+		r.ioprio = BPF_CORE_READ(a, iou_flags);
+		r.file_slot = BPF_CORE_READ(a, file_slot);
+	} else {
+		struct io_sr_msg *s = (void *)&req->cmd;
+		r.addr = (__u64)BPF_CORE_READ(s, buf);
+		r.len = BPF_CORE_READ(s, len);
+		r.op_flags = BPF_CORE_READ(s, msg_flags);
+		r.ioprio = BPF_CORE_READ(s, flags);
+		r.buf_group = BPF_CORE_READ(s, buf_group);
+		r.done_io = BPF_CORE_READ(s, done_io);
+	}
+	if (!bpf_seq_write(q->seq, &r, sizeof(r)))
+		q->args_written++;
 }
 
 static long one_req(__u32 i, struct reqs *q)
@@ -137,8 +162,12 @@ static long one_req(__u32 i, struct reqs *q)
 		r.file = (__u64)BPF_CORE_READ(req, file);
 		r.flags = BPF_CORE_READ(req, flags);
 		r.poll_events = poll_events(req, r.opcode);
-		if (!bpf_seq_write(q->seq, &r, sizeof(r)))
+		if (!bpf_seq_write(q->seq, &r, sizeof(r))) {
 			q->written++;
+			if ((r.opcode == IORING_OP_ACCEPT || r.opcode == IORING_OP_RECV) &&
+			    opaque(&q->args_written) < AIOTK_UVIEW_SOCKREQ_BUDGET)
+				sockreq(q, req, r.opcode);
+		}
 	}
 	struct hlist_node *n = (void *)q->node;
 	q->node = (__u64)BPF_CORE_READ(n, next);
@@ -183,6 +212,7 @@ static void timer_of(struct io_kiocb *req, struct aiotk_uview_timeout_rec *r)
 		return;
 	r->flags = BPF_CORE_READ(d, flags);
 	r->expires = BPF_CORE_READ(d, timer.node.expires);
+	r->ts = BPF_CORE_READ(d, ts.tv_sec) * 1000000000ll + BPF_CORE_READ(d, ts.tv_nsec);
 	struct hrtimer_clock_base *base = BPF_CORE_READ(d, timer.base);
 	r->clockid = base ? BPF_CORE_READ(base, clockid) : -1;
 }

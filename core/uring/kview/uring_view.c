@@ -148,6 +148,19 @@ static int add_req(struct parse *ps, const struct aiotk_uview_req_rec *r, aiotk_
 	return 0;
 }
 
+/* An ACCEPT's or RECV's arguments: those of the request just added. */
+static int add_sockreq(struct parse *ps, const struct aiotk_uview_sockreq_rec *r, aiotk_err *err)
+{
+	aiotk_uring *u = &ps->pending;
+	if (!u->nreqs)
+		return aiotk_fail(err, AIOTK_EIMAGE, 0, "io_uring view: request arguments before any request");
+	aiotk_uring_req *q = &u->reqs[u->nreqs - 1];
+	q->has_args = 1, q->addr = r->addr, q->addr2 = r->addr2, q->len = r->len;
+	q->op_flags = r->op_flags, q->ioprio = r->ioprio, q->file_slot = r->file_slot;
+	q->buf_group = r->buf_group, q->done_io = r->done_io;
+	return 0;
+}
+
 /* What remains of a timer expiring at expires in clock clockid, now. */
 static int64_t remaining(int clockid, int64_t expires)
 {
@@ -166,7 +179,8 @@ static int add_timeout(struct parse *ps, const struct aiotk_uview_timeout_rec *r
 			.opcode = (uint8_t)r->opcode, .user_data = r->user_data,
 			.clockid = r->clockid, .expires_ns = r->expires,
 			.remaining_ns = remaining(r->clockid, r->expires), .flags = r->flags,
-			.off = r->off, .target_seq = r->target_seq, .repeats = r->repeats };
+			.off = r->off, .target_seq = r->target_seq, .repeats = r->repeats,
+			.ts_ns = r->ts };
 	return rc;
 }
 
@@ -362,6 +376,7 @@ static size_t rec_size(uint32_t type)
 	case AIOTK_UVIEW_BL: return sizeof(struct aiotk_uview_bl_rec);
 	case AIOTK_UVIEW_MAP: return sizeof(struct aiotk_uview_map_rec);
 	case AIOTK_UVIEW_TCTX: return sizeof(struct aiotk_uview_tctx_rec);
+	case AIOTK_UVIEW_SOCKREQ: return sizeof(struct aiotk_uview_sockreq_rec);
 	}
 	return 0;
 }
@@ -379,6 +394,7 @@ static int one_rec(struct parse *ps, aiotk_uring_view *uv, struct addrs *a,
 	case AIOTK_UVIEW_BL: return add_bl(ps, p, err);
 	case AIOTK_UVIEW_MAP: return add_map(ps, p, err);
 	case AIOTK_UVIEW_TCTX: return add_tctx(ps, uv, p, err);
+	case AIOTK_UVIEW_SOCKREQ: return add_sockreq(ps, p, err);
 	default: return add_ring(ps, uv, a, p, err);
 	}
 }
@@ -414,6 +430,7 @@ static int parse(const struct out *o, int pid, aiotk_uring_view *uv, int *maps_m
 			struct aiotk_uview_bl_rec bl;
 			struct aiotk_uview_map_rec map;
 			struct aiotk_uview_tctx_rec tctx;
+			struct aiotk_uview_sockreq_rec sockreq;
 		} rec;
 		memcpy(&rec, o->p + at, size);
 		rc = one_rec(&ps, uv, &a, type, &rec, err);

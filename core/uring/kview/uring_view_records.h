@@ -10,6 +10,7 @@
 #define AIOTK_UVIEW_FILE_BUDGET 512u   /* registered file slots written */
 #define AIOTK_UVIEW_BUF_BUDGET 256u    /* registered buffer slots written */
 #define AIOTK_UVIEW_REQ_BUDGET 256u    /* requests in flight written */
+#define AIOTK_UVIEW_SOCKREQ_BUDGET 128u /* of which ACCEPT/RECV arguments */
 #define AIOTK_UVIEW_MAX_BUCKETS 4096u  /* cancel_table buckets walked */
 #define AIOTK_UVIEW_MAX_CHAIN 1024u    /* requests walked per bucket */
 #define AIOTK_UVIEW_TIMEOUT_BUDGET 256u /* timeouts walked per list */
@@ -21,7 +22,7 @@ enum {
 	AIOTK_UVIEW_FD = 1, AIOTK_UVIEW_RING = 2, AIOTK_UVIEW_FILE = 3,
 	AIOTK_UVIEW_BUF = 4, AIOTK_UVIEW_REQ = 5,
 	AIOTK_UVIEW_TIMEOUT = 6, AIOTK_UVIEW_RINGFD = 7, AIOTK_UVIEW_BL = 8,
-	AIOTK_UVIEW_MAP = 9, AIOTK_UVIEW_TCTX = 10,
+	AIOTK_UVIEW_MAP = 9, AIOTK_UVIEW_TCTX = 10, AIOTK_UVIEW_SOCKREQ = 11,
 };
 
 /* What this kernel let the program read (bits of ring.have). */
@@ -107,6 +108,8 @@ struct aiotk_uview_timeout_rec {
 	__u32 flags;                   /* io_timeout_data.flags: IORING_TIMEOUT_* */
 	__u32 off, target_seq;         /* completions it waits for; 0: none */
 	__u32 repeats, pad;
+	__s64 ts;                      /* ns, the time it was given (its
+					* period, multishot) */
 };
 
 /* A thread's registered ring fd of this instance (its io_uring_task's
@@ -153,6 +156,20 @@ struct aiotk_uview_req_rec {
 	__u64 flags;                   /* req->flags (REQ_F_*) */
 	__s32 fd;                      /* sqe->fd as given */
 	__u32 poll_events;             /* the kernel's mask */
+};
+
+/* The arguments of an ACCEPT or a RECV, right after its REQ record: its
+ * command data in the io_kiocb (struct io_accept, struct io_sr_msg). */
+struct aiotk_uview_sockreq_rec {
+	__u32 type, done_io;           /* recv: bytes received so far */
+	__u64 addr;                    /* accept: sockaddr pointer; recv: buf */
+	__u64 addr2;                   /* accept: addr_len pointer */
+	__u32 len;                     /* recv: len */
+	__u32 op_flags;                /* accept: flags; recv: msg_flags */
+	__u32 ioprio;                  /* accept: iou_flags; recv: sr->flags */
+	__u32 file_slot;               /* accept: file_slot */
+	__u16 buf_group, pad;          /* recv: buf_group */
+	__u32 pad2;
 };
 
 #endif

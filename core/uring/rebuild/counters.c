@@ -51,8 +51,7 @@ static int fill_nops(uring_new *n, uint32_t entries, uint8_t flags, aiotk_err *e
 	return rc;
 }
 
-/* The SQEs between the kernel's head `at` and at + k submitted. */
-static int submit(uring_new *n, uint32_t at, uint32_t k, aiotk_err *err)
+int uring_submit(uring_new *n, uint32_t at, uint32_t k, aiotk_err *err)
 {
 	int rc = put32(n, n->sq_ring + n->p.sq_off.tail, at + k, err);
 	if (rc)
@@ -85,7 +84,7 @@ static int run(uring_new *n, uint32_t entries, uint64_t *done, uint64_t to, int 
 	int rc = 0;
 	while (!rc && *done < to) {
 		uint32_t k = to - *done > entries ? entries : (uint32_t)(to - *done);
-		rc = submit(n, (uint32_t)*done, k, err);
+		rc = uring_submit(n, (uint32_t)*done, k, err);
 		if (!rc && cqes)
 			rc = reap(n, (uint32_t)(*done + k), err);
 		if (!rc)
@@ -155,7 +154,7 @@ int uring_submit_polls(uring_new *n, uint32_t sq_entries, uint32_t head,
 			rc = put32(n, n->sq_ring + n->p.sq_off.array + slot * 4, slot, err);
 	}
 	if (!rc && np)
-		rc = submit(n, head, (uint32_t)np, err);
+		rc = uring_submit(n, head, (uint32_t)np, err);
 	if (!rc && np)
 		rc = refused(n, n->p.cq_entries - 1, cq_from, polls, np, err);
 	return rc;

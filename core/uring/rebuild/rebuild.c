@@ -2,7 +2,8 @@
  * its saved ranges held, the instance set up (at an fd no step names),
  * each mapping placed at its saved address (place.c), the counters driven
  * (counters.c), the saved ring memory written back with the counters
- * moved, its POLLs armed, with a rebase liburing's copies moved
+ * moved, its POLLs, TIMEOUTs (timeouts.c), ACCEPTs and RECVs (sockets.c)
+ * armed, with a rebase liburing's copies moved
  * (copies.c), and last the fd moved to its saved number. Each step is
  * journalled in the target before it is made (journal.c): whatever fails,
  * or wherever aiotk is killed, what was made is taken away, by this
@@ -55,8 +56,6 @@ static const char *unrebuilt_resource(const aiotk_uring *u, char *why, size_t le
 	if (u->nringfds && !(u->have & AIOTK_URING_HAVE_RINGFDS))
 		return "a thread registered its ring fd (IORING_REGISTER_RING_FDS), and the image "
 		       "does not say which";
-	if (u->ntimeouts_total)
-		return "TIMEOUT requests are in flight: they are not armed again yet";
 	if (u->personalities)
 		return "personalities are registered (IORING_REGISTER_PERSONALITY): the "
 		       "credentials they hold are not rebuilt";
@@ -134,6 +133,10 @@ static int named(const aiotk_uring *u, const aiotk_uring_rebuild_opts *o, int fd
 	*above = u->fd + 1;
 	for (size_t i = 0; i < o->npolls; i++) {
 		int p = o->polls[i].fixed_file ? -1 : o->polls[i].fd;
+		hit |= p == fd, *above = p >= *above ? p + 1 : *above;
+	}
+	for (size_t i = 0; i < o->nsocks; i++) {
+		int p = o->socks[i].fixed_file ? -1 : o->socks[i].fd;
 		hit |= p == fd, *above = p >= *above ? p + 1 : *above;
 	}
 	for (size_t i = 0; i < u->nfiles; i++) {
@@ -321,14 +324,21 @@ static int dontfork(uring_new *n, const aiotk_uring *u, aiotk_err *err)
 	return 0;
 }
 
+/* The requests submitted again: the polls, the timeouts, then the
+ * ACCEPTs and RECVs. */
+static size_t resubmitted(const aiotk_uring_rebuild_opts *o)
+{
+	return o->npolls + o->ntimeouts + o->nsocks;
+}
+
 /* Where the new counters go: the saved ones (exact), or the least ones
  * congruent to them modulo the ring sizes (rebase), the cq tail at least
  * the reads moving buffer ring heads (each an SQE and a CQE: bufrings.c).
- * The polls are the last SQEs. */
+ * The requests submitted again are the last SQEs. */
 static int targets(const aiotk_uring *u, const aiotk_uring_rebuild_opts *o, uint64_t *sq_head,
 		   uint64_t *cq_tail, aiotk_err *err)
 {
-	uint64_t np = o->npolls, reads = uring_bufring_heads(u);
+	uint64_t np = resubmitted(o), reads = uring_bufring_heads(u);
 	if (o->exact) {
 		if ((uint64_t)u->sq_head < (uint64_t)u->cq_tail + np)
 			return refuse(u, "its cq tail is past its sq head (CQEs without SQEs, as multishot "
@@ -420,11 +430,13 @@ static int hold(uring_new *n, const aiotk_uring *u, aiotk_err *err)
 	return rc;
 }
 
-/* The journal's scratch memory: setup's parameters or a registration's
- * table, whichever is largest. */
-static size_t scratch_len(const aiotk_uring *u)
+/* The journal's scratch memory: setup's parameters, a registration's
+ * table or the timeouts' timespecs, whichever is largest. */
+static size_t scratch_len(const aiotk_uring *u, const aiotk_uring_rebuild_opts *o)
 {
 	size_t len = sizeof(struct io_uring_params);
+	if (o->ntimeouts * URING_TMO_SCRATCH > len)
+		len = o->ntimeouts * URING_TMO_SCRATCH;
 	if (u->nr_files * sizeof(int) > len)
 		len = u->nr_files * sizeof(int);
 	if (u->nr_bufs * sizeof(struct iovec) > len)
@@ -443,7 +455,7 @@ static int build(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_o
 	if (!rc)
 		rc = fd_free(n->t, u, err);
 	if (!rc)
-		rc = uring_journal_open(n, scratch_len(u), err);
+		rc = uring_journal_open(n, scratch_len(u, o), err);
 	if (!rc)
 		rc = hold(n, u, err);
 	if (!rc)
@@ -468,11 +480,11 @@ static int build(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_o
 		return rc;
 	r->sq_shift = u->sq_head - (uint32_t)sq_head;
 	r->cq_shift = u->cq_tail - (uint32_t)cq_tail;
-	uint32_t before = (uint32_t)(sq_head - o->npolls);
+	uint32_t before = (uint32_t)(sq_head - resubmitted(o));
 	uint64_t reads = 0;
 	rc = uring_move_bufring_heads(n, u, &reads, err);
 	if (!rc)
-		rc = uring_drive(n, u->sq_entries, reads, sq_head - o->npolls, cq_tail, &r->nops, err);
+		rc = uring_drive(n, u->sq_entries, reads, sq_head - resubmitted(o), cq_tail, &r->nops, err);
 	if (!rc)
 		rc = register_eventfd(n, u, err);
 	uint64_t t3 = aiotk_now_ns();
@@ -481,7 +493,12 @@ static int build(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_o
 	if (!rc)
 		rc = uring_submit_polls(n, u->sq_entries, before, o->polls, o->npolls, err);
 	if (!rc)
-		rc = after_polls(n, u, before, o->npolls, r, err);
+		rc = uring_submit_timeouts(n, u->sq_entries, before + (uint32_t)o->npolls, o, err);
+	if (!rc)
+		rc = uring_submit_socks(n, u->sq_entries,
+					before + (uint32_t)(o->npolls + o->ntimeouts), o, err);
+	if (!rc)
+		rc = after_polls(n, u, before, resubmitted(o), r, err);
 	uint64_t t4 = aiotk_now_ns();
 	if (!rc && r->sq_shift)
 		rc = uring_move_copies(n, r->sq_shift, r, err);

@@ -81,9 +81,36 @@ int uring_place(uring_new *n, uint64_t offset, uint64_t dest, uint64_t len, aiot
  * *nops: NOPs submitted (counters.c). */
 int uring_drive(uring_new *n, uint32_t sq_entries, uint64_t from, uint64_t sq_head,
 		uint64_t cq_tail, uint64_t *nops, aiotk_err *err);
+/* The SQEs between the kernel's head `at` and at + k submitted (counters.c). */
+int uring_submit(uring_new *n, uint32_t at, uint32_t k, aiotk_err *err);
 /* polls[0..np) submitted, the sq tail first left at the kernel's head. */
 int uring_submit_polls(uring_new *n, uint32_t sq_entries, uint32_t head,
 		       const aiotk_uring_poll *polls, size_t np, aiotk_err *err);
+
+/* count requests submitted again from the kernel's sq head `head`:
+ * sqe() makes the i-th (it may write the journal's scratch memory), then
+ * all are submitted at once and each CQE they post at once is given to
+ * refused(), which fails the rebuild (err set) for an error of one of
+ * them (resubmit.c). */
+typedef struct uring_resubmit {
+	size_t count;
+	const void *ctx;
+	int (*sqe)(uring_new *n, const void *ctx, size_t i, struct io_uring_sqe *s, aiotk_err *err);
+	int (*refused)(const void *ctx, const struct io_uring_cqe *c, aiotk_err *err);
+} uring_resubmit;
+int uring_resubmit_all(uring_new *n, uint32_t sq_entries, uint32_t head, const uring_resubmit *r,
+		       aiotk_err *err);
+
+/* o's timeouts submitted from the kernel's sq head `head`, each one's
+ * timespec in the journal's scratch memory (timeouts.c). */
+#define URING_TMO_SCRATCH 16  /* bytes a timeout's timespec takes */
+int uring_submit_timeouts(uring_new *n, uint32_t sq_entries, uint32_t head,
+			  const aiotk_uring_rebuild_opts *o, aiotk_err *err);
+
+/* o's socks (ACCEPTs and RECVs) submitted from the kernel's sq head
+ * `head` (sockets.c). */
+int uring_submit_socks(uring_new *n, uint32_t sq_entries, uint32_t head,
+		       const aiotk_uring_rebuild_opts *o, aiotk_err *err);
 
 /* liburing's copies of the sq counters (struct io_uring_sq's sqe_head
  * and sqe_tail) in t's writable memory, found by the pointers beside
