@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define PE_PARENT 1u
 #define PE_PRESENT 4u
 
 static uint32_t u32le(const uint8_t *p)
@@ -198,6 +199,27 @@ static void free_entries(CriuPagemapEntry **es, size_t n)
 	free(es);
 }
 
+/* A dump made with a parent (criu dump --prev-images-dir, after a
+ * pre-dump) keeps the pages unchanged since then only in the parent's
+ * images, which other dumps may share: copies of an old id there could
+ * not be rewritten, nor moved ring pages re-addressed, so relocation
+ * refuses such a dump. */
+static int in_parent(CriuPagemapEntry **es, size_t nes, unsigned page, const char *name,
+		     aiotk_err *err)
+{
+	for (size_t i = 0; i < nes; i++) {
+		const CriuPagemapEntry *e = es[i];
+		if (e->has_flags ? !(e->flags & PE_PARENT) : !e->in_parent)
+			continue;
+		uint64_t pages = e->has_nr_pages ? e->nr_pages : e->compat_nr_pages;
+		return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0,
+				  "%s: pages of 0x%llx-0x%llx are in the parent image", name,
+				  (unsigned long long)e->vaddr,
+				  (unsigned long long)(e->vaddr + pages * page));
+	}
+	return 0;
+}
+
 static int read_entries(const uint8_t *pm, size_t len, const char *name, size_t *head_end,
 			CriuPagemapEntry ***es, size_t *nes, aiotk_err *err)
 {
@@ -234,6 +256,8 @@ int aiotk_criu_relocate_pages(const uint8_t *pm, size_t pm_len, const uint8_t *p
 	if (!page || page & (page - 1))
 		return aiotk_fail(err, AIOTK_EINVAL, 0, "%s: page size %u is not a power of two", name, page);
 	int rc = read_entries(pm, pm_len, name, &head_end, &es, &nes, err);
+	if (!rc)
+		rc = in_parent(es, nes, page, name, err);
 	uint64_t file_off = 0;
 	for (size_t i = 0; !rc && i < nes; i++) {
 		int s = split(es[i], &file_off, m, n, page, &ps);

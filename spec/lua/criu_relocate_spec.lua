@@ -148,6 +148,54 @@ describe("relocation in a CRIU dump", function()
 		for name, bytes in pairs(pristine) do assert(now[name] == bytes, name .. " differs after --undo") end
 	end)
 
+	it("refuses a dump whose pages are partly in its parent (pre-dump, --prev-images-dir), naming it, " ..
+		"nothing changed; real CRIU restores that dump here", function()
+		if not C.need(pending) then return end
+		local img, out = dir .. "/img", dir .. "/w.out"
+		assert(core.mkdir(img))
+		-- no thread blocked in io_getevents: CRIU's own restore would end its call with EINTR
+		local pid = detached_workload((ARGS:gsub("%-%-blocked 1 ", "")), out)
+		pids[#pids + 1] = pid
+		local ok, o = C.criu("dump -t " .. pid .. " -D " .. img)
+		assert(ok, "criu dump: " .. o .. helper.slurp(img .. "/criu.log"):sub(-3000))
+		assert(C.gone(pid))
+		local rings = assert(require("aiotk.criu").read(img))[1].rings
+		local full = dir .. "/full"
+		assert(helper.sh("cp -a " .. img .. " " .. full))
+		-- the rings' pages dirtied since the pre-dump, the rest (their ids' copies) in the parent
+		local page = assert(core.host()).page_size
+		assert.is_true(C.as_incremental(img, function(a, len)
+			for _, c in ipairs(rings) do
+				if a < c.ring.addr + c.ring.ring_len and c.ring.addr < a + len then return true end
+			end
+		end, page) > 0)
+		local pristine, parent = files_of(img), files_of(dir .. "/pre")
+		local code, _, err = helper.run("criu-fixup " .. img .. " --cpus 16 --policy " .. EXAMPLE)
+		assert.are.equal(1, code)
+		assert.matches("pagemap%-%d+%.img: pages of 0x%x+%-0x%x+ are in the parent image " ..
+			img:gsub("%p", "%%%0") .. "/%.%./pre; relocation needs a dump without %-%-prev%-images%-dir " ..
+			"%(a full dump%)", err)
+		assert.matches("nothing was changed", err)
+		for d, before in pairs { [img] = pristine, [dir .. "/pre"] = parent } do
+			local now = files_of(d)
+			for name, bytes in pairs(before) do assert(now[name] == bytes, name .. " changed") end
+			for name in pairs(now) do assert(before[name], name .. " appeared") end
+		end
+		-- a ring's own pages in the parent: refused by name when read
+		helper.rmdir(dir .. "/pre")
+		assert(helper.sh("rm -rf " .. full .. "2 && cp -a " .. full .. " " .. full .. "2"))
+		C.as_incremental(full .. "2", function() return false end, page)
+		code, _, err = helper.run("show --criu " .. full .. "2")
+		assert.are.equal(1, code)
+		assert.matches("page 0x%x+ of ring 0x%x+ is in the parent image .*a dump without %-%-prev%-images%-dir", err)
+		-- the first incremental dump is one CRIU restores (its parent back in place)
+		helper.rmdir(dir .. "/pre")
+		assert(helper.sh("cp -a " .. full .. " " .. dir .. "/pre"))
+		ok, o = C.criu("restore -d -D " .. img)
+		assert(ok, "criu restore: " .. o .. helper.slurp(img .. "/criu.log"):sub(-3000))
+		assert.matches("VERIFY OK 3 rings", lines_of(pid, out))
+	end)
+
 	it("is done by the plugin for a policy that relocates (planned as 16 CPUs); CRIU restores it here", function()
 		if not C.need(pending) then return end
 		local img, out = dir .. "/img", dir .. "/w.out"
