@@ -157,14 +157,16 @@ local function nr_req_change(name, c, n)
 end
 
 -- Each in-place patch p set to p[field] ("n" or "was"): ring headers in
--- pages files, nr_req varints in mm files.
-local function apply_patches(dir, patches, field, w)
+-- pages files, nr_req varints in mm files (NAME .. suffix when given).
+local function apply_patches(dir, patches, field, w, suffix)
 	for _, p in ipairs(patches) do
 		local ok, err
 		if p.pages then
-			ok, err = core.criu_set_header_nr(dir .. "/" .. p.pages, p.header_off, tonumber(p.addr), p[field])
+			ok, err = core.criu_set_header_nr(dir .. "/" .. p.pages .. (suffix or ""), p.header_off,
+				tonumber(p.addr), p[field])
 		else
-			ok, err = core.criu_patch_file(dir .. "/" .. p.mm, p.nr_req_off, p.nr_req_len, p[field], w)
+			ok, err = core.criu_patch_file(dir .. "/" .. p.mm .. (suffix or ""), p.nr_req_off, p.nr_req_len,
+				p[field], w)
 		end
 		if not ok then return nil, err end
 	end
@@ -423,7 +425,10 @@ end
 -- then the saved ring headers patched in place from the header journal
 -- (their offsets are those of the files as CRIU wrote them, which the
 -- .orig copies are), then the journal goes (so an undo stopped on the way
--- can be run again). Reads nothing else of the dump, which may be half
+-- can be run again). A NAME.orig made after an earlier fixup patched NAME
+-- in place (a relocation after a grow in place) holds those patches: it
+-- gets the journal's values first, so that, the journal gone, every
+-- .orig left is the file CRIU wrote. Reads nothing else of the dump, which may be half
 -- fixed; an image that is its .orig already is not written. Returns the
 -- names of the images put back (none when nothing was changed). opts.sync
 -- as for fixup.
@@ -433,6 +438,13 @@ function M.undo(dir, opts)
 	local headers, jerr = read_journal(dir)
 	if not headers then return nil, jerr end
 	os.remove(dir .. "/" .. core.CRIU_STAMP)
+	local w = { sync = opts and opts.sync }
+	local in_origs = {}
+	for _, p in ipairs(headers) do
+		if exists(dir .. "/" .. (p.pages or p.mm) .. ".orig") then in_origs[#in_origs + 1] = p end
+	end
+	local ook, oerr = apply_patches(dir, in_origs, "was", w, ".orig")
+	if not ook then return nil, oerr end
 	local put_back = {}
 	table.sort(names)
 	for _, name in ipairs(names) do
@@ -444,7 +456,6 @@ function M.undo(dir, opts)
 			put_back[#put_back + 1] = img
 		end
 	end
-	local w = { sync = opts and opts.sync }
 	local hok, herr = apply_patches(dir, headers, "was", w)
 	if not hok then return nil, herr end
 	local seen = {}

@@ -196,6 +196,59 @@ describe("relocation in a CRIU dump", function()
 		assert.matches("VERIFY OK 3 rings", lines_of(pid, out))
 	end)
 
+	-- every image file as CRIU wrote it (the .orig copies aside, which stay)
+	local function as_dumped(img, pristine, after)
+		local now = files_of(img)
+		for name, bytes in pairs(pristine) do
+			assert(now[name] == bytes, name .. " differs from CRIU's after " .. after)
+		end
+		for name in pairs(now) do
+			assert(pristine[name] or name:match("%.img%.orig$"), name .. " appeared after " .. after)
+		end
+	end
+
+	it("undoes fixups that patched a header in place and then relocated (pages re-emitted), and that " ..
+		"relocated and then fitted nr_req, byte for byte", function()
+		if not C.need(pending) then return end
+		local img, out = dir .. "/img", dir .. "/w.out"
+		assert(core.mkdir(img))
+		-- ring 0 (io_setup(100): 8192 bytes) exact for 16 CPUs; ring 1 (4096 bytes) grows in place
+		local pid = detached_workload("--keep heap,stack,static,tls --allow-grow --ring 100:3:1:0 " ..
+			"--gap --ring 1:2:1:0", out)
+		pids[#pids + 1] = pid
+		local ok, o = C.criu("dump -t " .. pid .. " -D " .. img)
+		assert(ok, "criu dump: " .. o .. helper.slurp(img .. "/criu.log"):sub(-3000))
+		assert(C.gone(pid))
+		local pristine = files_of(img)
+		local function fixup(args)
+			local code, jo, err = helper.run("criu-fixup " .. img .. " --json " .. args)
+			assert.are.equal(0, code, err)
+			return json.decode(jo).changes
+		end
+		local changes = fixup("--cpus 16 --policy " .. EXAMPLE)
+		local grown, exact = 0, 0
+		for _, c in ipairs(changes) do
+			assert.is_nil(c.relocated_to)
+			if c.grown_to then grown = grown + 1 else exact = exact + 1 end
+		end
+		assert.are.same({ 1, 1 }, { grown, exact })
+		-- the grown header patched in place, journalled against CRIU's pages file
+		assert.is_truthy(helper.slurp(img .. "/aiotk-fixup-journal.json"):match('"header_off"'))
+		for name in pairs(files_of(img)) do assert.is_nil(name:match("^pages.*%.orig$")) end
+		changes = fixup("--cpus 4096 --policy " .. EXAMPLE)
+		for _, c in ipairs(changes) do assert.is_string(c.relocated_to) end
+		local code, _, err = helper.run("criu-fixup --undo " .. img)
+		assert.are.equal(0, code, err)
+		as_dumped(img, pristine, "grow in place, relocation, undo")
+		-- relocated, then fitted to this host (nr_req of the moved rings), undone: the
+		-- .orig copies the first undo left are CRIU's files too
+		fixup("--cpus 4096 --policy " .. EXAMPLE)
+		fixup("")
+		code, _, err = helper.run("criu-fixup --undo " .. img)
+		assert.are.equal(0, code, err)
+		as_dumped(img, pristine, "relocation, fit, undo")
+	end)
+
 	it("is done by the plugin for a policy that relocates (planned as 16 CPUs); CRIU restores it here", function()
 		if not C.need(pending) then return end
 		local img, out = dir .. "/img", dir .. "/w.out"
