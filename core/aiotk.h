@@ -284,6 +284,10 @@ int aiotk_maps_rings(int pid, aiotk_vma *out, size_t max, size_t *count,
  * (relocation; docs/KERNEL-FACTS.md, "Rings"). A move: the old ring (its
  * id, from, and length) and the new id. */
 typedef struct aiotk_move { uint64_t from, len, to; } aiotk_move;
+/* Moves every relocation takes: each from, len and to nonzero, neither
+ * range past the end of the address space, no two old rings overlapping
+ * (a word must name one move); AIOTK_EINVAL naming the move otherwise. */
+int aiotk_moves_check(const aiotk_move *m, size_t n, aiotk_err *err);
 enum aiotk_ref_kind {
 	AIOTK_REF_ID = 0,      /* the old id itself */
 	AIOTK_REF_POINTER = 1, /* inside the old ring (a read of its events) */

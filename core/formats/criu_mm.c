@@ -198,6 +198,26 @@ int aiotk_criu_patch_nr_req(uint8_t *buf, size_t len, const aiotk_criu_ring *r,
 
 /* ---- growing a ring in the image --------------------------------------- */
 
+static void *pb_alloc(void *data, size_t n)
+{
+	void *p = malloc(n);
+	if (!p)
+		((struct fmt_pb *)data)->failed = 1;
+	return p;
+}
+
+static void pb_free(void *data, void *p)
+{
+	(void)data;
+	free(p);
+}
+
+void fmt_pb_init(struct fmt_pb *pb)
+{
+	pb->a = (ProtobufCAllocator){ pb_alloc, pb_free, pb };
+	pb->failed = 0;
+}
+
 int fmt_put(struct fmt_buf *o, const void *p, size_t n)
 {
 	if (o->n + n > o->cap) {

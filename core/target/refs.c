@@ -187,17 +187,35 @@ static int open_pagemap(int pid)
 	return open(path, O_RDONLY | O_CLOEXEC);
 }
 
+int aiotk_moves_check(const aiotk_move *m, size_t n, aiotk_err *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (!m[i].from || !m[i].len || !m[i].to)
+			return aiotk_fail(err, AIOTK_EINVAL, EINVAL,
+					  "move %zu: from, len and to must be nonzero (a ring's id, length, new id)", i + 1);
+		if (m[i].len > UINT64_MAX - m[i].from || m[i].len > UINT64_MAX - m[i].to)
+			return aiotk_fail(err, AIOTK_EINVAL, EINVAL,
+					  "move %zu: 0x%llx or 0x%llx plus %llu bytes is past the end of the address space",
+					  i + 1, (unsigned long long)m[i].from, (unsigned long long)m[i].to,
+					  (unsigned long long)m[i].len);
+		for (size_t j = 0; j < i; j++)
+			if (m[i].from < m[j].from + m[j].len && m[j].from < m[i].from + m[i].len)
+				return aiotk_fail(err, AIOTK_EINVAL, EINVAL,
+						  "moves %zu and %zu: their old rings 0x%llx and 0x%llx overlap", j + 1,
+						  i + 1, (unsigned long long)m[j].from, (unsigned long long)m[i].from);
+	}
+	return 0;
+}
+
 static int check_moves(const aiotk_move *m, size_t n, uint64_t *lo, uint64_t *hi, aiotk_err *err)
 {
 	*lo = UINT64_MAX, *hi = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (!m[i].from || !m[i].len || !m[i].to || m[i].from + m[i].len < m[i].from)
-			return aiotk_fail(err, AIOTK_EINVAL, EINVAL,
-					  "move %zu: from, len and to must be nonzero (a ring's id, length, new id)", i + 1);
+	int rc = aiotk_moves_check(m, n, err);
+	for (size_t i = 0; !rc && i < n; i++) {
 		*lo = m[i].from < *lo ? m[i].from : *lo;
 		*hi = m[i].from + m[i].len > *hi ? m[i].from + m[i].len : *hi;
 	}
-	return 0;
+	return rc;
 }
 
 int aiotk_refs_find(aiotk_target *t, const aiotk_move *m, size_t n, aiotk_refs *out,

@@ -244,8 +244,14 @@ local function patched_mm(procs, host, recorded, policy)
 			local mv = moved.by_addr[c.ring.addr]
 			if mv then
 				-- the n the host restoring it makes that length from (a
-				-- policy's model only decides what is impossible)
-				local n, merr = core.min_n(mv.new_len, hostmodel.model(host)) or s.n
+				-- policy's model only decides what is impossible): none
+				-- when its model makes rings smaller than that host can
+				local n, merr = core.min_n(mv.new_len, hostmodel.model(host))
+				if not n then
+					return nil, string.format("%s: ring 0x%x: relocated as %d bytes (the length the policy's " ..
+						"model makes), which CRIU cannot restore on %s: %s; nothing was changed", p.mm_path,
+						c.ring.addr, mv.new_len, host.name, merr), "impossible"
+				end
 				bytes, merr = core.criu_relocate_mm(bytes, p.mm_path, mv, mv.new_len, n)
 				if not bytes then return nil, merr, "occupied" end
 				changes[#changes + 1] = { pid = p.pid, addr = c.ring.addr, from = c.nr_req, to = n,

@@ -249,6 +249,47 @@ describe("relocation in a CRIU dump", function()
 		as_dumped(img, pristine, "relocation, fit, undo")
 	end)
 
+	it("refuses a relocation whose model makes a ring the host cannot restore, naming it, nothing changed", function()
+		local img = dir .. "/nr1"
+		assert(helper.sh("cp -a " .. os.getenv("AIOTK_CRIU_FIXTURES") .. "/nr1 " .. img))
+		local pristine = files_of(img)
+		helper.write(dir .. "/m16.lua", [[return { model = { cpus = 16 },
+			impossible = function() return "relocate" end }]])
+		local code, _, err = helper.run("criu-fixup " .. img .. " --cpus 4096 --policy " .. dir .. "/m16.lua")
+		assert.are.equal(1, code)
+		assert.matches("ring 0x%x+: relocated as 8192 bytes %(the length the policy's model makes%), which " ..
+			"CRIU cannot restore on the given host: a 8192%-byte ring is smaller than the minimum ring", err)
+		assert.matches("nothing was changed", err)
+		local now = files_of(img)
+		for name, bytes in pairs(pristine) do assert(now[name] == bytes, name .. " changed") end
+		for name in pairs(now) do assert(pristine[name], name .. " appeared") end
+	end)
+
+	it("refuses moves that overlap or run past the end of the address space, naming them", function()
+		local fx = os.getenv("AIOTK_CRIU_FIXTURES") .. "/nr1/"
+		local pm, pages = helper.slurp(fx .. "pagemap-2289.img"), helper.slurp(fx .. "pages-1.img")
+		local mm, regs = helper.slurp(fx .. "mm-2289.img"), helper.slurp(fx .. "core-2289.img")
+		local ring = 0x7fa85395a000
+		local bad = {
+			{ { from = ring, len = 8192, to = 0x10000000, nr = 255 },
+				{ from = ring + 4096, len = 4096, to = 0x20000000, nr = 127 },
+				"moves 1 and 2: their old rings 0x7fa85395a000 and 0x7fa85395b000 overlap" },
+			{ { from = ring, len = 8192, to = "0xffffffffffffe000", nr = 255 },
+				"move 1: 0x7fa85395a000 or 0xffffffffffffe000 plus 8192 bytes is past the end of the address space" },
+		}
+		for _, b in ipairs(bad) do
+			local why = table.remove(b)
+			local out, err, code = core.criu_relocate_pages(pm, pages, "pagemap-2289.img", mm, b, 4096)
+			assert.is_nil(out)
+			assert.are.equal("invalid", code)
+			assert.are.equal(why, err)
+			out, err, code = core.criu_relocate_regs(regs, "core-2289.img", b)
+			assert.is_nil(out)
+			assert.are.equal("invalid", code)
+			assert.are.equal(why, err)
+		end
+	end)
+
 	it("is done by the plugin for a policy that relocates (planned as 16 CPUs); CRIU restores it here", function()
 		if not C.need(pending) then return end
 		local img, out = dir .. "/img", dir .. "/w.out"
