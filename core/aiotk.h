@@ -37,6 +37,8 @@ enum aiotk_code {
 	AIOTK_ENOTRING = -9,   /* memory at that address is not an AIO ring */
 	AIOTK_EUNSUPPORTED = -10, /* this host, kernel or build cannot do it */
 	AIOTK_EEMPTY = -11,    /* the place holds nothing of what was asked for */
+	AIOTK_EROLLBACK = -12, /* a failure's undo failed too: the message names
+				  what stays changed, and where */
 };
 
 typedef struct aiotk_err {

@@ -314,17 +314,36 @@ static int rewrite_one(aiotk_target *t, const aiotk_ref *r, int back, aiotk_err 
 	return write_ref(t, r, back ? r->old : r->value, err);
 }
 
+/* All or nothing: references 0..i-1, written, go back as they were. A
+ * failure there turns rc (err, the first failure) into AIOTK_EROLLBACK,
+ * naming the first location left rewritten and how many are. */
+static int put_back(aiotk_target *t, const aiotk_ref *ref, size_t i, int back, int rc, aiotk_err *err)
+{
+	aiotk_err first, e;
+	size_t left = 0;
+	char where[160];
+	while (i-- > 0) {
+		if (!rewrite_one(t, &ref[i], !back, &e) || left++)
+			continue;
+		first = e;
+		describe(&ref[i], where, sizeof(where));
+	}
+	if (!left)
+		return rc;
+	char why[sizeof(err->msg)];
+	snprintf(why, sizeof(why), "%s", err ? err->msg : "");
+	return aiotk_fail(err, AIOTK_EROLLBACK, first.errno_,
+			  "%s; undoing it, %zu rewritten location(s) could not be put back and stay "
+			  "rewritten, the first %s: %s", why, left, where, first.msg);
+}
+
 int aiotk_refs_rewrite(aiotk_target *t, const aiotk_ref *ref, size_t n, int back,
 		       aiotk_err *err)
 {
 	for (size_t i = 0; i < n; i++) {
 		int rc = rewrite_one(t, &ref[i], back, err);
-		if (!rc)
-			continue;
-		/* all or nothing: the ones written go back as they were */
-		while (i-- > 0)
-			rewrite_one(t, &ref[i], !back, NULL);
-		return rc;
+		if (rc)
+			return put_back(t, ref, i, back, rc, err);
 	}
 	return 0;
 }
