@@ -310,6 +310,7 @@ typedef struct aiotk_refs {
 	aiotk_ref *ref;        /* memory in address order, then registers */
 	uint64_t scanned;      /* bytes read */
 	uint64_t unread;       /* bytes of scanned mappings that could not be */
+	uint64_t skipped;      /* bytes not looked at: past the limit (_within) */
 } aiotk_refs;
 /* Every 8-byte-aligned word of t's readable, writable, private memory
  * (only the pages that are the process's own: written, or anonymous and
@@ -319,6 +320,11 @@ typedef struct aiotk_refs {
  * only. */
 int aiotk_refs_find(aiotk_target *t, const aiotk_move *m, size_t n, aiotk_refs *out,
 		    aiotk_err *err);
+/* aiotk_refs_find reading at most about limit bytes of memory (0: all;
+ * it stops at the first 1 MiB window past it), the rest counted in
+ * skipped; registers always. For a count that must keep a stop short. */
+int aiotk_refs_find_within(aiotk_target *t, const aiotk_move *m, size_t n, uint64_t limit,
+			   aiotk_refs *out, aiotk_err *err);
 /* ref[0..n) rewritten to their values (back: to what they held), each
  * checked to hold what it held when found: all or nothing. A thread
  * stopped in a system call our stop interrupted restarts it with its

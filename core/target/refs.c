@@ -29,6 +29,7 @@ struct scan {
 	const aiotk_move *m;
 	size_t n;
 	uint64_t lo, hi;            /* every move's old range lies inside */
+	uint64_t limit;             /* bytes to read at most (0: all) */
 	uint64_t frame_lo, frame_hi; /* aiotk's return frame goes there */
 	const aiotk_vma *vma;       /* the mapping being read */
 	int pagemap;                /* its descriptor, -1: read every page */
@@ -124,6 +125,10 @@ static int scan_window(struct scan *s, uint64_t at, size_t pages)
 {
 	uint64_t pm[RUN_PAGES];
 	off_t off = (off_t)(at / AIOTK_PAGE * 8);
+	if (s->limit && s->out->scanned >= s->limit) {
+		s->out->skipped += pages * AIOTK_PAGE;
+		return 0;
+	}
 	if (s->pagemap < 0 || pread(s->pagemap, pm, pages * 8, off) != (ssize_t)(pages * 8))
 		return scan_run(s, at, pages);
 	for (size_t p = 0; p < pages;) {
@@ -221,11 +226,17 @@ static int check_moves(const aiotk_move *m, size_t n, uint64_t *lo, uint64_t *hi
 int aiotk_refs_find(aiotk_target *t, const aiotk_move *m, size_t n, aiotk_refs *out,
 		    aiotk_err *err)
 {
+	return aiotk_refs_find_within(t, m, n, 0, out, err);
+}
+
+int aiotk_refs_find_within(aiotk_target *t, const aiotk_move *m, size_t n, uint64_t limit,
+			   aiotk_refs *out, aiotk_err *err)
+{
 	memset(out, 0, sizeof(*out));
 	struct scan *s = calloc(1, sizeof(*s));
 	if (!s)
 		return aiotk_fail(err, AIOTK_ENOMEM, ENOMEM, "out of memory for a memory scan");
-	*s = (struct scan){ .t = t, .m = m, .n = n, .out = out, .err = err };
+	*s = (struct scan){ .t = t, .m = m, .n = n, .limit = limit, .out = out, .err = err };
 	int rc = check_moves(m, n, &s->lo, &s->hi, err);
 	if (!rc) {
 		aiotk_target_frame_area(t, &s->frame_lo, &s->frame_hi);

@@ -256,6 +256,35 @@ describe("relocation", function()
 		assert.are.equal("VERIFY OK 3 rings (3 relocated)", w:verify())
 	end)
 
+	it("counts references for check -p in a bounded read, and says how much it read", function()
+		local w = helper.workload("--dense" .. KEEP .. " " .. ring_args(2))
+		local rings = dump(w, dir .. "/img")
+		local p = policy.load(policy16(dir))
+		local plan = plans.make(rings, assert(core.host()), p, aiotk.maps(w.pid))
+		local relocate = require "aiotk.relocate"
+		local _, scanned, skipped = relocate.count(w.pid, plan)
+		assert.are.equal(0, skipped)
+		local max = relocate.COUNT_MAX_BYTES
+		relocate.COUNT_MAX_BYTES = 4096
+		local found, scanned2, skipped2 = relocate.count(w.pid, plan)
+		relocate.COUNT_MAX_BYTES = max
+		-- it stops at the first 1 MiB window past the bound
+		assert.is_true(skipped2 > 0 and scanned2 < scanned and scanned2 <= 4096 + 1048576,
+			scanned .. " " .. scanned2 .. " " .. skipped2)
+		plans.note_references(plan, found, scanned2, p, skipped2)
+		local relocated = 0
+		for _, st in ipairs(plan.steps) do
+			if st.action == "relocate" then
+				relocated = relocated + 1
+				assert.matches(string.format("in the first %d bytes of its memory read %%(check's bound; %d more " ..
+					"bytes not read here, which the restore reads%%)", scanned2, skipped2), plans.describe(st))
+			end
+		end
+		-- none refused for want of a copy in what was not read
+		assert.are.equal(2, relocated)
+		assert.matches("^VERIFY OK 2 rings", w:verify())
+	end)
+
 	it("reports an undo that fails (code rollback), naming what stays and where; every other step is taken", function()
 		local w = helper.workload(KEEP .. " --ring 1:4:0:0")
 		local ring = w.addrs[1]
