@@ -137,7 +137,7 @@ static int l_load_lua(lua_State *L)
 	char *src = slurp(path, &len);
 	if (!src) {
 		lua_pushnil(L);
-		lua_pushfstring(L, "cannot read %s: %s", path, strerror(errno));
+		lua_pushfstring(L, "cannot open %s: %s", path, strerror(errno));
 		return 2;
 	}
 	if (dir) {

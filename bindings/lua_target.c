@@ -559,10 +559,11 @@ static int p_find_refs(lua_State *L, aiotk_target *t, int b)
 	aiotk_err err;
 	aiotk_refs refs;
 	luaL_checktype(L, b, LUA_TTABLE);
+	/* read before scratch pushes its buffer */
+	uint64_t limit = lua_isnoneornil(L, b + 1) ? 0 : laiotk_check_u64(L, b + 1);
 	size_t n = lua_objlen(L, b);
 	aiotk_move *m = scratch(L, n, sizeof(*m));
 	laiotk_check_moves(L, b, m, NULL, n);
-	uint64_t limit = lua_isnoneornil(L, b + 1) ? 0 : laiotk_check_u64(L, b + 1);
 	if (aiotk_refs_find_within(t, m, n, limit, &refs, &err))
 		return laiotk_fail(L, &err);
 	lua_createtable(L, (int)refs.n, 2);

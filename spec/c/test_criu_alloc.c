@@ -14,6 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 extern void *__libc_malloc(size_t);
 extern void *__libc_calloc(size_t, size_t);
@@ -27,22 +30,21 @@ void *malloc(size_t n) { return fails() ? NULL : __libc_malloc(n); }
 void *calloc(size_t a, size_t b) { return fails() ? NULL : __libc_calloc(a, b); }
 void *realloc(void *p, size_t n) { return fails() ? NULL : __libc_realloc(p, n); }
 
+/* dir/name whole, or NULL. */
 static uint8_t *slurp(const char *dir, const char *name, size_t *len)
 {
 	char path[4096];
+	struct stat st;
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	*len = (size_t)ftell(f);
-	fseek(f, 0, SEEK_SET);
-	uint8_t *b = malloc(*len + 1);
-	if (b && fread(b, 1, *len, f) != *len) {
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	uint8_t *b = fd >= 0 && !fstat(fd, &st) ? malloc((size_t)st.st_size + 1) : NULL;
+	*len = b ? (size_t)st.st_size : 0;
+	if (b && read(fd, b, *len) != (ssize_t)*len) {
 		free(b);
 		b = NULL;
 	}
-	fclose(f);
+	if (fd >= 0)
+		close(fd);
 	return b;
 }
 
