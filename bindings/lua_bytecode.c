@@ -16,7 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Whole file into a malloc'd buffer; NULL if it cannot be read. */
+/* Whole file into a malloc'd buffer; NULL (errno set) if it cannot be
+ * read whole: never a prefix of it. */
 static char *slurp(const char *path, size_t *len)
 {
 	FILE *f = fopen(path, "rb");
@@ -24,12 +25,15 @@ static char *slurp(const char *path, size_t *len)
 		return NULL;
 	char *buf = NULL;
 	size_t cap = 0, n = 0;
+	int e = 0;
 	for (;;) {
 		if (n == cap) {
 			cap = cap ? cap * 2 : 65536;
 			char *nb = realloc(buf, cap);
-			if (!nb)
+			if (!nb) {
+				e = ENOMEM;
 				break;
+			}
 			buf = nb;
 		}
 		size_t got = fread(buf + n, 1, cap - n, f);
@@ -37,10 +41,12 @@ static char *slurp(const char *path, size_t *len)
 		if (got == 0)
 			break;
 	}
-	int bad = ferror(f) || !buf;
+	if (!e && ferror(f))
+		e = errno ? errno : EIO;
 	fclose(f);
-	if (bad) {
+	if (e) {
 		free(buf);
+		errno = e;
 		return NULL;
 	}
 	*len = n;

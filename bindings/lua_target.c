@@ -565,17 +565,20 @@ static void push_ref(lua_State *L, const aiotk_ref *r)
 	lua_setfield(L, -2, "map");
 }
 
-/* find_refs({ {from=, len=, to=}, ... }) -> { refs..., scanned=, unread= }
- * (aiotk_refs_find): where the process keeps each old ring's id. */
+/* find_refs({ {from=, len=, to=}, ... }[, max_bytes]) -> { refs...,
+ * scanned=, unread=, skipped= } (aiotk_refs_find_within): where the
+ * process keeps each old ring's id. */
 static int p_find_refs(lua_State *L, aiotk_target *t, int b)
 {
 	aiotk_err err;
 	aiotk_refs refs;
 	luaL_checktype(L, b, LUA_TTABLE);
+	/* read before scratch pushes its buffer */
+	uint64_t limit = lua_isnoneornil(L, b + 1) ? 0 : laiotk_check_u64(L, b + 1);
 	size_t n = lua_objlen(L, b);
 	aiotk_move *m = scratch(L, n, sizeof(*m));
 	laiotk_check_moves(L, b, m, NULL, n);
-	if (aiotk_refs_find(t, m, n, &refs, &err))
+	if (aiotk_refs_find_within(t, m, n, limit, &refs, &err))
 		return laiotk_fail(L, &err);
 	lua_createtable(L, (int)refs.n, 2);
 	for (size_t i = 0; i < refs.n; i++) {
@@ -584,6 +587,7 @@ static int p_find_refs(lua_State *L, aiotk_target *t, int b)
 	}
 	laiotk_set_num(L, "scanned", (double)refs.scanned);
 	laiotk_set_num(L, "unread", (double)refs.unread);
+	laiotk_set_num(L, "skipped", (double)refs.skipped);
 	aiotk_refs_free(&refs);
 	return 1;
 }

@@ -38,6 +38,8 @@ enum aiotk_code {
 	AIOTK_ENOTRING = -9,   /* memory at that address is not an AIO ring */
 	AIOTK_EUNSUPPORTED = -10, /* this host, kernel or build cannot do it */
 	AIOTK_EEMPTY = -11,    /* the place holds nothing of what was asked for */
+	AIOTK_EROLLBACK = -12, /* a failure's undo failed too: the message names
+				  what stays changed, and where */
 };
 
 typedef struct aiotk_err {
@@ -287,6 +289,10 @@ int aiotk_maps_rings(int pid, aiotk_vma *out, size_t max, size_t *count,
  * (relocation; docs/KERNEL-FACTS.md, "Rings"). A move: the old ring (its
  * id, from, and length) and the new id. */
 typedef struct aiotk_move { uint64_t from, len, to; } aiotk_move;
+/* Moves every relocation takes: each from, len and to nonzero, neither
+ * range past the end of the address space, no two old rings overlapping
+ * (a word must name one move); AIOTK_EINVAL naming the move otherwise. */
+int aiotk_moves_check(const aiotk_move *m, size_t n, aiotk_err *err);
 enum aiotk_ref_kind {
 	AIOTK_REF_ID = 0,      /* the old id itself */
 	AIOTK_REF_POINTER = 1, /* inside the old ring (a read of its events) */
@@ -307,6 +313,7 @@ typedef struct aiotk_refs {
 	aiotk_ref *ref;        /* memory in address order, then registers */
 	uint64_t scanned;      /* bytes read */
 	uint64_t unread;       /* bytes of scanned mappings that could not be */
+	uint64_t skipped;      /* bytes not looked at: past the limit (_within) */
 } aiotk_refs;
 /* Every 8-byte-aligned word of t's readable, writable, private memory
  * (only the pages that are the process's own: written, or anonymous and
@@ -316,6 +323,11 @@ typedef struct aiotk_refs {
  * only. */
 int aiotk_refs_find(aiotk_target *t, const aiotk_move *m, size_t n, aiotk_refs *out,
 		    aiotk_err *err);
+/* aiotk_refs_find reading at most about limit bytes of memory (0: all;
+ * it stops at the first 1 MiB window past it), the rest counted in
+ * skipped; registers always. For a count that must keep a stop short. */
+int aiotk_refs_find_within(aiotk_target *t, const aiotk_move *m, size_t n, uint64_t limit,
+			   aiotk_refs *out, aiotk_err *err);
 /* ref[0..n) rewritten to their values (back: to what they held), each
  * checked to hold what it held when found: all or nothing. A thread
  * stopped in a system call our stop interrupted restarts it with its

@@ -73,9 +73,9 @@ local function plan_for(u)
 	local layout, lerr = aiotk.maps(args.pid)
 	if not layout then return nil, lerr end
 	local plan = plans.make(u.rings, host, policy, layout)
-	local found, scanned = require("aiotk.relocate").count(args.pid, plan)
+	local found, scanned, skipped = require("aiotk.relocate").count(args.pid, plan)
 	if not found then return nil, scanned end
-	plans.note_references(plan, found, scanned, policy)
+	plans.note_references(plan, found, scanned, policy, skipped)
 	return plan
 end
 

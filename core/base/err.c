@@ -19,6 +19,7 @@ const char *aiotk_code_name(int code)
 	case AIOTK_ENOTRING: return "notring";
 	case AIOTK_EUNSUPPORTED: return "unsupported";
 	case AIOTK_EEMPTY: return "empty";
+	case AIOTK_EROLLBACK: return "rollback";
 	}
 	return "unknown";
 }

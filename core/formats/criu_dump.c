@@ -18,10 +18,12 @@
 
 #define IMG_MAGIC 0x54564319u
 #define PAGEMAP_MAGIC 0x56084025u
+#define PE_PARENT 1u
 #define PE_PRESENT 4u
 #define MAX_IMG (256u << 20)
 
-struct span { uint64_t vaddr, pages, file_off; };
+/* parent: the pages are only in the parent dump's images (no file_off) */
+struct span { uint64_t vaddr, pages, file_off; int parent; };
 
 struct pagemap {
 	unsigned pages_id;
@@ -63,16 +65,17 @@ static int pm_entry(const uint8_t *p, uint32_t n, struct pagemap *pm, uint64_t *
 		return aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: entry %zu is not valid protobuf", path, pm->n);
 	uint64_t pages = e->has_nr_pages ? e->nr_pages : e->compat_nr_pages;
 	int present = e->has_flags ? (e->flags & PE_PRESENT) != 0 : !e->in_parent;
-	struct span s = { e->vaddr, pages, *off };
+	int parent = e->has_flags ? (e->flags & PE_PARENT) != 0 : e->in_parent;
+	struct span s = { e->vaddr, pages, *off, parent };
 	criu_pagemap_entry__free_unpacked(e, NULL);
-	if (!present)
+	if (!present && !parent)
 		return 0;
 	struct span *ns = realloc(pm->spans, (pm->n + 1) * sizeof(*ns));
 	if (!ns)
 		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory");
 	pm->spans = ns;
 	pm->spans[pm->n++] = s;
-	*off += pages;
+	*off += parent ? 0 : pages;
 	return 0;
 }
 
@@ -124,12 +127,16 @@ int aiotk_criu_decode_pagemap(const uint8_t *buf, size_t len, const char *name,
 	return rc;
 }
 
-/* Where page a sits in the pages file; -1 when the dump has no such page. */
+#define IN_PARENT ((off_t)-2)
+
+/* Where page a sits in the pages file; -1 when the dump has no such page,
+ * IN_PARENT when only its parent dump has it. */
 static off_t page_at(const struct pagemap *pm, uint64_t a, unsigned page)
 {
 	for (size_t i = 0; i < pm->n; i++)
 		if (a >= pm->spans[i].vaddr && a < pm->spans[i].vaddr + pm->spans[i].pages * page)
-			return (off_t)((pm->spans[i].file_off * page) + (a - pm->spans[i].vaddr));
+			return pm->spans[i].parent ? IN_PARENT :
+				(off_t)((pm->spans[i].file_off * page) + (a - pm->spans[i].vaddr));
 	return -1;
 }
 
@@ -145,6 +152,12 @@ static int ring_bytes(const struct pagemap *pm, int fd, uint64_t addr, uint64_t 
 	*missing = len;
 	for (uint64_t a = addr; a < addr + len; a += page) {
 		off_t at = page_at(pm, a, page);
+		if (at == IN_PARENT)
+			return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0,
+					  "%s: page 0x%llx of ring 0x%llx is in the parent image (the dump's "
+					  "`parent` link: criu dump --prev-images-dir); aiotk reads rings from a "
+					  "dump without --prev-images-dir (a full dump)",
+					  what, (unsigned long long)a, (unsigned long long)addr);
 		if (at < 0 && a == addr)
 			return aiotk_fail(err, AIOTK_EIMAGE, 0,
 					  "%s: the header page 0x%llx of ring 0x%llx is not in the dump's pages",

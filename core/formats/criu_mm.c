@@ -136,7 +136,11 @@ static int unpack_mm(const uint8_t *buf, size_t len, const char *name, uint32_t 
 		return aiotk_fail(err, AIOTK_EIMAGE, 0,
 				  "%s: mm entry of %u bytes, only %zu in the file (truncated)",
 				  name, *n, len - 12);
-	*m = criu_mm_entry__unpack(NULL, *n, buf + 12);
+	struct fmt_pb pb;
+	fmt_pb_init(&pb);
+	*m = criu_mm_entry__unpack(&pb.a, *n, buf + 12);
+	if (!*m && pb.failed)
+		return aiotk_fail(err, AIOTK_ENOMEM, 0, "%s: out of memory", name);
 	return *m ? 0 : aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: mm entry is not valid protobuf", name);
 }
 
@@ -197,6 +201,26 @@ int aiotk_criu_patch_nr_req(uint8_t *buf, size_t len, const aiotk_criu_ring *r,
 }
 
 /* ---- growing a ring in the image --------------------------------------- */
+
+static void *pb_alloc(void *data, size_t n)
+{
+	void *p = malloc(n);
+	if (!p)
+		((struct fmt_pb *)data)->failed = 1;
+	return p;
+}
+
+static void pb_free(void *data, void *p)
+{
+	(void)data;
+	free(p);
+}
+
+void fmt_pb_init(struct fmt_pb *pb)
+{
+	pb->a = (ProtobufCAllocator){ pb_alloc, pb_free, pb };
+	pb->failed = 0;
+}
 
 int fmt_put(struct fmt_buf *o, const void *p, size_t n)
 {

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define PE_PARENT 1u
 #define PE_PRESENT 4u
 
 static uint32_t u32le(const uint8_t *p)
@@ -198,6 +199,27 @@ static void free_entries(CriuPagemapEntry **es, size_t n)
 	free(es);
 }
 
+/* A dump made with a parent (criu dump --prev-images-dir, after a
+ * pre-dump) keeps the pages unchanged since then only in the parent's
+ * images, which other dumps may share: copies of an old id there could
+ * not be rewritten, nor moved ring pages re-addressed, so relocation
+ * refuses such a dump. */
+static int in_parent(CriuPagemapEntry **es, size_t nes, unsigned page, const char *name,
+		     aiotk_err *err)
+{
+	for (size_t i = 0; i < nes; i++) {
+		const CriuPagemapEntry *e = es[i];
+		if (e->has_flags ? !(e->flags & PE_PARENT) : !e->in_parent)
+			continue;
+		uint64_t pages = e->has_nr_pages ? e->nr_pages : e->compat_nr_pages;
+		return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0,
+				  "%s: pages of 0x%llx-0x%llx are in the parent image", name,
+				  (unsigned long long)e->vaddr,
+				  (unsigned long long)(e->vaddr + pages * page));
+	}
+	return 0;
+}
+
 static int read_entries(const uint8_t *pm, size_t len, const char *name, size_t *head_end,
 			CriuPagemapEntry ***es, size_t *nes, aiotk_err *err)
 {
@@ -208,11 +230,17 @@ static int read_entries(const uint8_t *pm, size_t len, const char *name, size_t 
 	*head_end = 8 + 4 + (size_t)u32le(pm + 8);
 	for (size_t off = *head_end; off < len;) {
 		uint32_t n = len - off >= 4 ? u32le(pm + off) : UINT32_MAX;
-		CriuPagemapEntry **ne = len - off >= 4 && n <= len - off - 4 ?
-			realloc(*es, (*nes + 1) * sizeof(*ne)) : NULL;
-		CriuPagemapEntry *e = ne ? criu_pagemap_entry__unpack(NULL, n, pm + off + 4) : NULL;
-		if (ne)
-			*es = ne;
+		if (len - off < 4 || n > len - off - 4)
+			return aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: entry at offset %zu is truncated", name, off);
+		CriuPagemapEntry **ne = realloc(*es, (*nes + 1) * sizeof(*ne));
+		if (!ne)
+			return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory");
+		*es = ne;
+		struct fmt_pb pb;
+		fmt_pb_init(&pb);
+		CriuPagemapEntry *e = criu_pagemap_entry__unpack(&pb.a, n, pm + off + 4);
+		if (!e && pb.failed)
+			return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory");
 		if (!e)
 			return aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: entry at offset %zu is not valid", name, off);
 		(*es)[(*nes)++] = e;
@@ -233,7 +261,12 @@ int aiotk_criu_relocate_pages(const uint8_t *pm, size_t pm_len, const uint8_t *p
 	struct fmt_buf opm = { 0 }, opg = { 0 };
 	if (!page || page & (page - 1))
 		return aiotk_fail(err, AIOTK_EINVAL, 0, "%s: page size %u is not a power of two", name, page);
-	int rc = read_entries(pm, pm_len, name, &head_end, &es, &nes, err);
+	int rc = aiotk_moves_check(m, n, err);
+	if (rc)
+		return rc;
+	rc = read_entries(pm, pm_len, name, &head_end, &es, &nes, err);
+	if (!rc)
+		rc = in_parent(es, nes, page, name, err);
 	uint64_t file_off = 0;
 	for (size_t i = 0; !rc && i < nes; i++) {
 		int s = split(es[i], &file_off, m, n, page, &ps);
@@ -266,9 +299,13 @@ int aiotk_criu_relocate_pages(const uint8_t *pm, size_t pm_len, const uint8_t *p
 		free(opg.b);
 		return rc;
 	}
+	*pages_out = opg.b ? opg.b : malloc(1);
+	if (!*pages_out) {
+		free(opm.b);
+		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory");
+	}
 	*pm_out = opm.b;
 	*pm_out_len = opm.n;
-	*pages_out = opg.b ? opg.b : malloc(1);
 	*pages_out_len = opg.n;
 	return 0;
 }
@@ -326,10 +363,17 @@ int aiotk_criu_relocate_regs(const uint8_t *buf, size_t len, const char *name, c
 			     size_t n, uint8_t **out, size_t *out_len, aiotk_criu_refs *refs,
 			     aiotk_err *err)
 {
+	int mrc = aiotk_moves_check(m, n, err);
+	if (mrc)
+		return mrc;
 	uint32_t size = len >= 12 ? u32le(buf + 8) : 0;
 	if (len < 12 || size > len - 12)
 		return aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: not a CRIU core image (truncated)", name);
-	CriuCoreEntry *c = criu_core_entry__unpack(NULL, size, buf + 12);
+	struct fmt_pb pb;
+	fmt_pb_init(&pb);
+	CriuCoreEntry *c = criu_core_entry__unpack(&pb.a, size, buf + 12);
+	if (!c && pb.failed)
+		return aiotk_fail(err, AIOTK_ENOMEM, 0, "%s: out of memory", name);
 	if (!c)
 		return aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: core entry is not valid protobuf", name);
 	size_t before = refs->n;
@@ -367,19 +411,24 @@ int aiotk_criu_threads(const uint8_t *buf, size_t len, const char *name, int pid
 	*n = 0;
 	for (size_t off = 8; off < len;) {
 		uint32_t sz = len - off >= 4 ? u32le(buf + off) : UINT32_MAX;
+		struct fmt_pb pb;
+		fmt_pb_init(&pb);
 		CriuPstreeEntry *e = len - off >= 4 && sz <= len - off - 4 ?
-			criu_pstree_entry__unpack(NULL, sz, buf + off + 4) : NULL;
+			criu_pstree_entry__unpack(&pb.a, sz, buf + off + 4) : NULL;
+		if (!e && pb.failed)
+			return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory");
 		if (!e)
 			return aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: entry at offset %zu is not valid", name, off);
-		if ((int)e->pid == pid && e->n_threads) {
+		int mine = (int)e->pid == pid && e->n_threads;
+		if (mine) {
 			*tids = malloc(e->n_threads * sizeof(int));
 			for (size_t i = 0; *tids && i < e->n_threads; i++)
 				(*tids)[i] = (int)e->threads[i];
 			*n = *tids ? e->n_threads : 0;
 		}
 		criu_pstree_entry__free_unpacked(e, NULL);
-		if (*n)
-			return 0;
+		if (mine)
+			return *n ? 0 : aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory");
 		off += 4 + sz;
 	}
 	return aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: no threads of process %d", name, pid);

@@ -18,4 +18,9 @@ struct fmt_buf { uint8_t *b; size_t n, cap; };
 /* p[0..n) appended; -1 when out of memory. */
 int fmt_put(struct fmt_buf *o, const void *p, size_t n);
 
+/* protobuf-c's unpack returns NULL alike for bad bytes and no memory:
+ * unpacked through fmt_pb_init's allocator, failed says which. */
+struct fmt_pb { ProtobufCAllocator a; int failed; };
+void fmt_pb_init(struct fmt_pb *pb);
+
 #endif

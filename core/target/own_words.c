@@ -63,6 +63,10 @@ static int read_window(struct walk *w, uint64_t at, size_t pages)
 {
 	uint64_t pm[RUN_PAGES];
 	off_t off = (off_t)(at / AIOTK_PAGE * 8);
+	if (w->seen->limit && w->seen->scanned >= w->seen->limit) {
+		w->seen->skipped += pages * AIOTK_PAGE;
+		return 0;
+	}
 	if (w->pagemap < 0 || pread(w->pagemap, pm, pages * 8, off) != (ssize_t)(pages * 8))
 		return read_run(w, at, pages);
 	for (size_t p = 0; p < pages;) {

@@ -94,30 +94,54 @@ static int scan_regs(int tid, aiotk_regs *r, void *ctx)
 	return 0;
 }
 
+int aiotk_moves_check(const aiotk_move *m, size_t n, aiotk_err *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (!m[i].from || !m[i].len || !m[i].to)
+			return aiotk_fail(err, AIOTK_EINVAL, EINVAL,
+					  "move %zu: from, len and to must be nonzero (a ring's id, length, new id)", i + 1);
+		if (m[i].len > UINT64_MAX - m[i].from || m[i].len > UINT64_MAX - m[i].to)
+			return aiotk_fail(err, AIOTK_EINVAL, EINVAL,
+					  "move %zu: 0x%llx or 0x%llx plus %llu bytes is past the end of the address space",
+					  i + 1, (unsigned long long)m[i].from, (unsigned long long)m[i].to,
+					  (unsigned long long)m[i].len);
+		for (size_t j = 0; j < i; j++)
+			if (m[i].from < m[j].from + m[j].len && m[j].from < m[i].from + m[i].len)
+				return aiotk_fail(err, AIOTK_EINVAL, EINVAL,
+						  "moves %zu and %zu: their old rings 0x%llx and 0x%llx overlap", j + 1,
+						  i + 1, (unsigned long long)m[j].from, (unsigned long long)m[i].from);
+	}
+	return 0;
+}
+
 static int check_moves(const aiotk_move *m, size_t n, uint64_t *lo, uint64_t *hi, aiotk_err *err)
 {
 	*lo = UINT64_MAX, *hi = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (!m[i].from || !m[i].len || !m[i].to || m[i].from + m[i].len < m[i].from)
-			return aiotk_fail(err, AIOTK_EINVAL, EINVAL,
-					  "move %zu: from, len and to must be nonzero (a ring's id, length, new id)", i + 1);
+	int rc = aiotk_moves_check(m, n, err);
+	for (size_t i = 0; !rc && i < n; i++) {
 		*lo = m[i].from < *lo ? m[i].from : *lo;
 		*hi = m[i].from + m[i].len > *hi ? m[i].from + m[i].len : *hi;
 	}
-	return 0;
+	return rc;
 }
 
 int aiotk_refs_find(aiotk_target *t, const aiotk_move *m, size_t n, aiotk_refs *out,
 		    aiotk_err *err)
 {
+	return aiotk_refs_find_within(t, m, n, 0, out, err);
+}
+
+int aiotk_refs_find_within(aiotk_target *t, const aiotk_move *m, size_t n, uint64_t limit,
+			   aiotk_refs *out, aiotk_err *err)
+{
 	memset(out, 0, sizeof(*out));
 	struct scan s = { .m = m, .n = n, .out = out, .err = err };
 	int rc = check_moves(m, n, &s.lo, &s.hi, err);
 	if (!rc) {
-		aiotk_words_seen seen = { 0 };
+		aiotk_words_seen seen = { .limit = limit };
 		aiotk_target_frame_area(t, &s.frame_lo, &s.frame_hi);
 		rc = aiotk_own_words(t, scan_words, &s, &seen, err);
-		out->scanned = seen.scanned, out->unread = seen.unread;
+		out->scanned = seen.scanned, out->unread = seen.unread, out->skipped = seen.skipped;
 	}
 	if (!rc)
 		rc = aiotk_target_each_regs(t, scan_regs, &s, err);
@@ -198,17 +222,36 @@ static int rewrite_one(aiotk_target *t, const aiotk_ref *r, int back, aiotk_err 
 	return write_ref(t, r, back ? r->old : r->value, err);
 }
 
+/* All or nothing: references 0..i-1, written, go back as they were. A
+ * failure there turns rc (err, the first failure) into AIOTK_EROLLBACK,
+ * naming the first location left rewritten and how many are. */
+static int put_back(aiotk_target *t, const aiotk_ref *ref, size_t i, int back, int rc, aiotk_err *err)
+{
+	aiotk_err first, e;
+	size_t left = 0;
+	char where[160];
+	while (i-- > 0) {
+		if (!rewrite_one(t, &ref[i], !back, &e) || left++)
+			continue;
+		first = e;
+		describe(&ref[i], where, sizeof(where));
+	}
+	if (!left)
+		return rc;
+	char why[sizeof(err->msg)];
+	snprintf(why, sizeof(why), "%s", err ? err->msg : "");
+	return aiotk_fail(err, AIOTK_EROLLBACK, first.errno_,
+			  "%s; undoing it, %zu rewritten location(s) could not be put back and stay "
+			  "rewritten, the first %s: %s", why, left, where, first.msg);
+}
+
 int aiotk_refs_rewrite(aiotk_target *t, const aiotk_ref *ref, size_t n, int back,
 		       aiotk_err *err)
 {
 	for (size_t i = 0; i < n; i++) {
 		int rc = rewrite_one(t, &ref[i], back, err);
-		if (!rc)
-			continue;
-		/* all or nothing: the ones written go back as they were */
-		while (i-- > 0)
-			rewrite_one(t, &ref[i], !back, NULL);
-		return rc;
+		if (rc)
+			return put_back(t, ref, i, back, rc, err);
 	}
 	return 0;
 }

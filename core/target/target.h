@@ -70,7 +70,9 @@ int aiotk_scratch_map_shared(aiotk_target *t, size_t len, uint64_t *addr,
 typedef int (*aiotk_words_fn)(const aiotk_vma *v, uint64_t at, const uint64_t *w, size_t n,
 			      void *ctx);
 typedef struct aiotk_words_seen {
+	uint64_t limit;             /* bytes to read at most (0: all) */
 	uint64_t scanned, unread;   /* bytes read, bytes that could not be */
+	uint64_t skipped;           /* bytes of windows left unread past limit */
 } aiotk_words_seen;
 int aiotk_own_words(aiotk_target *t, aiotk_words_fn fn, void *ctx, aiotk_words_seen *seen,
 		    aiotk_err *err);

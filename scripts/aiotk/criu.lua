@@ -157,14 +157,16 @@ local function nr_req_change(name, c, n)
 end
 
 -- Each in-place patch p set to p[field] ("n" or "was"): ring headers in
--- pages files, nr_req varints in mm files.
-local function apply_patches(dir, patches, field, w)
+-- pages files, nr_req varints in mm files (NAME .. suffix when given).
+local function apply_patches(dir, patches, field, w, suffix)
 	for _, p in ipairs(patches) do
 		local ok, err
 		if p.pages then
-			ok, err = core.criu_set_header_nr(dir .. "/" .. p.pages, p.header_off, tonumber(p.addr), p[field])
+			ok, err = core.criu_set_header_nr(dir .. "/" .. p.pages .. (suffix or ""), p.header_off,
+				tonumber(p.addr), p[field])
 		else
-			ok, err = core.criu_patch_file(dir .. "/" .. p.mm, p.nr_req_off, p.nr_req_len, p[field], w)
+			ok, err = core.criu_patch_file(dir .. "/" .. p.mm .. (suffix or ""), p.nr_req_off, p.nr_req_len,
+				p[field], w)
 		end
 		if not ok then return nil, err end
 	end
@@ -242,8 +244,14 @@ local function patched_mm(procs, host, recorded, policy)
 			local mv = moved.by_addr[c.ring.addr]
 			if mv then
 				-- the n the host restoring it makes that length from (a
-				-- policy's model only decides what is impossible)
-				local n, merr = core.min_n(mv.new_len, hostmodel.model(host)) or s.n
+				-- policy's model only decides what is impossible): none
+				-- when its model makes rings smaller than that host can
+				local n, merr = core.min_n(mv.new_len, hostmodel.model(host))
+				if not n then
+					return nil, string.format("%s: ring 0x%x: relocated as %d bytes (the length the policy's " ..
+						"model makes), which CRIU cannot restore on %s: %s; nothing was changed", p.mm_path,
+						c.ring.addr, mv.new_len, host.name, merr), "impossible"
+				end
 				bytes, merr = core.criu_relocate_mm(bytes, p.mm_path, mv, mv.new_len, n)
 				if not bytes then return nil, merr, "occupied" end
 				changes[#changes + 1] = { pid = p.pid, addr = c.ring.addr, from = c.nr_req, to = n,
@@ -423,7 +431,10 @@ end
 -- then the saved ring headers patched in place from the header journal
 -- (their offsets are those of the files as CRIU wrote them, which the
 -- .orig copies are), then the journal goes (so an undo stopped on the way
--- can be run again). Reads nothing else of the dump, which may be half
+-- can be run again). A NAME.orig made after an earlier fixup patched NAME
+-- in place (a relocation after a grow in place) holds those patches: it
+-- gets the journal's values first, so that, the journal gone, every
+-- .orig left is the file CRIU wrote. Reads nothing else of the dump, which may be half
 -- fixed; an image that is its .orig already is not written. Returns the
 -- names of the images put back (none when nothing was changed). opts.sync
 -- as for fixup.
@@ -433,6 +444,13 @@ function M.undo(dir, opts)
 	local headers, jerr = read_journal(dir)
 	if not headers then return nil, jerr end
 	os.remove(dir .. "/" .. core.CRIU_STAMP)
+	local w = { sync = opts and opts.sync }
+	local in_origs = {}
+	for _, p in ipairs(headers) do
+		if exists(dir .. "/" .. (p.pages or p.mm) .. ".orig") then in_origs[#in_origs + 1] = p end
+	end
+	local ook, oerr = apply_patches(dir, in_origs, "was", w, ".orig")
+	if not ook then return nil, oerr end
 	local put_back = {}
 	table.sort(names)
 	for _, name in ipairs(names) do
@@ -444,7 +462,6 @@ function M.undo(dir, opts)
 			put_back[#put_back + 1] = img
 		end
 	end
-	local w = { sync = opts and opts.sync }
 	local hok, herr = apply_patches(dir, headers, "was", w)
 	if not hok then return nil, herr end
 	local seen = {}

@@ -75,6 +75,17 @@ local function note(moves, refs, where)
 	end
 end
 
+-- Why a dump whose pages are partly in its parent (CRIU's
+-- --prev-images-dir, after a pre-dump; its `parent` link) is refused:
+-- copies of an id there cannot be rewritten, and the parent, which other
+-- dumps may share, is not rewritten.
+local function from_parent(why, dir)
+	local link = core.readlink(dir .. "/parent")
+	local parent = not link and dir .. "/parent" or link:sub(1, 1) == "/" and link or dir .. "/" .. link
+	return string.format("%s %s; relocation needs a dump without --prev-images-dir (a full dump): the " ..
+		"parent may be shared by other dumps, so it is not rewritten; nothing was changed", why, parent)
+end
+
 -- Process p's relocated rings carried out on its dump images: the new
 -- pagemap, pages and core-TID images put in out (name -> bytes); mm is
 -- its mm image as dumped. Returns { by_addr = {[old] = move} } (each move:
@@ -93,7 +104,8 @@ function M.in_dump(p, steps, mm, policy, out)
 	pages = with_grown_headers(pages, p, steps)
 	local page = assert(core.host()).page_size
 	local npm, npages, refs = core.criu_relocate_pages(pm, pages, pm_path, mm, moves, page)
-	if not npm then return nil, npages end
+	if not npm and refs == "unsupported" then return nil, from_parent(npages, dir), refs end
+	if not npm then return nil, npages, refs end
 	note(moves, refs, function() return name_of(pages_path) end)
 	local scanned = refs.scanned
 	local pstree = read_file(dir .. "/pstree.img")

@@ -7,7 +7,8 @@ local M = {}
 
 M.CONVENTION = "Every call that can fail at run time returns nil, message, code, errno (code: " ..
 	"invalid, system, image, budget, impossible, occupied, stuck, nomem, notring, unsupported, " ..
-	"empty, and from the process workflows in_flight, interrupted, plan, norings; errno: the " ..
+	"empty, rollback (a failure whose undo failed too: the message names what stays changed and " ..
+	"where), and from the process workflows in_flight, interrupted, plan, norings; errno: the " ..
 	"failing system call's, 0 if none). Decide on code and errno, never on the message's text, " ..
 	"which is for people. Wrong argument types raise a Lua error. " ..
 	"Lua error. Addresses are numbers (exact below 2^53); 64-bit cookies are \"0x...\" strings, " ..
@@ -70,9 +71,10 @@ M.entries = {
 		"t:resubmit(ctx, ring), t:snapshot_many({ {addr=, ring_len=}, ... }) (a dump's rings read " ..
 		"together), t:restore_all({ {ring=, n=, placeholder=, model=}, ... }) (rings rebuilt in order, " ..
 		"those the restorer can do in one run inside the process), t:mappings([ranges]), " ..
-		"t:find_refs({ {from=, len=, to=}, ... }) (every word of the process's writable private memory " ..
-		"and every thread's general register equal to an old ring's id or pointing into it: {kind " ..
-		"(\"id\", \"pointer\"), move, old, value, addr, map, offset | tid, reg}, .scanned, .unread), " ..
+		"t:find_refs({ {from=, len=, to=}, ... }[, max_bytes]) (every word of the process's writable " ..
+		"private memory, or about its first max_bytes, and every thread's general register equal to an " ..
+		"old ring's id or pointing into it: {kind (\"id\", \"pointer\"), move, old, value, addr, map, " ..
+		"offset | tid, reg}, .scanned, .unread, .skipped (not read: past max_bytes)), " ..
 		"t:rewrite_refs(refs[, back]) (each set to its value, or back, all or none), " ..
 		"t:reloc_journal({ {from=, len=, to=, to_len=[, live_at=, live_compat=]}, ... }), " ..
 		"t:reloc_journal_read() and t:reloc_journal_remove() (the relocation journal at " ..

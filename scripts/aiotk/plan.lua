@@ -222,15 +222,17 @@ function M.unreferenced(addr, scanned)
 end
 
 -- The references a process holds to each ring the plan relocates, counted
--- now (found: by old address, {ids=, pointers=}; scanned: bytes read)
--- noted on the plan's steps; a ring with no copy of its id fails as a
--- restore would refuse it, unless the policy relocates it anyway.
-function M.note_references(plan, found, scanned, policy)
+-- now (found: by old address, {ids=, pointers=}; scanned: bytes read;
+-- skipped: bytes a bounded count left unread) noted on the plan's steps;
+-- a ring with no copy of its id fails as a restore would refuse it,
+-- unless the policy relocates it anyway or the count did not read it all.
+function M.note_references(plan, found, scanned, policy, skipped)
 	for _, s in ipairs(plan.steps) do
 		local f = s.action == "relocate" and found[s.addr]
 		if f then
 			s.refs, s.pointers = f.ids, f.pointers
-			if f.ids == 0 and not policy.relocate_unreferenced then
+			s.refs_scanned, s.refs_skipped = scanned, skipped or 0
+			if f.ids == 0 and not policy.relocate_unreferenced and s.refs_skipped == 0 then
 				s.action, s.reason = "fail", M.unreferenced(s.addr, scanned)
 			end
 		end
@@ -259,6 +261,10 @@ function M.describe(s)
 		local refs = s.refs and string.format("%d cop%s of its id found in the process%s", s.refs,
 			s.refs == 1 and "y" or "ies", s.pointers > 0 and string.format(" (and %d pointer(s) into it)",
 			s.pointers) or "") or "if copies of its id are found in the process (check -p PID counts them)"
+		if s.refs and (s.refs_skipped or 0) > 0 then
+			refs = refs .. string.format(" in the first %d bytes of its memory read (check's bound; %d more " ..
+				"bytes not read here, which the restore reads)", s.refs_scanned, s.refs_skipped)
+		end
 		return string.format("relocate as a %d-byte ring (io_setup(%d)) at a free address, %s", s.relocate_len,
 			s.n, refs)
 	end

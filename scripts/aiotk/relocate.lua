@@ -201,9 +201,15 @@ function M.recover(t, policy)
 	return #entries, nrefs
 end
 
+-- How much memory check -p reads to count references, at most (about:
+-- it stops at the first 1 MiB window past it): the process stays stopped
+-- while it reads, for a preview. A restore reads it all.
+M.COUNT_MAX_BYTES = 256 * 1024 * 1024
+
 -- The references process pid holds to each ring plan relocates, counted
 -- in one short stop (nothing written): {[old addr] = {ids=, pointers=}},
--- and the bytes read (aiotk check -p).
+-- the bytes read, and the bytes left unread past COUNT_MAX_BYTES (aiotk
+-- check -p).
 function M.count(pid, plan)
 	local moves, found = {}, {}
 	for _, s in ipairs(plan.steps) do
@@ -212,14 +218,14 @@ function M.count(pid, plan)
 			found[s.addr] = { ids = 0, pointers = 0 }
 		end
 	end
-	if #moves == 0 then return found, 0 end
-	local refs, e, c = process.with_process(pid, function(t) return t:find_refs(moves) end)
+	if #moves == 0 then return found, 0, 0 end
+	local refs, e, c = process.with_process(pid, function(t) return t:find_refs(moves, M.COUNT_MAX_BYTES) end)
 	if not refs then return nil, e, c end
 	for _, r in ipairs(refs) do
 		local f = found[moves[r.move].from]
 		if r.kind == "id" then f.ids = f.ids + 1 else f.pointers = f.pointers + 1 end
 	end
-	return found, refs.scanned
+	return found, refs.scanned, refs.skipped
 end
 
 -- How a rewritten reference is named in reports: its mapping and offset,

@@ -160,8 +160,14 @@ Undo.__index = Undo
 -- goes back and the program can reach none of them; then the thread
 -- starts (t:destroy_later). Where none can be made, they are destroyed
 -- here, the process stopped; so is a ring that cannot be moved, before
--- the placeholder under it goes. Returns the thread, if one was made.
+-- the placeholder under it goes. Returns the thread, if one was made, and
+-- what could not be put back (each step that failed: what stays in the
+-- process, where, and why); every other step is still taken.
 function Undo:rollback(t)
+	local failed = {}
+	local function undone(what, ok, err)
+		if not ok then failed[#failed + 1] = what .. ": " .. tostring(err) end
+	end
 	local lens = {}
 	for i = #self, 1, -1 do
 		if self[i].kind == "ring" then lens[#lens + 1] = self[i].len end
@@ -175,22 +181,56 @@ function Undo:rollback(t)
 			if area and t:park(u.addr, u.len, area.slots[k]) then
 				parked[#parked + 1] = area.slots[k]
 			else
-				t:io_destroy(u.addr)
-				if area then t:unmap(area.slots[k], u.len) end
+				undone(string.format("ring 0x%x it made, not destroyed", u.addr), t:io_destroy(u.addr))
+				if area then
+					undone(string.format("parking slot 0x%x (%d bytes), not unmapped", area.slots[k], u.len),
+						t:unmap(area.slots[k], u.len))
+				end
 			end
 		-- A placeholder partly used: its rings are moved away (above, in
 		-- reverse order) before what is left of it goes.
-		elseif u.kind == "claim" and u.left > 0 then t:unmap(u.addr, u.len)
-		elseif u.kind == "parked" then t:unpark(u.at, u.len, u.addr)
-		elseif u.kind == "refs" then t:rewrite_refs(u.refs, true)
-		elseif u.kind == "marked" then relocate.mark_replaced(t, u.entries, true)
-		elseif u.kind == "journal" then t:reloc_journal_remove() end
+		elseif u.kind == "claim" and u.left > 0 then
+			undone(string.format("placeholder 0x%x-0x%x, not unmapped", u.addr, u.addr + u.len), t:unmap(u.addr, u.len))
+		elseif u.kind == "parked" then
+			undone(string.format("ring 0x%x moved aside to 0x%x (--replace), not moved back", u.addr, u.at),
+				t:unpark(u.at, u.len, u.addr))
+		elseif u.kind == "refs" then
+			undone(string.format("%d rewritten id(s) and pointer(s), not put back", #u.refs),
+				t:rewrite_refs(u.refs, true))
+		elseif u.kind == "marked" then
+			undone("rings marked as aiotk's for --replace, not unmarked", relocate.mark_replaced(t, u.entries, true))
+		elseif u.kind == "journal" then
+			undone("the relocation journal at the process's journal page, not removed", t:reloc_journal_remove())
+		end
 	end
-	if not area then return nil end
+	if not area then return nil, failed end
 	local tid = t:destroy_later()
-	if tid then return tid end
-	for _, ctx in ipairs(parked) do t:io_destroy(ctx) end
-	t:unmap(area.at, area.head)
+	if tid then return tid, failed end
+	for _, ctx in ipairs(parked) do undone(string.format("ring 0x%x it made, parked there, not destroyed", ctx),
+		t:io_destroy(ctx)) end
+	undone(string.format("undo area 0x%x, not unmapped", area.at), t:unmap(area.at, area.head))
+	return nil, failed
+end
+M.Undo = Undo
+
+-- A failure e (code c) whose undo left what failed lists: the code
+-- "rollback", the message naming each, in process pid.
+function M.undo_failed(e, c, failed, pid)
+	if #failed == 0 then return e, c end
+	return string.format("%s; undoing it failed, process %d keeps: %s", tostring(e), pid, table.concat(failed, "; ")),
+		"rollback"
+end
+
+-- A ring --replace took the place of, destroyed once every ring is
+-- restored. One that cannot be stays, marked as aiotk's (the next restore
+-- destroys it): logged, and listed in out.not_destroyed.
+local function destroy_replaced(t, addr, policy, out)
+	local ok, err = t:io_destroy(addr)
+	if ok then return end
+	out.not_destroyed = out.not_destroyed or {}
+	out.not_destroyed[#out.not_destroyed + 1] = { addr = addr, error = err }
+	policy.log(string.format("ring 0x%x, replaced, could not be destroyed: %s; it stays in process %d, marked as " ..
+		"aiotk's: the next restore destroys it", addr, tostring(err), t.pid))
 end
 
 -- A SIGINT, SIGTERM or SIGHUP caught meanwhile, as a failure (the caller
@@ -475,22 +515,22 @@ function restore_planned(pid, opts, policy, plan, steps, t0)
 		-- A hook or callback that raises is a failure like any other: the
 		-- undo runs, then the error goes on.
 		local ran, done, e, c = pcall(rebuild, t, maps, steps, ropts, policy, undo, out)
-		if not ran then
-			report.undo_tid = undo:rollback(t)
-			error(done, 0)
-		end
-		if not done then
-			report.undo_tid = undo:rollback(t)
+		if not ran or not done then
+			local failed
+			report.undo_tid, failed = undo:rollback(t)
+			report.undo_failed = failed
+			if not ran then error((M.undo_failed(done, nil, failed, pid)), 0) end
+			e, c = M.undo_failed(e, c, failed, pid)
 			out = {}
 			exit_said = t.dead
 			if t.dead then return nil, EXITED .. e, c end
 			return nil, e, c
 		end
 		for _, u in ipairs(undo) do
-			if u.kind == "parked" then t:io_destroy(u.at) end
+			if u.kind == "parked" then destroy_replaced(t, u.at, policy, out) end
 		end
 		for _, st in ipairs(steps) do
-			if st.old_ring then t:io_destroy(st.old_ring.addr) end
+			if st.old_ring then destroy_replaced(t, st.old_ring.addr, policy, out) end
 		end
 		out.target = t
 		return true

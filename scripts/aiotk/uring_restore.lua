@@ -209,27 +209,34 @@ local function remove_leftovers(t, policy)
 	return true
 end
 
--- Every job rebuilt in t, in order; on failure those made are taken away.
+-- Every job rebuilt in t, in order; on failure those made are taken away
+-- (one that cannot be is named in the error, code "rollback").
 local function rebuild_all(t, img, jobs, out)
 	local made = {}
-	local function undo()
-		for k = #made, 1, -1 do core.uring_unbuild(t, img, made[k].job.i, made[k].res) end
+	local function undo(e, c)
+		local failed = {}
+		for k = #made, 1, -1 do
+			local m = made[k]
+			local ok, uerr = core.uring_unbuild(t, img, m.job.i, m.res)
+			if not ok then
+				failed[#failed + 1] = string.format("io_uring instance %d of the image, rebuilt, not taken away: %s",
+					m.job.i, tostring(uerr))
+			end
+		end
+		return nil, require("aiotk.restore").undo_failed(e, c, failed, t.pid)
 	end
 	for _, j in ipairs(jobs) do
 		local ok, ie, ic = interrupted()
-		if not ok then undo() return nil, ie, ic end
+		if not ok then return undo(ie, ic) end
 		local res, e, c = core.uring_rebuild(t, img, j.i, { exact = j.exact, polls = j.polls,
 			timeouts = j.timeouts, socks = j.socks })
-		if not res then
-			undo()
-			return nil, e, c
-		end
+		if not res then return undo(e, c) end
 		res.exact, res.polls, res.timeouts, res.socks = j.exact, #j.polls, #j.timeouts, #j.socks
 		made[#made + 1] = { job = j, res = res }
 		out[#out + 1] = res
 	end
 	local ok, ie, ic = interrupted()
-	if not ok then undo() return nil, ie, ic end
+	if not ok then return undo(ie, ic) end
 	return true
 end
 

@@ -4,7 +4,9 @@
  * a thread blocked in io_getevents on it; a pointer into the ring too.
  * aiotk finds every one, rewrites them to a new ring made in the child,
  * puts them back and rewrites them again; a word changed since it was
- * found makes the rewrite refuse, nothing changed. The child then checks
+ * found makes the rewrite refuse, nothing changed; an undo whose write
+ * fails is reported (AIOTK_EROLLBACK), naming what stays rewritten. The
+ * child then checks
  * from the inside: every copy the new id, the blocked thread's call
  * restarted on the new ring and got the request completed there. */
 #define _GNU_SOURCE
@@ -110,6 +112,44 @@ static size_t count_kind(const aiotk_refs *r, int tid, int kind)
 	return n;
 }
 
+/* A target whose second write fails (EFAULT), as a write into memory
+ * that went away would: the undo of a rewrite that failed at its second
+ * reference (stale) is that write. */
+static int (*real_write)(aiotk_target *, uint64_t, const void *, size_t);
+static int writes;
+
+static int second_write_fails(aiotk_target *t, uint64_t addr, const void *buf, size_t len)
+{
+	return ++writes == 2 ? -EFAULT : real_write(t, addr, buf, len);
+}
+
+/* A failed rewrite whose undo fails too: AIOTK_EROLLBACK, the location
+ * left rewritten named, and it is (then put back here by hand). */
+static void undo_fails(aiotk_target *t, const aiotk_refs *refs)
+{
+	aiotk_err err;
+	uint64_t other = 4321, now = 0;
+	CHECK(refs->n >= 2 && !refs->ref[0].tid && !refs->ref[1].tid, "two words first");
+	CHECK_OK(aiotk_poke(t, refs->ref[1].addr, &other, 8, &err), err);
+	struct aiotk_target_ops failing = *t->ops;
+	const struct aiotk_target_ops *ops = t->ops;
+	real_write = ops->write;
+	failing.write = second_write_fails;
+	writes = 0;
+	t->ops = &failing;
+	int rc = aiotk_refs_rewrite(t, refs->ref, refs->n, 0, &err);
+	t->ops = ops;
+	char where[64];
+	snprintf(where, sizeof(where), "the first word 0x%llx (", (unsigned long long)refs->ref[0].addr);
+	CHECK(rc == AIOTK_EROLLBACK && err.errno_ == EFAULT && strstr(err.msg, "not the 0x") &&
+	      strstr(err.msg, "1 rewritten location(s) could not be put back") && strstr(err.msg, where),
+	      "rc %d (%s): %s", rc, aiotk_code_name(rc), err.msg);
+	CHECK_OK(aiotk_peek(t, refs->ref[0].addr, &now, 8, &err), err);
+	CHECK(now == refs->ref[0].value, "word 0 stays rewritten: 0x%llx", (unsigned long long)now);
+	CHECK_OK(aiotk_poke(t, refs->ref[0].addr, &refs->ref[0].old, 8, &err), err);
+	CHECK_OK(aiotk_poke(t, refs->ref[1].addr, &refs->ref[1].old, 8, &err), err);
+}
+
 int main(void)
 {
 	int down[2], up[2];
@@ -160,6 +200,7 @@ int main(void)
 	CHECK_OK(aiotk_peek(&t, refs.ref[before].addr, &back, 8, &err), err);
 	CHECK(back == refs.ref[before].old, "word %zu put back: 0x%llx", before, (unsigned long long)back);
 	CHECK_OK(aiotk_poke(&t, refs.ref[w].addr, &refs.ref[w].old, 8, &err), err);
+	undo_fails(&t, &refs);
 	CHECK_OK(aiotk_refs_rewrite(&t, refs.ref, refs.n, 0, &err), err);
 	aiotk_refs_free(&refs);
 	CHECK_OK(aiotk_target_detach(&t, &err), err);

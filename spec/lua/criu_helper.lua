@@ -133,5 +133,78 @@ function M.undoable_at_every_step(img, dir, to, least)
 	assert(k >= least, "only " .. (k - 1) .. " writes")
 end
 
+-- A protobuf varint of s at i: its value and the index after it.
+local function varint(s, i)
+	local v, mul = 0, 1
+	repeat
+		local b = s:byte(i)
+		v, mul, i = v + (b % 128) * mul, mul * 128, i + 1
+	until b < 128
+	return v, i
+end
+
+local function u32(s, i) return s:byte(i) + s:byte(i + 1) * 256 + s:byte(i + 2) * 65536 + s:byte(i + 3) * 16777216 end
+
+-- A pagemap entry's fields (all varints): { [field] = value }, and where
+-- the flags value is (one byte: PE_PARENT 1, PE_LAZY 2, PE_PRESENT 4).
+local function pm_fields(e)
+	local f, i, flags_at = {}, 1, nil
+	while i <= #e do
+		local key, v
+		key, i = varint(e, i)
+		assert(key % 8 == 0, "pagemap entry field not a varint")
+		if key / 8 == 4 then flags_at = i end
+		v, i = varint(e, i)
+		f[key / 8] = v
+	end
+	return f, flags_at
+end
+
+-- Dump img made incremental as `criu pre-dump` then `criu dump
+-- --prev-images-dir ../pre --track-mem` makes one, which this kernel
+-- cannot (no CONFIG_MEM_SOFT_DIRTY: pre-dump aborts at CRIU's
+-- mem.c BUG_ON, dump refuses --track-mem; docs/KERNEL-FACTS.md): the full
+-- dump copied as the parent img/../pre, and in img each PRESENT pagemap
+-- entry keep(vaddr, bytes) refuses flagged PE_PARENT instead (pages not
+-- dirtied since the pre-dump), its pages dropped from the pages file,
+-- and the `parent` link CRIU makes. Returns how many entries went.
+function M.as_incremental(img, keep, page)
+	local parent = img:gsub("/[^/]+$", "") .. "/pre"
+	assert(helper.sh(string.format("cp -a %s %s && ln -s ../pre %s/parent", img, parent, img)))
+	local moved = 0
+	for _, name in ipairs(core.listdir(img)) do
+		if name:match("^pagemap%-%d+%.img$") then
+			local pm = helper.slurp(img .. "/" .. name)
+			local hlen = u32(pm, 9)
+			local pages_id = varint(pm, 14)
+			local pages_name = img .. "/pages-" .. pages_id .. ".img"
+			local pages = helper.slurp(pages_name)
+			local out, kept, at, i = { pm:sub(1, 12 + hlen) }, {}, 0, 13 + hlen
+			while i <= #pm do
+				local n = u32(pm, i)
+				local e = pm:sub(i + 4, i + 3 + n)
+				local f, flags_at = pm_fields(e)
+				local npages = f[5] or f[2]
+				if f[4] % 8 >= 4 then
+					local bytes = pages:sub(at * page + 1, (at + npages) * page)
+					if keep(f[1], npages * page) then
+						kept[#kept + 1] = bytes
+					else
+						-- PRESENT becomes PARENT, LAZY kept
+						e = e:sub(1, flags_at - 1) .. string.char(f[4] - 3) .. e:sub(flags_at + 1)
+						moved = moved + 1
+					end
+					at = at + npages
+				end
+				out[#out + 1] = pm:sub(i, i + 3) .. e
+				i = i + 4 + n
+			end
+			helper.write(img .. "/" .. name, table.concat(out))
+			helper.write(pages_name, table.concat(kept))
+		end
+	end
+	return moved
+end
+
 -- Ask a (restored) workload to verify itself; its verdict line.
 return M

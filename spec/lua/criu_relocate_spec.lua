@@ -148,6 +148,148 @@ describe("relocation in a CRIU dump", function()
 		for name, bytes in pairs(pristine) do assert(now[name] == bytes, name .. " differs after --undo") end
 	end)
 
+	it("refuses a dump whose pages are partly in its parent (pre-dump, --prev-images-dir), naming it, " ..
+		"nothing changed; real CRIU restores that dump here", function()
+		if not C.need(pending) then return end
+		local img, out = dir .. "/img", dir .. "/w.out"
+		assert(core.mkdir(img))
+		-- no thread blocked in io_getevents: CRIU's own restore would end its call with EINTR
+		local pid = detached_workload((ARGS:gsub("%-%-blocked 1 ", "")), out)
+		pids[#pids + 1] = pid
+		local ok, o = C.criu("dump -t " .. pid .. " -D " .. img)
+		assert(ok, "criu dump: " .. o .. helper.slurp(img .. "/criu.log"):sub(-3000))
+		assert(C.gone(pid))
+		local rings = assert(require("aiotk.criu").read(img))[1].rings
+		local full = dir .. "/full"
+		assert(helper.sh("cp -a " .. img .. " " .. full))
+		-- the rings' pages dirtied since the pre-dump, the rest (their ids' copies) in the parent
+		local page = assert(core.host()).page_size
+		assert.is_true(C.as_incremental(img, function(a, len)
+			for _, c in ipairs(rings) do
+				if a < c.ring.addr + c.ring.ring_len and c.ring.addr < a + len then return true end
+			end
+		end, page) > 0)
+		local pristine, parent = files_of(img), files_of(dir .. "/pre")
+		local code, _, err = helper.run("criu-fixup " .. img .. " --cpus 16 --policy " .. EXAMPLE)
+		assert.are.equal(1, code)
+		assert.matches("pagemap%-%d+%.img: pages of 0x%x+%-0x%x+ are in the parent image " ..
+			img:gsub("%p", "%%%0") .. "/%.%./pre; relocation needs a dump without %-%-prev%-images%-dir " ..
+			"%(a full dump%)", err)
+		assert.matches("nothing was changed", err)
+		for d, before in pairs { [img] = pristine, [dir .. "/pre"] = parent } do
+			local now = files_of(d)
+			for name, bytes in pairs(before) do assert(now[name] == bytes, name .. " changed") end
+			for name in pairs(now) do assert(before[name], name .. " appeared") end
+		end
+		-- a ring's own pages in the parent: refused by name when read
+		helper.rmdir(dir .. "/pre")
+		assert(helper.sh("rm -rf " .. full .. "2 && cp -a " .. full .. " " .. full .. "2"))
+		C.as_incremental(full .. "2", function() return false end, page)
+		code, _, err = helper.run("show --criu " .. full .. "2")
+		assert.are.equal(1, code)
+		assert.matches("page 0x%x+ of ring 0x%x+ is in the parent image .*a dump without %-%-prev%-images%-dir", err)
+		-- the first incremental dump is one CRIU restores (its parent back in place)
+		helper.rmdir(dir .. "/pre")
+		assert(helper.sh("cp -a " .. full .. " " .. dir .. "/pre"))
+		ok, o = C.criu("restore -d -D " .. img)
+		assert(ok, "criu restore: " .. o .. helper.slurp(img .. "/criu.log"):sub(-3000))
+		assert.matches("VERIFY OK 3 rings", lines_of(pid, out))
+	end)
+
+	-- every image file as CRIU wrote it (the .orig copies aside, which stay)
+	local function as_dumped(img, pristine, after)
+		local now = files_of(img)
+		for name, bytes in pairs(pristine) do
+			assert(now[name] == bytes, name .. " differs from CRIU's after " .. after)
+		end
+		for name in pairs(now) do
+			assert(pristine[name] or name:match("%.img%.orig$"), name .. " appeared after " .. after)
+		end
+	end
+
+	it("undoes fixups that patched a header in place and then relocated (pages re-emitted), and that " ..
+		"relocated and then fitted nr_req, byte for byte", function()
+		if not C.need(pending) then return end
+		local img, out = dir .. "/img", dir .. "/w.out"
+		assert(core.mkdir(img))
+		-- ring 0 (io_setup(100): 8192 bytes) exact for 16 CPUs; ring 1 (4096 bytes) grows in place
+		local pid = detached_workload("--keep heap,stack,static,tls --allow-grow --ring 100:3:1:0 " ..
+			"--gap --ring 1:2:1:0", out)
+		pids[#pids + 1] = pid
+		local ok, o = C.criu("dump -t " .. pid .. " -D " .. img)
+		assert(ok, "criu dump: " .. o .. helper.slurp(img .. "/criu.log"):sub(-3000))
+		assert(C.gone(pid))
+		local pristine = files_of(img)
+		local function fixup(args)
+			local code, jo, err = helper.run("criu-fixup " .. img .. " --json " .. args)
+			assert.are.equal(0, code, err)
+			return json.decode(jo).changes
+		end
+		local changes = fixup("--cpus 16 --policy " .. EXAMPLE)
+		local grown, exact = 0, 0
+		for _, c in ipairs(changes) do
+			assert.is_nil(c.relocated_to)
+			if c.grown_to then grown = grown + 1 else exact = exact + 1 end
+		end
+		assert.are.same({ 1, 1 }, { grown, exact })
+		-- the grown header patched in place, journalled against CRIU's pages file
+		assert.is_truthy(helper.slurp(img .. "/aiotk-fixup-journal.json"):match('"header_off"'))
+		for name in pairs(files_of(img)) do assert.is_nil(name:match("^pages.*%.orig$")) end
+		changes = fixup("--cpus 4096 --policy " .. EXAMPLE)
+		for _, c in ipairs(changes) do assert.is_string(c.relocated_to) end
+		local code, _, err = helper.run("criu-fixup --undo " .. img)
+		assert.are.equal(0, code, err)
+		as_dumped(img, pristine, "grow in place, relocation, undo")
+		-- relocated, then fitted to this host (nr_req of the moved rings), undone: the
+		-- .orig copies the first undo left are CRIU's files too
+		fixup("--cpus 4096 --policy " .. EXAMPLE)
+		fixup("")
+		code, _, err = helper.run("criu-fixup --undo " .. img)
+		assert.are.equal(0, code, err)
+		as_dumped(img, pristine, "relocation, fit, undo")
+	end)
+
+	it("refuses a relocation whose model makes a ring the host cannot restore, naming it, nothing changed", function()
+		local img = dir .. "/nr1"
+		assert(helper.sh("cp -a " .. os.getenv("AIOTK_CRIU_FIXTURES") .. "/nr1 " .. img))
+		local pristine = files_of(img)
+		helper.write(dir .. "/m16.lua", [[return { model = { cpus = 16 },
+			impossible = function() return "relocate" end }]])
+		local code, _, err = helper.run("criu-fixup " .. img .. " --cpus 4096 --policy " .. dir .. "/m16.lua")
+		assert.are.equal(1, code)
+		assert.matches("ring 0x%x+: relocated as 8192 bytes %(the length the policy's model makes%), which " ..
+			"CRIU cannot restore on the given host: a 8192%-byte ring is smaller than the minimum ring", err)
+		assert.matches("nothing was changed", err)
+		local now = files_of(img)
+		for name, bytes in pairs(pristine) do assert(now[name] == bytes, name .. " changed") end
+		for name in pairs(now) do assert(pristine[name], name .. " appeared") end
+	end)
+
+	it("refuses moves that overlap or run past the end of the address space, naming them", function()
+		local fx = os.getenv("AIOTK_CRIU_FIXTURES") .. "/nr1/"
+		local pm, pages = helper.slurp(fx .. "pagemap-2289.img"), helper.slurp(fx .. "pages-1.img")
+		local mm, regs = helper.slurp(fx .. "mm-2289.img"), helper.slurp(fx .. "core-2289.img")
+		local ring = 0x7fa85395a000
+		local bad = {
+			{ { from = ring, len = 8192, to = 0x10000000, nr = 255 },
+				{ from = ring + 4096, len = 4096, to = 0x20000000, nr = 127 },
+				"moves 1 and 2: their old rings 0x7fa85395a000 and 0x7fa85395b000 overlap" },
+			{ { from = ring, len = 8192, to = "0xffffffffffffe000", nr = 255 },
+				"move 1: 0x7fa85395a000 or 0xffffffffffffe000 plus 8192 bytes is past the end of the address space" },
+		}
+		for _, b in ipairs(bad) do
+			local why = table.remove(b)
+			local out, err, code = core.criu_relocate_pages(pm, pages, "pagemap-2289.img", mm, b, 4096)
+			assert.is_nil(out)
+			assert.are.equal("invalid", code)
+			assert.are.equal(why, err)
+			out, err, code = core.criu_relocate_regs(regs, "core-2289.img", b)
+			assert.is_nil(out)
+			assert.are.equal("invalid", code)
+			assert.are.equal(why, err)
+		end
+	end)
+
 	it("is done by the plugin for a policy that relocates (planned as 16 CPUs); CRIU restores it here", function()
 		if not C.need(pending) then return end
 		local img, out = dir .. "/img", dir .. "/w.out"

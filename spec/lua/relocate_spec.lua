@@ -256,6 +256,63 @@ describe("relocation", function()
 		assert.are.equal("VERIFY OK 3 rings (3 relocated)", w:verify())
 	end)
 
+	it("counts references for check -p in a bounded read, and says how much it read", function()
+		local w = helper.workload("--dense" .. KEEP .. " " .. ring_args(2))
+		local rings = dump(w, dir .. "/img")
+		local p = policy.load(policy16(dir))
+		local plan = plans.make(rings, assert(core.host()), p, aiotk.maps(w.pid))
+		local relocate = require "aiotk.relocate"
+		local _, scanned, skipped = relocate.count(w.pid, plan)
+		assert.are.equal(0, skipped)
+		local max = relocate.COUNT_MAX_BYTES
+		relocate.COUNT_MAX_BYTES = 4096
+		local found, scanned2, skipped2 = relocate.count(w.pid, plan)
+		relocate.COUNT_MAX_BYTES = max
+		-- it stops at the first 1 MiB window past the bound
+		assert.is_true(skipped2 > 0 and scanned2 < scanned and scanned2 <= 4096 + 1048576,
+			scanned .. " " .. scanned2 .. " " .. skipped2)
+		plans.note_references(plan, found, scanned2, p, skipped2)
+		local relocated = 0
+		for _, st in ipairs(plan.steps) do
+			if st.action == "relocate" then
+				relocated = relocated + 1
+				assert.matches(string.format("in the first %d bytes of its memory read %%(check's bound; %d more " ..
+					"bytes not read here, which the restore reads%%)", scanned2, skipped2), plans.describe(st))
+			end
+		end
+		-- none refused for want of a copy in what was not read
+		assert.are.equal(2, relocated)
+		assert.matches("^VERIFY OK 2 rings", w:verify())
+	end)
+
+	it("reports an undo that fails (code rollback), naming what stays and where; every other step is taken", function()
+		local w = helper.workload(KEEP .. " --ring 1:4:0:0")
+		local ring = w.addrs[1]
+		local t = assert(aiotk.attach(w.pid))
+		local restore = require "aiotk.restore"
+		-- by construction: an id to put back that its word no longer holds, a ring
+		-- to move back from a slot that holds nothing, between them a journal to remove
+		local undo = setmetatable({ claims = {},
+			{ kind = "refs", refs = { { addr = ring, old = ring, value = 0x1234 } } },
+			{ kind = "journal" },
+			{ kind = "parked", addr = ring, len = 4096, at = 0x3a1070000000 } }, restore.Undo)
+		local tid, failed = undo:rollback(t)
+		t:detach()
+		assert.is_nil(tid)
+		assert.are.equal(2, #failed)
+		assert.matches(string.format("^ring 0x%x moved aside to 0x3a1070000000 %%(%%-%%-replace%%), not moved back: .", ring),
+			failed[1])
+		assert.matches(string.format("^1 rewritten id%%(s%%) and pointer%%(s%%), not put back: word 0x%x .* " ..
+			"holds 0x%%x+, not the 0x1234 found there", ring), failed[2])
+		local e, c = restore.undo_failed("it failed", "system", failed, w.pid)
+		assert.are.equal("rollback", c)
+		assert.are.equal(string.format("it failed; undoing it failed, process %d keeps: %s; %s", w.pid, failed[1],
+			failed[2]), e)
+		assert.are.same({ "it failed", "system" }, { restore.undo_failed("it failed", "system", {}, w.pid) })
+		-- nothing was changed by the steps that failed
+		assert.matches("^VERIFY OK 1 rings", w:verify())
+	end)
+
 	it("is carried out in a CRIU dump too (criu-fixup), and undone byte for byte", function()
 		local d = dir .. "/nr1"
 		assert(helper.sh("cp -r " .. FIX .. "/nr1 " .. d))

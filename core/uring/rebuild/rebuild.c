@@ -525,7 +525,7 @@ int aiotk_uring_rebuild(aiotk_target *t, const aiotk_uring *saved,
 	uring_new n = { .t = t, .fd = -1 };
 	rc = build(&n, saved, o, out, err);
 	if (rc)
-		uring_journal_rollback(&n);
+		rc = uring_journal_rollback(&n, rc, err);
 	return rc;
 }
 
@@ -549,6 +549,5 @@ int aiotk_uring_unbuild(aiotk_target *t, const aiotk_uring *saved,
 	if (!rc)
 		rc = uring_journal_copies(&n, r->copies, (const uint32_t (*)[2])moved, r->ncopies,
 					  r->sq_shift, err);
-	uring_journal_rollback(&n);
-	return rc;
+	return uring_journal_rollback(&n, rc, err);
 }

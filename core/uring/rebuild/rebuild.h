@@ -67,8 +67,9 @@ int uring_journal_copies(uring_new *n, const uint64_t *at, const uint32_t (*move
 int uring_journal_ringfd(uring_new *n, int tid, uint32_t index, aiotk_err *err);
 int uring_journal_nullfd(uring_new *n, int next, aiotk_err *err);
 int uring_journal_commit(uring_new *n, aiotk_err *err);
-void uring_journal_rollback(uring_new *n);
-void uring_journal_close(uring_new *n);
+/* Everything the journal names taken away, the journal last; rc (err)
+ * unless a step failed: then AIOTK_EROLLBACK naming what stays. */
+int uring_journal_rollback(uring_new *n, int rc, aiotk_err *err);
 
 /* The mapping of u's file at mmap offset `offset` mapped in t at exactly
  * [dest, dest + len): every free gap above it filled with placeholders
