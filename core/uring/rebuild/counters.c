@@ -108,8 +108,10 @@ int uring_drive(uring_new *n, uint32_t sq_entries, uint64_t from, uint64_t sq_he
 	return rc;
 }
 
-static void poll_sqe(struct io_uring_sqe *s, const aiotk_uring_poll *q)
+static int poll_sqe(uring_new *n, const void *ctx, size_t i, struct io_uring_sqe *s, aiotk_err *err)
 {
+	const aiotk_uring_poll *q = &((const aiotk_uring_rebuild_opts *)ctx)->polls[i];
+	(void)n, (void)err;
 	memset(s, 0, sizeof(*s));
 	s->opcode = IORING_OP_POLL_ADD;
 	s->fd = q->fd;
@@ -117,45 +119,24 @@ static void poll_sqe(struct io_uring_sqe *s, const aiotk_uring_poll *q)
 	s->poll32_events = q->events;
 	s->len = (q->multishot ? IORING_POLL_ADD_MULTI : 0) | (q->level ? IORING_POLL_ADD_LEVEL : 0);
 	s->user_data = q->user_data;
+	return 0;
 }
 
-/* A POLL the kernel refused at once posts its error as a CQE: any new
- * CQE of one of them with a negative result fails the rebuild. */
-static int refused(uring_new *n, uint32_t mask, uint32_t from, const aiotk_uring_poll *polls,
-		   size_t np, aiotk_err *err)
+/* A POLL the kernel refused at once posts its error as a CQE. */
+static int poll_refused(const void *ctx, const struct io_uring_cqe *c, aiotk_err *err)
 {
-	uint32_t tail;
-	int rc = get32(n, n->cq_ring + n->p.cq_off.tail, &tail, err);
-	for (uint32_t i = from; !rc && i != tail; i++) {
-		struct io_uring_cqe c;
-		rc = aiotk_peek(n->t, n->cq_ring + n->p.cq_off.cqes + (i & mask) * sizeof(c), &c,
-				sizeof(c), err);
-		for (size_t k = 0; !rc && k < np && c.res < 0; k++)
-			if (polls[k].user_data == c.user_data)
-				rc = aiotk_fail(err, AIOTK_ESYS, -c.res,
-						"POLL_ADD user_data 0x%llx on fd %d submitted again: %s",
-						(unsigned long long)c.user_data, polls[k].fd,
-						strerror(-c.res));
-	}
-	return rc;
+	const aiotk_uring_rebuild_opts *o = ctx;
+	for (size_t k = 0; c->res < 0 && k < o->npolls; k++)
+		if (o->polls[k].user_data == c->user_data)
+			return aiotk_fail(err, AIOTK_ESYS, -c->res, "POLL_ADD user_data 0x%llx on fd %d "
+					  "submitted again: %s", (unsigned long long)c->user_data, o->polls[k].fd,
+					  strerror(-c->res));
+	return 0;
 }
 
 int uring_submit_polls(uring_new *n, uint32_t sq_entries, uint32_t head,
-		       const aiotk_uring_poll *polls, size_t np, aiotk_err *err)
+		       const aiotk_uring_rebuild_opts *o, aiotk_err *err)
 {
-	uint32_t mask = sq_entries - 1, cq_from;
-	int rc = get32(n, n->cq_ring + n->p.cq_off.tail, &cq_from, err);
-	for (size_t i = 0; !rc && i < np; i++) {
-		struct io_uring_sqe s;
-		uint32_t slot = (head + (uint32_t)i) & mask;
-		poll_sqe(&s, &polls[i]);
-		rc = aiotk_poke(n->t, n->sqes + slot * sizeof(s), &s, sizeof(s), err);
-		if (!rc)
-			rc = put32(n, n->sq_ring + n->p.sq_off.array + slot * 4, slot, err);
-	}
-	if (!rc && np)
-		rc = uring_submit(n, head, (uint32_t)np, err);
-	if (!rc && np)
-		rc = refused(n, n->p.cq_entries - 1, cq_from, polls, np, err);
-	return rc;
+	uring_resubmit r = { o->npolls, o, poll_sqe, poll_refused };
+	return uring_resubmit_all(n, sq_entries, head, &r, err);
 }

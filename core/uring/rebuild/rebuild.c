@@ -491,7 +491,7 @@ static int build(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_o
 	if (!rc)
 		rc = memory(n, u, before, (uint32_t)cq_tail, r, err);
 	if (!rc)
-		rc = uring_submit_polls(n, u->sq_entries, before, o->polls, o->npolls, err);
+		rc = uring_submit_polls(n, u->sq_entries, before, o, err);
 	if (!rc)
 		rc = uring_submit_timeouts(n, u->sq_entries, before + (uint32_t)o->npolls, o, err);
 	if (!rc)

@@ -84,9 +84,6 @@ int uring_drive(uring_new *n, uint32_t sq_entries, uint64_t from, uint64_t sq_he
 		uint64_t cq_tail, uint64_t *nops, aiotk_err *err);
 /* The SQEs between the kernel's head `at` and at + k submitted (counters.c). */
 int uring_submit(uring_new *n, uint32_t at, uint32_t k, aiotk_err *err);
-/* polls[0..np) submitted, the sq tail first left at the kernel's head. */
-int uring_submit_polls(uring_new *n, uint32_t sq_entries, uint32_t head,
-		       const aiotk_uring_poll *polls, size_t np, aiotk_err *err);
 
 /* count requests submitted again from the kernel's sq head `head`:
  * sqe() makes the i-th (it may write the journal's scratch memory), then
@@ -102,6 +99,9 @@ typedef struct uring_resubmit {
 int uring_resubmit_all(uring_new *n, uint32_t sq_entries, uint32_t head, const uring_resubmit *r,
 		       aiotk_err *err);
 
+/* o's POLLs submitted from the kernel's sq head `head` (counters.c). */
+int uring_submit_polls(uring_new *n, uint32_t sq_entries, uint32_t head,
+		       const aiotk_uring_rebuild_opts *o, aiotk_err *err);
 /* o's timeouts submitted from the kernel's sq head `head`, each one's
  * timespec in the journal's scratch memory (timeouts.c). */
 #define URING_TMO_SCRATCH 16  /* bytes a timeout's timespec takes */

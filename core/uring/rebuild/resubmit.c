@@ -1,7 +1,7 @@
 /* Requests in flight submitted again into a rebuilt instance after its
  * NOPs, with their user_data, through the target's injected
- * io_uring_enter: the steps TIMEOUTs (timeouts.c) and ACCEPTs and RECVs
- * (sockets.c) share. A request the kernel refuses at once posts its error
+ * io_uring_enter: the steps POLL_ADDs (counters.c), TIMEOUTs (timeouts.c)
+ * and ACCEPTs and RECVs (sockets.c) share. A request the kernel refuses at once posts its error
  * as a CQE, which fails the rebuild (undone as every failure is). */
 #define _GNU_SOURCE
 #include "uring/rebuild/rebuild.h"
