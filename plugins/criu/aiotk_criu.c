@@ -106,12 +106,14 @@ static int aiotk_init(int stage)
 	return side->init(stage, dir, self, say);
 }
 
+/* After a dump the Lua side stays loaded (lua_side.h: its state is
+ * kept), and unloading it would cost the freeze as much again. */
 static void aiotk_fini(int stage, int ret)
 {
 	if (side)
 		side->fini(stage, ret);
 	side = NULL;
-	if (side_lib)
+	if (side_lib && stage != CR_PLUGIN_STAGE__DUMP)
 		dlclose(side_lib);
 	side_lib = NULL;
 }

@@ -18,7 +18,10 @@ typedef struct aiotk_criu_lua_side {
 	 * plugin was loaded from (the scripts are found from it); say logs
 	 * through CRIU. 0, or -1 with the reason said. */
 	int (*init)(int stage, const char *dir, const char *plugin, aiotk_criu_say say);
-	/* CRIU's fini: the dump's end (ret: CRIU's result), then the state goes. */
+	/* CRIU's fini: the dump's end (ret: CRIU's result), then the state
+	 * goes; after a dump, inside CRIU's freeze, it is kept instead (the
+	 * library stays loaded) and goes at the process's exit or at its next
+	 * init. */
 	void (*fini)(int stage, int ret);
 	/* A per-task hook: fn of scripts/aiotk/criu_plugin.lua for pid; CRIU's
 	 * return code (-ENOTSUP when it is not aiotk's business). */
