@@ -79,6 +79,12 @@ void laiotk_scripts_dir(const char *self, const char *rel, char *out, size_t len
 void laiotk_bytecode_dir(const char *self, const char *scripts, char *out, size_t len);
 /* core.load_lua and core.bytecode_key (lua_bytecode.c). */
 void laiotk_bytecode_register(lua_State *L);
+/* Lua file path's chunk pushed (from dir's bytecode of its text when it
+ * holds one; dir may be NULL): 0; else its message pushed, nonzero. */
+int laiotk_load_lua(lua_State *L, const char *path, const char *dir);
+/* Where the REPL's line-editing module is (scripts_dir.c). */
+void laiotk_readline_path(const char *self, const char *rel, char *out, size_t len);
+/* The module's one export (repl.c, built as lua/aiotk/readline.so). */
 int luaopen_aiotk_readline(lua_State *L);
 
 #endif

@@ -125,47 +125,52 @@ static int load_bytecode(lua_State *L, const unsigned char *bc, size_t len, cons
 	return rc;
 }
 
-/* core.load_lua(path[, dir]): the chunk of Lua file path, from dir's
- * bytecode of its text when there is one; nil, message as loadfile. */
-static int l_load_lua(lua_State *L)
+/* The chunk of Lua file path pushed, from dir's bytecode of its text when
+ * dir (may be NULL) holds one: 0; else its message pushed, nonzero. */
+int laiotk_load_lua(lua_State *L, const char *path, const char *dir)
 {
-	const char *path = luaL_checkstring(L, 1);
-	const char *dir = luaL_optstring(L, 2, NULL);
 	lua_pushfstring(L, "@%s", path);
 	const char *name = lua_tostring(L, -1);
 	size_t len;
 	char *src = slurp(path, &len);
 	if (!src) {
-		lua_pushnil(L);
+		lua_pop(L, 1);
 		lua_pushfstring(L, "cannot open %s: %s", path, strerror(errno));
-		return 2;
+		return 1;
 	}
+	int rc = 1;
 	if (dir) {
 		char key[17], bcpath[4096];
 		size_t bclen;
 		text_key(src, len, key);
 		snprintf(bcpath, sizeof(bcpath), "%s/%s.ljbc", dir, key);
 		char *bc = slurp(bcpath, &bclen);
-		int rc = bc ? load_bytecode(L, (unsigned char *)bc, bclen, name) : 1;
+		rc = bc ? load_bytecode(L, (unsigned char *)bc, bclen, name) : 1;
 		free(bc);
-		if (rc == 0) {
-			free(src);
-			return 1;
-		}
 	}
-	/* a source starting with '#' (a script's #! line) is loaded as loadfile does */
-	size_t skip = 0;
-	if (len && src[0] == '#')
-		while (skip < len && src[skip] != '\n')
-			skip++;
-	int rc = luaL_loadbuffer(L, src + skip, len - skip, name);
-	free(src);
 	if (rc) {
-		lua_pushnil(L);
-		lua_insert(L, -2);
-		return 2;
+		/* a source starting with '#' (a script's #! line) is loaded as loadfile does */
+		size_t skip = 0;
+		if (len && src[0] == '#')
+			while (skip < len && src[skip] != '\n')
+				skip++;
+		rc = luaL_loadbuffer(L, src + skip, len - skip, name);
 	}
-	return 1;
+	free(src);
+	lua_remove(L, -2); /* the name */
+	return rc;
+}
+
+/* core.load_lua(path[, dir]): the chunk of Lua file path, from dir's
+ * bytecode of its text when there is one; nil, message as loadfile. */
+static int l_load_lua(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	if (!laiotk_load_lua(L, path, luaL_optstring(L, 2, NULL)))
+		return 1;
+	lua_pushnil(L);
+	lua_insert(L, -2);
+	return 2;
 }
 
 /* core.bytecode_key(text): the name of text's bytecode in a bytecode

@@ -2,8 +2,11 @@
  * command dispatch included, is Lua (scripts/aiotk/cli.lua). */
 #include "lua_aiotk.h"
 
+#include <dlfcn.h>
 #include <limits.h>
+#include <lauxlib.h>
 #include <lualib.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +30,19 @@ static void preload(lua_State *L, const char *name, lua_CFunction f)
 	lua_pushcfunction(L, f);
 	lua_setfield(L, -2, name);
 	lua_pop(L, 2);
+}
+
+static char readline_so[PATH_MAX];
+
+/* require "aiotk.readline": the REPL's module, loaded only by the REPL. */
+static int open_readline(lua_State *L)
+{
+	void *lib = dlopen(readline_so, RTLD_NOW | RTLD_LOCAL);
+	lua_CFunction open = lib ? (lua_CFunction)(uintptr_t)dlsym(lib, "luaopen_aiotk_readline") : NULL;
+	if (!open)
+		return luaL_error(L, "the REPL's line editing cannot be loaded from %s: %s (reinstall aiotk: "
+				  "the program and that module go together)", readline_so, dlerror());
+	return open(L);
 }
 
 static void set_args(lua_State *L, int argc, char **argv)
@@ -70,21 +86,21 @@ static void set_exe_dir(lua_State *L)
 	lua_setglobal(L, "AIOTK_EXE_DIR");
 }
 
-/* Where the build's bytecode of the scripts is, for cli.lua's loader. */
-static void set_bytecode_dir(lua_State *L, const char *self, const char *scripts)
+/* Where the build's bytecode of the scripts is, for cli.lua's loader
+ * (and cli.lua's own: bc). */
+static void set_bytecode_dir(lua_State *L, const char *self, const char *scripts, char *bc, size_t len)
 {
-	char bc[PATH_MAX];
-	laiotk_bytecode_dir(self, scripts, bc, sizeof(bc));
+	laiotk_bytecode_dir(self, scripts, bc, len);
 	lua_pushstring(L, bc);
 	lua_setglobal(L, "AIOTK_BYTECODE_DIR");
 }
 
-static int run(lua_State *L, const char *dir)
+static int run(lua_State *L, const char *dir, const char *bytecode)
 {
 	char boot[4200];
 	snprintf(boot, sizeof(boot), "%s/aiotk/cli.lua", dir);
 	lua_pushcfunction(L, traceback);
-	if (luaL_loadfile(L, boot)) {
+	if (laiotk_load_lua(L, boot, bytecode)) {
 		fprintf(stderr, "aiotk: cannot load %s: %s\n", boot, lua_tostring(L, -1));
 		return 1;
 	}
@@ -99,7 +115,7 @@ static int run(lua_State *L, const char *dir)
 
 int main(int argc, char **argv)
 {
-	char dir[PATH_MAX], exe[PATH_MAX];
+	char dir[PATH_MAX], exe[PATH_MAX], bytecode[PATH_MAX];
 	/* The guardian forked now, while this process is small: its fork and
 	 * its exit (reaped at ours) cost a fraction of what they do once
 	 * LuaJIT, the image and the libraries' heaps are in (0.2-0.3 ms each
@@ -113,13 +129,14 @@ int main(int argc, char **argv)
 	}
 	luaL_openlibs(L);
 	preload(L, "aiotk.core", luaopen_aiotk_core);
-	preload(L, "aiotk.readline", luaopen_aiotk_readline);
+	preload(L, "aiotk.readline", open_readline);
 	const char *self = self_path(exe, sizeof(exe));
+	laiotk_readline_path(self, AIOTK_READLINE_FROM_BIN, readline_so, sizeof(readline_so));
 	laiotk_scripts_dir(self, AIOTK_SCRIPTS_FROM_BIN, dir, sizeof(dir));
-	set_bytecode_dir(L, self, dir);
+	set_bytecode_dir(L, self, dir, bytecode, sizeof(bytecode));
 	set_args(L, argc, argv);
 	set_exe_dir(L);
-	int rc = run(L, dir);
+	int rc = run(L, dir, bytecode);
 	fflush(stdout);
 	/* Closing the state only frees memory, unless a process is still
 	 * attached (its userdata's collection detaches it): skipped, the

@@ -1,5 +1,6 @@
 /* Where aiotk's Lua scripts are, for the aiotk program and the CRIU
- * plugin alike: one rule. */
+ * plugin alike: one rule; and the pieces found the same way (the
+ * scripts' bytecode, the REPL's line editing). */
 #include "lua_aiotk.h"
 
 #include <limits.h>
@@ -54,4 +55,17 @@ void laiotk_bytecode_dir(const char *self, const char *scripts, char *out, size_
 	}
 	const char *slash = strrchr(scripts, '/');
 	snprintf(out, len, "%.*s/bytecode", slash ? (int)(slash - scripts) : 1, slash ? scripts : ".");
+}
+
+/* The REPL's line-editing module (aiotk_readline in CMakeLists.txt): the
+ * build tree's for a binary of the build tree, else at rel from the
+ * binary's own directory (lib/aiotk/readline.so). */
+void laiotk_readline_path(const char *self, const char *rel, char *out, size_t len)
+{
+	if (self && !strncmp(self, AIOTK_BUILD_DIR "/", strlen(AIOTK_BUILD_DIR) + 1)) {
+		snprintf(out, len, "%s/lua/aiotk/readline.so", AIOTK_BUILD_DIR);
+		return;
+	}
+	const char *slash = self ? strrchr(self, '/') : NULL;
+	snprintf(out, len, "%.*s/%s", slash ? (int)(slash - self) : 1, slash ? self : ".", rel);
 }

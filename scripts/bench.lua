@@ -338,21 +338,20 @@ end
 
 -- Whole commands as a user runs them: a fresh aiotk process each (LuaJIT,
 -- the policy, the kernel view opened from its pin, the work, exit), timed
--- around the shell that execs it, beside the time the process stayed
--- stopped as the command reports it (--json). The shell's own part is
--- measured alike (`exec true`) and reported, not subtracted.
+-- around its spawn and wait as a shell runs a command (core.bench.run: no
+-- /bin/sh in between), beside the time the process stayed stopped as the
+-- command reports it (--json). A bare program's spawn (/bin/true) is
+-- measured alike and reported, not subtracted.
 SETS.two = { name = "2 rings", rings = { "1:15:10:0", "64:200:100:0" } }
 
-local function timed(cmdline)
+local function timed(argv)
 	local out = os.tmpname()
-	local t0 = core.now_ns()
-	local status = os.execute("exec " .. cmdline .. " >" .. out .. " 2>&1")
-	local t1 = core.now_ns()
+	local status, t0, t1 = core.bench.run(argv, out)
 	local f = io.open(out)
 	local text = f and f:read("*a") or ""
 	if f then f:close() end
 	os.remove(out)
-	assert(status == 0 or status == true, cmdline .. ": " .. text)
+	assert(status == 0, table.concat(argv, " ") .. ": " .. text)
 	return t1 - t0, text, t0, t1
 end
 
@@ -362,7 +361,7 @@ end
 
 -- Where a whole restore -p went (t0, t1: this process's clock around it;
 -- the command reports its own phases from when its Lua began): exec (the
--- shell, exec, the dynamic loader, LuaJIT and aiotk.core made, up to the
+-- spawn, exec, the dynamic loader, LuaJIT and aiotk.core made, up to the
 -- command line's first line of Lua), modules (the library and argparse
 -- loaded, arguments parsed), image (the policy and the image read), plan,
 -- view, attach (before the stop), stopped (attach to detach), exit (the
@@ -408,16 +407,16 @@ local function whole_commands(host)
 	local bin = (AIOTK_EXE_DIR or ".") .. "/aiotk"
 	local out = { kernel_view = kview_how(), reps = STOP_REPS }
 	local spawn = {}
-	for i = 1, STOP_REPS do spawn[i] = timed("true") end
-	out.shell_ns = median(spawn)
+	for i = 1, STOP_REPS do spawn[i] = timed({ "/bin/true" }) end
+	out.spawn_ns = median(spawn)
 	-- show -p and dump -p of one 2-ring process
 	local w = assert(workload.start(ring_args(SETS.two)))
 	local dir = os.tmpname()
 	os.remove(dir)
 	local show, dump, dstopped = {}, {}, {}
 	for i = 1, STOP_REPS do
-		show[i] = timed(bin .. " show -p " .. w.pid)
-		local ns, text = timed(bin .. " dump --json -p " .. w.pid .. " -D " .. dir)
+		show[i] = timed({ bin, "show", "-p", tostring(w.pid) })
+		local ns, text = timed({ bin, "dump", "--json", "-p", tostring(w.pid), "-D", dir })
 		dump[i], dstopped[i] = ns, stopped_of(text)
 		core.remove_tree(dir)
 	end
@@ -425,7 +424,7 @@ local function whole_commands(host)
 	out.show_ns, out.dump_ns, out.dump_stopped_ns = median(show), median(dump), median(dstopped)
 	-- restore -p of the big ring against its floor, pairs in either order
 	local probe = os.tmpname()
-	local whole, rstopped, floor, ratios, rphases, bare = {}, {}, {}, {}, {}, {}
+	local whole, rstopped, floor, ratios, rphases = {}, {}, {}, {}, {}
 	for i = 1, STOP_REPS do
 		local l = live_ready(SETS.big, dir, probe)
 		local saved, claim_ns = saved_rings(SETS.big, true)
@@ -434,7 +433,7 @@ local function whole_commands(host)
 			floor[i] = floor_run(saved, claim_ns, host)
 			core.sleep_ms(SETTLE_MS)
 		end
-		local ns, text, t0, t1 = timed(bin .. " restore --json -p " .. l.w.pid .. " -D " .. dir)
+		local ns, text, t0, t1 = timed({ bin, "restore", "--json", "-p", tostring(l.w.pid), "-D", dir })
 		whole[i], rstopped[i] = ns, stopped_of(text)
 		rphases[i] = whole_phases(text, t0, t1)
 		l.w:finish()
@@ -448,11 +447,6 @@ local function whole_commands(host)
 	os.remove(probe)
 	out.restore_ns, out.restore_stopped_ns = median(whole), median(rstopped)
 	out.restore_floor_ns, out.restore_ratio = median(floor), median(ratios)
-	-- without the shell this harness runs it through (a user's shell
-	-- forks and execs aiotk itself): each pair's whole less the shell's
-	-- median, against its floor
-	for i = 1, STOP_REPS do bare[i] = (whole[i] - out.shell_ns) / floor[i] end
-	out.restore_ratio_no_shell = median(bare)
 	local by = {}
 	for _, name in ipairs(WHOLE_PHASES) do
 		local v = {}
@@ -581,14 +575,14 @@ local function print_whole(wc)
 		string.format("opened from its pin %s in %.2f ms%s", kv.pin, kv.open_ns / 1e6,
 			kv.first_loaded and string.format(" (loaded and pinned by this run: %.1f ms)", kv.first_ns / 1e6) or "") or
 		string.format("loaded by each command, %.1f ms (not pinned: %s)", kv.open_ns / 1e6, kv.pin_error or "kview_pin is off")
-	print(string.format("whole commands (a fresh aiotk each, median of %d; timed around `sh -c 'exec aiotk ...'`, the shell alone %.2f ms); kernel view %s:",
-		wc.reps, wc.shell_ns / 1e6, how))
+	print(string.format("whole commands (a fresh aiotk each, median of %d; timed around its spawn and wait, as a shell runs it; /bin/true alone %.2f ms); kernel view %s:",
+		wc.reps, wc.spawn_ns / 1e6, how))
 	print(string.format("  %-34s whole %7.2f ms", "show -p, 2 rings", wc.show_ns / 1e6))
 	print(string.format("  %-34s whole %7.2f ms   stopped %7.3f ms", "dump -p, 2 rings", wc.dump_ns / 1e6,
 		wc.dump_stopped_ns / 1e6))
-	print(string.format("  %-34s whole %7.2f ms   stopped %7.3f ms   floor %7.3f ms   whole/floor %.2f (%.2f without the shell)",
+	print(string.format("  %-34s whole %7.2f ms   stopped %7.3f ms   floor %7.3f ms   whole/floor %.2f",
 		"restore -p, " .. SETS.big.name, wc.restore_ns / 1e6, wc.restore_stopped_ns / 1e6, wc.restore_floor_ns / 1e6,
-		wc.restore_ratio, wc.restore_ratio_no_shell))
+		wc.restore_ratio))
 	local v = {}
 	for i, name in ipairs(WHOLE_PHASES) do v[i] = string.format("%s %.2f", name, wc.restore_phases_ns[name] / 1e6) end
 	print("  where the whole restore -p goes (medians, ms): " .. table.concat(v, ", "))

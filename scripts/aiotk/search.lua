@@ -39,11 +39,23 @@ end
 
 -- package.path searches dirs first, Lua files loaded through M.loadfile
 -- (bytecode_dir: where the build's bytecode is, or nil); returns dirs.
+-- Only the dirs that exist go in (a missing one cost four failed opens a
+-- module: 0.2 ms of a command's start), and never the working directory:
+-- LuaJIT's default path starts with ./?.lua, and aiotk runs as root from
+-- wherever it is started, so a file there named like a module would run.
 function M.install(shipped, bytecode_dir)
 	local dirs = M.dirs(shipped)
 	local paths = {}
-	for _, d in ipairs(dirs) do paths[#paths + 1] = d .. "/?.lua;" .. d .. "/?/init.lua" end
-	package.path = table.concat(paths, ";") .. ";" .. package.path
+	for _, d in ipairs(dirs) do
+		if d == shipped or require("aiotk.core").listdir(d) then
+			paths[#paths + 1] = d .. "/?.lua;" .. d .. "/?/init.lua"
+		end
+	end
+	local rest = {}
+	for entry in package.path:gmatch("[^;]+") do
+		if not entry:match("^%./") then rest[#rest + 1] = entry end
+	end
+	package.path = table.concat(paths, ";") .. ";" .. table.concat(rest, ";")
 	M.bytecode_dir = bytecode_dir
 	package.loaders[2] = searcher
 	return dirs

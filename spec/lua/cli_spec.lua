@@ -211,6 +211,23 @@ describe("aiotk program", function()
 		helper.rmdir(home)
 	end)
 
+	-- Line editing is a module only the REPL loads (lib/aiotk/readline.so
+	-- beside an installed program): without it every other command still
+	-- runs, and the REPL says what is missing.
+	it("REPL without its line-editing module: a clear error, other commands unharmed", function()
+		local dir = helper.tmpdir()
+		assert(require("aiotk.core").mkdir(dir .. "/bin"))
+		assert(helper.sh("cp " .. os.getenv("AIOTK_BIN") .. " " .. dir .. "/bin/aiotk"))
+		local env = "AIOTK_SCRIPTS_DIR=" .. os.getenv("PWD") .. "/scripts "
+		local ok, out = helper.sh(env .. dir .. "/bin/aiotk hostinfo 2>&1")
+		assert(ok, out)
+		ok, out = helper.sh("echo 1 | HOME=" .. dir .. " " .. env .. dir .. "/bin/aiotk repl 2>&1")
+		assert.is_falsy(ok)
+		assert.matches("the REPL's line editing cannot be loaded from " .. dir:gsub("%p", "%%%0") ..
+			"/bin/[^ ]*aiotk/readline%.so: .*reinstall aiotk", out)
+		helper.rmdir(dir)
+	end)
+
 	-- The REPL on a terminal (script(1) gives it a pty): input is typed
 	-- with pauses, so that Ctrl-C arrives while a line is being edited.
 	local function repl_session(home, steps)

@@ -84,6 +84,7 @@ describe("a build for /usr", function()
 				"./usr/lib/" .. MULTIARCH .. "/cmake/aiotk/aiotkConfig.cmake", "./usr/include/aiotk.h",
 				"./usr/share/man/man1/aiotk.1", "./usr/share/bash-completion/completions/aiotk",
 				"./usr/share/lua/5.1/aiotk/init.lua", "./usr/lib/" .. MULTIARCH .. "/lua/5.1/aiotk/core.so",
+				"./usr/lib/" .. MULTIARCH .. "/aiotk/readline.so",
 				"./usr/libexec/aiotk/aio_workload", "./usr/share/aiotk/scripts/show.lua",
 				"./usr/share/aiotk/scripts/examples/commands/ring-report.lua",
 			} do
@@ -124,9 +125,13 @@ describe("a build for /usr", function()
 			assert.matches("Inst aiotk", out)
 		end)
 
-		it("runs the demo from its files, and man aiotk names every command", function()
+		it("runs the demo and the REPL from its files, and man aiotk names every command", function()
 			local ok, out = sh(root .. "/usr/bin/aiotk demo")
 			assert(ok, out:sub(-1500))
+			-- the REPL's line editing is a module of its own, found from the program
+			ok, out = sh("printf 'aiotk.geometry(1).nr\\n' | HOME=" .. root .. " " .. root .. "/usr/bin/aiotk repl 2>&1")
+			assert(ok, out)
+			assert.matches("\n127\n", out)
 			local _, names = sh(root .. "/usr/bin/aiotk --list-commands")
 			local _, man = sh("MANWIDTH=200 man -l " .. root .. "/usr/share/man/man1/aiotk.1")
 			local n = 0
