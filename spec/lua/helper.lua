@@ -118,10 +118,21 @@ function M.wait_until(cond, timeout_ms)
 	return true
 end
 
+-- Every directory tmpdir made goes when the spec's Lua state closes
+-- (busted closes it at exit; LuaJIT runs a userdata's __gc then), with
+-- whatever is left in it: a spec that failed half-way, or one that
+-- forgot, leaves nothing in /tmp.
+local made = {}
+M._tmpdirs_sentinel = newproxy(true)
+getmetatable(M._tmpdirs_sentinel).__gc = function()
+	for _, d in ipairs(made) do core.remove_tree(d) end
+end
+
 function M.tmpdir()
 	local p = os.tmpname()
 	os.remove(p)
 	assert(core.mkdir(p))
+	made[#made + 1] = p
 	return p
 end
 
