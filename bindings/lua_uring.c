@@ -72,6 +72,8 @@ static void push_req_args(lua_State *L, const aiotk_uring_req *q)
 	lua_setfield(L, -2, "addr2");
 	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
 		laiotk_set_num(L, nums[i].k, (double)nums[i].v);
+	if (q->has_mshot_len)
+		laiotk_set_num(L, "mshot_len", q->mshot_len);
 	lua_setfield(L, -2, "args");
 }
 
@@ -147,6 +149,11 @@ static void push_bls(lua_State *L, const aiotk_uring *u)
 		if (b->addr) {
 			laiotk_push_u64hex(L, b->addr);
 			lua_setfield(L, -2, "addr");
+		}
+		const char *why = aiotk_uring_bl_unrebuilt(u, i);
+		if (why) {
+			lua_pushstring(L, why);
+			lua_setfield(L, -2, "unrebuilt");
 		}
 		lua_rawseti(L, -2, (int)i + 1);
 	}

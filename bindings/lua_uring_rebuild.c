@@ -71,7 +71,7 @@ static void one_timeout(lua_State *L, int q, void *item)
 }
 
 /* opts.socks: { {opcode=, user_data=, fd=, fixed_file=, addr=, addr2=, len=,
- * op_flags=, ioprio=}, ... } */
+ * op_flags=, ioprio=, buffer_select=, buf_group=}, ... } */
 static void one_sock(lua_State *L, int q, void *item)
 {
 	aiotk_uring_sock *s = item;
@@ -84,6 +84,8 @@ static void one_sock(lua_State *L, int q, void *item)
 	s->len = (uint32_t)laiotk_opt_field_u64(L, q, "len", 0);
 	s->op_flags = (uint32_t)laiotk_opt_field_u64(L, q, "op_flags", 0);
 	s->ioprio = (uint16_t)laiotk_opt_field_u64(L, q, "ioprio", 0);
+	s->buffer_select = flag(L, q, "buffer_select");
+	s->buf_group = (uint16_t)laiotk_opt_field_u64(L, q, "buf_group", 0);
 }
 
 static void push_result(lua_State *L, const aiotk_uring_rebuilt *r)

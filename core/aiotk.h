@@ -643,6 +643,10 @@ typedef struct aiotk_uring_req {  /* a request in cancel_table: a POLL_ADD or
 	uint32_t file_slot;      /* accept: a direct descriptor's slot + 1 */
 	uint32_t buf_group;      /* recv: provided-buffer group */
 	uint32_t done_io;        /* recv: bytes received so far */
+	uint32_t mshot_len;      /* recv: a multishot's length per receive
+				  * (the SQE's len; len is the last buffer's
+				  * once it tried) */
+	int has_mshot_len;       /* 0: an image older than it */
 } aiotk_uring_req;
 typedef struct aiotk_uring_timeout { /* a TIMEOUT, or an armed LINK_TIMEOUT */
 	uint8_t opcode;
@@ -785,7 +789,12 @@ typedef struct aiotk_uring_sock {
 	int fd, fixed_file;
 	uint64_t addr, addr2;    /* accept: addr, addr_len; recv: buffer */
 	uint32_t len, op_flags;  /* recv: len, msg_flags; accept: SOCK_* */
-	uint16_t ioprio;         /* IORING_ACCEPT_* / IORING_RECVSEND_POLL_FIRST */
+	uint16_t ioprio;         /* IORING_ACCEPT_* / IORING_RECVSEND_POLL_FIRST,
+				  * IORING_RECV_MULTISHOT */
+	int buffer_select;       /* recv: from provided-buffer group buf_group
+				  * (IOSQE_BUFFER_SELECT), rebuilt with the
+				  * instance before it is submitted */
+	uint16_t buf_group;
 } aiotk_uring_sock;
 typedef struct aiotk_uring_rebuild_opts {
 	/* 1: the kernel's counters replayed to the saved ones; 0: rebased,
@@ -820,6 +829,9 @@ uint32_t aiotk_uring_rebuilt_flags(void);
 /* 0 if aiotk_uring_rebuild can make saved again (its flags, rings and
  * resources), else AIOTK_EUNSUPPORTED saying what it cannot. */
 int aiotk_uring_rebuildable(const aiotk_uring *saved, aiotk_err *err);
+/* Why saved->bls[i] (a provided-buffer group) is not rebuilt with its
+ * instance, or NULL when it is. */
+const char *aiotk_uring_bl_unrebuilt(const aiotk_uring *saved, size_t i);
 int aiotk_uring_rebuild(aiotk_target *t, const aiotk_uring *saved,
 			const aiotk_uring_rebuild_opts *o, aiotk_uring_rebuilt *out,
 			aiotk_err *err);

@@ -56,6 +56,7 @@ static void reqs_to(const aiotk_uring *u, struct entry_store *s)
 			r->addr = q->addr, r->addr2 = q->addr2, r->len = q->len;
 			r->op_flags = q->op_flags, r->ioprio = q->ioprio, r->file_slot = q->file_slot;
 			r->buf_group = q->buf_group, r->done_io = q->done_io;
+			r->has_mshot_len = 1, r->mshot_len = q->mshot_len;
 		}
 		s->rptr[i] = r;
 	}
@@ -249,7 +250,7 @@ static const char *lists_from(const AiotkUringEntry *e, aiotk_uring *u)
 			r->has_file_fd ? r->file_fd : -1, r->poll_events, r->flags, .has_args = r->has_addr,
 			.addr = r->addr, .addr2 = r->addr2, .len = r->len, .op_flags = r->op_flags,
 			.ioprio = r->ioprio, .file_slot = r->file_slot, .buf_group = r->buf_group,
-			.done_io = r->done_io };
+			.done_io = r->done_io, .mshot_len = r->mshot_len, .has_mshot_len = r->has_mshot_len };
 	}
 	return NULL;
 }

@@ -108,7 +108,8 @@ M.entries = {
 		"rebuildable and why not, timeouts with op, flag_names, count_left, rebuildable and why not, " ..
 		"ring_fds, buffer_groups (null without the kernel view)" },
 	{ "aiotk.uring", "require \"aiotk.uring\"", "io_uring names and rules: uring.op_name(opcode), " ..
-		"uring.flag_names(flags), uring.rebuild(req) (the SQE facts a restore submits again, or nil, why), " ..
+		"uring.flag_names(flags), uring.rebuild(req, instance) (the SQE facts a restore submits again, or nil, why; " ..
+		"a RECV from provided buffers by the instance's groups), uring.multishot(req), " ..
 		"uring.rebuild_timeout(timeout, instance) (the same for a timeout in flight), " ..
 		"uring.row(instance), uring.text(row)" },
 	{ "aiotk.uring_restore", "require \"aiotk.uring_restore\"", "io_uring instances restored into a " ..
@@ -120,7 +121,7 @@ M.entries = {
 		"ring memory back, counters exact or rebased (liburing's copies moved), polls ({user_data, fd, events, " ..
 		"multishot, level, fixed_file}, as uring.rebuild gives them) and timeouts ({user_data, ts_ns, flags, off}, " ..
 		"as uring.rebuild_timeout gives them) and socks ({opcode, user_data, fd, fixed_file, addr, addr2, len, " ..
-		"op_flags, ioprio}: ACCEPT and RECV, as uring.rebuild gives them) armed: {fd, sq_shift, cq_shift, nops, " ..
+		"op_flags, ioprio, buffer_select, buf_group}: ACCEPT and RECV, as uring.rebuild gives them) armed: {fd, sq_shift, cq_shift, nops, " ..
 		"copies, ns_setup, ns_place, ns_counters, ns_memory, ns_copies}; nothing left on failure. " ..
 		"core.uring_unbuild(t, img, i, result) takes it away again; core.uring_leftovers(t): what an aiotk " ..
 		"killed mid-rebuild left in t (its journal at 0x3a1080000000) taken away, 1, or 0 when none; " ..
@@ -137,13 +138,13 @@ M.entries = {
 		"(the kernel's own), sq_dropped, cq_overflow, sq_flags, cq_flags, submitter_tid, sq_thread_pid, " ..
 		"sq_cpu, sq_thread_idle (jiffies; SQPOLL only), eventfd {async, fd, id} if registered (fd: the process's fd for it), personalities and restricted (true if registered), nr_files, nr_bufs, " ..
 		"files {slot, fd, path}, bufs {slot, addr, len}, in_flight, reqs {opcode, user_data, fd, file_fd, " ..
-		"poll_events, flags, args (ACCEPT and RECV: {addr, addr2, len, op_flags, ioprio, file_slot, buf_group, done_io})}, maps {start, end, offset, dontfork}, cqes_off, sq_array_off (where the CQEs and the " ..
+		"poll_events, flags, args (ACCEPT and RECV: {addr, addr2, len, op_flags, ioprio, file_slot, buf_group, done_io, mshot_len})}, maps {start, end, offset, dontfork}, cqes_off, sq_array_off (where the CQEs and the " ..
 		"sq_array are in the ring mapping), completions_waiting (not yet in the CQ ring: task work a thread has yet to run), " ..
 		"unlisted (requests in flight on no list the view reads: disk I/O, linked requests; have.unlisted when counted), " ..
 		"timeouts_in_flight, cq_timeouts, timeouts {opcode, user_data, " ..
 		"clockid, expires_ns, remaining_ns, flags, off, target_seq, repeats, ts_ns (the time given: a multishot's period)} (TIMEOUT and armed " ..
 		"LINK_TIMEOUT), ring_fds {tid, index} (registered ring fds per thread), nbuffer_groups, " ..
-		"buffer_groups {bgid, ring, entries, nbufs, head, tail, incremental, user_memory, addr (a ring in the program's memory: where; nil if not found)}}; viewer:uring_stopped(t) reads the same of stopped " ..
+		"buffer_groups {bgid, ring, entries, nbufs, head, tail, incremental, user_memory, addr (a ring in the program's memory: where; nil if not found), unrebuilt (why a restore does not make it again; nil: it does)}}; viewer:uring_stopped(t) reads the same of stopped " ..
 		"target t's process with each mapping's bytes (a set: set:list(), set:memory(i, j), set:orphan_maps() (io_uring mappings of no instance open at an fd)); viewer:read_stopped(t[, whole_area]) reads stopped target t's " ..
 		"contexts and rings in one call (reading:settled(), reading:take() -> contexts, rings); " ..
 		"require \"aiotk.kernel\" caches one, pinned where the policy's kview_pin says " ..

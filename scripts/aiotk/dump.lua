@@ -325,7 +325,7 @@ local function decide_urings(set, policy, pid, report)
 			completions_waiting = u.completions_waiting, timeouts = u.timeouts_in_flight,
 			unreaped = (u.cq_tail - u.cq_head) % 2 ^ 32 }
 		for _, q in ipairs(u.reqs) do
-			local sqe, why = uring.rebuild(q)
+			local sqe, why = uring.rebuild(q, u)
 			if not sqe then lost[#lost + 1] = { fd = u.fd, req = q, why = why } end
 		end
 		if u.in_flight > #u.reqs then

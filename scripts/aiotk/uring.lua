@@ -60,18 +60,76 @@ local function sqe_flags(q)
 end
 
 local ACCEPT, RECV = 13, 27
--- IORING_ACCEPT_* (MULTISHOT, DONTWAIT, POLL_FIRST) and the user's
--- IORING_RECVSEND_POLL_FIRST; a RECV's other bits: MULTISHOT, BUNDLE
--- (both from provided buffers) and the kernel's own (bits 11-15).
-local ACCEPT_KEPT, RECV_POLL_FIRST = 7, 1
+-- IORING_ACCEPT_* (MULTISHOT, DONTWAIT, POLL_FIRST). A RECV's sr->flags:
+-- the user's IORING_RECVSEND_POLL_FIRST, IORING_RECV_MULTISHOT,
+-- IORING_RECVSEND_BUNDLE (bits 0-10), then the kernel's own (bits 11-15),
+-- among them IORING_RECV_MSHOT_LIM: a multishot with a total length.
+local ACCEPT_KEPT, RECV_POLL_FIRST, RECV_MULTISHOT, RECV_USER, RECV_MSHOT_LIM = 7, 1, 2, 2048, 4096
+
+-- Why a RECV from provided-buffer group bgid of instance u is not
+-- submitted again, or nil: its group must be rebuilt with u (a buffer
+-- ring, its head set back before the RECV is submitted).
+local function group_unrebuilt(u, bgid)
+	if not u then return "its instance's buffer groups were not given" end
+	for _, b in ipairs(u.buffer_groups or {}) do
+		if b.bgid == bgid then return b.unrebuilt and string.format("provided-buffer group %d: %s", bgid, b.unrebuilt) end
+	end
+	return (u.nbuffer_groups or 0) > #(u.buffer_groups or {}) and
+		"its group is not rebuilt: the instance's provided-buffer groups were not all read" or
+		"no provided-buffer group of that number is registered"
+end
+
+-- A RECV from provided buffers (buffer select, single or multishot):
+-- sqe with its group, or nil and why not. Its len is the last buffer's
+-- once it tried (docs/KERNEL-FACTS.md): a multishot is submitted again
+-- with its length per receive (mshot_len), a single one with that len.
+local function buffer_select(a, sqe, u)
+	local multishot = bit(a.ioprio, RECV_MULTISHOT)
+	local what = string.format("RECV from provided buffers (%s, group %d)",
+		multishot and "multishot" or "buffer select", a.buf_group)
+	local other = a.ioprio % RECV_USER - a.ioprio % 4
+	if other ~= 0 then
+		return nil, string.format("%s: its flags 0x%x (IORING_RECVSEND_BUNDLE: 0x10) are not rebuilt", what, other)
+	end
+	if bit(a.ioprio, RECV_MSHOT_LIM) then
+		return nil, what .. " with a total length (its length left is not read): not rebuilt"
+	end
+	local why = group_unrebuilt(u, a.buf_group)
+	if why then return nil, what .. ": " .. why end
+	if multishot and not a.mshot_len then
+		return nil, what .. ": saved without its length per receive (an image older than aiotk's reading of it)"
+	end
+	sqe.ioprio = a.ioprio % 2 * RECV_POLL_FIRST + (multishot and RECV_MULTISHOT or 0)
+	sqe.len = multishot and a.mshot_len or a.len
+	sqe.buffer_select, sqe.buf_group = true, a.buf_group
+	return sqe
+end
+
+-- Whether q, an ACCEPT or RECV with its args, is a multishot one.
+function M.multishot(q)
+	local a = q.args
+	return a ~= nil and (q.opcode == ACCEPT and bit(a.ioprio, 1) or q.opcode == RECV and bit(a.ioprio, RECV_MULTISHOT))
+end
+
+-- A multishot request that posted CQEs is still in the cancel table,
+-- armed, but its SQE fd there is overwritten (docs/KERNEL-FACTS.md): it
+-- is submitted again with the fd the process has for its socket (sqe.fd
+-- set), or why not.
+local function multishot_fd(q, sqe)
+	if sqe.fixed_file then
+		return " on a registered file: its slot is not in the kernel's record once it posted"
+	end
+	if (q.file_fd or -1) < 0 then return ": its socket has no fd in the process" end
+	sqe.fd = q.file_fd
+end
 
 -- An ACCEPT or RECV waiting on its socket (q, with the args the view read
--- of its command data) as the SQE's facts, or nil and why not. ACCEPT:
--- single or multishot, into the program's addr and addr_len, not into a
--- fixed file slot. RECV: single, into the program's own buffer, nothing
--- received yet; one from provided buffers (multishot, buffer select)
--- needs its buffer group, which a restore does not rebuild.
-local function rebuild_socket(q, f)
+-- of its command data; u, its instance) as the SQE's facts, or nil and
+-- why not. ACCEPT: single or multishot, into the program's addr and
+-- addr_len, not into a fixed file slot. RECV: single, into the program's
+-- own buffer, nothing received yet; or from provided buffers as
+-- buffer_select says.
+local function rebuild_socket(q, f, u)
 	local name, a = M.op_name(q.opcode), q.args
 	if not a then
 		return nil, name .. " waiting on its file: its arguments were not read (an image of an older aiotk, " ..
@@ -80,28 +138,30 @@ local function rebuild_socket(q, f)
 	if f.linked then return nil, name .. " linked to other requests" end
 	local sqe = { opcode = q.opcode, user_data = q.user_data, fd = q.fd, fixed_file = f.fixed_file,
 		addr = a.addr, addr2 = a.addr2, len = a.len, op_flags = a.op_flags }
+	if M.multishot(q) then
+		local why = multishot_fd(q, sqe)
+		if why then return nil, "multishot " .. name .. why end
+	end
 	if q.opcode == ACCEPT then
 		if a.file_slot ~= 0 then return nil, "ACCEPT into a fixed file slot (a direct descriptor): not rebuilt" end
 		sqe.ioprio = a.ioprio % (ACCEPT_KEPT + 1)
 		return sqe
 	end
-	if f.buffer_select or a.ioprio % 2048 ~= a.ioprio % 2 then
-		return nil, string.format("RECV from provided buffers (multishot or buffer select, group %d): " ..
-			"its buffer group is not rebuilt", a.buf_group)
-	end
 	if a.done_io > 0 then return nil, string.format("RECV with %d byte(s) received already", a.done_io) end
+	if f.buffer_select or a.ioprio % RECV_USER >= RECV_MULTISHOT then return buffer_select(a, sqe, u) end
 	sqe.ioprio = a.ioprio % 2 * RECV_POLL_FIRST
 	return sqe
 end
 
--- Whether a restore can submit request q (a viewer:uring reqs entry) again,
--- and what for: the SQE's facts, or nil and why not: a POLL_ADD on its
--- own (everything it needs is in the kernel's record of it), an ACCEPT
--- or RECV waiting on its socket as rebuild_socket says; anything else
--- waiting on a poll is refused by name.
-function M.rebuild(q)
+-- Whether a restore can submit request q (a viewer:uring reqs entry of
+-- instance u) again, and what for: the SQE's facts, or nil and why not:
+-- a POLL_ADD on its own (everything it needs is in the kernel's record
+-- of it), an ACCEPT or RECV waiting on its socket as rebuild_socket says
+-- (a RECV from provided buffers needs u, whose groups it names); anything
+-- else waiting on a poll is refused by name.
+function M.rebuild(q, u)
 	local f = sqe_flags(q)
-	if q.opcode == ACCEPT or q.opcode == RECV then return rebuild_socket(q, f) end
+	if q.opcode == ACCEPT or q.opcode == RECV then return rebuild_socket(q, f, u) end
 	if q.opcode ~= 6 then
 		return nil, M.op_name(q.opcode) .. " waiting on its file: only POLL_ADD, ACCEPT and RECV are rebuilt"
 	end
@@ -175,10 +235,10 @@ function M.row(u)
 	for i, f in ipairs(u.files) do row.files[i] = { slot = f.slot, fd = f.fd, path = f.path } end
 	for i, b in ipairs(u.bufs) do row.bufs[i] = { slot = b.slot, addr = hex(b.addr), len = b.len } end
 	for i, q in ipairs(u.reqs) do
-		local sqe, why = M.rebuild(q)
+		local sqe, why = M.rebuild(q, u)
 		row.reqs[i] = { opcode = q.opcode, op = M.op_name(q.opcode), user_data = q.user_data,
 			fd = q.fd, file_fd = q.file_fd, poll_events = q.poll_events, flags = q.flags,
-			args = q.args, multishot = q.args and q.opcode == ACCEPT and bit(q.args.ioprio, 1) or nil,
+			args = q.args, multishot = M.multishot(q) or nil,
 			rebuildable = sqe ~= nil, why = why }
 	end
 	row.timeouts_in_flight, row.timeouts = u.timeouts_in_flight, render.array()
@@ -238,6 +298,9 @@ function M.text(r)
 		add("in flight %s user_data %s fd %d events 0x%x%s%s", q.op, q.user_data, q.fd, q.poll_events,
 			a and (q.opcode == ACCEPT and string.format(" (%saddr %s addr_len %s flags 0x%x)",
 				q.multishot and "multishot, " or "", a.addr, a.addr2, a.op_flags) or
+				sqe_flags(q).buffer_select and string.format(" (%sprovided buffers group %d len %d msg_flags 0x%x)",
+					q.multishot and "multishot, " or "", a.buf_group, q.multishot and a.mshot_len or a.len,
+					a.op_flags) or
 				string.format(" (buf %s len %d msg_flags 0x%x)", a.addr, a.len, a.op_flags)) or "",
 			q.rebuildable and "" or (" (cannot be rebuilt: " .. q.why .. ")"))
 	end

@@ -153,14 +153,17 @@ end
 
 -- u's requests in flight as compared: an ACCEPT's or RECV's arguments as
 -- one text (its pointers, length, flags; not what the kernel adds in
--- its own bits of a RECV's flags).
+-- its own bits of a RECV's flags); a multishot's socket by the process's
+-- fd for it, a multishot RECV's length per receive (its SQE fd is
+-- overwritten once it posts, a RECV's len is the last buffer's: uring.lua).
 local function reqs(u)
 	local out = {}
 	for i, q in ipairs(u.reqs) do
-		local a = q.args
-		out[i] = { user_data = q.user_data, opcode = q.opcode, fd = q.fd, poll_events = q.poll_events,
+		local a, multishot = q.args, uring.multishot(q)
+		local fd = multishot and not has(tonumber(q.flags) or 0, 1) and q.file_fd or q.fd
+		out[i] = { user_data = q.user_data, opcode = q.opcode, fd = fd, poll_events = q.poll_events,
 			args = a and string.format("addr %s addr2 %s len %d flags 0x%x ioprio 0x%x slot %d group %d",
-				a.addr, a.addr2, a.len, a.op_flags, a.ioprio % 2048, a.file_slot, a.buf_group) or "-" }
+				a.addr, a.addr2, multishot and q.opcode == 27 and a.mshot_len or a.len, a.op_flags, a.ioprio % 2048, a.file_slot, a.buf_group) or "-" }
 	end
 	return out
 end

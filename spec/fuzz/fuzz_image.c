@@ -32,7 +32,7 @@ static const aiotk_uring *seed_uring(void)
 	static aiotk_uring_file file = { 0, 3, "/dev/null" };
 	static aiotk_uring_buf ubuf = { 1, 0x10000, 4096 };
 	static aiotk_uring_req req = { 13, 0xfeed, 3, 3, 0xc0000001, 0x1000000, 1, 0x7f0000200000ull,
-		0x7f0000200080ull, 0, 0x80000, 1, 0, 0, 0 }; /* a multishot ACCEPT */
+		0x7f0000200080ull, 0, 0x80000, 1, 0, 0, 0, 0, 0 }; /* a multishot ACCEPT */
 	static uint8_t bytes[64];
 	static aiotk_uring_map map = { 0x7f0000100000ull, 0x7f0000100040ull, 0, bytes, 0 };
 	static aiotk_uring u = { .fd = 5, .sq_entries = 8, .cq_entries = 16, .sq_head = 6,

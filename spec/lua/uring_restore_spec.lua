@@ -479,6 +479,79 @@ describe("io_uring restore", function()
 		sockets_rebuilt("1000003 --accept --recv", false)
 	end)
 
+	-- --recv-bufs (uring_workload.c, recv_bufs_armed): a multishot RECV
+	-- that received once (buffer 3) and a buffer-select RECV of up to 32
+	-- bytes, both from group 7, in flight at the dump, the group's head 4.
+	-- Restored, then used: each RECV's CQEs with its user_data, the
+	-- buffers from the head on (4, 5, 6: the head set back before they
+	-- were submitted), the bytes sent in them, the multishot still armed
+	-- after each (IORING_CQE_F_MORE), the single one ended, its 32 kept;
+	-- the kernel's head 7 after.
+	local function recv_bufs_rebuilt(args)
+		w = start(args)
+		assert.are.same({ 5, 3, 1, 1 }, { fact(w, "e.recv_early"), w.facts["e.recv_early"][2],
+			fact(w, "e.recv_early.more"), w.facts["e.recv_early.more"][2] })
+		local r = lose_and_restore(w, dir .. "/img", nil, function(d)
+			local _, text = run("show -D " .. d)
+			for _, line in ipairs {
+				string.format("in flight RECV user_data 0x%016x fd %d events 0x8000207b (multishot, provided " ..
+					"buffers group 7 len 0 msg_flags 0x0)\n", fact(w, "e.recv_ms_data"), 0),
+				string.format("in flight RECV user_data 0x%016x fd %d events 0xc000207b (provided buffers " ..
+					"group 7 len 32 msg_flags 0x0)\n", fact(w, "e.recv_bs_data"), fact(w, "e.recv_bs_fd")),
+				"buffer ring group 7: 8 entries, head 4 tail 8" } do
+				assert.truthy(text:find(line, 1, true), text)
+			end
+			local ccode, ctext = run("check -D " .. d)
+			assert.are.equal(3, ccode, ctext) -- rebased: the multishot's CQE has no SQE of its own
+			assert.truthy(ctext:find("1 POLL(s), 0 TIMEOUT(s) and 2 ACCEPT/RECV(s) armed again", 1, true), ctext)
+		end, function(d)
+			-- as saved: each RECV's socket, group, length, flags (the
+			-- counters, rebased, differ)
+			local _, vout = run("verify -p " .. w.pid .. " -D " .. d)
+			assert.truthy(vout:find("sq_head: image", 1, true), vout)
+			assert.falsy(vout:find("request in flight", 1, true), vout)
+			assert.falsy(vout:find("buffer", 1, true), vout)
+		end)
+		assert.are.same({ "rebase", 1, 2 }, { r.counters, r.polls, r.socks })
+		check_used(w)
+		for name, want in pairs { recv_ms0 = { 6, 4, 1 }, recv_bs = { 32, 5, 0 }, recv_ms1 = { 6, 6, 1 } } do
+			assert.are.same({ want[1], want[2], want[3], 1 }, { fact(w, name), w.facts[name][2],
+				fact(w, name .. ".more"), w.facts[name .. ".more"][2] }, name)
+		end
+		assert.are.equal(7, fact(w, "recv_head"))
+	end
+
+	it("arms a multishot RECV that posted and a buffer-select RECV again on their buffer ring, its head set back", function()
+		recv_bufs_rebuilt("0 --buf-ring --recv-bufs")
+	end)
+
+	it("arms RECVs from a buffer ring in the kernel's memory again, rebased near 1e6", function()
+		recv_bufs_rebuilt("1000003 --buf-ring-mmap --recv-bufs")
+	end)
+
+	it("refuses RECVs from a legacy provided-buffers group by name, the group and why", function()
+		w = start("0 --provide-buffers --recv-bufs")
+		local why = "RECV from provided buffers (%s, group 7): provided-buffer group 7: legacy provided " ..
+			"buffers (IORING_OP_PROVIDE_BUFFERS) are not rebuilt"
+		local code, _, err = run("dump -p " .. w.pid .. " -D " .. dir .. "/img")
+		assert.are.equal(1, code, err) -- the shipped policy: what cannot come back fails the dump
+		for _, kind in ipairs { "multishot", "buffer select" } do
+			assert.truthy(err:find(why:format(kind), 1, true), err)
+		end
+		assert.is_nil(core.listdir(dir .. "/img")) -- nothing written
+		local policy = dir .. "/record.lua"
+		helper.write(policy, "return { in_flight = function(ring, ctx) return ctx.io_uring and 'record' or 'capture' end }")
+		local rcode, rout, rerr = run("dump -p " .. w.pid .. " -D " .. dir .. "/img --policy " .. policy)
+		assert.are.equal(0, rcode, rerr)
+		assert.truthy(rout:find(why:format("multishot"), 1, true), rout)
+		local ccode, text = run("check -D " .. dir .. "/img")
+		assert.are.equal(4, ccode)
+		assert.truthy(text:find("refused: io_uring fd " .. fact(w, "e.fd") .. ": provided-buffer group 7: legacy " ..
+			"provided buffers (IORING_OP_PROVIDE_BUFFERS) are not rebuilt", 1, true), text)
+		local _, stext = run("show -D " .. dir .. "/img")
+		assert.truthy(stext:find("(cannot be rebuilt: " .. why:format("buffer select"), 1, true), stext)
+	end)
+
 	it("names the ACCEPTs and RECVs it does not submit again", function()
 		local uring = require "aiotk.uring"
 		local function why(opcode, args, flags)
@@ -490,9 +563,38 @@ describe("io_uring restore", function()
 			assert.is_nil(sqe)
 			return reason
 		end
-		assert.are.equal("RECV from provided buffers (multishot or buffer select, group 7): its buffer group " ..
-			"is not rebuilt", why(27, { ioprio = 2, buf_group = 7 }, "0x20"))
-		assert.truthy(why(27, { buf_group = 7 }, "0x20"):find("RECV from provided buffers", 1, true))
+		-- a RECV from provided buffers: by its group in instance u
+		local function group_why(args, u, flags)
+			local a = { addr = "0x0", addr2 = "0x0", len = 64, op_flags = 0, ioprio = 2, file_slot = 0,
+				buf_group = 7, done_io = 0, mshot_len = 0 }
+			for k, v in pairs(args) do a[k] = v end
+			local sqe, reason = uring.rebuild({ opcode = 27, user_data = "0x1", fd = 0, file_fd = 9,
+				poll_events = 0, flags = flags or "0x20", args = a }, u)
+			return sqe, reason
+		end
+		local ring = { nbuffer_groups = 1, buffer_groups = { { bgid = 7, ring = true } } }
+		local sqe = group_why({}, ring)
+		assert.are.same({ 9, true, 7, 2, 0 }, { sqe.fd, sqe.buffer_select, sqe.buf_group, sqe.ioprio, sqe.len })
+		assert.are.equal("RECV from provided buffers (multishot, group 7): provided-buffer group 7: its buffer ring " ..
+			"was not found", select(2, group_why({}, { nbuffer_groups = 1, buffer_groups = { { bgid = 7,
+				unrebuilt = "its buffer ring was not found" } } })))
+		assert.are.equal("RECV from provided buffers (buffer select, group 3): no provided-buffer group of " ..
+			"that number is registered", select(2, group_why({ ioprio = 0, buf_group = 3 }, ring)))
+		assert.are.equal("RECV from provided buffers (multishot, group 3): its group is not rebuilt: the " ..
+			"instance's provided-buffer groups were not all read", select(2, group_why({ buf_group = 3 },
+				{ nbuffer_groups = 2, buffer_groups = ring.buffer_groups })))
+		assert.are.equal("RECV from provided buffers (multishot, group 7): its instance's buffer groups were " ..
+			"not given", select(2, group_why({})))
+		assert.are.equal("RECV from provided buffers (multishot, group 7): its flags 0x10 (IORING_RECVSEND_BUNDLE: " ..
+			"0x10) are not rebuilt", select(2, group_why({ ioprio = 18 }, ring)))
+		assert.are.equal("RECV from provided buffers (multishot, group 7) with a total length (its length left " ..
+			"is not read): not rebuilt", select(2, group_why({ ioprio = 2 + 4096 }, ring)))
+		assert.are.equal("multishot RECV: its socket has no fd in the process",
+			select(2, uring.rebuild({ opcode = 27, user_data = "0x1", fd = 0, file_fd = -1, poll_events = 0,
+				flags = "0x20", args = { addr = "0x0", addr2 = "0x0", len = 0, op_flags = 0, ioprio = 2,
+					file_slot = 0, buf_group = 7, done_io = 0, mshot_len = 0 } }, ring)))
+		assert.are.equal("multishot ACCEPT on a registered file: its slot is not in the kernel's record once it " ..
+			"posted", why(13, { ioprio = 1 }, "0x1"))
 		assert.are.equal("RECV with 3 byte(s) received already", why(27, { done_io = 3 }))
 		assert.are.equal("ACCEPT into a fixed file slot (a direct descriptor): not rebuilt", why(13, { file_slot = 2 }))
 		assert.are.equal("ACCEPT linked to other requests", why(13, {}, "0x4"))

@@ -143,6 +143,7 @@ describe("io_uring restore survival", function()
 		{ "a registered ring fd, a buffer ring's head moved back", "0 --ring-fd --buf-ring" },
 		{ "a buffer ring in the kernel's memory, rebased", "1000003 --buf-ring-mmap" },
 		{ "TIMEOUTs, ACCEPTs and a RECV in flight", "0 --timeout --accept --recv" },
+		{ "a multishot RECV that posted and a buffer-select RECV on a buffer ring", "0 --buf-ring --recv-bufs" },
 	} do
 		it("aiotk killed before each change of a restore (" .. case[1] .. "): the next restore gives the instance back", function()
 			local n, journals, done = 0, 0, false

@@ -35,7 +35,10 @@
  * seen to be there after a restore (see timeouts_used()); --accept and
  * --recv leave a multishot ACCEPT on a listening socket and a RECV on a
  * socketpair in flight on e (see e_sockets()), used after a restore (see
- * sockets_used()); --shift K moves
+ * sockets_used()); --recv-bufs (with a buffer ring or
+ * --provide-buffers) leaves a multishot RECV that received once and a
+ * buffer-select RECV on group 7 in flight (see recv_bufs_armed(),
+ * recv_bufs_used()); --shift K moves
  * liburing's sq counters on by K then (the test's image moved alike: an
  * instance near 2^32 without 2^32 SQEs); --registered gives e registered
  * files and buffers, used after the restore by a fixed-file write from a
@@ -651,13 +654,14 @@ static struct io_uring_buf_ring *e_kernel_ring(void)
 	return e_mmap_ring;
 }
 
+static char e_bufs[8][64]; /* group 7's buffers (a ring's or legacy) */
+
 /* --provide-buffers: group 7 as legacy provided buffers (8 of them). */
 static void e_legacy_buffers(void)
 {
-	static char bufs[8][64];
 	struct io_uring_cqe *cqe;
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&e);
-	io_uring_prep_provide_buffers(sqe, bufs, sizeof(bufs[0]), 8, 7, 0);
+	io_uring_prep_provide_buffers(sqe, e_bufs, sizeof(e_bufs[0]), 8, 7, 0);
 	int rc = io_uring_submit_and_wait(&e, 1);
 	if (rc < 0 || (rc = io_uring_wait_cqe(&e, &cqe)) || (rc = cqe->res) < 0)
 		die("provide_buffers e", rc < 0 ? rc : EIO);
@@ -703,7 +707,7 @@ static int e_next_bid(void)
  * memory, incremental. 3 reads of 16 bytes before the dump. */
 static void e_buffers(int kind)
 {
-	static char bufs[8][64];
+	char (*bufs)[64] = e_bufs;
 	struct io_uring_buf_ring *br = kind == 2 ? e_kernel_ring() : kind == 3 ? e_moved_memory() :
 				       aligned_alloc(4096, 4096);
 	io_uring_buf_ring_init(br);
@@ -788,6 +792,13 @@ static void timeouts_used(void)
 #define E_ACCEPT1 0xacce91ull
 #define E_RECV 0x7ecfull
 static int e_accept, e_recv, accept_port, accept1_port, recv_pair[2];
+/* --recv-bufs: a multishot RECV and a single buffer-select RECV (up to
+ * 32 bytes), both from group 7, each on its own socketpair; before the
+ * dump the multishot one receives "early" (buffer 3, IORING_CQE_F_MORE),
+ * so the group's head is 4 at the dump ("e.recv_head 4"). */
+#define E_RECV_MS 0x7ecf35ull
+#define E_RECV_BS 0x7ecfb5ull
+static int e_recv_bufs, ms_pair[2], bs_pair[2];
 static char recv_buf[64];
 static struct sockaddr_in peer;
 static socklen_t peer_len = sizeof(peer);
@@ -805,6 +816,89 @@ static int listening(int *port)
 	return l;
 }
 
+static void next_cqe(unsigned long long *data, int *res, unsigned *flags);
+
+static void recv_bufs_armed(void)
+{
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, ms_pair) || socketpair(AF_UNIX, SOCK_STREAM, 0, bs_pair))
+		die("socketpair", errno);
+	struct io_uring_sqe *s = sqe_of(&e, E_RECV_MS);
+	io_uring_prep_recv_multishot(s, ms_pair[0], NULL, 0, 0);
+	s->flags |= IOSQE_BUFFER_SELECT;
+	s->buf_group = 7;
+	s = sqe_of(&e, E_RECV_BS);
+	io_uring_prep_recv(s, bs_pair[0], NULL, 32, 0);
+	s->flags |= IOSQE_BUFFER_SELECT;
+	s->buf_group = 7;
+	printf("e.recv_ms_fd %d\ne.recv_bs_fd %d\ne.recv_ms_data %llu\ne.recv_bs_data %llu\n", ms_pair[0],
+	       bs_pair[0], E_RECV_MS, E_RECV_BS);
+}
+
+/* One CQE of a RECV from group 7 expected (user_data data, res bytes of
+ * what, IORING_CQE_F_MORE or not): "NAME RES BID" and "NAME.more MORE
+ * SAME" printed, SAME 1 when the bytes are in the buffer the CQE names;
+ * the buffer id, or -1. */
+static int recv_buf_cqe(const char *name, unsigned long long data, const char *what, int len, int more)
+{
+	unsigned long long d;
+	int res;
+	unsigned flags;
+	next_cqe(&d, &res, &flags);
+	int bid = flags & IORING_CQE_F_BUFFER ? (int)(flags >> IORING_CQE_BUFFER_SHIFT) : -1;
+	int same = d == data && res == len && bid >= 0 && bid < 8 && !memcmp(e_bufs[bid], what, (size_t)len);
+	printf("%s %d %d\n%s.more %d %d\n", name, res, bid, name, !!(flags & IORING_CQE_F_MORE), same);
+	if (!same || !!(flags & IORING_CQE_F_MORE) != more)
+		failure("%s: CQE %llu res %d flags 0x%x, not %d bytes of %llu in its buffer%s", name, d, res,
+			flags, len, data, more ? " with IORING_CQE_F_MORE" : "");
+	return bid;
+}
+
+static void send_on(int fd, const char *what, size_t len)
+{
+	if (write(fd, what, len) != (ssize_t)len)
+		die("write (recv pair)", errno);
+}
+
+/* Before the dump: the multishot RECV receives "early" (buffer 3 of a
+ * ring; a legacy group's own order otherwise), and is still armed. */
+static void recv_bufs_early(void)
+{
+	send_on(ms_pair[1], "early", 5);
+	int bid = recv_buf_cqe("e.recv_early", E_RECV_MS, "early", 5, 1);
+	if (e_buf_ring != 4 && bid != 3)
+		failure("the multishot RECV before the dump took buffer %d, not 3", bid);
+	printf("e.recv_head %d\n", e_buf_ring == 4 ? -1 : 4);
+}
+
+/* The kernel's head of group 7 (IORING_REGISTER_PBUF_STATUS, Linux 6.8;
+ * a raw call, liburing 2.3 predates it). */
+static int group_head(void)
+{
+	struct { __u32 buf_group, head, resv[8]; } st = { .buf_group = 7 };
+	if (syscall(SYS_io_uring_register, e.ring_fd, 26 /* IORING_REGISTER_PBUF_STATUS */, &st, 1))
+		return -1;
+	return (int)st.head;
+}
+
+/* After the restore: the multishot RECV receives twice (buffers 4 and
+ * 6, IORING_CQE_F_MORE each time: still armed), the single one 32 of the
+ * 40 bytes sent (its len kept; buffer 5, then ended); the group's head
+ * 7 after ("recv_head 7"). */
+static void recv_bufs_used(void)
+{
+	static const char forty[] = "0123456789abcdefghijklmnopqrstuvwxyzABCD";
+	send_on(ms_pair[1], "after1", 6);
+	recv_buf_cqe("recv_ms0", E_RECV_MS, "after1", 6, 1);
+	send_on(bs_pair[1], forty, 40);
+	recv_buf_cqe("recv_bs", E_RECV_BS, forty, 32, 0);
+	send_on(ms_pair[1], "after2", 6);
+	recv_buf_cqe("recv_ms1", E_RECV_MS, "after2", 6, 1);
+	int head = group_head();
+	printf("recv_head %d\n", head);
+	if (head != 7)
+		failure("group 7's head is %d after the RECVs, not 7", head);
+}
+
 static void e_sockets(void)
 {
 	if (e_accept) {
@@ -819,10 +913,14 @@ static void e_sockets(void)
 		io_uring_prep_recv(sqe_of(&e, E_RECV), recv_pair[0], recv_buf, sizeof(recv_buf), 0);
 		printf("e.recv_fd %d\n", recv_pair[0]);
 	}
+	if (e_recv_bufs)
+		recv_bufs_armed();
 	int rc = io_uring_submit(&e);
-	if (rc != 2 * e_accept + e_recv)
+	if (rc != 2 * e_accept + e_recv + 2 * e_recv_bufs)
 		die("submit accept/recv e", rc < 0 ? rc : EIO);
 	printf("e.accept_data %llu\ne.recv_data %llu\n", E_ACCEPT, E_RECV);
+	if (e_recv_bufs)
+		recv_bufs_early();
 }
 
 /* The next CQE, reaped: its user_data, res and flags. */
@@ -880,6 +978,8 @@ static void sockets_used(void)
 			failure("single ACCEPT: CQE %llu res %d flags 0x%x, peer port %d not %d", data, res,
 				flags, ntohs(peer.sin_port), port);
 	}
+	if (e_recv_bufs)
+		recv_bufs_used();
 	if (e_recv) {
 		if (write(recv_pair[1], "hello", 5) != 5)
 			die("write (recv pair)", errno);
@@ -924,7 +1024,7 @@ static void make_e(unsigned long n)
 	advance(&e, n);
 	if (e_timeout)
 		e_timeouts();
-	if (e_accept || e_recv)
+	if (e_accept || e_recv || e_recv_bufs)
 		e_sockets();
 	leave_state(&e, E_POLL_DATA);
 	print_ring("e", &e);
@@ -977,7 +1077,7 @@ static void use_e(void)
 	}
 	if (e_ring_fd) /* the submits above went through the registered ring fd */
 		printf("after.ringfd %d %d\n", e.enter_ring_fd, e.int_flags & 1);
-	if (e_buf_ring) { /* the next buffer is the one after those used before the dump */
+	if (e_buf_ring && !e_recv_bufs) { /* the next buffer is the one after those used before the dump */
 		int res, bid = e_buffer_read(&res);
 		printf("buf_bid %d %d\n", bid, res);
 		if (bid != e_next_bid() || res != 16)
@@ -1212,6 +1312,8 @@ int main(int argc, char **argv)
 				e_accept = 1;
 			else if (!strcmp(argv[i], "--recv"))
 				e_recv = 1;
+			else if (!strcmp(argv[i], "--recv-bufs"))
+				e_recv_bufs = 1;
 			else if (!strcmp(argv[i], "--entries") && i + 1 < argc)
 				e_entries = (unsigned)strtoul(argv[++i], NULL, 0);
 			else if (!strcmp(argv[i], "--ring-fd"))

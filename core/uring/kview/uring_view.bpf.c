@@ -142,6 +142,8 @@ static void sockreq(struct reqs *q, struct io_kiocb *req, __u32 opcode)
 		r.ioprio = BPF_CORE_READ(s, flags);
 		r.buf_group = BPF_CORE_READ(s, buf_group);
 		r.done_io = BPF_CORE_READ(s, done_io);
+		if (bpf_core_field_exists(s->mshot_len))
+			r.mshot_len = BPF_CORE_READ(s, mshot_len);
 	}
 	if (!bpf_seq_write(q->seq, &r, sizeof(r)))
 		q->args_written++;

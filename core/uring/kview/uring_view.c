@@ -158,6 +158,7 @@ static int add_sockreq(struct parse *ps, const struct aiotk_uview_sockreq_rec *r
 	q->has_args = 1, q->addr = r->addr, q->addr2 = r->addr2, q->len = r->len;
 	q->op_flags = r->op_flags, q->ioprio = r->ioprio, q->file_slot = r->file_slot;
 	q->buf_group = r->buf_group, q->done_io = r->done_io;
+	q->mshot_len = r->mshot_len, q->has_mshot_len = 1;
 	return 0;
 }
 

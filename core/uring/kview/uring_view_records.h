@@ -169,7 +169,9 @@ struct aiotk_uview_sockreq_rec {
 	__u32 ioprio;                  /* accept: iou_flags; recv: sr->flags */
 	__u32 file_slot;               /* accept: file_slot */
 	__u16 buf_group, pad;          /* recv: buf_group */
-	__u32 pad2;
+	__u32 mshot_len;               /* recv: a multishot's length per receive
+					* (its SQE's len: len itself is the last
+					* buffer's once it tried); 0 before 6.16 */
 };
 
 #endif

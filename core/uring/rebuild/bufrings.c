@@ -82,6 +82,31 @@ static uint64_t ring_at(const aiotk_uring *u, const aiotk_uring_bl *b)
 	return m ? m->start : b->addr;
 }
 
+/* Each group's own reasons; the instance's (groups not all read) are
+ * uring_bufrings_unrebuilt's. */
+const char *aiotk_uring_bl_unrebuilt(const aiotk_uring *u, size_t i)
+{
+	const aiotk_uring_bl *b = &u->bls[i];
+	const char *w = NULL;
+	if (!(b->flags & AIOTK_URING_BL_RING))
+		w = "legacy provided buffers (IORING_OP_PROVIDE_BUFFERS) are not rebuilt: the "
+		    "kernel's list of them is not read";
+	else if (!(b->flags & AIOTK_URING_BL_USER) && !ring_map(u, b->bgid))
+		w = "its buffer ring in the kernel's memory (IOU_PBUF_RING_MMAP) is not mapped by "
+		    "the program, so its entries are not saved";
+	else if ((b->flags & AIOTK_URING_BL_USER) && !b->addr)
+		w = "its buffer ring was not found in the program's memory (its mapping moved "
+		    "since it was registered?)";
+	else if ((b->flags & AIOTK_URING_BL_INC) && b->head)
+		w = "the head of an incremental buffer ring (IOU_PBUF_RING_INC) is not set back";
+	else if ((uint16_t)(b->tail - b->head) > b->entries)
+		w = "its buffer ring's tail is more than its entries past its head";
+	else if (b->tail < b->head)
+		w = "its buffer ring's counters wrapped past 65535 (the head, moved from 0 one "
+		    "buffer at a time, would meet the tail)";
+	return w;
+}
+
 const char *uring_bufrings_unrebuilt(const aiotk_uring *u, char *why, size_t len)
 {
 	if (!u->nbls_total)
@@ -90,23 +115,7 @@ const char *uring_bufrings_unrebuilt(const aiotk_uring *u, char *why, size_t len
 		return "its provided-buffer groups were not all read";
 	for (size_t i = 0; i < u->nbls; i++) {
 		const aiotk_uring_bl *b = &u->bls[i];
-		const char *w = NULL;
-		if (!(b->flags & AIOTK_URING_BL_RING))
-			w = "legacy provided buffers (IORING_OP_PROVIDE_BUFFERS) are not rebuilt: the "
-			    "kernel's list of them is not read";
-		else if (!(b->flags & AIOTK_URING_BL_USER) && !ring_map(u, b->bgid))
-			w = "its buffer ring in the kernel's memory (IOU_PBUF_RING_MMAP) is not mapped by "
-			    "the program, so its entries are not saved";
-		else if ((b->flags & AIOTK_URING_BL_USER) && !b->addr)
-			w = "its buffer ring was not found in the program's memory (its mapping moved "
-			    "since it was registered?)";
-		else if ((b->flags & AIOTK_URING_BL_INC) && b->head)
-			w = "the head of an incremental buffer ring (IOU_PBUF_RING_INC) is not set back";
-		else if ((uint16_t)(b->tail - b->head) > b->entries)
-			w = "its buffer ring's tail is more than its entries past its head";
-		else if (b->tail < b->head)
-			w = "its buffer ring's counters wrapped past 65535 (the head, moved from 0 one "
-			    "buffer at a time, would meet the tail)";
+		const char *w = aiotk_uring_bl_unrebuilt(u, i);
 		if (w) {
 			snprintf(why, len, "provided-buffer group %u: %s", b->bgid, w);
 			return why;

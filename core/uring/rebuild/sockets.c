@@ -2,7 +2,9 @@
  * TIMEOUTs, with their user_data and the arguments the kernel view read
  * of them (io_accept, io_sr_msg): the program's own pointers (an
  * ACCEPT's addr and addr_len, a RECV's buffer), which the kernel writes
- * through when each completes. Which ones is uring.rebuild's policy
+ * through when each completes; or a RECV's provided-buffer group, whose
+ * ring and head are rebuilt before (bufrings.c), so that it takes the
+ * buffer the program's ring has next. Which ones is uring.rebuild's policy
  * (scripts/aiotk/uring.lua). docs/KERNEL-FACTS.md, "io_uring: ACCEPT and
  * RECV submitted again". */
 #define _GNU_SOURCE
@@ -19,7 +21,8 @@ static int sock_sqe(uring_new *n, const void *ctx, size_t i, struct io_uring_sqe
 	memset(s, 0, sizeof(*s));
 	s->opcode = q->opcode;
 	s->fd = q->fd;
-	s->flags = q->fixed_file ? IOSQE_FIXED_FILE : 0;
+	s->flags = (q->fixed_file ? IOSQE_FIXED_FILE : 0) | (q->buffer_select ? IOSQE_BUFFER_SELECT : 0);
+	s->buf_group = q->buffer_select ? q->buf_group : 0;
 	s->ioprio = q->ioprio;
 	s->addr = q->addr;
 	s->user_data = q->user_data;
