@@ -129,6 +129,15 @@ local function eventfd_still_there(pid, u)
 	return true
 end
 
+-- The fds instance u's registered files and eventfd are registered
+-- again from: still those files (checked before the stop, and again
+-- once the process is stopped).
+function M.fds_still_there(pid, u)
+	local ok, e, c = files_still_there(pid, u)
+	if ok then ok, e, c = eventfd_still_there(pid, u) end
+	return ok, e, c
+end
+
 -- Instance i of img (u, its table) as a restore would make it: a job
 -- ({i, u, exact, polls, socks, timeouts}), or nil, why not and a code. pid: the process
 -- (its registered files' fds are checked); nil: the image alone.
@@ -141,8 +150,7 @@ function M.job(img, i, u, policy, pid)
 	local tmos, te, tc = timeouts_of(u)
 	if not tmos then return nil, te, tc end
 	if pid then
-		local fok, fe, fc = files_still_there(pid, u)
-		if fok then fok, fe, fc = eventfd_still_there(pid, u) end
+		local fok, fe, fc = M.fds_still_there(pid, u)
 		if not fok then return nil, fe, fc end
 	end
 	local facts = M.counter_facts(u, #polls + #tmos + #socks)
@@ -257,6 +265,12 @@ function M.restore_process(pid, img, opts)
 		local ok, err, code = process.with_process(pid, function(t)
 			local lok, le, lc = remove_leftovers(t, policy)
 			if not lok then return nil, le, lc end
+			-- looked at before the stop; the program may have closed or
+			-- replaced those fds since: they are what gets registered
+			for _, j in ipairs(jobs) do
+				local fok, fe, fc = M.fds_still_there(pid, j.u)
+				if not fok then return nil, fe, fc end
+			end
 			if rebase then
 				busy = M.threads_in_user_code(pid)
 				if #busy > 0 then return nil, "busy", "busy" end

@@ -390,6 +390,38 @@ describe("io_uring restore", function()
 		return rerr
 	end
 
+	-- A registered file's fd replaced after the restore's first look and
+	-- before its stop, by construction: the policy's uring_counters hook
+	-- (asked between the two) has the workload put /dev/zero at that fd.
+	it("refuses by name, changing nothing, when a registered file's fd is replaced just before the stop", function()
+		w = start("0 --registered")
+		local code, _, err = run("dump -p " .. w.pid .. " -D " .. dir .. "/img")
+		assert.are.equal(0, code, err)
+		local file = assert(require("aiotk").read_image(dir .. "/img"):urings()[1].files[1])
+		core.kill(w.pid, "USR1")
+		read_until(w, "LOST")
+		helper.write(dir .. "/moving.lua", string.format([[
+return { uring_counters = function()
+	local core = require "aiotk.core"
+	core.kill(%d, "HUP")
+	for _ = 1, 10000 do
+		if core.readlink("/proc/%d/fd/%d") == "/dev/zero" then return "exact" end
+		core.sleep_ms(1)
+	end
+	error("the workload did not move its file")
+end }]], w.pid, w.pid, file.fd))
+		local before = state(w.pid)
+		local rcode, _, rerr = run("restore --policy " .. dir .. "/moving.lua -p " .. w.pid .. " -D " .. dir .. "/img")
+		assert.are_not.equal(0, rcode)
+		assert.truthy(rerr:find(string.format("registered file slot %d was fd %d (%s), which now names /dev/zero; " ..
+			"nothing was changed", file.slot, file.fd, file.path), 1, true), rerr)
+		read_until(w, "MOVED")
+		local after = state(w.pid)
+		assert.are.same(before.fds, after.fds) -- the same fds (one now /dev/zero, by the workload)
+		assert.are.equal(before.maps, after.maps)
+		assert.are.equal(0, process_urings(w.pid))
+	end)
+
 	it("refuses a rebase by name while a thread runs its own code, changing nothing", function()
 		local err = failed_restore("1000003 --spin")
 		assert.truthy(err:find("ran their own code (not a system call)", 1, true), err)

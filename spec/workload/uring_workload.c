@@ -27,7 +27,8 @@
  * uses it as liburing would have (reap, submit the prepared, the POLL
  * completed by a write, queue_exit), printing each result, its own
  * verdict against e as lost ("VERIFY OK" or "VERIFY FAILED: why"), then
- * CHECKED.
+ * CHECKED; SIGHUP puts /dev/zero at the pipe's read end's fd (a
+ * registered file's, the POLL's) and prints MOVED.
  * After N: --spin adds a thread that never makes a system call; --bad-poll
  * (--bad-recv) closes the POLL's (the RECV's) fd when the instance is lost; --forget wipes liburing's
  * struct then (a program keeping its counters nowhere aiotk looks);
@@ -1125,6 +1126,7 @@ static void spin_thread(void)
 	sigemptyset(&s);
 	sigaddset(&s, SIGUSR1);
 	sigaddset(&s, SIGUSR2);
+	sigaddset(&s, SIGHUP);
 	sigprocmask(SIG_BLOCK, &s, NULL);
 	if (pthread_create(&t, NULL, spin, NULL))
 		die("pthread_create", EAGAIN);
@@ -1138,11 +1140,21 @@ __attribute__((noreturn)) static void lose_in_this_thread(unsigned long n)
 	sigemptyset(&s);
 	sigaddset(&s, SIGUSR1);
 	sigaddset(&s, SIGUSR2);
+	sigaddset(&s, SIGHUP);
 	make_e(n);
 	printf("READY\n");
 	for (;;) {
 		int sig = sigwaitinfo(&s, NULL);
-		if (sig == SIGUSR1) {
+		if (sig == SIGHUP) {
+			/* the pipe's read end (a registered file, the POLL's fd)
+			 * becomes another file at the same fd: what a program
+			 * may do between a restore's look and its stop */
+			int z = open("/dev/zero", O_RDONLY);
+			if (z < 0 || dup2(z, pipe_fd[0]) < 0)
+				die("dup2 /dev/zero", errno);
+			close(z);
+			printf("MOVED\n");
+		} else if (sig == SIGUSR1) {
 			if (e_evfd >= 0)
 				drain_eventfd(); /* what its NOPs signalled */
 			io_uring_queue_exit(&e);
@@ -1193,6 +1205,7 @@ __attribute__((noreturn)) static void lose(unsigned long n)
 	sigemptyset(&s);
 	sigaddset(&s, SIGUSR1);
 	sigaddset(&s, SIGUSR2);
+	sigaddset(&s, SIGHUP);
 	sigprocmask(SIG_BLOCK, &s, NULL);
 	if (!(e_flags & IORING_SETUP_SINGLE_ISSUER))
 		lose_in_this_thread(n);
