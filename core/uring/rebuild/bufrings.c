@@ -294,8 +294,9 @@ int uring_move_bufring_heads(uring_new *n, const aiotk_uring *u, uint64_t *done,
 }
 
 /* The /dev/null a rebuild opened, closed if it is still at the
- * journalled fd: /dev/null there with the rebuild's flags. */
-void uring_close_nullfd(aiotk_target *t, const uring_journal *j)
+ * journalled fd: /dev/null there with the rebuild's flags; a close that
+ * fails goes into m. */
+void uring_close_nullfd(aiotk_target *t, const uring_journal *j, uring_missed *m)
 {
 	char path[64], link[64] = "", info[256] = "";
 	if (j->nullfd < 0)
@@ -311,5 +312,6 @@ void uring_close_nullfd(aiotk_target *t, const uring_journal *j)
 	if (f)
 		fclose(f);
 	if (len > 0 && !strcmp(link, NULL_PATH) && got && (flags & ~(unsigned long)KERNEL_O_LARGEFILE) == NULL_FLAGS)
-		aiotk_sys(t, SYS_close, j->nullfd, 0, 0, 0, 0, 0);
+		uring_sys_missed(m, aiotk_sys(t, SYS_close, j->nullfd, 0, 0, 0, 0, 0),
+				 "the /dev/null a rebuild opened, not closed: fd", (uint64_t)j->nullfd);
 }

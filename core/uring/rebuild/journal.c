@@ -186,9 +186,7 @@ int uring_journal_nullfd(uring_new *n, int next, aiotk_err *err)
 
 /* What a rollback could not take away: how many steps failed, the first
  * named (what, where, why); every other step is still taken. */
-struct missed { unsigned n; int errno_; char first[200]; };
-
-static void miss(struct missed *m, int e, const char *what, uint64_t at)
+void uring_miss(uring_missed *m, int e, const char *what, uint64_t at)
 {
 	if (m->n++)
 		return;
@@ -196,14 +194,14 @@ static void miss(struct missed *m, int e, const char *what, uint64_t at)
 	snprintf(m->first, sizeof(m->first), "%s 0x%llx: %s", what, (unsigned long long)at, strerror(e));
 }
 
-static void sys_missed(struct missed *m, long r, const char *what, uint64_t at)
+void uring_sys_missed(uring_missed *m, long r, const char *what, uint64_t at)
 {
 	if (aiotk_sys_failed(r))
-		miss(m, (int)-r, what, at);
+		uring_miss(m, (int)-r, what, at);
 }
 
 /* liburing's copies put back where they hold what the rebase wrote. */
-static void unmove(aiotk_target *t, const uring_journal *j, struct missed *m)
+static void unmove(aiotk_target *t, const uring_journal *j, uring_missed *m)
 {
 	for (unsigned i = 0; i < j->ncopies && i < AIOTK_URING_MAX_COPIES; i++) {
 		uint32_t c[2];
@@ -214,13 +212,13 @@ static void unmove(aiotk_target *t, const uring_journal *j, struct missed *m)
 			continue;
 		c[0] += j->shift, c[1] += j->shift;
 		if (aiotk_poke(t, at, c, sizeof(c), &e))
-			miss(m, e.errno_, "liburing's copy of the queue heads, not put back, at", at);
+			uring_miss(m, e.errno_, "liburing's copy of the queue heads, not put back, at", at);
 	}
 }
 
 /* Whether any mapping of process pid is of inode ino's io_uring; with
  * unmap (where failures go), each is unmapped. */
-static int inode_mapped(aiotk_target *t, uint64_t ino, struct missed *unmap)
+static int inode_mapped(aiotk_target *t, uint64_t ino, uring_missed *unmap)
 {
 	char path[64], line[512];
 	proc_path(path, sizeof(path), t->pid, "maps");
@@ -236,7 +234,7 @@ static int inode_mapped(aiotk_target *t, uint64_t ino, struct missed *unmap)
 	if (f)
 		fclose(f);
 	for (size_t k = 0; unmap && k < nf; k++)
-		sys_missed(unmap, aiotk_sys(t, SYS_munmap, (long)found[k][0], (long)found[k][1], 0, 0, 0, 0),
+		uring_sys_missed(unmap, aiotk_sys(t, SYS_munmap, (long)found[k][0], (long)found[k][1], 0, 0, 0, 0),
 			   "a mapping of the rebuilt io_uring, not unmapped, at", found[k][0]);
 	return nf > 0;
 }
@@ -253,12 +251,12 @@ static int is_uring_fd(int pid, int fd)
  * fd io_uring_setup was about to return, if it holds an io_uring that
  * nothing maps (the rebuild maps its instance only after journalling its
  * inode; a program maps its own at once). */
-static void close_fds(aiotk_target *t, const uring_journal *j, struct missed *m)
+static void close_fds(aiotk_target *t, const uring_journal *j, uring_missed *m)
 {
 	if (!j->ino) {
 		int fd = j->pending_fd;
 		if (fd >= 0 && is_uring_fd(t->pid, fd) && !inode_mapped(t, fd_inode(t->pid, fd), NULL))
-			sys_missed(m, aiotk_sys(t, SYS_close, fd, 0, 0, 0, 0, 0),
+			uring_sys_missed(m, aiotk_sys(t, SYS_close, fd, 0, 0, 0, 0, 0),
 				   "the rebuilt io_uring's fd, not closed: fd", (uint64_t)fd);
 		return;
 	}
@@ -274,25 +272,25 @@ static void close_fds(aiotk_target *t, const uring_journal *j, struct missed *m)
 	if (d)
 		closedir(d);
 	for (size_t i = 0; i < nfds; i++)
-		sys_missed(m, aiotk_sys(t, SYS_close, fds[i], 0, 0, 0, 0, 0),
+		uring_sys_missed(m, aiotk_sys(t, SYS_close, fds[i], 0, 0, 0, 0, 0),
 			   "the rebuilt io_uring's fd, not closed: fd", (uint64_t)fds[i]);
 }
 
 /* A placeholder of the rebuild's, at exactly [a, a + len), unmapped. */
-static void unhold(aiotk_target *t, uint64_t a, uint64_t len, struct missed *m)
+static void unhold(aiotk_target *t, uint64_t a, uint64_t len, uring_missed *m)
 {
 	aiotk_vma v;
 	if (len && aiotk_maps_overlap(t->pid, a, len, 0, &v, NULL) == 1 && v.start == a &&
 	    v.end == a + len && aiotk_vma_is_placeholder(&v))
-		sys_missed(m, aiotk_sys(t, SYS_munmap, (long)a, (long)len, 0, 0, 0, 0),
+		uring_sys_missed(m, aiotk_sys(t, SYS_munmap, (long)a, (long)len, 0, 0, 0, 0),
 			   "a placeholder of the rebuild's, not unmapped, at", a);
 }
 
-static void rollback(aiotk_target *t, const uring_journal *j, struct missed *m)
+static void rollback(aiotk_target *t, const uring_journal *j, uring_missed *m)
 {
 	unmove(t, j, m);
-	uring_drop_ringfds(t, j); /* each holds the instance: dropped before its fds */
-	uring_close_nullfd(t, j);
+	uring_drop_ringfds(t, j, m); /* each holds the instance: dropped before its fds */
+	uring_close_nullfd(t, j, m);
 	close_fds(t, j, m);
 	if (j->ino)
 		inode_mapped(t, j->ino, m);
@@ -303,7 +301,7 @@ static void rollback(aiotk_target *t, const uring_journal *j, struct missed *m)
 }
 
 /* rc (err: why) once what m says failed is named: AIOTK_EROLLBACK. */
-static int missed_fail(const struct missed *m, aiotk_target *t, int rc, const char *what, aiotk_err *err)
+static int missed_fail(const uring_missed *m, aiotk_target *t, int rc, const char *what, aiotk_err *err)
 {
 	if (!m->n)
 		return rc;
@@ -319,11 +317,11 @@ static int missed_fail(const struct missed *m, aiotk_target *t, int rc, const ch
  * aiotk_uring_leftovers tries again what is left. */
 int uring_journal_rollback(uring_new *n, int rc, aiotk_err *err)
 {
-	struct missed m = { 0 };
+	uring_missed m = { 0 };
 	if (n->j_len)
 		rollback(n->t, &n->j, &m);
 	if (n->j_len && !m.n)
-		sys_missed(&m, aiotk_sys(n->t, SYS_munmap, (long)AIOTK_URING_JOURNAL_AT, (long)n->j_len, 0, 0, 0, 0),
+		uring_sys_missed(&m, aiotk_sys(n->t, SYS_munmap, (long)AIOTK_URING_JOURNAL_AT, (long)n->j_len, 0, 0, 0, 0),
 			   "aiotk's io_uring journal, not unmapped, at", AIOTK_URING_JOURNAL_AT);
 	n->j_len = 0;
 	return missed_fail(&m, n->t, rc, "taking a rebuilt io_uring instance away", err);
@@ -357,7 +355,7 @@ int aiotk_uring_leftovers(aiotk_target *t, unsigned *removed, aiotk_err *err)
 	/* Zero: made, then aiotk died before writing it. Anything else is not
 	 * aiotk's: left alone (a rebuild then says the address is taken). */
 	if (!rc && (j->magic == MAGIC || j->magic == 0)) {
-		struct missed m = { 0 };
+		uring_missed m = { 0 };
 		if (j->magic == MAGIC)
 			rollback(t, j, &m);
 		long r = m.n ? 0 : aiotk_sys(t, SYS_munmap, (long)v.start, (long)(v.end - v.start), 0, 0, 0, 0);

@@ -34,6 +34,13 @@ typedef struct uring_journal {
 	 * fd openat is about to give, until it is closed; -1: none. */
 	int32_t nullfd, pad3;
 } uring_journal;
+
+/* The steps a rollback could not make (journal.c): how many, the first
+ * one named, its errno; a rollback missing any keeps the journal and
+ * fails with AIOTK_EROLLBACK. */
+typedef struct uring_missed { unsigned n; int errno_; char first[200]; } uring_missed;
+void uring_miss(uring_missed *m, int e, const char *what, uint64_t at);
+void uring_sys_missed(uring_missed *m, long r, const char *what, uint64_t at); /* r: aiotk_sys's */
 _Static_assert(sizeof(uring_journal) <= URING_JOURNAL_HEAD, "io_uring journal");
 
 /* A new instance while it is built in t: its fd and what setup said. */
@@ -124,7 +131,7 @@ int uring_move_copies(uring_new *n, uint32_t shift, aiotk_uring_rebuilt *out, ai
  * each slot seen free and journalled first; and a rollback's drop of
  * every journalled slot (ringfds.c). */
 int uring_register_ringfds(uring_new *n, const aiotk_uring *u, aiotk_err *err);
-void uring_drop_ringfds(aiotk_target *t, const uring_journal *j);
+void uring_drop_ringfds(aiotk_target *t, const uring_journal *j, uring_missed *m);
 
 /* Provided-buffer rings (bufrings.c): why u's cannot be rebuilt (NULL:
  * they can; why: room for the message); the buffers their heads moved
@@ -138,6 +145,6 @@ int uring_bufring_mapping(const aiotk_uring *u, uint64_t offset); /* a kernel ri
 uint64_t uring_bufring_heads(const aiotk_uring *u);
 int uring_register_bufrings(uring_new *n, const aiotk_uring *u, aiotk_err *err);
 int uring_move_bufring_heads(uring_new *n, const aiotk_uring *u, uint64_t *done, aiotk_err *err);
-void uring_close_nullfd(aiotk_target *t, const uring_journal *j);
+void uring_close_nullfd(aiotk_target *t, const uring_journal *j, uring_missed *m);
 
 #endif

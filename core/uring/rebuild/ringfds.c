@@ -87,15 +87,24 @@ int uring_register_ringfds(uring_new *n, const aiotk_uring *u, aiotk_err *err)
 
 /* Each journalled slot dropped, from its thread, through the slot itself
  * (IORING_REGISTER_USE_REGISTERED_RING: the instance's fds may be closed
- * already). A slot left empty (killed before it was taken) stays so. */
-void uring_drop_ringfds(aiotk_target *t, const uring_journal *j)
+ * already). A slot left empty (killed before it was taken: EBADF) stays
+ * so, and a thread gone (ESRCH) took its slots with it; any other
+ * failure goes into m. */
+void uring_drop_ringfds(aiotk_target *t, const uring_journal *j, uring_missed *m)
 {
 	for (uint32_t i = 0; i < j->nringfds && i < URING_JOURNAL_RINGFDS; i++) {
 		struct io_uring_rsrc_update up = { .offset = j->ringfds[i].index, .data = 0 };
-		if (aiotk_poke(t, URING_JOURNAL_SCRATCH, &up, sizeof(up), NULL))
+		aiotk_err e;
+		if (aiotk_poke(t, URING_JOURNAL_SCRATCH, &up, sizeof(up), &e)) {
+			uring_miss(m, e.errno_ ? e.errno_ : EIO, "a rebuilt registered ring fd, not dropped, at index",
+				   j->ringfds[i].index);
 			continue;
-		aiotk_sys_in(t, j->ringfds[i].tid, SYS_io_uring_register, j->ringfds[i].index,
-			     IORING_UNREGISTER_RING_FDS | IORING_REGISTER_USE_REGISTERED_RING,
-			     (long)URING_JOURNAL_SCRATCH, 1, 0, 0);
+		}
+		long r = aiotk_sys_in(t, j->ringfds[i].tid, SYS_io_uring_register, j->ringfds[i].index,
+				      IORING_UNREGISTER_RING_FDS | IORING_REGISTER_USE_REGISTERED_RING,
+				      (long)URING_JOURNAL_SCRATCH, 1, 0, 0);
+		if (r != -EBADF && r != -ESRCH)
+			uring_sys_missed(m, r, "a rebuilt registered ring fd, not dropped, at index",
+					 j->ringfds[i].index);
 	}
 }
