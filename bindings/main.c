@@ -72,17 +72,12 @@ static int traceback(lua_State *L)
 }
 
 /* The binary's directory, for finding programs installed next to it. */
-static void set_exe_dir(lua_State *L)
+static void set_exe_dir(lua_State *L, const char *self)
 {
-	char exe[4096];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	if (n <= 0)
+	const char *slash = self ? strrchr(self, '/') : NULL;
+	if (!slash)
 		return;
-	exe[n] = 0;
-	char *slash = strrchr(exe, '/');
-	if (slash)
-		*slash = 0;
-	lua_pushstring(L, exe);
+	lua_pushlstring(L, self, (size_t)(slash - self));
 	lua_setglobal(L, "AIOTK_EXE_DIR");
 }
 
@@ -135,7 +130,7 @@ int main(int argc, char **argv)
 	laiotk_scripts_dir(self, AIOTK_SCRIPTS_FROM_BIN, dir, sizeof(dir));
 	set_bytecode_dir(L, self, dir, bytecode, sizeof(bytecode));
 	set_args(L, argc, argv);
-	set_exe_dir(L);
+	set_exe_dir(L, self);
 	int rc = run(L, dir, bytecode);
 	fflush(stdout);
 	/* Closing the state only frees memory, unless a process is still

@@ -15,6 +15,20 @@ static int is_dir(const char *p)
 	return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* A binary of this build tree (it uses the tree's own pieces). */
+static int in_build_tree(const char *self)
+{
+	return self && !strncmp(self, AIOTK_BUILD_DIR "/", strlen(AIOTK_BUILD_DIR) + 1);
+}
+
+/* rel from the binary's own directory into out (a relocated prefix still
+ * works); the result of snprintf. */
+static int from_self(const char *self, const char *rel, char *out, size_t len)
+{
+	const char *slash = self ? strrchr(self, '/') : NULL;
+	return snprintf(out, len, "%.*s/%s", slash ? (int)(slash - self) : 1, slash ? self : ".", rel);
+}
+
 /* In order: $AIOTK_SCRIPTS_DIR; the source tree's scripts for a binary of
  * the build tree (it runs the scripts it was built with); the installed
  * scripts found from the binary's own directory (`rel`, the path from
@@ -28,14 +42,12 @@ void laiotk_scripts_dir(const char *self, const char *rel, char *out, size_t len
 		snprintf(out, len, "%s", env);
 		return;
 	}
-	if (self && !strncmp(self, AIOTK_BUILD_DIR "/", strlen(AIOTK_BUILD_DIR) + 1) &&
-	    is_dir(AIOTK_SOURCE_SCRIPTS)) {
+	if (in_build_tree(self) && is_dir(AIOTK_SOURCE_SCRIPTS)) {
 		snprintf(out, len, "%s", AIOTK_SOURCE_SCRIPTS);
 		return;
 	}
-	const char *slash = self ? strrchr(self, '/') : NULL;
-	if (slash && snprintf(path, sizeof(path), "%.*s/%s", (int)(slash - self), self, rel) <
-			     (int)sizeof(path) && is_dir(path)) {
+	if (self && strchr(self, '/') && from_self(self, rel, path, sizeof(path)) < (int)sizeof(path) &&
+	    is_dir(path)) {
 		snprintf(out, len, "%s", path);
 		return;
 	}
@@ -49,7 +61,7 @@ void laiotk_scripts_dir(const char *self, const char *rel, char *out, size_t len
  * costs the parse it would have saved. */
 void laiotk_bytecode_dir(const char *self, const char *scripts, char *out, size_t len)
 {
-	if (self && !strncmp(self, AIOTK_BUILD_DIR "/", strlen(AIOTK_BUILD_DIR) + 1)) {
+	if (in_build_tree(self)) {
 		snprintf(out, len, "%s/bytecode", AIOTK_BUILD_DIR);
 		return;
 	}
@@ -62,10 +74,8 @@ void laiotk_bytecode_dir(const char *self, const char *scripts, char *out, size_
  * binary's own directory (lib/aiotk/readline.so). */
 void laiotk_readline_path(const char *self, const char *rel, char *out, size_t len)
 {
-	if (self && !strncmp(self, AIOTK_BUILD_DIR "/", strlen(AIOTK_BUILD_DIR) + 1)) {
+	if (in_build_tree(self))
 		snprintf(out, len, "%s/lua/aiotk/readline.so", AIOTK_BUILD_DIR);
-		return;
-	}
-	const char *slash = self ? strrchr(self, '/') : NULL;
-	snprintf(out, len, "%.*s/%s", slash ? (int)(slash - self) : 1, slash ? self : ".", rel);
+	else
+		from_self(self, rel, out, len);
 }

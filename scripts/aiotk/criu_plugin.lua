@@ -93,14 +93,11 @@ function M.init(stage, dir, log, shipped)
 	-- CRIU runs init before it freezes the tasks: all the freeze's hooks
 	-- need is made now, so that CHECKPOINT_DEVICES and the fit at fini
 	-- only read and write: the kernel view's BPF program loaded and
-	-- verified (about 0.1 s), the modules loaded only when first used
-	-- (aiotk.render and dkjson: 0.5 ms, measured inside the freeze), and
-	-- the garbage of all that collected, so that no collection's step
-	-- comes due inside the freeze.
+	-- verified (about 0.1 s), and the modules loaded only when first used
+	-- (aiotk.render and dkjson: 0.5 ms, measured inside the freeze).
 	if state.stage == "dump" then
 		require("aiotk.kernel").open(p)
 		require("aiotk.render")
-		collectgarbage("collect")
 	end
 	return true
 end
