@@ -40,6 +40,9 @@ void laiotk_image_register(lua_State *L);
 int laiotk_image_create(lua_State *L);
 int laiotk_image_read(lua_State *L);
 int laiotk_image_decode(lua_State *L);
+/* core.image_pack and core.read_pack: a CRIU dump's images in one file. */
+int laiotk_pack_create(lua_State *L);
+int laiotk_pack_read(lua_State *L);
 
 void laiotk_lab_register(lua_State *L);
 void laiotk_criu_register(lua_State *L);

@@ -286,6 +286,7 @@ static const luaL_Reg funcs[] = {
 	{ "now_ns", l_now_ns }, { "sleep_ms", l_sleep_ms },
 	{ "ring", laiotk_ring_from_table }, { "image", laiotk_image_create },
 	{ "read_image", laiotk_image_read }, { "decode_image", laiotk_image_decode },
+	{ "image_pack", laiotk_pack_create }, { "read_pack", laiotk_pack_read },
 	{ NULL, NULL },
 };
 

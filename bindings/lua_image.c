@@ -209,3 +209,72 @@ int laiotk_image_decode(lua_State *L)
 		return laiotk_fail(L, &err);
 	return 1;
 }
+
+/* ---- a CRIU dump's images in one file (aiotk_pack) -------------------- */
+#define PACK_MT "aiotk.pack"
+
+static aiotk_pack *pack_check(lua_State *L)
+{
+	return luaL_checkudata(L, 1, PACK_MT);
+}
+
+static int pack_gc(lua_State *L)
+{
+	aiotk_pack_close(pack_check(L));
+	return 0;
+}
+
+/* pack:add(task, img): img as task's, written whole or not at all. */
+static int pack_add(lua_State *L)
+{
+	aiotk_err err;
+	if (aiotk_pack_append(pack_check(L), (int32_t)luaL_checkinteger(L, 2), check(L, 3), &err))
+		return laiotk_fail(L, &err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* pack:count(): how many records were written. */
+static int pack_count(lua_State *L)
+{
+	lua_pushinteger(L, pack_check(L)->count);
+	return 1;
+}
+
+/* core.image_pack(path): the file created (emptied if it was there). */
+int laiotk_pack_create(lua_State *L)
+{
+	static const luaL_Reg methods[] = {
+		{ "add", pack_add }, { "count", pack_count }, { "close", pack_gc }, { NULL, NULL },
+	};
+	aiotk_err err;
+	const char *path = luaL_checkstring(L, 1);
+	aiotk_pack *p = lua_newuserdata(L, sizeof(*p));
+	p->fd = -1;
+	laiotk_class(L, PACK_MT, pack_gc, methods);
+	luaL_getmetatable(L, PACK_MT);
+	lua_setmetatable(L, -2);
+	if (aiotk_pack_create(path, p, &err))
+		return laiotk_fail(L, &err);
+	return 1;
+}
+
+/* core.read_pack(path): { [task] = image }; nil, message, "empty" when
+ * there is no such file. */
+int laiotk_pack_read(lua_State *L)
+{
+	aiotk_err err;
+	aiotk_pack_entry *e;
+	size_t n;
+	if (aiotk_pack_read(luaL_checkstring(L, 1), &e, &n, &err))
+		return laiotk_fail(L, &err);
+	lua_createtable(L, 0, (int)n);
+	for (size_t i = 0; i < n; i++) {
+		aiotk_image *img = laiotk_image_new(L);
+		*img = e[i].img;
+		memset(&e[i].img, 0, sizeof(e[i].img));
+		lua_rawseti(L, -2, e[i].task);
+	}
+	aiotk_pack_free(e, n);
+	return 1;
+}

@@ -1007,6 +1007,28 @@ int aiotk_image_decode(const uint8_t *buf, size_t len, const char *name,
 int aiotk_image_encode(const aiotk_image *img, uint8_t **buf, size_t *len,
 		       aiotk_err *err);
 void aiotk_image_free(aiotk_image *img);
+
+/* The images of a CRIU dump's tasks, one file beside CRIU's images
+ * (its name: scripts/aiotk/criu.lua), one record a task appended
+ * (formats/image_pack.c): created before CRIU's freeze, each task one
+ * write inside it. */
+typedef struct aiotk_pack {
+	int fd;
+	int64_t end;      /* where the next record goes */
+	unsigned count;   /* records written */
+} aiotk_pack;
+int aiotk_pack_create(const char *path, aiotk_pack *p, aiotk_err *err);
+/* img as task's (its number in its own PID namespace), written whole or
+ * not at all. */
+int aiotk_pack_append(aiotk_pack *p, int32_t task, const aiotk_image *img, aiotk_err *err);
+void aiotk_pack_close(aiotk_pack *p);
+typedef struct aiotk_pack_entry {
+	int32_t task;
+	aiotk_image img;
+} aiotk_pack_entry;
+/* Every record of the file at path; AIOTK_EEMPTY when there is none. */
+int aiotk_pack_read(const char *path, aiotk_pack_entry **out, size_t *n, aiotk_err *err);
+void aiotk_pack_free(aiotk_pack_entry *e, size_t n);
 /* Temporary file beside dst, fsync, rename, fsync of the directory. */
 int aiotk_write_file(const char *dst, const uint8_t *buf, size_t len, int flags,
 		     aiotk_err *err);

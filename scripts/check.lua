@@ -51,7 +51,8 @@ else
 	end
 	local procs, err = criu.read(args.criu)
 	if not procs then return cmd.fail("check", err) end
-	local recorded = criu.recorded(args.criu)
+	local recorded, rerr = criu.recorded(args.criu)
+	if not recorded then return cmd.fail("check", rerr) end
 	for _, p in ipairs(procs) do
 		local rings, nr_req = {}, {}
 		for _, c in ipairs(p.rings) do

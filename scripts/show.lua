@@ -6,12 +6,15 @@ local argparse = require "argparse"
 local parser = argparse("aiotk show", "Print the rings saved in an aiotk image directory, " ..
 	"or (-p) the rings of a running process as it and the kernel see them, without stopping it.")
 parser:argument("dir", "image directory (holds rings.img), a CRIU dump directory (mm-PID.img, " ..
-	"recognised by itself) or one mm-PID.img of it"):args "?"
+	"recognised by itself), one mm-PID.img of it, or its aiotk-rings.img (what aiotk's CRIU plugin " ..
+	"recorded of each task)"):args "?"
 parser:option("-D --dir", "the same as the DIR argument"):target "dir_opt"
 parser:option("-p --pid", "a running process: its rings and the kernel's view of each " ..
 	"(io_setup's n, the kernel's tail, requests in flight), and its io_uring instances; needs BPF " ..
 	"(root)"):convert(cmd.pid)
 parser:flag("--criu", "DIR is a CRIU dump directory: show its AIO rings")
+parser:option("--task", "with an aiotk-rings.img: only this task's image (its number in its own PID " ..
+	"namespace, as CRIU's images name it)"):convert(cmd.pid)
 parser:flag("--json", "machine-readable output; 64-bit values are \"0x...\" strings")
 parser:option("--events", "events to list per ring in the table (0: none)", "4"):convert(tonumber)
 local args = parser:parse({ ... })
@@ -97,6 +100,54 @@ if args.criu then
 	return 0
 end
 
+local function show_image(img, name)
+	print(string.format("image %s: format %d, %d ring(s), dumped on %s (%d CPUs, %d-byte pages, %s formula, aio-max-nr %d)%s",
+		name, img.format, img.nrings, img.release, img.cpus, img.page_size,
+		img.formula, img.aio_max_nr,
+		img.pid ~= 0 and string.format(", pid %d stopped %.3f ms", img.pid, img.stopped_ns / 1e6) or ""))
+	local rows = {}
+	for _, r in ipairs(img:rings()) do
+		rows[#rows + 1] = { pid = img.pid ~= 0 and img.pid or nil, ring = r, n = r.n ~= 0 and r.n or nil }
+	end
+	ring_rows(rows)
+	if img.nurings > 0 then
+		local uring = require "aiotk.uring"
+		print(string.format("%d io_uring instance(s)", img.nurings))
+		for _, u in ipairs(img:urings()) do io.write(uring.text(uring.row(u))) end
+	end
+end
+
+-- A CRIU dump's aiotk-rings.img: each task's image, by its number.
+local function show_pack()
+	local imgs, err = aiotk.core.read_pack(args.dir)
+	if not imgs then return cmd.fail("show", err) end
+	local tasks, all = {}, {}
+	for task in pairs(imgs) do
+		all[#all + 1] = task
+		if not args.task or task == args.task then tasks[#tasks + 1] = task end
+	end
+	table.sort(tasks)
+	table.sort(all)
+	if args.task and #tasks == 0 then
+		return cmd.fail("show", string.format("%s holds no image of task %d (its tasks: %s)", args.dir,
+			args.task, #all > 0 and table.concat(all, ", ") or "none"))
+	end
+	if args.json then
+		local out = {}
+		for i, t in ipairs(tasks) do out[i] = { task = t, image = aiotk.image_table(imgs[t]) } end
+		print(aiotk.json(args.task and out[1].image or out))
+		return 0
+	end
+	for _, t in ipairs(tasks) do show_image(imgs[t], string.format("%s, task %d", args.dir, t)) end
+	return 0
+end
+
+if args.dir:match("[^/]*$") == require("aiotk.criu").PACK then return show_pack() end
+if args.task then
+	io.stderr:write("aiotk show: --task picks a task of a CRIU dump's " .. require("aiotk.criu").PACK .. "\n")
+	return 2
+end
+
 local img, err = aiotk.read_image(args.dir)
 if not img then return cmd.fail("show", err) end
 
@@ -104,19 +155,5 @@ if args.json then
 	print(aiotk.json(aiotk.image_table(img)))
 	return 0
 end
-
-print(string.format("image %s: format %d, %d ring(s), dumped on %s (%d CPUs, %d-byte pages, %s formula, aio-max-nr %d)%s",
-	args.dir, img.format, img.nrings, img.release, img.cpus, img.page_size,
-	img.formula, img.aio_max_nr,
-	img.pid ~= 0 and string.format(", pid %d stopped %.3f ms", img.pid, img.stopped_ns / 1e6) or ""))
-local rows = {}
-for _, r in ipairs(img:rings()) do
-	rows[#rows + 1] = { pid = img.pid ~= 0 and img.pid or nil, ring = r, n = r.n ~= 0 and r.n or nil }
-end
-ring_rows(rows)
-if img.nurings > 0 then
-	local uring = require "aiotk.uring"
-	print(string.format("%d io_uring instance(s)", img.nurings))
-	for _, u in ipairs(img:urings()) do io.write(uring.text(uring.row(u))) end
-end
+show_image(img, args.dir)
 return 0

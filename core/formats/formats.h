@@ -23,4 +23,9 @@ int fmt_put(struct fmt_buf *o, const void *p, size_t n);
 struct fmt_pb { ProtobufCAllocator a; int failed; };
 void fmt_pb_init(struct fmt_pb *pb);
 
+/* The whole file at path read into *buf (malloc'd): a regular file of
+ * sane size; AIOTK_EEMPTY when there is none, hint appended to the
+ * message. */
+int fmt_load(const char *path, const char *hint, uint8_t **buf, size_t *len, aiotk_err *err);
+
 #endif

@@ -2,6 +2,7 @@
  * so an interrupted dump never leaves a half image. */
 #define _GNU_SOURCE
 #include "aiotk.h"
+#include "formats/formats.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -39,16 +40,15 @@ int aiotk_image_write_flags(const char *dir, const aiotk_image *img, int flags,
 	return rc;
 }
 
-static int load(const char *path, uint8_t **buf, size_t *len, aiotk_err *err)
+int fmt_load(const char *path, const char *hint, uint8_t **buf, size_t *len, aiotk_err *err)
 {
 	struct stat st;
 	/* O_NONBLOCK: a FIFO opens without waiting for a writer, and the
 	 * fstat below refuses it. */
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
-		return aiotk_fail(err, AIOTK_EIMAGE, errno,
-				  "cannot open %s: %s (is this an aiotk image directory?)",
-				  path, strerror(errno));
+		return aiotk_fail(err, errno == ENOENT ? AIOTK_EEMPTY : AIOTK_EIMAGE, errno,
+				  "cannot open %s: %s%s", path, strerror(errno), hint);
 	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > MAX_FILE) {
 		close(fd);
 		return aiotk_fail(err, AIOTK_EIMAGE, 0,
@@ -80,7 +80,12 @@ int aiotk_image_read(const char *dir, aiotk_image *img, aiotk_err *err)
 	size_t len = 0;
 	snprintf(path, sizeof(path), "%s/%s", dir, AIOTK_IMAGE_FILE);
 	memset(img, 0, sizeof(*img));
-	int rc = load(path, &buf, &len, err);
+	int rc = fmt_load(path, " (is this an aiotk image directory?)", &buf, &len, err);
+	if (rc == AIOTK_EEMPTY) { /* a missing image is a bad argument here */
+		rc = AIOTK_EIMAGE;
+		if (err)
+			err->code = rc;
+	}
 	if (rc)
 		return rc;
 	rc = aiotk_image_decode(buf, len, path, img, err);

@@ -109,9 +109,12 @@ static int init(int stage, const char *dir, const char *plugin, aiotk_criu_say l
 
 static void fini(int stage, int ret)
 {
-	/* a failed dump is CRIU's to report; its images are not used */
-	if (stage == CR_PLUGIN_STAGE__DUMP && ret == 0 && L)
-		call("finish", 0);
+	/* a failed dump is CRIU's to report; finish only takes aiotk's
+	 * images away again, as they are not used */
+	if (stage == CR_PLUGIN_STAGE__DUMP && L) {
+		lua_pushboolean(L, ret == 0);
+		call("finish", 1);
+	}
 	/* A dump's fini runs inside CRIU's freeze, where closing the state
 	 * (the Lua heap, the kernel view's BPF objects) took 0.4 ms: CRIU
 	 * exits right after a dump, which frees it all. */

@@ -294,15 +294,22 @@ local function patched_mm(procs, host, recorded, policy)
 	return out, changes, headers, inplace
 end
 
--- The n recorded at dump by aiotk's CRIU plugin (DIR/aiotk-PID images),
--- as recorded(pid, addr) for fixup and plugin_verdicts.
+-- What aiotk's CRIU plugin recorded at dump: each task's image (its rings'
+-- n, kernel tails, requests captured in flight), by the task's number in
+-- its own PID namespace, all in DIR/aiotk-rings.img (one file: created
+-- before CRIU's freeze, each task appended inside it). Dumps made before
+-- it have a directory a task, DIR/aiotk-PID, read as well.
+M.PACK = "aiotk-rings.img"
 M.PREFIX = "aiotk-"
 
+-- { [task] = image } of dir; nil, message, code when the file is damaged.
 function M.plugin_images(dir)
-	local out = {}
+	local out, err, code = core.read_pack(dir .. "/" .. M.PACK)
+	if not out and code ~= "empty" then return nil, err, code end
+	out = out or {}
 	for _, name in ipairs(core.listdir(dir) or {}) do
 		local pid = name:sub(1, #M.PREFIX) == M.PREFIX and tonumber(name:sub(#M.PREFIX + 1):match("^%d+$"))
-		local img = pid and aiotk.read_image(dir .. "/" .. name)
+		local img = pid and not out[pid] and aiotk.read_image(dir .. "/" .. name)
 		if img then out[pid] = img end
 	end
 	return out
@@ -314,8 +321,11 @@ function M.ring_of(img, addr)
 	end
 end
 
+-- recorded(pid, addr): the n recorded at dump; nil, message, code when
+-- the images are damaged.
 function M.recorded(dir)
-	local imgs = M.plugin_images(dir)
+	local imgs, err, code = M.plugin_images(dir)
+	if not imgs then return nil, err, code end
 	return function(pid, addr)
 		local r = M.ring_of(imgs[pid], addr)
 		return r and r.n ~= 0 and r.n or nil

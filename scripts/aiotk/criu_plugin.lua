@@ -3,7 +3,8 @@
 -- (shipped, the user's policy.lua, then the file $AIOTK_POLICY names).
 --   dump, CHECKPOINT_DEVICES(pid): the task is frozen by CRIU; record each
 --     ring's n and kernel tail, wait for requests that finish on their own,
---     capture cancellable ones (policy in_flight), in DIR/aiotk-PID;
+--     capture cancellable ones (policy in_flight), appended to
+--     DIR/aiotk-rings.img (created at init, before the freeze);
 --   restore, at init (before any mm image is read): each ring's nr_req
 --     becomes the n recorded at dump, or the smallest n that makes the ring
 --     here, so io_setup fits fs.aio-max-nr; a ring this host cannot make
@@ -21,10 +22,10 @@ local criu = require "aiotk.criu"
 local M = {}
 
 M.STAGES = { [0] = "dump", [1] = "pre-dump", [2] = "restore" }
-M.PREFIX = criu.PREFIX -- DIR/aiotk-PID: aiotk's image of process PID
 
--- recorded[vpid][addr]: each ring's n as this dump wrote it in
--- DIR/aiotk-VPID; captured: the requests captured in them all.
+-- recorded[vpid][addr]: each ring's n as this dump wrote it in its
+-- images (pack: the open DIR/aiotk-rings.img); captured: the requests
+-- captured in them all.
 local state = { log = function() end, recorded = {}, captured = 0 }
 
 -- The n this dump recorded, as criu.recorded gives it from the images.
@@ -35,9 +36,25 @@ end
 
 local function logf(level, fmt, ...) state.log(level, string.format(fmt, ...)) end
 
-function M.image_dir(pid) return state.dir .. "/" .. M.PREFIX .. pid end
+local function pack_path() return state.dir .. "/" .. criu.PACK end
 
-local function images() return criu.plugin_images(state.dir) end
+-- The dump's image file closed; gone if no task had rings, or if the
+-- dump failed (CRIU does not use its images: nothing half-written stays).
+local function close_pack(failed)
+	local written = state.pack:count()
+	state.pack:close()
+	if written == 0 or failed then os.remove(pack_path()) end
+end
+
+-- The dump's images, read once a restore.
+local function images()
+	if not state.images then
+		local imgs, err = criu.plugin_images(state.dir)
+		if not imgs then return nil, err end
+		state.images = imgs
+	end
+	return state.images
+end
 local ring_of = criu.ring_of
 
 -- What the plugin writes lives beside CRIU's images, which nobody syncs:
@@ -77,7 +94,9 @@ local function fix_images()
 	for _, p in ipairs(procs) do if #p.rings > 0 then with[#with + 1] = p end end
 	if #with == 0 then return "none" end
 	procs = with
-	return fit_here(procs, criu.recorded(state.dir))
+	local recorded, rerr = criu.recorded(state.dir)
+	if not recorded then return nil, rerr end
+	return fit_here(procs, recorded)
 end
 
 -- stage: CRIU's CR_PLUGIN_STAGE__*; dir: its image directory; log(level,
@@ -93,11 +112,17 @@ function M.init(stage, dir, log, shipped)
 	-- CRIU runs init before it freezes the tasks: all the freeze's hooks
 	-- need is made now, so that CHECKPOINT_DEVICES and the fit at fini
 	-- only read and write: the kernel view's BPF program loaded and
-	-- verified (about 0.1 s), and the modules loaded only when first used
-	-- (aiotk.render and dkjson: 0.5 ms, measured inside the freeze).
+	-- verified
+	-- (about 0.1 s), the modules loaded only when first used
+	-- (aiotk.render and dkjson: 0.5 ms, measured inside the freeze), and
+	-- the file each task's image is appended to (a file created inside
+	-- the freeze costs 0.2 ms; an append 0.004).
 	if state.stage == "dump" then
 		require("aiotk.kernel").open(p)
 		require("aiotk.render")
+		local pack, err = core.image_pack(pack_path())
+		if not pack then return nil, err end
+		state.pack = pack
 	end
 	return true
 end
@@ -136,8 +161,11 @@ local function fit_and_stamp(start)
 end
 
 -- The dump stays good either way: without the stamp a restore fits it.
-function M.finish()
+-- dumped: false when CRIU's dump failed.
+function M.finish(dumped)
 	if state.stage ~= "dump" then return "none" end
+	close_pack(not dumped)
+	if not dumped then return "none" end
 	local start = core.now_ns()
 	local ok, why = fit_and_stamp(start)
 	if not ok then logf("warn", "the dump is not fitted to this host at dump (%s); a restore fits it", why) end
@@ -148,19 +176,21 @@ function M.checkpoint(pid)
 	if state.stage ~= "dump" then return "none" end
 	local start = core.now_ns()
 	local vpid = process.ns_pid(pid) or pid
-	local img, report, code = dump.dump_frozen(pid, M.image_dir(vpid), { policy = state.policy, sync = false })
+	local img, report, code = dump.dump_frozen(pid, nil, { policy = state.policy })
 	if not img then
 		if code == "norings" then return "none" end
 		return nil, report
 	end
+	local ok, err = state.pack:add(vpid, img)
+	if not ok then return nil, err end
 	local captured, ns = 0, {}
 	for _, r in ipairs(img:rings()) do
 		captured = captured + r.ncaptured
 		ns[r.addr] = r.n ~= 0 and r.n or nil
 	end
 	state.recorded[vpid], state.captured = ns, state.captured + captured
-	logf("info", "process %d: %d AIO ring(s) recorded in %s, %d request(s) in flight captured, " ..
-		"waited %.1f ms for the others%s; %.2f ms in all", pid, img.nrings, M.image_dir(vpid), captured,
+	logf("info", "process %d: %d AIO ring(s) recorded in %s as task %d, %d request(s) in flight captured, " ..
+		"waited %.1f ms for the others%s; %.2f ms in all", pid, img.nrings, pack_path(), vpid, captured,
 		report.waited_ms, img.nurings > 0 and string.format("; and %d io_uring instance(s)", img.nurings) or "",
 		(core.now_ns() - start) / 1e6)
 	return true
@@ -172,7 +202,8 @@ end
 local function image_of(pid)
 	local live = core.live_rings(pid) or {}
 	if #live == 0 then return nil end
-	local imgs = images()
+	local imgs, err = images()
+	if not imgs then return nil, err end
 	local vpid = process.ns_pid(pid)
 	if vpid and imgs[vpid] then return imgs[vpid] end
 	for _, img in pairs(imgs) do
@@ -182,7 +213,8 @@ end
 
 function M.resume(pid)
 	if state.stage ~= "restore" then return "none" end
-	local img = image_of(pid)
+	local img, ierr = image_of(pid)
+	if ierr then return nil, ierr end
 	local todo = {}
 	for _, r in ipairs(img and img:rings() or {}) do
 		if r.ncaptured > 0 then todo[#todo + 1] = r end
@@ -272,12 +304,16 @@ local function post_dump()
 				end
 				img:add(c.ring)
 			end
-			local ok, werr = img:write(M.image_dir(p.pid), WRITE)
-			if not ok then return nil, werr end
+			local ok, werr = state.pack:add(p.pid, img)
+			if not ok then
+				close_pack(true)
+				return nil, werr
+			end
 			logf("info", "process %d: io_setup's n of %d ring(s) recorded in %s", p.pid, #p.rings,
-				M.image_dir(p.pid))
+				pack_path())
 		end
 	end
+	close_pack(#failures > 0)
 	if #failures > 0 then return nil, table.concat(failures, "; ") end
 	return true
 end

@@ -10,8 +10,7 @@ M.CONVENTION = "Every call that can fail at run time returns nil, message, code,
 	"empty, rollback (a failure whose undo failed too: the message names what stays changed and " ..
 	"where), and from the process workflows in_flight, interrupted, plan, norings; errno: the " ..
 	"failing system call's, 0 if none). Decide on code and errno, never on the message's text, " ..
-	"which is for people. Wrong argument types raise a Lua error. " ..
-	"Lua error. Addresses are numbers (exact below 2^53); 64-bit cookies are \"0x...\" strings, " ..
+	"which is for people. Wrong argument types raise a Lua error. Addresses are numbers (exact below 2^53); 64-bit cookies are \"0x...\" strings, " ..
 	"and any 64-bit argument accepts either."
 
 M.entries = {
@@ -152,6 +151,9 @@ M.entries = {
 	{ "aiotk.core.kview_unpin", "aiotk.core.kview_unpin(dir[, all])", "removes this build's kernel-view " ..
 		"pin under dir (core.kview_pin_name() names it), or with all every aiotk-* pin there; returns " ..
 		"how many" },
+	{ "aiotk.core.read_pack", "aiotk.core.read_pack(path)", "{[task] = image} of a CRIU dump's " ..
+		"aiotk-rings.img (what the plugin recorded of each task, by its number in its PID namespace); " ..
+		"core.image_pack(path) makes one (pack:add(task, img), pack:count(), pack:close())" },
 	{ "aiotk.core.live_rings", "aiotk.core.live_rings(pid)", "{addr, ring_len, nr, head, tail} per ring " ..
 		"of a running process, read without stopping it" },
 	{ "aiotk.lab", "aiotk.lab.*", "a real libaio client for experiments: setup(n), complete(ctx, count, " ..
@@ -161,7 +163,8 @@ M.entries = {
 	{ "plan", "require \"aiotk.plan\"", "plan.make(rings, host, policy), plan.verdict(p), " ..
 		"plan.budget(needed, host), plan.for_host(plan, host, policy, where), plan.follow(plan, rings)" },
 	{ "criu", "require \"aiotk.criu\"", "criu.read(dir), criu.table(procs, dir), criu.fixup(...), " ..
-		"criu.undo(dir), criu.plugin_verdicts(proc, host, policy, recorded)" },
+		"criu.undo(dir), criu.plugin_verdicts(proc, host, policy, recorded), criu.plugin_images(dir) " ..
+		"(what the plugin recorded, by task)" },
 }
 
 -- The entry for a name ("aiotk.snapshot", "snapshot") or for a function.

@@ -4,6 +4,8 @@
 #include "check.h"
 
 #include <dirent.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -202,6 +204,59 @@ static void missing_and_unwritable(const char *dir)
 	unlink(path);
 }
 
+static off_t file_size(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) ? -1 : st.st_size;
+}
+
+/* A CRIU dump's images in one file: tasks appended and read back by
+ * task; an append that cannot be written whole (the file size limit, a
+ * real EFBIG from the kernel) leaves the file as it was; a file cut or
+ * with a bad magic reads as damaged, naming it; none is AIOTK_EEMPTY. */
+static void pack(const char *dir)
+{
+	aiotk_image img;
+	aiotk_pack p;
+	aiotk_pack_entry *e;
+	aiotk_err err;
+	size_t n;
+	char path[512];
+	snprintf(path, sizeof(path), "%s/aiotk-rings.img", dir);
+	CHECK(aiotk_pack_read(path, &e, &n, &err) == AIOTK_EEMPTY, "no file: %s", err.msg);
+	sample(&img);
+	CHECK_OK(aiotk_pack_create(path, &p, &err), err);
+	CHECK_OK(aiotk_pack_append(&p, 1, &img, &err), err);
+	img.pid = 99;
+	CHECK_OK(aiotk_pack_append(&p, 7, &img, &err), err);
+	off_t two = file_size(path);
+	struct rlimit old, lim = { (rlim_t)two + 100, RLIM_INFINITY };
+	getrlimit(RLIMIT_FSIZE, &old);
+	signal(SIGXFSZ, SIG_IGN);
+	setrlimit(RLIMIT_FSIZE, &lim);
+	int rc = aiotk_pack_append(&p, 8, &img, &err);
+	setrlimit(RLIMIT_FSIZE, &old);
+	CHECK(rc == AIOTK_ESYS && strstr(err.msg, "task 8") && p.count == 2, "append over the limit: %d %s",
+	      rc, err.msg);
+	CHECK(file_size(path) == two, "file left at %lld bytes, was %lld", (long long)file_size(path),
+	      (long long)two);
+	aiotk_pack_close(&p);
+	CHECK_OK(aiotk_pack_read(path, &e, &n, &err), err);
+	CHECK(n == 2 && e[0].task == 1 && e[1].task == 7 && e[1].img.pid == 99 && e[0].img.nrings == 3,
+	      "%zu records read back", n);
+	for (size_t i = 0; n == 2 && i < 3; i++)
+		CHECK(same_ring(&img.rings[i], &e[1].img.rings[i]), "ring %zu round trip", i);
+	aiotk_pack_free(e, n);
+	aiotk_image_free(&img);
+	CHECK(truncate(path, two - 1) == 0, "truncate");
+	CHECK(aiotk_pack_read(path, &e, &n, &err) == AIOTK_EIMAGE && strstr(err.msg, path) && n == 0,
+	      "cut: %s", err.msg);
+	CHECK(truncate(path, 2) == 0, "truncate");
+	CHECK(aiotk_pack_read(path, &e, &n, &err) == AIOTK_EIMAGE && strstr(err.msg, "bad magic"),
+	      "no magic: %s", err.msg);
+	unlink(path);
+}
+
 int main(void)
 {
 	char dir[] = "/tmp/aiotk-image-XXXXXX";
@@ -210,6 +265,7 @@ int main(void)
 	corruption_sweep();
 	bad_values();
 	missing_and_unwritable(dir);
+	pack(dir);
 	char path[512];
 	snprintf(path, sizeof(path), "%s/%s", dir, AIOTK_IMAGE_FILE);
 	unlink(path);

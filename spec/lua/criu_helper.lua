@@ -72,7 +72,6 @@ function M.detached_workload(args, out)
 	return pid
 end
 
--- Every file of directory d, by name.
 -- Every file of directory d, by name: its bytes.
 function M.files_of(d)
 	local out = {}

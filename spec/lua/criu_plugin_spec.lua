@@ -106,6 +106,24 @@ describe("real CRIU with aiotk's plugin", function()
 			local ok, o = criu("dump -t " .. pid .. " -D " .. img, plugin)
 			assert(ok, "criu dump: " .. o .. "\n" .. helper.slurp(img .. "/criu.log"):sub(-3000))
 			assert(gone(pid), "the dumped process is still there")
+			if plugin then
+				-- the task's image is one record of one file, under the
+				-- task's number (no directory a task)
+				local pack = img .. "/" .. require("aiotk.criu").PACK
+				local imgs = assert(core.read_pack(pack))
+				assert.are.equal(1, imgs[pid]:rings()[1].ncaptured)
+				for _, name in ipairs(core.listdir(img)) do assert.is_nil(name:match("^aiotk%-%d+$"), name) end
+				-- damaged, it fails the restore before anything is
+				-- restored, naming the file; put back, the restore goes on
+				local bytes = helper.slurp(pack)
+				helper.write(pack, bytes:sub(1, #bytes - 1))
+				ok, o = criu("restore -d -D " .. img, plugin)
+				assert.is_false(ok, "restored from a damaged image")
+				assert.matches("aiotk%-rings%.img at offset %d+: record longer than the file; the dump's aiotk " ..
+					"images are damaged", helper.slurp(img .. "/criu.log"))
+				assert.is_true(gone(pid))
+				helper.write(pack, bytes)
+			end
 			ok, o = criu("restore -d -D " .. img, plugin)
 			assert(ok, "criu restore: " .. o .. helper.slurp(img .. "/criu.log"):sub(-3000))
 			local v = verdict(pid, out)
@@ -117,6 +135,24 @@ describe("real CRIU with aiotk's plugin", function()
 				assert.are.equal("VERIFY FAIL: the POLL in flight at dump never completed", v)
 			end
 		end
+	end)
+
+	it("writes no image file into the dump of a process without rings (only its stamp: nothing to do at restore)", function()
+		if not need_criu() then return end
+		local img = dir .. "/img"
+		assert(core.mkdir(img))
+		local ok, o = sh("setsid sleep 600 >/dev/null 2>&1 </dev/null & echo $!")
+		assert(ok, o)
+		local pid = tonumber(o:match("(%d+)"))
+		pids[#pids + 1] = pid
+		ok, o = criu("dump -t " .. pid .. " -D " .. img, true)
+		assert(ok, "criu dump: " .. o .. "\n" .. helper.slurp(img .. "/criu.log"):sub(-3000))
+		local ours = {}
+		for _, name in ipairs(core.listdir(img)) do
+			if name:match("^aiotk") then ours[#ours + 1] = name end
+		end
+		assert.are.same({ "aiotk-fitted.stamp" }, ours)
+		assert.matches("0 AIO ring%(s%) fitted to this host", helper.slurp(img .. "/criu.log"))
 	end)
 
 	it("fails the dump, naming ring, count and kind, when the policy says a request may not be lost", function()
@@ -133,6 +169,8 @@ describe("real CRIU with aiotk's plugin", function()
 		assert.matches("aiotk: ring 0x%x+: 1 request%(s%) in flight %(0 that finish on their own.-1 " ..
 			"cancellable.-%(policy in_flight: fail%)", log)
 		assert.matches("Dumping FAILED", log)
+		-- and no image of aiotk's stays in the failed dump
+		for _, name in ipairs(core.listdir(img)) do assert.is_nil(name:match("^aiotk"), name) end
 		-- CRIU let it go, unharmed: it still verifies itself, its POLL included
 		assert.are.equal("VERIFY OK 1 rings", verdict(pid, out))
 	end)

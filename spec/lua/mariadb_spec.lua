@@ -192,7 +192,7 @@ describe("MariaDB under a sysbench write load, checkpointed by real CRIU", funct
 			assert(d.ok, name .. ": criu dump: " .. d.out .. d.log:sub(-3000))
 			if plugin then
 				-- the plugin recorded io_setup's n, and fitted the dump to it
-				local code, out = helper.run("show --json " .. c.img .. "/aiotk-" .. c.server)
+				local code, out = helper.run("show --json --task " .. c.server .. " " .. c.img .. "/aiotk-rings.img")
 				assert.are.equal(0, code, out)
 				local rings = json.decode(out).rings
 				assert.are.equal(1, #rings, out)
@@ -228,7 +228,7 @@ describe("MariaDB under a sysbench write load, checkpointed by real CRIU", funct
 			assert.matches("a larger in_flight_wait_ms in the policy %(now 500%) lets the dump wait longer", msg:lower())
 			assert.matches("the process stays stopped %(frozen under CRIU%) up to that long", msg)
 			assert.matches("Dumping FAILED", d.log)
-			assert.is_nil(core.listdir(c.img .. "/aiotk-" .. c.server), "an aiotk image was written")
+			for _, name in ipairs(core.listdir(c.img)) do assert.is_nil(name:match("^aiotk"), "aiotk wrote " .. name) end
 			-- CRIU let the tree run on: the load, CHECK TABLE and shutdown as if never dumped
 			local out, ended = finish(c, LOAD_S * 1000 + 15000, 30000)
 			healthy(out, ended, "after the refused dump")
