@@ -113,6 +113,15 @@ describe("real CRIU with aiotk's plugin", function()
 				local imgs = assert(core.read_pack(pack))
 				assert.are.equal(1, imgs[pid]:rings()[1].ncaptured)
 				for _, name in ipairs(core.listdir(img)) do assert.is_nil(name:match("^aiotk%-%d+$"), name) end
+				-- aiotk show reads it: every task, or the one asked for
+				local code, so = helper.run("show " .. pack)
+				local literal = pack:gsub("%p", "%%%0")
+				assert.are.equal(0, code, so)
+				assert.matches("image " .. literal .. ", task " .. pid .. ": format 1, 1 ring%(s%)", so)
+				local serr
+				code, so, serr = helper.run("show --task " .. (pid + 1) .. " " .. pack)
+				assert.are.equal(1, code, so)
+				assert.matches(literal .. " holds no image of task " .. (pid + 1) .. " %(its tasks: " .. pid .. "%)", serr)
 				-- damaged, it fails the restore before anything is
 				-- restored, naming the file; put back, the restore goes on
 				local bytes = helper.slurp(pack)
