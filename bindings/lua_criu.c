@@ -7,39 +7,48 @@
 #include <string.h>
 #include <unistd.h>
 
-static void push_proc(lua_State *L, const aiotk_criu_proc *p)
+/* p's rings move into ring userdata (p keeps none: no copy of their
+ * events). */
+static void push_proc(lua_State *L, aiotk_criu_proc *p)
 {
-	aiotk_err err;
-	lua_createtable(L, 0, 3);
+	lua_createtable(L, 0, 4);
 	laiotk_set_num(L, "pid", p->pid);
 	lua_pushstring(L, p->mm_path);
 	lua_setfield(L, -2, "mm_path");
+	if (p->mm) {
+		lua_pushlstring(L, (const char *)p->mm, p->mm_len);
+		lua_setfield(L, -2, "mm");
+	}
 	lua_createtable(L, (int)p->nrings, 0);
 	for (size_t i = 0; i < p->nrings; i++) {
-		const aiotk_criu_ring *c = &p->rings[i];
+		aiotk_criu_ring *c = &p->rings[i];
 		lua_createtable(L, 0, 4);
-		aiotk_ring *r = laiotk_ring_new(L);
-		if (aiotk_ring_copy(r, &c->ring, &err))
-			luaL_error(L, "%s", err.msg);
+		*laiotk_ring_new(L) = c->ring;
+		memset(&c->ring, 0, sizeof(c->ring));
 		lua_setfield(L, -2, "ring");
 		laiotk_set_num(L, "nr_req", c->nr_req);
 		laiotk_set_num(L, "nr_req_off", (double)c->nr_req_off);
 		laiotk_set_num(L, "nr_req_len", (double)c->nr_req_len);
-		lua_pushstring(L, c->pages_path);
-		lua_setfield(L, -2, "pages_path");
-		laiotk_set_num(L, "header_off", (double)c->header_off);
+		if (c->pages_path[0]) { /* not read with mm_only */
+			lua_pushstring(L, c->pages_path);
+			lua_setfield(L, -2, "pages_path");
+			laiotk_set_num(L, "header_off", (double)c->header_off);
+		}
 		lua_rawseti(L, -2, (int)i + 1);
 	}
 	lua_setfield(L, -2, "rings");
 }
 
-/* criu_read(dir) -> { {pid=, mm_path=, rings={ {ring=, nr_req=, ...} }} } */
+/* criu_read(dir[, mm_only]) -> { {pid=, mm_path=, mm= (its bytes), rings={ {ring=, nr_req=, ...} }} }
+ * mm_only: each ring only its addr and ring_len (no bytes read). */
 static int l_criu_read(lua_State *L)
 {
 	aiotk_criu_dump d;
 	aiotk_err err;
-	unsigned page = (unsigned)sysconf(_SC_PAGESIZE);
-	if (aiotk_criu_read(luaL_checkstring(L, 1), page, &d, &err))
+	const char *dir = luaL_checkstring(L, 1);
+	int mm_only = lua_toboolean(L, 2);
+	if (mm_only ? aiotk_criu_read_mm(dir, &d, &err)
+		    : aiotk_criu_read(dir, (unsigned)sysconf(_SC_PAGESIZE), &d, &err))
 		return laiotk_fail(L, &err);
 	lua_createtable(L, (int)d.nprocs, 0);
 	for (size_t i = 0; i < d.nprocs; i++) {

@@ -1050,6 +1050,8 @@ typedef struct aiotk_criu_proc {
 	char mm_path[512];
 	size_t nrings;
 	aiotk_criu_ring *rings;
+	uint8_t *mm;          /* the mm image's bytes as read (a fixup patches */
+	size_t mm_len;        /* them: no second read), or NULL */
 } aiotk_criu_proc;
 
 typedef struct aiotk_criu_dump {
@@ -1061,6 +1063,10 @@ typedef struct aiotk_criu_dump {
  * ring's bytes found through pagemap-PID.img and pages-ID.img. */
 int aiotk_criu_read(const char *dir, unsigned page_size, aiotk_criu_dump *d,
 		    aiotk_err *err);
+/* The same from the mm images alone: each ring's address, length and
+ * nr_req with its place, not its bytes (for a fixup whose rings are
+ * known otherwise: the plugin's, read at CHECKPOINT_DEVICES). */
+int aiotk_criu_read_mm(const char *dir, aiotk_criu_dump *d, aiotk_err *err);
 void aiotk_criu_free(aiotk_criu_dump *d);
 /* Decoders over memory (name is used in messages; the fuzz target uses
  * them). mm: the rings' addresses, lengths and nr_req with their offsets. */

@@ -3,6 +3,7 @@
  * pages-ID.img, where PRESENT entries' pages follow each other in order.
  * An entry may span several rings, or a ring several entries. */
 #define _GNU_SOURCE
+#include "formats/formats.h"
 #include "aio/aio.h"
 #include "criu_pagemap.pb-c.h"
 
@@ -38,23 +39,7 @@ static uint32_t u32le(const uint8_t *p)
 
 static int slurp(const char *path, uint8_t **buf, size_t *len, aiotk_err *err)
 {
-	struct stat st;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* FIFOs: see below */
-	if (fd < 0)
-		return aiotk_fail(err, AIOTK_EIMAGE, errno, "cannot open %s: %s", path, strerror(errno));
-	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size > MAX_IMG) {
-		close(fd);
-		return aiotk_fail(err, AIOTK_EIMAGE, 0, "%s: not a readable image of sane size", path);
-	}
-	*len = (size_t)st.st_size;
-	*buf = malloc(*len + 1);
-	ssize_t r = *buf ? read(fd, *buf, *len) : -1;
-	close(fd);
-	if (r < 0 || (size_t)r != *len) {
-		free(*buf);
-		return aiotk_fail(err, AIOTK_EIMAGE, errno, "cannot read %s", path);
-	}
-	return 0;
+	return fmt_load(path, "", MAX_IMG, buf, len, err);
 }
 
 static int pm_entry(const uint8_t *p, uint32_t n, struct pagemap *pm, uint64_t *off,
@@ -253,6 +238,7 @@ static int read_rings(const char *dir, aiotk_criu_proc *p, unsigned page, aiotk_
 	return rc;
 }
 
+/* page 0: the mm image only, the rings' bytes not read. */
 static int read_proc(const char *dir, int pid, unsigned page, aiotk_criu_proc *p, aiotk_err *err)
 {
 	uint8_t *buf;
@@ -263,8 +249,9 @@ static int read_proc(const char *dir, int pid, unsigned page, aiotk_criu_proc *p
 	if (rc)
 		return rc;
 	rc = aiotk_criu_decode_mm(buf, len, p->mm_path, p, err);
-	free(buf);
-	return rc ? rc : read_rings(dir, p, page, err);
+	p->mm = buf;
+	p->mm_len = len;
+	return rc || !page ? rc : read_rings(dir, p, page, err);
 }
 
 static int cmp_int(const void *a, const void *b)
@@ -302,6 +289,11 @@ static int list_pids(const char *dir, int **pids, size_t *n, aiotk_err *err)
 				  "%s: no mm-PID.img files; is this a CRIU dump directory?", dir);
 	qsort(*pids, *n, sizeof(int), cmp_int);
 	return 0;
+}
+
+int aiotk_criu_read_mm(const char *dir, aiotk_criu_dump *d, aiotk_err *err)
+{
+	return aiotk_criu_read(dir, 0, d, err);
 }
 
 int aiotk_criu_read(const char *dir, unsigned page_size, aiotk_criu_dump *d, aiotk_err *err)
@@ -378,6 +370,7 @@ void aiotk_criu_free(aiotk_criu_dump *d)
 		for (size_t k = 0; k < d->procs[i].nrings; k++)
 			aiotk_ring_free(&d->procs[i].rings[k].ring);
 		free(d->procs[i].rings);
+		free(d->procs[i].mm);
 	}
 	free(d->procs);
 	memset(d, 0, sizeof(*d));

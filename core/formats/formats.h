@@ -23,9 +23,10 @@ int fmt_put(struct fmt_buf *o, const void *p, size_t n);
 struct fmt_pb { ProtobufCAllocator a; int failed; };
 void fmt_pb_init(struct fmt_pb *pb);
 
-/* The whole file at path read into *buf (malloc'd): a regular file of
- * sane size; AIOTK_EEMPTY when there is none, hint appended to the
- * message. */
-int fmt_load(const char *path, const char *hint, uint8_t **buf, size_t *len, aiotk_err *err);
+/* The whole file at path read into *buf (malloc'd, one byte more than
+ * *len): a regular file of at most max bytes, else AIOTK_EIMAGE, hint appended
+ * to the message when it cannot be opened. */
+int fmt_load(const char *path, const char *hint, uint64_t max, uint8_t **buf, size_t *len,
+	     aiotk_err *err);
 
 #endif

@@ -40,22 +40,21 @@ int aiotk_image_write_flags(const char *dir, const aiotk_image *img, int flags,
 	return rc;
 }
 
-int fmt_load(const char *path, const char *hint, uint8_t **buf, size_t *len, aiotk_err *err)
+int fmt_load(const char *path, const char *hint, uint64_t max, uint8_t **buf, size_t *len, aiotk_err *err)
 {
 	struct stat st;
 	/* O_NONBLOCK: a FIFO opens without waiting for a writer, and the
 	 * fstat below refuses it. */
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
-		return aiotk_fail(err, errno == ENOENT ? AIOTK_EEMPTY : AIOTK_EIMAGE, errno,
-				  "cannot open %s: %s%s", path, strerror(errno), hint);
-	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > MAX_FILE) {
+		return aiotk_fail(err, AIOTK_EIMAGE, errno, "cannot open %s: %s%s", path, strerror(errno), hint);
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > max) {
 		close(fd);
 		return aiotk_fail(err, AIOTK_EIMAGE, 0,
 				  "%s is not a regular file of sane size", path);
 	}
 	*len = (size_t)st.st_size;
-	*buf = malloc(*len ? *len : 1);
+	*buf = malloc(*len + 1);
 	size_t got = 0;
 	while (*buf && got < *len) {
 		ssize_t r = read(fd, *buf + got, *len - got);
@@ -80,12 +79,7 @@ int aiotk_image_read(const char *dir, aiotk_image *img, aiotk_err *err)
 	size_t len = 0;
 	snprintf(path, sizeof(path), "%s/%s", dir, AIOTK_IMAGE_FILE);
 	memset(img, 0, sizeof(*img));
-	int rc = fmt_load(path, " (is this an aiotk image directory?)", &buf, &len, err);
-	if (rc == AIOTK_EEMPTY) { /* a missing image is a bad argument here */
-		rc = AIOTK_EIMAGE;
-		if (err)
-			err->code = rc;
-	}
+	int rc = fmt_load(path, " (is this an aiotk image directory?)", MAX_FILE, &buf, &len, err);
 	if (rc)
 		return rc;
 	rc = aiotk_image_decode(buf, len, path, img, err);

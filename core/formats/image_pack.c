@@ -113,7 +113,9 @@ static int damaged(aiotk_err *err, const char *path, size_t off, const char *wha
 /* The whole file, checked for its magic. */
 static int slurp(const char *path, uint8_t **buf, size_t *len, aiotk_err *err)
 {
-	int rc = fmt_load(path, "", buf, len, err);
+	if (access(path, F_OK) && errno == ENOENT)
+		return aiotk_fail(err, AIOTK_EEMPTY, ENOENT, "%s: no such file", path);
+	int rc = fmt_load(path, "", 4ull << 30, buf, len, err);
 	if (rc)
 		return rc;
 	if (*len < 4 || get_u32(*buf) != PACK_MAGIC) {

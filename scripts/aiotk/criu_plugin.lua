@@ -23,15 +23,15 @@ local M = {}
 
 M.STAGES = { [0] = "dump", [1] = "pre-dump", [2] = "restore" }
 
--- recorded[vpid][addr]: each ring's n as this dump wrote it in its
--- images (pack: the open DIR/aiotk-rings.img); captured: the requests
--- captured in them all.
-local state = { log = function() end, recorded = {}, captured = 0 }
+-- rings[vpid][addr]: each ring as this dump recorded it in its images
+-- (pack: the open DIR/aiotk-rings.img), its n among them; captured: the
+-- requests captured in them all.
+local state = { log = function() end, rings = {}, captured = 0 }
 
 -- The n this dump recorded, as criu.recorded gives it from the images.
 local function recorded_here(pid, addr)
-	local ns = state.recorded[pid]
-	return ns and ns[addr]
+	local r = state.rings[pid] and state.rings[pid][addr]
+	return r and r.n ~= 0 and r.n or nil
 end
 
 local function logf(level, fmt, ...) state.log(level, string.format(fmt, ...)) end
@@ -66,9 +66,9 @@ local WRITE = { sync = false }
 local function fit_here(procs, recorded)
 	local host = assert(aiotk.host())
 	host.name = "this host"
-	local changes, ferr = criu.fixup(state.dir, procs, host,
+	local changes, ferr, fcode = criu.fixup(state.dir, procs, host,
 		{ recorded = recorded, policy = state.policy, sync = false })
-	if not changes then return nil, ferr end
+	if not changes then return nil, ferr, fcode end
 	local describe = require("aiotk.criu_relocate").describe
 	for _, c in ipairs(changes) do
 		logf("info", "pid %d ring 0x%x: nr_req %d -> %d%s%s", c.pid, c.addr, c.from, c.to,
@@ -112,8 +112,7 @@ function M.init(stage, dir, log, shipped)
 	-- CRIU runs init before it freezes the tasks: all the freeze's hooks
 	-- need is made now, so that CHECKPOINT_DEVICES and the fit at fini
 	-- only read and write: the kernel view's BPF program loaded and
-	-- verified
-	-- (about 0.1 s), the modules loaded only when first used
+	-- verified (about 0.1 s), the modules loaded only when first used
 	-- (aiotk.render and dkjson: 0.5 ms, measured inside the freeze), and
 	-- the file each task's image is appended to (a file created inside
 	-- the freeze costs 0.2 ms; an append 0.004).
@@ -136,20 +135,39 @@ end
 -- like this one, with room in fs.aio-max-nr, needs no Lua state at all
 -- (plugins/criu/aiotk_criu.c). Any process with rings the plugin did not
 -- record, or a ring the policy would not restore here, leaves no stamp:
--- the restore then decides as always.
-local function fit_and_stamp(start)
-	local procs, err, code = criu.read(state.dir)
-	if code == "empty" then return "none" end
-	if not procs then return nil, err end
-	local recorded, needs, rings = recorded_here, 0, 0
+-- the restore then decides as always. The rings are those recorded at
+-- CHECKPOINT_DEVICES (the tasks frozen since): only the mm images are
+-- read, for nr_req and its place (reading each ring's pages again cost
+-- a 20-process freeze about 1 ms), unless a ring grows or moves (a
+-- policy planning for another host), which needs them.
+local function dump_procs(mm_only)
+	local procs, err, code = criu.read(state.dir, mm_only)
+	if not procs then return nil, err, code end
+	local needs, rings = 0, 0
 	for _, p in ipairs(procs) do
 		for _, c in ipairs(p.rings) do
-			local n = recorded(p.pid, c.ring.addr)
-			if not n then return nil, string.format("pid %d ring 0x%x: no n recorded", p.pid, c.ring.addr) end
+			local r = state.rings[p.pid] and state.rings[p.pid][c.ring.addr]
+			local n = recorded_here(p.pid, c.ring.addr)
+			if not n or r.ring_len ~= c.ring.ring_len then
+				return nil, string.format("pid %d ring 0x%x: no n recorded", p.pid, c.ring.addr)
+			end
+			if mm_only then c.ring = r end
 			needs, rings = needs + n, rings + 1
 		end
 	end
-	local fitted, ferr = fit_here(procs, recorded)
+	return procs, needs, rings
+end
+
+local function fit_and_stamp(start)
+	local procs, needs, rings = dump_procs(true)
+	if rings == "empty" then return "none" end
+	if not procs then return nil, needs end
+	local fitted, ferr, fcode = fit_here(procs, recorded_here)
+	if fcode == "needs_pages" then
+		procs, needs, rings = dump_procs(false)
+		if not procs then return nil, needs end
+		fitted, ferr = fit_here(procs, recorded_here)
+	end
 	if not fitted then return nil, ferr end
 	local host = assert(aiotk.host())
 	local facts = { needs = needs, rings = rings, captured = state.captured, policy = os.getenv("AIOTK_POLICY") }
@@ -183,14 +201,14 @@ function M.checkpoint(pid)
 	end
 	local ok, err = state.pack:add(vpid, img)
 	if not ok then return nil, err end
-	local captured, ns = 0, {}
-	for _, r in ipairs(img:rings()) do
+	local captured, rings, nrings = 0, {}, img.nrings
+	for _, r in ipairs(img:take_rings()) do
 		captured = captured + r.ncaptured
-		ns[r.addr] = r.n ~= 0 and r.n or nil
+		rings[r.addr] = r
 	end
-	state.recorded[vpid], state.captured = ns, state.captured + captured
+	state.rings[vpid], state.captured = rings, state.captured + captured
 	logf("info", "process %d: %d AIO ring(s) recorded in %s as task %d, %d request(s) in flight captured, " ..
-		"waited %.1f ms for the others%s; %.2f ms in all", pid, img.nrings, pack_path(), vpid, captured,
+		"waited %.1f ms for the others%s; %.2f ms in all", pid, nrings, pack_path(), vpid, captured,
 		report.waited_ms, img.nurings > 0 and string.format("; and %d io_uring instance(s)", img.nurings) or "",
 		(core.now_ns() - start) / 1e6)
 	return true

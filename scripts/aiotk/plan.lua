@@ -69,8 +69,10 @@ end
 local function impossible_step(step, ring, why, model, host, policy, ctx)
 	local gn = assert(core.fit_n(ring.ring_len, model))
 	local g = assert(aiotk.geometry(gn, model))
-	local room = room_for(ring, g.ring_len, ctx.rings, ctx.layout)
-	local choice = policy.impossible(ring, why, host, { room = room, layout = ctx.layout ~= nil })
+	local layout = ctx.layout
+	if type(layout) == "function" then layout = layout() end
+	local room = room_for(ring, g.ring_len, ctx.rings, layout)
+	local choice = policy.impossible(ring, why, host, { room = room, layout = layout ~= nil })
 	step.reason = why
 	if choice == "skip" then
 		step.action = "skip"
@@ -117,7 +119,7 @@ local function ring_step(ring, model, host, policy, ctx)
 	end
 	if n then
 		step.action, step.n = "exact", n
-		local taken = taken_by(ring, ctx.layout)
+		local taken = type(ctx.layout) == "table" and taken_by(ring, ctx.layout)
 		if taken then taken_step(step, ring, taken, host, policy) end
 	else
 		impossible_step(step, ring, why, model, host, policy, ctx)
@@ -150,7 +152,9 @@ end
 -- plan(rings, host, policy[, layout]) -> { host=, steps={...}, budget={...} }
 -- layout: the process's mappings (core.maps(pid)) when a live process is
 -- planned for; it tells the impossible hook whether a ring has room to
--- grow, and whether its saved range is taken.
+-- grow, and whether its saved range is taken. Or a function giving the
+-- layout the rings were saved in (a CRIU dump's VMAs), called only when
+-- a ring needs room: there each ring's range is its own.
 function M.make(rings, host, policy, layout)
 	local model = hostmodel.model(host, policy)
 	local kept = {}
