@@ -205,4 +205,7 @@ void laiotk_uring_rebuild_register(lua_State *L)
 	luaL_register(L, NULL, funcs);
 	lua_pushnumber(L, aiotk_uring_rebuilt_flags());
 	lua_setfield(L, -2, "URING_REBUILT_FLAGS");
+	/* where a rebuild's journal is (below 2^53: exact) */
+	lua_pushnumber(L, (double)AIOTK_URING_JOURNAL_AT);
+	lua_setfield(L, -2, "URING_JOURNAL_AT");
 }

@@ -21,9 +21,10 @@ function M.read_until(w, upto)
 	error("the workload ended before " .. upto)
 end
 
--- The workload with --lose and args, once READY.
-function M.start(args)
-	local p = assert(io.popen(M.BIN .. " --lose " .. args, "r"))
+-- The workload with --lose and args, once READY; wrap: a command it runs
+-- under (its program and arguments, exec'ing the workload).
+function M.start(args, wrap)
+	local p = assert(io.popen((wrap and wrap .. " " or "") .. M.BIN .. " --lose " .. args, "r"))
 	local w = { pipe = p, facts = {} }
 	M.read_until(w, "READY")
 	w.pid = assert(w.facts.pid, "the workload did not start")[1]

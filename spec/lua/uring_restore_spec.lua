@@ -688,6 +688,39 @@ end }]], w.pid, w.pid, file.fd))
 			fact(w, "e.recv_data"), fact(w, "e.recv_fd")), 1, true), err)
 	end)
 
+	-- An undo that cannot finish, by construction: the workload runs
+	-- under a seccomp filter refusing munmap at the journal's address
+	-- (deny_munmap), so the rebuild's commit fails, and so does its
+	-- rollback's last step.
+	it("names what its undo could not take away (the journal); the rest undone, the process runs on", function()
+		local deny = (helper.bin:match("^(.*)/[^/]*$") or ".") .. "/deny_munmap " ..
+			string.format("0x%x", core.URING_JOURNAL_AT)
+		w = start("0", deny)
+		local code, _, err = run("dump -p " .. w.pid .. " -D " .. dir .. "/img")
+		assert.are.equal(0, code, err)
+		core.kill(w.pid, "USR1")
+		read_until(w, "LOST")
+		local before = state(w.pid)
+		local journal = string.format("\n%x%%-%%x+ rw%%-p 00000000 00:00 0 *\n", core.URING_JOURNAL_AT)
+		local at = string.format("0x%x", core.URING_JOURNAL_AT)
+		-- the commit refused, then the rollback's last step: named, the rest undone
+		local expect = { "munmap of aiotk's io_uring journal: Operation not permitted; undoing it, 1 step(s) " ..
+			"failed and what they name stays in process " .. w.pid .. " (its io_uring journal at " .. at ..
+			" too: the next restore takes it away), the first: aiotk's io_uring journal, not unmapped, at " .. at,
+			-- the next restore finds it, and cannot take it away either: it stops there
+			"munmap of the io_uring journal an interrupted aiotk left: Operation not permitted" }
+		for _, msg in ipairs(expect) do
+			local rcode, _, rerr = run("restore -p " .. w.pid .. " -D " .. dir .. "/img")
+			assert.are_not.equal(0, rcode)
+			assert.truthy(rerr:find(msg, 1, true), rerr)
+			local after = state(w.pid)
+			assert.are.equal(before.fds, after.fds)
+			assert.are.equal("\n" .. before.maps, (("\n" .. after.maps):gsub(journal, "\n")))
+			assert.are.equal(0, process_urings(w.pid))
+			assert.is_nil(helper.status(w.pid, "State"):match("^[tT]"), "left stopped")
+		end
+	end)
+
 	it("undoes everything when a late step fails (the POLL's fd gone)", function()
 		local err = failed_restore("0 --bad-poll")
 		assert.truthy(err:find("POLL_ADD user_data 0x" .. bit.tohex(loadstring("return " ..
