@@ -2,8 +2,9 @@
 -- (how long `criu dump` keeps the tasks frozen) and restore_time, read from
 -- CRIU's stats-dump and stats-restore images with crit, medians of
 -- alternating pairs, for a process with two io_setup(256) rings and for a
--- tree of 20 processes with a ring each; with the plugin's own clocks
--- from CRIU's log (its time per task and at fini). Needs CRIU 4.x (criu_helper.lua
+-- tree of 20 processes with a ring each; with how long the tasks were
+-- held for the dump itself and the plugin's own clocks, from CRIU's log
+-- (its time per task and at fini). Needs CRIU 4.x (criu_helper.lua
 -- finds it) and root.
 --   build/aiotk spec/bench/criu.lua [--reps N] [--json]
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
@@ -84,8 +85,20 @@ local function plugin_clocks(log)
 	return n > 0 and sum / n or nil, fini
 end
 
--- One dump and restore of a fresh tree: { frozen_us, restore_us } and,
--- with the plugin, its clocks (task_ms, fini_ms).
+-- From CRIU's log: how long the tasks were held frozen for the dump
+-- itself, from the end of their seizing ("Collected PID in") to their
+-- release ("Unfreezing tasks"), in us. frozen_time goes on until they are
+-- killed (a dump's default end), which for tasks with AIO rings waits for
+-- RCU grace periods (io_destroy at exit): 25-50 ms here, the same work
+-- plain and with the plugin, and most of frozen_time's spread.
+local function held_us(log)
+	local from = tonumber(log:match("\n%((%d+%.%d+)%) Collected %d+ in"))
+	local to = tonumber(log:match("\n%((%d+%.%d+)%) Unfreezing tasks"))
+	return from and to and (to - from) * 1e6 or nil
+end
+
+-- One dump and restore of a fresh tree: { frozen_us, held_us, restore_us }
+-- and, with the plugin, its clocks (task_ms, fini_ms).
 local function run(procs, plugin)
 	local dir = helper.tmpdir()
 	local img = dir .. "/img"
@@ -94,11 +107,13 @@ local function run(procs, plugin)
 	local ok, out = C.criu("dump -t " .. pid .. " -D " .. img, plugin)
 	assert(ok, "criu dump: " .. out .. helper.slurp(img .. "/criu.log"):sub(-2000))
 	assert(gone_tree(pid), "the dumped tree is still there")
-	local task_ms, fini_ms = plugin_clocks(helper.slurp(img .. "/criu.log"))
+	local log = helper.slurp(img .. "/criu.log")
+	local task_ms, fini_ms = plugin_clocks(log)
+	local held = assert(held_us(log), "no freeze in criu.log")
 	ok, out = C.criu("restore -d -D " .. img, plugin)
 	assert(ok, "criu restore: " .. out .. helper.slurp(img .. "/criu.log"):sub(-2000))
 	local r = { frozen_us = stats(img, "dump").frozen_time, restore_us = stats(img, "restore").restore_time,
-		task_ms = task_ms, fini_ms = fini_ms }
+		held_us = held, task_ms = task_ms, fini_ms = fini_ms }
 	kill_tree(pid)
 	helper.rmdir(dir)
 	return r
@@ -108,7 +123,8 @@ local cases = { { name = "1 process, 2 x io_setup(256)", procs = 1 },
 	{ name = "20 processes, 1 x io_setup(256) each", procs = 20 } }
 local report = {}
 for _, c in ipairs(cases) do
-	local plain, with = { frozen = {}, restore = {} }, { frozen = {}, restore = {}, task = {}, fini = {} }
+	local plain, with = { frozen = {}, held = {}, restore = {} },
+		{ frozen = {}, held = {}, restore = {}, task = {}, fini = {} }
 	for i = 1, args.reps do
 		-- either side first in turn: the second of a pair runs on a
 		-- machine the first has just warmed
@@ -116,6 +132,7 @@ for _, c in ipairs(cases) do
 			local r = run(c.procs, plugin)
 			local side = plugin and with or plain
 			side.frozen[#side.frozen + 1] = r.frozen_us
+			side.held[#side.held + 1] = r.held_us
 			side.restore[#side.restore + 1] = r.restore_us
 			if plugin then
 				with.task[#with.task + 1] = assert(r.task_ms, "no plugin clocks in criu.log")
@@ -127,6 +144,8 @@ for _, c in ipairs(cases) do
 		frozen_plain_us = median(plain.frozen), frozen_plugin_us = median(with.frozen),
 		restore_plain_us = median(plain.restore), restore_plugin_us = median(with.restore) }
 	row.frozen_ratio = row.frozen_plugin_us / row.frozen_plain_us
+	row.held_plain_us, row.held_plugin_us = median(plain.held), median(with.held)
+	row.held_ratio = row.held_plugin_us / row.held_plain_us
 	row.restore_ratio = row.restore_plugin_us / row.restore_plain_us
 	row.plugin_task_ms, row.plugin_fini_ms = median(with.task), median(with.fini)
 	row.frozen_plain_all, row.frozen_plugin_all = plain.frozen, with.frozen
@@ -143,6 +162,11 @@ for _, r in ipairs(report) do
 	print(string.format("%-40s %7.1f/%6.1f ms %5.2fx %7.1f/%6.1f ms %5.2fx", r.case .. " (" .. r.pairs .. ")",
 		r.frozen_plain_us / 1e3, r.frozen_plugin_us / 1e3, r.frozen_ratio,
 		r.restore_plain_us / 1e3, r.restore_plugin_us / 1e3, r.restore_ratio))
+end
+print("held frozen for the dump itself (CRIU's log: seized to released; frozen_time adds killing the tasks):")
+for _, r in ipairs(report) do
+	print(string.format("  %-38s %7.1f/%6.1f ms %5.2fx", r.case, r.held_plain_us / 1e3, r.held_plugin_us / 1e3,
+		r.held_ratio))
 end
 print("the plugin inside the freeze (its clocks in CRIU's log, medians):")
 for _, r in ipairs(report) do
