@@ -191,19 +191,57 @@ static int l_criu_patch_file(lua_State *L)
 	return 1;
 }
 
+/* ---- spares: files made ahead of their write (aiotk_spare) ----------- */
+#define SPARE_MT "aiotk.spare"
+
+static int spare_drop(lua_State *L)
+{
+	aiotk_spare_drop(luaL_checkudata(L, 1, SPARE_MT));
+	return 0;
+}
+
+/* core.spare(path): the temporary a later write of path goes through
+ * (w.spare of write_atomic, facts.spare of criu_stamp); spare:drop(). */
+static int l_spare(lua_State *L)
+{
+	static const luaL_Reg methods[] = { { "drop", spare_drop }, { NULL, NULL } };
+	aiotk_err err;
+	const char *path = luaL_checkstring(L, 1);
+	aiotk_spare *s = lua_newuserdata(L, sizeof(*s));
+	s->fd = -1;
+	laiotk_class(L, SPARE_MT, spare_drop, methods);
+	luaL_getmetatable(L, SPARE_MT);
+	lua_setmetatable(L, -2);
+	if (aiotk_spare_make(path, s, &err))
+		return laiotk_fail(L, &err);
+	return 1;
+}
+
+/* The spare in field "spare" of the table at idx, if any. */
+static aiotk_spare *opt_spare(lua_State *L, int idx)
+{
+	if (!lua_istable(L, idx))
+		return NULL;
+	lua_getfield(L, idx, "spare");
+	aiotk_spare *s = lua_isnil(L, -1) ? NULL : luaL_checkudata(L, -1, SPARE_MT);
+	lua_pop(L, 1);
+	return s;
+}
+
+/* write_atomic(path, bytes[, {sync = false, spare = core.spare(path)}]) */
 static int l_write_atomic(lua_State *L)
 {
 	size_t len;
 	aiotk_err err;
 	const char *path = luaL_checkstring(L, 1);
 	const char *s = luaL_checklstring(L, 2, &len);
-	if (aiotk_write_file(path, (const uint8_t *)s, len, laiotk_write_flags(L, 3), &err))
+	if (aiotk_write_file_via(opt_spare(L, 3), path, (const uint8_t *)s, len, laiotk_write_flags(L, 3), &err))
 		return laiotk_fail(L, &err);
 	lua_pushboolean(L, 1);
 	return 1;
 }
 
-/* criu_stamp(dir, host, {needs=, rings=, captured=, policy=}): the stamp
+/* criu_stamp(dir, host, {needs=, rings=, captured=, policy=, spare=}): the stamp
  * of a dump fitted to host (aiotk_criu_stamp_write). */
 static int l_criu_stamp(lua_State *L)
 {
@@ -217,7 +255,7 @@ static int l_criu_stamp(lua_State *L)
 	lua_getfield(L, 3, "policy");
 	snprintf(s.policy, sizeof(s.policy), "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
 	lua_pop(L, 1);
-	if (aiotk_criu_stamp_write(luaL_checkstring(L, 1), &s, &err))
+	if (aiotk_criu_stamp_write(luaL_checkstring(L, 1), &s, opt_spare(L, 3), &err))
 		return laiotk_fail(L, &err);
 	lua_pushboolean(L, 1);
 	return 1;
@@ -387,7 +425,7 @@ void laiotk_criu_register(lua_State *L)
 		{ "criu_relocate_regs", l_criu_relocate_regs }, { "criu_threads", l_criu_threads },
 		{ "criu_decode_mm", l_criu_decode_mm },
 		{ "criu_set_header_nr", l_criu_set_header_nr }, { "criu_patch_file", l_criu_patch_file },
-		{ "write_atomic", l_write_atomic }, { "criu_stamp", l_criu_stamp },
+		{ "write_atomic", l_write_atomic }, { "criu_stamp", l_criu_stamp }, { "spare", l_spare },
 		{ "criu_stamp_fits", l_criu_stamp_fits }, { NULL, NULL },
 	};
 	luaL_register(L, NULL, f);

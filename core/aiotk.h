@@ -1034,6 +1034,21 @@ int aiotk_write_file(const char *dst, const uint8_t *buf, size_t len, int flags,
 		     aiotk_err *err);
 int aiotk_write_atomic(const char *dst, const uint8_t *buf, size_t len,
 		       aiotk_err *err);
+/* The temporary made ahead of the write (created empty beside dst, its
+ * name dst.XXXXXX): inside CRIU's freeze a file created costs about
+ * 0.2 ms here, the rename that puts it in place 0.03. A spare is used
+ * once (aiotk_write_file_via), or dropped (removed; dropping one used
+ * does nothing). */
+typedef struct aiotk_spare {
+	int fd;               /* -1 once used or dropped */
+	char path[4096];
+} aiotk_spare;
+int aiotk_spare_make(const char *dst, aiotk_spare *s, aiotk_err *err);
+void aiotk_spare_drop(aiotk_spare *s);
+/* aiotk_write_file through spare, made earlier for dst (NULL, or one used
+ * already: a temporary made now). */
+int aiotk_write_file_via(aiotk_spare *spare, const char *dst, const uint8_t *buf, size_t len,
+			 int flags, aiotk_err *err);
 
 /* ---- CRIU dumps ------------------------------------------------------ */
 typedef struct aiotk_criu_ring {
@@ -1157,7 +1172,9 @@ typedef struct aiotk_criu_stamp {
 	uint32_t rings, captured; /* rings, and requests captured in flight */
 	char policy[256];        /* $AIOTK_POLICY at dump, "" if unset */
 } aiotk_criu_stamp;
-int aiotk_criu_stamp_write(const char *dir, const aiotk_criu_stamp *s, aiotk_err *err);
+/* spare: made earlier for the stamp's path (aiotk_write_file_via), or NULL. */
+int aiotk_criu_stamp_write(const char *dir, const aiotk_criu_stamp *s, aiotk_spare *spare,
+			   aiotk_err *err);
 /* AIOTK_EEMPTY when the dump has none. */
 int aiotk_criu_stamp_read(const char *dir, aiotk_criu_stamp *s, aiotk_err *err);
 /* Whether the stamped dump needs nothing more on host h. */

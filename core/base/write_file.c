@@ -54,27 +54,55 @@ int aiotk_write_atomic(const char *dst, const uint8_t *buf, size_t len,
 int aiotk_write_file(const char *dst, const uint8_t *buf, size_t len, int flags,
 		     aiotk_err *err)
 {
+	return aiotk_write_file_via(NULL, dst, buf, len, flags, err);
+}
+
+int aiotk_spare_make(const char *dst, aiotk_spare *s, aiotk_err *err)
+{
+	snprintf(s->path, sizeof(s->path), "%s.XXXXXX", dst);
+	s->fd = mkstemp(s->path);
+	if (s->fd < 0)
+		return aiotk_fail(err, AIOTK_ESYS, errno, "cannot create a file beside %s: %s", dst,
+				  strerror(errno));
+	return 0;
+}
+
+void aiotk_spare_drop(aiotk_spare *s)
+{
+	if (s->fd < 0)
+		return;
+	close(s->fd);
+	unlink(s->path);
+	s->fd = -1;
+}
+
+int aiotk_write_file_via(aiotk_spare *spare, const char *dst, const uint8_t *buf, size_t len,
+			 int flags, aiotk_err *err)
+{
 	int sync = !(flags & AIOTK_WRITE_NOSYNC);
-	char tmp[PATH_MAX], dir[PATH_MAX];
+	char dir[PATH_MAX];
+	aiotk_spare own;
 	snprintf(dir, sizeof(dir), "%s", dst);
 	char *slash = strrchr(dir, '/');
 	if (slash)
 		*slash = 0;
 	else
 		snprintf(dir, sizeof(dir), ".");
-	snprintf(tmp, sizeof(tmp), "%s.XXXXXX", dst);
-	int fd = mkstemp(tmp);
-	if (fd < 0)
-		return aiotk_fail(err, AIOTK_ESYS, errno,
-				  "cannot create a file in %s: %s", dir,
-				  strerror(errno));
-	int ok = write_all(fd, buf, len) == 0 && (!sync || fsync(fd) == 0);
+	if (!spare || spare->fd < 0) {
+		int rc = aiotk_spare_make(dst, &own, err);
+		if (rc)
+			return rc;
+		spare = &own;
+	}
+	int ok = write_all(spare->fd, buf, len) == 0 && (!sync || fsync(spare->fd) == 0);
 	int e = errno;
-	ok = (close(fd) == 0) && ok;
-	if (ok && fchmod_path(tmp) == 0 && rename(tmp, dst) == 0 && (!sync || sync_dir(dir) == 0))
+	ok = (close(spare->fd) == 0) && ok;
+	spare->fd = -1;
+	if (ok && fchmod_path(spare->path) == 0 && rename(spare->path, dst) == 0 &&
+	    (!sync || sync_dir(dir) == 0))
 		return 0;
 	e = ok ? errno : e;
-	unlink(tmp);
+	unlink(spare->path);
 	return aiotk_fail(err, AIOTK_ESYS, e, "cannot write %s: %s", dst,
 			  strerror(e));
 }

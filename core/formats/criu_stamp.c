@@ -16,7 +16,8 @@ static void stamp_path(const char *dir, char *path, size_t len)
 	snprintf(path, len, "%s/%s", dir, AIOTK_CRIU_STAMP);
 }
 
-int aiotk_criu_stamp_write(const char *dir, const aiotk_criu_stamp *s, aiotk_err *err)
+int aiotk_criu_stamp_write(const char *dir, const aiotk_criu_stamp *s, aiotk_spare *spare,
+			   aiotk_err *err)
 {
 	char path[1024], buf[1024];
 	stamp_path(dir, path, sizeof(path));
@@ -26,7 +27,7 @@ int aiotk_criu_stamp_write(const char *dir, const aiotk_criu_stamp *s, aiotk_err
 	if (n < 0 || (size_t)n >= sizeof(buf) || strchr(s->policy, '\n'))
 		return aiotk_fail(err, AIOTK_EINVAL, 0, "%s: the stamp's policy name is too long or has a newline",
 				  path);
-	return aiotk_write_file(path, (const uint8_t *)buf, (size_t)n, AIOTK_WRITE_NOSYNC, err);
+	return aiotk_write_file_via(spare, path, (const uint8_t *)buf, (size_t)n, AIOTK_WRITE_NOSYNC, err);
 }
 
 int aiotk_criu_stamp_read(const char *dir, aiotk_criu_stamp *s, aiotk_err *err)

@@ -220,7 +220,8 @@ local function journal(dir, patches, w)
 				was = p.was }
 		end
 	end
-	return core.write_atomic(dir .. "/" .. M.JOURNAL, aiotk.json(aiotk.array(list)), w)
+	return core.write_atomic(dir .. "/" .. M.JOURNAL, aiotk.json(aiotk.array(list)),
+		{ sync = w.sync, spare = w.journal_spare })
 end
 
 -- New mm file contents for every process, following each ring's plan
@@ -432,14 +433,15 @@ end
 -- (inside CRIU, beside its own images, which nobody syncs). An existing
 -- .orig is kept as it is: it holds the dump as CRIU wrote it, so fixing
 -- again (for another host) starts from the same facts and can be undone.
--- opts.recorded(pid, addr): the n recorded at dump; opts.policy. procs
+-- opts.recorded(pid, addr): the n recorded at dump; opts.policy;
+-- opts.journal_spare: core.spare(DIR/JOURNAL), made earlier. procs
 -- read with mm_only do for rings whose nr_req alone changes; a ring
 -- that grows or moves fails it, nothing changed, code "needs_pages".
 function M.fixup(dir, procs, host, opts)
 	opts = opts or {}
 	local mm, changes, headers, inplace = patched_mm(procs, host, opts.recorded, opts.policy)
 	if not mm then return nil, changes, headers end
-	local w = { sync = opts.sync }
+	local w = { sync = opts.sync, journal_spare = opts.journal_spare }
 	local ok, err
 	if opts.out then ok, err = fixup_copy(dir, opts.out, mm, headers, w)
 	else ok, err = fixup_in_place(dir, mm, headers, inplace, opts.no_backup, w) end

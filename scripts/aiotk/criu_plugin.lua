@@ -25,8 +25,9 @@ M.STAGES = { [0] = "dump", [1] = "pre-dump", [2] = "restore" }
 
 -- rings[vpid][addr]: each ring as this dump recorded it in its images
 -- (pack: the open DIR/aiotk-rings.img), its n among them; captured: the
--- requests captured in them all.
-local state = { log = function() end, rings = {}, captured = 0 }
+-- requests captured in them all; spares: the temporaries made at a
+-- dump's init for its journal and stamp (core.spare).
+local state = { log = function() end, rings = {}, captured = 0, spares = {} }
 
 -- The n this dump recorded, as criu.recorded gives it from the images.
 local function recorded_here(pid, addr)
@@ -44,6 +45,11 @@ local function close_pack(failed)
 	local written = state.pack:count()
 	state.pack:close()
 	if written == 0 or failed then os.remove(pack_path()) end
+end
+
+-- The temporaries made at init that the dump's end did not use, removed.
+local function drop_spares()
+	for _, spare in pairs(state.spares) do spare:drop() end
 end
 
 -- The dump's images, read once a restore.
@@ -67,7 +73,7 @@ local function fit_here(procs, recorded)
 	local host = assert(aiotk.host())
 	host.name = "this host"
 	local changes, ferr, fcode = criu.fixup(state.dir, procs, host,
-		{ recorded = recorded, policy = state.policy, sync = false })
+		{ recorded = recorded, policy = state.policy, sync = false, journal_spare = state.spares.journal })
 	if not changes then return nil, ferr, fcode end
 	local describe = require("aiotk.criu_relocate").describe
 	for _, c in ipairs(changes) do
@@ -115,13 +121,20 @@ function M.init(stage, dir, log, shipped)
 	-- verified (about 0.1 s), the modules loaded only when first used
 	-- (aiotk.render and dkjson: 0.5 ms, measured inside the freeze), and
 	-- the file each task's image is appended to (a file created inside
-	-- the freeze costs 0.2 ms; an append 0.004).
+	-- the freeze costs 0.2 ms; an append 0.004), and the temporaries the
+	-- fit's journal and the stamp are written through (renamed into
+	-- place at fini: 0.03 ms).
 	if state.stage == "dump" then
 		require("aiotk.kernel").open(p)
 		require("aiotk.render")
 		local pack, err = core.image_pack(pack_path())
 		if not pack then return nil, err end
 		state.pack = pack
+		for name, file in pairs { journal = criu.JOURNAL, stamp = core.CRIU_STAMP } do
+			local spare, serr = core.spare(state.dir .. "/" .. file)
+			if not spare then return nil, serr end
+			state.spares[name] = spare
+		end
 	end
 	return true
 end
@@ -170,7 +183,8 @@ local function fit_and_stamp(start)
 	end
 	if not fitted then return nil, ferr end
 	local host = assert(aiotk.host())
-	local facts = { needs = needs, rings = rings, captured = state.captured, policy = os.getenv("AIOTK_POLICY") }
+	local facts = { needs = needs, rings = rings, captured = state.captured, policy = os.getenv("AIOTK_POLICY"),
+		spare = state.spares.stamp }
 	local ok, serr = core.criu_stamp(state.dir, host, facts)
 	if not ok then return nil, serr end
 	logf("info", "%d AIO ring(s) fitted to this host (nr_req the n recorded at dump); stamped in %.2f ms",
@@ -183,9 +197,13 @@ end
 function M.finish(dumped)
 	if state.stage ~= "dump" then return "none" end
 	close_pack(not dumped)
-	if not dumped then return "none" end
+	if not dumped then
+		drop_spares()
+		return "none"
+	end
 	local start = core.now_ns()
 	local ok, why = fit_and_stamp(start)
+	drop_spares()
 	if not ok then logf("warn", "the dump is not fitted to this host at dump (%s); a restore fits it", why) end
 	return ok or "none"
 end
@@ -325,6 +343,7 @@ local function post_dump()
 			local ok, werr = state.pack:add(p.pid, img)
 			if not ok then
 				close_pack(true)
+				drop_spares()
 				return nil, werr
 			end
 			logf("info", "process %d: io_setup's n of %d ring(s) recorded in %s", p.pid, #p.rings,
@@ -332,6 +351,7 @@ local function post_dump()
 		end
 	end
 	close_pack(#failures > 0)
+	drop_spares()
 	if #failures > 0 then return nil, table.concat(failures, "; ") end
 	return true
 end

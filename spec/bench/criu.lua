@@ -149,6 +149,7 @@ for _, c in ipairs(cases) do
 	row.restore_ratio = row.restore_plugin_us / row.restore_plain_us
 	row.plugin_task_ms, row.plugin_fini_ms = median(with.task), median(with.fini)
 	row.frozen_plain_all, row.frozen_plugin_all = plain.frozen, with.frozen
+	row.held_plain_all, row.held_plugin_all = plain.held, with.held
 	row.restore_plain_all, row.restore_plugin_all = plain.restore, with.restore
 	report[#report + 1] = row
 end

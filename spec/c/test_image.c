@@ -257,6 +257,32 @@ static void pack(const char *dir)
 	unlink(path);
 }
 
+/* A spare: made ahead, then the write goes through it (no other file
+ * left), or dropped (nothing left). */
+static void spare(const char *dir)
+{
+	aiotk_spare s;
+	aiotk_err err;
+	char dst[512], got[16] = { 0 };
+	snprintf(dst, sizeof(dst), "%s/stamped", dir);
+	CHECK_OK(aiotk_spare_make(dst, &s, &err), err);
+	CHECK(file_size(s.path) == 0, "spare %s not made empty", s.path);
+	CHECK_OK(aiotk_write_file_via(&s, dst, (const uint8_t *)"hello", 5, AIOTK_WRITE_NOSYNC, &err), err);
+	FILE *f = fopen(dst, "r");
+	CHECK(f && fread(got, 1, sizeof(got), f) == 5 && !strcmp(got, "hello"), "content %s", got);
+	if (f)
+		fclose(f);
+	CHECK(s.fd == -1 && file_size(s.path) == -1, "the spare %s is still there", s.path);
+	aiotk_spare_drop(&s); /* used: nothing to do */
+	CHECK(file_size(dst) == 5, "the file went with the spare");
+	CHECK_OK(aiotk_spare_make(dst, &s, &err), err);
+	char path[sizeof(s.path)];
+	snprintf(path, sizeof(path), "%s", s.path);
+	aiotk_spare_drop(&s);
+	CHECK(file_size(path) == -1 && file_size(dst) == 5, "a dropped spare %s stays", path);
+	unlink(dst);
+}
+
 int main(void)
 {
 	char dir[] = "/tmp/aiotk-image-XXXXXX";
@@ -266,6 +292,7 @@ int main(void)
 	bad_values();
 	missing_and_unwritable(dir);
 	pack(dir);
+	spare(dir);
 	char path[512];
 	snprintf(path, sizeof(path), "%s/%s", dir, AIOTK_IMAGE_FILE);
 	unlink(path);
