@@ -57,6 +57,8 @@ void laiotk_proc_register(lua_State *L);
 void laiotk_kview_register(lua_State *L);
 /* A metatable name whose methods are its __index, collected by gc. */
 void laiotk_class(lua_State *L, const char *name, lua_CFunction gc, const luaL_Reg *methods);
+/* New zeroed userdata of a class laiotk_class registered. */
+void *laiotk_object(lua_State *L, size_t size, const char *name);
 /* Processes attached through the Lua state and not yet detached. */
 int laiotk_targets_held(void);
 /* The viewer at idx, refused (a Lua error) once closed. */

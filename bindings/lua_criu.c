@@ -204,14 +204,10 @@ static int spare_drop(lua_State *L)
  * (w.spare of write_atomic, facts.spare of criu_stamp); spare:drop(). */
 static int l_spare(lua_State *L)
 {
-	static const luaL_Reg methods[] = { { "drop", spare_drop }, { NULL, NULL } };
 	aiotk_err err;
 	const char *path = luaL_checkstring(L, 1);
-	aiotk_spare *s = lua_newuserdata(L, sizeof(*s));
+	aiotk_spare *s = laiotk_object(L, sizeof(*s), SPARE_MT);
 	s->fd = -1;
-	laiotk_class(L, SPARE_MT, spare_drop, methods);
-	luaL_getmetatable(L, SPARE_MT);
-	lua_setmetatable(L, -2);
 	if (aiotk_spare_make(path, s, &err))
 		return laiotk_fail(L, &err);
 	return 1;
@@ -428,5 +424,7 @@ void laiotk_criu_register(lua_State *L)
 		{ "write_atomic", l_write_atomic }, { "criu_stamp", l_criu_stamp }, { "spare", l_spare },
 		{ "criu_stamp_fits", l_criu_stamp_fits }, { NULL, NULL },
 	};
+	static const luaL_Reg spare_methods[] = { { "drop", spare_drop }, { NULL, NULL } };
 	luaL_register(L, NULL, f);
+	laiotk_class(L, SPARE_MT, spare_drop, spare_methods);
 }

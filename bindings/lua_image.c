@@ -164,6 +164,37 @@ static int image_newindex(lua_State *L)
 	return 0;
 }
 
+/* ---- a CRIU dump's images in one file (aiotk_pack) -------------------- */
+#define PACK_MT "aiotk.pack"
+
+static aiotk_pack *pack_check(lua_State *L)
+{
+	return luaL_checkudata(L, 1, PACK_MT);
+}
+
+static int pack_gc(lua_State *L)
+{
+	aiotk_pack_close(pack_check(L));
+	return 0;
+}
+
+/* pack:add(task, img): img as task's, written whole or not at all. */
+static int pack_add(lua_State *L)
+{
+	aiotk_err err;
+	if (aiotk_pack_append(pack_check(L), (int32_t)luaL_checkinteger(L, 2), check(L, 3), &err))
+		return laiotk_fail(L, &err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* pack:count(): how many records were written. */
+static int pack_count(lua_State *L)
+{
+	lua_pushinteger(L, pack_check(L)->count);
+	return 1;
+}
+
 void laiotk_image_register(lua_State *L)
 {
 	static const luaL_Reg meta[] = {
@@ -171,9 +202,13 @@ void laiotk_image_register(lua_State *L)
 		{ "__index", image_index }, { "__newindex", image_newindex },
 		{ NULL, NULL },
 	};
+	static const luaL_Reg pack_methods[] = {
+		{ "add", pack_add }, { "count", pack_count }, { "close", pack_gc }, { NULL, NULL },
+	};
 	if (luaL_newmetatable(L, IMAGE_MT))
 		luaL_register(L, NULL, meta);
 	lua_pop(L, 1);
+	laiotk_class(L, PACK_MT, pack_gc, pack_methods);
 }
 
 /* aiotk.core.image(): an empty image stamped with this host's facts. */
@@ -210,50 +245,13 @@ int laiotk_image_decode(lua_State *L)
 	return 1;
 }
 
-/* ---- a CRIU dump's images in one file (aiotk_pack) -------------------- */
-#define PACK_MT "aiotk.pack"
-
-static aiotk_pack *pack_check(lua_State *L)
-{
-	return luaL_checkudata(L, 1, PACK_MT);
-}
-
-static int pack_gc(lua_State *L)
-{
-	aiotk_pack_close(pack_check(L));
-	return 0;
-}
-
-/* pack:add(task, img): img as task's, written whole or not at all. */
-static int pack_add(lua_State *L)
-{
-	aiotk_err err;
-	if (aiotk_pack_append(pack_check(L), (int32_t)luaL_checkinteger(L, 2), check(L, 3), &err))
-		return laiotk_fail(L, &err);
-	lua_pushboolean(L, 1);
-	return 1;
-}
-
-/* pack:count(): how many records were written. */
-static int pack_count(lua_State *L)
-{
-	lua_pushinteger(L, pack_check(L)->count);
-	return 1;
-}
-
 /* core.image_pack(path): the file created (emptied if it was there). */
 int laiotk_pack_create(lua_State *L)
 {
-	static const luaL_Reg methods[] = {
-		{ "add", pack_add }, { "count", pack_count }, { "close", pack_gc }, { NULL, NULL },
-	};
 	aiotk_err err;
 	const char *path = luaL_checkstring(L, 1);
-	aiotk_pack *p = lua_newuserdata(L, sizeof(*p));
+	aiotk_pack *p = laiotk_object(L, sizeof(*p), PACK_MT);
 	p->fd = -1;
-	laiotk_class(L, PACK_MT, pack_gc, methods);
-	luaL_getmetatable(L, PACK_MT);
-	lua_setmetatable(L, -2);
 	if (aiotk_pack_create(path, p, &err))
 		return laiotk_fail(L, &err);
 	return 1;

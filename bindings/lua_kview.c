@@ -97,10 +97,7 @@ static int kv_read_stopped(lua_State *L)
 	aiotk_target *t = laiotk_target_live(L, 2);
 	int flags = lua_toboolean(L, 3) ? AIOTK_SNAP_AREA : 0;
 	aiotk_err err;
-	aiotk_reading *r = lua_newuserdata(L, sizeof(*r));
-	memset(r, 0, sizeof(*r));
-	luaL_getmetatable(L, READING_MT);
-	lua_setmetatable(L, -2);
+	aiotk_reading *r = laiotk_object(L, sizeof(*r), READING_MT);
 	if (aiotk_read_stopped(t, lv->v, flags, r, &err))
 		return laiotk_fail(L, &err);
 	return 1;
@@ -170,10 +167,7 @@ static int l_kviewer(lua_State *L)
 		o.mount = lua_toboolean(L, -1);
 		lua_pop(L, 2);
 	}
-	lkviewer *lv = lua_newuserdata(L, sizeof(*lv));
-	lv->v = NULL;
-	luaL_getmetatable(L, KVIEWER_MT);
-	lua_setmetatable(L, -2);
+	lkviewer *lv = laiotk_object(L, sizeof(*lv), KVIEWER_MT);
 	if (aiotk_kviewer_open_opts(&lv->v, &o, &err))
 		return laiotk_fail(L, &err);
 	return 1;
@@ -266,6 +260,14 @@ static int l_live_rings(lua_State *L)
 	}
 	free(v);
 	return 1;
+}
+
+void *laiotk_object(lua_State *L, size_t size, const char *name)
+{
+	void *p = memset(lua_newuserdata(L, size), 0, size);
+	luaL_getmetatable(L, name);
+	lua_setmetatable(L, -2);
+	return p;
 }
 
 void laiotk_class(lua_State *L, const char *name, lua_CFunction gc, const luaL_Reg *methods)
