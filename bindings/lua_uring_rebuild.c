@@ -106,15 +106,41 @@ static void push_result(lua_State *L, const aiotk_uring_rebuilt *r)
 	laiotk_set_num(L, "ns_counters", (double)r->ns_counters);
 	laiotk_set_num(L, "ns_memory", (double)r->ns_memory);
 	laiotk_set_num(L, "ns_copies", (double)r->ns_copies);
+	laiotk_set_num(L, "journal_at", (double)r->journal_at);
+	laiotk_set_num(L, "journal_len", (double)r->journal_len);
 }
 
-/* core.uring_rebuild(t, img, i, {exact=, polls=, timeouts=, socks=}) -> result table, or
- * nil, message, code, errno (nothing left made). */
+/* A result table of uring_rebuild back into r. */
+static void check_result(lua_State *L, int idx, aiotk_uring_rebuilt *r)
+{
+	luaL_checktype(L, idx, LUA_TTABLE);
+	memset(r, 0, sizeof(*r));
+	r->fd = (int)laiotk_opt_field_u64(L, idx, "fd", 0);
+	r->sq_shift = (uint32_t)laiotk_opt_field_u64(L, idx, "sq_shift", 0);
+	r->journal_at = laiotk_opt_field_u64(L, idx, "journal_at", 0);
+	r->journal_len = laiotk_opt_field_u64(L, idx, "journal_len", 0);
+	lua_getfield(L, idx, "copies");
+	for (int i = 1; lua_istable(L, -1) && i <= (int)lua_objlen(L, -1) &&
+	     r->ncopies < AIOTK_URING_MAX_COPIES; i++) {
+		lua_rawgeti(L, -1, i);
+		r->copies[r->ncopies++] = laiotk_check_u64(L, lua_gettop(L));
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+}
+
+/* core.uring_rebuild(t, img, i, {exact=, polls=, timeouts=, socks=, slot=, keep_journal=})
+ * -> result table, or nil, message, code, errno (nothing left made). slot:
+ * 0-based; keep_journal: committed later by core.uring_commit. */
 static int l_uring_rebuild(lua_State *L)
 {
 	aiotk_target *t = laiotk_target_live(L, 1);
 	const aiotk_uring *u = instance(L, 2, 3);
 	aiotk_uring_rebuild_opts o = { .exact = lua_istable(L, 4) && flag(L, 4, "exact") };
+	if (lua_istable(L, 4)) {
+		o.slot = (unsigned)laiotk_opt_field_u64(L, 4, "slot", 0);
+		o.keep_journal = flag(L, 4, "keep_journal");
+	}
 	aiotk_uring_poll *p = list_of(L, 4, "polls", sizeof(*p), one_poll, &o.npolls);
 	o.polls = p;
 	aiotk_uring_tmo *tm = list_of(L, 4, "timeouts", sizeof(*tm), one_timeout, &o.ntimeouts);
@@ -138,23 +164,45 @@ static int l_uring_unbuild(lua_State *L)
 {
 	aiotk_target *t = laiotk_target_live(L, 1);
 	const aiotk_uring *u = instance(L, 2, 3);
-	luaL_checktype(L, 4, LUA_TTABLE);
-	aiotk_uring_rebuilt r = { 0 };
-	r.fd = (int)laiotk_opt_field_u64(L, 4, "fd", 0);
-	r.sq_shift = (uint32_t)laiotk_opt_field_u64(L, 4, "sq_shift", 0);
-	lua_getfield(L, 4, "copies");
-	for (int i = 1; lua_istable(L, -1) && i <= (int)lua_objlen(L, -1) &&
-	     r.ncopies < AIOTK_URING_MAX_COPIES; i++) {
-		lua_rawgeti(L, -1, i);
-		r.copies[r.ncopies++] = laiotk_check_u64(L, lua_gettop(L));
-		lua_pop(L, 1);
-	}
-	lua_pop(L, 1);
+	aiotk_uring_rebuilt r;
+	check_result(L, 4, &r);
 	aiotk_err err;
 	if (aiotk_uring_unbuild(t, u, &r, &err))
 		return laiotk_fail(L, &err);
 	lua_pushboolean(L, 1);
 	return 1;
+}
+
+/* core.uring_commit(t, results) -> true, left[, message]: the instances
+ * rebuilt with their journals kept (results in slot order) made final
+ * (aiotk_uring_commit); left: journals not unmapped then (the next
+ * aiotk removes them), message the first's failure. nil, message, code:
+ * not committed, the caller takes them away. */
+static int l_uring_commit(lua_State *L)
+{
+	aiotk_target *t = laiotk_target_live(L, 1);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	size_t n = lua_objlen(L, 2);
+	aiotk_uring_rebuilt *r = calloc(n ? n : 1, sizeof(*r));
+	if (!r)
+		return luaL_error(L, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		lua_rawgeti(L, 2, (int)i + 1);
+		check_result(L, lua_gettop(L), &r[i]);
+		lua_pop(L, 1);
+	}
+	aiotk_err err;
+	unsigned left;
+	int rc = aiotk_uring_commit(t, r, n, &left, &err);
+	free(r);
+	if (rc)
+		return laiotk_fail(L, &err);
+	lua_pushboolean(L, 1);
+	lua_pushinteger(L, left);
+	if (!left)
+		return 2;
+	lua_pushstring(L, err.msg);
+	return 3;
 }
 
 /* core.uring_leftovers(t) -> 1 when what an aiotk killed during an
@@ -199,7 +247,7 @@ void laiotk_uring_rebuild_register(lua_State *L)
 	static const luaL_Reg funcs[] = {
 		{ "uring_rebuild", l_uring_rebuild }, { "uring_unbuild", l_uring_unbuild },
 		{ "uring_image_shift", l_uring_image_shift }, { "uring_check", l_uring_check },
-		{ "uring_leftovers", l_uring_leftovers },
+		{ "uring_leftovers", l_uring_leftovers }, { "uring_commit", l_uring_commit },
 		{ NULL, NULL },
 	};
 	luaL_register(L, NULL, funcs);
@@ -208,4 +256,8 @@ void laiotk_uring_rebuild_register(lua_State *L)
 	/* where a rebuild's journal is (below 2^53: exact) */
 	lua_pushnumber(L, (double)AIOTK_URING_JOURNAL_AT);
 	lua_setfield(L, -2, "URING_JOURNAL_AT");
+	lua_pushnumber(L, (double)AIOTK_URING_JOURNAL_STRIDE);
+	lua_setfield(L, -2, "URING_JOURNAL_STRIDE");
+	lua_pushnumber(L, AIOTK_URING_JOURNAL_SLOTS);
+	lua_setfield(L, -2, "URING_JOURNAL_SLOTS");
 }

@@ -807,6 +807,11 @@ typedef struct aiotk_uring_rebuild_opts {
 	size_t ntimeouts;
 	const aiotk_uring_sock *socks;    /* submitted after the timeouts */
 	size_t nsocks;
+	/* The journal's slot (below AIOTK_URING_JOURNAL_SLOTS), and 1 to keep
+	 * it mapped once the instance is made: a restore of several instances
+	 * commits them together (aiotk_uring_commit). */
+	unsigned slot;
+	int keep_journal;
 } aiotk_uring_rebuild_opts;
 #define AIOTK_URING_MAX_COPIES 16
 typedef struct aiotk_uring_rebuilt {
@@ -816,6 +821,7 @@ typedef struct aiotk_uring_rebuilt {
 	unsigned ncopies;            /* liburing structs whose copies moved */
 	uint64_t copies[AIOTK_URING_MAX_COPIES]; /* where (their khead pointer) */
 	uint64_t ns_setup, ns_place, ns_counters, ns_memory, ns_copies;
+	uint64_t journal_at, journal_len; /* its journal, kept (keep_journal); len 0: none */
 } aiotk_uring_rebuilt;
 /* Instance saved (flags aiotk_uring_rebuilt_flags(); others refused)
  * made again in t, which must be stopped (or this process): at its saved
@@ -836,14 +842,32 @@ int aiotk_uring_rebuild(aiotk_target *t, const aiotk_uring *saved,
 			const aiotk_uring_rebuild_opts *o, aiotk_uring_rebuilt *out,
 			aiotk_err *err);
 /* A rebuilt instance taken away again (a later step of a restore
- * failed): liburing's copies put back, its mappings and fd gone. */
+ * failed): liburing's copies put back, its mappings and fd gone; by its
+ * kept journal when it has one (the journal of slot 0 stays while any
+ * other slot's does: see aiotk_uring_commit). */
 int aiotk_uring_unbuild(aiotk_target *t, const aiotk_uring *saved,
 			const aiotk_uring_rebuilt *r, aiotk_err *err);
-/* What an aiotk killed during aiotk_uring_rebuild or aiotk_uring_unbuild
- * left in t (its journal at AIOTK_URING_JOURNAL_AT says): taken away,
- * *removed 1; 0 when there was none. docs/KERNEL-FACTS.md, "io_uring: a
- * rebuild killed half-way". */
+/* Each instance of a restore journals in a slot of its own, at
+ * AIOTK_URING_JOURNAL_AT + slot * AIOTK_URING_JOURNAL_STRIDE (a stride
+ * above any journal: 8 KiB and the largest registration table, 4 MiB for
+ * the kernel's 2^20 files), all below the next fixed address aiotk uses. */
 #define AIOTK_URING_JOURNAL_AT 0x3a1080000000ull
+#define AIOTK_URING_JOURNAL_STRIDE (8ull << 20)
+#define AIOTK_URING_JOURNAL_SLOTS 32
+/* The instances r[0..n) rebuilt with their journals kept (r[0] in slot
+ * 0) made final: slot 0's journal unmapped first, which is the commit,
+ * then the others, which from then on are only aiotk's leftovers (the
+ * next aiotk_uring_leftovers removes them). 0 once committed, *left
+ * journals then not unmapped (err says the first); else nothing changed
+ * and the caller takes the instances away. */
+int aiotk_uring_commit(aiotk_target *t, const aiotk_uring_rebuilt *r, size_t n, unsigned *left,
+		       aiotk_err *err);
+/* What an aiotk killed during a restore of io_uring instances left in t
+ * (the journals in its slots say): with slot 0's journal there (no
+ * commit), every journalled instance taken away, the newest first; without
+ * it (committed), the other slots' journals unmapped. *removed: how many
+ * journals went; 0 when there was none. docs/KERNEL-FACTS.md, "io_uring:
+ * a rebuild killed half-way". */
 int aiotk_uring_leftovers(aiotk_target *t, unsigned *removed, aiotk_err *err);
 /* Saved instance u moved on as if it had run k more NOPs (k a multiple of
  * both ring sizes): counters and ring memory. For tests, which cannot run

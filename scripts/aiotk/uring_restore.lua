@@ -173,8 +173,16 @@ function M.job(img, i, u, policy, pid)
 		facts = facts }
 end
 
--- Each instance's job, or why one cannot be done.
+-- Each instance's job, or why one cannot be done. A restore journals
+-- each instance in a slot of its own and commits them together, so that
+-- a killed aiotk leaves none of them or all: at most as many as there
+-- are slots.
 function M.jobs(img, policy, pid)
+	if img.nurings > core.URING_JOURNAL_SLOTS then
+		return nil, string.format("%d io_uring instances, more than the %d one restore journals (each in a " ..
+			"slot of its own at 0x%x, so that a restore is all or nothing); nothing was changed",
+			img.nurings, core.URING_JOURNAL_SLOTS, core.URING_JOURNAL_AT), "unsupported"
+	end
 	local jobs = {}
 	for i, u in ipairs(img:urings()) do
 		local j, e, c = M.job(img, i, u, policy, pid)
@@ -212,14 +220,18 @@ local function remove_leftovers(t, policy)
 	local removed, err, code = core.uring_leftovers(t)
 	if not removed then return nil, err, code end
 	if removed > 0 then
-		policy.log("removed what an interrupted aiotk had made of an io_uring instance")
+		policy.log(string.format("removed what an interrupted aiotk left of an io_uring restore (%d journal(s))",
+			removed))
 	end
 	return true
 end
 
--- Every job rebuilt in t, in order; on failure those made are taken away
--- (one that cannot be is named in the error, code "rollback").
-local function rebuild_all(t, img, jobs, out)
+-- Every job rebuilt in t, in order, each journalled in its own slot and
+-- the journals kept until all are made: then one commit (slot 0's
+-- journal unmapped), so that an aiotk killed on the way leaves the next
+-- one all of them to take away, or none. On failure those made are taken
+-- away (one that cannot be is named in the error, code "rollback").
+local function rebuild_all(t, img, jobs, out, policy)
 	local made = {}
 	local function undo(e, c)
 		local failed = {}
@@ -233,11 +245,11 @@ local function rebuild_all(t, img, jobs, out)
 		end
 		return nil, require("aiotk.restore").undo_failed(e, c, failed, t.pid)
 	end
-	for _, j in ipairs(jobs) do
+	for k, j in ipairs(jobs) do
 		local ok, ie, ic = interrupted()
 		if not ok then return undo(ie, ic) end
 		local res, e, c = core.uring_rebuild(t, img, j.i, { exact = j.exact, polls = j.polls,
-			timeouts = j.timeouts, socks = j.socks })
+			timeouts = j.timeouts, socks = j.socks, slot = k - 1, keep_journal = true })
 		if not res then return undo(e, c) end
 		res.exact, res.polls, res.timeouts, res.socks = j.exact, #j.polls, #j.timeouts, #j.socks
 		made[#made + 1] = { job = j, res = res }
@@ -245,6 +257,14 @@ local function rebuild_all(t, img, jobs, out)
 	end
 	local ok, ie, ic = interrupted()
 	if not ok then return undo(ie, ic) end
+	local results = {}
+	for k, m in ipairs(made) do results[k] = m.res end
+	local committed, left, why = core.uring_commit(t, results)
+	if not committed then return undo(left, why) end
+	if left > 0 then
+		policy.log(string.format("restored; %d of aiotk's io_uring journals left in process %d (the next " ..
+			"restore removes them): %s", left, t.pid, why))
+	end
 	return true
 end
 
@@ -275,7 +295,7 @@ function M.restore_process(pid, img, opts)
 				busy = M.threads_in_user_code(pid)
 				if #busy > 0 then return nil, "busy", "busy" end
 			end
-			local rok, re, rc = rebuild_all(t, img, jobs, out)
+			local rok, re, rc = rebuild_all(t, img, jobs, out, policy)
 			if not rok then return nil, re, rc end
 			out.stopped_at_ns = t.stopped_at_ns
 			out.target = t

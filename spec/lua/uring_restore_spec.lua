@@ -93,6 +93,25 @@ describe("io_uring restore", function()
 		end
 	end)
 
+	it("gives two lost instances back in one restore, each as it was (one commit for both)", function()
+		w = start("1000003 --second")
+		local code, out, err = run("dump -p " .. w.pid .. " -D " .. dir .. "/img")
+		assert.are.equal(0, code, err)
+		assert.truthy(out:find("2 io_uring instance", 1, true), out)
+		core.kill(w.pid, "USR1")
+		read_until(w, "LOST")
+		local rcode, rout, rerr = run("restore -p " .. w.pid .. " -D " .. dir .. "/img --json")
+		assert.are.equal(0, rcode, rerr)
+		local doc = json.decode(rout)
+		assert.are.same({ fact(w, "e.fd"), fact(w, "e2.fd") }, { doc.urings[1].fd, doc.urings[2].fd })
+		-- committed: none of aiotk's journals left in the process
+		assert.is_nil(helper.slurp("/proc/" .. w.pid .. "/maps"):find(string.format("\n%x%%-", core.URING_JOURNAL_AT)))
+		core.kill(w.pid, "USR2")
+		read_until(w, "CHECKED")
+		check_used(w)
+		assert.are.equal(1, fact(w, "e2_used"))
+	end)
+
 	it("rebases counters near 1e6, liburing's copies moved by the same offset", function()
 		w = start(1000003)
 		local r = lose_and_restore(w, dir .. "/img")
@@ -704,11 +723,13 @@ end }]], w.pid, w.pid, file.fd))
 		local journal = string.format("\n%x%%-%%x+ rw%%-p 00000000 00:00 0 *\n", core.URING_JOURNAL_AT)
 		local at = string.format("0x%x", core.URING_JOURNAL_AT)
 		-- the commit refused, then the rollback's last step: named, the rest undone
-		local expect = { "munmap of aiotk's io_uring journal: Operation not permitted; undoing it, 1 step(s) " ..
-			"failed and what they name stays in process " .. w.pid .. " (its io_uring journal at " .. at ..
-			" too: the next restore takes it away), the first: aiotk's io_uring journal, not unmapped, at " .. at,
+		local expect = { "munmap of aiotk's io_uring journal at " .. at .. ": Operation not permitted; undoing it " ..
+			"failed, process " .. w.pid .. " keeps: io_uring instance 1 of the image, rebuilt, not taken away: 1 " ..
+			"step(s) of taking a rebuilt io_uring instance away failed and what they name stays in process " ..
+			w.pid .. " (its io_uring journal at " .. at .. " too: the next restore takes it away), the first: " ..
+			"aiotk's io_uring journal, not unmapped, at " .. at,
 			-- the next restore finds it, and cannot take it away either: it stops there
-			"munmap of the io_uring journal an interrupted aiotk left: Operation not permitted" }
+			"munmap of the io_uring journal an interrupted aiotk left at " .. at .. ": Operation not permitted" }
 		for _, msg in ipairs(expect) do
 			local rcode, _, rerr = run("restore -p " .. w.pid .. " -D " .. dir .. "/img")
 			assert.are_not.equal(0, rcode)

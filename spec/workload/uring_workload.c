@@ -32,6 +32,7 @@
  * After N: --spin adds a thread that never makes a system call; --bad-poll
  * (--bad-recv) closes the POLL's (the RECV's) fd when the instance is lost; --forget wipes liburing's
  * struct then (a program keeping its counters nowhere aiotk looks);
+ * --second adds instance e2, lost and used with e (see make_e2());
  * --timeout leaves four TIMEOUTs in flight on e (see e_timeouts()), each
  * seen to be there after a restore (see timeouts_used()); --accept and
  * --recv leave a multishot ACCEPT on a listening socket and a RECV on a
@@ -1035,6 +1036,66 @@ static void make_e(unsigned long n)
 }
 
 /* e used as the program would after a restore: each line a result. */
+/* --second: instance e2 beside e (for a restore of two instances):
+ * flags 0, 8 entries, three NOPs done of which the first reaped, one NOP
+ * prepared; lost with e, used after e (its unreaped CQEs in order, the
+ * prepared NOP submitted and completed, queue_exit). */
+#define E2_DATA 0xe200u
+static int second;
+static struct io_uring e2;
+static struct { int fd; void *sq_ring, *cq_ring; } lost2;
+
+static void make_e2(void)
+{
+	struct io_uring_cqe *cqe;
+	int rc = io_uring_queue_init(8, &e2, 0);
+	if (rc)
+		die("io_uring_queue_init e2", -rc);
+	for (unsigned i = 0; i < 3; i++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&e2);
+		io_uring_prep_nop(sqe);
+		sqe->user_data = E2_DATA + i;
+	}
+	if ((rc = io_uring_submit_and_wait(&e2, 3)) != 3)
+		die("io_uring_submit e2", rc < 0 ? -rc : EIO);
+	if ((rc = io_uring_peek_cqe(&e2, &cqe)) || cqe->user_data != E2_DATA)
+		die("e2's first CQE", rc ? -rc : EIO);
+	io_uring_cqe_seen(&e2, cqe);
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&e2); /* prepared, not submitted */
+	io_uring_prep_nop(sqe);
+	sqe->user_data = E2_DATA + 3;
+	lost2.fd = e2.ring_fd, lost2.sq_ring = e2.sq.ring_ptr, lost2.cq_ring = e2.cq.ring_ptr;
+	printf("e2.fd %d\ne2.sq_ring %llu\n", e2.ring_fd, (unsigned long long)(uintptr_t)e2.sq.ring_ptr);
+}
+
+/* e2 as the program goes on with it: why it is not as it was lost, or
+ * nothing (failure()). */
+static void use_e2(void)
+{
+	struct io_uring_cqe *cqe;
+	char link[64], path[64];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", e2.ring_fd);
+	ssize_t n = readlink(path, link, sizeof(link) - 1);
+	link[n > 0 ? n : 0] = 0;
+	if (e2.ring_fd != lost2.fd || strcmp(link, "anon_inode:[io_uring]") || e2.sq.ring_ptr != lost2.sq_ring) {
+		failure("e2: fd %d (%s) is not its io_uring instance as lost", e2.ring_fd, link);
+		return;
+	}
+	for (unsigned i = 1; i < 4; i++) {
+		if (i == 3 && io_uring_submit(&e2) != 1) {
+			failure("e2: its prepared NOP not submitted");
+			return;
+		}
+		if (io_uring_wait_cqe(&e2, &cqe) || cqe->user_data != E2_DATA + i) {
+			failure("e2: CQE %u not %#x", i, E2_DATA + i);
+			return;
+		}
+		io_uring_cqe_seen(&e2, cqe);
+	}
+	io_uring_queue_exit(&e2);
+	printf("e2_used 1\n");
+}
+
 static void use_e(void)
 {
 	struct io_uring_cqe *cqe;
@@ -1102,6 +1163,8 @@ static void use_e(void)
 	printf("exit %d\n", gone);
 	if (!gone)
 		failure("fd %d still open after io_uring_queue_exit", e.ring_fd);
+	if (second)
+		use_e2();
 	printf(failed[0] ? "VERIFY FAILED: %s\n" : "VERIFY OK\n", failed);
 }
 
@@ -1142,6 +1205,8 @@ __attribute__((noreturn)) static void lose_in_this_thread(unsigned long n)
 	sigaddset(&s, SIGUSR2);
 	sigaddset(&s, SIGHUP);
 	make_e(n);
+	if (second)
+		make_e2();
 	printf("READY\n");
 	for (;;) {
 		int sig = sigwaitinfo(&s, NULL);
@@ -1182,6 +1247,8 @@ __attribute__((noreturn)) static void lose_in_this_thread(unsigned long n)
 			e.sq.sqe_head += shift, e.sq.sqe_tail += shift;
 			if (forget)
 				memset(&e, 0, sizeof(e));
+			if (second)
+				io_uring_queue_exit(&e2); /* its struct kept */
 			printf("LOST\n");
 		} else if (sig == SIGUSR2) {
 			use_e();
@@ -1317,6 +1384,8 @@ int main(int argc, char **argv)
 				bad_poll = 1;
 			else if (!strcmp(argv[i], "--bad-recv"))
 				bad_recv = 1;
+			else if (!strcmp(argv[i], "--second"))
+				second = 1;
 			else if (!strcmp(argv[i], "--forget"))
 				forget = 1;
 			else if (!strcmp(argv[i], "--timeout"))

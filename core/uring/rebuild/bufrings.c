@@ -142,9 +142,9 @@ int uring_register_bufrings(uring_new *n, const aiotk_uring *u, aiotk_err *err)
 				       .bgid = b->bgid };
 		reg.flags = (uint16_t)((b->flags & AIOTK_URING_BL_INC ? IOU_PBUF_RING_INC : 0) |
 				       (user ? 0 : PBUF_RING_MMAP));
-		rc = aiotk_poke(n->t, URING_JOURNAL_SCRATCH, &reg, sizeof(reg), err);
+		rc = aiotk_poke(n->t, URING_SCRATCH(n->j_at), &reg, sizeof(reg), err);
 		long r = rc ? 0 : aiotk_sys_in(n->t, n->owner, SYS_io_uring_register, n->fd,
-					       IORING_REGISTER_PBUF_RING, (long)URING_JOURNAL_SCRATCH, 1, 0, 0);
+					       IORING_REGISTER_PBUF_RING, (long)URING_SCRATCH(n->j_at), 1, 0, 0);
 		if (!rc && aiotk_sys_failed(r))
 			rc = aiotk_fail(err, AIOTK_ESYS, (int)-r, "io_uring fd %d: registering buffer ring "
 					"group %u again (%u entries %s 0x%llx): %s", u->fd, b->bgid, b->entries,
@@ -181,10 +181,10 @@ static int tails_ahead(uring_new *n, const aiotk_uring *u, aiotk_err *err)
 /* The /dev/null the reads read, journalled before it is opened. */
 static int open_null(uring_new *n, int *fd, aiotk_err *err)
 {
-	int rc = aiotk_poke(n->t, URING_JOURNAL_SCRATCH, NULL_PATH, sizeof(NULL_PATH), err);
+	int rc = aiotk_poke(n->t, URING_SCRATCH(n->j_at), NULL_PATH, sizeof(NULL_PATH), err);
 	if (!rc)
 		rc = uring_journal_nullfd(n, 1, err);
-	long r = rc ? 0 : aiotk_sys(n->t, SYS_openat, AT_FDCWD, (long)URING_JOURNAL_SCRATCH, NULL_FLAGS,
+	long r = rc ? 0 : aiotk_sys(n->t, SYS_openat, AT_FDCWD, (long)URING_SCRATCH(n->j_at), NULL_FLAGS,
 				    0, 0, 0);
 	if (!rc && aiotk_sys_failed(r))
 		rc = aiotk_fail(err, AIOTK_ESYS, (int)-r, "opening %s in process %d (the reads that move a "
@@ -254,14 +254,14 @@ static int reads(uring_new *n, const aiotk_uring *u, int fd, uint16_t bgid, uint
 static int head_is(uring_new *n, const aiotk_uring *u, const aiotk_uring_bl *b, aiotk_err *err)
 {
 	struct buf_status st = { .buf_group = b->bgid };
-	int rc = aiotk_poke(n->t, URING_JOURNAL_SCRATCH, &st, sizeof(st), err);
+	int rc = aiotk_poke(n->t, URING_SCRATCH(n->j_at), &st, sizeof(st), err);
 	long r = rc ? 0 : aiotk_sys_in(n->t, n->owner, SYS_io_uring_register, n->fd,
-				       IORING_REGISTER_PBUF_STATUS, (long)URING_JOURNAL_SCRATCH, 1, 0, 0);
+				       IORING_REGISTER_PBUF_STATUS, (long)URING_SCRATCH(n->j_at), 1, 0, 0);
 	if (!rc && aiotk_sys_failed(r))
 		return aiotk_fail(err, AIOTK_ESYS, (int)-r, "io_uring fd %d: IORING_REGISTER_PBUF_STATUS of "
 				  "group %u: %s", u->fd, b->bgid, strerror((int)-r));
 	if (!rc)
-		rc = aiotk_peek(n->t, URING_JOURNAL_SCRATCH, &st, sizeof(st), err);
+		rc = aiotk_peek(n->t, URING_SCRATCH(n->j_at), &st, sizeof(st), err);
 	if (!rc && st.head != b->head)
 		rc = aiotk_fail(err, AIOTK_EIMPOSSIBLE, 0, "io_uring fd %d: buffer ring group %u's head is "
 				"%u after the reads, not its saved %u", u->fd, b->bgid, st.head, b->head);

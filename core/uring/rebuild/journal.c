@@ -3,13 +3,21 @@
  * step aiotk dies at (SIGKILL: no undo runs), the next aiotk finds what
  * the rebuild had made and takes it away (aiotk_uring_leftovers).
  *
- * One private mapping at the fixed address AIOTK_URING_JOURNAL_AT: made
- * first, unmapped last. Its unmapping is the rebuild's commit: before it,
- * everything the journal names is taken away again; after it, nothing of
- * aiotk's is left. At a fixed address so that it is found, and known as
+ * One private mapping at a fixed address, its slot's: made first,
+ * unmapped last. At a fixed address so that it is found, and known as
  * aiotk's, even when aiotk died between making it and writing its first
  * bytes (this kernel has no CONFIG_ANON_VMA_NAME to name it:
  * docs/KERNEL-FACTS.md, "io_uring: a rebuild killed half-way").
+ *
+ * The commit: a rebuild alone unmaps its journal (slot 0) at its end. A
+ * restore of several instances journals instance k in slot k and keeps
+ * every journal until all are made; then aiotk_uring_commit unmaps slot
+ * 0's first, which is the commit, and the others after, which from then
+ * on are only garbage. So with slot 0 there, everything the journals
+ * name is taken away again, the newest instance first; without it, the
+ * other slots' journals are only unmapped. A rollback keeps slot 0's
+ * journal while another slot's stays, so that a half-done undo never
+ * reads as a commit.
  *
  * What it names, each written before it is made: the placeholders
  * (saved ranges held, gaps filled to steer the kernel's placement), the
@@ -46,7 +54,7 @@
 
 static int put(uring_new *n, size_t off, const void *v, size_t len, aiotk_err *err)
 {
-	return aiotk_poke(n->t, AIOTK_URING_JOURNAL_AT + off, v, len, err);
+	return aiotk_poke(n->t, n->j_at + off, v, len, err);
 }
 
 #define PUT(n, field, err) put(n, offsetof(uring_journal, field), &(n)->j.field, \
@@ -55,17 +63,24 @@ static int put(uring_new *n, size_t off, const void *v, size_t len, aiotk_err *e
 int uring_journal_open(uring_new *n, size_t scratch, aiotk_err *err)
 {
 	n->j_len = URING_JOURNAL_HEAD + aiotk_page_round(scratch ? scratch : 1);
-	long r = aiotk_sys(n->t, SYS_mmap, (long)AIOTK_URING_JOURNAL_AT, (long)n->j_len,
+	if (n->j_len > AIOTK_URING_JOURNAL_STRIDE) {
+		uint64_t need = n->j_len;
+		n->j_len = 0;
+		return aiotk_fail(err, AIOTK_EUNSUPPORTED, 0, "its registration table needs a %llu-byte "
+				  "journal, more than a journal slot's %llu; nothing was changed",
+				  (unsigned long long)need, (unsigned long long)AIOTK_URING_JOURNAL_STRIDE);
+	}
+	long r = aiotk_sys(n->t, SYS_mmap, (long)n->j_at, (long)n->j_len,
 			   PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
 			   -1, 0);
-	if (aiotk_sys_failed(r) || (uint64_t)r != AIOTK_URING_JOURNAL_AT) {
+	if (aiotk_sys_failed(r) || (uint64_t)r != n->j_at) {
 		if (!aiotk_sys_failed(r))
 			aiotk_sys(n->t, SYS_munmap, r, (long)n->j_len, 0, 0, 0, 0);
 		n->j_len = 0;
 		return aiotk_fail(err, AIOTK_EOCCUPIED, aiotk_sys_failed(r) ? (int)-r : EEXIST,
 				  "process %d: no room for aiotk's io_uring journal at 0x%llx (%s); "
 				  "nothing was changed", n->t->pid,
-				  (unsigned long long)AIOTK_URING_JOURNAL_AT,
+				  (unsigned long long)n->j_at,
 				  strerror(aiotk_sys_failed(r) ? (int)-r : EEXIST));
 	}
 	memset(&n->j, 0, sizeof(n->j));
@@ -286,10 +301,10 @@ static void unhold(aiotk_target *t, uint64_t a, uint64_t len, uring_missed *m)
 			   "a placeholder of the rebuild's, not unmapped, at", a);
 }
 
-static void rollback(aiotk_target *t, const uring_journal *j, uring_missed *m)
+static void rollback(aiotk_target *t, const uring_journal *j, uint64_t j_at, uring_missed *m)
 {
 	unmove(t, j, m);
-	uring_drop_ringfds(t, j, m); /* each holds the instance: dropped before its fds */
+	uring_drop_ringfds(t, j, j_at, m); /* each holds the instance: dropped before its fds */
 	uring_close_nullfd(t, j, m);
 	close_fds(t, j, m);
 	if (j->ino)
@@ -301,72 +316,142 @@ static void rollback(aiotk_target *t, const uring_journal *j, uring_missed *m)
 }
 
 /* rc (err: why) once what m says failed is named: AIOTK_EROLLBACK. */
-static int missed_fail(const uring_missed *m, aiotk_target *t, int rc, const char *what, aiotk_err *err)
+static int missed_fail(const uring_missed *m, aiotk_target *t, uint64_t j_at, int rc, const char *what,
+		       aiotk_err *err)
 {
 	if (!m->n)
 		return rc;
-	char why[sizeof(err->msg)];
-	snprintf(why, sizeof(why), "%s", rc && err ? err->msg : what);
-	return aiotk_fail(err, AIOTK_EROLLBACK, m->errno_, "%s; undoing it, %u step(s) failed and what they "
-			  "name stays in process %d (its io_uring journal at 0x%llx too: the next restore "
-			  "takes it away), the first: %s", why, m->n, t->pid,
-			  (unsigned long long)AIOTK_URING_JOURNAL_AT, m->first);
+	char why[sizeof(err->msg) + 64];
+	if (rc && err)
+		snprintf(why, sizeof(why), "%s; undoing it, %u step(s)", err->msg, m->n);
+	else
+		snprintf(why, sizeof(why), "%u step(s) of %s", m->n, what);
+	return aiotk_fail(err, AIOTK_EROLLBACK, m->errno_, "%s failed and what they name stays in process %d "
+			  "(its io_uring journal at 0x%llx too: the next restore takes it away), the first: %s",
+			  why, t->pid, (unsigned long long)j_at, m->first);
+}
+
+static uint64_t slot_at(unsigned k) { return AIOTK_URING_JOURNAL_AT + k * AIOTK_URING_JOURNAL_STRIDE; }
+
+/* The slots whose journal is mapped in t (a private anonymous mapping
+ * starting at the slot), as a bit set; -1 (err) if t's maps cannot be
+ * read. One read of its maps per journal found. */
+static int64_t slots_mapped(aiotk_target *t, aiotk_err *err)
+{
+	int64_t set = 0;
+	uint64_t from = AIOTK_URING_JOURNAL_AT, end = slot_at(AIOTK_URING_JOURNAL_SLOTS);
+	while (from < end) {
+		aiotk_vma v;
+		int rc = aiotk_maps_overlap(t->pid, from, end - from, 0, &v, err);
+		if (rc < 0)
+			return -1;
+		if (rc == 0)
+			break;
+		uint64_t k = (v.start - AIOTK_URING_JOURNAL_AT) / AIOTK_URING_JOURNAL_STRIDE;
+		if (v.start >= from && v.start == slot_at((unsigned)k) && !strcmp(v.perms, "rw-p") && !v.path[0])
+			set |= (int64_t)1 << k;
+		from = v.end > from ? v.end : from + 1;
+	}
+	return set;
 }
 
 /* A rollback that missed a step keeps the journal: the next aiotk's
- * aiotk_uring_leftovers tries again what is left. */
+ * aiotk_uring_leftovers tries again what is left. So does slot 0's while
+ * another slot's journal is there: without it, those would read as a
+ * committed restore's, which the next aiotk only unmaps. */
 int uring_journal_rollback(uring_new *n, int rc, aiotk_err *err)
 {
 	uring_missed m = { 0 };
 	if (n->j_len)
-		rollback(n->t, &n->j, &m);
-	if (n->j_len && !m.n)
-		uring_sys_missed(&m, aiotk_sys(n->t, SYS_munmap, (long)AIOTK_URING_JOURNAL_AT, (long)n->j_len, 0, 0, 0, 0),
-			   "aiotk's io_uring journal, not unmapped, at", AIOTK_URING_JOURNAL_AT);
+		rollback(n->t, &n->j, n->j_at, &m);
+	int64_t others = n->j_len && n->j_at == AIOTK_URING_JOURNAL_AT ? slots_mapped(n->t, NULL) & ~1ll : 0;
+	if (n->j_len && !m.n && !others)
+		uring_sys_missed(&m, aiotk_sys(n->t, SYS_munmap, (long)n->j_at, (long)n->j_len, 0, 0, 0, 0),
+			   "aiotk's io_uring journal, not unmapped, at", n->j_at);
 	n->j_len = 0;
-	return missed_fail(&m, n->t, rc, "taking a rebuilt io_uring instance away", err);
+	return missed_fail(&m, n->t, n->j_at, rc, "taking a rebuilt io_uring instance away", err);
 }
 
 int uring_journal_commit(uring_new *n, aiotk_err *err)
 {
-	long r = aiotk_sys(n->t, SYS_munmap, (long)AIOTK_URING_JOURNAL_AT, (long)n->j_len, 0, 0, 0, 0);
+	long r = aiotk_sys(n->t, SYS_munmap, (long)n->j_at, (long)n->j_len, 0, 0, 0, 0);
 	if (aiotk_sys_failed(r))
-		return aiotk_fail(err, AIOTK_ESYS, (int)-r, "process %d: munmap of aiotk's io_uring "
-				  "journal: %s", n->t->pid, strerror((int)-r));
+		return aiotk_fail(err, AIOTK_ESYS, (int)-r, "munmap of aiotk's io_uring journal at 0x%llx: %s",
+				  (unsigned long long)n->j_at, strerror((int)-r));
 	n->j_len = 0;
+	return 0;
+}
+
+int aiotk_uring_commit(aiotk_target *t, const aiotk_uring_rebuilt *r, size_t n, unsigned *left,
+		       aiotk_err *err)
+{
+	*left = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!r[i].journal_len || r[i].journal_at != slot_at((unsigned)i))
+			return aiotk_fail(err, AIOTK_EINVAL, 0, "io_uring instance %zu has no journal kept in "
+					  "slot %zu; nothing was committed", i, i);
+	}
+	for (size_t i = 0; i < n; i++) {
+		uring_new one = { .t = t, .j_at = r[i].journal_at, .j_len = r[i].journal_len };
+		aiotk_err e;
+		int rc = uring_journal_commit(&one, i ? &e : err);
+		if (rc && !i)
+			return rc;
+		if (rc && !(*left)++ && err)
+			*err = e;
+	}
 	return 0;
 }
 
 /* ---- what a killed aiotk left ------------------------------------------ */
 
-int aiotk_uring_leftovers(aiotk_target *t, unsigned *removed, aiotk_err *err)
+/* The journal in slot k taken away: what it names first unless only
+ * unmap (a committed restore's). 0, or the failure naming what stays. */
+static int leftover(aiotk_target *t, unsigned k, int only_unmap, unsigned *removed, aiotk_err *err)
 {
 	aiotk_vma v;
-	*removed = 0;
-	int rc = aiotk_maps_overlap(t->pid, AIOTK_URING_JOURNAL_AT, 1, 0, &v, err);
-	if (rc < 0)
+	uint64_t at = slot_at(k);
+	int rc = aiotk_maps_overlap(t->pid, at, 1, 0, &v, err);
+	if (rc <= 0)
 		return rc;
-	if (rc == 0 || v.start != AIOTK_URING_JOURNAL_AT || strcmp(v.perms, "rw-p") || v.path[0])
-		return 0;
 	uring_journal *j = calloc(1, sizeof(*j));
 	if (!j)
 		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory reading an io_uring journal");
-	rc = aiotk_peek(t, AIOTK_URING_JOURNAL_AT, j, sizeof(*j), err);
+	rc = aiotk_peek(t, at, j, sizeof(*j), err);
 	/* Zero: made, then aiotk died before writing it. Anything else is not
 	 * aiotk's: left alone (a rebuild then says the address is taken). */
 	if (!rc && (j->magic == MAGIC || j->magic == 0)) {
 		uring_missed m = { 0 };
-		if (j->magic == MAGIC)
-			rollback(t, j, &m);
+		if (j->magic == MAGIC && !only_unmap)
+			rollback(t, j, at, &m);
 		long r = m.n ? 0 : aiotk_sys(t, SYS_munmap, (long)v.start, (long)(v.end - v.start), 0, 0, 0, 0);
 		if (aiotk_sys_failed(r))
-			rc = aiotk_fail(err, AIOTK_ESYS, (int)-r, "process %d: munmap of the io_uring "
-					"journal an interrupted aiotk left: %s", t->pid, strerror((int)-r));
+			rc = aiotk_fail(err, AIOTK_ESYS, (int)-r, "munmap of the io_uring journal an interrupted "
+					"aiotk left at 0x%llx: %s", (unsigned long long)at, strerror((int)-r));
 		else if (!m.n)
-			*removed = 1;
-		rc = missed_fail(&m, t, rc, "taking away what an interrupted aiotk made of an io_uring instance",
+			(*removed)++;
+		rc = missed_fail(&m, t, at, rc, "taking away what an interrupted aiotk made of an io_uring instance",
 				 err);
 	}
 	free(j);
 	return rc;
+}
+
+int aiotk_uring_leftovers(aiotk_target *t, unsigned *removed, aiotk_err *err)
+{
+	*removed = 0;
+	int64_t set = slots_mapped(t, err);
+	if (set < 0)
+		return AIOTK_ESYS;
+	/* no slot 0: a committed restore's journals, only unmapped; else the
+	 * newest instance first, slot 0's last */
+	int committed = !(set & 1);
+	for (int k = AIOTK_URING_JOURNAL_SLOTS - 1; k >= 0; k--) {
+		if (!(set & ((int64_t)1 << k)))
+			continue;
+		int rc = leftover(t, (unsigned)k, committed, removed, err);
+		if (rc)
+			return rc;
+	}
+	return 0;
 }

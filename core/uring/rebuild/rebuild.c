@@ -166,7 +166,7 @@ static int aside(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_o
 static int setup(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_opts *o,
 		 aiotk_err *err)
 {
-	uint64_t scratch = URING_JOURNAL_SCRATCH;
+	uint64_t scratch = URING_SCRATCH(n->j_at);
 	memset(&n->p, 0, sizeof(n->p));
 	/* A single issuer's owner is whoever enables it: set up disabled
 	 * here, registered, then enabled by its owner thread (enable). */
@@ -196,7 +196,7 @@ static int setup(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_o
 static int register_table(uring_new *n, const aiotk_uring *u, unsigned op, const void *table,
 			  size_t len, unsigned nr, const char *what, aiotk_err *err)
 {
-	uint64_t scratch = URING_JOURNAL_SCRATCH;
+	uint64_t scratch = URING_SCRATCH(n->j_at);
 	int rc = aiotk_poke(n->t, scratch, table, len, err);
 	/* Once enabled, a single issuer's registrations are its owner's. */
 	long r = rc ? 0 : aiotk_sys_in(n->t, n->owner, SYS_io_uring_register, n->fd, op,
@@ -505,8 +505,10 @@ static int build(uring_new *n, const aiotk_uring *u, const aiotk_uring_rebuild_o
 	uint64_t t5 = aiotk_now_ns();
 	if (!rc)
 		rc = move_fd(n, u, err);
-	if (!rc)
+	if (!rc && !o->keep_journal)
 		rc = uring_journal_commit(n, err);
+	if (!rc)
+		r->journal_at = n->j_at, r->journal_len = n->j_len;
 	r->ns_setup = t1 - t0, r->ns_place = t2 - t1, r->ns_counters = t3 - t2;
 	r->ns_memory = t4 - t3 + (aiotk_now_ns() - t5), r->ns_copies = t5 - t4;
 	r->fd = n->fd;
@@ -522,7 +524,11 @@ int aiotk_uring_rebuild(aiotk_target *t, const aiotk_uring *saved,
 	int rc = aiotk_uring_rebuildable(saved, err);
 	if (rc)
 		return rc;
-	uring_new n = { .t = t, .fd = -1 };
+	if (o->slot >= AIOTK_URING_JOURNAL_SLOTS)
+		return aiotk_fail(err, AIOTK_EINVAL, 0, "journal slot %u: there are %u", o->slot,
+				  AIOTK_URING_JOURNAL_SLOTS);
+	uring_new n = { .t = t, .fd = -1,
+			.j_at = AIOTK_URING_JOURNAL_AT + o->slot * AIOTK_URING_JOURNAL_STRIDE };
 	rc = build(&n, saved, o, out, err);
 	if (rc)
 		rc = uring_journal_rollback(&n, rc, err);
@@ -531,11 +537,19 @@ int aiotk_uring_rebuild(aiotk_target *t, const aiotk_uring *saved,
 
 /* Journalled as a rebuild is (its instance, the ring fds it registered
  * in the threads, liburing's copies as they are now), then rolled back as
- * a failed one is: a killed aiotk leaves the next one to finish it. */
+ * a failed one is: a killed aiotk leaves the next one to finish it. An
+ * instance whose journal was kept is rolled back by that journal. */
 int aiotk_uring_unbuild(aiotk_target *t, const aiotk_uring *saved,
 			const aiotk_uring_rebuilt *r, aiotk_err *err)
 {
-	uring_new n = { .t = t, .fd = r->fd };
+	uring_new n = { .t = t, .fd = r->fd, .j_at = AIOTK_URING_JOURNAL_AT };
+	if (r->journal_len) {
+		n.j_at = r->journal_at;
+		int rc = aiotk_peek(t, n.j_at, &n.j, sizeof(n.j), err);
+		if (!rc)
+			n.j_len = r->journal_len;
+		return uring_journal_rollback(&n, rc, err);
+	}
 	uint32_t moved[AIOTK_URING_MAX_COPIES][2];
 	int rc = 0;
 	for (unsigned i = 0; !rc && i < r->ncopies; i++)

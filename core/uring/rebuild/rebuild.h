@@ -8,15 +8,15 @@
 
 #include <linux/io_uring.h>
 
-/* The journal of a rebuild as it is in the target, at
- * AIOTK_URING_JOURNAL_AT (journal.c): each field written before what it
- * names is made. Scratch memory for system calls' arguments follows it,
- * from URING_JOURNAL_HEAD on. */
+/* The journal of a rebuild as it is in the target, in its slot
+ * (journal.c): each field written before what it names is made. Scratch
+ * memory for system calls' arguments follows it, from URING_JOURNAL_HEAD
+ * on. */
 #define URING_JOURNAL_HOLDS 8
 #define URING_JOURNAL_FILLS 256  /* as many as place.c fills at most */
 #define URING_JOURNAL_RINGFDS 16  /* registered ring fds a rebuild makes */
 #define URING_JOURNAL_HEAD 8192
-#define URING_JOURNAL_SCRATCH (AIOTK_URING_JOURNAL_AT + URING_JOURNAL_HEAD)
+#define URING_SCRATCH(j_at) ((j_at) + URING_JOURNAL_HEAD)
 typedef struct uring_journal {
 	uint64_t magic;
 	int32_t pending_fd;      /* the fd io_uring_setup is about to give */
@@ -51,6 +51,7 @@ typedef struct uring_new {
 	struct io_uring_params p;
 	uint64_t sq_ring, cq_ring, sqes;   /* where they are mapped in t */
 	uring_journal j;                   /* as written in t */
+	uint64_t j_at;                     /* where: its slot's address */
 	uint64_t j_len;                    /* its mapping's length; 0: none */
 } uring_new;
 
@@ -58,7 +59,7 @@ typedef struct uring_new {
  * (copies.c). */
 #define URING_SQE_HEAD_OFF 64
 
-/* The journal mapped in n's target with room for `scratch` bytes of
+/* The journal mapped in n's target at n->j_at with room for `scratch` bytes of
  * arguments, then each step journalled before it is made: ranges held or
  * filled (fills: 1), the fd setup is about to return, the new instance
  * (n->fd's inode), liburing's copies as they will be once moved. commit
@@ -131,7 +132,7 @@ int uring_move_copies(uring_new *n, uint32_t shift, aiotk_uring_rebuilt *out, ai
  * each slot seen free and journalled first; and a rollback's drop of
  * every journalled slot (ringfds.c). */
 int uring_register_ringfds(uring_new *n, const aiotk_uring *u, aiotk_err *err);
-void uring_drop_ringfds(aiotk_target *t, const uring_journal *j, uring_missed *m);
+void uring_drop_ringfds(aiotk_target *t, const uring_journal *j, uint64_t j_at, uring_missed *m);
 
 /* Provided-buffer rings (bufrings.c): why u's cannot be rebuilt (NULL:
  * they can; why: room for the message); the buffers their heads moved

@@ -49,15 +49,15 @@ static int register_one(uring_new *n, const aiotk_uring *u, const aiotk_uring_ri
 			aiotk_err *err)
 {
 	struct io_uring_rsrc_update up = { .offset = f->index, .data = (uint64_t)n->fd };
-	int rc = aiotk_poke(n->t, URING_JOURNAL_SCRATCH, &up, sizeof(up), err);
+	int rc = aiotk_poke(n->t, URING_SCRATCH(n->j_at), &up, sizeof(up), err);
 	long r = rc ? 0 : aiotk_sys_in(n->t, f->tid, SYS_io_uring_register, n->fd,
-				       IORING_REGISTER_RING_FDS, (long)URING_JOURNAL_SCRATCH, 1, 0, 0);
+				       IORING_REGISTER_RING_FDS, (long)URING_SCRATCH(n->j_at), 1, 0, 0);
 	if (!rc && r != 1)
 		rc = aiotk_fail(err, AIOTK_ESYS, aiotk_sys_failed(r) ? (int)-r : EIO,
 				"io_uring fd %d: registering it as ring fd %u in thread %d: %s", u->fd,
 				f->index, f->tid, aiotk_sys_failed(r) ? strerror((int)-r) : "not registered");
 	if (!rc)
-		rc = aiotk_peek(n->t, URING_JOURNAL_SCRATCH, &up, sizeof(up), err);
+		rc = aiotk_peek(n->t, URING_SCRATCH(n->j_at), &up, sizeof(up), err);
 	if (!rc && up.offset != f->index)
 		rc = aiotk_fail(err, AIOTK_EIMPOSSIBLE, 0, "io_uring fd %d: the kernel registered it at "
 				"ring fd %u in thread %d, not %u", u->fd, up.offset, f->tid, f->index);
@@ -90,19 +90,19 @@ int uring_register_ringfds(uring_new *n, const aiotk_uring *u, aiotk_err *err)
  * already). A slot left empty (killed before it was taken: EBADF) stays
  * so, and a thread gone (ESRCH) took its slots with it; any other
  * failure goes into m. */
-void uring_drop_ringfds(aiotk_target *t, const uring_journal *j, uring_missed *m)
+void uring_drop_ringfds(aiotk_target *t, const uring_journal *j, uint64_t j_at, uring_missed *m)
 {
 	for (uint32_t i = 0; i < j->nringfds && i < URING_JOURNAL_RINGFDS; i++) {
 		struct io_uring_rsrc_update up = { .offset = j->ringfds[i].index, .data = 0 };
 		aiotk_err e;
-		if (aiotk_poke(t, URING_JOURNAL_SCRATCH, &up, sizeof(up), &e)) {
+		if (aiotk_poke(t, URING_SCRATCH(j_at), &up, sizeof(up), &e)) {
 			uring_miss(m, e.errno_ ? e.errno_ : EIO, "a rebuilt registered ring fd, not dropped, at index",
 				   j->ringfds[i].index);
 			continue;
 		}
 		long r = aiotk_sys_in(t, j->ringfds[i].tid, SYS_io_uring_register, j->ringfds[i].index,
 				      IORING_UNREGISTER_RING_FDS | IORING_REGISTER_USE_REGISTERED_RING,
-				      (long)URING_JOURNAL_SCRATCH, 1, 0, 0);
+				      (long)URING_SCRATCH(j_at), 1, 0, 0);
 		if (r != -EBADF && r != -ESRCH)
 			uring_sys_missed(m, r, "a rebuilt registered ring fd, not dropped, at index",
 					 j->ringfds[i].index);

@@ -19,7 +19,7 @@ static int timeout_sqe(uring_new *n, const void *ctx, size_t i, struct io_uring_
 		       aiotk_err *err)
 {
 	const aiotk_uring_tmo *q = &((const aiotk_uring_rebuild_opts *)ctx)->timeouts[i];
-	uint64_t at = URING_JOURNAL_SCRATCH + i * URING_TMO_SCRATCH;
+	uint64_t at = URING_SCRATCH(n->j_at) + i * URING_TMO_SCRATCH;
 	int64_t ts_ns = q->ts_ns < 0 ? 0 : q->ts_ns;
 	struct __kernel_timespec ts = { ts_ns / 1000000000, ts_ns % 1000000000 };
 	memset(s, 0, sizeof(*s));
