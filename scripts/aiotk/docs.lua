@@ -115,15 +115,18 @@ M.entries = {
 		"running process: uring_restore.restore_process(pid, img[, {policy=}]) (all or nothing: per instance " ..
 		"{fd, exact, sq_shift, cq_shift, nops, copies, polls, timeouts, socks, ns_*}, .stopped_ns), uring_restore.verdicts(img, " ..
 		"policy) (what aiotk check says: action exact, rebase or refused, why)" },
-	{ "aiotk.core.uring_rebuild", "aiotk.core.uring_rebuild(t, img, i[, {exact=, polls=, timeouts=, socks=}])", "instance i of " ..
+	{ "aiotk.core.uring_rebuild", "aiotk.core.uring_rebuild(t, img, i[, {exact=, polls=, timeouts=, socks=, slot=, keep_journal=}])", "instance i of " ..
 		"img made again in target t (stopped; in the REPL: t = aiotk.attach(pid)), at its fd and addresses, " ..
 		"ring memory back, counters exact or rebased (liburing's copies moved), polls ({user_data, fd, events, " ..
 		"multishot, level, fixed_file}, as uring.rebuild gives them) and timeouts ({user_data, ts_ns, flags, off}, " ..
 		"as uring.rebuild_timeout gives them) and socks ({opcode, user_data, fd, fixed_file, addr, addr2, len, " ..
 		"op_flags, ioprio, buffer_select, buf_group}: ACCEPT and RECV, as uring.rebuild gives them) armed: {fd, sq_shift, cq_shift, nops, " ..
-		"copies, ns_setup, ns_place, ns_counters, ns_memory, ns_copies}; nothing left on failure. " ..
-		"core.uring_unbuild(t, img, i, result) takes it away again; core.uring_leftovers(t): what an aiotk " ..
-		"killed mid-rebuild left in t (its journal at 0x3a1080000000) taken away, 1, or 0 when none; " ..
+		"copies, ns_setup, ns_place, ns_counters, ns_memory, ns_copies, journal_at, journal_len}; nothing left on " ..
+		"failure. slot (0-based, below core.URING_JOURNAL_SLOTS): where its journal goes; keep_journal: kept " ..
+		"until core.uring_commit(t, results) (results in slot order) makes several instances final at once " ..
+		"(-> true, journals left, why). core.uring_unbuild(t, img, i, result) takes it away again; " ..
+		"core.uring_leftovers(t): what an aiotk killed mid-restore left in t (its journals from " ..
+		"core.URING_JOURNAL_AT on) taken away, how many journals went; " ..
 		"core.uring_check(img, i): whether it can be rebuilt; core.URING_REBUILT_FLAGS: the setup flags a " ..
 		"rebuild makes; core.uring_image_shift(img, i, k): moved on by k NOPs (tests)" },
 	{ "aiotk.core.kviewer", "aiotk.core.kviewer([{pin=DIR, mount=}])", "the kernel view (BPF): loaded, or " ..
