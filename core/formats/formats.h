@@ -23,6 +23,21 @@ int fmt_put(struct fmt_buf *o, const void *p, size_t n);
 struct fmt_pb { ProtobufCAllocator a; int failed; };
 void fmt_pb_init(struct fmt_pb *pb);
 
+/* aiotk's image files (rings.img, a dump's aiotk-rings.img): at most. */
+#define FMT_MAX_FILE (4ull << 30)
+
+/* Little-endian u32 at p, as aiotk's image files store lengths. */
+static inline uint32_t fmt_get_u32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline void fmt_put_u32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
 /* The whole file at path read into *buf (malloc'd, one byte more than
  * *len): a regular file of at most max bytes, else AIOTK_EIMAGE, hint appended
  * to the message when it cannot be opened. */

@@ -28,20 +28,6 @@ struct cursor {
 	const char *kind;       /* of the records being read */
 };
 
-static uint32_t get_u32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	       (uint32_t)p[3] << 24;
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
-
 static int bad(struct cursor *c, const char *what)
 {
 	return aiotk_fail(c->err, AIOTK_EIMAGE, 0,
@@ -59,7 +45,7 @@ static int next_record(struct cursor *c, const uint8_t **p, size_t *len)
 			 c->len - c->off);
 		return bad(c, what);
 	}
-	uint32_t n = get_u32(c->buf + c->off), crc = get_u32(c->buf + c->off + 4);
+	uint32_t n = fmt_get_u32(c->buf + c->off), crc = fmt_get_u32(c->buf + c->off + 4);
 	if (n > MAX_RECORD) {
 		snprintf(what, sizeof(what), "absurd record length %u", n);
 		return bad(c, what);
@@ -119,7 +105,7 @@ static int skip_value(const uint8_t **p, const uint8_t *end, unsigned wt, uint64
 
 static uint64_t get_u64(const uint8_t *p)
 {
-	return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
+	return (uint64_t)fmt_get_u32(p) | (uint64_t)fmt_get_u32(p + 4) << 32;
 }
 
 static int64_t unzigzag(uint64_t v) { return (int64_t)(v >> 1) ^ -(int64_t)(v & 1); }
@@ -354,7 +340,7 @@ static int decode(struct cursor *c, aiotk_image *img)
 {
 	const uint8_t *p;
 	size_t n;
-	if (c->len < 4 || get_u32(c->buf) != FILE_MAGIC)
+	if (c->len < 4 || fmt_get_u32(c->buf) != FILE_MAGIC)
 		return aiotk_fail(c->err, AIOTK_EIMAGE, 0,
 				  "%s: not an aiotk image (bad magic); is this a CRIU dump? try --criu",
 				  c->name);
@@ -395,8 +381,8 @@ int aiotk_image_decode(const uint8_t *buf, size_t len, const char *name,
 static size_t put_record(uint8_t *out, const ProtobufCMessage *m)
 {
 	size_t n = protobuf_c_message_pack(m, out + 8);
-	put_u32(out, (uint32_t)n);
-	put_u32(out + 4, (uint32_t)crc32(0, out + 8, (uInt)n));
+	fmt_put_u32(out, (uint32_t)n);
+	fmt_put_u32(out + 4, (uint32_t)crc32(0, out + 8, (uInt)n));
 	return 8 + n;
 }
 
@@ -525,7 +511,7 @@ int aiotk_image_encode(const aiotk_image *img, uint8_t **buf, size_t *len,
 	*buf = malloc(cap);
 	if (!*buf)
 		return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory encoding image");
-	put_u32(*buf, FILE_MAGIC);
+	fmt_put_u32(*buf, FILE_MAGIC);
 	*len = 4 + put_record(*buf + 4, &h.base);
 	for (size_t i = 0; i < img->nrings + img->nurings; i++) {
 		int rc = i < img->nrings ? encode_ring(&img->rings[i], buf, len, &cap, err)

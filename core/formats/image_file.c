@@ -14,7 +14,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_FILE (4ull << 30)
 
 int aiotk_image_write(const char *dir, const aiotk_image *img, aiotk_err *err)
 {
@@ -79,7 +78,7 @@ int aiotk_image_read(const char *dir, aiotk_image *img, aiotk_err *err)
 	size_t len = 0;
 	snprintf(path, sizeof(path), "%s/%s", dir, AIOTK_IMAGE_FILE);
 	memset(img, 0, sizeof(*img));
-	int rc = fmt_load(path, " (is this an aiotk image directory?)", MAX_FILE, &buf, &len, err);
+	int rc = fmt_load(path, " (is this an aiotk image directory?)", FMT_MAX_FILE, &buf, &len, err);
 	if (rc)
 		return rc;
 	rc = aiotk_image_decode(buf, len, path, img, err);

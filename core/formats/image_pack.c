@@ -21,17 +21,6 @@
 
 #define PACK_MAGIC 0x504b544fu /* "OTKP" little-endian */
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 static int write_all(int fd, const uint8_t *b, size_t len, off_t at)
 {
 	while (len) {
@@ -50,7 +39,7 @@ static int write_all(int fd, const uint8_t *b, size_t len, off_t at)
 int aiotk_pack_create(const char *path, aiotk_pack *p, aiotk_err *err)
 {
 	uint8_t magic[4];
-	put_u32(magic, PACK_MAGIC);
+	fmt_put_u32(magic, PACK_MAGIC);
 	p->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	p->end = 0;
 	p->count = 0;
@@ -80,8 +69,8 @@ int aiotk_pack_append(aiotk_pack *p, int32_t task, const aiotk_image *img, aiotk
 				  task, len);
 	}
 	uint8_t head[8];
-	put_u32(head, (uint32_t)task);
-	put_u32(head + 4, (uint32_t)len);
+	fmt_put_u32(head, (uint32_t)task);
+	fmt_put_u32(head + 4, (uint32_t)len);
 	if (write_all(p->fd, head, 8, p->end) ||
 	    write_all(p->fd, buf, len, p->end + 8)) {
 		int e = errno;
@@ -115,17 +104,17 @@ static int slurp(const char *path, uint8_t **buf, size_t *len, aiotk_err *err)
 {
 	if (access(path, F_OK) && errno == ENOENT)
 		return aiotk_fail(err, AIOTK_EEMPTY, ENOENT, "%s: no such file", path);
-	int rc = fmt_load(path, "", 4ull << 30, buf, len, err);
+	int rc = fmt_load(path, "", FMT_MAX_FILE, buf, len, err);
 	if (rc)
 		return rc;
-	if (*len < 4 || get_u32(*buf) != PACK_MAGIC) {
+	if (*len < 4 || fmt_get_u32(*buf) != PACK_MAGIC) {
 		free(*buf);
 		return damaged(err, path, 0, "not an aiotk image file of a CRIU dump (bad magic)");
 	}
 	return 0;
 }
 
-static void free_entries(aiotk_pack_entry *e, size_t n)
+void aiotk_pack_free(aiotk_pack_entry *e, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		aiotk_image_free(&e[i].img);
@@ -139,14 +128,14 @@ static int decode_all(const char *path, const uint8_t *buf, size_t len, aiotk_pa
 	while (off < len) {
 		if (len - off < 8)
 			return damaged(err, path, off, "truncated record header");
-		uint32_t size = get_u32(buf + off + 4);
+		uint32_t size = fmt_get_u32(buf + off + 4);
 		if (size > len - off - 8)
 			return damaged(err, path, off, "record longer than the file");
 		aiotk_pack_entry *e = realloc(*out, (*n + 1) * sizeof(**out));
 		if (!e)
 			return aiotk_fail(err, AIOTK_ENOMEM, 0, "out of memory reading %s", path);
 		*out = e;
-		e[*n].task = (int32_t)get_u32(buf + off);
+		e[*n].task = (int32_t)fmt_get_u32(buf + off);
 		if (aiotk_image_decode(buf + off + 8, size, path, &e[*n].img, err))
 			return AIOTK_EIMAGE;
 		(*n)++;
@@ -167,11 +156,10 @@ int aiotk_pack_read(const char *path, aiotk_pack_entry **out, size_t *n, aiotk_e
 	rc = decode_all(path, buf, len, out, n, err);
 	free(buf);
 	if (rc) {
-		free_entries(*out, *n);
+		aiotk_pack_free(*out, *n);
 		*out = NULL;
 		*n = 0;
 	}
 	return rc;
 }
 
-void aiotk_pack_free(aiotk_pack_entry *e, size_t n) { free_entries(e, n); }
