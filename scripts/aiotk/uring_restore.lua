@@ -173,16 +173,21 @@ function M.job(img, i, u, policy, pid)
 		facts = facts }
 end
 
--- Each instance's job, or why one cannot be done. A restore journals
--- each instance in a slot of its own and commits them together, so that
--- a killed aiotk leaves none of them or all: at most as many as there
--- are slots.
+-- Why img's instances cannot be restored at all, or nil. A restore
+-- journals each instance in a slot of its own and commits them together,
+-- so that a killed aiotk leaves none of them or all: at most as many as
+-- there are slots.
+local function too_many(img)
+	if img.nurings <= core.URING_JOURNAL_SLOTS then return nil end
+	return string.format("%d io_uring instances, more than the %d one restore journals (each in a " ..
+		"slot of its own at 0x%x, so that a restore is all or nothing)",
+		img.nurings, core.URING_JOURNAL_SLOTS, core.URING_JOURNAL_AT)
+end
+
+-- Each instance's job, or why one cannot be done.
 function M.jobs(img, policy, pid)
-	if img.nurings > core.URING_JOURNAL_SLOTS then
-		return nil, string.format("%d io_uring instances, more than the %d one restore journals (each in a " ..
-			"slot of its own at 0x%x, so that a restore is all or nothing); nothing was changed",
-			img.nurings, core.URING_JOURNAL_SLOTS, core.URING_JOURNAL_AT), "unsupported"
-	end
+	local many = too_many(img)
+	if many then return nil, many .. "; nothing was changed", "unsupported" end
 	local jobs = {}
 	for i, u in ipairs(img:urings()) do
 		local j, e, c = M.job(img, i, u, policy, pid)
@@ -195,9 +200,10 @@ end
 -- What `aiotk check` says of each instance of img: { fd, entries,
 -- action = "exact" | "rebase" | "refused", why, nops }.
 function M.verdicts(img, policy)
-	local out = {}
+	local out, many = {}, too_many(img)
 	for i, u in ipairs(img:urings()) do
-		local j, why = M.job(img, i, u, policy)
+		local j, why = nil, many
+		if not many then j, why = M.job(img, i, u, policy) end
 		local row = { fd = u.fd, sq_entries = u.sq_entries, cq_entries = u.cq_entries }
 		if not j then
 			row.action, row.why = "refused", why

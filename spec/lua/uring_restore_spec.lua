@@ -320,8 +320,12 @@ describe("io_uring restore", function()
 	end
 
 	it("the REPL's API rebuilds an instance by hand (attach, core.uring_rebuild, detach)", function()
-		local out = by_hand(0, "assert(r, err)", "r.fd, r.nops")
+		-- and a slot past the journal's last is refused by name, before any change
+		local out = by_hand(0, "assert(r, err); local r2, e2, c2 = aiotk.core.uring_rebuild(t, img, 1, " ..
+			"{ exact = true, slot = aiotk.core.URING_JOURNAL_SLOTS })", "r.fd, r.nops, r2, e2, c2")
 		assert.are.equal(fact(w, "e.fd") .. "\t5", out:match("^(%S+\t%S+)"))
+		assert.are.equal(string.format("nil\tjournal slot %d: there are %d\tinvalid", core.URING_JOURNAL_SLOTS,
+			core.URING_JOURNAL_SLOTS), out:match("^%S+\t%S+\t([^\n]*)"))
 		core.kill(w.pid, "USR2")
 		read_until(w, "CHECKED")
 		check_used(w)
@@ -408,6 +412,33 @@ describe("io_uring restore", function()
 		assert.are.equal(0, process_urings(w.pid))
 		return rerr
 	end
+
+	it("refuses more instances than it has journal slots by name, in check and restore, changing nothing", function()
+		-- the view workload's three and URING_JOURNAL_SLOTS plain ones
+		local p = assert(io.popen("exec " .. BIN .. " --plain " .. core.URING_JOURNAL_SLOTS, "r"))
+		local v = { pipe = p, facts = {} }
+		read_until(v, "READY")
+		local pid = v.facts.pid[1]
+		finally(function() core.kill(pid, "KILL") p:close() end)
+		local code, _, err = run("dump -p " .. pid .. " -D " .. dir .. "/many")
+		assert.are.equal(0, code, err)
+		local n = core.URING_JOURNAL_SLOTS + 3
+		local why = string.format("%d io_uring instances, more than the %d one restore journals", n,
+			core.URING_JOURNAL_SLOTS)
+		local ccode, out = run("check -D " .. dir .. "/many --json")
+		assert.are.equal(4, ccode)
+		local doc = json.decode(out)
+		assert.are.equal(n, #doc.urings)
+		for _, u in ipairs(doc.urings) do
+			assert.are.equal("refused", u.action)
+			assert.truthy(u.why:find(why, 1, true), u.why)
+		end
+		local before = state(pid)
+		local rcode, _, rerr = run("restore -p " .. pid .. " -D " .. dir .. "/many")
+		assert.are_not.equal(0, rcode)
+		assert.truthy(rerr:find(why, 1, true) and rerr:find("nothing was changed", 1, true), rerr)
+		assert.are.same(before, state(pid))
+	end)
 
 	-- A registered file's fd replaced after the restore's first look and
 	-- before its stop, by construction: the policy's uring_counters hook
@@ -726,7 +757,7 @@ end }]], w.pid, w.pid, file.fd))
 		local expect = { "munmap of aiotk's io_uring journal at " .. at .. ": Operation not permitted; undoing it " ..
 			"failed, process " .. w.pid .. " keeps: io_uring instance 1 of the image, rebuilt, not taken away: 1 " ..
 			"step(s) of taking a rebuilt io_uring instance away failed and what they name stays in process " ..
-			w.pid .. " (its io_uring journal at " .. at .. " too: the next restore takes it away), the first: " ..
+			w.pid .. " (its io_uring journal at " .. at .. " too: the next restore tries again to take it away), the first: " ..
 			"aiotk's io_uring journal, not unmapped, at " .. at,
 			-- the next restore finds it, and cannot take it away either: it stops there
 			"munmap of the io_uring journal an interrupted aiotk left at " .. at .. ": Operation not permitted" }

@@ -327,7 +327,7 @@ static int missed_fail(const uring_missed *m, aiotk_target *t, uint64_t j_at, in
 	else
 		snprintf(why, sizeof(why), "%u step(s) of %s", m->n, what);
 	return aiotk_fail(err, AIOTK_EROLLBACK, m->errno_, "%s failed and what they name stays in process %d "
-			  "(its io_uring journal at 0x%llx too: the next restore takes it away), the first: %s",
+			  "(its io_uring journal at 0x%llx too: the next restore tries again to take it away), the first: %s",
 			  why, t->pid, (unsigned long long)j_at, m->first);
 }
 
