@@ -32,6 +32,20 @@ local function median(t)
 	return s[math.ceil(#s / 2)]
 end
 
+-- The median of a[i] / b[i] and of a[i] - b[i]: each pair ran back to
+-- back, on the same machine state, which the sides' medians alone do not
+-- keep (kill's RCU wait wanders by 15 ms from dump to dump here).
+local function median_ratio(a, b)
+	local r = {}
+	for i = 1, #a do r[i] = a[i] / b[i] end
+	return median(r)
+end
+local function median_diff(a, b)
+	local d = {}
+	for i = 1, #a do d[i] = a[i] - b[i] end
+	return median(d)
+end
+
 -- A stats image's entry, through crit.
 local function stats(img, which)
 	local ok, out = helper.sh(string.format("%s decode -i %s/stats-%s", CRIT, img, which))
@@ -144,9 +158,12 @@ for _, c in ipairs(cases) do
 		frozen_plain_us = median(plain.frozen), frozen_plugin_us = median(with.frozen),
 		restore_plain_us = median(plain.restore), restore_plugin_us = median(with.restore) }
 	row.frozen_ratio = row.frozen_plugin_us / row.frozen_plain_us
+	row.frozen_pair_ratio = median_ratio(with.frozen, plain.frozen)
 	row.held_plain_us, row.held_plugin_us = median(plain.held), median(with.held)
 	row.held_ratio = row.held_plugin_us / row.held_plain_us
 	row.restore_ratio = row.restore_plugin_us / row.restore_plain_us
+	row.restore_pair_ratio = median_ratio(with.restore, plain.restore)
+	row.held_added_us = median_diff(with.held, plain.held)
 	row.plugin_task_ms, row.plugin_fini_ms = median(with.task), median(with.fini)
 	row.frozen_plain_all, row.frozen_plugin_all = plain.frozen, with.frozen
 	row.held_plain_all, row.held_plugin_all = plain.held, with.held
@@ -157,17 +174,19 @@ if args.json then
 	print(json.encode(report, { indent = true }))
 	return 0
 end
-print(string.format("%-40s %22s %22s", "real CRIU, medians of alternating pairs",
-	"frozen_time plain/plugin", "restore_time plain/plugin"))
+print(string.format("%-40s %30s %30s", "real CRIU, medians of alternating pairs",
+	"frozen_time plain/plugin (pairs)", "restore_time plain/plugin (pairs)"))
 for _, r in ipairs(report) do
-	print(string.format("%-40s %7.1f/%6.1f ms %5.2fx %7.1f/%6.1f ms %5.2fx", r.case .. " (" .. r.pairs .. ")",
-		r.frozen_plain_us / 1e3, r.frozen_plugin_us / 1e3, r.frozen_ratio,
-		r.restore_plain_us / 1e3, r.restore_plugin_us / 1e3, r.restore_ratio))
+	print(string.format("%-40s %7.1f/%6.1f ms %5.2fx (%4.2fx) %7.1f/%6.1f ms %5.2fx (%4.2fx)",
+		r.case .. " (" .. r.pairs .. ")", r.frozen_plain_us / 1e3, r.frozen_plugin_us / 1e3, r.frozen_ratio,
+		r.frozen_pair_ratio, r.restore_plain_us / 1e3, r.restore_plugin_us / 1e3, r.restore_ratio,
+		r.restore_pair_ratio))
 end
+print("(pairs): the median of each pair's ratio")
 print("held frozen for the dump itself (CRIU's log: seized to released; frozen_time adds killing the tasks):")
 for _, r in ipairs(report) do
-	print(string.format("  %-38s %7.1f/%6.1f ms %5.2fx", r.case, r.held_plain_us / 1e3, r.held_plugin_us / 1e3,
-		r.held_ratio))
+	print(string.format("  %-38s %7.1f/%6.1f ms %5.2fx, the plugin adds %.2f ms (median of the pairs)", r.case,
+		r.held_plain_us / 1e3, r.held_plugin_us / 1e3, r.held_ratio, r.held_added_us / 1e3))
 end
 print("the plugin inside the freeze (its clocks in CRIU's log, medians):")
 for _, r in ipairs(report) do
