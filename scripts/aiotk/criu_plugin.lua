@@ -105,6 +105,19 @@ local function fix_images()
 	return fit_here(procs, recorded)
 end
 
+-- A dump's image file and the temporaries for its journal and stamp.
+local function make_files()
+	local pack, err = core.image_pack(pack_path())
+	if not pack then return nil, err end
+	state.pack = pack
+	for name, file in pairs { journal = criu.JOURNAL, stamp = core.CRIU_STAMP } do
+		local spare, serr = core.spare(state.dir .. "/" .. file)
+		if not spare then return nil, serr end
+		state.spares[name] = spare
+	end
+	return true
+end
+
 -- stage: CRIU's CR_PLUGIN_STAGE__*; dir: its image directory; log(level,
 -- msg): CRIU's log; shipped: the shipped scripts directory.
 function M.init(stage, dir, log, shipped)
@@ -127,13 +140,12 @@ function M.init(stage, dir, log, shipped)
 	if state.stage == "dump" then
 		require("aiotk.kernel").open(p)
 		require("aiotk.render")
-		local pack, err = core.image_pack(pack_path())
-		if not pack then return nil, err end
-		state.pack = pack
-		for name, file in pairs { journal = criu.JOURNAL, stamp = core.CRIU_STAMP } do
-			local spare, serr = core.spare(state.dir .. "/" .. file)
-			if not spare then return nil, serr end
-			state.spares[name] = spare
+		local ok, err = make_files()
+		if not ok then
+			-- CRIU calls no fini after a failed init: what it made goes now
+			if state.pack then close_pack(true) end
+			drop_spares()
+			return nil, err
 		end
 	end
 	return true

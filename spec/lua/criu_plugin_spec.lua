@@ -164,6 +164,21 @@ describe("real CRIU with aiotk's plugin", function()
 		assert.matches("0 AIO ring%(s%) fitted to this host", helper.slurp(img .. "/criu.log"))
 	end)
 
+	-- CRIU calls no fini after a plugin's failed init (criu/plugin.c), so
+	-- the init takes away what it made. A tmpfs of 2 inodes (its root and
+	-- one file) lets it make the image file and refuses the next one.
+	it("leaves nothing in the dump directory when its init fails part way", function()
+		local small = dir .. "/small"
+		assert(core.mkdir(small))
+		assert(sh("mount -t tmpfs -o nr_inodes=2,size=1m aiotk-spec " .. small))
+		finally(function() sh("umount " .. small) end)
+		local code, out, err = helper.run("-e \"local m = require 'aiotk.criu_plugin'; " ..
+			"print(m.init(0, '" .. small .. "', function() end))\"")
+		assert.are.equal(0, code, err)
+		assert.matches("^nil\tcannot create a file beside " .. small:gsub("%p", "%%%0") .. "/aiotk", out)
+		assert.are.same({}, core.listdir(small))
+	end)
+
 	it("fails the dump, naming ring, count and kind, when the policy says a request may not be lost", function()
 		if not need_criu() then return end
 		local img = dir .. "/img"
