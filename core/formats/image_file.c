@@ -2,6 +2,7 @@
  * so an interrupted dump never leaves a half image. */
 #define _GNU_SOURCE
 #include "aiotk.h"
+#include "base/base.h"
 #include "formats/formats.h"
 
 #include <errno.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,6 +41,17 @@ int aiotk_image_write_flags(const char *dir, const aiotk_image *img, int flags,
 	return rc;
 }
 
+void *fmt_alloc_filled(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+	if (p && n >= 64 * 1024) {
+		/* (an older kernel's EINVAL only leaves the faults) */
+		uintptr_t from = (uintptr_t)p & ~(uintptr_t)(AIOTK_PAGE - 1);
+		madvise((void *)from, aiotk_page_round((uintptr_t)p + n - from), MADV_POPULATE_WRITE);
+	}
+	return p;
+}
+
 int fmt_load(const char *path, const char *hint, uint64_t max, uint8_t **buf, size_t *len, aiotk_err *err)
 {
 	struct stat st;
@@ -53,7 +66,7 @@ int fmt_load(const char *path, const char *hint, uint64_t max, uint8_t **buf, si
 				  "%s is not a regular file of sane size", path);
 	}
 	*len = (size_t)st.st_size;
-	*buf = malloc(*len + 1);
+	*buf = fmt_alloc_filled(*len + 1);
 	size_t got = 0;
 	while (*buf && got < *len) {
 		ssize_t r = read(fd, *buf + got, *len - got);
