@@ -7,7 +7,7 @@ local core = aiotk.core
 
 local parser = argparse("aiotk kview",
 	"Every command that looks at a process opens the kernel view's BPF programs. Loading them " ..
-	"takes about 0.1 s, so the first command (as root) pins them under a bpffs directory " ..
+	"takes about 0.25 s, so the first command (as root) pins them under a bpffs directory " ..
 	"(policy kview_pin, default /sys/fs/bpf; bpffs mounted there if it is an empty directory " ..
 	"without one, policy kview_pin_mount) as aiotk-VERSION-HASH, mode 0700, and later commands " ..
 	"open that pin in about 1 ms. The hash is of this build's BPF object: another build or " ..

@@ -3,13 +3,14 @@
  * opened from a pin an earlier command left under a bpffs directory; the
  * iterator links the views make from its programs (kviewer_link).
  *
- * Loading costs about 0.1 s of libbpf's work (kallsyms for two ksyms, the
- * kernel's BTF for CO-RE) and 5 ms of verification; opening a pin, about
- * 1 ms (docs/KERNEL-FACTS.md, "Loading the kernel view"). A pin is a
- * directory "aiotk-VERSION-HASH" (HASH: of the BPF object's bytes, so a
- * different build never uses it) holding the two programs and the map
- * user space writes (`firsts`), mode 0700; it is made under another name
- * and renamed into place, so a reader never sees half of one. */
+ * Loading costs about 0.25 s: libbpf's work (kallsyms for two ksyms, the
+ * kernel's BTF for CO-RE) and the verifier's (135 ms for the io_uring
+ * view); opening a pin, about 1 ms (docs/KERNEL-FACTS.md, "Loading the
+ * kernel view"). A pin is a directory "aiotk-VERSION-HASH" (HASH: of the
+ * BPF object's bytes, so a different build never uses it) holding the two
+ * programs and the map user space writes (`firsts`), mode 0700; it is made
+ * under another name and renamed into place, so a reader never sees half
+ * of one. */
 #define _GNU_SOURCE
 #include "kview/kview.h"
 

@@ -1,7 +1,7 @@
 -- The kernel's view of a process's AIO contexts (core/aio/kview/kview.c, a BPF
 -- iterator): io_setup's n, the kernel's private tail, requests in flight.
 -- The BPF programs are opened once per aiotk process, before any process
--- is stopped: from their pin (about 1 ms), or loaded (about 0.1 s) and
+-- is stopped: from their pin (about 1 ms), or loaded (about 0.25 s) and
 -- pinned for the next command (core/kview/viewer.c; the policy's
 -- kview_pin says where, or that they are not kept).
 local core = require "aiotk.core"

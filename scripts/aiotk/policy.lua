@@ -101,7 +101,7 @@ M.cpu_latency = true
 -- Where the kernel view's BPF programs are kept loaded between commands
 -- (root only): a bpffs directory, under which each aiotk build pins its
 -- own directory (aiotk-VERSION-HASH, mode 0700); a command then opens
--- them in about 1 ms instead of loading them in about 0.1 s. false: load
+-- them in about 1 ms instead of loading them in about 0.25 s. false: load
 -- them for each command, keep nothing. `aiotk kview --unpin` removes the
 -- pin; $AIOTK_KVIEW_PIN (a directory, or "off") overrides this.
 M.kview_pin = "/sys/fs/bpf"
