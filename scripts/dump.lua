@@ -38,8 +38,13 @@ print(string.format("dumped %d ring(s)%s of process %d to %s; stopped %.3f ms%s"
 	img.nrings, img.nurings > 0 and string.format(" and %d io_uring instance(s)", img.nurings) or "",
 	args.pid, args.dir, img.stopped_ns / 1e6,
 	img.warnings ~= "" and ("; warning: " .. img.warnings) or ""))
--- Said now rather than at the restore: instances no restore can rebuild.
+-- Said now rather than at the restore: instances no restore can rebuild
+-- (each reason once: one about them all, as too many, is every one's).
+local said = {}
 for _, v in ipairs(require("aiotk.uring_restore").verdicts(img, policy)) do
-	if v.action == "refused" then print("cannot be restored: " .. v.why) end
+	if v.action == "refused" and not said[v.why] then
+		said[v.why] = true
+		print("cannot be restored: " .. v.why)
+	end
 end
 return 0
