@@ -1,6 +1,6 @@
 /* A running process as a target: every thread seized and stopped
  * (PTRACE_SEIZE + PTRACE_INTERRUPT, no signal sent), system calls run by
- * its main thread, memory through process_vm_readv/writev.
+ * its main thread, memory through process_vm_readv/writev (aiotk_vm_rw).
  *
  * What holds whatever happens to aiotk (arch.h tells how injection works):
  *  - No code is written into the target and no signal is held by aiotk: a
@@ -26,7 +26,6 @@
 #include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -593,11 +592,10 @@ static int check_gadget(struct tracee *p, uint64_t addr, const aiotk_gadget *lis
 {
 	uint8_t buf[16];
 	for (const aiotk_gadget *g = list; g->bytes; g++) {
-		struct iovec l = { buf, g->len }, r = { (void *)(uintptr_t)addr, g->len };
-		ssize_t n = process_vm_readv(p->pid, &l, 1, &r, 1, 0);
-		if (n < 0 && errno == ESRCH)
+		int rc = aiotk_vm_rw(p->pid, addr, buf, g->len, 0);
+		if (rc == -ESRCH)
 			return aiotk_fail(&p->why, AIOTK_ESYS, ESRCH, "process %d exited", p->pid);
-		if (n == (ssize_t)g->len && !memcmp(buf, g->bytes, g->len))
+		if (!rc && !memcmp(buf, g->bytes, g->len))
 			return 0;
 	}
 	return aiotk_fail(&p->why, AIOTK_EINVAL, ENOEXEC,
@@ -628,10 +626,9 @@ static int write_frame(struct tracee *p)
 				  p->pid, strerror(-rc));
 	if ((rc = frame_fits(p, p->frame, len)))
 		return rc;
-	struct iovec l = { frame, len }, r = { (void *)(uintptr_t)p->frame, len };
-	if (process_vm_writev(p->pid, &l, 1, &r, 1, 0) != (ssize_t)len)
-		return aiotk_fail(&p->why, AIOTK_ESYS, errno, "cannot write the return frame into %d: %s",
-				  p->pid, strerror(errno));
+	if ((rc = aiotk_vm_rw(p->pid, p->frame, frame, len, 1)))
+		return aiotk_fail(&p->why, AIOTK_ESYS, -rc, "cannot write the return frame into %d: %s",
+				  p->pid, strerror(-rc));
 	return 0;
 }
 

@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #ifdef AIOTK_HAVE_BPF
@@ -89,10 +88,7 @@ static int run_chunk(aiotk_kviewer *v, int tid, struct bytes *b, aiotk_err *err)
 static void read_iocb(int pid, aiotk_kreq *q)
 {
 	struct iocb cb;
-	struct iovec local = { &cb, sizeof(cb) };
-	struct iovec remote = { (void *)(uintptr_t)q->obj, sizeof(cb) };
-	if (process_vm_readv(pid, &local, 1, &remote, 1, 0) != (ssize_t)sizeof(cb) ||
-	    cb.aio_data != q->data)
+	if (aiotk_vm_rw(pid, q->obj, &cb, sizeof(cb), 0) || cb.aio_data != q->data)
 		return;
 	q->iocb_ok = 1;
 	q->opcode = cb.aio_lio_opcode;

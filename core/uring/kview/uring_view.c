@@ -7,6 +7,7 @@
  * from /proc/PID/maps, matched by the instance's anon inode. The process
  * is neither stopped nor traced. */
 #define _GNU_SOURCE
+#include "target/target.h"
 #include "uring/uring.h"
 
 #include <dirent.h>
@@ -14,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -203,8 +203,7 @@ static uint64_t user_ring_addr(int pid, const struct aiotk_uview_bl_rec *r)
 {
 	uint64_t at = r->page_index << 12, first[2];
 	uint16_t tail;
-	struct iovec l = { first, sizeof(first) }, rm = { (void *)(uintptr_t)at, sizeof(first) };
-	if (!r->user || !r->page_index || process_vm_readv(pid, &l, 1, &rm, 1, 0) != (ssize_t)sizeof(first))
+	if (!r->user || !r->page_index || aiotk_vm_rw(pid, at, first, sizeof(first), 0))
 		return 0;
 	memcpy(&tail, (char *)first + 14, sizeof(tail));
 	return tail == r->tail && first[0] == r->first_addr ? at : 0;
