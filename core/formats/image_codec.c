@@ -166,6 +166,8 @@ static int event_from(const uint8_t *p, const uint8_t *end, aiotk_event *ev)
  * then the four required fields, 22 at their shortest), which bounds how
  * many there can be; counting them first read every field twice, a
  * fifth of a big image's decoding. */
+#define POPULATE_EVENTS (FMT_POPULATE_MIN / sizeof(aiotk_event))
+
 static int split_events(const uint8_t *p, size_t len, aiotk_event **events,
 			uint32_t *n, uint8_t **rest, size_t *rest_len)
 {
@@ -173,7 +175,7 @@ static int split_events(const uint8_t *p, size_t len, aiotk_event **events,
 	size_t most = len / 24;
 	if (most > UINT32_MAX)
 		return -1;
-	*events = fmt_alloc_filled(most * sizeof(aiotk_event));
+	*events = malloc(most ? most * sizeof(aiotk_event) : 1);
 	*rest = malloc(len ? len : 1);
 	if (!*events || !*rest)
 		return -2;
@@ -187,6 +189,10 @@ static int split_events(const uint8_t *p, size_t len, aiotk_event **events,
 		if (key >> 3 == 7 && (key & 7) == 2) {
 			if (*n == most)
 				return -1;
+			/* only what is filled: most may be far more than there are */
+			if (*n % POPULATE_EVENTS == 0)
+				fmt_populate(&(*events)[*n], (most - *n < POPULATE_EVENTS ? most - *n : POPULATE_EVENTS) *
+					     sizeof(aiotk_event));
 			(*events)[*n] = (aiotk_event){ 0 };
 			if (event_from(q - vlen, q, &(*events)[(*n)++]))
 				return -1;

@@ -41,15 +41,11 @@ int aiotk_image_write_flags(const char *dir, const aiotk_image *img, int flags,
 	return rc;
 }
 
-void *fmt_alloc_filled(size_t n)
+void fmt_populate(void *p, size_t n)
 {
-	void *p = malloc(n ? n : 1);
-	if (p && n >= 64 * 1024) {
-		/* (an older kernel's EINVAL only leaves the faults) */
-		uintptr_t from = (uintptr_t)p & ~(uintptr_t)(AIOTK_PAGE - 1);
+	uintptr_t from = (uintptr_t)p & ~(uintptr_t)(AIOTK_PAGE - 1);
+	if (n >= FMT_POPULATE_MIN)
 		madvise((void *)from, aiotk_page_round((uintptr_t)p + n - from), MADV_POPULATE_WRITE);
-	}
-	return p;
 }
 
 int fmt_load(const char *path, const char *hint, uint64_t max, uint8_t **buf, size_t *len, aiotk_err *err)
@@ -66,7 +62,9 @@ int fmt_load(const char *path, const char *hint, uint64_t max, uint8_t **buf, si
 				  "%s is not a regular file of sane size", path);
 	}
 	*len = (size_t)st.st_size;
-	*buf = fmt_alloc_filled(*len + 1);
+	*buf = malloc(*len + 1);
+	if (*buf)
+		fmt_populate(*buf, *len + 1);
 	size_t got = 0;
 	while (*buf && got < *len) {
 		ssize_t r = read(fd, *buf + got, *len - got);
